@@ -1,0 +1,51 @@
+"""Speech recognisers: one small module per backend, chosen by `asr.backend`.
+
+A recogniser turns one utterance (16 kHz mono int16, in RAM) into the sentence of the home's
+closed set it most likely was, with a confidence in [0, 1], or None when nothing fits.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pendant.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pendant.config import Config
+    from pendant.grammar import Grammar
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    text: str
+    """A sentence of the closed set, lowercase words, e.g. 'turn on the kitchen lights'."""
+    confidence: float
+    """0..1; conversation mode drops anything under asr.min_confidence."""
+
+
+class Recognizer(Protocol):
+    def transcribe(self, audio: np.ndarray) -> Transcription | None: ...
+
+    def close(self) -> None: ...
+
+
+BACKENDS: dict[str, str] = {
+    "pocketsphinx": "pendant.asr.pocketsphinx_backend:PocketsphinxRecognizer",
+    "whisper": "pendant.asr.whisper_backend:WhisperRecognizer",
+}
+
+
+def create_recognizer(config: Config, grammar: Grammar) -> Recognizer:
+    module_name, _, cls_name = BACKENDS[config.asr.backend].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"asr.backend {config.asr.backend!r} cannot load ({exc.name} missing): "
+            f"pip install 'pendant[{config.asr.backend}]'"
+        ) from None
+    return getattr(module, cls_name)(config, grammar)

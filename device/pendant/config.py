@@ -1,0 +1,240 @@
+"""The pendant's one config file (TOML), validated strictly at start-up.
+
+Every field carries a description: `pendant config-docs` prints the reference from these
+models, so the README and the code cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pendant.errors import ConfigError
+
+DEVICE_CONFIG_PATH = Path("/etc/pendant/pendant.toml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceKind(StrEnum):
+    light = "light"
+    fan = "fan"
+    switch = "switch"
+    media_player = "media_player"
+    cover = "cover"
+    lock = "lock"
+    climate = "climate"
+    sensor = "sensor"
+    script = "script"
+    scene = "scene"
+    todo = "todo"
+    weather = "weather"
+
+
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$"),
+]
+
+
+class HomeDevice(_Strict):
+    name: Name = Field(description="What people call it, e.g. 'Bed Light'. Letters, digits, spaces.")
+    kind: DeviceKind = Field(description="One of: " + ", ".join(k.value for k in DeviceKind) + ".")
+    area: Name | None = Field(None, description="The area it is in; must be one of home.areas.")
+    color: bool = Field(False, description="Lights only: it takes a colour.")
+    brightness: bool = Field(True, description="Lights only: it can be dimmed.")
+
+
+class CustomSentences(_Strict):
+    intent: str = Field(
+        description="Intent name published for these sentences, e.g. 'PartyMode'.",
+        pattern=r"^[A-Z][A-Za-z0-9]{0,47}$",
+    )
+    sentences: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, description="hassil templates, e.g. \"[it's] party time\"."
+    )
+
+
+class Home(_Strict):
+    areas: list[Name] = Field(default_factory=list, description="Area names, e.g. ['Kitchen'].")
+    devices: list[HomeDevice] = Field(default_factory=list, description="Things that can be named.")
+    sentences: list[CustomSentences] = Field(
+        default_factory=list, description="The wearer's own intents and the sentences for them."
+    )
+
+    @model_validator(mode="after")
+    def _areas_known(self) -> Home:
+        known = {a.lower() for a in self.areas}
+        for i, dev in enumerate(self.devices):
+            if dev.area is not None and dev.area.lower() not in known:
+                raise ValueError(
+                    f"devices[{i}].area {dev.area!r} is not in home.areas {self.areas!r}"
+                )
+        return self
+
+
+class AudioConfig(_Strict):
+    source: Literal["mic", "wav"] = Field(
+        "wav", description="'mic' (sounddevice) on the pendant, 'wav' (files) in simulation."
+    )
+    files: list[str] = Field(default_factory=list, description="WAV files the 'wav' source plays.")
+    realtime: bool = Field(True, description="'wav' source: pace files in real time.")
+    gap_ms: int = Field(
+        1500, ge=0, le=60_000, description="'wav' source: silence played after each file."
+    )
+    device: str | None = Field(None, description="'mic' source: sounddevice name or index.")
+    capture_rate_hz: int = Field(
+        48_000, ge=8_000, le=192_000, description="'mic' source: rate the microphone runs at."
+    )
+    capture_channels: int = Field(
+        2, ge=1, le=8, description="'mic' source: channels the microphone delivers."
+    )
+    chunk_ms: Literal[10, 20, 30] = Field(30, description="Frame length fed to the VAD.")
+
+
+class VadConfig(_Strict):
+    webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad gate, 0 (lax)-3.")
+    silero_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Silero speech probability that confirms speech."
+    )
+    pre_roll_ms: int = Field(300, ge=0, le=2000, description="Audio kept before speech starts.")
+    hangover_ms: int = Field(
+        500, ge=100, le=5000, description="Silence that ends an utterance (end-of-speech)."
+    )
+    min_speech_ms: int = Field(200, ge=30, le=5000, description="Shorter bursts are ignored.")
+    max_utterance_s: float = Field(10.0, gt=0.5, le=60, description="Longer utterances are cut.")
+
+
+class AsrConfig(_Strict):
+    backend: Literal["pocketsphinx", "whisper"] = Field(
+        "pocketsphinx", description="Recogniser: 'pocketsphinx' (Zero 2 W) or 'whisper' (Pi 5)."
+    )
+    min_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Conversation mode: utterances below this are dropped unpublished.",
+    )
+
+
+class ListenConfig(_Strict):
+    mode: Literal["conversation", "press_to_talk"] = Field(
+        "conversation",
+        description="'conversation': always listening; 'press_to_talk': the button opens it.",
+    )
+
+
+class BusConfig(_Strict):
+    socket: str | None = Field(
+        "/run/mosquitto/pendant.sock",
+        description="Unix socket of the device-local mosquitto; empty to use host/port.",
+    )
+    host: str = Field("127.0.0.1", description="Bus host when no socket is set.")
+    port: int = Field(1883, ge=1, le=65535, description="Bus port when no socket is set.")
+    username: str | None = Field(None, description="Bus user name.")
+    password_file: str | None = Field(None, description="File (0600) holding the bus password.")
+
+
+class LinkConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Outside MQTT broker (home automation).")
+    port: int = Field(1883, ge=1, le=65535, description="Outside broker port.")
+    username: str | None = Field(None, description="Outside broker user name.")
+    password_file: str | None = Field(None, description="File (0600) holding its password.")
+    topic_prefix: str = Field("pendant", pattern=r"^[a-z0-9_-]{1,32}$", description="Topic root.")
+    hermes: bool = Field(True, description="Mirror intents on hermes/intent/* for Node-RED.")
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> LinkConfig:
+        if self.password_file and not self.username:
+            raise ValueError("link.password_file is set but link.username is not")
+        return self
+
+
+class ModelsConfig(_Strict):
+    cache_dir: str = Field(
+        "~/.cache/pendant/models", description="Where fetched, verified models are kept."
+    )
+
+
+class Config(_Strict):
+    device_id: str = Field(
+        "pendant",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="Names this pendant in every topic; lowercase letters, digits, '-'.",
+    )
+    language: Literal["en"] = Field("en", description="Language of speech and sentences.")
+    home: Home = Field(default_factory=Home, description="The home the wearer talks about.")
+    audio: AudioConfig = Field(default_factory=AudioConfig, description="Where sound comes from.")
+    vad: VadConfig = Field(default_factory=VadConfig, description="Cutting speech into utterances.")
+    asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
+    listen: ListenConfig = Field(default_factory=ListenConfig, description="How to talk to it.")
+    bus: BusConfig = Field(default_factory=BusConfig, description="The device-local broker.")
+    link: LinkConfig = Field(default_factory=LinkConfig, description="The outside broker.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model cache.")
+
+    @field_validator("device_id")
+    @classmethod
+    def _no_double_dash(cls, v: str) -> str:
+        if v.endswith("-"):
+            raise ValueError("must not end with '-'")
+        return v
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"function-after\[.*\]", str(p)))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}: remove it or check its spelling"
+    if err["type"] == "literal_error" or err["type"] == "enum":
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        tail = f" (and {more} more)" if more else ""
+        raise ConfigError(f"{source}: {_describe(first)}{tail}") from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    if path is None:
+        return Config() if not DEVICE_CONFIG_PATH.exists() else load_config(DEVICE_CONFIG_PATH)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, str(p))
+
+
+def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """One line per key: `key` (type, default): description. Drives the README's table."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines.append(f"| `[{key}]` | table | | {field.description} |")
+            lines.extend(config_reference(ann, key + "."))
+            continue
+        default = "" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        lines.append(f"| `{key}` | {tname} | {default} | {field.description} |")
+    return lines

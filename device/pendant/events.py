@@ -1,0 +1,171 @@
+"""The event vocabulary: small, typed, versioned JSON messages.
+
+The same classes travel on the device-local bus and, after the link's schema gate, on the
+outside broker. Each has a JSON Schema in `pendant/schemas/` (written by
+`python -m pendant.events`, checked by a test) so a consumer can validate without our code.
+
+Wire format: one JSON object with `type`, `version`, `id` (unique per event, so a consumer
+can drop QoS 1 duplicates), `device_id`, `timestamp_ms` (Unix epoch, wall clock, for hubs
+that pick one pendant among several) and the type's own fields. Never binary data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_EVENT_BYTES = 8192
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+Text = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+ShortText = Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
+IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    version: Literal[1] = 1
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    device_id: DeviceId
+    timestamp_ms: Annotated[int, Field(ge=0)] = Field(default_factory=_now_ms)
+
+    registry: ClassVar[dict[str, type[Event]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        type_field = cls.model_fields.get("type")
+        if type_field is not None and isinstance(type_field.default, str):
+            Event.registry[type_field.default] = cls
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class Slot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ShortText = Field(description="Slot name, e.g. 'area', 'name', 'minutes'.")
+    value: str | int | float = Field(description="Normalised value, e.g. 'Kitchen' or 5.")
+    raw_value: ShortText = Field(description="The words that were said for it.")
+    entity: ShortText = Field(description="Slot list it came from, e.g. 'area', 'number'.")
+
+
+class Intent(Event):
+    """Something the wearer asked for, recognised on the device."""
+
+    type: Literal["intent"] = "intent"
+    name: IntentName = Field(description="hassil / Home Assistant intent name, e.g. HassTurnOn.")
+    text: Text = Field(description="The sentence recognised, lowercase words.")
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    slots: Annotated[list[Slot], Field(max_length=16)] = Field(default_factory=list)
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    loudness_dbfs: Annotated[float, Field(ge=-120, le=0)] | None = Field(
+        None, description="Speech level, for a hub choosing between pendants."
+    )
+    speech_end_ms: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Wall-clock time the speech ended, Unix epoch ms."
+    )
+
+
+class NotRecognized(Event):
+    """Speech came in but matched nothing well enough. Carries no text in conversation mode."""
+
+    type: Literal["not_recognized"] = "not_recognized"
+    text: Text | None = Field(None, description="Only in press-to-talk mode, where it was meant.")
+    confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+
+
+class Transcript(Event):
+    """The words recognised for an utterance that became an intent."""
+
+    type: Literal["transcript"] = "transcript"
+    text: Text
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+
+
+class Status(Event):
+    """What the pendant is doing; retained on the outside broker."""
+
+    type: Literal["status"] = "status"
+    state: Literal["starting", "ready", "listening", "muted", "stopping"]
+    mic_muted: bool = False
+    asr_backend: ShortText | None = None
+    battery_pct: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class Button(Event):
+    """The pendant's button; press-to-talk opens an utterance on press, closes it on release."""
+
+    type: Literal["button"] = "button"
+    action: Literal["press", "release"]
+
+
+PUBLIC_TYPES: tuple[type[Event], ...] = (Intent, NotRecognized, Transcript, Status)
+
+
+class EventError(ValueError):
+    pass
+
+
+def parse_event(payload: bytes | str) -> Event:
+    """Bytes off the bus to a typed event; EventError with one line on anything else."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise EventError(f"event of {len(payload)} bytes is over {MAX_EVENT_BYTES}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventError(f"event is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise EventError("event is not an object with a string 'type'")
+    cls = Event.registry.get(data["type"])
+    if cls is None:
+        raise EventError(f"unknown event type {data['type'][:40]!r}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise EventError(f"{data['type']} event: {loc}: {err['msg']}") from None
+
+
+def json_schema(cls: type[Event]) -> dict[str, Any]:
+    schema = cls.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://pendant.invalid/schemas/{cls.model_fields['type'].default}.json"
+    return schema
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cls in (*PUBLIC_TYPES, Button):
+        path = directory / f"{cls.model_fields['type'].default}.json"
+        path.write_text(json.dumps(json_schema(cls), indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_schemas():
+        print(p)
