@@ -10,7 +10,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,7 +45,9 @@ Name = Annotated[
 
 
 class HomeDevice(_Strict):
-    name: Name = Field(description="What people call it, e.g. 'Bed Light'. Letters, digits, spaces.")
+    name: Name = Field(
+        description="What people call it, e.g. 'Bed Light'. Letters, digits, spaces."
+    )
     kind: DeviceKind = Field(description="One of: " + ", ".join(k.value for k in DeviceKind) + ".")
     area: Name | None = Field(None, description="The area it is in; must be one of home.areas.")
     color: bool = Field(False, description="Lights only: it takes a colour.")
@@ -58,7 +60,7 @@ class CustomSentences(_Strict):
         pattern=r"^[A-Z][A-Za-z0-9]{0,47}$",
     )
     sentences: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        min_length=1, description="hassil templates, e.g. \"[it's] party time\"."
+        min_length=1, description='hassil templates, e.g. "[it\'s] party time".'
     )
 
 
@@ -224,6 +226,23 @@ def load_config(path: str | Path | None) -> Config:
     return parse_config(data, str(p))
 
 
+def _type_name(ann: Any) -> str:
+    if get_origin(ann) is Annotated:
+        return _type_name(get_args(ann)[0])
+    args = [a for a in get_args(ann) if a is not type(None)]
+    if get_origin(ann) is Literal:
+        return " / ".join(repr(a) for a in args)
+    if isinstance(ann, type) and issubclass(ann, StrEnum):
+        return "name"
+    if get_origin(ann) is list:
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if len(args) == 1 and len(get_args(ann)) == 2:
+        return f"{_type_name(args[0])}, optional"
+    if args and get_origin(ann) is not None and get_origin(ann) is not Annotated:
+        return " or ".join(_type_name(a) for a in args)
+    return getattr(ann, "__name__", str(ann))
+
+
 def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """One line per key: `key` (type, default): description. Drives the README's table."""
     lines: list[str] = []
@@ -234,7 +253,12 @@ def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[
             lines.append(f"| `[{key}]` | table | | {field.description} |")
             lines.extend(config_reference(ann, key + "."))
             continue
+        item = next(iter(get_args(ann)), None)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            lines.append(f"| `[[{key}]]` | list of tables | | {field.description} |")
+            lines.extend(config_reference(item, key + "[]."))
+            continue
         default = "" if field.is_required() else repr(field.get_default(call_default_factory=True))
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        tname = _type_name(ann)
         lines.append(f"| `{key}` | {tname} | {default} | {field.description} |")
     return lines

@@ -1,0 +1,3 @@
+from pendant.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Where sound comes from: one interface, a real and a simulated backend.
+
+A source yields `Chunk`s of 16 kHz mono int16, `chunk_ms` long, stamped with the wall-clock
+time their last sample was captured. Samples live only in RAM; nothing here writes audio.
+Backends are imported lazily so the package imports on machines without PortAudio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from pendant.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from pendant.config import AudioConfig
+
+RATE_HZ = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    samples: np.ndarray
+    """int16, mono, RATE_HZ."""
+    end_ms: int
+    """Wall-clock time (Unix epoch ms) of the chunk's last sample."""
+
+
+class AudioSource(Protocol):
+    def chunks(self) -> AsyncIterator[Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+SOURCES: dict[str, str] = {
+    "mic": "pendant.audio.mic:MicSource",
+    "wav": "pendant.audio.wav:WavSource",
+}
+
+
+def create_source(config: AudioConfig) -> AudioSource:
+    module_name, _, cls_name = SOURCES[config.source].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailable(
+            f"audio.source {config.source!r} cannot load ({exc}): "
+            "apt install libportaudio2 && pip install sounddevice"
+        ) from None
+    return getattr(module, cls_name)(config)
+
+
+def dbfs(samples: np.ndarray) -> float:
+    """RMS level of int16 samples in dBFS, floored at -120."""
+    if samples.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) / 32768.0
+    return max(-120.0, 20.0 * float(np.log10(rms)) if rms > 0 else -120.0)

@@ -1,0 +1,86 @@
+"""The real microphone through sounddevice (PortAudio).
+
+I2S MEMS mics on a Pi deliver 48 kHz, 2 channels, 32-bit; the callback only enqueues the
+raw block (it runs on PortAudio's thread) and the event loop converts it to 16 kHz mono.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import sounddevice
+
+from pendant.audio import RATE_HZ, Chunk
+from pendant.audio.convert import StreamConverter
+from pendant.config import AudioConfig
+from pendant.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+QUEUE_BLOCKS = 200
+
+
+class MicSource:
+    def __init__(self, config: AudioConfig) -> None:
+        self.config = config
+        self.chunk_samples = RATE_HZ * config.chunk_ms // 1000
+        self._stream: sounddevice.InputStream | None = None
+        self._queue: asyncio.Queue[np.ndarray] | None = None
+        self._dropped = 0
+
+    def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue: asyncio.Queue[np.ndarray] = asyncio.Queue(QUEUE_BLOCKS)
+        self._queue = queue
+
+        def put(block: np.ndarray) -> None:
+            if queue.full():
+                self._dropped += 1
+                return
+            queue.put_nowait(block)
+
+        def callback(indata: np.ndarray, frames: int, t: object, status: object) -> None:
+            loop.call_soon_threadsafe(put, indata.copy())
+
+        try:
+            self._stream = sounddevice.InputStream(
+                device=self.config.device,
+                samplerate=self.config.capture_rate_hz,
+                channels=self.config.capture_channels,
+                dtype="int32",
+                blocksize=self.config.capture_rate_hz * self.config.chunk_ms // 1000,
+                callback=callback,
+            )
+            self._stream.start()
+        except (sounddevice.PortAudioError, ValueError) as exc:
+            self.close()
+            raise BackendUnavailable(
+                f"microphone {self.config.device!r} cannot open at "
+                f"{self.config.capture_rate_hz} Hz x{self.config.capture_channels}: {exc}; "
+                "check audio.device / capture_rate_hz / capture_channels (`python -m sounddevice`)"
+            ) from None
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        self._open(asyncio.get_running_loop())
+        assert self._queue is not None
+        converter = StreamConverter(self.config.capture_rate_hz)
+        pending = np.zeros(0, dtype=np.int16)
+        n = self.chunk_samples
+        while self._stream is not None:
+            block = await self._queue.get()
+            pending = np.concatenate((pending, converter.push(block)))
+            now_ms = time.time_ns() // 1_000_000
+            while len(pending) >= n:
+                chunk, pending = pending[:n], pending[n:]
+                yield Chunk(chunk, now_ms - len(pending) * 1000 // RATE_HZ)
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+            stream.close()
+        if self._dropped:
+            log.warning("microphone: %d blocks dropped while the pipeline was busy", self._dropped)

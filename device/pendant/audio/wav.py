@@ -1,0 +1,83 @@
+"""The simulated microphone: WAV files played in real time or as fast as possible."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from pendant.audio import RATE_HZ, Chunk
+from pendant.audio.convert import convert
+from pendant.config import AudioConfig
+from pendant.errors import AudioFormatError
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_S = 600
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A sound file (WAV, FLAC, ...; any rate, width, channels) as 16 kHz mono int16."""
+    p = Path(path)
+    if not p.is_file():
+        raise AudioFormatError(f"{p}: no such file")
+    try:
+        info = soundfile.info(str(p))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioFormatError(f"{p}: not a readable audio file ({exc})") from None
+    if info.frames == 0:
+        raise AudioFormatError(f"{p}: holds no audio")
+    if info.frames / info.samplerate > MAX_FILE_S:
+        raise AudioFormatError(f"{p}: longer than {MAX_FILE_S} s; split it")
+    dtype = "int16" if info.subtype in ("PCM_16", "PCM_U8", "PCM_S8") else "float32"
+    data, rate = soundfile.read(str(p), dtype=dtype, always_2d=True)
+    return convert(data, rate)
+
+
+class WavSource:
+    """Plays `files` one after another, each followed by `gap_ms` of silence.
+
+    Paced against the monotonic clock when `realtime`, so downstream timing is as on a
+    device; otherwise as fast as the consumer takes it (for `pendant listen` and tests).
+    """
+
+    def __init__(self, config: AudioConfig, files: Iterable[str | Path] | None = None) -> None:
+        self.chunk_samples = RATE_HZ * config.chunk_ms // 1000
+        self.realtime = config.realtime
+        self.gap_ms = config.gap_ms
+        paths = list(files) if files is not None else list(config.files)
+        if not paths:
+            raise AudioFormatError("audio.files is empty: give the 'wav' source files to play")
+        # Read everything up front so a bad file fails at start-up, not mid-run.
+        self._clips = [read_audio(p) for p in paths]
+        self._closed = False
+
+    def _stream(self) -> np.ndarray:
+        gap = np.zeros(RATE_HZ * self.gap_ms // 1000, dtype=np.int16)
+        parts = [part for clip in self._clips for part in (clip, gap)]
+        return np.concatenate(parts)
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        stream = self._stream()
+        n = self.chunk_samples
+        start_ms = time.time_ns() // 1_000_000
+        start_mono = time.monotonic()
+        for i in range(0, len(stream) - n + 1, n):
+            if self._closed:
+                return
+            end_s = (i + n) / RATE_HZ
+            if self.realtime:
+                delay = start_mono + end_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            yield Chunk(stream[i : i + n], start_ms + int(end_s * 1000))
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,65 @@
+"""The device-local bus: mosquitto on a unix socket, carrying typed events.
+
+Components never call each other; they publish events here and subscribe to what they need.
+Internal topics are `pendant-bus/<event type>`; only the link republishes outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import aiomqtt
+
+from pendant.config import BusConfig
+from pendant.errors import ConfigError
+from pendant.events import Event
+
+log = logging.getLogger(__name__)
+
+PREFIX = "pendant-bus"
+QOS = 1
+
+
+def topic(event_type: str) -> str:
+    return f"{PREFIX}/{event_type}"
+
+
+def read_secret(path: str | None, key: str) -> str | None:
+    """A password from a file; refuses files others can read (invariant 4)."""
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+        value = p.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {p}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{key}: {p} is readable by others: chmod 600 {p}")
+    if not value:
+        raise ConfigError(f"{key}: {p} is empty")
+    return value
+
+
+def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> aiomqtt.Client:
+    """A client of the bus. `persistent` keeps its QoS 1 messages queued across restarts."""
+    password = read_secret(config.password_file, "bus.password_file")
+    where: dict[str, object] = (
+        {"hostname": os.fspath(config.socket), "port": 0, "transport": "unix"}
+        if config.socket
+        else {"hostname": config.host, "port": config.port}
+    )
+    return aiomqtt.Client(
+        **where,  # type: ignore[arg-type]
+        identifier=client_id,
+        username=config.username,
+        password=password,
+        clean_session=not persistent,
+    )
+
+
+async def publish(client: aiomqtt.Client, event: Event) -> None:
+    await client.publish(topic(event.type), event.to_json(), qos=QOS)

@@ -1,0 +1,116 @@
+"""The `pendant` command.
+
+Every error the pendant raises on purpose ends here as one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pendant import __version__
+from pendant.config import Config, load_config
+from pendant.errors import PendantError
+
+log = logging.getLogger(__name__)
+
+EXIT_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pendant", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"pendant {__version__}")
+    p.add_argument("--config", type=Path, help="TOML config (default /etc/pendant/pendant.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="all components in one process")
+    listen = sub.add_parser("listen", help="WAV files in, one JSON line per published intent out")
+    listen.add_argument("files", nargs="+", type=Path)
+    intents = sub.add_parser("intents", help="what the pendant understands in this home")
+    intents.add_argument(
+        "sentences", nargs="*", help="sentences to try ('-' reads them from stdin, one a line)"
+    )
+    models = sub.add_parser("models", help="fetch or verify models (see models/README.md)")
+    models.add_argument("models_args", nargs=argparse.REMAINDER)
+    sub.add_parser("config-docs", help="print the config reference as a Markdown table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pendant.logs import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except PendantError as exc:
+        print(f"pendant: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        from pendant.models import main as models_main
+
+        extra = ["--config", str(args.config)] if args.config else []
+        return models_main([*args.models_args[:1], *extra, *args.models_args[1:]])
+    if args.command == "config-docs":
+        from pendant.config import config_reference
+
+        print("| key | type | default | meaning |\n|---|---|---|---|")
+        print("\n".join(config_reference()))
+        return 0
+    config = load_config(args.config)
+    if args.command == "run":
+        return asyncio.run(_run(config, args.config))
+    if args.command == "listen":
+        from pendant.listen import listen
+
+        return asyncio.run(listen(config, args.files))
+    if args.command == "intents":
+        return _intents(config, args.sentences)
+    raise AssertionError(args.command)
+
+
+async def _run(config: Config, config_path: Path | None) -> int:
+    from pendant.runner import Pendant, install_signal_handlers
+
+    pendant = Pendant(config, config_path)
+    task = asyncio.create_task(pendant.run())
+    install_signal_handlers(task)  # type: ignore[arg-type]
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("stopped")
+    return 0
+
+
+def _intents(config: Config, sentences: list[str]) -> int:
+    from pendant.grammar import build_grammar
+    from pendant.nlu import IntentParser
+
+    parser = IntentParser(config)
+    if not sentences:
+        grammar = build_grammar(config)
+        for name, examples in sorted(grammar.examples().items()):
+            print(f"{name}: " + " | ".join(examples))
+        print(f"({grammar.size} sentences in this home's closed set)")
+        return 0
+    lines = sys.stdin if sentences == ["-"] else sentences
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        match = parser.parse(text)
+        if match is None:
+            print(json.dumps({"text": text, "intent": None}))
+        else:
+            slots = {s.name: s.value for s in match.slots}
+            print(json.dumps({"text": text, "intent": match.name, "slots": slots}))
+    return 0

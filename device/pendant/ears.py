@@ -1,0 +1,130 @@
+"""The ears: microphone to intents, on the bus. Touches raw audio, so has no network at all.
+
+Conversation mode cuts the stream into utterances with the VAD and keeps only those that
+match the home's closed set above `asr.min_confidence`; anything else is dropped without a
+trace (no text published). Press-to-talk records exactly from a button press to its release,
+and says so when it did not understand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pendant.asr import Recognizer
+from pendant.audio import AudioSource, Chunk, dbfs
+from pendant.config import Config
+from pendant.events import Button, Event, Intent, NotRecognized, Status, Transcript
+from pendant.nlu import IntentParser
+from pendant.vad import Segmenter, SileroVad, Utterance
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Event], Awaitable[None]]
+
+
+@dataclass
+class Understanding:
+    """What turns words into intents; swapped as one when the config changes."""
+
+    config: Config
+    recognizer: Recognizer
+    parser: IntentParser
+
+
+class Ears:
+    def __init__(
+        self,
+        understanding: Understanding,
+        source: AudioSource,
+        silero: SileroVad,
+        publish: Publish,
+    ) -> None:
+        self.understanding = understanding
+        self.source = source
+        self.publish = publish
+        config = understanding.config
+        self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
+        self._pressed: list[np.ndarray] | None = None
+        self._press_end_ms = 0
+        self.utterances = 0
+
+    @property
+    def config(self) -> Config:
+        return self.understanding.config
+
+    async def run(self) -> None:
+        """Until the source ends (a WAV source) or the task is cancelled (the microphone)."""
+        await self.publish(self._status("ready"))
+        async for chunk in self.source.chunks():
+            await self._on_chunk(chunk)
+        for utterance in self.segmenter.flush():
+            await self.handle(utterance, pressed=False)
+
+    async def _on_chunk(self, chunk: Chunk) -> None:
+        if self.config.listen.mode == "press_to_talk":
+            if self._pressed is not None:
+                self._pressed.append(chunk.samples)
+                self._press_end_ms = chunk.end_ms
+            return
+        for utterance in self.segmenter.push(chunk):
+            await self.handle(utterance, pressed=False)
+
+    async def on_button(self, event: Button) -> None:
+        if self.config.listen.mode != "press_to_talk":
+            return
+        if event.action == "press":
+            self._pressed = []
+            return
+        frames, self._pressed = self._pressed, None
+        if frames:
+            audio = np.concatenate(frames)
+            await self.handle(Utterance(audio, self._press_end_ms, len(audio) // 16), pressed=True)
+
+    async def handle(self, utterance: Utterance, *, pressed: bool) -> Intent | None:
+        self.utterances += 1
+        u = self.understanding
+        heard = u.recognizer.transcribe(utterance.audio)
+        match = u.parser.parse(heard.text) if heard is not None else None
+        confident = heard is not None and heard.confidence >= self.config.asr.min_confidence
+        if heard is None or match is None or not (confident or pressed):
+            log.info("utterance of %d ms: no intent", utterance.speech_ms)
+            if pressed:
+                await self.publish(
+                    NotRecognized(
+                        device_id=self.config.device_id,
+                        text=heard.text if heard else None,
+                        confidence=heard.confidence if heard else 0.0,
+                    )
+                )
+            return None
+        intent = Intent(
+            device_id=self.config.device_id,
+            name=match.name,
+            text=heard.text,
+            confidence=round(heard.confidence, 3),
+            slots=match.slots,
+            loudness_dbfs=round(dbfs(utterance.audio), 1),
+            speech_end_ms=utterance.speech_end_ms,
+        )
+        log.info("intent %s (%.2f): %s", intent.name, intent.confidence, intent.text)
+        await self.publish(
+            Transcript(
+                device_id=intent.device_id,
+                text=intent.text,
+                confidence=intent.confidence,
+                session_id=intent.session_id,
+            )
+        )
+        await self.publish(intent)
+        return intent
+
+    def _status(self, state: str) -> Status:
+        return Status(
+            device_id=self.config.device_id,
+            state=state,  # type: ignore[arg-type]
+            asr_backend=self.config.asr.backend,
+        )

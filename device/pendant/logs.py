@@ -1,0 +1,28 @@
+"""Logs go to journald on the device and to stderr everywhere else."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler | None = None
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        try:
+            from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+
+            handler = JournalHandler(SYSLOG_IDENTIFIER="pendant")
+        except ImportError:
+            handler = None
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Library chatter (paho reconnects, onnxruntime) is not the wearer's business at INFO.
+    for noisy in ("aiomqtt", "paho", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,48 @@
+"""Shared fixtures: real mosquitto brokers, the demo home, the shared speech recordings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pendant.config import Config, load_config
+from pendant.local_broker import LocalBroker
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"
+DEMO_CONFIG = REPO / "examples" / "pendant.toml"
+SPEECH_CACHE = REPO / ".cache" / "speech-sets"
+
+
+def demo_config(**updates: object) -> Config:
+    config = load_config(DEMO_CONFIG)
+    cache = os.environ.get("PENDANT_MODELS_CACHE")
+    if cache:
+        config = config.model_copy(
+            update={"models": config.models.model_copy(update={"cache_dir": cache})}
+        )
+    return config.model_copy(update=updates) if updates else config
+
+
+def speech_files(subset: str) -> list[Path]:
+    folder = SPEECH / subset
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent: the shared speech recordings are not on this machine")
+    return sorted(folder.glob("*.wav"))
+
+
+@pytest.fixture
+def config() -> Config:
+    return demo_config()
+
+
+@pytest.fixture
+def brokers() -> Iterator[tuple[LocalBroker, LocalBroker]]:
+    """A device-local bus (unix socket) and a home broker (TCP), both real mosquitto."""
+    with (
+        LocalBroker(users=("pendant", "intruder")) as bus,
+        LocalBroker(users=("link", "viewer"), tcp=True) as home,
+    ):
+        yield bus, home

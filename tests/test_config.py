@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pendant.config import Config, config_reference, load_config
+from pendant.errors import ConfigError
+
+from .conftest import DEMO_CONFIG, REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pendant.toml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads() -> None:
+    config = load_config(DEMO_CONFIG)
+    assert config.device_id == "pendant-demo"
+    assert "Kitchen" in config.home.areas
+    assert any(d.name == "Bed Light" and d.color for d in config.home.devices)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('device_id = "x"\ncolour = 1\n', "unknown key 'colour'"),
+        ("[vad]\nhangover_ms = 'long'\n", "vad.hangover_ms"),
+        (
+            "[vad]\nhangover_ms = 50\n",
+            "vad.hangover_ms: Input should be greater than or equal to 100",
+        ),
+        ("[asr]\nbackend = 'vosk'\n", "asr.backend"),
+        ('device_id = "Bad Id"\n', "device_id"),
+        (
+            '[home]\nareas = ["Kitchen"]\n[[home.devices]]\nname = "Lamp"\nkind = "light"\n'
+            'area = "Attic"\n',
+            "'Attic' is not in home.areas",
+        ),
+        ('[[home.devices]]\nname = "Lamp"\nkind = "toaster"\n', "home.devices.0.kind"),
+        ("[link]\npassword_file = '/x'\n", "link.password_file is set but link.username is not"),
+        ("device_id = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_reports_bad_config_in_one_line_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "[audio]\nsource = 'tape'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pendant", "--config", str(path), "intents", "hello"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "audio.source" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_key_is_documented_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    for line in config_reference(Config):
+        key = line.split("`")[1]
+        assert f"`{key}`" in readme, f"README does not document {key}"
