@@ -48,7 +48,7 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> a
     """A client of the bus. `persistent` keeps its QoS 1 messages queued across restarts."""
     password = read_secret(config.password_file, "bus.password_file")
     where: dict[str, object] = (
-        {"hostname": os.fspath(config.socket), "port": 0, "transport": "unix"}
+        {"hostname": os.fspath(config.socket), "port": 1883, "transport": "unix"}
         if config.socket
         else {"hostname": config.host, "port": config.port}
     )

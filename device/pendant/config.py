@@ -104,13 +104,13 @@ class AudioConfig(_Strict):
 class VadConfig(_Strict):
     webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad gate, 0 (lax)-3.")
     silero_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Silero speech probability that confirms speech."
+        0.3, gt=0, lt=1, description="Silero speech probability that confirms speech."
     )
     pre_roll_ms: int = Field(300, ge=0, le=2000, description="Audio kept before speech starts.")
     hangover_ms: int = Field(
         500, ge=100, le=5000, description="Silence that ends an utterance (end-of-speech)."
     )
-    min_speech_ms: int = Field(200, ge=30, le=5000, description="Shorter bursts are ignored.")
+    min_speech_ms: int = Field(100, ge=30, le=5000, description="Shorter bursts are ignored.")
     max_utterance_s: float = Field(10.0, gt=0.5, le=60, description="Longer utterances are cut.")
 
 

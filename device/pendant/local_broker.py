@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -81,6 +82,9 @@ class LocalBroker:
             subprocess.run(cmd, check=True, capture_output=True)
         os.chmod(passwd, 0o600)
         lines = [
+            # Started as root, mosquitto would drop to its own user, which cannot read our
+            # 0600 files; this broker runs as whoever started it.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             "per_listener_settings false",
             "allow_anonymous false",
             f"password_file {passwd}",

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 SILERO_WINDOW = 512
 SILERO_CONTEXT = 64
-# Silero's speech probability falls well below the start threshold between words; ending only
-# when it drops this far under avoids cutting commands at their pauses.
 END_MARGIN = 0.15
+# How long webrtcvad must hear nothing before Silero sleeps again.
+SILERO_SLEEP_MS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,11 @@ class SileroVad:
 
 
 class Segmenter:
-    """The state machine from chunks to utterances. Feed it every chunk, in order."""
+    """The state machine from chunks to utterances. Feed it every chunk, in order.
+
+    Silero sleeps while webrtcvad hears nothing. When webrtcvad fires, Silero wakes and first
+    hears the pre-roll, since it judges speech far worse without the moments before it.
+    """
 
     def __init__(self, config: VadConfig, silero: SileroVad, chunk_ms: int) -> None:
         self.config = config
@@ -88,44 +92,50 @@ class Segmenter:
         self._speech_ms = 0
         self._silence_ms = 0
         self._last_speech_end_ms = 0
-        self._confirm_ms = 0
+        self._gate_was_open = False
+        self._silero_awake = False
+        self._quiet_ms = 0
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
 
-    def _is_speech(self, chunk: Chunk) -> bool:
-        if not self._webrtc.is_speech(chunk.samples.tobytes(), RATE_HZ):
-            # Keep Silero's state warm while talking so its probability is not stale.
-            if self._in_speech:
-                self.silero.push(chunk.samples)
-            return False
-        return self.silero.push(chunk.samples) >= self._threshold()
-
-    def _threshold(self) -> float:
-        t = self.config.silero_threshold
-        return max(0.05, t - END_MARGIN) if self._in_speech else t
+    def _probability(self, samples: np.ndarray, gate_open: bool) -> float:
+        if gate_open:
+            self._quiet_ms = 0
+            if not self._silero_awake:
+                self._silero_awake = True
+                self.silero.reset()
+                for frame in self._pre_roll:
+                    self.silero.push(frame)
+        elif self._silero_awake and not self._in_speech:
+            self._quiet_ms += self.chunk_ms
+            if self._quiet_ms >= SILERO_SLEEP_MS:
+                self._silero_awake = False
+        return self.silero.push(samples) if self._silero_awake else 0.0
 
     def push(self, chunk: Chunk) -> Iterator[Utterance]:
-        speech = self._is_speech(chunk)
+        gate_open = self._webrtc.is_speech(chunk.samples.tobytes(), RATE_HZ)
+        p = self._probability(chunk.samples, gate_open)
+        threshold = self.config.silero_threshold
         if not self._in_speech:
-            self._pre_roll.append(chunk.samples)
-            if not speech:
-                self._confirm_ms = 0
-                return
-            self._confirm_ms += self.chunk_ms
-            # Two confirmed frames in a row: one loud click is not speech.
-            if self._confirm_ms < 2 * self.chunk_ms:
+            # Two webrtcvad frames in a row and Silero agreeing: one loud click is not speech.
+            start = gate_open and self._gate_was_open and p >= threshold
+            self._gate_was_open = gate_open
+            if not start:
+                self._pre_roll.append(chunk.samples)
                 return
             self._in_speech = True
-            self._frames = list(self._pre_roll)
+            self._frames = [*self._pre_roll, chunk.samples]
             self._pre_roll.clear()
-            self._speech_ms = self._confirm_ms
+            self._speech_ms = self.chunk_ms
             self._silence_ms = 0
             self._last_speech_end_ms = chunk.end_ms
             return
         self._frames.append(chunk.samples)
-        if speech:
+        # Silero dips between words; ending only well under the start threshold keeps a
+        # command whole across its pauses.
+        if gate_open and p >= max(0.05, threshold - END_MARGIN):
             self._speech_ms += self.chunk_ms
             self._silence_ms = 0
             self._last_speech_end_ms = chunk.end_ms
@@ -147,8 +157,7 @@ class Segmenter:
         frames, speech_ms, end_ms = self._frames, self._speech_ms, self._last_speech_end_ms
         self._frames = []
         self._in_speech = False
-        self._confirm_ms = 0
-        self.silero.reset()
+        self._gate_was_open = False
         if speech_ms < self.config.min_speech_ms:
             log.debug("dropped %d ms burst: shorter than vad.min_speech_ms", speech_ms)
             return

@@ -1,0 +1,118 @@
+"""`make run`: the pendant in simulation, end to end, as a person would watch it.
+
+Starts two private mosquitto brokers (the device-local bus on a unix socket, and a stand-in
+home broker on a free port), runs `pendant run` as its own process on the bundled demo audio
+(espeak-ng voices over silence, room noise and ordinary talk, rendered into .cache/), and
+prints each intent as a subscriber on the home broker receives it. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+from pendant.local_broker import LocalBroker
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "speech-sets"
+
+
+def _load_speech_sets():
+    spec = importlib.util.spec_from_file_location("speech_sets", REPO / "tools" / "speech_sets.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def demo_config(bus: LocalBroker, home: LocalBroker, wav: Path, realtime: bool) -> str:
+    """The demo home plus the tables that point it at these brokers and this audio."""
+    base = (REPO / "examples" / "pendant.toml").read_text()
+    return base + (
+        f'\n[audio]\nsource = "wav"\nfiles = ["{wav}"]\nrealtime = {str(realtime).lower()}\n'
+        f'\n[bus]\nsocket = "{bus.socket_path}"\nusername = "pendant"\n'
+        f'password_file = "{bus.password_file("pendant")}"\n'
+        f'\n[link]\nhost = "127.0.0.1"\nport = {home.port}\nusername = "link"\n'
+        f'password_file = "{home.password_file("link")}"\n'
+    )
+
+
+def describe(payload: bytes) -> str:
+    event = json.loads(payload)
+    slots = "  ".join(f"{s['name']}={s['value']}" for s in event.get("slots", []))
+    return f"{event['name']:<22} {slots:<40} “{event['text']}” ({event['confidence']:.2f})"
+
+
+async def main() -> int:
+    print("rendering the demo audio (espeak-ng, cached) ...", flush=True)
+    speech_sets = _load_speech_sets()
+    speech_sets.generate(CACHE, demo=True)
+    demo = json.loads((CACHE / "demo.json").read_text())
+    wav = CACHE / demo["file"]
+    with (
+        LocalBroker(users=("pendant",)) as bus,
+        LocalBroker(users=("link", "viewer"), tcp=True) as home,
+    ):
+        config = Path(bus.directory or ".") / "pendant.toml"
+        config.write_text(demo_config(bus, home, wav, realtime=True))
+        print(
+            f"home broker: mqtt://127.0.0.1:{home.port} (user viewer, password in "
+            f"{home.password_file('viewer')})"
+        )
+        print(
+            f"playing {demo['duration_s']:.0f} s of audio with {len(demo['commands'])} commands; "
+            "Ctrl-C stops\n",
+            flush=True,
+        )
+        received = 0
+        async with aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as viewer:
+            await viewer.subscribe("pendant/+/intent/#", qos=1)
+            await viewer.subscribe("pendant/+/availability", qos=1)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pendant",
+                "--config",
+                str(config),
+                "run",
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            started = time.monotonic()
+
+            async def show() -> None:
+                nonlocal received
+                async for message in viewer.messages:
+                    t = time.monotonic() - started
+                    if str(message.topic).endswith("/availability"):
+                        print(f"[{t:6.1f} s] pendant is {bytes(message.payload).decode()}")  # type: ignore[arg-type]
+                        continue
+                    received += 1
+                    print(f"[{t:6.1f} s] {describe(bytes(message.payload))}", flush=True)  # type: ignore[arg-type]
+
+            printer = asyncio.create_task(show())
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGINT, proc.terminate)
+            code = await proc.wait()
+            await asyncio.sleep(0.5)
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+    print(
+        f"\n{received} intents received; the audio held {len(demo['commands'])} commands "
+        f"and {len(demo['non_commands'])} sentences that were not."
+    )
+    return 0 if code in (0, -signal.SIGTERM) else code
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
