@@ -56,6 +56,17 @@ class WavSource:
         # Read everything up front so a bad file fails at start-up, not mid-run.
         self._clips = [read_audio(p) for p in paths]
         self._closed = False
+        self.started_ms: int | None = None
+        """Wall-clock time the first sample played, once playing."""
+
+    @property
+    def spans_s(self) -> list[tuple[float, float]]:
+        """Where each file lies in the played stream, in seconds from its start."""
+        spans, t = [], 0.0
+        for clip in self._clips:
+            spans.append((t, t + len(clip) / RATE_HZ))
+            t += len(clip) / RATE_HZ + self.gap_ms / 1000
+        return spans
 
     def _stream(self) -> np.ndarray:
         gap = np.zeros(RATE_HZ * self.gap_ms // 1000, dtype=np.int16)
@@ -65,7 +76,7 @@ class WavSource:
     async def chunks(self) -> AsyncIterator[Chunk]:
         stream = self._stream()
         n = self.chunk_samples
-        start_ms = time.time_ns() // 1_000_000
+        start_ms = self.started_ms = time.time_ns() // 1_000_000
         start_mono = time.monotonic()
         for i in range(0, len(stream) - n + 1, n):
             if self._closed:
