@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from pendant.config import Config, load_config
@@ -14,6 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"
 DEMO_CONFIG = REPO / "examples" / "pendant.toml"
 SPEECH_CACHE = REPO / ".cache" / "speech-sets"
+
+
+def speech_sets() -> ModuleType:
+    """tools/speech_sets.py, the espeak-ng speech generator."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import speech_sets as module  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    return module
 
 
 def demo_config(**updates: object) -> Config:

@@ -3,7 +3,6 @@ real mosquitto, real models."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,15 @@ from pendant.config import Config
 from pendant.local_broker import LocalBroker
 from pendant.nlu import IntentParser
 
-from .conftest import REPO, SPEECH_CACHE, demo_config, speech_files
+from .conftest import SPEECH_CACHE, demo_config, speech_files, speech_sets
 from .pipeline import Received, run_files, slot_values
 
 MIN_CORRECT = 0.9
 
 
-def _speech_sets() -> Any:
-    spec = importlib.util.spec_from_file_location("speech_sets", REPO / "tools" / "speech_sets.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def espeak_set() -> list[dict[str, Any]]:
-    manifest = _speech_sets().generate(SPEECH_CACHE)
+    manifest = speech_sets().generate(SPEECH_CACHE)
     entries = json.loads(Path(manifest).read_text())["files"]
     for e in entries:
         e["path"] = SPEECH_CACHE / e["file"]

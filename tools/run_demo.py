@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -19,18 +18,11 @@ import time
 from pathlib import Path
 
 import aiomqtt
+import speech_sets  # tools/ is on sys.path when run as a script
 from pendant.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "speech-sets"
-
-
-def _load_speech_sets():
-    spec = importlib.util.spec_from_file_location("speech_sets", REPO / "tools" / "speech_sets.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def demo_config(bus: LocalBroker, home: LocalBroker, wav: Path, realtime: bool) -> str:
@@ -53,7 +45,6 @@ def describe(payload: bytes) -> str:
 
 async def main() -> int:
     print("rendering the demo audio (espeak-ng, cached) ...", flush=True)
-    speech_sets = _load_speech_sets()
     speech_sets.generate(CACHE, demo=True)
     demo = json.loads((CACHE / "demo.json").read_text())
     wav = CACHE / demo["file"]
