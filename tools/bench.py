@@ -112,7 +112,7 @@ async def bench(config: Config) -> dict[str, Any]:
     assert source.started_ms is not None
     ends = [source.started_ms + c["speech_end_s"] * 1000 for c in demo["commands"]]
     latencies = []
-    for arrived_ms, intent in arrivals:
+    for arrived_ms, _intent in arrivals:
         # The command whose speech ended last before the intent arrived.
         before = [e for e in ends if e <= arrived_ms]
         if before:
