@@ -92,15 +92,22 @@ async def _run(config: Config, config_path: Path | None) -> int:
 
 
 def _intents(config: Config, sentences: list[str]) -> int:
+    import numpy as np
+
     from pendant.grammar import build_grammar
     from pendant.nlu import IntentParser
 
     parser = IntentParser(config)
     if not sentences:
         grammar = build_grammar(config)
-        for name, examples in sorted(grammar.examples().items()):
-            print(f"{name}: " + " | ".join(examples))
-        print(f"({grammar.size} sentences in this home's closed set)")
+        examples: dict[str, set[str]] = {}
+        for sentence in grammar.sample(np.random.default_rng(0), 3000):
+            match = parser.parse(sentence)
+            if match is not None and len(examples.setdefault(match.name, set())) < 3:
+                examples[match.name].add(sentence)
+        for name, some in sorted(examples.items()):
+            print(f"{name}: " + " | ".join(sorted(some)))
+        print(f"({grammar.size:,} sentences in this home's closed set)")
         return 0
     lines = sys.stdin if sentences == ["-"] else sentences
     for line in lines:

@@ -1,0 +1,147 @@
+"""Sentences to intents with hassil, Home Assistant's own matcher.
+
+Two layers, tried in order:
+1. our templates (`templates/en.yaml`) plus the wearer's `home.sentences`: the closed set the
+   grammar-constrained recogniser can produce, so every sentence it outputs has an intent
+   with the slots we chose;
+2. Home Assistant's English intents (`home-assistant-intents`), for free text from an
+   open-vocabulary recogniser that was not snapped to the closed set.
+Both see the same slot lists built from the home.
+
+    python -m pendant.nlu --config examples/pendant.toml   # sentences on stdin, JSON out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from hassil import Intents, RecognizeResult, recognize_best
+
+from pendant.events import Slot
+from pendant.grammar import home_slot_lists, normalize, template_dict
+
+if TYPE_CHECKING:
+    from pendant.config import Config
+
+MAX_SLOTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class IntentMatch:
+    name: str
+    slots: list[Slot]
+    text: str
+    """The sentence matched, normalised to lowercase words."""
+
+    def slot_values(self) -> dict[str, str | int | float]:
+        return {s.name: s.value for s in self.slots}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "intent": self.name,
+            "text": self.text,
+            "slots": [s.model_dump() for s in self.slots],
+        }
+
+
+@cache
+def _home_assistant_intents() -> Intents:
+    # Parsed once per process: the English file is large and the same for every home.
+    from home_assistant_intents import get_intents
+
+    data = get_intents("en")
+    if data is None:
+        raise RuntimeError("home-assistant-intents has no English intents")
+    return Intents.from_dict(data)
+
+
+def _value(value: Any) -> str | int | float:
+    """hassil gives 5.0 for '5' and 5 for 'five': publish whole numbers as int either way."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int | float | str):
+        return value
+    return str(value)
+
+
+class IntentParser:
+    """`IntentParser(config).parse("turn on the kitchen lights")` -> IntentMatch | None."""
+
+    def __init__(self, config: Config, home_assistant: bool = True) -> None:
+        self._ours = Intents.from_dict(template_dict(config))
+        self._theirs = _home_assistant_intents() if home_assistant else None
+        self._slot_lists = home_slot_lists(config)
+
+    def parse(self, text: str) -> IntentMatch | None:
+        sentence = " ".join(normalize(text))
+        if not sentence:
+            return None
+        result = self._recognize(sentence, self._ours)
+        if result is None and self._theirs is not None:
+            result = self._recognize(sentence, self._theirs)
+        if result is None:
+            return None
+        return IntentMatch(result.intent.name, self._slots(result), sentence)
+
+    def _recognize(self, sentence: str, intents: Intents) -> RecognizeResult | None:
+        # Prefer a named device over an area reading: "turn off the kitchen lights" is the
+        # device Kitchen Lights when the home has one, as Home Assistant resolves it.
+        return recognize_best(
+            sentence, intents, slot_lists=self._slot_lists, language="en", best_slot_name="name"
+        )
+
+    @staticmethod
+    def _slots(result: RecognizeResult) -> list[Slot]:
+        slots: list[Slot] = []
+        seen: set[str] = set()
+        for entity in result.entities_list:
+            if entity.name in seen or len(slots) >= MAX_SLOTS:
+                continue  # hassil can report a slot twice (e.g. from a list and a fixed slot)
+            seen.add(entity.name)
+            raw = entity.text_clean if isinstance(entity.text, str) else ""
+            slots.append(
+                Slot(
+                    name=entity.name[:100],
+                    value=_value(entity.value),
+                    raw_value=raw[:100],
+                    entity=entity.name[:100],
+                )
+            )
+        return slots
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pendant.config import load_config
+    from pendant.errors import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m pendant.nlu", description=__doc__)
+    parser.add_argument("--config", help="pendant.toml (default: the device's, else built-in)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    nlu = IntentParser(config)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        match = nlu.parse(line)
+        print(json.dumps(match.to_json()) if match else "no intent", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

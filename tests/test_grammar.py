@@ -1,0 +1,152 @@
+"""The closed set: built from the templates and the home, minimal, and snapping to it works."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pendant.config import Config, load_config
+from pendant.grammar import Grammar, build_grammar, normalize, number_words
+from pendant.nlu import IntentParser
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "speech-en"
+
+# Always checked, testdata or not: the phrasings the recordings use and a few more.
+SENTENCES = [
+    "turn on the kitchen lights",
+    "turn off lights in the office",
+    "turn the lights on",
+    "set a timer for 5 minutes",
+    "create a timer for 5 and a half minutes",
+    "start a timer for 1 hour and 8 minutes",
+    "set a timer for 1 minute",
+    "pause",
+    "next",
+    "resume TV",
+    "is the Front Door locked",
+    "what's the temperature",
+    "open the blinds in the Office",
+    "add milk to my shopping list",
+    "activate Mood Lighting",
+    "where is my phone",
+]
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(ROOT / "examples" / "pendant.toml")
+
+
+@pytest.fixture(scope="module")
+def grammar(config: Config) -> Grammar:
+    return build_grammar(config)
+
+
+def recorded_sentences() -> list[str]:
+    if not SPEECH.is_dir():
+        pytest.skip(f"test recordings absent: {SPEECH}")
+    return sorted(p.stem for p in SPEECH.glob("*/*.wav") if not p.stem.startswith("oov_"))
+
+
+def test_normalize() -> None:
+    assert normalize("What's the 5%?") == ["what's", "the", "five", "percent"]
+    assert normalize("Set a timer for 25-minutes, please!") == [
+        "set", "a", "timer", "for", "twenty", "five", "minutes", "please",
+    ]  # fmt: skip
+    assert normalize("  ") == []
+    assert number_words(100) == "one hundred"
+    assert number_words(47) == "forty seven"
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_sentence_in_closed_set(grammar: Grammar, sentence: str) -> None:
+    assert grammar.accepts(normalize(sentence)), sentence
+
+
+def test_every_recorded_sentence_in_closed_set(grammar: Grammar) -> None:
+    missing = [s for s in recorded_sentences() if not grammar.accepts(normalize(s))]
+    assert missing == []
+
+
+def test_rejects_what_the_home_cannot_mean(grammar: Grammar) -> None:
+    for sentence in [
+        "turn on the",  # a prefix is not a sentence
+        "turn on the front door",  # a lock does not turn on
+        "set the standing light to fifty percent",  # that light cannot dim
+        "turn on the garage lights",  # no such area
+        "oov two",
+        "",
+    ]:
+        assert not grammar.accepts(normalize(sentence)), sentence
+
+
+def test_graph_is_a_small_minimal_dfa(grammar: Grammar) -> None:
+    g = grammar.graph
+    assert g.n_states < 1000  # timer numbers alone would be millions of sentences
+    keys = [(src, word) for src, _, word in g.arcs]
+    assert len(keys) == len(set(keys)), "not deterministic"
+    out: dict[int, list[tuple[int, str]]] = {s: [] for s in range(g.n_states)}
+    into: dict[int, list[int]] = {s: [] for s in range(g.n_states)}
+    for src, dst, word in g.arcs:
+        out[src].append((dst, word))
+        into[dst].append(src)
+        assert src < dst, "states are numbered in topological order"
+    # Every state lies on some sentence: reachable from start and reaching a final.
+    for start, edges in ((g.start, lambda s: [d for d, _ in out[s]]), (None, into.get)):
+        seen = set(g.finals) if start is None else {start}
+        todo = deque(seen)
+        while todo:
+            for nxt in edges(todo.popleft()) or []:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        assert len(seen) == g.n_states
+    # Minimal: no two states share finality and outgoing arcs (targets already unique).
+    sigs = {(s in g.finals, tuple(sorted(out[s], key=lambda a: a[1]))) for s in out}
+    assert len(sigs) == g.n_states
+
+
+def test_sampled_sentences_are_accepted_and_understood(config: Config, grammar: Grammar) -> None:
+    nlu = IntentParser(config, home_assistant=False)
+    for sentence in grammar.sample(np.random.default_rng(7), 300):
+        assert grammar.accepts(sentence.split())
+        assert nlu.parse(sentence) is not None, sentence
+
+
+def test_snap(grammar: Grammar) -> None:
+    assert grammar.snap(normalize("turn on the kitchen lights")) == (
+        "turn on the kitchen lights",
+        1.0,
+    )
+    text, sim = grammar.snap(normalize("um please turn on the kitchen lights")) or ("", 0)
+    assert text == "turn on the kitchen lights"
+    assert sim == pytest.approx(1 - 2 / 7)
+    # "minute" after "twelve" is not in the set: one word off, whichever way it is mended.
+    text, sim = grammar.snap(normalize("set a timer for 12 minute")) or ("", 0)
+    assert text.startswith("set a timer for twelve") and grammar.accepts(text.split())
+    assert sim == pytest.approx(5 / 6)
+    assert grammar.snap(normalize("what's the weather in new york city")) == (
+        "what's the weather in new york",
+        pytest.approx(6 / 7),
+    )
+    assert grammar.snap([]) is None
+    _, sim = grammar.snap(["completely", "unrelated", "words", "here"]) or ("", 1.0)
+    assert sim < 0.5
+
+
+def test_names_and_custom_sentences(config: Config, grammar: Grammar) -> None:
+    assert "Kitchen" in grammar.names and "EcoBee" in grammar.names
+    assert grammar.accepts(normalize("ring my phone"))
+    assert {"ecobee", "kitchen", "hundred"} <= grammar.words
+
+
+def test_fingerprint_follows_config(config: Config, grammar: Grammar) -> None:
+    assert build_grammar(config).fingerprint == grammar.fingerprint
+    home = config.home.model_copy(update={"areas": [*config.home.areas, "Garage"]})
+    changed = build_grammar(config.model_copy(update={"home": home}))
+    assert changed.fingerprint != grammar.fingerprint
+    assert changed.accepts(normalize("turn on the garage lights"))
+    assert not grammar.accepts(normalize("turn on the garage lights"))

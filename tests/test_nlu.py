@@ -1,0 +1,134 @@
+"""Sentences to intents and slots, for the demo home."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pendant.config import Config, load_config
+from pendant.nlu import IntentParser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES: list[tuple[str, str, dict[str, object]]] = [
+    ("turn on the TV in the Kitchen", "HassTurnOn", {"name": "TV", "area": "Kitchen"}),
+    ("turn off lights in the Office", "HassTurnOff", {"area": "Office", "domain": "light"}),
+    ("turn the lights on", "HassTurnOn", {"domain": "light"}),
+    ("turn Bed Light on", "HassTurnOn", {"name": "Bed Light"}),
+    ("open the blinds in the Office", "HassTurnOn",
+     {"device_class": "blind", "area": "Office", "domain": "cover"}),
+    ("close the Kitchen windows", "HassTurnOff",
+     {"device_class": "window", "area": "Kitchen", "domain": "cover"}),
+    ("lock the Front Door", "HassTurnOn", {"name": "Front Door"}),
+    ("unlock the front door", "HassTurnOff", {"name": "Front Door"}),
+    ("set Bed Light brightness to 50 percent", "HassLightSet",
+     {"name": "Bed Light", "brightness": 50}),
+    ("set brightness to fifty percent", "HassLightSet", {"brightness": 50}),
+    ("set the color of the Bed Light to yellow", "HassLightSet",
+     {"name": "Bed Light", "color": "yellow"}),
+    ("set lights to red", "HassLightSet", {"color": "red"}),
+    ("set a timer for five minutes", "HassStartTimer", {"minutes": 5}),
+    ("set a timer for 1 minute", "HassStartTimer", {"minutes": 1}),
+    ("create a timer for 5 and a half minutes", "HassStartTimer", {"minutes": 5, "seconds": 30}),
+    ("start a timer for one hour and eight minutes", "HassStartTimer", {"hours": 1, "minutes": 8}),
+    ("start a timer for twenty five seconds", "HassStartTimer", {"seconds": 25}),
+    ("cancel all timers", "HassCancelAllTimers", {}),
+    ("stop my timer", "HassCancelTimer", {}),
+    ("pause the timer", "HassPauseTimer", {}),
+    ("resume the timer", "HassUnpauseTimer", {}),
+    ("timer status", "HassTimerStatus", {}),
+    ("what time is it", "HassGetCurrentTime", {}),
+    ("what's the date", "HassGetCurrentDate", {}),
+    ("what's the weather in New York", "HassGetWeather", {"name": "New York"}),
+    ("what's the temperature", "HassClimateGetTemperature", {}),
+    ("what's the temp of the EcoBee", "HassClimateGetTemperature", {"name": "EcoBee"}),
+    ("is the Front Door unlocked", "HassGetState", {"name": "Front Door", "state": "unlocked"}),
+    ("is the Sliding Door open", "HassGetState", {"name": "Sliding Door", "state": "open"}),
+    ("what is the Outdoor Humidity", "HassGetState", {"name": "Outdoor Humidity"}),
+    ("never mind", "HassNevermind", {}),
+    ("pause", "HassMediaPause", {}),
+    ("resume", "HassMediaUnpause", {}),
+    ("resume TV", "HassMediaUnpause", {"name": "TV"}),
+    ("next", "HassMediaNext", {}),
+    ("skip this song", "HassMediaNext", {}),
+    ("add milk to my shopping list", "HassListAddItem", {"item": "milk", "name": "Shopping List"}),
+    ("activate Mood Lighting", "HassTurnOn", {"name": "Mood Lighting"}),
+    ("run Party Time script", "HassTurnOn", {"name": "Party Time"}),
+    ("where is my phone", "FindMyPhone", {}),
+    ("Ring my phone!", "FindMyPhone", {}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(ROOT / "examples" / "pendant.toml")
+
+
+@pytest.fixture(scope="module")
+def nlu(config: Config) -> IntentParser:
+    return IntentParser(config)
+
+
+@pytest.mark.parametrize(("text", "intent", "slots"), CASES)
+def test_intents_and_slots(
+    nlu: IntentParser, text: str, intent: str, slots: dict[str, object]
+) -> None:
+    match = nlu.parse(text)
+    assert match is not None, text
+    assert match.name == intent
+    assert match.slot_values() == slots
+    for slot in match.slots:
+        assert slot.entity == slot.name
+        if isinstance(slots.get(slot.name), int):
+            assert type(slot.value) is int  # spoken numbers come out as numbers
+
+
+def test_raw_values_are_the_words_said(nlu: IntentParser) -> None:
+    match = nlu.parse("set a timer for twenty five minutes")
+    assert match is not None
+    assert match.text == "set a timer for twenty five minutes"
+    assert [(s.name, s.value, s.raw_value) for s in match.slots] == [("minutes", 25, "twenty five")]
+
+
+def test_no_intent(nlu: IntentParser) -> None:
+    for text in ["", "the quick brown fox", "oov 2", "turn on the garage lights"]:
+        assert nlu.parse(text) is None, text
+
+
+def test_home_assistant_intents_back_free_text(nlu: IntentParser, config: Config) -> None:
+    # Not in our templates, but Home Assistant's sentences know it.
+    text = "mute the TV"
+    assert IntentParser(config, home_assistant=False).parse(text) is None
+    match = nlu.parse(text)
+    assert match is not None and match.name == "HassMediaPlayerMute"
+
+
+def test_custom_intent_from_config(config: Config) -> None:
+    from pendant.config import CustomSentences
+
+    home = config.home.model_copy(
+        update={
+            "sentences": [CustomSentences(intent="PartyMode", sentences=["[it's] party o'clock"])]
+        }
+    )
+    nlu = IntentParser(config.model_copy(update={"home": home}))
+    match = nlu.parse("It's party o'clock")
+    assert match is not None and match.name == "PartyMode"
+
+
+def test_repl() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pendant.nlu", "--config", str(ROOT / "examples" / "pendant.toml")],
+        input="set a timer for 5 minutes\nblah blah\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = run.stdout.splitlines()
+    assert json.loads(lines[0])["intent"] == "HassStartTimer"
+    assert json.loads(lines[0])["slots"][0]["value"] == 5
+    assert lines[1] == "no intent"
