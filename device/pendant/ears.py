@@ -14,16 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pendant.asr import Recognizer
-from pendant.audio import AudioSource, Chunk, dbfs
+from pendant.asr import Recognizer, Transcription
+from pendant.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.config import Config
 from pendant.events import Button, Event, Intent, NotRecognized, Status, Transcript
-from pendant.nlu import IntentParser
+from pendant.nlu import IntentMatch, IntentParser
 from pendant.vad import Segmenter, SileroVad, Utterance
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    transcription: Transcription | None
+    match: IntentMatch | None
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Ears:
         self._pressed: list[np.ndarray] | None = None
         self._press_end_ms = 0
         self.utterances = 0
+        # A guess made while the hangover runs: (speech_ms it was made at, what it heard).
+        self._early: tuple[int, Heard] | None = None
 
     @property
     def config(self) -> Config:
@@ -72,6 +80,33 @@ class Ears:
             return
         for utterance in self.segmenter.push(chunk):
             await self.handle(utterance, pressed=False)
+        self._recognise_early()
+
+    def _recognise_early(self) -> None:
+        """Recognise during the end-of-speech hangover instead of after it.
+
+        Halfway through the hangover, speech has most likely ended: recognising then means
+        the intent can go out the moment the hangover confirms it, instead of a whole
+        decode later. If speech resumes, the guess is thrown away.
+        """
+        seg = self.segmenter
+        if not seg.in_speech or seg.silence_ms == 0:
+            self._early = None
+            return
+        if self._early is not None or seg.silence_ms < self.config.vad.hangover_ms // 2:
+            return
+        # The recogniser's confidence depends on the trailing silence it hears, so the guess
+        # gets as much as the finished utterance will: the quiet so far, repeated.
+        audio = seg.audio_so_far()
+        missing = (self.config.vad.hangover_ms - seg.silence_ms) * RATE_HZ // 1000
+        quiet = audio[-seg.silence_ms * RATE_HZ // 1000 :]
+        pad = np.resize(quiet, missing) if missing > 0 else quiet[:0]
+        self._early = (seg.speech_ms, self._recognise(np.concatenate((audio, pad))))
+
+    def _recognise(self, audio: np.ndarray) -> Heard:
+        heard = self.understanding.recognizer.transcribe(audio)
+        match = self.understanding.parser.parse(heard.text) if heard is not None else None
+        return Heard(heard, match)
 
     async def on_button(self, event: Button) -> None:
         if self.config.listen.mode != "press_to_talk":
@@ -86,9 +121,12 @@ class Ears:
 
     async def handle(self, utterance: Utterance, *, pressed: bool) -> Intent | None:
         self.utterances += 1
-        u = self.understanding
-        heard = u.recognizer.transcribe(utterance.audio)
-        match = u.parser.parse(heard.text) if heard is not None else None
+        early, self._early = self._early, None
+        if early is not None and early[0] == utterance.speech_ms and not pressed:
+            heard, match = early[1].transcription, early[1].match
+        else:
+            result = self._recognise(utterance.audio)
+            heard, match = result.transcription, result.match
         confident = heard is not None and heard.confidence >= self.config.asr.min_confidence
         if heard is None or match is None or not (confident or pressed):
             log.info("utterance of %d ms: no intent", utterance.speech_ms)

@@ -100,6 +100,19 @@ class Segmenter:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def silence_ms(self) -> int:
+        """Silence since the last speech frame of the utterance in progress."""
+        return self._silence_ms if self._in_speech else 0
+
+    @property
+    def speech_ms(self) -> int:
+        return self._speech_ms if self._in_speech else 0
+
+    def audio_so_far(self) -> np.ndarray:
+        """The utterance in progress, pre-roll included."""
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.int16)
+
     def _probability(self, samples: np.ndarray, gate_open: bool) -> float:
         if gate_open:
             self._quiet_ms = 0

@@ -1,0 +1,169 @@
+"""Whisper base (faster-whisper, int8) on the shared recordings, snapped to the demo home.
+
+Real model, real audio, no mocks. Skips, saying why, when faster-whisper, the recordings or the
+model (`python -m pendant.models fetch whisper-base`) are absent. Timing is printed (run with
+`-s`), never asserted: this machine's speed is not the pendant's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pendant.asr import Transcription, create_recognizer
+from pendant.asr.whisper_backend import SNAP_THRESHOLD, WhisperRecognizer
+from pendant.config import AsrConfig, Config
+from pendant.errors import AudioFormatError, ModelError
+from pendant.grammar import Grammar, build_grammar, normalize
+from pendant.models import model_path
+
+from .conftest import demo_config
+
+pytest.importorskip(
+    "faster_whisper", reason="faster-whisper is not installed: pip install '.[whisper]'"
+)
+
+pytestmark = pytest.mark.whisper
+
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "speech-en"
+
+# Recordings (noisy `main/`, neural-TTS `generated/`) whose snapped sentence is checked exactly.
+# 'activate Mood Lighting' and 'set the color of the Bed Light to yellow' come out as 'blue
+# lighting' / 'bad light' without the names prompt, so they also check the prompt is used.
+EXACT = [
+    "main/lock the Front Door",
+    "main/is the Front Door locked",
+    "main/what's the date",
+    "main/turn off lights in the Office",
+    "main/activate Mood Lighting",
+    "generated/turn on the lights",
+    "generated/what's the weather in New York",
+    "generated/set a timer for 1 hour",
+    "generated/turn off the TV in the Office",
+    "generated/set the color of the Bed Light to yellow",
+    "generated/start a timer for 10 minutes and 20 seconds",
+]
+
+
+def _wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2), path
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def _recording(name: str) -> np.ndarray:
+    path = SPEECH / f"{name}.wav"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the shared speech recordings are not on this machine")
+    return _wav(path)
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    if not SPEECH.is_dir():
+        pytest.skip(f"{SPEECH} is absent: the shared speech recordings are not on this machine")
+    config = demo_config(asr=AsrConfig(backend="whisper"))
+    try:
+        model_path(config, "whisper-base")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    return config
+
+
+@pytest.fixture(scope="module")
+def grammar(config: Config) -> Grammar:
+    return build_grammar(config)
+
+
+@pytest.fixture(scope="module")
+def recognizer(config: Config, grammar: Grammar) -> Iterator[WhisperRecognizer]:
+    rec = create_recognizer(config, grammar)  # through the registry, as the pendant does
+    assert isinstance(rec, WhisperRecognizer)
+    yield rec
+    rec.close()
+
+
+@pytest.mark.parametrize("name", ["generated/turn on the lights", "main/lock the Front Door"])
+def test_raw_transcript_has_the_words(recognizer: WhisperRecognizer, name: str) -> None:
+    text = recognizer.transcribe_raw(_recording(name))
+    assert normalize(text) == normalize(name.split("/", 1)[1])
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_snaps_to_the_spoken_sentence(
+    recognizer: WhisperRecognizer, grammar: Grammar, name: str
+) -> None:
+    expected = " ".join(normalize(name.split("/", 1)[1]))
+    assert grammar.accepts(expected.split()), f"{expected!r} is not in the demo home's grammar"
+    result = recognizer.transcribe(_recording(name))
+    assert result is not None
+    assert result.text == expected
+    assert 0.0 < result.confidence <= 1.0
+
+
+@pytest.mark.parametrize("name", ["main/oov_2", "main/oov_4"])
+def test_speech_that_is_not_a_command_gives_nothing(
+    recognizer: WhisperRecognizer, name: str
+) -> None:
+    assert recognizer.transcribe(_recording(name)) is None
+
+
+def test_silence_and_empty_give_nothing(recognizer: WhisperRecognizer) -> None:
+    assert recognizer.transcribe(np.zeros(16000, dtype=np.int16)) is None
+    assert recognizer.transcribe(np.zeros(0, dtype=np.int16)) is None
+
+
+def test_wrong_sample_format_is_refused(recognizer: WhisperRecognizer) -> None:
+    with pytest.raises(AudioFormatError, match="int16"):
+        recognizer.transcribe(np.zeros(16000, dtype=np.float32))
+
+
+def test_clear_commands_score_above_the_default_threshold(recognizer: WhisperRecognizer) -> None:
+    result = recognizer.transcribe(_recording("generated/turn off the TV in the Office"))
+    assert isinstance(result, Transcription)
+    assert result.confidence >= demo_config().asr.min_confidence
+
+
+@pytest.mark.slow
+def test_whole_set_accuracy_and_speed(recognizer: WhisperRecognizer, grammar: Grammar) -> None:
+    """Every recording: commands should snap to what was said, non-commands to nothing."""
+    files = sorted(SPEECH.glob("*/*.wav"))
+    right, wrong, rejected, times = 0, [], [], []
+    for path in files:
+        audio = _wav(path)
+        start = time.perf_counter()
+        result = recognizer.transcribe(audio)
+        times.append(time.perf_counter() - start)
+        if path.stem.startswith("oov_"):
+            if result is not None:
+                wrong.append(f"{path.stem}: {result.text!r}")
+            continue
+        expected = " ".join(normalize(path.stem))
+        if result is None:
+            rejected.append(path.stem)
+        elif result.text == expected:
+            right += 1
+        else:
+            wrong.append(f"{path.stem}: {result.text!r}")
+    commands = sum(not p.stem.startswith("oov_") for p in files)
+    print(
+        f"\nwhisper-base int8: {right}/{commands} exact, {len(wrong)} wrong {wrong}, "
+        f"{len(rejected)} rejected {rejected}; per utterance median "
+        f"{statistics.median(times) * 1000:.0f} ms, mean {statistics.mean(times) * 1000:.0f} ms, "
+        f"max {max(times) * 1000:.0f} ms (snap threshold {SNAP_THRESHOLD})"
+    )
+    # Measured 48 of 53 exact; the misses are near-paraphrases or mumbled one-word commands.
+    assert right >= 0.8 * commands
+    assert not any(w.startswith("oov_") for w in wrong)
+
+
+def test_closed_recognizer_refuses_work(config: Config, grammar: Grammar) -> None:
+    rec = WhisperRecognizer(config, grammar)
+    rec.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        rec.transcribe(np.zeros(16000, dtype=np.int16))
