@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import sounddevice
 
-from pendant.audio import RATE_HZ, Chunk
+from pendant.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
 from pendant.audio.convert import StreamConverter
 from pendant.config import AudioConfig
 from pendant.errors import BackendUnavailable
@@ -51,7 +51,7 @@ class MicSource:
                 samplerate=self.config.capture_rate_hz,
                 channels=self.config.capture_channels,
                 dtype="int32",
-                blocksize=self.config.capture_rate_hz * self.config.chunk_ms // 1000,
+                blocksize=self.config.capture_rate_hz * self.config.chunk_ms * BLOCK_CHUNKS // 1000,
                 callback=callback,
             )
             self._stream.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from pendant.audio import RATE_HZ, Chunk
+from pendant.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
 from pendant.audio.convert import convert
 from pendant.config import AudioConfig
 from pendant.errors import AudioFormatError
@@ -78,16 +78,20 @@ class WavSource:
         n = self.chunk_samples
         start_ms = self.started_ms = time.time_ns() // 1_000_000
         start_mono = time.monotonic()
+        block = n * BLOCK_CHUNKS
         for i in range(0, len(stream) - n + 1, n):
             if self._closed:
                 return
             end_s = (i + n) / RATE_HZ
-            if self.realtime:
-                delay = start_mono + end_s - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)
+            if i % block == 0:
+                if self.realtime:
+                    # A block is played when its last sample would have been captured.
+                    block_end_s = min(i + block, len(stream)) / RATE_HZ
+                    delay = start_mono + block_end_s - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                else:
+                    await asyncio.sleep(0)
             yield Chunk(stream[i : i + n], start_ms + int(end_s * 1000))
 
     def close(self) -> None:
