@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from pendant.config import Config, load_config
 from pendant.local_broker import LocalBroker
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+
 from pendant.audio.wav import WavSource
 from pendant.config import Config
 from pendant.listen import simulated

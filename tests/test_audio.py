@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+
 from pendant.audio import RATE_HZ, dbfs
 from pendant.audio.convert import StreamConverter, convert
 from pendant.audio.wav import WavSource, read_audio

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pendant.config import Config, config_reference, load_config
 from pendant.errors import ConfigError
 

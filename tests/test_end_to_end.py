@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pendant.config import Config
 from pendant.local_broker import LocalBroker
 from pendant.nlu import IntentParser

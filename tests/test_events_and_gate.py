@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pendant import hermes
 from pendant.events import (
     PUBLIC_TYPES,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pendant.config import Config, load_config
 from pendant.grammar import Grammar, build_grammar, normalize, number_words
 from pendant.nlu import IntentParser

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pendant.config import Config, ModelsConfig
 from pendant.errors import ModelError
 from pendant.models import (

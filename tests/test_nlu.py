@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pendant.config import Config, load_config
 from pendant.nlu import IntentParser
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pendant.asr.pocketsphinx_backend import PocketsphinxRecognizer
 from pendant.config import Config, load_config
 from pendant.grammar import Grammar, build_grammar, normalize

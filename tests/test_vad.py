@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from pendant.audio import RATE_HZ, Chunk
 from pendant.audio.wav import read_audio
 from pendant.config import VadConfig

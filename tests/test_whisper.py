@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pendant.asr import Transcription, create_recognizer
 from pendant.asr.whisper_backend import SNAP_THRESHOLD, WhisperRecognizer
 from pendant.config import AsrConfig, Config

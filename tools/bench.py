@@ -31,6 +31,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
+
 from pendant.audio import Chunk
 from pendant.audio.wav import WavSource
 from pendant.config import Config, load_config

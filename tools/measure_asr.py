@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from pendant.asr import create_recognizer
 from pendant.config import Config, load_config
 from pendant.grammar import build_grammar, normalize

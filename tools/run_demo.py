@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 import speech_sets  # tools/ is on sys.path when run as a script
+
 from pendant.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parents[1]

@@ -122,7 +122,8 @@ class AsrConfig(_Strict):
         0.5,
         ge=0,
         le=1,
-        description="Conversation mode: utterances below this are dropped unpublished.",
+        description="Utterances below this give no intent (conversation mode: not a word "
+        "published; press-to-talk: a not_recognized event).",
     )
 
 

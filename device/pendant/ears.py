@@ -128,7 +128,7 @@ class Ears:
             result = self._recognise(utterance.audio)
             heard, match = result.transcription, result.match
         confident = heard is not None and heard.confidence >= self.config.asr.min_confidence
-        if heard is None or match is None or not (confident or pressed):
+        if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
             if pressed:
                 await self.publish(

@@ -19,7 +19,7 @@ from pendant import bus, hermes
 from pendant.bus import read_secret
 from pendant.config import Config
 from pendant.events import Event, Intent, NotRecognized, Status, Transcript
-from pendant.gate import Gate
+from pendant.gate import PUBLIC_NAMES, Gate
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ class Link:
                 async with bus.bus_client(
                     self.config.bus, "pendant-link", persistent=True
                 ) as client:
-                    await client.subscribe(f"{bus.PREFIX}/#", qos=bus.QOS)
+                    # Only what may leave; internal events (button, ...) are not the link's.
+                    for name in PUBLIC_NAMES:
+                        await client.subscribe(bus.topic(name), qos=bus.QOS)
                     self.bus_ready.set()
                     async for message in client.messages:
                         event = self.gate.admit(bytes(message.payload))  # type: ignore[arg-type]

@@ -1,0 +1,130 @@
+"""The one-process pendant: press-to-talk over the bus, and config changes while running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from pendant import bus, runner
+from pendant.audio.wav import WavSource
+from pendant.config import load_config
+from pendant.events import Button
+from pendant.listen import simulated
+from pendant.local_broker import LocalBroker
+from pendant.runner import Pendant
+
+from .conftest import DEMO_CONFIG, demo_config, speech_files
+
+TIMEOUT_S = 60
+
+
+async def press_to_talk(
+    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """Play `wav` in real time in press-to-talk mode, holding the button through it or not."""
+    bus_broker, home = brokers
+    config = demo_config()
+    config = config.model_copy(
+        update={"listen": config.listen.model_copy(update={"mode": "press_to_talk"})}
+    )
+    cfg = simulated(config, bus_broker, home, realtime=True, gap_ms=600)
+    source = WavSource(cfg.audio, [wav])
+    pendant = Pendant(cfg, source=source)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as viewer,
+        bus.bus_client(cfg.bus, "test-button") as button,
+    ):
+        await viewer.subscribe("#", qos=1)
+
+        async def collect() -> None:
+            async for m in viewer.messages:
+                if not str(m.topic).endswith("/availability"):
+                    seen.append((str(m.topic), json.loads(bytes(m.payload))))  # type: ignore[arg-type]
+
+        async def hold() -> None:
+            while source.started_ms is None:
+                await asyncio.sleep(0.01)
+            # A bad event on the button topic must be ignored, not crash the pendant.
+            await button.publish(bus.topic("button"), b"\xff not json", qos=1)
+            if press:
+                await bus.publish(button, Button(device_id=cfg.device_id, action="press"))
+            await asyncio.sleep(len(source.spans_s) and source.spans_s[-1][1] + 0.3)
+            if press:
+                await bus.publish(button, Button(device_id=cfg.device_id, action="release"))
+
+        tasks = [asyncio.create_task(collect()), asyncio.create_task(hold())]
+        await pendant.run()
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    return [(t, m) for t, m in seen if m.get("type") in ("intent", "not_recognized")]
+
+
+def file_named(stem: str) -> Path:
+    return next(f for f in speech_files("main") if f.stem == stem)
+
+
+def test_press_to_talk_hears_only_while_the_button_is_held(
+    brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    wav = file_named("set a timer for 5 minutes")
+    held = asyncio.run(asyncio.wait_for(press_to_talk(brokers, wav, press=True), TIMEOUT_S))
+    assert [m["name"] for _, m in held] == ["HassStartTimer"]
+    not_held = asyncio.run(asyncio.wait_for(press_to_talk(brokers, wav, press=False), TIMEOUT_S))
+    assert not_held == []
+
+
+def test_press_to_talk_says_when_it_did_not_understand(
+    brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    got = asyncio.run(
+        asyncio.wait_for(press_to_talk(brokers, file_named("oov_4"), press=True), TIMEOUT_S)
+    )
+    assert [(t.rsplit("/", 1)[-1], m["type"]) for t, m in got] == [
+        ("not_recognized", "not_recognized")
+    ]
+
+
+def test_config_change_rebuilds_the_grammar_and_a_broken_edit_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "CONFIG_POLL_S", 0.05)
+    path = tmp_path / "pendant.toml"
+    path.write_text(DEMO_CONFIG.read_text())
+    config = load_config(path)
+    pendant = Pendant(config, path, source=WavSource(config.audio, [speech_files("main")[0]]))
+    assert pendant.understanding.parser.parse("brew the coffee") is None
+
+    async def edit_and_wait() -> None:
+        watcher = asyncio.create_task(pendant._watch_config())
+        try:
+            old = pendant.understanding
+            path.write_text(path.read_text() + "\n[vad]\nhangover_ms = 1\n")
+            await asyncio.sleep(0.5)
+            assert pendant.understanding is old  # broken: the running config is kept
+            path.write_text(
+                DEMO_CONFIG.read_text()
+                + '\n[[home.sentences]]\nintent = "BrewCoffee"\n'
+                + 'sentences = ["brew [the] coffee"]\n'
+            )
+            while pendant.understanding is old:
+                await asyncio.sleep(0.05)
+        finally:
+            watcher.cancel()
+
+    asyncio.run(asyncio.wait_for(edit_and_wait(), TIMEOUT_S))
+    match = pendant.understanding.parser.parse("brew the coffee")
+    assert match is not None and match.name == "BrewCoffee"
+    assert pendant.understanding.recognizer.grammar.accepts(["brew", "the", "coffee"])  # type: ignore[attr-defined]
