@@ -83,6 +83,11 @@ async def main() -> int:
 
             async def show() -> None:
                 nonlocal received
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await _show()
+
+            async def _show() -> None:
+                nonlocal received
                 async for message in viewer.messages:
                     t = time.monotonic() - started
                     if str(message.topic).endswith("/availability"):

@@ -100,8 +100,13 @@ class LocalBroker:
             lines.append(f"listener {self.port} 127.0.0.1")
         conf = self.directory / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
+        # Its own session: Ctrl-C in a terminal is for the pendant, which must still reach
+        # its broker to say goodbye; stop() ends the broker after it.
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [exe, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         self._wait_ready()
         return self
