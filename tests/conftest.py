@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 from pendant.config import Config, load_config
+from pendant.grammar import Grammar, build_grammar
 from pendant.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,9 +47,15 @@ def speech_files(subset: str) -> list[Path]:
     return sorted(folder.glob("*.wav"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def config() -> Config:
+    """The demo home (examples/pendant.toml), the home of the shared recordings."""
     return demo_config()
+
+
+@pytest.fixture(scope="session")
+def grammar(config: Config) -> Grammar:
+    return build_grammar(config)
 
 
 @pytest.fixture

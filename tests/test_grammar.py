@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pendant.config import Config, load_config
+from pendant.config import Config
 from pendant.grammar import Grammar, build_grammar, normalize, number_words
 from pendant.nlu import IntentParser
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "speech-en"
+from .conftest import SPEECH
 
 # Always checked, testdata or not: the phrasings the recordings use and a few more.
 SENTENCES = [
@@ -34,16 +32,6 @@ SENTENCES = [
     "activate Mood Lighting",
     "where is my phone",
 ]
-
-
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "examples" / "pendant.toml")
-
-
-@pytest.fixture(scope="module")
-def grammar(config: Config) -> Grammar:
-    return build_grammar(config)
 
 
 def recorded_sentences() -> list[str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from pendant.config import Config, load_config
+from pendant.config import Config
 from pendant.nlu import IntentParser
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import DEMO_CONFIG
 
 CASES: list[tuple[str, str, dict[str, object]]] = [
     ("turn on the TV in the Kitchen", "HassTurnOn", {"name": "TV", "area": "Kitchen"}),
@@ -61,11 +60,6 @@ CASES: list[tuple[str, str, dict[str, object]]] = [
     ("where is my phone", "FindMyPhone", {}),
     ("Ring my phone!", "FindMyPhone", {}),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "examples" / "pendant.toml")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +116,7 @@ def test_custom_intent_from_config(config: Config) -> None:
 
 def test_repl() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "pendant.nlu", "--config", str(ROOT / "examples" / "pendant.toml")],
+        [sys.executable, "-m", "pendant.nlu", "--config", str(DEMO_CONFIG)],
         input="set a timer for 5 minutes\nblah blah\n",
         capture_output=True,
         text=True,

@@ -9,22 +9,11 @@ import numpy as np
 import pytest
 
 from pendant.asr.pocketsphinx_backend import PocketsphinxRecognizer
-from pendant.config import Config, load_config
-from pendant.grammar import Grammar, build_grammar, normalize
+from pendant.config import Config
+from pendant.grammar import Grammar, normalize
 from pendant.nlu import IntentParser
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "speech-en"
-
-
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "examples" / "pendant.toml")
-
-
-@pytest.fixture(scope="module")
-def grammar(config: Config) -> Grammar:
-    return build_grammar(config)
+from .conftest import SPEECH
 
 
 @pytest.fixture(scope="module")

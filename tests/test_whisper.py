@@ -23,7 +23,7 @@ from pendant.errors import AudioFormatError, ModelError
 from pendant.grammar import Grammar, build_grammar, normalize
 from pendant.models import model_path
 
-from .conftest import demo_config
+from .conftest import SPEECH, demo_config
 
 pytest.importorskip(
     "faster_whisper", reason="faster-whisper is not installed: pip install '.[whisper]'"
@@ -31,7 +31,6 @@ pytest.importorskip(
 
 pytestmark = pytest.mark.whisper
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "speech-en"
 
 # Recordings (noisy `main/`, neural-TTS `generated/`) whose snapped sentence is checked exactly.
 # 'activate Mood Lighting' and 'set the color of the Bed Light to yellow' come out as 'blue
