@@ -11,7 +11,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from pendant import bus, runner
+from pendant import bus, services
 from pendant.audio.wav import WavSource
 from pendant.config import load_config
 from pendant.events import Button
@@ -100,31 +100,31 @@ def test_press_to_talk_says_when_it_did_not_understand(
 def test_config_change_rebuilds_the_grammar_and_a_broken_edit_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "CONFIG_POLL_S", 0.05)
+    monkeypatch.setattr(services, "CONFIG_POLL_S", 0.05)
     path = tmp_path / "pendant.toml"
     path.write_text(DEMO_CONFIG.read_text())
     config = load_config(path)
     pendant = Pendant(config, path, source=WavSource(config.audio, [speech_files("main")[0]]))
-    assert pendant.understanding.parser.parse("brew the coffee") is None
+    assert pendant.ears.understanding.parser.parse("brew the coffee") is None
 
     async def edit_and_wait() -> None:
-        watcher = asyncio.create_task(pendant._watch_config())
+        watcher = asyncio.create_task(pendant.ears.watch_config())
         try:
-            old = pendant.understanding
+            old = pendant.ears.understanding
             path.write_text(path.read_text() + "\n[vad]\nhangover_ms = 1\n")
             await asyncio.sleep(0.5)
-            assert pendant.understanding is old  # broken: the running config is kept
+            assert pendant.ears.understanding is old  # broken: the running config is kept
             path.write_text(
                 DEMO_CONFIG.read_text()
                 + '\n[[home.sentences]]\nintent = "BrewCoffee"\n'
                 + 'sentences = ["brew [the] coffee"]\n'
             )
-            while pendant.understanding is old:
+            while pendant.ears.understanding is old:
                 await asyncio.sleep(0.05)
         finally:
             watcher.cancel()
 
     asyncio.run(asyncio.wait_for(edit_and_wait(), TIMEOUT_S))
-    match = pendant.understanding.parser.parse("brew the coffee")
+    match = pendant.ears.understanding.parser.parse("brew the coffee")
     assert match is not None and match.name == "BrewCoffee"
-    assert pendant.understanding.recognizer.grammar.accepts(["brew", "the", "coffee"])  # type: ignore[attr-defined]
+    assert pendant.ears.understanding.recognizer.grammar.accepts(["brew", "the", "coffee"])  # type: ignore[attr-defined]

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="all components in one process")
+    service = sub.add_parser("service", help="one component, as its systemd unit runs it")
+    service.add_argument("name", choices=["ears", "link"])
     listen = sub.add_parser("listen", help="WAV files in, one JSON line per published intent out")
     listen.add_argument("files", nargs="+", type=Path)
     intents = sub.add_parser("intents", help="what the pendant understands in this home")
@@ -69,6 +71,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.command == "run":
         return asyncio.run(_run(config, args.config))
+    if args.command == "service":
+        from pendant.services import SERVICES
+
+        asyncio.run(SERVICES[args.name](config, args.config))
+        return 0
     if args.command == "listen":
         from pendant.listen import listen
 

@@ -8,6 +8,7 @@ and says so when it did not understand.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from pendant.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.config import Config
 from pendant.events import Button, Event, Intent, NotRecognized, Status, Transcript
 from pendant.nlu import IntentMatch, IntentParser
+from pendant.notify import Heartbeat
 from pendant.vad import Segmenter, SileroVad, Utterance
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
+MUTED_BEAT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +51,13 @@ class Ears:
         source: AudioSource,
         silero: SileroVad,
         publish: Publish,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.understanding = understanding
         self.source = source
         self.publish = publish
+        self.heartbeat = heartbeat or Heartbeat()
+        self.muted = False
         config = understanding.config
         self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
         self._pressed: list[np.ndarray] | None = None
@@ -67,10 +73,43 @@ class Ears:
     async def run(self) -> None:
         """Until the source ends (a WAV source) or the task is cancelled (the microphone)."""
         await self.publish(self._status("ready"))
-        async for chunk in self.source.chunks():
-            await self._on_chunk(chunk)
-        for utterance in self.segmenter.flush():
-            await self.handle(utterance, pressed=False)
+        beat = asyncio.create_task(self._beat_while_muted())
+        try:
+            async for chunk in self.source.chunks():
+                self.heartbeat.beat()
+                if not self.muted:
+                    await self._on_chunk(chunk)
+            for utterance in self.segmenter.flush():
+                await self.handle(utterance, pressed=False)
+        finally:
+            beat.cancel()
+
+    async def _beat_while_muted(self) -> None:
+        # No audio flows while muted, by design; that is not a stall for the watchdog.
+        while True:
+            if self.muted:
+                self.heartbeat.beat()
+            await asyncio.sleep(MUTED_BEAT_S)
+
+    async def on_command(self, event: Event) -> None:
+        # TODO(lead): switch to the Command event class once events.py has it.
+        mic = getattr(event, "mic", None)
+        is_mute = getattr(event, "type", None) == "command" and getattr(event, "name", "") == "mute"
+        if is_mute and isinstance(mic, bool):
+            await self.set_muted(mic)
+
+    async def set_muted(self, muted: bool) -> None:
+        """Mute closes the microphone before the muted state is published (invariant 3)."""
+        if muted:
+            self.source.pause()
+            self.segmenter.reset()
+            self._pressed = None
+            self._early = None
+        else:
+            self.source.resume()
+        self.muted = muted
+        log.info("microphone %s", "muted" if muted else "listening")
+        await self.publish(self._status("muted" if muted else "ready"))
 
     async def _on_chunk(self, chunk: Chunk) -> None:
         if self.config.listen.mode == "press_to_talk":
@@ -164,5 +203,6 @@ class Ears:
         return Status(
             device_id=self.config.device_id,
             state=state,  # type: ignore[arg-type]
+            mic_muted=self.muted,
             asr_backend=self.config.asr.backend,
         )

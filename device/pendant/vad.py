@@ -161,6 +161,14 @@ class Segmenter:
         ):
             yield from self._finish()
 
+    def reset(self) -> None:
+        """Forget the utterance in progress and the pre-roll (mute: nothing heard is kept)."""
+        self._frames = []
+        self._pre_roll.clear()
+        self._in_speech = False
+        self._gate_was_open = False
+        self._silero_awake = False
+
     def flush(self) -> Iterator[Utterance]:
         """End of stream: whatever is being spoken ends here."""
         if self._in_speech:

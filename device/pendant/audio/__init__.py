@@ -37,6 +37,11 @@ class Chunk:
 class AudioSource(Protocol):
     def chunks(self) -> AsyncIterator[Chunk]: ...
 
+    def pause(self) -> None:
+        """Capture nothing until resume(): the microphone is closed before this returns."""
+
+    def resume(self) -> None: ...
+
     def close(self) -> None: ...
 
 

@@ -22,6 +22,8 @@ from pendant.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 QUEUE_BLOCKS = 200
+# How long to wait for a block before looking again whether the mic was paused or closed.
+STALL_S = 0.5
 
 
 class MicSource:
@@ -31,6 +33,9 @@ class MicSource:
         self._stream: sounddevice.InputStream | None = None
         self._queue: asyncio.Queue[np.ndarray] | None = None
         self._dropped = 0
+        self._running = asyncio.Event()
+        self._running.set()
+        self._closed = False
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         queue: asyncio.Queue[np.ndarray] = asyncio.Queue(QUEUE_BLOCKS)
@@ -64,23 +69,45 @@ class MicSource:
             ) from None
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        self._open(asyncio.get_running_loop())
-        assert self._queue is not None
-        converter = StreamConverter(self.config.capture_rate_hz)
-        pending = np.zeros(0, dtype=np.int16)
+        loop = asyncio.get_running_loop()
         n = self.chunk_samples
-        while self._stream is not None:
-            block = await self._queue.get()
-            pending = np.concatenate((pending, converter.push(block)))
-            now_ms = time.time_ns() // 1_000_000
-            while len(pending) >= n:
-                chunk, pending = pending[:n], pending[n:]
-                yield Chunk(chunk, now_ms - len(pending) * 1000 // RATE_HZ)
+        while not self._closed:
+            await self._running.wait()
+            if self._closed:
+                return
+            self._open(loop)
+            queue = self._queue
+            assert queue is not None
+            converter = StreamConverter(self.config.capture_rate_hz)
+            pending = np.zeros(0, dtype=np.int16)
+            while self._stream is not None:
+                try:
+                    block = await asyncio.wait_for(queue.get(), STALL_S)
+                except TimeoutError:
+                    continue  # paused or closed meanwhile: the loop condition says which
+                pending = np.concatenate((pending, converter.push(block)))
+                now_ms = time.time_ns() // 1_000_000
+                while len(pending) >= n and self._stream is not None:
+                    chunk, pending = pending[:n], pending[n:]
+                    yield Chunk(chunk, now_ms - len(pending) * 1000 // RATE_HZ)
 
-    def close(self) -> None:
+    def pause(self) -> None:
+        self._running.clear()
+        self._release()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def _release(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
             stream.close()
+        self._queue = None
+
+    def close(self) -> None:
+        self._closed = True
+        self._running.set()
+        self._release()
         if self._dropped:
             log.warning("microphone: %d blocks dropped while the pipeline was busy", self._dropped)

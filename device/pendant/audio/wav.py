@@ -56,6 +56,8 @@ class WavSource:
         # Read everything up front so a bad file fails at start-up, not mid-run.
         self._clips = [read_audio(p) for p in paths]
         self._closed = False
+        self._running = asyncio.Event()
+        self._running.set()
         self.started_ms: int | None = None
         """Wall-clock time the first sample played, once playing."""
 
@@ -83,6 +85,11 @@ class WavSource:
             if self._closed:
                 return
             end_s = (i + n) / RATE_HZ
+            if not self._running.is_set():
+                paused_at = time.monotonic()
+                await self._running.wait()
+                # Simulated time stands still while muted, as a closed mic hears nothing.
+                start_mono += time.monotonic() - paused_at
             if i % block == 0:
                 if self.realtime:
                     # A block is played when its last sample would have been captured.
@@ -94,5 +101,12 @@ class WavSource:
                     await asyncio.sleep(0)
             yield Chunk(stream[i : i + n], start_ms + int(end_s * 1000))
 
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
     def close(self) -> None:
         self._closed = True
+        self._running.set()

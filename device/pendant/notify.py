@@ -1,0 +1,98 @@
+"""Telling systemd how a service is doing: READY, STATUS, STOPPING and the watchdog.
+
+systemd-python's `daemon.notify` is used where it is installed (the device); elsewhere the
+same datagram goes straight to $NOTIFY_SOCKET, so a test can play systemd's part with a unix
+socket of its own. Without $NOTIFY_SOCKET every call does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+log = logging.getLogger(__name__)
+
+
+def _send(message: str) -> None:
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    try:
+        from systemd import daemon  # type: ignore[import-not-found]
+
+        daemon.notify(message)
+        return
+    except ImportError:
+        pass
+    if path.startswith("@"):  # abstract namespace
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        try:
+            s.sendto(message.encode(), path)
+        except OSError as exc:
+            log.warning("cannot notify systemd at %s: %s", path, exc.strerror)
+
+
+def ready(status: str = "") -> None:
+    _send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+
+
+def status(text: str) -> None:
+    _send(f"STATUS={text}")
+
+
+def stopping() -> None:
+    _send("STOPPING=1")
+
+
+def watchdog_interval_s() -> float | None:
+    """The interval systemd expects pings in (WatchdogSec=), if it is watching this process."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 1_000_000
+    except ValueError:
+        return None
+
+
+class Heartbeat:
+    """The main loop beats; the watchdog pings systemd only while the beat is recent.
+
+    A blocked event loop stops the pings by itself (the pinging task never runs); a loop that
+    runs but no longer does its work (no audio arriving, say) stops them through a stale beat.
+    """
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.last
+
+
+async def watchdog(heartbeat: Heartbeat, interval_s: float | None = None) -> None:
+    """Ping at half the interval while `heartbeat` is younger than the interval."""
+    interval_s = interval_s or watchdog_interval_s()
+    if not interval_s:
+        return
+    while True:
+        if heartbeat.age_s() < interval_s:
+            _send("WATCHDOG=1")
+        else:
+            log.error("main loop stalled for %.1f s: no watchdog ping", heartbeat.age_s())
+        await asyncio.sleep(interval_s / 2)
+
+
+async def beat_while_alive(heartbeat: Heartbeat, period_s: float) -> None:
+    """For services whose work is waiting: a beat from the loop itself proves it turns."""
+    while True:
+        heartbeat.beat()
+        await asyncio.sleep(period_s)
+

@@ -1,0 +1,184 @@
+"""One component per process: what the systemd units run (`pendant service NAME`).
+
+`pendant run` composes the same classes in one loop (see runner.py), so a laptop and the
+device run the same code. Each service reports READY once it can do its work and pings the
+watchdog only while its main loop is doing that work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiomqtt
+
+from pendant import bus, notify
+from pendant.asr import create_recognizer
+from pendant.audio import AudioSource, create_source
+from pendant.config import Config, load_config
+from pendant.ears import Ears, Understanding
+from pendant.errors import PendantError
+from pendant.events import Button, Event, EventError, parse_event
+from pendant.grammar import build_grammar
+from pendant.link import Link
+from pendant.models import model_path
+from pendant.nlu import IntentParser
+from pendant.vad import SileroVad
+
+log = logging.getLogger(__name__)
+
+CONFIG_POLL_S = 2.0
+# A link waiting for events is alive if its loop turns; it proves so this often.
+LINK_BEAT_S = 1.0
+
+
+def understand(config: Config) -> Understanding:
+    grammar = build_grammar(config)
+    return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
+
+
+class EarsService:
+    """The ears on the bus: audio in, events out, buttons and commands in."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        source: AudioSource | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        # Everything that can fail on bad config or a missing model fails here, before READY.
+        self.silero = SileroVad(model_path(config, "silero-vad"))
+        self.source = source or create_source(config.audio)
+        self.understanding = understand(config)
+        self.heartbeat = notify.Heartbeat()
+        self.sent = 0
+        self.ears: Ears | None = None
+
+    async def run(self, before_audio: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Until the audio source ends, or until cancelled."""
+        try:
+            async with bus.bus_client(self.config.bus, "pendant-ears") as client:
+
+                async def publish(event: Event) -> None:
+                    self.sent += 1
+                    await bus.publish(client, event)
+
+                self.ears = Ears(
+                    self.understanding, self.source, self.silero, publish, self.heartbeat
+                )
+                await client.subscribe(bus.topic("button"), qos=bus.QOS)
+                await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
+                if before_audio is not None:
+                    await before_audio()
+                helpers = [
+                    asyncio.create_task(self._inbox(client), name="inbox"),
+                    asyncio.create_task(self.watch_config(), name="config"),
+                ]
+                try:
+                    await self.ears.run()
+                finally:
+                    for task in helpers:
+                        task.cancel()
+                    await asyncio.gather(*helpers, return_exceptions=True)
+        except aiomqtt.MqttError as exc:
+            where = self.config.bus.socket or self.config.bus.host
+            raise PendantError(f"bus at {where}: {exc}") from None
+        finally:
+            self.source.close()
+
+    async def _inbox(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
+            except EventError as exc:
+                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
+                continue
+            if self.ears is None:
+                continue
+            if isinstance(event, Button):
+                await self.ears.on_button(event)
+            else:
+                await self.ears.on_command(event)
+
+    async def watch_config(self) -> None:
+        """Rebuild the grammar when the config file changes; keep the old one if it is bad."""
+        if self.config_path is None:
+            return
+        seen = self.config_path.stat().st_mtime_ns
+        while True:
+            await asyncio.sleep(CONFIG_POLL_S)
+            try:
+                mtime = self.config_path.stat().st_mtime_ns
+            except OSError:
+                continue
+            if mtime == seen:
+                continue
+            seen = mtime
+            try:
+                config = load_config(self.config_path)
+                understanding = understand(config)
+            except PendantError as exc:
+                log.error("config change ignored, keeping the running one: %s", exc)
+                continue
+            if self.ears is not None:
+                self.ears.understanding.recognizer.close()
+                self.ears.understanding = understanding
+            self.understanding = understanding
+            log.info("config changed: grammar rebuilt")
+
+
+async def _supervised(main: Awaitable[object], heartbeat: notify.Heartbeat) -> None:
+    """Run a service's main coroutine with the watchdog, until it ends or SIGTERM."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    watchdog = asyncio.create_task(notify.watchdog(heartbeat), name="watchdog")
+    try:
+        await task
+    except asyncio.CancelledError:
+        notify.stopping()
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+
+
+async def serve_ears(config: Config, config_path: Path | None) -> None:
+    service = EarsService(config, config_path)
+
+    async def announce() -> None:
+        notify.ready(f"listening ({config.listen.mode}, {config.asr.backend})")
+
+    await _supervised(service.run(before_audio=announce), service.heartbeat)
+
+
+async def serve_link(config: Config, config_path: Path | None) -> None:
+    link = Link(config)
+    heartbeat = notify.Heartbeat()
+
+    async def main() -> None:
+        beat = asyncio.create_task(notify.beat_while_alive(heartbeat, LINK_BEAT_S))
+        run = asyncio.create_task(link.run())
+        try:
+            await asyncio.wait_for(asyncio.shield(link.bus_ready.wait()), 60)
+            notify.ready("relaying")
+            await run
+        finally:
+            beat.cancel()
+            run.cancel()
+            await asyncio.gather(beat, run, return_exceptions=True)
+
+    await _supervised(main(), heartbeat)
+
+
+SERVICES: dict[str, Callable[[Config, Path | None], Awaitable[None]]] = {
+    "ears": serve_ears,
+    "link": serve_link,
+}
