@@ -1,0 +1,61 @@
+"""A privacy audit of a real process: what files it opens for writing and what sockets it opens
+(strace), and whether any bytes of the audio it heard turn up somewhere they should not."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Opened for writing and still fine: they cannot hold audio.
+ALLOWED_WRITES = (
+    re.compile(r"^/dev/(null|tty|pts/\d+)$"),  # pocketsphinx's log goes to /dev/null
+    re.compile(r"\.pyc\.\d+$|\.pyc$"),  # Python's bytecode cache
+    re.compile(r"/pendant-[^/]*\.dict$"),  # pocketsphinx's pronunciations, words only, removed
+    re.compile(r"^/tmp/[a-z0-9_]{8}$"),  # tempfile.gettempdir() probing that /tmp is writable
+)
+OPEN_FOR_WRITE = re.compile(r'openat\([^,]+, "([^"]*)", ([A-Z_|]+)')
+SOCKET = re.compile(r"socket\((AF_[A-Z0-9]+),")
+WINDOW_BYTES = 48
+
+
+@dataclass
+class Audit:
+    writes: list[str] = field(default_factory=list)
+    """Files opened for writing that are not on the allowed list."""
+    ip_sockets: list[str] = field(default_factory=list)
+    """Sockets of any family but AF_UNIX."""
+
+
+def strace_prefix(log: Path) -> list[str]:
+    exe = shutil.which("strace")
+    if exe is None:
+        raise FileNotFoundError("strace is not installed: apt install strace")
+    return [exe, "-f", "-qq", "-e", "trace=openat,socket", "-o", str(log)]
+
+
+def read_strace(log: Path) -> Audit:
+    audit = Audit()
+    for line in log.read_text(errors="replace").splitlines():
+        m = OPEN_FOR_WRITE.search(line)
+        writing = m is not None and re.search(r"O_WRONLY|O_RDWR|O_CREAT", m[2]) is not None
+        if m and writing and "= -1" not in line and not any(p.search(m[1]) for p in ALLOWED_WRITES):
+            audit.writes.append(m[1])
+        if (m := SOCKET.search(line)) and m[1] != "AF_UNIX" and "= -1" not in line:
+            audit.ip_sockets.append(line.strip())
+    return audit
+
+
+def audio_windows(samples: np.ndarray, count: int = 24) -> list[bytes]:
+    """Short runs of the loudest parts of some audio, as the bytes a leak would carry."""
+    raw = samples.astype("<i2").tobytes()
+    loud = np.argsort(np.abs(samples.astype(np.int32)))[::-1]
+    starts = sorted({int(i) * 2 for i in loud[: count * 50 : 50]})
+    return [raw[s : s + WINDOW_BYTES] for s in starts if s + WINDOW_BYTES <= len(raw)]
+
+
+def leaks(blob: bytes, windows: list[bytes]) -> bool:
+    return any(w in blob for w in windows)

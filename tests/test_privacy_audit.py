@@ -1,0 +1,141 @@
+"""Invariant 1 and the network boundary, checked on real processes.
+
+The ears service runs under strace on real recordings while subscribers listen on `#` of both
+brokers: no file is opened for writing that could hold audio, no socket but AF_UNIX is opened,
+and no run of the audio's bytes appears on any topic or in the service's output. The same
+audit is pointed at a deliberately leaky process first, to show it would catch a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+
+from pendant.audio.wav import read_audio
+from pendant.local_broker import LocalBroker
+
+from .audit import audio_windows, leaks, read_strace, strace_prefix
+from .conftest import DEMO_CONFIG, speech_files
+
+TIMEOUT_S = 120
+
+
+def files_to_hear() -> list[Path]:
+    wanted = {"turn off lights in the Office", "set a timer for 5 minutes", "oov_2"}
+    return [f for f in speech_files("main") if f.stem in wanted]
+
+
+def config_file(tmp_path: Path, bus: LocalBroker, home: LocalBroker, wavs: list[Path]) -> Path:
+    path = tmp_path / "pendant.toml"
+    files = ", ".join(f'"{w}"' for w in wavs)
+    path.write_text(
+        DEMO_CONFIG.read_text()
+        + f'\n[audio]\nsource = "wav"\nfiles = [{files}]\nrealtime = false\n'
+        + f'\n[bus]\nsocket = "{bus.socket_path}"\nusername = "pendant"\n'
+        + f'password_file = "{bus.password_file("pendant")}"\n'
+        + f'\n[link]\nhost = "127.0.0.1"\nport = {home.port}\nusername = "link"\n'
+        + f'password_file = "{home.password_file("link")}"\n'
+        + f'outbox_path = "{tmp_path / "outbox.sqlite"}"\n'
+    )
+    return path
+
+
+def test_the_audit_catches_a_leaky_process(tmp_path: Path) -> None:
+    wav = files_to_hear()[0]
+    leaky = textwrap.dedent(
+        f"""
+        import socket
+        from pendant.audio.wav import read_audio
+        audio = read_audio({str(wav)!r})
+        open({str(tmp_path / "copy.raw")!r}, "wb").write(audio.tobytes())
+        print(audio.tobytes()[1000:3000].hex())
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+        """
+    )
+    log = tmp_path / "strace.log"
+    done = subprocess.run(
+        [*strace_prefix(log), sys.executable, "-c", leaky],
+        capture_output=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    audit = read_strace(log)
+    assert str(tmp_path / "copy.raw") in audit.writes
+    assert any("AF_INET" in s for s in audit.ip_sockets)
+    raw = (tmp_path / "copy.raw").read_bytes()
+    assert leaks(raw, audio_windows(read_audio(wav)))
+
+
+def test_ears_write_no_audio_and_open_no_ip_socket(
+    tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker]
+) -> None:
+    bus, home = brokers
+    wavs = files_to_hear()
+    config = config_file(tmp_path, bus, home, wavs)
+    windows = [w for wav in wavs for w in audio_windows(read_audio(wav))]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    async def run() -> tuple[list[bytes], bytes, bytes, int]:
+        payloads: list[bytes] = []
+        async with (
+            aiomqtt.Client(
+                str(bus.socket_path),
+                1883,
+                transport="unix",
+                username="intruder",
+                password=bus.password("intruder"),
+            ) as bus_spy,
+            aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+            ) as home_spy,
+        ):
+            await bus_spy.subscribe("#")
+            await home_spy.subscribe("#")
+
+            async def collect(client: aiomqtt.Client) -> None:
+                async for message in client.messages:
+                    payloads.append(str(message.topic).encode() + b" " + bytes(message.payload))  # type: ignore[arg-type]
+
+            spies = [asyncio.create_task(collect(c)) for c in (bus_spy, home_spy)]
+            link = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pendant", "--config", str(config), "service", "link",
+                env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            ears = await asyncio.create_subprocess_exec(
+                *strace_prefix(tmp_path / "ears.strace"),
+                sys.executable, "-m", "pendant", "--config", str(config), "service", "ears",
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await ears.communicate()
+            for _ in range(100):  # until the link has passed the intents on
+                if sum(p.startswith(b"pendant/pendant-demo/intent/") for p in payloads) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            if link.returncode is None:
+                link.terminate()
+            await link.wait()
+            for spy in spies:
+                spy.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await spy
+            return payloads, out, err, ears.returncode or 0
+
+    payloads, out, err, code = asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+    assert code == 0, err.decode(errors="replace")[-2000:]
+    intents = [p for p in payloads if p.startswith(b"pendant/pendant-demo/intent/")]
+    assert len(intents) >= 2, "the audit must watch a run that did its work"
+    audit = read_strace(tmp_path / "ears.strace")
+    assert audit.ip_sockets == [], "the ears opened a network socket"
+    assert audit.writes == [], "the ears opened files for writing"
+    for payload in payloads:
+        assert not leaks(payload, windows), f"audio bytes on the bus: {payload[:80]!r}"
+    assert not leaks(out + err, windows), "audio bytes in the service's output"
+    assert np.all([len(p) < 8192 + 200 for p in payloads])
