@@ -1,0 +1,616 @@
+"""First boot: the device's identity and the secrets of its local broker.
+
+`python -m pendant.provision --root /` makes, once, and keeps on every later run:
+
+- a device id (`pendant-xxxxxx` unless `--device-id` names one), in `etc/pendant/device_id`;
+- a small CA of this device and a server certificate for the phone listeners (TLS and
+  WebSocket), made with `openssl`; the CA key stays in the root-only secrets folder;
+- a random password per service user (ears, eyes, body, link) and per paired phone
+  (`--add-phone NAME` makes user `phone-NAME`), each in its own 0600 file, never a default;
+- the mosquitto password file (hashed by `mosquitto_passwd`), and the config, ACL and
+  optional bridge rendered from the templates in `services/mosquitto/`.
+
+Everything lands under `--root` (`/` on the device, a scratch folder in tests); the paths
+written into the configs include it. Running it again changes nothing that exists, so it is
+safe in a boot unit; settings given once (ports, bridge) are remembered in
+`etc/pendant/broker.json`. Errors are one line naming what to fix, exit code 2.
+After `--add-phone` or `--remove-phone`, tell mosquitto to reload (SIGHUP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from pendant.errors import PendantError
+
+SERVICE_USERS = ("ears", "eyes", "body", "link")
+PHONE_PREFIX = "phone-"
+# The same rule as Config.device_id, so every topic the broker guards is one the pendant uses.
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+CA_DAYS = 3650
+# Apple platforms refuse TLS server certificates valid for longer than 825 days.
+SERVER_DAYS = 825
+# A later run renews the server certificate when it has less than this left.
+RENEW_BEFORE_S = 30 * 24 * 3600
+# Unix socket paths are limited to 108 bytes including the final NUL.
+SOCKET_MAX = 107
+OPENSSL_TIMEOUT_S = 60
+PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+
+
+class ProvisionError(PendantError, RuntimeError):
+    """Provisioning cannot go on; the message names what to fix."""
+
+
+def default_templates() -> Path:
+    """services/mosquitto of a source checkout, else where a package installs them."""
+    here = Path(__file__).resolve().parents[2] / "services" / "mosquitto"
+    return here if here.is_dir() else Path("/usr/share/pendant/mosquitto")
+
+
+@dataclass
+class Settings:
+    """What the rendered configs depend on, apart from secrets. Remembered between runs."""
+
+    tls_port: int = 8883
+    ws_port: int = 8884
+    # Empty: every interface (the phone reaches the pendant over the LAN).
+    bind_address: str = ""
+    # None: <root>/run/mosquitto/pendant.sock, the default of `bus.socket`.
+    socket: str | None = None
+    # The user mosquitto drops to after binding its listeners.
+    run_as: str = "mosquitto"
+    bridge_host: str | None = None
+    bridge_port: int = 1883
+    bridge_user: str | None = None
+    bridge_cafile: str | None = None
+    # Extra names for the server certificate (e.g. the pendant's mDNS name).
+    san: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives under a root."""
+
+    root: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc" / "pendant"
+
+    @property
+    def secrets(self) -> Path:
+        return self.etc / "secrets"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "etc" / "mosquitto" / "pendant"
+
+    @property
+    def bridge_dir(self) -> Path:
+        return self.conf_dir / "bridge.d"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "var" / "lib" / "mosquitto"
+
+    @property
+    def device_id_file(self) -> Path:
+        return self.etc / "device_id"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.etc / "broker.json"
+
+    @property
+    def conf(self) -> Path:
+        return self.conf_dir / "pendant.conf"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.conf_dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.secrets / "ca.key"
+
+    def password_file(self, user: str) -> Path:
+        return self.secrets / f"{user}.password"
+
+    @property
+    def bridge_password_file(self) -> Path:
+        return self.secrets / "bridge-remote.password"
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The result of a run: what a service, a phone or a test needs to connect."""
+
+    layout: Layout
+    device_id: str
+    settings: Settings
+    users: tuple[str, ...]
+
+    @property
+    def conf(self) -> Path:
+        return self.layout.conf
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.layout.ca_cert
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.settings.socket or self.layout.root / "run/mosquitto/pendant.sock")
+
+    def password_file(self, user: str) -> Path:
+        return self.layout.password_file(user)
+
+    def password(self, user: str) -> str:
+        return self.password_file(user).read_text().strip()
+
+
+# --- small file helpers ------------------------------------------------------------------
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    """Atomically, created with its final mode (a secret is never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _owner_for(user: str) -> tuple[int, int] | None:
+    """uid/gid to give mosquitto's files, when we are root and can hand them over."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ProvisionError(
+            f"user {user!r} (--run-as) does not exist: install mosquitto or pass --run-as"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown(paths: list[Path], owner: tuple[int, int] | None) -> None:
+    if owner is not None:
+        for p in paths:
+            os.chown(p, *owner)
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/bin") / name, Path("/usr/sbin") / name) if p.exists()), None
+    )
+    if found is None:
+        package = "openssl" if name == "openssl" else "mosquitto"
+        raise ProvisionError(f"{name} is not installed: apt install {package}")
+    return found
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=OPENSSL_TIMEOUT_S)
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+        raise ProvisionError(f"{what} failed: {last[0] if last else 'no message'}") from None
+    except subprocess.TimeoutExpired:
+        raise ProvisionError(f"{what} did not finish within {OPENSSL_TIMEOUT_S} s") from None
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise ProvisionError(
+            f"{what} {value!r}: use 1-32 lowercase letters, digits and '-', "
+            "not starting or ending with '-'"
+        )
+    return value
+
+
+# --- templates ---------------------------------------------------------------------------
+
+
+def render(template: str, values: dict[str, str], flags: dict[str, bool] | None = None) -> str:
+    """Fill @NAME@ placeholders; keep `@IF_FLAG@line` only when the flag is set.
+
+    Every placeholder must be known: a typo in a template stops provisioning rather than
+    reaching mosquitto as a literal path.
+    """
+    flags = flags or {}
+    out: list[str] = []
+    for line in template.splitlines():
+        m = re.match(r"@IF_([A-Z_]+)@", line)
+        if m:
+            if not flags.get(m.group(1), False):
+                continue
+            line = line[m.end() :]
+        for key, value in values.items():
+            line = line.replace(f"@{key}@", value)
+        # An empty optional value (bind address) must not leave a trailing blank.
+        out.append(line.rstrip())
+    text = "\n".join(out) + "\n"
+    left = sorted(set(PLACEHOLDER.findall(text)))
+    if left:
+        raise ProvisionError(f"template has unknown placeholders: {', '.join(left)}")
+    return text
+
+
+def render_acl(template: str, device_id: str, phones: list[str]) -> str:
+    """The ACL, with the phone block repeated for every paired phone (none: no block)."""
+    m = re.search(r"^@BEGIN_PHONE@\n(.*?)^@END_PHONE@\n?", template, re.S | re.M)
+    if m is None:
+        raise ProvisionError("acl.in has no @BEGIN_PHONE@ ... @END_PHONE@ block")
+    blocks = "\n".join(m.group(1).replace("@PHONE_USER@", user) for user in phones)
+    return render(template[: m.start()] + blocks + template[m.end() :], {"DEVICE_ID": device_id})
+
+
+# --- certificates ------------------------------------------------------------------------
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _openssl_config(device_id: str, sans: list[str]) -> str:
+    # Our own config, not the system openssl.cnf, so the extensions are exactly these.
+    alt = ",".join(
+        [f"DNS:{device_id}", f"DNS:{device_id}.local", "DNS:localhost", "IP:127.0.0.1"]
+        + [(f"IP:{s}" if _is_ip(s) else f"DNS:{s}") for s in sans]
+    )
+    return f"""[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = {device_id}
+[ca_ext]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = {alt}
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def _cert_valid_for(cert: Path, seconds: int) -> bool:
+    if not cert.exists():
+        return False
+    result = subprocess.run(
+        [_tool("openssl"), "x509", "-checkend", str(seconds), "-noout", "-in", str(cert)],
+        capture_output=True,
+        timeout=OPENSSL_TIMEOUT_S,
+    )
+    return result.returncode == 0
+
+
+@contextlib.contextmanager
+def _scratch(parent: Path) -> Iterator[Path]:
+    """A 0700 folder next to the targets: keys are born private and moved, not copied."""
+    d = Path(tempfile.mkdtemp(dir=parent, prefix=".provision-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _certificates(layout: Layout, device_id: str, settings: Settings) -> None:
+    """Make the CA once; (re)issue the server certificate when absent or near expiry."""
+    openssl = _tool("openssl")
+    server_crt, server_key = layout.conf_dir / "server.crt", layout.conf_dir / "server.key"
+    new_ca = not (layout.ca_key.exists() and layout.ca_cert.exists())
+    if not new_ca and _cert_valid_for(server_crt, RENEW_BEFORE_S) and server_key.exists():
+        return
+    with _scratch(layout.secrets) as tmp:
+        cnf = tmp / "openssl.cnf"
+        cnf.write_text(_openssl_config(device_id, settings.san))
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        if new_ca:
+            # EC P-256: quick to make and to handshake on a Pi Zero, accepted by every phone.
+            _run(
+                [openssl, "req", "-x509", "-new", "-config", str(cnf), "-extensions", "ca_ext",
+                 *ec, "-subj", f"/CN=pendant {device_id} local CA", "-days", str(CA_DAYS),
+                 "-keyout", str(tmp / "ca.key"), "-out", str(tmp / "ca.crt")],
+                "openssl (CA)",
+            )  # fmt: skip
+        ca_key = tmp / "ca.key" if new_ca else layout.ca_key
+        ca_crt = tmp / "ca.crt" if new_ca else layout.ca_cert
+        _run(
+            [openssl, "req", "-new", "-config", str(cnf), *ec,
+             "-keyout", str(tmp / "server.key"), "-out", str(tmp / "server.csr")],
+            "openssl (server key)",
+        )  # fmt: skip
+        _run(
+            [openssl, "x509", "-req", "-in", str(tmp / "server.csr"), "-CA", str(ca_crt),
+             "-CAkey", str(ca_key), "-set_serial", f"0x{secrets.token_hex(16)}",
+             "-days", str(SERVER_DAYS), "-extfile", str(cnf), "-extensions", "server_ext",
+             "-out", str(tmp / "server.crt")],
+            "openssl (server certificate)",
+        )  # fmt: skip
+        for name in ("ca.key", "server.key"):
+            if (tmp / name).exists():
+                os.chmod(tmp / name, 0o600)
+        for name in ("ca.crt", "server.crt"):
+            if (tmp / name).exists():
+                os.chmod(tmp / name, 0o644)
+        if new_ca:
+            os.replace(tmp / "ca.key", layout.ca_key)
+            os.replace(tmp / "ca.crt", layout.ca_cert)
+        os.replace(tmp / "server.key", server_key)
+        os.replace(tmp / "server.crt", server_crt)
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+
+def _password(layout: Layout, user: str) -> str:
+    """The user's password, made once: an existing file is never overwritten."""
+    path = layout.password_file(user)
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    value = secrets.token_urlsafe(24)
+    _write(path, value + "\n", 0o600)
+    return value
+
+
+def _phones(layout: Layout) -> list[str]:
+    return sorted(
+        p.name.removesuffix(".password") for p in layout.secrets.glob(f"{PHONE_PREFIX}*.password")
+    )
+
+
+def _password_file(layout: Layout, users: list[str], owner: tuple[int, int] | None) -> None:
+    """Rebuild mosquitto's password file from the secrets, hashed by mosquitto_passwd.
+
+    `-U` hashes a plain `user:password` file in place: the passwords never appear on a
+    command line (where any process could read them), and rebuilding from the secrets each
+    run keeps the file exactly in step with them (a removed phone is gone).
+    """
+    tool = _tool("mosquitto_passwd")
+    target = layout.conf_dir / "passwd"
+    with _scratch(layout.secrets) as tmp:
+        plain = tmp / "passwd"
+        _write(plain, "".join(f"{u}:{_password(layout, u)}\n" for u in users), 0o600)
+        _run([tool, "-U", str(plain)], "mosquitto_passwd")
+        _chown([plain], owner)
+        os.replace(plain, target)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _load_settings(layout: Layout) -> Settings:
+    if not layout.settings_file.exists():
+        return Settings()
+    try:
+        data = json.loads(layout.settings_file.read_text())
+        known = {f.name for f in fields(Settings)}
+        return Settings(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, TypeError) as exc:
+        raise ProvisionError(
+            f"{layout.settings_file} is damaged ({exc}): fix or delete it"
+        ) from None
+
+
+def _device_id(layout: Layout, wanted: str | None) -> str:
+    existing = layout.device_id_file.read_text().strip() if layout.device_id_file.exists() else None
+    if existing and wanted and wanted != existing:
+        # The certificate, the ACL and every topic already say the old id.
+        raise ProvisionError(
+            f"already provisioned as {existing!r} ({layout.device_id_file}): "
+            "a new id needs a fresh root, since the certificate and the ACL name the old one"
+        )
+    device_id = _check_name(existing or wanted or f"pendant-{secrets.token_hex(3)}", "device id")
+    if not existing:
+        _write(layout.device_id_file, device_id + "\n", 0o644)
+    return device_id
+
+
+def provision(
+    root: Path,
+    device_id: str | None = None,
+    add_phones: tuple[str, ...] = (),
+    remove_phones: tuple[str, ...] = (),
+    templates: Path | None = None,
+    bridge_password_file: Path | None = None,
+    **overrides: object,
+) -> Provisioned:
+    """Provision `root`; `overrides` are Settings fields, remembered for later runs."""
+    templates = templates or default_templates()
+    layout = Layout(Path(root).resolve())
+    settings = _load_settings(layout)
+    unknown = set(overrides) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise ProvisionError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    for name in (*add_phones, *remove_phones):
+        _check_name(name, "phone name")
+    if device_id is not None:
+        _check_name(device_id, "device id")
+    # Checked before anything is written, so a wrong command line leaves no half-made root.
+    if settings.bridge_host and not settings.bridge_user:
+        raise ProvisionError(
+            "--bridge-host needs --bridge-user (the home broker refuses anonymous)"
+        )
+    has_password = bridge_password_file is not None or layout.bridge_password_file.exists()
+    if settings.bridge_host and not has_password:
+        raise ProvisionError("--bridge-host needs --bridge-password-file (its password)")
+
+    owner = _owner_for(settings.run_as)
+    sock = Path(settings.socket or layout.root / "run/mosquitto/pendant.sock")
+    if len(os.fsencode(sock)) > SOCKET_MAX:
+        raise ProvisionError(f"socket path {sock} is longer than {SOCKET_MAX} bytes: use --socket")
+
+    for d in (layout.etc, layout.conf_dir, layout.bridge_dir, layout.state_dir, sock.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    _private_dir(layout.secrets)
+    device_id = _device_id(layout, device_id)
+
+    for name in remove_phones:
+        layout.password_file(PHONE_PREFIX + name).unlink(missing_ok=True)
+    for name in add_phones:
+        _password(layout, PHONE_PREFIX + name)
+    users = [*SERVICE_USERS, *_phones(layout)]
+    _password_file(layout, users, owner)
+    _certificates(layout, device_id, settings)
+
+    values = {
+        "RUN_AS": settings.run_as,
+        "CONF_DIR": str(layout.conf_dir),
+        "STATE_DIR": str(layout.state_dir),
+        "SOCKET": str(sock),
+        "TLS_PORT": str(settings.tls_port),
+        "WS_PORT": str(settings.ws_port),
+        "BIND_ADDRESS": settings.bind_address,
+        "DEVICE_ID": device_id,
+    }
+    _write(layout.conf, render((templates / "pendant.conf.in").read_text(), values), 0o644)
+    acl = render_acl((templates / "acl.in").read_text(), device_id, _phones(layout))
+    _write(layout.conf_dir / "acl", acl, 0o644)
+    _bridge(layout, templates, device_id, settings, bridge_password_file)
+
+    mosquitto_reads = [layout.conf_dir / "server.key", layout.conf_dir / "server.crt"]
+    _chown([*mosquitto_reads, layout.state_dir, *layout.bridge_dir.glob("*.conf")], owner)
+    _write(layout.settings_file, json.dumps(asdict(settings), indent=2) + "\n", 0o644)
+    return Provisioned(layout, device_id, settings, tuple(users))
+
+
+def _bridge(
+    layout: Layout,
+    templates: Path,
+    device_id: str,
+    settings: Settings,
+    password_file: Path | None,
+) -> None:
+    target = layout.bridge_dir / "bridge.conf"
+    if not settings.bridge_host:
+        target.unlink(missing_ok=True)
+        return
+    assert settings.bridge_user  # checked by provision()
+    if password_file is not None:
+        # Copied into our secrets, so later runs need not be told again.
+        try:
+            given = password_file.read_text().strip()
+        except OSError as exc:
+            raise ProvisionError(f"cannot read {password_file}: {exc.strerror}") from None
+        if not given:
+            raise ProvisionError(f"{password_file} is empty")
+        _write(layout.bridge_password_file, given + "\n", 0o600)
+    values = {
+        "DEVICE_ID": device_id,
+        "BRIDGE_HOST": settings.bridge_host,
+        "BRIDGE_PORT": str(settings.bridge_port),
+        "BRIDGE_USER": settings.bridge_user,
+        "BRIDGE_PASSWORD": layout.bridge_password_file.read_text().strip(),
+        "BRIDGE_CAFILE": settings.bridge_cafile or "",
+    }
+    text = render(
+        (templates / "bridge.conf.in").read_text(),
+        values,
+        {"BRIDGE_TLS": bool(settings.bridge_cafile)},
+    )
+    _write(target, text, 0o600)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pendant.provision", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--root", type=Path, required=True, help="filesystem root ('/' on the device)")
+    p.add_argument("--device-id", help="the id to use when none exists yet (default: random)")
+    p.add_argument(
+        "--add-phone",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pair a phone: user phone-NAME with its own password (repeatable)",
+    )
+    p.add_argument("--remove-phone", action="append", default=[], metavar="NAME")
+    p.add_argument("--templates", type=Path, help="folder of the *.in templates")
+    p.add_argument("--tls-port", type=int)
+    p.add_argument("--ws-port", type=int)
+    p.add_argument("--bind-address", help="address of the phone listeners (default: all)")
+    p.add_argument("--socket", help="unix socket of the services' listener")
+    p.add_argument("--run-as", help="user mosquitto runs as (default mosquitto)")
+    p.add_argument("--san", action="append", help="extra certificate name or IP (repeatable)")
+    p.add_argument("--bridge-host", help="home broker to bridge public topics to")
+    p.add_argument("--bridge-port", type=int)
+    p.add_argument("--bridge-user")
+    p.add_argument("--bridge-password-file", type=Path)
+    p.add_argument("--bridge-cafile", help="CA of the home broker: bridge over TLS")
+    p.add_argument("--no-bridge", action="store_true", help="remove a configured bridge")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = provision(
+            args.root,
+            device_id=args.device_id,
+            add_phones=tuple(args.add_phone),
+            remove_phones=tuple(args.remove_phone),
+            templates=args.templates,
+            bridge_password_file=args.bridge_password_file,
+            tls_port=args.tls_port,
+            ws_port=args.ws_port,
+            bind_address=args.bind_address,
+            socket=args.socket,
+            run_as=args.run_as,
+            san=args.san,
+            bridge_host="" if args.no_bridge else args.bridge_host,
+            bridge_port=args.bridge_port,
+            bridge_user=args.bridge_user,
+            bridge_cafile=args.bridge_cafile,
+        )
+    except (PendantError, OSError) as exc:
+        message = (
+            exc
+            if isinstance(exc, PendantError)
+            else f"{exc.filename or 'file'}: {exc.strerror or exc}"
+        )
+        print(f"provision: error: {message}", file=sys.stderr)
+        return 2
+    print(f"provisioned {result.device_id}: {result.conf} ({len(result.users)} users)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,624 @@
+"""The device-local mosquitto config and its provisioning, proved against real mosquitto.
+
+Each broker here runs exactly the config `pendant.provision` renders from
+services/mosquitto/*.in (paths, ports and the run-as user templated into a scratch root),
+and real MQTT clients (paho) check each rule over the listener a real client would use: the
+unix socket for services, TLS and WebSocket-over-TLS (with the generated CA) for phones.
+
+"Nothing arrives" is never a timed wait. A denied publish is followed by a *fence*: a
+permitted message that the same watcher must receive. mosquitto routes a client's messages
+in order and acknowledges a QoS 1 publish only after routing it, so once the fence has
+arrived, a forbidden message that had been delivered would already be in the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import queue
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pendant.local_broker import LocalBroker, free_port
+from pendant.provision import SERVICE_USERS, Provisioned, ProvisionError, provision, render
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+    reason="mosquitto is not installed (apt install mosquitto)",
+)
+
+DEVICE = "test-dev"
+TIMEOUT_S = 10.0
+START_TIMEOUT_S = 10.0
+# The template's max_packet_size, and the largest event the pendant sends.
+MAX_PACKET = 16384
+LARGEST_EVENT = 8192
+# Tests run mosquitto as whoever runs them: started as root, mosquitto would otherwise become
+# the `mosquitto` user, which cannot read the 0600 files of a scratch root.
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+Msg = tuple[str, bytes, bool]
+
+
+# --- a real broker running the rendered config ---------------------------------------------
+
+
+def _mosquitto() -> str:
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def _provision_for_test(root: Path, **kw: object) -> Provisioned:
+    kw.setdefault("device_id", DEVICE)
+    return provision(
+        root,
+        tls_port=free_port(),
+        ws_port=free_port(),
+        bind_address="127.0.0.1",
+        run_as=ME,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _reachable(prov: Provisioned) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(0.5)
+            s.connect(str(prov.socket))
+        for port in (prov.settings.tls_port, prov.settings.ws_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running(prov: Provisioned) -> Iterator[subprocess.Popen[bytes]]:
+    """mosquitto -c <the rendered pendant.conf>, until every listener accepts connections."""
+    log = prov.layout.root / "mosquitto.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(
+            [_mosquitto(), "-c", str(prov.conf)], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _reachable(prov):
+            if proc.poll() is not None:
+                pytest.fail(f"mosquitto exited at start: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"mosquitto not listening after {START_TIMEOUT_S} s")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=TIMEOUT_S)
+
+
+# --- MQTT clients --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a client reaches a broker: a unix socket, TLS, WebSocket over TLS, or plain TCP."""
+
+    transport: str
+    host: str
+    port: int = 1883
+    ca: Path | None = None
+
+
+def endpoint(prov: Provisioned, via: str) -> Endpoint:
+    if via == "unix":
+        return Endpoint("unix", str(prov.socket))
+    port = prov.settings.tls_port if via == "tls" else prov.settings.ws_port
+    transport = "tcp" if via == "tls" else "websockets"
+    return Endpoint(transport, "127.0.0.1", port, prov.ca_cert)
+
+
+class Client:
+    """A paho client whose callbacks feed queues; every wait has a timeout."""
+
+    def __init__(
+        self, where: Endpoint, user: str | None, password: str | None, system_ca: bool = False
+    ) -> None:
+        self.where = where
+        self.messages: queue.Queue[Msg] = queue.Queue()
+        self._connack: queue.Queue[ReasonCode] = queue.Queue()
+        self._subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
+        self.disconnected = threading.Event()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv311,
+            transport=where.transport,  # type: ignore[arg-type]
+        )
+        if user is not None:
+            c.username_pw_set(user, password)
+        if where.ca is not None or system_ca:
+            # Verifies the chain and that the certificate names 127.0.0.1.
+            c.tls_set(ca_certs=None if system_ca else str(where.ca))
+        c.on_connect = lambda _c, _u, _f, rc, _p: self._connack.put(rc)
+        c.on_subscribe = lambda _c, _u, _m, rcs, _p: self._subacks.put(list(rcs))
+        c.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload, bool(m.retain)))
+        c.on_disconnect = lambda *_: self.disconnected.set()
+        self.paho = c
+
+    def open(self) -> ReasonCode:
+        """Connect; the broker's CONNACK reason (a refusal is a result, not an error)."""
+        self.paho.connect(self.where.host, self.where.port, keepalive=30)
+        self.paho.loop_start()
+        try:
+            return self._connack.get(timeout=TIMEOUT_S)
+        except queue.Empty:
+            pytest.fail(f"no CONNACK within {TIMEOUT_S} s")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.paho.disconnect()
+        self.paho.loop_stop()
+
+    def subscribe(self, *topics: str) -> list[ReasonCode]:
+        granted: list[ReasonCode] = []
+        for t in topics:
+            self.paho.subscribe(t, qos=1)
+            try:
+                granted += self._subacks.get(timeout=TIMEOUT_S)
+            except queue.Empty:
+                pytest.fail(f"no SUBACK for {t} within {TIMEOUT_S} s")
+        return granted
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        """QoS 1, back once the broker acknowledged (i.e. routed or dropped) it."""
+        info = self.paho.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=TIMEOUT_S)
+        assert info.is_published(), f"no PUBACK for {topic} within {TIMEOUT_S} s"
+
+    def until(self, topic: str, payload: bytes | str) -> list[Msg]:
+        """Messages received before (topic, payload) arrives; fails if it does not."""
+        want = payload.encode() if isinstance(payload, str) else payload
+        seen: list[Msg] = []
+        deadline = time.monotonic() + TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                break
+            if msg[0] == topic and msg[1] == want:
+                return seen
+            seen.append(msg)
+        pytest.fail(f"{topic} {want!r} not received within {TIMEOUT_S} s; got {seen}")
+
+    def fence(self, publisher: Client, topic: str) -> list[Msg]:
+        """`publisher` sends a unique message this client may read; what came before it."""
+        token = uuid.uuid4().hex
+        publisher.publish(topic, token)
+        return self.until(topic, token)
+
+
+def attempt(where: Endpoint, user: str | None, password: str | None) -> ReasonCode:
+    c = Client(where, user, password)
+    try:
+        return c.open()
+    finally:
+        c.close()
+
+
+Connect = Callable[..., Client]
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """connect(prov, user, via="unix") -> a connected Client, closed after the test."""
+    opened: list[Client] = []
+
+    def _connect(prov: Provisioned, user: str, via: str = "unix") -> Client:
+        c = Client(endpoint(prov, via), user, prov.password(user))
+        opened.append(c)
+        rc = c.open()
+        assert not rc.is_failure, f"{user} refused on {via}: {rc}"
+        return c
+
+    yield _connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisioned]:
+    """One provisioned pendant broker with two paired phones, running for the module."""
+    prov = _provision_for_test(tmp_path_factory.mktemp("dev"), add_phones=("alice", "bob"))
+    with running(prov):
+        yield prov
+
+
+def topics(messages: list[Msg]) -> list[str]:
+    return [m[0] for m in messages]
+
+
+# --- who may connect -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("via", "user"), [("unix", "link"), ("tls", "phone-alice"),
+                                           ("ws", "phone-alice")])  # fmt: skip
+def test_anonymous_and_wrong_passwords_are_refused(
+    device: Provisioned, via: str, user: str
+) -> None:
+    """Proves allow_anonymous false and the password file on every listener, with the right
+    password accepted on the same listener (so a refusal is the rule, not a dead listener)."""
+    where = endpoint(device, via)
+    assert attempt(where, None, None).is_failure
+    assert attempt(where, user, "not-the-password").is_failure
+    assert attempt(where, "nobody", device.password(user)).is_failure
+    assert not attempt(where, user, device.password(user)).is_failure
+
+
+@pytest.mark.parametrize("via", ["tls", "ws"])
+def test_phone_listeners_present_the_devices_own_certificate(device: Provisioned, via: str) -> None:
+    """Proves the phone listeners are TLS with the provisioned certificate: a client trusting
+    only the public CAs refuses it, so the generated CA is what vouches for it."""
+    c = Client(endpoint(device, via), "phone-alice", device.password("phone-alice"), True)
+    with pytest.raises(ssl.SSLError):
+        c.paho.connect("127.0.0.1", endpoint(device, via).port, keepalive=30)
+    c.close()
+
+
+# --- the ACL -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["tls", "ws"])
+def test_phone_cannot_publish_an_intent(device: Provisioned, connect: Connect, via: str) -> None:
+    """Proves phones cannot forge public events: alice's intent never reaches bob, who does
+    receive the same intent from the link."""
+    alice = connect(device, "phone-alice", via)
+    bob = connect(device, "phone-bob", "tls")
+    link = connect(device, "link")
+    bob.subscribe(f"pendant/{DEVICE}/#")
+    alice.publish(f"pendant/{DEVICE}/intent/HassTurnOn", b'{"forged": true}')
+    assert bob.fence(alice, f"pendant/{DEVICE}/cmd/fence") == []
+    assert bob.fence(link, f"pendant/{DEVICE}/intent/HassTurnOn") == []
+
+
+@pytest.mark.parametrize("via", ["tls", "ws"])
+def test_phone_command_reaches_the_link(device: Provisioned, connect: Connect, via: str) -> None:
+    """Proves the one thing a phone may write, a command, arrives at the link."""
+    link = connect(device, "link")
+    link.subscribe(f"pendant/{DEVICE}/cmd/#")
+    phone = connect(device, "phone-alice", via)
+    phone.publish(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}')
+    assert link.until(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}') == []
+
+
+def test_phone_reads_public_topics_but_not_the_bus(device: Provisioned, connect: Connect) -> None:
+    """Proves phones read this device's intents and the Hermes mirror, while an event on the
+    internal bus (which the link does receive) never reaches them."""
+    phone = connect(device, "phone-alice", "tls")
+    link = connect(device, "link")
+    ears = connect(device, "ears")
+    phone.subscribe(f"pendant/{DEVICE}/intent/#", "hermes/intent/#", "pendant-bus/#")
+    link.subscribe("pendant-bus/#")
+
+    link.publish(f"pendant/{DEVICE}/intent/HassTurnOff", b"{}")
+    assert phone.until(f"pendant/{DEVICE}/intent/HassTurnOff", b"{}") == []
+    link.publish("hermes/intent/HassTurnOff", b"{}")
+    assert phone.until("hermes/intent/HassTurnOff", b"{}") == []
+
+    ears.publish("pendant-bus/intent", b'{"internal": 1}')
+    assert link.until("pendant-bus/intent", b'{"internal": 1}') == []
+    assert phone.fence(link, f"pendant/{DEVICE}/intent/Fence") == []
+
+
+def test_links_last_will_reaches_phones(device: Provisioned, connect: Connect) -> None:
+    """Proves the ACL lets the broker publish the link's last will (availability, retained):
+    when the link vanishes without a goodbye, phones read "offline"."""
+    phone = connect(device, "phone-alice", "ws")
+    phone.subscribe(f"pendant/{DEVICE}/availability")
+    link = Client(endpoint(device, "unix"), "link", device.password("link"))
+    link.paho.will_set(f"pendant/{DEVICE}/availability", b"offline", qos=1, retain=True)
+    try:
+        assert not link.open().is_failure
+        link.publish(f"pendant/{DEVICE}/availability", b"online", retain=True)
+        assert phone.until(f"pendant/{DEVICE}/availability", b"online") == []
+        # A crash, as the broker sees it: the connection ends with no DISCONNECT.
+        link.paho.loop_stop()
+        sock = link.paho.socket()
+        assert sock is not None
+        sock.close()
+        assert phone.until(f"pendant/{DEVICE}/availability", b"offline") == []
+    finally:
+        link.close()
+        # The module's broker is shared: clear the retained will so no later watcher sees it.
+        connect(device, "link").publish(f"pendant/{DEVICE}/availability", b"", retain=True)
+
+
+ALLOWED = {"ears": "pendant-bus/intent", "eyes": "pendant-bus/scene", "body": "pendant-bus/button"}
+
+
+@pytest.mark.parametrize("service", ["ears", "eyes", "body"])
+def test_services_publish_only_their_internal_events(
+    device: Provisioned, connect: Connect, service: str
+) -> None:
+    """Proves a service can publish its own internal event and nothing else: no public or
+    Hermes topic (only the link speaks outside) and no command on the bus (only the link
+    relays commands)."""
+    svc = connect(device, service)
+    link = connect(device, "link")
+    phone = connect(device, "phone-bob", "tls")
+    link.subscribe("pendant-bus/#")
+    phone.subscribe(f"pendant/{DEVICE}/#", "hermes/intent/#")
+    forbidden = [
+        f"pendant/{DEVICE}/intent/X",
+        f"pendant/{DEVICE}/status",
+        "hermes/intent/X",
+        "pendant-bus/cmd/mute",
+        "pendant-bus/error",
+        *(t for s, t in ALLOWED.items() if s != service),
+    ]
+    for t in forbidden:
+        svc.publish(t, b"{}")
+    # Its own event is the fence: delivered, and nothing forbidden before it.
+    assert link.fence(svc, ALLOWED[service]) == []
+    assert phone.fence(link, f"pendant/{DEVICE}/transcript") == []
+
+
+def test_ears_hears_the_button_and_commands_but_not_public_topics(
+    device: Provisioned, connect: Connect
+) -> None:
+    """Proves the read side for a service: ears receives the button and bus commands, but not
+    a public event (so it cannot learn what the link publishes or phones send)."""
+    ears = connect(device, "ears")
+    body = connect(device, "body")
+    link = connect(device, "link")
+    ears.subscribe("pendant-bus/button", "pendant-bus/cmd/#", f"pendant/{DEVICE}/#")
+    body.publish("pendant-bus/button", b"{}")
+    link.publish(f"pendant/{DEVICE}/status", b"{}")
+    assert ears.fence(link, "pendant-bus/cmd/mute") == [("pendant-bus/button", b"{}", False)]
+
+
+@pytest.mark.parametrize(("via", "user", "topic", "watch"), [
+    ("unix", "link", "pendant-bus/error", "pendant-bus/#"),
+    ("tls", "phone-alice", f"pendant/{DEVICE}/cmd/say", f"pendant/{DEVICE}/cmd/#"),
+])  # fmt: skip
+def test_oversized_packet_is_refused(
+    device: Provisioned, connect: Connect, via: str, user: str, topic: str, watch: str
+) -> None:
+    """Proves max_packet_size: an event of the largest size we send gets through, a packet over
+    the limit disconnects its sender and reaches no one."""
+    watcher = connect(device, "link")
+    watcher.subscribe(watch)
+    sender = connect(device, user, via)
+    fits = b"x" * LARGEST_EVENT
+    sender.publish(topic, fits)
+    assert watcher.until(topic, fits) == []
+
+    sender.paho.publish(topic, b"y" * (MAX_PACKET + 1), qos=0)
+    assert sender.disconnected.wait(TIMEOUT_S), "sender of an oversized packet still connected"
+    sender.close()
+    fence_by = connect(device, "ears" if via == "unix" else "phone-bob", via)
+    fence_topic = "pendant-bus/intent" if via == "unix" else f"pendant/{DEVICE}/cmd/fence"
+    assert watcher.fence(fence_by, fence_topic) == []
+
+
+# --- persistence and the bridge ------------------------------------------------------------
+
+
+def test_retained_status_survives_a_restart(tmp_path: Path, connect: Connect) -> None:
+    """Proves persistence true with a writable persistence_location: the retained status is
+    on disk after a stop and served to a phone by the restarted broker."""
+    prov = _provision_for_test(tmp_path / "r", add_phones=("alice",))
+    with running(prov):
+        link = connect(prov, "link")
+        link.publish(f"pendant/{DEVICE}/status", b'{"state": "idle"}', retain=True)
+        link.close()
+    assert (prov.layout.state_dir / "mosquitto.db").is_file()
+    with running(prov):
+        phone = connect(prov, "phone-alice", "tls")
+        phone.subscribe(f"pendant/{DEVICE}/status")
+        assert phone.until(f"pendant/{DEVICE}/status", b'{"state": "idle"}') == []
+
+
+def test_bridge_forwards_public_topics_only(tmp_path: Path, connect: Connect) -> None:
+    """Proves bridge.conf: this device's public topics and the Hermes mirror reach the home
+    broker (retained status still retained), the internal bus does not, and a command sent
+    on the home broker reaches the link."""
+    with LocalBroker(users=("bridge", "viewer"), tcp=True) as home:
+        assert home.port is not None
+        home_at = Endpoint("tcp", "127.0.0.1", home.port)
+        viewer = Client(home_at, "viewer", home.password("viewer"))
+        assert not viewer.open().is_failure
+        try:
+            viewer.subscribe("#")
+            prov = _provision_for_test(
+                tmp_path / "b",
+                bridge_host="127.0.0.1",
+                bridge_port=home.port,
+                bridge_user="bridge",
+                bridge_password_file=home.password_file("bridge"),
+            )
+            with running(prov):
+                # The bridge's retained "1" says it is connected (and subscribed remotely).
+                viewer.until(f"pendant/{DEVICE}/bridge", b"1")
+                ears, link = connect(prov, "ears"), connect(prov, "link")
+                link.subscribe(f"pendant/{DEVICE}/cmd/#")
+                ears.publish("pendant-bus/intent", b"{}")
+                link.publish("pendant-bus/cmd/mute", b"{}")
+                link.publish(f"pendant/{DEVICE}/intent/HassTurnOn", b"{}")
+                link.publish("hermes/intent/HassTurnOn", b"{}")
+                link.publish(f"pendant/{DEVICE}/status", b"{}", retain=True)
+                got = viewer.fence(link, f"pendant/{DEVICE}/transcript")
+                assert topics(got) == [
+                    f"pendant/{DEVICE}/intent/HassTurnOn",
+                    "hermes/intent/HassTurnOn",
+                    f"pendant/{DEVICE}/status",
+                ]
+
+                late = Client(home_at, "viewer", home.password("viewer"))
+                assert not late.open().is_failure
+                try:
+                    late.subscribe(f"pendant/{DEVICE}/status")
+                    assert late.until(f"pendant/{DEVICE}/status", b"{}") == []
+                finally:
+                    late.close()
+
+                viewer.publish(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}')
+                assert link.until(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}') == []
+        finally:
+            viewer.close()
+
+
+# --- provisioning --------------------------------------------------------------------------
+
+
+def _secret_values(prov: Provisioned) -> dict[str, str]:
+    return {u: prov.password(u) for u in prov.users}
+
+
+def test_secrets_are_private_files(tmp_path: Path) -> None:
+    """Proves invariant 4's file half: every secret is 0600 in a 0700 folder, the broker's
+    hashed passwords, key and bridge config are 0600, and no password is in a readable file."""
+    given = tmp_path / "home.password"
+    given.write_text("home-broker-secret\n")
+    given.chmod(0o600)
+    prov = _provision_for_test(
+        tmp_path / "root",
+        add_phones=("alice",),
+        bridge_host="127.0.0.1",
+        bridge_user="bridge",
+        bridge_password_file=given,
+    )
+    lay = prov.layout
+    assert stat.S_IMODE(lay.secrets.stat().st_mode) == 0o700
+    private = [*lay.secrets.iterdir(), lay.conf_dir / "passwd", lay.conf_dir / "server.key",
+               lay.bridge_dir / "bridge.conf"]  # fmt: skip
+    assert len(private) >= 9
+    for p in private:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    readable = [p for p in lay.root.rglob("*") if p.is_file() and p.stat().st_mode & 0o044]
+    for p in readable:
+        text = p.read_text(errors="replace")
+        for user, password in {**_secret_values(prov), "home": "home-broker-secret"}.items():
+            assert password not in text, f"{user}'s password in {p}"
+
+
+def test_no_default_passwords(tmp_path: Path) -> None:
+    """Proves no default secrets: two provisions share no password, id or key, and each
+    user of one has its own password."""
+    a = _provision_for_test(tmp_path / "a", device_id=None, add_phones=("alice",))
+    b = _provision_for_test(tmp_path / "b", device_id=None, add_phones=("alice",))
+    pa, pb = _secret_values(a), _secret_values(b)
+    assert set(pa) == set(pb) == {*SERVICE_USERS, "phone-alice"}
+    values = [*pa.values(), *pb.values()]
+    assert len(set(values)) == len(values)
+    assert all(len(v) >= 32 for v in values)
+    assert a.device_id != b.device_id
+    assert a.layout.ca_key.read_bytes() != b.layout.ca_key.read_bytes()
+
+
+def test_second_run_keeps_every_secret(tmp_path: Path, connect: Connect) -> None:
+    """Proves idempotence: a second run changes no secret, id, key or certificate, and the
+    rebuilt password file still accepts the kept passwords."""
+    first = _provision_for_test(tmp_path, add_phones=("alice",))
+    keep = [*first.layout.secrets.iterdir(), first.layout.device_id_file, first.ca_cert,
+            first.layout.conf_dir / "server.crt", first.layout.conf_dir / "server.key"]  # fmt: skip
+    before = {p: p.read_bytes() for p in keep}
+    # No settings this time: the remembered ports and user are used.
+    second = provision(tmp_path)
+    assert {p: p.read_bytes() for p in keep} == before
+    assert second.settings == first.settings
+    assert second.users == first.users
+    with running(second):
+        connect(second, "link")
+        connect(second, "phone-alice", "tls")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pendant.provision", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _accepted_eventually(where: Endpoint, user: str, password: str, want: bool) -> bool:
+    """mosquitto reloads its password file and ACL asynchronously after SIGHUP: retry a
+    bounded number of times until the answer is `want`."""
+    for _ in range(50):
+        if (not attempt(where, user, password).is_failure) == want:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_add_and_remove_a_phone(tmp_path: Path) -> None:
+    """Proves `--add-phone` on a provisioned device: a new user with its own 0600 password and
+    ACL block, existing secrets untouched, accepted by the running broker after a reload;
+    `--remove-phone` takes it away again."""
+    prov = _provision_for_test(tmp_path)
+    before = _secret_values(prov)
+    with running(prov) as proc:
+        where = endpoint(prov, "tls")
+        done = _cli("--root", str(tmp_path), "--add-phone", "carol")
+        assert done.returncode == 0, done.stderr
+        pw = prov.password_file("phone-carol")
+        assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+        assert "user phone-carol" in (prov.layout.conf_dir / "acl").read_text()
+        assert (prov.layout.conf_dir / "passwd").read_text().count("phone-carol:") == 1
+        assert {u: prov.password(u) for u in before} == before
+        proc.send_signal(signal.SIGHUP)
+        assert _accepted_eventually(where, "phone-carol", pw.read_text().strip(), True)
+
+        password = pw.read_text().strip()
+        done = _cli("--root", str(tmp_path), "--remove-phone", "carol")
+        assert done.returncode == 0, done.stderr
+        assert not pw.exists()
+        proc.send_signal(signal.SIGHUP)
+        assert _accepted_eventually(where, "phone-carol", password, False)
+
+
+@pytest.mark.parametrize("args", [
+    ["--device-id", "Not_Valid"],
+    ["--add-phone=-bad"],
+    ["--bridge-host", "127.0.0.1"],
+])  # fmt: skip
+def test_errors_are_one_line(tmp_path: Path, args: list[str]) -> None:
+    """Proves the CLI's failures are one line naming the problem, exit code 2."""
+    done = _cli("--root", str(tmp_path), "--run-as", ME, *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("provision: error: ")
+    assert done.stderr.count("\n") == 1
+
+
+def test_device_id_cannot_change_silently(tmp_path: Path) -> None:
+    """Proves the id is kept: a second run naming another id fails instead of leaving the
+    certificate and ACL for the old one."""
+    _provision_for_test(tmp_path)
+    with pytest.raises(ProvisionError, match="already provisioned"):
+        provision(tmp_path, device_id="other-dev")
+
+
+def test_unknown_placeholder_stops_rendering() -> None:
+    """Proves a template typo cannot reach mosquitto as a literal path."""
+    with pytest.raises(ProvisionError, match="@SOKCET@"):
+        render("listener 0 @SOKCET@\n", {"SOCKET": "/run/x.sock"})
