@@ -236,11 +236,15 @@ def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def scratch_root(tmp_path: Path) -> Path:
-    """A root with only root, audio and video, as a fresh Debian has them (no gpio, i2c)."""
+    """A root with root, audio, video and mosquitto, as a Debian with the mosquitto package
+    has them (no gpio, i2c)."""
     etc = tmp_path / "etc"
     etc.mkdir()
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (etc / "group").write_text("root:x:0:\naudio:x:29:\nvideo:x:44:\n")
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "mosquitto:x:101:101::/var/lib/mosquitto:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text("root:x:0:\naudio:x:29:\nvideo:x:44:\nmosquitto:x:101:\n")
     result = run_tool(
         "systemd-sysusers", f"--root={tmp_path}", str(SERVICES / "sysusers.d" / "pendant.conf")
     )
@@ -287,3 +291,12 @@ def test_tmpfiles_gives_the_outbox_to_the_link_alone(scratch_root: Path) -> None
     assert (outbox.st_uid, outbox.st_mode & 0o7777) == (link_uid, 0o700)
     secrets = (scratch_root / "etc" / "pendant" / "secrets").stat()
     assert (secrets.st_uid, secrets.st_mode & 0o7777) == (0, 0o700)
+    # The bus socket's directory: only mosquitto and the pendant-bus group get in, and the
+    # setgid bit hands that group to the socket mosquitto makes there.
+    bus_gid = next(
+        int(line.split(":")[2])
+        for line in (scratch_root / "etc" / "group").read_text().splitlines()
+        if line.startswith("pendant-bus:")
+    )
+    run = (scratch_root / "run" / "mosquitto").stat()
+    assert (run.st_uid, run.st_gid, run.st_mode & 0o7777) == (101, bus_gid, 0o2750)

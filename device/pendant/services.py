@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CONFIG_POLL_S = 2.0
 # A link waiting for events is alive if its loop turns; it proves so this often.
 LINK_BEAT_S = 1.0
+LINK_READY_S = 60
 
 
 def understand(config: Config) -> Understanding:
@@ -133,17 +135,37 @@ class EarsService:
             log.info("config changed: grammar rebuilt")
 
 
+def as_service(config: Config, name: str) -> Config:
+    """The config as service `name` sees it: under systemd, its own bus user and password.
+
+    Each unit hands its service the bus password as a credential (LoadCredential=), so one
+    config file serves every service while each logs in as itself, as the broker's ACL wants.
+    """
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not credentials:
+        return config
+    bus_config = config.bus.model_copy(
+        update={"username": name, "password_file": str(Path(credentials) / "bus-password")}
+    )
+    return config.model_copy(update={"bus": bus_config})
+
+
 async def _supervised(main: Awaitable[object], heartbeat: notify.Heartbeat) -> None:
     """Run a service's main coroutine with the watchdog, until it ends or SIGTERM."""
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        notify.stopping()
+        task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop)
     watchdog = asyncio.create_task(notify.watchdog(heartbeat), name="watchdog")
     try:
         await task
     except asyncio.CancelledError:
-        notify.stopping()
+        pass
     finally:
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +173,7 @@ async def _supervised(main: Awaitable[object], heartbeat: notify.Heartbeat) -> N
 
 
 async def serve_ears(config: Config, config_path: Path | None) -> None:
-    service = EarsService(config, config_path)
+    service = EarsService(as_service(config, "ears"), config_path)
 
     async def announce() -> None:
         notify.ready(f"listening ({config.listen.mode}, {config.asr.backend})")
@@ -160,17 +182,24 @@ async def serve_ears(config: Config, config_path: Path | None) -> None:
 
 
 async def serve_link(config: Config, config_path: Path | None) -> None:
-    link = Link(config)
+    link = Link(as_service(config, "link"))
     heartbeat = notify.Heartbeat()
 
     async def main() -> None:
         beat = asyncio.create_task(notify.beat_while_alive(heartbeat, LINK_BEAT_S))
         run = asyncio.create_task(link.run())
+        ready = asyncio.create_task(link.bus_ready.wait())
         try:
-            await asyncio.wait_for(asyncio.shield(link.bus_ready.wait()), 60)
+            # A link that fails at start (a bad password file, say) must say so at once.
+            await asyncio.wait({run, ready}, timeout=LINK_READY_S, return_when="FIRST_COMPLETED")
+            if run.done():
+                run.result()
+            if not ready.done():
+                raise PendantError(f"link: no bus at {config.bus.socket} after {LINK_READY_S} s")
             notify.ready("relaying")
             await run
         finally:
+            ready.cancel()
             beat.cancel()
             run.cancel()
             await asyncio.gather(beat, run, return_exceptions=True)
