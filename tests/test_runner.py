@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import pytest
+import soundfile
 
 from pendant import bus, services
+from pendant.audio import RATE_HZ
 from pendant.audio.wav import WavSource
 from pendant.config import load_config
-from pendant.events import Button
+from pendant.events import Button, Command
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
@@ -128,3 +132,61 @@ def test_config_change_rebuilds_the_grammar_and_a_broken_edit_is_ignored(
     match = pendant.ears.understanding.parser.parse("brew the coffee")
     assert match is not None and match.name == "BrewCoffee"
     assert pendant.ears.understanding.recognizer.grammar.accepts(["brew", "the", "coffee"])  # type: ignore[attr-defined]
+
+
+def test_mute_captures_nothing_and_publishes_the_state_it_enforces(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path
+) -> None:
+    bus_broker, home = brokers
+    quiet = tmp_path / "quiet.wav"
+    soundfile.write(quiet, np.zeros(RATE_HZ * 3, np.int16), RATE_HZ, subtype="PCM_16")
+    cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=600)
+    source = WavSource(cfg.audio, [quiet, file_named("set a timer for 5 minutes")])
+    pendant = Pendant(cfg, source=source)
+    statuses: list[dict[str, Any]] = []
+    intents: list[dict[str, Any]] = []
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        async with (
+            aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+            ) as viewer,
+            bus.bus_client(cfg.bus, "test-phone-via-link") as link_side,
+        ):
+            await viewer.subscribe("pendant/pendant-demo/#", qos=1)
+
+            async def collect() -> None:
+                async for m in viewer.messages:
+                    topic = str(m.topic)
+                    if topic.endswith("/status"):
+                        statuses.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
+                    elif "/intent/" in topic:
+                        intents.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
+
+            async def command(mic: bool) -> None:
+                event = Command(device_id=cfg.device_id, name="mute", mic=mic)
+                await link_side.publish(bus.topic("cmd/mute"), event.to_json(), qos=1)
+
+            spy = asyncio.create_task(collect())
+            run = asyncio.create_task(pendant.run())
+            await until(lambda: any(s["state"] == "ready" for s in statuses))
+            await command(True)
+            await until(lambda: any(s["mic_muted"] for s in statuses))
+            # Muted: the simulated mic delivers nothing, however long we wait.
+            heard = source.played_samples
+            await asyncio.sleep(1.5)
+            assert source.played_samples == heard
+            assert heard < RATE_HZ * 3  # still inside the quiet lead-in
+            await command(False)
+            await until(lambda: not statuses[-1]["mic_muted"])
+            await asyncio.wait_for(run, TIMEOUT_S)
+            await until(lambda: len(intents) >= 1)
+            spy.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    assert [s["state"] for s in statuses] == ["ready", "muted", "ready"]
+    assert [i["name"] for i in intents] == ["HassStartTimer"]

@@ -35,6 +35,7 @@ def demo_config(bus: LocalBroker, home: LocalBroker, wav: Path, realtime: bool) 
         f'password_file = "{bus.password_file("pendant")}"\n'
         f'\n[link]\nhost = "127.0.0.1"\nport = {home.port}\nusername = "link"\n'
         f'password_file = "{home.password_file("link")}"\n'
+        f'outbox_path = "{bus.directory}/outbox.sqlite"\n'
     )
 
 

@@ -152,6 +152,18 @@ class LinkConfig(_Strict):
     password_file: str | None = Field(None, description="File (0600) holding its password.")
     topic_prefix: str = Field("pendant", pattern=r"^[a-z0-9_-]{1,32}$", description="Topic root.")
     hermes: bool = Field(True, description="Mirror intents on hermes/intent/* for Node-RED.")
+    outbox_path: str = Field(
+        "/var/lib/pendant/outbox.sqlite",
+        description="SQLite file where events wait for the outside broker, across restarts "
+        "('' keeps them in RAM only).",
+    )
+    intent_expiry_s: float = Field(
+        300.0,
+        gt=0,
+        le=7 * 86_400,
+        description="Intents (and transcripts, errors) older than this are dropped, not sent "
+        "late.",
+    )
 
     @model_validator(mode="after")
     def _password_needs_user(self) -> LinkConfig:

@@ -18,7 +18,7 @@ import numpy as np
 from pendant.asr import Recognizer, Transcription
 from pendant.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.config import Config
-from pendant.events import Button, Event, Intent, NotRecognized, Status, Transcript
+from pendant.events import Button, Command, Event, Intent, NotRecognized, Status, Transcript
 from pendant.nlu import IntentMatch, IntentParser
 from pendant.notify import Heartbeat
 from pendant.vad import Segmenter, SileroVad, Utterance
@@ -27,12 +27,29 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
 MUTED_BEAT_S = 1.0
+# A guess stands if what followed it was no louder than this above the quiet it ended in.
+GUESS_MARGIN_DB = 3.0
 
 
 @dataclass(frozen=True, slots=True)
 class Heard:
     transcription: Transcription | None
     match: IntentMatch | None
+
+
+@dataclass(frozen=True, slots=True)
+class Guess:
+    """What was heard halfway through the hangover, and what has to hold for it to stand."""
+
+    heard: Heard
+    samples: int
+    """Length of the audio it was made on."""
+    quiet_dbfs: float
+    """Level of the quiet it ended in; anything louder after it may be words the VAD missed."""
+
+    def stands_for(self, utterance: Utterance) -> bool:
+        rest = utterance.audio[self.samples :]
+        return dbfs(rest) <= self.quiet_dbfs + GUESS_MARGIN_DB
 
 
 @dataclass
@@ -64,7 +81,7 @@ class Ears:
         self._press_end_ms = 0
         self.utterances = 0
         # A guess made while the hangover runs: (speech_ms it was made at, what it heard).
-        self._early: tuple[int, Heard] | None = None
+        self._early: Guess | None = None
 
     @property
     def config(self) -> Config:
@@ -92,11 +109,8 @@ class Ears:
             await asyncio.sleep(MUTED_BEAT_S)
 
     async def on_command(self, event: Event) -> None:
-        # TODO(lead): switch to the Command event class once events.py has it.
-        mic = getattr(event, "mic", None)
-        is_mute = getattr(event, "type", None) == "command" and getattr(event, "name", "") == "mute"
-        if is_mute and isinstance(mic, bool):
-            await self.set_muted(mic)
+        if isinstance(event, Command) and event.name == "mute" and event.mic is not None:
+            await self.set_muted(event.mic)
 
     async def set_muted(self, muted: bool) -> None:
         """Mute closes the microphone before the muted state is published (invariant 3)."""
@@ -126,7 +140,8 @@ class Ears:
 
         Halfway through the hangover, speech has most likely ended: recognising then means
         the intent can go out the moment the hangover confirms it, instead of a whole
-        decode later. If speech resumes, the guess is thrown away.
+        decode later. If speech resumes, or anything louder than the quiet follows (quiet words
+        the VAD did not call speech), the guess is thrown away.
         """
         seg = self.segmenter
         if not seg.in_speech or seg.silence_ms == 0:
@@ -140,7 +155,8 @@ class Ears:
         missing = (self.config.vad.hangover_ms - seg.silence_ms) * RATE_HZ // 1000
         quiet = audio[-seg.silence_ms * RATE_HZ // 1000 :]
         pad = np.resize(quiet, missing) if missing > 0 else quiet[:0]
-        self._early = (seg.speech_ms, self._recognise(np.concatenate((audio, pad))))
+        heard = self._recognise(np.concatenate((audio, pad)))
+        self._early = Guess(heard, len(audio), dbfs(quiet))
 
     def _recognise(self, audio: np.ndarray) -> Heard:
         heard = self.understanding.recognizer.transcribe(audio)
@@ -161,8 +177,8 @@ class Ears:
     async def handle(self, utterance: Utterance, *, pressed: bool) -> Intent | None:
         self.utterances += 1
         early, self._early = self._early, None
-        if early is not None and early[0] == utterance.speech_ms and not pressed:
-            heard, match = early[1].transcription, early[1].match
+        if early is not None and not pressed and early.stands_for(utterance):
+            heard, match = early.heard.transcription, early.heard.match
         else:
             result = self._recognise(utterance.audio)
             heard, match = result.transcription, result.match

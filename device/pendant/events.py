@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_EVENT_BYTES = 8192
 SCHEMA_DIR = Path(__file__).with_name("schemas")
@@ -26,6 +26,8 @@ Text = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]
 ShortText = Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
 IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
 
 
 def _new_id() -> str:
@@ -121,7 +123,48 @@ class Button(Event):
     action: Literal["press", "release"]
 
 
-PUBLIC_TYPES: tuple[type[Event], ...] = (Intent, NotRecognized, Transcript, Status)
+class Command(Event):
+    """A command from the phone, checked by the link (`pendant.commands`), for the bus only.
+
+    Travels on `pendant-bus/cmd/<name>`; components that act on it subscribe there.
+    """
+
+    type: Literal["command"] = "command"
+    name: Literal["mute", "capture", "identify", "say"]
+    mic: bool | None = Field(None, description="mute: mute (true) or unmute (false) the mic.")
+    camera: bool | None = Field(None, description="mute: mute or unmute the camera.")
+    text: SayText | None = Field(None, description="say: what to say, at most 200 characters.")
+
+    ARGUMENTS: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
+        # name: (allowed, required)
+        "mute": (frozenset({"mic", "camera"}), frozenset()),
+        "capture": (frozenset(), frozenset()),
+        "identify": (frozenset(), frozenset()),
+        "say": (frozenset({"text"}), frozenset({"text"})),
+    }
+
+    @model_validator(mode="after")
+    def _arguments_fit_the_command(self) -> Command:
+        allowed, required = self.ARGUMENTS[self.name]
+        given = {k for k in ("mic", "camera", "text") if getattr(self, k) is not None}
+        if given - allowed or required - given:
+            raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
+        if self.name == "mute" and not given:
+            raise ValueError("mute needs mic and/or camera")
+        return self
+
+
+class Error(Event):
+    """Something the pendant could not do, e.g. a malformed command from the phone."""
+
+    type: Literal["error"] = "error"
+    command: CommandName | None = Field(
+        None, description="The command it is about, when its name is a plausible one."
+    )
+    reason: ShortText = Field(description="Short and human; quotes at most 40 input chars.")
+
+
+PUBLIC_TYPES: tuple[type[Event], ...] = (Intent, NotRecognized, Transcript, Status, Error)
 
 
 class EventError(ValueError):
@@ -134,7 +177,8 @@ def parse_event(payload: bytes | str) -> Event:
         raise EventError(f"event of {len(payload)} bytes is over {MAX_EVENT_BYTES}")
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: a few KiB of '[' nest deeper than the parser's stack.
         raise EventError(f"event is not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise EventError("event is not an object with a string 'type'")
@@ -159,7 +203,7 @@ def json_schema(cls: type[Event]) -> dict[str, Any]:
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for cls in (*PUBLIC_TYPES, Button):
+    for cls in (*PUBLIC_TYPES, Button, Command):
         path = directory / f"{cls.model_fields['type'].default}.json"
         path.write_text(json.dumps(json_schema(cls), indent=2, sort_keys=True) + "\n")
         written.append(path)

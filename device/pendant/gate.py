@@ -57,10 +57,15 @@ class Gate:
             return None
         try:
             data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: a few KiB of '[' nest deeper than the parser's stack.
             self._drop("not_json")
             return None
-        if not isinstance(data, dict) or data.get("type") not in PUBLIC_NAMES:
+        # isinstance first: {"type": []} is unhashable and would raise in the set lookup.
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            self._drop("not_public_type")
+            return None
+        if data["type"] not in PUBLIC_NAMES:
             self._drop("not_public_type")
             return None
         if any(BLOB.search(s) for k, s in _strings(data) if k not in ID_KEYS):

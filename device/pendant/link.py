@@ -1,56 +1,117 @@
 """The link: the only component that talks to the outside broker.
 
-It reads events off the device-local bus, passes each through the schema gate, and publishes
-what passes on the public topics (own topics and the Hermes mirror), QoS 1. Availability is
-a retained `online`, with a retained `offline` as last will. The bus side and the outside side
-are separate tasks with their own reconnect loops, joined by a queue, so an outside outage
-never blocks the bus.
+Bus → outside: it reads events off the device-local bus, passes each through the schema gate,
+writes what passes to the durable outbox (`pendant.outbox`) and only then acknowledges it on
+the bus. A sender publishes from the outbox, in order, QoS 1, and deletes an event only after
+the outside broker's PUBACK. Both sessions are persistent (fixed client ids, clean_session
+false), so events published on the bus while the link restarts wait for it there.
+
+Outside → bus: commands from the phone (`pendant/<id>/cmd/<name>`) are checked by
+`pendant.commands`; valid ones go to the bus as `pendant-bus/cmd/<name>`, malformed ones come
+back as a public `error` event.
+
+Availability is a retained `online`, with a retained `offline` as last will. The bus side and
+the outside side have their own reconnect loops, so an outside outage never blocks the bus.
+
+`python -m pendant.link --config FILE` runs the link alone (the `pendant-link` service).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
+import signal
+import sys
 from collections import Counter
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
-from pendant import bus, hermes
+from pendant import bus, commands, hermes
 from pendant.bus import read_secret
-from pendant.config import Config
-from pendant.events import Event, Intent, NotRecognized, Status, Transcript
+from pendant.config import Config, load_config
+from pendant.errors import PendantError
+from pendant.events import Command, Error, Event, Intent, NotRecognized, Status, Transcript
 from pendant.gate import PUBLIC_NAMES, Gate
+from pendant.outbox import RETRY_S, Outbox
 
-log = logging.getLogger(__name__)
+# Named, not __name__: under `python -m pendant.link` that would be "__main__".
+log = logging.getLogger("pendant.link")
 
 RECONNECT_S = 1.0
-QUEUE_MAX = 1000
+RECONNECT_MAX_S = 5.0
+TIMEOUT_S = 10.0
+COMMAND_QUEUE_MAX = 100
+BUS_CLIENT_ID = "pendant-link"
 
 Message = tuple[str, bytes, bool]
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    p = message.payload
+    if isinstance(p, bytes | bytearray):
+        return bytes(p)
+    return b"" if p is None else str(p).encode()
+
+
+async def _race(*coros: Coroutine[Any, Any, None]) -> None:
+    """Run loops side by side until the first one ends (by raising); cancel the others."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
+
+
+class _Backoff:
+    """Reconnect delays, and one log line per outage rather than one per attempt."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.delay = RECONNECT_S
+
+    async def failed(self, exc: Exception) -> None:
+        level = logging.WARNING if self.delay == RECONNECT_S else logging.DEBUG
+        log.log(level, "link: %s unreachable (%s); retrying", self.what, exc)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, RECONNECT_MAX_S)
+
+    def ok(self) -> None:
+        self.delay = RECONNECT_S
 
 
 class Link:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.gate = Gate()
+        self.outbox = Outbox(config.link.outbox_path or None, expiry_s=config.link.intent_expiry_s)
         self.published: Counter[str] = Counter()
+        self.commands: Counter[str] = Counter()
+        """forwarded, rejected, retained (ignored), overflow, failed."""
+        self.received = 0
+        """Events read off the bus, passed or dropped."""
         self.connected = asyncio.Event()
         self.bus_ready = asyncio.Event()
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_MAX)
-        self._retry: Event | None = None
+        self._wake = asyncio.Event()
+        self._to_bus: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_MAX)
+        self._command_retry: Command | None = None
         base = f"{config.link.topic_prefix}/{config.device_id}"
         self.base_topic = base
         self.availability_topic = f"{base}/availability"
-
-    @property
-    def received(self) -> int:
-        """Events read off the bus, passed or dropped."""
-        return self.gate.passed + sum(self.gate.dropped.values())
+        self.command_filter = f"{base}/cmd/+"
 
     @property
     def idle(self) -> bool:
         """Nothing admitted is waiting to go out."""
-        return self._queue.empty() and self._retry is None
+        return len(self.outbox) == 0
 
     def messages(self, event: Event) -> list[Message]:
         """What one admitted event becomes on the outside broker."""
@@ -71,28 +132,60 @@ class Link:
                     out.append((*hermes.text_captured_message(event), False))
             case Status():
                 out.append((f"{base}/status", event.to_json(), True))
+            case Error():
+                out.append((f"{base}/error", event.to_json(), False))
         return out
 
     async def run(self) -> None:
-        await asyncio.gather(self._from_bus(), self._to_outside())
+        try:
+            await _race(self._from_bus(), self._to_outside())
+        finally:
+            self.outbox.close()
+
+    # -- the bus side ----------------------------------------------------------------------
 
     async def _from_bus(self) -> None:
+        backoff = _Backoff("bus")
         while True:
+            client = bus.bus_client(self.config.bus, BUS_CLIENT_ID, persistent=True)
+            # Acknowledge a bus message only once the outbox has it, so a link killed in
+            # between gets it again from its session. aiomqtt does not expose paho's manual
+            # acks; its paho client does.
+            paho = client._client
+            paho.manual_ack_set(True)
             try:
-                async with bus.bus_client(
-                    self.config.bus, "pendant-link", persistent=True
-                ) as client:
-                    # Only what may leave; internal events (button, ...) are not the link's.
-                    for name in PUBLIC_NAMES:
-                        await client.subscribe(bus.topic(name), qos=bus.QOS)
+                async with client:
+                    # Only what may leave; internal events (button, command) are not the link's.
+                    for name in sorted(PUBLIC_NAMES):
+                        await client.subscribe(bus.topic(name), qos=bus.QOS, timeout=TIMEOUT_S)
                     self.bus_ready.set()
-                    async for message in client.messages:
-                        event = self.gate.admit(bytes(message.payload))  # type: ignore[arg-type]
-                        if event is not None:
-                            await self._queue.put(event)
+                    backoff.ok()
+                    await _race(self._bus_in(client), self._bus_out(client))
             except aiomqtt.MqttError as exc:
-                log.warning("link: bus unreachable (%s); retrying in %.0f s", exc, RECONNECT_S)
-                await asyncio.sleep(RECONNECT_S)
+                await backoff.failed(exc)
+
+    async def _bus_in(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.received += 1
+            event = self.gate.admit(_payload(message))
+            if event is not None:
+                self._queue_out(event)  # durable (or in RAM if the disk fails) from here on
+            client._client.ack(message.mid, message.qos)
+
+    async def _bus_out(self, client: aiomqtt.Client) -> None:
+        while True:
+            command = self._command_retry or await self._to_bus.get()
+            self._command_retry = command  # kept for the next connection if this one fails
+            await client.publish(
+                commands.bus_topic(command.name), command.to_json(), qos=bus.QOS, timeout=TIMEOUT_S
+            )
+            self._command_retry = None
+
+    def _queue_out(self, event: Event) -> None:
+        self.outbox.put(event)
+        self._wake.set()
+
+    # -- the outside side ------------------------------------------------------------------
 
     def _outside_client(self) -> aiomqtt.Client:
         link = self.config.link
@@ -104,36 +197,124 @@ class Link:
             password=read_secret(link.password_file, "link.password_file"),
             clean_session=False,
             will=aiomqtt.Will(self.availability_topic, b"offline", qos=1, retain=True),
+            timeout=TIMEOUT_S,
         )
 
     async def _to_outside(self) -> None:
+        backoff = _Backoff(f"outside broker {self.config.link.host}:{self.config.link.port}")
         while True:
             try:
                 async with self._outside_client() as client:
-                    await client.publish(self.availability_topic, b"online", qos=1, retain=True)
+                    await client.publish(
+                        self.availability_topic, b"online", qos=1, retain=True, timeout=TIMEOUT_S
+                    )
+                    # QoS 0 on purpose: with QoS 1 the broker would queue commands for this
+                    # persistent session while the link is away and replay them on its
+                    # return, and a `capture` an hour late is worse than none.
+                    await client.subscribe(self.command_filter, qos=0, timeout=TIMEOUT_S)
                     self.connected.set()
+                    backoff.ok()
                     log.info(
                         "link: connected to %s:%d", self.config.link.host, self.config.link.port
                     )
                     try:
-                        await self._drain(client)
+                        await _race(self._send(client), self._receive_commands(client))
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers crashes.
-                        await client.publish(
-                            self.availability_topic, b"offline", qos=1, retain=True
-                        )
+                        with contextlib.suppress(aiomqtt.MqttError):
+                            await client.publish(
+                                self.availability_topic,
+                                b"offline",
+                                qos=1,
+                                retain=True,
+                                timeout=TIMEOUT_S,
+                            )
                         raise
                     finally:
                         self.connected.clear()
             except aiomqtt.MqttError as exc:
-                log.warning("link: outside broker unreachable (%s); retrying", exc)
-                await asyncio.sleep(RECONNECT_S)
+                await backoff.failed(exc)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _send(self, client: aiomqtt.Client) -> None:
         while True:
-            event = self._retry or await self._queue.get()
-            self._retry = event
-            for topic, payload, retain in self.messages(event):
-                await client.publish(topic, payload, qos=1, retain=retain)
-            self._retry = None
-            self.published[event.type] += 1
+            entry = self.outbox.peek()
+            if entry is None:
+                self._wake.clear()
+                # The timeout retries events a failing disk left in RAM.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RETRY_S)
+                continue
+            for topic, payload, retain in self.messages(entry.event):
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
+            self.outbox.done(entry)  # every message of it has its PUBACK
+            self.published[entry.event.type] += 1
+
+    async def _receive_commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                self.on_command(str(message.topic), _payload(message), message.retain)
+            except Exception:
+                # Outside input must never stop the link; the fuzz tests say this is unreachable.
+                self.commands["failed"] += 1
+                log.exception("link: a command could not be handled")
+
+    def on_command(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        name = topic.rsplit("/", 1)[-1]
+        if retain:
+            # A retained command would run again on every reconnect.
+            self.commands["retained"] += 1
+            log.warning("link: ignored a retained command %r", commands.excerpt(name))
+            return
+        result = commands.parse_command(name, payload, self.config.device_id)
+        if isinstance(result, Command):
+            try:
+                self._to_bus.put_nowait(result)
+            except asyncio.QueueFull:
+                self.commands["overflow"] += 1
+                result = Error(device_id=result.device_id, command=name, reason="busy: try again")
+            else:
+                self.commands["forwarded"] += 1
+                return
+        else:
+            self.commands["rejected"] += 1
+        log.warning("link: refused a command: %s", result.reason)
+        # The link's own events leave through the same gate as everyone else's.
+        event = self.gate.admit(result.to_json())
+        if event is not None:
+            self._queue_out(event)
+
+
+async def serve(config: Config) -> int:
+    """Run the link until SIGINT or SIGTERM, then say `offline` and stop."""
+    task = asyncio.create_task(Link(config).run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pendant.logs import setup_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pendant.link", description="Run only the link (the pendant-link service)."
+    )
+    parser.add_argument(
+        "--config", type=Path, help="TOML config (default /etc/pendant/pendant.toml)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return asyncio.run(serve(load_config(args.config)))
+    except PendantError as exc:
+        print(f"pendant-link: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

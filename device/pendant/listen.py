@@ -42,6 +42,8 @@ def simulated(config: Config, bus: LocalBroker, home: LocalBroker, **audio: obje
                     "port": home.port,
                     "username": "link",
                     "password_file": str(home.password_file("link")),
+                    # Beside the private brokers, gone with them; not /var/lib/pendant.
+                    "outbox_path": str(Path(bus.directory or ".") / "outbox.sqlite"),
                 }
             ),
             "audio": config.audio.model_copy(update={"source": "wav", **audio}),

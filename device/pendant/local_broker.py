@@ -47,6 +47,8 @@ class LocalBroker:
     tcp: bool = False
     directory: Path | None = None
     port: int | None = None
+    persistence: bool = False
+    """Keep sessions and queued messages across a restart (give it a `directory` of yours)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -88,7 +90,8 @@ class LocalBroker:
             "per_listener_settings false",
             "allow_anonymous false",
             f"password_file {passwd}",
-            "persistence false",
+            f"persistence {str(self.persistence).lower()}",
+            f"persistence_location {self.directory}/",
             "max_packet_size 65536",
             "log_dest stderr",
             "log_type error",

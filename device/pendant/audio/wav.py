@@ -60,6 +60,8 @@ class WavSource:
         self._running.set()
         self.started_ms: int | None = None
         """Wall-clock time the first sample played, once playing."""
+        self.played_samples = 0
+        """How much has been delivered: a test can see that a muted mic hears nothing."""
 
     @property
     def spans_s(self) -> list[tuple[float, float]]:
@@ -85,11 +87,6 @@ class WavSource:
             if self._closed:
                 return
             end_s = (i + n) / RATE_HZ
-            if not self._running.is_set():
-                paused_at = time.monotonic()
-                await self._running.wait()
-                # Simulated time stands still while muted, as a closed mic hears nothing.
-                start_mono += time.monotonic() - paused_at
             if i % block == 0:
                 if self.realtime:
                     # A block is played when its last sample would have been captured.
@@ -99,6 +96,16 @@ class WavSource:
                         await asyncio.sleep(delay)
                 else:
                     await asyncio.sleep(0)
+            if not self._running.is_set():
+                paused_at = time.monotonic()
+                await self._running.wait()
+                # Simulated time stands still while muted, as a closed mic hears nothing.
+                paused_s = time.monotonic() - paused_at
+                start_mono += paused_s
+                start_ms += int(paused_s * 1000)
+                if self._closed:
+                    return
+            self.played_samples = i + n
             yield Chunk(stream[i : i + n], start_ms + int(end_s * 1000))
 
     def pause(self) -> None:

@@ -1,0 +1,121 @@
+"""Commands from the phone: `pendant/<device_id>/cmd/<name>` in, `pendant-bus/cmd/<name>` out.
+
+The phone, Home Assistant, or anything else on the outside broker may publish there, so every
+byte is untrusted. A command is forwarded to the bus only when it is exactly one of these:
+
+| command | payload (a JSON object, at most 1 KiB) |
+|---|---|
+| `mute` | `{"mic": bool, "camera": bool}`, either or both; `false` unmutes |
+| `capture` | `{}` |
+| `identify` | `{}` (blink the LED, so the wearer can tell which pendant this is) |
+| `say` | `{"text": str}`, 1-200 characters, no control characters |
+
+An empty payload counts as `{}` (Home Assistant's MQTT button can send one). Anything else,
+including unknown or duplicate keys and wrong types, becomes a public `Error` event with a
+short reason that quotes at most `ECHO_CHARS` characters of the input, and is not forwarded.
+`parse_command` never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pendant.bus import PREFIX
+from pendant.events import Command, Error
+
+MAX_COMMAND_BYTES = 1024
+MAX_SAY_CHARS = 200
+# Under the gate's 48-character blob pattern, so an echo cannot get its error dropped, and
+# short enough that an error never republishes much of what someone sent.
+ECHO_CHARS = 40
+MAX_REASON_CHARS = 100
+
+_NAME = re.compile(r"[a-z][a-z_]{0,31}")
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_BOOL_KEYS = frozenset({"mic", "camera"})
+
+
+def bus_topic(name: str) -> str:
+    return f"{PREFIX}/cmd/{name}"
+
+
+def excerpt(text: str) -> str:
+    """At most ECHO_CHARS of untrusted text, with anything unprintable shown as '?'."""
+    clean = "".join(c if c.isprintable() else "?" for c in text[: ECHO_CHARS + 1])
+    return clean[:ECHO_CHARS] + ("…" if len(clean) > ECHO_CHARS else "")
+
+
+class _Rejected(Exception):
+    """Internal: carries the reason a command was refused."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json would keep the last of {"mic": true, "mic": false}; a command must not be ambiguous.
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Rejected(f"duplicate key '{excerpt(key)}'")
+        seen[key] = value
+    return seen
+
+
+def _no_constants(name: str) -> Any:
+    raise _Rejected(f"{name} is not JSON")
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise _Rejected(f"payload of {len(payload)} bytes is over {MAX_COMMAND_BYTES}")
+    if not payload.strip():
+        return {}
+    try:
+        data = json.loads(
+            payload, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+        )
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _Rejected("payload is not JSON") from None
+    if not isinstance(data, dict):
+        raise _Rejected("payload must be a JSON object")
+    return data
+
+
+def _check(name: str, data: dict[str, Any]) -> None:
+    allowed, required = Command.ARGUMENTS[name]
+    for key in data:
+        if key not in allowed:
+            raise _Rejected(f"{name} takes no key '{excerpt(key)}'")
+    for key in sorted(required - data.keys()):
+        raise _Rejected(f"{name} needs '{key}'")
+    for key, value in data.items():
+        if key in _BOOL_KEYS and not isinstance(value, bool):
+            raise _Rejected(f"'{key}' must be true or false")
+        if key == "text":
+            if not isinstance(value, str):
+                raise _Rejected("'text' must be a string")
+            if not 1 <= len(value) <= MAX_SAY_CHARS:
+                raise _Rejected(f"'text' must be 1 to {MAX_SAY_CHARS} characters")
+            if _BAD_TEXT.search(value):
+                raise _Rejected("'text' holds control characters")
+    if name == "mute" and not data:
+        raise _Rejected("mute needs 'mic' and/or 'camera'")
+
+
+def parse_command(name: str, payload: bytes, device_id: str) -> Command | Error:
+    """The command `name` (the topic's last level) with `payload`, or why not."""
+    try:
+        if name not in Command.ARGUMENTS:
+            raise _Rejected(f"unknown command '{excerpt(name)}'")
+        data = _decode(payload)
+        _check(name, data)
+        return Command(device_id=device_id, name=name, **data)  # type: ignore[arg-type]
+    except _Rejected as exc:
+        reason = str(exc)
+    except ValueError:  # pydantic's ValidationError: a rule above should have caught it
+        reason = f"{excerpt(name)}: invalid arguments"
+    return Error(
+        device_id=device_id,
+        command=name if _NAME.fullmatch(name) else None,
+        reason=reason[:MAX_REASON_CHARS],
+    )

@@ -1,0 +1,293 @@
+"""The link's durable outbox: admitted events wait here until the outside broker has them.
+
+Every event the link takes off the bus is written here *before* the bus is acknowledged, and
+leaves only after the outside broker's PUBACK, so neither a broker outage nor a killed link
+loses an intent. Events go out in insertion order (`seq`).
+
+- **Storage**: SQLite in WAL mode with `synchronous=FULL`. WAL with NORMAL already survives a
+  killed process, but may lose the last commits when power fails; a battery pendant loses
+  power as a matter of course (flat battery, pulled cable), and that is exactly when intents
+  are waiting for a broker. The fsync per commit costs a few ms on an SD card, and the rate is
+  a handful of events per utterance, so neither latency nor card wear notices.
+- **Expiry**: speech events (intent, transcript, not_recognized, error) older than
+  `link.intent_expiry_s` are dropped and counted, never sent late: a light switched an hour
+  late is worse than never. Age is measured against the event's own `timestamp_ms`, the wall
+  clock, because it is the only clock that means the same after the link or the device
+  restarts (monotonic clocks start again at boot). Caveat: a Pi has no RTC, so a clock
+  stepped forward by NTP after boot can make an intent queued before the step look older
+  than it is; it is then dropped, which errs on the side of not acting late.
+- **Status is superseded**, not expired: only the newest status waits, since it is retained
+  and only the current state matters.
+- **Bounded**: past `max_rows` waiting events the oldest is dropped and counted.
+- **A failing disk never stops the link**: a write that fails (full disk, I/O error, unopenable
+  file) logs one line, keeps the event in RAM, and is retried later; RAM always holds the
+  newest events, so order is kept.
+
+"Delivered" is a cursor, not only a delete: rows up to `_cursor` are finished in this process
+even when deleting them failed, and a restart that finds them again sends them again (a QoS 1
+duplicate, same `id`, which consumers drop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pendant.events import Event, EventError, parse_event
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 10_000
+RETRY_S = 5.0
+SUPERSEDED = frozenset({"status"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL
+)
+"""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    event: Event
+
+
+class Outbox:
+    """Sync API, meant for one asyncio loop: every call is a few ms of SQLite at most."""
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        *,
+        expiry_s: float = 300.0,
+        max_rows: int = MAX_ROWS,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.path = Path(path) if path else None
+        self.expiry_ms = int(expiry_s * 1000)
+        self.max_rows = max_rows
+        self.clock = clock
+        self.dropped: Counter[str] = Counter()
+        """Reason → events never sent: expired, superseded, full, unreadable."""
+        self._db: sqlite3.Connection | None = None
+        self._ram: list[Entry] = []  # newest events a failing disk could not take, in order
+        self._cursor = 0  # every seq <= this is finished (sent or dropped) in this process
+        self._next_seq = 1
+        self._failing = False
+        self._retry_at = 0.0
+        self._closed = False
+        try:
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail("open", exc)
+
+    # -- storage -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self.path is None or self._closed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc) or not self.path.exists():
+                raise
+            # A corrupt file would stop the outbox for good; keep it for a post-mortem.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            log.error("outbox: %s was corrupt, moved to %s", self.path, aside)
+            db = self._connect()
+        self._db = db
+        top = db.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0
+        self._next_seq = max(self._next_seq, top + 1)
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; BEGIN when needed
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            db.execute("SELECT count(*) FROM outbox").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        """One line when the disk starts failing, not one per event."""
+        if not self._failing:
+            log.error("outbox: cannot %s %s (%s); keeping events in RAM", what, self.path, exc)
+        self._failing = True
+        self._retry_at = time.monotonic() + RETRY_S
+
+    def _flush(self) -> bool:
+        """Move RAM entries to disk, oldest first. True when RAM is empty afterwards."""
+        if not self._ram:
+            return True
+        if self._db is None:
+            if time.monotonic() < self._retry_at:
+                return False
+            try:
+                self._open()
+            except (sqlite3.Error, OSError) as exc:
+                self._fail("open", exc)
+            if self._db is None:
+                return False
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (e.seq, e.event.id, e.event.type, e.event.timestamp_ms, e.event.to_json())
+                        for e in self._ram
+                    ],
+                )
+        except sqlite3.Error as exc:
+            self._fail("write", exc)
+            return False
+        self._ram.clear()
+        if self._failing:
+            log.warning("outbox: %s writable again", self.path)
+            self._failing = False
+        return True
+
+    # -- the queue -----------------------------------------------------------------------
+
+    def expired(self, event: Event) -> bool:
+        if event.type in SUPERSEDED:
+            return False
+        return self.clock() - event.timestamp_ms > self.expiry_ms
+
+    def put(self, event: Event) -> None:
+        """Durably queue `event` (or keep it in RAM if the disk fails). Never raises."""
+        if self.expired(event):
+            self.dropped["expired"] += 1
+            return
+        if self._known(event.id):
+            return  # the bus redelivered it (QoS 1): one copy is enough
+        if event.type in SUPERSEDED:
+            self._supersede(event.type)
+        entry = Entry(self._next_seq, event)
+        self._next_seq += 1
+        self._ram.append(entry)
+        self._flush()
+        self._bound()
+
+    def _known(self, event_id: str) -> bool:
+        if any(e.event.id == event_id for e in self._ram):
+            return True
+        if self._db is None:
+            return False
+        try:
+            row = self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (event_id,)).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None
+
+    def _supersede(self, event_type: str) -> None:
+        old = [e for e in self._ram if e.event.type == event_type]
+        self._ram = [e for e in self._ram if e.event.type != event_type]
+        n = len(old)
+        if self._db is not None:
+            try:
+                n += self._db.execute(
+                    "DELETE FROM outbox WHERE type = ? AND seq > ?", (event_type, self._cursor)
+                ).rowcount
+            except sqlite3.Error as exc:
+                self._fail("delete from", exc)  # the old status goes out first: harmless
+        self.dropped["superseded"] += n
+
+    def _bound(self) -> None:
+        excess = len(self) - self.max_rows
+        while excess > 0:
+            head = self._head()
+            if head is None:
+                return
+            self._finish(head.seq)
+            self.dropped["full"] += 1
+            excess -= 1
+
+    def _head(self) -> Entry | None:
+        """The oldest waiting entry, whatever its state. Disk rows are older than RAM's."""
+        while self._db is not None:
+            try:
+                row = self._db.execute(
+                    "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1",
+                    (self._cursor,),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                self._fail("read", exc)
+                return None  # older events may be on disk: wait rather than reorder
+            if row is None:
+                break
+            try:
+                return Entry(row[0], parse_event(row[1]))
+            except EventError:
+                # Written by another version or damaged: it cannot be sent as it is.
+                self._finish(row[0])
+                self.dropped["unreadable"] += 1
+        return self._ram[0] if self._ram else None
+
+    def peek(self) -> Entry | None:
+        """The next event to send; expired ones on the way are dropped and counted."""
+        if self._ram and time.monotonic() >= self._retry_at:
+            self._flush()
+        while (head := self._head()) is not None and self.expired(head.event):
+            self._finish(head.seq)
+            self.dropped["expired"] += 1
+        return head
+
+    def done(self, entry: Entry) -> None:
+        """The outside broker has `entry` (PUBACK): it never goes out again from here."""
+        self._finish(entry.seq)
+
+    def _finish(self, seq: int) -> None:
+        self._cursor = max(self._cursor, seq)
+        self._ram = [e for e in self._ram if e.seq > self._cursor]
+        if self._db is None:
+            return
+        try:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (self._cursor,))
+        except sqlite3.Error as exc:
+            # The cursor already skips it; a restart may send it again, same id.
+            self._fail("delete from", exc)
+
+    def __len__(self) -> int:
+        """Events waiting (expired ones included until `peek` reaches them)."""
+        waiting = len(self._ram)
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                waiting += self._db.execute(
+                    "SELECT count(*) FROM outbox WHERE seq > ?", (self._cursor,)
+                ).fetchone()[0]
+        return waiting
+
+    @property
+    def in_ram(self) -> int:
+        """Events only in RAM because the disk failed."""
+        return len(self._ram)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,210 @@
+"""Both doors of the link, checked and fuzzed: commands coming in from the phone, and the
+schema gate that events pass on their way out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pendant import commands
+from pendant.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
+from pendant.events import PUBLIC_TYPES, Command, Error, Intent, Slot, parse_event
+from pendant.gate import Gate
+
+DEVICE = "pendant-test"
+FUZZ = settings(max_examples=2000, suppress_health_check=list(HealthCheck), deadline=None)
+
+
+def parse(name: str, payload: bytes | str) -> Command | Error:
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    return parse_command(name, raw, DEVICE)
+
+
+def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
+    """What any input may become: a command that is exactly valid, or an error that may leave."""
+    if isinstance(result, Command):
+        assert result.name == name
+        allowed, required = Command.ARGUMENTS[name]
+        data = json.loads(payload) if payload.strip() else {}
+        assert set(data) <= allowed and required <= set(data)
+        assert all(isinstance(data[k], bool) for k in data.keys() & {"mic", "camera"})
+        assert parse_event(result.to_json()) == result
+        return
+    assert isinstance(result, Error)
+    # An error passes the gate (or the phone would never hear of it) ...
+    assert Gate().admit(result.to_json()) is not None
+    # ... and never republishes more than a short excerpt of what was sent.
+    text = payload.decode("utf-8", "replace")
+    for start in range(0, max(0, len(text) - ECHO_CHARS)):
+        chunk = text[start : start + ECHO_CHARS + 1]
+        assert chunk not in result.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "expected"),
+    [
+        ("mute", b'{"mic": true}', {"mic": True}),
+        ("mute", b'{"mic": false, "camera": true}', {"mic": False, "camera": True}),
+        ("capture", b"{}", {}),
+        ("capture", b"", {}),
+        ("identify", b" {} ", {}),
+        ("say", '{"text": "bonjour, ça va? 👋"}'.encode(), {"text": "bonjour, ça va? 👋"}),
+    ],
+)
+def test_valid_commands_become_bus_commands(
+    name: str, payload: bytes, expected: dict[str, Any]
+) -> None:
+    result = parse(name, payload)
+    assert isinstance(result, Command), result
+    assert result.name == name and result.device_id == DEVICE
+    assert result.model_dump(include={"mic", "camera", "text"}, exclude_none=True) == expected
+    assert commands.bus_topic(name) == f"pendant-bus/cmd/{name}"
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "reason"),
+    [
+        ("selfdestruct", b"{}", "unknown command 'selfdestruct'"),
+        ("mute", b"not json", "not JSON"),
+        ("mute", b"[true]", "JSON object"),
+        ("mute", b"{}", "needs 'mic'"),
+        ("mute", b'{"mic": "yes"}', "'mic' must be true or false"),
+        ("mute", b'{"mic": 1}', "'mic' must be true or false"),
+        ("mute", b'{"mic": true, "mic": false}', "duplicate key 'mic'"),
+        ("mute", b'{"mic": true, "volume": 3}', "mute takes no key 'volume'"),
+        ("capture", b'{"flash": true}', "capture takes no key 'flash'"),
+        ("say", b"{}", "say needs 'text'"),
+        ("say", b'{"text": 5}', "'text' must be a string"),
+        ("say", b'{"text": ""}', "1 to 200"),
+        ("say", json.dumps({"text": "a" * 201}).encode(), "1 to 200"),
+        ("say", b'{"text": "bell\\u0007"}', "control characters"),
+        ("say", b'{"text": "\\ud800"}', "control characters"),
+        ("say", b'{"text": NaN}', "NaN is not JSON"),
+        ("say", b"\xff\xfe", "not JSON"),
+        ("say", b"[" * 1000, "not JSON"),
+        ("say", b" " * (MAX_COMMAND_BYTES + 1), "over 1024"),
+    ],
+)
+def test_malformed_commands_become_short_errors(name: str, payload: bytes, reason: str) -> None:
+    result = parse(name, payload)
+    assert isinstance(result, Error), result
+    assert reason in result.reason
+    assert result.command == (name if name != "selfdestruct" else "selfdestruct")
+    assert_sound(result, name, payload)
+
+
+def test_an_error_never_echoes_much_of_the_input() -> None:
+    secret = "S3cr3t" * 40
+    for name, payload in [
+        (secret, b"{}"),
+        ("mute", json.dumps({secret: True}).encode()),
+        ("mute", json.dumps({"mic": True, "mic\u0000" + secret: 1}).encode()),
+    ]:
+        result = parse(name, payload)
+        assert isinstance(result, Error)
+        assert secret[: ECHO_CHARS + 1] not in result.reason
+        assert len(result.reason) <= 100
+        assert Gate().admit(result.to_json()) is not None
+    assert parse(secret, b"{}").command is None  # not a plausible name: not repeated
+
+
+# -- fuzz: commands ---------------------------------------------------------------------
+
+NAMES = st.sampled_from(["mute", "capture", "identify", "say"]) | st.text(max_size=40)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=250),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+near_valid = st.fixed_dictionaries(
+    {},
+    optional={
+        "mic": st.booleans() | json_values,
+        "camera": st.booleans() | json_values,
+        "text": st.text(max_size=210) | json_values,
+        "extra": json_values,
+    },
+)
+
+
+@FUZZ
+@given(NAMES, st.binary(max_size=MAX_COMMAND_BYTES + 64))
+def test_fuzz_commands_from_raw_bytes(name: str, payload: bytes) -> None:
+    assert_sound(parse_command(name, payload, DEVICE), name, payload)
+
+
+@FUZZ
+@given(NAMES, json_values)
+def test_fuzz_commands_from_random_json(name: str, value: object) -> None:
+    payload = json.dumps(value).encode()
+    assert_sound(parse_command(name, payload, DEVICE), name, payload)
+
+
+@FUZZ
+@given(NAMES, near_valid, st.booleans())
+def test_fuzz_commands_near_valid(name: str, data: dict[str, object], ascii_only: bool) -> None:
+    payload = json.dumps(data, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    assert_sound(parse_command(name, payload, DEVICE), name, payload)
+
+
+# -- fuzz: the gate ---------------------------------------------------------------------
+
+
+def _intent_json() -> dict[str, Any]:
+    slot = Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")
+    event = Intent(
+        device_id=DEVICE, name="HassTurnOn", text="turn on", confidence=0.9, slots=[slot]
+    )
+    return json.loads(event.to_json())
+
+
+def assert_gate_sound(payload: bytes) -> None:
+    event = Gate().admit(payload)
+    if event is not None:
+        assert type(event) in PUBLIC_TYPES
+        again = event.to_json()  # what the link will publish must serialise ...
+        assert Gate().admit(again) == event  # ... and pass the gate again unchanged
+
+
+@FUZZ
+@given(st.binary(max_size=9000))
+def test_fuzz_gate_with_raw_bytes(payload: bytes) -> None:
+    assert_gate_sound(payload)
+
+
+@FUZZ
+@given(st.integers(min_value=1, max_value=8000), st.sampled_from(["[", "{", '{"a":']))
+def test_fuzz_gate_with_deep_nesting(depth: int, opener: str) -> None:
+    assert_gate_sound((opener * depth).encode())
+
+
+@FUZZ
+@given(
+    st.sampled_from(["name", "text", "confidence", "slots", "id", "type", "device_id", "x"]),
+    json_values | st.text(alphabet=st.characters(codec="utf-8"), max_size=600),
+    st.booleans(),
+)
+def test_fuzz_gate_with_near_valid_intents(key: str, value: object, drop: bool) -> None:
+    data = _intent_json()
+    if drop:
+        data.pop(key, None)
+    else:
+        data[key] = value
+    assert_gate_sound(json.dumps(data).encode())
+
+
+@FUZZ
+@given(st.text(max_size=120))
+def test_fuzz_gate_with_escaped_strings(text: str) -> None:
+    # Lone surrogates and control characters arrive as JSON escapes, not raw bytes.
+    data = _intent_json()
+    data["text"] = text
+    raw = json.dumps(data)
+    assert_gate_sound(raw.encode())
+    assert_gate_sound(raw.replace('"text": "', '"text": "\\ud800', 1).encode())

@@ -1,0 +1,389 @@
+"""The link against real mosquitto: a bus on a unix socket and a TCP home broker.
+
+Intents are published on `pendant-bus/intent` as the ears would (no audio needed), and read
+by a subscriber on the home broker, as home automation would. Every wait is bounded; nothing
+asserts on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from pendant import bus
+from pendant.config import Config
+from pendant.events import Intent
+from pendant.link import Link
+from pendant.listen import simulated
+from pendant.local_broker import LocalBroker
+
+DEVICE = "pendant-test"
+BASE = f"pendant/{DEVICE}"
+WAIT_S = 30.0
+TEST_S = 120.0
+
+
+def intent(n: int, age_s: float = 0.0) -> Intent:
+    return Intent(
+        device_id=DEVICE,
+        name="HassTurnOn",
+        text=f"turn on light {n}",
+        confidence=0.9,
+        timestamp_ms=time.time_ns() // 1_000_000 - int(age_s * 1000),
+    )
+
+
+def link_config(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Config:
+    cfg = simulated(Config(device_id=DEVICE), bus_broker, home)
+    outbox = str(tmp / "outbox.sqlite")
+    return cfg.model_copy(update={"link": cfg.link.model_copy(update={"outbox_path": outbox})})
+
+
+async def until(done: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def first_seen(ids: list[str]) -> list[str]:
+    """Order of first arrival: QoS 1 duplicates (same id) collapse into the first."""
+    return list(dict.fromkeys(ids))
+
+
+class Viewer:
+    """A subscriber on the home broker with a persistent session: it reconnects after the
+    broker restarts and, when the broker keeps sessions, misses nothing in between."""
+
+    def __init__(self, home: LocalBroker, topic: str) -> None:
+        self.home, self.topic = home, topic
+        self.messages: list[tuple[str, bytes]] = []
+        self.subscribed = asyncio.Event()
+
+    def payloads(self, prefix: str = "") -> list[dict[str, Any]]:
+        return [json.loads(p) for t, p in self.messages if t.startswith(prefix) and p[:1] == b"{"]
+
+    def intent_ids(self) -> list[str]:
+        return [m["id"] for m in self.payloads(f"{BASE}/intent/")]
+
+    def last(self, topic: str) -> bytes | None:
+        return next((p for t, p in reversed(self.messages) if t == topic), None)
+
+    async def run(self) -> None:
+        for _ in range(10_000):  # bounded: the test's own timeout ends it far sooner
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1",
+                    self.home.port or 0,
+                    username="viewer",
+                    password=self.home.password("viewer"),
+                    identifier="test-viewer",
+                    clean_session=False,
+                    timeout=5,
+                ) as client:
+                    await client.subscribe(self.topic, qos=1)
+                    self.subscribed.set()
+                    async for m in client.messages:
+                        self.messages.append((str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
+            except (aiomqtt.MqttError, OSError):
+                await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: Any) -> Any:
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield tasks
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
+
+
+@pytest.fixture
+def bus_broker() -> Iterator[LocalBroker]:
+    with LocalBroker(users=("pendant",)) as b:
+        yield b
+
+
+def run(coro: Any) -> None:
+    asyncio.run(asyncio.wait_for(coro, TEST_S))
+
+
+# -- (a) the home broker goes away and comes back --------------------------------------
+
+
+def test_intents_published_while_the_home_broker_is_down_arrive_in_order(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    # The home broker keeps sessions across its restart, so the viewer's subscription (and
+    # what is queued for it) survives; the link must reconnect and resend on its own.
+    with LocalBroker(
+        users=("link", "viewer"), tcp=True, persistence=True, directory=tmp_path / "home"
+    ) as home:
+        run(_outage(bus_broker, home, tmp_path))
+
+
+async def _outage(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    link, viewer = Link(cfg), Viewer(home, f"{BASE}/intent/#")
+    async with running(link.run(), viewer.run()):
+        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+        await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+        home.stop()
+        await until(lambda: not link.connected.is_set(), "the link to notice the outage")
+        sent = [intent(i) for i in range(12)]
+        async with bus.bus_client(cfg.bus, "test-ears") as ears:
+            for event in sent:
+                await bus.publish(ears, event)
+        await until(lambda: link.received >= len(sent), "the link to take every intent")
+        assert len(link.outbox) == len(sent)  # waiting on disk, not lost
+        home.start()  # same port, same directory
+        await until(lambda: len(set(viewer.intent_ids())) >= len(sent), "every intent")
+    assert first_seen(viewer.intent_ids()) == [e.id for e in sent]
+    assert link.published["intent"] >= len(sent)
+
+
+# -- (b) the link is killed mid-stream ----------------------------------------------------
+
+
+def write_config(cfg: Config, path: Path) -> Path:
+    b, k = cfg.bus, cfg.link
+    path.write_text(
+        f'device_id = "{cfg.device_id}"\n'
+        f'[bus]\nsocket = "{b.socket}"\nusername = "{b.username}"\n'
+        f'password_file = "{b.password_file}"\n'
+        f'[link]\nhost = "{k.host}"\nport = {k.port}\nusername = "{k.username}"\n'
+        f'password_file = "{k.password_file}"\noutbox_path = "{k.outbox_path}"\n'
+    )
+    return path
+
+
+def start_link(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pendant.link", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def test_a_link_killed_mid_stream_loses_nothing(bus_broker: LocalBroker, tmp_path: Path) -> None:
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_killed(bus_broker, home, tmp_path))
+
+
+async def _killed(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    config, log = write_config(cfg, tmp / "pendant.toml"), tmp / "link.log"
+    viewer = Viewer(home, f"{BASE}/#")
+    availability = f"{BASE}/availability"
+    procs = [start_link(config, log)]
+    try:
+        async with running(viewer.run()), bus.bus_client(cfg.bus, "test-ears") as ears:
+            await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+            # Until the link's persistent bus session exists, nothing queues for it: probe.
+            probes: list[str] = []
+            for _ in range(int(WAIT_S / 0.2)):
+                probe = intent(-1)
+                probes.append(probe.id)
+                await bus.publish(ears, probe)
+                await asyncio.sleep(0.2)
+                if set(viewer.intent_ids()) & set(probes):
+                    break
+            await until(lambda: bool(set(viewer.intent_ids()) & set(probes)), "a probe")
+
+            sent = [intent(i) for i in range(60)]
+
+            def arrived() -> list[str]:
+                ids = {e.id for e in sent}
+                return [i for i in first_seen(viewer.intent_ids()) if i in ids]
+
+            async def stream(events: list[Intent]) -> None:
+                # In bursts, so the link has a backlog (bus, outbox, in flight) when it dies.
+                for i, event in enumerate(events):
+                    await bus.publish(ears, event)
+                    if i % 10 == 9:
+                        await asyncio.sleep(0.05)
+
+            async with running(stream(sent[:50])) as (streamer,):
+                await until(lambda: len(arrived()) >= 5, "the stream to start arriving")
+                procs[0].kill()  # SIGKILL: no goodbye, whatever it was doing
+                assert procs[0].wait(timeout=WAIT_S) == -signal.SIGKILL
+                await asyncio.wait_for(streamer, WAIT_S)
+            await until(lambda: viewer.last(availability) == b"offline", "the last will")
+            await stream(sent[50:])  # published while no link runs: the session queues them
+            procs.append(start_link(config, log))
+            await until(lambda: len(arrived()) == len(sent), "every intent after the restart")
+            await until(lambda: viewer.last(availability) == b"online", "online again")
+            assert arrived() == [e.id for e in sent]
+            assert set(viewer.intent_ids()) <= {e.id for e in sent} | set(probes)
+            procs[1].send_signal(signal.SIGTERM)
+            assert procs[1].wait(timeout=WAIT_S) == 0, log.read_text()[-2000:]
+            await until(lambda: viewer.last(availability) == b"offline", "a clean offline")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=WAIT_S)
+
+
+def waiting_on_disk(path: str) -> int:
+    """Rows in another process's outbox (WAL lets a reader in beside the writer)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=WAIT_S)) as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def test_a_link_killed_while_the_home_broker_is_away_resends_from_disk(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    with LocalBroker(
+        users=("link", "viewer"), tcp=True, persistence=True, directory=tmp_path / "home"
+    ) as home:
+        run(_killed_offline(bus_broker, home, tmp_path))
+
+
+async def _killed_offline(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    config, log = write_config(cfg, tmp / "pendant.toml"), tmp / "link.log"
+    viewer = Viewer(home, f"{BASE}/intent/#")
+    procs = [start_link(config, log)]
+    try:
+        async with running(viewer.run()), bus.bus_client(cfg.bus, "test-ears") as ears:
+            await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+            probe = intent(-1)
+            for _ in range(int(WAIT_S / 0.2)):  # until the link's bus session exists
+                await bus.publish(ears, probe)  # same id: the outbox and we keep one
+                await asyncio.sleep(0.2)
+                if probe.id in viewer.intent_ids():
+                    break
+            home.stop()
+            sent = [intent(i) for i in range(10)]
+            for event in sent:
+                await bus.publish(ears, event)
+            path = cfg.link.outbox_path
+            await until(lambda: waiting_on_disk(path) >= len(sent), "the outbox on disk")
+            procs[0].kill()
+            procs[0].wait(timeout=WAIT_S)
+            home.start()
+            procs.append(start_link(config, log))
+            ids = {e.id for e in sent}
+            await until(lambda: ids <= set(viewer.intent_ids()), "every intent from disk")
+            got = [i for i in first_seen(viewer.intent_ids()) if i in ids]
+            assert got == [e.id for e in sent]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=WAIT_S)
+
+
+# -- (c) expiry ---------------------------------------------------------------------------
+
+
+def test_expired_intents_are_counted_and_not_delivered(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_expiry(bus_broker, home, tmp_path))
+
+
+async def _expiry(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    expiry = cfg.link.intent_expiry_s
+    link, viewer = Link(cfg), Viewer(home, "#")  # everything, the Hermes mirror too
+    fresh = [intent(i) for i in range(3)]
+    stale = [intent(10 + i, age_s=expiry + 60) for i in range(3)]
+    order = [fresh[0], stale[0], fresh[1], stale[1], stale[2], fresh[2]]
+    async with running(link.run(), viewer.run()):
+        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+        await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+        async with bus.bus_client(cfg.bus, "test-ears") as ears:
+            for event in order:
+                await bus.publish(ears, event)
+        # In order: once the last fresh one is here, every stale one has been judged.
+        await until(lambda: fresh[-1].id in viewer.intent_ids(), "the last fresh intent")
+    assert first_seen(viewer.intent_ids()) == [e.id for e in fresh]
+    everything = b"".join(p for _, p in viewer.messages)
+    assert not any(e.id.encode() in everything for e in stale)  # not on hermes/* either
+    assert link.outbox.dropped["expired"] == len(stale)
+    assert link.published["intent"] == len(fresh)
+
+
+# -- (d) a malformed command ----------------------------------------------------------------
+
+
+def test_a_malformed_command_gets_an_error_and_the_link_keeps_working(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_commands(bus_broker, home, tmp_path))
+
+
+async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    link, viewer = Link(cfg), Viewer(home, f"{BASE}/#")
+    secret = "N0tF0rTheLogs" * 30
+    bad = [
+        ("mute", b'{"mic": "yes"}'),
+        ("selfdestruct", b"{}"),
+        ("say", json.dumps({"text": secret}).encode()),
+        ("say", json.dumps({"text": secret * 3}).encode()),  # over 1 KiB
+        ("mute", b"\xff\x00 not json"),
+    ]
+    on_bus: list[dict[str, Any]] = []
+
+    async def listen_on_bus(client: aiomqtt.Client) -> None:
+        async for m in client.messages:
+            on_bus.append({"topic": str(m.topic), **json.loads(bytes(m.payload))})  # type: ignore[arg-type]
+
+    async with (
+        running(link.run(), viewer.run()),
+        bus.bus_client(cfg.bus, "test-body") as body,
+        aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as phone,
+    ):
+        await body.subscribe("pendant-bus/cmd/#", qos=1)
+        async with running(listen_on_bus(body)):
+            await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+            await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+            for name, payload in bad:
+                await phone.publish(f"{BASE}/cmd/{name}", payload, qos=1)
+            await phone.publish(f"{BASE}/cmd/mute", b'{"mic": true}', qos=1)
+            # Commands are handled in order: once the good one is on the bus, so are the bad.
+            await until(lambda: len(on_bus) >= 1, "the valid command on the bus")
+            errors = lambda: viewer.payloads(f"{BASE}/error")  # noqa: E731
+            await until(lambda: len(errors()) >= len(bad), "an error per bad command")
+            # Still working: an intent from the ears goes out.
+            after = intent(99)
+            async with bus.bus_client(cfg.bus, "test-ears") as ears:
+                await bus.publish(ears, after)
+            await until(lambda: after.id in viewer.intent_ids(), "an intent after the errors")
+    assert [(c["topic"], c["name"], c.get("mic")) for c in on_bus] == [
+        ("pendant-bus/cmd/mute", "mute", True)
+    ]
+    assert link.commands == {"rejected": len(bad), "forwarded": 1}
+    got = errors()
+    assert [e["command"] for e in got] == ["mute", "selfdestruct", "say", "say", "mute"]
+    assert "'mic' must be true or false" in got[0]["reason"]
+    assert "unknown command" in got[1]["reason"]
+    for e in got:
+        assert e["type"] == "error" and len(e["reason"]) <= 100
+        assert secret[:41] not in e["reason"]

@@ -1,0 +1,188 @@
+"""The durable outbox on its own: order, durability, expiry, supersession, bounds, bad disks."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pendant.events import Event, Intent, Status
+from pendant.outbox import Outbox
+
+NOW_MS = 1_700_000_000_000
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.ms = NOW_MS
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def intent(n: int, at_ms: int = NOW_MS) -> Intent:
+    return Intent(
+        device_id="pendant-test", name="HassTurnOn", text=f"turn on {n}", confidence=0.9,
+        timestamp_ms=at_ms,
+    )  # fmt: skip
+
+
+def status(state: str = "ready") -> Status:
+    return Status(device_id="pendant-test", state=state, timestamp_ms=NOW_MS)  # type: ignore[arg-type]
+
+
+def drain(box: Outbox) -> list[Event]:
+    """Everything the sender would publish, acknowledging each as the broker would."""
+    out = []
+    for _ in range(100_000):
+        entry = box.peek()
+        if entry is None:
+            return out
+        out.append(entry.event)
+        box.done(entry)
+    raise AssertionError("outbox never emptied")
+
+
+def test_sqlite_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    assert box._db is not None
+    assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_in_order_and_survives_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", clock=clock)
+    sent = [intent(i) for i in range(5)]
+    for e in sent:
+        box.put(e)
+    first = box.peek()
+    assert first is not None and first.event == sent[0]
+    box.done(first)
+    # Not closed: as after kill -9, only what SQLite committed counts.
+    again = Outbox(tmp_path / "o.sqlite", clock=clock)
+    assert drain(again) == sent[1:]
+    assert len(again) == 0
+    assert drain(Outbox(tmp_path / "o.sqlite", clock=clock)) == []
+
+
+def test_sent_but_undeleted_goes_out_again_with_the_same_id(tmp_path: Path) -> None:
+    """PUBACK came, the process died before the delete: a QoS 1 duplicate, same id."""
+    box = Outbox(tmp_path / "o.sqlite", clock=Clock())
+    e = intent(1)
+    box.put(e)
+    assert box.peek() is not None
+    again = Outbox(tmp_path / "o.sqlite", clock=Clock())
+    assert [x.id for x in drain(again)] == [e.id]
+
+
+def test_a_redelivered_event_is_queued_once(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", clock=Clock())
+    e = intent(1)
+    box.put(e)
+    box.put(e)
+    assert drain(box) == [e]
+
+
+def test_expired_intents_are_dropped_and_counted_not_sent(tmp_path: Path) -> None:
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", expiry_s=300, clock=clock)
+    box.put(intent(0, at_ms=NOW_MS - 301_000))  # already stale when it arrives
+    early = [intent(i, at_ms=NOW_MS) for i in range(1, 3)]
+    late = intent(3, at_ms=NOW_MS + 200_000)
+    for e in [*early, late]:
+        box.put(e)
+    assert box.dropped["expired"] == 1
+    clock.ms = NOW_MS + 300_001  # the broker was away for five minutes
+    assert drain(box) == [late]
+    assert box.dropped["expired"] == 3
+
+
+def test_only_the_newest_status_waits_and_it_never_expires(tmp_path: Path) -> None:
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", expiry_s=1, clock=clock)
+    a = intent(1)
+    box.put(status("starting"))
+    box.put(a)
+    box.put(status("listening"))
+    newest = status("muted")
+    box.put(newest)
+    assert box.dropped["superseded"] == 2
+    clock.ms += 3_600_000
+    assert drain(box) == [newest]
+    assert box.dropped["expired"] == 1
+
+
+def test_bounded_drops_the_oldest_and_counts(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_rows=5, clock=Clock())
+    sent = [intent(i) for i in range(8)]
+    for e in sent:
+        box.put(e)
+    assert len(box) == 5
+    assert box.dropped["full"] == 3
+    assert drain(box) == sent[3:]
+
+
+def test_a_full_disk_keeps_events_in_ram_logs_once_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, clock=Clock())
+    assert box._db is not None
+    before = [intent(i) for i in range(3)]
+    for e in before:
+        box.put(e)
+    # SQLite's own page limit gives the real error: "database or disk is full".
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count = {pages}")
+    during = [intent(i, at_ms=NOW_MS) for i in range(3, 60)]
+    with caplog.at_level(logging.ERROR, logger="pendant.outbox"):
+        for e in during:
+            box.put(e)  # must not raise
+    full = [r for r in caplog.records if "full" in r.getMessage()]
+    assert len(full) == 1, [r.getMessage() for r in caplog.records]
+    assert box.in_ram > 0
+    assert len(box) == len(before) + len(during)
+    # The disk has room again: the next look flushes RAM to disk, oldest first.
+    box._db.execute("PRAGMA max_page_count = 1073741823")
+    head = box.peek()
+    assert head is not None and head.event == before[0]
+    assert box.in_ram == 0
+    assert drain(Outbox(path, clock=Clock())) == before + during
+
+
+def test_an_unopenable_outbox_works_from_ram(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    box = Outbox(blocker / "o.sqlite", clock=Clock())
+    sent = [intent(i) for i in range(3)]
+    for e in sent:
+        box.put(e)
+    assert drain(box) == sent
+
+
+def test_a_corrupt_file_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    box = Outbox(path, clock=Clock())
+    e = intent(1)
+    box.put(e)
+    assert drain(box) == [e]
+    assert len(list(tmp_path.glob("o.sqlite.corrupt-*"))) == 1
+
+
+def test_an_unreadable_row_is_skipped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, clock=Clock())
+    a, b = intent(1), intent(2)
+    box.put(a)
+    box.put(b)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET payload = ? WHERE id = ?", (b"{", a.id))
+    assert drain(box) == [b]
+    assert box.dropped["unreadable"] == 1
