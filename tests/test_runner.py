@@ -190,3 +190,49 @@ def test_mute_captures_nothing_and_publishes_the_state_it_enforces(
     asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
     assert [s["state"] for s in statuses] == ["ready", "muted", "ready"]
     assert [i["name"] for i in intents] == ["HassStartTimer"]
+
+
+def test_link_publishes_to_the_device_local_broker_over_its_socket(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path
+) -> None:
+    """As on the pendant: one mosquitto is both the bus and the link's outside broker, reached
+    over its unix socket, where the link logs in with its bus credentials."""
+    bus_broker, _ = brokers
+    config = demo_config()
+    bus_config = config.bus.model_copy(
+        update={
+            "socket": str(bus_broker.socket_path),
+            "username": "pendant",
+            "password_file": str(bus_broker.password_file("pendant")),
+        }
+    )
+    link_config = config.link.model_copy(
+        update={"socket": str(bus_broker.socket_path), "outbox_path": str(tmp_path / "outbox")}
+    )
+    audio = config.audio.model_copy(update={"source": "wav", "realtime": False})
+    cfg = config.model_copy(update={"bus": bus_config, "link": link_config, "audio": audio})
+    pendant = Pendant(cfg, source=WavSource(cfg.audio, [file_named("what's the date")]))
+    seen: list[str] = []
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(
+            str(bus_broker.socket_path),
+            1883,
+            transport="unix",
+            username="intruder",
+            password=bus_broker.password("intruder"),
+        ) as phone:
+            await phone.subscribe("pendant/pendant-demo/#", qos=1)
+
+            async def collect() -> None:
+                async for m in phone.messages:
+                    seen.append(str(m.topic))
+
+            spy = asyncio.create_task(collect())
+            await pendant.run()
+            while "pendant/pendant-demo/intent/HassGetCurrentDate" not in seen:
+                await asyncio.sleep(0.02)
+            spy.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    assert "pendant/pendant-demo/availability" in seen

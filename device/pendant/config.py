@@ -146,6 +146,12 @@ class BusConfig(_Strict):
 
 
 class LinkConfig(_Strict):
+    socket: str | None = Field(
+        None,
+        description="Unix socket of the outside broker, instead of host/port. On the pendant: "
+        "the device-local mosquitto (its TLS listeners serve phones, its bridge the home "
+        "broker). Without link.username the link logs in there with its bus credentials.",
+    )
     host: str = Field("127.0.0.1", description="Outside MQTT broker (home automation).")
     port: int = Field(1883, ge=1, le=65535, description="Outside broker port.")
     username: str | None = Field(None, description="Outside broker user name.")

@@ -187,21 +187,34 @@ class Link:
 
     # -- the outside side ------------------------------------------------------------------
 
+    def _outside_login(self) -> tuple[str | None, str | None]:
+        link, bus_config = self.config.link, self.config.bus
+        if link.socket and not link.username:
+            # The device-local broker: there the link is the same user as on the bus.
+            return bus_config.username, read_secret(bus_config.password_file, "bus.password_file")
+        return link.username, read_secret(link.password_file, "link.password_file")
+
     def _outside_client(self) -> aiomqtt.Client:
         link = self.config.link
+        username, password = self._outside_login()
+        where: dict[str, Any] = (
+            {"hostname": link.socket, "port": 1883, "transport": "unix"}
+            if link.socket
+            else {"hostname": link.host, "port": link.port}
+        )
         return aiomqtt.Client(
-            hostname=link.host,
-            port=link.port,
+            **where,
             identifier=f"pendant-{self.config.device_id}",
-            username=link.username,
-            password=read_secret(link.password_file, "link.password_file"),
+            username=username,
+            password=password,
             clean_session=False,
             will=aiomqtt.Will(self.availability_topic, b"offline", qos=1, retain=True),
             timeout=TIMEOUT_S,
         )
 
     async def _to_outside(self) -> None:
-        backoff = _Backoff(f"outside broker {self.config.link.host}:{self.config.link.port}")
+        link = self.config.link
+        backoff = _Backoff(f"outside broker {link.socket or f'{link.host}:{link.port}'}")
         while True:
             try:
                 async with self._outside_client() as client:
@@ -214,9 +227,7 @@ class Link:
                     await client.subscribe(self.command_filter, qos=0, timeout=TIMEOUT_S)
                     self.connected.set()
                     backoff.ok()
-                    log.info(
-                        "link: connected to %s:%d", self.config.link.host, self.config.link.port
-                    )
+                    log.info("link: connected to the %s", backoff.what)
                     try:
                         await _race(self._send(client), self._receive_commands(client))
                     except asyncio.CancelledError:
