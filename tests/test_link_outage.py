@@ -387,3 +387,57 @@ async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> No
     for e in got:
         assert e["type"] == "error" and len(e["reason"]) <= 100
         assert secret[:41] not in e["reason"]
+
+
+# -- (e) spoken commands while the home broker is away ----------------------------------
+
+
+def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """The whole pendant, on a dozen real recordings, with the home broker stopped."""
+    from pendant.audio.wav import WavSource
+    from pendant.nlu import IntentParser
+    from pendant.services import EarsService
+
+    from .conftest import demo_config, speech_files
+
+    files = speech_files("generated")[:12]
+    with LocalBroker(
+        users=("link", "viewer"), tcp=True, persistence=True, directory=tmp_path / "home"
+    ) as home:
+
+        async def scenario() -> list[str]:
+            plumbing = link_config(bus_broker, home, tmp_path)
+            cfg = demo_config(device_id=DEVICE).model_copy(
+                update={
+                    "bus": plumbing.bus,
+                    "link": plumbing.link,
+                    "audio": plumbing.audio.model_copy(update={"realtime": False}),
+                }
+            )
+            link, viewer = Link(cfg), Viewer(home, f"{BASE}/intent/#")
+            async with running(link.run(), viewer.run()):
+                await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "link")
+                await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+                home.stop()
+                await until(lambda: not link.connected.is_set(), "the link to see the outage")
+                ears = EarsService(cfg, source=WavSource(cfg.audio, files))
+                await ears.run()
+                await until(lambda: link.received >= ears.sent, "the link to take every event")
+                home.start()
+                await until(lambda: len(link.outbox) == 0, "the outbox to empty")
+                spoken = link.published["intent"]
+                assert spoken >= len(files) - 1, f"only {spoken} intents from {len(files)} files"
+                await until(lambda: len(set(viewer.intent_ids())) >= spoken, "every intent")
+            seen = {m["id"]: m["name"] for m in viewer.payloads(f"{BASE}/intent/")}
+            return list(seen.values())
+
+        names = asyncio.run(asyncio.wait_for(scenario(), TEST_S))
+    parser = IntentParser(demo_config())
+    expected = [parser.parse(f.stem) for f in files]
+    # In the order spoken; a file the recogniser missed may be absent, nothing may be reordered.
+    wanted = [m.name for m in expected if m]
+    it = iter(wanted)
+    assert all(name in it for name in names), (names, wanted)
+    assert len(names) >= len(files) - 1
