@@ -236,3 +236,49 @@ def test_link_publishes_to_the_device_local_broker_over_its_socket(
 
     asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
     assert "pendant/pendant-demo/availability" in seen
+
+
+def test_a_restarted_ears_stays_muted(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash or watchdog restart must not unmute: the ears remember it in their state dir."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=600)
+    wav = file_named("set a timer for 5 minutes")
+
+    async def muted_then_restarted() -> tuple[WavSource, list[dict[str, Any]]]:
+        first = services.EarsService(cfg, source=WavSource(cfg.audio, [wav]))
+        run = asyncio.create_task(first.run())
+        while first.ears is None or first.ears.muted is False:
+            if first.ears is not None and first.ears.heartbeat.age_s() < 1:
+                await first.ears.set_muted(True)
+            await asyncio.sleep(0.02)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        statuses: list[dict[str, Any]] = []
+        second_source = WavSource(cfg.audio, [wav])
+        second = services.EarsService(cfg, source=second_source)
+        async with bus.bus_client(cfg.bus, "test-spy") as spy:
+            await spy.subscribe(bus.topic("status"), qos=1)
+            run = asyncio.create_task(second.run())
+
+            async def collect() -> None:
+                async for m in spy.messages:
+                    statuses.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
+
+            listening = asyncio.create_task(collect())
+            while not statuses:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # long enough to have heard something, were it listening
+            run.cancel()
+            listening.cancel()
+            for task in (run, listening):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return second_source, statuses
+
+    source, statuses = asyncio.run(asyncio.wait_for(muted_then_restarted(), TIMEOUT_S))
+    assert source.played_samples == 0
+    assert statuses and all(s["mic_muted"] for s in statuses)

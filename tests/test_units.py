@@ -194,6 +194,10 @@ def test_every_unit_is_a_watched_notify_service_of_its_own_user(name: str) -> No
 
 def test_only_the_link_may_write_and_only_its_outbox() -> None:
     assert directives(unit_file("link"))["ReadWritePaths"] == ["/var/lib/pendant"]
+    # The ears' one writable place: where they remember a mute across restarts.
+    assert directives(unit_file("ears"))["StateDirectory"] == ["pendant-ears"]
+    for name in ("eyes", "body", "link"):
+        assert "StateDirectory" not in directives(unit_file(name)), name
 
 
 DEVICE_CLASSES = {

@@ -69,11 +69,13 @@ class Ears:
         silero: SileroVad,
         publish: Publish,
         heartbeat: Heartbeat | None = None,
+        on_mute: Callable[[bool], None] | None = None,
     ) -> None:
         self.understanding = understanding
         self.source = source
         self.publish = publish
         self.heartbeat = heartbeat or Heartbeat()
+        self.on_mute = on_mute
         self.muted = False
         config = understanding.config
         self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
@@ -89,7 +91,7 @@ class Ears:
 
     async def run(self) -> None:
         """Until the source ends (a WAV source) or the task is cancelled (the microphone)."""
-        await self.publish(self._status("ready"))
+        await self.publish(self._status("muted" if self.muted else "ready"))
         beat = asyncio.create_task(self._beat_while_muted())
         try:
             async for chunk in self.source.chunks():
@@ -122,6 +124,8 @@ class Ears:
         else:
             self.source.resume()
         self.muted = muted
+        if self.on_mute is not None:
+            self.on_mute(muted)
         log.info("microphone %s", "muted" if muted else "listening")
         await self.publish(self._status("muted" if muted else "ready"))
 

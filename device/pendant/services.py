@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -43,6 +44,42 @@ def understand(config: Config) -> Understanding:
     return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
 
 
+class MuteMemory:
+    """Whether the wearer muted the mic, kept across restarts of the ears.
+
+    A crash or a watchdog restart must not quietly unmute: the state lives in the service's
+    own StateDirectory (systemd sets $STATE_DIRECTORY) and is read before anything is heard.
+    Without one (a laptop) it lives as long as the process.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        directory = directory or os.environ.get("STATE_DIRECTORY")
+        self.path = Path(directory) / "mute.json" if directory else None
+
+    def load(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            return bool(json.loads(self.path.read_text()).get("mic"))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:
+            # Unknown is treated as muted: better deaf than listening against the wish.
+            log.error("cannot read %s (%s): starting muted", self.path, exc)
+            return True
+
+    def save(self, muted: bool) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"mic": muted}))
+            tmp.replace(self.path)
+        except OSError as exc:
+            # The mute itself has taken effect; only its memory across a restart is lost.
+            log.error("cannot remember the mute in %s: %s", self.path, exc.strerror)
+
+
 class EarsService:
     """The ears on the bus: audio in, events out, buttons and commands in."""
 
@@ -59,6 +96,7 @@ class EarsService:
         self.source = source or create_source(config.audio)
         self.understanding = understand(config)
         self.heartbeat = notify.Heartbeat()
+        self.mute_memory = MuteMemory()
         self.sent = 0
         self.ears: Ears | None = None
 
@@ -72,8 +110,15 @@ class EarsService:
                     await bus.publish(client, event)
 
                 self.ears = Ears(
-                    self.understanding, self.source, self.silero, publish, self.heartbeat
+                    self.understanding,
+                    self.source,
+                    self.silero,
+                    publish,
+                    self.heartbeat,
+                    on_mute=self.mute_memory.save,
                 )
+                if self.mute_memory.load():
+                    await self.ears.set_muted(True)
                 await client.subscribe(bus.topic("button"), qos=bus.QOS)
                 await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
                 if before_audio is not None:
