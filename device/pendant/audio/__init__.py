@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 RATE_HZ = 16_000
 # Sources wake the loop once per block of this many chunks: each wake-up of an asyncio loop
 # costs ~0.15 ms here (far more on a Zero 2 W), and at one per 30 ms chunk that alone broke
-# the budget for listening to a quiet room. Two chunks delay end-of-speech by at most 60 ms.
-BLOCK_CHUNKS = 2
+# the budget for listening to a quiet room. Three chunks delay end-of-speech by at most 90 ms.
+BLOCK_CHUNKS = 3
 
 
 @dataclass(frozen=True, slots=True)
