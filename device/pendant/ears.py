@@ -82,7 +82,7 @@ class Ears:
         self._pressed: list[np.ndarray] | None = None
         self._press_end_ms = 0
         self.utterances = 0
-        # A guess made while the hangover runs: (speech_ms it was made at, what it heard).
+        # What was heard halfway through the hangover of the utterance in progress.
         self._early: Guess | None = None
 
     @property
@@ -176,7 +176,8 @@ class Ears:
         frames, self._pressed = self._pressed, None
         if frames:
             audio = np.concatenate(frames)
-            await self.handle(Utterance(audio, self._press_end_ms, len(audio) // 16), pressed=True)
+            speech_ms = len(audio) * 1000 // RATE_HZ
+            await self.handle(Utterance(audio, self._press_end_ms, speech_ms), pressed=True)
 
     async def handle(self, utterance: Utterance, *, pressed: bool) -> Intent | None:
         self.utterances += 1
