@@ -103,7 +103,8 @@ class EarsService:
     async def run(self, before_audio: Callable[[], Awaitable[object]] | None = None) -> None:
         """Until the audio source ends, or until cancelled."""
         try:
-            async with bus.bus_client(self.config.bus, "pendant-ears") as client:
+            # Persistent: a mute sent while the ears restart is waiting for them on return.
+            async with bus.bus_client(self.config.bus, "pendant-ears", persistent=True) as client:
 
                 async def publish(event: Event) -> None:
                     self.sent += 1
