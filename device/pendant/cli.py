@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     models = sub.add_parser("models", help="fetch or verify models (see models/README.md)")
     models.add_argument("models_args", nargs=argparse.REMAINDER)
+    discovery = sub.add_parser(
+        "discovery", help="the Home Assistant discovery this config publishes, as JSON lines"
+    )
+    # Also after the subcommand; SUPPRESS keeps it from hiding a --config given before it.
+    discovery.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     sub.add_parser("config-docs", help="print the config reference as a Markdown table")
     return p
 
@@ -82,6 +87,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(listen(config, args.files))
     if args.command == "intents":
         return _intents(config, args.sentences)
+    if args.command == "discovery":
+        from pendant.discovery import messages
+
+        for topic, payload in messages(config):
+            print(json.dumps({"topic": topic, "payload": json.loads(payload)}))
+        return 0
     raise AssertionError(args.command)
 
 

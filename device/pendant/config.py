@@ -170,6 +170,12 @@ class LinkConfig(_Strict):
         description="Intents (and transcripts, errors) older than this are dropped, not sent "
         "late.",
     )
+    discovery: Literal["device", "components", "off"] = Field(
+        "device",
+        description="Home Assistant MQTT discovery: 'device' (one retained message, Home "
+        "Assistant 2024.11+), 'components' (one per entity, older Home Assistant, openHAB) or "
+        "'off' (removes what was announced).",
+    )
 
     @model_validator(mode="after")
     def _password_needs_user(self) -> LinkConfig:

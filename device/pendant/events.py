@@ -112,6 +112,7 @@ class Status(Event):
     type: Literal["status"] = "status"
     state: Literal["starting", "ready", "listening", "muted", "stopping"]
     mic_muted: bool = False
+    camera_muted: bool = False
     asr_backend: ShortText | None = None
     battery_pct: Annotated[int, Field(ge=0, le=100)] | None = None
 

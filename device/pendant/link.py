@@ -10,6 +10,10 @@ Outside → bus: commands from the phone (`pendant/<id>/cmd/<name>`) are checked
 `pendant.commands`; valid ones go to the bus as `pendant-bus/cmd/<name>`, malformed ones come
 back as a public `error` event.
 
+Home Assistant discovery (`pendant.discovery`) is published retained on every connect and
+again a few random seconds after Home Assistant announces `online`; intents also go out as
+Home Assistant events on `pendant/<id>/event`.
+
 Availability is a retained `online`, with a retained `offline` as last will. The bus side and
 the outside side have their own reconnect loops, so an outside outage never blocks the bus.
 
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import sys
 from collections import Counter
@@ -31,7 +36,7 @@ from typing import Any
 
 import aiomqtt
 
-from pendant import bus, commands, hermes
+from pendant import bus, commands, discovery, hermes
 from pendant.bus import read_secret
 from pendant.config import Config, load_config
 from pendant.errors import PendantError
@@ -107,6 +112,11 @@ class Link:
         self.base_topic = base
         self.availability_topic = f"{base}/availability"
         self.command_filter = f"{base}/cmd/+"
+        self.discovery = discovery.messages(config)
+        """What this link announces to Home Assistant, retained; [] when discovery is off."""
+        self.announced = 0
+        """Times the discovery messages went out."""
+        self._ha_online = asyncio.Event()
 
     @property
     def idle(self) -> bool:
@@ -120,6 +130,8 @@ class Link:
         match event:
             case Intent():
                 out.append((f"{base}/intent/{event.name}", event.to_json(), False))
+                if self.config.link.discovery != "off":
+                    out.append((*discovery.event_message(self.config, event), False))
                 if mirror:
                     out.append((*hermes.intent_message(event), False))
             case NotRecognized():
@@ -225,11 +237,26 @@ class Link:
                     # persistent session while the link is away and replay them on its
                     # return, and a `capture` an hour late is worse than none.
                     await client.subscribe(self.command_filter, qos=0, timeout=TIMEOUT_S)
+                    # Even when off: what an earlier config announced comes back retained,
+                    # to be cleared before the new announcement (Home Assistant would refuse
+                    # an entity whose unique_id an old announcement still holds).
+                    filter_ = discovery.own_filter(self.config)
+                    await client.subscribe(filter_, qos=0, timeout=TIMEOUT_S)
+                    # Also a fence: the broker answers subscriptions in order, so once this
+                    # one is acknowledged every retained message of the last one has arrived.
+                    await client.subscribe(discovery.STATUS_TOPIC, qos=0, timeout=TIMEOUT_S)
+                    await self._clear_stale(client)
+                    self._ha_online.clear()
+                    await self._announce(client)
                     self.connected.set()
                     backoff.ok()
                     log.info("link: connected to the %s", backoff.what)
                     try:
-                        await _race(self._send(client), self._receive_commands(client))
+                        await _race(
+                            self._send(client),
+                            self._receive_commands(client),
+                            self._reannounce(client),
+                        )
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers crashes.
                         with contextlib.suppress(aiomqtt.MqttError):
@@ -260,8 +287,49 @@ class Link:
             self.outbox.done(entry)  # every message of it has its PUBACK
             self.published[entry.event.type] += 1
 
+    async def _clear_stale(self, client: aiomqtt.Client) -> None:
+        # aiomqtt has no peek; its queue is where the retained messages wait. Anything else
+        # found there (a command, Home Assistant's status) goes back, in order, unawaited.
+        queue = client._queue
+        found: list[aiomqtt.Message] = []
+        while not queue.empty():
+            found.append(queue.get_nowait())
+        stale = []
+        for message in found:
+            topic = str(message.topic)
+            if topic.startswith(discovery.PREFIX + "/") and topic != discovery.STATUS_TOPIC:
+                if message.retain and discovery.is_stale(self.discovery, topic, _payload(message)):
+                    stale.append(topic)
+            else:
+                queue.put_nowait(message)
+        for topic in stale:
+            log.info("link: removing the stale Home Assistant announcement %s", topic)
+            await client.publish(topic, b"", qos=1, retain=True, timeout=TIMEOUT_S)
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        # Built from the config, not from the bus: nothing here went through the gate
+        # because nothing here came from a component.
+        for topic, payload in self.discovery:
+            await client.publish(topic, payload, qos=1, retain=True, timeout=TIMEOUT_S)
+        self.announced += 1
+
+    async def _reannounce(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._ha_online.wait()
+            await asyncio.sleep(random.uniform(0, discovery.ANNOUNCE_DELAY_S))
+            # Cleared after the delay: several `online`s within it make one announcement.
+            self._ha_online.clear()
+            await self._announce(client)
+
     async def _receive_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if str(message.topic) == discovery.STATUS_TOPIC:
+                # A retained `online` is old news: discovery already went out on connect.
+                if _payload(message) == b"online" and not message.retain:
+                    self._ha_online.set()
+                continue
+            if str(message.topic).startswith(discovery.PREFIX + "/"):
+                continue  # our own announcements, echoed back by the broker
             try:
                 self.on_command(str(message.topic), _payload(message), message.retain)
             except Exception:
