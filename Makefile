@@ -3,11 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt models run test lint bench schemas clean
+.PHONY: setup apt web-deps models run test lint bench screenshots schemas clean
 
 setup: apt $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# Rhasspy's own Hermes classes, for the test that parses what we publish: the package pins
+	# paho-mqtt 1.5, which would break everything else, so it comes without its pins.
+	$(PY) -m pip install -q --no-deps rhasspy-hermes==0.6.2
 	touch $(STAMP)
 
 models: setup
@@ -34,8 +37,19 @@ run: setup models
 lint: setup
 	$(PY) -m ruff check device tests tools
 
-test: setup models lint
+# The browser test's driver (playwright-core, no browser download: it uses apt's chromium).
+WEB_DEPS := tests/web/node_modules/.package-lock.json
+web-deps: $(WEB_DEPS)
+$(WEB_DEPS): tests/web/package.json tests/web/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tests/web --no-audit --no-fund; \
+	else echo "npm missing: the browser test will be skipped"; fi
+
+test: setup models lint web-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Refreshes docs/companion-*.png, the screenshots the README shows, from the browser test.
+screenshots: setup models web-deps
+	PENDANT_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_web_app.py
 
 bench: setup models
 	$(PY) tools/bench.py
@@ -44,4 +58,4 @@ schemas: setup
 	$(PY) -m pendant.events
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results.json
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results.json tests/web/node_modules

@@ -36,7 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     intents.add_argument(
         "sentences", nargs="*", help="sentences to try ('-' reads them from stdin, one a line)"
     )
-    models = sub.add_parser("models", help="fetch or verify models (see models/README.md)")
+    for verb, text in (
+        ("pair", "pair a phone: its own account and a link/QR code"),
+        ("unpair", "revoke a paired phone"),
+    ):
+        paired = sub.add_parser(verb, help=text, add_help=False)
+        paired.add_argument("pairing_args", nargs=argparse.REMAINDER)
+    models = sub.add_parser(
+        "models", help="fetch or verify models (see models/README.md)", add_help=False
+    )
     models.add_argument("models_args", nargs=argparse.REMAINDER)
     discovery = sub.add_parser(
         "discovery", help="the Home Assistant discovery this config publishes, as JSON lines"
@@ -48,7 +56,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    # Commands that hand their arguments to another module's own parser (so `--help` and
+    # options reach it): argparse's REMAINDER refuses a first argument that starts with '-'.
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command not in ("models", "pair", "unpair"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    for name in ("models_args", "pairing_args"):
+        if hasattr(args, name):
+            setattr(args, name, [*getattr(args, name), *rest])
     from pendant.logs import setup_logging
 
     setup_logging(args.verbose)
@@ -62,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("pair", "unpair"):
+        from pendant.pairing import main as pairing_main
+
+        verb = "pair" if args.command == "pair" else "revoke"
+        return pairing_main([verb, *args.pairing_args])
     if args.command == "models":
         from pendant.models import main as models_main
 

@@ -1,0 +1,393 @@
+"""pendant.webserver, the companion app's HTTPS server, over real TLS connections.
+
+The server runs as the unit runs it (`python -m pendant.webserver`, a subprocess) on
+127.0.0.1, with a throwaway certificate; the client is `ssl` + `http.client`, trusting exactly
+that certificate. The web folder is a copy of device/pendant/web plus a few traps: a symlink
+to a file outside it, a sub-folder, a dot-file, a file of an unknown type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pendant.local_broker import free_port
+
+from .conftest import REPO
+
+WEB = REPO / "device" / "pendant" / "web"
+TIMEOUT_S = 10.0
+START_TIMEOUT_S = 10.0
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="apt install openssl")
+
+
+class WebServer:
+    """`python -m pendant.webserver` on 127.0.0.1: start() waits until it accepts, stop() ends
+    it (SIGTERM, then SIGKILL); a restart keeps the port, so a browser keeps its origin."""
+
+    def __init__(
+        self, root: Path, cert: Path, key: Path, *extra: str, log_dir: Path | None = None
+    ) -> None:
+        self.args = ["--root", str(root), "--cert", str(cert), "--key", str(key), *extra]
+        self.port = free_port()
+        # Never beside the served files: the package folder is no place for test logs.
+        self.log = (log_dir or Path(tempfile.gettempdir())) / f"webserver-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WebServer:
+        with open(self.log, "ab") as err:
+            self.proc = proc = subprocess.Popen(
+                [sys.executable, "-m", "pendant.webserver", *self.args,
+                 "--port", str(self.port), "--bind", "127.0.0.1"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the web server exited at start: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the web server is not listening after {START_TIMEOUT_S} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT_S)
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def make_cert(folder: Path, name: str = "server") -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-days", "2", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    tmp = tmp_path_factory.mktemp("web")
+    root = tmp / "web"
+    shutil.copytree(WEB, root)
+    (root / "data.json").write_text('{"a": 1}\n')
+    (root / "notes.txt").write_text("notes\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "page.html").write_text("<p>sub</p>\n")
+    (root / ".hidden.txt").write_text("hidden\n")
+    (tmp / "secret.txt").write_text("outside\n")
+    (root / "link.txt").symlink_to(tmp / "secret.txt")
+    (root / "linkdir").symlink_to(tmp)
+    cert, key = make_cert(tmp)
+    with WebServer(root, cert, key, "--read-timeout", "1") as server:
+        yield server.port, cert
+
+
+def client_context(cert: Path, alpn: list[str] | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(cert))
+    if alpn is not None:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def get(
+    site: tuple[int, Path], path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPResponse, bytes]:
+    port, cert = site
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=client_context(cert), timeout=TIMEOUT_S
+    )
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/", "text/html; charset=utf-8"),
+        ("/index.html", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/sw.js", "text/javascript; charset=utf-8"),
+        ("/mqtt.min.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/manifest.webmanifest", "application/manifest+json"),
+        ("/icon.svg", "image/svg+xml"),
+        ("/icon-192.png", "image/png"),
+        ("/data.json", "application/json"),
+        ("/notes.txt", "text/plain; charset=utf-8"),
+        ("/sub/page.html", "text/html; charset=utf-8"),
+        ("/index.html?x=1", "text/html; charset=utf-8"),
+    ],
+)
+def test_files_come_with_their_content_type(
+    site: tuple[int, Path], path: str, content_type: str
+) -> None:
+    response, body = get(site, path)
+    assert response.status == 200
+    assert response.version == 11
+    assert response.getheader("Content-Type") == content_type
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+    assert response.getheader("Referrer-Policy") == "no-referrer"
+    assert int(response.getheader("Content-Length", "-1")) == len(body) > 0
+    name = path.split("?")[0].lstrip("/") or "index.html"
+    assert body == (site[1].parent / "web" / name).read_bytes()
+
+
+def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> None:
+    from pendant.webserver import CSP
+
+    policy = dict((d.split()[0], d.split()[1:]) for d in (part.strip() for part in CSP.split(";")))
+    assert policy["connect-src"] == ["'self'", "wss:"]
+    for key in ("default-src", "script-src", "style-src", "worker-src"):
+        assert policy[key] == ["'self'"], key
+    assert policy["frame-ancestors"] == ["'none'"]
+
+
+def test_headers_are_sent(site: tuple[int, Path]) -> None:
+    response, _ = get(site, "/")
+    assert "connect-src 'self' wss:" in response.getheader("Content-Security-Policy", "")
+    response, _ = get(site, "/sw.js")
+    assert response.getheader("Cache-Control") == "no-cache"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../pyproject.toml",
+        "/%2e%2e/pyproject.toml",
+        "/%2e%2e/",
+        "/..%2fpyproject.toml",
+        "/%2F..%2F..%2Fpyproject.toml",
+        "/sub/../index.html",
+        "/./index.html",
+        "//index.html",
+        "/sub/",
+        "/sub",
+        "/link.txt",
+        "/linkdir/secret.txt",
+        "/.hidden.txt",
+        "/README.md",
+        "/mqtt.LICENSE.md",
+        "/index.html%00",
+        "/%ff",
+        "/nope.html",
+        "*",
+        "https://example.com/",
+    ],
+)
+def test_nothing_outside_the_app_is_served(site: tuple[int, Path], path: str) -> None:
+    response, body = get(site, path)
+    assert response.status == 404, body
+    assert b"outside" not in body and b"[project]" not in body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_only_get_and_head(site: tuple[int, Path], method: str) -> None:
+    response, _ = get(site, "/", method=method)
+    assert response.status == 405
+    assert response.getheader("Allow") == "GET, HEAD"
+
+
+def test_head_has_the_length_and_no_body(site: tuple[int, Path]) -> None:
+    full, body = get(site, "/app.js")
+    response, empty = get(site, "/app.js", method="HEAD")
+    assert response.status == 200 and empty == b""
+    assert response.getheader("Content-Length") == str(len(body))
+    assert response.getheader("ETag") == full.getheader("ETag")
+
+
+def test_a_revalidation_is_a_304(site: tuple[int, Path]) -> None:
+    first, _ = get(site, "/sw.js")
+    etag = first.getheader("ETag")
+    assert etag
+    response, body = get(site, "/sw.js", headers={"If-None-Match": etag})
+    assert response.status == 304 and body == b""
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(site: tuple[int, Path]) -> None:
+    port, cert = site
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=client_context(cert), timeout=TIMEOUT_S
+    )
+    try:
+        for path in ("/", "/app.js", "/style.css"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        assert conn.sock is not None
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("offer", "chosen"),
+    [(["h2", "http/1.1"], "http/1.1"), (["http/1.1"], "http/1.1"), (["h2"], None), (None, None)],
+)
+def test_alpn_offers_http_1_1_only(
+    site: tuple[int, Path], offer: list[str] | None, chosen: str | None
+) -> None:
+    port, cert = site
+    ctx = client_context(cert, offer)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == chosen
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_tls_below_1_2_is_refused(site: tuple[int, Path]) -> None:
+    port, cert = site
+    ctx = client_context(cert)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is: that is the point
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with contextlib.suppress(ssl.SSLError):
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw,
+        pytest.raises((ssl.SSLError, ConnectionResetError)),
+    ):
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def raw_exchange(site: tuple[int, Path], data: bytes) -> bytes:
+    """Send bytes over TLS; everything the server answers until it closes."""
+    port, cert = site
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw,
+        client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(data)
+        out = b""
+        with contextlib.suppress(ssl.SSLError, ConnectionResetError):
+            while chunk := tls.recv(65536):
+                out += chunk
+        return out
+
+
+def test_http_2_and_strange_versions_are_refused(site: tuple[int, Path]) -> None:
+    answer = raw_exchange(site, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 505 ")
+
+
+def test_http_1_0_works_and_closes(site: tuple[int, Path]) -> None:
+    answer = raw_exchange(site, b"GET /notes.txt HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nConnection: close\r\n" in answer and answer.endswith(b"\r\n\r\nnotes\n")
+
+
+def test_http_1_1_needs_a_host(site: tuple[int, Path]) -> None:
+    assert raw_exchange(site, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_get_with_a_body_is_refused(site: tuple[int, Path]) -> None:
+    answer = raw_exchange(site, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+def test_requests_are_bounded(site: tuple[int, Path]) -> None:
+    long_line = b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert raw_exchange(site, long_line).startswith(b"HTTP/1.1 431 ")
+    many = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: y\r\n" % i for i in range(40)
+    ) + b"\r\n"  # fmt: skip
+    assert raw_exchange(site, many).startswith(b"HTTP/1.1 431 ")
+    big = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: %s\r\n" % (i, b"y" * 3000) for i in range(8)
+    ) + b"\r\n"  # fmt: skip
+    assert raw_exchange(site, big).startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_silent_client_is_dropped(site: tuple[int, Path]) -> None:
+    # --read-timeout 1: a connection that sends nothing is closed, without an answer.
+    port, cert = site
+    started = time.monotonic()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw,
+        client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        contextlib.suppress(ssl.SSLError, ConnectionResetError),
+    ):
+        assert tls.recv(1024) == b""
+    assert time.monotonic() - started < 5
+
+
+# --- errors at start: one line, exit code 2 -------------------------------------------------
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pendant.webserver", "--bind", "127.0.0.1", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def test_a_bad_certificate_or_key_is_one_line(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    other_cert, other_key = make_cert(tmp_path, "other")
+    port = str(free_port())
+    for args, expect in (
+        (["--cert", str(key), "--key", str(key)], "not a PEM certificate"),
+        (["--cert", str(cert), "--key", str(cert)], "not a PEM private key"),
+        (["--cert", str(cert), "--key", str(other_key)], "does not belong"),
+        (["--cert", str(cert), "--key", str(tmp_path / "none")], "no such file"),
+    ):
+        result = run_server(*args, "--port", port)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("webserver: error: "), result.stderr
+        assert expect in lines[0]
+    assert other_cert.exists()
+
+
+def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_server("--cert", str(cert), "--key", str(key), "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"webserver: error: port {port} is taken (127.0.0.1:{port}): choose another --port"
+    ]
