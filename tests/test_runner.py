@@ -37,7 +37,9 @@ async def press_to_talk(
     config = config.model_copy(
         update={"listen": config.listen.model_copy(update={"mode": "press_to_talk"})}
     )
-    cfg = simulated(config, bus_broker, home, realtime=True, gap_ms=600)
+    # A long quiet tail: the button is released well before the simulated mic runs out, however
+    # loaded the machine is.
+    cfg = simulated(config, bus_broker, home, realtime=True, gap_ms=3000)
     source = WavSource(cfg.audio, [wav])
     pendant = Pendant(cfg, source=source)
     seen: list[tuple[str, dict[str, Any]]] = []

@@ -5,6 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time, not the one it was made with."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -18,7 +31,7 @@ def setup_logging(verbose: bool = False) -> None:
         except ImportError:
             handler = None
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
