@@ -24,24 +24,17 @@ export, and its `mqtt in` topics match topics the pendant really published in th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
-from pendant import bus
-from pendant.audio.wav import WavSource
-from pendant.events import Button
-from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.nlu import IntentParser
-from pendant.runner import Pendant
 
 from .conftest import REPO, demo_config, speech_files
 from .pipeline import run_files
+from .test_runner import press_to_talk_messages
 
 try:
     from rhasspyhermes.asr import AsrTextCaptured
@@ -274,61 +267,11 @@ def test_intents_and_transcripts_parse_as_rhasspy_hermes(
     check_flow_against(topics)
 
 
-async def press_to_talk_all(
-    brokers: tuple[LocalBroker, LocalBroker], wav: Path
-) -> list[tuple[str, dict[str, Any]]]:
-    """Hold the button through `wav` in press-to-talk mode; every message on the home broker."""
-    bus_broker, home = brokers
-    config = demo_config()
-    config = config.model_copy(
-        update={"listen": config.listen.model_copy(update={"mode": "press_to_talk"})}
-    )
-    cfg = simulated(config, bus_broker, home, realtime=True, gap_ms=600)
-    source = WavSource(cfg.audio, [wav])
-    pendant = Pendant(cfg, source=source)
-    seen: list[tuple[str, dict[str, Any]]] = []
-    async with (
-        aiomqtt.Client(
-            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
-        ) as viewer,
-        bus.bus_client(cfg.bus, "test-button") as button,
-    ):
-        await viewer.subscribe("#", qos=1, timeout=TIMEOUT_S)
-
-        async def collect() -> None:
-            async for m in viewer.messages:
-                payload = bytes(m.payload)  # type: ignore[arg-type]
-                try:
-                    seen.append((str(m.topic), json.loads(payload)))
-                except ValueError:  # availability is plain "online"/"offline"
-                    seen.append((str(m.topic), {"raw": payload.decode(errors="replace")}))
-
-        async def hold() -> None:
-            while source.started_ms is None:
-                await asyncio.sleep(0.01)
-            await bus.publish(button, Button(device_id=cfg.device_id, action="press"))
-            await asyncio.sleep(len(source.spans_s) and source.spans_s[-1][1] + 0.3)
-            await bus.publish(button, Button(device_id=cfg.device_id, action="release"))
-
-        tasks = [asyncio.create_task(collect()), asyncio.create_task(hold())]
-        await pendant.run()
-        for _ in range(100):
-            if any(t == "hermes/nlu/intentNotRecognized" for t, _ in seen):
-                break
-            await asyncio.sleep(0.05)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-    return seen
-
-
 def test_not_recognized_parses_as_rhasspy_hermes(
     brokers: tuple[LocalBroker, LocalBroker],
 ) -> None:
     wav = next(f for f in speech_files("main") if f.stem == "oov_4")
-    seen = asyncio.run(asyncio.wait_for(press_to_talk_all(brokers, wav), TIMEOUT_S))
+    seen = asyncio.run(asyncio.wait_for(press_to_talk_messages(brokers, wav), TIMEOUT_S))
     native = [m for t, m in seen if t == f"pendant/{DEVICE_ID}/not_recognized"]
     hermes = [m for t, m in seen if t == "hermes/nlu/intentNotRecognized"]
     assert len(native) == len(hermes) == 1, seen

@@ -28,10 +28,11 @@ from .conftest import DEMO_CONFIG, demo_config, speech_files
 TIMEOUT_S = 60
 
 
-async def press_to_talk(
-    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool
+async def press_to_talk_messages(
+    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool = True
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Play `wav` in real time in press-to-talk mode, holding the button through it or not."""
+    """Play `wav` in real time in press-to-talk mode, holding the button through it or not;
+    every message the home broker then carries (plain-text ones as {"raw": text})."""
     bus_broker, home = brokers
     config = demo_config()
     config = config.model_copy(
@@ -53,8 +54,11 @@ async def press_to_talk(
 
         async def collect() -> None:
             async for m in viewer.messages:
-                if not str(m.topic).endswith("/availability"):
-                    seen.append((str(m.topic), json.loads(bytes(m.payload))))  # type: ignore[arg-type]
+                payload = bytes(m.payload)  # type: ignore[arg-type]
+                try:
+                    seen.append((str(m.topic), json.loads(payload)))
+                except ValueError:  # availability is plain "online"/"offline"
+                    seen.append((str(m.topic), {"raw": payload.decode(errors="replace")}))
 
         async def hold() -> None:
             while source.started_ms is None:
@@ -69,12 +73,25 @@ async def press_to_talk(
 
         tasks = [asyncio.create_task(collect()), asyncio.create_task(hold())]
         await pendant.run()
-        await asyncio.sleep(0.3)
+        # Until the viewer has every event the link passed on.
+        own = f"{pendant.link.base_topic}/"
+        while sum(t.startswith(own) and "type" in m for t, m in seen) < sum(
+            pendant.link.published.values()
+        ):
+            await asyncio.sleep(0.02)
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+    return seen
+
+
+async def press_to_talk(
+    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """The intents and not-recognized events of a press-to-talk run."""
+    seen = await press_to_talk_messages(brokers, wav, press)
     return [(t, m) for t, m in seen if m.get("type") in ("intent", "not_recognized")]
 
 
