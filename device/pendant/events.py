@@ -124,6 +124,66 @@ class Button(Event):
     action: Literal["press", "release"]
 
 
+class Battery(Event):
+    """The battery gauge (body), on change and every few minutes; `low` once under the limit."""
+
+    type: Literal["battery"] = "battery"
+    pct: Annotated[int, Field(ge=0, le=100)]
+    charging: bool = False
+    low: bool = Field(False, description="Under the configured low-battery level.")
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ShortText = Field(description="What the detector saw, e.g. 'cup'.")
+    score: Annotated[float, Field(ge=0, le=1)]
+
+
+class Scene(Event):
+    """What the eyes made of one frame. Never pixels, never a face region: only a face count."""
+
+    type: Literal["scene"] = "scene"
+    trigger: Literal["capture", "read_this", "what_is_this", "button"] = Field(
+        description="What asked for the frame: a phone's capture command, a spoken request, "
+        "a double press."
+    )
+    face_count: Annotated[int, Field(ge=0, le=100)] = 0
+    text: Text | None = Field(None, description="Text read by OCR, lines joined by newlines.")
+    labels: Annotated[list[Label], Field(max_length=20)] = Field(default_factory=list)
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
+        default_factory=_new_id, description="The spoken intent's session, when one asked."
+    )
+
+
+class Camera(Event):
+    """The camera's mute state as the eyes enforce it (a hardware switch wins)."""
+
+    type: Literal["camera"] = "camera"
+    muted: bool
+    hardware_muted: bool = False
+
+
+class Activity(Event):
+    """Internal: a sensor is capturing, or its capture is being processed. Drives the LED.
+
+    Published by the capture code itself (the audio source, the camera grab), so the LED
+    cannot say idle while a sensor is open.
+    """
+
+    type: Literal["activity"] = "activity"
+    sensor: Literal["mic", "camera"]
+    state: Literal["idle", "capturing", "thinking"]
+
+
+class HardwareMute(Event):
+    """Internal, retained on the bus: the physical privacy switch. It wins over software."""
+
+    type: Literal["hardware_mute"] = "hardware_mute"
+    mic: bool
+    camera: bool
+
+
 class Command(Event):
     """A command from the phone, checked by the link (`pendant.commands`), for the bus only.
 
@@ -165,7 +225,16 @@ class Error(Event):
     reason: ShortText = Field(description="Short and human; quotes at most 40 input chars.")
 
 
-PUBLIC_TYPES: tuple[type[Event], ...] = (Intent, NotRecognized, Transcript, Status, Error)
+PUBLIC_TYPES: tuple[type[Event], ...] = (
+    Intent,
+    NotRecognized,
+    Transcript,
+    Status,
+    Error,
+    Battery,
+    Scene,
+    Camera,
+)
 
 
 class EventError(ValueError):
@@ -204,7 +273,7 @@ def json_schema(cls: type[Event]) -> dict[str, Any]:
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for cls in (*PUBLIC_TYPES, Button, Command):
+    for cls in (*PUBLIC_TYPES, Button, Command, Activity, HardwareMute):
         path = directory / f"{cls.model_fields['type'].default}.json"
         path.write_text(json.dumps(json_schema(cls), indent=2, sort_keys=True) + "\n")
         written.append(path)

@@ -39,8 +39,19 @@ import aiomqtt
 from pendant import bus, commands, discovery, hermes
 from pendant.bus import read_secret
 from pendant.config import Config, load_config
+from pendant.device_state import DeviceState
 from pendant.errors import PendantError
-from pendant.events import Command, Error, Event, Intent, NotRecognized, Status, Transcript
+from pendant.events import (
+    Battery,
+    Command,
+    Error,
+    Event,
+    Intent,
+    NotRecognized,
+    Scene,
+    Status,
+    Transcript,
+)
 from pendant.gate import PUBLIC_NAMES, Gate
 from pendant.outbox import RETRY_S, Outbox
 
@@ -103,6 +114,7 @@ class Link:
         """forwarded, rejected, retained (ignored), overflow, failed."""
         self.received = 0
         """Events read off the bus, passed or dropped."""
+        self.state = DeviceState(config.device_id)
         self.connected = asyncio.Event()
         self.bus_ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -146,6 +158,10 @@ class Link:
                 out.append((f"{base}/status", event.to_json(), True))
             case Error():
                 out.append((f"{base}/error", event.to_json(), False))
+            case Battery():
+                out.append((f"{base}/battery", event.to_json(), True))
+            case Scene():
+                out.append((f"{base}/scene", event.to_json(), False))
         return out
 
     async def run(self) -> None:
@@ -194,7 +210,8 @@ class Link:
             self._command_retry = None
 
     def _queue_out(self, event: Event) -> None:
-        self.outbox.put(event)
+        for out in self.state.fold(event):
+            self.outbox.put(out)
         self._wake.set()
 
     # -- the outside side ------------------------------------------------------------------
