@@ -253,7 +253,21 @@ async def serve_link(config: Config, config_path: Path | None) -> None:
     await _supervised(main(), heartbeat)
 
 
+async def serve_eyes(config: Config, config_path: Path | None) -> None:
+    from pendant.eyes.service import serve
+
+    await serve(as_service(config, "eyes"), config_path)
+
+
+async def serve_body(config: Config, config_path: Path | None) -> None:
+    from pendant.body.service import serve
+
+    await serve(as_service(config, "body"), config_path)
+
+
 SERVICES: dict[str, Callable[[Config, Path | None], Awaitable[None]]] = {
     "ears": serve_ears,
+    "eyes": serve_eyes,
+    "body": serve_body,
     "link": serve_link,
 }
