@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("name", choices=["ears", "eyes", "body", "link"])
     listen = sub.add_parser("listen", help="WAV files in, one JSON line per published intent out")
     listen.add_argument("files", nargs="+", type=Path)
+    look = sub.add_parser("look", help="image files in, one JSON line per scene the eyes see")
+    look.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     intents = sub.add_parser("intents", help="what the pendant understands in this home")
     intents.add_argument(
         "sentences", nargs="*", help="sentences to try ('-' reads them from stdin, one a line)"
@@ -108,6 +110,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(listen(config, args.files))
     if args.command == "intents":
         return _intents(config, args.sentences)
+    if args.command == "look":
+        from pendant.eyes.look import look
+
+        return look(config, args.images)
     if args.command == "discovery":
         from pendant.discovery import messages
 

@@ -9,6 +9,10 @@ byte is untrusted. A command is forwarded to the bus only when it is exactly one
 | `capture` | `{}` |
 | `identify` | `{}` (blink the LED, so the wearer can tell which pendant this is) |
 | `say` | `{"text": str}`, 1-200 characters, no control characters |
+| `sentences` | `{"sentences": [{"intent": "PartyMode", "sentences": ["party time"]}]}` |
+
+`sentences` may be up to 4 KiB; it replaces the phone's last set (`[]` clears it), and the ears
+check the templates and answer with a retained `sentences` event.
 
 An empty payload counts as `{}` (Home Assistant's MQTT button can send one). Anything else,
 including unknown or duplicate keys and wrong types, becomes a public `Error` event with a
@@ -22,10 +26,16 @@ import json
 import re
 from typing import Any
 
+from pydantic import ValidationError
+
 from pendant.bus import PREFIX
-from pendant.events import Command, Error
+from pendant.events import Command, Error, SentenceSet
 
 MAX_COMMAND_BYTES = 1024
+# Room for a page of sentences, while their echo in a `sentences` event stays under 8 KiB.
+MAX_SENTENCES_BYTES = 4096
+# The gate drops any event holding 48+ characters without a space; no word comes close.
+MAX_WORD_CHARS = 40
 MAX_SAY_CHARS = 200
 # Under the gate's 48-character blob pattern, so an echo cannot get its error dropped, and
 # short enough that an error never republishes much of what someone sent.
@@ -65,9 +75,9 @@ def _no_constants(name: str) -> Any:
     raise _Rejected(f"{name} is not JSON")
 
 
-def _decode(payload: bytes) -> dict[str, Any]:
-    if len(payload) > MAX_COMMAND_BYTES:
-        raise _Rejected(f"payload of {len(payload)} bytes is over {MAX_COMMAND_BYTES}")
+def _decode(payload: bytes, limit: int = MAX_COMMAND_BYTES) -> dict[str, Any]:
+    if len(payload) > limit:
+        raise _Rejected(f"payload of {len(payload)} bytes is over {limit}")
     if not payload.strip():
         return {}
     try:
@@ -98,8 +108,30 @@ def _check(name: str, data: dict[str, Any]) -> None:
                 raise _Rejected(f"'text' must be 1 to {MAX_SAY_CHARS} characters")
             if _BAD_TEXT.search(value):
                 raise _Rejected("'text' holds control characters")
+        if key == "sentences":
+            _check_sentences(value)
     if name == "mute" and not data:
         raise _Rejected("mute needs 'mic' and/or 'camera'")
+
+
+def _check_sentences(value: Any) -> None:
+    if not isinstance(value, list):
+        raise _Rejected("'sentences' must be a list")
+    for i, item in enumerate(value):
+        try:
+            checked = SentenceSet.model_validate(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = (
+                "must be like 'PartyMode': a capital, then letters and digits"
+                if err["loc"] == ("intent",) and err["type"] == "string_pattern_mismatch"
+                else err["msg"]
+            )
+            raise _Rejected(f"sentences[{i}].{loc}: {msg}"[:MAX_REASON_CHARS]) from None
+        for sentence in checked.sentences:
+            if any(len(word) > MAX_WORD_CHARS for word in sentence.split()):
+                raise _Rejected(f"sentences[{i}]: a word over {MAX_WORD_CHARS} characters")
 
 
 def parse_command(name: str, payload: bytes, device_id: str) -> Command | Error:
@@ -107,7 +139,8 @@ def parse_command(name: str, payload: bytes, device_id: str) -> Command | Error:
     try:
         if name not in Command.ARGUMENTS:
             raise _Rejected(f"unknown command '{excerpt(name)}'")
-        data = _decode(payload)
+        limit = MAX_SENTENCES_BYTES if name == "sentences" else MAX_COMMAND_BYTES
+        data = _decode(payload, limit)
         _check(name, data)
         return Command(device_id=device_id, name=name, **data)  # type: ignore[arg-type]
     except _Rejected as exc:

@@ -184,9 +184,113 @@ class LinkConfig(_Strict):
         return self
 
 
+class BodyConfig(_Strict):
+    pin_factory: Literal["lgpio", "mock"] = Field(
+        "lgpio",
+        description="GPIO backend: 'lgpio' on the pendant, 'mock' (gpiozero's mock pins, "
+        "nothing wired) in simulation.",
+    )
+    battery: Literal["pisugar3", "simulated"] = Field(
+        "pisugar3",
+        description="Battery gauge: 'pisugar3' (PiSugar 3 over I2C) or 'simulated' (drains "
+        "from body.simulated_start_pct).",
+    )
+    i2c_bus: int = Field(1, ge=0, le=31, description="'pisugar3': the I2C bus, /dev/i2c-N.")
+    low_battery_pct: int = Field(
+        15, ge=0, le=100, description="Under this level the battery counts as low (LED, event)."
+    )
+    battery_poll_s: float = Field(
+        30.0, gt=0, le=3600, description="How often the battery gauge is read."
+    )
+    battery_report_s: float = Field(
+        180.0,
+        gt=0,
+        le=3600,
+        description="A battery event goes out at least this often, even when nothing changed.",
+    )
+    double_press_s: float = Field(
+        0.4,
+        ge=0.1,
+        le=1.0,
+        description="Two presses this short, this close together: a double press (read this).",
+    )
+    long_hold_s: float = Field(
+        2.0,
+        gt=0.3,
+        le=10,
+        description="Holding the button this long turns talk into the mute gesture: a buzz, "
+        "and letting go toggles the privacy mute.",
+    )
+    pairing_hold_s: float = Field(
+        8.0, gt=0.3, le=60, description="Holding the button this long opens the pairing window."
+    )
+    simulated_start_pct: int = Field(
+        80, ge=0, le=100, description="'simulated' battery: the level it starts at."
+    )
+    simulated_drain_pct_per_min: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="'simulated' battery: how fast it drains (and charges, when charging).",
+    )
+
+    @model_validator(mode="after")
+    def _holds_in_order(self) -> BodyConfig:
+        if not self.double_press_s < self.long_hold_s < self.pairing_hold_s:
+            raise ValueError(
+                "double_press_s < long_hold_s < pairing_hold_s must hold, got "
+                f"{self.double_press_s} / {self.long_hold_s} / {self.pairing_hold_s}"
+            )
+        return self
+
+
 class ModelsConfig(_Strict):
     cache_dir: str = Field(
         "~/.cache/pendant/models", description="Where fetched, verified models are kept."
+    )
+
+
+class DetectorConfig(_Strict):
+    type: Literal["auto", "cpu", "hailo", "coral", "imx500"] = Field(
+        "auto",
+        description="Object detector backend: 'auto' picks an accelerator that is present "
+        "(Hailo, Coral, the IMX500 AI Camera), else 'cpu' (onnxruntime). A configured "
+        "accelerator that is missing falls back to 'cpu' with a warning.",
+    )
+    model: str | None = Field(
+        None,
+        description="Accelerator model file: a .hef (hailo), an Edge TPU .tflite (coral) or "
+        "an .rpk (imx500). The 'cpu' backend uses the manifest's model.",
+    )
+    labels: str | None = Field(
+        None, description="Accelerator model's labels, one a line (default: COCO's 80)."
+    )
+    min_score: float = Field(0.5, gt=0, lt=1, description="Weaker detections are not reported.")
+
+
+class EyesConfig(_Strict):
+    camera: Literal["picamera2", "files"] = Field(
+        "files",
+        description="'picamera2' on the pendant; 'files' (images served in turn) in simulation.",
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        description="'files' camera: images served in turn; empty: the bundled demo images.",
+    )
+    width: int = Field(640, ge=160, le=4056, description="Frame width in pixels.")
+    height: int = Field(480, ge=120, le=3040, description="Frame height in pixels.")
+    face_threshold: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="Face score from which a region is masked; lower masks more (and more "
+        "non-faces).",
+    )
+    ocr_min_confidence: float = Field(
+        0.5, ge=0, lt=1, description="OCR lines read with less confidence are left out."
+    )
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="Object detector for 'what is this'."
     )
 
 
@@ -201,9 +305,15 @@ class Config(_Strict):
     audio: AudioConfig = Field(default_factory=AudioConfig, description="Where sound comes from.")
     vad: VadConfig = Field(default_factory=VadConfig, description="Cutting speech into utterances.")
     asr: AsrConfig = Field(default_factory=AsrConfig, description="Speech recognition.")
+    eyes: EyesConfig = Field(
+        default_factory=EyesConfig, description="The camera, on request: OCR and objects."
+    )
     listen: ListenConfig = Field(default_factory=ListenConfig, description="How to talk to it.")
     bus: BusConfig = Field(default_factory=BusConfig, description="The device-local broker.")
     link: LinkConfig = Field(default_factory=LinkConfig, description="The outside broker.")
+    body: BodyConfig = Field(
+        default_factory=BodyConfig, description="Button, LED, haptics, mute switch, battery."
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model cache.")
 
     @field_validator("device_id")

@@ -18,7 +18,17 @@ import numpy as np
 from pendant.asr import Recognizer, Transcription
 from pendant.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.config import Config
-from pendant.events import Button, Command, Event, Intent, NotRecognized, Status, Transcript
+from pendant.events import (
+    Activity,
+    Button,
+    Command,
+    Event,
+    HardwareMute,
+    Intent,
+    NotRecognized,
+    Status,
+    Transcript,
+)
 from pendant.nlu import IntentMatch, IntentParser
 from pendant.notify import Heartbeat
 from pendant.vad import Segmenter, SileroVad, Utterance
@@ -77,6 +87,10 @@ class Ears:
         self.heartbeat = heartbeat or Heartbeat()
         self.on_mute = on_mute
         self.muted = False
+        """What is enforced: the wearer's choice, or the privacy switch."""
+        self.wanted_muted = False
+        """The wearer's choice (phone, Home Assistant, long hold), remembered across restarts."""
+        self.hardware_muted = False
         config = understanding.config
         self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
         self._pressed: list[np.ndarray] | None = None
@@ -92,6 +106,7 @@ class Ears:
     async def run(self) -> None:
         """Until the source ends (a WAV source) or the task is cancelled (the microphone)."""
         await self.publish(self._status("muted" if self.muted else "ready"))
+        await self._activity("idle" if self.muted else "capturing")
         beat = asyncio.create_task(self._beat_while_muted())
         try:
             async for chunk in self.source.chunks():
@@ -113,8 +128,23 @@ class Ears:
     async def on_command(self, event: Event) -> None:
         if isinstance(event, Command) and event.name == "mute" and event.mic is not None:
             await self.set_muted(event.mic)
+        elif isinstance(event, HardwareMute):
+            await self.set_hardware_muted(event.mic)
 
     async def set_muted(self, muted: bool) -> None:
+        """The wearer's wish; the privacy switch, when on, keeps the mic muted regardless."""
+        self.wanted_muted = muted
+        if self.on_mute is not None:
+            self.on_mute(muted)
+        if self.hardware_muted and not muted:
+            log.warning("unmute refused: the privacy switch is on")
+        await self._enforce(muted or self.hardware_muted)
+
+    async def set_hardware_muted(self, muted: bool) -> None:
+        self.hardware_muted = muted
+        await self._enforce(muted or self.wanted_muted)
+
+    async def _enforce(self, muted: bool) -> None:
         """Mute closes the microphone before the muted state is published (invariant 3)."""
         if muted:
             self.source.pause()
@@ -124,10 +154,15 @@ class Ears:
         else:
             self.source.resume()
         self.muted = muted
-        if self.on_mute is not None:
-            self.on_mute(muted)
         log.info("microphone %s", "muted" if muted else "listening")
         await self.publish(self._status("muted" if muted else "ready"))
+        await self._activity("idle" if muted else "capturing")
+
+    async def _activity(self, state: str) -> None:
+        # From the capture code itself: the LED cannot say idle while the mic is open.
+        await self.publish(
+            Activity(device_id=self.config.device_id, sensor="mic", state=state)  # type: ignore[arg-type]
+        )
 
     async def _on_chunk(self, chunk: Chunk) -> None:
         if self.config.listen.mode == "press_to_talk":
@@ -154,11 +189,16 @@ class Ears:
         if self._early is not None or seg.silence_ms < self.config.vad.hangover_ms // 2:
             return
         # The recogniser's confidence depends on the trailing silence it hears, so the guess
-        # gets as much as the finished utterance will: the quiet so far, repeated.
+        # gets as much as the finished utterance will: the quietest frame of the quiet so far,
+        # repeated. Not the whole quiet: it may still hold the tail of a word, and a word's tail
+        # repeated is a new sound ("set a timer for five minutes" became "what is date").
         audio = seg.audio_so_far()
         missing = (self.config.vad.hangover_ms - seg.silence_ms) * RATE_HZ // 1000
         quiet = audio[-seg.silence_ms * RATE_HZ // 1000 :]
-        pad = np.resize(quiet, missing) if missing > 0 else quiet[:0]
+        frame = self.config.audio.chunk_ms * RATE_HZ // 1000
+        frames = quiet[: len(quiet) // frame * frame].reshape(-1, frame)
+        quietest = frames[np.argmin((frames.astype(np.float64) ** 2).mean(axis=1))]
+        pad = np.resize(quietest, missing) if missing > 0 else quiet[:0]
         heard = self._recognise(np.concatenate((audio, pad)))
         self._early = Guess(heard, len(audio), dbfs(quiet))
 
@@ -185,8 +225,10 @@ class Ears:
         if early is not None and not pressed and early.stands_for(utterance):
             heard, match = early.heard.transcription, early.heard.match
         else:
+            await self._activity("thinking")
             result = self._recognise(utterance.audio)
             heard, match = result.transcription, result.match
+            await self._activity("idle" if self.muted else "capturing")
         confident = heard is not None and heard.confidence >= self.config.asr.min_confidence
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)

@@ -28,6 +28,8 @@ IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
+MAX_SENTENCE_SETS = 20
+MAX_SENTENCES = 20
 
 
 def _new_id() -> str:
@@ -184,6 +186,37 @@ class HardwareMute(Event):
     camera: bool
 
 
+Sentence = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class SentenceSet(BaseModel):
+    """One of the wearer's own intents and the hassil templates that say it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intent: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,47}$")] = Field(
+        description="Intent name published for these sentences, e.g. 'PartyMode'."
+    )
+    sentences: Annotated[list[Sentence], Field(min_length=1, max_length=MAX_SENTENCES)] = Field(
+        description='hassil templates, e.g. "[it\'s] party time".'
+    )
+
+
+class Sentences(Event):
+    """The custom sentences the phone set, as the ears run them; retained outside.
+
+    Sent at start and after every `sentences` command: `accepted` false and `error` say why a
+    set was refused, and `sets` are then the ones still in force.
+    """
+
+    type: Literal["sentences"] = "sentences"
+    sets: Annotated[list[SentenceSet], Field(max_length=MAX_SENTENCE_SETS)] = Field(
+        default_factory=list
+    )
+    accepted: bool = True
+    error: Text | None = None
+
+
 class Command(Event):
     """A command from the phone, checked by the link (`pendant.commands`), for the bus only.
 
@@ -191,10 +224,13 @@ class Command(Event):
     """
 
     type: Literal["command"] = "command"
-    name: Literal["mute", "capture", "identify", "say"]
+    name: Literal["mute", "capture", "identify", "say", "sentences"]
     mic: bool | None = Field(None, description="mute: mute (true) or unmute (false) the mic.")
     camera: bool | None = Field(None, description="mute: mute or unmute the camera.")
     text: SayText | None = Field(None, description="say: what to say, at most 200 characters.")
+    sentences: Annotated[list[SentenceSet], Field(max_length=MAX_SENTENCE_SETS)] | None = Field(
+        None, description="sentences: the wearer's own intents, replacing the phone's last set."
+    )
 
     ARGUMENTS: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
         # name: (allowed, required)
@@ -202,12 +238,13 @@ class Command(Event):
         "capture": (frozenset(), frozenset()),
         "identify": (frozenset(), frozenset()),
         "say": (frozenset({"text"}), frozenset({"text"})),
+        "sentences": (frozenset({"sentences"}), frozenset({"sentences"})),
     }
 
     @model_validator(mode="after")
     def _arguments_fit_the_command(self) -> Command:
         allowed, required = self.ARGUMENTS[self.name]
-        given = {k for k in ("mic", "camera", "text") if getattr(self, k) is not None}
+        given = {k for k in ("mic", "camera", "text", "sentences") if getattr(self, k) is not None}
         if given - allowed or required - given:
             raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
         if self.name == "mute" and not given:
@@ -234,6 +271,7 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Battery,
     Scene,
     Camera,
+    Sentences,
 )
 
 

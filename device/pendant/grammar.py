@@ -38,6 +38,8 @@ from hassil import (
     TextSlotList,
 )
 
+from pendant.errors import ConfigError
+
 if TYPE_CHECKING:
     from pendant.config import Config
 
@@ -479,6 +481,28 @@ def grammar_fingerprint(config: Config) -> str:
     h.update(config.language.encode())
     h.update(config.home.model_dump_json().encode())
     return h.hexdigest()[:16]
+
+
+def check_sentences(config: Config) -> None:
+    """Refuse the wearer's own sentences with one line naming the one that is wrong.
+
+    Compiling each template alone (against the same lists and rules as the whole) points at
+    the culprit, where the whole build would only say that something somewhere is wrong.
+    """
+    data: dict[str, Any] = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+    slot_lists = home_slot_lists(config)
+    for i, custom in enumerate(config.home.sentences):
+        for sentence in custom.sentences:
+            data["intents"] = {custom.intent: {"data": [{"sentences": [sentence]}]}}
+            where = f"home.sentences[{i}] ({custom.intent}) {sentence[:60]!r}"
+            try:
+                compiler = _Compiler(Intents.from_dict(data), slot_lists)
+                nfa = compiler.compile()
+            except Exception as exc:  # hassil's parser raises bare Exceptions
+                raise ConfigError(f"{where}: {exc}") from None
+            graph = _minimize(*_determinize(nfa, compiler.final))
+            if graph.start in graph.finals:
+                raise ConfigError(f"{where}: can be said with no words at all")
 
 
 def build_grammar(config: Config) -> Grammar:

@@ -49,6 +49,7 @@ from pendant.events import (
     Intent,
     NotRecognized,
     Scene,
+    Sentences,
     Status,
     Transcript,
 )
@@ -162,6 +163,8 @@ class Link:
                 out.append((f"{base}/battery", event.to_json(), True))
             case Scene():
                 out.append((f"{base}/scene", event.to_json(), False))
+            case Sentences():
+                out.append((f"{base}/sentences", event.to_json(), True))
         return out
 
     async def run(self) -> None:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_ROWS = 10_000
 RETRY_S = 5.0
-SUPERSEDED = frozenset({"status", "battery"})
+SUPERSEDED = frozenset({"status", "battery", "sentences"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

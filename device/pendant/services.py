@@ -21,11 +21,12 @@ import aiomqtt
 from pendant import bus, notify
 from pendant.asr import create_recognizer
 from pendant.audio import AudioSource, create_source
-from pendant.config import Config, load_config
+from pendant.config import Config, CustomSentences, load_config
 from pendant.ears import Ears, Understanding
 from pendant.errors import PendantError
-from pendant.events import Button, Event, EventError, parse_event
-from pendant.grammar import build_grammar
+from pendant.events import Button, Command, Event, EventError, Sentences, SentenceSet, parse_event
+from pendant.gate import PUBLIC_NAMES
+from pendant.grammar import build_grammar, check_sentences
 from pendant.link import Link
 from pendant.models import model_path
 from pendant.nlu import IntentParser
@@ -40,27 +41,31 @@ LINK_READY_S = 60
 
 
 def understand(config: Config) -> Understanding:
+    check_sentences(config)
     grammar = build_grammar(config)
     return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
 
 
 class MuteMemory:
-    """Whether the wearer muted the mic, kept across restarts of the ears.
+    """Whether the wearer muted a sensor (`key`: "mic", "camera"), kept across restarts.
 
     A crash or a watchdog restart must not quietly unmute: the state lives in the service's
     own StateDirectory (systemd sets $STATE_DIRECTORY) and is read before anything is heard.
     Without one (a laptop) it lives as long as the process.
     """
 
-    def __init__(self, directory: str | None = None) -> None:
+    def __init__(self, directory: str | None = None, key: str = "mic") -> None:
         directory = directory or os.environ.get("STATE_DIRECTORY")
-        self.path = Path(directory) / "mute.json" if directory else None
+        # The mic's file keeps its old name, so an upgrade does not forget a mute.
+        name = "mute.json" if key == "mic" else f"mute-{key}.json"
+        self.key = key
+        self.path = Path(directory) / name if directory else None
 
     def load(self) -> bool:
         if self.path is None:
             return False
         try:
-            return bool(json.loads(self.path.read_text()).get("mic"))
+            return bool(json.loads(self.path.read_text()).get(self.key))
         except FileNotFoundError:
             return False
         except (OSError, ValueError) as exc:
@@ -73,11 +78,56 @@ class MuteMemory:
             return
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({"mic": muted}))
+            tmp.write_text(json.dumps({self.key: muted}))
             tmp.replace(self.path)
         except OSError as exc:
             # The mute itself has taken effect; only its memory across a restart is lost.
             log.error("cannot remember the mute in %s: %s", self.path, exc.strerror)
+
+
+class SentenceStore:
+    """The sentences the phone set, kept in the ears' StateDirectory across restarts.
+
+    They come on top of the config file's `home.sentences`, which the phone cannot change.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        directory = directory or os.environ.get("STATE_DIRECTORY")
+        self.path = Path(directory) / "sentences.json" if directory else None
+
+    def load(self) -> list[SentenceSet]:
+        if self.path is None:
+            return []
+        try:
+            data = json.loads(self.path.read_text())
+            return [SentenceSet.model_validate(item) for item in data]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s (%s): the phone's sentences are left out", self.path, exc)
+            return []
+
+    def save(self, sets: list[SentenceSet]) -> None:
+        """Raises PendantError when the disk refuses, so the phone is told it did not stick."""
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps([s.model_dump() for s in sets]))
+            tmp.replace(self.path)
+        except OSError as exc:
+            raise PendantError(
+                f"cannot keep the sentences in {self.path}: {exc.strerror}"
+            ) from None
+
+
+def with_sentences(config: Config, sets: list[SentenceSet]) -> Config:
+    """The config with the phone's sentences after the config file's own."""
+    if not sets:
+        return config
+    extra = [CustomSentences(intent=s.intent, sentences=list(s.sentences)) for s in sets]
+    home = config.home.model_copy(update={"sentences": [*config.home.sentences, *extra]})
+    return config.model_copy(update={"home": home})
 
 
 class EarsService:
@@ -94,7 +144,18 @@ class EarsService:
         # Everything that can fail on bad config or a missing model fails here, before READY.
         self.silero = SileroVad(model_path(config, "silero-vad"))
         self.source = source or create_source(config.audio)
-        self.understanding = understand(config)
+        self.home_config = config
+        """The config file as last read, before the phone's sentences are added."""
+        self._publish: Callable[[Event], Awaitable[None]] | None = None
+        self.sentence_store = SentenceStore()
+        self.phone_sentences = self.sentence_store.load()
+        try:
+            self.understanding = understand(with_sentences(config, self.phone_sentences))
+        except PendantError as exc:
+            # Only if the templates changed under them since they were accepted.
+            log.error("the phone's sentences are left out: %s", exc)
+            self.phone_sentences = []
+            self.understanding = understand(config)
         self.heartbeat = notify.Heartbeat()
         self.mute_memory = MuteMemory()
         self.sent = 0
@@ -107,8 +168,11 @@ class EarsService:
             async with bus.bus_client(self.config.bus, "pendant-ears", persistent=True) as client:
 
                 async def publish(event: Event) -> None:
-                    self.sent += 1
+                    if event.type in PUBLIC_NAMES:
+                        self.sent += 1  # what the link will receive; runner.py drains on it
                     await bus.publish(client, event)
+
+                self._publish = publish
 
                 self.ears = Ears(
                     self.understanding,
@@ -121,9 +185,11 @@ class EarsService:
                 if self.mute_memory.load():
                     await self.ears.set_muted(True)
                 await client.subscribe(bus.topic("button"), qos=bus.QOS)
+                await client.subscribe(bus.topic("hardware_mute"), qos=bus.QOS)
                 await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
                 if before_audio is not None:
                     await before_audio()
+                await publish(self._sentences_event())
                 helpers = [
                     asyncio.create_task(self._inbox(client), name="inbox"),
                     asyncio.create_task(self.watch_config(), name="config"),
@@ -151,8 +217,46 @@ class EarsService:
                 continue
             if isinstance(event, Button):
                 await self.ears.on_button(event)
+            elif isinstance(event, Command) and event.name == "sentences":
+                answer = self.apply_sentences(event.sentences or [])
+                if self._publish is not None:
+                    await self._publish(answer)
             else:
                 await self.ears.on_command(event)
+
+    def _sentences_event(self, error: str | None = None) -> Sentences:
+        return Sentences(
+            device_id=self.config.device_id,
+            sets=self.phone_sentences,
+            accepted=error is None,
+            error=error,
+        )
+
+    def apply_sentences(self, sets: list[SentenceSet]) -> Sentences:
+        """Check, keep and run the phone's sentences; or keep the old ones and say why."""
+        try:
+            understanding = understand(with_sentences(self.home_config, sets))
+        except PendantError as exc:
+            log.warning("sentences from the phone refused: %s", exc)
+            return self._sentences_event(str(exc)[:500])
+        try:
+            self.sentence_store.save(sets)
+        except PendantError as exc:
+            understanding.recognizer.close()
+            log.error("%s", exc)
+            return self._sentences_event(str(exc)[:500])
+        self._swap(understanding)
+        self.phone_sentences = sets
+        log.info("sentences from the phone: %d intents, grammar rebuilt", len(sets))
+        return self._sentences_event()
+
+    def _swap(self, understanding: Understanding) -> None:
+        if self.ears is not None:
+            self.ears.understanding.recognizer.close()
+            self.ears.understanding = understanding
+        else:
+            self.understanding.recognizer.close()
+        self.understanding = understanding
 
     async def watch_config(self) -> None:
         """Rebuild the grammar when the config file changes; keep the old one if it is bad."""
@@ -170,14 +274,12 @@ class EarsService:
             seen = mtime
             try:
                 config = load_config(self.config_path)
-                understanding = understand(config)
+                understanding = understand(with_sentences(config, self.phone_sentences))
             except PendantError as exc:
                 log.error("config change ignored, keeping the running one: %s", exc)
                 continue
-            if self.ears is not None:
-                self.ears.understanding.recognizer.close()
-                self.ears.understanding = understanding
-            self.understanding = understanding
+            self._swap(understanding)
+            self.home_config = config
             log.info("config changed: grammar rebuilt")
 
 

@@ -1,0 +1,15 @@
+"""The eyes: one frame on request, read on the device, published as words.
+
+A frame is taken only when asked (a capture command, a double press, "read this", "what is
+this"), lives only in RAM, and is dropped as soon as it is read. Faces are masked before OCR
+or a detector sees it; only their count leaves. Nothing here writes an image anywhere.
+
+    camera.py     where frames come from: picamera2 or image files, chosen by config
+    images.py     image files to RGB arrays (the simulated camera, `pendant look`)
+    faces.py      the face guard (RetinaFace, onnxruntime)
+    ocr.py        text (PP-OCRv4, onnxruntime)
+    detectors/    objects: one base class, one file per backend (cpu, hailo, coral, imx500)
+    pipeline.py   frame -> Scene (and the intent that carries it to Hermes)
+    service.py    the eyes on the bus (`pendant service eyes`)
+    look.py       `pendant look IMAGE...`
+"""

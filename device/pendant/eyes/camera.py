@@ -1,0 +1,119 @@
+"""Where frames come from: one interface, a real and a simulated backend.
+
+A camera is opened for one frame and closed again before `capture()` returns, so it is never
+open while nobody asked for a frame, and a mute never has to close it. Frames are RGB uint8
+arrays in RAM. picamera2 is imported lazily so the package imports on any machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from pendant.errors import BackendUnavailable, PendantError
+from pendant.eyes.images import fit, load_image
+
+if TYPE_CHECKING:
+    from pendant.config import EyesConfig
+
+
+class CameraError(PendantError, OSError):
+    """The camera could not deliver a frame."""
+
+
+class CameraBackend(Protocol):
+    opens: int
+    """How many times the camera was opened: a test's proof that a muted one never was."""
+
+    def capture(self) -> np.ndarray:
+        """Open the camera, take one RGB frame, close it. Blocking."""
+
+    def close(self) -> None: ...
+
+
+def demo_images() -> list[Path]:
+    """The images bundled for `make run` (text rendered by tools/eyes_demo_images.py)."""
+    folder = resources.files("pendant").joinpath("data/eyes")
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".png"))
+
+
+class FileCamera:
+    """The simulated camera: serves image files in turn, as the real one would frames."""
+
+    def __init__(self, files: list[str | Path], width: int = 640, height: int = 480) -> None:
+        paths = [Path(f) for f in files] or demo_images()
+        if not paths:
+            raise CameraError("eyes.files is empty and there are no demo images")
+        self.paths = paths
+        self.width = width
+        self.height = height
+        self.opens = 0
+        self._next: Iterator[Path] = itertools.cycle(paths)
+
+    def capture(self) -> np.ndarray:
+        self.opens += 1
+        path = next(self._next)
+        try:
+            return fit(load_image(path), self.width, self.height)
+        except PendantError as exc:
+            raise CameraError(f"camera: {exc}") from None
+
+    def close(self) -> None:
+        pass
+
+
+class PiCamera:
+    """A Raspberry Pi camera through picamera2 (libcamera), opened once per frame."""
+
+    def __init__(self, width: int = 640, height: int = 480) -> None:
+        try:
+            self._picamera2 = importlib.import_module("picamera2")
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"eyes.camera 'picamera2' cannot load ({exc}): on Raspberry Pi OS install "
+                "python3-picamera2 and create the venv with --system-site-packages, or set "
+                "eyes.camera = 'files'"
+            ) from None
+        self.width = width
+        self.height = height
+        self.opens = 0
+
+    def capture(self) -> np.ndarray:
+        self.opens += 1
+        try:
+            cam = self._picamera2.Picamera2()
+        except (RuntimeError, IndexError, OSError) as exc:
+            raise CameraError(f"camera: cannot open it: {exc}") from None
+        try:
+            config = cam.create_still_configuration(
+                main={"size": (self.width, self.height), "format": "RGB888"}
+            )
+            cam.configure(config)
+            cam.start()
+            frame = cam.capture_array("main")
+        except (RuntimeError, OSError) as exc:
+            raise CameraError(f"camera: no frame: {exc}") from None
+        finally:
+            # Closed right away: the sensor (and the LED the hardware wires to it) is off
+            # again before the frame is even looked at.
+            try:
+                cam.stop()
+            finally:
+                cam.close()
+        # libcamera's "RGB888" is B, G, R in memory order.
+        return np.ascontiguousarray(frame[:, :, ::-1])
+
+    def close(self) -> None:
+        pass
+
+
+def create_camera(config: EyesConfig) -> CameraBackend:
+    if config.camera == "picamera2":
+        return PiCamera(config.width, config.height)
+    return FileCamera(list(config.files), config.width, config.height)

@@ -1,0 +1,71 @@
+"""A Coral Edge TPU (USB or M.2) through ai-edge-litert and the libedgetpu delegate.
+
+Expects an SSD compiled for the Edge TPU (e.g. ssd_mobilenet_v2_coco_quant_postprocess_edgetpu
+.tflite) whose outputs are boxes, classes, scores and a count.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from pendant.errors import BackendUnavailable
+from pendant.eyes.detectors import Detection, Detector, read_labels
+
+if TYPE_CHECKING:
+    from pendant.config import Config
+
+DELEGATE = "libedgetpu.so.1"
+
+
+class CoralDetector(Detector):
+    type = "coral"
+    device_paths: ClassVar[tuple[str, ...]] = ("/dev/apex_0",)
+
+    @classmethod
+    def present(cls) -> bool:
+        # A USB Coral has no device node of its own: its delegate library is the sign.
+        return super().present() or ctypes.util.find_library("edgetpu") is not None
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        model = config.eyes.detector.model
+        if not model:
+            raise BackendUnavailable("the coral detector needs eyes.detector.model (.tflite)")
+        try:
+            litert: Any = importlib.import_module("ai_edge_litert.interpreter")
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"ai-edge-litert cannot load ({exc}): pip install ai-edge-litert"
+            ) from None
+        self.labels = read_labels(config.eyes.detector.labels)
+        try:
+            delegate = litert.load_delegate(DELEGATE)
+            self.interpreter = litert.Interpreter(
+                model_path=model, experimental_delegates=[delegate]
+            )
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendUnavailable(f"coral: cannot load {model} on the Edge TPU: {exc}") from None
+        self.input = self.interpreter.get_input_details()[0]
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        import cv2
+
+        _, height, width, _ = self.input["shape"]
+        x = cv2.resize(frame, (int(width), int(height)))[None].astype(self.input["dtype"])
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        out = [
+            self.interpreter.get_tensor(o["index"]) for o in self.interpreter.get_output_details()
+        ]
+        _boxes, classes, scores, count = out[:4]
+        found = []
+        for k, score in zip(classes[0][: int(count[0])], scores[0][: int(count[0])], strict=True):
+            if score >= self.min_score:
+                label = self.labels[int(k)] if int(k) < len(self.labels) else f"class_{int(k)}"
+                found.append(Detection(label, float(score)))
+        return sorted(found, key=lambda d: -d.score)

@@ -1,0 +1,36 @@
+"""`pendant look IMAGE...`: the eyes on image files, one Scene JSON line per file.
+
+The same pipeline as for camera frames: faces masked, then OCR and the detector.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pendant.eyes.images import ImageError, fit, load_image
+
+if TYPE_CHECKING:
+    from pendant.config import Config
+    from pendant.eyes.pipeline import Trigger
+
+
+def look(config: Config, files: list[Path], trigger: Trigger = "what_is_this") -> int:
+    from pendant.eyes.pipeline import Eyes
+
+    # Every file is checked before the models load, so a typo costs no waiting.
+    frames = []
+    for path in files:
+        try:
+            frames.append(fit(load_image(path), config.eyes.width, config.eyes.height))
+        except ImageError as exc:
+            print(f"pendant: error: {exc}", file=sys.stderr)
+            return 2
+    eyes = Eyes(config)
+    try:
+        for frame in frames:
+            print(eyes.look(frame, trigger).scene.to_json().decode(), flush=True)
+    finally:
+        eyes.close()
+    return 0

@@ -1,0 +1,292 @@
+"""Text in a frame: PP-OCRv4 detection, direction and recognition on onnxruntime.
+
+The same three models RapidOCR ships, run here directly: the pre- and post-processing are
+PaddleOCR's (DB boxes, CTC decoding), in numpy and OpenCV, with nothing downloaded and no
+file written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pendant.errors import ModelError
+
+DET_THRESHOLD = 0.3
+DET_BOX_THRESHOLD = 0.5
+DET_UNCLIP_RATIO = 1.6
+DET_MAX_BOXES = 200
+# The detector sees the frame scaled so that its short side is this long (multiples of 32):
+# small print on a label needs the upscale more than the Pi needs the time.
+DET_SHORT_SIDE = 736
+DET_LONG_SIDE_MAX = 1280
+CLS_SHAPE = (48, 192)
+CLS_FLIP_THRESHOLD = 0.9
+REC_HEIGHT = 48
+REC_MIN_WIDTH = 320
+REC_BATCH = 6
+# A blank stretch this many ink heights wide, between two characters, is a word gap: a space
+# and the bearings either side come to about half the letters' height, letter gaps to a quarter.
+WORD_GAP_HEIGHTS = 0.38
+# The link's gate drops a run of 48+ base64-ish characters as a blob; OCR of a barcode or a
+# serial-number strip can produce one. Cut such runs out rather than lose the whole event.
+BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: str
+    confidence: float
+    top: float
+    left: float
+
+
+def _session(path: Path):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path}: onnxruntime cannot load it: {exc}") from None
+
+
+def _normalise(images: np.ndarray) -> np.ndarray:
+    """uint8 N x H x W x 3 (BGR) -> float32 N x 3 x H x W in [-1, 1]."""
+    x = images.astype(np.float32) / 127.5 - 1.0
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _mini_box(contour: np.ndarray) -> tuple[np.ndarray, float]:
+    """The contour's minimum-area rectangle, corners clockwise from top-left, and short side."""
+    import cv2
+
+    rect = cv2.minAreaRect(contour)
+    points = sorted(cv2.boxPoints(rect).tolist(), key=lambda p: p[0])
+    left = sorted(points[:2], key=lambda p: p[1])
+    right = sorted(points[2:], key=lambda p: p[1])
+    box = np.array([left[0], right[0], right[1], left[1]], dtype=np.float32)
+    return box, min(rect[1])
+
+
+def _box_score(prob: np.ndarray, box: np.ndarray) -> float:
+    import cv2
+
+    h, w = prob.shape
+    xmin, xmax = int(np.clip(box[:, 0].min(), 0, w - 1)), int(np.clip(box[:, 0].max(), 0, w - 1))
+    ymin, ymax = int(np.clip(box[:, 1].min(), 0, h - 1)), int(np.clip(box[:, 1].max(), 0, h - 1))
+    mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
+    shifted = (box - [xmin, ymin]).astype(np.int32)
+    cv2.fillPoly(mask, [shifted], 1)
+    return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
+
+
+def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
+    import pyclipper
+
+    x, y = box[:, 0], box[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    length = float(np.sum(np.linalg.norm(box - np.roll(box, 1, axis=0), axis=1)))
+    if length == 0:
+        return None
+    offset = pyclipper.PyclipperOffset()
+    offset.AddPath(box.astype(np.int64).tolist(), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
+    grown = offset.Execute(area * ratio / length)
+    if len(grown) != 1:
+        return None
+    return np.array(grown[0], dtype=np.float32).reshape(-1, 1, 2)
+
+
+def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The quadrilateral `box` of `image`, straightened; tall crops are turned to lie flat."""
+    import cv2
+
+    width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    width, height = max(width, 1), max(height, 1)
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(box.astype(np.float32), target)
+    crop = cv2.warpPerspective(
+        image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
+    )
+    if height / width >= 1.5:
+        crop = np.rot90(crop)
+    return crop
+
+
+def _resize_padded(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scaled to `height`, at most `width` wide, padded on the right with zeros."""
+    import cv2
+
+    h, w = crop.shape[:2]
+    new_w = min(width, max(1, int(np.ceil(height * w / h))))
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    out[:, :new_w] = cv2.resize(crop, (new_w, height))
+    return out
+
+
+def clean(text: str) -> str:
+    """Text fit for an event: no control characters, no blob-like runs, squeezed spaces."""
+    text = BLOB.sub(" ", CONTROL.sub(" ", text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class TextReader:
+    """`TextReader(model_dir).read(frame)` -> the lines of text in an RGB frame, in order."""
+
+    def __init__(self, model_dir: Path, min_confidence: float = 0.5) -> None:
+        self.det = _session(model_dir / "det.onnx")
+        self.cls = _session(model_dir / "cls.onnx")
+        self.rec = _session(model_dir / "rec.onnx")
+        keys = self.rec.get_modelmeta().custom_metadata_map.get("character")
+        if not keys:
+            raise ModelError(f"{model_dir / 'rec.onnx'}: has no character list")
+        # CTC: index 0 is the blank; the model's last class is a space.
+        self.characters = ["", *keys.splitlines(), " "]
+        self.min_confidence = min_confidence
+
+    def read(self, frame: np.ndarray) -> list[Line]:
+        image = np.ascontiguousarray(frame[:, :, ::-1])  # the models were trained on BGR
+        boxes = self._detect(image)
+        if not boxes:
+            return []
+        crops = [_crop(image, box) for box in boxes]
+        crops = self._upright(crops)
+        lines = []
+        for box, (text, confidence) in zip(boxes, self._recognise(crops), strict=True):
+            text = clean(text)
+            if text and confidence >= self.min_confidence:
+                lines.append(Line(text, confidence, float(box[:, 1].min()), float(box[0, 0])))
+        return lines
+
+    def _detect(self, image: np.ndarray) -> list[np.ndarray]:
+        import cv2
+
+        h, w = image.shape[:2]
+        scale = min(DET_SHORT_SIDE / min(h, w), DET_LONG_SIDE_MAX / max(h, w))
+        rh, rw = (max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32))
+        x = _normalise(cv2.resize(image, (rw, rh))[None])
+        prob = self.det.run(None, {self.det.get_inputs()[0].name: x})[0][0, 0]
+        bitmap = cv2.dilate((prob > DET_THRESHOLD).astype(np.uint8), np.ones((2, 2), np.uint8))
+        contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        boxes = []
+        for contour in contours[:DET_MAX_BOXES]:
+            box, short = _mini_box(contour)
+            if short < 3 or _box_score(prob, box) < DET_BOX_THRESHOLD:
+                continue
+            grown = _unclip(box, DET_UNCLIP_RATIO)
+            if grown is None:
+                continue
+            box, short = _mini_box(grown)
+            if short < 5:
+                continue
+            box[:, 0] = np.clip(box[:, 0] * w / rw, 0, w - 1)
+            box[:, 1] = np.clip(box[:, 1] * h / rh, 0, h - 1)
+            boxes.append(box)
+        # Reading order: top to bottom, then left to right within a line's height.
+        boxes.sort(key=lambda b: (b[0, 1], b[0, 0]))
+        for i in range(len(boxes) - 1):
+            for j in range(i, -1, -1):
+                a, b = boxes[j], boxes[j + 1]
+                if abs(b[0, 1] - a[0, 1]) < 10 and b[0, 0] < a[0, 0]:
+                    boxes[j], boxes[j + 1] = b, a
+                else:
+                    break
+        return boxes
+
+    def _upright(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Crops the direction classifier finds upside down, turned the right way up."""
+        out = list(crops)
+        name = self.cls.get_inputs()[0].name
+        for start in range(0, len(crops), REC_BATCH):
+            batch = crops[start : start + REC_BATCH]
+            x = _normalise(np.stack([_resize_padded(c, *CLS_SHAPE) for c in batch]))
+            probs = self.cls.run(None, {name: x})[0]
+            for k, p in enumerate(probs):
+                if int(np.argmax(p)) == 1 and float(p[1]) > CLS_FLIP_THRESHOLD:
+                    out[start + k] = np.ascontiguousarray(batch[k][::-1, ::-1])
+        return out
+
+    def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        # Batches of similar widths waste less padding.
+        order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
+        name = self.rec.get_inputs()[0].name
+        for start in range(0, len(order), REC_BATCH):
+            idx = order[start : start + REC_BATCH]
+            ratio = max(crops[i].shape[1] / crops[i].shape[0] for i in idx)
+            width = max(REC_MIN_WIDTH, int(np.ceil(REC_HEIGHT * ratio)))
+            images = np.stack([_resize_padded(crops[i], REC_HEIGHT, width) for i in idx])
+            probs = self.rec.run(None, {name: _normalise(images)})[0]
+            for i, p, image in zip(idx, probs, images, strict=True):
+                results[i] = self._decode(p, _word_gaps(image))
+        return results
+
+    def _decode(self, probs: np.ndarray, gaps: np.ndarray) -> tuple[str, float]:
+        """Greedy CTC: best class per step, repeats merged, blanks dropped.
+
+        The Chinese-and-English model often leaves out the space between words set in capitals
+        or far apart ("ORGANICOATMILK"); one goes back in where the crop has a blank stretch
+        of word-gap width between two characters.
+        """
+        best = probs.argmax(axis=1)
+        score = probs.max(axis=1)
+        keep = best != 0
+        keep[1:] &= best[1:] != best[:-1]
+        if not keep.any():
+            return "", 0.0
+        steps = np.flatnonzero(keep)
+        px_per_step = len(gaps) / len(best)
+        space = len(self.characters) - 1
+        text = []
+        for n, t in enumerate(steps):
+            k = int(best[t])
+            if n and k != space and int(best[steps[n - 1]]) != space:
+                start, end = int(steps[n - 1] * px_per_step), int(t * px_per_step)
+                if gaps[start:end].any():
+                    text.append(" ")
+            text.append(self.characters[k] if k < len(self.characters) else "")
+        return "".join(text), float(score[keep].mean())
+
+
+def _word_gaps(image: np.ndarray) -> np.ndarray:
+    """Per column of a text-line crop: true inside a blank stretch wide enough to part words."""
+    gray = image.mean(axis=2)
+    inked = np.flatnonzero(gray.max(axis=0) > 0)
+    gaps = np.zeros(gray.shape[1], dtype=bool)
+    if inked.size == 0:
+        return gaps
+    content = gray[:, : inked[-1] + 1]  # the zero padding on the right is not the line
+    background = np.median(content)
+    ink = np.abs(content - background) > 0.35 * max(float(np.abs(content - background).max()), 1)
+    blank = ~ink.any(axis=0)
+    rows = np.flatnonzero(ink.any(axis=1))
+    # Measured against the ink's height, not the crop's: the crop's margin varies.
+    min_run = max(2, int(WORD_GAP_HEIGHTS * (rows[-1] - rows[0] + 1))) if rows.size else 2
+    run_start = None
+    for x, b in enumerate([*blank.tolist(), False]):
+        if b and run_start is None:
+            run_start = x
+        elif not b and run_start is not None:
+            if x - run_start >= min_run:
+                gaps[run_start:x] = True
+            run_start = None
+    return gaps
+
+
+def join_lines(lines: list[Line], max_chars: int = 500) -> str:
+    """The lines as one text, newline-separated, cut at a line boundary to `max_chars`."""
+    out = ""
+    for line in lines:
+        candidate = f"{out}\n{line.text}" if out else line.text
+        if len(candidate) > max_chars:
+            if not out:
+                out = line.text[:max_chars]
+            break
+        out = candidate
+    return out

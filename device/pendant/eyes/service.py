@@ -1,0 +1,201 @@
+"""The eyes on the bus: capture requests and mutes in, scenes and intents out.
+
+One asyncio loop. A frame is taken only on request and only when neither the software mute
+(phone, Home Assistant) nor the hardware switch (body, retained) is on; the switch wins. The
+blocking camera and inference calls are awaited in a worker thread one at a time, so the loop
+keeps turning (bus keep-alives, the watchdog, a mute) while a frame is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiomqtt
+
+from pendant import bus, notify
+from pendant.config import Config
+from pendant.errors import PendantError
+from pendant.events import (
+    Activity,
+    Camera,
+    Command,
+    Event,
+    EventError,
+    HardwareMute,
+    Intent,
+    parse_event,
+)
+from pendant.eyes.camera import CameraBackend, CameraError, create_camera
+from pendant.eyes.pipeline import Eyes, Trigger
+
+log = logging.getLogger(__name__)
+
+BEAT_S = 1.0
+# Requests queued for the eyes while they were down (a persistent session) are not acted on
+# after this long: a frame nobody is waiting for any more is a frame nobody asked for.
+STALE_REQUEST_S = 30.0
+SPOKEN: dict[str, Trigger] = {"ReadThis": "read_this", "WhatIsThis": "what_is_this"}
+
+
+class EyesService:
+    """Camera, models and mute state; `run()` serves the bus until cancelled."""
+
+    def __init__(self, config: Config, camera: CameraBackend | None = None) -> None:
+        from pendant.services import MuteMemory
+
+        self.config = config
+        # Models first: a missing one fails here, before the camera or the bus is touched.
+        self.eyes = Eyes(config)
+        self.camera = camera or create_camera(config.eyes)
+        self.heartbeat = notify.Heartbeat()
+        self.mute_memory = MuteMemory(key="camera")
+        self.muted = self.mute_memory.load()
+        self.hardware_muted = False
+        self.busy = False
+        self.captures = 0
+        self._client: aiomqtt.Client | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.muted or self.hardware_muted
+
+    def warm_up(self) -> None:
+        self.eyes.warm_up()
+
+    async def run(self, on_ready: Callable[[], Awaitable[object] | object] | None = None) -> None:
+        try:
+            async with bus.bus_client(self.config.bus, "pendant-eyes", persistent=True) as client:
+                self._client = client
+                await client.subscribe(bus.topic("intent"), qos=bus.QOS)
+                await client.subscribe(bus.topic("hardware_mute"), qos=bus.QOS)
+                await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
+                await self._publish_camera()
+                idle = Activity(device_id=self.config.device_id, sensor="camera", state="idle")
+                await self._publish(idle)
+                beat = asyncio.create_task(notify.beat_while_alive(self.heartbeat, BEAT_S))
+                try:
+                    if on_ready is not None:
+                        result = on_ready()
+                        if asyncio.iscoroutine(result):
+                            await result
+                    await self._inbox(client)
+                finally:
+                    beat.cancel()
+                    await asyncio.gather(beat, return_exceptions=True)
+        except aiomqtt.MqttError as exc:
+            where = self.config.bus.socket or self.config.bus.host
+            raise PendantError(f"bus at {where}: {exc}") from None
+        finally:
+            self._client = None
+            self.camera.close()
+            self.eyes.close()
+
+    async def _publish(self, event: Event) -> None:
+        if self._client is not None:
+            await bus.publish(self._client, event)
+
+    async def _publish_camera(self) -> None:
+        await self._publish(
+            Camera(
+                device_id=self.config.device_id,
+                muted=self.blocked,
+                hardware_muted=self.hardware_muted,
+            )
+        )
+
+    async def _inbox(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
+            except EventError as exc:
+                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
+                continue
+            await self.handle(event)
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, HardwareMute):
+            await self.set_hardware_muted(event.camera)
+        elif isinstance(event, Command) and event.name == "mute" and event.camera is not None:
+            await self.set_muted(event.camera)
+        elif isinstance(event, Command) and event.name == "capture":
+            await self.request("capture", None, event.timestamp_ms)
+        elif isinstance(event, Intent) and event.name in SPOKEN:
+            await self.request(SPOKEN[event.name], event.session_id, event.timestamp_ms)
+
+    async def set_muted(self, muted: bool) -> None:
+        self.muted = muted
+        self.mute_memory.save(muted)
+        still = " (the hardware switch still mutes it)" if self.hardware_muted else ""
+        log.info("camera %s by software%s", "muted" if muted else "unmuted", still)
+        await self._publish_camera()
+
+    async def set_hardware_muted(self, muted: bool) -> None:
+        changed = muted != self.hardware_muted
+        self.hardware_muted = muted
+        if changed:
+            log.info("camera %s by the hardware switch", "muted" if muted else "released")
+            await self._publish_camera()
+
+    async def request(self, trigger: Trigger, session_id: str | None, asked_ms: int) -> None:
+        """Take and read one frame, unless muted, busy or asked too long ago."""
+        if self.blocked:
+            why = "hardware switch" if self.hardware_muted else "software mute"
+            log.info("%s request ignored: the camera is muted (%s)", trigger, why)
+            return
+        if time.time() * 1000 - asked_ms > STALE_REQUEST_S * 1000:
+            log.info("%s request ignored: asked more than %.0f s ago", trigger, STALE_REQUEST_S)
+            return
+        if self.busy:
+            log.info("%s request ignored: still reading the last frame", trigger)
+            return
+        self.busy = True
+        try:
+            await self._capture_and_read(trigger, session_id)
+        finally:
+            self.busy = False
+
+    async def _capture_and_read(self, trigger: Trigger, session_id: str | None) -> None:
+        device_id = self.config.device_id
+        await self._publish(Activity(device_id=device_id, sensor="camera", state="capturing"))
+        try:
+            try:
+                frame = await asyncio.to_thread(self.camera.capture)
+            except CameraError as exc:
+                log.error("%s", exc)
+                return
+            self.captures += 1
+            if self.blocked:
+                # Muted while the shutter was open: the frame is dropped unread.
+                del frame
+                log.info("%s: muted during the capture, frame dropped unread", trigger)
+                return
+            await self._publish(Activity(device_id=device_id, sensor="camera", state="thinking"))
+            seen = await asyncio.to_thread(self.eyes.look, frame, trigger, session_id)
+            del frame
+            await self._publish(seen.scene)
+            for intent in seen.intents:
+                await self._publish(intent)
+            scene = seen.scene
+            log.info(
+                "%s: %d face(s) masked, %d character(s), %d label(s)",
+                trigger, scene.face_count, len(scene.text or ""), len(scene.labels),
+            )  # fmt: skip
+        finally:
+            await self._publish(Activity(device_id=device_id, sensor="camera", state="idle"))
+
+
+async def serve(config: Config, config_path: Path | None) -> None:
+    """`pendant service eyes`: READY once the models are loaded and warm and the bus is up."""
+    from pendant.services import _supervised
+
+    service = EyesService(config)
+    service.warm_up()
+
+    def ready() -> None:
+        notify.ready(f"looking on request ({type(service.eyes.detector).__name__})")
+
+    await _supervised(service.run(on_ready=ready), service.heartbeat)
