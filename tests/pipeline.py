@@ -39,7 +39,7 @@ async def _run(
 ) -> Received:
     cfg = simulated(config, bus, home, realtime=False)
     source = WavSource(cfg.audio, files)
-    pendant = Pendant(cfg, source=source)
+    pendant = Pendant(cfg, source=source, parts=("ears", "link"))
     got = Received()
     async with aiomqtt.Client(
         "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")

@@ -76,7 +76,7 @@ async def run_once(config: Config, wav: Path) -> tuple[MeteredSource, list[tuple
     ):
         cfg = simulated(config, bus, home, realtime=True, gap_ms=0)
         source = MeteredSource(WavSource(cfg.audio, [wav]))
-        pendant = Pendant(cfg, source=source)  # type: ignore[arg-type]
+        pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
         arrivals: list[tuple[float, dict]] = []
         async with aiomqtt.Client(
             "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")

@@ -483,7 +483,9 @@ def grammar_fingerprint(config: Config) -> str:
     return h.hexdigest()[:16]
 
 
-def check_sentences(config: Config) -> None:
+def check_sentences(
+    config: Config, custom_sets: list[Any] | None = None, label: str = "home.sentences"
+) -> None:
     """Refuse the wearer's own sentences with one line naming the one that is wrong.
 
     Compiling each template alone (against the same lists and rules as the whole) points at
@@ -491,10 +493,11 @@ def check_sentences(config: Config) -> None:
     """
     data: dict[str, Any] = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
     slot_lists = home_slot_lists(config)
-    for i, custom in enumerate(config.home.sentences):
+    sets = config.home.sentences if custom_sets is None else custom_sets
+    for i, custom in enumerate(sets):
         for sentence in custom.sentences:
             data["intents"] = {custom.intent: {"data": [{"sentences": [sentence]}]}}
-            where = f"home.sentences[{i}] ({custom.intent}) {sentence[:60]!r}"
+            where = f"{label}[{i}] ({custom.intent}) {sentence[:60]!r}"
             try:
                 compiler = _Compiler(Intents.from_dict(data), slot_lists)
                 nfa = compiler.compile()

@@ -2,6 +2,8 @@
 
 On the device the same components run as separate services (services.py); here they share a
 loop but still talk only through the bus, so the code paths are the ones the device uses.
+The ears lead: when their audio source ends (a simulation's WAV files), the others stop once
+the link has handed on everything.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from pendant.audio import AudioSource
 from pendant.config import Config
@@ -21,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
 BUS_READY_TIMEOUT_S = 10.0
+PARTS = ("ears", "eyes", "body", "link")
 
 
 class Pendant:
@@ -29,14 +34,34 @@ class Pendant:
         config: Config,
         config_path: Path | None = None,
         source: AudioSource | None = None,
+        parts: Collection[str] = PARTS,
     ) -> None:
+        """`parts`: the ears and the link always; the eyes and the body where asked for."""
         self.config = config
         self.ears = EarsService(config, config_path, source)
         self.link = Link(config)
+        self.others: list[Any] = []
+        if "eyes" in parts:
+            from pendant.eyes.service import EyesService
+
+            self.eyes = EyesService(config)
+            self.eyes.warm_up()
+            self.others.append(self.eyes)
+        if "body" in parts:
+            from pendant.body.service import BodyService
+
+            self.body = BodyService(config)
+            self.others.append(self.body)
+
+    @property
+    def sent(self) -> int:
+        """Public events the components published, which the link is to hand on."""
+        return self.ears.sent + sum(getattr(o, "sent", 0) for o in self.others)
 
     async def run(self) -> None:
         """Until the audio source ends, or until cancelled; drains the link before returning."""
         link_task = asyncio.create_task(self.link.run(), name="link")
+        others = [asyncio.create_task(o.run(), name=type(o).__name__) for o in self.others]
 
         async def link_listening() -> None:
             # The link must be listening before the first event, or it would be lost.
@@ -46,16 +71,18 @@ class Pendant:
             await self.ears.run(before_audio=link_listening)
             await self._drain()
         finally:
-            link_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await link_task
+            for task in (*others, link_task):
+                task.cancel()
+            for task in (*others, link_task):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _drain(self) -> None:
-        """Wait until the link has handled every event the ears sent."""
+        """Wait until the link has handled every event the components sent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while loop.time() < deadline:
-            if self.link.received >= self.ears.sent and self.link.idle:
+            if self.link.received >= self.sent and self.link.idle:
                 return
             await asyncio.sleep(0.02)
         log.warning("link did not hand on every event within %.0f s", DRAIN_TIMEOUT_S)

@@ -235,6 +235,8 @@ class EarsService:
     def apply_sentences(self, sets: list[SentenceSet]) -> Sentences:
         """Check, keep and run the phone's sentences; or keep the old ones and say why."""
         try:
+            # Their own numbering first, so the error points at what the phone sent.
+            check_sentences(self.home_config, sets, label="sentences")
             understanding = understand(with_sentences(self.home_config, sets))
         except PendantError as exc:
             log.warning("sentences from the phone refused: %s", exc)

@@ -31,6 +31,7 @@ from pendant.events import (
 )
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
 from pendant.eyes.pipeline import Eyes, Trigger
+from pendant.gate import PUBLIC_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class EyesService:
         self.hardware_muted = False
         self.busy = False
         self.captures = 0
+        self.sent = 0
         self._client: aiomqtt.Client | None = None
 
     @property
@@ -96,6 +98,8 @@ class EyesService:
 
     async def _publish(self, event: Event) -> None:
         if self._client is not None:
+            if event.type in PUBLIC_NAMES:
+                self.sent += 1  # what the link will receive; runner.py drains on it
             await bus.publish(self._client, event)
 
     async def _publish_camera(self) -> None:

@@ -1,0 +1,214 @@
+"""The wearer's own sentences from the phone, and the privacy switch, through the real pendant.
+
+A running pendant (ears and link on real brokers, a quiet simulated mic) gets `cmd/sentences`
+on the outside broker, as the companion app sends it: the ears check the templates, rebuild
+the grammar, keep the set in their StateDirectory and answer on `pendant/<id>/sentences`
+(retained). A refused set names the template and leaves the old one in force; a malformed
+command is refused by the link before it reaches the ears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+import soundfile
+
+from pendant import bus
+from pendant.audio import RATE_HZ
+from pendant.audio.wav import WavSource
+from pendant.events import HardwareMute
+from pendant.listen import simulated
+from pendant.local_broker import LocalBroker
+from pendant.runner import Pendant
+from pendant.services import EarsService
+
+from .conftest import demo_config
+
+TIMEOUT_S = 60
+PARTY = {"intent": "PartyMode", "sentences": ["[it's] party time", "let's party"]}
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(20):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    return state
+
+
+def _quiet(tmp_path: Path, seconds: int) -> Path:
+    path = tmp_path / "quiet.wav"
+    soundfile.write(path, np.zeros(RATE_HZ * seconds, np.int16), RATE_HZ, subtype="PCM_16")
+    return path
+
+
+def test_the_phone_sets_sentences_the_ears_check_keep_and_run(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path, state_dir: Path
+) -> None:
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=0)
+    pendant = Pendant(
+        cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 60)]), parts=("ears", "link")
+    )
+    answers: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    base = pendant.link.base_topic
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as phone:
+            await phone.subscribe(f"{base}/sentences", qos=1)
+            await phone.subscribe(f"{base}/error", qos=1)
+
+            async def collect() -> None:
+                async for m in phone.messages:
+                    body = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    (answers if str(m.topic).endswith("/sentences") else errors).append(body)
+
+            async def send(payload: object) -> None:
+                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                await phone.publish(f"{base}/cmd/sentences", raw, qos=1)
+
+            spy = asyncio.create_task(collect())
+            run = asyncio.create_task(pendant.run())
+            try:
+                await _until(lambda: len(answers) >= 1)
+                assert answers[0]["sets"] == [] and answers[0]["accepted"] is True
+
+                await send({"sentences": [PARTY]})
+                await _until(lambda: len(answers) >= 2)
+                assert answers[-1]["accepted"] is True
+                assert answers[-1]["sets"] == [PARTY]
+                parser = pendant.ears.understanding.parser
+                match = parser.parse("it's party time")
+                assert match is not None and match.name == "PartyMode"
+                # The config file's own sentences stay beside the phone's.
+                assert parser.parse("ring my phone").name == "FindMyPhone"  # type: ignore[union-attr]
+                assert pendant.ears.understanding.recognizer.grammar.accepts(  # type: ignore[attr-defined]
+                    ["let's", "party"]
+                )
+
+                bad = {"intent": "Broken", "sentences": ["party (time"]}
+                await send({"sentences": [PARTY, bad]})
+                await _until(lambda: len(answers) >= 3)
+                refused = answers[-1]
+                assert refused["accepted"] is False
+                assert "sentences[1] (Broken) 'party (time'" in refused["error"]
+                assert refused["sets"] == [PARTY]  # the old set is still in force
+                match = pendant.ears.understanding.parser.parse("it's party time")
+                assert match is not None and match.name == "PartyMode"
+
+                unknown_list = {"intent": "Broken", "sentences": ["play {nothing}"]}
+                await send({"sentences": [unknown_list]})
+                await _until(lambda: len(answers) >= 4)
+                assert "unknown list {nothing}" in answers[-1]["error"]
+
+                # Malformed: the link refuses it; the ears never hear of it.
+                await send({"sentences": [{"intent": "lowercase", "sentences": ["x"]}]})
+                await send(b'{"sentences": "party"}')
+                await send(b"x" * 5000)
+                await _until(lambda: len(errors) >= 3)
+                assert all(e["command"] == "sentences" for e in errors)
+                assert "sentences[0].intent" in errors[0]["reason"]
+                assert "over 4096" in errors[2]["reason"]
+                assert len(answers) == 4
+            finally:
+                run.cancel()
+                spy.cancel()
+                await asyncio.gather(run, spy, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    kept = json.loads((state_dir / "sentences.json").read_text())
+    assert kept == [PARTY]
+
+    # A restarted ears runs the kept set from the start.
+    again = EarsService(cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 1)]))
+    match = again.understanding.parser.parse("let's party")
+    assert match is not None and match.name == "PartyMode"
+    again.source.close()
+
+
+def test_a_corrupt_sentence_file_is_left_out_not_fatal(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path, state_dir: Path
+) -> None:
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home, realtime=False)
+    (state_dir / "sentences.json").write_text("{not json")
+    ears = EarsService(cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 1)]))
+    assert ears.phone_sentences == []
+    assert ears.understanding.parser.parse("ring my phone") is not None
+    ears.source.close()
+
+
+def test_the_privacy_switch_wins_over_an_unmute(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path, state_dir: Path
+) -> None:
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=0)
+    source = WavSource(cfg.audio, [_quiet(tmp_path, 60)])
+    pendant = Pendant(cfg, source=source, parts=("ears", "link"))
+    statuses: list[dict[str, Any]] = []
+    activity: list[str] = []
+
+    async def scenario() -> None:
+        async with (
+            aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+            ) as phone,
+            bus.bus_client(cfg.bus, "test-body") as body,
+        ):
+            await phone.subscribe(f"{pendant.link.base_topic}/status", qos=1)
+            await body.subscribe(bus.topic("activity"), qos=1)
+
+            async def collect() -> None:
+                async for m in phone.messages:
+                    statuses.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
+
+            async def leds() -> None:
+                async for m in body.messages:
+                    activity.append(json.loads(bytes(m.payload))["state"])  # type: ignore[arg-type]
+
+            async def switch(on: bool) -> None:
+                event = HardwareMute(device_id=cfg.device_id, mic=on, camera=on)
+                await body.publish(bus.topic("hardware_mute"), event.to_json(), qos=1, retain=True)
+
+            async def unmute_from_phone() -> None:
+                cmd = f"{pendant.link.base_topic}/cmd/mute"
+                await phone.publish(cmd, b'{"mic": false}', qos=1)
+
+            tasks = [asyncio.create_task(f()) for f in (collect, leds, pendant.run)]
+            try:
+                await _until(lambda: any(s["state"] == "ready" for s in statuses))
+                await _until(lambda: "capturing" in activity)
+                await switch(True)
+                await _until(lambda: statuses[-1]["mic_muted"])
+                await _until(lambda: activity[-1] == "idle")
+                heard = source.played_samples
+                await unmute_from_phone()
+                await asyncio.sleep(1.0)
+                assert statuses[-1]["mic_muted"] is True
+                assert source.played_samples == heard  # nothing captured while switched off
+                await switch(False)
+                await _until(lambda: not statuses[-1]["mic_muted"])
+                await _until(lambda: activity[-1] == "capturing")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await body.publish(bus.topic("hardware_mute"), b"", qos=1, retain=True)
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
