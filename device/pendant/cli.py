@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     # Also after the subcommand; SUPPRESS keeps it from hiding a --config given before it.
     discovery.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     sub.add_parser("config-docs", help="print the config reference as a Markdown table")
+    sub.add_parser("doctor", help="what hardware, models and brokers this pendant finds")
     return p
 
 
@@ -110,6 +111,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(listen(config, args.files))
     if args.command == "intents":
         return _intents(config, args.sentences)
+    if args.command == "doctor":
+        from pendant.doctor import main as doctor_main
+
+        return doctor_main(config)
     if args.command == "look":
         from pendant.eyes.look import look
 
