@@ -397,8 +397,8 @@ def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
 ) -> None:
     """The whole pendant, on a dozen real recordings, with the home broker stopped."""
     from pendant.audio.wav import WavSource
+    from pendant.ears_service import EarsService
     from pendant.nlu import IntentParser
-    from pendant.services import EarsService
 
     from .conftest import demo_config, speech_files
 

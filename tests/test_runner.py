@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant import bus, services
+from pendant import bus, ears_service
 from pendant.audio import RATE_HZ
 from pendant.audio.wav import WavSource
 from pendant.config import load_config
@@ -29,7 +29,7 @@ TIMEOUT_S = 60
 
 
 async def press_to_talk_messages(
-    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool = True
+    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool = True, end: str = "release"
 ) -> list[tuple[str, dict[str, Any]]]:
     """Play `wav` in real time in press-to-talk mode, holding the button through it or not;
     every message the home broker then carries (plain-text ones as {"raw": text})."""
@@ -69,7 +69,7 @@ async def press_to_talk_messages(
                 await bus.publish(button, Button(device_id=cfg.device_id, action="press"))
             await asyncio.sleep(len(source.spans_s) and source.spans_s[-1][1] + 0.3)
             if press:
-                await bus.publish(button, Button(device_id=cfg.device_id, action="release"))
+                await bus.publish(button, Button(device_id=cfg.device_id, action=end))  # type: ignore[arg-type]
 
         tasks = [asyncio.create_task(collect()), asyncio.create_task(hold())]
         await pendant.run()
@@ -88,10 +88,10 @@ async def press_to_talk_messages(
 
 
 async def press_to_talk(
-    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool
+    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool, end: str = "release"
 ) -> list[tuple[str, dict[str, Any]]]:
     """The intents and not-recognized events of a press-to-talk run."""
-    seen = await press_to_talk_messages(brokers, wav, press)
+    seen = await press_to_talk_messages(brokers, wav, press, end)
     return [(t, m) for t, m in seen if m.get("type") in ("intent", "not_recognized")]
 
 
@@ -107,6 +107,10 @@ def test_press_to_talk_hears_only_while_the_button_is_held(
     assert [m["name"] for _, m in held] == ["HassStartTimer"]
     not_held = asyncio.run(asyncio.wait_for(press_to_talk(brokers, wav, press=False), TIMEOUT_S))
     assert not_held == []
+    # The body turned the hold into the mute gesture: what was held is dropped, unanswered.
+    run = press_to_talk(brokers, wav, press=True, end="cancel")
+    cancelled = asyncio.run(asyncio.wait_for(run, TIMEOUT_S))
+    assert cancelled == []
 
 
 def test_press_to_talk_says_when_it_did_not_understand(
@@ -123,7 +127,7 @@ def test_press_to_talk_says_when_it_did_not_understand(
 def test_config_change_rebuilds_the_grammar_and_a_broken_edit_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "CONFIG_POLL_S", 0.05)
+    monkeypatch.setattr(ears_service, "CONFIG_POLL_S", 0.05)
     path = tmp_path / "pendant.toml"
     path.write_text(DEMO_CONFIG.read_text())
     config = load_config(path)
@@ -267,7 +271,7 @@ def test_a_restarted_ears_stays_muted(
     wav = file_named("set a timer for 5 minutes")
 
     async def muted_then_restarted() -> tuple[WavSource, list[dict[str, Any]]]:
-        first = services.EarsService(cfg, source=WavSource(cfg.audio, [wav]))
+        first = ears_service.EarsService(cfg, source=WavSource(cfg.audio, [wav]))
         run = asyncio.create_task(first.run())
         while first.ears is None or first.ears.muted is False:
             if first.ears is not None and first.ears.heartbeat.age_s() < 1:
@@ -278,7 +282,7 @@ def test_a_restarted_ears_stays_muted(
             await run
         statuses: list[dict[str, Any]] = []
         second_source = WavSource(cfg.audio, [wav])
-        second = services.EarsService(cfg, source=second_source)
+        second = ears_service.EarsService(cfg, source=second_source)
         async with bus.bus_client(cfg.bus, "test-spy") as spy:
             await spy.subscribe(bus.topic("status"), qos=1)
             run = asyncio.create_task(second.run())

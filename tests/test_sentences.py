@@ -23,11 +23,11 @@ import soundfile
 from pendant import bus
 from pendant.audio import RATE_HZ
 from pendant.audio.wav import WavSource
+from pendant.ears_service import EarsService
 from pendant.events import HardwareMute
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
-from pendant.services import EarsService
 
 from .conftest import demo_config
 

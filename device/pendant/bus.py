@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 PREFIX = "pendant-bus"
 QOS = 1
+# States rather than happenings: retained, so a component that starts (or restarts) later
+# knows them at once. The body needs the mute state for its first long hold, the ears the
+# privacy switch before they hear anything.
+RETAINED = frozenset({"status", "camera", "hardware_mute", "sentences"})
 
 
 def topic(event_type: str) -> str:
@@ -62,4 +66,5 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> a
 
 
 async def publish(client: aiomqtt.Client, event: Event) -> None:
-    await client.publish(topic(event.type), event.to_json(), qos=QOS)
+    retain = event.type in RETAINED
+    await client.publish(topic(event.type), event.to_json(), qos=QOS, retain=retain)

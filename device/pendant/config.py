@@ -167,8 +167,7 @@ class LinkConfig(_Strict):
         300.0,
         gt=0,
         le=7 * 86_400,
-        description="Intents (and transcripts, errors) older than this are dropped, not sent "
-        "late.",
+        description="Intents (and transcripts, errors) older than this are dropped, not sent late.",
     )
     discovery: Literal["device", "components", "off"] = Field(
         "device",

@@ -214,6 +214,8 @@ class Ears:
             self._pressed = []
             return
         frames, self._pressed = self._pressed, None
+        if event.action == "cancel":
+            return
         if frames:
             audio = np.concatenate(frames)
             speech_ms = len(audio) * 1000 // RATE_HZ

@@ -123,7 +123,9 @@ class Button(Event):
     """The pendant's button; press-to-talk opens an utterance on press, closes it on release."""
 
     type: Literal["button"] = "button"
-    action: Literal["press", "release"]
+    action: Literal["press", "release", "cancel"] = Field(
+        description="cancel: released, but what was held is no talk (a tap, the mute gesture)."
+    )
 
 
 class Battery(Event):

@@ -114,7 +114,7 @@ class Link:
         self.commands: Counter[str] = Counter()
         """forwarded, rejected, retained (ignored), overflow, failed."""
         self.received = 0
-        """Events read off the bus, passed or dropped."""
+        """Events read off the bus as they were published, passed or dropped."""
         self.state = DeviceState(config.device_id)
         self.connected = asyncio.Event()
         self.bus_ready = asyncio.Event()
@@ -197,7 +197,8 @@ class Link:
 
     async def _bus_in(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self.received += 1
+            if not message.retain:  # a retained state replayed on subscribing was counted once
+                self.received += 1
             event = self.gate.admit(_payload(message))
             if event is not None:
                 self._queue_out(event)  # durable (or in RAM if the disk fails) from here on

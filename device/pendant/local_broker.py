@@ -39,6 +39,16 @@ def write_secret(path: Path, value: str) -> None:
         f.write(value + "\n")
 
 
+def _accepts(path: Path) -> bool:
+    """The unix socket takes connections: its file appears at bind(), before listen()."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class LocalBroker:
     """Start with `start()` or as a context manager; `stop()` is idempotent."""
@@ -122,7 +132,7 @@ class LocalBroker:
                 err = (self._proc.stderr.read() if self._proc.stderr else b"").decode().strip()
                 self.stop()
                 raise BusError(f"mosquitto exited at start: {err.splitlines()[-1:] or '?'}")
-            ready = self.socket_path.exists()
+            ready = _accepts(self.socket_path)
             if ready and self.tcp:
                 with (
                     contextlib.suppress(OSError),

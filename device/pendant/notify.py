@@ -95,4 +95,3 @@ async def beat_while_alive(heartbeat: Heartbeat, period_s: float) -> None:
     while True:
         heartbeat.beat()
         await asyncio.sleep(period_s)
-

@@ -18,8 +18,8 @@ from typing import Any
 
 from pendant.audio import AudioSource
 from pendant.config import Config
+from pendant.ears_service import EarsService
 from pendant.link import Link
-from pendant.services import EarsService
 
 log = logging.getLogger(__name__)
 

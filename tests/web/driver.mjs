@@ -47,6 +47,9 @@ async function step(req) {
       return await page.locator(req.selector).first().innerText({ timeout });
     case "attr":
       return await page.locator(req.selector).first().getAttribute(req.name, { timeout });
+    case "fill":
+      await page.locator(req.selector).first().fill(req.value, { timeout });
+      return null;
     case "click":
       await page.locator(req.selector).first().click({ timeout });
       return null;
@@ -56,7 +59,10 @@ async function step(req) {
       await context.setOffline(Boolean(req.offline));
       return null;
     case "screenshot":
-      await page.screenshot({ path: req.path, fullPage: Boolean(req.full_page), timeout });
+      // (animations: "disabled" finishes a switch's transition before the picture.)
+      await page.screenshot({
+        path: req.path, fullPage: Boolean(req.full_page), animations: "disabled", timeout,
+      });
       return req.path;
     case "logs":
       return logs.splice(0);
@@ -72,7 +78,7 @@ const lines = createInterface({ input: process.stdin });
 for await (const line of lines) {
   let answer;
   try {
-    answer = { ok: true, value: await step(JSON.parse(line)) };
+    answer = { ok: true, value: (await step(JSON.parse(line))) ?? null };
   } catch (err) {
     answer = { ok: false, error: String(err?.message ?? err).slice(0, 2000) };
   }

@@ -6,9 +6,16 @@
  * stored in localStorage and removed from the address bar at once.
  *
  * What the page shows is only what the pendant reports: the mute switches follow
- * `status.mic_muted` / `status.camera_muted`, never the tap. The feed (intents and
- * not-recognised events) lives in IndexedDB, keyed by event id, so QoS 1 duplicates collapse
- * and the last state is there with no connection.
+ * `status.mic_muted` / `status.camera_muted`, never the tap. The feed (intents, not-recognised
+ * events, errors, and the scenes the camera read: text and a face count, never a picture)
+ * lives in IndexedDB, keyed by event id, so QoS 1 duplicates collapse and the last state is
+ * there with no connection.
+ *
+ * "My sentences" edits the wearer's own intents: it shows the sets the pendant reports
+ * (`sentences`, retained), sends the whole list as `cmd/sentences`, and shows the pendant's
+ * answer (the next `sentences` event: accepted, or refused with the error) or the link's
+ * `error` for a command it could not read. Only the obvious shape is checked here; the
+ * pendant is the judge. The draft is kept on the phone, so it survives a reload offline.
  */
 "use strict";
 
@@ -18,13 +25,25 @@
   const FEED_MAX = 200;
   const DB_NAME = "pendant";
   const STORE = "feed";
+  // What the pendant takes (pendant.events.SentenceSet, pendant.commands).
+  const INTENT_RE = /^[A-Z][A-Za-z0-9]{0,47}$/;
+  const MAX_SETS = 20;
+  const MAX_SENTENCES = 20;
+  const MAX_SENTENCE_CHARS = 200;
+  const MAX_SENTENCES_BYTES = 4096;
+  // A Pi Zero 2 W rebuilds its grammar in seconds; past this the wearer may send again.
+  const ANSWER_WAIT_MS = 30_000;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
     device: $("device"), link: $("link"), availability: $("availability"), battery: $("battery"),
     unpaired: $("unpaired"), stale: $("stale"), mic: $("mic"), camera: $("camera"),
-    identify: $("identify"), capture: $("capture"), clear: $("clear"), feed: $("feed"),
-    empty: $("empty"), sw: $("sw"), forget: $("forget"),
+    identify: $("identify"), capture: $("capture"), captureState: $("capture-state"),
+    clear: $("clear"), feed: $("feed"), empty: $("empty"), sw: $("sw"), forget: $("forget"),
+    sentencesForm: $("sentences-form"), sets: $("sets"), addSet: $("add-set"),
+    sendSentences: $("send-sentences"), revertSentences: $("revert-sentences"),
+    sentencesRunning: $("sentences-running"), sentencesAnswer: $("sentences-answer"),
+    sentencesCount: $("sentences-count"), sentencesDetails: $("sentences-details"),
   };
 
   // --- pairing ---------------------------------------------------------------------------
@@ -61,8 +80,9 @@
     state.device = pairing.d;
   }
 
-  function saveState() {
-    state.saved_ms = Date.now();
+  /** `reported`: what the pendant said (its time shows when offline), not the wearer's edit. */
+  function saveState(reported = true) {
+    if (reported) state.saved_ms = Date.now();
     localStorage.setItem(STATE_KEY, JSON.stringify(state));
   }
 
@@ -130,32 +150,73 @@
     return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
   }
 
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
+  }
+
+  const EYES_INTENTS = new Set(["ReadText", "SeenObjects"]);
+  const SCENE_TITLES = {
+    what_is_this: "Seen",
+    read_this: "Read for you",
+    capture: "Read for you",
+    button: "Read for you",
+  };
+
   function renderFeed() {
     const events = [...feedEvents.values()].sort((a, b) => b.timestamp_ms - a.timestamp_ms);
-    ui.feed.replaceChildren(
-      ...events.map((e) => {
-        const li = el("li", `event ${e.type}`);
-        li.dataset.type = e.type;
-        const head = el("div", "head");
-        const time = el("time", "time", timeOf(e.timestamp_ms));
-        time.dateTime = new Date(e.timestamp_ms).toISOString();
-        const title = e.type === "intent" ? e.name : e.type === "error" ? "Refused" : "Not understood";
-        head.append(el("span", "name", title), time);
-        li.append(head);
-        const said = e.type === "error" ? e.reason : e.text;
-        if (said) li.append(el("p", "text", e.type === "error" ? said : `“${said}”`));
-        if (Array.isArray(e.slots) && e.slots.length) {
-          const dl = el("dl", "slots");
-          for (const s of e.slots) dl.append(el("dt", "", s.name), el("dd", "", String(s.value)));
-          li.append(dl);
-        }
-        if (typeof e.confidence === "number" && e.type !== "error") {
-          li.append(el("p", "confidence", `confidence ${Math.round(e.confidence * 100)} %`));
-        }
-        return li;
-      }),
-    );
-    ui.empty.hidden = events.length > 0;
+    // The eyes answer a capture with a scene and an intent of the same session: one entry,
+    // titled by the intent. (A spoken "read this" before them, same session, stays its own.)
+    const scenes = new Set(events.filter((e) => e.type === "scene").map((e) => e.session_id));
+    const answered = new Map();
+    for (const e of events) {
+      if (e.type === "intent" && EYES_INTENTS.has(e.name) && scenes.has(e.session_id)) {
+        answered.set(e.session_id, e);
+      }
+    }
+    const shown = events.filter((e) => !(e.type === "intent" && answered.get(e.session_id) === e));
+    ui.feed.replaceChildren(...shown.map((e) => feedItem(e, answered.get(e.session_id))));
+    ui.empty.hidden = shown.length > 0;
+  }
+
+  function feedItem(e, intent) {
+    const li = el("li", `event ${e.type}`);
+    li.dataset.type = e.type;
+    const head = el("div", "head");
+    const time = el("time", "time", timeOf(e.timestamp_ms));
+    time.dateTime = new Date(e.timestamp_ms).toISOString();
+    let title;
+    if (e.type === "intent") title = e.name;
+    else if (e.type === "error") title = "Refused";
+    else if (e.type === "scene") title = intent ? intent.name : SCENE_TITLES[e.trigger] || "Seen";
+    else title = "Not understood";
+    head.append(el("span", "name", title), time);
+    li.append(head);
+    if (e.type === "scene") {
+      li.dataset.trigger = e.trigger;
+      if (e.text) li.append(el("p", "text read", e.text));
+      else if (e.trigger !== "what_is_this") li.append(el("p", "text none", "No text found."));
+      if (Array.isArray(e.labels) && e.labels.length) {
+        const labels = e.labels.map((l) => `${l.name} ${Math.round(l.score * 100)} %`).join(", ");
+        li.append(el("p", "labels", labels));
+      }
+      if (e.face_count > 0) {
+        li.append(el("p", "faces", `${plural(e.face_count, "face", "faces")} hidden`));
+      }
+      return li;
+    }
+    const said = e.type === "error" ? e.reason : e.text;
+    if (said) li.append(el("p", "text", e.type === "error" ? said : `“${said}”`));
+    // (ReadText's one slot is its text again.)
+    const slots = Array.isArray(e.slots) ? e.slots.filter((s) => String(s.value) !== e.text) : [];
+    if (slots.length) {
+      const dl = el("dl", "slots");
+      for (const s of slots) dl.append(el("dt", "", s.name), el("dd", "", String(s.value)));
+      li.append(dl);
+    }
+    if (typeof e.confidence === "number" && e.type !== "error") {
+      li.append(el("p", "confidence", `confidence ${Math.round(e.confidence * 100)} %`));
+    }
+    return li;
   }
 
   // --- device state ----------------------------------------------------------------------
@@ -177,6 +238,23 @@
     );
     setSwitch(ui.mic, st.mic_muted);
     setSwitch(ui.camera, st.camera_muted);
+    renderControls();
+  }
+
+  function cameraMuted() {
+    return (state.status || {}).camera_muted === true;
+  }
+
+  /** What may be pressed now: commands need a connection (and "Read this" a camera on). */
+  function renderControls() {
+    for (const b of [ui.mic, ui.camera, ui.identify]) b.disabled = !connected;
+    ui.capture.disabled = !connected || cameraMuted();
+    ui.capture.title = cameraMuted() ? "the camera is muted" : "";
+    if (cameraMuted() && !captureTimer) ui.captureState.textContent = "The camera is muted.";
+    else if (!cameraMuted() && ui.captureState.textContent === "The camera is muted.") {
+      ui.captureState.textContent = "";
+    }
+    renderSendable();
   }
 
   function setSwitch(button, reported) {
@@ -198,6 +276,228 @@
     )}).`;
   }
 
+  // --- my sentences ----------------------------------------------------------------------
+
+  // state.sentences: the pendant's last `sentences` event (what it runs); state.draft: the
+  // wearer's unsent edit, [{intent, text}] with one sentence a line, or absent.
+  // {timer, late}: a `sentences` command sent, its answer not in yet (late: past the wait,
+  // so sending again is allowed; a late answer still counts).
+  let awaiting = null;
+  let captureTimer = null;
+
+  function deviceSets() {
+    return (state.sentences && state.sentences.sets) || [];
+  }
+
+  function draftOf(sets) {
+    return sets.map((s) => ({ intent: s.intent, text: s.sentences.join("\n") }));
+  }
+
+  function currentDraft() {
+    return state.draft || draftOf(deviceSets());
+  }
+
+  function editDraft(fn) {
+    const draft = currentDraft().map((d) => ({ ...d }));
+    fn(draft);
+    state.draft = draft;
+    saveState(false);
+  }
+
+  function renderSentences() {
+    const known = Boolean(state.sentences);
+    const sets = deviceSets();
+    const names = sets.map((s) => s.intent).join(", ");
+    let running = !known
+      ? "The pendant has not said which sentences it runs yet."
+      : sets.length
+        ? `The pendant runs: ${names}.`
+        : "The pendant runs none of your own sentences yet.";
+    if (known && !connected) running += " (last known)";
+    ui.sentencesRunning.textContent = running;
+    ui.sentencesCount.textContent = known ? `(${sets.length})` : "";
+    renderSendable();
+  }
+
+  function renderSendable() {
+    ui.sendSentences.disabled = !connected || (awaiting !== null && !awaiting.late);
+    ui.sendSentences.title = connected ? "" : "not connected to the pendant";
+    ui.revertSentences.disabled = !state.draft;
+    ui.addSet.disabled = currentDraft().length >= MAX_SETS;
+  }
+
+  /** The list of intents to edit, built afresh (only on add, remove, undo and new sets). */
+  function renderSets() {
+    const draft = currentDraft();
+    ui.sets.replaceChildren(
+      ...draft.map((d, i) => {
+        const li = el("li", "set");
+        const intent = el("input", "intent");
+        Object.assign(intent, {
+          type: "text", value: d.intent, maxLength: 48, autocomplete: "off",
+          spellcheck: false, placeholder: "PartyMode",
+        });
+        intent.setAttribute("autocapitalize", "none");
+        const text = el("textarea", "sentences");
+        Object.assign(text, {
+          value: d.text, rows: 3, spellcheck: false, placeholder: "[it's] party time",
+        });
+        const problem = el("p", "problem");
+        problem.id = `set-problem-${i}`;
+        problem.hidden = true;
+        intent.setAttribute("aria-describedby", problem.id);
+        text.setAttribute("aria-describedby", problem.id);
+        const intentLabel = el("label", "field");
+        intentLabel.append(el("span", "", "Intent name"), intent);
+        const textLabel = el("label", "field");
+        textLabel.append(el("span", "", "Sentences, one a line"), text);
+        const remove = el("button", "quiet remove", "Remove");
+        remove.type = "button";
+        remove.setAttribute("aria-label", `Remove ${d.intent || "this intent"}`);
+        intent.addEventListener("input", () => {
+          editDraft((dr) => { dr[i].intent = intent.value; });
+          remove.setAttribute("aria-label", `Remove ${intent.value || "this intent"}`);
+          clearProblem(li);
+          renderSendable();
+        });
+        text.addEventListener("input", () => {
+          editDraft((dr) => { dr[i].text = text.value; });
+          clearProblem(li);
+          renderSendable();
+        });
+        remove.addEventListener("click", () => {
+          editDraft((dr) => { dr.splice(i, 1); });
+          renderSets();
+          renderSendable();
+          ui.addSet.focus();
+        });
+        li.append(intentLabel, textLabel, problem, remove);
+        return li;
+      }),
+    );
+    if (!draft.length) ui.sets.append(el("li", "note none", "No intents of your own."));
+  }
+
+  function clearProblem(li) {
+    const p = li.querySelector(".problem");
+    p.hidden = true;
+    p.textContent = "";
+    for (const f of li.querySelectorAll("input, textarea")) f.removeAttribute("aria-invalid");
+  }
+
+  function sentencesOf(text) {
+    return text.split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
+  }
+
+  /** The obvious mistakes, per set: [index, field, message]. The pendant checks the rest. */
+  function problemsOf(draft) {
+    const problems = [];
+    draft.forEach((d, i) => {
+      const lines = sentencesOf(d.text);
+      if (!INTENT_RE.test(d.intent.trim())) {
+        const like = "The name must be like PartyMode: a capital, then letters and digits";
+        problems.push([i, "intent", `${like} (at most 48).`]);
+      } else if (!lines.length) {
+        problems.push([i, "sentences", "Give at least one sentence."]);
+      } else if (lines.length > MAX_SENTENCES) {
+        problems.push([i, "sentences", `At most ${MAX_SENTENCES} sentences an intent.`]);
+      } else if (lines.some((l) => l.length > MAX_SENTENCE_CHARS)) {
+        problems.push([i, "sentences", `A sentence is at most ${MAX_SENTENCE_CHARS} characters.`]);
+      } else if (lines.some((l) => /[\u0000-\u001f\u007f]/.test(l))) {
+        problems.push([i, "sentences", "A sentence holds a control character."]);
+      }
+    });
+    return problems;
+  }
+
+  function answer(answerState, text) {
+    ui.sentencesAnswer.dataset.state = answerState;
+    ui.sentencesAnswer.textContent = text;
+  }
+
+  function sendSentences() {
+    if (!connected || (awaiting && !awaiting.late)) return;
+    const draft = currentDraft();
+    for (const li of ui.sets.querySelectorAll("li.set")) clearProblem(li);
+    const problems = problemsOf(draft);
+    if (problems.length) {
+      const items = ui.sets.querySelectorAll("li.set");
+      const fieldOf = (i, f) => items[i].querySelector(f === "intent" ? "input" : "textarea");
+      for (const [i, field, message] of problems) {
+        const p = items[i].querySelector(".problem");
+        p.textContent = message;
+        p.hidden = false;
+        fieldOf(i, field).setAttribute("aria-invalid", "true");
+      }
+      fieldOf(problems[0][0], problems[0][1]).focus();
+      answer("invalid", "Not sent: fix the marked intents first.");
+      return;
+    }
+    if (draft.length > MAX_SETS) {
+      answer("invalid", `Not sent: at most ${MAX_SETS} intents.`);
+      return;
+    }
+    const sets = draft.map((d) => ({ intent: d.intent.trim(), sentences: sentencesOf(d.text) }));
+    const body = { sentences: sets };
+    const bytes = new TextEncoder().encode(JSON.stringify(body)).length;
+    if (bytes > MAX_SENTENCES_BYTES) {
+      answer("invalid", `Not sent: ${bytes} bytes; the pendant takes ${MAX_SENTENCES_BYTES}.`);
+      return;
+    }
+    stopAwaiting();
+    send("sentences", body);
+    answer("pending", "Sent: waiting for the pendant to check them…");
+    const waiting = { late: false };
+    waiting.timer = setTimeout(() => {
+      waiting.late = true;
+      answer("pending", "No answer from the pendant yet: it may still be checking, or be off.");
+      renderSendable();
+    }, ANSWER_WAIT_MS);
+    awaiting = waiting;
+    renderSendable();
+  }
+
+  function stopAwaiting() {
+    if (!awaiting) return false;
+    clearTimeout(awaiting.timer);
+    awaiting = null;
+    return true;
+  }
+
+  /** The pendant's `sentences` event: retained on subscribe, or its answer to a command. */
+  function onSentences(event, retained) {
+    state.sentences = {
+      sets: event.sets,
+      accepted: event.accepted !== false,
+      error: event.error || null,
+      timestamp_ms: event.timestamp_ms,
+    };
+    const mine = !retained && stopAwaiting();
+    const names = event.sets.map((s) => s.intent).join(", ");
+    if (mine && event.accepted !== false) {
+      delete state.draft; // now the pendant's own
+      answer(
+        "accepted",
+        names
+          ? `Accepted: the pendant now understands ${names}.`
+          : "Accepted: the pendant runs none of your own sentences now.",
+      );
+    } else if (mine) {
+      answer("refused", `Refused: ${event.error || "no reason given"}`);
+    }
+    saveState();
+    renderSentences();
+    if (!state.draft) renderSets(); // (an edit in progress is kept)
+  }
+
+  /** The link's `error` event: a `sentences` command it could not read never reached the ears. */
+  function onError(event) {
+    if (event.command === "sentences" && stopAwaiting()) {
+      answer("refused", `Refused: ${event.reason}`);
+      renderSendable();
+    }
+  }
+
   // --- MQTT ------------------------------------------------------------------------------
 
   let client = null;
@@ -206,7 +506,8 @@
   function setLink(linkState, text) {
     setBadge(ui.link, linkState, text);
     connected = linkState === "connected";
-    for (const b of [ui.mic, ui.camera, ui.identify]) b.disabled = !connected;
+    renderControls();
+    renderSentences();
     showStale(connected);
   }
 
@@ -214,7 +515,7 @@
     return `pendant/${pairing.d}`;
   }
 
-  function onMessage(topic, payload) {
+  function onMessage(topic, payload, packet) {
     const base = topicBase();
     const rest = topic.startsWith(base + "/") ? topic.slice(base.length + 1) : null;
     if (rest === null) return;
@@ -242,6 +543,16 @@
       addToFeed(event);
     } else if (rest === "error" && event.type === "error") {
       addToFeed(event);
+      onError(event);
+    } else if (rest === "scene" && event.type === "scene") {
+      addToFeed(event);
+      if (captureTimer) {
+        clearTimeout(captureTimer);
+        captureTimer = null;
+        ui.captureState.textContent = "";
+      }
+    } else if (rest === "sentences" && event.type === "sentences" && Array.isArray(event.sets)) {
+      onSentences(event, Boolean(packet && packet.retain));
     }
   }
 
@@ -306,7 +617,38 @@
   toggle(ui.mic, "mic");
   toggle(ui.camera, "camera");
   ui.identify.addEventListener("click", () => send("identify", {}));
-  ui.capture.addEventListener("click", () => send("capture", {}));
+  ui.capture.addEventListener("click", () => {
+    send("capture", {});
+    ui.captureState.textContent = "Asked the pendant to read what it sees…";
+    clearTimeout(captureTimer);
+    captureTimer = setTimeout(() => {
+      captureTimer = null;
+      ui.captureState.textContent = "No answer from the camera.";
+    }, ANSWER_WAIT_MS);
+  });
+  ui.sentencesForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sendSentences();
+  });
+  ui.addSet.addEventListener("click", () => {
+    editDraft((dr) => { dr.push({ intent: "", text: "" }); });
+    renderSets();
+    renderSendable();
+    const inputs = ui.sets.querySelectorAll("input.intent");
+    inputs[inputs.length - 1].focus();
+  });
+  ui.sentencesDetails.open = Boolean(state.editor_open);
+  ui.sentencesDetails.addEventListener("toggle", () => {
+    state.editor_open = ui.sentencesDetails.open;
+    saveState(false);
+  });
+  ui.revertSentences.addEventListener("click", () => {
+    delete state.draft;
+    saveState(false);
+    renderSets();
+    renderSendable();
+    answer("none", "");
+  });
   ui.clear.addEventListener("click", () => clearFeed());
   ui.forget.addEventListener("click", async () => {
     if (client) client.end(true);
@@ -329,6 +671,8 @@
   }
 
   renderState();
+  renderSentences();
+  renderSets();
   loadFeed();
   if (!pairing) {
     ui.unpaired.hidden = false;

@@ -1,0 +1,90 @@
+"""The battery gauge: one small interface, one file per backend, chosen by `body.battery`.
+
+A gauge that is configured but absent (no PiSugar on the I2C bus, no I2C at all) is not a
+reason to stop the button and the LED: the body warns once and sends no battery reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pendant.config import BodyConfig
+from pendant.errors import PendantError
+
+log = logging.getLogger(__name__)
+
+
+class GaugeUnavailable(PendantError, OSError):
+    """The configured gauge cannot be read (missing device, driver or permission)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    pct: int
+    charging: bool
+
+
+class Gauge(Protocol):
+    name: str
+
+    def read(self) -> Reading:
+        """The level now; GaugeUnavailable when the device does not answer."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _pisugar3(config: BodyConfig) -> Gauge:
+    from pendant.body.battery.pisugar3 import PiSugar3
+
+    return PiSugar3(config.i2c_bus)
+
+
+def _simulated(config: BodyConfig) -> Gauge:
+    from pendant.body.battery.simulated import SimulatedGauge
+
+    return SimulatedGauge(config.simulated_start_pct, config.simulated_drain_pct_per_min)
+
+
+GAUGES: dict[str, Callable[[BodyConfig], Gauge]] = {
+    "pisugar3": _pisugar3,
+    "simulated": _simulated,
+}
+
+
+def create_gauge(config: BodyConfig) -> Gauge | None:
+    """The configured gauge, checked with one reading; None (and one warning) if absent."""
+    try:
+        gauge = GAUGES[config.battery](config)
+    except GaugeUnavailable as exc:
+        log.warning("battery: %s; no battery reports", exc)
+        return None
+    try:
+        gauge.read()
+    except GaugeUnavailable as exc:
+        gauge.close()
+        log.warning("battery: %s; no battery reports", exc)
+        return None
+    return gauge
+
+
+class Reporter:
+    """When a reading becomes a battery event: on a change, and at least every `every_s`."""
+
+    def __init__(self, low_pct: int, every_s: float) -> None:
+        self.low_pct = low_pct
+        self.every_s = every_s
+        self._last: Reading | None = None
+        self._sent_at_s = 0.0
+
+    def due(self, reading: Reading, now_s: float) -> bool:
+        if reading != self._last or now_s - self._sent_at_s >= self.every_s:
+            self._last, self._sent_at_s = reading, now_s
+            return True
+        return False
+
+    def is_low(self, reading: Reading) -> bool:
+        return reading.pct < self.low_pct

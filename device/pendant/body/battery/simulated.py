@@ -1,0 +1,50 @@
+"""A battery for simulation and tests: drains from a start level, charges when told to.
+
+A real, registered backend (`body.battery = "simulated"`), drivable from a test like
+gpiozero's mock pins: `set_level()`, `set_charging()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pendant.body.battery import Reading
+
+
+class SimulatedGauge:
+    name = "simulated"
+
+    def __init__(
+        self,
+        start_pct: float = 80.0,
+        drain_pct_per_min: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.drain_pct_per_min = drain_pct_per_min
+        self._clock = clock
+        self._level = float(start_pct)
+        self._charging = False
+        self._at_s = clock()
+
+    def _advance(self) -> None:
+        now = self._clock()
+        change = self.drain_pct_per_min * (now - self._at_s) / 60
+        self._level += change if self._charging else -change
+        self._level = min(100.0, max(0.0, self._level))
+        self._at_s = now
+
+    def set_level(self, pct: float) -> None:
+        self._advance()
+        self._level = min(100.0, max(0.0, float(pct)))
+
+    def set_charging(self, charging: bool) -> None:
+        self._advance()
+        self._charging = charging
+
+    def read(self) -> Reading:
+        self._advance()
+        return Reading(round(self._level), self._charging)
+
+    def close(self) -> None:
+        pass

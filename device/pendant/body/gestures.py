@@ -1,0 +1,113 @@
+"""What the wearer means with the one button: pure logic, fed edge times, no I/O.
+
+The gestures, as a wearer does them:
+
+- **Press and hold = talk.** Talk starts the moment the button goes down (`TALK_START`) and
+  ends when it comes up (`TALK_END`). Waiting to see whether a press becomes something else
+  would cut off the first word, so talk never waits.
+- **Double press = read this** (`CAPTURE`): two short presses (each up within
+  `double_press_s`), the second starting within `double_press_s` of the first one's release.
+  It fires as the second press goes down; that press then starts no talk. The first press
+  was a very short talk: the ears hear a fraction of a second that matches nothing.
+- **Long hold = privacy mute toggle.** At `long_hold_s` the hold stops being talk: the talk
+  ends there (`TALK_END`, so the ears are never left with a press that does not end) and a
+  buzz (`MUTE_ARMED`) says "let go now to toggle the mute". Letting go before
+  `pairing_hold_s` toggles it (`MUTE_TOGGLE`). Acting on the release rather than at the buzz
+  means a wearer who holds on to pair never flips the mute on the way, and so never opens
+  the microphone by surprise. The price: in press-to-talk mode a command must be said
+  within `long_hold_s` of pressing.
+- **Very long hold = open the pairing window** (`PAIRING`), at `pairing_hold_s`, while still
+  held; the release after it does nothing.
+
+Times are `time.monotonic()` seconds of the edges themselves (taken on the GPIO thread), so a
+busy event loop delays the actions but never changes which gesture was made. `poll(now)`
+must be called by `deadline_s()` at the latest, for the hold thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Action(Enum):
+    TALK_START = "talk_start"
+    TALK_END = "talk_end"
+    TALK_CANCEL = "talk_cancel"  # what was held was no talk (a tap, a hold for the mute)
+    CAPTURE = "capture"
+    MUTE_ARMED = "mute_armed"
+    MUTE_TOGGLE = "mute_toggle"
+    PAIRING = "pairing"
+
+
+class _State(Enum):
+    IDLE = "idle"
+    TALKING = "talking"
+    ARMED = "armed"  # past long_hold_s: releasing toggles the mute
+    SPENT = "spent"  # the press did its job (capture, pairing); its release means nothing
+
+
+@dataclass(frozen=True)
+class Timings:
+    double_press_s: float = 0.4
+    long_hold_s: float = 2.0
+    pairing_hold_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.double_press_s < self.long_hold_s < self.pairing_hold_s:
+            raise ValueError("need 0 < double_press_s < long_hold_s < pairing_hold_s")
+
+
+class Gestures:
+    def __init__(self, timings: Timings | None = None) -> None:
+        self.timings = timings or Timings()
+        self._state = _State.IDLE
+        self._pressed_at_s = 0.0
+        self._tap_released_at_s: float | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._state is not _State.IDLE
+
+    def press(self, at_s: float) -> list[Action]:
+        if self._state is not _State.IDLE:
+            return []  # a repeated edge (contact bounce the debounce let through)
+        self._pressed_at_s = at_s
+        tap_end, self._tap_released_at_s = self._tap_released_at_s, None
+        if tap_end is not None and at_s - tap_end <= self.timings.double_press_s:
+            self._state = _State.SPENT
+            return [Action.CAPTURE]
+        self._state = _State.TALKING
+        return [Action.TALK_START]
+
+    def release(self, at_s: float) -> list[Action]:
+        actions = self.poll(at_s)  # thresholds the hold crossed before it ended
+        state, self._state = self._state, _State.IDLE
+        if state is _State.TALKING:
+            short = at_s - self._pressed_at_s <= self.timings.double_press_s
+            self._tap_released_at_s = at_s if short else None
+            # A tap is too short for a command, and may be half a double press: the ears drop
+            # it instead of answering it with "not recognized".
+            actions.append(Action.TALK_CANCEL if short else Action.TALK_END)
+        elif state is _State.ARMED:
+            actions.append(Action.MUTE_TOGGLE)
+        return actions
+
+    def poll(self, now_s: float) -> list[Action]:
+        actions: list[Action] = []
+        held_s = now_s - self._pressed_at_s
+        if self._state is _State.TALKING and held_s >= self.timings.long_hold_s:
+            self._state = _State.ARMED
+            actions += [Action.TALK_CANCEL, Action.MUTE_ARMED]
+        if self._state is _State.ARMED and held_s >= self.timings.pairing_hold_s:
+            self._state = _State.SPENT
+            actions.append(Action.PAIRING)
+        return actions
+
+    def deadline_s(self) -> float | None:
+        """When `poll` next has something to say, if the button stays down."""
+        if self._state is _State.TALKING:
+            return self._pressed_at_s + self.timings.long_hold_s
+        if self._state is _State.ARMED:
+            return self._pressed_at_s + self.timings.pairing_hold_s
+        return None

@@ -1,0 +1,87 @@
+"""What the LED should say, decided from bus events: pure logic, no I/O.
+
+One pattern at a time, the first that applies in `PRIORITY`:
+
+identify (a phone asked "which one are you?", a few seconds) > error (a few seconds after an
+error event) > muted (mic or camera muted in software, or the hardware switch) > low battery
+(low and not charging) > thinking > listening (a sensor is capturing) > off.
+
+`listening` and `thinking` come from `activity` events that the capture code itself
+publishes, so the LED follows what the sensors do, not what was asked of them. A sensor
+whose service died while capturing keeps the LED on `listening`: wrong towards caution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pendant.events import Activity, Battery, Camera, Command, Error, Event, Status
+
+PRIORITY = (
+    "identify",
+    "error",
+    "muted",
+    "low_battery",
+    "thinking",
+    "listening",
+    "off",
+)
+IDENTIFY_S = 5.0
+ERROR_S = 2.0
+
+
+@dataclass
+class Indicators:
+    mic_muted: bool = False
+    camera_muted: bool = False
+    hardware_muted: bool = False
+    battery_low: bool = False
+    charging: bool = False
+    activity: dict[str, str] = field(default_factory=dict)
+    identify_until_s: float = -math.inf
+    error_until_s: float = -math.inf
+
+    @property
+    def software_muted(self) -> bool:
+        """Muted as the ears and eyes enforce it (what a mute toggle starts from)."""
+        return self.mic_muted or self.camera_muted
+
+    @property
+    def muted(self) -> bool:
+        return self.software_muted or self.hardware_muted
+
+    def apply(self, event: Event, now_s: float) -> None:
+        if isinstance(event, Status):
+            self.mic_muted = event.mic_muted
+        elif isinstance(event, Camera):
+            self.camera_muted = event.muted
+        elif isinstance(event, Activity):
+            self.activity[event.sensor] = event.state
+        elif isinstance(event, Battery):
+            self.battery_low, self.charging = event.low, event.charging
+        elif isinstance(event, Error):
+            self.flash_error(now_s)
+        elif isinstance(event, Command) and event.name == "identify":
+            self.identify_until_s = now_s + IDENTIFY_S
+
+    def flash_error(self, now_s: float) -> None:
+        self.error_until_s = now_s + ERROR_S
+
+    def pattern(self, now_s: float) -> str:
+        states = set(self.activity.values())
+        applies = {
+            "identify": now_s < self.identify_until_s,
+            "error": now_s < self.error_until_s,
+            "muted": self.muted,
+            "low_battery": self.battery_low and not self.charging,
+            "thinking": "thinking" in states,
+            "listening": "capturing" in states,
+            "off": True,
+        }
+        return next(name for name in PRIORITY if applies[name])
+
+    def next_change_s(self, now_s: float) -> float | None:
+        """When a timed pattern (identify, error) runs out, if one is running."""
+        ends = [t for t in (self.identify_until_s, self.error_until_s) if t > now_s]
+        return min(ends, default=None)

@@ -1,0 +1,42 @@
+"""The LED: one named pattern at a time (see `indicators` for which one), on a PWM pin."""
+
+from __future__ import annotations
+
+from pendant.body.player import Output, Player, Step
+
+
+def _breathe(period_s: float, steps: int = 10) -> tuple[Step, ...]:
+    # A triangle in brightness: cheap to drive, and the eye sees a soft pulse.
+    up = [(i / steps, period_s / (2 * steps)) for i in range(steps)]
+    down = [(1 - i / steps, period_s / (2 * steps)) for i in range(steps)]
+    return (*up, *down)
+
+
+PATTERNS: dict[str, tuple[Step, ...]] = {
+    "off": ((0.0, 0.0),),
+    # Steady while a sensor is open: the plainest signal for the one that matters most.
+    "listening": ((1.0, 0.0),),
+    "thinking": _breathe(1.0),
+    # A dim glow: visibly not off, and a cost a battery can carry for hours.
+    "muted": ((0.08, 0.0),),
+    "error": ((1.0, 0.1), (0.0, 0.1)),
+    "low_battery": ((0.6, 0.15), (0.0, 3.85)),
+    "identify": ((1.0, 0.25), (0.0, 0.25)),
+}
+
+
+class Led:
+    def __init__(self, output: Output) -> None:
+        self._player = Player(output)
+        self.pattern = "off"
+        output.value = 0.0
+
+    def show(self, pattern: str) -> None:
+        if pattern == self.pattern:
+            return
+        self._player.play(PATTERNS[pattern], repeat=True)
+        self.pattern = pattern
+
+    def close(self) -> None:
+        self._player.stop()
+        self.pattern = "off"

@@ -1,0 +1,297 @@
+"""The body on the bus (`pendant service body`, or inside `pendant run`).
+
+Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `hardware_mute`
+(retained: the switch), `battery`. In: `status` and `camera` (the mute state as enforced),
+`activity` (the sensors at work), `error`, `cmd/identify`. Feedback listens to events, so a
+fault in the LED or the motor cannot stall the ears or the eyes.
+
+One loop, one consumer: GPIO edges (handed over from gpiozero's threads) and bus events go
+through one queue to the main loop, which alone changes state, publishes gestures, picks the
+LED pattern and beats the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from pendant import bus, notify
+from pendant.body.battery import Gauge, GaugeUnavailable, Reporter, create_gauge
+from pendant.body.gestures import Action, Gestures, Timings
+from pendant.body.gpio import create_pin_factory
+from pendant.body.haptic import Haptic
+from pendant.body.hardware import BodyHardware, Edge
+from pendant.body.indicators import Indicators
+from pendant.body.led import Led
+from pendant.body.pins import load_pins
+from pendant.config import Config
+from pendant.errors import PendantError
+from pendant.events import (
+    Activity,
+    Battery,
+    Button,
+    Camera,
+    Command,
+    Error,
+    Event,
+    EventError,
+    HardwareMute,
+    Status,
+    parse_event,
+)
+
+log = logging.getLogger(__name__)
+
+# The main loop turns at least this often, so the heartbeat proves it alive while idle.
+BEAT_S = 0.5
+SUBSCRIPTIONS = ("status", "camera", "activity", "error", "cmd/identify")
+FOLLOWED: tuple[type[Event], ...] = (Status, Camera, Activity, Error, Command)
+
+
+class BodyService:
+    """Button, switch, LED, motor and battery gauge on the bus.
+
+    `factory`: a gpiozero pin factory to use instead of the configured one (a test's
+    MockFactory, say); `gauge`: a battery gauge instead of the configured one.
+    `on_pairing` is called when the wearer holds the button for `body.pairing_hold_s`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        factory: Any = None,
+        gauge: Gauge | None = None,
+        on_pairing: Callable[[], object] | None = None,
+    ) -> None:
+        self.config = config
+        body = config.body
+        # Everything that can fail on bad config or missing hardware fails here, before READY.
+        self.pins = load_pins()
+        self._own_factory = factory is None
+        self.factory = create_pin_factory(body.pin_factory) if factory is None else factory
+        try:
+            self.hardware = BodyHardware(self.factory, self.pins)
+        except BaseException:
+            self._close_factory()
+            raise
+        self.gauge = gauge if gauge is not None else create_gauge(body)
+        self.led = Led(self.hardware.led)
+        self.haptic = Haptic(self.hardware.motor)
+        self.gestures = Gestures(
+            Timings(body.double_press_s, body.long_hold_s, body.pairing_hold_s)
+        )
+        self.indicators = Indicators()
+        self.heartbeat = notify.Heartbeat()
+        self.on_pairing = on_pairing
+        self.pairing_requests = 0
+        self.ready = asyncio.Event()
+        self._inbox: asyncio.Queue[Edge | Event] = asyncio.Queue()
+        self._closed = False
+
+    @property
+    def led_pattern(self) -> str:
+        return self.led.pattern
+
+    async def run(self, on_ready: Callable[[], object] | None = None) -> None:
+        """Until cancelled (or the bus fails); the pins are released when it returns."""
+        try:
+            async with bus.bus_client(self.config.bus, "pendant-body") as client:
+                for name in SUBSCRIPTIONS:
+                    await client.subscribe(bus.topic(name), qos=bus.QOS)
+                self.hardware.attach(asyncio.get_running_loop(), self._inbox.put_nowait)
+                # Read after attaching: a flip in between arrives as an edge, not lost.
+                self.indicators.hardware_muted = self.hardware.hardware_muted
+                await self._publish_hardware_mute(client)
+                tasks = {
+                    asyncio.create_task(self._main(client), name="body-main"),
+                    asyncio.create_task(self._read_bus(client), name="body-bus"),
+                }
+                if self.gauge is not None:
+                    tasks.add(asyncio.create_task(self._watch_battery(client), name="body-battery"))
+                try:
+                    self.ready.set()
+                    if on_ready is not None:
+                        on_ready()
+                    # None of them ends by itself: the first to end takes the service down
+                    # (and systemd restarts it), rather than a body that silently went deaf.
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+                    raise PendantError(f"body: {done.pop().get_name()} ended unexpectedly")
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        except aiomqtt.MqttError as exc:
+            where = self.config.bus.socket or self.config.bus.host
+            raise PendantError(f"bus at {where}: {exc}") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Idempotent: LED and motor off, pins released, the gauge closed."""
+        if self._closed:
+            return
+        self._closed = True
+        self.led.close()
+        self.haptic.close()
+        self.hardware.close()
+        if self.gauge is not None:
+            self.gauge.close()
+        self._close_factory()
+
+    def _close_factory(self) -> None:
+        if self._own_factory and self.factory is not None:
+            self.factory.close()
+
+    # --- the main loop --------------------------------------------------------------------
+
+    async def _main(self, client: aiomqtt.Client) -> None:
+        while True:
+            self.heartbeat.beat()
+            now = time.monotonic()
+            wake = min(
+                t
+                for t in (
+                    now + BEAT_S,
+                    self.gestures.deadline_s(),
+                    self.indicators.next_change_s(now),
+                )
+                if t is not None
+            )
+            item: Edge | Event | None = None
+            try:
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    item = await self._inbox.get()
+            except TimeoutError:
+                pass
+            if isinstance(item, Edge):
+                await self._on_edge(client, item)
+            elif item is not None:
+                self.indicators.apply(item, time.monotonic())
+            await self._act(client, self.gestures.poll(time.monotonic()))
+            self.led.show(self.indicators.pattern(time.monotonic()))
+
+    async def _on_edge(self, client: aiomqtt.Client, edge: Edge) -> None:
+        if edge.source == "switch":
+            if edge.active != self.indicators.hardware_muted:
+                self.indicators.hardware_muted = edge.active
+                log.info("hardware mute switch %s", "on" if edge.active else "off")
+                await self._publish_hardware_mute(client)
+            return
+        at_s = edge.at_s
+        actions = self.gestures.press(at_s) if edge.active else self.gestures.release(at_s)
+        await self._act(client, actions)
+
+    async def _act(self, client: aiomqtt.Client, actions: list[Action]) -> None:
+        device_id = self.config.device_id
+        for action in actions:
+            log.debug("gesture: %s", action.value)
+            if action is Action.TALK_START:
+                self.haptic.buzz("short")
+                await bus.publish(client, Button(device_id=device_id, action="press"))
+            elif action is Action.TALK_END:
+                await bus.publish(client, Button(device_id=device_id, action="release"))
+            elif action is Action.TALK_CANCEL:
+                await bus.publish(client, Button(device_id=device_id, action="cancel"))
+            elif action is Action.CAPTURE:
+                self.haptic.buzz("short")
+                await self._command(client, Command(device_id=device_id, name="capture"))
+            elif action is Action.MUTE_ARMED:
+                self.haptic.buzz("short")
+            elif action is Action.MUTE_TOGGLE:
+                await self._toggle_mute(client)
+            elif action is Action.PAIRING:
+                self._pairing()
+
+    async def _toggle_mute(self, client: aiomqtt.Client) -> None:
+        mute = not self.indicators.software_muted
+        if not mute and self.indicators.hardware_muted:
+            # The switch wins: software may add a mute under it, never lift it.
+            log.warning("mute gesture: the hardware mute switch is on; cannot unmute")
+            self.haptic.buzz("long")
+            self.indicators.flash_error(time.monotonic())
+            return
+        log.info("mute gesture: %s", "muting" if mute else "unmuting")
+        self.haptic.buzz("short")
+        command = Command(device_id=self.config.device_id, name="mute", mic=mute, camera=mute)
+        await self._command(client, command)
+
+    def _pairing(self) -> None:
+        """The very long hold. The pairing window itself is wired by whoever owns pairing."""
+        self.pairing_requests += 1
+        self.haptic.buzz("double")
+        if self.on_pairing is None:
+            log.info("pairing gesture: no pairing window is wired to the button yet")
+            return
+        log.info("pairing gesture: opening the pairing window")
+        self.on_pairing()
+
+    async def _command(self, client: aiomqtt.Client, command: Command) -> None:
+        await client.publish(bus.topic(f"cmd/{command.name}"), command.to_json(), qos=bus.QOS)
+
+    async def _publish_hardware_mute(self, client: aiomqtt.Client) -> None:
+        muted = self.indicators.hardware_muted
+        event = HardwareMute(device_id=self.config.device_id, mic=muted, camera=muted)
+        # Retained: an ears or eyes process that starts later learns the switch at once.
+        await client.publish(bus.topic(event.type), event.to_json(), qos=bus.QOS, retain=True)
+
+    # --- helpers feeding the main loop ----------------------------------------------------
+
+    async def _read_bus(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
+            except EventError as exc:
+                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
+                continue
+            if isinstance(event, FOLLOWED):
+                self._inbox.put_nowait(event)
+
+    async def _watch_battery(self, client: aiomqtt.Client) -> None:
+        assert self.gauge is not None
+        body = self.config.body
+        reporter = Reporter(body.low_battery_pct, body.battery_report_s)
+        failing = False
+        while True:
+            try:
+                reading = self.gauge.read()
+            except GaugeUnavailable as exc:
+                if not failing:  # once per outage, not every poll
+                    log.warning("battery: %s", exc)
+                failing = True
+            else:
+                failing = False
+                if reporter.due(reading, time.monotonic()):
+                    event = Battery(
+                        device_id=self.config.device_id,
+                        pct=reading.pct,
+                        charging=reading.charging,
+                        low=reporter.is_low(reading),
+                    )
+                    await bus.publish(client, event)
+                    self._inbox.put_nowait(event)
+            await asyncio.sleep(body.battery_poll_s)
+
+
+async def serve(config: Config, config_path: Path | None) -> None:
+    """`pendant service body`: the body under systemd (READY, watchdog, SIGTERM)."""
+    from pendant.services import _supervised
+
+    service = BodyService(config)
+    gauge = service.gauge.name if service.gauge is not None else "no battery gauge"
+
+    def announce() -> None:
+        notify.ready(f"body ({config.body.pin_factory}, {gauge})")
+
+    main: Awaitable[None] = service.run(on_ready=announce)
+    try:
+        await _supervised(main, service.heartbeat)
+    finally:
+        service.close()  # a SIGTERM before run() began must still release the pins

@@ -1,0 +1,241 @@
+"""The ears as a service: audio in, events out on the bus, buttons and commands in.
+
+`pendant service ears` runs it alone (services.py); `pendant run` beside the others
+(runner.py). Kept apart from services.py so the other services do not load the speech stack
+(onnxruntime, pocketsphinx, numpy): the body would need twice its memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiomqtt
+
+from pendant import bus, notify
+from pendant.asr import create_recognizer
+from pendant.audio import AudioSource, create_source
+from pendant.config import Config, CustomSentences, load_config
+from pendant.ears import Ears, Understanding
+from pendant.errors import PendantError
+from pendant.events import Button, Command, Event, EventError, Sentences, SentenceSet, parse_event
+from pendant.gate import PUBLIC_NAMES
+from pendant.grammar import build_grammar, check_sentences
+from pendant.models import model_path
+from pendant.nlu import IntentParser
+from pendant.services import MuteMemory
+from pendant.vad import SileroVad
+
+log = logging.getLogger(__name__)
+
+CONFIG_POLL_S = 2.0
+
+
+def understand(config: Config) -> Understanding:
+    check_sentences(config)
+    grammar = build_grammar(config)
+    return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
+
+
+class SentenceStore:
+    """The sentences the phone set, kept in the ears' StateDirectory across restarts.
+
+    They come on top of the config file's `home.sentences`, which the phone cannot change.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        directory = directory or os.environ.get("STATE_DIRECTORY")
+        self.path = Path(directory) / "sentences.json" if directory else None
+
+    def load(self) -> list[SentenceSet]:
+        if self.path is None:
+            return []
+        try:
+            data = json.loads(self.path.read_text())
+            return [SentenceSet.model_validate(item) for item in data]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s (%s): the phone's sentences are left out", self.path, exc)
+            return []
+
+    def save(self, sets: list[SentenceSet]) -> None:
+        """Raises PendantError when the disk refuses, so the phone is told it did not stick."""
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps([s.model_dump() for s in sets]))
+            tmp.replace(self.path)
+        except OSError as exc:
+            raise PendantError(
+                f"cannot keep the sentences in {self.path}: {exc.strerror}"
+            ) from None
+
+
+def with_sentences(config: Config, sets: list[SentenceSet]) -> Config:
+    """The config with the phone's sentences after the config file's own."""
+    if not sets:
+        return config
+    extra = [CustomSentences(intent=s.intent, sentences=list(s.sentences)) for s in sets]
+    home = config.home.model_copy(update={"sentences": [*config.home.sentences, *extra]})
+    return config.model_copy(update={"home": home})
+
+
+class EarsService:
+    """The ears on the bus: audio in, events out, buttons and commands in."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        source: AudioSource | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        # Everything that can fail on bad config or a missing model fails here, before READY.
+        self.silero = SileroVad(model_path(config, "silero-vad"))
+        self.source = source or create_source(config.audio)
+        self.home_config = config
+        """The config file as last read, before the phone's sentences are added."""
+        self._publish: Callable[[Event], Awaitable[None]] | None = None
+        self.sentence_store = SentenceStore()
+        self.phone_sentences = self.sentence_store.load()
+        try:
+            self.understanding = understand(with_sentences(config, self.phone_sentences))
+        except PendantError as exc:
+            # Only if the templates changed under them since they were accepted.
+            log.error("the phone's sentences are left out: %s", exc)
+            self.phone_sentences = []
+            self.understanding = understand(config)
+        self.heartbeat = notify.Heartbeat()
+        self.mute_memory = MuteMemory()
+        self.sent = 0
+        self.ears: Ears | None = None
+
+    async def run(self, before_audio: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Until the audio source ends, or until cancelled."""
+        try:
+            # Persistent: a mute sent while the ears restart is waiting for them on return.
+            async with bus.bus_client(self.config.bus, "pendant-ears", persistent=True) as client:
+
+                async def publish(event: Event) -> None:
+                    if event.type in PUBLIC_NAMES:
+                        self.sent += 1  # what the link will receive; runner.py drains on it
+                    await bus.publish(client, event)
+
+                self._publish = publish
+
+                self.ears = Ears(
+                    self.understanding,
+                    self.source,
+                    self.silero,
+                    publish,
+                    self.heartbeat,
+                    on_mute=self.mute_memory.save,
+                )
+                if self.mute_memory.load():
+                    await self.ears.set_muted(True)
+                await client.subscribe(bus.topic("button"), qos=bus.QOS)
+                await client.subscribe(bus.topic("hardware_mute"), qos=bus.QOS)
+                await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
+                if before_audio is not None:
+                    await before_audio()
+                await publish(self._sentences_event())
+                helpers = [
+                    asyncio.create_task(self._inbox(client), name="inbox"),
+                    asyncio.create_task(self.watch_config(), name="config"),
+                ]
+                try:
+                    await self.ears.run()
+                finally:
+                    for task in helpers:
+                        task.cancel()
+                    await asyncio.gather(*helpers, return_exceptions=True)
+        except aiomqtt.MqttError as exc:
+            where = self.config.bus.socket or self.config.bus.host
+            raise PendantError(f"bus at {where}: {exc}") from None
+        finally:
+            self.source.close()
+
+    async def _inbox(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
+            except EventError as exc:
+                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
+                continue
+            if self.ears is None:
+                continue
+            if isinstance(event, Button):
+                await self.ears.on_button(event)
+            elif isinstance(event, Command) and event.name == "sentences":
+                answer = self.apply_sentences(event.sentences or [])
+                if self._publish is not None:
+                    await self._publish(answer)
+            else:
+                await self.ears.on_command(event)
+
+    def _sentences_event(self, error: str | None = None) -> Sentences:
+        return Sentences(
+            device_id=self.config.device_id,
+            sets=self.phone_sentences,
+            accepted=error is None,
+            error=error,
+        )
+
+    def apply_sentences(self, sets: list[SentenceSet]) -> Sentences:
+        """Check, keep and run the phone's sentences; or keep the old ones and say why."""
+        try:
+            # Their own numbering first, so the error points at what the phone sent.
+            check_sentences(self.home_config, sets, label="sentences")
+            understanding = understand(with_sentences(self.home_config, sets))
+        except PendantError as exc:
+            log.warning("sentences from the phone refused: %s", exc)
+            return self._sentences_event(str(exc)[:500])
+        try:
+            self.sentence_store.save(sets)
+        except PendantError as exc:
+            understanding.recognizer.close()
+            log.error("%s", exc)
+            return self._sentences_event(str(exc)[:500])
+        self._swap(understanding)
+        self.phone_sentences = sets
+        log.info("sentences from the phone: %d intents, grammar rebuilt", len(sets))
+        return self._sentences_event()
+
+    def _swap(self, understanding: Understanding) -> None:
+        if self.ears is not None:
+            self.ears.understanding.recognizer.close()
+            self.ears.understanding = understanding
+        else:
+            self.understanding.recognizer.close()
+        self.understanding = understanding
+
+    async def watch_config(self) -> None:
+        """Rebuild the grammar when the config file changes; keep the old one if it is bad."""
+        if self.config_path is None:
+            return
+        seen = self.config_path.stat().st_mtime_ns
+        while True:
+            await asyncio.sleep(CONFIG_POLL_S)
+            try:
+                mtime = self.config_path.stat().st_mtime_ns
+            except OSError:
+                continue
+            if mtime == seen:
+                continue
+            seen = mtime
+            try:
+                config = load_config(self.config_path)
+                understanding = understand(with_sentences(config, self.phone_sentences))
+            except PendantError as exc:
+                log.error("config change ignored, keeping the running one: %s", exc)
+                continue
+            self._swap(understanding)
+            self.home_config = config
+            log.info("config changed: grammar rebuilt")

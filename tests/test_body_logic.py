@@ -1,0 +1,320 @@
+"""The body's pure parts: gestures, LED choice, battery policy and backends, pins, lgpio's
+working directory. No bus, no event loop; times are made up, so nothing here waits."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pendant.body import gpio
+from pendant.body.battery import GaugeUnavailable, Reading, Reporter, create_gauge
+from pendant.body.battery.pisugar3 import PiSugar3
+from pendant.body.battery.simulated import SimulatedGauge
+from pendant.body.gestures import Action, Gestures, Timings
+from pendant.body.indicators import ERROR_S, IDENTIFY_S, PRIORITY, Indicators
+from pendant.body.led import PATTERNS
+from pendant.body.pins import BODY_PINS, load_pins, parse_pins
+from pendant.config import BodyConfig, parse_config
+from pendant.errors import BackendUnavailable, ConfigError
+from pendant.events import Activity, Battery, Camera, Command, Error, Status
+
+T = Timings(double_press_s=0.4, long_hold_s=2.0, pairing_hold_s=8.0)
+DEV = "pendant-test"
+
+
+# --- gestures -------------------------------------------------------------------------------
+
+
+def test_hold_to_talk_starts_at_once_and_ends_on_release() -> None:
+    g = Gestures(T)
+    assert g.press(10.0) == [Action.TALK_START]
+    assert g.poll(11.5) == []
+    assert g.deadline_s() == 12.0
+    assert g.release(11.9) == [Action.TALK_END]
+    assert g.deadline_s() is None
+
+
+def test_double_press_is_capture_and_its_second_press_starts_no_talk() -> None:
+    g = Gestures(T)
+    assert g.press(0.0) == [Action.TALK_START]
+    assert g.release(0.1) == [Action.TALK_CANCEL]  # a tap: no talk
+    assert g.press(0.3) == [Action.CAPTURE]
+    assert g.poll(5.0) == []  # a spent press: no long hold from it
+    assert g.release(5.0) == []
+    # A third press is talk again, not another capture.
+    assert g.press(5.1) == [Action.TALK_START]
+
+
+@pytest.mark.parametrize(
+    ("first_up_s", "second_down_s"),
+    [(0.5, 0.6), (0.1, 0.6)],  # the first press too long; the gap too long
+)
+def test_presses_too_long_or_too_far_apart_are_two_talks(
+    first_up_s: float, second_down_s: float
+) -> None:
+    g = Gestures(T)
+    g.press(0.0)
+    g.release(first_up_s)
+    assert g.press(second_down_s) == [Action.TALK_START]
+
+
+def test_long_hold_ends_the_talk_at_the_buzz_and_toggles_on_release() -> None:
+    g = Gestures(T)
+    g.press(0.0)
+    assert g.poll(2.0) == [Action.TALK_CANCEL, Action.MUTE_ARMED]
+    assert g.deadline_s() == 8.0
+    assert g.release(3.0) == [Action.MUTE_TOGGLE]
+    # The mute gesture is not the first half of a double press.
+    assert g.press(3.1) == [Action.TALK_START]
+
+
+def test_very_long_hold_opens_pairing_and_never_toggles_the_mute() -> None:
+    g = Gestures(T)
+    g.press(0.0)
+    assert g.poll(2.5) == [Action.TALK_CANCEL, Action.MUTE_ARMED]
+    assert g.poll(8.0) == [Action.PAIRING]
+    assert g.release(9.0) == []
+
+
+def test_a_late_loop_still_sees_the_gesture_the_edges_made() -> None:
+    # The loop never polled during the hold (busy): the release edge's own time decides.
+    g = Gestures(T)
+    g.press(0.0)
+    assert g.release(3.0) == [Action.TALK_CANCEL, Action.MUTE_ARMED, Action.MUTE_TOGGLE]
+    g.press(10.0)
+    assert g.release(19.0) == [Action.TALK_CANCEL, Action.MUTE_ARMED, Action.PAIRING]
+
+
+def test_repeated_edges_are_ignored() -> None:
+    g = Gestures(T)
+    assert g.press(0.0) == [Action.TALK_START]
+    assert g.press(0.01) == []
+    assert g.release(1.0) == [Action.TALK_END]
+    assert g.release(1.01) == []
+
+
+def test_timings_must_be_in_order() -> None:
+    with pytest.raises(ValueError):
+        Timings(double_press_s=0.5, long_hold_s=0.4, pairing_hold_s=8)
+
+
+# --- which LED pattern ------------------------------------------------------------------------
+
+
+def test_led_priority_follows_the_events() -> None:
+    ind = Indicators()
+    assert ind.pattern(0) == "off"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
+    assert ind.pattern(0) == "listening"
+    ind.apply(Activity(device_id=DEV, sensor="camera", state="thinking"), 0)
+    assert ind.pattern(0) == "thinking"
+    ind.apply(Battery(device_id=DEV, pct=10, low=True), 0)
+    assert ind.pattern(0) == "low_battery"
+    ind.apply(Battery(device_id=DEV, pct=10, low=True, charging=True), 0)
+    assert ind.pattern(0) == "thinking"  # charging: low, but being dealt with
+    ind.apply(Camera(device_id=DEV, muted=True), 0)
+    assert ind.pattern(0) == "muted"
+    ind.apply(Error(device_id=DEV, reason="bad command"), 100)
+    assert ind.pattern(100) == "error"
+    assert ind.next_change_s(100) == 100 + ERROR_S
+    ind.apply(Command(device_id=DEV, name="identify"), 100)
+    assert ind.pattern(100) == "identify"
+    assert ind.next_change_s(100) == 100 + ERROR_S  # the sooner of the two
+    assert ind.pattern(100 + IDENTIFY_S) == "muted"
+    assert ind.next_change_s(100 + IDENTIFY_S) is None
+
+
+def test_mute_sources() -> None:
+    ind = Indicators()
+    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    assert ind.software_muted and ind.pattern(0) == "muted"
+    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    assert not ind.muted
+    ind.hardware_muted = True
+    assert ind.muted and not ind.software_muted and ind.pattern(0) == "muted"
+
+
+def test_every_pattern_is_defined_and_sane() -> None:
+    assert set(PRIORITY) == set(PATTERNS)
+    for steps in PATTERNS.values():
+        assert steps and all(0 <= level <= 1 and seconds >= 0 for level, seconds in steps)
+
+
+# --- battery ----------------------------------------------------------------------------------
+
+
+def test_reporter_sends_on_change_and_every_so_often() -> None:
+    r = Reporter(low_pct=15, every_s=60)
+    assert r.due(Reading(50, False), 0)
+    assert not r.due(Reading(50, False), 30)
+    assert r.due(Reading(49, False), 31)
+    assert r.due(Reading(49, True), 32)
+    assert not r.due(Reading(49, True), 91)
+    assert r.due(Reading(49, True), 92)
+    assert r.is_low(Reading(14, False)) and not r.is_low(Reading(15, False))
+
+
+def test_simulated_gauge_drains_and_charges_on_its_clock() -> None:
+    now = [0.0]
+    g = SimulatedGauge(start_pct=20, drain_pct_per_min=6, clock=lambda: now[0])
+    assert g.read() == Reading(20, False)
+    now[0] = 60.0
+    assert g.read() == Reading(14, False)
+    g.set_charging(True)
+    now[0] = 120.0
+    assert g.read() == Reading(20, True)
+    g.set_level(3)
+    assert g.read() == Reading(3, True)
+    now[0] = 10_000.0
+    assert g.read().pct == 100
+
+
+class FakeSMBus:
+    """The PiSugar 3's registers as smbus2 would read them."""
+
+    def __init__(self, registers: dict[int, int] | None, address: int = 0x57) -> None:
+        self.registers = registers
+        self.address = address
+        self.closed = False
+
+    def read_byte_data(self, address: int, register: int) -> int:
+        if self.registers is None or address != self.address:
+            raise OSError(errno.EREMOTEIO, os.strerror(errno.EREMOTEIO))
+        return self.registers[register]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("ctrl1", "charging"),
+    [(0b1100_0000, True), (0b1000_0000, False), (0b0100_0000, False), (0, False)],
+)
+def test_pisugar3_reads_percent_and_charging(ctrl1: int, charging: bool) -> None:
+    gauge = PiSugar3(smbus=FakeSMBus({0x2A: 87, 0x02: ctrl1}))
+    assert gauge.read() == Reading(87, charging)
+
+
+def test_pisugar3_that_does_not_answer_is_unavailable() -> None:
+    bus = FakeSMBus(None)
+    gauge = PiSugar3(smbus=bus)
+    with pytest.raises(GaugeUnavailable, match="does not answer"):
+        gauge.read()
+    gauge.close()
+    gauge.close()
+    assert bus.closed
+
+
+def test_missing_i2c_bus_is_one_warning_and_no_gauge(caplog: pytest.LogCaptureFixture) -> None:
+    config = BodyConfig(battery="pisugar3", i2c_bus=31)  # no /dev/i2c-31 here
+    with caplog.at_level(logging.WARNING, logger="pendant.body.battery"):
+        assert create_gauge(config) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "no battery reports" in warnings[0], warnings
+
+
+def test_simulated_gauge_is_created_from_config() -> None:
+    gauge = create_gauge(BodyConfig(battery="simulated", simulated_start_pct=42))
+    assert gauge is not None and gauge.read().pct == 42
+
+
+# --- pins -------------------------------------------------------------------------------------
+
+
+def test_the_shipped_pin_map_has_every_body_pin() -> None:
+    pins = load_pins()
+    for name, kind in BODY_PINS.items():
+        assert pins[name].kind == kind
+    assert pins["button"].pull == "up" and pins["mute_switch"].pull == "up"
+    # Clear of I2S (GPIO 18-21) and I2C (GPIO 2-3), which the mic and the gauge use.
+    body_gpios = {pins[n].gpio for n in BODY_PINS}
+    assert not body_gpios & {2, 3, 18, 19, 20, 21}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[button]\ngpio = 17\nheader = 11\nkind = 'input'\n", "no \\[mute_switch\\]"),
+        ("[a]\ngpio = 5\nheader = 29\nkind = 'input'\n[b]\ngpio = 5\nheader = 31\nkind = 'pwm'\n",
+         "share gpio 5"),
+        ("[a]\ngpio = 99\nheader = 1\nkind = 'input'\n", "BCM GPIO"),
+        ("[a\n", "not valid TOML"),
+    ],
+)  # fmt: skip
+def test_a_broken_pin_map_is_a_one_line_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_pins(text)
+
+
+# --- lgpio's working directory ---------------------------------------------------------------
+
+
+def test_a_writable_lg_wd_is_kept(tmp_path: Path) -> None:
+    env = {"LG_WD": str(tmp_path)}
+    assert gpio.prepare_lgpio_workdir(env, candidates=[]) == tmp_path
+    assert env["LG_WD"] == str(tmp_path)
+
+
+def test_unset_or_unusable_lg_wd_moves_to_the_first_writable_candidate(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    for env in ({}, {"LG_WD": str(tmp_path / "missing")}, {"LG_WD": str(a_file)}):
+        got = gpio.prepare_lgpio_workdir(
+            env, candidates=[None, str(tmp_path / "missing"), a_file, runtime]
+        )
+        assert got == runtime and env["LG_WD"] == str(runtime)
+
+
+def test_the_units_runtime_directory_comes_first(tmp_path: Path) -> None:
+    env = {"RUNTIME_DIRECTORY": f"{tmp_path}:/elsewhere", "XDG_RUNTIME_DIR": "/nope"}
+    assert gpio.prepare_lgpio_workdir(env) == tmp_path
+
+
+def test_last_resort_is_a_private_directory_under_the_temp_root(tmp_path: Path) -> None:
+    env: dict[str, str] = {}
+    got = gpio.prepare_lgpio_workdir(env, candidates=[None], temp_root=tmp_path)
+    assert got.parent == tmp_path and env["LG_WD"] == str(got)
+    assert stat.S_IMODE(got.stat().st_mode) == 0o700
+
+
+def test_nowhere_writable_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="LG_WD"):
+        gpio.prepare_lgpio_workdir({}, candidates=[None], temp_root=tmp_path / "missing")
+
+
+def test_lgpio_factory_sets_lg_wd_before_importing_lgpio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("gpiozero")
+    # Set, then removed: monkeypatch then also removes the LG_WD the factory sets.
+    monkeypatch.setenv("LG_WD", "")
+    monkeypatch.delenv("LG_WD")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    try:
+        import lgpio  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        # This machine: no lgpio, so the factory fails with advice, after LG_WD was set.
+        with pytest.raises(BackendUnavailable, match="lgpio"):
+            gpio.create_pin_factory("lgpio")
+    else:
+        pytest.skip("lgpio is importable here: its missing-library path cannot be shown")
+    assert os.environ["LG_WD"] == str(tmp_path)
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def test_body_config_defaults_and_checks() -> None:
+    body = parse_config({}).body
+    assert (body.pin_factory, body.battery, body.low_battery_pct) == ("lgpio", "pisugar3", 15)
+    with pytest.raises(ConfigError, match="body: double_press_s < long_hold_s"):
+        parse_config({"body": {"long_hold_s": 9, "pairing_hold_s": 8}})
+    with pytest.raises(ConfigError, match=r"body\.pin_factory"):
+        parse_config({"body": {"pin_factory": "gpio"}})
