@@ -3,7 +3,9 @@
 Starts two private mosquitto brokers (the device-local bus on a unix socket, and a stand-in
 home broker on a free port), runs `pendant run` as its own process on the bundled demo audio
 (espeak-ng voices over silence, room noise and ordinary talk, rendered into .cache/), and
-prints each intent as a subscriber on the home broker receives it. Ctrl-C stops everything.
+prints each intent as a subscriber on the home broker receives it. A few seconds in, it asks
+the pendant to read the bundled label image (`cmd/capture`, as the phone's "read this" or a
+double press would), and prints the scene. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def demo_config(bus: LocalBroker, home: LocalBroker, wav: Path, realtime: bool) 
 
 def describe(payload: bytes) -> str:
     event = json.loads(payload)
+    if event["type"] == "scene":
+        text = (event.get("text") or "").replace("\n", " / ")
+        labels = ", ".join(label["name"] for label in event.get("labels", []))
+        return f"{'scene':<22} faces={event['face_count']}  labels={labels or '-'}  “{text}”"
+    if event["type"] == "battery":
+        return f"{'battery':<22} {event['pct']}%{' (low)' if event.get('low') else ''}"
     slots = "  ".join(f"{s['name']}={s['value']}" for s in event.get("slots", []))
     return f"{event['name']:<22} {slots:<40} “{event['text']}” ({event['confidence']:.2f})"
 
@@ -71,6 +79,8 @@ async def main() -> int:
         ) as viewer:
             await viewer.subscribe("pendant/+/intent/#", qos=1)
             await viewer.subscribe("pendant/+/availability", qos=1)
+            await viewer.subscribe("pendant/+/scene", qos=1)
+            await viewer.subscribe("pendant/+/battery", qos=1)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -94,17 +104,24 @@ async def main() -> int:
                     if str(message.topic).endswith("/availability"):
                         print(f"[{t:6.1f} s] pendant is {bytes(message.payload).decode()}")  # type: ignore[arg-type]
                         continue
-                    received += 1
+                    received += "/intent/" in str(message.topic)
                     print(f"[{t:6.1f} s] {describe(bytes(message.payload))}", flush=True)  # type: ignore[arg-type]
 
+            async def read_this() -> None:
+                await asyncio.sleep(6)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await viewer.publish("pendant/pendant-demo/cmd/capture", b"{}", qos=1)
+
             printer = asyncio.create_task(show())
+            asker = asyncio.create_task(read_this())
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, proc.terminate)
             code = await proc.wait()
             await asyncio.sleep(0.5)
-            printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
+            for task in (printer, asker):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     print(
         f"\n{received} intents received; the audio held {len(demo['commands'])} commands "
         f"and {len(demo['non_commands'])} sentences that were not."
