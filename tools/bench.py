@@ -11,6 +11,10 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - cpu_pct_*: process CPU time over wall time while listening, in percent of one core
   (start-up excluded).
 - peak_rss_mb: peak resident set of `pendant listen` on the demo audio, run on its own.
+- eyes_*_ms_p50: one 640x480 frame through the eyes (face guard, OCR, detector), per stage,
+  on the bundled label images and a photo with a face; eyes_peak_rss_mb: `pendant look`.
+- service_rss_mb_*: resident set of each service's process once its code is loaded (the
+  units' MemoryMax must leave room above it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -96,26 +99,87 @@ async def run_once(config: Config, wav: Path) -> tuple[MeteredSource, list[tuple
         return source, arrivals
 
 
-def peak_rss_mb(wav: Path) -> float:
-    """Peak RSS of the one-process pendant alone (`pendant listen`), not of this harness."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pendant",
-            "--config",
-            str(REPO / "examples" / "pendant.toml"),
-            "listen",
-            str(wav),
-        ],
+# The child's own high-water mark, from /proc: ru_maxrss would not do, since Linux carries the
+# parent's (this harness's, models and all) over fork and exec into the child's figure.
+_PEAK = (
+    "import atexit, re, sys\n"
+    "def _peak():\n"
+    "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+    "    sys.stderr.write(f'\\nPEAK_KB {hwm}\\n')\n"
+    "atexit.register(_peak)\n"
+)
+
+
+def child_peak_mb(code: str) -> float:
+    """Peak RSS of a fresh Python process running `code`."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK + code],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest child's: mosquitto is a few MB, the pendant is it.
-    return round(max(peak, before) / 1024, 1)
+    return round(int(done.stderr.rsplit("PEAK_KB", 1)[1].split()[0]) / 1024, 1)
+
+
+def pendant_peak_mb(*args: str) -> float:
+    """Peak RSS of `pendant ARGS` on the demo config, run on its own."""
+    argv = ["--config", str(REPO / "examples" / "pendant.toml"), *args]
+    return child_peak_mb(f"import pendant.cli as c; c.main({argv!r})")
+
+
+def peak_rss_mb(wav: Path) -> float:
+    """Peak RSS of the one-process pendant alone (`pendant listen`), not of this harness."""
+    return pendant_peak_mb("listen", str(wav))
+
+
+def eyes_figures(config: Config) -> dict[str, float]:
+    """Per-stage time of the eyes on real frames, and `pendant look`'s peak memory."""
+    from pendant.eyes.images import fit, load_image
+    from pendant.eyes.pipeline import Eyes
+
+    images = sorted((REPO / "device" / "pendant" / "data" / "eyes").glob("*.png"))
+    frames = [fit(load_image(p), config.eyes.width, config.eyes.height) for p in images]
+    with contextlib.suppress(ImportError):
+        from skimage import data  # a public-domain photo with a face, inside the wheel
+
+        frames.append(fit(data.astronaut(), config.eyes.width, config.eyes.height))
+    eyes = Eyes(config)
+    eyes.warm_up()
+    stages: dict[str, list[float]] = {"face_guard": [], "ocr": [], "detector": [], "total": []}
+    for _ in range(3):
+        for frame in frames:
+            work = frame.copy()
+            t0 = time.perf_counter()
+            eyes.guard.mask(work)
+            t1 = time.perf_counter()
+            eyes.reader.read(work)
+            t2 = time.perf_counter()
+            eyes.detector.detect(work)
+            t3 = time.perf_counter()
+            for name, ms in (("face_guard", t1 - t0), ("ocr", t2 - t1), ("detector", t3 - t2)):
+                stages[name].append(ms * 1000)
+            stages["total"].append((t3 - t0) * 1000)
+    eyes.close()
+    out = {f"eyes_{k}_ms_p50": round(float(np.percentile(v, 50)), 1) for k, v in stages.items()}
+    out["eyes_peak_rss_mb"] = pendant_peak_mb("look", *map(str, images))
+    return out
+
+
+# What each service's process loads before it serves: its own code and nothing else's.
+SERVICE_IMPORTS = {
+    "ears": "from pendant.ears_service import EarsService",
+    "eyes": "from pendant.eyes.service import EyesService; from pendant.eyes.pipeline import Eyes",
+    "body": "from pendant.body.service import BodyService",
+    "link": "from pendant.link import Link",
+}
+
+
+def service_rss_mb() -> dict[str, float]:
+    return {
+        f"service_rss_mb_{name}": child_peak_mb("import pendant.cli, pendant.services\n" + imports)
+        for name, imports in SERVICE_IMPORTS.items()
+    }
 
 
 def pct(source: MeteredSource) -> float:
@@ -170,6 +234,9 @@ async def bench(config: Config) -> dict[str, Any]:
         f"  speech: {results['cpu_pct_speech']:6.2f} % of one core, "
         f"{len(arrivals)}/{len(demo['commands'])} intents"
     )
+    results.update(eyes_figures(config))
+    print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
+    results.update(service_rss_mb())
     return results
 
 

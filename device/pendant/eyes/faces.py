@@ -80,18 +80,9 @@ class FaceGuard:
     """`FaceGuard(path).mask(frame)` paints over every face in place and returns their count."""
 
     def __init__(self, path: Path, threshold: float = 0.6) -> None:
-        import onnxruntime as ort
+        from pendant.onnx import session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                load_onnx_bytes(path), options, providers=["CPUExecutionProvider"]
-            )
-        except ModelError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{path}: onnxruntime cannot load it: {exc}") from None
+        self.session = session(load_onnx_bytes(path), str(path))
         self.input = self.session.get_inputs()[0].name
         self.threshold = threshold
 

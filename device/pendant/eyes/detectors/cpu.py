@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pendant.errors import ModelError
 from pendant.eyes.detectors import Detection, Detector
 from pendant.eyes.faces import nms
 from pendant.models import model_path
@@ -35,17 +34,10 @@ class CpuDetector(Detector):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        import onnxruntime as ort
+        from pendant.onnx import session
 
         path = model_path(config, MODEL)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{path}: onnxruntime cannot load it: {exc}") from None
+        self.session = session(path, str(path))
         meta = self.session.get_modelmeta().custom_metadata_map
         self.labels = tuple(meta.get("character", "").splitlines())
         shape = self.session.get_inputs()[0].shape
