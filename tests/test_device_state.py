@@ -1,0 +1,45 @@
+"""The one retained status: the link merges what the ears, eyes and body each report."""
+
+from __future__ import annotations
+
+from pendant.device_state import DeviceState
+from pendant.events import Battery, Camera, Intent, Status
+
+DEV = "pendant-test"
+
+
+def test_each_part_comes_from_the_component_that_knows_it() -> None:
+    state = DeviceState(DEV)
+    ears = Status(device_id=DEV, state="ready", mic_muted=True, asr_backend="pocketsphinx")
+    [first] = state.fold(ears)
+    assert first == ears  # nothing to add yet: the very event, same id
+
+    battery = Battery(device_id=DEV, pct=14, charging=False, low=True)
+    out = state.fold(battery)
+    assert out[0] == battery  # also published on its own topic
+    merged = out[1]
+    assert isinstance(merged, Status)
+    assert (merged.state, merged.mic_muted, merged.battery_pct) == ("ready", True, 14)
+    assert merged.id != ears.id  # a new status, not a duplicate a consumer would drop
+
+    [merged] = state.fold(Camera(device_id=DEV, muted=True, hardware_muted=True))
+    assert isinstance(merged, Status)
+    assert (merged.camera_muted, merged.mic_muted, merged.battery_pct) == (True, True, 14)
+
+    # The ears restart and report again: the battery and camera parts stay.
+    [merged] = state.fold(Status(device_id=DEV, state="ready", mic_muted=False))
+    assert isinstance(merged, Status)
+    assert (merged.mic_muted, merged.camera_muted, merged.battery_pct) == (False, True, 14)
+
+
+def test_a_battery_before_any_status_still_gives_a_status() -> None:
+    state = DeviceState(DEV)
+    out = state.fold(Battery(device_id=DEV, pct=80))
+    assert isinstance(out[1], Status)
+    assert (out[1].state, out[1].battery_pct) == ("starting", 80)
+
+
+def test_other_events_pass_unchanged() -> None:
+    state = DeviceState(DEV)
+    intent = Intent(device_id=DEV, name="HassNevermind", text="never mind", confidence=0.9)
+    assert state.fold(intent) == [intent]
