@@ -24,7 +24,7 @@ from pendant.body.battery.simulated import SimulatedGauge
 from pendant.body.service import BodyService
 from pendant.config import BodyConfig, BusConfig, Config
 from pendant.errors import PendantError
-from pendant.events import Activity, Camera, Command, Error, Event, Status
+from pendant.events import Activity, Camera, Command, Error, Event, PairingStatus, Status
 from pendant.local_broker import LocalBroker
 
 TIMEOUT_S = 20.0
@@ -267,6 +267,11 @@ def test_very_long_hold_asks_for_pairing_and_leaves_the_mute_alone(broker: Local
             start = len(w.seen)
             await pins.hold(HOLD["pairing_hold_s"] + MARGIN_S)
             await eventually(lambda: asked == [True], "the pairing hook called")
+            # The request on the bus; the LED waits for the pairing service's answer.
+            await w.next(start, is_type("pairing_window", open=True))
+            assert service.led_pattern == "off"
+            await w.send(PairingStatus(device_id=DEV, open=True, user="phone-abc123"))
+            await eventually(lambda: service.led_pattern == "pairing", "LED shows the window")
             # A marker gesture: everything the hold sent is on the bus before its press.
             await asyncio.sleep(HOLD["double_press_s"] + MARGIN_S)
             await pins.hold(0)
@@ -276,6 +281,11 @@ def test_very_long_hold_asks_for_pairing_and_leaves_the_mute_alone(broker: Local
             assert w.gestures_since(start)[:3] == ["press", "cancel", "press"]
             assert "double" in service.haptic.history
             assert service.pairing_requests == 1
+            # Held again while open: the wearer asks to close it.
+            start = len(w.seen)
+            await asyncio.sleep(HOLD["double_press_s"] + MARGIN_S)
+            await pins.hold(HOLD["pairing_hold_s"] + MARGIN_S)
+            await w.next(start, is_type("pairing_window", open=False))
 
     run(scenario())
 

@@ -21,7 +21,7 @@ from pendant.body.led import PATTERNS
 from pendant.body.pins import BODY_PINS, load_pins, parse_pins
 from pendant.config import BodyConfig, parse_config
 from pendant.errors import BackendUnavailable, ConfigError
-from pendant.events import Activity, Battery, Camera, Command, Error, Status
+from pendant.events import Activity, Battery, Camera, Command, Error, PairingStatus, Status
 
 T = Timings(double_press_s=0.4, long_hold_s=2.0, pairing_hold_s=8.0)
 DEV = "pendant-test"
@@ -137,6 +137,20 @@ def test_mute_sources() -> None:
     assert not ind.muted
     ind.hardware_muted = True
     assert ind.muted and not ind.software_muted and ind.pattern(0) == "muted"
+
+
+def test_pairing_window_shows_but_never_hides_a_sensor_at_work() -> None:
+    ind = Indicators()
+    ind.apply(PairingStatus(device_id=DEV, open=True, user="phone-abc123"), 0)
+    assert ind.pattern(0) == "pairing"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
+    assert ind.pattern(0) == "pairing_listening"  # lit: the mic is open
+    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    assert ind.pattern(0) == "pairing"  # muted beats listening, as without the window
+    ind.apply(Error(device_id=DEV, reason="bad command"), 0)
+    assert ind.pattern(0) == "error"
+    ind.apply(PairingStatus(device_id=DEV, open=False), 0)
+    assert ind.pattern(100) == "muted"
 
 
 def test_every_pattern_is_defined_and_sane() -> None:

@@ -21,16 +21,18 @@ import pytest
 from .conftest import REPO
 
 SERVICES = REPO / "services"
-# The services on the bus; "web" (the companion app's web server) is no bus service.
+# The components on the bus, each its own user; "pairing" (root, the pairing window) and "web"
+# (the companion app's web server, a dynamic user) are units of another kind.
 UNITS = ["ears", "eyes", "body", "link"]
-ALL_UNITS = [*UNITS, "web"]
+ALL_UNITS = [*UNITS, "pairing", "web"]
 NO_NETWORK = ["ears", "eyes", "body"]
 DEVICE_PATH = "/opt/pendant/venv/bin/pendant"
 DEVICE_PYTHON = "/opt/pendant/venv/bin/python"
 # systemd-analyze security's exposure: 0 (sandboxed to the hilt) to 10 (nothing).
-# Measured with systemd 252: ears 0.6, eyes 0.6, body 0.6, link 1.3, web 1.1. The bounds leave
+# Measured with systemd 252: ears 0.6, eyes 0.6, body 0.6, link 1.3, pairing 1.1 (root, but two
+# capabilities and no network), web 1.3 (1.1 before it joined the bus). The bounds leave
 # a little room, and no more: a unit that loses a setting of weight should fail here.
-MAX_EXPOSURE = {"ears": 1.0, "eyes": 1.0, "body": 1.0, "link": 1.5, "web": 1.5}
+MAX_EXPOSURE = {"ears": 1.0, "eyes": 1.0, "body": 1.0, "link": 1.5, "pairing": 1.5, "web": 1.5}
 ANALYZE_TIMEOUT_S = 60
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -228,28 +230,32 @@ def test_each_sensing_unit_reaches_only_its_own_devices(name: str) -> None:
     assert set(words(d, "SupplementaryGroups")) == GROUPS[name]
 
 
-def test_the_target_groups_the_five_services() -> None:
+def test_the_target_groups_the_six_services() -> None:
     d = directives(SERVICES / "pendant.target")
     assert set(words(d, "Wants")) == {f"pendant-{n}.service" for n in ALL_UNITS}
 
 
-def test_the_web_server_has_no_bus_no_secret_of_its_own_and_only_ip() -> None:
+def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     d = directives(unit_file("web"))
     assert d["Type"] == ["simple"]
     assert d["ExecStart"] == [
-        f"{DEVICE_PYTHON} -m pendant.webserver --cert %d/server.crt --key %d/server.key --port 8443"
+        f"{DEVICE_PYTHON} -m pendant.webserver --cert %d/server.crt --key %d/server.key "
+        "--port 8443 --bus-socket /run/mosquitto/pendant.sock --bus-password-file %d/bus-password"
     ]
     assert d["PartOf"] == ["pendant.target"]
-    # A throwaway user, in no group: not pendant-bus, so the bus socket is out of reach.
+    # A throwaway user, in one group: pendant-bus, the way to the bus socket.
     assert d["DynamicUser"] == ["yes"]
-    assert not {"User", "Group", "SupplementaryGroups"} & set(d)
+    assert not {"User", "Group"} & set(d)
+    assert words(d, "SupplementaryGroups") == ["pendant-bus"]
+    # The app is served with or without the bus: it must not stop with mosquitto.
     assert "mosquitto.service" not in words(d, "Requires")
-    # The broker's certificate and key, as credentials (the key file is mosquitto's, 0600).
+    # The broker's certificate and key, and its own bus password, as credentials.
     assert d["LoadCredential"] == [
         "server.crt:/etc/mosquitto/pendant/server.crt",
         "server.key:/etc/mosquitto/pendant/server.key",
+        "bus-password:/etc/pendant/secrets/web.password",
     ]
-    assert d["RestrictAddressFamilies"] == ["AF_INET AF_INET6"]
+    assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     for key, value in {
         "PrivateDevices": "yes",
         "DevicePolicy": "closed",
@@ -266,6 +272,45 @@ def test_the_web_server_has_no_bus_no_secret_of_its_own_and_only_ip() -> None:
     }.items():
         assert d.get(key) == [value], key
     assert not {"ReadWritePaths", "StateDirectory", "DeviceAllow"} & set(d)
+
+
+def test_the_pairing_service_is_root_with_two_capabilities_and_no_network() -> None:
+    d = directives(unit_file("pairing"))
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+    assert len(d["WatchdogSec"]) == 1 and d["Restart"] == ["on-failure"]
+    assert d["ExecStart"] == [f"{DEVICE_PATH} --config /etc/pendant/pendant.toml service pairing"]
+    assert "mosquitto.service" in words(d, "Requires") and "mosquitto.service" in words(d, "After")
+    assert d["PartOf"] == ["pendant.target"]
+    # Root (it writes the broker's files and signals it), in the bus socket's group.
+    assert not {"User", "DynamicUser"} & set(d)
+    assert words(d, "SupplementaryGroups") == ["pendant-bus"]
+    assert d["LoadCredential"] == ["bus-password:/etc/pendant/secrets/pairing.password"]
+    # Chown the new password file to mosquitto, SIGHUP mosquitto: nothing else.
+    assert sorted(words(d, "CapabilityBoundingSet")) == ["CAP_CHOWN", "CAP_KILL"]
+    assert d["AmbientCapabilities"] == [""]
+    # No network, like the sensing services.
+    assert d["PrivateNetwork"] == ["yes"]
+    assert d["IPAddressDeny"] == ["any"]
+    assert d["RestrictAddressFamilies"] == ["AF_UNIX"]
+    # Writes only where provisioning writes (/var/lib/mosquitto is already mosquitto's, and
+    # provisioning leaves a file of the right owner alone).
+    assert d["ProtectSystem"] == ["strict"]
+    assert words(d, "ReadWritePaths") == ["/etc/pendant", "/etc/mosquitto/pendant"]
+    for key, value in {
+        "PrivateDevices": "yes",
+        "DevicePolicy": "closed",
+        "NoNewPrivileges": "yes",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "UMask": "0077",
+        "MemoryDenyWriteExecute": "yes",
+        "ProtectProc": "invisible",
+        "ProcSubset": "pid",
+        "SystemCallArchitectures": "native",
+    }.items():
+        assert d.get(key) == [value], key
+    assert "MemoryMax" in d
+    assert not {"DeviceAllow", "StateDirectory", "IPAddressAllow"} & set(d)
 
 
 # --- sysusers.d and tmpfiles.d, applied to a scratch root ----------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import shutil
 import socket
 import ssl
@@ -231,6 +232,33 @@ def test_head_has_the_length_and_no_body(site: tuple[int, Path]) -> None:
     assert response.getheader("ETag") == full.getheader("ETag")
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_pair_without_a_bus_says_how_to_open_pairing(site: tuple[int, Path], method: str) -> None:
+    """Proves /pair's "closed" answer (no --bus-socket: never an offer), never cached; a POST
+    is refused as anywhere else. tests/test_pairing_window.py proves the open one."""
+    response, body = get(site, "/pair", method=method)
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert response.getheader("Cache-Control") == "no-store"
+    if method == "GET":
+        assert b"Hold the pendant's button for 8 seconds" in body
+        assert b"#" not in body and b"refresh" not in body
+    assert get(site, "/pair", method="POST")[0].status == 405
+
+
+def test_a_pairing_offer_is_checked_before_it_reaches_a_page() -> None:
+    from pendant.webserver import parse_offer
+
+    good = {"type": "pairing_offer", "device_id": "dev", "user": "phone-ab12cd",
+            "fragment": "u=phone-ab12cd&p=x-Y_z&d=dev&w=8884", "expires_ms": 1}  # fmt: skip
+    assert parse_offer(json.dumps(good).encode()) is not None
+    assert parse_offer(b"") is None  # cleared
+    for bad in ({"fragment": 'u=a"><script>'}, {"user": "link"}, {"type": "status"},
+                {"expires_ms": "1"}, {"device_id": "../x"}):  # fmt: skip
+        assert parse_offer(json.dumps({**good, **bad}).encode()) is None, bad
+    assert parse_offer(b"[" * 5000) is None
+
+
 def test_a_revalidation_is_a_304(site: tuple[int, Path]) -> None:
     first, _ = get(site, "/sw.js")
     etag = first.getheader("ETag")
@@ -391,3 +419,37 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"webserver: error: port {port} is taken (127.0.0.1:{port}): choose another --port"
     ]
+
+
+def test_a_bad_bus_password_file_is_one_line(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    readable = tmp_path / "web.password"
+    readable.write_text("secret\n")
+    readable.chmod(0o644)
+    base = ["--cert", str(cert), "--key", str(key), "--port", str(free_port())]
+    for extra, expect in (
+        (["--bus-socket", "/run/none.sock"], "--bus-socket needs --bus-password-file"),
+        (["--bus-socket", "/run/none.sock", "--bus-password-file", str(readable)], "chmod 600"),
+    ):
+        result = run_server(*base, *extra)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("webserver: error: "), result.stderr
+        assert expect in lines[0]
+        assert "secret" not in result.stderr
+
+
+def test_without_its_bus_the_app_is_still_served(tmp_path: Path) -> None:
+    """Proves the bus is optional at run time: with no broker behind --bus-socket the files are
+    served and /pair says it is closed (the server keeps trying the bus in the background)."""
+    cert, key = make_cert(tmp_path)
+    password = tmp_path / "web.password"
+    password.write_text("secret\n")
+    password.chmod(0o600)
+    args = ["--bus-socket", str(tmp_path / "no.sock"), "--bus-password-file", str(password)]
+    with WebServer(WEB, cert, key, *args, log_dir=tmp_path) as server:
+        response, _ = get((server.port, cert), "/")
+        assert response.status == 200
+        response, body = get((server.port, cert), "/pair")
+        assert response.status == 200 and b"Hold the pendant's button" in body
+    assert "secret" not in server.log.read_text()

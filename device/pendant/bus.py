@@ -10,12 +10,16 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from pendant.config import BusConfig
 from pendant.errors import ConfigError
-from pendant.events import Event
+
+if TYPE_CHECKING:
+    # Annotations only: the web server uses read_secret and topic without loading pydantic.
+    from pendant.config import BusConfig
+    from pendant.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +27,11 @@ PREFIX = "pendant-bus"
 QOS = 1
 # States rather than happenings: retained, so a component that starts (or restarts) later
 # knows them at once. The body needs the mute state for its first long hold, the ears the
-# privacy switch before they hear anything.
-RETAINED = frozenset({"status", "camera", "hardware_mute", "sentences"})
+# privacy switch before they hear anything. The pairing window's state and its offer live only
+# as long as the window: the pairing service clears them (an empty retained message).
+RETAINED = frozenset(
+    {"status", "camera", "hardware_mute", "sentences", "pairing_status", "pairing_offer"}
+)
 
 
 def topic(event_type: str) -> str:

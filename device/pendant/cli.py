@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="all components in one process")
     service = sub.add_parser("service", help="one component, as its systemd unit runs it")
-    service.add_argument("name", choices=["ears", "eyes", "body", "link"])
+    service.add_argument("name", choices=["ears", "eyes", "body", "link", "pairing"])
     listen = sub.add_parser("listen", help="WAV files in, one JSON line per published intent out")
     listen.add_argument("files", nargs="+", type=Path)
     look = sub.add_parser("look", help="image files in, one JSON line per scene the eyes see")

@@ -243,6 +243,17 @@ class BodyConfig(_Strict):
         return self
 
 
+class PairingConfig(_Strict):
+    window_s: float = Field(
+        120.0,
+        gt=0,
+        le=900,
+        description="How long the pairing window (opened by holding the button for "
+        "body.pairing_hold_s) stays open; its one-time phone account is revoked if no phone "
+        "opened the web server's /pair by then.",
+    )
+
+
 class ModelsConfig(_Strict):
     cache_dir: str = Field(
         "~/.cache/pendant/models", description="Where fetched, verified models are kept."
@@ -312,6 +323,9 @@ class Config(_Strict):
     link: LinkConfig = Field(default_factory=LinkConfig, description="The outside broker.")
     body: BodyConfig = Field(
         default_factory=BodyConfig, description="Button, LED, haptics, mute switch, battery."
+    )
+    pairing: PairingConfig = Field(
+        default_factory=PairingConfig, description="The pairing window (pendant service pairing)."
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model cache.")
 

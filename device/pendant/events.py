@@ -188,6 +188,58 @@ class HardwareMute(Event):
     camera: bool
 
 
+PhoneUser = Annotated[str, Field(pattern=r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")]
+# The pairing link's fragment, percent-encoded (`u=...&p=...&d=...&w=...`): nothing that could
+# break out of an HTML attribute or a URL.
+LinkFragment = Annotated[
+    str, Field(min_length=1, max_length=1000, pattern=r"^[A-Za-z0-9%=&._~-]+$")
+]
+
+
+class PairingWindow(Event):
+    """Internal: the wearer asks to open (or, holding again, close) the pairing window.
+
+    Published by the body on the very long hold; acted on by the pairing service alone.
+    """
+
+    type: Literal["pairing_window"] = "pairing_window"
+    open: bool
+
+
+class PairingStatus(Event):
+    """Internal, retained: whether the pairing window is open, as the pairing service says.
+
+    Drives the LED. Carries the one-time account's name (no secret) while it is open.
+    """
+
+    type: Literal["pairing_status"] = "pairing_status"
+    open: bool
+    user: PhoneUser | None = None
+    until_ms: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="When an offer nobody takes expires, Unix epoch ms."
+    )
+
+
+class PairingOffer(Event):
+    """Internal, retained, secret: the pairing link's login, while the window is open.
+
+    Only the pairing service may write it and only the web server may read it (the broker's
+    ACL); it is cleared (an empty retained message) when taken or expired. Never public.
+    """
+
+    type: Literal["pairing_offer"] = "pairing_offer"
+    user: PhoneUser
+    fragment: LinkFragment = Field(description="The pairing link after '#': the phone's login.")
+    expires_ms: Annotated[int, Field(ge=0)] = Field(description="Unix epoch ms.")
+
+
+class PairingTaken(Event):
+    """Internal: the web server handed the offer to a phone; it must not be handed out again."""
+
+    type: Literal["pairing_taken"] = "pairing_taken"
+    user: PhoneUser
+
+
 Sentence = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
@@ -313,7 +365,9 @@ def json_schema(cls: type[Event]) -> dict[str, Any]:
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for cls in (*PUBLIC_TYPES, Button, Command, Activity, HardwareMute):
+    internal = (Button, Command, Activity, HardwareMute)
+    pairing = (PairingWindow, PairingStatus, PairingOffer, PairingTaken)
+    for cls in (*PUBLIC_TYPES, *internal, *pairing):
         path = directory / f"{cls.model_fields['type'].default}.json"
         path.write_text(json.dumps(json_schema(cls), indent=2, sort_keys=True) + "\n")
         written.append(path)

@@ -25,6 +25,10 @@ accepted, so restart mosquitto (`systemctl restart mosquitto`) to cut it off at 
 
 The browser must trust the pendant's certificate, made by its own CA: install `ca.crt`
 (its SHA-256 fingerprint is printed) on the phone, or accept the warning once.
+
+Without a console, the button does the same: `pendant.pairing_window` (the pairing window,
+opened by an 8 s hold) calls `pair` and `revoke` for one-time accounts, and the web server hands
+the link out at `/pair`.
 """
 
 from __future__ import annotations
@@ -62,9 +66,9 @@ class Pairing:
     ws_port: int
 
     @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        fragment = "&".join(
+    def fragment(self) -> str:
+        """What follows `#` in the link: the login, which browsers never send to a server."""
+        return "&".join(
             f"{k}={quote(v, safe='')}"
             for k, v in (
                 ("u", self.user),
@@ -73,7 +77,11 @@ class Pairing:
                 ("w", str(self.ws_port)),
             )
         )
-        return f"https://{host}:{self.port}/#{fragment}"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}/#{self.fragment}"
 
 
 def ca_fingerprint(root: Path) -> str:

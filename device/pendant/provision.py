@@ -5,7 +5,7 @@
 - a device id (`pendant-xxxxxx` unless `--device-id` names one), in `etc/pendant/device_id`;
 - a small CA of this device and a server certificate for the phone listeners (TLS and
   WebSocket), made with `openssl`; the CA key stays in the root-only secrets folder;
-- a random password per service user (ears, eyes, body, link) and per paired phone
+- a random password per service user (ears, eyes, body, link, pairing, web) and per paired phone
   (`--add-phone NAME` makes user `phone-NAME`), each in its own 0600 file, never a default;
 - the mosquitto password file (hashed by `mosquitto_passwd`), and the config, ACL and
   optional bridge rendered from the templates in `services/mosquitto/`.
@@ -37,7 +37,9 @@ from pathlib import Path
 
 from pendant.errors import PendantError
 
-SERVICE_USERS = ("ears", "eyes", "body", "link")
+# The bus users of the services: the four components, the pairing service (which alone makes
+# and revokes phone accounts) and the web server (which hands a pairing link to a phone).
+SERVICE_USERS = ("ears", "eyes", "body", "link", "pairing", "web")
 PHONE_PREFIX = "phone-"
 # The same rule as Config.device_id, so every topic the broker guards is one the pendant uses.
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
@@ -201,9 +203,13 @@ def _owner_for(user: str) -> tuple[int, int] | None:
 
 
 def _chown(paths: list[Path], owner: tuple[int, int] | None) -> None:
+    """Hand files to mosquitto; one it already owns is left alone, so a later run (the pairing
+    service, say) needs neither CAP_CHOWN nor write access for those."""
     if owner is not None:
         for p in paths:
-            os.chown(p, *owner)
+            st = p.stat()
+            if (st.st_uid, st.st_gid) != owner:
+                os.chown(p, *owner)
 
 
 def _tool(name: str) -> str:

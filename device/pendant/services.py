@@ -155,9 +155,16 @@ async def serve_body(config: Config, config_path: Path | None) -> None:
     await serve(as_service(config, "body"), config_path)
 
 
+async def serve_pairing(config: Config, config_path: Path | None) -> None:
+    from pendant.pairing_window import serve
+
+    await serve(as_service(config, "pairing"), config_path)
+
+
 SERVICES: dict[str, Callable[[Config, Path | None], Awaitable[None]]] = {
     "ears": serve_ears,
     "eyes": serve_eyes,
     "body": serve_body,
     "link": serve_link,
+    "pairing": serve_pairing,
 }

@@ -18,9 +18,20 @@ ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the servic
 - Bounded: request line and each header line 4 KiB, 32 headers, 16 KiB in all; 10 s to send
   a request (and to finish the TLS handshake), 32 connections at once.
 
-It holds no secret beyond the TLS key, reads no config and touches no bus: it only serves the
-app; the phone's login stays in the URL fragment, which browsers never send. It logs no
-requests. Errors at start (certificate, key, port) are one line, exit code 2.
+One page is not a file: `GET /pair`, the pairing window's door. With `--bus-socket` the server
+logs in to the device-local bus as user `web` (`--bus-password-file`), the only reader of the
+pairing service's retained offer (`pendant-bus/pairing_offer`, see `pendant.pairing_window`).
+While an offer is live, the first `GET /pair` takes it: the answer is a page that sends the
+phone on to `/#u=...&p=...` (same origin, so whatever name the phone used for the pendant
+works), and the server publishes `pendant-bus/pairing_taken`, so the offer is single-use. The
+login travels only in that page's body and then in the URL fragment, which browsers never
+send; never in a header, a query string or a log line, and the page is `no-store`. Otherwise
+(no window open, already taken, expired, no bus) `/pair` says how to open the window. `HEAD
+/pair` never takes an offer. Without `--bus-socket` there is no bus and no offer.
+
+It holds no secret beyond the TLS key and its bus password, reads no config, and logs no
+requests. Errors at start (certificate, key, port, bus password file) are one line, exit
+code 2. The bus may come and go: the server serves the app all the same, and reconnects.
 """
 
 from __future__ import annotations
@@ -31,15 +42,25 @@ import contextlib
 import email.utils
 import errno
 import hashlib
+import html
+import json
 import logging
 import os
+import re
 import signal
 import ssl
 import stat
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
+
+import aiomqtt
+
+from pendant import bus
+from pendant.errors import PendantError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +114,19 @@ REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+
+
+PAIR_PATH = "/pair"
+# What the "closed" page tells the wearer (body.pairing_hold_s, by default).
+PAIRING_HOLD_S = 8
+BUS_USER = "web"
+OFFER_TOPIC = bus.topic("pairing_offer")
+TAKEN_TOPIC = bus.topic("pairing_taken")
+BUS_RETRY_S = (1.0, 2.0, 5.0, 10.0)
+_PHONE_USER = re.compile(r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# Percent-encoded fields joined by & and =: nothing that can leave an HTML attribute.
+_FRAGMENT = re.compile(r"^[A-Za-z0-9%=&._~-]{1,1000}$")
 
 
 class WebServerError(RuntimeError):
@@ -187,6 +221,172 @@ def read_file(path: Path) -> tuple[bytes, str] | None:
     return body, etag
 
 
+# --- the pairing offer ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The pairing service's offer: a one-time account's login, as the link's fragment."""
+
+    device_id: str
+    user: str
+    fragment: str
+    expires_ms: int
+
+    def live(self) -> bool:
+        return time.time_ns() // 1_000_000 < self.expires_ms
+
+
+def parse_offer(payload: bytes) -> Offer | None:
+    """The retained offer; None for a cleared one (empty) or anything that is not an offer.
+
+    Checked by hand rather than with pendant.events, to keep pydantic out of this small
+    process; the fields are those of events.PairingOffer.
+    """
+    if not payload or len(payload) > 8192:
+        return None
+    try:
+        data = json.loads(payload)
+        offer = Offer(
+            str(data["device_id"]), str(data["user"]), str(data["fragment"]), data["expires_ms"]
+        )
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    ok = (
+        data.get("type") == "pairing_offer"
+        and _DEVICE_ID.fullmatch(offer.device_id)
+        and _PHONE_USER.fullmatch(offer.user)
+        and _FRAGMENT.fullmatch(offer.fragment)
+        and type(offer.expires_ms) is int
+    )
+    return offer if ok else None
+
+
+class PairingDesk:
+    """The bus side of `/pair`: holds the live offer, sends "taken" back.
+
+    One asyncio task (`run`) on the server's own loop: it reads the retained offer and its
+    clearing, and publishes a `pairing_taken` for each offer handed out, reconnecting while
+    the bus is away (an offer is not handed out while its clearing might have been missed).
+    """
+
+    def __init__(self, socket_path: str, password: str, user: str = BUS_USER) -> None:
+        self.socket_path = socket_path
+        self.user = user
+        self._password = password
+        self.offer: Offer | None = None
+        self.connected = asyncio.Event()
+        self._taken: list[Offer] = []
+        self._wake = asyncio.Event()
+
+    def take(self) -> Offer | None:
+        """The live offer, at most once: whoever gets it, no one else will."""
+        offer, self.offer = self.offer, None
+        if offer is None or not offer.live():
+            return None
+        self._taken.append(offer)
+        self._wake.set()
+        return offer
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            client = aiomqtt.Client(
+                hostname=self.socket_path,
+                port=1883,
+                transport="unix",
+                identifier=f"pendant-web-{os.getpid()}",
+                username=self.user,
+                password=self._password,
+            )
+            try:
+                async with client:
+                    await client.subscribe(OFFER_TOPIC, qos=bus.QOS)
+                    self.connected.set()
+                    failures = 0
+                    reader = asyncio.create_task(self._read(client))
+                    sender = asyncio.create_task(self._send(client))
+                    try:
+                        done, _ = await asyncio.wait(
+                            {reader, sender}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for task in done:
+                            task.result()
+                    finally:
+                        for task in (reader, sender):
+                            task.cancel()
+                        await asyncio.gather(reader, sender, return_exceptions=True)
+            except aiomqtt.MqttError as exc:
+                if failures == 0:  # once per outage, not every retry
+                    where = self.socket_path
+                    log.warning("bus at %s: %s (no pairing until it is back)", where, exc)
+            self.connected.clear()
+            self.offer = None
+            await asyncio.sleep(BUS_RETRY_S[min(failures, len(BUS_RETRY_S) - 1)])
+            failures += 1
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = bytes(message.payload)  # type: ignore[arg-type]
+            self.offer = parse_offer(payload)
+            if payload and self.offer is None:
+                log.warning("bus: ignored a malformed pairing offer")
+        raise aiomqtt.MqttError("the bus closed")
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._taken:
+                offer = self._taken[0]
+                event = {
+                    "type": "pairing_taken",
+                    "version": 1,
+                    "id": uuid.uuid4().hex,
+                    "device_id": offer.device_id,
+                    "timestamp_ms": time.time_ns() // 1_000_000,
+                    "user": offer.user,
+                }
+                await client.publish(TAKEN_TOPIC, json.dumps(event).encode(), qos=bus.QOS)
+                self._taken.pop(0)
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+{refresh}<title>Pendant: pairing</title>
+<link rel="stylesheet" href="/style.css">
+</head>
+<body>
+<main>
+<h1>Pairing</h1>
+{text}
+</main>
+</body>
+</html>
+"""
+
+
+def pair_page(offer: Offer | None) -> bytes:
+    """`/pair`'s answer: on to the app with the login in the fragment, or how to open pairing."""
+    if offer is None:
+        text = (
+            f"<p>Hold the pendant's button for {PAIRING_HOLD_S} seconds to open pairing (the LED "
+            "shows it), then open this page again.</p>"
+        )
+        return _PAGE.format(refresh="", text=text).encode()
+    link = html.escape("/#" + offer.fragment, quote=True)
+    refresh = f'<meta http-equiv="refresh" content="0; url={link}">\n'
+    text = (
+        f'<p>This phone is being paired. <a href="{link}">Open the pendant\'s app</a> if it '
+        "does not open by itself. This page works once.</p>"
+    )
+    return _PAGE.format(refresh=refresh, text=text).encode()
+
+
 # --- HTTP -----------------------------------------------------------------------------------
 
 
@@ -243,8 +443,16 @@ def _head(status: int, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def respond(req: Request | None, files: dict[str, Path], status: int = 0) -> tuple[bytes, bool]:
-    """The response's bytes and whether the connection stays open."""
+def respond(
+    req: Request | None,
+    files: dict[str, Path],
+    status: int = 0,
+    pairing: PairingDesk | None = None,
+) -> tuple[bytes, bool]:
+    """The response's bytes and whether the connection stays open.
+
+    `GET /pair` takes the live pairing offer from `pairing`, if there is one.
+    """
     common = {"Date": email.utils.formatdate(usegmt=True), **SECURITY_HEADERS}
     keep = (
         req is not None
@@ -260,6 +468,12 @@ def respond(req: Request | None, files: dict[str, Path], status: int = 0) -> tup
             headers["Allow"] = "GET, HEAD"
         elif req.headers.get("content-length", "0") != "0" or "transfer-encoding" in req.headers:
             status, keep = 400, False  # a GET with a body: not ours to read
+        elif url_path(req.path) == PAIR_PATH:
+            # Only a GET takes the offer: a HEAD (a link preview, say) must not use it up.
+            take = pairing is not None and req.method == "GET"
+            body = pair_page(pairing.take() if take else None)  # type: ignore[union-attr]
+            status = 200
+            headers = {"Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
         else:
             path = url_path(req.path)
             found = files.get(path) if path is not None else None
@@ -290,12 +504,17 @@ def respond(req: Request | None, files: dict[str, Path], status: int = 0) -> tup
 
 class Server:
     def __init__(
-        self, root: Path, context: ssl.SSLContext, read_timeout: float = READ_TIMEOUT_S
+        self,
+        root: Path,
+        context: ssl.SSLContext,
+        read_timeout: float = READ_TIMEOUT_S,
+        pairing: PairingDesk | None = None,
     ) -> None:
         self.root = root
         self.read_timeout = read_timeout
         self.files = scan(root)
         self.context = context
+        self.pairing = pairing
         self.open = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -315,7 +534,7 @@ class Server:
                     req, status = None, bad.status
                 if req is None and status == 0:
                     return
-                data, keep = respond(req, self.files, status)
+                data, keep = respond(req, self.files, status, self.pairing)
                 # In chunks, each drained: a connection buffers at most ~2 chunks.
                 view = memoryview(data)
                 for start in range(0, len(view), CHUNK):
@@ -370,9 +589,10 @@ async def serve(
     bind: str | None = None,
     started: asyncio.Event | None = None,
     read_timeout: float = READ_TIMEOUT_S,
+    pairing: PairingDesk | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or cancellation)."""
-    server = Server(Path(root), tls_context(cert, key), read_timeout)
+    """Serve until SIGTERM/SIGINT (or cancellation); with `pairing`, its bus task too."""
+    server = Server(Path(root), tls_context(cert, key), read_timeout, pairing)
     try:
         listener = await asyncio.start_server(
             server.handle,
@@ -397,10 +617,16 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listener.sockets)
     log.warning("serving %s (%d files) on https://%s", root, len(server.files), addresses)
+    desk = asyncio.create_task(pairing.run(), name="pairing") if pairing is not None else None
     if started is not None:
         started.set()
-    async with listener:
-        await stop.wait()
+    try:
+        async with listener:
+            await stop.wait()
+    finally:
+        if desk is not None:
+            desk.cancel()
+            await asyncio.gather(desk, return_exceptions=True)
     log.warning("stopped")
 
 
@@ -424,6 +650,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument("--bind", default="", help="address to listen on (default: all)")
     p.add_argument(
+        "--bus-socket",
+        help="the device-local bus's unix socket: serve pairing offers at /pair (default: none)",
+    )
+    p.add_argument(
+        "--bus-password-file",
+        type=Path,
+        help=f"file (0600 or a credential) with bus user {BUS_USER!r}'s password",
+    )
+    p.add_argument(
         "--read-timeout",
         type=float,
         default=READ_TIMEOUT_S,
@@ -436,11 +671,29 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="webserver: %(message)s")
     try:
-        asyncio.run(
-            serve(
-                args.root, args.cert, args.key, args.port, args.bind, read_timeout=args.read_timeout
+        pairing = None
+        if args.bus_socket:
+            if args.bus_password_file is None:
+                raise WebServerError("--bus-socket needs --bus-password-file")
+            try:
+                password = bus.read_secret(str(args.bus_password_file), "--bus-password-file")
+            except PendantError as exc:
+                raise WebServerError(str(exc)) from None
+            assert password is not None
+            pairing = PairingDesk(args.bus_socket, password)
+
+        async def main() -> None:
+            await serve(
+                args.root,
+                args.cert,
+                args.key,
+                args.port,
+                args.bind,
+                read_timeout=args.read_timeout,
+                pairing=pairing,
             )
-        )
+
+        asyncio.run(main())
     except WebServerError as exc:
         print(f"webserver: error: {exc}", file=sys.stderr)
         return 2

@@ -3,8 +3,14 @@
 One pattern at a time, the first that applies in `PRIORITY`:
 
 identify (a phone asked "which one are you?", a few seconds) > error (a few seconds after an
-error event) > muted (mic or camera muted in software, or the hardware switch) > low battery
-(low and not charging) > thinking > listening (a sensor is capturing) > off.
+error event) > pairing (the pairing window is open) > muted (mic or camera muted in software,
+or the hardware switch) > low battery (low and not charging) > thinking > listening (a sensor
+is capturing) > off.
+
+The pairing window comes in two patterns, so it never hides a sensor at work:
+`pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
+nothing is muted, `pairing` (dark, with two quick flashes) otherwise. The window's state is
+the pairing service's retained `pairing_status`, not the gesture: the LED says what is open.
 
 `listening` and `thinking` come from `activity` events that the capture code itself
 publishes, so the LED follows what the sensors do, not what was asked of them. A sensor
@@ -16,11 +22,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pendant.events import Activity, Battery, Camera, Command, Error, Event, Status
+from pendant.events import (
+    Activity,
+    Battery,
+    Camera,
+    Command,
+    Error,
+    Event,
+    PairingStatus,
+    Status,
+)
 
 PRIORITY = (
     "identify",
     "error",
+    "pairing_listening",
+    "pairing",
     "muted",
     "low_battery",
     "thinking",
@@ -39,6 +56,7 @@ class Indicators:
     battery_low: bool = False
     charging: bool = False
     activity: dict[str, str] = field(default_factory=dict)
+    pairing: bool = False
     identify_until_s: float = -math.inf
     error_until_s: float = -math.inf
 
@@ -62,6 +80,8 @@ class Indicators:
             self.battery_low, self.charging = event.low, event.charging
         elif isinstance(event, Error):
             self.flash_error(now_s)
+        elif isinstance(event, PairingStatus):
+            self.pairing = event.open
         elif isinstance(event, Command) and event.name == "identify":
             self.identify_until_s = now_s + IDENTIFY_S
 
@@ -70,9 +90,12 @@ class Indicators:
 
     def pattern(self, now_s: float) -> str:
         states = set(self.activity.values())
+        sensing = not self.muted and bool(states & {"capturing", "thinking"})
         applies = {
             "identify": now_s < self.identify_until_s,
             "error": now_s < self.error_until_s,
+            "pairing_listening": self.pairing and sensing,
+            "pairing": self.pairing,
             "muted": self.muted,
             "low_battery": self.battery_low and not self.charging,
             "thinking": "thinking" in states,

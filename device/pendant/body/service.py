@@ -1,8 +1,10 @@
 """The body on the bus (`pendant service body`, or inside `pendant run`).
 
-Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `hardware_mute`
-(retained: the switch), `battery`. In: `status` and `camera` (the mute state as enforced),
-`activity` (the sensors at work), `error`, `cmd/identify`. Feedback listens to events, so a
+Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pairing_window`
+(very long hold: open the pairing window, or close it if open), `hardware_mute` (retained: the
+switch), `battery`. In: `status` and `camera` (the mute state as enforced), `activity` (the
+sensors at work), `error`, `cmd/identify`, `pairing_status` (retained: the window as the
+pairing service keeps it). Feedback listens to events, so a
 fault in the LED or the motor cannot stall the ears or the eyes.
 
 One loop, one consumer: GPIO edges (handed over from gpiozero's threads) and bus events go
@@ -42,6 +44,8 @@ from pendant.events import (
     Event,
     EventError,
     HardwareMute,
+    PairingStatus,
+    PairingWindow,
     Status,
     parse_event,
 )
@@ -50,8 +54,8 @@ log = logging.getLogger(__name__)
 
 # The main loop turns at least this often, so the heartbeat proves it alive while idle.
 BEAT_S = 0.5
-SUBSCRIPTIONS = ("status", "camera", "activity", "error", "cmd/identify")
-FOLLOWED: tuple[type[Event], ...] = (Status, Camera, Activity, Error, Command)
+SUBSCRIPTIONS = ("status", "camera", "activity", "error", "cmd/identify", "pairing_status")
+FOLLOWED: tuple[type[Event], ...] = (Status, Camera, Activity, Error, Command, PairingStatus)
 
 
 class BodyService:
@@ -59,7 +63,9 @@ class BodyService:
 
     `factory`: a gpiozero pin factory to use instead of the configured one (a test's
     MockFactory, say); `gauge`: a battery gauge instead of the configured one.
-    `on_pairing` is called when the wearer holds the button for `body.pairing_hold_s`.
+    When the wearer holds the button for `body.pairing_hold_s`, the body asks the pairing
+    service (`pairing_window` on the bus) to open the window, or to close it if it is open,
+    and calls `on_pairing` if given.
     """
 
     def __init__(
@@ -208,7 +214,7 @@ class BodyService:
             elif action is Action.MUTE_TOGGLE:
                 await self._toggle_mute(client)
             elif action is Action.PAIRING:
-                self._pairing()
+                await self._pairing(client)
 
     async def _toggle_mute(self, client: aiomqtt.Client) -> None:
         mute = not self.indicators.software_muted
@@ -223,15 +229,20 @@ class BodyService:
         command = Command(device_id=self.config.device_id, name="mute", mic=mute, camera=mute)
         await self._command(client, command)
 
-    def _pairing(self) -> None:
-        """The very long hold. The pairing window itself is wired by whoever owns pairing."""
+    async def _pairing(self, client: aiomqtt.Client) -> None:
+        """The very long hold: ask the pairing service to open the window (close it, if open).
+
+        The LED follows the service's answer (`pairing_status`), not this request: with no
+        pairing service running, nothing opens and the LED says so by not changing.
+        """
         self.pairing_requests += 1
         self.haptic.buzz("double")
-        if self.on_pairing is None:
-            log.info("pairing gesture: no pairing window is wired to the button yet")
-            return
-        log.info("pairing gesture: opening the pairing window")
-        self.on_pairing()
+        opening = not self.indicators.pairing
+        log.info("pairing gesture: asking to %s the pairing window", "open" if opening else "close")
+        event = PairingWindow(device_id=self.config.device_id, open=opening)
+        await bus.publish(client, event)
+        if self.on_pairing is not None:
+            self.on_pairing()
 
     async def _command(self, client: aiomqtt.Client, command: Command) -> None:
         await client.publish(bus.topic(f"cmd/{command.name}"), command.to_json(), qos=bus.QOS)

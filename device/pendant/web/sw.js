@@ -24,6 +24,8 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin) return;
+  // The pairing door: never cached (its page carries a one-time login), always the network.
+  if (url.pathname === "/pair") return;
   event.respondWith(
     fetch(event.request)
       .then((response) => {

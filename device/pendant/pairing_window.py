@@ -1,0 +1,257 @@
+"""The pairing window (`pendant service pairing`): a one-time phone account, opened by the button.
+
+The pendant has no screen, so pairing works like Bluetooth's pairing mode:
+
+1. The wearer holds the button for `body.pairing_hold_s` (8 s). The body publishes
+   `pairing_window` (open) on the bus.
+2. This service makes a one-time account `phone-<6 hex>` (`pendant.pairing.pair`, which
+   rewrites mosquitto's password file and ACL), makes mosquitto reload them (SIGHUP), and
+   publishes, retained, the **offer** (`pairing_offer`: the pairing link's fragment, with the
+   password) and the window's state (`pairing_status`, open, which turns the LED to "pairing").
+3. A phone opens `https://<device>:8443/pair` (typed, or a QR sticker on the case): the web
+   server, the offer's only reader (ACL), hands it the link and publishes `pairing_taken`.
+4. On `pairing_taken` the window closes and the account stays: that phone is paired. If nobody
+   takes the offer within `pairing.window_s` (120 s), or the wearer holds the button again, the
+   window closes and the account is revoked. Either way the retained offer is cleared first.
+
+One window at a time: a request to open while open is ignored. The only privileged pendant
+process: it runs as root (to write the broker's files and signal it) but with no network, and
+with a bus user that may read only the gesture and "taken" and write only the offer and state.
+
+mosquitto's pid is asked of the bus socket itself (SO_PEERCRED: the process that listens on
+`bus.socket`), so there is no pid file to trust or to go stale. With a TCP bus (no socket) there
+is no pid: the service logs that mosquitto must be reloaded by hand (`systemctl reload
+mosquitto`).
+
+A crash mid-window is safe: the account's name is written to `/etc/pendant/pairing.pending`
+before the account is made, and the next start revokes it and clears the retained offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiomqtt
+
+from pendant import bus, notify
+from pendant.config import Config
+from pendant.errors import PendantError
+from pendant.events import (
+    EventError,
+    PairingOffer,
+    PairingStatus,
+    PairingTaken,
+    PairingWindow,
+    parse_event,
+)
+from pendant.pairing import pair, revoke
+from pendant.provision import PHONE_PREFIX, Layout
+
+log = logging.getLogger(__name__)
+
+BEAT_S = 1.0
+SUBSCRIPTIONS = ("pairing_window", "pairing_taken")
+PENDING_NAME = "pairing.pending"
+
+
+def peer_pid(sock: socket.socket | None) -> int | None:
+    """The pid of the process at the other end of a unix socket (mosquitto, for the bus)."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    fmt = "3i"  # struct ucred: pid, uid, gid
+    try:
+        pid, _uid, _gid = struct.unpack(
+            fmt, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
+        )
+    except OSError:
+        return None
+    return pid or None
+
+
+class PairingService:
+    """The pairing window on the bus. `root`: the filesystem root provisioning writes under."""
+
+    def __init__(self, config: Config, root: Path = Path("/")) -> None:
+        self.config = config
+        self.root = Path(root)
+        self.layout = Layout(self.root.resolve())
+        self.heartbeat = notify.Heartbeat()
+        self.ready = asyncio.Event()
+        # The live offer's account name (without phone-) and when it expires (monotonic).
+        self.open_name: str | None = None
+        self.deadline_s: float | None = None
+        self.broker_pid: int | None = None
+        # For tests and logs: accounts made, handed out, revoked.
+        self.opened: list[str] = []
+        self.taken: list[str] = []
+        self.revoked: list[str] = []
+
+    @property
+    def pending_file(self) -> Path:
+        return self.layout.etc / PENDING_NAME
+
+    async def run(self, on_ready: Callable[[], object] | None = None) -> None:
+        """Until cancelled (or the bus fails). Revokes what a previous run left open."""
+        try:
+            async with bus.bus_client(self.config.bus, "pendant-pairing") as client:
+                self.broker_pid = peer_pid(client._client.socket())  # type: ignore[arg-type]
+                if self.broker_pid is None:
+                    log.warning(
+                        "bus is not a unix socket: mosquitto cannot be told to reload; after "
+                        "each window run `systemctl reload mosquitto`"
+                    )
+                await self._revoke_leftover()
+                for name in SUBSCRIPTIONS:
+                    await client.subscribe(bus.topic(name), qos=bus.QOS)
+                # Whatever a previous run left retained is void now.
+                await self._clear_offer(client)
+                await self._publish_status(client)
+                inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+                reader = asyncio.create_task(self._read(client, inbox), name="pairing-bus")
+                try:
+                    self.ready.set()
+                    if on_ready is not None:
+                        on_ready()
+                    await self._main(client, inbox, reader)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
+                    if self.open_name is not None:
+                        # Stopped mid-window: nobody will take this offer now.
+                        with contextlib.suppress(aiomqtt.MqttError, PendantError, OSError):
+                            await self._close(client, revoke_it=True)
+        except aiomqtt.MqttError as exc:
+            where = self.config.bus.socket or self.config.bus.host
+            raise PendantError(f"bus at {where}: {exc}") from None
+
+    async def _read(self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
+        async for message in client.messages:
+            inbox.put_nowait(message)
+        raise PendantError("pairing: the bus closed")
+
+    async def _main(
+        self,
+        client: aiomqtt.Client,
+        inbox: asyncio.Queue[aiomqtt.Message],
+        reader: asyncio.Task[None],
+    ) -> None:
+        while True:
+            self.heartbeat.beat()
+            if reader.done():
+                reader.result()
+            now = time.monotonic()
+            if self.deadline_s is not None and now >= self.deadline_s:
+                log.info("pairing window: nobody took the offer in time")
+                await self._close(client, revoke_it=True)
+                continue
+            wake = min(t for t in (now + BEAT_S, self.deadline_s) if t is not None)
+            try:
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    message = await inbox.get()
+            except TimeoutError:
+                continue
+            try:
+                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
+            except EventError as exc:
+                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
+                continue
+            if isinstance(event, PairingWindow):
+                if event.open:
+                    await self._open(client)
+                elif self.open_name is not None:
+                    log.info("pairing window: closed by the wearer")
+                    await self._close(client, revoke_it=True)
+            elif isinstance(event, PairingTaken):
+                if self.open_name is not None and event.user == PHONE_PREFIX + self.open_name:
+                    log.info("pairing window: %s paired", event.user)
+                    self.taken.append(self.open_name)
+                    await self._close(client, revoke_it=False)
+                else:
+                    log.warning("pairing: 'taken' for %s, which is not on offer", event.user)
+
+    async def _open(self, client: aiomqtt.Client) -> None:
+        if self.open_name is not None:
+            log.info("pairing window: already open (one at a time)")
+            return
+        name = secrets.token_hex(3)
+        while self.layout.password_file(PHONE_PREFIX + name).exists():
+            name = secrets.token_hex(3)
+        # Written before the account exists: a crash from here on leaves a name to revoke.
+        self.pending_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pending_file.write_text(name + "\n")
+        try:
+            pairing = await asyncio.to_thread(pair, self.root, name, None, self.broker_pid)
+        except (PendantError, OSError) as exc:
+            log.error("pairing window: cannot make the account: %s", exc)
+            await self._revoke_leftover()
+            return
+        window_s = self.config.pairing.window_s
+        self.open_name, self.deadline_s = name, time.monotonic() + window_s
+        self.opened.append(name)
+        until_ms = time.time_ns() // 1_000_000 + int(window_s * 1000)
+        device_id = self.config.device_id
+        offer = PairingOffer(
+            device_id=device_id, user=pairing.user, fragment=pairing.fragment, expires_ms=until_ms
+        )
+        await bus.publish(client, offer)
+        await self._publish_status(client, user=pairing.user, until_ms=until_ms)
+        log.info("pairing window: open for %g s, one-time account %s", window_s, pairing.user)
+
+    async def _close(self, client: aiomqtt.Client, revoke_it: bool) -> None:
+        name, self.open_name, self.deadline_s = self.open_name, None, None
+        # The offer goes first: no phone is handed a login that is about to be revoked.
+        await self._clear_offer(client)
+        if name is not None and revoke_it:
+            await asyncio.to_thread(revoke, self.root, name, self.broker_pid)
+            self.revoked.append(name)
+            log.info("pairing window: revoked the unused account %s%s", PHONE_PREFIX, name)
+        self.pending_file.unlink(missing_ok=True)
+        await self._publish_status(client)
+
+    async def _revoke_leftover(self) -> None:
+        try:
+            name = self.pending_file.read_text().strip()
+        except FileNotFoundError:
+            return
+        if name:
+            log.warning("pairing: revoking %s%s, left open unused", PHONE_PREFIX, name)
+            try:
+                await asyncio.to_thread(revoke, self.root, name, self.broker_pid)
+            except (PendantError, OSError) as exc:
+                # The record stays: the next start tries again.
+                log.error("pairing: cannot revoke %s%s: %s", PHONE_PREFIX, name, exc)
+                return
+            self.revoked.append(name)
+        self.pending_file.unlink(missing_ok=True)
+
+    async def _clear_offer(self, client: aiomqtt.Client) -> None:
+        await client.publish(bus.topic("pairing_offer"), b"", qos=bus.QOS, retain=True)
+
+    async def _publish_status(
+        self, client: aiomqtt.Client, user: str | None = None, until_ms: int | None = None
+    ) -> None:
+        status = PairingStatus(
+            device_id=self.config.device_id, open=user is not None, user=user, until_ms=until_ms
+        )
+        await bus.publish(client, status)
+
+
+async def serve(config: Config, config_path: Path | None) -> None:
+    """`pendant service pairing`: under systemd (READY, watchdog, SIGTERM)."""
+    from pendant.services import _supervised
+
+    service = PairingService(config)
+
+    def announce() -> None:
+        notify.ready(f"pairing window closed (opens for {config.pairing.window_s:g} s)")
+
+    await _supervised(service.run(on_ready=announce), service.heartbeat)

@@ -1,0 +1,376 @@
+"""The pairing window, end to end on real parts: a very long hold on the body (gpiozero's mock
+pins) opens it, the pairing service makes a one-time phone account on a real mosquitto running
+the rendered config and ACL, the real web server (`python -m pendant.webserver`, a subprocess)
+hands the link out once at `/pair`, and a phone logs in with it; an offer nobody takes expires
+and its account is revoked.
+
+The body and the pairing service run on one asyncio loop in a thread (as `pendant run` would
+run them), so the test itself stays synchronous: paho clients and http.client, every wait with
+a timeout, nothing asserted about how fast anything happened. "Nothing arrives" is proved with
+fences, as in test_mosquitto_config.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import http.client
+import json
+import queue
+import re
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from pendant.body.service import BodyService
+from pendant.config import BodyConfig, BusConfig, Config, PairingConfig
+from pendant.pairing_window import PairingService
+from pendant.provision import Provisioned
+
+from .test_mosquitto_config import (
+    DEVICE,
+    TIMEOUT_S,
+    Client,
+    Msg,
+    _accepted_eventually,
+    _provision_for_test,
+    endpoint,
+    running,
+)
+from .test_mosquitto_config import pytestmark as needs_mosquitto
+from .test_webserver import WEB, WebServer
+
+pytestmark = needs_mosquitto
+
+HOLD = {"double_press_s": 0.2, "long_hold_s": 0.4, "pairing_hold_s": 0.8}
+MARGIN_S = 0.3
+OFFER = "pendant-bus/pairing_offer"
+STATUS = "pendant-bus/pairing_status"
+WINDOW = "pendant-bus/pairing_window"
+
+
+# --- the body and the pairing service, on one loop in a thread -----------------------------
+
+
+class Loop:
+    """An asyncio loop in a thread: coroutines submitted from the test, failures reported."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT_S)
+
+    def start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        async def create() -> asyncio.Task[Any]:
+            return asyncio.create_task(coro)
+
+        task: asyncio.Task[Any] = self.call(create())
+        self.tasks.append(task)
+        return task
+
+    def stop(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a task and wait until it has ended: by the cancellation, not by an error."""
+
+        async def cancel() -> object:
+            task.cancel()
+            return (await asyncio.gather(task, return_exceptions=True))[0]
+
+        result = self.call(cancel())
+        assert result is None or isinstance(result, asyncio.CancelledError), result
+
+    def close(self) -> None:
+        try:
+            for task in self.tasks:
+                self.stop(task)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(TIMEOUT_S)
+            self.loop.close()
+
+
+def config(prov: Provisioned, user: str, window_s: float = 30.0) -> Config:
+    return Config(
+        device_id=DEVICE,
+        bus=BusConfig(
+            socket=str(prov.socket), username=user, password_file=str(prov.password_file(user))
+        ),
+        body=BodyConfig(pin_factory="mock", battery="simulated", **HOLD),
+        pairing=PairingConfig(window_s=window_s),
+    )
+
+
+def start_pairing(
+    loop: Loop, prov: Provisioned, window_s: float
+) -> tuple[PairingService, asyncio.Task[Any]]:
+    async def make() -> PairingService:
+        return PairingService(config(prov, "pairing", window_s), root=prov.layout.root)
+
+    service = loop.call(make())
+    task = loop.start(service.run())
+    loop.call(asyncio.wait_for(service.ready.wait(), TIMEOUT_S))
+    return service, task
+
+
+def start_body(loop: Loop, prov: Provisioned) -> BodyService:
+    async def make() -> BodyService:
+        return BodyService(config(prov, "body"), factory=MockFactory(pin_class=MockPWMPin))
+
+    body = loop.call(make())
+    loop.start(body.run())
+    loop.call(asyncio.wait_for(body.ready.wait(), TIMEOUT_S))
+    return body
+
+
+def hold_button(body: BodyService, seconds: float) -> None:
+    """Held from this thread, as lgpio's thread would on the Pi."""
+    pin = body.factory.pin(body.pins["button"].gpio)
+    pin.drive_low()
+    time.sleep(seconds)
+    pin.drive_high()
+
+
+def eventually(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {TIMEOUT_S} s: {what}")
+        time.sleep(0.02)
+
+
+# --- bus watchers ----------------------------------------------------------------------------
+
+
+class Watcher:
+    """A paho client that keeps everything it received, for later checks."""
+
+    def __init__(self, prov: Provisioned, user: str, via: str = "unix") -> None:
+        self.client = Client(endpoint(prov, via), user, prov.password(user))
+        rc = self.client.open()
+        assert not rc.is_failure, f"{user} refused: {rc}"
+        self.got: list[Msg] = []
+
+    def next(self, topic: str, match: Callable[[bytes], bool] = lambda _: True) -> bytes:
+        """The payload of the next message on `topic` that matches."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.client.messages.get(timeout=left)
+            except queue.Empty:
+                break
+            self.got.append(msg)
+            if msg[0] == topic and match(msg[1]):
+                return msg[1]
+        pytest.fail(f"nothing on {topic} within {TIMEOUT_S} s; got {self.got}")
+
+    def fence(self, publisher: Client, topic: str) -> None:
+        self.got += self.client.fence(publisher, topic)
+
+    def topics(self) -> set[str]:
+        return {m[0] for m in self.got}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def event_with(**fields: object) -> Callable[[bytes], bool]:
+    def match(payload: bytes) -> bool:
+        if not payload:
+            return False
+        data = json.loads(payload)
+        return all(data.get(k) == v for k, v in fields.items())
+
+    return match
+
+
+# --- the web server ---------------------------------------------------------------------------
+
+
+def get_pair(web: WebServer, prov: Provisioned) -> tuple[list[tuple[str, str]], str]:
+    ctx = ssl.create_default_context(cafile=str(prov.ca_cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", web.port, context=ctx, timeout=TIMEOUT_S)
+    try:
+        conn.request("GET", "/pair")
+        response = conn.getresponse()
+        body = response.read().decode()
+        assert response.status == 200
+        return response.getheaders(), body
+    finally:
+        conn.close()
+
+
+def pairing_link(body: str) -> str | None:
+    m = re.search(r'<meta http-equiv="refresh" content="0; url=([^"]+)">', body)
+    return html.unescape(m.group(1)) if m else None
+
+
+def until_handed_out(web: WebServer, prov: Provisioned) -> tuple[list[tuple[str, str]], str]:
+    """GET /pair until it hands out the link: the server learns of the offer over the bus, in
+    its own time. A "closed" answer takes nothing, so asking again is harmless."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        headers, body = get_pair(web, prov)
+        if pairing_link(body) is not None:
+            return headers, body
+        time.sleep(0.05)
+    pytest.fail(f"/pair handed out no link within {TIMEOUT_S} s")
+
+
+# --- the test ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pendant() -> Iterator[tuple[Provisioned, Path]]:
+    # A short root: the bus socket's path must fit in 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="pw-") as d:
+        prov = _provision_for_test(Path(d) / "root", add_phones=("alice",))
+        with running(prov):
+            yield prov, Path(d)
+
+
+def test_a_long_press_pairs_one_phone_once_and_an_unused_offer_is_revoked(
+    pendant: tuple[Provisioned, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Proves the pairing window end to end: the very long hold reaches the bus, the pairing
+    service makes a one-time account and a retained offer only it can write and only the web
+    server can read, the LED
+    shows the window, `/pair` hands the link out once (login only in the fragment, in no header
+    or log), the phone logs in with it and reads the pendant's topics; a second `/pair` is told
+    how to open pairing; an offer nobody takes expires, its account is revoked and refused."""
+    prov, scratch = pendant
+    caplog.set_level("INFO")
+    loop = Loop()
+    watchers: list[Watcher] = []
+    web = WebServer(
+        WEB,
+        prov.layout.conf_dir / "server.crt",
+        prov.layout.conf_dir / "server.key",
+        "--bus-socket", str(prov.socket),
+        "--bus-password-file", str(prov.password_file("web")),
+        log_dir=scratch,
+    )  # fmt: skip
+    try:
+        web.start()
+        pairing, pairing_task = start_pairing(loop, prov, window_s=30.0)
+        body = start_body(loop, prov)
+
+        def watch(user: str, *topics: str, via: str = "unix") -> Watcher:
+            w = Watcher(prov, user, via)
+            w.client.subscribe(*topics)
+            watchers.append(w)
+            return w
+
+        web_user = watch("web", OFFER)
+        # Everyone else who might want the offer: all they may read of the bus, and the offer.
+        link = watch("link", "pendant-bus/#", OFFER)
+        ears = watch("ears", "pendant-bus/#", OFFER)
+        alice = watch("phone-alice", f"pendant/{DEVICE}/#", "pendant-bus/#", OFFER, via="tls")
+
+        # Nobody but the pairing service writes an offer: a forged one never reaches the web.
+        forgers = [link, ears, alice, watch("body", "pendant-bus/pairing_status")]
+        for forger in forgers:
+            forger.client.publish(OFFER, b'{"type": "pairing_offer", "forged": true}')
+        web_user.fence(watch("pairing", STATUS).client, OFFER)
+        assert web_user.got == []
+
+        # The very long hold: the body asks, the pairing service opens.
+        hold_button(body, HOLD["pairing_hold_s"] + MARGIN_S)
+        link.next(WINDOW, event_with(type="pairing_window", open=True))
+        offer = json.loads(web_user.next(OFFER, event_with(type="pairing_offer")))
+        user = offer["user"]
+        assert re.fullmatch(r"phone-[0-9a-f]{6}", user)
+        assert pairing.opened == [user.removeprefix("phone-")]
+        password = prov.password(user)
+        link.next(STATUS, event_with(open=True, user=user))
+        eventually(lambda: body.led_pattern == "pairing", "the LED shows the pairing window")
+
+        # Nobody but the web server reads the offer: not as it was published...
+        link.fence(ears.client, "pendant-bus/intent")
+        ears.fence(link.client, "pendant-bus/cmd/fence")
+        alice.fence(link.client, f"pendant/{DEVICE}/status")
+        # ...nor retained, to a newcomer.
+        late = [watch(u, "pendant-bus/#", OFFER) for u in ("link", "ears")]
+        late.append(watch("phone-alice", f"pendant/{DEVICE}/#", OFFER, via="tls"))
+        late[0].fence(ears.client, "pendant-bus/intent")
+        late[1].fence(link.client, "pendant-bus/cmd/fence")
+        late[2].fence(link.client, f"pendant/{DEVICE}/status")
+        for w in (link, ears, alice, *late):
+            assert OFFER not in w.topics(), w.got
+
+        # The phone opens /pair: the link, with the login only in the fragment.
+        headers, page = until_handed_out(web, prov)
+        link_url = pairing_link(page)
+        assert link_url is not None and link_url.startswith("/#")
+        fields = {k: v[0] for k, v in parse_qs(link_url[2:], strict_parsing=True).items()}
+        assert fields == {
+            "u": user,
+            "p": password,
+            "d": DEVICE,
+            "w": str(prov.settings.ws_port),
+        }
+        assert not any(password in f"{k}: {v}" for k, v in headers), headers
+        assert dict(headers)["Cache-Control"] == "no-store"
+
+        # Single use: taken, the offer is cleared and the window closes, the account stays.
+        assert web_user.next(OFFER, lambda p: p == b"") == b""
+        link.next(STATUS, event_with(open=False))
+        assert pairing.taken == [user.removeprefix("phone-")] and pairing.revoked == []
+        assert prov.password_file(user).exists()
+        eventually(lambda: body.led_pattern == "off", "the LED leaves the pairing pattern")
+        _, page = get_pair(web, prov)
+        assert pairing_link(page) is None
+        assert "Hold the pendant's button for 8 seconds" in page
+
+        # The phone logs in with what the link carried and reads the pendant's public topics.
+        tls = endpoint(prov, "tls")
+        assert _accepted_eventually(tls, user, password, True)
+        phone = Client(tls, user, password)
+        assert not phone.open().is_failure
+        try:
+            phone.subscribe(f"pendant/{DEVICE}/#")
+            link.client.publish(f"pendant/{DEVICE}/status", b'{"state": "ready"}')
+            assert phone.until(f"pendant/{DEVICE}/status", b'{"state": "ready"}') == []
+        finally:
+            phone.close()
+
+        # An offer nobody takes: a short window, opened by the button again.
+        loop.stop(pairing_task)
+        pairing, pairing_task = start_pairing(loop, prov, window_s=1.0)
+        hold_button(body, HOLD["pairing_hold_s"] + MARGIN_S)
+        unused = json.loads(web_user.next(OFFER, event_with(type="pairing_offer")))
+        other = unused["user"]
+        assert other != user
+        other_password = parse_qs(unused["fragment"])["p"][0]
+        assert other_password == prov.password(other)
+        link.next(STATUS, event_with(open=True, user=other))
+        assert web_user.next(OFFER, lambda p: p == b"") == b""
+        link.next(STATUS, event_with(open=False))
+        assert pairing.revoked == [other.removeprefix("phone-")] and pairing.taken == []
+        assert not prov.password_file(other).exists()
+        assert _accepted_eventually(tls, other, other_password, False)
+        # The paired phone is untouched, and /pair is closed again.
+        assert _accepted_eventually(tls, user, password, True)
+        _, page = get_pair(web, prov)
+        assert pairing_link(page) is None
+
+        # No password in any log line: the web server's, the services', the broker's.
+        web.stop()
+        logs = [web.log.read_text(), caplog.text, (prov.layout.root / "mosquitto.log").read_text()]
+        for secret in (password, other_password):
+            assert not any(secret in text for text in logs)
+    finally:
+        for w in watchers:
+            w.close()
+        loop.close()
+        web.stop()
