@@ -34,7 +34,9 @@ def strace_prefix(log: Path) -> list[str]:
     exe = shutil.which("strace")
     if exe is None:
         raise FileNotFoundError("strace is not installed: apt install strace")
-    return [exe, "-f", "-qq", "-e", "trace=openat,socket", "-o", str(log)]
+    # --seccomp-bpf: only the traced calls stop the process; onnxruntime's threads make
+    # millions of others (futex), each of which would otherwise stop it.
+    return [exe, "-f", "--seccomp-bpf", "-qq", "-e", "trace=openat,socket", "-o", str(log)]
 
 
 def read_strace(log: Path) -> Audit:

@@ -16,7 +16,7 @@ from pendant.config import Config, DetectorConfig, ModelsConfig
 from pendant.errors import ModelError
 from pendant.eyes import detectors
 from pendant.eyes.camera import FileCamera, demo_images
-from pendant.eyes.detectors import create_detector
+from pendant.eyes.detectors import coral, create_detector
 from pendant.eyes.detectors.coral import CoralDetector
 from pendant.eyes.detectors.cpu import CpuDetector
 from pendant.eyes.detectors.hailo import HailoDetector
@@ -169,7 +169,7 @@ def no_accelerators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No device nodes, no delegate library: this machine as it is, made certain."""
     for cls in (HailoDetector, CoralDetector, Imx500Detector):
         monkeypatch.setattr(cls, "device_paths", (str(tmp_path / f"absent-{cls.type}"),))
-    monkeypatch.setattr("ctypes.util.find_library", lambda name: None)
+    monkeypatch.setattr(coral, "DELEGATE_GLOBS", (str(tmp_path / "absent-libedgetpu.so.1"),))
     return tmp_path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 import numpy as np
+import pytest
 
 from pendant.audio.wav import read_audio
 from pendant.local_broker import LocalBroker
@@ -139,3 +141,80 @@ def test_ears_write_no_audio_and_open_no_ip_socket(
         assert not leaks(payload, windows), f"audio bytes on the bus: {payload[:80]!r}"
     assert not leaks(out + err, windows), "audio bytes in the service's output"
     assert np.all([len(p) < 8192 + 200 for p in payloads])
+
+
+def test_eyes_write_no_frames_and_open_no_ip_socket(
+    tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker]
+) -> None:
+    """The eyes under strace, asked to read a photo with a face: only a face count leaves."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) absent")
+    from PIL import Image
+
+    from pendant.events import Command
+    from pendant.eyes.images import fit, load_image
+
+    bus, home = brokers
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    frame = fit(load_image(photo), 640, 480)
+    windows = [w for w in audio_windows(frame.ravel().view(np.int16)) if len(set(w)) > 8]
+    config = config_file(tmp_path, bus, home, [])
+    config.write_text(config.read_text() + f'\n[eyes]\nfiles = ["{photo}"]\n')
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    output = (tmp_path / "eyes.out").open("wb")
+
+    async def run() -> list[bytes]:
+        payloads: list[bytes] = []
+        async with aiomqtt.Client(
+            str(bus.socket_path),
+            1883,
+            transport="unix",
+            username="intruder",
+            password=bus.password("intruder"),
+        ) as bus_spy:
+            await bus_spy.subscribe("#")
+
+            async def collect() -> None:
+                async for message in bus_spy.messages:
+                    payloads.append(str(message.topic).encode() + b" " + bytes(message.payload))  # type: ignore[arg-type]
+
+            spy = asyncio.create_task(collect())
+            # Its output to a file, not a pipe nobody drains until the end: a full pipe would
+            # block its logging, and with it the service.
+            eyes = await asyncio.create_subprocess_exec(
+                *strace_prefix(tmp_path / "eyes.strace"),
+                sys.executable, "-m", "pendant", "--config", str(config), "service", "eyes",
+                env=env, stdout=output, stderr=output,
+            )  # fmt: skip
+            # Ready once it announces its camera state on the bus.
+            while not any(p.startswith(b"pendant-bus/camera ") for p in payloads):
+                if eyes.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert eyes.returncode is None, (tmp_path / "eyes.out").read_text()[-2000:]
+            capture = Command(device_id="pendant-demo", name="capture")
+            await bus_spy.publish("pendant-bus/cmd/capture", capture.to_json(), qos=1)
+            while not any(p.startswith(b"pendant-bus/scene ") for p in payloads):
+                await asyncio.sleep(0.05)
+            # SIGTERM to the service itself: strace would only detach from it.
+            children = Path(f"/proc/{eyes.pid}/task/{eyes.pid}/children").read_text().split()
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+            await eyes.wait()
+            spy.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await spy
+            return payloads
+
+    with output:
+        payloads = asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+    out = (tmp_path / "eyes.out").read_bytes()
+    scene = next(p for p in payloads if p.startswith(b"pendant-bus/scene "))
+    assert b'"face_count":1' in scene, scene
+    audit = read_strace(tmp_path / "eyes.strace")
+    assert audit.ip_sockets == [], "the eyes opened a network socket"
+    assert audit.writes == [], "the eyes opened files for writing"
+    for payload in payloads:
+        assert not leaks(payload, windows), f"frame bytes on the bus: {payload[:80]!r}"
+    assert not leaks(out, windows), "frame bytes in the service's output"

@@ -269,11 +269,19 @@ class DetectorConfig(_Strict):
     )
     model: str | None = Field(
         None,
-        description="Accelerator model file: a .hef (hailo), an Edge TPU .tflite (coral) or "
-        "an .rpk (imx500). The 'cpu' backend uses the manifest's model.",
+        description="Model file: a .hef (hailo), an Edge TPU .tflite (coral), an .rpk (imx500); "
+        "for 'cpu' any YOLO/SSD/PicoDet .onnx file, or a manifest model's name (default: "
+        "'ssd-mobilenet-v2-coco', COCO's 80 objects).",
+    )
+    format: Literal["auto", "yolo", "ssd", "picodet"] = Field(
+        "auto",
+        description="'cpu' model's output format; 'auto' tells it from the output shapes and "
+        "metadata: 'yolo' (v5/v8/11, v10 end-to-end), 'ssd' (boxes + scores, TF or "
+        "DetectionOutput style), 'picodet'.",
     )
     labels: str | None = Field(
-        None, description="Accelerator model's labels, one a line (default: COCO's 80)."
+        None,
+        description="Model's labels, one a line (default: the model's own, else COCO's 80).",
     )
     min_score: float = Field(0.5, gt=0, lt=1, description="Weaker detections are not reported.")
 

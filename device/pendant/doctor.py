@@ -146,12 +146,16 @@ def check_battery(config: Config) -> Iterator[Finding]:
 
 
 def check_models(config: Config) -> Iterator[Finding]:
+    from pendant.eyes.detectors.cpu import DEFAULT_MODEL
     from pendant.models import load_manifest, verify
 
-    needed = {"silero-vad", "retinaface", "ppocr-v4", "picodet-layout"}
+    detector = config.eyes.detector.model
+    manifest = load_manifest()
+    needed = {"silero-vad", "retinaface", "ppocr-v4"}
+    needed.add(detector if detector in manifest else DEFAULT_MODEL)
     if config.asr.backend == "whisper":
         needed.add("whisper-base")
-    for name, spec in sorted(load_manifest().items()):
+    for name, spec in sorted(manifest.items()):
         try:
             verify(config, name)
         except PendantError as exc:

@@ -14,11 +14,12 @@ from typing import Any
 from pendant.errors import ModelError
 
 
-def session(model: Path | bytes, name: str, threads: int = 0) -> Any:
+def session(model: Path | bytes, name: str, threads: int = 1) -> Any:
     """An InferenceSession on the CPU; ModelError (one line) if onnxruntime refuses it.
 
-    `threads` 0 lets onnxruntime use every core, which the eyes want for one frame now and
-    then; the ears' VAD runs on one, beside the recogniser.
+    One thread by default: the ears keep listening on the other cores while the eyes read a
+    frame, and on this 2-core machine one thread was faster than a pool fighting the ears for
+    the CPU (`make bench`: eyes_total_ms_p50); 0 lets onnxruntime take every core.
     """
     import onnxruntime as ort
 

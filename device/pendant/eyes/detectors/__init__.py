@@ -1,7 +1,8 @@
 """Object detectors, Frigate-style: one base class, one small file per backend, one registry.
 
-`eyes.detector.type` picks the backend: "cpu" (onnxruntime), "hailo" (a Hailo-8/8L through
-hailo_platform), "coral" (an Edge TPU through ai-edge-litert's delegate), "imx500" (the
+`eyes.detector.type` picks the backend: "cpu" (onnxruntime, or OpenCV's DNN for a TF graph;
+one small output parser per format: yolo.py, ssd.py, picodet.py), "hailo" (a Hailo-8/8L
+through hailo_platform), "coral" (an Edge TPU through ai-edge-litert's delegate), "imx500" (the
 Raspberry Pi AI Camera, whose sensor runs the network), or "auto": the first accelerator
 present, else the CPU. An accelerator that is configured but missing, or will not load,
 falls back to the CPU with one warning: the pendant still answers, only slower.
@@ -113,6 +114,8 @@ COCO: tuple[str, ...] = (
 class Detection:
     label: str
     score: float
+    box: tuple[float, float, float, float] | None = None
+    """x1, y1, x2, y2 in the frame's pixels, where the backend knows it; never leaves the eyes."""
 
 
 class Detector(ABC):

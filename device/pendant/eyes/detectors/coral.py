@@ -6,7 +6,7 @@ Expects an SSD compiled for the Edge TPU (e.g. ssd_mobilenet_v2_coco_quant_postp
 
 from __future__ import annotations
 
-import ctypes.util
+import glob
 import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from pendant.config import Config
 
 DELEGATE = "libedgetpu.so.1"
+# Where Coral's Debian package puts the delegate. Looked up by path, not with
+# ctypes.util.find_library, which runs gcc and ld and has them write temporary files: the eyes
+# write nothing, and the privacy audit holds them to it.
+DELEGATE_GLOBS = (
+    "/usr/lib/*/libedgetpu.so.1",
+    "/usr/lib/libedgetpu.so.1",
+    "/usr/local/lib/libedgetpu.so.1",
+)
 
 
 class CoralDetector(Detector):
@@ -28,7 +36,7 @@ class CoralDetector(Detector):
     @classmethod
     def present(cls) -> bool:
         # A USB Coral has no device node of its own: its delegate library is the sign.
-        return super().present() or ctypes.util.find_library("edgetpu") is not None
+        return super().present() or any(glob.glob(pattern) for pattern in DELEGATE_GLOBS)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)

@@ -1,28 +1,36 @@
-"""The CPU detector: onnxruntime, with the detector model from the manifest.
+"""The CPU detector: any YOLO, SSD or PicoDet .onnx through onnxruntime, or a TensorFlow SSD
+graph (.pb with its .pbtxt) through OpenCV's DNN module.
 
-The model is PicoDet-LCNet trained on document layout (text, title, figure, table, ...), the
-only detector we found shipped inside a PyPI wheel; a COCO PicoDet export with the same heads
-runs here unchanged.
+`eyes.detector.model` names a manifest model or a file; by default it is the manifest's
+COCO SSD MobileNet v2, so "what is this" can say "cup". `eyes.detector.format` ("auto" by
+default) picks the output parser: yolo.py, ssd.py or picodet.py, told apart by the outputs'
+shapes and names. Labels: `eyes.detector.labels`, else the model's own metadata, else COCO.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pendant.eyes.detectors import Detection, Detector
-from pendant.eyes.faces import nms
-from pendant.models import model_path
+from pendant.errors import ModelError
+from pendant.eyes.detectors import COCO, Detection, Detector, picodet, read_labels, ssd, yolo
+from pendant.eyes.detectors.boxes import Geometry, InputSpec, Raw, select
+from pendant.models import load_manifest, model_path
 
 if TYPE_CHECKING:
     from pendant.config import Config
 
-MODEL = "picodet-layout"
-STRIDES = (8, 16, 32, 64)
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-NMS_IOU = 0.5
+# The small layout model by default: the COCO SSD (`eyes.detector.model =
+# "ssd-mobilenet-v2-coco"`, everyday objects: cup, person, cat) adds about 100 MB to the eyes'
+# peak, more than a 512 MB Zero 2 W can spare beside the ears; a Pi 5 should pick it.
+DEFAULT_MODEL = "picodet-layout"
+NMS_IOU = 0.45
+DEFAULT_SIZE = {"yolo": 640, "ssd": 300, "picodet": 608}
+TF_SIZE = 300
+"""TensorFlow's SSDs take any size; they were trained at 300 x 300."""
+SUFFIXES = (".onnx", ".pb")
 
 
 class CpuDetector(Detector):
@@ -34,44 +42,155 @@ class CpuDetector(Detector):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        from pendant.onnx import session
+        det = config.eyes.detector
+        self.path = model_file(config)
+        self.model: _Onnx | _TfGraph = (
+            _TfGraph(self.path) if self.path.suffix == ".pb" else _Onnx(self.path)
+        )
+        shapes, names = self.model.output_shapes, self.model.output_names
+        self.format = det.format if det.format != "auto" else guess_format(shapes, names, self.path)
+        self.spec = self.model.input_spec(DEFAULT_SIZE[self.format])
+        own: tuple[str, ...] | None = None
+        if det.labels:
+            own = read_labels(det.labels)
+        elif self.format == "yolo":
+            own = yolo.names(self.model.meta)
+        elif self.format == "picodet":
+            own = picodet.names(self.model.meta)
+        self.classes_known = own is not None
+        if own is not None:
+            self.labels = own
+        elif self.format == "ssd":
+            self.labels = ssd.default_labels(shapes, names)
+        else:
+            self.labels = COCO
 
-        path = model_path(config, MODEL)
-        self.session = session(path, str(path))
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.labels = tuple(meta.get("character", "").splitlines())
-        shape = self.session.get_inputs()[0].shape
-        self.height, self.width = int(shape[2]), int(shape[3])
+    def raw(self, frame: np.ndarray) -> tuple[Raw, Geometry]:
+        """The parsed outputs before thresholds and NMS, with the geometry back to the frame."""
+        if self.format == "yolo":
+            x, geometry = yolo.prepare(frame, self.spec)
+            out = self.model.run(x)
+            return yolo.decode(
+                out, self.spec, len(self.labels) if self.classes_known else None
+            ), geometry
+        if self.format == "picodet":
+            x, geometry = picodet.prepare(frame, self.spec)
+            return picodet.decode(self.model.run(x), self.spec), geometry
+        x, geometry = ssd.prepare(frame, self.spec)
+        out = self.model.run(x)
+        return ssd.decode(out, self.model.output_names, self.spec, self.labels), geometry
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
+        try:
+            raw, geometry = self.raw(frame)
+        except (ValueError, IndexError) as exc:
+            raise ModelError(
+                f"{self.path.name}: cannot read its outputs as {self.format}: {exc}"
+            ) from None
+        keep = select(raw, self.min_score, NMS_IOU)
+        boxes = geometry.to_frame(raw.boxes[keep], frame.shape[1], frame.shape[0])
+        found = []
+        for box, i in zip(boxes, keep, strict=True):
+            k = int(raw.classes[i])
+            label = self.labels[k] if 0 <= k < len(self.labels) else f"class_{k}"
+            if label != "background":
+                x1, y1, x2, y2 = (float(v) for v in box)
+                found.append(Detection(label, float(raw.scores[i]), (x1, y1, x2, y2)))
+        return sorted(found, key=lambda d: -d.score)
+
+
+def model_file(config: Config) -> Path:
+    """The model the CPU runs: a manifest model by name, a file by path, or the default.
+
+    A file meant for an accelerator (.hef, .tflite, .rpk) is left to it: when that accelerator
+    is missing, the CPU falls back to the default model rather than fail.
+    """
+    det = config.eyes.detector
+    name = det.model
+    if name and name in load_manifest():
+        return model_path(config, name)
+    if name and Path(name).suffix.lower() in SUFFIXES:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelError(
+                f"eyes.detector.model: no such file {path}: give an .onnx file or a model "
+                f"named in the manifest (`python -m pendant.models list`)"
+            )
+        return path
+    if name and det.type == "cpu":
+        raise ModelError(
+            f"eyes.detector.model {name!r}: the cpu detector runs an .onnx file, a TensorFlow "
+            f".pb graph with its .pbtxt, or a model named in the manifest"
+        )
+    return model_path(config, DEFAULT_MODEL)
+
+
+def guess_format(shapes: list[tuple[int, ...]], names: list[str], path: Path) -> str:
+    if ssd.layout(shapes, names):
+        return "ssd"
+    if picodet.matches(shapes):
+        return "picodet"
+    if len(shapes) == 1 and len(shapes[0]) == 3:
+        return "yolo"
+    raise ModelError(
+        f"{path.name}: cannot tell its output format from outputs "
+        f"{[list(s) for s in shapes]}: set eyes.detector.format (yolo, ssd or picodet)"
+    )
+
+
+def _dim(value: Any) -> int:
+    return int(value) if isinstance(value, int) and value > 0 else -1
+
+
+class _Onnx:
+    def __init__(self, path: Path) -> None:
+        from pendant.onnx import session
+
+        self.session = session(path, str(path))
+        self.meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.input = self.session.get_inputs()[0]
+        outputs = self.session.get_outputs()
+        self.output_names = [o.name for o in outputs]
+        self.output_shapes = [tuple(_dim(d) for d in o.shape) for o in outputs]
+
+    def input_spec(self, default: int) -> InputSpec:
+        shape = [_dim(d) for d in self.input.shape]
+        if len(shape) != 4:
+            raise ModelError(
+                f"{self.input.name}: a detector takes one image [1, 3, H, W] or [1, H, W, 3]"
+            )
+        nchw = shape[1] == 3 or shape[3] != 3
+        h, w = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
+        dtype = "uint8" if self.input.type == "tensor(uint8)" else "float32"
+        return InputSpec(w if w > 0 else default, h if h > 0 else default, nchw, dtype)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input.name: x})
+
+
+class _TfGraph:
+    """A TensorFlow Object Detection API SSD, through OpenCV's DNN and its .pbtxt graph."""
+
+    def __init__(self, path: Path) -> None:
         import cv2
 
-        image = cv2.resize(frame[:, :, ::-1], (self.width, self.height))
-        x = ((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None]
-        outputs = self.session.run(None, {self.session.get_inputs()[0].name: x})
-        levels = len(outputs) // 2
-        boxes, scores = [], []
-        for stride, cls_scores, dist in zip(
-            STRIDES, outputs[:levels], outputs[levels:], strict=True
-        ):
-            cls_scores, dist = cls_scores[0], dist[0]
-            ny, nx = -(-self.height // stride), -(-self.width // stride)
-            yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-            centre = (np.stack([xx.ravel(), yy.ravel()], axis=1) + 0.5) * stride
-            # GFL: each side's distance is the expectation over reg_max + 1 bins.
-            bins = dist.shape[-1] // 4
-            p = np.exp(dist.reshape(-1, 4, bins) - dist.reshape(-1, 4, bins).max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            d = (p * np.arange(bins)).sum(-1) * stride
-            boxes.append(np.hstack([centre - d[:, :2], centre + d[:, 2:]]))
-            scores.append(cls_scores)
-        all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
-        found = []
-        for k in range(all_scores.shape[1]):
-            hit = all_scores[:, k] >= self.min_score
-            if not hit.any():
-                continue
-            for i in nms(all_boxes[hit], all_scores[hit, k], NMS_IOU):
-                label = self.labels[k] if k < len(self.labels) else f"class_{k}"
-                found.append(Detection(label, float(all_scores[hit, k][i])))
-        return sorted(found, key=lambda d: -d.score)
+        self.output_names = ["detection_out"]
+        self.output_shapes: list[tuple[int, ...]] = [(1, 1, -1, 7)]
+        self.meta: dict[str, str] = {}
+
+        text = path.with_suffix(".pbtxt")
+        if not text.is_file():
+            raise ModelError(f"{path.name}: OpenCV needs its graph text beside it: {text.name}")
+        try:
+            self.net = cv2.dnn.readNetFromTensorflow(str(path), str(text))
+        except cv2.error as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+            raise ModelError(f"{path.name}: OpenCV cannot load it: {first}") from None
+
+    def input_spec(self, default: int) -> InputSpec:
+        # The graph scales 0..255 to [-1, 1] itself: give it the pixels as they are.
+        return InputSpec(TF_SIZE, TF_SIZE, nchw=True, dtype="uint8")
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        self.net.setInput(x.astype(np.float32))
+        return [self.net.forward()]
