@@ -265,7 +265,7 @@ def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
         "PrivateTmp": "yes",
         "CapabilityBoundingSet": "",
         "AmbientCapabilities": "",
-        "MemoryMax": "32M",
+        "MemoryMax": "48M",
         "UMask": "0077",
         "MemoryDenyWriteExecute": "yes",
         "SystemCallArchitectures": "native",

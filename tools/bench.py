@@ -172,6 +172,8 @@ SERVICE_IMPORTS = {
     "eyes": "from pendant.eyes.service import EyesService; from pendant.eyes.pipeline import Eyes",
     "body": "from pendant.body.service import BodyService",
     "link": "from pendant.link import Link",
+    "web": "import pendant.webserver, aiomqtt",
+    "pairing": "import pendant.pairing_window",
 }
 
 
