@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -35,7 +35,7 @@ run: setup models
 	$(PY) tools/run_demo.py
 
 lint: setup
-	$(PY) -m ruff check device tests tools
+	$(PY) -m ruff check device tests tools image packaging
 
 # The browser test's driver (playwright-core, no browser download: it uses apt's chromium).
 WEB_DEPS := tests/web/node_modules/.package-lock.json
@@ -59,3 +59,35 @@ schemas: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results.json tests/web/node_modules
+
+# --- the SD card image (image/README.md) -------------------------------------------------
+# Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
+IMAGE_APT_PACKAGES := mmdebstrap qemu-user-static binfmt-support qemu-system-arm arch-test dosfstools mtools e2fsprogs fdisk dpkg-dev espeak-ng
+BOARD ?= zero2w
+DEB_MODELS ?=
+.PHONY: image-apt deb image image-test flash
+
+image-apt:
+	@missing=$$(for p in $(IMAGE_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The Architecture: all package: wheels for aarch64, units, models verified by sha256.
+deb: setup models
+	$(PY) packaging/build_deb.py $(if $(DEB_MODELS),--models $(DEB_MODELS))
+
+# image/out/pendant-$(BOARD).img (BOARD=zero2w|pi5), with mmdebstrap under qemu-user-static.
+image: image-apt deb
+	$(SUDO) $(PY) image/build.py $(BOARD)
+
+# Boots the image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
+image-test: image-apt
+	@test -f image/out/pendant-$(BOARD).img || $(MAKE) image BOARD=$(BOARD)
+	PENDANT_IMAGE_TEST=1 PENDANT_IMAGE_BOARD=$(BOARD) $(PY) -m pytest -v -s tests/test_image_boot.py
+
+# Writes the image to an SD card: refuses a mounted or non-removable disk.
+flash:
+	@test -n "$(DEVICE)" || { echo "flash: error: name the card, e.g. make flash DEVICE=/dev/sdX"; exit 2; }
+	$(SUDO) $(PY) image/flash.py --image image/out/pendant-$(BOARD).img $(DEVICE)

@@ -1,0 +1,301 @@
+"""Boot the pendant image in QEMU with simulated hardware and record what its console says.
+
+    python image/boot_test.py [--board zero2w] [--machine virt|raspi3b] [--timeout 1500]
+
+A copy of the image gets, on its boot partition (mtools, no mounting): a test pendant.toml
+(audio from a WAV file, mock GPIO, camera from image files: whatever the package's config
+knows), a setup.toml and authorized_keys (to prove first boot applies them and removes the
+secrets), and pendant-test/{prepare,hook}, which the image's pendant-test-hook.service runs
+only when the kernel command line says pendant.test=1. The hook subscribes to the pendant's
+broker over TLS as a paired phone, prints what it receives and the units' states, kills the
+ears to see systemd restart them, and powers off.
+
+QEMU gets no network device (-nic none). `-M virt` boots the kernel and initrd taken from the
+image build (-kernel/-initrd), the disk on virtio; `-M raspi3b` boots the same kernel with the
+Pi 3 / Zero 2 W device tree, the disk as its SD card (a power-of-two size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT = HERE / "out"
+BOOT_OFFSET = 8192 * 512
+TEST_SIZE = 4 << 30  # the copy is grown so first boot has a data partition to grow
+MARK = "PENDANT-TEST:"
+SUB = "PENDANT-SUB:"
+COMMAND = "turn on the bed light"
+# The simulated camera's pictures (the package's demo images, named outright).
+EYES_IMAGES = sorted((REPO / "device/pendant/data/eyes").glob("*.png"))[:1]
+
+PREPARE = """#!/bin/sh
+# Before the pendant's services: the test audio where the ears (not root) can read it.
+mkdir -p /run/pendant-test
+cp /boot/firmware/pendant-test/command.wav /boot/firmware/pendant-test/*.png /run/pendant-test/
+chmod 0755 /run/pendant-test
+chmod 0644 /run/pendant-test/*
+"""
+
+HOOK = r"""#!/bin/sh
+say() { echo "PENDANT-TEST: $*"; }
+state() { systemctl show -p ActiveState -p SubState -p NRestarts --value "$1" | tr '\n' ' '; }
+say hook started $(cut -d' ' -f1 /proc/uptime)
+say root $(findmnt -no OPTIONS / | cut -d, -f1) data $(df -m --output=size /data | tail -1)M
+logs() {  # the journal of units, on the console
+  for unit in "$@"; do
+    journalctl -b -u "$unit" -o cat --no-pager | tail -n 25 | sed -u "s/^/PENDANT-LOG: $unit: /"
+  done
+}
+logs pendant-firstboot.service pendant-setup.service
+findmnt -rn -o TARGET,OPTIONS | grep -E "^/(etc|var|data)" | sed "s/^/PENDANT-TEST: mount /"
+systemctl --failed --plain --no-legend | sed "s/^/PENDANT-TEST: failed at start: /"
+/opt/pendant/venv/bin/python -m pendant.provision --root / --add-phone boottest >/dev/null 2>&1 \
+  && systemctl reload mosquitto && say phone paired
+ID=$(cat /etc/pendant/device_id)
+say device $ID
+for i in $(seq 1 60); do ss -ltnH 'sport = :8883' | grep -q 8883 && break; sleep 1; done
+ss -ltnH 'sport = :8883' | grep -q 8883 && say mosquitto tls listening 8883
+LOG=/run/pendant-test/sub.log
+: > $LOG
+( while true; do
+    mosquitto_sub -h localhost -p 8883 --cafile /etc/mosquitto/pendant/ca.crt -i boottest \
+      -u phone-boottest -P "$(cat /etc/pendant/secrets/phone-boottest.password)" \
+      -t "pendant/$ID/availability" -t "pendant/$ID/intent/#" -t "pendant/$ID/status" \
+      -v >> $LOG 2>&1
+    sleep 1
+  done ) &
+tail -f $LOG | sed -u 's/^\(.\{0,600\}\).*/PENDANT-SUB: \1/' &
+wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
+  t=$1; shift
+  while [ $t -gt 0 ]; do "$@" && return 0; sleep 2; t=$((t - 2)); done
+  return 1
+}
+wait_for 900 systemctl is-active -q pendant-ears.service || logs pendant-ears.service
+say unit pendant-ears $(state pendant-ears.service) $(cut -d' ' -f1 /proc/uptime)
+wait_for 600 grep -q "availability online" $LOG && say availability online seen
+wait_for 900 grep -q "/intent/" $LOG && say intent seen $(cut -d' ' -f1 /proc/uptime)
+before=$(systemctl show -p NRestarts --value pendant-ears.service)
+intents=$(grep -c "/intent/" $LOG)
+say killing pendant-ears NRestarts=$before
+systemctl kill -s KILL pendant-ears.service
+restarted() { [ "$(systemctl show -p NRestarts --value pendant-ears.service)" -gt "$before" ] \
+  && systemctl is-active -q pendant-ears.service; }
+wait_for 300 restarted || logs pendant-ears.service
+restarted \
+  && say pendant-ears restarted $(state pendant-ears.service) $(cut -d' ' -f1 /proc/uptime)
+more() { [ "$(grep -c /intent/ $LOG)" -gt "$intents" ]; }
+wait_for 300 more && say intent after restart $(cut -d' ' -f1 /proc/uptime)
+settled() {  # active, or given up on (failed: its restarts are used up)
+  s=$(systemctl is-active "$1"); [ "$s" = active ] || [ "$s" = failed ]; }
+for u in link body eyes web; do
+  wait_for 300 settled pendant-$u.service
+  systemctl is-active -q pendant-$u.service || logs pendant-$u.service
+  say unit pendant-$u $(state pendant-$u.service) $(cut -d' ' -f1 /proc/uptime)
+done
+failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
+say failed units: $failed
+[ -n "$failed" ] && logs $failed
+say done $(cut -d' ' -f1 /proc/uptime)
+sync
+systemctl poweroff
+"""
+
+
+@dataclass
+class Boot:
+    console: str
+    returncode: int | None
+    times: dict[str, float] = field(default_factory=dict)
+    boot_partition: dict[str, str] = field(default_factory=dict)
+
+    def lines(self, prefix: str = MARK) -> list[str]:
+        return [ln.split(prefix, 1)[1].strip() for ln in self.console.splitlines() if prefix in ln]
+
+
+def test_config(wav: str) -> str:
+    """The demo home, its audio from a WAV file, and simulated body and eyes if known."""
+    sys.path.insert(0, str(REPO / "device"))
+    from pendant.config import Config
+
+    home = (REPO / "examples" / "pendant.toml").read_text()
+    home = re.sub(r"(?m)^device_id\s*=.*\n", "", home)
+    data = tomllib.loads(home)
+    # About 6 minutes of audio, a command every 31.5 s: the ears must not run out before the
+    # test ends (a finished WAV source ends the service cleanly, which systemd does not
+    # restart), and the source holds the whole playlist in RAM, inside the unit's MemoryMax.
+    files = ", ".join([f'"{wav}"'] * 12)
+    extra = (
+        f"\n[audio]\nsource = \"wav\"\nfiles = [{files}]\nrealtime = true\ngap_ms = 30000\n"
+        '\n[bus]\nsocket = "/run/mosquitto/pendant.sock"\n'
+        '\n[link]\nsocket = "/run/mosquitto/pendant.sock"\n'
+        'outbox_path = "/var/lib/pendant/outbox.sqlite"\n'
+        '\n[models]\ncache_dir = "/usr/share/pendant/models"\n'
+    )
+    if "body" in Config.model_fields and "body" not in data:
+        extra += '\n[body]\npin_factory = "mock"\n'
+    if "eyes" in Config.model_fields and "eyes" not in data:
+        images = ", ".join(f'"/run/pendant-test/{p.name}"' for p in EYES_IMAGES)
+        extra += f'\n[eyes]\ncamera = "files"\nfiles = [{images}]\n'
+    for table in ("audio", "bus", "link", "models"):
+        if table in data:
+            raise RuntimeError(f"examples/pendant.toml has [{table}]: the test config clashes")
+    return home + extra
+
+
+def mtools(*args: str) -> str:
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def prepare(image: Path, work: Path) -> Path:
+    disk = work / "disk.img"
+    subprocess.run(["cp", "--sparse=always", str(image), str(disk)], check=True)
+    with disk.open("r+b") as f:
+        f.truncate(max(TEST_SIZE, disk.stat().st_size))
+    files = work / "fat"
+    (files / "pendant-test").mkdir(parents=True)
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w",
+                    str(files / "pendant-test" / "command.wav"), COMMAND], check=True)  # fmt: skip
+    for image_file in EYES_IMAGES:
+        shutil.copyfile(image_file, files / "pendant-test" / image_file.name)
+    (files / "pendant-test" / "prepare").write_text(PREPARE)
+    (files / "pendant-test" / "hook").write_text(HOOK)
+    (files / "pendant.toml").write_text(test_config("/run/pendant-test/command.wav"))
+    (files / "setup.toml").write_text(
+        'timezone = "Europe/London"\nhostname = "pendant-test"\n\n[wifi]\nssid = "TestNet"\n'
+        'password = "not-a-real-secret"\ncountry = "GB"\n'
+    )
+    (files / "authorized_keys").write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBootTestKeyOnlyNotARealKeyAAAAAAAAAAAAAAA test\n"
+    )
+    target = f"{disk}@@{BOOT_OFFSET}"
+    for p in sorted(files.iterdir()):
+        mtools("mcopy", "-o", "-s", "-i", target, str(p), "::")
+    return disk
+
+
+def read_boot_partition(disk: Path) -> dict[str, str]:
+    target = f"{disk}@@{BOOT_OFFSET}"
+    out = {}
+    for name in ("setup.toml", "authorized_keys", "pendant-setup-error.txt"):
+        try:
+            out[name] = mtools("mtype", "-i", target, f"::{name}")
+        except RuntimeError:
+            continue
+    return out
+
+
+def qemu_command(machine: str, board_boot: Path, disk: Path) -> list[str]:
+    kernel, initrd = board_boot / "vmlinuz", board_boot / "initrd.img"
+    common = ["-nographic", "-nic", "none", "-no-reboot", "-kernel", str(kernel),
+              "-initrd", str(initrd)]  # fmt: skip
+    cmdline = "root=LABEL=pendant-root ro rootwait pendant.test=1 systemd.show_status=1"
+    if machine == "virt":
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", "-smp", "2",
+                "-m", "1024", *common, "-append", f"{cmdline} console=ttyAMA0",
+                "-drive", f"file={disk},format=raw,if=none,id=hd",
+                "-device", "virtio-blk-device,drive=hd"]  # fmt: skip
+    dtb = board_boot / "bcm2837-rpi-3-b.dtb"
+    return ["qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", *common, "-dtb", str(dtb),
+            "-append", f"{cmdline} console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
+            "-drive", f"file={disk},format=raw,if=sd"]  # fmt: skip
+
+
+def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
+         log: Path | None = None, echo: bool = False) -> Boot:  # fmt: skip
+    image = OUT / f"pendant-{board}.img"
+    board_boot = OUT / f"pendant-{board}.boot"
+    if not image.is_file() or not (board_boot / "vmlinuz").is_file():
+        raise FileNotFoundError(f"{image} (and its kernel) missing: run `make image BOARD={board}`")
+    with tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp:
+        work = Path(tmp)
+        disk = prepare(image, work)
+        cmd = qemu_command(machine, board_boot, disk)
+        started = time.monotonic()
+        times: dict[str, float] = {}
+        chunks: list[str] = []
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        pending = b""
+        logf = log.open("w") if log else None
+        try:
+            while time.monotonic() - started < timeout:
+                if not sel.select(timeout=5):
+                    if proc.poll() is not None:
+                        break
+                    continue
+                data = os.read(proc.stdout.fileno(), 65536)
+                if not data:
+                    break
+                pending += data
+                *full, pending = pending.split(b"\n")
+                for raw in full:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    t = time.monotonic() - started
+                    chunks.append(line)
+                    if logf:
+                        logf.write(f"[{t:7.1f}] {line}\n")
+                        logf.flush()
+                    if echo and (MARK in line or "Started" in line or "Failed" in line):
+                        print(f"[{t:7.1f}] {line}", flush=True)
+                    for key, pattern in (
+                        ("kernel", "Booting Linux"),
+                        ("systemd", "systemd["),
+                        ("mosquitto", "Started mosquitto"),
+                        ("hook", "hook started"),
+                        ("intent", "intent seen"),
+                        ("restart", "pendant-ears restarted"),
+                        ("done", f"{MARK} done"),
+                    ):
+                        if pattern in line and key not in times:
+                            times[key] = t
+        finally:
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=60 if "done" in times else 1)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if logf:
+                logf.close()
+        times["total"] = time.monotonic() - started
+        return Boot("\n".join(chunks), proc.returncode, times, read_boot_partition(disk))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="image/boot_test.py", description=__doc__.splitlines()[0])
+    p.add_argument("--board", default="zero2w")
+    p.add_argument("--machine", choices=["virt", "raspi3b"], default="virt")
+    p.add_argument("--timeout", type=float, default=1500)
+    p.add_argument("--log", type=Path, default=None)
+    args = p.parse_args(argv)
+    if shutil.which("qemu-system-aarch64") is None:
+        print("boot_test: error: apt install qemu-system-arm", file=sys.stderr)
+        return 2
+    result = boot(args.board, args.machine, args.timeout, args.log, echo=True)
+    for key, t in result.times.items():
+        print(f"{key:>10}: {t:7.1f} s")
+    return 0 if "done" in result.times else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

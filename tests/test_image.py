@@ -1,0 +1,354 @@
+"""The image's descriptions, tools and first-boot logic, offline and in seconds.
+
+What needs root, mmdebstrap or QEMU is in tests/test_image_boot.py (its own make target).
+Here: the board descriptions merge and name files that exist, the .deb description is
+complete, the rpi-image-gen layer is valid YAML referencing files that exist, `flash` refuses
+what it must (on a fake sysfs and lsblk), and first boot applies the boot partition's settings
+and removes the secrets it consumed (on a scratch root).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+IMAGE = REPO / "image"
+
+
+def _load(name: str, path: Path):  # image/ and packaging/ are scripts, not packages
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+image_build = _load("pendant_image_build", IMAGE / "build.py")
+flash = _load("pendant_image_flash", IMAGE / "flash.py")
+boot_test = _load("pendant_image_boot_test", IMAGE / "boot_test.py")
+build_deb = _load("pendant_build_deb", REPO / "packaging" / "build_deb.py")
+
+BOARDS = ["zero2w", "pi5"]
+
+
+# --------------------------------------------------------------------------- boards
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_board_descriptions_merge_onto_common(board: str) -> None:
+    desc = image_build.load_board(board)
+    assert desc["arch"] == "arm64"
+    assert {"raspi-firmware", "linux-image-arm64", "systemd", "python3", "mosquitto"} <= set(
+        desc["packages"]
+    )
+    assert desc["raspi_firmware"]["ROOTPART"] == f"LABEL={desc['disk']['root_label']}"
+    assert "CONSOLES" in desc["raspi_firmware"]
+    mods = set(desc["initramfs_modules"])
+    assert {"sdhci_iproc", "sdhci_brcmstb", "mmc_block", "bcm2835", "ext4", "vfat"} <= mods
+    total = image_build.parse_size(desc["disk"]["size"])
+    assert total & (total - 1) == 0, "QEMU's raspi3b wants a power-of-two SD card"
+    assert image_build.parse_size(desc["disk"]["boot_size"]) + image_build.parse_size(
+        desc["disk"]["root_size"]
+    ) < total - (64 << 20)
+    # Journal in RAM, bounded; state on the data partition.
+    assert "/var/log" in desc["wear"]["tmpfs"]
+    assert {"/etc/pendant", "/var/lib/pendant"} <= set(desc["wear"]["persist"])
+
+
+def test_pi5_is_trixie_with_backports_kernel_and_login() -> None:
+    desc = image_build.load_board("pi5")
+    assert desc["suite"] == "trixie"
+    assert desc["pin"]["linux-image-arm64"] == "trixie-backports"
+    assert {"passwd", "login"} <= set(desc["packages"])
+
+
+def test_zero2w_wifi_firmware_from_backports() -> None:
+    desc = image_build.load_board("zero2w")
+    assert desc["suite"] == "bookworm"
+    assert desc["pin"]["firmware-brcm80211"] == "bookworm-backports"
+    assert "bookworm-backports" in desc["extra_suites"]
+
+
+def test_unknown_board_is_one_line() -> None:
+    with pytest.raises(image_build.ImageError, match="unknown board 'pi4': pick one of"):
+        image_build.load_board("pi4")
+
+
+@pytest.mark.parametrize("text", ["2X", "", "-1G", "1.5G"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    with pytest.raises(image_build.ImageError, match="write it as"):
+        image_build.parse_size(text)
+
+
+def test_enabled_units_exist_in_the_overlay_or_the_package() -> None:
+    desc = image_build.load_board("zero2w")
+    ours = {p.name for p in (IMAGE / "rootfs/usr/lib/systemd/system").glob("*")}
+    packaged = {p.name for p in (REPO / "services").glob("pendant*")} | {"pendant-setup.service"}
+    from_debian = {"systemd-networkd.service", "systemd-resolved.service", "ssh.service",
+                   "systemd-timesyncd.service", "wpa_supplicant@wlan0.service"}  # fmt: skip
+    for unit in [*desc["enable"], *(u for w in desc["wants"].values() for u in w)]:
+        assert unit in ours | packaged | from_debian, unit
+
+
+def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Path) -> None:
+    hook = image_build.setup_hook(image_build.load_board("zero2w"), tmp_path / "setup")
+    files = tmp_path / "setup"
+    assert 'ROOTPART="LABEL=pendant-root"' in (files / "etc/default/raspi-firmware").read_text()
+    assert "MODULES=list" in (files / "etc/initramfs-tools/conf.d/pendant.conf").read_text()
+    assert "sdhci_iproc" in (files / "usr/share/initramfs-tools/modules.d/pendant").read_text()
+    pins = (files / "etc/apt/preferences.d/pendant").read_text()
+    assert "Pin: release n=bookworm-backports" in pins
+    assert "dtparam=i2s=on" in (files / "etc/default/raspi-firmware-custom").read_text()
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["sh", "-c", hook, "sh", str(root)], check=True)
+    assert (root / "etc/default/raspi-firmware").is_file()
+
+
+def test_no_password_login_anywhere() -> None:
+    sshd = (IMAGE / "rootfs/etc/ssh/sshd_config.d/pendant.conf").read_text()
+    assert re.search(r"(?m)^PasswordAuthentication no$", sshd)
+    assert re.search(r"(?m)^PermitRootLogin no$", sshd)
+    for rpi in (IMAGE / "rpi-image-gen/pendant.d/sshd-pendant.conf",):
+        assert "PasswordAuthentication no" in rpi.read_text()
+    src = (IMAGE / "build.py").read_text()
+    # Users get the impossible password '*', root too; nothing sets a real one.
+    assert '"usermod", "--password", "*", name' in src
+    assert '"usermod", "--password", "*", "root"' in src
+    assert "chpasswd" not in src
+
+
+def test_shell_scripts_parse() -> None:
+    subprocess.run(["sh", "-n", str(IMAGE / "rootfs/usr/lib/pendant-image/grow-data")], check=True)
+    for text in (boot_test.HOOK, boot_test.PREPARE):
+        subprocess.run(["sh", "-n", "-c", text], check=True)
+
+
+# --------------------------------------------------------------------------- the .deb
+
+
+def test_deb_description_names_files_that_exist() -> None:
+    desc = build_deb.load_description()
+    assert desc["package"]["name"] == "pendant"
+    assert {"python3-venv", "mosquitto (>= 2.0)", "openssl", "libportaudio2"} <= set(
+        desc["package"]["depends"]
+    )
+    assert "3.11" in desc["wheels"]["python_versions"]
+    assert any("aarch64" in p for p in desc["wheels"]["platforms"])
+    for entry in desc["files"]:
+        for pattern in entry["src"]:
+            assert list(REPO.glob(pattern)), pattern
+    assert "whisper-base" in desc["models"]["exclude"]
+
+
+def test_deb_control_and_postinst_are_offline() -> None:
+    control = build_deb.control(build_deb.load_description(), "1.2.3", 1000)
+    assert "Architecture: all" in control
+    assert re.search(r"(?m)^Depends: .*python3-venv", control)
+    assert "--no-index" in build_deb.POSTINST
+    assert "/opt/pendant/venv" in build_deb.POSTINST
+
+
+def test_built_deb_if_present() -> None:
+    debs = sorted((IMAGE / "out").glob("pendant_*_all.deb"))
+    if not debs or shutil.which("dpkg-deb") is None:
+        pytest.skip("no image/out/pendant_*_all.deb: `make deb` builds it")
+    info = subprocess.run(["dpkg-deb", "-f", str(debs[-1]), "Architecture", "Package"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "Architecture: all" in info
+    listing = subprocess.run(["dpkg-deb", "-c", str(debs[-1])], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert "usr/lib/systemd/system/pendant-ears.service" in listing
+    assert re.search(r"usr/share/pendant/wheels/pendant-[^ ]+-py3-none-any\.whl", listing)
+    assert re.search(r"usr/share/pendant/wheels/numpy-[^ ]+cp311[^ ]+aarch64[^ ]*\.whl", listing)
+    assert "usr/share/pendant/models/silero-vad/silero_vad_16k_op15.onnx" in listing
+    assert "whisper-base" not in listing
+
+
+# --------------------------------------------------------------------------- rpi-image-gen
+
+
+def _layer_yaml(path: Path) -> tuple[dict[str, str], dict]:
+    text = path.read_text()
+    meta_block = text.split("# METABEGIN", 1)[1].split("# METAEND", 1)[0]
+    meta: dict[str, str] = {}
+    for line in meta_block.splitlines():
+        m = re.match(r"#\s*(X-Env-[\w-]+):\s*(.*)", line)
+        if m:
+            meta[m.group(1)] = m.group(2)
+    return meta, yaml.safe_load(text)
+
+
+def test_rpi_image_gen_layer_is_valid_and_complete() -> None:
+    root = IMAGE / "rpi-image-gen"
+    meta, layer = _layer_yaml(root / "layer" / "pendant.yaml")
+    assert meta["X-Env-Layer-Name"] == "pendant"
+    assert meta["X-Env-VarPrefix"] == "pendant"
+    packages = layer["mmdebstrap"]["packages"]
+    assert "python3-picamera2" in packages
+    hooks = "\n".join(layer["mmdebstrap"]["customize-hooks"])
+    assert "$IGconf_pendant_deb" in hooks
+    for ref in re.findall(r"\$\{DIRECTORY\}/\.\./([\w./-]+)", hooks):
+        assert (root / ref).is_file(), ref
+    # The default .deb path names the file `make deb` writes.
+    version = build_deb.version()
+    assert meta["X-Env-Var-deb"].endswith(f"/out/pendant_{version}_all.deb")
+    for config in (root / "config").glob("*.yaml"):
+        data = yaml.safe_load(config.read_text())
+        assert data["layer"]["app"] == "pendant"
+        assert data["device"]["layer"] in {"zero2w", "pi5"}
+
+
+# --------------------------------------------------------------------------- flash
+
+
+def fake_machine(tmp_path: Path, removable: str, mountpoints: list, size: int = 8 << 30,
+                 name: str = "sdx") -> tuple[Path, Path]:  # fmt: skip
+    sys_root = tmp_path / "sys"
+    (sys_root / "block" / name / "device").mkdir(parents=True)
+    (sys_root / "block" / name / "removable").write_text(removable + "\n")
+    lsblk = tmp_path / "lsblk.json"
+    lsblk.write_text(json.dumps({"blockdevices": [{
+        "name": name, "path": f"/dev/{name}", "size": size, "type": "disk",
+        "rm": removable == "1", "mountpoints": [None],
+        "children": [{"name": f"{name}1", "path": f"/dev/{name}1", "size": size // 2,
+                      "type": "part", "mountpoints": mountpoints}],
+    }]}))  # fmt: skip
+    return sys_root, lsblk
+
+
+@pytest.fixture
+def small_image(tmp_path: Path) -> Path:
+    img = tmp_path / "pendant.img"
+    with img.open("wb") as f:
+        f.truncate(2 << 30)
+    return img
+
+
+def run_flash(small_image: Path, sys_root: Path, lsblk: Path, device: str = "/dev/sdx",
+              capsys: pytest.CaptureFixture[str] | None = None) -> int:  # fmt: skip
+    return flash.main([device, "--image", str(small_image), "--dry-run",
+                       "--sys-root", str(sys_root), "--lsblk-json", str(lsblk)])  # fmt: skip
+
+
+def test_flash_accepts_a_removable_unmounted_card(
+    tmp_path: Path, small_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys_root, lsblk = fake_machine(tmp_path, "1", [None])
+    assert run_flash(small_image, sys_root, lsblk) == 0
+    assert "removable, not mounted" in capsys.readouterr().out
+
+
+def test_flash_refuses_a_fixed_disk(
+    tmp_path: Path, small_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys_root, lsblk = fake_machine(tmp_path, "0", [None])
+    assert run_flash(small_image, sys_root, lsblk) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "flash: error: /dev/sdx is not a removable disk: refusing to overwrite it"
+
+
+def test_flash_refuses_a_mounted_card(
+    tmp_path: Path, small_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys_root, lsblk = fake_machine(tmp_path, "1", ["/media/me/boot"])
+    assert run_flash(small_image, sys_root, lsblk) == 2
+    assert "is mounted (/media/me/boot): unmount it first" in capsys.readouterr().err
+
+
+def test_flash_refuses_a_partition_and_a_small_card(
+    tmp_path: Path, small_image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys_root, lsblk = fake_machine(tmp_path, "1", [None], size=1 << 30)
+    assert run_flash(small_image, sys_root, lsblk, device="/dev/sdx1") == 2
+    assert "not a whole disk" in capsys.readouterr().err
+    assert run_flash(small_image, sys_root, lsblk) == 2
+    assert "use a bigger card" in capsys.readouterr().err
+
+
+def test_flash_takes_a_builtin_sd_slot(tmp_path: Path, small_image: Path) -> None:
+    sys_root, lsblk = fake_machine(tmp_path, "0", [None], name="mmcblk0")
+    (sys_root / "block/mmcblk0/device/type").write_text("SD\n")
+    assert run_flash(small_image, sys_root, lsblk, device="/dev/mmcblk0") == 0
+
+
+# --------------------------------------------------------------------------- first boot
+
+
+def load_firstboot(root: Path):
+    path = IMAGE / "rootfs/usr/lib/pendant-image/firstboot"
+    spec = importlib.util.spec_from_loader("firstboot", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    import os
+
+    os.environ["PENDANT_ROOT"] = str(root)
+    try:
+        exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+    finally:
+        del os.environ["PENDANT_ROOT"]
+    return module
+
+
+def test_firstboot_applies_setup_and_removes_secrets(tmp_path: Path) -> None:
+    boot = tmp_path / "boot/firmware"
+    boot.mkdir(parents=True)
+    (tmp_path / "usr/share/zoneinfo/Europe").mkdir(parents=True)
+    (tmp_path / "usr/share/zoneinfo/Europe/London").write_text("TZif")
+    (tmp_path / "etc/pendant").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    (boot / "setup.toml").write_text(
+        'timezone = "Europe/London"\nhostname = "kitchen-pendant"\n[wifi]\nssid = "Home"\n'
+        'password = "correct horse battery"\ncountry = "gb"\n'
+    )
+    (boot / "authorized_keys").write_text("ssh-ed25519 AAAAkey me@laptop\n# comment\n")
+    fb = load_firstboot(tmp_path)
+    fb.apply_setup()
+    fb.SSH_KEYS.mkdir(parents=True)
+    (fb.SSH_KEYS / "ssh_host_ed25519_key").write_text("already made")
+    fb.apply_ssh()
+    left = (boot / "setup.toml").read_text()
+    assert "correct horse" not in left and "password" not in left.split("#")[0]
+    assert 'ssid = "Home"' in left
+    wpa = (tmp_path / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf")
+    assert oct(wpa.stat().st_mode & 0o777) == "0o600"
+    assert "country=GB" in wpa.read_text() and "correct horse" not in wpa.read_text()
+    # wpa_passphrase's PSK for this SSID and passphrase (IEEE 802.11i PBKDF2-SHA1).
+    assert "psk=" in wpa.read_text() and 'ssid="Home"' in wpa.read_text()
+    assert (tmp_path / "etc/pendant/hostname").read_text() == "kitchen-pendant\n"
+    assert str((tmp_path / "etc/pendant/localtime").readlink()).endswith("Europe/London")
+    assert not (boot / "authorized_keys").exists()
+    assert fb.SSH_KEYS.joinpath("authorized_keys.pendant").read_text() == (
+        "ssh-ed25519 AAAAkey me@laptop\n"
+    )
+    assert fb.errors == []
+
+
+def test_firstboot_reports_bad_setup_and_still_removes_secrets(tmp_path: Path) -> None:
+    boot = tmp_path / "boot/firmware"
+    boot.mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    (boot / "setup.toml").write_text('[wifi]\nssid = "Home"\npassword = "abc"\ncountry = "GB"\n')
+    fb = load_firstboot(tmp_path)
+    fb.apply_setup()
+    assert fb.errors == ["setup.toml: wifi.password must be 8 to 63 characters"]
+    assert "abc" not in (boot / "setup.toml").read_text()
+
+
+def test_firstboot_setup_toml_parses_as_documented() -> None:
+    readme = (IMAGE / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    setup = tomllib.loads(block)
+    assert {"wifi", "home_broker", "timezone"} <= set(setup)
