@@ -100,7 +100,7 @@ more() { [ "$(grep -c /intent/ $LOG)" -gt "$intents" ]; }
 wait_for 300 more && say intent after restart $(cut -d' ' -f1 /proc/uptime)
 settled() {  # active, or given up on (failed: its restarts are used up)
   s=$(systemctl is-active "$1"); [ "$s" = active ] || [ "$s" = failed ]; }
-for u in link body eyes web; do
+for u in link body eyes web pairing; do
   wait_for 300 settled pendant-$u.service
   systemctl is-active -q pendant-$u.service || logs pendant-$u.service
   say unit pendant-$u $(state pendant-$u.service) $(cut -d' ' -f1 /proc/uptime)

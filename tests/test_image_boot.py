@@ -26,7 +26,7 @@ from .conftest import REPO
 BOARD = os.environ.get("PENDANT_IMAGE_BOARD", "zero2w")
 MACHINE = os.environ.get("IMAGE_MACHINE", "virt")
 IMAGE = REPO / "image" / "out" / f"pendant-{BOARD}.img"
-UNITS = ["ears", "link", "body", "web"]
+UNITS = ["ears", "link", "body", "web", "pairing"]
 
 pytestmark = [
     pytest.mark.skipif(
