@@ -57,7 +57,7 @@ async def listen(config: Config, files: Sequence[Path], out=sys.stdout) -> int:
         LocalBroker(users=("link", "viewer"), tcp=True) as home,
     ):
         cfg = simulated(config, bus, home, realtime=False)
-        pendant = Pendant(cfg, source=WavSource(cfg.audio, files))
+        pendant = Pendant(cfg, source=WavSource(cfg.audio, files), parts=("ears", "link"))
         received = 0
         async with aiomqtt.Client(
             "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
