@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,3 +76,14 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> a
 async def publish(client: aiomqtt.Client, event: Event) -> None:
     retain = event.type in RETAINED
     await client.publish(topic(event.type), event.to_json(), qos=QOS, retain=retain)
+
+
+async def events(client: aiomqtt.Client) -> AsyncIterator[Event]:
+    """The typed events a subscriber receives; a bad one is logged and skipped, never fatal."""
+    from pendant.events import EventError, parse_event
+
+    async for message in client.messages:
+        try:
+            yield parse_event(bytes(message.payload))  # type: ignore[arg-type]
+        except EventError as exc:
+            log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)

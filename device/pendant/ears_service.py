@@ -22,7 +22,7 @@ from pendant.audio import AudioSource, create_source
 from pendant.config import Config, CustomSentences, load_config
 from pendant.ears import Ears, Understanding
 from pendant.errors import PendantError
-from pendant.events import Button, Command, Event, EventError, Sentences, SentenceSet, parse_event
+from pendant.events import Button, Command, Event, Sentences, SentenceSet
 from pendant.gate import PUBLIC_NAMES
 from pendant.grammar import build_grammar, check_sentences
 from pendant.models import model_path
@@ -163,12 +163,7 @@ class EarsService:
             self.source.close()
 
     async def _inbox(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            try:
-                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
-            except EventError as exc:
-                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
-                continue
+        async for event in bus.events(client):
             if self.ears is None:
                 continue
             if isinstance(event, Button):

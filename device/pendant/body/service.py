@@ -42,12 +42,10 @@ from pendant.events import (
     Command,
     Error,
     Event,
-    EventError,
     HardwareMute,
     PairingStatus,
     PairingWindow,
     Status,
-    parse_event,
 )
 
 log = logging.getLogger(__name__)
@@ -250,18 +248,12 @@ class BodyService:
     async def _publish_hardware_mute(self, client: aiomqtt.Client) -> None:
         muted = self.indicators.hardware_muted
         event = HardwareMute(device_id=self.config.device_id, mic=muted, camera=muted)
-        # Retained: an ears or eyes process that starts later learns the switch at once.
-        await client.publish(bus.topic(event.type), event.to_json(), qos=bus.QOS, retain=True)
+        await bus.publish(client, event)  # retained (bus.RETAINED): a later ears learns it
 
     # --- helpers feeding the main loop ----------------------------------------------------
 
     async def _read_bus(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            try:
-                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
-            except EventError as exc:
-                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
-                continue
+        async for event in bus.events(client):
             if isinstance(event, FOLLOWED):
                 self._inbox.put_nowait(event)
 

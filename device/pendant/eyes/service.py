@@ -24,10 +24,8 @@ from pendant.events import (
     Camera,
     Command,
     Event,
-    EventError,
     HardwareMute,
     Intent,
-    parse_event,
 )
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
 from pendant.eyes.pipeline import Eyes, Trigger
@@ -112,12 +110,7 @@ class EyesService:
         )
 
     async def _inbox(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            try:
-                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
-            except EventError as exc:
-                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
-                continue
+        async for event in bus.events(client):
             await self.handle(event)
 
     async def handle(self, event: Event) -> None:
