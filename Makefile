@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad device-tree-compiler
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -62,7 +62,7 @@ clean:
 
 # --- the SD card image (image/README.md) -------------------------------------------------
 # Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
-IMAGE_APT_PACKAGES := mmdebstrap qemu-user-static binfmt-support qemu-system-arm arch-test dosfstools mtools e2fsprogs fdisk dpkg-dev espeak-ng
+IMAGE_APT_PACKAGES := mmdebstrap qemu-user-static binfmt-support qemu-system-arm arch-test device-tree-compiler dosfstools mtools e2fsprogs fdisk dpkg-dev espeak-ng
 BOARD ?= zero2w
 DEB_MODELS ?=
 .PHONY: image-apt deb image image-test flash

@@ -31,6 +31,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import devicetree  # noqa: E402 (image/ is scripts, not a package)
+
 BOARDS = HERE / "boards"
 SECTOR = 512
 BOOT_START = 8192  # sectors: 4 MiB, the usual alignment of SD card erase blocks
@@ -40,6 +43,7 @@ HOST_TOOLS = {
     "mcopy": "mtools",
     "mke2fs": "e2fsprogs",
     "sfdisk": "fdisk",
+    "dtc": "device-tree-compiler",
     "update-binfmts": "binfmt-support",
 }
 
@@ -150,6 +154,14 @@ def setup_files(desc: dict) -> dict[str, str]:
     hw = REPO / desc.get("hw_config_txt", "hw/config/config-pendant.txt")
     if hw.is_file():
         fragment += f"\n# from {hw.relative_to(REPO)}\n" + hw.read_text()
+    trees = desc.get("device_trees", {})
+    if trees:
+        fragment += (
+            "\n# Debian's firmware has no overlays, so dtoverlay= lines do nothing on this image:"
+            "\n# the I2S mic is compiled into the board's tree (image/dts/i2s-mic.dtsi).\n"
+            + "".join(f"[{flt}]\ndevice_tree=pendant-{dtb}\n" for flt, dtb in trees.items())
+            + "[all]\n"
+        )
     pins = "".join(
         f"Package: {pkg}\nPin: release n={suite}\nPin-Priority: 990\n\n"
         for pkg, suite in desc.get("pin", {}).items()
@@ -269,6 +281,12 @@ def customize(root: Path, desc: dict) -> None:
     (root / "etc/pendant/localtime").symlink_to("/usr/share/zoneinfo/Etc/UTC")
     for path in wear.get("persist", []):
         (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    firmware = root / "boot/firmware"
+    for dtb in desc.get("device_trees", {}).values():
+        try:
+            devicetree.with_fragment(firmware / dtb, firmware / f"pendant-{dtb}")
+        except devicetree.DeviceTreeError as exc:
+            raise ImageError(str(exc)) from None
 
 
 def chroot_group(root: Path, group: str) -> bool:

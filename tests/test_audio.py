@@ -9,6 +9,7 @@ import pytest
 import soundfile
 
 from pendant.audio import RATE_HZ, dbfs
+from pendant.audio import wav as wav_module
 from pendant.audio.convert import StreamConverter, convert
 from pendant.audio.wav import WavSource, read_audio
 from pendant.config import AudioConfig
@@ -103,6 +104,35 @@ def test_wav_source_plays_files_then_gaps_in_order(tmp_path: Path) -> None:
     assert abs(dominant_hz(audio[:9600]) - 300) < 10
     assert np.all(audio[9700:14000] == 0)  # the gap after the first file
     assert abs(dominant_hz(audio[14400:24000]) - 1200) < 10
+
+
+def test_wav_source_decodes_one_file_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """A long playlist is never all in RAM (a 400-file config once got the ears OOM-killed),
+    yet a bad file among them still fails at start-up."""
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.wav"
+        soundfile.write(p, tone(16_000, 0.3, 440.0), 16_000, subtype="PCM_16")
+        paths.append(p)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF nonsense")
+    with pytest.raises(AudioFormatError, match=r"broken\.wav: not a readable audio file"):
+        WavSource(AudioConfig(realtime=False), [*paths, broken])
+
+    decoded: list[str] = []
+    real = wav_module.read_audio
+    monkeypatch.setattr(wav_module, "read_audio", lambda p: decoded.append(Path(p).name) or real(p))
+    source = WavSource(AudioConfig(realtime=False, gap_ms=100, chunk_ms=30), paths)
+    assert decoded == []
+
+    async def first_chunks() -> None:
+        stream = source.chunks()
+        for _ in range(3):
+            await anext(stream)
+        await stream.aclose()
+
+    asyncio.run(first_chunks())
+    assert decoded == ["0.wav"]
 
 
 def test_wav_source_needs_files() -> None:

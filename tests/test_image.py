@@ -38,6 +38,7 @@ def _load(name: str, path: Path):  # image/ and packaging/ are scripts, not pack
 image_build = _load("pendant_image_build", IMAGE / "build.py")
 flash = _load("pendant_image_flash", IMAGE / "flash.py")
 boot_test = _load("pendant_image_boot_test", IMAGE / "boot_test.py")
+devicetree = _load("pendant_image_devicetree", IMAGE / "devicetree.py")
 build_deb = _load("pendant_build_deb", REPO / "packaging" / "build_deb.py")
 
 BOARDS = ["zero2w", "pi5"]
@@ -115,6 +116,102 @@ def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Pat
     root.mkdir()
     subprocess.run(["sh", "-c", hook, "sh", str(root)], check=True)
     assert (root / "etc/default/raspi-firmware").is_file()
+
+
+# --------------------------------------------------------------------------- the mic's tree
+
+# The nodes of Debian's bcm2837 trees that the mic fragment touches, at the same paths and with
+# the same properties (decompiled from bcm2837-rpi-zero-2-w.dtb); the image test checks the real
+# tree the build made, and the raspi3b boot shows the kernel bringing the card up.
+BCM2837_STANDIN = """/dts-v1/;
+/ {
+	#address-cells = <1>; #size-cells = <1>;
+	soc {
+		compatible = "simple-bus"; #address-cells = <1>; #size-cells = <1>; ranges;
+		gpio@7e200000 {
+			compatible = "brcm,bcm2835-gpio"; reg = <0x7e200000 0xb4>;
+			pcm_gpio18 { brcm,pins = <18 19 20 21>; brcm,function = <4>; };
+			pcm_gpio28 { brcm,pins = <28 29 30 31>; brcm,function = <6>; };
+		};
+		i2s@7e203000 {
+			compatible = "brcm,bcm2835-i2s"; reg = <0x7e203000 0x24>; status = "disabled";
+		};
+	};
+};
+"""
+
+
+def _dtb(tmp_path: Path, name: str, source: str) -> Path:
+    dts = tmp_path / f"{name}.dts"
+    dts.write_text(source)
+    out = tmp_path / f"{name}.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(out), str(dts)], check=True)
+    return out
+
+
+def _get(dtb: Path, node: str, prop: str, kind: str = "s") -> str:
+    return subprocess.run(["fdtget", "-t", kind, str(dtb), node, prop], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+
+
+def mic_tree_facts(dtb: Path) -> dict[str, str]:
+    """What a kernel needs to see for the I2S mic card, read back from a compiled tree."""
+    i2s, pcm = "/soc/i2s@7e203000", "/soc/gpio@7e200000/pcm_gpio18"
+    card = "/pendant-mic-sound"
+    return {
+        "i2s status": _get(dtb, i2s, "status"),
+        "i2s pins": "pcm_gpio18"
+        if _get(dtb, i2s, "pinctrl-0", "u") == _get(dtb, pcm, "phandle", "u") else "other",
+        "pins": _get(dtb, pcm, "brcm,pins", "u") + " alt " + _get(dtb, pcm, "brcm,function", "u"),
+        "card": _get(dtb, card, "compatible") + " " + _get(dtb, card, "simple-audio-card,name"),
+        "cpu dai is i2s": str(
+            _get(dtb, f"{card}/simple-audio-card,cpu", "sound-dai", "u")
+            == _get(dtb, i2s, "phandle", "u")
+        ),
+        "clocks from": "cpu" if _get(dtb, card, "simple-audio-card,bitclock-master", "u")
+        == _get(dtb, f"{card}/simple-audio-card,cpu", "phandle", "u") else "codec",
+        "codec": _get(dtb, "/pendant-mic-codec", "compatible"),
+    }
+
+
+MIC_TREE = {
+    "i2s status": "okay",
+    "i2s pins": "pcm_gpio18",
+    "pins": "18 19 20 21 alt 4",
+    "card": "simple-audio-card adau7002",
+    "cpu dai is i2s": "True",
+    "clocks from": "cpu",
+    "codec": "dmic-codec",
+}
+
+
+def test_mic_is_compiled_into_the_board_tree(tmp_path: Path) -> None:
+    base = _dtb(tmp_path, "bcm2837", BCM2837_STANDIN)
+    out = devicetree.with_fragment(base, tmp_path / "pendant-bcm2837.dtb")
+    assert mic_tree_facts(out) == MIC_TREE
+
+
+def test_mic_tree_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(devicetree.DeviceTreeError, match="does not exist"):
+        devicetree.with_fragment(tmp_path / "nope.dtb", tmp_path / "out.dtb")
+    # A board whose tree lacks the I2S block: dtc's own message, one line, names the path.
+    other = _dtb(tmp_path, "other", '/dts-v1/;\n/ { soc { }; };\n')
+    with pytest.raises(devicetree.DeviceTreeError) as err:
+        devicetree.with_fragment(other, tmp_path / "out.dtb")
+    assert "\n" not in str(err.value) and "i2s@7e203000" in str(err.value)
+    assert not (tmp_path / "out.dtb").exists()
+
+
+def test_zero2w_config_txt_points_the_board_at_the_mic_tree() -> None:
+    desc = image_build.load_board("zero2w")
+    config = image_build.setup_files(desc)["etc/default/raspi-firmware-custom"]
+    assert desc["device_trees"] == {"pi02": "bcm2837-rpi-zero-2-w.dtb"}
+    # After the overlays (which Debian's firmware lacks), and back to [all] at the end.
+    tail = config[config.rindex("dtoverlay=adau7002-simple") :]
+    assert "[pi02]\ndevice_tree=pendant-bcm2837-rpi-zero-2-w.dtb\n[all]\n" in tail
+    assert "device_tree=" not in image_build.setup_files(image_build.load_board("pi5"))[
+        "etc/default/raspi-firmware-custom"
+    ]
 
 
 def test_no_password_login_anywhere() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 MAX_FILE_S = 600
 
 
-def read_audio(path: str | Path) -> np.ndarray:
-    """A sound file (WAV, FLAC, ...; any rate, width, channels) as 16 kHz mono int16."""
+def check_audio(path: str | Path) -> soundfile._SoundFileInfo:
+    """What read_audio would refuse, found from the header alone."""
     p = Path(path)
     if not p.is_file():
         raise AudioFormatError(f"{p}: no such file")
@@ -34,6 +34,13 @@ def read_audio(path: str | Path) -> np.ndarray:
         raise AudioFormatError(f"{p}: holds no audio")
     if info.frames / info.samplerate > MAX_FILE_S:
         raise AudioFormatError(f"{p}: longer than {MAX_FILE_S} s; split it")
+    return info
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A sound file (WAV, FLAC, ...; any rate, width, channels) as 16 kHz mono int16."""
+    p = Path(path)
+    info = check_audio(p)
     dtype = "int16" if info.subtype in ("PCM_16", "PCM_U8", "PCM_S8") else "float32"
     data, rate = soundfile.read(str(p), dtype=dtype, always_2d=True)
     return convert(data, rate)
@@ -53,8 +60,11 @@ class WavSource:
         paths = list(files) if files is not None else list(config.files)
         if not paths:
             raise AudioFormatError("audio.files is empty: give the 'wav' source files to play")
-        # Read everything up front so a bad file fails at start-up, not mid-run.
-        self._clips = [read_audio(p) for p in paths]
+        # Every header is checked up front, so a bad file fails at start-up, not mid-run; the
+        # audio is decoded only when its turn comes, so a long playlist is never all in RAM.
+        for path in paths:
+            check_audio(path)
+        self._paths = paths
         self._closed = False
         self._running = asyncio.Event()
         self._running.set()
@@ -63,34 +73,33 @@ class WavSource:
         self.played_samples = 0
         """How much has been delivered: a test can see that a muted mic hears nothing."""
 
-    @property
-    def spans_s(self) -> list[tuple[float, float]]:
-        """Where each file lies in the played stream, in seconds from its start."""
-        spans, t = [], 0.0
-        for clip in self._clips:
-            spans.append((t, t + len(clip) / RATE_HZ))
-            t += len(clip) / RATE_HZ + self.gap_ms / 1000
-        return spans
-
-    def _stream(self) -> np.ndarray:
+    def _stream(self) -> Iterator[np.ndarray]:
+        """The files, each followed by the gap, in chunks; a last part-chunk is dropped."""
+        n = self.chunk_samples
         gap = np.zeros(RATE_HZ * self.gap_ms // 1000, dtype=np.int16)
-        parts = [part for clip in self._clips for part in (clip, gap)]
-        return np.concatenate(parts)
+        carry = gap[:0]
+        for path in self._paths:
+            for part in (read_audio(path), gap):
+                buf = np.concatenate((carry, part))
+                whole = len(buf) // n * n
+                for j in range(0, whole, n):
+                    yield buf[j : j + n]
+                carry = buf[whole:]
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        stream = self._stream()
         n = self.chunk_samples
         start_ms = self.started_ms = time.time_ns() // 1_000_000
         start_mono = time.monotonic()
         block = n * BLOCK_CHUNKS
-        for i in range(0, len(stream) - n + 1, n):
+        for index, samples in enumerate(self._stream()):
             if self._closed:
                 return
+            i = index * n
             end_s = (i + n) / RATE_HZ
             if i % block == 0:
                 if self.realtime:
                     # A block is played when its last sample would have been captured.
-                    block_end_s = min(i + block, len(stream)) / RATE_HZ
+                    block_end_s = (i + block) / RATE_HZ
                     delay = start_mono + block_end_s - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -106,7 +115,7 @@ class WavSource:
                 if self._closed:
                     return
             self.played_samples = i + n
-            yield Chunk(stream[i : i + n], start_ms + int(end_s * 1000))
+            yield Chunk(samples, start_ms + int(end_s * 1000))
 
     def pause(self) -> None:
         self._running.clear()
