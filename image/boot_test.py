@@ -35,6 +35,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import devicetree  # noqa: E402 (image/ is scripts, not a package)
 
+from build import load_board  # noqa: E402
+
 OUT = HERE / "out"
 BOOT_OFFSET = 8192 * 512
 TEST_SIZE = 4 << 30  # the copy is grown so first boot has a data partition to grow
@@ -89,6 +91,22 @@ wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
   while [ $t -gt 0 ]; do "$@" && return 0; sleep 2; t=$((t - 2)); done
   return 1
 }
+progress() {  # a line a minute while waiting, so a slow or stuck boot shows which
+  while true; do
+    sleep 60
+    say waiting $(cut -d' ' -f1 /proc/uptime) load $(cut -d' ' -f1-3 /proc/loadavg) \
+      memavail $(awk '/MemAvailable/ {print int($2/1024) "M"}' /proc/meminfo) \
+      $(for u in ears link body eyes web pairing; do printf "%s=%s " $u "$(state pendant-$u)"; done)
+    for u in ears link body eyes web pairing; do  # why one that is not up yet is not
+      systemctl is-active -q pendant-$u && continue
+      say pendant-$u last result $(systemctl show -p Result -p ExecMainStatus --value pendant-$u)
+      journalctl -b -u pendant-$u -o cat -n 12 --no-pager | grep -v "^pendant-$u.service: " \
+        | tail -n 4 | sed -u "s/^/PENDANT-LOG: pendant-$u: /"
+    done
+  done
+}
+progress &
+PROGRESS=$!
 wait_for 900 systemctl is-active -q pendant-ears.service || logs pendant-ears.service
 say unit pendant-ears $(state pendant-ears.service) $(cut -d' ' -f1 /proc/uptime)
 wait_for 600 grep -q "availability online" $LOG && say availability online seen
@@ -112,6 +130,7 @@ for u in link body eyes web pairing; do
   say unit pendant-$u $(state pendant-$u.service) $(cut -d' ' -f1 /proc/uptime)
 done
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
+kill $PROGRESS
 say failed units: $failed
 [ -n "$failed" ] && logs $failed
 say done $(cut -d' ' -f1 /proc/uptime)
@@ -216,13 +235,14 @@ def raspi3b_tree(board_boot: Path, work: Path) -> Path:
     return devicetree.with_fragment(board_boot / "bcm2837-rpi-3-b.dtb", work / "raspi3b.dtb")
 
 
-def qemu_command(machine: str, board_boot: Path, disk: Path) -> list[str]:
+def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-a53"
+                 ) -> list[str]:  # fmt: skip
     kernel, initrd = board_boot / "vmlinuz", board_boot / "initrd.img"
     common = ["-nographic", "-nic", "none", "-no-reboot", "-kernel", str(kernel),
               "-initrd", str(initrd)]  # fmt: skip
     cmdline = "root=LABEL=pendant-root ro rootwait pendant.test=1 systemd.show_status=1"
     if machine == "virt":
-        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", "-smp", "2",
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", cpu, "-smp", "2",
                 "-m", "1024", *common, "-append", f"{cmdline} console=ttyAMA0",
                 "-drive", f"file={disk},format=raw,if=none,id=hd",
                 "-device", "virtio-blk-device,drive=hd"]  # fmt: skip
@@ -241,7 +261,8 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
     with tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp:
         work = Path(tmp)
         disk = prepare(image, work)
-        cmd = qemu_command(machine, board_boot, disk)
+        cpu = load_board(board).get("qemu_cpu", "cortex-a53")
+        cmd = qemu_command(machine, board_boot, disk, cpu)
         started = time.monotonic()
         times: dict[str, float] = {}
         chunks: list[str] = []

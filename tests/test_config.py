@@ -79,3 +79,32 @@ def test_every_key_is_documented_in_the_readme() -> None:
     for line in config_reference(Config):
         key = line.split("`")[1]
         assert f"`{key}`" in readme, f"README does not document {key}"
+
+
+def test_secret_files_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pendant.bus import read_secret
+
+    secret = tmp_path / "elsewhere" / "bus.password"
+    secret.parent.mkdir()
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    assert read_secret(str(secret), "bus.password_file") == "s3cret"
+    secret.chmod(0o640)
+    with pytest.raises(ConfigError, match="readable by others: chmod 600"):
+        read_secret(str(secret), "bus.password_file")
+
+    # systemd 254+ hands a service with User= its credentials as 0440, in a directory only that
+    # service can enter (trixie's 257 does): group bits are fine there, world bits never.
+    creds = tmp_path / "credentials" / "pendant-ears.service"
+    creds.mkdir(parents=True)
+    credential = creds / "bus-password"
+    credential.write_text("s3cret\n")
+    credential.chmod(0o440)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert read_secret(str(credential), "bus.password_file") == "s3cret"
+    credential.chmod(0o444)
+    with pytest.raises(ConfigError, match="readable by others"):
+        read_secret(str(credential), "bus.password_file")
+    # Another directory's group-readable file is still refused with the variable set.
+    with pytest.raises(ConfigError, match="readable by others"):
+        read_secret(str(secret), "bus.password_file")

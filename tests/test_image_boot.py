@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -85,6 +86,14 @@ def test_every_pendant_unit_reached_ready(booted) -> None:
     # "Started" lines end when boot does; the services may be READY later than that.)
 
 
+def test_no_unit_restarted_on_its_own(booted) -> None:
+    # `unit pendant-X NRESTARTS ACTIVE SUB UPTIME`: a watchdog or a crash would show as a restart.
+    # The ears' line is from before the test kills them.
+    for unit in UNITS:
+        line = next((m for m in marks(booted) if m.startswith(f"unit pendant-{unit} ")), "")
+        assert line.split()[2:3] == ["0"], f"pendant-{unit} restarted by itself: {line}"
+
+
 def test_eyes_reached_ready(booted) -> None:
     # Its own test: with the package of 14:3x the eyes were OOM-killed at MemoryMax=200M while
     # loading their models on aarch64; the current eyes come up.
@@ -116,6 +125,29 @@ def test_a_killed_service_is_restarted_by_systemd(booted) -> None:
 def test_no_unit_failed(booted) -> None:
     failed = next(m for m in marks(booted) if m.startswith("failed units:"))
     assert failed.removeprefix("failed units:").strip() == ""
+
+
+def test_the_i2s_mic_card_comes_up(booted) -> None:
+    if MACHINE != "raspi3b":
+        pytest.skip("-M virt has no I2S block: IMAGE_MACHINE=raspi3b boots the mic's tree")
+    cards = [m for m in marks(booted) if m.startswith("sound card ")]
+    assert any(c.split()[2] == "adau7002" for c in cards), cards or "no sound card at all"
+
+
+def test_the_image_carries_the_mic_tree(tmp_path) -> None:
+    from .test_image import MIC_TREE, image_build, mic_tree_facts
+
+    trees = image_build.load_board(BOARD).get("device_trees", {})
+    if not trees:
+        pytest.skip(f"{BOARD}: no mic tree (see image/boards/{BOARD}.toml)")
+    fat = f"{IMAGE}@@{8192 * 512}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    config = subprocess.run(["mtype", "-i", fat, "::config.txt"], capture_output=True,
+                            text=True, check=True, env=env).stdout  # fmt: skip
+    for flt, dtb in trees.items():
+        assert f"[{flt}]\ndevice_tree=pendant-{dtb}\n" in config
+        subprocess.run(["mcopy", "-i", fat, f"::pendant-{dtb}", str(tmp_path)], check=True, env=env)
+        assert mic_tree_facts(tmp_path / f"pendant-{dtb}") == MIC_TREE
 
 
 def test_first_boot_took_the_secrets_off_the_card(booted) -> None:
