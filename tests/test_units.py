@@ -126,6 +126,27 @@ def test_systemd_analyze_verify_finds_nothing_wrong(unit_dir: Path, unit: str) -
     assert result.stderr.strip() == "", result.stderr
 
 
+def test_mosquitto_drop_in_verifies_and_fixes_the_socket_dir_last(tmp_path: Path) -> None:
+    # Debian's mosquitto.service with the pendant's drop-in: verify reads them together.
+    host = next((d / "mosquitto.service" for d in HOST_UNIT_DIRS
+                 if (d / "mosquitto.service").exists()), None)  # fmt: skip
+    if host is None:
+        pytest.skip("no mosquitto.service on this host: `make test` installs mosquitto")
+    shutil.copyfile(host, tmp_path / "mosquitto.service")
+    (tmp_path / "mosquitto.service.d").mkdir()
+    drop_in = SERVICES / "mosquitto.service.d" / "pendant.conf"
+    shutil.copyfile(drop_in, tmp_path / "mosquitto.service.d" / "pendant.conf")
+    result = analyze("verify", "--man=no", "./mosquitto.service", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Drop-in ExecStartPre= lines run after the unit's own, so after trixie's
+    # `chown mosquitto:mosquitto /run/mosquitto`: the group is handed back last.
+    pre = [ln.split("=", 1)[1] for ln in drop_in.read_text().splitlines()
+           if ln.startswith("ExecStartPre=")]  # fmt: skip
+    assert pre == ["+/bin/chgrp pendant-bus /run/mosquitto", "+/bin/chmod 2750 /run/mosquitto"]
+    tmpfiles = (SERVICES / "tmpfiles.d" / "pendant.conf").read_text()
+    assert re.search(r"^d\s+/run/mosquitto\s+2750\s+mosquitto\s+pendant-bus", tmpfiles, re.M)
+
+
 @pytest.fixture(scope="module")
 def exposure(unit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     """Each unit's overall exposure, printed and written to security.json in a tmp dir."""
