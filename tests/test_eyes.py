@@ -88,6 +88,16 @@ def test_blank_frame_gives_an_empty_scene(eyes: Eyes) -> None:
     assert seen.intents[0].text == ""
 
 
+def test_warm_up_runs_each_model_once_and_names_each_step(eyes: Eyes) -> None:
+    # The eyes service hands each step to systemd (STATUS= and more start-up time), so a slow
+    # board still warming up is not restarted by TimeoutStartSec= half-way.
+    steps: list[str] = []
+    eyes.warm_up(steps.append)
+    assert steps == [
+        "warming up the face guard", "warming up the text reader", "warming up the detector"
+    ]
+
+
 def test_text_is_cleaned_of_blobs_and_control_characters() -> None:
     assert clean("a\x00b  c") == "a b c"
     assert clean("serial " + "A1b2" * 15 + " ok") == "serial ok"

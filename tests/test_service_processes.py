@@ -305,6 +305,11 @@ def test_ears_service_reports_ready_and_pings_the_watchdog_while_audio_plays(
     # ~4 s of audio at one ping per 0.5 s: "repeatedly", with room for a slow machine.
     assert len(pings) >= 3, (summary, out)
     assert "listening" in notify_socket.seen[ready_at].fields.get("STATUS", ""), summary
+    # Start-up says what it is doing and asks for time step by step (EXTEND_TIMEOUT_USEC), so a
+    # slow board that is still loading is not killed by TimeoutStartSec= mid-way.
+    steps = [n for n in notify_socket.seen[:ready_at] if "EXTEND_TIMEOUT_USEC" in n.fields]
+    assert steps and int(steps[0].fields["EXTEND_TIMEOUT_USEC"]) >= 60_000_000, summary
+    assert "loading" in steps[0].fields.get("STATUS", ""), summary
     # The process did its work: it heard the WAV and published the intent on the bus.
     intents = [e["name"] for e in events if e.get("type") == "intent"]
     assert intents == [WAV_INTENT], (events, out)

@@ -44,6 +44,15 @@ def status(text: str) -> None:
     _send(f"STATUS={text}")
 
 
+def starting(step: str, allow_s: float = 120.0) -> None:
+    """A start-up step begins: systemd shows it, and waits up to `allow_s` more for READY.
+
+    TimeoutStartSec= bounds the whole start; a slow board (or an emulated one) that is still
+    making progress gets more time step by step, while one stuck in a step is still restarted.
+    """
+    _send(f"STATUS={step}\nEXTEND_TIMEOUT_USEC={int(allow_s * 1_000_000)}")
+
+
 def stopping() -> None:
     _send("STOPPING=1")
 

@@ -6,6 +6,7 @@ leaves is text, labels and a face count, never pixels or a face's position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -47,9 +48,15 @@ class Eyes:
         self.reader = TextReader(model_path(config, "ppocr-v4"), eyes.ocr_min_confidence)
         self.detector = detector if detector is not None else create_detector(config)
 
-    def warm_up(self) -> None:
-        """One pass over a blank frame: the first inference allocates, later ones reuse."""
-        self.look(np.full((480, 640, 3), 255, dtype=np.uint8), "what_is_this")
+    def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
+        """Each model once over a blank frame: the first inference allocates, later ones reuse."""
+        frame = np.full((480, 640, 3), 255, dtype=np.uint8)
+        step("warming up the face guard")
+        self.guard.mask(frame)
+        step("warming up the text reader")
+        self.reader.read(frame)
+        step("warming up the detector")
+        self.detector.detect(frame)
 
     def look(self, frame: np.ndarray, trigger: Trigger, session_id: str | None = None) -> Seen:
         """Read one RGB frame. The frame is masked in place: do not use it afterwards."""

@@ -63,8 +63,8 @@ class EyesService:
     def blocked(self) -> bool:
         return self.muted or self.hardware_muted
 
-    def warm_up(self) -> None:
-        self.eyes.warm_up()
+    def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
+        self.eyes.warm_up(step)
 
     async def run(self, on_ready: Callable[[], Awaitable[object] | object] | None = None) -> None:
         try:
@@ -189,8 +189,9 @@ async def serve(config: Config, config_path: Path | None) -> None:
     """`pendant service eyes`: READY once the models are loaded and warm and the bus is up."""
     from pendant.services import _supervised
 
+    notify.starting("loading the eyes' models")
     service = EyesService(config)
-    service.warm_up()
+    service.warm_up(notify.starting)
 
     def ready() -> None:
         notify.ready(f"looking on request ({type(service.eyes.detector).__name__})")
