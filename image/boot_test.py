@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import devicetree  # noqa: E402 (image/ is scripts, not a package)
-
 from build import load_board  # noqa: E402
 
 OUT = HERE / "out"
