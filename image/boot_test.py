@@ -70,6 +70,8 @@ systemctl --failed --plain --no-legend | sed "s/^/PENDANT-TEST: failed at start:
   && systemctl reload mosquitto && say phone paired
 ID=$(cat /etc/pendant/device_id)
 say device $ID
+# The battery's I2C character device: i2c-dev, loaded by the package's modules-load.d.
+[ -d /sys/module/i2c_dev ] && say module i2c_dev loaded
 # The I2S mic's ALSA card, when the board's tree describes one (none on -M virt).
 sed -n 's/^ *[0-9]* \[\([^ ]*\) *\]: \(.*\)/\1 \2/p' /proc/asound/cards 2>/dev/null \
   | sed "s/^/PENDANT-TEST: sound card /"

@@ -134,6 +134,10 @@ def test_the_i2s_mic_card_comes_up(booted) -> None:
     assert any(c.split()[2] == "adau7002" for c in cards), cards or "no sound card at all"
 
 
+def test_the_battery_i2c_device_module_is_loaded(booted) -> None:
+    assert "module i2c_dev loaded" in marks(booted)
+
+
 def test_the_image_carries_the_mic_tree(tmp_path) -> None:
     from .test_image import MIC_TREE, image_build, mic_tree_facts
 
