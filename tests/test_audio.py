@@ -124,6 +124,8 @@ def test_wav_source_decodes_one_file_at_a_time(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(wav_module, "read_audio", lambda p: decoded.append(Path(p).name) or real(p))
     source = WavSource(AudioConfig(realtime=False, gap_ms=100, chunk_ms=30), paths)
     assert decoded == []
+    # Where each file lies in the stream is known from the headers alone.
+    assert source.spans_s[1] == pytest.approx((0.4, 0.7))
 
     async def first_chunks() -> None:
         stream = source.chunks()

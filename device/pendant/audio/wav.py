@@ -62,8 +62,9 @@ class WavSource:
             raise AudioFormatError("audio.files is empty: give the 'wav' source files to play")
         # Every header is checked up front, so a bad file fails at start-up, not mid-run; the
         # audio is decoded only when its turn comes, so a long playlist is never all in RAM.
-        for path in paths:
-            check_audio(path)
+        self._durations_s = [
+            (info := check_audio(path)).frames / info.samplerate for path in paths
+        ]
         self._paths = paths
         self._closed = False
         self._running = asyncio.Event()
@@ -72,6 +73,16 @@ class WavSource:
         """Wall-clock time the first sample played, once playing."""
         self.played_samples = 0
         """How much has been delivered: a test can see that a muted mic hears nothing."""
+
+    @property
+    def spans_s(self) -> list[tuple[float, float]]:
+        """Where each file lies in the played stream, in seconds from its start (from the
+        headers: within a sample of the resampled audio)."""
+        spans, t = [], 0.0
+        for duration in self._durations_s:
+            spans.append((t, t + duration))
+            t += duration + self.gap_ms / 1000
+        return spans
 
     def _stream(self) -> Iterator[np.ndarray]:
         """The files, each followed by the gap, in chunks; a last part-chunk is dropped."""
