@@ -39,7 +39,7 @@ def topic(event_type: str) -> str:
     return f"{PREFIX}/{event_type}"
 
 
-def in_credentials_directory(p: Path) -> bool:
+def _in_credentials_directory(p: Path) -> bool:
     """Whether `p` is one of this service's systemd credentials (LoadCredential=)."""
     own = os.environ.get("CREDENTIALS_DIRECTORY")
     return bool(own) and p.resolve().parent == Path(own).resolve()
@@ -57,7 +57,7 @@ def read_secret(path: str | None, key: str) -> str | None:
         raise ConfigError(f"{key}: cannot read {p}: {exc.strerror}") from None
     # systemd 254 and later hand a service with User= its credentials as 0440, in a directory
     # of its own that only it can enter (trixie's 257 does): the group bits there let no one in.
-    others = stat.S_IRWXO if in_credentials_directory(p) else stat.S_IRWXG | stat.S_IRWXO
+    others = stat.S_IRWXO if _in_credentials_directory(p) else stat.S_IRWXG | stat.S_IRWXO
     if mode & others:
         raise ConfigError(f"{key}: {p} is readable by others: chmod 600 {p}")
     if not value:

@@ -105,6 +105,8 @@ class EarsService:
         self._publish: Callable[[Event], Awaitable[None]] | None = None
         self.sentence_store = SentenceStore()
         self.phone_sentences = self.sentence_store.load()
+        # The recogniser's grammar is the slow part of start-up on a Zero 2 W: its own step.
+        notify.starting("building the grammar")
         try:
             self.understanding = understand(with_sentences(config, self.phone_sentences))
         except PendantError as exc:
