@@ -7,7 +7,7 @@ APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng s
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt web-deps models run test lint bench screenshots schemas clean
+.PHONY: setup apt web-deps models run test lint bench screenshots schemas clean lock
 
 setup: apt $(STAMP)
 
@@ -19,14 +19,28 @@ apt:
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	# Rhasspy's own Hermes classes, for the test that parses what we publish: the package pins
-	# paho-mqtt 1.5, which would break everything else, so it comes without its pins.
-	$(PY) -m pip install -q --no-deps rhasspy-hermes==0.6.2
+# Every Python package comes from uv.lock, checked by the sha256 it holds; uv itself from
+# tools/requirements-uv.txt (pip --require-hashes). uv uses the machine's python3 (3.11+), never
+# one it downloads; `--locked` stops here when pyproject.toml and the lock disagree.
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3
+
+$(UV): tools/requirements-uv.txt
+	python3 -m venv $(TOOLS)
+	PIP_CONFIG_FILE=/dev/null $(TOOLS)/bin/python -m pip --isolated install -q --disable-pip-version-check --no-deps \
+	  --require-hashes -r tools/requirements-uv.txt
+	touch $(UV)
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked
 	touch $(STAMP)
+
+# Moves every pin to the newest release pyproject.toml allows; then run `make test` and the
+# speech measurements (README, "The lock") before committing the new uv.lock.
+lock: $(UV)
+	$(UV) lock --upgrade
 
 models: setup
 	$(PY) -m pendant.models fetch
@@ -58,7 +72,7 @@ schemas: setup
 	$(PY) -m pendant.events
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results.json tests/web/node_modules
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json tests/web/node_modules
 
 # --- the SD card image (image/README.md) -------------------------------------------------
 # Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).

@@ -2,11 +2,14 @@
 
     python packaging/build_deb.py [--out DIR] [--models NAME ...] [--wheels-cache DIR]
 
-Steps, each shown with its time: the pendant's wheel (built from this checkout), every
-dependency's wheel for aarch64 / CPython 3.11 (`pip download --only-binary=:all:`), the models
-copied from the model cache and re-verified by sha256, the files the description lists, the
-maintainer scripts, then `dpkg-deb --build`. Installing the package needs no network: its
-postinst builds /opt/pendant/venv with `pip install --no-index` from the bundled wheels.
+Steps, each shown with its time: every target's wheels as the lock pins them (uv.lock: the
+file pip would pick on the target, downloaded once into ~/.cache/pendant/wheels and checked by
+the lock's sha256), the pendant's wheel (built from this checkout with the commit's date, so
+one commit gives one package), a hashed requirements list a target and build-info.json (the
+lock's sha256, every wheel's), the models copied from the model cache and re-verified by
+sha256, the files the description lists, the maintainer scripts, then `dpkg-deb --build`.
+Installing the package needs no network: its postinst builds /opt/pendant/venv with
+`pip install --no-index --require-hashes` from the bundled wheels.
 Errors are one line naming what to fix, exit code 2.
 """
 
@@ -15,21 +18,25 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
+
+import lock  # packaging/lock.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTION = REPO / "packaging" / "pendant.toml"
 DEFAULT_OUT = REPO / "image" / "out"
 MODELS_CACHE = Path(os.environ.get("PENDANT_MODELS_CACHE", "~/.cache/pendant/models"))
+WHEELS_CACHE = Path("~/.cache/pendant/wheels")
 
 
 class BuildError(Exception):
@@ -69,51 +76,84 @@ def load_description(path: Path = DESCRIPTION) -> dict:
         raise BuildError(f"{path}: {exc}") from None
 
 
-def for_target(requirements: list[str], python: str) -> list[str]:
-    """The requirements whose markers hold on the target (pip download would judge them
-    by the Python running it, not by --python-version)."""
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        from pip._vendor.packaging.requirements import Requirement
-    env = {"python_version": python, "platform_machine": "aarch64", "sys_platform": "linux"}
-    kept = []
-    for text in requirements:
-        req = Requirement(text)
-        if req.marker is None or req.marker.evaluate(env):
-            kept.append(text.split(";")[0].strip())
-    return kept
+def _git_epoch() -> str:
+    """The commit's time: the pendant's wheel gets it as every file's date, so two builds of
+    one commit give the same wheel, byte for byte."""
+    proc = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "315532800"
 
 
-def build_wheels(desc: dict, dest: Path, cache: Path | None) -> list[str]:
-    """The pendant's wheel and its dependencies' for the target; returns the file names."""
-    w = desc["wheels"]
-    dest.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(dest), str(REPO)], "building the pendant wheel")  # fmt: skip
+def build_own_wheel(dest: Path) -> Path:
+    """The pendant's wheel, from this checkout, with the lock's build backend."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": _git_epoch()}
+    run([lock.uv_command(), "build", "--wheel", "--quiet", "--out-dir", str(dest), str(REPO)],
+        "building the pendant wheel", env=env)  # fmt: skip
     own = sorted(dest.glob("pendant-*.whl"))
     if not own:
-        raise BuildError("pip wheel left no pendant-*.whl")
-    extras = ",".join(w.get("extras", []))
-    target = f"{own[-1]}[{extras}]" if extras else str(own[-1])
-    for python in w["python_versions"]:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-               "--python-version", python, "--implementation", w["implementation"],
-               "-d", str(cache or dest)]  # fmt: skip
-        for platform in w["platforms"]:
-            cmd += ["--platform", platform]
-        what = f"pip download of the aarch64 wheels for Python {python} (check network, PyPI)"
-        run([*cmd, target, *for_target(w.get("requirements", []), python)], what)
-    if cache is not None:
-        for whl in cache.glob("*.whl"):
-            if not whl.name.startswith("pendant-"):
-                shutil.copy2(whl, dest / whl.name)
-    # Only binary wheels for the target or pure ones; anything else would not install there.
-    bad = [p.name for p in dest.glob("*.whl")
-           if not re.search(r"-(none-any|[^-]*aarch64[^-]*)\.whl$", p.name)]  # fmt: skip
-    if bad:
-        raise BuildError(f"not an aarch64 or pure wheel: {', '.join(bad)}")
-    return sorted(p.name for p in dest.glob("*.whl"))
+        raise BuildError("uv build left no pendant-*.whl")
+    return own[-1]
+
+
+def fetch_wheel(wheel: lock.Wheel, cache: Path) -> Path:
+    """The locked file, from the cache or PyPI, checked against the lock's sha256."""
+    path = cache / wheel.sha256[:2] / wheel.filename
+    if path.is_file() and sha256(path) == wheel.sha256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    print(f"    {wheel.filename} ({wheel.size / 1e6:.1f} MB)", flush=True)
+    try:
+        with urllib.request.urlopen(wheel.url, timeout=120) as response, partial.open("wb") as f:
+            shutil.copyfileobj(response, f, 1 << 20)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        message = f"downloading {wheel.filename} failed ({exc}): check the network"
+        raise BuildError(message) from None
+    if sha256(partial) != wheel.sha256:
+        partial.unlink()
+        raise BuildError(f"{wheel.filename} does not match the lock's sha256: not installing it")
+    partial.replace(path)
+    return path
+
+
+def build_wheels(desc: dict, dest: Path, cache: Path) -> dict[str, list[lock.Wheel]]:
+    """The pendant's wheel and each target's locked wheels in `dest`; the wheels by target."""
+    dest.mkdir(parents=True, exist_ok=True)
+    extras = desc["wheels"].get("extras", [])
+    chosen: dict[str, list[lock.Wheel]] = {}
+    try:
+        for target in lock.targets(desc):
+            chosen[target.name] = lock.wheels(target, extras)
+    except lock.LockError as exc:
+        raise BuildError(str(exc)) from None
+    unique = {w.filename: w for ws in chosen.values() for w in ws}
+    total = sum(w.size for w in unique.values())
+    print(f"    {len(unique)} locked wheels, {total / 1e6:.0f} MB", flush=True)
+    for wheel in sorted(unique.values(), key=lambda w: w.filename):
+        shutil.copyfile(fetch_wheel(wheel, cache), dest / wheel.filename)
+    return chosen
+
+
+def requirements_text(wheels: list[lock.Wheel], own: Path, version: str) -> str:
+    """A target's install list: every wheel pinned by name, version and sha256."""
+    lines = [f"pendant=={version} --hash=sha256:{sha256(own)}"]
+    lines += [f"{w.package}=={w.version} --hash=sha256:{w.sha256}" for w in wheels]
+    return "\n".join(lines) + "\n"
+
+
+def build_info(desc: dict, chosen: dict[str, list[lock.Wheel]], own: Path, ver: str) -> dict:
+    """What `pendant --version --verbose` reads on the device: the lock and the wheels."""
+    return {
+        "version": ver,
+        "lock_sha256": lock.digest(),
+        "pendant_wheel": {"file": own.name, "sha256": sha256(own)},
+        "targets": {
+            t.name: {"python": t.python, "machine": t.machine,
+                     "wheels": {w.filename: w.sha256 for w in chosen[t.name]}}
+            for t in lock.targets(desc)
+        },
+    }  # fmt: skip
 
 
 def sha256(path: Path) -> str:
@@ -185,9 +225,16 @@ if [ "$1" = configure ]; then
     # System site packages: on Raspberry Pi OS the camera stack (python3-picamera2, libcamera's
     # bindings) comes from apt; the bundled wheels still take precedence over apt's modules.
     python3 -m venv --system-site-packages "$VENV"
+    # The list built for this Python from the lock: every wheel pinned by its sha256.
+    PYTAG=$("$VENV/bin/python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    LIST=@REQUIREMENTS@/$PYTAG.txt
+    if [ ! -f "$LIST" ]; then
+        echo "pendant: error: no wheels for $PYTAG: add it to packaging/pendant.toml's targets" >&2
+        exit 1
+    fi
     PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip install --quiet --no-index \\
-        --no-cache-dir --disable-pip-version-check \\
-        --find-links @WHEELS@ @REQUIREMENT@
+        --no-cache-dir --disable-pip-version-check --no-deps --require-hashes \\
+        --find-links @WHEELS@ -r "$LIST"
     if [ ! -e /etc/pendant/pendant.toml ]; then
         install -D -m 0644 /usr/share/pendant/device-pendant.toml /etc/pendant/pendant.toml
     fi
@@ -255,28 +302,35 @@ def build(out: Path, models: list[str] | None, wheels_cache: Path | None) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pendant-deb-") as tmp:
         root = Path(tmp) / "root"
-        t = step(f"wheels for aarch64 / CPython {', '.join(desc['wheels']['python_versions'])}")
-        wheels = build_wheels(desc, root / desc["wheels"]["dest"], wheels_cache)
-        done(t, f"{len(wheels)} wheels")
+        t = step("wheels from the lock for " + ", ".join(
+            f"{x.name} (CPython {x.python}, {x.machine})" for x in lock.targets(desc)))
+        wheel_dir = root / desc["wheels"]["dest"]
+        chosen = build_wheels(desc, wheel_dir, (wheels_cache or WHEELS_CACHE).expanduser())
+        own = build_own_wheel(wheel_dir)
+        share = root / "usr/share/pendant"
+        (share / "requirements").mkdir(parents=True)
+        for target in lock.targets(desc):
+            py = "cp" + target.python.replace(".", "")
+            text = requirements_text(chosen[target.name], own, ver)
+            (share / "requirements" / f"{py}.txt").write_text(text)
+        info = build_info(desc, chosen, own, ver)
+        (share / "build-info.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+        done(t, f"{len(list(wheel_dir.glob('*.whl')))} wheels, lock {info['lock_sha256'][:12]}")
 
         excluded = desc["models"].get("exclude", [])
-        chosen = models or [m for m in sorted(manifest()) if m not in excluded]
-        t = step(f"models {', '.join(chosen) or '(none)'}, verified by sha256")
-        size = copy_models(chosen, MODELS_CACHE.expanduser(), root / desc["models"]["dest"])
+        bundled = models or [m for m in sorted(manifest()) if m not in excluded]
+        t = step(f"models {', '.join(bundled) or '(none)'}, verified by sha256")
+        size = copy_models(bundled, MODELS_CACHE.expanduser(), root / desc["models"]["dest"])
         done(t, f"{size / 1e6:.1f} MB")
 
         t = step("units, users, directories, broker templates")
         done(t, f"{copy_files(desc, root)} files")
 
-        extras = ",".join(desc["wheels"].get("extras", []))
-        requirement = f"{name}[{extras}]=={ver}" if extras else f"{name}=={ver}"
-        also = desc["wheels"].get("requirements", [])
-        requirement = " ".join(shlex.quote(r) for r in [requirement, *also])
         debian = root / "DEBIAN"
         debian.mkdir()
         scripts = {
             "postinst": POSTINST.replace("@WHEELS@", "/" + desc["wheels"]["dest"])
-            .replace("@REQUIREMENT@", requirement),
+            .replace("@REQUIREMENTS@", "/usr/share/pendant/requirements"),
             "prerm": PRERM,
             "postrm": POSTRM,
         }
