@@ -1,4 +1,5 @@
-"""The CPU detector's output parsers, on tiny ONNX models made here, and the real COCO model.
+"""The CPU detector's output parsers, on tiny ONNX models made here, and the real COCO model
+(YOLOX-Nano) on real photos.
 
 Each synthetic model ignores its input and outputs known tensors, so what comes out after the
 letterbox, the parser and NMS can be checked to the pixel.
@@ -15,11 +16,10 @@ from pendant.config import Config, DetectorConfig
 from pendant.errors import ModelError
 from pendant.eyes.detectors import COCO, Detection, create_detector
 from pendant.eyes.detectors.boxes import Raw, letterbox, select
-from pendant.eyes.detectors.cpu import CpuDetector
+from pendant.eyes.detectors.cpu import COCO_MODEL, CpuDetector
 from pendant.eyes.detectors.ssd import COCO_TF
+from pendant.eyes.detectors.yolox import cells
 from pendant.models import model_path
-
-COCO_MODEL = "ssd-mobilenet-v2-coco"
 
 onnx = pytest.importorskip("onnx")
 
@@ -162,6 +162,39 @@ def test_labels_file_and_forced_format(tmp_path: Path) -> None:
     ]
 
 
+# --- YOLOX -----------------------------------------------------------------------------------
+
+
+def test_yolox_grid_rows_decoded_onto_a_top_left_letterbox(tmp_path: Path) -> None:
+    # Input 64x64: 8x8 + 4x4 + 2x2 = 84 rows of dx, dy, log w, log h, objectness, 80 classes.
+    rows = np.zeros((cells(64, 64), 85), np.float32)
+    rows[:, 2:4] = -5.0  # every other cell a speck, with no score
+    rows[1 * 8 + 3, :5] = (0.5, 0.5, np.log(2), 0.0, 0.9)  # stride 8, cell (3, 1): 16 x 8 px
+    rows[1 * 8 + 3, 5 + 41] = 0.8  # cup: 0.9 * 0.8
+    rows[1 * 8 + 4, :5] = (-0.4, 0.5, np.log(2), 0.0, 0.5)  # the same cup from the next cell
+    rows[1 * 8 + 4, 5 + 41] = 0.9  # 0.45: suppressed
+    rows[64 + 1, :5] = (0.0, 0.5, 0.0, 0.0, 0.7)  # stride 16, cell (1, 0): 16 x 16 px
+    rows[64 + 1, 5 + 0] = 1.0  # person
+    detector = _cpu(_model(tmp_path / "yolox.onnx", {"output": rows[None]}))
+    assert detector.format == "yolox" and detector.labels == COCO
+    # Frame 128 wide, 64 high: scale 0.5, the picture at the top left, grey below it.
+    found = detector.detect(np.zeros((64, 128, 3), np.uint8))
+    assert _seen(found) == [("cup", 0.72, [40, 16, 72, 32]), ("person", 0.7, [16, 0, 48, 32])]
+
+
+def test_yolox_input_is_bgr_0_to_255_at_the_top_left() -> None:
+    from pendant.eyes.detectors import yolox
+    from pendant.eyes.detectors.boxes import InputSpec
+
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[..., 0] = 200  # red
+    x, geometry = yolox.prepare(frame, InputSpec(64, 64))
+    assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+    assert (geometry.pad_x, geometry.pad_y) == (0.0, 0.0)
+    assert (x[0, 2, :32] == 200).all() and (x[0, 0, :32] == 0).all()  # red is the last channel
+    assert (x[0, :, 32:] == 114).all()  # grey below the picture
+
+
 # --- SSD --------------------------------------------------------------------------------------
 
 
@@ -238,9 +271,10 @@ def test_missing_user_model_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
         _cpu(missing)
     assert "\n" not in str(err.value) and str(missing) in str(err.value)
-    with pytest.raises(ModelError) as err:
-        _cpu("ssd.tflite")
-    assert "\n" not in str(err.value) and ".onnx" in str(err.value)
+    for other in ("ssd.tflite", "frozen_inference_graph.pb"):  # no TensorFlow graphs any more
+        with pytest.raises(ModelError) as err:
+            _cpu(other)
+        assert "\n" not in str(err.value) and ".onnx" in str(err.value)
 
 
 def test_unknown_output_layout_names_the_setting(tmp_path: Path) -> None:
@@ -269,15 +303,26 @@ def coco() -> CpuDetector:
     return detector
 
 
-@pytest.mark.parametrize(("image", "label"), [("astronaut", "person"), ("coffee", "cup")])
-def test_coco_model_names_what_it_sees(coco: CpuDetector, image: str, label: str) -> None:
+# Photos inside scikit-image's wheel: where the object is, as a fraction of width and height.
+SEEN = {
+    "astronaut": ("person", (0.02, 0.04, 0.72, 0.99)),
+    "coffee": ("cup", (0.27, 0.04, 0.70, 0.74)),
+    "chelsea": ("cat", (0.0, 0.0, 1.0, 1.0)),
+}
+
+
+@pytest.mark.parametrize("image", sorted(SEEN))
+def test_coco_model_names_what_it_sees(coco: CpuDetector, image: str) -> None:
     data = pytest.importorskip("skimage.data")
     frame = np.asarray(getattr(data, image)())
+    h, w = frame.shape[:2]
+    label, (x1, y1, x2, y2) = SEEN[image]
     found = coco.detect(frame.copy())
+    assert coco.format == "yolox" and coco.model.output_shapes == [(1, 3549, 85)]
     assert found and found[0].label == label, _seen(found)
-    box = found[0].box
-    assert box is not None and 0 <= box[0] < box[2] <= frame.shape[1]
-    assert 0 <= box[1] < box[3] <= frame.shape[0]
+    box = np.array(found[0].box) / [w, h, w, h]
+    # The box is where the object is, to within 5 % of the frame on each side.
+    assert np.abs(box - [x1, y1, x2, y2]).max() < 0.05, (box.round(2), _seen(found))
 
 
 def test_coco_model_finds_nothing_in_a_blank_frame(coco: CpuDetector) -> None:

@@ -270,14 +270,15 @@ class DetectorConfig(_Strict):
     model: str | None = Field(
         None,
         description="Model file: a .hef (hailo), an Edge TPU .tflite (coral), an .rpk (imx500); "
-        "for 'cpu' any YOLO/SSD/PicoDet .onnx file, or a manifest model's name (default: "
-        "'ssd-mobilenet-v2-coco', COCO's 80 objects).",
+        "for 'cpu' any YOLO/YOLOX/SSD/PicoDet .onnx file, or a manifest model's name: "
+        "'yolox-nano' (COCO's 80 everyday objects, for 'what is this'); default "
+        "'picodet-layout' (document layout).",
     )
-    format: Literal["auto", "yolo", "ssd", "picodet"] = Field(
+    format: Literal["auto", "yolo", "yolox", "ssd", "picodet"] = Field(
         "auto",
         description="'cpu' model's output format; 'auto' tells it from the output shapes and "
-        "metadata: 'yolo' (v5/v8/11, v10 end-to-end), 'ssd' (boxes + scores, TF or "
-        "DetectionOutput style), 'picodet'.",
+        "metadata: 'yolo' (v5/v8/11, v10 end-to-end), 'yolox' (undecoded grid rows), 'ssd' "
+        "(boxes + scores, TF or DetectionOutput style), 'picodet'.",
     )
     labels: str | None = Field(
         None,

@@ -1,7 +1,7 @@
 """Object detectors, Frigate-style: one base class, one small file per backend, one registry.
 
-`eyes.detector.type` picks the backend: "cpu" (onnxruntime, or OpenCV's DNN for a TF graph;
-one small output parser per format: yolo.py, ssd.py, picodet.py), "hailo" (a Hailo-8/8L
+`eyes.detector.type` picks the backend: "cpu" (onnxruntime, any .onnx file;
+one small output parser per format: yolo.py, yolox.py, ssd.py, picodet.py), "hailo" (a Hailo-8/8L
 through hailo_platform), "coral" (an Edge TPU through ai-edge-litert's delegate), "imx500" (the
 Raspberry Pi AI Camera, whose sensor runs the network), or "auto": the first accelerator
 present, else the CPU. An accelerator that is configured but missing, or will not load,

@@ -34,14 +34,17 @@ class Geometry:
         return out
 
 
-def letterbox(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Geometry]:
-    """The frame scaled to fit (width, height) without distortion, centred on grey (YOLO's)."""
+def letterbox(
+    frame: np.ndarray, width: int, height: int, centre: bool = True
+) -> tuple[np.ndarray, Geometry]:
+    """The frame scaled to fit (width, height) without distortion, on grey: centred (YOLO's)
+    or at the top left (YOLOX's)."""
     import cv2
 
     h, w = frame.shape[:2]
     scale = min(width / w, height / h)
     new_w, new_h = round(w * scale), round(h * scale)
-    pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
+    pad_x, pad_y = ((width - new_w) // 2, (height - new_h) // 2) if centre else (0, 0)
     out = np.full((height, width, 3), LETTERBOX_FILL, dtype=np.uint8)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = cv2.resize(

@@ -1,10 +1,10 @@
-"""The CPU detector: any YOLO, SSD or PicoDet .onnx through onnxruntime, or a TensorFlow SSD
-graph (.pb with its .pbtxt) through OpenCV's DNN module.
+"""The CPU detector: any YOLO, YOLOX, SSD or PicoDet .onnx, through onnxruntime.
 
-`eyes.detector.model` names a manifest model or a file; by default it is the manifest's
-COCO SSD MobileNet v2, so "what is this" can say "cup". `eyes.detector.format` ("auto" by
-default) picks the output parser: yolo.py, ssd.py or picodet.py, told apart by the outputs'
-shapes and names. Labels: `eyes.detector.labels`, else the model's own metadata, else COCO.
+`eyes.detector.model` names a manifest model or an .onnx file; by default it is the manifest's
+document layout PicoDet, and "yolox-nano" (COCO's 80 everyday objects) lets "what is this" say
+"cup". `eyes.detector.format` ("auto" by default) picks the output parser: yolo.py, yolox.py,
+ssd.py or picodet.py, told apart by the outputs' shapes and names. Labels:
+`eyes.detector.labels`, else the model's own metadata, else COCO.
 """
 
 from __future__ import annotations
@@ -15,22 +15,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pendant.errors import ModelError
-from pendant.eyes.detectors import COCO, Detection, Detector, picodet, read_labels, ssd, yolo
+from pendant.eyes.detectors import (
+    COCO,
+    Detection,
+    Detector,
+    picodet,
+    read_labels,
+    ssd,
+    yolo,
+    yolox,
+)
 from pendant.eyes.detectors.boxes import Geometry, InputSpec, Raw, select
 from pendant.models import load_manifest, model_path
 
 if TYPE_CHECKING:
     from pendant.config import Config
 
-# The small layout model by default: the COCO SSD (`eyes.detector.model =
-# "ssd-mobilenet-v2-coco"`, everyday objects: cup, person, cat) adds about 100 MB to the eyes'
-# peak, more than a 512 MB Zero 2 W can spare beside the ears; a Pi 5 should pick it.
+# The layout model stays the default; the COCO one (`eyes.detector.model = "yolox-nano"`,
+# everyday objects: cup, person, cat) is as small (3.7 MB, YOLOX-Nano at 416 x 416).
 DEFAULT_MODEL = "picodet-layout"
+COCO_MODEL = "yolox-nano"
 NMS_IOU = 0.45
-DEFAULT_SIZE = {"yolo": 640, "ssd": 300, "picodet": 608}
-TF_SIZE = 300
-"""TensorFlow's SSDs take any size; they were trained at 300 x 300."""
-SUFFIXES = (".onnx", ".pb")
+DEFAULT_SIZE = {"yolo": 640, "yolox": 416, "ssd": 300, "picodet": 608}
 
 
 class CpuDetector(Detector):
@@ -44,11 +50,14 @@ class CpuDetector(Detector):
         super().__init__(config)
         det = config.eyes.detector
         self.path = model_file(config)
-        self.model: _Onnx | _TfGraph = (
-            _TfGraph(self.path) if self.path.suffix == ".pb" else _Onnx(self.path)
-        )
+        self.model = _Onnx(self.path)
         shapes, names = self.model.output_shapes, self.model.output_names
-        self.format = det.format if det.format != "auto" else guess_format(shapes, names, self.path)
+        if det.format != "auto":
+            self.format = det.format
+        else:
+            # The input's own size where it has one: YOLOX is told apart by its grid rows.
+            probe = self.model.input_spec(DEFAULT_SIZE["yolox"])
+            self.format = guess_format(shapes, names, self.path, probe)
         self.spec = self.model.input_spec(DEFAULT_SIZE[self.format])
         own: tuple[str, ...] | None = None
         if det.labels:
@@ -73,6 +82,9 @@ class CpuDetector(Detector):
             return yolo.decode(
                 out, self.spec, len(self.labels) if self.classes_known else None
             ), geometry
+        if self.format == "yolox":
+            x, geometry = yolox.prepare(frame, self.spec)
+            return yolox.decode(self.model.run(x), self.spec), geometry
         if self.format == "picodet":
             x, geometry = picodet.prepare(frame, self.spec)
             return picodet.decode(self.model.run(x), self.spec), geometry
@@ -109,7 +121,7 @@ def model_file(config: Config) -> Path:
     name = det.model
     if name and name in load_manifest():
         return model_path(config, name)
-    if name and Path(name).suffix.lower() in SUFFIXES:
+    if name and Path(name).suffix.lower() == ".onnx":
         path = Path(name).expanduser()
         if not path.is_file():
             raise ModelError(
@@ -119,22 +131,27 @@ def model_file(config: Config) -> Path:
         return path
     if name and det.type == "cpu":
         raise ModelError(
-            f"eyes.detector.model {name!r}: the cpu detector runs an .onnx file, a TensorFlow "
-            f".pb graph with its .pbtxt, or a model named in the manifest"
+            f"eyes.detector.model {name!r}: the cpu detector runs an .onnx file or a model "
+            f"named in the manifest (`python -m pendant.models list`)"
         )
     return model_path(config, DEFAULT_MODEL)
 
 
-def guess_format(shapes: list[tuple[int, ...]], names: list[str], path: Path) -> str:
+def guess_format(
+    shapes: list[tuple[int, ...]], names: list[str], path: Path, spec: InputSpec
+) -> str:
+    """The output parser for these outputs; `spec` (the input) tells YOLOX from YOLOv5."""
     if ssd.layout(shapes, names):
         return "ssd"
     if picodet.matches(shapes):
         return "picodet"
+    if yolox.matches(shapes, spec):
+        return "yolox"
     if len(shapes) == 1 and len(shapes[0]) == 3:
         return "yolo"
     raise ModelError(
         f"{path.name}: cannot tell its output format from outputs "
-        f"{[list(s) for s in shapes]}: set eyes.detector.format (yolo, ssd or picodet)"
+        f"{[list(s) for s in shapes]}: set eyes.detector.format (yolo, yolox, ssd or picodet)"
     )
 
 
@@ -166,31 +183,3 @@ class _Onnx:
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input.name: x})
-
-
-class _TfGraph:
-    """A TensorFlow Object Detection API SSD, through OpenCV's DNN and its .pbtxt graph."""
-
-    def __init__(self, path: Path) -> None:
-        import cv2
-
-        self.output_names = ["detection_out"]
-        self.output_shapes: list[tuple[int, ...]] = [(1, 1, -1, 7)]
-        self.meta: dict[str, str] = {}
-
-        text = path.with_suffix(".pbtxt")
-        if not text.is_file():
-            raise ModelError(f"{path.name}: OpenCV needs its graph text beside it: {text.name}")
-        try:
-            self.net = cv2.dnn.readNetFromTensorflow(str(path), str(text))
-        except cv2.error as exc:
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-            raise ModelError(f"{path.name}: OpenCV cannot load it: {first}") from None
-
-    def input_spec(self, default: int) -> InputSpec:
-        # The graph scales 0..255 to [-1, 1] itself: give it the pixels as they are.
-        return InputSpec(TF_SIZE, TF_SIZE, nchw=True, dtype="uint8")
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        self.net.setInput(x.astype(np.float32))
-        return [self.net.forward()]

@@ -4,7 +4,7 @@
   "background" column when nc is 81 or 91 (or one more than the labels).
 - TensorFlow's four outputs: detection_boxes [1, N, 4] (y1, x1, y2, x2, normalised),
   detection_classes [1, N] (TF's 1-based COCO ids), detection_scores [1, N], num_detections.
-- A DetectionOutput layer (Caffe SSD, OpenCV's import of a TF graph): [1, 1, N, 7] rows of
+- A DetectionOutput layer (Caffe-style SSD exports): [1, 1, N, 7] rows of
   image id, class id (1-based, 0 the background), score, x1, y1, x2, y2 normalised.
 
 Input: the frame resized to the model's size (SSDs are trained without a letterbox).
