@@ -141,7 +141,8 @@ def _locked_files(lock: Path) -> dict[tuple[str, str], dict]:
         data = tomllib.loads(lock.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LockError(f"{lock}: {exc}") from None
-    return {(canonicalize_name(p["name"]), p.get("version", "")): p for p in data.get("package", [])}
+    packages = data.get("package", [])
+    return {(canonicalize_name(p["name"]), p.get("version", "")): p for p in packages}
 
 
 def _as_wheel(name: str, version: str, entry: dict) -> Wheel:

@@ -31,6 +31,36 @@ def test_version() -> None:
     assert done.stdout.strip() == f"pendant {__version__}"
 
 
+def test_version_verbose_names_the_lock_and_what_decides_behaviour() -> None:
+    import hashlib
+    import importlib.metadata
+
+    from .conftest import REPO
+
+    done = pendant("--version", "--verbose")
+    assert done.returncode == 0, done.stderr
+    facts = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()}
+    assert facts["pendant"] == [__version__]
+    assert facts["lock"][:2] == ["sha256", hashlib.sha256((REPO / "uv.lock").read_bytes())
+                                 .hexdigest()]  # fmt: skip
+    for name in ("pocketsphinx", "onnxruntime", "hassil", "home-assistant-intents"):
+        assert facts[name] == [importlib.metadata.version(name)]
+    manifest = REPO / "device/pendant/data/models.toml"
+    assert facts["model"] == ["manifest", "sha256", hashlib.sha256(manifest.read_bytes())
+                              .hexdigest()]  # fmt: skip
+
+
+def test_installed_build_info_wins_over_the_checkout(tmp_path: Path) -> None:
+    """On the device the .deb's build-info.json names the lock its wheels came from."""
+    from pendant.build_info import collect
+
+    info = tmp_path / "build-info.json"
+    info.write_text(json.dumps({"lock_sha256": "ab" * 32}))
+    assert collect(installed=info).lock_sha256 == "ab" * 32
+    assert collect(installed=tmp_path / "absent.json", checkout_lock=tmp_path / "no.lock") \
+        .lock_sha256 is None  # fmt: skip
+
+
 def test_listen_prints_one_json_line_per_intent() -> None:
     files = [f for f in speech_files("main") if f.stem in ("what's the date", "oov_4", "next")]
     done = pendant("--config", str(DEMO_CONFIG), "listen", *map(str, files))

@@ -38,7 +38,9 @@ def test_a_simulated_pendant_with_its_brokers_is_healthy(
     code, lines = _doctor(_toml_for(brokers), tmp_path, capsys)
     assert code == 0, lines
     parts = {line.split()[1] for line in lines}
-    assert {"mic", "camera", "accelerator", "gpio", "battery", "model", "broker"} <= parts
+    expected = {"install", "mic", "camera", "accelerator", "gpio", "battery", "model", "broker"}
+    assert expected <= parts
+    assert any(line.startswith("ok") and "lock " in line for line in lines)
     assert any("silero-vad" in line and "sha256" in line for line in lines)
     assert any(line.startswith("ok") and "bus:" in line for line in lines)
 

@@ -26,8 +26,9 @@ from packaging.utils import parse_wheel_filename
 from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "packaging"))
-import build_deb  # noqa: E402  packaging/ holds scripts, not a package
-import lock  # noqa: E402
+# packaging/ holds scripts, not a package
+import build_deb
+import lock
 
 DESCRIPTION = build_deb.load_description()
 DEVICE_TARGETS = list(lock.targets(DESCRIPTION))

@@ -23,7 +23,11 @@ EXIT_ERROR = 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pendant", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"pendant {__version__}")
+    p.add_argument(
+        "--version",
+        action="store_true",
+        help="print the version (with --verbose: the lock, the deciding packages, the manifest)",
+    )
     p.add_argument("--config", type=Path, help="TOML config (default /etc/pendant/pendant.toml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -58,10 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_version(verbose: bool) -> int:
+    if not verbose:
+        print(f"pendant {__version__}")
+        return 0
+    from pendant.build_info import collect
+
+    print("\n".join(collect().lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # Commands that hand their arguments to another module's own parser (so `--help` and
     # options reach it): argparse's REMAINDER refuses a first argument that starts with '-'.
     parser = _parser()
+    given = sys.argv[1:] if argv is None else argv
+    if "--version" in given:
+        return _print_version(verbose="-v" in given or "--verbose" in given)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command not in ("models", "pair", "unpair"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -170,6 +170,20 @@ def check_models(config: Config) -> Iterator[Finding]:
         yield Finding("model", "ok", f"{name}: {len(spec.files)} file(s), sha256 {digest}… ok")
 
 
+def check_install(config: Config) -> Iterator[Finding]:
+    """The lock this install came from, so a report names exactly what runs."""
+    from pendant.build_info import collect
+
+    info = collect()
+    if info.lock_sha256 is None:
+        yield Finding("install", "warn", f"pendant {info.version}: lock unknown",
+                      "install from the .deb or a checkout with uv.lock")  # fmt: skip
+    else:
+        yield Finding("install", "ok", f"pendant {info.version}, lock {info.lock_sha256[:16]}…")
+    deciding = ", ".join(f"{n} {v}" for n, v in info.packages.items() if v)
+    yield Finding("install", "ok", deciding)
+
+
 def _mqtt_reachable(where: str, connect: Callable[[], socket.socket]) -> Finding | None:
     try:
         with connect():
@@ -212,6 +226,7 @@ def check_brokers(config: Config) -> Iterator[Finding]:
 
 
 CHECKS: tuple[Callable[[Config], Iterator[Finding]], ...] = (
+    check_install,
     check_mic,
     check_camera,
     check_accelerator,
