@@ -70,6 +70,12 @@ systemctl --failed --plain --no-legend | sed "s/^/PENDANT-TEST: failed at start:
   && systemctl reload mosquitto && say phone paired
 ID=$(cat /etc/pendant/device_id)
 say device $ID
+# The venv is the lock the .deb was built from, and journald/sd_notify come from Debian's
+# python3-systemd (the venv sees the system's site packages).
+/opt/pendant/venv/bin/pendant --version --verbose \
+  | sed -n 's/^lock  *sha256 \([0-9a-f]*\).*/PENDANT-TEST: lock \1/p'
+/opt/pendant/venv/bin/python -c "import systemd.daemon, systemd.journal" \
+  && say python3-systemd importable
 # The battery's I2C character device: i2c-dev, loaded by the package's modules-load.d.
 [ -d /sys/module/i2c_dev ] && say module i2c_dev loaded
 # The I2S mic's ALSA card, when the board's tree describes one (none on -M virt).

@@ -134,6 +134,14 @@ def test_the_i2s_mic_card_comes_up(booted) -> None:
     assert any(c.split()[2] == "adau7002" for c in cards), cards or "no sound card at all"
 
 
+def test_the_device_venv_is_the_lock_with_systemd_python(booted) -> None:
+    import hashlib
+
+    lock = hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest()
+    assert f"lock {lock}" in marks(booted), "the image's venv was not built from this uv.lock"
+    assert "python3-systemd importable" in marks(booted)
+
+
 def test_the_battery_i2c_device_module_is_loaded(booted) -> None:
     assert "module i2c_dev loaded" in marks(booted)
 
