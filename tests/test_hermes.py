@@ -9,13 +9,10 @@ home broker collects `hermes/intent/#`, `hermes/nlu/intentNotRecognized` and
    `hermes/asr/textCaptured`): required keys present with the right JSON types, optional
    keys, when sent, of the right type. This check always runs.
 2. By parsing it with rhasspy-hermes itself (`NluIntent.from_dict`, ...), Rhasspy's own
-   message classes, when that package is importable. rhasspy-hermes is NOT a declared
-   dependency: its last release (0.6.2, 2021) pins `paho-mqtt==1.5.0` and
-   `dataclasses-json==0.5.6`, while the pendant (and aiomqtt) need paho-mqtt >= 2.1, so
-   `pip install rhasspy-hermes` downgrades paho and breaks the pendant, and a `dev` extra that
-   lists it cannot be resolved. Its modules do import on Python 3.11 with paho-mqtt 2.x; to run
-   check 2 locally: `.venv/bin/pip install --no-deps rhasspy-hermes==0.6.2
-   dataclasses-json==0.5.6 marshmallow-enum typing-inspect`.
+   message classes. Its last release (0.6.2, 2021) pins `paho-mqtt==1.5.0` and
+   `dataclasses-json==0.5.6`, while the pendant (and aiomqtt) need paho-mqtt >= 2.1; its
+   modules work with both newer ones, so the dev group of the lock takes it with those pins
+   overridden (pyproject.toml, `[tool.uv] override-dependencies`): `make test` runs this check.
 
 docs/node-red-flow.json, the example flow, is checked here too: it is a well-formed Node-RED
 export, and its `mqtt in` topics match topics the pendant really published in the run.

@@ -78,7 +78,7 @@ def venv_pendant() -> Path:
     """The `pendant` console script of the environment running the tests."""
     exe = Path(sys.executable).parent / "pendant"
     if not exe.exists():
-        pytest.skip(f"{exe} is absent: install the package (pip install -e .)")
+        pytest.skip(f"{exe} is absent: set up the venv (make setup)")
     return exe
 
 
