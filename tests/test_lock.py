@@ -68,6 +68,24 @@ def test_a_dependency_missing_from_the_lock_is_caught(tmp_path: Path) -> None:
     assert "needs to be updated" in proc.stderr
 
 
+def test_an_install_refuses_a_file_that_is_not_the_locked_one(tmp_path: Path) -> None:
+    """`make` installs with `uv sync --locked`: a file whose sha256 is not the lock's is refused
+    (here a one-package project whose lock has one hash digit changed)."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "probe"\nversion = "0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["colorzero==2.0"]\n'
+    )
+    assert _uv("lock", project=tmp_path).returncode == 0
+    locked = (tmp_path / "uv.lock").read_text()
+    entry = locked[locked.index("colorzero-2.0-py2.py3-none-any.whl"):]
+    digest = entry[entry.index("sha256:") + 7:][:64]
+    forged = ("1" if digest[0] != "1" else "2") + digest[1:]
+    (tmp_path / "uv.lock").write_text(locked.replace(digest, forged))
+    proc = _uv("sync", "--frozen", "--no-install-project", project=tmp_path)
+    assert proc.returncode != 0
+    assert "Hash mismatch" in proc.stderr and forged in proc.stderr
+
+
 def test_lock_supports_every_target() -> None:
     data = tomllib.loads((REPO / "uv.lock").read_text())
     for target in [*DEVICE_TARGETS, DEV]:
