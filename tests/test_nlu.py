@@ -114,6 +114,28 @@ def test_custom_intent_from_config(config: Config) -> None:
     assert match is not None and match.name == "PartyMode"
 
 
+def test_names_with_digits_are_understood_as_heard(config: Config) -> None:
+    """The recogniser says "two" for the 2 in "Poo poo sensor 2" (it outputs words); the
+    device is still the one meant, and one without the digit stays itself."""
+    from pendant.config import HomeDevice
+    from pendant.grammar import normalize
+
+    devices = [HomeDevice(name=n, kind="sensor") for n in  # type: ignore[arg-type]
+               ("Poo poo sensor", "Poo poo sensor 2", "Heat pump CO2 sensor", "Furnace")]
+    home = config.home.model_copy(update={"devices": devices, "areas": ["Kitchen", "Room 101"]})
+    nlu = IntentParser(config.model_copy(update={"home": home}))
+    for said, name in [("what's the poo poo sensor 2", "Poo poo sensor 2"),
+                       ("what's the poo poo sensor two", "Poo poo sensor 2"),
+                       ("what's the poo poo sensor", "Poo poo sensor"),
+                       ("what is the heat pump co2 sensor", "Heat pump CO2 sensor")]:
+        assert " ".join(normalize(said)).count("two") == said.count("2") + said.count("two")
+        match = nlu.parse(said)
+        assert match is not None, said
+        assert (match.name, match.slot_values()) == ("HassGetState", {"name": name}), said
+    match = nlu.parse("turn on the lights in room 101")
+    assert match is not None and match.slot_values().get("area") == "Room 101"
+
+
 def test_repl() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pendant.nlu", "--config", str(DEMO_CONFIG)],

@@ -99,6 +99,13 @@ def template_dict(config: Config) -> dict[str, Any]:
     return data
 
 
+def spoken_forms(name: str) -> list[str]:
+    """A name as written and as the recogniser outputs it: "Poo poo sensor 2" is heard as
+    "poo poo sensor two", which the NLU must still take for that device."""
+    said = " ".join(normalize(name))
+    return [name] if said == " ".join(name.lower().split()) else [name, said]
+
+
 def home_slot_lists(config: Config) -> dict[str, SlotList]:
     """Slot lists from the home: names carry their kind (and area) as hassil context, which
     is what `requires_context: domain` in the templates (ours and Home Assistant's) filters."""
@@ -110,13 +117,14 @@ def home_slot_lists(config: Config) -> dict[str, SlotList]:
             ctx = {"domain": d.kind.value}
             if d.area:
                 ctx["area"] = d.area
-            values.append((d.name, d.name, ctx))
+            values += [(said, d.name, ctx) for said in spoken_forms(d.name)]
         return TextSlotList.from_tuples(values, allow_template=False)
 
+    areas = [(said, a) for a in config.home.areas for said in spoken_forms(a)]
     lights = [d for d in devices if d.kind.value == "light"]
     return {
         "name": names(devices),
-        "area": TextSlotList.from_strings(config.home.areas, allow_template=False),
+        "area": TextSlotList.from_tuples(areas, allow_template=False),
         "light_dimmable": names(d for d in lights if d.brightness),
         "light_color": names(d for d in lights if d.color),
         # Home Assistant's intents refer to these; the pendant has no floors or zones.
