@@ -98,14 +98,18 @@ def test_intents_lists_this_home_and_tries_sentences() -> None:
     assert "HassStartTimer:" in listing.stdout
     tried = subprocess.run(
         [sys.executable, "-m", "pendant", "--config", str(DEMO_CONFIG), "intents", "-"],
-        input="turn on the kitchen lights\nsing me a song\n",
+        input="turn on the kitchen lights\nsing me a song\nplease mute the tv\n",
         capture_output=True,
         text=True,
         timeout=60,
     )
     lines = [json.loads(line) for line in tried.stdout.splitlines()]
     assert lines[0]["intent"] == "HassTurnOn" and lines[0]["slots"] == {"name": "Kitchen Lights"}
-    assert lines[1]["intent"] is None
+    assert lines[0]["heard"] is True
+    assert lines[1]["intent"] is None and lines[1]["heard"] is False
+    # Understood as text (Home Assistant's sentences), but not in the closed set: the ears
+    # can never output it, and the line says so.
+    assert lines[2]["intent"] == "HassMediaPlayerMute" and lines[2]["heard"] is False
 
 
 @pytest.mark.parametrize("args", [["run"], ["listen", "x.wav"]])

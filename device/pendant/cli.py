@@ -176,15 +176,21 @@ def _intents(config: Config, sentences: list[str]) -> int:
             print(f"{name}: " + " | ".join(sorted(some)))
         print(f"({grammar.size:,} sentences in this home's closed set)")
         return 0
+    from pendant.grammar import normalize
+
+    # "heard": whether the sentence is in the closed set, the only sentences the recogniser
+    # can output. One the NLU understands but the ears cannot hear is never acted on.
+    grammar = build_grammar(config)
     lines = sys.stdin if sentences == ["-"] else sentences
     for line in lines:
         text = line.strip()
         if not text:
             continue
+        heard = grammar.accepts(normalize(text))
         match = parser.parse(text)
         if match is None:
-            print(json.dumps({"text": text, "intent": None}))
+            print(json.dumps({"text": text, "heard": heard, "intent": None}))
         else:
             slots = {s.name: s.value for s in match.slots}
-            print(json.dumps({"text": text, "intent": match.name, "slots": slots}))
+            print(json.dumps({"text": text, "heard": heard, "intent": match.name, "slots": slots}))
     return 0
