@@ -638,3 +638,33 @@ def test_unknown_placeholder_stops_rendering() -> None:
     """Proves a template typo cannot reach mosquitto as a literal path."""
     with pytest.raises(ProvisionError, match="@SOKCET@"):
         render("listener 0 @SOKCET@\n", {"SOCKET": "/run/x.sock"})
+
+
+def _can_bind_mount() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "-m", "--propagation", "private", "true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _can_bind_mount(), reason="needs root and unshare for private mounts")
+def test_provisioning_and_pairing_across_separate_mounts(tmp_path: Path) -> None:
+    """pendant-pairing's ReadWritePaths=/etc/pendant /etc/mosquitto/pendant makes the two
+    folders separate mounts, where a rename from one to the other fails (EXDEV): first boot
+    and a paired phone must work there too, and leave no half-made account."""
+    root = tmp_path / "root"
+    secrets_dir, conf_dir = root / "etc/pendant", root / "etc/mosquitto/pendant"
+    secrets_dir.mkdir(parents=True)
+    conf_dir.mkdir(parents=True)
+    provision_cmd = (f"{sys.executable} -m pendant.provision --root {root} --run-as {ME} "
+                     f"--device-id {DEVICE} --bind-address 127.0.0.1")  # fmt: skip
+    script = (f"mount --bind {secrets_dir} {secrets_dir} && mount --bind {conf_dir} {conf_dir} "
+              f"&& {provision_cmd} && {provision_cmd} --add-phone alice")  # fmt: skip
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "phone-alice:" in (conf_dir / "passwd").read_text()
+    assert (secrets_dir / "secrets" / "phone-alice.password").is_file()
+    for key in (conf_dir / "server.key", secrets_dir / "secrets" / "ca.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert not list(secrets_dir.glob("secrets/.provision-*")), "a scratch folder was left"

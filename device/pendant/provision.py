@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import json
 import os
@@ -28,6 +29,7 @@ import pwd
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -182,6 +184,35 @@ def _write(path: Path, text: str, mode: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Move a file made in a scratch folder onto its target, atomically, even across mounts.
+
+    The secrets and mosquitto's folder are one filesystem on an image, but pendant-pairing's
+    ReadWritePaths= makes each its own mount, where a rename between them fails with EXDEV:
+    there the file is copied beside its target (mode and owner kept) and renamed there.
+    """
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")  # born 0600
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
+            shutil.copyfileobj(inp, out)
+        info = src.stat()
+        if os.geteuid() == 0:
+            os.chown(tmp, info.st_uid, info.st_gid)
+        os.chmod(tmp, stat.S_IMODE(info.st_mode))
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    src.unlink()
 
 
 def _private_dir(path: Path) -> None:
@@ -375,10 +406,10 @@ def _certificates(layout: Layout, device_id: str, settings: Settings) -> None:
             if (tmp / name).exists():
                 os.chmod(tmp / name, 0o644)
         if new_ca:
-            os.replace(tmp / "ca.key", layout.ca_key)
-            os.replace(tmp / "ca.crt", layout.ca_cert)
-        os.replace(tmp / "server.key", server_key)
-        os.replace(tmp / "server.crt", server_crt)
+            _place(tmp / "ca.key", layout.ca_key)
+            _place(tmp / "ca.crt", layout.ca_cert)
+        _place(tmp / "server.key", server_key)
+        _place(tmp / "server.crt", server_crt)
 
 
 # --- passwords ---------------------------------------------------------------------------
@@ -416,7 +447,7 @@ def _password_file(layout: Layout, users: list[str], owner: tuple[int, int] | No
         _write(plain, "".join(f"{u}:{_password(layout, u)}\n" for u in users), 0o600)
         _run([tool, "-U", str(plain)], "mosquitto_passwd")
         _chown([plain], owner)
-        os.replace(plain, target)
+        _place(plain, target)
 
 
 # --- the run -----------------------------------------------------------------------------
