@@ -37,7 +37,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pendant.local_broker import LocalBroker, free_port
-from pendant.provision import SERVICE_USERS, Provisioned, ProvisionError, provision, render
+from pendant.provision import (
+    SERVICE_USERS,
+    Provisioned,
+    ProvisionError,
+    openssl_config,
+    provision,
+    render,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -548,7 +555,7 @@ def test_no_default_passwords(tmp_path: Path) -> None:
     assert len(set(values)) == len(values)
     assert all(len(v) >= 32 for v in values)
     assert a.device_id != b.device_id
-    assert a.layout.ca_key.read_bytes() != b.layout.ca_key.read_bytes()
+    assert a.ca_cert.read_bytes() != b.ca_cert.read_bytes()
 
 
 def test_second_run_keeps_every_secret(tmp_path: Path, connect: Connect) -> None:
@@ -665,6 +672,55 @@ def test_provisioning_and_pairing_across_separate_mounts(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     assert "phone-alice:" in (conf_dir / "passwd").read_text()
     assert (secrets_dir / "secrets" / "phone-alice.password").is_file()
-    for key in (conf_dir / "server.key", secrets_dir / "secrets" / "ca.key"):
-        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert stat.S_IMODE((conf_dir / "server.key").stat().st_mode) == 0o600
     assert not list(secrets_dir.glob("secrets/.provision-*")), "a scratch folder was left"
+
+
+def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+
+
+def test_the_ca_key_is_not_kept_and_the_ca_vouches_for_this_device_only(tmp_path: Path) -> None:
+    """A lost SD card must not hand out a CA that phones trust for every site: the key signs
+    the server certificate and is gone, and the CA is name-constrained to the device's own
+    names, so even a CA made the same way signs nothing else that verifies."""
+    prov = _provision_for_test(tmp_path / "r", add_phones=("alice",))
+    assert not [p for p in prov.layout.root.rglob("*") if p.name == "ca.key"]
+    text = _openssl("x509", "-in", str(prov.ca_cert), "-noout", "-text").stdout
+    assert "X509v3 Name Constraints: critical" in text
+    assert f"DNS:{DEVICE}.local" in text and "google" not in text
+    server = prov.layout.conf_dir / "server.crt"
+    assert _openssl("verify", "-CAfile", str(prov.ca_cert), str(server)).returncode == 0
+
+    # What the review did with a card's key, with a CA minted by the same config.
+    work = tmp_path / "attack"
+    work.mkdir()
+    cnf = work / "openssl.cnf"
+    cnf.write_text(openssl_config(DEVICE, []))
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    steps = [
+        ["req", "-x509", "-new", "-config", str(cnf), "-extensions", "ca_ext", *ec, "-subj",
+         "/CN=ca", "-keyout", str(work / "ca.key"), "-out", str(work / "ca.crt")],
+        ["req", "-new", *ec, "-subj", "/CN=accounts.google.com", "-addext",
+         "subjectAltName=DNS:accounts.google.com", "-keyout", str(work / "evil.key"), "-out",
+         str(work / "evil.csr")],
+        ["x509", "-req", "-in", str(work / "evil.csr"), "-CA", str(work / "ca.crt"), "-CAkey",
+         str(work / "ca.key"), "-copy_extensions", "copy", "-out", str(work / "evil.crt")],
+    ]  # fmt: skip
+    for step in steps:
+        made = _openssl(*step)
+        assert made.returncode == 0, made.stderr
+    forged = _openssl("verify", "-CAfile", str(work / "ca.crt"), str(work / "evil.crt"))
+    assert forged.returncode != 0
+    assert "subtree violation" in forged.stdout + forged.stderr
+
+
+def test_a_key_left_by_an_older_version_is_removed_and_the_ca_reminted(tmp_path: Path) -> None:
+    first = _provision_for_test(tmp_path / "r")
+    first.layout.ca_key.write_text("an unconstrained CA's key from before")
+    old_ca = first.ca_cert.read_bytes()
+    again = _provision_for_test(tmp_path / "r")
+    assert not again.layout.ca_key.exists()
+    assert again.ca_cert.read_bytes() != old_ca
+    server = again.layout.conf_dir / "server.crt"
+    assert _openssl("verify", "-CAfile", str(again.ca_cert), str(server)).returncode == 0

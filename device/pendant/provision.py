@@ -4,7 +4,8 @@
 
 - a device id (`pendant-xxxxxx` unless `--device-id` names one), in `etc/pendant/device_id`;
 - a small CA of this device and a server certificate for the phone listeners (TLS and
-  WebSocket), made with `openssl`; the CA key stays in the root-only secrets folder;
+  WebSocket), made with `openssl`; the CA may vouch for this device's names only, and its
+  key signs the server certificate and is deleted (renewal mints both anew);
 - a random password per service user (ears, eyes, body, link, pairing, web) and per paired phone
   (`--add-phone NAME` makes user `phone-NAME`), each in its own 0600 file, never a default;
 - the mosquitto password file (hashed by `mosquitto_passwd`), and the config, ACL and
@@ -130,6 +131,7 @@ class Layout:
 
     @property
     def ca_key(self) -> Path:
+        """Where versions before name-constrained CAs kept the key; removed when found."""
         return self.secrets / "ca.key"
 
     def password_file(self, user: str) -> Path:
@@ -320,12 +322,30 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def _openssl_config(device_id: str, sans: list[str]) -> str:
+def _names(device_id: str, sans: list[str]) -> list[str]:
+    """The server certificate's names: openssl's GeneralName form (DNS:x, IP:a.b.c.d)."""
+    return [f"DNS:{device_id}", f"DNS:{device_id}.local", "DNS:localhost", "IP:127.0.0.1"] + [
+        (f"IP:{s}" if _is_ip(s) else f"DNS:{s}") for s in sans
+    ]
+
+
+def _permitted(name: str) -> str:
+    """A name constraint that allows exactly this name (an address as a single-host range)."""
+    kind, _, value = name.partition(":")
+    if kind == "IP":
+        ip = ipaddress.ip_address(value)
+        mask = ipaddress.ip_network(f"{value}/{ip.max_prefixlen}").netmask
+        return f"permitted;IP:{value}/{mask}"
+    return f"permitted;{name}"
+
+
+def openssl_config(device_id: str, sans: list[str]) -> str:
+    """The openssl config the device's CA and server certificate are made with."""
     # Our own config, not the system openssl.cnf, so the extensions are exactly these.
-    alt = ",".join(
-        [f"DNS:{device_id}", f"DNS:{device_id}.local", "DNS:localhost", "IP:127.0.0.1"]
-        + [(f"IP:{s}" if _is_ip(s) else f"DNS:{s}") for s in sans]
-    )
+    # The CA may only vouch for this device's own names: a phone that trusts it trusts it for
+    # nothing else, even if the CA's key were ever taken (and that key is never kept).
+    names = _names(device_id, sans)
+    constraints = ",".join(_permitted(n) for n in names)
     return f"""[req]
 distinguished_name = dn
 prompt = no
@@ -335,11 +355,12 @@ CN = {device_id}
 basicConstraints = critical,CA:TRUE,pathlen:0
 keyUsage = critical,keyCertSign,cRLSign
 subjectKeyIdentifier = hash
+nameConstraints = critical,{constraints}
 [server_ext]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = {alt}
+subjectAltName = {",".join(names)}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 """
@@ -367,49 +388,57 @@ def _scratch(parent: Path) -> Iterator[Path]:
 
 
 def _certificates(layout: Layout, device_id: str, settings: Settings) -> None:
-    """Make the CA once; (re)issue the server certificate when absent or near expiry."""
+    """A CA and the server certificate it signs, made together when either is missing or the
+    certificate nears expiry; the CA's key signs once and is never kept, so a lost SD card
+    holds no key that can sign anything (renewing mints a new CA: phones trust it again)."""
     openssl = _tool("openssl")
     server_crt, server_key = layout.conf_dir / "server.crt", layout.conf_dir / "server.key"
-    new_ca = not (layout.ca_key.exists() and layout.ca_cert.exists())
-    if not new_ca and _cert_valid_for(server_crt, RENEW_BEFORE_S) and server_key.exists():
+    legacy_key = layout.ca_key.exists()  # kept by versions before the CA key was dropped
+    current = layout.ca_cert.exists() and server_key.exists()
+    if current and not legacy_key and _cert_valid_for(server_crt, RENEW_BEFORE_S):
         return
     with _scratch(layout.secrets) as tmp:
         cnf = tmp / "openssl.cnf"
-        cnf.write_text(_openssl_config(device_id, settings.san))
+        cnf.write_text(openssl_config(device_id, settings.san))
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        if new_ca:
-            # EC P-256: quick to make and to handshake on a Pi Zero, accepted by every phone.
-            _run(
-                [openssl, "req", "-x509", "-new", "-config", str(cnf), "-extensions", "ca_ext",
-                 *ec, "-subj", f"/CN=pendant {device_id} local CA", "-days", str(CA_DAYS),
-                 "-keyout", str(tmp / "ca.key"), "-out", str(tmp / "ca.crt")],
-                "openssl (CA)",
-            )  # fmt: skip
-        ca_key = tmp / "ca.key" if new_ca else layout.ca_key
-        ca_crt = tmp / "ca.crt" if new_ca else layout.ca_cert
+        # EC P-256: quick to make and to handshake on a Pi Zero, accepted by every phone.
+        _run(
+            [openssl, "req", "-x509", "-new", "-config", str(cnf), "-extensions", "ca_ext",
+             *ec, "-subj", f"/CN=pendant {device_id} local CA", "-days", str(CA_DAYS),
+             "-keyout", str(tmp / "ca.key"), "-out", str(tmp / "ca.crt")],
+            "openssl (CA)",
+        )  # fmt: skip
         _run(
             [openssl, "req", "-new", "-config", str(cnf), *ec,
              "-keyout", str(tmp / "server.key"), "-out", str(tmp / "server.csr")],
             "openssl (server key)",
         )  # fmt: skip
         _run(
-            [openssl, "x509", "-req", "-in", str(tmp / "server.csr"), "-CA", str(ca_crt),
-             "-CAkey", str(ca_key), "-set_serial", f"0x{secrets.token_hex(16)}",
+            [openssl, "x509", "-req", "-in", str(tmp / "server.csr"), "-CA", str(tmp / "ca.crt"),
+             "-CAkey", str(tmp / "ca.key"), "-set_serial", f"0x{secrets.token_hex(16)}",
              "-days", str(SERVER_DAYS), "-extfile", str(cnf), "-extensions", "server_ext",
              "-out", str(tmp / "server.crt")],
             "openssl (server certificate)",
         )  # fmt: skip
-        for name in ("ca.key", "server.key"):
-            if (tmp / name).exists():
-                os.chmod(tmp / name, 0o600)
+        _forget(tmp / "ca.key")
+        os.chmod(tmp / "server.key", 0o600)
         for name in ("ca.crt", "server.crt"):
-            if (tmp / name).exists():
-                os.chmod(tmp / name, 0o644)
-        if new_ca:
-            _place(tmp / "ca.key", layout.ca_key)
-            _place(tmp / "ca.crt", layout.ca_cert)
+            os.chmod(tmp / name, 0o644)
+        _place(tmp / "ca.crt", layout.ca_cert)
         _place(tmp / "server.key", server_key)
         _place(tmp / "server.crt", server_crt)
+    if legacy_key:
+        _forget(layout.ca_key)
+
+
+def _forget(path: Path) -> None:
+    """Overwrite a key, then remove it (flash may still keep old blocks: the key never needs
+    to outlive the one signature it makes)."""
+    with contextlib.suppress(OSError), path.open("r+b") as f:
+        f.write(b"\0" * max(path.stat().st_size, 1))
+        f.flush()
+        os.fsync(f.fileno())
+    path.unlink(missing_ok=True)
 
 
 # --- passwords ---------------------------------------------------------------------------
