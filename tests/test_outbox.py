@@ -186,3 +186,94 @@ def test_an_unreadable_row_is_skipped_and_counted(tmp_path: Path) -> None:
         db.execute("UPDATE outbox SET payload = ? WHERE id = ?", (b"{", a.id))
     assert drain(box) == [b]
     assert box.dropped["unreadable"] == 1
+
+
+def _late_data_partition(tmp_path: Path, old: list[Intent]) -> tuple[Path, Path, Path]:
+    """Old rows on a data folder that is not there yet when the link starts (mounted late):
+    a file stands where the folder should be, as an unmounted mount point would fail."""
+    data, away = tmp_path / "data", tmp_path / "data.away"
+    box = Outbox(data / "o.sqlite", clock=Clock())
+    for e in old:
+        box.put(e)
+    box.close()
+    data.rename(away)
+    data.write_text("")
+    return data, away, data / "o.sqlite"
+
+
+def _mount(data: Path, away: Path) -> None:
+    data.unlink()
+    away.rename(data)
+
+
+def test_opened_late_old_rows_go_first_and_nothing_is_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    old = [intent(i) for i in range(3)]
+    data, away, path = _late_data_partition(tmp_path, old)
+    box = Outbox(path, clock=Clock())
+    assert box._db is None
+    new = [intent(i) for i in range(3, 6)]
+    box.put(new[0])
+    head = box.peek()
+    assert head is not None and head.event == new[0]
+    box.done(head)  # sent from RAM while the file was away
+    for e in new[1:]:
+        box.put(e)
+    _mount(data, away)
+    assert drain(box) == old + new[1:]
+    assert drain(Outbox(path, clock=Clock())) == []  # all of it finished, none left behind
+
+
+def test_an_event_sent_from_ram_as_the_file_opens_does_not_finish_older_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    old = [intent(i) for i in range(3)]
+    data, away, path = _late_data_partition(tmp_path, old)
+    box = Outbox(path, clock=Clock())
+    first = intent(3)
+    box.put(first)
+    in_flight = box.peek()  # the sender takes it and awaits the broker...
+    assert in_flight is not None and in_flight.event == first
+    _mount(data, away)
+    later = intent(4)
+    box.put(later)  # ...while a new event opens the file, older rows appear ahead of it
+    box.done(in_flight)
+    assert drain(box) == [*old, later]
+
+
+def test_damage_past_the_header_is_found_at_open_and_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, clock=Clock())
+    for i in range(400):
+        box.put(Intent(device_id="pendant-test", name="HassTurnOn", text="x" * 200 + str(i),
+                       confidence=0.9, timestamp_ms=NOW_MS))  # fmt: skip
+    box.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    raw = bytearray(path.read_bytes())
+    for n in range(2, pages - 1, 3):  # scribble over B-tree pages, keep the header page
+        raw[n * page : n * page + 64] = b"\xff" * 64
+    path.write_bytes(bytes(raw))
+    box = Outbox(path, clock=Clock())
+    assert box.dropped["corrupt"] == 1
+    assert len(list(tmp_path.glob("o.sqlite.corrupt-*"))) >= 1
+    e = intent(1)
+    box.put(e)
+    assert drain(box) == [e]
+
+
+def test_a_row_that_is_not_text_is_skipped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, clock=Clock())
+    a, b = intent(1), intent(2)
+    box.put(a)
+    box.put(b)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE outbox SET payload = 5 WHERE id = ?", (a.id,))
+    assert drain(box) == [b]
+    assert box.dropped["unreadable"] == 1

@@ -21,7 +21,10 @@ loses an intent. Events go out in insertion order (`seq`).
 - **Bounded**: past `max_rows` waiting events the oldest is dropped and counted.
 - **A failing disk never stops the link**: a write that fails (full disk, I/O error, unopenable
   file) logs one line, keeps the event in RAM, and is retried later; RAM always holds the
-  newest events, so order is kept.
+  newest events, so order is kept. A file that opens only later (a data partition mounted
+  after the link started) has its older rows sent first, and RAM's events numbered after them.
+- **A damaged file is set aside** (`quick_check` at open, SQLite's corrupt errors while
+  reading), kept for a post-mortem and counted as `corrupt`; a fresh file takes over.
 
 "Delivered" is a cursor, not only a delete: rows up to `_cursor` are finished in this process
 even when deleting them failed, and a restart that finds them again sends them again (a QoS 1
@@ -63,6 +66,15 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _corrupt(exc: Exception) -> bool:
+    """SQLite's word for a damaged file, as opposed to a full, locked or missing one."""
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc)
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text or (
+        "not a database" in text
+    )
+
+
 @dataclass(frozen=True)
 class Entry:
     seq: int
@@ -85,7 +97,8 @@ class Outbox:
         self.max_rows = max_rows
         self.clock = clock
         self.dropped: Counter[str] = Counter()
-        """Reason → events never sent: expired, superseded, full, unreadable."""
+        """Reason → events never sent: expired, superseded, full, unreadable; `corrupt` counts
+        damaged files set aside (their events unknown)."""
         self._db: sqlite3.Connection | None = None
         self._ram: list[Entry] = []  # newest events a failing disk could not take, in order
         self._cursor = 0  # every seq <= this is finished (sent or dropped) in this process
@@ -103,20 +116,24 @@ class Outbox:
     def _open(self) -> None:
         if self.path is None or self._closed:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._connect()
         except sqlite3.DatabaseError as exc:
-            if "not a database" not in str(exc) or not self.path.exists():
+            if not _corrupt(exc) or not self.path.exists():
                 raise
-            # A corrupt file would stop the outbox for good; keep it for a post-mortem.
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            os.replace(self.path, aside)
-            log.error("outbox: %s was corrupt, moved to %s", self.path, aside)
+            self._move_aside(exc)
             db = self._connect()
         self._db = db
         top = db.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0
-        self._next_seq = max(self._next_seq, top + 1)
+        if self._next_seq > 1:
+            # Events arrived while the file could not be opened (a data partition mounted
+            # late, a full disk at start). The rows found now are older than any of them and
+            # none was finished by this process: RAM's events take numbers after the rows,
+            # and the cursor starts before them, so nothing is overwritten or skipped.
+            self._ram = [Entry(top + 1 + i, e.event) for i, e in enumerate(self._ram)]
+            self._cursor = 0
+        self._next_seq = top + 1 + len(self._ram)
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
@@ -125,11 +142,30 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
-            db.execute("SELECT count(*) FROM outbox").fetchone()
+            # Damage past the header (a torn page, a bad block) shows here, not at connect.
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
         except sqlite3.Error:
             db.close()
             raise
         return db
+
+    def _move_aside(self, exc: Exception) -> None:
+        """A damaged file would stop the outbox for good: keep it for a post-mortem, start
+        afresh. What it held is lost; nothing arriving after is."""
+        assert self.path is not None
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self.dropped["corrupt"] += 1
+        log.error("outbox: %s was damaged (%s), moved to %s", self.path, exc, aside)
 
     def _fail(self, what: str, exc: Exception) -> None:
         """One line when the disk starts failing, not one per event."""
@@ -234,18 +270,32 @@ class Outbox:
                     "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1",
                     (self._cursor,),
                 ).fetchone()
-            except sqlite3.Error as exc:
+            except sqlite3.DatabaseError as exc:
+                if _corrupt(exc):
+                    self._recover(exc)
+                    continue
                 self._fail("read", exc)
                 return None  # older events may be on disk: wait rather than reorder
             if row is None:
                 break
             try:
                 return Entry(row[0], parse_event(row[1]))
-            except EventError:
-                # Written by another version or damaged: it cannot be sent as it is.
+            except (EventError, TypeError):
+                # Written by another version or damaged (TypeError: not text at all): it
+                # cannot be sent as it is.
                 self._finish(row[0])
                 self.dropped["unreadable"] += 1
         return self._ram[0] if self._ram else None
+
+    def _recover(self, exc: Exception) -> None:
+        """The file broke under us: set it aside and go on with a fresh one."""
+        try:
+            self._move_aside(exc)
+            self._cursor = 0
+            self._open()
+        except (sqlite3.Error, OSError) as again:
+            self._db = None
+            self._fail("reopen", again)
 
     def peek(self) -> Entry | None:
         """The next event to send; expired ones on the way are dropped and counted."""
@@ -258,7 +308,18 @@ class Outbox:
 
     def done(self, entry: Entry) -> None:
         """The outside broker has `entry` (PUBACK): it never goes out again from here."""
-        self._finish(entry.seq)
+        head = self._head()
+        if head is not None and head.event.id == entry.event.id:
+            self._finish(head.seq)
+            return
+        # Sent out of turn: it was taken from RAM before a late-opened file put older rows
+        # ahead of it (see _open). Only it is finished; the older rows still go out.
+        self._ram = [e for e in self._ram if e.event.id != entry.event.id]
+        if self._db is not None:
+            try:
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (entry.event.id,))
+            except sqlite3.Error as exc:
+                self._fail("delete from", exc)  # a restart may send it again, same id
 
     def _finish(self, seq: int) -> None:
         self._cursor = max(self._cursor, seq)
