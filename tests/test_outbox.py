@@ -188,60 +188,59 @@ def test_an_unreadable_row_is_skipped_and_counted(tmp_path: Path) -> None:
     assert box.dropped["unreadable"] == 1
 
 
-def _late_data_partition(tmp_path: Path, old: list[Intent]) -> tuple[Path, Path, Path]:
-    """Old rows on a data folder that is not there yet when the link starts (mounted late):
-    a file stands where the folder should be, as an unmounted mount point would fail."""
-    data, away = tmp_path / "data", tmp_path / "data.away"
-    box = Outbox(data / "o.sqlite", clock=Clock())
-    for e in old:
-        box.put(e)
-    box.close()
-    data.rename(away)
-    data.write_text("")
-    return data, away, data / "o.sqlite"
+class LateDisk:
+    """Old rows on a data folder that is not there when the link starts (mounted late): a
+    file stands where the folder should be, as an unmounted mount point would fail."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data, self.away = tmp_path / "data", tmp_path / "data.away"
+        self.path = self.data / "o.sqlite"
+        self.old = [intent(i) for i in range(3)]
+        box = Outbox(self.path, clock=Clock())
+        for e in self.old:
+            box.put(e)
+        box.close()
+        self.data.rename(self.away)
+        self.data.write_text("")
+        self.box = Outbox(self.path, clock=Clock())
+        assert self.box._db is None
+
+    def mount(self) -> None:
+        self.data.unlink()
+        self.away.rename(self.data)
 
 
-def _mount(data: Path, away: Path) -> None:
-    data.unlink()
-    away.rename(data)
-
-
-def test_opened_late_old_rows_go_first_and_nothing_is_overwritten(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LateDisk:
     monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
-    old = [intent(i) for i in range(3)]
-    data, away, path = _late_data_partition(tmp_path, old)
-    box = Outbox(path, clock=Clock())
-    assert box._db is None
+    return LateDisk(tmp_path)
+
+
+def test_opened_late_old_rows_go_first_and_nothing_is_overwritten(late: LateDisk) -> None:
     new = [intent(i) for i in range(3, 6)]
-    box.put(new[0])
-    head = box.peek()
+    late.box.put(new[0])
+    head = late.box.peek()
     assert head is not None and head.event == new[0]
-    box.done(head)  # sent from RAM while the file was away
+    late.box.done(head)  # sent from RAM while the file was away
     for e in new[1:]:
-        box.put(e)
-    _mount(data, away)
-    assert drain(box) == old + new[1:]
-    assert drain(Outbox(path, clock=Clock())) == []  # all of it finished, none left behind
+        late.box.put(e)
+    late.mount()
+    assert drain(late.box) == late.old + new[1:]
+    assert drain(Outbox(late.path, clock=Clock())) == []  # all of it finished, none left behind
 
 
 def test_an_event_sent_from_ram_as_the_file_opens_does_not_finish_older_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    late: LateDisk,
 ) -> None:
-    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
-    old = [intent(i) for i in range(3)]
-    data, away, path = _late_data_partition(tmp_path, old)
-    box = Outbox(path, clock=Clock())
     first = intent(3)
-    box.put(first)
-    in_flight = box.peek()  # the sender takes it and awaits the broker...
+    late.box.put(first)
+    in_flight = late.box.peek()  # the sender takes it and awaits the broker...
     assert in_flight is not None and in_flight.event == first
-    _mount(data, away)
+    late.mount()
     later = intent(4)
-    box.put(later)  # ...while a new event opens the file, older rows appear ahead of it
-    box.done(in_flight)
-    assert drain(box) == [*old, later]
+    late.box.put(later)  # ...while a new event opens the file, older rows appear ahead of it
+    late.box.done(in_flight)
+    assert drain(late.box) == [*late.old, later]
 
 
 def test_damage_past_the_header_is_found_at_open_and_set_aside(tmp_path: Path) -> None:

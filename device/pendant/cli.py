@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import sys
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 EXIT_ERROR = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser, and the names of its subcommands."""
     p = argparse.ArgumentParser(prog="pendant", description=__doc__.splitlines()[0])
     p.add_argument(
         "--version",
@@ -59,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     discovery.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     sub.add_parser("config-docs", help="print the config reference as a Markdown table")
     sub.add_parser("doctor", help="what hardware, models and brokers this pendant finds")
-    return p
+    return p, set(sub.choices)
 
 
 def _print_version(verbose: bool) -> int:
@@ -75,10 +77,13 @@ def _print_version(verbose: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     # Commands that hand their arguments to another module's own parser (so `--help` and
     # options reach it): argparse's REMAINDER refuses a first argument that starts with '-'.
-    parser = _parser()
+    parser, commands = _parser()
+    # Only options before the subcommand: after it, "--version" belongs to the subcommand
+    # (or is a sentence), and the subcommand argparse requires would refuse a bare --version.
     given = sys.argv[1:] if argv is None else argv
-    if "--version" in given:
-        return _print_version(verbose="-v" in given or "--verbose" in given)
+    head = list(itertools.takewhile(lambda a: a not in commands, given))
+    if "--version" in head:
+        return _print_version(verbose="-v" in head or "--verbose" in head)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command not in ("models", "pair", "unpair"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -165,8 +170,8 @@ def _intents(config: Config, sentences: list[str]) -> int:
     from pendant.nlu import IntentParser
 
     parser = IntentParser(config)
+    grammar = build_grammar(config)
     if not sentences:
-        grammar = build_grammar(config)
         examples: dict[str, set[str]] = {}
         for sentence in grammar.sample(np.random.default_rng(0), 3000):
             match = parser.parse(sentence)
@@ -180,7 +185,6 @@ def _intents(config: Config, sentences: list[str]) -> int:
 
     # "heard": whether the sentence is in the closed set, the only sentences the recogniser
     # can output. One the NLU understands but the ears cannot hear is never acted on.
-    grammar = build_grammar(config)
     lines = sys.stdin if sentences == ["-"] else sentences
     for line in lines:
         text = line.strip()
