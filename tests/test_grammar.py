@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +76,9 @@ def test_rejects_what_the_home_cannot_mean(grammar: Grammar) -> None:
 
 def test_graph_is_a_small_minimal_dfa(grammar: Grammar) -> None:
     g = grammar.graph
-    assert g.n_states < 1000  # timer numbers alone would be millions of sentences
+    # Timer numbers alone would be millions of sentences; Home Assistant's templates for
+    # this 19-device home make about 1,200 states.
+    assert g.n_states < 3000
     keys = [(src, word) for src, _, word in g.arcs]
     assert len(keys) == len(set(keys)), "not deterministic"
     out: dict[int, list[tuple[int, str]]] = {s: [] for s in range(g.n_states)}
@@ -110,17 +114,21 @@ def test_snap(grammar: Grammar) -> None:
         "turn on the kitchen lights",
         1.0,
     )
-    text, sim = grammar.snap(normalize("um please turn on the kitchen lights")) or ("", 0)
+    text, sim = grammar.snap(normalize("um well turn on the kitchen lights")) or ("", 0)
     assert text == "turn on the kitchen lights"
     assert sim == pytest.approx(1 - 2 / 7)
-    # "minute" after "twelve" is not in the set: one word off, whichever way it is mended.
-    text, sim = grammar.snap(normalize("set a timer for 12 minute")) or ("", 0)
-    assert text.startswith("set a timer for twelve") and grammar.accepts(text.split())
-    assert sim == pytest.approx(5 / 6)
-    assert grammar.snap(normalize("what's the weather in new york city")) == (
-        "what's the weather in new york",
-        pytest.approx(6 / 7),
+    # Politeness is part of the set.
+    assert grammar.snap(normalize("please turn on the kitchen lights")) == (
+        "please turn on the kitchen lights",
+        1.0,
     )
+    # "now" is not in the set: one word off.
+    text, sim = grammar.snap(normalize("set a timer for 12 minutes now")) or ("", 0)
+    assert text.startswith("set a timer for twelve minutes")  # "now" dropped or mended
+    assert sim == pytest.approx(1 - 1 / max(6, len(text.split())))
+    text, sim = grammar.snap(normalize("what's the weather in new york city")) or ("", 0)
+    assert text.startswith("what's the weather in new york")  # "city" dropped or mended
+    assert sim == pytest.approx(6 / 7)
     assert grammar.snap([]) is None
     _, sim = grammar.snap(["completely", "unrelated", "words", "here"]) or ("", 1.0)
     assert sim < 0.5
@@ -139,3 +147,48 @@ def test_fingerprint_follows_config(config: Config, grammar: Grammar) -> None:
     assert changed.fingerprint != grammar.fingerprint
     assert changed.accepts(normalize("turn on the garage lights"))
     assert not grammar.accepts(normalize("turn on the garage lights"))
+
+
+def test_names_alone_are_not_commands(config: Config, grammar: Grammar) -> None:
+    # Home Assistant turns on "the kitchen lights" said alone; without a wake word that is
+    # any sentence naming a thing, so a sentence needs a word that says what to do.
+    assert not grammar.accepts(normalize("the kitchen lights"))
+    assert not grammar.accepts(normalize("kitchen lights"))
+    assert grammar.accepts(normalize("kitchen lights on"))
+    assert grammar.accepts(normalize("turn on the kitchen lights please"))
+
+
+def test_home_assistant_sentences_join_the_closed_set(grammar: Grammar) -> None:
+    # Phrasings from Home Assistant's templates, none of them in ours.
+    for sentence in [
+        "turn on all the lights in the house",
+        "could you turn off the lights in the kitchen",
+        "what is the CO2 level of the Outdoor Humidity",
+        "turn the lights on in here",
+        "cancel the pizza timer",
+    ]:
+        assert grammar.accepts(normalize(sentence)), sentence
+        assert not grammar.in_core(normalize(sentence)), sentence
+    assert grammar.in_core(normalize("turn on the kitchen lights"))
+
+
+def test_compiled_grammar_is_cached_by_content(
+    config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = build_grammar(config, tmp_path)
+    (cached,) = tmp_path.glob("grammar-*.json")
+    assert first.fingerprint in cached.name
+    again = build_grammar(config, tmp_path)
+    assert again.graph == first.graph and again.core == first.core
+    # Another home compiles anew and replaces the old file.
+    other = config.model_copy(
+        update={"home": config.home.model_copy(update={"areas": [*config.home.areas, "Attic"]})}
+    )
+    build_grammar(other, tmp_path)
+    assert [p.name for p in tmp_path.glob("grammar-*.json")] != [cached.name]
+    # A damaged file is rebuilt, with a warning, not a crash.
+    (damaged,) = tmp_path.glob("grammar-*.json")
+    damaged.write_text("{not json")
+    assert build_grammar(other, tmp_path).graph.arcs
+    assert "unreadable" in caplog.text
+    assert json.loads(damaged.read_text())["graph"]["arcs"]

@@ -9,9 +9,11 @@ then the totals. Text only: this measures the grammar and the NLU, not the acous
 
 A slot counts as right when the NLU gives the expected key with the same value (names compared
 without case, numbers as numbers, a list meaning any of its values); an expected `domain` is
-also right when the named device is of that kind. Slots Home Assistant takes from the
-speaker's area (`context`) are expected too, since the pendant does not fill them yet: the
-column `but ctx` counts the sentences right but for those.
+also right when the named device is of that kind. A sentence about "here" gives
+`area_context: "here"`, which the link fills with the area Home Assistant last set on
+`pendant/<id>/cmd/area`; the test's `context` area stands in for that here. Slots Home
+Assistant takes from the speaker's area for sentences that do not say "here" are expected
+too: the column `but ctx` counts the sentences right but for those.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def measure(folder: Path, scopes: set[str]) -> tuple[dict[str, Tally], list[str]
             continue
         t.right_intent += 1
         got = match.slot_values()
+        if got.pop("area_context", None) == "here" and "area" in case.get("context", {}):
+            got["area"] = case["context"]["area"]
         ours = {k: v for k, v in case["slots"].items()
                 if not (k in case.get("context", {}) and k not in got)}  # fmt: skip
         if slots_right(case["slots"], got, kinds):
@@ -127,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     for t in tallies.values():
         total.add(t)
     if args.json:
-        print(json.dumps({"total": asdict(total),
-                          "by_intent": {k: asdict(v) for k, v in sorted(tallies.items())}}))
+        print(
+            json.dumps(
+                {
+                    "total": asdict(total),
+                    "by_intent": {k: asdict(v) for k, v in sorted(tallies.items())},
+                }
+            )
+        )
         return 0  # fmt: skip
     print(f"{'intent':<30} {'sentences':>9} {'heard':>6} {'intent':>7} {'slots':>6} "
           f"{'but ctx':>7}")  # fmt: skip

@@ -70,10 +70,20 @@ class Home(_Strict):
     sentences: list[CustomSentences] = Field(
         default_factory=list, description="The wearer's own intents and the sentences for them."
     )
+    default_area: Name | None = Field(
+        None,
+        description="The area a sentence about 'here' ('lights on in here') means when "
+        "nothing (Home Assistant's room presence, via pendant/<id>/cmd/area) says where the "
+        "wearer is; must be one of home.areas.",
+    )
 
     @model_validator(mode="after")
     def _areas_known(self) -> Home:
         known = {a.lower() for a in self.areas}
+        if self.default_area is not None and self.default_area.lower() not in known:
+            raise ValueError(
+                f"default_area {self.default_area!r} is not in home.areas {self.areas!r}"
+            )
         for i, dev in enumerate(self.devices):
             if dev.area is not None and dev.area.lower() not in known:
                 raise ValueError(

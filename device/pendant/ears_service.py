@@ -35,9 +35,15 @@ log = logging.getLogger(__name__)
 CONFIG_POLL_S = 2.0
 
 
+def grammar_cache() -> Path:
+    """systemd's CacheDirectory= for the unit, else the user's cache."""
+    directory = os.environ.get("CACHE_DIRECTORY")
+    return Path(directory) if directory else Path.home() / ".cache" / "pendant" / "grammar"
+
+
 def understand(config: Config) -> Understanding:
     check_sentences(config)
-    grammar = build_grammar(config)
+    grammar = build_grammar(config, grammar_cache())
     return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
 
 

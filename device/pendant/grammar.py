@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,9 +46,37 @@ from pendant.errors import ConfigError
 if TYPE_CHECKING:
     from pendant.config import Config
 
+log = logging.getLogger(__name__)
+
 TEMPLATES = Path(__file__).with_name("templates") / "en.yaml"
+# Home Assistant's intents whose English sentences join the closed set.
+HOME_ASSISTANT_INTENTS = frozenset({
+    "HassTurnOn", "HassTurnOff", "HassLightSet", "HassStartTimer", "HassCancelTimer",
+    "HassCancelAllTimers", "HassPauseTimer", "HassUnpauseTimer", "HassTimerStatus",
+    "HassGetCurrentTime", "HassGetCurrentDate", "HassGetWeather", "HassClimateGetTemperature",
+    "HassGetState", "HassNevermind", "HassMediaPause", "HassMediaUnpause", "HassMediaNext",
+    "HassMediaPrevious", "HassListAddItem",
+})  # fmt: skip
+# Said around any sentence without changing it (Home Assistant's `skip_words`, split by
+# where people put them).
+# Not "i want" / "i'd like": on the test recordings "what is the outdoor humidity" was heard
+# as "i want is the outdoor humidity off".
+POLITE_BEFORE = ("please", "can you", "could you", "would you")
+POLITE_AFTER = ("please", "for me")
+# Words that do not make a sentence a command on their own: a path of only these and names
+# ("the kitchen lamp") is dropped, since the pendant listens without a wake word.
+# Home Assistant's wildcard lists and the lists of our templates that stand in for them.
+WILDCARDS = {
+    "todo_list_item": "shopping_item",
+    "shopping_list_item": "shopping_item",
+    "timer_name": "timer_name",
+}
+# One spelling per spoken word: the recogniser cannot tell them apart, and two spellings
+# would be two paths for one sound.
+_SPELLING = {"whats": "what's", "thats": "that's", "hows": "how's"}
+_FILLER = frozenset({"the", "my", "our", "a", "an"})
 # Bump when the compilation changes meaning, so cached grammars built by older code rebuild.
-GRAMMAR_VERSION = "1"
+GRAMMAR_VERSION = "2"
 _MAX_GLUED = 5000
 
 _ONES = [
@@ -73,6 +104,17 @@ def number_words(n: int) -> str:
     return number_words(thousands) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
 
 
+def range_words(slot_list: RangeSlotList) -> list[str]:
+    """A number range as spoken: whole numbers as words, and "n point five" too where the
+    range takes halves (temperatures)."""
+    out = []
+    for n in range(slot_list.start, slot_list.stop + 1, slot_list.step):
+        out.append(number_words(n))
+        if slot_list.fraction_type is not None and n < slot_list.stop:
+            out.append(number_words(n) + " point five")
+    return out
+
+
 def normalize(text: str) -> list[str]:
     """Text (a file name, a whisper transcript, a template) to the grammar's word list.
 
@@ -80,11 +122,11 @@ def normalize(text: str) -> list[str]:
     goes, except an apostrophe inside a word: "what's" stays one word, as in the templates
     and in the CMU dictionary.
     """
-    text = text.lower().replace("\u2019", "'").replace("%", " percent ")
+    text = text.lower().replace("\u2019", "'").replace("%", " percent ").replace("1/2", " half ")
     text = re.sub(r"\d+", lambda m: f" {number_words(int(m.group()))} ", text)
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
     words = (w.strip("'") for w in text.split())
-    return [w for w in words if w]
+    return [_SPELLING.get(w, w) for w in words if w]
 
 
 # --- templates and the home's slot lists ------------------------------------------------------
@@ -97,6 +139,105 @@ def template_dict(config: Config) -> dict[str, Any]:
         intent = data["intents"].setdefault(custom.intent, {"data": []})
         intent["data"].append({"sentences": list(custom.sentences)})
     return data
+
+
+@cache
+def _home_assistant_english() -> str:
+    from home_assistant_intents import get_intents
+
+    data = get_intents("en")
+    if data is None:
+        raise RuntimeError("home-assistant-intents has no English intents")
+    return json.dumps(data)
+
+
+def _kinds(value: Any) -> set[str]:
+    return {value} if isinstance(value, str) else set(value or [])
+
+
+def home_assistant_dict(config: Config) -> dict[str, Any]:
+    """Home Assistant's English sentences (the installed home-assistant-intents) for the
+    intents the pendant claims, keeping only the data blocks this home can use: a block
+    about a kind of device (its fixed `domain` slot or its required `domain` context) is
+    dropped when the home has no device of that kind."""
+    data: dict[str, Any] = json.loads(_home_assistant_english())
+    kinds = {d.kind.value for d in config.home.devices}
+    intents = {}
+    for name, intent in data["intents"].items():
+        if name not in HOME_ASSISTANT_INTENTS:
+            continue
+        blocks = []
+        for block in intent["data"]:
+            fixed = _kinds((block.get("slots") or {}).get("domain"))
+            needed = _kinds((block.get("requires_context") or {}).get("domain"))
+            if (fixed and not fixed & kinds) or (needed and not needed & kinds):
+                continue
+            # Pendant's devices carry no device class: a sensor answers every question
+            # about a quantity ("the co2 level of the furnace"), and Home Assistant, which
+            # knows the class, answers or declines.
+            context = {k: v for k, v in (block.get("requires_context") or {}).items()
+                       if k != "device_class"}  # fmt: skip
+            blocks.append({**block, "requires_context": context, **_capable(block, config)})
+        if blocks:
+            intents[name] = {**intent, "data": blocks}
+    data["intents"] = intents
+    return _spell_digits(data)
+
+
+def _capable(block: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Home Assistant's sentences set brightness or colour on any light; ours only on the
+    lights that take it (`brightness`, `color` in the home's config): such a block gets
+    its own `name` list."""
+    text = json.dumps(block["sentences"])
+    if "brightness" in text:
+        lights = [d for d in config.home.devices if d.kind.value == "light" and d.brightness]
+    elif "{color" in text:
+        lights = [d for d in config.home.devices if d.kind.value == "light" and d.color]
+    else:
+        return {}
+    values = [
+        {
+            "in": said,
+            "out": d.name,
+            "context": {"domain": "light", **({"area": d.area} if d.area else {})},
+        }
+        for d in lights
+        for said in spoken_forms(d.name)
+    ]
+    return {"lists": {**block.get("lists", {}), "name": {"values": values}}}
+
+
+def _spell_digits(data: dict[str, Any]) -> dict[str, Any]:
+    """Digits in template text as the recogniser says them ("CO2 level" -> "CO two level"),
+    so the NLU matches what the ears hear. Only what is said changes: sentences, rules and
+    what list values sound like, not the slot values they give."""
+
+    def spell(text: Any) -> Any:
+        if not isinstance(text, str) or not any(c.isdigit() for c in text):
+            return text
+        parts = re.split(r"(\{[^}]*\}|<[^>]*>)", text.replace("1/2", "half"))
+        return "".join(
+            p if p[:1] in "{<" else re.sub(r"\d+(?:\.\d+)*", _digit_words, p) for p in parts
+        )
+
+    def rules(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: spell(v) for k, v in r.items()}
+
+    for intent in data["intents"].values():
+        for block in intent["data"]:
+            block["sentences"] = [spell(t) for t in block["sentences"]]
+            if "expansion_rules" in block:
+                block["expansion_rules"] = rules(block["expansion_rules"])
+    data["expansion_rules"] = rules(data.get("expansion_rules", {}))
+    for slot_list in data.get("lists", {}).values():
+        for value in slot_list.get("values", []):
+            if isinstance(value, dict):
+                value["in"] = spell(value["in"])
+    return data
+
+
+def _digit_words(m: re.Match[str]) -> str:
+    return " " + " ".join(number_words(int(n)) for n in m.group().split(".")) + " "
 
 
 def spoken_forms(name: str) -> list[str]:
@@ -133,8 +274,16 @@ def home_slot_lists(config: Config) -> dict[str, SlotList]:
     }
 
 
-def load_intents(config: Config) -> tuple[Intents, dict[str, SlotList]]:
-    return Intents.from_dict(template_dict(config)), home_slot_lists(config)
+def load_intents(config: Config) -> tuple[list[Intents], dict[str, SlotList]]:
+    """Where the closed set comes from, in the order the NLU tries them: our templates and
+    the wearer's sentences, then Home Assistant's. Home Assistant's free-text lists
+    (wildcards) become our closed ones: items to add to a list and timer names."""
+    ours = Intents.from_dict(template_dict(config))
+    theirs = Intents.from_dict(home_assistant_dict(config))
+    slot_lists = home_slot_lists(config)
+    for wildcard, closed in WILDCARDS.items():
+        slot_lists[wildcard] = ours.slot_lists[closed]
+    return [ours, theirs], slot_lists
 
 
 # --- templates to an epsilon-NFA over words -----------------------------------------------------
@@ -159,45 +308,65 @@ class _Nfa:
         return src
 
 
-class _Compiler:
-    """Walks hassil expressions, writing each sentence's paths into one NFA."""
+Layers = tuple[int | None, int | None]
+"""NFA states for one point of a sentence: (no command word said yet, one said)."""
 
-    def __init__(self, intents: Intents, slot_lists: dict[str, SlotList]) -> None:
-        self.intents = intents
+
+class _Compiler:
+    """Walks hassil expressions, writing each sentence's paths into one NFA.
+
+    Every point of a sentence is a pair of states, before and after its first command word
+    (a word of the template itself, not of a list, that is not an article); only paths that
+    said one reach the end. Sentences from each source may start with a polite prefix and
+    end with a polite suffix."""
+
+    def __init__(
+        self, sources: list[Intents], slot_lists: dict[str, SlotList], polite: bool = True
+    ) -> None:
+        self.sources = sources
         self.slot_lists = slot_lists
+        self.polite = polite
         self.nfa = _Nfa()
+        self.intents = sources[0]
 
     def compile(self) -> _Nfa:
-        final = self.nfa.new()
-        for intent in self.intents.intents.values():
-            for data in intent.data:
-                for sentence in data.sentences:
-                    end = self.expr(sentence.expression, 0, data)
-                    self.nfa.add(end, final)
+        nfa = self.nfa
+        begin, end, final = nfa.new(), nfa.new(), nfa.new()
         self.final = final
-        return self.nfa
+        for words in ("", *POLITE_BEFORE) if self.polite else ("",):
+            nfa.add(nfa.path(0, normalize(words)), begin)
+        for words in ("", *POLITE_AFTER) if self.polite else ("",):
+            nfa.add(nfa.path(end, normalize(words)), final)
+        for intents in self.sources:
+            self.intents = intents
+            for intent in intents.intents.values():
+                for data in intent.data:
+                    for sentence in data.sentences:
+                        _, said = self.expr(sentence.expression, (begin, None), data)
+                        if said is not None:
+                            nfa.add(said, end)
+        return nfa
 
     def _list(self, ref: ListReference, data: IntentData) -> SlotList:
-        for lists in (self.slot_lists, data.slot_lists, self.intents.slot_lists):
+        for lists in (data.slot_lists, self.slot_lists, self.intents.slot_lists):
             if ref.list_name in lists:
                 return lists[ref.list_name]
         raise ValueError(f"template refers to unknown list {{{ref.list_name}}}")
 
     def _values(self, ref: ListReference, data: IntentData) -> list[Expression]:
-        """The spoken forms of a list, filtered by the data block's required domain."""
+        """The spoken forms of a list, filtered by the data block's required and excluded
+        domains; none for a wildcard the home does not fill (the sentences using it drop out)."""
         slot_list = self._list(ref, data)
         if isinstance(slot_list, RangeSlotList):
-            nums = range(slot_list.start, slot_list.stop + 1, slot_list.step)
-            return [TextChunk(number_words(n)) for n in nums]
+            return [TextChunk(words) for words in range_words(slot_list)]
         if not isinstance(slot_list, TextSlotList):
-            raise ValueError(f"list {{{ref.list_name}}} is a wildcard: not a closed set")
-        wanted = (data.requires_context or {}).get("domain")
-        if isinstance(wanted, str):
-            wanted = [wanted]
+            return []
+        wanted = _kinds((data.requires_context or {}).get("domain"))
+        unwanted = _kinds((data.excludes_context or {}).get("domain"))
         out = []
         for value in slot_list.values:
             domain = (value.context or {}).get("domain")
-            if wanted and domain is not None and domain not in wanted:
+            if domain is not None and ((wanted and domain not in wanted) or domain in unwanted):
                 continue
             out.append(value.text_in)
         return out
@@ -210,40 +379,67 @@ class _Compiler:
             raise ValueError(f"template refers to unknown rule <{ref.rule_name}>")
         return body.expression
 
-    def expr(self, e: Expression, start: int, data: IntentData) -> int:
+    def _text(self, text: str, at: Layers) -> Layers:
+        words = normalize(text)
+        if not words:
+            return at
         nfa = self.nfa
+        if all(w in _FILLER for w in words):
+            return tuple(None if s is None else nfa.path(s, words) for s in at)  # type: ignore[return-value]
+        join = nfa.new()
+        for s in at:
+            if s is not None:
+                nfa.add(s, join)
+        return None, nfa.path(join, words)
+
+    def _union(self, ends: list[Layers]) -> Layers:
+        out: list[int | None] = []
+        for layer in range(2):
+            states = [e[layer] for e in ends if e[layer] is not None]
+            if len(states) == 1:
+                out.append(states[0])
+            elif not states:
+                out.append(None)
+            else:
+                join = self.nfa.new()
+                for s in states:
+                    self.nfa.add(s, join)  # type: ignore[arg-type]
+                out.append(join)
+        return out[0], out[1]
+
+    def expr(self, e: Expression, at: Layers, data: IntentData, listed: bool = False) -> Layers:
+        """Write e's paths from the states `at`; `listed`: e is a list value, whose words
+        are names, not command words."""
+        if at == (None, None):
+            return at
         if isinstance(e, TextChunk):
-            return nfa.path(start, normalize(e.text))
+            if listed:
+                words = normalize(e.text)
+                return tuple(None if s is None else self.nfa.path(s, words) for s in at)  # type: ignore[return-value]
+            return self._text(e.text, at)
         if isinstance(e, RuleReference):
-            return self.expr(self._rule(e, data), start, data)
+            return self.expr(self._rule(e, data), at, data, listed)
         if isinstance(e, ListReference):
-            end = nfa.new()
-            for value in self._values(e, data):
-                nfa.add(self.expr(value, start, data), end)
-            return end
+            return self._union([self.expr(v, at, data, True) for v in self._values(e, data)])
         if isinstance(e, Permutation):
             perms = [Sequence(list(p)) for p in itertools.permutations(e.items)]
-            return self.expr(Alternative(perms), start, data)  # type: ignore[arg-type]
+            return self.expr(Alternative(perms), at, data, listed)  # type: ignore[arg-type]
         if isinstance(e, Alternative):
-            end = nfa.new()
-            for item in e.items:
-                nfa.add(self.expr(item, start, data), end)
+            ends = [self.expr(item, at, data, listed) for item in e.items]
             if e.is_optional:
-                nfa.add(start, end)
-            return end
+                ends.append(at)
+            return self._union(ends)
         if isinstance(e, Sequence):
-            state = start
             for run in self._runs(e.items, data):
                 if len(run) == 1:
-                    state = self.expr(run[0], state, data)
+                    at = self.expr(run[0], at, data, listed)
                     continue
                 # Items written without a space between them ("light[s]") form words
                 # together: spell the run out as strings, then split into words.
-                end = nfa.new()
-                for text in self._strings(Sequence(run), data):
-                    nfa.add(nfa.path(state, normalize(text)), end)
-                state = end
-            return state
+                texts = self._strings(Sequence(run), data)
+                ends = [self.expr(TextChunk(t), at, data, listed) for t in texts]
+                at = self._union(ends)
+            return at
         raise ValueError(f"unexpected template expression {type(e).__name__}")
 
     def _runs(self, items: list[Expression], data: IntentData) -> list[list[Expression]]:
@@ -346,8 +542,29 @@ def _determinize(nfa: _Nfa, final: int) -> tuple[list[dict[str, int]], set[int]]
     return delta, finals
 
 
+def _trim(delta: list[dict[str, int]], finals: set[int]) -> None:
+    """Drop arcs into states from which no final state can be reached (dead ends left by
+    lists the home does not fill and by sentences of names only)."""
+    into: list[list[int]] = [[] for _ in delta]
+    for src, moves in enumerate(delta):
+        for dst in moves.values():
+            into[dst].append(src)
+    live, stack = set(finals), list(finals)
+    while stack:
+        for src in into[stack.pop()]:
+            if src not in live:
+                live.add(src)
+                stack.append(src)
+    for moves in delta:
+        for word in [w for w, t in moves.items() if t not in live]:
+            del moves[word]
+
+
 def _minimize(delta: list[dict[str, int]], finals: set[int]) -> WordGraph:
     """Merge states with the same future (acyclic, so one bottom-up pass is exact)."""
+    _trim(delta, finals)
+    if 0 not in finals and not delta[0]:
+        return WordGraph(n_states=1, start=0, finals=frozenset(), arcs=[])
     canon: dict[int, int] = {}
     sigs: dict[tuple[Any, ...], int] = {}
     order: list[int] = []
@@ -387,14 +604,21 @@ def _minimize(delta: list[dict[str, int]], finals: set[int]) -> WordGraph:
 class Grammar:
     """The home's closed set of sentences: its word graph, vocabulary and nearest-match snap."""
 
-    def __init__(self, graph: WordGraph, names: list[str], fingerprint: str) -> None:
+    def __init__(
+        self, graph: WordGraph, names: list[str], fingerprint: str, core: WordGraph | None = None
+    ) -> None:
         self.graph = graph
+        self.core = core
+        """The sentences people say most (our own templates, a subset of `graph`), which a
+        recogniser may favour."""
         self.words = frozenset(w for _, _, w in graph.arcs)
         self.names = names
         self.fingerprint = fingerprint
         self._out: list[list[tuple[int, str]]] = [[] for _ in range(graph.n_states)]
         for src, dst, word in graph.arcs:
             self._out[src].append((dst, word))
+        self._index = {(src, word): dst for src, dst, word in graph.arcs}
+        self._core_index = {(src, word): dst for src, dst, word in (core.arcs if core else [])}
         self._into: list[list[tuple[int, str]]] = [[] for _ in range(graph.n_states)]
         for src, dst, word in graph.arcs:
             self._into[dst].append((src, word))
@@ -410,13 +634,11 @@ class Grammar:
         return sum(paths[f] for f in self.graph.finals)
 
     def accepts(self, words: list[str]) -> bool:
-        state = self.graph.start
-        for w in words:
-            nxt = [d for d, x in self._out[state] if x == w]
-            if not nxt:
-                return False
-            state = nxt[0]
-        return state in self.graph.finals
+        return _accepts(self.graph, self._index, words)
+
+    def in_core(self, words: list[str]) -> bool:
+        """Is this sentence one of the core's (or is there no core)?"""
+        return self.core is None or _accepts(self.core, self._core_index, words)
 
     def snap(self, words: list[str]) -> tuple[str, float] | None:
         """The closed-set sentence nearest to `words` by word edit distance, and a similarity
@@ -482,10 +704,21 @@ class Grammar:
         return out
 
 
+def _accepts(graph: WordGraph, index: dict[tuple[int, str], int], words: list[str]) -> bool:
+    state: int | None = graph.start
+    for w in words:
+        state = index.get((state, w))  # type: ignore[arg-type]
+        if state is None:
+            return False
+    return state in graph.finals
+
+
 def grammar_fingerprint(config: Config) -> str:
+    """A hash of all a grammar is built from: this code, both template sets, the home."""
     h = hashlib.sha256()
     h.update(GRAMMAR_VERSION.encode())
     h.update(TEMPLATES.read_bytes())
+    h.update(_home_assistant_english().encode())
     h.update(config.language.encode())
     h.update(config.home.model_dump_json().encode())
     return h.hexdigest()[:16]
@@ -507,19 +740,77 @@ def check_sentences(
             data["intents"] = {custom.intent: {"data": [{"sentences": [sentence]}]}}
             where = f"{label}[{i}] ({custom.intent}) {sentence[:60]!r}"
             try:
-                compiler = _Compiler(Intents.from_dict(data), slot_lists)
+                compiler = _Compiler([Intents.from_dict(data)], slot_lists)
                 nfa = compiler.compile()
             except Exception as exc:  # hassil's parser raises bare Exceptions
                 raise ConfigError(f"{where}: {exc}") from None
             graph = _minimize(*_determinize(nfa, compiler.final))
-            if graph.start in graph.finals:
-                raise ConfigError(f"{where}: can be said with no words at all")
+            if not graph.finals:
+                raise ConfigError(
+                    f"{where}: can be said with nothing but names and articles; add a word "
+                    "that says what to do"
+                )
 
 
-def build_grammar(config: Config) -> Grammar:
-    intents, slot_lists = load_intents(config)
-    compiler = _Compiler(intents, slot_lists)
+def _compile(sources: list[Intents], slot_lists: dict[str, SlotList], polite: bool) -> WordGraph:
+    compiler = _Compiler(sources, slot_lists, polite)
     nfa = compiler.compile()
-    graph = _minimize(*_determinize(nfa, compiler.final))
+    return _minimize(*_determinize(nfa, compiler.final))
+
+
+def build_grammar(config: Config, cache: Path | None = None) -> Grammar:
+    """The home's grammar, read from `cache` (a folder) when one was built there from the
+    same inputs, else compiled and, with a cache, saved there for the next start."""
+    fingerprint = grammar_fingerprint(config)
     names = [*config.home.areas, *(d.name for d in config.home.devices)]
-    return Grammar(graph, names, grammar_fingerprint(config))
+    path = cache / f"grammar-{fingerprint}.json" if cache is not None else None
+    if path is not None:
+        graphs = _read_cached(path)
+        if graphs is not None:
+            return Grammar(graphs[0], names, fingerprint, graphs[1])
+    sources, slot_lists = load_intents(config)
+    graph = _compile(sources, slot_lists, polite=True)
+    core = _compile(sources[:1], slot_lists, polite=False)
+    if path is not None:
+        _write_cached(path, graph, core)
+    return Grammar(graph, names, fingerprint, core)
+
+
+def _graph_json(g: WordGraph) -> dict[str, Any]:
+    return {"n_states": g.n_states, "start": g.start, "finals": sorted(g.finals), "arcs": g.arcs}
+
+
+def _graph_from_json(d: dict[str, Any]) -> WordGraph:
+    return WordGraph(
+        n_states=int(d["n_states"]),
+        start=int(d["start"]),
+        finals=frozenset(int(f) for f in d["finals"]),
+        arcs=[(int(a), int(b), str(w)) for a, b, w in d["arcs"]],
+    )
+
+
+def _read_cached(path: Path) -> tuple[WordGraph, WordGraph] | None:
+    """A cached grammar, or None when there is none or it cannot be read (then rebuilt)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _graph_from_json(data["graph"]), _graph_from_json(data["core"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("grammar cache %s unreadable (%s): rebuilding it", path, exc)
+        return None
+
+
+def _write_cached(path: Path, graph: WordGraph, core: WordGraph) -> None:
+    """Save atomically and drop grammars of older homes; a cache that cannot be written
+    (full disk, read-only) costs only the next start's compile time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"graph": _graph_json(graph), "core": _graph_json(core)}))
+        os.replace(tmp, path)
+        for old in path.parent.glob("grammar-*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("grammar cache %s not written (%s): the next start compiles again", path, exc)

@@ -23,12 +23,18 @@ from typing import TYPE_CHECKING, Any
 from hassil import Intents, RecognizeResult, recognize_best
 
 from pendant.events import Slot
-from pendant.grammar import home_slot_lists, normalize, template_dict
+from pendant.grammar import POLITE_AFTER, POLITE_BEFORE, load_intents, normalize
 
 if TYPE_CHECKING:
     from pendant.config import Config
 
 MAX_SLOTS = 16
+# Home Assistant's sentences about the speaker's own room ("lights on in here") take the
+# area from context. A wearable does not know its room, so the NLU gives hassil this
+# stand-in and publishes the slot `area_context: "here"` instead (plus `area`, when the
+# home names a default area); a name no area can have, since it holds "<".
+HERE = "<here>"
+SKIP_WORDS = sorted({*POLITE_BEFORE, *POLITE_AFTER}, key=len, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,36 +81,48 @@ class IntentParser:
     """`IntentParser(config).parse("turn on the kitchen lights")` -> IntentMatch | None."""
 
     def __init__(self, config: Config, home_assistant: bool = True) -> None:
-        self._ours = Intents.from_dict(template_dict(config))
-        self._theirs = _home_assistant_intents() if home_assistant else None
-        self._slot_lists = home_slot_lists(config)
+        sources, self._slot_lists = load_intents(config)
+        self._default_area = config.home.default_area
+        self._layers = [*sources, _home_assistant_intents()] if home_assistant else sources
 
     def parse(self, text: str) -> IntentMatch | None:
         sentence = " ".join(normalize(text))
         if not sentence:
             return None
-        result = self._recognize(sentence, self._ours)
-        if result is None and self._theirs is not None:
-            result = self._recognize(sentence, self._theirs)
-        if result is None:
+        for intents in self._layers:
+            result = self._recognize(sentence, intents)
+            if result is not None:
+                break
+        else:
             return None
-        return IntentMatch(result.intent.name, self._slots(result), sentence)
+        return IntentMatch(result.intent.name, self._slots(result, self._default_area), sentence)
 
     def _recognize(self, sentence: str, intents: Intents) -> RecognizeResult | None:
         # Prefer a named device over an area reading: "turn off the kitchen lights" is the
         # device Kitchen Lights when the home has one, as Home Assistant resolves it.
         return recognize_best(
-            sentence, intents, slot_lists=self._slot_lists, language="en", best_slot_name="name"
+            sentence,
+            intents,
+            slot_lists=self._slot_lists,
+            skip_words=SKIP_WORDS,
+            intent_context={"area": HERE},
+            language="en",
+            best_slot_name="name",
         )
 
     @staticmethod
-    def _slots(result: RecognizeResult) -> list[Slot]:
+    def _slots(result: RecognizeResult, default_area: str | None) -> list[Slot]:
         slots: list[Slot] = []
         seen: set[str] = set()
         for entity in result.entities_list:
             if entity.name in seen or len(slots) >= MAX_SLOTS:
                 continue  # hassil can report a slot twice (e.g. from a list and a fixed slot)
             seen.add(entity.name)
+            if entity.value == HERE:
+                slots.append(Slot(name="area_context", value="here", raw_value="", entity="area"))
+                if default_area is not None:
+                    slots.append(Slot(name="area", value=default_area, raw_value="", entity="area"))
+                continue
             raw = entity.text_clean if isinstance(entity.text, str) else ""
             slots.append(
                 Slot(
