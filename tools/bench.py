@@ -184,6 +184,71 @@ def service_rss_mb() -> dict[str, float]:
     }
 
 
+HA_HOME = REPO.parent / "shared" / "testdata" / "ha-sentences" / "home.toml"
+
+
+def generated_home(devices: int) -> Config:
+    """A home of `devices` devices (lights, switches, fans, covers, sensors) in 12 areas,
+    to see how the closed set grows with a big house."""
+    from pendant.config import Config as _Config
+
+    areas = [f"Room {name}" for name in "Alpha Bravo Charlie Delta Echo Foxtrot Golf Hotel "
+             "India Juliet Kilo Lima".split()]  # fmt: skip
+    kinds = ["light", "switch", "fan", "cover", "sensor"]
+    things = "Lamp Heater Speaker Blind Monitor Strip Plug Pump Vent Shade Spot Panel".split()
+    home = {
+        "areas": areas,
+        "devices": [
+            {
+                "name": f"{areas[i % 12].split()[1]} {things[i % 12]} {i // 12}",
+                "kind": kinds[i % 5],
+                "area": areas[i % 12],
+            }
+            for i in range(devices)
+        ],  # fmt: skip
+    }
+    return _Config.model_validate({"home": home})
+
+
+def grammar_figures() -> dict[str, Any]:
+    """States, arcs, words and compile time of the closed set for Home Assistant's test home
+    (when ../shared has it) and a generated 300-device home; load time from the cache; peak
+    RSS of a process holding the test home's grammar and pocketsphinx recogniser."""
+    import tempfile
+
+    from pendant.grammar import build_grammar
+
+    homes = {"ha_test_home": load_config(HA_HOME)} if HA_HOME.is_file() else {}
+    homes["home_300"] = generated_home(300)
+    out: dict[str, Any] = {}
+    for label, home in homes.items():
+        with tempfile.TemporaryDirectory() as cache:
+            t0 = time.perf_counter()
+            g = build_grammar(home, Path(cache))
+            t1 = time.perf_counter()
+            build_grammar(home, Path(cache))
+            t2 = time.perf_counter()
+        out[f"grammar_{label}"] = {
+            "devices": len(home.home.devices),
+            "states": g.graph.n_states,
+            "arcs": len(g.graph.arcs),
+            "words": len(g.words),
+            "core_arcs": len(g.core.arcs) if g.core else 0,
+            "compile_s": round(t1 - t0, 2),
+            "cached_load_s": round(t2 - t1, 2),
+        }
+        print(f" grammar: {label}: {out[f'grammar_{label}']}", flush=True)
+    if HA_HOME.is_file():
+        out["grammar_ha_test_home"]["recogniser_peak_rss_mb"] = child_peak_mb(
+            "from pendant.config import load_config\n"
+            "from pendant.grammar import build_grammar\n"
+            "from pendant.asr.pocketsphinx_backend import PocketsphinxRecognizer\n"
+            f"c = load_config({str(HA_HOME)!r})\n"
+            "PocketsphinxRecognizer(c, build_grammar(c))\n"
+        )
+    return out
+
+
 def pct(source: MeteredSource) -> float:
     return round(100 * source.cpu_s / source.wall_s, 2) if source.wall_s else float("nan")
 
@@ -239,6 +304,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(eyes_figures(config))
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
     results.update(service_rss_mb())
+    results.update(grammar_figures())
     return results
 
 
