@@ -192,21 +192,18 @@ def generated_home(devices: int) -> Config:
     to see how the closed set grows with a big house."""
     from pendant.config import Config as _Config
 
-    areas = [f"Room {name}" for name in "Alpha Bravo Charlie Delta Echo Foxtrot Golf Hotel "
-             "India Juliet Kilo Lima".split()]  # fmt: skip
+    letters = ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel"]
+    letters += ["India", "Juliet", "Kilo", "Lima"]
+    areas = [f"Room {name}" for name in letters]
     kinds = ["light", "switch", "fan", "cover", "sensor"]
-    things = "Lamp Heater Speaker Blind Monitor Strip Plug Pump Vent Shade Spot Panel".split()
-    home = {
-        "areas": areas,
-        "devices": [
-            {
-                "name": f"{areas[i % 12].split()[1]} {things[i % 12]} {i // 12}",
-                "kind": kinds[i % 5],
-                "area": areas[i % 12],
-            }
-            for i in range(devices)
-        ],  # fmt: skip
-    }
+    things = ["Lamp", "Heater", "Speaker", "Blind", "Monitor", "Strip", "Plug", "Pump"]
+    things += ["Vent", "Shade", "Spot", "Panel"]
+    devices = [
+        {"name": f"{letters[i % 12]} {things[i % 12]} {i // 12}", "kind": kinds[i % 5],
+         "area": areas[i % 12]}
+        for i in range(devices)
+    ]  # fmt: skip
+    home = {"areas": areas, "devices": devices}
     return _Config.model_validate({"home": home})
 
 
