@@ -72,9 +72,9 @@ class Home(_Strict):
     )
     default_area: Name | None = Field(
         None,
-        description="The area a sentence about 'here' ('lights on in here') means when "
-        "nothing (Home Assistant's room presence, via pendant/<id>/cmd/area) says where the "
-        "wearer is; must be one of home.areas.",
+        description="The area a sentence about 'here' ('lights on in here') means: such "
+        "intents carry the slot area_context 'here', and this as their area; must be one "
+        "of home.areas.",
     )
 
     @model_validator(mode="after")
