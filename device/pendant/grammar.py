@@ -1,8 +1,11 @@
 """The closed set of sentences a home can mean, compiled to a minimal word graph.
 
-`build_grammar(config)` expands the hassil templates in `templates/en.yaml` plus the wearer's
-own `home.sentences` with this home's areas and device names and with numbers as spoken words,
-and compiles them into a minimal acyclic DFA over lowercase words. Nothing is enumerated
+`build_grammar(config)` expands hassil templates with this home's areas and device names and
+with numbers as spoken words, and compiles them into a minimal acyclic DFA over lowercase
+words. The templates are Home Assistant's own English sentences (home-assistant-intents) for
+the intents we claim, kept by rule to what this home can mean (`home_assistant_dict`), plus
+`templates/en.yaml` (what Home Assistant lacks, and the wearer's `home.sentences`), which is
+also the "core": the phrasings a recogniser may favour. Nothing is enumerated
 sentence by sentence: timer durations alone would be millions of sentences, while the
 template graph is determinised and its equivalent suffix states merged, so it stays small.
 
@@ -64,8 +67,6 @@ HOME_ASSISTANT_INTENTS = frozenset({
 # as "i want is the outdoor humidity off".
 POLITE_BEFORE = ("please", "can you", "could you", "would you")
 POLITE_AFTER = ("please", "for me")
-# Words that do not make a sentence a command on their own: a path of only these and names
-# ("the kitchen lamp") is dropped, since the pendant listens without a wake word.
 # Home Assistant's wildcard lists and the lists of our templates that stand in for them.
 WILDCARDS = {
     "todo_list_item": "shopping_item",
@@ -75,6 +76,8 @@ WILDCARDS = {
 # One spelling per spoken word: the recogniser cannot tell them apart, and two spellings
 # would be two paths for one sound.
 _SPELLING = {"whats": "what's", "thats": "that's", "hows": "how's"}
+# Words that do not make a sentence a command on their own: a path of only these and names
+# ("the kitchen lamp") is dropped, since the pendant listens without a wake word.
 _FILLER = frozenset({"the", "my", "our", "a", "an"})
 # Bump when the compilation changes meaning, so cached grammars built by older code rebuild.
 GRAMMAR_VERSION = "2"
@@ -105,17 +108,6 @@ def number_words(n: int) -> str:
     return number_words(thousands) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
 
 
-def range_words(slot_list: RangeSlotList) -> list[str]:
-    """A number range as spoken: whole numbers as words, and "n point five" too where the
-    range takes halves (temperatures)."""
-    out = []
-    for n in range(slot_list.start, slot_list.stop + 1, slot_list.step):
-        out.append(number_words(n))
-        if slot_list.fraction_type is not None and n < slot_list.stop:
-            out.append(number_words(n) + " point five")
-    return out
-
-
 def normalize(text: str) -> list[str]:
     """Text (a file name, a whisper transcript, a template) to the grammar's word list.
 
@@ -144,12 +136,19 @@ def template_dict(config: Config) -> dict[str, Any]:
 
 @cache
 def _home_assistant_english() -> str:
+    # Kept as text: every caller gets its own copy to change (json.loads), and the
+    # fingerprint hashes exactly what the sentences were.
     from home_assistant_intents import get_intents
 
     data = get_intents("en")
     if data is None:
         raise RuntimeError("home-assistant-intents has no English intents")
     return json.dumps(data)
+
+
+def home_assistant_english() -> dict[str, Any]:
+    """All of Home Assistant's English intents (a fresh copy), as hassil reads them."""
+    return json.loads(_home_assistant_english())
 
 
 def _kinds(value: Any) -> set[str]:
@@ -161,7 +160,7 @@ def home_assistant_dict(config: Config) -> dict[str, Any]:
     intents the pendant claims, keeping only the data blocks this home can use: a block
     about a kind of device (its fixed `domain` slot or its required `domain` context) is
     dropped when the home has no device of that kind."""
-    data: dict[str, Any] = json.loads(_home_assistant_english())
+    data = home_assistant_english()
     kinds = {d.kind.value for d in config.home.devices}
     intents = {}
     for name, intent in data["intents"].items():
@@ -178,34 +177,11 @@ def home_assistant_dict(config: Config) -> dict[str, Any]:
             # knows the class, answers or declines.
             context = {k: v for k, v in (block.get("requires_context") or {}).items()
                        if k != "device_class"}  # fmt: skip
-            blocks.append({**block, "requires_context": context, **_capable(block, config)})
+            blocks.append({**block, "requires_context": context})
         if blocks:
             intents[name] = {**intent, "data": blocks}
     data["intents"] = intents
     return _spell_digits(data)
-
-
-def _capable(block: dict[str, Any], config: Config) -> dict[str, Any]:
-    """Home Assistant's sentences set brightness or colour on any light; ours only on the
-    lights that take it (`brightness`, `color` in the home's config): such a block gets
-    its own `name` list."""
-    text = json.dumps(block["sentences"])
-    if "brightness" in text:
-        lights = [d for d in config.home.devices if d.kind.value == "light" and d.brightness]
-    elif "{color" in text:
-        lights = [d for d in config.home.devices if d.kind.value == "light" and d.color]
-    else:
-        return {}
-    values = [
-        {
-            "in": said,
-            "out": d.name,
-            "context": {"domain": "light", **({"area": d.area} if d.area else {})},
-        }
-        for d in lights
-        for said in spoken_forms(d.name)
-    ]
-    return {"lists": {**block.get("lists", {}), "name": {"values": values}}}
 
 
 def _spell_digits(data: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +260,13 @@ def load_intents(config: Config) -> tuple[list[Intents], dict[str, SlotList]]:
     slot_lists = home_slot_lists(config)
     for wildcard, closed in WILDCARDS.items():
         slot_lists[wildcard] = ours.slot_lists[closed]
+    # Home Assistant sets brightness or colour on any light; we only on the lights that take
+    # it, as our own templates do with {light_dimmable:name} and {light_color:name}.
+    light_set = theirs.intents.get("HassLightSet")
+    for data in light_set.data if light_set else []:
+        said = " ".join(data.sentence_texts)
+        capable = "light_dimmable" if "brightness" in said else "light_color"
+        data.slot_lists["name"] = slot_lists[capable]
     return [ours, theirs], slot_lists
 
 
@@ -318,35 +301,22 @@ class _Compiler:
 
     Every point of a sentence is a pair of states, before and after its first command word
     (a word of the template itself, not of a list, that is not an article); only paths that
-    said one reach the end. Sentences from each source may start with a polite prefix and
-    end with a polite suffix."""
+    said one reach the end."""
 
-    def __init__(
-        self, sources: list[Intents], slot_lists: dict[str, SlotList], polite: bool = True
-    ) -> None:
-        self.sources = sources
+    def __init__(self, intents: Intents, slot_lists: dict[str, SlotList]) -> None:
+        self.intents = intents
         self.slot_lists = slot_lists
-        self.polite = polite
         self.nfa = _Nfa()
-        self.intents = sources[0]
 
     def compile(self) -> _Nfa:
-        nfa = self.nfa
-        begin, end, final = nfa.new(), nfa.new(), nfa.new()
-        self.final = final
-        for words in ("", *POLITE_BEFORE) if self.polite else ("",):
-            nfa.add(nfa.path(0, normalize(words)), begin)
-        for words in ("", *POLITE_AFTER) if self.polite else ("",):
-            nfa.add(nfa.path(end, normalize(words)), final)
-        for intents in self.sources:
-            self.intents = intents
-            for intent in intents.intents.values():
-                for data in intent.data:
-                    for sentence in data.sentences:
-                        _, said = self.expr(sentence.expression, (begin, None), data)
-                        if said is not None:
-                            nfa.add(said, end)
-        return nfa
+        self.final = self.nfa.new()
+        for intent in self.intents.intents.values():
+            for data in intent.data:
+                for sentence in data.sentences:
+                    _, said = self.expr(sentence.expression, (0, None), data)
+                    if said is not None:
+                        self.nfa.add(said, self.final)
+        return self.nfa
 
     def _list(self, ref: ListReference, data: IntentData) -> SlotList:
         for lists in (data.slot_lists, self.slot_lists, self.intents.slot_lists):
@@ -359,7 +329,8 @@ class _Compiler:
         domains; none for a wildcard the home does not fill (the sentences using it drop out)."""
         slot_list = self._list(ref, data)
         if isinstance(slot_list, RangeSlotList):
-            return [TextChunk(words) for words in range_words(slot_list)]
+            nums = range(slot_list.start, slot_list.stop + 1, slot_list.step)
+            return [TextChunk(number_words(n)) for n in nums]
         if not isinstance(slot_list, TextSlotList):
             return []
         wanted = _kinds((data.requires_context or {}).get("domain"))
@@ -380,13 +351,17 @@ class _Compiler:
             raise ValueError(f"template refers to unknown rule <{ref.rule_name}>")
         return body.expression
 
+    def _along(self, words: list[str], at: Layers) -> Layers:
+        """The words from each layer, which they leave unchanged."""
+        return tuple(None if s is None else self.nfa.path(s, words) for s in at)  # type: ignore[return-value]
+
     def _text(self, text: str, at: Layers) -> Layers:
         words = normalize(text)
         if not words:
             return at
         nfa = self.nfa
         if all(w in _FILLER for w in words):
-            return tuple(None if s is None else nfa.path(s, words) for s in at)  # type: ignore[return-value]
+            return self._along(words, at)
         join = nfa.new()
         for s in at:
             if s is not None:
@@ -414,10 +389,7 @@ class _Compiler:
         if at == (None, None):
             return at
         if isinstance(e, TextChunk):
-            if listed:
-                words = normalize(e.text)
-                return tuple(None if s is None else self.nfa.path(s, words) for s in at)  # type: ignore[return-value]
-            return self._text(e.text, at)
+            return self._along(normalize(e.text), at) if listed else self._text(e.text, at)
         if isinstance(e, RuleReference):
             return self.expr(self._rule(e, data), at, data, listed)
         if isinstance(e, ListReference):
@@ -564,8 +536,6 @@ def _trim(delta: list[dict[str, int]], finals: set[int]) -> None:
 def _minimize(delta: list[dict[str, int]], finals: set[int]) -> WordGraph:
     """Merge states with the same future (acyclic, so one bottom-up pass is exact)."""
     _trim(delta, finals)
-    if 0 not in finals and not delta[0]:
-        return WordGraph(n_states=1, start=0, finals=frozenset(), arcs=[])
     canon: dict[int, int] = {}
     sigs: dict[tuple[Any, ...], int] = {}
     order: list[int] = []
@@ -741,7 +711,7 @@ def check_sentences(
             data["intents"] = {custom.intent: {"data": [{"sentences": [sentence]}]}}
             where = f"{label}[{i}] ({custom.intent}) {sentence[:60]!r}"
             try:
-                compiler = _Compiler([Intents.from_dict(data)], slot_lists)
+                compiler = _Compiler(Intents.from_dict(data), slot_lists)
                 nfa = compiler.compile()
             except Exception as exc:  # hassil's parser raises bare Exceptions
                 raise ConfigError(f"{where}: {exc}") from None
@@ -753,25 +723,30 @@ def check_sentences(
                 )
 
 
-def _compile(sources: list[Intents], slot_lists: dict[str, SlotList], polite: bool) -> WordGraph:
-    """One data block at a time to a minimal DFA, then their union: the word-by-word NFA
-    of all of Home Assistant's sentences at once peaked at 430 MB, too much for a Zero 2 W."""
-    nfa = _Nfa()
-    begin, end, final = nfa.new(), nfa.new(), nfa.new()
-    for words in ("", *POLITE_BEFORE) if polite else ("",):
-        nfa.add(nfa.path(0, normalize(words)), begin)
-    for words in ("", *POLITE_AFTER) if polite else ("",):
-        nfa.add(nfa.path(end, normalize(words)), final)
-    for intents in sources:
+def _compile(
+    ours: Intents, theirs: Intents, slot_lists: dict[str, SlotList]
+) -> tuple[WordGraph, WordGraph]:
+    """The closed set (both sources, politeness around every sentence) and its core (ours
+    alone, as written). One data block at a time to a minimal DFA, then their unions: the
+    word-by-word NFA of all of Home Assistant's sentences at once peaked at 430 MB, too much
+    for a Zero 2 W."""
+    full, core = _Nfa(), _Nfa()
+    begin, end, final = full.new(), full.new(), full.new()
+    for words in ("", *POLITE_BEFORE):
+        full.add(full.path(0, normalize(words)), begin)
+    for words in ("", *POLITE_AFTER):
+        full.add(full.path(end, normalize(words)), final)
+    core_final = core.new()
+    for intents in (ours, theirs):
         for name, intent in intents.intents.items():
             for block in intent.data:
                 one = dataclasses.replace(intent, data=[block])
-                part = dataclasses.replace(intents, intents={name: one})
-                compiler = _Compiler([part], slot_lists, polite=False)
+                compiler = _Compiler(dataclasses.replace(intents, intents={name: one}), slot_lists)
                 graph = _minimize(*_determinize(compiler.compile(), compiler.final))
-                del compiler
-                _append(nfa, graph, begin, end)
-    return _minimize(*_determinize(nfa, final))
+                _append(full, graph, begin, end)
+                if intents is ours:
+                    _append(core, graph, 0, core_final)
+    return _minimize(*_determinize(full, final)), _minimize(*_determinize(core, core_final))
 
 
 def _append(nfa: _Nfa, graph: WordGraph, begin: int, end: int) -> None:
@@ -797,9 +772,8 @@ def build_grammar(config: Config, cache: Path | None = None) -> Grammar:
         graphs = _read_cached(path)
         if graphs is not None:
             return Grammar(graphs[0], names, fingerprint, graphs[1])
-    sources, slot_lists = load_intents(config)
-    graph = _compile(sources, slot_lists, polite=True)
-    core = _compile(sources[:1], slot_lists, polite=False)
+    (ours, theirs), slot_lists = load_intents(config)
+    graph, core = _compile(ours, theirs, slot_lists)
     if path is not None:
         _write_cached(path, graph, core)
     return Grammar(graph, names, fingerprint, core)

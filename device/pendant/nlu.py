@@ -1,12 +1,13 @@
 """Sentences to intents with hassil, Home Assistant's own matcher.
 
-Two layers, tried in order:
-1. our templates (`templates/en.yaml`) plus the wearer's `home.sentences`: the closed set the
-   grammar-constrained recogniser can produce, so every sentence it outputs has an intent
-   with the slots we chose;
-2. Home Assistant's English intents (`home-assistant-intents`), for free text from an
-   open-vocabulary recogniser that was not snapped to the closed set.
-Both see the same slot lists built from the home.
+Three layers, tried in order:
+1. our templates (`templates/en.yaml`) plus the wearer's `home.sentences`;
+2. Home Assistant's English sentences for the intents we claim, as this home can use them
+   (`pendant.grammar.home_assistant_dict`). With 1, the closed set the grammar-constrained
+   recogniser can produce, so every sentence it outputs has an intent;
+3. all of Home Assistant's English intents, for free text from an open-vocabulary
+   recogniser that was not snapped to the closed set.
+All see the same slot lists built from the home.
 
     python -m pendant.nlu --config examples/pendant.toml   # sentences on stdin, JSON out
 """
@@ -23,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from hassil import Intents, RecognizeResult, recognize_best
 
 from pendant.events import Slot
-from pendant.grammar import POLITE_AFTER, POLITE_BEFORE, load_intents, normalize
+from pendant.grammar import (
+    POLITE_AFTER,
+    POLITE_BEFORE,
+    home_assistant_english,
+    load_intents,
+    normalize,
+)
 
 if TYPE_CHECKING:
     from pendant.config import Config
@@ -58,12 +65,7 @@ class IntentMatch:
 @cache
 def _home_assistant_intents() -> Intents:
     # Parsed once per process: the English file is large and the same for every home.
-    from home_assistant_intents import get_intents
-
-    data = get_intents("en")
-    if data is None:
-        raise RuntimeError("home-assistant-intents has no English intents")
-    return Intents.from_dict(data)
+    return Intents.from_dict(home_assistant_english())
 
 
 def _value(value: Any) -> str | int | float:
