@@ -100,3 +100,28 @@ def test_confidence_in_range(recognizer: PocketsphinxRecognizer) -> None:
     assert path is not None
     result = recognizer.transcribe(read(path))
     assert result is not None and 0.0 <= result.confidence <= 1.0
+
+
+def test_confidence_does_not_depend_on_how_big_the_grammar_is(
+    config: Config, grammar: Grammar, recognizer: PocketsphinxRecognizer
+) -> None:
+    # The same words heard in the home's whole closed set and in its core alone score the
+    # same: the gaps come from the sentence aligned on its own, not from the search.
+    assert grammar.core is not None
+    small = PocketsphinxRecognizer(config, Grammar(grammar.core, grammar.names, "core"))
+    audio = read(SPEECH / "main" / "timer status.wav")
+    big_text, *big = recognizer.score(audio)
+    small_text, *alone = small.score(audio)
+    assert big_text == small_text == "timer status"
+    # Within the dither's noise (scored from the grammar's own search, the big grammar's
+    # gaps were 0.05-0.1 larger).
+    assert big == pytest.approx(alone, abs=0.01)
+
+
+def test_a_sentence_outside_the_core_needs_a_better_fit() -> None:
+    from pendant.asr.pocketsphinx_backend import UTT_GAP_REF, WORD_GAP_REF, confidence
+
+    # A fit that passes in the core, and fails outside it.
+    utt, word = 0.8 * UTT_GAP_REF, 0.8 * WORD_GAP_REF
+    assert confidence(utt, word, in_core=True) > 0.5 > confidence(utt, word, in_core=False)
+    assert confidence(UTT_GAP_REF, 0.0, in_core=True) == pytest.approx(0.5)

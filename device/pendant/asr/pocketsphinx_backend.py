@@ -64,7 +64,14 @@ EXTENDED_PRIOR = 1e-11
 # and of speech-en was snapped to a sentence outside the core.
 EXTENDED_STRICTNESS = 0.7
 _PHONES = "phone_loop"
-_ALIGN = "sentence"
+
+
+def confidence(utt_gap: float, word_gap: float, in_core: bool) -> float:
+    """0.5 where either gap reaches its reference (smaller outside the core), logistic."""
+    badness = max(utt_gap / UTT_GAP_REF, word_gap / WORD_GAP_REF)
+    if not in_core:
+        badness /= EXTENDED_STRICTNESS
+    return 1.0 / (1.0 + math.exp(min((badness - 1.0) / SLOPE, 700.0)))
 
 
 class _Seg(NamedTuple):
@@ -119,7 +126,7 @@ class PocketsphinxRecognizer:
 
     def _fsg(self) -> Any:
         """The word graph as an FSG, uniform over each state's exits. With a core set, the
-        FSG is the union of both graphs, entered through the core with CORE_PRIOR: a
+        FSG is the union of both graphs, the full one entered with EXTENDED_PRIOR: a
         sentence only the full graph holds must fit the sounds that much better. An FSG
         has one final state, reached from the graphs' finals by null arcs."""
         graphs = [self.grammar.graph]
@@ -145,10 +152,11 @@ class PocketsphinxRecognizer:
             offset += graph.n_states
         return self._decoder.create_fsg(_GRAMMAR, start, final, transitions)
 
-    def _decode(self, search: str, pcm: bytes) -> tuple[str, list[_Seg], int]:
-        """One pass: (hypothesis text, segments, frames)."""
+    def _decode(self, search: str | None, pcm: bytes) -> tuple[str, list[_Seg], int]:
+        """One pass of `search` (None: the active one): (hypothesis text, segments, frames)."""
         d = self._decoder
-        d.activate_search(search)
+        if search is not None:
+            d.activate_search(search)
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
@@ -163,13 +171,12 @@ class PocketsphinxRecognizer:
         ]
         return hyp.hypstr, segs, d.n_frames()
 
-    def _align(self, words: list[str], pcm: bytes) -> list[_Seg]:
-        """The segments of `words` alone (an FSG of that one sentence). The closed set's own
-        segments carry part of its transition weights, so their scores, and the confidence,
-        would shift with how big the home's grammar is; these do not."""
-        chain = [(i, i + 1, 1.0, w) for i, w in enumerate(words)]
-        self._decoder.add_fsg(_ALIGN, self._decoder.create_fsg(_ALIGN, 0, len(words), chain))
-        return self._decode(_ALIGN, pcm)[1]
+    def _align(self, text: str, pcm: bytes) -> list[_Seg]:
+        """The segments of `text` alone (pocketsphinx's own alignment search). The closed
+        set's own segments carry part of its transition weights, so their scores, and the
+        confidence, would shift with how big the home's grammar is; these do not."""
+        self._decoder.set_align_text(text)  # also makes alignment the active search
+        return self._decode(None, pcm)[1]
 
     def score(self, audio: np.ndarray) -> tuple[str, float, float]:
         """The grammar's best sentence and two score gaps to the phone loop, per 100 frames:
@@ -179,7 +186,7 @@ class PocketsphinxRecognizer:
         text, _, frames = self._decode(_GRAMMAR, pcm)
         if not text or frames == 0:
             return "", math.inf, math.inf
-        words = self._align(text.split(), pcm)
+        words = self._align(text, pcm)
         _, phones, _ = self._decode(_PHONES, pcm)
         per_frame = np.zeros(frames + 1)
         for seg in phones:
@@ -197,11 +204,9 @@ class PocketsphinxRecognizer:
         text, utt_gap, word_gap = self.score(audio)
         if not text:
             return None
-        badness = max(utt_gap / UTT_GAP_REF, word_gap / WORD_GAP_REF)
-        if not self.grammar.in_core(text.split()):
-            badness /= EXTENDED_STRICTNESS
-        confidence = 1.0 / (1.0 + math.exp(min((badness - 1.0) / SLOPE, 700.0)))
-        return Transcription(text=" ".join(text.split()), confidence=round(confidence, 4))
+        words = text.split()
+        score = confidence(utt_gap, word_gap, self.grammar.in_core(words))
+        return Transcription(text=" ".join(words), confidence=round(score, 4))
 
     def close(self) -> None:
         self._decoder = None  # type: ignore[assignment]
