@@ -67,7 +67,11 @@ class Event(BaseModel):
 class Slot(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: ShortText = Field(description="Slot name, e.g. 'area', 'name', 'minutes'.")
+    name: ShortText = Field(
+        description="Slot name, e.g. 'area', 'name', 'minutes'; 'area_context' (value 'here') "
+        "when the wearer meant the room they are in ('lights on in here'), which the pendant "
+        "cannot know: 'area' is then home.default_area, if set."
+    )
     value: str | int | float = Field(description="Normalised value, e.g. 'Kitchen' or 5.")
     raw_value: ShortText = Field(description="The words that were said for it.")
     entity: ShortText = Field(description="Slot list it came from, e.g. 'area', 'number'.")

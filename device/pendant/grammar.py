@@ -292,7 +292,7 @@ class _Nfa:
         return src
 
 
-Layers = tuple[int | None, int | None]
+_Layers = tuple[int | None, int | None]
 """NFA states for one point of a sentence: (no command word said yet, one said)."""
 
 
@@ -351,11 +351,11 @@ class _Compiler:
             raise ValueError(f"template refers to unknown rule <{ref.rule_name}>")
         return body.expression
 
-    def _along(self, words: list[str], at: Layers) -> Layers:
+    def _along(self, words: list[str], at: _Layers) -> _Layers:
         """The words from each layer, which they leave unchanged."""
         return tuple(None if s is None else self.nfa.path(s, words) for s in at)  # type: ignore[return-value]
 
-    def _text(self, text: str, at: Layers) -> Layers:
+    def _text(self, text: str, at: _Layers) -> _Layers:
         words = normalize(text)
         if not words:
             return at
@@ -368,7 +368,7 @@ class _Compiler:
                 nfa.add(s, join)
         return None, nfa.path(join, words)
 
-    def _union(self, ends: list[Layers]) -> Layers:
+    def _union(self, ends: list[_Layers]) -> _Layers:
         out: list[int | None] = []
         for layer in range(2):
             states = [e[layer] for e in ends if e[layer] is not None]
@@ -383,7 +383,7 @@ class _Compiler:
                 out.append(join)
         return out[0], out[1]
 
-    def expr(self, e: Expression, at: Layers, data: IntentData, listed: bool = False) -> Layers:
+    def expr(self, e: Expression, at: _Layers, data: IntentData, listed: bool = False) -> _Layers:
         """Write e's paths from the states `at`; `listed`: e is a list value, whose words
         are names, not command words."""
         if at == (None, None):
