@@ -69,6 +69,34 @@ def test_board_descriptions_merge_onto_common(board: str) -> None:
     assert {"/etc/pendant", "/var/lib/pendant"} <= set(desc["wear"]["persist"])
 
 
+# systemd creates these under /var, which is on the read-only root.
+_UNIT_DIRS = {
+    "StateDirectory": "/var/lib",
+    "CacheDirectory": "/var/cache",
+    "LogsDirectory": "/var/log",
+}
+
+
+def test_every_units_state_and_cache_directory_is_writable_on_the_read_only_root() -> None:
+    # The ears' CacheDirectory= once failed every start on the image with 239/CACHE_DIRECTORY.
+    wear = image_build.load_board("zero2w")["wear"]
+    writable = [*wear["persist"], *wear["tmpfs"]]
+    units = [*(REPO / "services").glob("*.service"),
+             *(IMAGE / "rootfs/usr/lib/systemd/system").glob("*.service")]  # fmt: skip
+    checked = 0
+    for unit in units:
+        for key, value in re.findall(r"(?m)^(\w+Directory)=(.+)$", unit.read_text()):
+            if key not in _UNIT_DIRS:
+                continue
+            for name in value.split():
+                path = f"{_UNIT_DIRS[key]}/{name.split(':')[0]}"
+                checked += 1
+                assert any(path == w or path.startswith(w + "/") for w in writable), (
+                    f"{unit.name}: {key}={name} is {path}, on the read-only root"
+                )
+    assert checked >= 2
+
+
 def test_pi5_is_trixie_with_backports_kernel_and_login() -> None:
     desc = image_build.load_board("pi5")
     assert desc["suite"] == "trixie"
@@ -162,15 +190,18 @@ def mic_tree_facts(dtb: Path) -> dict[str, str]:
     return {
         "i2s status": _get(dtb, i2s, "status"),
         "i2s pins": "pcm_gpio18"
-        if _get(dtb, i2s, "pinctrl-0", "u") == _get(dtb, pcm, "phandle", "u") else "other",
+        if _get(dtb, i2s, "pinctrl-0", "u") == _get(dtb, pcm, "phandle", "u")
+        else "other",
         "pins": _get(dtb, pcm, "brcm,pins", "u") + " alt " + _get(dtb, pcm, "brcm,function", "u"),
         "card": _get(dtb, card, "compatible") + " " + _get(dtb, card, "simple-audio-card,name"),
         "cpu dai is i2s": str(
             _get(dtb, f"{card}/simple-audio-card,cpu", "sound-dai", "u")
             == _get(dtb, i2s, "phandle", "u")
         ),
-        "clocks from": "cpu" if _get(dtb, card, "simple-audio-card,bitclock-master", "u")
-        == _get(dtb, f"{card}/simple-audio-card,cpu", "phandle", "u") else "codec",
+        "clocks from": "cpu"
+        if _get(dtb, card, "simple-audio-card,bitclock-master", "u")
+        == _get(dtb, f"{card}/simple-audio-card,cpu", "phandle", "u")
+        else "codec",
         "codec": _get(dtb, "/pendant-mic-codec", "compatible"),
     }
 
@@ -196,7 +227,7 @@ def test_mic_tree_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(devicetree.DeviceTreeError, match="does not exist"):
         devicetree.with_fragment(tmp_path / "nope.dtb", tmp_path / "out.dtb")
     # A board whose tree lacks the I2S block: dtc's own message, one line, names the path.
-    other = _dtb(tmp_path, "other", '/dts-v1/;\n/ { soc { }; };\n')
+    other = _dtb(tmp_path, "other", "/dts-v1/;\n/ { soc { }; };\n")
     with pytest.raises(devicetree.DeviceTreeError) as err:
         devicetree.with_fragment(other, tmp_path / "out.dtb")
     assert "\n" not in str(err.value) and "i2s@7e203000" in str(err.value)
@@ -210,9 +241,12 @@ def test_zero2w_config_txt_points_the_board_at_the_mic_tree() -> None:
     # After the overlays (which Debian's firmware lacks), and back to [all] at the end.
     tail = config[config.rindex("dtoverlay=adau7002-simple") :]
     assert "[pi02]\ndevice_tree=pendant-bcm2837-rpi-zero-2-w.dtb\n[all]\n" in tail
-    assert "device_tree=" not in image_build.setup_files(image_build.load_board("pi5"))[
-        "etc/default/raspi-firmware-custom"
-    ]
+    assert (
+        "device_tree="
+        not in image_build.setup_files(image_build.load_board("pi5"))[
+            "etc/default/raspi-firmware-custom"
+        ]
+    )
 
 
 def test_no_password_login_anywhere() -> None:
@@ -419,7 +453,7 @@ def test_firstboot_applies_setup_and_removes_secrets(tmp_path: Path) -> None:
     left = (boot / "setup.toml").read_text()
     assert "correct horse" not in left and "password" not in left.split("#")[0]
     assert 'ssid = "Home"' in left
-    wpa = (tmp_path / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf")
+    wpa = tmp_path / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
     assert oct(wpa.stat().st_mode & 0o777) == "0o600"
     assert "country=GB" in wpa.read_text() and "correct horse" not in wpa.read_text()
     # wpa_passphrase's PSK for this SSID and passphrase (IEEE 802.11i PBKDF2-SHA1).
