@@ -65,6 +65,7 @@ def test_the_phone_sets_sentences_the_ears_check_keep_and_run(
     )
     answers: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
+    arrivals: list[str] = []
     base = pendant.link.base_topic
 
     async def scenario() -> None:
@@ -73,10 +74,15 @@ def test_the_phone_sets_sentences_the_ears_check_keep_and_run(
         ) as phone:
             await phone.subscribe(f"{base}/sentences", qos=1)
             await phone.subscribe(f"{base}/error", qos=1)
+            await phone.subscribe(f"{base}/status", qos=1)
 
             async def collect() -> None:
                 async for m in phone.messages:
                     body = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    if str(m.topic).endswith("/status"):
+                        arrivals.append("muted" if body["mic_muted"] else "status")
+                        continue
+                    arrivals.append("answer")
                     (answers if str(m.topic).endswith("/sentences") else errors).append(body)
 
             async def send(payload: object) -> None:
@@ -89,8 +95,13 @@ def test_the_phone_sets_sentences_the_ears_check_keep_and_run(
                 await _until(lambda: len(answers) >= 1)
                 assert answers[0]["sets"] == [] and answers[0]["accepted"] is True
 
+                # A mute sent right after the sentences does not wait for their compile.
                 await send({"sentences": [PARTY]})
+                await phone.publish(f"{base}/cmd/mute", b'{"mic": true}', qos=1)
                 await _until(lambda: len(answers) >= 2)
+                second_answer = [i for i, a in enumerate(arrivals) if a == "answer"][1]
+                assert "muted" in arrivals[:second_answer]
+                await phone.publish(f"{base}/cmd/mute", b'{"mic": false}', qos=1)
                 assert answers[-1]["accepted"] is True
                 assert answers[-1]["sets"] == [PARTY]
                 parser = pendant.ears.understanding.parser

@@ -24,7 +24,8 @@ from pendant.ears import Ears, Understanding
 from pendant.errors import PendantError
 from pendant.events import Button, Command, Event, Sentences, SentenceSet
 from pendant.gate import PUBLIC_NAMES
-from pendant.grammar import build_grammar, check_sentences
+from pendant.grammar import check_sentences
+from pendant.grammar_build import compile_grammar, compile_grammar_async
 from pendant.models import model_path
 from pendant.nlu import IntentParser
 from pendant.services import MuteMemory
@@ -42,8 +43,16 @@ def grammar_cache() -> Path:
 
 
 def understand(config: Config) -> Understanding:
+    """At start-up: the grammar compiled in a child process while nothing else runs."""
     check_sentences(config)
-    grammar = build_grammar(config, grammar_cache())
+    grammar = compile_grammar(config, grammar_cache())
+    return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
+
+
+async def understand_async(config: Config) -> Understanding:
+    """While the ears run: they keep listening with the old grammar during the compile."""
+    check_sentences(config)
+    grammar = await compile_grammar_async(config, grammar_cache())
     return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
 
 
@@ -124,6 +133,8 @@ class EarsService:
         self.mute_memory = MuteMemory()
         self.sent = 0
         self.ears: Ears | None = None
+        self._rebuilds: set[asyncio.Task[None]] = set()
+        self._rebuild_lock = asyncio.Lock()
 
     async def run(self, before_audio: Callable[[], Awaitable[object]] | None = None) -> None:
         """Until the audio source ends, or until cancelled."""
@@ -161,6 +172,7 @@ class EarsService:
                 try:
                     await self.ears.run()
                 finally:
+                    helpers += self._rebuilds
                     for task in helpers:
                         task.cancel()
                     await asyncio.gather(*helpers, return_exceptions=True)
@@ -177,9 +189,10 @@ class EarsService:
             if isinstance(event, Button):
                 await self.ears.on_button(event)
             elif isinstance(event, Command) and event.name == "sentences":
-                answer = self.apply_sentences(event.sentences or [])
-                if self._publish is not None:
-                    await self._publish(answer)
+                # Its own task: a mute must not wait behind a compile.
+                task = asyncio.create_task(self._answer_sentences(event.sentences or []))
+                self._rebuilds.add(task)
+                task.add_done_callback(self._rebuilds.discard)
             else:
                 await self.ears.on_command(event)
 
@@ -191,12 +204,18 @@ class EarsService:
             error=error,
         )
 
-    def apply_sentences(self, sets: list[SentenceSet]) -> Sentences:
+    async def _answer_sentences(self, sets: list[SentenceSet]) -> None:
+        async with self._rebuild_lock:  # in the order the phone sent them
+            answer = await self.apply_sentences(sets)
+        if self._publish is not None:
+            await self._publish(answer)
+
+    async def apply_sentences(self, sets: list[SentenceSet]) -> Sentences:
         """Check, keep and run the phone's sentences; or keep the old ones and say why."""
         try:
             # Their own numbering first, so the error points at what the phone sent.
             check_sentences(self.home_config, sets, label="sentences")
-            understanding = understand(with_sentences(self.home_config, sets))
+            understanding = await understand_async(with_sentences(self.home_config, sets))
         except PendantError as exc:
             log.warning("sentences from the phone refused: %s", exc)
             return self._sentences_event(str(exc)[:500])
@@ -233,12 +252,14 @@ class EarsService:
             if mtime == seen:
                 continue
             seen = mtime
-            try:
-                config = load_config(self.config_path)
-                understanding = understand(with_sentences(config, self.phone_sentences))
-            except PendantError as exc:
-                log.error("config change ignored, keeping the running one: %s", exc)
-                continue
-            self._swap(understanding)
-            self.home_config = config
+            async with self._rebuild_lock:  # the phone's sentences may be rebuilding too
+                try:
+                    config = load_config(self.config_path)
+                    sentences = with_sentences(config, self.phone_sentences)
+                    understanding = await understand_async(sentences)
+                except PendantError as exc:
+                    log.error("config change ignored, keeping the running one: %s", exc)
+                    continue
+                self._swap(understanding)
+                self.home_config = config
             log.info("config changed: grammar rebuilt")

@@ -28,7 +28,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 from hassil import (
     Alternative,
@@ -48,6 +47,8 @@ from hassil import (
 from pendant.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pendant.config import Config
 
 log = logging.getLogger(__name__)
@@ -617,6 +618,8 @@ class Grammar:
         in topological order), never enumerating sentences."""
         if not words or not self.graph.finals:
             return None
+        import numpy as np  # here, so a grammar compile (grammar_build.py) does not load it
+
         n = len(words)
         vocab = {w: i for i, w in enumerate(sorted(self.words))}
         codes = np.array([vocab.get(w, -1) for w in words])
@@ -765,18 +768,41 @@ def _append(nfa: _Nfa, graph: WordGraph, begin: int, end: int) -> None:
 def build_grammar(config: Config, cache: Path | None = None) -> Grammar:
     """The home's grammar, read from `cache` (a folder) when one was built there from the
     same inputs, else compiled and, with a cache, saved there for the next start."""
-    fingerprint = grammar_fingerprint(config)
-    names = [*config.home.areas, *(d.name for d in config.home.devices)]
-    path = cache / f"grammar-{fingerprint}.json" if cache is not None else None
-    if path is not None:
-        graphs = _read_cached(path)
-        if graphs is not None:
-            return Grammar(graphs[0], names, fingerprint, graphs[1])
+    grammar = cached_grammar(config, cache)
+    if grammar is not None:
+        return grammar
     (ours, theirs), slot_lists = load_intents(config)
     graph, core = _compile(ours, theirs, slot_lists)
-    if path is not None:
-        _write_cached(path, graph, core)
-    return Grammar(graph, names, fingerprint, core)
+    fingerprint = grammar_fingerprint(config)
+    if cache is not None:
+        _write_cached(cache / f"grammar-{fingerprint}.json", graph, core)
+    return Grammar(graph, _names(config), fingerprint, core)
+
+
+def cached_grammar(config: Config, cache: Path | None) -> Grammar | None:
+    """The grammar `build_grammar` saved in `cache` for these inputs, if any."""
+    if cache is None:
+        return None
+    fingerprint = grammar_fingerprint(config)
+    graphs = _read_cached(cache / f"grammar-{fingerprint}.json")
+    return None if graphs is None else Grammar(graphs[0], _names(config), fingerprint, graphs[1])
+
+
+def grammar_json(grammar: Grammar) -> str:
+    """The graphs as the cache holds them (what `grammar_from_json` reads)."""
+    core = grammar.core or grammar.graph
+    return json.dumps({"graph": _graph_json(grammar.graph), "core": _graph_json(core)})
+
+
+def grammar_from_json(text: str, config: Config) -> Grammar:
+    """Raises ValueError (or KeyError, TypeError) when `text` is not what `grammar_json` wrote."""
+    data = json.loads(text)
+    graph, core = _graph_from_json(data["graph"]), _graph_from_json(data["core"])
+    return Grammar(graph, _names(config), grammar_fingerprint(config), core)
+
+
+def _names(config: Config) -> list[str]:
+    return [*config.home.areas, *(d.name for d in config.home.devices)]
 
 
 def _graph_json(g: WordGraph) -> dict[str, Any]:
