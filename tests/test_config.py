@@ -42,6 +42,27 @@ def test_demo_config_loads() -> None:
             "'Attic' is not in home.areas",
         ),
         ('[[home.devices]]\nname = "Lamp"\nkind = "toaster"\n', "home.devices.0.kind"),
+        (
+            '[home]\nareas = ["Kitchen"]\n[[home.floors]]\nname = "Upstairs"\nareas = ["Attic"]\n',
+            "floors[0].areas: 'Attic' is not in home.areas",
+        ),
+        (
+            '[home]\nareas = ["Kitchen"]\n[[home.floors]]\nname = "Up"\nareas = ["Kitchen"]\n'
+            '[[home.floors]]\nname = "Down"\nareas = ["Kitchen"]\n',
+            "floors[1].areas: 'Kitchen' is already on 'Up'",
+        ),
+        (
+            '[home]\nareas = ["Kitchen"]\n[[home.floors]]\nname = "Kitchen"\n',
+            "floors[0].name 'Kitchen' is also an area",
+        ),
+        (
+            '[[home.devices]]\nname = "Hall"\nkind = "binary_sensor"\ndevice_class = "humidity"\n',
+            "device_class 'humidity' is not a binary_sensor class",
+        ),
+        (
+            '[[home.devices]]\nname = "Lamp"\nkind = "light"\ndevice_class = "smoke"\n',
+            "device_class is for binary_sensor, cover, sensor only, not light",
+        ),
         ("[link]\npassword_file = '/x'\n", "link.password_file is set but link.username is not"),
         ("device_id = \n", "not valid TOML"),
     ],

@@ -36,12 +36,129 @@ class DeviceKind(StrEnum):
     scene = "scene"
     todo = "todo"
     weather = "weather"
+    binary_sensor = "binary_sensor"
+    person = "person"
+    valve = "valve"
+    vacuum = "vacuum"
 
 
 Name = Annotated[
     str,
     Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$"),
 ]
+
+
+# Home Assistant's device classes, for the kinds whose sentences ask by class ("is smoke
+# detected", "open the garage door", "what is the humidity").
+DEVICE_CLASSES: dict[str, frozenset[str]] = {
+    "binary_sensor": frozenset(
+        [
+            "battery",
+            "battery_charging",
+            "carbon_monoxide",
+            "cold",
+            "connectivity",
+            "door",
+            "garage_door",
+            "gas",
+            "heat",
+            "light",
+            "lock",
+            "moisture",
+            "motion",
+            "moving",
+            "occupancy",
+            "opening",
+            "plug",
+            "power",
+            "presence",
+            "problem",
+            "running",
+            "safety",
+            "smoke",
+            "sound",
+            "tamper",
+            "update",
+            "vibration",
+            "window",
+        ]
+    ),
+    "cover": frozenset(
+        [
+            "awning",
+            "blind",
+            "curtain",
+            "damper",
+            "door",
+            "garage",
+            "gate",
+            "shade",
+            "shutter",
+            "window",
+        ]
+    ),
+    "sensor": frozenset(
+        [
+            "apparent_power",
+            "aqi",
+            "area",
+            "atmospheric_pressure",
+            "battery",
+            "blood_glucose_concentration",
+            "carbon_dioxide",
+            "carbon_monoxide",
+            "conductivity",
+            "current",
+            "data_rate",
+            "data_size",
+            "date",
+            "distance",
+            "duration",
+            "energy",
+            "energy_distance",
+            "energy_storage",
+            "enum",
+            "frequency",
+            "gas",
+            "humidity",
+            "illuminance",
+            "irradiance",
+            "moisture",
+            "monetary",
+            "nitrogen_dioxide",
+            "nitrogen_monoxide",
+            "nitrous_oxide",
+            "ozone",
+            "ph",
+            "pm1",
+            "pm10",
+            "pm25",
+            "power",
+            "power_factor",
+            "precipitation",
+            "precipitation_intensity",
+            "pressure",
+            "reactive_energy",
+            "reactive_power",
+            "signal_strength",
+            "sound_pressure",
+            "speed",
+            "sulphur_dioxide",
+            "temperature",
+            "timestamp",
+            "volatile_organic_compounds",
+            "volatile_organic_compounds_parts",
+            "voltage",
+            "volume",
+            "volume_flow_rate",
+            "volume_storage",
+            "water",
+            "weight",
+            "wind_direction",
+            "wind_speed",
+        ]
+    ),
+}
 
 
 class HomeDevice(_Strict):
@@ -52,6 +169,28 @@ class HomeDevice(_Strict):
     area: Name | None = Field(None, description="The area it is in; must be one of home.areas.")
     color: bool = Field(False, description="Lights only: it takes a colour.")
     brightness: bool = Field(True, description="Lights only: it can be dimmed.")
+    device_class: str | None = Field(
+        None,
+        description="Sensors, binary sensors and covers: Home Assistant's device class "
+        "(e.g. 'smoke', 'garage_door', 'humidity'). Set, the device answers only the "
+        "questions about its class; unset, any.",
+    )
+
+    @model_validator(mode="after")
+    def _class_fits_kind(self) -> HomeDevice:
+        if self.device_class is None:
+            return self
+        classes = DEVICE_CLASSES.get(self.kind.value)
+        if classes is None:
+            raise ValueError(
+                f"device_class is for {', '.join(DEVICE_CLASSES)} only, not {self.kind.value}"
+            )
+        if self.device_class not in classes:
+            raise ValueError(
+                f"device_class {self.device_class!r} is not a {self.kind.value} class; one of: "
+                + ", ".join(sorted(classes))
+            )
+        return self
 
 
 class CustomSentences(_Strict):
@@ -64,9 +203,35 @@ class CustomSentences(_Strict):
     )
 
 
+class Floor(_Strict):
+    name: Name = Field(description="What people call it, e.g. 'Upstairs' or 'First Floor'.")
+    areas: list[Name] = Field(
+        default_factory=list, description="The areas on this floor; each one of home.areas."
+    )
+
+
 class Home(_Strict):
     areas: list[Name] = Field(default_factory=list, description="Area names, e.g. ['Kitchen'].")
+    floors: list[Floor] = Field(
+        default_factory=list,
+        description="Floors and their areas ('lights off upstairs'); an area is on one floor.",
+    )
     devices: list[HomeDevice] = Field(default_factory=list, description="Things that can be named.")
+    media: list[Name] = Field(
+        default_factory=list,
+        description="Music, shows and playlists asked for by name ('play My Favorites'); "
+        "each is words the recogniser may hear, so keep it to what is played.",
+    )
+    list_items: list[Name] = Field(
+        default_factory=list,
+        description="What is added to lists ('add oat milk to my shopping list'); empty: "
+        "milk, eggs, bread, butter, cheese, apples, bananas, coffee, sugar, rice, pasta.",
+    )
+    timer_names: list[Name] = Field(
+        default_factory=list,
+        description="Names timers are given ('a pizza timer'); empty: pizza, pasta, cookies, "
+        "chicken, potatoes, laundry, dinner, oven, homework, medicine.",
+    )
     sentences: list[CustomSentences] = Field(
         default_factory=list, description="The wearer's own intents and the sentences for them."
     )
@@ -89,6 +254,23 @@ class Home(_Strict):
                 raise ValueError(
                     f"devices[{i}].area {dev.area!r} is not in home.areas {self.areas!r}"
                 )
+        on_floor: dict[str, str] = {}
+        for i, floor in enumerate(self.floors):
+            if floor.name.lower() in known:
+                raise ValueError(f"floors[{i}].name {floor.name!r} is also an area")
+            for area in floor.areas:
+                if area.lower() not in known:
+                    raise ValueError(
+                        f"floors[{i}].areas: {area!r} is not in home.areas {self.areas!r}"
+                    )
+                if area.lower() in on_floor:
+                    raise ValueError(
+                        f"floors[{i}].areas: {area!r} is already on {on_floor[area.lower()]!r}"
+                    )
+                on_floor[area.lower()] = floor.name
+        floor_names = [f.name.lower() for f in self.floors]
+        if len(set(floor_names)) != len(floor_names):
+            raise ValueError("floors: two floors have the same name")
         return self
 
 

@@ -65,14 +65,15 @@ def event_topic(config: Config) -> str:
 def intent_names(config: Config) -> list[str]:
     """Every intent name the NLU can publish in this home, for `event_types`.
 
-    Our templates plus the wearer's sentences are the whole closed set a grammar-constrained
-    recogniser can produce. The NLU falls back to Home Assistant's own intents for free text,
-    which only an open-vocabulary recogniser (whisper) produces, so those are added for it: a
-    missing name would make Home Assistant drop the event.
+    Our templates, the wearer's sentences and Home Assistant's sentences for the intents we
+    claim (as this home can use them) are the whole closed set a grammar-constrained
+    recogniser can produce. The NLU falls back to all of Home Assistant's intents for free
+    text, which only an open-vocabulary recogniser (whisper) produces, so those are added for
+    it: a missing name would make Home Assistant drop the event.
     """
-    from pendant.grammar import template_dict
+    from pendant.grammar import home_assistant_dict, template_dict
 
-    names = set(template_dict(config)["intents"])
+    names = set(template_dict(config)["intents"]) | set(home_assistant_dict(config)["intents"])
     if config.asr.backend == "whisper":
         from pendant.nlu import _home_assistant_intents
 

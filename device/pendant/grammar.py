@@ -60,8 +60,13 @@ HOME_ASSISTANT_INTENTS = frozenset({
     "HassCancelAllTimers", "HassPauseTimer", "HassUnpauseTimer", "HassTimerStatus",
     "HassGetCurrentTime", "HassGetCurrentDate", "HassGetWeather", "HassClimateGetTemperature",
     "HassGetState", "HassNevermind", "HassMediaPause", "HassMediaUnpause", "HassMediaNext",
-    "HassMediaPrevious", "HassListAddItem",
+    "HassMediaPrevious", "HassListAddItem", "HassSetVolume", "HassClimateSetTemperature",
+    "HassSetPosition", "HassIncreaseTimer", "HassDecreaseTimer", "HassShoppingListAddItem",
+    "HassVacuumStart", "HassVacuumReturnToBase",
 })  # fmt: skip
+# Not claimed: HassBroadcast says any words ({message}), which no closed set can hold; and
+# HassRespond answers small talk ("hi", "who made you"), which with no wake word would fire on
+# every greeting in the room, while the pendant has no voice of its own to answer with.
 # Said around any sentence without changing it (Home Assistant's `skip_words`, split by
 # where people put them).
 # Not "i want" / "i'd like": on the test recordings "what is the outdoor humidity" was heard
@@ -73,6 +78,7 @@ WILDCARDS = {
     "todo_list_item": "shopping_item",
     "shopping_list_item": "shopping_item",
     "timer_name": "timer_name",
+    "search_query": "media_name",
 }
 # One spelling per spoken word: the recogniser cannot tell them apart, and two spellings
 # would be two paths for one sound.
@@ -81,7 +87,7 @@ _SPELLING = {"whats": "what's", "thats": "that's", "hows": "how's"}
 # ("the kitchen lamp") is dropped, since the pendant listens without a wake word.
 _FILLER = frozenset({"the", "my", "our", "a", "an"})
 # Bump when the compilation changes meaning, so cached grammars built by older code rebuild.
-GRAMMAR_VERSION = "2"
+GRAMMAR_VERSION = "3"
 _MAX_GLUED = 5000
 
 _ONES = [
@@ -117,10 +123,17 @@ def normalize(text: str) -> list[str]:
     and in the CMU dictionary.
     """
     text = text.lower().replace("\u2019", "'").replace("%", " percent ").replace("1/2", " half ")
+    # "20.5 degrees" is said "twenty point five"; not in a name like "PM2.5", which the
+    # home's names (no dots allowed) spell "PM2 5".
+    text = re.sub(r"(?<![a-z\d.])(\d+)\.(\d+)\b", _decimal_words, text)
     text = re.sub(r"\d+", lambda m: f" {number_words(int(m.group()))} ", text)
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
     words = (w.strip("'") for w in text.split())
     return [_SPELLING.get(w, w) for w in words if w]
+
+
+def _decimal_words(m: re.Match[str]) -> str:
+    return f" {number_words(int(m.group(1)))} point {' '.join(_ONES[int(d)] for d in m.group(2))} "
 
 
 # --- templates and the home's slot lists ------------------------------------------------------
@@ -129,6 +142,13 @@ def normalize(text: str) -> list[str]:
 def template_dict(config: Config) -> dict[str, Any]:
     """Our templates plus the wearer's own sentences, as one hassil intents dict."""
     data: dict[str, Any] = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+    # The home's own words for what Home Assistant leaves free (wildcards).
+    lists = data["lists"]
+    lists["media_name"] = {"values": list(config.home.media)}
+    if config.home.list_items:
+        lists["shopping_item"] = {"values": list(config.home.list_items)}
+    if config.home.timer_names:
+        lists["timer_name"] = {"values": list(config.home.timer_names)}
     for custom in config.home.sentences:
         intent = data["intents"].setdefault(custom.intent, {"data": []})
         intent["data"].append({"sentences": list(custom.sentences)})
@@ -173,12 +193,7 @@ def home_assistant_dict(config: Config) -> dict[str, Any]:
             needed = _kinds((block.get("requires_context") or {}).get("domain"))
             if (fixed and not fixed & kinds) or (needed and not needed & kinds):
                 continue
-            # Pendant's devices carry no device class: a sensor answers every question
-            # about a quantity ("the co2 level of the furnace"), and Home Assistant, which
-            # knows the class, answers or declines.
-            context = {k: v for k, v in (block.get("requires_context") or {}).items()
-                       if k != "device_class"}  # fmt: skip
-            blocks.append({**block, "requires_context": context})
+            blocks.append(block)
         if blocks:
             intents[name] = {**intent, "data": blocks}
     data["intents"] = intents
@@ -229,27 +244,31 @@ def home_slot_lists(config: Config) -> dict[str, SlotList]:
     """Slot lists from the home: names carry their kind (and area) as hassil context, which
     is what `requires_context: domain` in the templates (ours and Home Assistant's) filters."""
     devices = config.home.devices
-
-    def names(pick: Iterable[Any]) -> TextSlotList:
-        values = []
-        for d in pick:
-            ctx = {"domain": d.kind.value}
-            if d.area:
-                ctx["area"] = d.area
-            values += [(said, d.name, ctx) for said in spoken_forms(d.name)]
-        return TextSlotList.from_tuples(values, allow_template=False)
-
     areas = [(said, a) for a in config.home.areas for said in spoken_forms(a)]
     lights = [d for d in devices if d.kind.value == "light"]
     return {
-        "name": names(devices),
+        "name": _names_list(devices),
         "area": TextSlotList.from_tuples(areas, allow_template=False),
-        "light_dimmable": names(d for d in lights if d.brightness),
-        "light_color": names(d for d in lights if d.color),
-        # Home Assistant's intents refer to these; the pendant has no floors or zones.
-        "floor": TextSlotList.from_strings([]),
-        "zone": TextSlotList.from_strings([]),
+        "light_dimmable": _names_list(d for d in lights if d.brightness),
+        "light_color": _names_list(d for d in lights if d.color),
+        "floor": TextSlotList.from_tuples(
+            [(said, f.name) for f in config.home.floors for said in spoken_forms(f.name)],
+            allow_template=False,
+        ),
+        # Home Assistant's zones are any name (a wildcard); every home has "home".
+        "zone": TextSlotList.from_strings(["home"]),
     }
+
+
+def _names_list(devices: Iterable[Any]) -> TextSlotList:
+    """Device names with their kind (and area) as hassil context."""
+    values = []
+    for d in devices:
+        ctx = {"domain": d.kind.value}
+        if d.area:
+            ctx["area"] = d.area
+        values += [(said, d.name, ctx) for said in spoken_forms(d.name)]
+    return TextSlotList.from_tuples(values, allow_template=False)
 
 
 def load_intents(config: Config) -> tuple[list[Intents], dict[str, SlotList]]:
@@ -261,6 +280,9 @@ def load_intents(config: Config) -> tuple[list[Intents], dict[str, SlotList]]:
     slot_lists = home_slot_lists(config)
     for wildcard, closed in WILDCARDS.items():
         slot_lists[wildcard] = ours.slot_lists[closed]
+    for name, ranged in theirs.slot_lists.items():
+        if isinstance(ranged, RangeSlotList) and ranged.fraction_type is not None:
+            theirs.slot_lists[name] = _spoken_halves(ranged)
     # Home Assistant sets brightness or colour on any light; we only on the lights that take
     # it, as our own templates do with {light_dimmable:name} and {light_color:name}.
     light_set = theirs.intents.get("HassLightSet")
@@ -268,7 +290,31 @@ def load_intents(config: Config) -> tuple[list[Intents], dict[str, SlotList]]:
         said = " ".join(data.sentence_texts)
         capable = "light_dimmable" if "brightness" in said else "light_color"
         data.slot_lists["name"] = slot_lists[capable]
+    for intent in theirs.intents.values():
+        for data in intent.data:
+            _by_class(data, config)
     return [ours, theirs], slot_lists
+
+
+def _by_class(data: IntentData, config: Config) -> None:
+    """A block asking about a device class ("is smoke detected") names the devices of that
+    class, and those with no class set: Pendant's devices need not carry one, and Home
+    Assistant, which knows it, answers or declines. hassil would refuse every device
+    whose context lacks the class, so the requirement becomes this list."""
+    wanted = _kinds((data.requires_context or {}).pop("device_class", None))
+    if not wanted:
+        return
+    fits = [d for d in config.home.devices if d.device_class is None or d.device_class in wanted]
+    data.slot_lists["name"] = _names_list(fits)
+
+
+def _spoken_halves(ranged: RangeSlotList) -> TextSlotList:
+    """A range with halves as the words the recogniser outputs ("twenty point five" is 20.5,
+    where hassil's own number parsing gives 25)."""
+    nums = range(ranged.start, ranged.stop + 1, ranged.step)
+    values: list[tuple[str, Any]] = [(number_words(n), n) for n in nums]
+    values += [(f"{number_words(n)} point five", n + 0.5) for n in nums[:-1]]
+    return TextSlotList.from_tuples(values, allow_template=False, name=ranged.name)
 
 
 # --- templates to an epsilon-NFA over words -----------------------------------------------------
