@@ -21,6 +21,7 @@ import aiomqtt
 import numpy as np
 import pytest
 import soundfile
+import yaml
 
 from pendant.asr import Transcription
 from pendant.audio import RATE_HZ
@@ -35,7 +36,7 @@ from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
 from pendant.vad import Utterance
 
-from .conftest import demo_config
+from .conftest import REPO, demo_config
 
 TIMEOUT_S = 120
 HERE = "turn on the lights in here"
@@ -233,3 +234,18 @@ def test_the_area_is_the_one_command_taken_retained(tmp_path: Path) -> None:
         assert link.commands == {"retained": 1, "forwarded": 1}
     finally:
         link.outbox.close()
+
+
+def test_the_readme_automation_publishes_a_retained_area() -> None:
+    """docs/home-assistant-area.yaml, shown in the README: a well-formed automation that
+    publishes retained to the command topic."""
+    text = (REPO / "docs" / "home-assistant-area.yaml").read_text()
+    assert f"```yaml\n{text}```" in (REPO / "README.md").read_text()
+    automation = yaml.safe_load(text)
+    assert {"alias", "triggers", "actions"} <= automation.keys()
+    (publish,) = automation["actions"]
+    assert publish["action"] == "mqtt.publish"
+    data = publish["data"]
+    assert data["topic"] == "pendant/pendant/cmd/area"  # the default device_id
+    assert data["retain"] is True and data["qos"] == 1
+    assert '"area"' in data["payload"] and "none" in data["payload"]  # sets, or clears

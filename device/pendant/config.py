@@ -65,16 +65,19 @@ class CustomSentences(_Strict):
 
 
 class Home(_Strict):
-    areas: list[Name] = Field(default_factory=list, description="Area names, e.g. ['Kitchen'].")
+    areas: list[Name] = Field(
+        default_factory=list,
+        description="Area names, e.g. ['Kitchen']; also the only names cmd/area takes.",
+    )
     devices: list[HomeDevice] = Field(default_factory=list, description="Things that can be named.")
     sentences: list[CustomSentences] = Field(
         default_factory=list, description="The wearer's own intents and the sentences for them."
     )
     default_area: Name | None = Field(
         None,
-        description="The area a sentence about 'here' ('lights on in here') means: such "
-        "intents carry the slot area_context 'here', and this as their area; must be one "
-        "of home.areas.",
+        description="The area a sentence about 'here' ('lights on in here') means when Home "
+        "Assistant has not set one on cmd/area: such intents carry the slot area_context "
+        "'here', and this as their area; must be one of home.areas.",
     )
 
     @model_validator(mode="after")
