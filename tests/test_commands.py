@@ -16,12 +16,13 @@ from pendant.events import PUBLIC_TYPES, Command, Error, Intent, Slot, parse_eve
 from pendant.gate import Gate
 
 DEVICE = "pendant-test"
+AREAS = ("Kitchen", "Living Room")
 FUZZ = settings(max_examples=2000, suppress_health_check=list(HealthCheck), deadline=None)
 
 
 def parse(name: str, payload: bytes | str) -> Command | Error:
     raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
-    return parse_command(name, raw, DEVICE)
+    return parse_command(name, raw, DEVICE, areas=AREAS)
 
 
 def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
@@ -32,6 +33,8 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         data = json.loads(payload) if payload.strip() else {}
         assert set(data) <= allowed and required <= set(data)
         assert all(isinstance(data[k], bool) for k in data.keys() & {"mic", "camera"})
+        if name == "area":
+            assert result.area is None or result.area in AREAS
         assert parse_event(result.to_json()) == result
         return
     assert isinstance(result, Error)
@@ -53,6 +56,12 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         ("capture", b"", {}),
         ("identify", b" {} ", {}),
         ("say", '{"text": "bonjour, ça va? 👋"}'.encode(), {"text": "bonjour, ça va? 👋"}),
+        ("area", b'{"area": "Kitchen"}', {"area": "Kitchen"}),
+        # Any case, passed on as the config spells it.
+        ("area", b'{"area": "LIVING room"}', {"area": "Living Room"}),
+        ("area", b'{"area": null}', {}),
+        # An empty payload is how MQTT deletes a retained message: the area is cleared.
+        ("area", b"", {}),
     ],
 )
 def test_valid_commands_become_bus_commands(
@@ -61,7 +70,9 @@ def test_valid_commands_become_bus_commands(
     result = parse(name, payload)
     assert isinstance(result, Command), result
     assert result.name == name and result.device_id == DEVICE
-    assert result.model_dump(include={"mic", "camera", "text"}, exclude_none=True) == expected
+    assert (
+        result.model_dump(include={"mic", "camera", "text", "area"}, exclude_none=True) == expected
+    )
     assert commands.bus_topic(name) == f"pendant-bus/cmd/{name}"
 
 
@@ -87,6 +98,16 @@ def test_valid_commands_become_bus_commands(
         ("say", b"\xff\xfe", "not JSON"),
         ("say", b"[" * 1000, "not JSON"),
         ("say", b" " * (MAX_COMMAND_BYTES + 1), "over 1024"),
+        ("area", b'{"area": "Attic"}', "unknown area 'Attic': not in home.areas"),
+        ("area", b'{"area": "Kitchen "}', "unknown area 'Kitchen '"),
+        ("area", b'{"area": 5}', "'area' must be a string or null"),
+        ("area", b'{"area": ["Kitchen"]}', "'area' must be a string or null"),
+        ("area", b"{}", "area needs 'area'"),
+        ("area", b" ", "area needs 'area'"),
+        ("area", b'{"area": "Kitchen", "floor": 1}', "area takes no key 'floor'"),
+        ("area", b'{"area": "Kitchen", "area": null}', "duplicate key 'area'"),
+        ("area", b"Kitchen", "not JSON"),
+        ("area", json.dumps({"area": "x" * MAX_COMMAND_BYTES}).encode(), "over 1024"),
     ],
 )
 def test_malformed_commands_become_short_errors(name: str, payload: bytes, reason: str) -> None:
@@ -95,6 +116,23 @@ def test_malformed_commands_become_short_errors(name: str, payload: bytes, reaso
     assert reason in result.reason
     assert result.command == (name if name != "selfdestruct" else "selfdestruct")
     assert_sound(result, name, payload)
+
+
+def test_an_area_needs_the_home_to_have_areas() -> None:
+    result = parse_command("area", b'{"area": "Kitchen"}', DEVICE)
+    assert isinstance(result, Error)
+    assert result.reason == "unknown area 'Kitchen': home.areas is empty"
+    # Clearing needs no areas.
+    assert isinstance(parse_command("area", b'{"area": null}', DEVICE), Command)
+
+
+def test_only_states_are_retained_commands() -> None:
+    assert sorted(commands.STATES) == ["area"]
+    # A clear travels on the bus as a command without an area, and reads back as one.
+    clear = parse("area", b'{"area": null}')
+    assert isinstance(clear, Command) and parse_event(clear.to_json()) == clear
+    with pytest.raises(ValueError, match="mute takes"):
+        Command(device_id=DEVICE, name="mute", mic=True, area="Kitchen")
 
 
 def test_an_error_never_echoes_much_of_the_input() -> None:
@@ -114,7 +152,7 @@ def test_an_error_never_echoes_much_of_the_input() -> None:
 
 # -- fuzz: commands ---------------------------------------------------------------------
 
-NAMES = st.sampled_from(["mute", "capture", "identify", "say"]) | st.text(max_size=40)
+NAMES = st.sampled_from(["mute", "capture", "identify", "say", "area"]) | st.text(max_size=40)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=250),
     lambda children: (
@@ -128,6 +166,7 @@ near_valid = st.fixed_dictionaries(
         "mic": st.booleans() | json_values,
         "camera": st.booleans() | json_values,
         "text": st.text(max_size=210) | json_values,
+        "area": st.sampled_from([*AREAS, "kitchen", "attic", None]) | json_values,
         "extra": json_values,
     },
 )
@@ -136,21 +175,21 @@ near_valid = st.fixed_dictionaries(
 @FUZZ
 @given(NAMES, st.binary(max_size=MAX_COMMAND_BYTES + 64))
 def test_fuzz_commands_from_raw_bytes(name: str, payload: bytes) -> None:
-    assert_sound(parse_command(name, payload, DEVICE), name, payload)
+    assert_sound(parse_command(name, payload, DEVICE, areas=AREAS), name, payload)
 
 
 @FUZZ
 @given(NAMES, json_values)
 def test_fuzz_commands_from_random_json(name: str, value: object) -> None:
     payload = json.dumps(value).encode()
-    assert_sound(parse_command(name, payload, DEVICE), name, payload)
+    assert_sound(parse_command(name, payload, DEVICE, areas=AREAS), name, payload)
 
 
 @FUZZ
 @given(NAMES, near_valid, st.booleans())
 def test_fuzz_commands_near_valid(name: str, data: dict[str, object], ascii_only: bool) -> None:
     payload = json.dumps(data, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-    assert_sound(parse_command(name, payload, DEVICE), name, payload)
+    assert_sound(parse_command(name, payload, DEVICE, areas=AREAS), name, payload)
 
 
 # -- fuzz: the gate ---------------------------------------------------------------------

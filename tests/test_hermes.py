@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from pendant import hermes
+from pendant.events import Intent
 from pendant.local_broker import LocalBroker
 from pendant.nlu import IntentParser
 
@@ -293,3 +295,27 @@ def test_rhasspy_hermes_rejects_what_it_could_not_read() -> None:
         NluIntent.from_dict({"intent": {"intentName": "X", "confidenceScore": 1.0}})
     with pytest.raises(KeyError):
         AsrTextCaptured.from_dict({"text": "x", "likelihood": 1.0})
+
+
+def test_an_intent_about_here_mirrors_its_context_and_its_area() -> None:
+    """ "Lights on in here": `area_context` keeps its own entity, so a flow that finds the area
+    by entity gets the room (from cmd/area or home.default_area), never "here"."""
+    config = demo_config()
+    match = IntentParser(config).parse("turn on the lights in here", here="Kitchen")
+    assert match is not None
+    event = Intent(
+        device_id=DEVICE_ID, name=match.name, text=match.text, confidence=0.9, slots=match.slots
+    )
+    topic, payload = hermes.intent_message(event)
+    body = json.loads(payload)
+    check_intent_shape(body)
+    assert topic == "hermes/intent/HassTurnOn"
+    slots = {s["slotName"]: s for s in body["slots"]}
+    assert slots["area_context"]["entity"] == "area_context"
+    assert slots["area_context"]["value"] == {"kind": "Custom", "value": "here"}
+    assert [s["value"]["value"] for s in body["slots"] if s["entity"] == "area"] == ["Kitchen"]
+    assert slots["area"]["rawValue"] == ""  # nothing was said for it
+    if NluIntent is not None:
+        parsed = NluIntent.from_dict(body)
+        by_entity = {s.entity: s.value["value"] for s in parsed.slots or []}
+        assert by_entity["area"] == "Kitchen" and by_entity["area_context"] == "here"

@@ -167,3 +167,25 @@ def test_here_is_the_speakers_area(config: Config) -> None:
     match = IntentParser(config.model_copy(update={"home": home})).parse("lights off in here")
     assert match is not None and match.name == "HassTurnOff"
     assert match.slot_values() == {"domain": "light", "area_context": "here", "area": "Office"}
+
+
+def test_the_area_home_assistant_gives_wins_over_the_default_area(config: Config) -> None:
+    # cmd/area tells the pendant its room; without one (cleared) the default area stands.
+    home = config.home.model_copy(update={"default_area": "Office"})
+    parser = IntentParser(config.model_copy(update={"home": home}))
+    match = parser.parse("turn on the lights in here", here="Kitchen")
+    assert match is not None and match.name == "HassTurnOn"
+    assert match.slot_values() == {"domain": "light", "area_context": "here", "area": "Kitchen"}
+    by_name = {s.name: s for s in match.slots}
+    # "here" is no area's name: a consumer looking areas up by entity must not find it.
+    assert (by_name["area_context"].entity, by_name["area"].entity) == ("area_context", "area")
+    assert by_name["area"].raw_value == ""  # nothing was said for it
+    match = parser.parse("turn on the lights in here", here=None)
+    assert match is not None and match.slot_values()["area"] == "Office"
+    # A named area is what was said, whatever room the wearer is in.
+    match = parser.parse("turn off the lights in the office", here="Kitchen")
+    assert match is not None and match.slot_values()["area"] == "Office"
+    assert "area_context" not in match.slot_values()
+    # And it needs no default area.
+    match = IntentParser(config).parse("lights on in here", here="Kitchen")
+    assert match is not None and match.slot_values()["area"] == "Kitchen"

@@ -10,8 +10,9 @@ then the totals. Text only: this measures the grammar and the NLU, not the acous
 A slot counts as right when the NLU gives the expected key with the same value (names compared
 without case, numbers as numbers, a list meaning any of its values); an expected `domain` is
 also right when the named device is of that kind. A sentence about "here" gives
-`area_context: "here"`, which the link fills with the area Home Assistant last set on
-`pendant/<id>/cmd/area`; the test's `context` area stands in for that here. Slots Home
+`area_context: "here"` and, as `area`, the area Home Assistant last set on
+`pendant/<id>/cmd/area` (the ears pass it to the NLU); the test's `context` area stands in for
+that here. Slots Home
 Assistant takes from the speaker's area for sentences that do not say "here" are expected
 too: the column `but ctx` counts the sentences right but for those.
 
@@ -150,15 +151,14 @@ def measure(folder: Path, scopes: set[str]) -> tuple[dict[str, Tally], list[str]
             misses.append(f"not heard  {case['intent']:<28} {case['sentence']}")
             continue
         t.in_closed_set += 1
-        match = nlu.parse(" ".join(words))
+        match = nlu.parse(" ".join(words), here=case.get("context", {}).get("area"))
         if match is None or match.name != case["intent"]:
             got = match.name if match else "no intent"
             misses.append(f"wrong      {case['intent']:<28} {case['sentence']} -> {got}")
             continue
         t.right_intent += 1
         got = match.slot_values()
-        if got.pop("area_context", None) == "here" and "area" in case.get("context", {}):
-            got["area"] = case["context"]["area"]
+        got.pop("area_context", None)
         ours = {k: v for k, v in case["slots"].items()
                 if not (k in case.get("context", {}) and k not in got)}  # fmt: skip
         if slots_right(case["slots"], got, kinds):

@@ -10,9 +10,16 @@ byte is untrusted. A command is forwarded to the bus only when it is exactly one
 | `identify` | `{}` (blink the LED, so the wearer can tell which pendant this is) |
 | `say` | `{"text": str}`, 1-200 characters, no control characters |
 | `sentences` | `{"sentences": [{"intent": "PartyMode", "sentences": ["party time"]}]}` |
+| `area` | `{"area": "Kitchen"}`, one of `home.areas` (any case), or `{"area": null}` to clear |
 
 `sentences` may be up to 4 KiB; it replaces the phone's last set (`[]` clears it), and the ears
 check the templates and answer with a retained `sentences` event.
+
+`area` is a state, not an action: the room the wearer is in, for sentences about "here", as
+Home Assistant's room presence sees it. It is the one command accepted retained (see
+`STATES`), and it is kept retained on the bus so the ears know it whenever they start. The
+area goes on with the config's spelling. An empty payload clears it too: that is how MQTT
+deletes a retained message, and what a subscriber then receives.
 
 An empty payload counts as `{}` (Home Assistant's MQTT button can send one). Anything else,
 including unknown or duplicate keys and wrong types, becomes a public `Error` event with a
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -45,6 +53,11 @@ MAX_REASON_CHARS = 100
 _NAME = re.compile(r"[a-z][a-z_]{0,31}")
 _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _BOOL_KEYS = frozenset({"mic", "camera"})
+
+STATES = frozenset({"area"})
+"""Commands that set a state rather than do something: accepted retained from outside (the
+last one is the state, and replaying it on a reconnect changes nothing) and kept retained on
+the bus."""
 
 
 def bus_topic(name: str) -> str:
@@ -91,7 +104,7 @@ def _decode(payload: bytes, limit: int = MAX_COMMAND_BYTES) -> dict[str, Any]:
     return data
 
 
-def _check(name: str, data: dict[str, Any]) -> None:
+def _check(name: str, data: dict[str, Any], areas: Collection[str]) -> None:
     allowed, required = Command.ARGUMENTS[name]
     for key in data:
         if key not in allowed:
@@ -110,8 +123,24 @@ def _check(name: str, data: dict[str, Any]) -> None:
                 raise _Rejected("'text' holds control characters")
         if key == "sentences":
             _check_sentences(value)
+        if key == "area" and value is not None:
+            data[key] = _known_area(value, areas)
     if name == "mute" and not data:
         raise _Rejected("mute needs 'mic' and/or 'camera'")
+    if name == "area" and "area" not in data:
+        raise _Rejected("area needs 'area': one of home.areas, or null")
+
+
+def _known_area(value: Any, areas: Collection[str]) -> str:
+    """One of the home's areas, as the config spells it, for any case of it."""
+    if not isinstance(value, str):
+        raise _Rejected("'area' must be a string or null")
+    by_lower = {a.lower(): a for a in areas}
+    known = by_lower.get(value.lower())
+    if known is None:
+        where = "not in home.areas" if areas else "home.areas is empty"
+        raise _Rejected(f"unknown area '{excerpt(value)}': {where}")
+    return known
 
 
 def _check_sentences(value: Any) -> None:
@@ -134,14 +163,22 @@ def _check_sentences(value: Any) -> None:
                 raise _Rejected(f"sentences[{i}]: a word over {MAX_WORD_CHARS} characters")
 
 
-def parse_command(name: str, payload: bytes, device_id: str) -> Command | Error:
-    """The command `name` (the topic's last level) with `payload`, or why not."""
+def parse_command(
+    name: str, payload: bytes, device_id: str, areas: Collection[str] = ()
+) -> Command | Error:
+    """The command `name` (the topic's last level) with `payload`, or why not.
+
+    `areas`: the home's areas (`home.areas`), the only names `area` accepts.
+    """
     try:
         if name not in Command.ARGUMENTS:
             raise _Rejected(f"unknown command '{excerpt(name)}'")
         limit = MAX_SENTENCES_BYTES if name == "sentences" else MAX_COMMAND_BYTES
-        data = _decode(payload, limit)
-        _check(name, data)
+        if name == "area" and payload == b"":
+            data: dict[str, Any] = {"area": None}  # a retained area deleted: no area
+        else:
+            data = _decode(payload, limit)
+        _check(name, data, areas)
         return Command(device_id=device_id, name=name, **data)  # type: ignore[arg-type]
     except _Rejected as exc:
         reason = str(exc)

@@ -211,7 +211,10 @@ class Floor(_Strict):
 
 
 class Home(_Strict):
-    areas: list[Name] = Field(default_factory=list, description="Area names, e.g. ['Kitchen'].")
+    areas: list[Name] = Field(
+        default_factory=list,
+        description="Area names, e.g. ['Kitchen']; also the only names cmd/area takes.",
+    )
     floors: list[Floor] = Field(
         default_factory=list,
         description="Floors and their areas ('lights off upstairs'); an area is on one floor.",
@@ -237,9 +240,9 @@ class Home(_Strict):
     )
     default_area: Name | None = Field(
         None,
-        description="The area a sentence about 'here' ('lights on in here') means: such "
-        "intents carry the slot area_context 'here', and this as their area; must be one "
-        "of home.areas.",
+        description="The area a sentence about 'here' ('lights on in here') means when Home "
+        "Assistant has not set one on cmd/area: such intents carry the slot area_context "
+        "'here', and this as their area; must be one of home.areas.",
     )
 
     @model_validator(mode="after")

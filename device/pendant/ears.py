@@ -91,6 +91,8 @@ class Ears:
         self.wanted_muted = False
         """The wearer's choice (phone, Home Assistant, long hold), remembered across restarts."""
         self.hardware_muted = False
+        self.area: str | None = None
+        """The room Home Assistant says the wearer is in (cmd/area), for "in here"."""
         config = understanding.config
         self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
         self._pressed: list[np.ndarray] | None = None
@@ -128,8 +130,26 @@ class Ears:
     async def on_command(self, event: Event) -> None:
         if isinstance(event, Command) and event.name == "mute" and event.mic is not None:
             await self.set_muted(event.mic)
+        elif isinstance(event, Command) and event.name == "area":
+            self.set_area(event.area)
         elif isinstance(event, HardwareMute):
             await self.set_hardware_muted(event.mic)
+
+    def set_area(self, area: str | None) -> None:
+        if area != self.area:
+            log.info("the wearer is in %s", area or "no known area")
+        self.area = area
+
+    @property
+    def here(self) -> str | None:
+        """The commanded area, as the config spells it, while the config still has it.
+
+        The link checked it against its config; the ears' may have changed since.
+        """
+        if self.area is None:
+            return None
+        by_lower = {a.lower(): a for a in self.config.home.areas}
+        return by_lower.get(self.area.lower())
 
     async def set_muted(self, muted: bool) -> None:
         """The wearer's wish; the privacy switch, when on, keeps the mic muted regardless."""
@@ -204,7 +224,8 @@ class Ears:
 
     def _recognise(self, audio: np.ndarray) -> Heard:
         heard = self.understanding.recognizer.transcribe(audio)
-        match = self.understanding.parser.parse(heard.text) if heard is not None else None
+        parser = self.understanding.parser
+        match = parser.parse(heard.text, here=self.here) if heard is not None else None
         return Heard(heard, match)
 
     async def on_button(self, event: Button) -> None:

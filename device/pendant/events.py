@@ -28,6 +28,8 @@ IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
+# As config.Name: an area command carries one of home.areas, as the config spells it.
+AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$")]
 MAX_SENTENCE_SETS = 20
 MAX_SENTENCES = 20
 
@@ -69,12 +71,19 @@ class Slot(BaseModel):
 
     name: ShortText = Field(
         description="Slot name, e.g. 'area', 'name', 'minutes'; 'area_context' (value 'here') "
-        "when the wearer meant the room they are in ('lights on in here'), which the pendant "
-        "cannot know: 'area' is then home.default_area, if set."
+        "when the wearer meant the room they are in ('lights on in here'): 'area' is then the "
+        "room last set on the command topic cmd/area (Home Assistant's room presence), else "
+        "home.default_area, else absent."
     )
     value: str | int | float = Field(description="Normalised value, e.g. 'Kitchen' or 5.")
-    raw_value: ShortText = Field(description="The words that were said for it.")
-    entity: ShortText = Field(description="Slot list it came from, e.g. 'area', 'number'.")
+    raw_value: ShortText = Field(
+        description="The words that were said for it; empty for 'area_context' and for an "
+        "'area' that came from the context, not from the words."
+    )
+    entity: ShortText = Field(
+        description="Slot list it came from, e.g. 'area', 'number'; 'area_context' for "
+        "area_context, whose 'here' is no area's name."
+    )
 
 
 class Intent(Event):
@@ -282,12 +291,17 @@ class Command(Event):
     """
 
     type: Literal["command"] = "command"
-    name: Literal["mute", "capture", "identify", "say", "sentences"]
+    name: Literal["mute", "capture", "identify", "say", "sentences", "area"]
     mic: bool | None = Field(None, description="mute: mute (true) or unmute (false) the mic.")
     camera: bool | None = Field(None, description="mute: mute or unmute the camera.")
     text: SayText | None = Field(None, description="say: what to say, at most 200 characters.")
     sentences: Annotated[list[SentenceSet], Field(max_length=MAX_SENTENCE_SETS)] | None = Field(
         None, description="sentences: the wearer's own intents, replacing the phone's last set."
+    )
+    area: AreaName | None = Field(
+        None,
+        description="area: the room the wearer is in, one of home.areas as the config spells "
+        "it, for sentences about 'here'; absent (null) clears it.",
     )
 
     ARGUMENTS: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
@@ -297,12 +311,15 @@ class Command(Event):
         "identify": (frozenset(), frozenset()),
         "say": (frozenset({"text"}), frozenset({"text"})),
         "sentences": (frozenset({"sentences"}), frozenset({"sentences"})),
+        # Its one key may be null (clear), so "given" cannot be told from "absent" here.
+        "area": (frozenset({"area"}), frozenset()),
     }
 
     @model_validator(mode="after")
     def _arguments_fit_the_command(self) -> Command:
         allowed, required = self.ARGUMENTS[self.name]
-        given = {k for k in ("mic", "camera", "text", "sentences") if getattr(self, k) is not None}
+        keys = ("mic", "camera", "text", "sentences", "area")
+        given = {k for k in keys if getattr(self, k) is not None}
         if given - allowed or required - given:
             raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
         if self.name == "mute" and not given:

@@ -1,6 +1,11 @@
 """The Hermes mirror (Rhasspy / Node-RED): the same intents in the Hermes JSON shape.
 
 Only the NLU and ASR output topics; never hermes/audioServer/*, which carries audio.
+
+Slots are mirrored one for one (`slotName` = the slot's name, `entity` = its list). A sentence
+about the wearer's own room ("lights on in here") carries `area_context` (entity
+`area_context`, value "here") and, when the pendant knows the room (from `cmd/area`, else
+`home.default_area`), `area` (entity `area`) with an empty `rawValue`: nothing was said for it.
 """
 
 from __future__ import annotations

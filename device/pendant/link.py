@@ -8,7 +8,8 @@ false), so events published on the bus while the link restarts wait for it there
 
 Outside → bus: commands from the phone (`pendant/<id>/cmd/<name>`) are checked by
 `pendant.commands`; valid ones go to the bus as `pendant-bus/cmd/<name>`, malformed ones come
-back as a public `error` event.
+back as a public `error` event. Retained commands are ignored, but for states (`area`), which
+are retained on the bus as well.
 
 Home Assistant discovery (`pendant.discovery`) is published retained on every connect and
 again a few random seconds after Home Assistant announces `online`; intents also go out as
@@ -208,8 +209,14 @@ class Link:
         while True:
             command = self._command_retry or await self._to_bus.get()
             self._command_retry = command  # kept for the next connection if this one fails
+            # A state (the area) is retained on the bus too, so the ears have it whenever they
+            # start, whether or not the outside broker is there to replay it.
             await client.publish(
-                commands.bus_topic(command.name), command.to_json(), qos=bus.QOS, timeout=TIMEOUT_S
+                commands.bus_topic(command.name),
+                command.to_json(),
+                qos=bus.QOS,
+                retain=command.name in commands.STATES,
+                timeout=TIMEOUT_S,
             )
             self._command_retry = None
 
@@ -360,12 +367,15 @@ class Link:
 
     def on_command(self, topic: str, payload: bytes, retain: bool = False) -> None:
         name = topic.rsplit("/", 1)[-1]
-        if retain:
-            # A retained command would run again on every reconnect.
+        if retain and name not in commands.STATES:
+            # A retained command would run again on every reconnect; a state (the area) is
+            # meant to be retained, and setting it again changes nothing.
             self.commands["retained"] += 1
             log.warning("link: ignored a retained command %r", commands.excerpt(name))
             return
-        result = commands.parse_command(name, payload, self.config.device_id)
+        result = commands.parse_command(
+            name, payload, self.config.device_id, areas=self.config.home.areas
+        )
         if isinstance(result, Command):
             try:
                 self._to_bus.put_nowait(result)

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 MAX_SLOTS = 16
 # Home Assistant's sentences about the speaker's own room ("lights on in here") take the
 # area from context. A wearable does not know its room, so the NLU gives hassil this
-# stand-in and publishes the slot `area_context: "here"` instead (plus `area`, when the
-# home names a default area); a name no area can have, since it holds "<".
+# stand-in and publishes the slot `area_context: "here"` instead (plus `area`: the room Home
+# Assistant last said the wearer is in, else the home's default area); a name no area can
+# have, since it holds "<".
 HERE = "<here>"
 SKIP_WORDS = sorted({*POLITE_BEFORE, *POLITE_AFTER}, key=len, reverse=True)
 
@@ -87,7 +88,8 @@ class IntentParser:
         self._default_area = config.home.default_area
         self._layers = [*sources, _home_assistant_intents()] if home_assistant else sources
 
-    def parse(self, text: str) -> IntentMatch | None:
+    def parse(self, text: str, here: str | None = None) -> IntentMatch | None:
+        """`here`: the area the wearer is in, when known (cmd/area); else home.default_area."""
         sentence = " ".join(normalize(text))
         if not sentence:
             return None
@@ -97,7 +99,8 @@ class IntentParser:
                 break
         else:
             return None
-        return IntentMatch(result.intent.name, self._slots(result, self._default_area), sentence)
+        area = here or self._default_area
+        return IntentMatch(result.intent.name, self._slots(result, area), sentence)
 
     def _recognize(self, sentence: str, intents: Intents) -> RecognizeResult | None:
         # Prefer a named device over an area reading: "turn off the kitchen lights" is the
@@ -121,7 +124,10 @@ class IntentParser:
                 continue  # hassil can report a slot twice (e.g. from a list and a fixed slot)
             seen.add(entity.name)
             if entity.value == HERE:
-                slots.append(Slot(name="area_context", value="here", raw_value="", entity="area"))
+                # Not entity "area": a consumer looking up the area by entity (Hermes) must
+                # not take "here" for the name of one.
+                here = Slot(name="area_context", value="here", raw_value="", entity="area_context")
+                slots.append(here)
                 if default_area is not None:
                     slots.append(Slot(name="area", value=default_area, raw_value="", entity="area"))
                 continue
