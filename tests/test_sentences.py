@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant import bus
+from pendant import bus, pronounce
 from pendant.audio import RATE_HZ
 from pendant.audio.wav import WavSource
 from pendant.ears_service import EarsService
@@ -33,6 +33,23 @@ from .conftest import demo_config
 
 TIMEOUT_S = 60
 PARTY = {"intent": "PartyMode", "sentences": ["[it's] party time", "let's party"]}
+# Accepted, but one sentence is Home Assistant's better match and one word has no sound.
+WARNED = {
+    "intent": "PartyMode",
+    "sentences": ["[it's] party time", "turn on the kitchen lights", "zxqv now"],
+}
+WARNINGS = [
+    {
+        "intent": "PartyMode",
+        "sentence": "turn on the kitchen lights",
+        "reason": "'turn on the kitchen lights' is heard as HassTurnOn",
+    },
+    {
+        "intent": "PartyMode",
+        "sentence": "zxqv now",
+        "reason": "'zxqv' has no pronunciation: it will hardly ever be heard",
+    },
+]
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
@@ -150,6 +167,78 @@ def test_the_phone_sets_sentences_the_ears_check_keep_and_run(
     again = EarsService(cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 1)]))
     match = again.understanding.parser.parse("let's party")
     assert match is not None and match.name == "PartyMode"
+    again.source.close()
+
+
+def test_the_answer_warns_of_sentences_that_will_not_work_as_meant(
+    brokers: tuple[LocalBroker, LocalBroker],
+    tmp_path: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on the image, which has no espeak-ng: a word no dictionary has gets no real sound.
+    monkeypatch.setattr(pronounce, "espeak_phones", lambda word: None)
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=0)
+    pendant = Pendant(
+        cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 60)]), parts=("ears", "link")
+    )
+    answers: list[dict[str, Any]] = []
+    topic = f"{pendant.link.base_topic}/sentences"
+
+    def phone() -> aiomqtt.Client:
+        password = home.password("viewer")
+        return aiomqtt.Client("127.0.0.1", home.port or 0, username="viewer", password=password)
+
+    async def scenario() -> None:
+        async with phone() as client:
+            await client.subscribe(topic, qos=1)
+
+            async def collect() -> None:
+                async for m in client.messages:
+                    answers.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
+
+            async def send(sets: list[dict[str, Any]]) -> None:
+                body = json.dumps({"sentences": sets}).encode()
+                await client.publish(f"{pendant.link.base_topic}/cmd/sentences", body, qos=1)
+
+            spy = asyncio.create_task(collect())
+            run = asyncio.create_task(pendant.run())
+            try:
+                await _until(lambda: len(answers) >= 1)
+                assert answers[0]["warnings"] == []
+
+                await send([WARNED])
+                await _until(lambda: len(answers) >= 2)
+                assert answers[-1]["accepted"] is True and answers[-1]["sets"] == [WARNED]
+                assert answers[-1]["warnings"] == WARNINGS
+                # Warned, not refused: the set runs, and the NLU picks as the warning said.
+                parser = pendant.ears.understanding.parser
+                assert parser.parse("party time").name == "PartyMode"  # type: ignore[union-attr]
+                assert parser.parse("turn on the kitchen lights").name == "HassTurnOn"  # type: ignore[union-attr]
+
+                # A refused set leaves the old one in force, and what was said about it.
+                await send([{"intent": "Broken", "sentences": ["party (time"]}])
+                await _until(lambda: len(answers) >= 3)
+                assert answers[-1]["accepted"] is False
+                assert answers[-1]["warnings"] == WARNINGS
+            finally:
+                run.cancel()
+                spy.cancel()
+                await asyncio.gather(run, spy, return_exceptions=True)
+        # A phone that comes later is told too (retained).
+        async with phone() as late:
+            await late.subscribe(topic, qos=1)
+            async with asyncio.timeout(20):
+                retained = json.loads(bytes((await anext(late.messages)).payload))  # type: ignore[arg-type]
+            assert retained["warnings"] == WARNINGS
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+
+    # A restarted ears says the same of the set it kept.
+    again = EarsService(cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 1)]))
+    warnings = asyncio.run(asyncio.wait_for(again.warnings_for(again.phone_sentences), TIMEOUT_S))
+    assert [w.model_dump() for w in warnings] == WARNINGS
     again.source.close()
 
 

@@ -793,3 +793,21 @@ def _sentence_editor(page: Browser, link: LoopThread, ears: LoopThread, shots: P
     page("click", selector="#send-sentences")
     page("wait_text", selector="#sentences-answer", text="Accepted", timeout_ms=30_000)
     assert service.understanding.parser.parse("let's party").name == "PartyMode"
+
+    # Taken, but a sentence Home Assistant's own sentences win is marked where it is written.
+    shadowed = "[it's] party time\nlet's party\nturn on the kitchen lights"
+    page("fill", selector="#sets textarea.sentences", value=shadowed)
+    page("click", selector="#send-sentences")
+    page("wait_text", selector="#sentences-answer", text="Accepted", timeout_ms=30_000)
+    page("wait_text", selector="#sentences-answer", text="1 sentence may not work as you mean")
+    page("wait_text", selector="#sets li.set .warnings li", text="heard as HassTurnOn")
+    marks = "[...document.querySelectorAll('#sets li.set .warnings li')].map((n) => n.innerText)"
+    assert page("eval", expr=marks) == [
+        "turn on the kitchen lights: 'turn on the kitchen lights' is heard as HassTurnOn"
+    ]
+    assert service.understanding.parser.parse("let's party").name == "PartyMode"
+    page("eval", expr="document.querySelector('#sentences-section').scrollIntoView()")
+    page("screenshot", path=str(shots / "companion-sentence-warning.png"))
+    # The mark goes with the line it is about.
+    page("fill", selector="#sets textarea.sentences", value="[it's] party time\nlet's party")
+    assert page("eval", expr=marks) == []

@@ -29,6 +29,7 @@ from pendant.events import (
     Status,
     Transcript,
 )
+from pendant.grammar import Grammar
 from pendant.nlu import IntentMatch, IntentParser
 from pendant.notify import Heartbeat
 from pendant.vad import Segmenter, SileroVad, Utterance
@@ -69,6 +70,8 @@ class Understanding:
     config: Config
     recognizer: Recognizer
     parser: IntentParser
+    grammar: Grammar
+    """The closed set the recogniser searches."""
 
 
 class Ears:

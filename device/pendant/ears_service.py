@@ -22,12 +22,13 @@ from pendant.audio import AudioSource, create_source
 from pendant.config import Config, CustomSentences, load_config
 from pendant.ears import Ears, Understanding
 from pendant.errors import PendantError
-from pendant.events import Button, Command, Event, Sentences, SentenceSet
+from pendant.events import Button, Command, Event, Sentences, SentenceSet, SentenceWarning
 from pendant.gate import PUBLIC_NAMES
 from pendant.grammar import check_sentences
 from pendant.grammar_build import compile_grammar, compile_grammar_async
 from pendant.models import model_path
 from pendant.nlu import IntentParser
+from pendant.sentence_check import fitted, sentence_warnings_async
 from pendant.services import MuteMemory
 from pendant.vad import SileroVad
 
@@ -46,14 +47,14 @@ def understand(config: Config) -> Understanding:
     """At start-up: the grammar compiled in a child process while nothing else runs."""
     check_sentences(config)
     grammar = compile_grammar(config, grammar_cache())
-    return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
+    return Understanding(config, create_recognizer(config, grammar), IntentParser(config), grammar)
 
 
 async def understand_async(config: Config) -> Understanding:
     """While the ears run: they keep listening with the old grammar during the compile."""
     check_sentences(config)
     grammar = await compile_grammar_async(config, grammar_cache())
-    return Understanding(config, create_recognizer(config, grammar), IntentParser(config))
+    return Understanding(config, create_recognizer(config, grammar), IntentParser(config), grammar)
 
 
 class SentenceStore:
@@ -120,6 +121,8 @@ class EarsService:
         self._publish: Callable[[Event], Awaitable[None]] | None = None
         self.sentence_store = SentenceStore()
         self.phone_sentences = self.sentence_store.load()
+        self.sentence_warnings: list[SentenceWarning] = []
+        """What the phone is told about `phone_sentences` (pendant.sentence_check)."""
         # The recogniser's grammar is the slow part of start-up on a Zero 2 W: its own step.
         notify.starting("building the grammar")
         try:
@@ -164,6 +167,7 @@ class EarsService:
                 await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
                 if before_audio is not None:
                     await before_audio()
+                self.sentence_warnings = await self.warnings_for(self.phone_sentences)
                 await publish(self._sentences_event())
                 helpers = [
                     asyncio.create_task(self._inbox(client), name="inbox"),
@@ -197,12 +201,32 @@ class EarsService:
                 await self.ears.on_command(event)
 
     def _sentences_event(self, error: str | None = None) -> Sentences:
-        return Sentences(
-            device_id=self.config.device_id,
-            sets=self.phone_sentences,
-            accepted=error is None,
-            error=error,
+        return fitted(
+            Sentences(
+                device_id=self.config.device_id,
+                sets=self.phone_sentences,
+                accepted=error is None,
+                error=error,
+                warnings=self.sentence_warnings,
+            )
         )
+
+    async def warnings_for(self, sets: list[SentenceSet]) -> list[SentenceWarning]:
+        """What will not work as meant in the sets the ears now run; never refuses them."""
+        if not sets:
+            return []
+        understanding = self.understanding
+        try:
+            return await sentence_warnings_async(
+                self.home_config,
+                sets,
+                understanding.grammar,
+                understanding.parser,
+                understanding.recognizer.guessed,
+            )
+        except Exception:  # advice only: a fault in it must not undo an accepted set
+            log.exception("the phone's sentences were not checked for warnings")
+            return []
 
     async def _answer_sentences(self, sets: list[SentenceSet]) -> None:
         async with self._rebuild_lock:  # in the order the phone sent them
@@ -228,6 +252,7 @@ class EarsService:
         self._swap(understanding)
         self.phone_sentences = sets
         log.info("sentences from the phone: %d intents, grammar rebuilt", len(sets))
+        self.sentence_warnings = await self.warnings_for(sets)
         return self._sentences_event()
 
     def _swap(self, understanding: Understanding) -> None:

@@ -254,6 +254,8 @@ class PairingTaken(Event):
 
 
 Sentence = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+WearerIntent = Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,47}$")]
+MAX_SENTENCE_WARNINGS = 10
 
 
 class SentenceSet(BaseModel):
@@ -261,7 +263,7 @@ class SentenceSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    intent: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,47}$")] = Field(
+    intent: WearerIntent = Field(
         description="Intent name published for these sentences, e.g. 'PartyMode'."
     )
     sentences: Annotated[list[Sentence], Field(min_length=1, max_length=MAX_SENTENCES)] = Field(
@@ -269,11 +271,24 @@ class SentenceSet(BaseModel):
     )
 
 
+class SentenceWarning(BaseModel):
+    """A template the ears took that cannot be heard, or not as the wearer's intent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intent: WearerIntent = Field(description="The wearer's intent the template is for.")
+    sentence: Sentence = Field(description="The template, as the phone sent it.")
+    reason: ShortText = Field(
+        description="One line, e.g. \"'turn on the kitchen lights' is heard as HassTurnOn\"."
+    )
+
+
 class Sentences(Event):
     """The custom sentences the phone set, as the ears run them; retained outside.
 
     Sent at start and after every `sentences` command: `accepted` false and `error` say why a
-    set was refused, and `sets` are then the ones still in force.
+    set was refused, and `sets` are then the ones still in force. `warnings` name templates
+    of `sets` that will not work as meant (pendant.sentence_check); they never refuse a set.
     """
 
     type: Literal["sentences"] = "sentences"
@@ -282,6 +297,11 @@ class Sentences(Event):
     )
     accepted: bool = True
     error: Text | None = None
+    warnings: Annotated[list[SentenceWarning], Field(max_length=MAX_SENTENCE_WARNINGS)] = Field(
+        default_factory=list,
+        description="At most one a template, at most 10: the templates of `sets` that cannot "
+        "be heard or are heard as another intent.",
+    )
 
 
 class Command(Event):

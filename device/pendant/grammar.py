@@ -744,6 +744,21 @@ def grammar_fingerprint(config: Config) -> str:
     return h.hexdigest()[:16]
 
 
+class TemplateCompiler:
+    """The wearer's templates one at a time, each to its own word graph: against the same
+    lists and rules as the whole closed set, so its sentences are the ones it adds there."""
+
+    def __init__(self, config: Config) -> None:
+        self._data: dict[str, Any] = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+        self._slot_lists = home_slot_lists(config)
+
+    def graph(self, intent: str, template: str) -> WordGraph:
+        """Raises what hassil raises (bare Exceptions) when it cannot read the template."""
+        data = {**self._data, "intents": {intent: {"data": [{"sentences": [template]}]}}}
+        compiler = _Compiler(Intents.from_dict(data), self._slot_lists)
+        return _minimize(*_determinize(compiler.compile(), compiler.final))
+
+
 def check_sentences(
     config: Config, custom_sets: list[Any] | None = None, label: str = "home.sentences"
 ) -> None:
@@ -752,19 +767,15 @@ def check_sentences(
     Compiling each template alone (against the same lists and rules as the whole) points at
     the culprit, where the whole build would only say that something somewhere is wrong.
     """
-    data: dict[str, Any] = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
-    slot_lists = home_slot_lists(config)
+    templates = TemplateCompiler(config)
     sets = config.home.sentences if custom_sets is None else custom_sets
     for i, custom in enumerate(sets):
         for sentence in custom.sentences:
-            data["intents"] = {custom.intent: {"data": [{"sentences": [sentence]}]}}
             where = f"{label}[{i}] ({custom.intent}) {sentence[:60]!r}"
             try:
-                compiler = _Compiler(Intents.from_dict(data), slot_lists)
-                nfa = compiler.compile()
+                graph = templates.graph(custom.intent, sentence)
             except Exception as exc:  # hassil's parser raises bare Exceptions
                 raise ConfigError(f"{where}: {exc}") from None
-            graph = _minimize(*_determinize(nfa, compiler.final))
             if not graph.finals:
                 raise ConfigError(
                     f"{where}: can be said with nothing but names and articles; add a word "

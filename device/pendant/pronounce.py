@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 # Common American variants missing from the CMU dictionary.
@@ -87,10 +88,24 @@ def letter_phones(word: str) -> str:
     return " ".join(_LETTERS[c] for c in word if c in _LETTERS) or "AH"
 
 
-def pronunciations(words: Iterable[str], cmu: Path | None = None) -> dict[str, list[str]]:
-    """Every word to one or more phone strings: CMU first, then EXTRA, then espeak-ng."""
+ESPEAK = "espeak-ng"
+LETTERS = "letters"
+
+
+@dataclass(frozen=True, slots=True)
+class Pronunciations:
+    phones: dict[str, list[str]]
+    """Every word to one or more phone strings."""
+    guessed: dict[str, str]
+    """The words no dictionary has, and what made their sound up: ESPEAK, or LETTERS (one
+    phone a letter, when espeak-ng is missing or fails, as on the image: hardly ever heard)."""
+
+
+def pronounce(words: Iterable[str], cmu: Path | None = None) -> Pronunciations:
+    """Every word's phones: CMU first, then EXTRA, then espeak-ng, then letter by letter."""
     wanted = set(words)
     found: dict[str, list[str]] = {}
+    guessed: dict[str, str] = {}
     with (cmu or cmu_dict_path()).open(encoding="utf-8") as f:
         for line in f:
             head, _, phones = line.partition(" ")
@@ -104,8 +119,10 @@ def pronunciations(words: Iterable[str], cmu: Path | None = None) -> dict[str, l
             if extra not in prons:
                 prons.append(extra)
         if not prons:
-            prons.append(espeak_phones(word) or letter_phones(word.replace("'", "")))
-    return found
+            spoken = espeak_phones(word)
+            guessed[word] = ESPEAK if spoken else LETTERS
+            prons.append(spoken or letter_phones(word.replace("'", "")))
+    return Pronunciations(found, guessed)
 
 
 def dictionary_text(prons: dict[str, list[str]]) -> str:

@@ -7,6 +7,7 @@ closed set it most likely was, with a confidence in [0, 1], or None when nothing
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +29,11 @@ class Transcription:
 
 
 class Recognizer(Protocol):
+    guessed: Mapping[str, str]
+    """The grammar's words with no dictionary pronunciation, and what made one up
+    (`pendant.pronounce.ESPEAK` or `LETTERS`); empty for a recogniser that reads no
+    pronunciations."""
+
     def transcribe(self, audio: np.ndarray) -> Transcription | None: ...
 
     def close(self) -> None: ...

@@ -26,7 +26,7 @@ import numpy as np
 
 from pendant.asr import Transcription
 from pendant.errors import BackendUnavailable
-from pendant.pronounce import dictionary_text, pronunciations
+from pendant.pronounce import dictionary_text, pronounce
 
 if TYPE_CHECKING:
     from pendant.config import Config
@@ -102,13 +102,14 @@ class PocketsphinxRecognizer:
         self.grammar = grammar
         self.min_confidence = config.asr.min_confidence
         model = _model_dir()
-        prons = pronunciations(grammar.words, model / "cmudict-en-us.dict")
+        prons = pronounce(grammar.words, model / "cmudict-en-us.dict")
+        self.guessed = prons.guessed
         # The decoder reads its dictionary from a file: only words and phones, no audio,
         # and removed as soon as it is loaded.
         fd, dict_path = tempfile.mkstemp(prefix="pendant-", suffix=".dict")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(dictionary_text(prons))
+                f.write(dictionary_text(prons.phones))
             self._decoder = Decoder(
                 hmm=str(model / "en-us"),
                 dict=dict_path,

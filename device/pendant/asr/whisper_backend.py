@@ -71,6 +71,7 @@ class WhisperRecognizer:
                 "pip install 'pendant[whisper]'"
             ) from None
         self._grammar = grammar
+        self.guessed: dict[str, str] = {}  # Whisper writes words; it has no pronunciations
         # Raises ModelError (one line naming `make models`) when absent or corrupt.
         model_dir = model_path(config, MODEL_NAME)
         threads = cpu_threads or min(MAX_THREADS, os.cpu_count() or 1)

@@ -15,7 +15,9 @@
  * (`sentences`, retained), sends the whole list as `cmd/sentences`, and shows the pendant's
  * answer (the next `sentences` event: accepted, or refused with the error) or the link's
  * `error` for a command it could not read. Only the obvious shape is checked here; the
- * pendant is the judge. The draft is kept on the phone, so it survives a reload offline.
+ * pendant is the judge. Its `warnings` (a sentence it cannot hear, or hears as another intent)
+ * stand under the sentence they are about, while that line is in the editor. The draft is
+ * kept on the phone, so it survives a reload offline.
  */
 "use strict";
 
@@ -345,8 +347,10 @@
         const problem = el("p", "problem");
         problem.id = `set-problem-${i}`;
         problem.hidden = true;
+        const warnings = el("ul", "warnings");
+        warnings.id = `set-warnings-${i}`;
         intent.setAttribute("aria-describedby", problem.id);
-        text.setAttribute("aria-describedby", problem.id);
+        text.setAttribute("aria-describedby", `${problem.id} ${warnings.id}`);
         const intentLabel = el("label", "field");
         intentLabel.append(el("span", "", "Intent name"), intent);
         const textLabel = el("label", "field");
@@ -358,11 +362,13 @@
           editDraft((dr) => { dr[i].intent = intent.value; });
           remove.setAttribute("aria-label", `Remove ${intent.value || "this intent"}`);
           clearProblem(li);
+          renderWarnings(warnings, currentDraft()[i]);
           renderSendable();
         });
         text.addEventListener("input", () => {
           editDraft((dr) => { dr[i].text = text.value; });
           clearProblem(li);
+          renderWarnings(warnings, currentDraft()[i]);
           renderSendable();
         });
         remove.addEventListener("click", () => {
@@ -371,11 +377,37 @@
           renderSendable();
           ui.addSet.focus();
         });
-        li.append(intentLabel, textLabel, problem, remove);
+        renderWarnings(warnings, d);
+        li.append(intentLabel, textLabel, warnings, problem, remove);
         return li;
       }),
     );
     if (!draft.length) ui.sets.append(el("li", "note none", "No intents of your own."));
+  }
+
+  /** The pendant's warnings about the sentences of this set that are still in the editor. */
+  function warningsOf(d) {
+    const all = (state.sentences && state.sentences.warnings) || [];
+    const lines = new Set(sentencesOf(d.text));
+    return all.filter((w) => w.intent === d.intent.trim() && lines.has(w.sentence));
+  }
+
+  function renderWarnings(list, d) {
+    list.replaceChildren(
+      ...warningsOf(d).map((w) => {
+        const item = el("li", "warning");
+        item.append(el("code", "", w.sentence), el("span", "", `: ${w.reason}`));
+        return item;
+      }),
+    );
+    list.hidden = !list.childElementCount;
+  }
+
+  function refreshWarnings() {
+    const draft = currentDraft();
+    ui.sets.querySelectorAll("li.set").forEach((li, i) => {
+      renderWarnings(li.querySelector(".warnings"), draft[i]);
+    });
   }
 
   function clearProblem(li) {
@@ -466,20 +498,24 @@
 
   /** The pendant's `sentences` event: retained on subscribe, or its answer to a command. */
   function onSentences(event, retained) {
+    const warnings = Array.isArray(event.warnings) ? event.warnings : [];
     state.sentences = {
       sets: event.sets,
       accepted: event.accepted !== false,
       error: event.error || null,
+      warnings,
       timestamp_ms: event.timestamp_ms,
     };
     const mine = !retained && stopAwaiting();
     const names = event.sets.map((s) => s.intent).join(", ");
     if (mine && event.accepted !== false) {
       delete state.draft; // now the pendant's own
+      const some = warnings.length === 1 ? "1 sentence" : `${warnings.length} sentences`;
+      const heed = warnings.length ? ` ${some} may not work as you mean: see the marks.` : "";
       answer(
         "accepted",
         names
-          ? `Accepted: the pendant now understands ${names}.`
+          ? `Accepted: the pendant now understands ${names}.${heed}`
           : "Accepted: the pendant runs none of your own sentences now.",
       );
     } else if (mine) {
@@ -488,6 +524,7 @@
     saveState();
     renderSentences();
     if (!state.draft) renderSets(); // (an edit in progress is kept)
+    else refreshWarnings();
   }
 
   /** The link's `error` event: a `sentences` command it could not read never reached the ears. */
