@@ -152,7 +152,8 @@ def template_dict(config: Config) -> dict[str, Any]:
     for custom in config.home.sentences:
         intent = data["intents"].setdefault(custom.intent, {"data": []})
         intent["data"].append({"sentences": list(custom.sentences)})
-    return data
+    # The wearer writes "disco 5 time"; the ears hear "disco five time".
+    return _spell_digits(data)
 
 
 @cache
@@ -200,18 +201,19 @@ def home_assistant_dict(config: Config) -> dict[str, Any]:
     return _spell_digits(data)
 
 
+def _spelled(text: Any) -> Any:
+    """Digits in one template's text as words, leaving {lists} and <rules> alone."""
+    if not isinstance(text, str) or not any(c.isdigit() for c in text):
+        return text
+    parts = re.split(r"(\{[^}]*\}|<[^>]*>)", text.replace("1/2", "half"))
+    return "".join(p if p[:1] in "{<" else re.sub(r"\d+(?:\.\d+)*", _digit_words, p) for p in parts)
+
+
 def _spell_digits(data: dict[str, Any]) -> dict[str, Any]:
     """Digits in template text as the recogniser says them ("CO2 level" -> "CO two level"),
     so the NLU matches what the ears hear. Only what is said changes: sentences, rules and
     what list values sound like, not the slot values they give."""
-
-    def spell(text: Any) -> Any:
-        if not isinstance(text, str) or not any(c.isdigit() for c in text):
-            return text
-        parts = re.split(r"(\{[^}]*\}|<[^>]*>)", text.replace("1/2", "half"))
-        return "".join(
-            p if p[:1] in "{<" else re.sub(r"\d+(?:\.\d+)*", _digit_words, p) for p in parts
-        )
+    spell = _spelled
 
     def rules(r: dict[str, Any]) -> dict[str, Any]:
         return {k: spell(v) for k, v in r.items()}
@@ -749,12 +751,14 @@ class TemplateCompiler:
     lists and rules as the whole closed set, so its sentences are the ones it adds there."""
 
     def __init__(self, config: Config) -> None:
-        self._data: dict[str, Any] = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+        # The home's lists too (home.media, home.list_items, ...), as in the whole set.
+        self._data = template_dict(config)
         self._slot_lists = home_slot_lists(config)
 
     def graph(self, intent: str, template: str) -> WordGraph:
         """Raises what hassil raises (bare Exceptions) when it cannot read the template."""
-        data = {**self._data, "intents": {intent: {"data": [{"sentences": [template]}]}}}
+        said = _spelled(template)
+        data = {**self._data, "intents": {intent: {"data": [{"sentences": [said]}]}}}
         compiler = _Compiler(Intents.from_dict(data), self._slot_lists)
         return _minimize(*_determinize(compiler.compile(), compiler.final))
 
