@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from pendant.config import Config, load_config
-from pendant.grammar import Grammar, build_grammar
+from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from typing import Any
 
 import aiomqtt
 
-from pendant.audio.wav import WavSource
 from pendant.config import Config
+from pendant.ears.audio.wav import WavSource
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant

@@ -23,18 +23,18 @@ import pytest
 import soundfile
 import yaml
 
-from pendant.asr import Transcription
-from pendant.audio import RATE_HZ
-from pendant.audio.wav import WavSource
 from pendant.config import Config
-from pendant.ears import Ears
-from pendant.ears_service import EarsService
+from pendant.ears.asr import Transcription
+from pendant.ears.audio import RATE_HZ
+from pendant.ears.audio.wav import WavSource
+from pendant.ears.listener import Ears
+from pendant.ears.service import EarsService
+from pendant.ears.vad import Utterance
 from pendant.events import Intent
 from pendant.link import Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
-from pendant.vad import Utterance
 
 from .conftest import REPO, demo_config
 
@@ -105,7 +105,7 @@ def test_home_assistant_sets_the_area_that_in_here_means(
     pendant = Pendant(
         cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 120)]), parts=("ears", "link")
     )
-    _scripted(pendant.ears)
+    _scripted(pendant.ears.listener)
     base = pendant.link.base_topic
     native: list[dict[str, Any]] = []
     mirrored: list[dict[str, Any]] = []

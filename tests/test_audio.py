@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant.audio import RATE_HZ, dbfs
-from pendant.audio import wav as wav_module
-from pendant.audio.convert import StreamConverter, convert
-from pendant.audio.wav import WavSource, read_audio
 from pendant.config import AudioConfig
+from pendant.ears.audio import RATE_HZ, dbfs
+from pendant.ears.audio import wav as wav_module
+from pendant.ears.audio.convert import StreamConverter, convert
+from pendant.ears.audio.wav import WavSource, read_audio
 from pendant.errors import AudioFormatError
 
 

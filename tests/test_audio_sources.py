@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from pendant.audio import RATE_HZ, Chunk, create_source
 from pendant.config import AudioConfig
+from pendant.ears.audio import RATE_HZ, Chunk, create_source
 from pendant.errors import BackendUnavailable
 
 from .conftest import speech_files

@@ -16,9 +16,9 @@ import aiomqtt
 import pytest
 
 from pendant import discovery
-from pendant.audio.wav import WavSource
 from pendant.cli import main as cli_main
 from pendant.config import Config
+from pendant.ears.audio.wav import WavSource
 from pendant.link import Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
@@ -115,8 +115,8 @@ def test_event_types_are_every_intent_the_home_can_produce() -> None:
     # What the grammar-constrained recogniser can say, parsed as the ears parse it.
     import numpy as np
 
-    from pendant.grammar import build_grammar
-    from pendant.nlu import IntentParser
+    from pendant.ears.understand.grammar import build_grammar
+    from pendant.ears.understand.nlu import IntentParser
 
     parser = IntentParser(config)
     for sentence in build_grammar(config).sample(np.random.default_rng(0), 300):

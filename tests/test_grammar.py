@@ -9,11 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant import grammar as grammar_module
 from pendant.config import Config, CustomSentences
+from pendant.ears.understand import grammar as grammar_module
+from pendant.ears.understand.grammar import (
+    Grammar,
+    build_grammar,
+    check_sentences,
+    normalize,
+    number_words,
+)
+from pendant.ears.understand.nlu import IntentParser
 from pendant.errors import ConfigError
-from pendant.grammar import Grammar, build_grammar, check_sentences, normalize, number_words
-from pendant.nlu import IntentParser
 
 from .conftest import SPEECH
 

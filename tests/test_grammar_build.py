@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pendant.config import Config, CustomSentences
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.understand.grammar_build import compile_grammar, compile_grammar_async
 from pendant.errors import PendantError
-from pendant.grammar import Grammar
-from pendant.grammar_build import compile_grammar, compile_grammar_async
 
 
 def test_the_child_compiles_the_same_grammar_and_caches_it(

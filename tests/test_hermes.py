@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 from pendant import hermes
+from pendant.ears.understand.nlu import IntentParser
 from pendant.events import Intent
 from pendant.local_broker import LocalBroker
-from pendant.nlu import IntentParser
 
 from .conftest import REPO, demo_config, speech_files
 from .pipeline import run_files

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pendant.config import Config
-from pendant.grammar import Grammar, build_grammar, normalize
-from pendant.nlu import IntentParser
+from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
+from pendant.ears.understand.nlu import IntentParser
 
 HOME = """
 [home]

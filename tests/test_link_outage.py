@@ -399,9 +399,9 @@ def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
     bus_broker: LocalBroker, tmp_path: Path
 ) -> None:
     """The whole pendant, on a dozen real recordings, with the home broker stopped."""
-    from pendant.audio.wav import WavSource
-    from pendant.ears_service import EarsService
-    from pendant.nlu import IntentParser
+    from pendant.ears.audio.wav import WavSource
+    from pendant.ears.service import EarsService
+    from pendant.ears.understand.nlu import IntentParser
 
     from .conftest import demo_config, speech_files
 

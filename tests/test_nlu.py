@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pendant.config import Config
-from pendant.nlu import IntentParser
+from pendant.ears.understand.nlu import IntentParser
 
 from .conftest import DEMO_CONFIG
 
@@ -118,7 +118,7 @@ def test_custom_intent_from_config(config: Config) -> None:
 
 def test_wearer_sentences_with_digits_are_understood_as_heard(config: Config) -> None:
     from pendant.config import CustomSentences
-    from pendant.grammar import build_grammar, normalize
+    from pendant.ears.understand.grammar import build_grammar, normalize
 
     party = CustomSentences(intent="PartyMode", sentences=["disco 5 time", "party at 10"])
     home = config.home.model_copy(update={"sentences": [party]})
@@ -135,7 +135,7 @@ def test_names_with_digits_are_understood_as_heard(config: Config) -> None:
     """The recogniser says "two" for the 2 in "Poo poo sensor 2" (it outputs words); the
     device is still the one meant, and one without the digit stays itself."""
     from pendant.config import HomeDevice
-    from pendant.grammar import normalize
+    from pendant.ears.understand.grammar import normalize
 
     devices = [
         HomeDevice(name=n, kind="sensor")
@@ -159,7 +159,7 @@ def test_names_with_digits_are_understood_as_heard(config: Config) -> None:
 
 def test_repl() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "pendant.nlu", "--config", str(DEMO_CONFIG)],
+        [sys.executable, "-m", "pendant.ears.understand.nlu", "--config", str(DEMO_CONFIG)],
         input="set a timer for 5 minutes\nblah blah\n",
         capture_output=True,
         text=True,

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.asr.pocketsphinx_backend import PocketsphinxRecognizer
 from pendant.config import Config
-from pendant.grammar import Grammar, normalize
-from pendant.nlu import IntentParser
+from pendant.ears.asr.pocketsphinx_backend import PocketsphinxRecognizer
+from pendant.ears.understand.grammar import Grammar, normalize
+from pendant.ears.understand.nlu import IntentParser
 
 from .conftest import SPEECH
 
@@ -119,7 +119,7 @@ def test_confidence_does_not_depend_on_how_big_the_grammar_is(
 
 
 def test_a_sentence_outside_the_core_needs_a_better_fit() -> None:
-    from pendant.asr.pocketsphinx_backend import UTT_GAP_REF, WORD_GAP_REF, confidence
+    from pendant.ears.asr.pocketsphinx_backend import UTT_GAP_REF, WORD_GAP_REF, confidence
 
     # A fit that passes in the core, and fails outside it.
     utt, word = 0.8 * UTT_GAP_REF, 0.8 * WORD_GAP_REF

@@ -21,7 +21,7 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from pendant.audio.wav import read_audio
+from pendant.ears.audio.wav import read_audio
 from pendant.local_broker import LocalBroker
 
 from .audit import audio_windows, leaks, read_strace, strace_prefix
@@ -55,7 +55,7 @@ def test_the_audit_catches_a_leaky_process(tmp_path: Path) -> None:
     leaky = textwrap.dedent(
         f"""
         import socket
-        from pendant.audio.wav import read_audio
+        from pendant.ears.audio.wav import read_audio
         audio = read_audio({str(wav)!r})
         open({str(tmp_path / "copy.raw")!r}, "wb").write(audio.tobytes())
         print(audio.tobytes()[1000:3000].hex())

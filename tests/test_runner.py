@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant import bus, ears_service
-from pendant.audio import RATE_HZ
-from pendant.audio.wav import WavSource
+from pendant import bus
 from pendant.config import load_config
+from pendant.ears import service as ears_service
+from pendant.ears.audio import RATE_HZ
+from pendant.ears.audio.wav import WavSource
 from pendant.events import Button, Command
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker

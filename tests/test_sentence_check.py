@@ -1,4 +1,5 @@
-"""The warnings the ears give about the wearer's own sentences (pendant.sentence_check).
+"""The warnings the ears give about the wearer's own sentences
+(pendant.ears.understand.sentence_check).
 
 Against the demo home's real grammar, NLU and CMU dictionary; espeak-ng left out, as on the
 image, so a word no dictionary has gets only the letter-by-letter stand-in.
@@ -10,12 +11,17 @@ import asyncio
 
 import pytest
 
-from pendant import pronounce
-from pendant.ears_service import with_sentences
+from pendant.ears.asr import pronounce
+from pendant.ears.service import with_sentences
+from pendant.ears.understand.grammar import Grammar, TemplateCompiler, build_grammar
+from pendant.ears.understand.nlu import IntentParser
+from pendant.ears.understand.sentence_check import (
+    examples,
+    fitted,
+    sentence_warnings,
+    sentence_warnings_async,
+)
 from pendant.events import MAX_EVENT_BYTES, Sentences, SentenceSet, SentenceWarning
-from pendant.grammar import Grammar, TemplateCompiler, build_grammar
-from pendant.nlu import IntentParser
-from pendant.sentence_check import examples, fitted, sentence_warnings, sentence_warnings_async
 
 from .conftest import demo_config
 

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant import bus, pronounce
-from pendant.audio import RATE_HZ
-from pendant.audio.wav import WavSource
-from pendant.ears_service import EarsService
+from pendant import bus
+from pendant.ears.asr import pronounce
+from pendant.ears.audio import RATE_HZ
+from pendant.ears.audio.wav import WavSource
+from pendant.ears.service import EarsService
 from pendant.events import HardwareMute
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker

@@ -48,9 +48,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pendant import pairing
-from pendant.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
-from pendant.audio.wav import WavSource
 from pendant.config import AudioConfig, BusConfig, Config, DetectorConfig, LinkConfig
+from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
+from pendant.ears.audio.wav import WavSource
 from pendant.errors import ModelError
 from pendant.events import (
     Battery,
@@ -625,7 +625,7 @@ def test_the_app_shows_what_the_real_pendant_heard_read_and_runs(
     eyes_ready = threading.Event()
 
     def build_ears() -> tuple[Any, Awaitable[None]]:
-        from pendant.ears_service import EarsService
+        from pendant.ears.service import EarsService
 
         service = EarsService(ears_config, source=source)
         return service, service.run()

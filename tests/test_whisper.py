@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.asr import Transcription, create_recognizer
-from pendant.asr.whisper_backend import SNAP_THRESHOLD, WhisperRecognizer
 from pendant.config import AsrConfig, Config
+from pendant.ears.asr import Transcription, create_recognizer
+from pendant.ears.asr.whisper_backend import SNAP_THRESHOLD, WhisperRecognizer
+from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
 from pendant.errors import AudioFormatError, ModelError
-from pendant.grammar import Grammar, build_grammar, normalize
 from pendant.models import model_path
 
 from .conftest import SPEECH, demo_config

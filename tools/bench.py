@@ -35,9 +35,9 @@ import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
 
-from pendant.audio import Chunk
-from pendant.audio.wav import WavSource
 from pendant.config import Config, load_config
+from pendant.ears.audio import Chunk
+from pendant.ears.audio.wav import WavSource
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
@@ -168,7 +168,7 @@ def eyes_figures(config: Config) -> dict[str, float]:
 
 # What each service's process loads before it serves: its own code and nothing else's.
 SERVICE_IMPORTS = {
-    "ears": "from pendant.ears_service import EarsService",
+    "ears": "from pendant.ears.service import EarsService",
     "eyes": "from pendant.eyes.service import EyesService; from pendant.eyes.pipeline import Eyes",
     "body": "from pendant.body.service import BodyService",
     "link": "from pendant.link import Link",
@@ -213,7 +213,7 @@ def grammar_figures() -> dict[str, Any]:
     RSS of a process holding the test home's grammar and pocketsphinx recogniser."""
     import tempfile
 
-    from pendant.grammar import build_grammar
+    from pendant.ears.understand.grammar import build_grammar
 
     homes = {"ha_test_home": load_config(HA_HOME)} if HA_HOME.is_file() else {}
     homes["home_300"] = generated_home(300)
@@ -238,8 +238,8 @@ def grammar_figures() -> dict[str, Any]:
     if HA_HOME.is_file():
         out["grammar_ha_test_home"]["recogniser_peak_rss_mb"] = child_peak_mb(
             "from pendant.config import load_config\n"
-            "from pendant.grammar import build_grammar\n"
-            "from pendant.asr.pocketsphinx_backend import PocketsphinxRecognizer\n"
+            "from pendant.ears.understand.grammar import build_grammar\n"
+            "from pendant.ears.asr.pocketsphinx_backend import PocketsphinxRecognizer\n"
             f"c = load_config({str(HA_HOME)!r})\n"
             "PocketsphinxRecognizer(c, build_grammar(c))\n"
         )

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from pendant.asr import create_recognizer
 from pendant.config import Config, load_config
-from pendant.grammar import build_grammar, normalize
-from pendant.nlu import IntentMatch, IntentParser
+from pendant.ears.asr import create_recognizer
+from pendant.ears.understand.grammar import build_grammar, normalize
+from pendant.ears.understand.nlu import IntentMatch, IntentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIRS = [

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from pendant.config import Config, Floor, HomeDevice, load_config
-from pendant.grammar import build_grammar, normalize
-from pendant.nlu import IntentParser
+from pendant.ears.understand.grammar import build_grammar, normalize
+from pendant.ears.understand.nlu import IntentParser
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "testdata" / "ha-sentences"

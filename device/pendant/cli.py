@@ -166,8 +166,8 @@ async def _run(config: Config, config_path: Path | None) -> int:
 def _intents(config: Config, sentences: list[str]) -> int:
     import numpy as np
 
-    from pendant.grammar import build_grammar
-    from pendant.nlu import IntentParser
+    from pendant.ears.understand.grammar import build_grammar
+    from pendant.ears.understand.nlu import IntentParser
 
     parser = IntentParser(config)
     grammar = build_grammar(config)
@@ -181,7 +181,7 @@ def _intents(config: Config, sentences: list[str]) -> int:
             print(f"{name}: " + " | ".join(sorted(some)))
         print(f"({grammar.size:,} sentences in this home's closed set)")
         return 0
-    from pendant.grammar import normalize
+    from pendant.ears.understand.grammar import normalize
 
     # "heard": whether the sentence is in the closed set, the only sentences the recogniser
     # can output. One the NLU understands but the ears cannot hear is never acted on.

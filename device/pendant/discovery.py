@@ -71,11 +71,11 @@ def intent_names(config: Config) -> list[str]:
     text, which only an open-vocabulary recogniser (whisper) produces, so those are added for
     it: a missing name would make Home Assistant drop the event.
     """
-    from pendant.grammar import home_assistant_dict, template_dict
+    from pendant.ears.understand.grammar import home_assistant_dict, template_dict
 
     names = set(template_dict(config)["intents"]) | set(home_assistant_dict(config)["intents"])
     if config.asr.backend == "whisper":
-        from pendant.nlu import _home_assistant_intents
+        from pendant.ears.understand.nlu import _home_assistant_intents
 
         names |= set(_home_assistant_intents().intents)
     return sorted(names)

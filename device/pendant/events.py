@@ -288,7 +288,8 @@ class Sentences(Event):
 
     Sent at start and after every `sentences` command: `accepted` false and `error` say why a
     set was refused, and `sets` are then the ones still in force. `warnings` name templates
-    of `sets` that will not work as meant (pendant.sentence_check); they never refuse a set.
+    of `sets` that will not work as meant (pendant.ears.understand.sentence_check); they never
+    refuse a set.
     """
 
     type: Literal["sentences"] = "sentences"

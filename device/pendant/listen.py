@@ -16,8 +16,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from pendant.audio.wav import WavSource
 from pendant.config import Config
+from pendant.ears.audio.wav import WavSource
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
 

@@ -16,9 +16,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from pendant.audio import AudioSource
 from pendant.config import Config
-from pendant.ears_service import EarsService
+from pendant.ears.audio import AudioSource
+from pendant.ears.service import EarsService
 from pendant.link import Link
 
 log = logging.getLogger(__name__)

@@ -106,7 +106,7 @@ async def _supervised(main: Awaitable[object], heartbeat: notify.Heartbeat) -> N
 
 async def serve_ears(config: Config, config_path: Path | None) -> None:
     notify.starting("loading the speech models")
-    from pendant.ears_service import EarsService
+    from pendant.ears.service import EarsService
 
     service = EarsService(as_service(config, "ears"), config_path)
 

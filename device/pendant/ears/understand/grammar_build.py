@@ -20,14 +20,20 @@ import sys
 from pathlib import Path
 
 from pendant.config import Config
+from pendant.ears.understand.grammar import (
+    Grammar,
+    build_grammar,
+    cached_grammar,
+    grammar_from_json,
+    grammar_json,
+)
 from pendant.errors import PendantError
-from pendant.grammar import Grammar, build_grammar, cached_grammar, grammar_from_json, grammar_json
 
 log = logging.getLogger(__name__)
 
 
 def _command(cache: Path | None) -> list[str]:
-    return [sys.executable, "-m", "pendant.grammar_build", *([str(cache)] if cache else [])]
+    return [sys.executable, "-m", __name__, *([str(cache)] if cache else [])]
 
 
 def _request(config: Config) -> bytes:

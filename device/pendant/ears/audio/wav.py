@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from pendant.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
-from pendant.audio.convert import convert
 from pendant.config import AudioConfig
+from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
+from pendant.ears.audio.convert import convert
 from pendant.errors import AudioFormatError
 
 log = logging.getLogger(__name__)

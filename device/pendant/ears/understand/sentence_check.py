@@ -26,6 +26,8 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from pendant.ears.asr.pronounce import ESPEAK, LETTERS
+from pendant.ears.understand.grammar import Grammar, TemplateCompiler, WordGraph, normalize
 from pendant.events import (
     MAX_EVENT_BYTES,
     MAX_SENTENCE_WARNINGS,
@@ -33,12 +35,10 @@ from pendant.events import (
     SentenceSet,
     SentenceWarning,
 )
-from pendant.grammar import Grammar, TemplateCompiler, WordGraph, normalize
-from pendant.pronounce import ESPEAK, LETTERS
 
 if TYPE_CHECKING:
     from pendant.config import Config
-    from pendant.nlu import IntentParser
+    from pendant.ears.understand.nlu import IntentParser
 
 EXAMPLES_PER_TEMPLATE = 3
 MAX_TEMPLATES = 40
@@ -58,7 +58,7 @@ def examples(graph: WordGraph, count: int) -> list[list[str]]:
     for _ in range(count):
         gain = [dead] * graph.n_states
         step: list[tuple[str, int] | None] = [None] * graph.n_states
-        # States are in topological order (pendant.grammar._minimize): children last.
+        # States are in topological order (grammar._minimize): children last.
         for state in reversed(range(graph.n_states)):
             best = 0 if state in graph.finals else dead
             for word, dst in exits[state]:

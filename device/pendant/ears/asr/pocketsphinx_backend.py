@@ -1,10 +1,10 @@
 """Grammar-constrained recognition with pocketsphinx: the default, small enough for a Zero 2 W.
 
-The home's closed set (pendant.grammar) becomes a pocketsphinx finite-state grammar, so the
-decoder can only ever output a sentence the NLU understands. Settings measured on the test
-recordings (shared/testdata/speech-en): the default beams prune the right path away in
-noisy audio; wide beams plus a Viterbi-only search (no bestpath lattice rescoring) fixed most
-errors while staying well under a second per utterance.
+The home's closed set (pendant.ears.understand.grammar) becomes a pocketsphinx finite-state
+grammar, so the decoder can only ever output a sentence the NLU understands. Settings
+measured on the test recordings (shared/testdata/speech-en): the default beams prune the
+right path away in noisy audio; wide beams plus a Viterbi-only search (no bestpath lattice
+rescoring) fixed most errors while staying well under a second per utterance.
 
 Confidence: a grammar can only say *which* sentence fits best, not whether speech was a
 command at all. So the same audio is also decoded with an unconstrained phone loop (what
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from pendant.asr import Transcription
+from pendant.ears.asr import Transcription
+from pendant.ears.asr.pronounce import dictionary_text, pronounce
 from pendant.errors import BackendUnavailable
-from pendant.pronounce import dictionary_text, pronounce
 
 if TYPE_CHECKING:
     from pendant.config import Config
-    from pendant.grammar import Grammar
+    from pendant.ears.understand.grammar import Grammar
 
 SAMPLE_RATE = 16_000
 # Viterbi search only: the bestpath pass rescoring the lattice lost correct hypotheses.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from pendant.audio import RATE_HZ
+from pendant.ears.audio import RATE_HZ
 
 
 def to_float_mono(samples: np.ndarray) -> np.ndarray:

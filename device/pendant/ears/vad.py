@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime
 import webrtcvad
 
-from pendant.audio import RATE_HZ, Chunk
 from pendant.config import VadConfig
+from pendant.ears.audio import RATE_HZ, Chunk
 
 log = logging.getLogger(__name__)
 

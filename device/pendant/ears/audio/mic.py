@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import numpy as np
 import sounddevice
 
-from pendant.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
-from pendant.audio.convert import StreamConverter
 from pendant.config import AudioConfig
+from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
+from pendant.ears.audio.convert import StreamConverter
 from pendant.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)

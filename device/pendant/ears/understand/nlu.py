@@ -3,13 +3,14 @@
 Three layers, tried in order:
 1. our templates (`templates/en.yaml`) plus the wearer's `home.sentences`;
 2. Home Assistant's English sentences for the intents we claim, as this home can use them
-   (`pendant.grammar.home_assistant_dict`). With 1, the closed set the grammar-constrained
+   (`grammar.home_assistant_dict`). With 1, the closed set the grammar-constrained
    recogniser can produce, so every sentence it outputs has an intent;
 3. all of Home Assistant's English intents, for free text from an open-vocabulary
    recogniser that was not snapped to the closed set.
 All see the same slot lists built from the home.
 
-    python -m pendant.nlu --config examples/pendant.toml   # sentences on stdin, JSON out
+    # sentences on stdin, JSON out:
+    python -m pendant.ears.understand.nlu --config examples/pendant.toml
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from hassil import Intents, RecognizeResult, recognize_best
 
-from pendant.events import Slot
-from pendant.grammar import (
+from pendant.ears.understand.grammar import (
     POLITE_AFTER,
     POLITE_BEFORE,
     home_assistant_english,
     load_intents,
     normalize,
 )
+from pendant.events import Slot
 
 if TYPE_CHECKING:
     from pendant.config import Config
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from pendant.config import load_config
     from pendant.errors import ConfigError
 
-    parser = argparse.ArgumentParser(prog="python -m pendant.nlu", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
     parser.add_argument("--config", help="pendant.toml (default: the device's, else built-in)")
     args = parser.parse_args(argv)
     try:

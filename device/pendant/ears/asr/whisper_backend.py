@@ -4,7 +4,7 @@ For a Pi 5 or bigger: Whisper hears free text, then `Grammar.snap` moves it to t
 sentence the home can mean, so what comes out is the same closed set pocketsphinx produces and
 NLU never sees text outside it. Weak matches are dropped rather than guessed.
 
-    >>> from pendant.asr.whisper_backend import WhisperRecognizer
+    >>> from pendant.ears.asr.whisper_backend import WhisperRecognizer
     >>> rec = WhisperRecognizer(config, build_grammar(config))   # doctest: +SKIP
     >>> rec.transcribe(audio_int16_16k)                          # doctest: +SKIP
     Transcription(text='turn off the kitchen lights', confidence=0.91)
@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pendant.asr import Transcription
+from pendant.ears.asr import Transcription
+from pendant.ears.understand.grammar import normalize
 from pendant.errors import AudioFormatError, BackendUnavailable
-from pendant.grammar import normalize
 from pendant.models import model_path
 
 if TYPE_CHECKING:
     from pendant.config import Config
-    from pendant.grammar import Grammar
+    from pendant.ears.understand.grammar import Grammar
 
 MODEL_NAME = "whisper-base"
 SAMPLE_RATE = 16_000
@@ -60,7 +60,7 @@ WARMUP_S = 1.0
 
 
 class WhisperRecognizer:
-    """Whisper base (int8 on CPU) plus `Grammar.snap`; implements `pendant.asr.Recognizer`."""
+    """Whisper base (int8 on CPU) plus `Grammar.snap`; implements `pendant.ears.asr.Recognizer`."""
 
     def __init__(self, config: Config, grammar: Grammar, *, cpu_threads: int | None = None) -> None:
         try:

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pendant.asr import Recognizer, Transcription
-from pendant.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.config import Config
+from pendant.ears.asr import Recognizer, Transcription
+from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.understand.nlu import IntentMatch, IntentParser
+from pendant.ears.vad import Segmenter, SileroVad, Utterance
 from pendant.events import (
     Activity,
     Button,
@@ -29,10 +32,7 @@ from pendant.events import (
     Status,
     Transcript,
 )
-from pendant.grammar import Grammar
-from pendant.nlu import IntentMatch, IntentParser
 from pendant.notify import Heartbeat
-from pendant.vad import Segmenter, SileroVad, Utterance
 
 log = logging.getLogger(__name__)
 

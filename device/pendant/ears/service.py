@@ -17,20 +17,20 @@ from pathlib import Path
 import aiomqtt
 
 from pendant import bus, notify
-from pendant.asr import create_recognizer
-from pendant.audio import AudioSource, create_source
 from pendant.config import Config, CustomSentences, load_config
-from pendant.ears import Ears, Understanding
+from pendant.ears.asr import create_recognizer
+from pendant.ears.audio import AudioSource, create_source
+from pendant.ears.listener import Ears, Understanding
+from pendant.ears.understand.grammar import check_sentences
+from pendant.ears.understand.grammar_build import compile_grammar, compile_grammar_async
+from pendant.ears.understand.nlu import IntentParser
+from pendant.ears.understand.sentence_check import fitted, sentence_warnings_async
+from pendant.ears.vad import SileroVad
 from pendant.errors import PendantError
 from pendant.events import Button, Command, Event, Sentences, SentenceSet, SentenceWarning
 from pendant.gate import PUBLIC_NAMES
-from pendant.grammar import check_sentences
-from pendant.grammar_build import compile_grammar, compile_grammar_async
 from pendant.models import model_path
-from pendant.nlu import IntentParser
-from pendant.sentence_check import fitted, sentence_warnings_async
 from pendant.services import MuteMemory
-from pendant.vad import SileroVad
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class EarsService:
         self.sentence_store = SentenceStore()
         self.phone_sentences = self.sentence_store.load()
         self.sentence_warnings: list[SentenceWarning] = []
-        """What the phone is told about `phone_sentences` (pendant.sentence_check)."""
+        """What the phone is told about `phone_sentences` (understand/sentence_check.py)."""
         # The recogniser's grammar is the slow part of start-up on a Zero 2 W: its own step.
         notify.starting("building the grammar")
         try:

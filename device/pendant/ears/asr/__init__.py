@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pendant.config import Config
-    from pendant.grammar import Grammar
+    from pendant.ears.understand.grammar import Grammar
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class Transcription:
 class Recognizer(Protocol):
     guessed: Mapping[str, str]
     """The grammar's words with no dictionary pronunciation, and what made one up
-    (`pendant.pronounce.ESPEAK` or `LETTERS`); empty for a recogniser that reads no
+    (`pendant.ears.asr.pronounce.ESPEAK` or `LETTERS`); empty for a recogniser that reads no
     pronunciations."""
 
     def transcribe(self, audio: np.ndarray) -> Transcription | None: ...
@@ -40,8 +40,8 @@ class Recognizer(Protocol):
 
 
 BACKENDS: dict[str, str] = {
-    "pocketsphinx": "pendant.asr.pocketsphinx_backend:PocketsphinxRecognizer",
-    "whisper": "pendant.asr.whisper_backend:WhisperRecognizer",
+    "pocketsphinx": "pendant.ears.asr.pocketsphinx_backend:PocketsphinxRecognizer",
+    "whisper": "pendant.ears.asr.whisper_backend:WhisperRecognizer",
 }
 
 

@@ -46,8 +46,8 @@ class AudioSource(Protocol):
 
 
 SOURCES: dict[str, str] = {
-    "mic": "pendant.audio.mic:MicSource",
-    "wav": "pendant.audio.wav:WavSource",
+    "mic": "pendant.ears.audio.mic:MicSource",
+    "wav": "pendant.ears.audio.wav:WavSource",
 }
 
 
