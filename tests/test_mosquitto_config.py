@@ -36,6 +36,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from pendant import pairing
 from pendant.local_broker import LocalBroker, free_port
 from pendant.provision import (
     SERVICE_USERS,
@@ -618,6 +619,45 @@ def test_add_and_remove_a_phone(tmp_path: Path) -> None:
         assert not pw.exists()
         proc.send_signal(signal.SIGHUP)
         assert _accepted_eventually(where, "phone-carol", password, False)
+
+
+@pytest.mark.parametrize("via", ["tls", "ws"])
+def test_revoking_a_phone_cuts_its_live_connection(
+    tmp_path: Path, connect: Connect, via: str
+) -> None:
+    """Proves what the README promises of `revoke`: the reload it does (SIGHUP to the pid it
+    is given, as the pairing window does) cuts the revoked phone's open connection at once and
+    refuses its password from then on, while another paired phone stays connected."""
+    prov = _provision_for_test(tmp_path, add_phones=("alice", "bob"))
+    with running(prov) as proc:
+        alice, bob = connect(prov, "phone-alice", via), connect(prov, "phone-bob", via)
+        link = connect(prov, "link")
+        bob.subscribe(f"pendant/{DEVICE}/intent/#")
+        password = prov.password("phone-alice")
+        assert pairing.revoke(tmp_path, "alice", broker_pid=proc.pid)
+        assert alice.disconnected.wait(TIMEOUT_S), "the revoked phone is still connected"
+        assert _accepted_eventually(endpoint(prov, via), "phone-alice", password, False)
+        assert bob.fence(link, f"pendant/{DEVICE}/intent/Fence") == []
+        assert not bob.disconnected.is_set()
+
+
+def test_pairing_a_name_again_rotates_its_password(tmp_path: Path, connect: Connect) -> None:
+    """Proves re-pairing under a name already paired replaces that phone: the new link has a
+    new password, and after the reload `pair` does, the old password is refused and the
+    replaced phone's open connection is cut."""
+    prov = _provision_for_test(tmp_path, add_phones=("alice",))
+    old = prov.password("phone-alice")
+    with running(prov) as proc:
+        replaced = connect(prov, "phone-alice", "tls")
+        again = pairing.pair(tmp_path, "alice", host="127.0.0.1", broker_pid=proc.pid)
+        assert again.user == "phone-alice"
+        assert again.password != old
+        assert prov.password("phone-alice") == again.password
+        assert stat.S_IMODE(prov.password_file("phone-alice").stat().st_mode) == 0o600
+        assert replaced.disconnected.wait(TIMEOUT_S), "the replaced phone is still connected"
+        where = endpoint(prov, "tls")
+        assert _accepted_eventually(where, "phone-alice", again.password, True)
+        assert attempt(where, "phone-alice", old).is_failure
 
 
 @pytest.mark.parametrize("args", [

@@ -19,9 +19,11 @@ Show the QR code only to the phone being paired: whoever scans it can read the p
 public topics and send it commands, until `revoke`.
 
 mosquitto reads new and removed accounts only when told: pass `--broker-pid` (the pid of the
-pendant's mosquitto) to send it SIGHUP, or run `systemctl reload mosquitto` afterwards. A
-revoked phone cannot log in again; mosquitto 2.0 does not drop a connection it already
-accepted, so restart mosquitto (`systemctl restart mosquitto`) to cut it off at once.
+pendant's mosquitto) to send it SIGHUP, or run `systemctl reload mosquitto` afterwards. On
+that reload mosquitto checks every open connection against the new password file and cuts the
+ones it no longer accepts: a revoked phone is disconnected at once and cannot log in again
+(tests/test_mosquitto_config.py proves it). `pair` under a name already paired makes a new
+password, so the phone that had that name is cut off the same way.
 
 The browser must trust the pendant's certificate, made by its own CA: install `ca.crt`
 (its SHA-256 fingerprint is printed) on the phone, or accept the warning once.
@@ -111,7 +113,8 @@ def pair(
     broker_pid: int | None = None,
     web_port: int = DEFAULT_WEB_PORT,
 ) -> Pairing:
-    """Make (or keep) phone-<name>'s account; its pairing link. Reloads the broker if given."""
+    """Make phone-<name>'s account, with a new password even if the name was paired (the phone
+    it replaces loses access); its pairing link. Reloads the broker if given."""
     prov = provision(Path(root), add_phones=(name,))
     user = PHONE_PREFIX + name
     reload_broker(broker_pid)

@@ -7,7 +7,8 @@
   WebSocket), made with `openssl`; the CA may vouch for this device's names only, and its
   key signs the server certificate and is deleted (renewal mints both anew);
 - a random password per service user (ears, eyes, body, link, pairing, web) and per paired phone
-  (`--add-phone NAME` makes user `phone-NAME`), each in its own 0600 file, never a default;
+  (`--add-phone NAME` makes user `phone-NAME`; naming a paired phone again gives it a new
+  password, so the phone it replaces loses access), each in its own 0600 file, never a default;
 - the mosquitto password file (hashed by `mosquitto_passwd`), and the config, ACL and
   optional bridge rendered from the templates in `services/mosquitto/`.
 
@@ -451,8 +452,13 @@ def _password(layout: Layout, user: str) -> str:
         value = path.read_text().strip()
         if value:
             return value
+    return _new_password(layout, user)
+
+
+def _new_password(layout: Layout, user: str) -> str:
+    """A new random password for the user, replacing any it had."""
     value = secrets.token_urlsafe(24)
-    _write(path, value + "\n", 0o600)
+    _write(layout.password_file(user), value + "\n", 0o600)
     return value
 
 
@@ -552,7 +558,9 @@ def provision(
     for name in remove_phones:
         layout.password_file(PHONE_PREFIX + name).unlink(missing_ok=True)
     for name in add_phones:
-        _password(layout, PHONE_PREFIX + name)
+        # Pairing a name again pairs a new phone: the one it replaces must lose access, so
+        # the password is always a new one (the reload that follows cuts the old session).
+        _new_password(layout, PHONE_PREFIX + name)
     users = [*SERVICE_USERS, *_phones(layout)]
     _password_file(layout, users, owner)
     _certificates(layout, device_id, settings)
