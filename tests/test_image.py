@@ -483,3 +483,99 @@ def test_firstboot_setup_toml_parses_as_documented() -> None:
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     setup = tomllib.loads(block)
     assert {"wifi", "home_broker", "timezone"} <= set(setup)
+
+
+# --------------------------------------------------------------------------- pendant-setup
+
+SETUP = REPO / "packaging" / "pendant-setup"
+
+
+def setup_root(root: Path, config: str | None = None) -> Path:
+    """A scratch root as the package leaves it: the default config, and `config` (if given)
+    already installed as /etc/pendant/pendant.toml. Returns that config's path."""
+    default = root / "usr/share/pendant/device-pendant.toml"
+    default.parent.mkdir(parents=True)
+    shutil.copyfile(REPO / "packaging" / "device-pendant.toml", default)
+    target = root / "etc/pendant/pendant.toml"
+    if config is not None:
+        target.parent.mkdir(parents=True)
+        target.write_text(config)
+    return target
+
+
+def run_setup(root: Path, max_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    """packaging/pendant-setup on `root`; with `max_file_bytes`, every write past that size
+    fails (RLIMIT_FSIZE): what a power cut or a full card does in the middle of a write."""
+    import os
+    import resource
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    env = {**os.environ, "PENDANT_ROOT": str(root)}
+    return subprocess.run(
+        [sys.executable, str(SETUP)], env=env, capture_output=True, text=True, timeout=120,
+        preexec_fn=limit, check=False,
+    )  # fmt: skip
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("pendant-setup: error: ") and done.stderr.count("\n") == 1
+    for word in words:
+        assert word in done.stderr
+
+
+def test_setup_adds_the_device_id_and_a_write_cut_short_keeps_the_old_config(
+    tmp_path: Path,
+) -> None:
+    """Proves first boot never leaves a broken config (issue 14 item 22): when writing the
+    config with its device id fails halfway, the config is exactly what it was, nothing
+    half-written is left beside it, and the next boot finishes the job."""
+    # Larger than anything provisioning writes, so only the config's own write hits the limit.
+    padding = "".join(f"# padding line {i:05d} {'.' * 60}\n" for i in range(2000))
+    original = padding + (REPO / "packaging" / "device-pendant.toml").read_text()
+    config = setup_root(tmp_path, original)
+
+    done = run_setup(tmp_path, max_file_bytes=len(original.encode()) + 8)
+    assert_one_line_error(done)
+    assert config.read_text() == original
+    assert sorted(p.name for p in config.parent.iterdir() if p.is_file()) == [
+        "broker.json", "device_id", "pendant.toml",
+    ]  # fmt: skip
+
+    done = run_setup(tmp_path)
+    assert done.returncode == 0, done.stderr
+    device_id = (tmp_path / "etc/pendant/device_id").read_text().strip()
+    assert config.read_text() == f'device_id = "{device_id}"\n' + original
+    assert oct(config.stat().st_mode & 0o777) == "0o644"
+    assert not list(config.parent.glob(".pendant.toml.*"))
+
+
+def test_setup_installs_the_default_config_whole_or_not_at_all(tmp_path: Path) -> None:
+    """Proves the first copy of the default config is atomic too: cut short, it leaves no
+    config (the next boot copies it again), never the first part of one."""
+    config = setup_root(tmp_path)
+    done = run_setup(tmp_path, max_file_bytes=100)
+    assert_one_line_error(done)
+    assert not config.exists()
+
+    done = run_setup(tmp_path)
+    assert done.returncode == 0, done.stderr
+    default = (REPO / "packaging" / "device-pendant.toml").read_text()
+    assert tomllib.loads(config.read_text())["device_id"].startswith("pendant-")
+    assert config.read_text().endswith(default)
+    assert oct(config.stat().st_mode & 0o777) == "0o644"
+
+
+@pytest.mark.parametrize("value", ["5", "true", '["pendant-a"]', "{ x = 1 }"])
+def test_setup_refuses_a_device_id_that_is_not_a_string(tmp_path: Path, value: str) -> None:
+    """Proves a device_id of the wrong type is a one-line error naming it, not a traceback,
+    and the config is left as it was."""
+    text = f"device_id = {value}\n" + (REPO / "packaging" / "device-pendant.toml").read_text()
+    config = setup_root(tmp_path, text)
+    done = run_setup(tmp_path)
+    assert_one_line_error(done, "device_id")
+    assert config.read_text() == text
