@@ -478,6 +478,43 @@ def test_firstboot_reports_bad_setup_and_still_removes_secrets(tmp_path: Path) -
     assert "abc" not in (boot / "setup.toml").read_text()
 
 
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("wifi", "ssid", 'Home"\n\tkey_mgmt=NONE\n#'),
+    ("wifi", "password", "correct horse\nbattery"),
+    ("home_broker", "host", "10.0.0.2\ntopic # both 0"),
+    ("home_broker", "user", "ha\ttopic # both 0"),
+    ("home_broker", "password", "a secret\ntopic # both 0"),
+])  # fmt: skip
+def test_firstboot_refuses_control_characters(
+    tmp_path: Path, section: str, key: str, value: str
+) -> None:
+    """Proves setup.toml cannot add lines to wpa_supplicant.conf or bridge.conf: a value with a
+    line break (or any control character) is reported in one line naming it, without the
+    value, nothing is written, and the secrets still leave the card."""
+    boot = tmp_path / "boot/firmware"
+    boot.mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    tables = {
+        "wifi": {"ssid": "Home", "password": "correct horse battery", "country": "GB"},
+        "home_broker": {"host": "10.0.0.2", "user": "ha", "password": "a secret"},
+    }
+    table = {**tables[section], key: value}
+    # JSON's string escapes are TOML's (\n, \t, \", \uXXXX).
+    text = f"[{section}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+    assert tomllib.loads(text)[section][key] == value
+    (boot / "setup.toml").write_text(text)
+    fb = load_firstboot(tmp_path)
+    fb.VENV_PY = Path(sys.executable)  # the bridge is made by this checkout's provisioning
+    fb.apply_setup()
+    assert fb.errors == [
+        f"setup.toml: {section}.{key} must not contain control characters such as line breaks"
+    ]
+    assert not fb.WPA.exists()
+    assert not list(tmp_path.glob("etc/mosquitto/pendant/bridge.d/*"))
+    assert "secret" not in (boot / "setup.toml").read_text()
+    assert "correct horse" not in (boot / "setup.toml").read_text()
+
+
 def test_firstboot_setup_toml_parses_as_documented() -> None:
     readme = (IMAGE / "README.md").read_text()
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]

@@ -673,6 +673,37 @@ def test_errors_are_one_line(tmp_path: Path, args: list[str]) -> None:
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--bridge-host", "127.0.0.1\ntopic # both 0"),
+    ("--bridge-user", "bridge\ntopic # both 0"),
+    ("--bridge-password-file", "secret\ntopic # both 0"),
+    ("--bridge-cafile", "/etc/ssl/home.crt\rtopic # both 0"),
+    ("--bind-address", "127.0.0.1\nallow_anonymous true"),
+    ("--san", "pendant.lan\x7f"),
+])  # fmt: skip
+def test_control_characters_cannot_reach_a_config(tmp_path: Path, flag: str, value: str) -> None:
+    """Proves a value rendered into mosquitto's config cannot add settings of its own (the
+    review's `topic # both 0` would bridge the whole bus both ways): a line break or other
+    control character is refused in one line naming the option, exit code 2, the value (a
+    password, maybe) not echoed, and nothing written."""
+    password = tmp_path / "home.password"
+    password.write_text("secret\n")
+    given = {"--bridge-host": "127.0.0.1", "--bridge-user": "bridge",
+             "--bridge-password-file": str(password), flag: value}  # fmt: skip
+    if flag == "--bridge-password-file":
+        password.write_text(value + "\n")
+        given[flag] = str(password)
+    root = tmp_path / "root"
+    args = [a for pair in given.items() for a in pair]
+    done = _cli("--root", str(root), "--run-as", ME, "--device-id", DEVICE, *args)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith("provision: error: ")
+    assert done.stderr.count("\n") == 1
+    assert flag in done.stderr
+    assert "topic # both 0" not in done.stderr and "secret" not in done.stderr
+    assert not (root / "etc").exists()
+
+
 def test_device_id_cannot_change_silently(tmp_path: Path) -> None:
     """Proves the id is kept: a second run naming another id fails instead of leaving the
     certificate and ACL for the old one."""

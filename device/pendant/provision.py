@@ -15,7 +15,9 @@
 Everything lands under `--root` (`/` on the device, a scratch folder in tests); the paths
 written into the configs include it. Running it again changes nothing that exists, so it is
 safe in a boot unit; settings given once (ports, bridge) are remembered in
-`etc/pendant/broker.json`. Errors are one line naming what to fix, exit code 2.
+`etc/pendant/broker.json`. Errors are one line naming what to fix, exit code 2; a value that
+would be rendered into a config (a host, a user, a password, a path) is refused if it holds a
+control character, which could otherwise add settings of its own.
 After `--add-phone` or `--remove-phone`, tell mosquitto to reload (SIGHUP).
 """
 
@@ -56,6 +58,19 @@ RENEW_BEFORE_S = 30 * 24 * 3600
 SOCKET_MAX = 107
 OPENSSL_TIMEOUT_S = 60
 PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+# mosquitto reads one setting per line: a line break (or any control character) in a value
+# rendered into its config would add settings of its own (`topic # both 0`, say).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The settings rendered into a config, by the option that sets them.
+TEXT_SETTINGS = {
+    "bind_address": "--bind-address",
+    "socket": "--socket",
+    "run_as": "--run-as",
+    "bridge_host": "--bridge-host",
+    "bridge_user": "--bridge-user",
+    "bridge_cafile": "--bridge-cafile",
+    "san": "--san",
+}
 
 
 class ProvisionError(PendantError, RuntimeError):
@@ -275,6 +290,27 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def _check_text(value: object, what: str) -> str:
+    """`value` as a config line may hold it; the error names `what`, never the value (it may
+    be a password)."""
+    if not isinstance(value, str):
+        raise ProvisionError(f"{what} must be text, not {type(value).__name__}")
+    if CONTROL.search(value):
+        raise ProvisionError(
+            f"{what} must not contain control characters such as line breaks "
+            "(they would add settings to mosquitto's config)"
+        )
+    return value
+
+
+def _check_settings(settings: Settings) -> None:
+    for name, option in TEXT_SETTINGS.items():
+        value = getattr(settings, name)
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                _check_text(item, option)
+
+
 # --- templates ---------------------------------------------------------------------------
 
 
@@ -293,7 +329,8 @@ def render(template: str, values: dict[str, str], flags: dict[str, bool] | None 
                 continue
             line = line[m.end() :]
         for key, value in values.items():
-            line = line.replace(f"@{key}@", value)
+            if f"@{key}@" in line:
+                line = line.replace(f"@{key}@", _check_text(value, f"@{key}@"))
         # An empty optional value (bind address) must not leave a trailing blank.
         out.append(line.rstrip())
     text = "\n".join(out) + "\n"
@@ -544,6 +581,11 @@ def provision(
     has_password = bridge_password_file is not None or layout.bridge_password_file.exists()
     if settings.bridge_host and not has_password:
         raise ProvisionError("--bridge-host needs --bridge-password-file (its password)")
+    _check_text(str(layout.root), "--root")
+    _check_settings(settings)
+    bridge_password = None
+    if bridge_password_file is not None:
+        bridge_password = _read_bridge_password(bridge_password_file)
 
     owner = _owner_for(settings.run_as)
     sock = Path(settings.socket or layout.root / "run/mosquitto/pendant.sock")
@@ -578,7 +620,7 @@ def provision(
     _write(layout.conf, render((templates / "pendant.conf.in").read_text(), values), 0o644)
     acl = render_acl((templates / "acl.in").read_text(), device_id, _phones(layout))
     _write(layout.conf_dir / "acl", acl, 0o644)
-    _bridge(layout, templates, device_id, settings, bridge_password_file)
+    _bridge(layout, templates, device_id, settings, bridge_password)
 
     mosquitto_reads = [layout.conf_dir / "server.key", layout.conf_dir / "server.crt"]
     _chown([*mosquitto_reads, layout.state_dir, *layout.bridge_dir.glob("*.conf")], owner)
@@ -586,33 +628,45 @@ def provision(
     return Provisioned(layout, device_id, settings, tuple(users))
 
 
+def _read_bridge_password(path: Path) -> str:
+    """The home broker's password from the file given, checked before anything is written."""
+    try:
+        given = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ProvisionError(f"cannot read {path}: {reason}") from None
+    if not given:
+        raise ProvisionError(f"{path} is empty")
+    return _check_text(given, f"the bridge password (--bridge-password-file {path})")
+
+
 def _bridge(
     layout: Layout,
     templates: Path,
     device_id: str,
     settings: Settings,
-    password_file: Path | None,
+    password: str | None,
 ) -> None:
     target = layout.bridge_dir / "bridge.conf"
     if not settings.bridge_host:
         target.unlink(missing_ok=True)
         return
     assert settings.bridge_user  # checked by provision()
-    if password_file is not None:
+    if password is not None:
         # Copied into our secrets, so later runs need not be told again.
-        try:
-            given = password_file.read_text().strip()
-        except OSError as exc:
-            raise ProvisionError(f"cannot read {password_file}: {exc.strerror}") from None
-        if not given:
-            raise ProvisionError(f"{password_file} is empty")
-        _write(layout.bridge_password_file, given + "\n", 0o600)
+        _write(layout.bridge_password_file, password + "\n", 0o600)
+    else:
+        stored = layout.bridge_password_file
+        password = _check_text(
+            stored.read_text().strip(),
+            f"the stored bridge password ({stored}; give it again with --bridge-password-file)",
+        )
     values = {
         "DEVICE_ID": device_id,
         "BRIDGE_HOST": settings.bridge_host,
         "BRIDGE_PORT": str(settings.bridge_port),
         "BRIDGE_USER": settings.bridge_user,
-        "BRIDGE_PASSWORD": layout.bridge_password_file.read_text().strip(),
+        "BRIDGE_PASSWORD": password,
         "BRIDGE_CAFILE": settings.bridge_cafile or "",
     }
     text = render(
