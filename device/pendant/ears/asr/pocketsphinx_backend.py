@@ -138,18 +138,30 @@ class PocketsphinxRecognizer:
         offset = 1
         final = 1 + sum(g.n_states for g in graphs)
         transitions: list[tuple[int, int, float] | tuple[int, int, float, str]] = []
+        # One int object per state and one float per state's exits, shared by its arcs: the
+        # list is at the ears' memory peak, beside the decoder's own FSG.
+        states = list(range(final + 1))
         for graph, prior in zip(graphs, priors, strict=True):
-            transitions.append((start, offset + graph.start, prior))
-            exits: dict[int, list[tuple[int, str | None]]] = {}
-            for src, dst, word in graph.arcs:
-                exits.setdefault(src, []).append((dst, word))
+            transitions.append((start, states[offset + graph.start], prior))
+            # Each state's exits in turn (the graph's arcs come grouped by state), then the
+            # finals' null arcs to the one final state.
+            degree = [0] * graph.n_states
+            for src, _, _ in graph.arcs:
+                degree[src] += 1
             for f in graph.finals:
-                exits.setdefault(f, []).append((final - offset, None))
-            for src, outs in exits.items():
-                p = 1.0 / len(outs)
-                for dst, word in outs:
-                    a, b = src + offset, dst + offset
-                    transitions.append((a, b, p) if word is None else (a, b, p, word))
+                degree[f] += 1
+            p = [1.0 / d if d else 0.0 for d in degree]
+            ended: set[int] = set()
+            for i, (src, dst, word) in enumerate(graph.arcs):
+                a = states[src + offset]
+                transitions.append((a, states[dst + offset], p[src], word))
+                last = i + 1 == len(graph.arcs) or graph.arcs[i + 1][0] != src
+                if last and src in graph.finals:
+                    transitions.append((a, final, p[src]))
+                    ended.add(src)
+            for f in graph.finals:
+                if f not in ended:
+                    transitions.append((states[f + offset], final, p[f]))
             offset += graph.n_states
         return self._decoder.create_fsg(_GRAMMAR, start, final, transitions)
 

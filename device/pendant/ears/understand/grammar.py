@@ -16,6 +16,7 @@ nearest sentence with `Grammar.snap`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -634,14 +635,31 @@ class Grammar:
         self.words = frozenset(w for _, _, w in graph.arcs)
         self.names = names
         self.fingerprint = fingerprint
-        self._out: list[list[tuple[int, str]]] = [[] for _ in range(graph.n_states)]
-        for src, dst, word in graph.arcs:
-            self._out[src].append((dst, word))
-        self._index = {(src, word): dst for src, dst, word in graph.arcs}
-        self._core_index = {(src, word): dst for src, dst, word in (core.arcs if core else [])}
-        self._into: list[list[tuple[int, str]]] = [[] for _ in range(graph.n_states)]
-        for src, dst, word in graph.arcs:
-            self._into[dst].append((src, word))
+
+    # The indexes are built on first use: pocketsphinx needs none of them, and with Home
+    # Assistant's sentences they were 8 MB of the ears' memory.
+    @functools.cached_property
+    def _out(self) -> list[list[tuple[int, str]]]:
+        out: list[list[tuple[int, str]]] = [[] for _ in range(self.graph.n_states)]
+        for src, dst, word in self.graph.arcs:
+            out[src].append((dst, word))
+        return out
+
+    @functools.cached_property
+    def _into(self) -> list[list[tuple[int, str]]]:
+        into: list[list[tuple[int, str]]] = [[] for _ in range(self.graph.n_states)]
+        for src, dst, word in self.graph.arcs:
+            into[dst].append((src, word))
+        return into
+
+    @functools.cached_property
+    def _index(self) -> dict[tuple[int, str], int]:
+        return {(src, word): dst for src, dst, word in self.graph.arcs}
+
+    @functools.cached_property
+    def _core_index(self) -> dict[tuple[int, str], int]:
+        arcs = self.core.arcs if self.core else []
+        return {(src, word): dst for src, dst, word in arcs}
 
     @property
     def size(self) -> int:
@@ -871,11 +889,12 @@ def _graph_json(g: WordGraph) -> dict[str, Any]:
 
 
 def _graph_from_json(d: dict[str, Any]) -> WordGraph:
+    words: dict[str, str] = {}  # one object per word, not one per arc
     return WordGraph(
         n_states=int(d["n_states"]),
         start=int(d["start"]),
         finals=frozenset(int(f) for f in d["finals"]),
-        arcs=[(int(a), int(b), str(w)) for a, b, w in d["arcs"]],
+        arcs=[(int(a), int(b), words.setdefault(w, str(w))) for a, b, w in d["arcs"]],
     )
 
 
