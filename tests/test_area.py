@@ -105,7 +105,7 @@ def test_home_assistant_sets_the_area_that_in_here_means(
     pendant = Pendant(
         cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 120)]), parts=("ears", "link")
     )
-    _scripted(pendant.ears.listener)
+    _scripted(pendant.ears)
     base = pendant.link.base_topic
     native: list[dict[str, Any]] = []
     mirrored: list[dict[str, Any]] = []
