@@ -26,7 +26,7 @@ import pytest
 from pendant import bus
 from pendant.config import Config
 from pendant.events import Intent
-from pendant.link import Link
+from pendant.link import ERROR_BURST, ERROR_EVERY_S, Link, TokenBucket
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 
@@ -390,6 +390,74 @@ async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> No
     for e in got:
         assert e["type"] == "error" and len(e["reason"]) <= 100
         assert secret[:41] not in e["reason"]
+
+
+FLOOD = 300
+
+
+def test_a_flood_of_malformed_commands_costs_a_few_errors_and_intents_still_flow(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Issue 14, item 18: each malformed command used to become a public, twice-fsynced error
+    event; now at most the link's token bucket of them go out, and an intent spoken during the
+    flood still does."""
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_flood(bus_broker, home, tmp_path))
+
+
+async def _flood(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    link, viewer = Link(cfg), Viewer(home, f"{BASE}/#")
+    started = time.monotonic()
+    async with (
+        running(link.run(), viewer.run()),
+        aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as phone,
+    ):
+        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+        await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+        spoken = intent(1)
+        for i in range(FLOOD):
+            await phone.publish(f"{BASE}/cmd/mute", b'{"mic": "yes"}', qos=1)
+            if i == FLOOD // 2:
+                async with bus.bus_client(cfg.bus, "test-ears") as ears:
+                    await bus.publish(ears, spoken)
+        await until(lambda: link.commands["rejected"] == FLOOD, "every bad command handled")
+        await until(lambda: spoken.id in viewer.intent_ids(), "the intent spoken in the flood")
+        await until(lambda: link.idle, "the outbox to empty")
+        sent = link.published["error"]
+        await until(lambda: len(viewer.payloads(f"{BASE}/error")) >= sent, "the errors sent")
+    elapsed_s = time.monotonic() - started
+    errors = viewer.payloads(f"{BASE}/error")
+    assert ERROR_BURST <= len(errors) <= ERROR_BURST + elapsed_s / ERROR_EVERY_S + 1
+    assert all(e["reason"] == "'mic' must be true or false" for e in errors)
+    assert link.errors_suppressed == FLOOD - len(errors)
+
+
+def test_error_events_refill_at_the_documented_rate(tmp_path: Path) -> None:
+    cfg = Config(device_id=DEVICE)
+    cfg = cfg.model_copy(
+        update={"link": cfg.link.model_copy(update={"outbox_path": str(tmp_path / "o.sqlite")})}
+    )
+    link = Link(cfg)
+    now = [0.0]
+    link.error_bucket = TokenBucket(ERROR_BURST, ERROR_EVERY_S, clock=lambda: now[0])
+    try:
+        for _ in range(3 * ERROR_BURST):
+            link.on_command(f"{BASE}/cmd/nope", b"{}")
+        assert (len(link.outbox), link.errors_suppressed) == (ERROR_BURST, 2 * ERROR_BURST)
+        now[0] += ERROR_EVERY_S * 2.5  # two more, not three, and not the burst again
+        for _ in range(ERROR_BURST):
+            link.on_command(f"{BASE}/cmd/nope", b"{}")
+        assert len(link.outbox) == ERROR_BURST + 2
+        now[0] += 3600.0  # an hour of quiet gives back the burst, no more
+        for _ in range(2 * ERROR_BURST):
+            link.on_command(f"{BASE}/cmd/nope", b"{}")
+        assert len(link.outbox) == 2 * ERROR_BURST + 2
+        assert link.commands == {"rejected": 6 * ERROR_BURST}
+    finally:
+        link.outbox.close()
 
 
 # -- (e) spoken commands while the home broker is away ----------------------------------

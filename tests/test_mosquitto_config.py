@@ -13,7 +13,9 @@ arrived, a forbidden message that had been delivered would already be in the que
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import pwd
 import queue
@@ -303,8 +305,8 @@ def test_phone_cannot_publish_an_intent(device: Provisioned, connect: Connect, v
     bob = connect(device, "phone-bob", "tls")
     link = connect(device, "link")
     bob.subscribe(f"pendant/{DEVICE}/#")
+    # Acknowledged, so routed: had it reached bob, it would be ahead of the link's fence.
     alice.publish(f"pendant/{DEVICE}/intent/HassTurnOn", b'{"forged": true}')
-    assert bob.fence(alice, f"pendant/{DEVICE}/cmd/fence") == []
     assert bob.fence(link, f"pendant/{DEVICE}/intent/HassTurnOn") == []
 
 
@@ -442,6 +444,120 @@ def test_oversized_packet_is_refused(
     fence_by = connect(device, "ears" if via == "unix" else "phone-bob", via)
     fence_topic = "pendant-bus/intent" if via == "unix" else f"pendant/{DEVICE}/cmd/fence"
     assert watcher.fence(fence_by, fence_topic) == []
+
+
+# --- commands: one level deep, read by the link alone, never kept retained -----------------
+
+
+def test_phones_send_commands_one_level_deep_and_never_read_them(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """Issue 14, item 14: a phone may write `cmd/<name>` only, so it cannot park retained
+    blobs deeper down (stored, persisted and replayed), and no phone reads another's commands
+    (`say` text, the wearer's sentences); the public topics still reach every phone."""
+    prov = _provision_for_test(tmp_path / "p", add_phones=("alice", "bob"))
+    base = f"pendant/{DEVICE}"
+    blob = b"BLOB-" + uuid.uuid4().hex.encode() + b"x" * LARGEST_EVENT
+    with running(prov):
+        link = connect(prov, "link")
+        link.subscribe(f"{base}/cmd/#")
+        alice = connect(prov, "phone-alice", "tls")
+        bob = connect(prov, "phone-bob", "ws")
+        bob.subscribe(f"{base}/#")
+
+        alice.publish(f"{base}/cmd/x/blob", blob, retain=True)
+        alice.publish(f"{base}/cmd/say", b'{"text": "for the link only"}')
+        assert link.until(f"{base}/cmd/say", b'{"text": "for the link only"}') == []
+        # bob reads what the pendant says, not what alice told it.
+        assert bob.fence(link, f"{base}/transcript") == []
+        link.publish(f"{base}/intent/HassTurnOn", b"{}")
+        link.publish(f"{base}/availability", b"online", retain=True)
+        assert bob.until(f"{base}/intent/HassTurnOn", b"{}") == []
+        assert bob.until(f"{base}/availability", b"online") == []
+    # Stopped: mosquitto wrote what it keeps to its persistence file, and the blob is not there.
+    assert blob[:37] not in (prov.layout.state_dir / "mosquitto.db").read_bytes()
+
+
+async def _next(client: Client, timeout: float = TIMEOUT_S) -> Msg:
+    try:
+        return await asyncio.to_thread(client.messages.get, timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"nothing arrived within {timeout} s")
+
+
+def test_the_link_deletes_and_reports_retained_commands_but_keeps_the_area(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """Issue 14, item 14, in the shipped topology (the link on the local socket, both as bus
+    and as outside broker, with the rendered ACL): a command sent retained, before the link
+    connects or while it runs, is not run, is deleted from the broker and is reported on
+    `error`; `cmd/area`, a state, is taken retained and stays retained."""
+    from pendant.commands import RETAINED_REASON
+    from pendant.config import BusConfig, Config, Home, LinkConfig
+    from pendant.link import Link
+
+    prov = _provision_for_test(tmp_path / "p", add_phones=("alice", "bob"))
+    base = f"pendant/{DEVICE}"
+    password_file = str(prov.password_file("link"))
+    cfg = Config(
+        device_id=DEVICE,
+        home=Home(areas=["Kitchen"]),
+        bus=BusConfig(socket=str(prov.socket), username="link", password_file=password_file),
+        link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "outbox.sqlite")),
+    )
+    with running(prov):
+        alice = connect(prov, "phone-alice", "tls")
+        bob = connect(prov, "phone-bob", "tls")
+        body = connect(prov, "body")
+        body.subscribe("pendant-bus/cmd/#")
+        bob.subscribe(f"{base}/error")
+        # Sent while the link is away: replayed to it when it subscribes.
+        alice.publish(f"{base}/cmd/capture", b"{}", retain=True)
+        alice.publish(f"{base}/cmd/area", b'{"area": "kitchen"}', retain=True)
+
+        async def scenario() -> list[tuple[str, dict[str, object]]]:
+            link = Link(cfg)
+            task = asyncio.create_task(link.run())
+            try:
+                on_bus = []
+                topic, payload, _ = await _next(body)
+                on_bus.append((topic, json.loads(payload)))
+                topic, payload, _ = await _next(bob)
+                assert topic == f"{base}/error"
+                first = json.loads(payload)
+                assert (first["command"], first["reason"]) == ("capture", RETAINED_REASON)
+                # Sent retained while the link runs: as good as replayed.
+                alice.publish(f"{base}/cmd/identify", b"{}", retain=True)
+                topic, payload, _ = await _next(bob)
+                second = json.loads(payload)
+                assert (second["command"], second["reason"]) == ("identify", RETAINED_REASON)
+                alice.publish(f"{base}/cmd/mute", b'{"mic": true}')
+                topic, payload, _ = await _next(body)
+                on_bus.append((topic, json.loads(payload)))
+                assert link.commands == {"retained": 2, "forwarded": 2}
+                # Stop only once the link has its PUBACK for the mute: Python 3.11's wait_for
+                # (inside aiomqtt's publish) can swallow a cancellation that arrives as the
+                # publish completes, and the link would then not stop.
+                for _ in range(int(TIMEOUT_S / 0.05)):
+                    if link._command_retry is None:
+                        break
+                    await asyncio.sleep(0.05)
+                return on_bus
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        on_bus = asyncio.run(asyncio.wait_for(scenario(), 6 * TIMEOUT_S))
+        assert [(t, c["name"]) for t, c in on_bus] == [
+            ("pendant-bus/cmd/area", "area"),
+            ("pendant-bus/cmd/mute", "mute"),
+        ]
+        assert on_bus[0][1]["area"] == "Kitchen"
+        # What the broker keeps for the commands' topics now: the area, and nothing else.
+        reader = connect(prov, "link")
+        reader.subscribe(f"{base}/cmd/+")
+        kept = reader.fence(alice, f"{base}/cmd/fence")
+        assert kept == [(f"{base}/cmd/area", b'{"area": "kitchen"}', True)]
 
 
 # --- persistence and the bridge ------------------------------------------------------------

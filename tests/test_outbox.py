@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pendant.events import Event, Intent, Status
-from pendant.outbox import Outbox
+from pendant.events import Error, Event, Intent, Status
+from pendant.outbox import MAX_VOLATILE, Outbox
 
 NOW_MS = 1_700_000_000_000
 
@@ -265,3 +265,52 @@ def test_an_unreadable_row_is_skipped_and_counted(tmp_path: Path, payload: objec
         db.execute("UPDATE outbox SET payload = ? WHERE id = ?", (payload, a.id))
     assert drain(box) == [b]
     assert box.dropped["unreadable"] == 1
+
+
+def error(n: int, at_ms: int = NOW_MS) -> Error:
+    return Error(device_id="pendant-test", command="mute", reason=f"bad {n}", timestamp_ms=at_ms)
+
+
+def _on_disk(folder: Path) -> dict[str, bytes]:
+    # The database and its WAL: what a commit writes and fsyncs (-shm is a shared-memory map).
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.endswith("-shm")}
+
+
+def test_errors_never_touch_the_disk(tmp_path: Path) -> None:
+    """A flood of malformed commands must not wear the SD card: an error event is neither
+    written (and fsynced) when queued nor deleted when sent, and it goes out like any other."""
+    box = Outbox(tmp_path / "o.sqlite", clock=Clock())
+    first = intent(0)
+    box.put(first)
+    assert drain(box) == [first]  # the file and its WAL exist, and hold nothing waiting
+    before = _on_disk(tmp_path)
+    errors = [error(i) for i in range(5)]
+    for e in errors:
+        box.put(e)
+    assert len(box) == 5
+    assert _on_disk(tmp_path) == before
+    assert [e.id for e in drain(box)] == [e.id for e in errors]
+    assert _on_disk(tmp_path) == before
+    assert len(box) == 0
+
+
+def test_errors_wait_behind_intents_are_bounded_and_expire(tmp_path: Path) -> None:
+    clock = Clock()
+    box = Outbox(tmp_path / "o.sqlite", clock=clock, max_rows=3)
+    flood = [error(i) for i in range(MAX_VOLATILE + 10)]
+    box.put(flood[0])
+    spoken = [intent(i) for i in range(3)]
+    for i in spoken:
+        box.put(i)
+    for e in flood[1:]:
+        box.put(e)
+    # Errors never push an intent out, and never get ahead of one.
+    assert box.dropped == {"full": 10}
+    out = drain(box)
+    assert out[:3] == spoken
+    assert [e.id for e in out[3:]] == [e.id for e in flood[10:]]
+
+    box.put(error(99))
+    clock.ms += int(box.expiry_ms) + 1
+    assert box.peek() is None
+    assert box.dropped["expired"] == 1

@@ -169,19 +169,51 @@ def test_files_come_with_their_content_type(
     assert body == (site[1].parent / "web" / name).read_bytes()
 
 
-def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> None:
-    from pendant.webserver import CSP
+def _policy(header: str) -> dict[str, list[str]]:
+    return {d.split()[0]: d.split()[1:] for d in (part.strip() for part in header.split(";"))}
 
-    policy = dict((d.split()[0], d.split()[1:]) for d in (part.strip() for part in CSP.split(";")))
-    assert policy["connect-src"] == ["'self'", "wss:"]
+
+def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> None:
+    from pendant.webserver import csp
+
+    policy = _policy(csp("pendant-ab12cd.local:8443"))
+    # Its own origin, and a WebSocket to the host it came from (the broker's port is its own):
+    # `wss:` alone would let a script send what the page shows to any host.
+    assert policy["connect-src"] == ["'self'", "wss://pendant-ab12cd.local:*"]
     for key in ("default-src", "script-src", "style-src", "worker-src"):
         assert policy[key] == ["'self'"], key
     assert policy["frame-ancestors"] == ["'none'"]
 
 
+@pytest.mark.parametrize(
+    ("host", "connect"),
+    [
+        ("127.0.0.1:8443", "'self' wss://127.0.0.1:*"),
+        ("Pendant-AB12CD.local", "'self' wss://pendant-ab12cd.local:*"),
+        # Nothing that could end the source or add a directive, and no IPv6 literal (CSP has
+        # no spelling for one): the page's own origin only.
+        ("evil.example; connect-src *", "'self'"),
+        ("evil.example wss:", "'self'"),
+        ("*.example", "'self'"),
+        ("[::1]:8443", "'self'"),
+        ("", "'self'"),
+    ],
+)
+def test_the_websocket_may_go_to_the_pages_own_host_only(
+    site: tuple[int, Path], host: str, connect: str
+) -> None:
+    response, _ = get(site, "/", headers={"Host": host})
+    assert response.status == 200
+    header = response.getheader("Content-Security-Policy", "")
+    assert " ".join(_policy(header)["connect-src"]) == connect
+    assert header.count("connect-src") == 1
+
+
 def test_headers_are_sent(site: tuple[int, Path]) -> None:
     response, _ = get(site, "/")
-    assert "connect-src 'self' wss:" in response.getheader("Content-Security-Policy", "")
+    assert "connect-src 'self' wss://127.0.0.1:*;" in response.getheader(
+        "Content-Security-Policy", ""
+    )
     response, _ = get(site, "/sw.js")
     assert response.getheader("Cache-Control") == "no-cache"
 

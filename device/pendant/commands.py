@@ -21,6 +21,10 @@ Home Assistant's room presence sees it. It is the one command accepted retained 
 area goes on with the config's spelling. An empty payload clears it too: that is how MQTT
 deletes a retained message, and what a subscriber then receives.
 
+Any other command sent retained is refused (`retained_error`): it would be stored by the broker
+and run again on every reconnect. The link then deletes it from the broker (an empty retained
+message on its topic) and reports it on the error topic.
+
 An empty payload counts as `{}` (Home Assistant's MQTT button can send one). Anything else,
 including unknown or duplicate keys and wrong types, becomes a public `Error` event with a
 short reason that quotes at most `ECHO_CHARS` characters of the input, and is not forwarded.
@@ -58,6 +62,9 @@ STATES = frozenset({"area"})
 """Commands that set a state rather than do something: accepted retained from outside (the
 last one is the state, and replaying it on a reconnect changes nothing) and kept retained on
 the bus."""
+
+
+RETAINED_REASON = "sent retained, which only a state (area) may be: deleted, not run"
 
 
 def bus_topic(name: str) -> str:
@@ -161,6 +168,15 @@ def _check_sentences(value: Any) -> None:
         for sentence in checked.sentences:
             if any(len(word) > MAX_WORD_CHARS for word in sentence.split()):
                 raise _Rejected(f"sentences[{i}]: a word over {MAX_WORD_CHARS} characters")
+
+
+def retained_error(name: str, device_id: str) -> Error:
+    """The report for a command `name` found retained that is not one of `STATES`."""
+    return Error(
+        device_id=device_id,
+        command=name if _NAME.fullmatch(name) else None,
+        reason=RETAINED_REASON,
+    )
 
 
 def parse_command(

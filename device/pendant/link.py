@@ -8,8 +8,17 @@ false), so events published on the bus while the link restarts wait for it there
 
 Outside → bus: commands from the phone (`pendant/<id>/cmd/<name>`) are checked by
 `pendant.commands`; valid ones go to the bus as `pendant-bus/cmd/<name>`, malformed ones come
-back as a public `error` event. Retained commands are ignored, but for states (`area`), which
-are retained on the bus as well.
+back as a public `error` event. A retained command is refused, deleted from the outside broker
+(an empty retained message on its topic) and reported as an `error`, but for states (`area`),
+which are taken retained and kept retained on the bus as well. To see whether a command was
+sent retained the outside connection is MQTT 5, subscribed with "retain as published" (MQTT
+3.1.1 brokers clear the flag on live messages) and "no local" (the link's own deletion does
+not come back to it as a command).
+
+Error events are rate-limited by a token bucket (`ERROR_BURST` at once, then one per
+`ERROR_EVERY_S` seconds); the ones over it are counted in `errors_suppressed` and logged in one
+line, not published, so a flood of malformed commands cannot crowd intents out. The outbox
+keeps error events in RAM only (`pendant.outbox.VOLATILE`).
 
 Home Assistant discovery (`pendant.discovery`) is published retained on every connect and
 again a few random seconds after Home Assistant announces `online`; intents also go out as
@@ -30,12 +39,16 @@ import logging
 import random
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pendant import bus, commands, discovery, hermes
 from pendant.bus import read_secret
@@ -65,6 +78,13 @@ RECONNECT_MAX_S = 5.0
 TIMEOUT_S = 10.0
 COMMAND_QUEUE_MAX = 100
 BUS_CLIENT_ID = "pendant-link"
+# Error events: 10 at once, then one every 6 s (10 a minute). A phone that gets a command
+# wrong hears about the first ones at once; a flood costs at most that many public events.
+ERROR_BURST = 10
+ERROR_EVERY_S = 6.0
+# MQTT 5 sessions end when the client leaves unless they say otherwise: never, as 3.1.1's
+# clean_session false (the broker's persistent_client_expiration still applies).
+SESSION_EXPIRY_S = 0xFFFFFFFF
 
 Message = tuple[str, bytes, bool]
 
@@ -87,6 +107,29 @@ async def _race(*coros: Coroutine[Any, Any, None]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         task.result()
+
+
+class TokenBucket:
+    """`burst` tokens, refilled one per `every_s` seconds of `clock` (monotonic), at most
+    `burst`. `take()` spends one if there is one."""
+
+    def __init__(
+        self, burst: int, every_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.every_s = every_s
+        self.clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.every_s)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 class _Backoff:
@@ -113,7 +156,11 @@ class Link:
         self.outbox = Outbox(config.link.outbox_path or None, expiry_s=config.link.intent_expiry_s)
         self.published: Counter[str] = Counter()
         self.commands: Counter[str] = Counter()
-        """forwarded, rejected, retained (ignored), overflow, failed."""
+        """forwarded, rejected, retained (refused and deleted), overflow, failed."""
+        self.error_bucket = TokenBucket(ERROR_BURST, ERROR_EVERY_S)
+        self.errors_suppressed = 0
+        """Error events not published because of the rate limit."""
+        self._suppressed_since_report = 0
         self.received = 0
         """Events read off the bus as they were published, passed or dropped."""
         self.state = DeviceState(config.device_id)
@@ -242,12 +289,17 @@ class Link:
             if link.socket
             else {"hostname": link.host, "port": link.port}
         )
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = SESSION_EXPIRY_S
         return aiomqtt.Client(
             **where,
             identifier=f"pendant-{self.config.device_id}",
             username=username,
             password=password,
-            clean_session=False,
+            # MQTT 5 for the subscription options of commands (see the module's docstring).
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=session,
             will=aiomqtt.Will(self.availability_topic, b"offline", qos=1, retain=True),
             timeout=TIMEOUT_S,
         )
@@ -263,8 +315,11 @@ class Link:
                     )
                     # QoS 0 on purpose: with QoS 1 the broker would queue commands for this
                     # persistent session while the link is away and replay them on its
-                    # return, and a `capture` an hour late is worse than none.
-                    await client.subscribe(self.command_filter, qos=0, timeout=TIMEOUT_S)
+                    # return, and a `capture` an hour late is worse than none. Retain as
+                    # published: a retained command is seen as one, and refused. No local:
+                    # deleting one is not heard back as an empty command.
+                    options = SubscribeOptions(qos=0, noLocal=True, retainAsPublished=True)
+                    await client.subscribe(self.command_filter, options=options, timeout=TIMEOUT_S)
                     # Even when off: what an earlier config announced comes back retained,
                     # to be cleared before the new announcement (Home Assistant would refuse
                     # an entity whose unique_id an old announcement still holds).
@@ -359,20 +414,28 @@ class Link:
             if str(message.topic).startswith(discovery.PREFIX + "/"):
                 continue  # our own announcements, echoed back by the broker
             try:
-                self.on_command(str(message.topic), _payload(message), message.retain)
+                clear = self.on_command(str(message.topic), _payload(message), message.retain)
             except Exception:
                 # Outside input must never stop the link; the fuzz tests say this is unreachable.
                 self.commands["failed"] += 1
                 log.exception("link: a command could not be handled")
+                continue
+            if clear:
+                # Deleted, so the broker neither stores it nor replays it on every reconnect.
+                await client.publish(str(message.topic), b"", qos=1, retain=True, timeout=TIMEOUT_S)
 
-    def on_command(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def on_command(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Check and forward one command; True when it is a retained one to delete."""
         name = topic.rsplit("/", 1)[-1]
         if retain and name not in commands.STATES:
             # A retained command would run again on every reconnect; a state (the area) is
             # meant to be retained, and setting it again changes nothing.
+            if not payload:
+                return False  # someone deleting a retained command: nothing to run or report
             self.commands["retained"] += 1
-            log.warning("link: ignored a retained command %r", commands.excerpt(name))
-            return
+            log.warning("link: refused a retained command %r", commands.excerpt(name))
+            self._report(commands.retained_error(name, self.config.device_id))
+            return True
         result = commands.parse_command(
             name, payload, self.config.device_id, areas=self.config.home.areas
         )
@@ -384,12 +447,30 @@ class Link:
                 result = Error(device_id=result.device_id, command=name, reason="busy: try again")
             else:
                 self.commands["forwarded"] += 1
-                return
+                return False
         else:
             self.commands["rejected"] += 1
-        log.warning("link: refused a command: %s", result.reason)
+        self._report(result)
+        return False
+
+    def _report(self, error: Error) -> None:
+        """Publish `error`, within the rate limit (see the module's docstring)."""
+        if not self.error_bucket.take():
+            if self._suppressed_since_report == 0:
+                log.warning(
+                    "link: over %d error events; reporting one per %g s, counting the rest",
+                    ERROR_BURST,
+                    ERROR_EVERY_S,
+                )
+            self._suppressed_since_report += 1
+            self.errors_suppressed += 1
+            return
+        if self._suppressed_since_report:
+            log.warning("link: %d error events were not reported", self._suppressed_since_report)
+            self._suppressed_since_report = 0
+        log.warning("link: refused a command: %s", error.reason)
         # The link's own events leave through the same gate as everyone else's.
-        event = self.gate.admit(result.to_json())
+        event = self.gate.admit(error.to_json())
         if event is not None:
             self._queue_out(event)
 

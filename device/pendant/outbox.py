@@ -16,6 +16,11 @@ loses an intent. Events go out in insertion order (`seq`).
   restarts (monotonic clocks start again at boot). Caveat: a Pi has no RTC, so a clock
   stepped forward by NTP after boot can make an intent queued before the step look older
   than it is; it is then dropped, which errs on the side of not acting late.
+- **Errors are not durable** (`VOLATILE`): an `error` event (a malformed command, reported to
+  whoever sent it) waits in RAM only, at most `MAX_VOLATILE` of them (the oldest dropped and
+  counted as `full`), and goes out after every durable event waiting, so a flood of them
+  neither writes (and fsyncs) the SD card twice each nor gets ahead of an intent. A restart
+  loses the ones not yet sent; the link rate-limits them too (`pendant.link`).
 - **Status is superseded**, not expired: only the newest status waits, since it is retained
   and only the current state matters.
 - **Bounded**: past `max_rows` waiting events the oldest is dropped and counted.
@@ -50,6 +55,9 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
 RETRY_S = 5.0
 SUPERSEDED = frozenset({"status", "battery", "sentences"})
+VOLATILE = frozenset({"error"})
+"""Types kept in RAM only, never written to the file: see the module's docstring."""
+MAX_VOLATILE = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -70,8 +78,10 @@ def _corrupt(exc: Exception) -> bool:
     """SQLite's word for a damaged file, as opposed to a full, locked or missing one."""
     name = getattr(exc, "sqlite_errorname", "")
     text = str(exc)
-    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text or (
-        "not a database" in text
+    return (
+        name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+        or "malformed" in text
+        or ("not a database" in text)
     )
 
 
@@ -101,6 +111,7 @@ class Outbox:
         damaged files set aside (their events unknown)."""
         self._db: sqlite3.Connection | None = None
         self._ram: list[Entry] = []  # newest events a failing disk could not take, in order
+        self._volatile: list[Entry] = []  # VOLATILE events, in order, never on disk
         self._cursor = 0  # every seq <= this is finished (sent or dropped) in this process
         self._next_seq = 1
         self._failing = False
@@ -218,6 +229,9 @@ class Outbox:
         if self.expired(event):
             self.dropped["expired"] += 1
             return
+        if event.type in VOLATILE:
+            self._put_volatile(event)
+            return
         if self._known(event.id):
             return  # the bus redelivered it (QoS 1): one copy is enough
         if event.type in SUPERSEDED:
@@ -227,6 +241,16 @@ class Outbox:
         self._ram.append(entry)
         self._flush()
         self._bound()
+
+    def _put_volatile(self, event: Event) -> None:
+        if any(e.event.id == event.id for e in self._volatile):
+            return
+        # Numbered in its own sequence: it never moves the file's cursor.
+        seq = self._volatile[-1].seq + 1 if self._volatile else 1
+        self._volatile.append(Entry(seq, event))
+        while len(self._volatile) > MAX_VOLATILE:
+            del self._volatile[0]
+            self.dropped["full"] += 1
 
     def _known(self, event_id: str) -> bool:
         if any(e.event.id == event_id for e in self._ram):
@@ -253,7 +277,7 @@ class Outbox:
         self.dropped["superseded"] += n
 
     def _bound(self) -> None:
-        excess = len(self) - self.max_rows
+        excess = len(self) - len(self._volatile) - self.max_rows  # errors never push one out
         while excess > 0:
             head = self._head()
             if head is None:
@@ -304,10 +328,18 @@ class Outbox:
         while (head := self._head()) is not None and self.expired(head.event):
             self._finish(head.seq)
             self.dropped["expired"] += 1
-        return head
+        if head is not None:
+            return head
+        while self._volatile and self.expired(self._volatile[0].event):
+            del self._volatile[0]
+            self.dropped["expired"] += 1
+        return self._volatile[0] if self._volatile else None
 
     def done(self, entry: Entry) -> None:
         """The outside broker has `entry` (PUBACK): it never goes out again from here."""
+        if entry.event.type in VOLATILE:
+            self._volatile = [e for e in self._volatile if e.event.id != entry.event.id]
+            return
         head = self._head()
         if head is not None and head.event.id == entry.event.id:
             self._finish(head.seq)
@@ -334,7 +366,7 @@ class Outbox:
 
     def __len__(self) -> int:
         """Events waiting (expired ones included until `peek` reaches them)."""
-        waiting = len(self._ram)
+        waiting = len(self._ram) + len(self._volatile)
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 waiting += self._db.execute(

@@ -12,9 +12,9 @@ ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the servic
   knows; found when it starts, never by joining a request path to the folder, so `..`,
   `%2e%2e`, symlinks and directory listings lead nowhere (404). `/` is index.html.
 - Content-Type per extension; `Cache-Control: no-cache` (with an ETag, so a revalidation is a
-  304); a Content-Security-Policy that lets the page open `wss:` (the pendant's MQTT
-  WebSocket, on another port), `X-Content-Type-Options: nosniff`, `Referrer-Policy:
-  no-referrer`.
+  304); a Content-Security-Policy that lets the page open a WebSocket only to the host it
+  was loaded from (`wss://<Host>:*`: the pendant's MQTT WebSocket, on another port), never to
+  another host; `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`.
 - Bounded: request line and each header line 4 KiB, 32 headers, 16 KiB in all; 10 s to send
   a request (and to finish the TLS handshake), 32 connections at once.
 
@@ -77,15 +77,34 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".txt": "text/plain; charset=utf-8",
 }
-# What index.html's own <meta> CSP says, plus what only a header can say (frame-ancestors).
-# connect-src wss: is the MQTT WebSocket: on the pendant, but on another port than the page.
-CSP = (
-    "default-src 'self'; connect-src 'self' wss:; img-src 'self' data:; style-src 'self'; "
+# What index.html's own <meta> CSP says, plus what only a header can say: frame-ancestors,
+# and which host the MQTT WebSocket may be on. It is on the pendant, on another port than the
+# page, so 'self' does not cover it; the meta tag, which cannot know the pendant's name, says
+# `wss:`, and this header narrows it (a page obeys both policies) to `wss://<the host the page
+# came from>:*`, never another host. See `csp`.
+CSP_TEMPLATE = (
+    "default-src 'self'; connect-src {connect}; img-src 'self' data:; style-src 'self'; "
     "script-src 'self'; worker-src 'self'; manifest-src 'self'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
+# A Host header that is a plain name or IPv4 address, with an optional port: nothing that can
+# end a CSP source or directive. An IPv6 literal has no CSP host-source spelling.
+_HOST = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::[0-9]{1,5})?")
+
+
+def csp(host: str | None) -> str:
+    """The Content-Security-Policy for a request whose Host header is `host`.
+
+    The browser sent the name it used for the pendant, so the page's WebSocket may go to that
+    host (any port: the broker's WebSocket port is the broker's setting) and nowhere else. A
+    Host that is missing or not a plain name/IPv4 (an IPv6 literal) gets `'self'` only.
+    """
+    match = _HOST.fullmatch(host or "")
+    connect = f"'self' wss://{match.group(1).lower()}:*" if match else "'self'"
+    return CSP_TEMPLATE.format(connect=connect)
+
+
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -453,7 +472,11 @@ def respond(
 
     `GET /pair` takes the live pairing offer from `pairing`, if there is one.
     """
-    common = {"Date": email.utils.formatdate(usegmt=True), **SECURITY_HEADERS}
+    common = {
+        "Date": email.utils.formatdate(usegmt=True),
+        "Content-Security-Policy": csp(req.headers.get("host") if req is not None else None),
+        **SECURITY_HEADERS,
+    }
     keep = (
         req is not None
         and status == 0
