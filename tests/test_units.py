@@ -264,6 +264,9 @@ def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
         "--port 8443 --bus-socket /run/mosquitto/pendant.sock --bus-password-file %d/bus-password"
     ]
     assert d["PartOf"] == ["pendant.target"]
+    # Issue 14 item 6: it restarts forever; a start limit would leave it down until a reboot.
+    assert d["Restart"] == ["on-failure"] and d["StartLimitIntervalSec"] == ["0"]
+    assert "StartLimitBurst" not in d
     # A throwaway user, in one group: pendant-bus, the way to the bus socket.
     assert d["DynamicUser"] == ["yes"]
     assert not {"User", "Group"} & set(d)

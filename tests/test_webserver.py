@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -485,3 +486,166 @@ def test_without_its_bus_the_app_is_still_served(tmp_path: Path) -> None:
         response, body = get((server.port, cert), "/pair")
         assert response.status == 200 and b"Hold the pendant's button" in body
     assert "secret" not in server.log.read_text()
+
+
+# --- connections: counted before TLS, capped per address and in total (issue 14, 6 and 7) -----
+
+# The server's limits (pendant.webserver): 32 connections, 8 per address, 16 handshakes, 100
+# requests per connection. Written out, so that a change to them is a change to this test.
+MAX_CONNECTIONS = 32
+MAX_PER_SOURCE = 8
+MAX_HANDSHAKES = 16
+MAX_REQUESTS = 100
+# The unit's MemoryMax.
+UNIT_MEMORY_MAX = 48 * 1024 * 1024
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[tuple[WebServer, Path]]:
+    """A server of its own, with the unit's default timeouts: handshakes stay in progress."""
+    root = tmp_path / "web"
+    root.mkdir()
+    (root / "notes.txt").write_text("notes\n")
+    cert, key = make_cert(tmp_path)
+    with WebServer(root, cert, key, log_dir=tmp_path) as server:
+        yield server, cert
+
+
+def silent_connects(port: int, source: str, count: int) -> list[socket.socket]:
+    """`count` TCP connections from `source` (a 127/8 address) that never say a word."""
+    return [
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S, source_address=(source, 0))
+        for _ in range(count)
+    ]
+
+
+def still_open(socks: list[socket.socket]) -> int:
+    """How many the server has not closed (a closed one reads as EOF or a reset at once)."""
+    alive = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            alive += s.recv(1) != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    return alive
+
+
+def https(port: int, cert: Path, source: str) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection(
+        "127.0.0.1", port, context=client_context(cert), timeout=TIMEOUT_S,
+        source_address=(source, 0),
+    )  # fmt: skip
+
+
+def served(conn: http.client.HTTPSConnection, path: str = "/notes.txt") -> int:
+    """The status of one request on `conn` (kept alive); 0 when the server closed it."""
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return 0
+    return response.status
+
+
+def peak_memory(server: WebServer) -> int:
+    assert server.proc is not None
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def test_a_flood_of_silent_connects_is_refused_before_tls(fresh: tuple[WebServer, Path]) -> None:
+    """Issue 14 item 6: every connect used to start a TLS handshake (~300 KB each) before it
+    was counted; 300 of them took the server far past its 48 MB. A request from another
+    address is the fence: the server accepts in order, so by its answer it has dealt with
+    every connect before it."""
+    server, cert = fresh
+    flood = silent_connects(server.port, "127.0.0.1", 300)
+    try:
+        with contextlib.closing(https(server.port, cert, "127.0.0.2")) as conn:
+            assert served(conn) == 200
+        assert still_open(flood) == MAX_PER_SOURCE
+        assert peak_memory(server) < UNIT_MEMORY_MAX
+        # Many addresses: at most MAX_HANDSHAKES handshakes at once, and a newcomer still in.
+        many = [s for n in range(40) for s in silent_connects(server.port, f"127.0.1.{n + 1}", 8)]
+        flood += many
+        with contextlib.closing(https(server.port, cert, "127.0.0.3")) as conn:
+            assert served(conn) == 200
+        assert still_open(flood) <= MAX_HANDSHAKES
+        assert peak_memory(server) < UNIT_MEMORY_MAX
+    finally:
+        for s in flood:
+            s.close()
+
+
+def test_one_address_cannot_keep_others_out(fresh: tuple[WebServer, Path]) -> None:
+    """Issue 14 item 7: 32 keep-alive connections from one client made every other get 503."""
+    server, cert = fresh
+    hog = [https(server.port, cert, "127.0.0.1") for _ in range(MAX_CONNECTIONS)]
+    try:
+        assert [served(c) for c in hog].count(200) == MAX_PER_SOURCE
+        with contextlib.closing(https(server.port, cert, "127.0.0.2")) as conn:
+            assert served(conn) == 200
+        # The ones it kept still work.
+        assert [served(c) for c in hog if c.sock is not None] == [200] * MAX_PER_SOURCE
+    finally:
+        for c in hog:
+            c.close()
+
+
+def test_many_addresses_cannot_keep_a_newcomer_out(fresh: tuple[WebServer, Path]) -> None:
+    """Every slot taken by idle keep-alive connections of four addresses: a newcomer takes the
+    place of one of them (of the address with the most), and is served."""
+    server, cert = fresh
+    sources = [f"127.0.2.{n}" for n in range(1, MAX_CONNECTIONS // MAX_PER_SOURCE + 1)]
+    hogs = [https(server.port, cert, s) for s in sources for _ in range(MAX_PER_SOURCE)]
+    try:
+        assert [served(c) for c in hogs] == [200] * MAX_CONNECTIONS
+        with contextlib.closing(https(server.port, cert, "127.0.0.2")) as conn:
+            assert served(conn) == 200
+        assert [served(c) for c in hogs].count(200) == MAX_CONNECTIONS - 1
+    finally:
+        for c in hogs:
+            c.close()
+
+
+def test_a_connection_serves_a_bounded_number_of_requests(site: tuple[int, Path]) -> None:
+    one = b"GET /notes.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = raw_exchange(site, one * (MAX_REQUESTS + 1))
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == MAX_REQUESTS
+    assert answer.count(b"\r\nConnection: keep-alive\r\n") == MAX_REQUESTS - 1
+    assert answer.endswith(b"\r\nConnection: close\r\n\r\nnotes\n")
+
+
+def test_a_connection_is_closed_after_its_lifetime(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    args = ["--read-timeout", "30", "--connection-lifetime", "1"]
+    with WebServer(WEB, cert, key, *args, log_dir=tmp_path) as server:
+        conn = https(server.port, cert, "127.0.0.1")
+        try:
+            assert served(conn, "/") == 200
+            # Well within the read timeout, but past the lifetime: the server has closed it.
+            time.sleep(1.5)
+            assert served(conn, "/") == 0
+            assert served(conn, "/") == 200  # http.client reconnects
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Host: x\r\nHost: y\r\n",
+        b"Host: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n",
+        b"Host: x\r\nBad Name: y\r\n",
+        b"Host: x\r\nX-A: y\x00z\r\n",
+        b"Host: x\r\nX-A: y\rz\r\n",
+    ],
+)
+def test_ambiguous_headers_are_refused(site: tuple[int, Path], head: bytes) -> None:
+    answer = raw_exchange(site, b"GET /notes.txt HTTP/1.1\r\n" + head + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")

@@ -16,7 +16,13 @@ ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the servic
   was loaded from (`wss://<Host>:*`: the pendant's MQTT WebSocket, on another port), never to
   another host; `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`.
 - Bounded: request line and each header line 4 KiB, 32 headers, 16 KiB in all; 10 s to send
-  a request (and to finish the TLS handshake), 32 connections at once.
+  a request (and to finish the TLS handshake). Strict: header names are tokens, values have no
+  control characters, and a second `Host` or `Content-Length` is a 400.
+- Connections are counted from the TCP accept, before TLS starts: 32 at once, 8 from one
+  address (more are closed before TLS), 16 in their handshake; one serves at most 100 requests
+  for at most 60 s. When it is full, a newcomer takes the place of the connection that made
+  progress longest ago of the address with the most. So a flood of connects costs a bounded
+  amount of memory, and no one address can keep another out.
 
 One page is not a file: `GET /pair`, the pairing window's door. With `--bus-socket` the server
 logs in to the device-local bus as user `web` (`--bus-password-file`), the only reader of the
@@ -118,7 +124,17 @@ MAX_HEADERS = 32
 MAX_REQUEST = 16384
 READ_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
+# Counted from the TCP accept, before any TLS: a connection in its handshake already holds
+# ~300 KB (asyncio's 256 KiB TLS buffer, OpenSSL's state), so 32 of them and the ~26 MB the
+# process needs stay well inside the unit's MemoryMax=48M.
 MAX_CONNECTIONS = 32
+# One address's share: a browser opens at most 6 connections to a host.
+MAX_PER_SOURCE = 8
+# TLS handshakes in progress at once (each also bounded by the read timeout).
+MAX_HANDSHAKES = 16
+# A connection serves this many requests, for this long, then closes (the browser reconnects).
+MAX_REQUESTS_PER_CONNECTION = 100
+CONNECTION_LIFETIME_S = 60.0
 CHUNK = 32768
 # Files bigger than this are not served (mqtt.min.js is ~340 KiB).
 MAX_FILE = 4 * 1024 * 1024
@@ -409,6 +425,13 @@ def pair_page(offer: Offer | None) -> bytes:
 # --- HTTP -----------------------------------------------------------------------------------
 
 
+# RFC 9110: a header name (and a method) is a token; a value is visible characters, spaces
+# and tabs (no CR, LF or NUL); these headers may come once only (RFC 9112 6.3, 3.2).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\x21-\x7e\x80-\xff]*(?:[ \t]+[\x21-\x7e\x80-\xff]+)*")
+_SINGLE = frozenset({"host", "content-length"})
+
+
 async def _line(reader: asyncio.StreamReader, budget: list[int]) -> bytes:
     try:
         line = await reader.readuntil(b"\n")
@@ -433,7 +456,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     if len(parts) != 3:
         raise _BadRequest(400)
     method, target, version = parts
-    if not version.startswith("HTTP/"):
+    if not version.startswith("HTTP/") or not _TOKEN.fullmatch(method) or not target:
         raise _BadRequest(400)
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise _BadRequest(505)
@@ -446,9 +469,13 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
         if not raw:
             break
         name, sep, value = raw.decode("latin-1").partition(":")
-        if not sep or not name or name != name.strip():
+        value = value.strip(" \t")
+        if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise _BadRequest(400)
-        headers[name.lower()] = value.strip()
+        name = name.lower()
+        if name in _SINGLE and name in headers:
+            raise _BadRequest(400)  # two Hosts or two lengths: which one a proxy used is unknown
+        headers[name] = value
     else:
         raise _BadRequest(431)
     if version == "HTTP/1.1" and "host" not in headers:
@@ -467,8 +494,9 @@ def respond(
     files: dict[str, Path],
     status: int = 0,
     pairing: PairingDesk | None = None,
+    last: bool = False,
 ) -> tuple[bytes, bool]:
-    """The response's bytes and whether the connection stays open.
+    """The response's bytes and whether the connection stays open (never after the `last`).
 
     `GET /pair` takes the live pairing offer from `pairing`, if there is one.
     """
@@ -480,6 +508,7 @@ def respond(
     keep = (
         req is not None
         and status == 0
+        and not last
         and req.version == "HTTP/1.1"
         and req.headers.get("connection", "").lower() != "close"
     )
@@ -525,51 +554,147 @@ def respond(
     return _head(status, {**common, **headers}) + body, keep
 
 
+@dataclass(eq=False)
+class _Connection:
+    source: str
+    task: asyncio.Task[None] | None
+    # When it last made progress (accepted, shook hands, sent a request, took a chunk).
+    active_s: float
+    handshaking: bool = True
+    evicted: bool = False
+
+
+def source_of(peer: object) -> str:
+    """The address a connection came from (an IPv4-mapped IPv6 address as IPv4)."""
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+    return address.removeprefix("::ffff:") if "." in address else address
+
+
 class Server:
+    """Accepts plain TCP, counts and admits each connection, and only then starts its TLS.
+
+    At most `MAX_CONNECTIONS` at once, `MAX_PER_SOURCE` from one address (more are closed at
+    once, before TLS) and `MAX_HANDSHAKES` in their TLS handshake. When the handshakes or the
+    connections are at their cap, a newcomer takes the place of another: from the address with
+    the most connections, the one that made progress longest ago. A browser whose idle
+    keep-alive connection is closed opens another; a silent flood only pushes itself out.
+    """
+
     def __init__(
         self,
         root: Path,
         context: ssl.SSLContext,
         read_timeout: float = READ_TIMEOUT_S,
         pairing: PairingDesk | None = None,
+        lifetime_s: float = CONNECTION_LIFETIME_S,
     ) -> None:
         self.root = root
         self.read_timeout = read_timeout
+        self.lifetime_s = lifetime_s
         self.files = scan(root)
         self.context = context
         self.pairing = pairing
-        self.open = 0
+        self.connections: list[_Connection] = []
+
+    @property
+    def open(self) -> int:
+        return len(self.connections)
+
+    def admit(self, conn: _Connection) -> list[asyncio.Task[None]] | None:
+        """Count `conn` in, making room if need be: the tasks of the connections it replaces.
+
+        None: its address has its share already.
+        """
+        if sum(1 for c in self.connections if c.source == conn.source) >= MAX_PER_SOURCE:
+            return None
+        evicted = []
+        if sum(1 for c in self.connections if c.handshaking) >= MAX_HANDSHAKES:
+            evicted.append(self._evict(self._victim(handshakes_only=True)))
+        if self.open >= MAX_CONNECTIONS:
+            evicted.append(self._evict(self._victim(handshakes_only=False)))
+        self.connections.append(conn)
+        return [task for task in evicted if task is not None]
+
+    def _victim(self, handshakes_only: bool) -> _Connection:
+        counts: dict[str, int] = {}
+        for c in self.connections:
+            counts[c.source] = counts.get(c.source, 0) + 1
+        candidates = [c for c in self.connections if c.handshaking or not handshakes_only]
+        return min(candidates, key=lambda c: (-counts[c.source], c.active_s))
+
+    def _evict(self, conn: _Connection) -> asyncio.Task[None] | None:
+        self.connections.remove(conn)
+        conn.evicted = True
+        if conn.task is not None:
+            conn.task.cancel()
+        return conn.task
+
+    def _release(self, conn: _Connection) -> None:
+        if conn in self.connections:
+            self.connections.remove(conn)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.open += 1
+        conn = _Connection(
+            source_of(writer.get_extra_info("peername")), asyncio.current_task(), time.monotonic()
+        )
+        evicted = self.admit(conn)
+        if evicted is None:
+            writer.transport.abort()
+            return
         try:
-            if self.open > MAX_CONNECTIONS:
-                writer.write(respond(None, self.files, 503)[0])
-                return
-            keep = True
-            while keep:
-                status = 0
-                try:
-                    req = await asyncio.wait_for(read_request(reader), self.read_timeout)
-                except TimeoutError:
-                    return  # an idle keep-alive connection, or a slow client: just close
-                except _BadRequest as bad:
-                    req, status = None, bad.status
-                if req is None and status == 0:
-                    return
-                data, keep = respond(req, self.files, status, self.pairing)
-                # In chunks, each drained: a connection buffers at most ~2 chunks.
-                view = memoryview(data)
-                for start in range(0, len(view), CHUNK):
-                    writer.write(view[start : start + CHUNK])
-                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+            if evicted:
+                # Their TLS state (~300 KB each) is freed before this one's is made: under a
+                # flood of connects, one loop turn starts dozens of handshakes, each replacing
+                # the one before. Reading paused, so that the client's first bytes reach TLS.
+                writer.transport.pause_reading()
+                await asyncio.wait(evicted)
+            await writer.start_tls(self.context, ssl_handshake_timeout=self.read_timeout)
+            conn.handshaking = False
+            conn.active_s = time.monotonic()
+            await self._serve(reader, writer, conn)
         except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            if not conn.evicted:
+                raise
         finally:
-            self.open -= 1
-            with contextlib.suppress(Exception):
-                writer.close()
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            self._release(conn)
+            if conn.evicted or conn.handshaking:
+                writer.transport.abort()
+            else:
+                with contextlib.suppress(Exception):
+                    writer.close()
+                    await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
+    ) -> None:
+        keep = True
+        served = 0
+        deadline_s = time.monotonic() + self.lifetime_s
+        while keep:
+            status = 0
+            wait_s = min(self.read_timeout, deadline_s - time.monotonic())
+            try:
+                if wait_s <= 0:
+                    raise TimeoutError
+                req = await asyncio.wait_for(read_request(reader), wait_s)
+            except TimeoutError:
+                return  # an idle keep-alive connection, a slow client, or its time is up: close
+            except _BadRequest as bad:
+                req, status = None, bad.status
+            if req is None and status == 0:
+                return
+            conn.active_s = time.monotonic()
+            served += 1
+            last = served >= MAX_REQUESTS_PER_CONNECTION or time.monotonic() >= deadline_s
+            data, keep = respond(req, self.files, status, self.pairing, last=last)
+            # In chunks, each drained: a connection buffers at most ~2 chunks.
+            view = memoryview(data)
+            for start in range(0, len(view), CHUNK):
+                writer.write(view[start : start + CHUNK])
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                conn.active_s = time.monotonic()
 
 
 # --- starting -------------------------------------------------------------------------------
@@ -613,16 +738,16 @@ async def serve(
     started: asyncio.Event | None = None,
     read_timeout: float = READ_TIMEOUT_S,
     pairing: PairingDesk | None = None,
+    lifetime_s: float = CONNECTION_LIFETIME_S,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or cancellation); with `pairing`, its bus task too."""
-    server = Server(Path(root), tls_context(cert, key), read_timeout, pairing)
+    server = Server(Path(root), tls_context(cert, key), read_timeout, pairing, lifetime_s)
     try:
+        # Plain TCP: Server.handle counts a connection in before it starts its TLS.
         listener = await asyncio.start_server(
             server.handle,
             host=bind or None,
             port=port,
-            ssl=server.context,
-            ssl_handshake_timeout=read_timeout,
             limit=MAX_LINE,
             reuse_address=True,
         )
@@ -687,6 +812,12 @@ def _parser() -> argparse.ArgumentParser:
         default=READ_TIMEOUT_S,
         help=f"seconds for a handshake, or a request, to arrive (default {READ_TIMEOUT_S:g})",
     )
+    p.add_argument(
+        "--connection-lifetime",
+        type=float,
+        default=CONNECTION_LIFETIME_S,
+        help=f"seconds a connection is kept, at most (default {CONNECTION_LIFETIME_S:g})",
+    )
     return p
 
 
@@ -714,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.bind,
                 read_timeout=args.read_timeout,
                 pairing=pairing,
+                lifetime_s=args.connection_lifetime,
             )
 
         asyncio.run(main())
