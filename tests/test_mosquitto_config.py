@@ -446,6 +446,58 @@ def test_oversized_packet_is_refused(
     assert watcher.fence(fence_by, fence_topic) == []
 
 
+# --- a flood of connects (issue 14 item 13) ------------------------------------------------
+
+# The template's max_connections on the phones' TLS listener, and its memory_limit.
+PHONE_MAX_CONNECTIONS = 32
+MEMORY_LIMIT = 32 * 1024 * 1024
+
+
+def _closed_by_broker(sock: socket.socket) -> bool:
+    """Whether the broker closed `sock` (EOF or a reset); a silent open one would block."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_flood_of_connects_to_the_tls_listener_is_cut_before_the_login(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """Silent TCP connects to the phones' TLS port (no TLS, no CONNECT) used to be kept, every
+    one: 4000 took mosquitto from 11 to 242 MB. Past max_connections it closes them at once,
+    and the services' socket is untouched."""
+    prov = _provision_for_test(tmp_path)
+    conf = prov.conf.read_text()
+    assert f"\nmemory_limit {MEMORY_LIMIT}\n" in conf
+    assert conf.count(f"\nmax_connections {PHONE_MAX_CONNECTIONS}\n") == 2  # TLS and WebSocket
+    with running(prov):
+        port = prov.settings.tls_port
+        flood = [
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) for _ in range(200)
+        ]
+        try:
+            # Not a timed wait for nothing: it ends once the broker has closed the excess.
+            deadline = time.monotonic() + TIMEOUT_S
+            closed: list[socket.socket] = []
+            while len(closed) < len(flood) - PHONE_MAX_CONNECTIONS:
+                closed += [s for s in flood if s not in closed and _closed_by_broker(s)]
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert len(flood) - len(closed) == PHONE_MAX_CONNECTIONS
+            # The services' listener is another listener: the link still logs in and publishes.
+            link = connect(prov, "link")
+            link.subscribe("pendant-bus/#")
+            assert link.fence(connect(prov, "ears"), "pendant-bus/intent") == []
+        finally:
+            for s in flood:
+                s.close()
+
+
 # --- commands: one level deep, read by the link alone, never kept retained -----------------
 
 

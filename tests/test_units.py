@@ -143,6 +143,10 @@ def test_mosquitto_drop_in_verifies_and_fixes_the_socket_dir_last(tmp_path: Path
     pre = [ln.split("=", 1)[1] for ln in drop_in.read_text().splitlines()
            if ln.startswith("ExecStartPre=")]  # fmt: skip
     assert pre == ["+/bin/chgrp pendant-bus /run/mosquitto", "+/bin/chmod 2750 /run/mosquitto"]
+    # Issue 14 item 13: the whole broker is bounded, and it restarts forever when it hits it.
+    d = directives(drop_in)
+    assert d["MemoryMax"] == ["64M"] and d["StartLimitIntervalSec"] == ["0"]
+    assert d["Restart"] == ["on-failure"] and d["RestartSec"] == ["2s"]
     tmpfiles = (SERVICES / "tmpfiles.d" / "pendant.conf").read_text()
     assert re.search(r"^d\s+/run/mosquitto\s+2750\s+mosquitto\s+pendant-bus", tmpfiles, re.M)
 
