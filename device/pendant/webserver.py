@@ -648,6 +648,9 @@ class Server:
                 # the one before. Reading paused, so that the client's first bytes reach TLS.
                 writer.transport.pause_reading()
                 await asyncio.wait(evicted)
+                if writer.transport.is_closing():
+                    return
+            # No other await before this: the first bytes of the client must reach TLS.
             await writer.start_tls(self.context, ssl_handshake_timeout=self.read_timeout)
             conn.handshaking = False
             conn.active_s = time.monotonic()
