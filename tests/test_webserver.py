@@ -502,12 +502,13 @@ UNIT_MEMORY_MAX = 48 * 1024 * 1024
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[tuple[WebServer, Path]]:
-    """A server of its own, with the unit's default timeouts: handshakes stay in progress."""
+    """A server of its own whose silent connections stay (a minute to shake hands, not 10 s:
+    on a busy machine a flood must not outlast them)."""
     root = tmp_path / "web"
     root.mkdir()
     (root / "notes.txt").write_text("notes\n")
     cert, key = make_cert(tmp_path)
-    with WebServer(root, cert, key, log_dir=tmp_path) as server:
+    with WebServer(root, cert, key, "--read-timeout", "60", log_dir=tmp_path) as server:
         yield server, cert
 
 
