@@ -28,7 +28,7 @@ import pytest
 
 from pendant import hermes
 from pendant.ears.understand.nlu import IntentParser
-from pendant.events import Intent
+from pendant.events import Intent, Transcript
 from pendant.local_broker import LocalBroker
 
 from .conftest import REPO, demo_config, speech_files
@@ -89,6 +89,9 @@ TEXT_CAPTURED_SHAPE = {
         "wakewordId": STR + NULL,
         "asrTokens": LIST + NULL,
         "lang": STR + NULL,
+        # Not in Rhasspy's textCaptured: the pendant's event id, as in its intent messages,
+        # for dropping QoS 1 duplicates (rhasspy-hermes ignores the key).
+        "id": STR,
     },
 }
 
@@ -256,6 +259,7 @@ def test_intents_and_transcripts_parse_as_rhasspy_hermes(
         check_shape(body, TEXT_CAPTURED_SHAPE)
         assert body["siteId"] == DEVICE_ID
         assert sessions[body["sessionId"]] == body["text"]
+        assert isinstance(body["id"], str)
         assert 0 <= body["likelihood"] <= 1
         if AsrTextCaptured is not None:
             parsed = AsrTextCaptured.from_dict(body)
@@ -319,3 +323,17 @@ def test_an_intent_about_here_mirrors_its_context_and_its_area() -> None:
         parsed = NluIntent.from_dict(body)
         by_entity = {s.entity: s.value["value"] for s in parsed.slots or []}
         assert by_entity["area"] == "Kitchen" and by_entity["area_context"] == "here"
+
+
+def test_text_captured_carries_the_event_id_and_the_session() -> None:
+    """textCaptured has the transcript's `id` (to drop a QoS 1 duplicate by), and keeps the
+    session's `sessionId`, which pairs it with its intent; rhasspy-hermes still reads it."""
+    event = Transcript(device_id=DEVICE_ID, text="set a timer for five minutes", confidence=0.8)
+    topic, payload = hermes.text_captured_message(event)
+    body = json.loads(payload)
+    check_shape(body, TEXT_CAPTURED_SHAPE)
+    assert topic == "hermes/asr/textCaptured"
+    assert (body["id"], body["sessionId"]) == (event.id, event.session_id)
+    if AsrTextCaptured is not None:
+        parsed = AsrTextCaptured.from_dict(body)
+        assert (parsed.text, parsed.session_id) == (event.text, event.session_id)

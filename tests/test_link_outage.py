@@ -512,3 +512,110 @@ def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
     it = iter(wanted)
     assert all(name in it for name in names), (names, wanted)
     assert len(names) >= len(files) - 1
+
+
+# -- (f) each outside message goes out once per event id (issue 14 item 19) -----------------
+
+
+def test_an_event_the_bus_delivers_twice_reaches_home_once(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """A bus redelivery that comes after the first copy left the outbox (so the outbox no
+    longer knows its id) is not published again: not on the pendant's topic, not on Home
+    Assistant's event topic (which does not drop duplicates by id), not on the Hermes mirror."""
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_redelivered(bus_broker, home, tmp_path))
+
+
+async def _redelivered(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    link, viewer = Link(cfg), Viewer(home, "#")
+    first, after = intent(1), intent(2)
+    expected = [t for t, _, _ in link.messages(first)]
+    assert len(expected) == 3  # own topic, Home Assistant event, Hermes intent
+
+    def seen(event: Intent) -> list[str]:
+        return [
+            t for t, p in viewer.messages if p[:1] == b"{" and json.loads(p).get("id") == event.id
+        ]
+
+    async with running(link.run(), viewer.run()):
+        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+        await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+        async with bus.bus_client(cfg.bus, "test-ears") as ears:
+            await bus.publish(ears, first)
+            await until(lambda: link.published["intent"] >= 1 and link.idle, "the first copy")
+            await bus.publish(ears, first)  # the same event again, as a QoS 1 redelivery
+            await bus.publish(ears, after)
+        # In order: once every message of `after` is here, a second `first` would be too.
+        await until(lambda: len(seen(after)) == len(expected), "the next intent")
+    assert sorted(seen(first)) == sorted(expected)
+    assert link.duplicates["intent"] == len(expected)
+    assert link.published["intent"] == 2
+
+
+class _Broker:
+    """A stand-in outside connection: `fail(topic)` makes the publish of that topic fail
+    once, after it was handed over (`MqttError`, as a timeout or a dropped connection) or
+    before (`MqttCodeError` not connected, as paho refusing it)."""
+
+    def __init__(self, fail: dict[str, aiomqtt.MqttError]) -> None:
+        self.fail = fail
+        self.got: list[str] = []
+        self.tried: list[str] = []
+
+    async def publish(self, topic: str, payload: bytes, **_: Any) -> None:
+        self.tried.append(topic)
+        exc = self.fail.pop(topic, None)
+        if isinstance(exc, aiomqtt.MqttCodeError):
+            raise exc  # never left the client
+        self.got.append(topic)  # the broker has it, whatever happens to the PUBACK
+        if exc is not None:
+            raise exc
+
+
+async def _send_until_idle(link: Link, client: _Broker) -> None:
+    task = asyncio.create_task(link._send(client))  # type: ignore[arg-type]
+    try:
+        await until(lambda: link.idle or task.done(), "the outbox to empty")
+        if task.done():
+            task.result()  # raises what the connection raised
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_an_entry_resent_after_a_lost_puback_does_not_repeat_what_went_out(
+    tmp_path: Path,
+) -> None:
+    """The PUBACK of Home Assistant's event message is lost (the connection drops): the entry
+    stays in the outbox and goes again on the next connection, without that message (nor the
+    one before it, which had its PUBACK); a message the client refused is sent then."""
+    from paho.mqtt.client import MQTT_ERR_NO_CONN
+
+    async def go() -> None:
+        cfg = Config(device_id=DEVICE)
+        outbox = str(tmp_path / "outbox.sqlite")
+        link = Link(
+            cfg.model_copy(update={"link": cfg.link.model_copy(update={"outbox_path": outbox})})
+        )
+        event = intent(1)
+        own, ha, mirror = (t for t, _, _ in link.messages(event))
+        link.outbox.put(event)
+        dropped = _Broker({ha: aiomqtt.MqttError("Operation timed out")})
+        with pytest.raises(aiomqtt.MqttError):
+            await _send_until_idle(link, dropped)
+        assert dropped.got == [own, ha] and len(link.outbox) == 1
+        refused = _Broker({mirror: aiomqtt.MqttCodeError(MQTT_ERR_NO_CONN, "not connected")})
+        with pytest.raises(aiomqtt.MqttError):
+            await _send_until_idle(link, refused)
+        assert refused.got == [] and refused.tried == [mirror]
+        again = _Broker({})
+        await _send_until_idle(link, again)
+        assert again.got == [mirror]
+        assert dropped.got + refused.got + again.got == [own, ha, mirror]  # each once
+        assert link.duplicates["intent"] == 4 and link.published["intent"] == 1
+        link.outbox.close()
+
+    run(go())

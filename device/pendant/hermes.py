@@ -6,6 +6,9 @@ Slots are mirrored one for one (`slotName` = the slot's name, `entity` = its lis
 about the wearer's own room ("lights on in here") carries `area_context` (entity
 `area_context`, value "here") and, when the pendant knows the room (from `cmd/area`, else
 `home.default_area`), `area` (entity `area`) with an empty `rawValue`: nothing was said for it.
+
+Every message carries the pendant event's `id`, textCaptured too (an extra key there, which
+rhasspy-hermes ignores; its `sessionId` stays the session's, so it pairs with the intent).
 """
 
 from __future__ import annotations
@@ -58,5 +61,8 @@ def text_captured_message(event: Transcript) -> tuple[str, bytes]:
         "seconds": 0.0,
         "siteId": event.device_id,
         "sessionId": event.session_id,
+        # Not in Hermes' textCaptured (rhasspy-hermes' AsrTextCaptured ignores it), but as in
+        # its intent messages: the event's id, by which a consumer drops a QoS 1 duplicate.
+        "id": event.id,
     }
     return "hermes/asr/textCaptured", json.dumps(body).encode()

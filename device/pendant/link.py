@@ -24,6 +24,16 @@ Home Assistant discovery (`pendant.discovery`) is published retained on every co
 again a few random seconds after Home Assistant announces `online`; intents also go out as
 Home Assistant events on `pendant/<id>/event`.
 
+Each outside message is sent at most once per event id: the link remembers the last
+`SENT_WINDOW` (topic, event id) pairs it handed to the outside broker and skips them if they
+come round again, so Home Assistant's event entity, which does not drop duplicates by `id`,
+sees an intent once even when the bus delivers it twice (QoS 1) or the outbox sends an entry
+again after a reconnect. A pair counts as sent once paho took the PUBLISH for a live
+connection, not only after its PUBACK: when the connection drops before the PUBACK, the link
+cannot tell a lost PUBLISH from a lost PUBACK, and chooses not to repeat it (at most once for
+that one message; what the client refused outright, not connected, is sent again). The window
+is in RAM: a link restarted between a PUBACK and the outbox's delete may still send one again.
+
 Availability is a retained `online`, with a retained `offline` as last will. The bus side and
 the outside side have their own reconnect loops, so an outside outage never blocks the bus.
 
@@ -40,12 +50,13 @@ import random
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_QUEUE_SIZE
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -85,6 +96,11 @@ ERROR_EVERY_S = 6.0
 # MQTT 5 sessions end when the client leaves unless they say otherwise: never, as 3.1.1's
 # clean_session false (the broker's persistent_client_expiration still applies).
 SESSION_EXPIRY_S = 0xFFFFFFFF
+# (topic, event id) pairs remembered as sent: far more than a reconnect resends (the head of
+# the outbox) or the bus redelivers (what was in flight), a few tens of KB.
+SENT_WINDOW = 1024
+# What paho answers for a PUBLISH it did not take: nothing left for the broker.
+NOT_SENT = frozenset({MQTT_ERR_NO_CONN, MQTT_ERR_QUEUE_SIZE})
 
 Message = tuple[str, bytes, bool]
 
@@ -132,6 +148,29 @@ class TokenBucket:
         return True
 
 
+class SentWindow:
+    """The last `size` keys added, oldest forgotten first."""
+
+    def __init__(self, size: int = SENT_WINDOW) -> None:
+        self.size = size
+        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: tuple[str, str]) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+
+    def discard(self, key: tuple[str, str]) -> None:
+        self._keys.pop(key, None)
+
+
 class _Backoff:
     """Reconnect delays, and one log line per outage rather than one per attempt."""
 
@@ -155,6 +194,10 @@ class Link:
         self.gate = Gate()
         self.outbox = Outbox(config.link.outbox_path or None, expiry_s=config.link.intent_expiry_s)
         self.published: Counter[str] = Counter()
+        self.sent = SentWindow()
+        """(topic, event id) of the outside messages already sent (see the module's docstring)."""
+        self.duplicates: Counter[str] = Counter()
+        """Outside messages not sent again, by event type."""
         self.commands: Counter[str] = Counter()
         """forwarded, rejected, retained (refused and deleted), overflow, failed."""
         self.error_bucket = TokenBucket(ERROR_BURST, ERROR_EVERY_S)
@@ -365,10 +408,24 @@ class Link:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), RETRY_S)
                 continue
+            fresh = 0
             for topic, payload, retain in self.messages(entry.event):
-                await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
-            self.outbox.done(entry)  # every message of it has its PUBACK
-            self.published[entry.event.type] += 1
+                key = (topic, entry.event.id)
+                if key in self.sent:
+                    self.duplicates[entry.event.type] += 1
+                    continue
+                # Remembered before the PUBACK: see the module's docstring.
+                self.sent.add(key)
+                try:
+                    await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
+                except aiomqtt.MqttCodeError as exc:
+                    if exc.rc in NOT_SENT:
+                        self.sent.discard(key)  # never left: the next connection sends it
+                    raise
+                fresh += 1
+            self.outbox.done(entry)  # every message of it has its PUBACK, or went before
+            if fresh:
+                self.published[entry.event.type] += 1
 
     async def _clear_stale(self, client: aiomqtt.Client) -> None:
         # aiomqtt has no peek; its queue is where the retained messages wait. Anything else
