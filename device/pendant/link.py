@@ -24,15 +24,14 @@ Home Assistant discovery (`pendant.discovery`) is published retained on every co
 again a few random seconds after Home Assistant announces `online`; intents also go out as
 Home Assistant events on `pendant/<id>/event`.
 
-Each outside message is sent at most once per event id: the link remembers the last
-`SENT_WINDOW` (topic, event id) pairs it handed to the outside broker and skips them if they
-come round again, so Home Assistant's event entity, which does not drop duplicates by `id`,
-sees an intent once even when the bus delivers it twice (QoS 1) or the outbox sends an entry
-again after a reconnect. A pair counts as sent once paho took the PUBLISH for a live
-connection, not only after its PUBACK: when the connection drops before the PUBACK, the link
-cannot tell a lost PUBLISH from a lost PUBACK, and chooses not to repeat it (at most once for
-that one message; what the client refused outright, not connected, is sent again). The window
-is in RAM: a link restarted between a PUBACK and the outbox's delete may still send one again.
+Each outside message is sent once per event id: the link remembers the last `SENT_WINDOW`
+(topic, event id) pairs the outside broker acknowledged and skips them if they come round
+again, so Home Assistant's event entity, which does not drop duplicates by `id`, sees an
+intent once even when the bus delivers it twice (QoS 1), and an entry sent again after a
+reconnect repeats only the message whose PUBACK was missing. That one message may arrive
+twice: the link cannot tell a lost PUBLISH from a lost PUBACK, and losing an accepted intent
+is worse than a duplicate. The window is in RAM: a link restarted between a PUBACK and the
+outbox's delete may still send one again.
 
 Availability is a retained `online`, with a retained `offline` as last will. The bus side and
 the outside side have their own reconnect loops, so an outside outage never blocks the bus.
@@ -56,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_QUEUE_SIZE
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -99,8 +97,6 @@ SESSION_EXPIRY_S = 0xFFFFFFFF
 # (topic, event id) pairs remembered as sent: far more than a reconnect resends (the head of
 # the outbox) or the bus redelivers (what was in flight), a few tens of KB.
 SENT_WINDOW = 1024
-# What paho answers for a PUBLISH it did not take: nothing left for the broker.
-NOT_SENT = frozenset({MQTT_ERR_NO_CONN, MQTT_ERR_QUEUE_SIZE})
 
 Message = tuple[str, bytes, bool]
 
@@ -166,9 +162,6 @@ class SentWindow:
         self._keys.move_to_end(key)
         while len(self._keys) > self.size:
             self._keys.popitem(last=False)
-
-    def discard(self, key: tuple[str, str]) -> None:
-        self._keys.pop(key, None)
 
 
 class _Backoff:
@@ -414,16 +407,10 @@ class Link:
                 if key in self.sent:
                     self.duplicates[entry.event.type] += 1
                     continue
-                # Remembered before the PUBACK: see the module's docstring.
-                self.sent.add(key)
-                try:
-                    await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
-                except aiomqtt.MqttCodeError as exc:
-                    if exc.rc in NOT_SENT:
-                        self.sent.discard(key)  # never left: the next connection sends it
-                    raise
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
+                self.sent.add(key)  # after its PUBACK: see the module's docstring
                 fresh += 1
-            self.outbox.done(entry)  # every message of it has its PUBACK, or went before
+            self.outbox.done(entry)  # every message of it has its PUBACK
             if fresh:
                 self.published[entry.event.type] += 1
 
