@@ -143,9 +143,10 @@ class PairingService:
                 # Whatever a previous run left retained is void now.
                 await self._clear_offer(client)
                 await self._publish_status(client)
-            else:
+            elif self.deadline_s is not None and time.monotonic() < self.deadline_s:
                 # Back after an outage with the window open: offer it again. If the web server
-                # handed it out meanwhile, it answers with "taken" (again).
+                # handed it out meanwhile, it answers with "taken" (again). Past its deadline,
+                # `_main` closes it at once instead.
                 await bus.publish(client, self.offer)
                 await self._publish_status(
                     client, user=self.offer.user, until_ms=self.offer.expires_ms
