@@ -13,6 +13,7 @@ fences, as in test_mosquitto_config.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import http.client
 import json
@@ -23,17 +24,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from pendant import webserver
 from pendant.body.service import BodyService
 from pendant.config import BodyConfig, BusConfig, Config, PairingConfig
+from pendant.events import PairingWindow
+from pendant.local_broker import free_port
 from pendant.pairing_window import PairingService
-from pendant.provision import Provisioned
+from pendant.provision import PHONE_PREFIX, Provisioned
 
 from .test_mosquitto_config import (
     DEVICE,
@@ -374,3 +380,122 @@ def test_a_long_press_pairs_one_phone_once_and_an_unused_offer_is_revoked(
             w.close()
         loop.close()
         web.stop()
+
+
+# --- the bus cut between taking the offer and reporting it -----------------------------------
+
+
+@dataclass
+class Cut:
+    prov: Provisioned
+    pairing: PairingService
+    server: Any  # what get_pair needs of a web server: its port
+    user: str
+
+
+@pytest.fixture
+def taken_while_cut() -> Iterator[Cut]:
+    """A window opened, its offer taken at `/pair`, and the broker stopped right after the
+    taking, before the web server could report it; then the same broker started again
+    (persistence on, so the offer is retained again).
+
+    The web server runs in-process (its pairing desk on the test's loop), so that the cut
+    lands exactly between taking and reporting: the broker is stopped inside `take`, while
+    the desk's loop is blocked and cannot notice anything.
+    """
+    with tempfile.TemporaryDirectory(prefix="pw-") as d, contextlib.ExitStack() as stack:
+        prov = _provision_for_test(Path(d) / "root")
+        broker = stack.enter_context(running(prov))
+        loop = Loop()
+        stack.callback(loop.close)
+        pairing, _ = start_pairing(loop, prov, window_s=60.0)
+
+        async def make_desk() -> webserver.PairingDesk:
+            return webserver.PairingDesk(str(prov.socket), prov.password("web"))
+
+        desk = loop.call(make_desk())
+        real_take = desk.take
+        taken: list[webserver.Offer | None] = []
+
+        def take_then_cut() -> webserver.Offer | None:
+            offer = real_take()
+            taken.append(offer)
+            if broker.poll() is None:
+                broker.terminate()
+                broker.wait(TIMEOUT_S)
+            return offer
+
+        desk.take = take_then_cut  # type: ignore[method-assign]
+        port = free_port()
+        started = threading.Event()
+
+        async def web() -> None:
+            up = asyncio.Event()
+            waiter = asyncio.create_task(up.wait())
+            waiter.add_done_callback(lambda _: started.set())
+            await webserver.serve(
+                WEB,
+                prov.layout.conf_dir / "server.crt",
+                prov.layout.conf_dir / "server.key",
+                port,
+                "127.0.0.1",
+                started=up,
+                pairing=desk,
+            )
+
+        loop.start(web())
+        assert started.wait(TIMEOUT_S)
+        server = SimpleNamespace(port=port)
+
+        # The body asks (as a paho client: the body service ends with its bus, by design).
+        body = Watcher(prov, "body")
+        stack.callback(body.close)
+        body.client.publish(WINDOW, PairingWindow(device_id=DEVICE, open=True).to_json())
+        eventually(lambda: pairing.open_name is not None, "the window opens")
+        user = PHONE_PREFIX + str(pairing.open_name)
+        eventually(lambda: desk.offer is not None, "the web server has the offer")
+
+        # Taken, and the bus cut before the report.
+        _, page = get_pair(server, prov)  # type: ignore[arg-type]
+        assert pairing_link(page) is not None
+        assert [o.user for o in taken if o is not None] == [user]
+        assert broker.poll() is not None
+        assert pairing.taken == []
+
+        stack.enter_context(running(prov))
+        yield Cut(prov, pairing, server, user)
+
+
+def test_an_offer_taken_while_the_bus_is_cut_is_reported_once_it_is_back(
+    taken_while_cut: Cut,
+) -> None:
+    """Proves the "taken" report outlives a bus outage: it is sent again once the bus is back,
+    the pairing window hears it, closes, and keeps the new phone's account."""
+    cut = taken_while_cut
+    name = cut.user.removeprefix(PHONE_PREFIX)
+    eventually(lambda: cut.pairing.taken == [name], "the pairing window hears 'taken'")
+    eventually(lambda: cut.pairing.open_name is None, "the window closes")
+    assert cut.pairing.revoked == []
+    assert cut.prov.password_file(cut.user).exists()
+    tls = endpoint(cut.prov, "tls")
+    assert _accepted_eventually(tls, cut.user, cut.prov.password(cut.user), True)
+
+
+def test_an_offer_taken_while_the_bus_is_cut_is_never_handed_out_again(
+    taken_while_cut: Cut,
+) -> None:
+    """Proves "single use" across a bus outage: the offer, replayed by the restarted broker
+    and offered again by the pairing service, is never handed out a second time, neither
+    before the pairing window has heard "taken" nor after."""
+    cut = taken_while_cut
+    name = cut.user.removeprefix(PHONE_PREFIX)
+
+    def handed_out_nothing_until_paired() -> bool:
+        _, page = get_pair(cut.server, cut.prov)
+        assert pairing_link(page) is None, "the offer was handed out a second time"
+        return cut.pairing.taken == [name]
+
+    eventually(handed_out_nothing_until_paired, "the pairing window hears 'taken'")
+    eventually(lambda: cut.pairing.open_name is None, "the window closes")
+    _, page = get_pair(cut.server, cut.prov)
+    assert pairing_link(page) is None

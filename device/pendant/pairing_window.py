@@ -14,6 +14,11 @@ The pendant has no screen, so pairing works like Bluetooth's pairing mode:
    takes the offer within `pairing.window_s` (120 s), or the wearer holds the button again, the
    window closes and the account is revoked. Either way the retained offer is cleared first.
 
+The window outlives a bus outage (the service reconnects, the window stays open until its
+deadline, and its offer is published again): the web server re-sends its "taken" report until
+the bus acknowledges it, and again whenever it sees an offer it has handed out, so a phone that
+took the offer while the bus was away stays paired. A repeated report is taken once.
+
 One window at a time: a request to open while open is ignored. The only privileged pendant
 process: it runs as root (to write the broker's files and signal it) but with no network, and
 with a bus user that may read only the gesture and "taken" and write only the offer and state.
@@ -60,6 +65,7 @@ log = logging.getLogger(__name__)
 BEAT_S = 1.0
 SUBSCRIPTIONS = ("pairing_window", "pairing_taken")
 PENDING_NAME = "pairing.pending"
+BUS_RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 
 def peer_pid(sock: socket.socket | None) -> int | None:
@@ -88,6 +94,8 @@ class PairingService:
         # The live offer's account name (without phone-) and when it expires (monotonic).
         self.open_name: str | None = None
         self.deadline_s: float | None = None
+        # The live offer, to publish again after a bus outage.
+        self.offer: PairingOffer | None = None
         self.broker_pid: int | None = None
         # For tests and logs: accounts made, handed out, revoked.
         self.opened: list[str] = []
@@ -99,44 +107,73 @@ class PairingService:
         return self.layout.etc / PENDING_NAME
 
     async def run(self, on_ready: Callable[[], object] | None = None) -> None:
-        """Until cancelled (or the bus fails). Revokes what a previous run left open."""
-        try:
-            async with bus.bus_client(self.config.bus, "pendant-pairing") as client:
-                self.broker_pid = peer_pid(client._client.socket())  # type: ignore[arg-type]
-                if self.broker_pid is None:
-                    log.warning(
-                        "bus is not a unix socket: mosquitto cannot be told to reload; after "
-                        "each window run `systemctl reload mosquitto`"
-                    )
+        """Until cancelled (or the bus fails at start). Revokes what a previous run left open.
+
+        Once ready, a bus outage does not end it: it reconnects, and an open window stays open
+        (until its deadline), its offer published again, so that a phone that took the offer
+        while the bus was away is still paired when the web server's "taken" report arrives.
+        """
+        failures = 0
+        while True:
+            try:
+                await self._connected(on_ready)
+            except aiomqtt.MqttError as exc:
+                where = self.config.bus.socket or self.config.bus.host
+                if not self.ready.is_set():
+                    raise PendantError(f"bus at {where}: {exc}") from None
+                if failures == 0:  # once per outage
+                    log.warning("bus at %s: %s (reconnecting)", where, exc)
+            self.heartbeat.beat()  # waiting for the bus is not hanging
+            await asyncio.sleep(BUS_RETRY_S[min(failures, len(BUS_RETRY_S) - 1)])
+            failures += 1
+
+    async def _connected(self, on_ready: Callable[[], object] | None) -> None:
+        async with bus.bus_client(self.config.bus, "pendant-pairing") as client:
+            self.broker_pid = peer_pid(client._client.socket())  # type: ignore[arg-type]
+            if self.broker_pid is None and not self.ready.is_set():
+                log.warning(
+                    "bus is not a unix socket: mosquitto cannot be told to reload; after "
+                    "each window run `systemctl reload mosquitto`"
+                )
+            if self.open_name is None:
                 await self._revoke_leftover()
-                for name in SUBSCRIPTIONS:
-                    await client.subscribe(bus.topic(name), qos=bus.QOS)
+            for name in SUBSCRIPTIONS:
+                await client.subscribe(bus.topic(name), qos=bus.QOS)
+            if self.offer is None:
                 # Whatever a previous run left retained is void now.
                 await self._clear_offer(client)
                 await self._publish_status(client)
-                inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-                reader = asyncio.create_task(self._read(client, inbox), name="pairing-bus")
-                try:
+            elif self.deadline_s is not None and time.monotonic() < self.deadline_s:
+                # Back after an outage with the window open: offer it again. If the web server
+                # handed it out meanwhile, it answers with "taken" (again). Past its deadline,
+                # `_main` closes it at once instead.
+                await bus.publish(client, self.offer)
+                await self._publish_status(
+                    client, user=self.offer.user, until_ms=self.offer.expires_ms
+                )
+            inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+            reader = asyncio.create_task(self._read(client, inbox), name="pairing-bus")
+            try:
+                if not self.ready.is_set():
                     self.ready.set()
                     if on_ready is not None:
                         on_ready()
-                    await self._main(client, inbox, reader)
-                finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
-                    if self.open_name is not None:
-                        # Stopped mid-window: nobody will take this offer now.
-                        with contextlib.suppress(aiomqtt.MqttError, PendantError, OSError):
-                            await self._close(client, revoke_it=True)
-        except aiomqtt.MqttError as exc:
-            where = self.config.bus.socket or self.config.bus.host
-            raise PendantError(f"bus at {where}: {exc}") from None
+                await self._main(client, inbox, reader)
+            except asyncio.CancelledError:
+                if self.open_name is not None:
+                    # Stopped mid-window: nobody will take this offer now.
+                    with contextlib.suppress(aiomqtt.MqttError, PendantError, OSError):
+                        await self._close(client, revoke_it=True)
+                raise
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
     async def _read(self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
         async for message in client.messages:
             inbox.put_nowait(message)
-        raise PendantError("pairing: the bus closed")
+        raise aiomqtt.MqttError("the bus closed")
 
     async def _main(
         self,
@@ -175,6 +212,9 @@ class PairingService:
                     log.info("pairing window: %s paired", event.user)
                     self.taken.append(self.open_name)
                     await self._close(client, revoke_it=False)
+                elif event.user.removeprefix(PHONE_PREFIX) in self.taken:
+                    # Reported again (a re-sent report, a QoS 1 duplicate): paired already.
+                    log.info("pairing: %s is paired already", event.user)
                 else:
                     log.warning("pairing: 'taken' for %s, which is not on offer", event.user)
 
@@ -202,12 +242,18 @@ class PairingService:
         offer = PairingOffer(
             device_id=device_id, user=pairing.user, fragment=pairing.fragment, expires_ms=until_ms
         )
+        self.offer = offer
         await bus.publish(client, offer)
         await self._publish_status(client, user=pairing.user, until_ms=until_ms)
         log.info("pairing window: open for %g s, one-time account %s", window_s, pairing.user)
 
     async def _close(self, client: aiomqtt.Client, revoke_it: bool) -> None:
         name, self.open_name, self.deadline_s = self.open_name, None, None
+        self.offer = None
+        if not revoke_it:
+            # Paired: the account is no leftover now, whatever becomes of the bus from here
+            # (a reconnect revokes what the pending file names).
+            self.pending_file.unlink(missing_ok=True)
         # The offer goes first: no phone is handed a login that is about to be revoked.
         await self._clear_offer(client)
         if name is not None and revoke_it:

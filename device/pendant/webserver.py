@@ -29,7 +29,11 @@ logs in to the device-local bus as user `web` (`--bus-password-file`), the only 
 pairing service's retained offer (`pendant-bus/pairing_offer`, see `pendant.pairing_window`).
 While an offer is live, the first `GET /pair` takes it: the answer is a page that sends the
 phone on to `/#u=...&p=...` (same origin, so whatever name the phone used for the pendant
-works), and the server publishes `pendant-bus/pairing_taken`, so the offer is single-use. The
+works), and the server publishes `pendant-bus/pairing_taken`, so the offer is single-use: it is
+marked taken in the server before anything else (the broker may replay it after a reconnect,
+and it is never handed out again), and the report is sent at QoS 1 until the broker acknowledges
+it, again after each reconnect and whenever the offer shows up again (the pairing service
+publishes it anew after an outage, and takes a repeated report once). The
 login travels only in that page's body and then in the URL fragment, which browsers never
 send; never in a header, a query string or a log line, and the page is `no-store`. Otherwise
 (no window open, already taken, expired, no bus) `/pair` says how to open the window. `HEAD
@@ -303,6 +307,8 @@ class PairingDesk:
     One asyncio task (`run`) on the server's own loop: it reads the retained offer and its
     clearing, and publishes a `pairing_taken` for each offer handed out, reconnecting while
     the bus is away (an offer is not handed out while its clearing might have been missed).
+    An offer handed out is remembered (until it expires) and never handed out again; its
+    report stays queued until the bus acknowledges it.
     """
 
     def __init__(self, socket_path: str, password: str, user: str = BUS_USER) -> None:
@@ -311,17 +317,34 @@ class PairingDesk:
         self._password = password
         self.offer: Offer | None = None
         self.connected = asyncio.Event()
+        # Offers not yet reported taken, oldest first; every offer ever handed out (until it
+        # expires), so that none is handed out twice.
         self._taken: list[Offer] = []
+        self._handed: dict[tuple[str, str], int] = {}
         self._wake = asyncio.Event()
 
     def take(self) -> Offer | None:
-        """The live offer, at most once: whoever gets it, no one else will."""
+        """The live offer, at most once: whoever gets it, no one else will.
+
+        Marked taken here, before anything else: the same offer, replayed by the broker after
+        a reconnect (it stays retained until the pairing service hears of it), is never handed
+        out again, and its "taken" report is sent again instead (see `_read`).
+        """
         offer, self.offer = self.offer, None
-        if offer is None or not offer.live():
+        if offer is None or not offer.live() or _key(offer) in self._handed:
             return None
-        self._taken.append(offer)
-        self._wake.set()
+        now_ms = time.time_ns() // 1_000_000
+        self._handed = {k: until for k, until in self._handed.items() if until > now_ms}
+        self._handed[_key(offer)] = offer.expires_ms
+        self._report(offer)
         return offer
+
+    def _report(self, offer: Offer) -> None:
+        """Queue `offer`'s "taken" report: sent, and re-sent after each reconnect, until the
+        bus acknowledges it (QoS 1). The pairing service takes it once (by user)."""
+        if offer not in self._taken:
+            self._taken.append(offer)
+        self._wake.set()
 
     async def run(self) -> None:
         failures = 0
@@ -363,14 +386,21 @@ class PairingDesk:
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = bytes(message.payload)  # type: ignore[arg-type]
-            self.offer = parse_offer(payload)
-            if payload and self.offer is None:
+            offer = parse_offer(payload)
+            if payload and offer is None:
                 log.warning("bus: ignored a malformed pairing offer")
+            if offer is not None and _key(offer) in self._handed:
+                # Handed out already, and still on offer: the pairing service has not heard
+                # (the report was lost, or it reconnected and offers it again). Tell it again.
+                self.offer = None
+                self._report(offer)
+            else:
+                self.offer = offer
         raise aiomqtt.MqttError("the bus closed")
 
     async def _send(self, client: aiomqtt.Client) -> None:
+        # What is still unreported goes first, on every (re)connection.
         while True:
-            await self._wake.wait()
             self._wake.clear()
             while self._taken:
                 offer = self._taken[0]
@@ -382,8 +412,16 @@ class PairingDesk:
                     "timestamp_ms": time.time_ns() // 1_000_000,
                     "user": offer.user,
                 }
+                # QoS 1: returns once the broker has acknowledged it; a drop before that
+                # raises, and the report stays queued for the next connection.
                 await client.publish(TAKEN_TOPIC, json.dumps(event).encode(), qos=bus.QOS)
-                self._taken.pop(0)
+                if self._taken and self._taken[0] is offer:
+                    self._taken.pop(0)
+            await self._wake.wait()
+
+
+def _key(offer: Offer) -> tuple[str, str]:
+    return (offer.user, offer.fragment)
 
 
 _PAGE = """<!doctype html>
