@@ -142,19 +142,6 @@ def _each_template(
         )
 
 
-def sentence_warnings(
-    config: Config,
-    sets: Sequence[SentenceSet],
-    grammar: Grammar,
-    parser: IntentParser,
-    guessed: Mapping[str, str],
-) -> list[SentenceWarning]:
-    """The warnings for the wearer's `sets`, checked against the grammar and NLU that run them
-    (built from `config` plus the sets) and the recogniser's guessed pronunciations."""
-    found = [w for w in _each_template(config, sets, grammar, parser, guessed) if w]
-    return found[:MAX_SENTENCE_WARNINGS]
-
-
 async def sentence_warnings_async(
     config: Config,
     sets: Sequence[SentenceSet],
@@ -162,7 +149,9 @@ async def sentence_warnings_async(
     parser: IntentParser,
     guessed: Mapping[str, str],
 ) -> list[SentenceWarning]:
-    """As `sentence_warnings`, letting the loop run (audio, commands) after each template."""
+    """The warnings for the wearer's `sets`, checked against the grammar and NLU that run them
+    (built from `config` plus the sets) and the recogniser's guessed pronunciations; the loop
+    runs (audio, commands) after each template."""
     found: list[SentenceWarning] = []
     for warning in _each_template(config, sets, grammar, parser, guessed):
         if warning is not None:
