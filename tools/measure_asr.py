@@ -5,7 +5,9 @@
     .venv/bin/python tools/measure_asr.py --manifest .cache/speech-sets/manifest.json
 
 Directory mode: each file name without `.wav` is the sentence spoken; `oov_*` files are speech
-that is not a command and must produce no intent. The expected intent and slots are what the
+that is not a command and must produce no intent (`--non-commands`: every file is, e.g. the
+other-languages set). A directory with no WAVs at its top level stands for every directory
+under it that has some. The expected intent and slots are what the
 NLU makes of the file name, so this measures the recogniser end to end, not the templates.
 Prints one line per file, then per directory: transcript exact-match %, intent+slots correct %,
 oov rejections, and decoding time per utterance.
@@ -14,11 +16,18 @@ Manifest mode (`--manifest`, written by tools/speech_sets.py): a `command` entry
 `intent` with its `slots` (only the keys listed are compared); `non_command`, `silence` and
 `noise` entries must give nothing above the min confidence. Prints only the misses, then the
 same summary line.
+
+Every summary counts, beside accuracy, the WRONG ACTIONS (a command accepted as an intent that
+is not the one said; worse than a miss) apart from the rejected commands, and the non-commands
+that became an intent. `--half tune|held-out` keeps the files in one half, chosen by a hash of
+each file's name and folder, so constants tuned on one half can be checked on the other.
+`--sweep` prints the same counts for several min confidences (the decoding is done once).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -30,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pendant.config import Config, load_config
-from pendant.ears.asr import create_recognizer
+from pendant.ears.asr import BACKENDS, create_recognizer
 from pendant.ears.understand.grammar import build_grammar, normalize
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 
@@ -54,22 +63,40 @@ def same(a: IntentMatch | None, b: IntentMatch | None) -> bool:
     return a.name == b.name and a.slot_values() == b.slot_values()
 
 
+def half_of(name: str) -> str:
+    """'tune' or 'held-out', by a hash of a file's folder and name (stable across runs)."""
+    return "tune" if hashlib.sha1(name.encode()).digest()[0] % 2 == 0 else "held-out"
+
+
+@dataclass
+class Outcome:
+    """One file: what it should give and what was heard, to count at any min confidence."""
+
+    command: bool
+    confidence: float  # -1 when nothing was heard
+    right: bool  # the intent heard is the one expected (commands only)
+    intent: bool  # the text heard parses as an intent
+
+
 @dataclass
 class Tally:
     files: int = 0
     commands: int = 0
     exact: int = 0
     correct: int = 0
+    wrong: int = 0
     oov: int = 0
     oov_rejected: int = 0
     times: list[float] = field(default_factory=list)  # seconds per file, for percentiles
     failures: list[str] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
-        for name in ("files", "commands", "exact", "correct", "oov", "oov_rejected"):
+        for name in ("files", "commands", "exact", "correct", "wrong", "oov", "oov_rejected"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.times += other.times
         self.failures += other.failures
+        self.outcomes += other.outcomes
 
     def line(self, label: str, exact: bool = True) -> str:
         pct = 100.0 / max(self.commands, 1)
@@ -81,12 +108,34 @@ class Tally:
             if exact
             else ""
         )
+        rejected = self.commands - self.correct - self.wrong
         return (
             f"{label}: {self.files} files | {transcript}intent+slots {self.correct}/"
-            f"{self.commands} ({self.correct * pct:.1f}%) | non-commands rejected "
+            f"{self.commands} ({self.correct * pct:.1f}%) | WRONG ACTIONS {self.wrong} | "
+            f"commands rejected {rejected} | non-commands rejected "
             f"{self.oov_rejected}/{self.oov} ({100.0 * self.oov_rejected / max(self.oov, 1):.1f}%)"
+            f", accepted {self.oov - self.oov_rejected}"
             f" | ms/utterance mean {ms.mean():.0f} p50 {p50:.0f} p90 {p90:.0f}"
         )
+
+    def sweep(self, thresholds: list[float]) -> list[str]:
+        """The same counts at other min confidences."""
+        lines = []
+        for th in thresholds:
+            right = wrong = oov_accepted = 0
+            for o in self.outcomes:
+                accepted = o.confidence >= th and o.intent
+                if o.command:
+                    right += accepted and o.right
+                    wrong += accepted and not o.right
+                else:
+                    oov_accepted += accepted
+            lines.append(
+                f"  min confidence {th:.2f}: right {right}/{self.commands} | wrong actions "
+                f"{wrong} | commands rejected {self.commands - right - wrong} | "
+                f"non-commands accepted {oov_accepted}/{self.oov}"
+            )
+        return lines
 
 
 def recognise(path: Path, recognizer, nlu: IntentParser, min_conf: float, tally: Tally):  # type: ignore[no-untyped-def]
@@ -96,9 +145,16 @@ def recognise(path: Path, recognizer, nlu: IntentParser, min_conf: float, tally:
     result = recognizer.transcribe(audio)
     tally.times.append(time.perf_counter() - start)
     tally.files += 1
+    heard = nlu.parse(result.text) if result is not None else None
     accepted = result is not None and result.confidence >= min_conf
-    got = nlu.parse(result.text) if accepted and result is not None else None
-    return result, accepted, got
+    got = heard if accepted else None
+    return result, accepted, got, heard
+
+
+def count(tally: Tally, result, expected_ok, command: bool, heard) -> None:  # type: ignore[no-untyped-def]
+    """Record one file's outcome for sweeps (`expected_ok`: is `heard` the right intent)."""
+    conf = -1.0 if result is None else result.confidence
+    tally.outcomes.append(Outcome(command, conf, bool(expected_ok), heard is not None))
 
 
 def describe(result, accepted: bool, got: IntentMatch | None) -> str:  # type: ignore[no-untyped-def]
@@ -110,24 +166,43 @@ def describe(result, accepted: bool, got: IntentMatch | None) -> str:  # type: i
     return heard + (f" -> {got.name} {got.slot_values()}" if got else " -> no intent")
 
 
-def measure_dir(directory: Path, recognizer, nlu: IntentParser, min_conf: float) -> Tally:  # type: ignore[no-untyped-def]
+def wav_dirs(directory: Path) -> list[Path]:
+    """`directory`, or when it has no WAVs at its top level, every folder under it that has."""
+    if any(directory.glob("*.wav")):
+        return [directory]
+    return sorted({p.parent for p in directory.rglob("*.wav")})
+
+
+def measure_dir(  # type: ignore[no-untyped-def]
+    directory: Path,
+    recognizer,
+    nlu: IntentParser,
+    min_conf: float,
+    half: str | None = None,
+    non_commands: bool = False,
+) -> Tally:
     tally = Tally()
     for path in sorted(directory.glob("*.wav")):
+        if half is not None and half_of(f"{directory.name}/{path.name}") != half:
+            continue
         said = path.stem
-        result, accepted, got = recognise(path, recognizer, nlu, min_conf, tally)
+        result, accepted, got, heard_intent = recognise(path, recognizer, nlu, min_conf, tally)
         heard = f"{result.text!r} conf={result.confidence:.2f}" if result else "nothing"
-        expected = None if said.startswith("oov_") else nlu.parse(said)
+        expected = None if non_commands or said.startswith("oov_") else nlu.parse(said)
         if expected is None:  # oov_* or any name that is not a command: nothing is right
             tally.oov += 1
             ok = got is None
             tally.oov_rejected += ok
+            count(tally, result, False, False, heard_intent)
         else:
             tally.commands += 1
             exact = result is not None and result.text == " ".join(normalize(said))
             tally.exact += exact
             ok = same(got, expected)
             tally.correct += ok
-        mark = "ok " if ok else "BAD"
+            tally.wrong += got is not None and not ok
+            count(tally, result, same(heard_intent, expected), True, heard_intent)
+        mark = "ok " if ok else ("BAD" if got is None else "WRONG")
         print(f"{mark} {said:50.50} -> {heard}{'' if accepted else ' (rejected)'}")
         if not ok:
             tally.failures.append(said)
@@ -142,20 +217,27 @@ def matches(got: IntentMatch | None, entry: dict[str, Any]) -> bool:
     return all(values.get(k) == v for k, v in entry["slots"].items())
 
 
-def measure_manifest(manifest: Path, recognizer, nlu: IntentParser, min_conf: float) -> Tally:  # type: ignore[no-untyped-def]
+def measure_manifest(  # type: ignore[no-untyped-def]
+    manifest: Path, recognizer, nlu: IntentParser, min_conf: float, half: str | None = None
+) -> Tally:
     tally = Tally()
     for entry in json.loads(manifest.read_text(encoding="utf-8"))["files"]:
+        if half is not None and half_of(entry["file"]) != half:
+            continue
         path = manifest.parent / entry["file"]
-        result, accepted, got = recognise(path, recognizer, nlu, min_conf, tally)
+        result, accepted, got, heard = recognise(path, recognizer, nlu, min_conf, tally)
         if entry["kind"] == "command":
             tally.commands += 1
             ok = matches(got, entry)
             tally.correct += ok
+            tally.wrong += got is not None and not ok
+            count(tally, result, matches(heard, entry), True, heard)
             want = f"{entry['intent']} {entry['slots']}"
         else:  # non_command, silence, noise: any intent is a false activation
             tally.oov += 1
             ok = got is None
             tally.oov_rejected += ok
+            count(tally, result, False, False, heard)
             want = "nothing"
         if not ok:
             # Voice and SNR go in the line so misses can be grouped by what made them hard.
@@ -176,8 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="*", type=Path, help="directories of WAV files")
     parser.add_argument("--manifest", type=Path, help="manifest.json of tools/speech_sets.py")
     parser.add_argument("--config", default=str(ROOT / "examples" / "pendant.toml"))
-    parser.add_argument("--backend", choices=["pocketsphinx", "whisper"], default="pocketsphinx")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="pocketsphinx")
     parser.add_argument("--min-confidence", type=float, help="default: the config's")
+    parser.add_argument(
+        "--non-commands", action="store_true", help="every WAV is speech that is not a command"
+    )
+    parser.add_argument("--half", choices=["tune", "held-out"], help="only one half of the files")
+    parser.add_argument(
+        "--sweep",
+        type=lambda v: [float(x) for x in v.split(",")],
+        help="comma-separated min confidences to count again, e.g. 0.3,0.5,0.7",
+    )
     args = parser.parse_args(argv)
 
     config = with_backend(load_config(args.config), args.backend)
@@ -196,23 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     total = Tally()
     summaries = []
     try:
-        for directory in dirs:
+        for directory in [d for given in dirs for d in wav_dirs(given)]:
             print(f"== {directory}")
-            tally = measure_dir(directory, recognizer, nlu, min_conf)
-            summaries.append(tally.line(directory.name))
+            tally = measure_dir(directory, recognizer, nlu, min_conf, args.half, args.non_commands)
+            summaries.append(tally.line(f"{directory.parent.name}/{directory.name}"))
             total.add(tally)
         if args.manifest:
             print(f"== {args.manifest}")
-            tally = measure_manifest(args.manifest, recognizer, nlu, min_conf)
+            tally = measure_manifest(args.manifest, recognizer, nlu, min_conf, args.half)
             # espeak texts are not file names, so transcript exact-match is not measured there.
             summaries.append(tally.line(args.manifest.parent.name, exact=False))
             total.add(tally)
     finally:
         recognizer.close()
-    print(f"\nbackend {args.backend}, min confidence {min_conf}")
+    half = f", {args.half} half" if args.half else ""
+    print(f"\nbackend {args.backend}, min confidence {min_conf}{half}")
     for line in summaries:
         print(line)
     print(total.line("total", exact=not args.manifest))
+    if args.sweep:
+        print("\n".join(total.sweep(args.sweep)))
     return 0
 
 

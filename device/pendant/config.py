@@ -226,8 +226,10 @@ class VadConfig(_Strict):
 
 
 class AsrConfig(_Strict):
-    backend: Literal["pocketsphinx", "whisper"] = Field(
-        "pocketsphinx", description="Recogniser: 'pocketsphinx' (Zero 2 W) or 'whisper' (Pi 5)."
+    backend: Literal["pocketsphinx", "whisper", "hama"] = Field(
+        "pocketsphinx",
+        description="Recogniser: 'pocketsphinx' (Zero 2 W), 'whisper' (Pi 5) or 'hama' (a "
+        "phoneme CTC model searching the closed set; small and fast, under evaluation).",
     )
     min_confidence: float = Field(
         0.5,

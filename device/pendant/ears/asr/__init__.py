@@ -42,6 +42,7 @@ class Recognizer(Protocol):
 BACKENDS: dict[str, str] = {
     "pocketsphinx": "pendant.ears.asr.pocketsphinx_backend:PocketsphinxRecognizer",
     "whisper": "pendant.ears.asr.whisper_backend:WhisperRecognizer",
+    "hama": "pendant.ears.asr.hama_backend:HamaRecognizer",
 }
 
 

@@ -1,0 +1,318 @@
+"""Grammar-constrained recognition with hama's phoneme CTC model: small and fast.
+
+The `hama` wheel (Apache-2.0) ships a multilingual phoneme recogniser (a CTC model giving,
+every 20 ms, log-probabilities over ~190 IPA tokens and a blank) and an English G2P model,
+run by its own small engine (no onnxruntime). This backend:
+
+1. spells every word of the closed set with the G2P model, once, as the model's tokens;
+2. expands the word graph into CTC states: a prefix tree of phonemes per graph state (arcs
+   leaving one state share the states of their common first phonemes), with a blank state
+   at every graph state (silence, pauses between words, before and after the sentence) and
+   an optional blank after every phoneme;
+3. runs a Viterbi search over those states, one vectorised numpy step per frame, carrying
+   a word history (a record per graph state and frame) instead of back-pointers per state;
+4. scores the best sentence against the best unconstrained path (the per-frame best token,
+   i.e. what a free phoneme loop hears): commands fit the grammar almost as well as the free
+   loop, other speech (other languages, bystanders) much worse. The gap per speech frame is
+   mapped through a logistic to a confidence in [0, 1].
+
+Like the pocketsphinx backend, the search is over the union of the core (our templates) and
+the full closed set, the latter entered with a prior penalty, and a sentence outside the core
+must fit better to be accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pendant.ears.asr import Transcription
+from pendant.ears.asr.pronounce import LETTERS
+from pendant.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from pendant.config import Config
+    from pendant.ears.understand.grammar import Grammar, WordGraph
+
+SAMPLE_RATE = 16_000
+NEG = np.float32(-1e30)
+# Marks the ASR model scores apart or not at all: dropped from the G2P's spelling.
+_IGNORED = set("ˈˌːˑ‿ -.'")
+# Tokens the G2P and the ASR model spell differently; the search takes the better of the two.
+_SAME: dict[str, tuple[str, ...]] = {
+    "g": ("g", "ɡ"),
+    "ɝ": ("ɝ", "ɚ"),
+    "ɚ": ("ɝ", "ɚ"),
+    "ɹ": ("ɹ", "r"),
+}
+# Log-prior of the full closed set against the core (see the module docstring).
+EXTENDED_PRIOR = -8.0
+# Confidence: 0.5 where the gap per speech frame reaches GAP_REF (smaller outside the core).
+GAP_REF = 1.0
+EXTENDED_STRICTNESS = 0.7
+SLOPE = 0.15
+# Letter spellings for a word the G2P cannot spell.
+_LETTERS = {
+    "a": "æ", "b": "b", "c": "k", "d": "d", "e": "ɛ", "f": "f", "g": "g", "h": "h", "i": "ɪ",
+    "j": "d͡ʒ", "k": "k", "l": "l", "m": "m", "n": "n", "o": "ɑ", "p": "p", "q": "k", "r": "ɹ",
+    "s": "s", "t": "t", "u": "ʌ", "v": "v", "w": "w", "x": "ks", "y": "j", "z": "z",
+}  # fmt: skip
+
+
+def confidence(gap: float, in_core: bool) -> float:
+    """0.5 where the gap per speech frame reaches its reference, logistic around it."""
+    badness = gap / GAP_REF
+    if not in_core:
+        badness /= EXTENDED_STRICTNESS
+    return 1.0 / (1.0 + math.exp(min((badness - 1.0) / SLOPE, 700.0)))
+
+
+def tokenize(ipa: str, vocab: dict[str, int], longest: int) -> list[str]:
+    """IPA as the ASR model's tokens: greedy longest match, unknown marks dropped."""
+    out: list[str] = []
+    i = 0
+    while i < len(ipa):
+        if ipa[i] in _IGNORED:
+            i += 1
+            continue
+        for size in range(min(longest, len(ipa) - i), 0, -1):
+            chunk = ipa[i : i + size]
+            if chunk in vocab:
+                out.append(chunk)
+                i += size
+                break
+        else:
+            i += 1
+    return out
+
+
+class _Net:
+    """The CTC search network of one or more word graphs, as flat numpy arrays.
+
+    Per graph state: B (in its blank: silence, a pause between words, before or after the
+    sentence) and X (a word has just ended there). Per phoneme node of the prefix trees: E
+    (emitting its token) and L (in the blank after it). One step computes a frame's states
+    from the previous frame's, each state keeping the best of its predecessors:
+
+        M = max(E, L)            a node is done; L' = M + blank
+        Q = max(B, X) and M      where a node may come from (its graph state, its parent)
+        E' = max(E, Q[pred]) + the node's token;  B' = max(B, X) + blank
+        X' = the best word ending at each graph state: max over its words' last nodes of E'
+
+    A path remembers only the frame its current word began at (the frame of the graph
+    state's X it came from); the word ending at each graph state at each frame is recorded,
+    which is enough to trace the best sentence back."""
+
+    def __init__(
+        self,
+        graphs: list[tuple[WordGraph, float]],
+        spell: dict[str, list[int]],
+        words: list[str],
+    ) -> None:
+        word_id = {w: i for i, w in enumerate(words)}
+        self.words = words
+        offsets = []
+        g = 0
+        for graph, _ in graphs:
+            offsets.append(g)
+            g += graph.n_states
+        self.n_graph = g
+        node_of: dict[tuple[int, int], int] = {}  # (parent key, token) -> node
+        tok: list[int] = []
+        parent: list[int] = []  # >= 0: a node; < 0: -1 - graph state
+        ends: list[tuple[int, int, int, int]] = []  # (dst, node, word id, src)
+        self.start = np.full(g, NEG, dtype=np.float32)
+        self.prior = np.zeros(g, dtype=np.float32)
+        finals: list[int] = []
+        for (graph, prior), off in zip(graphs, offsets, strict=True):
+            self.start[off + graph.start] = prior
+            self.prior[off : off + graph.n_states] = prior
+            finals += [off + f for f in graph.finals]
+            for src, dst, word in graph.arcs:
+                key = -1 - (off + src)
+                for t in spell[word]:
+                    node = node_of.get((key, t))
+                    if node is None:
+                        node = node_of[(key, t)] = len(tok)
+                        tok.append(t)
+                        parent.append(key)
+                    key = node
+                ends.append((off + dst, key, word_id[word], off + src))
+        n = len(tok)
+        self.n_nodes = n
+        self.finals = np.array(sorted(finals), dtype=np.intp)
+        self.tok = np.array(tok, dtype=np.intp)
+        par = np.array(parent, dtype=np.intp)
+        # Q holds max(B, X) per graph state, then M per node.
+        self.pred = np.where(par < 0, -1 - par, g + par)
+        # CTC needs a blank between two equal tokens: from such a parent only L will do.
+        same = np.flatnonzero((par >= 0) & (self.tok[np.maximum(par, 0)] == self.tok))
+        self.same, self.same_parent = same, par[same]
+        del node_of
+        ends.sort()
+        e = np.array(ends, dtype=np.intp).reshape(-1, 4)
+        self.end_node, self.end_word, self.end_src = e[:, 1], e[:, 2].astype(np.int32), e[:, 3]
+        self.end_dst, self.end_starts = np.unique(e[:, 0], return_index=True)
+        self.end_counts = np.diff(np.append(self.end_starts, len(e)))
+
+    def search(self, lp: np.ndarray, blank: int) -> tuple[float, list[str]]:
+        """Viterbi over the frames' log-probs `lp` (frames x columns): the best sentence's
+        acoustic score and its words."""
+        n_frames = lp.shape[0]
+        g = self.n_graph
+        neg = NEG
+        b = self.start.copy()
+        bh = np.full(g, -1, dtype=np.int32)  # frame of the record it came from, or -1
+        x = np.full(g, neg, dtype=np.float32)
+        e = np.full(self.n_nodes, neg, dtype=np.float32)
+        eh = np.full(self.n_nodes, -1, dtype=np.int32)
+        ll = np.full(self.n_nodes, neg, dtype=np.float32)
+        lh = np.full(self.n_nodes, -1, dtype=np.int32)
+        q = np.empty(g + self.n_nodes, dtype=np.float32)
+        qh = np.empty(g + self.n_nodes, dtype=np.int32)
+        rec_word = np.full((n_frames, len(self.end_dst)), -1, dtype=np.int32)
+        rec_at = np.full((n_frames, len(self.end_dst)), 0, dtype=np.int32)
+        dst_slot = np.full(g, -1, dtype=np.intp)
+        dst_slot[self.end_dst] = np.arange(len(self.end_dst))
+        for t in range(n_frames):
+            row = lp[t]
+            # Graph states: B or X (X carries the record of the previous frame).
+            take = x > b
+            q[:g] = np.where(take, x, b)
+            qh[:g] = np.where(take, t - 1, bh)
+            # Nodes: E or L.
+            take = e > ll
+            q[g:] = np.where(take, e, ll)
+            qh[g:] = np.where(take, eh, lh)
+            cand = q[self.pred]
+            cand_h = qh[self.pred]
+            if len(self.same):
+                cand[self.same] = ll[self.same_parent]
+                cand_h[self.same] = lh[self.same_parent]
+            take = cand > e
+            e = np.where(take, cand, e)
+            eh = np.where(take, cand_h, eh)
+            e += row[self.tok]
+            ll = q[g:] + row[blank]
+            lh = qh[g:].copy()
+            b = q[:g] + row[blank]
+            bh = qh[:g].copy()
+            # Words ending now: the best into each graph state.
+            vals = e[self.end_node]
+            best = np.maximum.reduceat(vals, self.end_starts)
+            hits = np.flatnonzero(vals == np.repeat(best, self.end_counts))
+            first = hits[np.searchsorted(hits, self.end_starts)]
+            x = np.full(g, neg, dtype=np.float32)
+            x[self.end_dst] = best
+            rec_word[t] = first
+            rec_at[t] = eh[self.end_node[first]]
+        # The best final: in its blank, or with a word just ended there.
+        fin_b, fin_x = b[self.finals], x[self.finals]
+        i = int(np.argmax(np.maximum(fin_b, fin_x)))
+        state = int(self.finals[i])
+        # The acoustic score alone: the prior only chose between the graphs.
+        score = float(max(fin_b[i], fin_x[i])) - float(self.prior[state])
+        frame = n_frames - 1 if fin_x[i] >= fin_b[i] else int(bh[state])
+        words: list[str] = []
+        while frame >= 0:
+            k = int(rec_word[frame, dst_slot[state]])
+            words.append(self.words[int(self.end_word[k])])
+            frame, state = int(rec_at[frame, dst_slot[state]]), int(self.end_src[k])
+        words.reverse()
+        return score, words
+
+
+class HamaRecognizer:
+    """`transcribe(audio)` -> the closed-set sentence heard, with a confidence, or None."""
+
+    def __init__(self, config: Config, grammar: Grammar, **settings: Any) -> None:
+        try:
+            import hama
+        except ImportError as exc:  # reported by create_recognizer as a missing extra
+            raise BackendUnavailable("hama is not installed") from exc
+        self.grammar = grammar
+        self.min_confidence = config.asr.min_confidence
+        self.extended_prior = float(settings.get("extended_prior", EXTENDED_PRIOR))
+        self._asr = hama.ASRModel()
+        tokens = self._asr.decoder_tokens
+        self.blank = self._asr.blank_id
+        self.tokens = tokens
+        vocab = {t: i for i, t in enumerate(tokens) if not t.startswith("<") and t.strip()}
+        longest = max(len(t) for t in vocab)
+        # Columns of the frames' log-probs the search reads: one per token, plus one per
+        # merged pair (_SAME), the max of its members.
+        self._columns: list[tuple[int, ...]] = [(i,) for i in range(len(tokens))]
+        column_of: dict[str, int] = dict(vocab)
+        for name, members in _SAME.items():
+            ids = tuple(vocab[m] for m in members if m in vocab)
+            if len(ids) > 1:
+                column_of[name] = len(self._columns)
+                self._columns.append(ids)
+        self.spellings, self.guessed = self._spell(hama, sorted(grammar.words), vocab, longest)
+        spell = {w: [column_of[t] for t in s] for w, s in self.spellings.items()}
+        graphs: list[tuple[WordGraph, float]] = [(grammar.graph, 0.0)]
+        if grammar.core is not None and grammar.core.finals:
+            graphs = [(grammar.core, 0.0), (grammar.graph, self.extended_prior)]
+        self._net = _Net(graphs, spell, sorted(grammar.words))
+
+    @staticmethod
+    def _spell(
+        hama: Any, words: Iterable[str], vocab: dict[str, int], longest: int
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        g2p = hama.G2PModel()
+        spellings: dict[str, list[str]] = {}
+        guessed: dict[str, str] = {}
+        for word in words:
+            try:
+                ipa = g2p.predict(word).ipa
+            except Exception:  # noqa: BLE001 - any failure falls back to letters
+                ipa = ""
+            toks = tokenize(ipa, vocab, longest)
+            if not toks:
+                toks = tokenize("".join(_LETTERS.get(c, "") for c in word), vocab, longest)
+                guessed[word] = LETTERS
+            spellings[word] = toks or ["ə"]
+        return spellings, guessed
+
+    def log_probs(self, audio: np.ndarray) -> np.ndarray:
+        """Frames x columns log-probabilities of the ASR model (see `_columns`)."""
+        wav = (np.asarray(audio, dtype=np.float32) / 32768.0).reshape(1, -1)
+        a = self._asr
+        lp, lengths = a.session.run(
+            [a._log_probs_output_name, a._out_lengths_output_name],
+            {
+                a._waveform_input_name: wav,
+                a._waveform_lengths_input_name: np.array([wav.shape[1]], dtype=np.int64),
+            },
+        )
+        lp = np.asarray(lp, dtype=np.float32)[0]
+        lp = lp[: int(np.asarray(lengths).reshape(-1)[0])]
+        extra = [lp[:, list(ids)].max(axis=1) for ids in self._columns[len(self.tokens) :]]
+        return np.concatenate([lp, np.stack(extra, axis=1)], axis=1) if extra else lp
+
+    def score(self, audio: np.ndarray) -> tuple[list[str], float]:
+        """The best sentence and its gap to the free loop per speech frame."""
+        lp = self.log_probs(audio)
+        if lp.shape[0] == 0:
+            return [], math.inf
+        score, words = self._net.search(lp, self.blank)
+        free = lp[:, : len(self.tokens)]
+        best = free.max(axis=1)
+        speech = int((free.argmax(axis=1) != self.blank).sum())
+        gap = (float(best.sum()) - score) / max(speech, 1)
+        return words, gap
+
+    def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        if audio.size < SAMPLE_RATE // 10:
+            return None
+        words, gap = self.score(audio)
+        if not words:
+            return None
+        conf = confidence(gap, self.grammar.in_core(words))
+        return Transcription(text=" ".join(words), confidence=round(conf, 4))
+
+    def close(self) -> None:
+        self._asr = None  # type: ignore[assignment]
