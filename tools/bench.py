@@ -207,6 +207,33 @@ def generated_home(devices: int) -> Config:
     return _Config.model_validate({"home": home})
 
 
+def recogniser_peak_mb(backend: str, cache: Path, wav: Path | None = None) -> float | None:
+    """Peak RSS of a process holding the test home's grammar, as the ears hold it (compiled
+    by a child process into the cache, pendant.ears.understand.grammar_build), and the
+    `backend` recogniser built on it, having decoded `wav` if given; None if the backend
+    cannot load here."""
+    decode = (
+        "import wave, numpy as np\n"
+        f"w = wave.open({str(wav)!r})\n"
+        "r.transcribe(np.frombuffer(w.readframes(w.getnframes()), dtype='<i2'))\n"
+        if wav
+        else ""
+    )
+    try:
+        return child_peak_mb(
+            "from pathlib import Path\n"
+            "from pendant.config import load_config\n"
+            "from pendant.ears.asr import create_recognizer\n"
+            "from pendant.ears.understand.grammar_build import compile_grammar\n"
+            f"c = load_config({str(HA_HOME)!r})\n"
+            f"asr = c.asr.model_copy(update={{'backend': {backend!r}}})\n"
+            "c = c.model_copy(update={'asr': asr})\n"
+            f"r = create_recognizer(c, compile_grammar(c, Path({str(cache)!r})))\n" + decode
+        )
+    except subprocess.CalledProcessError:
+        return None
+
+
 def grammar_figures() -> dict[str, Any]:
     """States, arcs, words and compile time of the closed set for Home Assistant's test home
     (when ../shared has it) and a generated 300-device home; load time from the cache; peak
@@ -228,14 +255,8 @@ def grammar_figures() -> dict[str, Any]:
             if label == "ha_test_home":
                 # As the ears hold it: the grammar compiled by a child process into the cache
                 # (pendant.ears.understand.grammar_build), then the recogniser built on it.
-                recogniser_mb = child_peak_mb(
-                    "from pathlib import Path\n"
-                    "from pendant.config import load_config\n"
-                    "from pendant.ears.understand.grammar_build import compile_grammar\n"
-                    "from pendant.ears.asr.pocketsphinx_backend import PocketsphinxRecognizer\n"
-                    f"c = load_config({str(HA_HOME)!r})\n"
-                    f"PocketsphinxRecognizer(c, compile_grammar(c, Path({cache!r})))\n"
-                )
+                recogniser_mb = recogniser_peak_mb("pocketsphinx", Path(cache))
+                hama_mb = recogniser_peak_mb("hama", Path(cache))
                 # The compiling child's own peak, beside the ears while they run.
                 compile_mb = child_peak_mb(
                     "from pendant.config import load_config\n"
@@ -253,6 +274,8 @@ def grammar_figures() -> dict[str, Any]:
         }
         if label == "ha_test_home":
             out[f"grammar_{label}"]["recogniser_peak_rss_mb"] = recogniser_mb
+            if hama_mb is not None:
+                out[f"grammar_{label}"]["hama_recogniser_peak_rss_mb"] = hama_mb
             out[f"grammar_{label}"]["compile_child_peak_rss_mb"] = compile_mb
         print(f" grammar: {label}: {out[f'grammar_{label}']}", flush=True)
     return out

@@ -1,0 +1,151 @@
+"""The hama backend: the CTC search on made-up frames, then real decoding (no mocks)."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pendant.config import AsrConfig, Config
+from pendant.ears.asr import create_recognizer
+from pendant.ears.understand.grammar import Grammar, WordGraph
+from pendant.ears.understand.nlu import IntentParser
+
+from .conftest import SPEECH, demo_config
+
+hama_backend = pytest.importorskip(
+    "pendant.ears.asr.hama_backend", reason="the hama extra is not installed"
+)
+pytest.importorskip("hama", reason="the hama extra is not installed")
+
+OTHER_LANGUAGES = SPEECH.parent / "speech-other-languages"
+
+
+@pytest.fixture(scope="module")
+def recognizer(config: Config, grammar: Grammar):  # type: ignore[no-untyped-def]
+    rec = hama_backend.HamaRecognizer(config, grammar)
+    yield rec
+    rec.close()
+
+
+def read(path: Path) -> np.ndarray:
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the shared speech recordings are not on this machine")
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16_000, 1, 2)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+# --- the search alone, on frames made up so that the answer is known -----------------------
+
+BLANK = 3
+
+
+def frames(*tokens: int) -> np.ndarray:
+    """Log-probs (frames x 4 columns, column 3 the blank) that make each frame's token
+    certain, with a little probability left for every other column."""
+    lp = np.full((len(tokens), 4), np.log(0.01), dtype=np.float32)
+    for t, tok in enumerate(tokens):
+        lp[t, tok] = np.log(0.97)
+    return lp
+
+
+def net(arcs: list[tuple[int, int, str]], finals: set[int], spell: dict[str, list[int]]):  # type: ignore[no-untyped-def]
+    graph = WordGraph(
+        n_states=1 + max(d for _, d, _ in arcs), start=0, finals=frozenset(finals), arcs=arcs
+    )
+    return hama_backend._Net([(graph, 0.0)], spell, sorted(spell))
+
+
+def test_search_follows_the_sounds_through_the_graph() -> None:
+    # "ab" then "c", or "ab" then "a": a shared first word, two endings.
+    n = net([(0, 1, "ab"), (1, 2, "c"), (1, 2, "a")], {2}, {"ab": [0, 1], "c": [2], "a": [0]})
+    _, words = n.search(frames(BLANK, 0, 1, 1, BLANK, 2, BLANK), BLANK)
+    assert words == ["ab", "c"]
+    _, words = n.search(frames(0, 0, 1, 0, BLANK, BLANK), BLANK)
+    assert words == ["ab", "a"]
+
+
+def test_search_needs_a_blank_between_equal_tokens() -> None:
+    # "aa" (two a's) against "a": without a blank between them, two a's are one.
+    n = net([(0, 1, "aa"), (0, 1, "a")], {1}, {"aa": [0, 0], "a": [0]})
+    assert n.search(frames(0, 0, 0, BLANK), BLANK)[1] == ["a"]
+    assert n.search(frames(0, BLANK, 0, BLANK), BLANK)[1] == ["aa"]
+
+
+def test_search_prefers_the_core_by_its_prior() -> None:
+    core = WordGraph(2, 0, frozenset({1}), [(0, 1, "a")])
+    full = WordGraph(2, 0, frozenset({1}), [(0, 1, "a"), (0, 1, "b")])
+    spell = {"a": [0], "b": [1]}
+    # One frame of "b" is worth log(0.97 / 0.01) ~ 4.6 over "a": more than a prior of 2,
+    # less than one of 50.
+    n = hama_backend._Net([(core, 0.0), (full, -2.0)], spell, ["a", "b"])
+    score, words = n.search(frames(BLANK, 1, BLANK), BLANK)
+    assert words == ["b"]
+    assert score > -1.0  # the score reported is the acoustic one, without the prior
+    n = hama_backend._Net([(core, 0.0), (full, -50.0)], spell, ["a", "b"])
+    assert n.search(frames(BLANK, 1, BLANK), BLANK)[1] == ["a"]
+
+
+def test_unknown_words_get_a_spelling() -> None:
+    import hama
+
+    vocab = {t: i for i, t in enumerate(hama.ASRModel().decoder_tokens)}
+    spellings, _ = hama_backend.spell_words(hama.G2PModel(), ["ecobee", "xqzw", "ß", "42"], vocab)
+    assert all(spellings[w] for w in ["ecobee", "xqzw", "ß", "42"])
+    assert hama_backend.tokenize("kɪt͡ʃən", vocab) == ["k", "ɪ", "t͡ʃ", "ə", "n"]
+
+
+def test_a_grammar_of_odd_words_decodes(config: Config) -> None:
+    graph = WordGraph(3, 0, frozenset({2}), [(0, 1, "zzyzx"), (1, 2, "ßq"), (0, 2, "42")])
+    rec = hama_backend.HamaRecognizer(config, Grammar(graph, [], "odd"))
+    noise = np.random.default_rng(1).normal(0, 300, 16_000).astype(np.int16)
+    result = rec.transcribe(noise)
+    assert result is None or result.text in {"zzyzx ßq", "42"}
+    rec.close()
+
+
+# --- real recordings ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "said", ["cancel all timers", "lock the Front Door", "turn off lights in the Office"]
+)
+def test_a_recording_is_recognised(recognizer, config: Config, said: str) -> None:  # type: ignore[no-untyped-def]
+    result = recognizer.transcribe(read(SPEECH / "main" / f"{said}.wav"))
+    assert result is not None
+    assert result.text == said.lower()
+    assert result.confidence >= recognizer.min_confidence
+    nlu = IntentParser(config)
+    assert nlu.parse(result.text) == nlu.parse(said)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        SPEECH / "main" / "oov_4.wav",
+        OTHER_LANGUAGES / "de" / "generated" / "aktiviere Batteriewarnung Skript.wav",
+        OTHER_LANGUAGES / "fr" / "allume la lumière.wav",
+    ],
+    ids=["english-non-command", "german", "french"],
+)
+def test_other_speech_is_not_confident(recognizer, path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = recognizer.transcribe(read(path))
+    assert result is None or result.confidence < recognizer.min_confidence
+
+
+def test_silence_gives_nothing_confident(recognizer) -> None:  # type: ignore[no-untyped-def]
+    result = recognizer.transcribe(np.zeros(16_000, dtype=np.int16))
+    assert result is None or result.confidence < recognizer.min_confidence
+
+
+def test_create_recognizer_loads_it(grammar: Grammar) -> None:
+    config = demo_config(asr=AsrConfig(backend="hama"))
+    rec = create_recognizer(config, grammar)
+    try:
+        assert isinstance(rec, hama_backend.HamaRecognizer)
+        assert rec.guessed == {} or all(isinstance(v, str) for v in rec.guessed.values())
+    finally:
+        rec.close()
