@@ -72,6 +72,7 @@ def half_of(name: str) -> str:
 class Outcome:
     """One file: what it should give and what was heard, to count at any min confidence."""
 
+    name: str  # folder/file, as `half_of` hashes it
     command: bool
     confidence: float  # -1 when nothing was heard
     right: bool  # the intent heard is the one expected (commands only)
@@ -88,6 +89,9 @@ class Tally:
     oov: int = 0
     oov_rejected: int = 0
     times: list[float] = field(default_factory=list)  # seconds per file, for percentiles
+    # CPU seconds of this process per file: on a machine shared with other work, wall time
+    # measures the neighbours too.
+    cpu: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -95,6 +99,7 @@ class Tally:
         for name in ("files", "commands", "exact", "correct", "wrong", "oov", "oov_rejected"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.times += other.times
+        self.cpu += other.cpu
         self.failures += other.failures
         self.outcomes += other.outcomes
 
@@ -103,6 +108,7 @@ class Tally:
         # Mean hides the long tail that decides whether the pendant feels slow; show p50/p90.
         ms = 1000 * np.array(self.times or [0.0])
         p50, p90 = np.percentile(ms, [50, 90])
+        c50, c90 = np.percentile(1000 * np.array(self.cpu or [0.0]), [50, 90])
         transcript = (
             f"transcript exact {self.exact}/{self.commands} ({self.exact * pct:.1f}%) | "
             if exact
@@ -116,6 +122,7 @@ class Tally:
             f"{self.oov_rejected}/{self.oov} ({100.0 * self.oov_rejected / max(self.oov, 1):.1f}%)"
             f", accepted {self.oov - self.oov_rejected}"
             f" | ms/utterance mean {ms.mean():.0f} p50 {p50:.0f} p90 {p90:.0f}"
+            f" (CPU p50 {c50:.0f} p90 {c90:.0f})"
         )
 
     def sweep(self, thresholds: list[float]) -> list[str]:
@@ -141,9 +148,10 @@ class Tally:
 def recognise(path: Path, recognizer, nlu: IntentParser, min_conf: float, tally: Tally):  # type: ignore[no-untyped-def]
     """Decode one file; return (result, accepted, intent). Only decoding time is counted."""
     audio = read_wav(path)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = recognizer.transcribe(audio)
     tally.times.append(time.perf_counter() - start)
+    tally.cpu.append(time.process_time() - cpu)
     tally.files += 1
     heard = nlu.parse(result.text) if result is not None else None
     accepted = result is not None and result.confidence >= min_conf
@@ -151,10 +159,10 @@ def recognise(path: Path, recognizer, nlu: IntentParser, min_conf: float, tally:
     return result, accepted, got, heard
 
 
-def count(tally: Tally, result, expected_ok, command: bool, heard) -> None:  # type: ignore[no-untyped-def]
+def count(tally: Tally, name: str, result, expected_ok, command: bool, heard) -> None:  # type: ignore[no-untyped-def]
     """Record one file's outcome for sweeps (`expected_ok`: is `heard` the right intent)."""
     conf = -1.0 if result is None else result.confidence
-    tally.outcomes.append(Outcome(command, conf, bool(expected_ok), heard is not None))
+    tally.outcomes.append(Outcome(name, command, conf, bool(expected_ok), heard is not None))
 
 
 def describe(result, accepted: bool, got: IntentMatch | None) -> str:  # type: ignore[no-untyped-def]
@@ -183,7 +191,8 @@ def measure_dir(  # type: ignore[no-untyped-def]
 ) -> Tally:
     tally = Tally()
     for path in sorted(directory.glob("*.wav")):
-        if half is not None and half_of(f"{directory.name}/{path.name}") != half:
+        name = f"{directory.name}/{path.name}"
+        if half is not None and half_of(name) != half:
             continue
         said = path.stem
         result, accepted, got, heard_intent = recognise(path, recognizer, nlu, min_conf, tally)
@@ -193,7 +202,7 @@ def measure_dir(  # type: ignore[no-untyped-def]
             tally.oov += 1
             ok = got is None
             tally.oov_rejected += ok
-            count(tally, result, False, False, heard_intent)
+            count(tally, name, result, False, False, heard_intent)
         else:
             tally.commands += 1
             exact = result is not None and result.text == " ".join(normalize(said))
@@ -201,7 +210,7 @@ def measure_dir(  # type: ignore[no-untyped-def]
             ok = same(got, expected)
             tally.correct += ok
             tally.wrong += got is not None and not ok
-            count(tally, result, same(heard_intent, expected), True, heard_intent)
+            count(tally, name, result, same(heard_intent, expected), True, heard_intent)
         mark = "ok " if ok else ("BAD" if got is None else "WRONG")
         print(f"{mark} {said:50.50} -> {heard}{'' if accepted else ' (rejected)'}")
         if not ok:
@@ -231,13 +240,13 @@ def measure_manifest(  # type: ignore[no-untyped-def]
             ok = matches(got, entry)
             tally.correct += ok
             tally.wrong += got is not None and not ok
-            count(tally, result, matches(heard, entry), True, heard)
+            count(tally, entry["file"], result, matches(heard, entry), True, heard)
             want = f"{entry['intent']} {entry['slots']}"
         else:  # non_command, silence, noise: any intent is a false activation
             tally.oov += 1
             ok = got is None
             tally.oov_rejected += ok
-            count(tally, result, False, False, heard)
+            count(tally, entry["file"], result, False, False, heard)
             want = "nothing"
         if not ok:
             # Voice and SNR go in the line so misses can be grouped by what made them hard.
@@ -268,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep",
         type=lambda v: [float(x) for x in v.split(",")],
         help="comma-separated min confidences to count again, e.g. 0.3,0.5,0.7",
+    )
+    parser.add_argument(
+        "--outcomes", type=Path, help="write each file's outcome there (JSON lines)"
     )
     args = parser.parse_args(argv)
 
@@ -307,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     print(total.line("total", exact=not args.manifest))
     if args.sweep:
         print("\n".join(total.sweep(args.sweep)))
+    if args.outcomes:
+        with args.outcomes.open("w", encoding="utf-8") as f:
+            for o in total.outcomes:
+                f.write(json.dumps({**o.__dict__, "half": half_of(o.name)}) + "\n")
     return 0
 
 
