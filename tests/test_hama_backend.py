@@ -24,8 +24,8 @@ OTHER_LANGUAGES = SPEECH.parent / "speech-other-languages"
 
 
 @pytest.fixture(scope="module")
-def recognizer(config: Config, grammar: Grammar):  # type: ignore[no-untyped-def]
-    rec = hama_backend.HamaRecognizer(config, grammar)
+def recognizer(config: Config, grammar: Grammar, tmp_path_factory):  # type: ignore[no-untyped-def]
+    rec = hama_backend.HamaRecognizer(config, grammar, cache=tmp_path_factory.mktemp("hama"))
     yield rec
     rec.close()
 
@@ -89,18 +89,25 @@ def test_search_prefers_the_core_by_its_prior() -> None:
     assert n.search(frames(BLANK, 1, BLANK), BLANK)[1] == ["a"]
 
 
-def test_unknown_words_get_a_spelling() -> None:
+def test_unknown_words_get_a_spelling(tmp_path: Path) -> None:
     import hama
 
     vocab = {t: i for i, t in enumerate(hama.ASRModel().decoder_tokens)}
-    spellings, _ = hama_backend.spell_words(hama.G2PModel(), ["ecobee", "xqzw", "ß", "42"], vocab)
-    assert all(spellings[w] for w in ["ecobee", "xqzw", "ß", "42"])
+    words = ["ecobee", "xqzw", "ß", "42", "!!"]
+    ipas = hama_backend.g2p_ipa(words, tmp_path)
+    spellings, guessed = hama_backend.spell_words(ipas, vocab)
+    assert all(spellings[w] for w in words)
+    assert "ecobee" not in guessed
     assert hama_backend.tokenize("kɪt͡ʃən", vocab) == ["k", "ɪ", "t͡ʃ", "ə", "n"]
+    # The second time, the spellings come from the cache, G2P not needed.
+    (cached,) = tmp_path.glob("hama-*-ipa.json")
+    assert hama_backend.g2p_ipa(words[:2], tmp_path) == {w: ipas[w] for w in words[:2]}
+    assert "ecobee" in cached.read_text(encoding="utf-8")
 
 
 def test_a_grammar_of_odd_words_decodes(config: Config) -> None:
     graph = WordGraph(3, 0, frozenset({2}), [(0, 1, "zzyzx"), (1, 2, "ßq"), (0, 2, "42")])
-    rec = hama_backend.HamaRecognizer(config, Grammar(graph, [], "odd"))
+    rec = hama_backend.HamaRecognizer(config, Grammar(graph, [], "odd"), cache=None)
     noise = np.random.default_rng(1).normal(0, 300, 16_000).astype(np.int16)
     result = rec.transcribe(noise)
     assert result is None or result.text in {"zzyzx ßq", "42"}
@@ -141,11 +148,15 @@ def test_silence_gives_nothing_confident(recognizer) -> None:  # type: ignore[no
     assert result is None or result.confidence < recognizer.min_confidence
 
 
-def test_create_recognizer_loads_it(grammar: Grammar) -> None:
+def test_create_recognizer_loads_it(
+    grammar: Grammar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path))  # as systemd gives the ears
     config = demo_config(asr=AsrConfig(backend="hama"))
     rec = create_recognizer(config, grammar)
     try:
         assert isinstance(rec, hama_backend.HamaRecognizer)
         assert rec.guessed == {} or all(isinstance(v, str) for v in rec.guessed.values())
+        assert list(tmp_path.glob("hama-*-ipa.json"))  # the spellings, kept for the next start
     finally:
         rec.close()

@@ -23,9 +23,12 @@ must fit better to be accepted.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -116,24 +119,64 @@ def tokenize(ipa: str, vocab: dict[str, int]) -> list[str]:
     return out
 
 
+def g2p_ipa(words: Iterable[str], cache: Path | None) -> dict[str, str]:
+    """Each word's IPA by hama's G2P (tens of ms a word here, so minutes on a Zero 2 W for a
+    home's few hundred words), read from and added to `cache` (a folder; words only, no
+    audio), where it is kept per hama release."""
+    from importlib.metadata import version
+
+    import hama
+
+    words = list(words)
+    path = cache / f"hama-{version('hama')}-ipa.json" if cache else None
+    known: dict[str, str] = {}
+    if path is not None and path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            known = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+    missing = [w for w in words if w not in known]
+    if missing:
+        g2p = hama.G2PModel()
+        for word in missing:
+            try:
+                known[word] = g2p.predict(word).ipa
+            except Exception:  # any failure falls back to letters (spell_words)
+                known[word] = ""
+        del g2p
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps(known, ensure_ascii=False, sort_keys=True), "utf-8")
+                tmp.replace(path)
+            except OSError:
+                pass  # a read-only cache only costs the G2P time at the next start
+    return {w: known[w] for w in words}
+
+
 def spell_words(
-    g2p: Any, words: Iterable[str], vocab: dict[str, int]
+    ipas: dict[str, str], vocab: dict[str, int]
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Each word as the ASR model's tokens, by hama's G2P; letter by letter (and listed in
-    the second mapping) when the G2P gives nothing the model has."""
+    """Each word as the ASR model's tokens, from its IPA; letter by letter (and listed in
+    the second mapping) when the IPA has nothing the model knows."""
     spellings: dict[str, list[str]] = {}
     guessed: dict[str, str] = {}
-    for word in words:
-        try:
-            ipa = g2p.predict(word).ipa
-        except Exception:  # any failure falls back to letters
-            ipa = ""
+    for word, ipa in ipas.items():
         toks = tokenize(ipa, vocab)
         if not toks:
             toks = tokenize("".join(_LETTERS.get(c, "") for c in word.lower()), vocab)
             guessed[word] = LETTERS
         spellings[word] = toks or ["ə"]
     return spellings, guessed
+
+
+def default_cache() -> Path:
+    """Where the ears keep the compiled grammar (systemd's CacheDirectory=, else the
+    user's cache): the G2P's spellings are kept beside it."""
+    directory = os.environ.get("CACHE_DIRECTORY")
+    return Path(directory) if directory else Path.home() / ".cache" / "pendant" / "grammar"
 
 
 class _Net:
@@ -297,7 +340,9 @@ class HamaRecognizer:
             if len(ids) > 1:
                 column_of[name] = len(self._columns)
                 self._columns.append(ids)
-        self.spellings, self.guessed = spell_words(hama.G2PModel(), sorted(grammar.words), vocab)
+        cache = settings.get("cache", default_cache())
+        ipas = g2p_ipa(sorted(grammar.words), cache)
+        self.spellings, self.guessed = spell_words(ipas, vocab)
         spell = {w: [column_of[t] for t in s] for w, s in self.spellings.items()}
         graphs: list[tuple[WordGraph, float]] = [(grammar.graph, 0.0)]
         if grammar.core is not None and grammar.core.finals:
