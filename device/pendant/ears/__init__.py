@@ -2,7 +2,7 @@
 
     audio/       where sound comes from (the mic, or WAV files in simulation)
     vad.py       cutting speech into utterances (webrtcvad, then Silero)
-    asr/         recognisers constrained to the closed set (pocketsphinx, whisper) and the
+    asr/         recognisers constrained to the closed set (pocketsphinx, whisper, hama) and the
                  pronunciations of the home's words
     understand/  the closed set (grammar), the intents it means (nlu), and the wearer's
                  sentences checked

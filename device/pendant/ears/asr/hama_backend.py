@@ -13,8 +13,12 @@ run by its own small engine (no onnxruntime). This backend:
    a word history (a record per graph state and frame) instead of back-pointers per state;
 4. scores the best sentence against the best unconstrained path (the per-frame best token,
    i.e. what a free phoneme loop hears): commands fit the grammar almost as well as the free
-   loop, other speech (other languages, bystanders) much worse. The gap per speech frame is
-   mapped through a logistic to a confidence in [0, 1].
+   loop, other speech (other languages, bystanders) much worse. The gap per speech frame,
+   with penalties for short sentences and uncovered speech (`confidence`), is mapped
+   through a logistic to a confidence in [0, 1].
+
+One simplification: a word may start with the token the previous word ended with, without
+the blank CTC would need between them (the word-end states are shared per graph state).
 
 Like the pocketsphinx backend, the search is over the union of the core (our templates) and
 the full closed set, the latter entered with a prior penalty, and a sentence outside the core
@@ -43,9 +47,11 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16_000
 NEG = np.float32(-1e30)
-# Marks the ASR model scores apart or not at all: dropped from the G2P's spelling.
+# Stress, length and separators: dropped from the G2P's spelling (the ASR model has a length
+# token, but the G2P's marks did not match where it emits it; not measured either way).
 _IGNORED = set("ˈˌːˑ‿ -.'")
-# Tokens the G2P and the ASR model spell differently; the search takes the better of the two.
+# Tokens the G2P and the ASR model spell differently; the search takes the better of the two
+# (chosen by reading the free loop's output on speech-en, not measured one by one).
 _SAME: dict[str, tuple[str, ...]] = {
     "g": ("g", "ɡ"),
     "ɝ": ("ɝ", "ɚ"),
@@ -54,7 +60,8 @@ _SAME: dict[str, tuple[str, ...]] = {
 }
 # Frames whose blank log-prob is above this are searched one per run (`kept_frames`).
 SURE_BLANK = math.log(0.99)
-# Log-prior of the full closed set against the core (see the module docstring).
+# Log-prior of the full closed set against the core (see the module docstring); a guess, not
+# tuned.
 EXTENDED_PRIOR = -8.0
 # Confidence (see `Fit` and `confidence`). Tuned with a grid search on the tune half of
 # speech-en, the espeak-ng set and the other-languages set (tools/measure_asr.py --half tune):

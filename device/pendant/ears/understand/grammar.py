@@ -9,8 +9,8 @@ also the "core": the phrasings a recogniser may favour. Nothing is enumerated
 sentence by sentence: timer durations alone would be millions of sentences, while the
 template graph is determinised and its equivalent suffix states merged, so it stays small.
 
-The recognisers use the graph directly (pocketsphinx as an FSG; whisper snaps free text to the
-nearest sentence with `Grammar.snap`).
+The recognisers use the graph directly (pocketsphinx as an FSG; hama as prefix trees of phoneme
+states; whisper snaps free text to the nearest sentence with `Grammar.snap`).
 """
 
 from __future__ import annotations
