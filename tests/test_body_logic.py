@@ -129,6 +129,20 @@ def test_led_priority_follows_the_events() -> None:
     assert ind.next_change_s(100 + IDENTIFY_S) is None
 
 
+def test_an_action_waiting_for_a_tap_asks_with_a_lit_pattern() -> None:
+    ind = Indicators()
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="confirm"), 0)
+    assert ind.pattern(0) == "confirm"
+    # The mic stays open while it asks: a lit pattern, never dark for longer than a wink.
+    assert max(level for level, _ in PATTERNS["confirm"]) == 1.0
+    assert all(seconds <= 0.1 for level, seconds in PATTERNS["confirm"] if level == 0)
+    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    assert ind.pattern(0) == "muted"
+    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
+    assert ind.pattern(0) == "listening"
+
+
 def test_mute_sources() -> None:
     ind = Indicators()
     ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)

@@ -190,7 +190,9 @@ class Activity(Event):
 
     type: Literal["activity"] = "activity"
     sensor: Literal["mic", "camera"]
-    state: Literal["idle", "capturing", "thinking"]
+    state: Literal["idle", "capturing", "thinking", "confirm"] = Field(
+        description="confirm: the mic is open and an action heard waits for the wearer's tap."
+    )
 
 
 class HardwareMute(Event):

@@ -5,7 +5,8 @@ One pattern at a time, the first that applies in `PRIORITY`:
 identify (a phone asked "which one are you?", a few seconds) > error (a few seconds after an
 error event) > pairing (the pairing window is open) > muted (mic or camera muted in software,
 or the hardware switch) > low battery (low and not charging) > thinking > listening (a sensor
-is capturing) > off.
+is capturing) > off. Confirm (an action heard waits for the wearer's tap, with the mic open)
+comes right after error: it asks for something, for a few seconds only.
 
 The pairing window comes in two patterns, so it never hides a sensor at work:
 `pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
@@ -36,6 +37,7 @@ from pendant.events import (
 PRIORITY = (
     "identify",
     "error",
+    "confirm",
     "pairing_listening",
     "pairing",
     "muted",
@@ -90,10 +92,11 @@ class Indicators:
 
     def pattern(self, now_s: float) -> str:
         states = set(self.activity.values())
-        sensing = not self.muted and bool(states & {"capturing", "thinking"})
+        sensing = not self.muted and bool(states & {"capturing", "thinking", "confirm"})
         applies = {
             "identify": now_s < self.identify_until_s,
             "error": now_s < self.error_until_s,
+            "confirm": "confirm" in states and not self.muted,
             "pairing_listening": self.pairing and sensing,
             "pairing": self.pairing,
             "muted": self.muted,

@@ -178,6 +178,8 @@ class BodyService:
             if isinstance(item, Edge):
                 await self._on_edge(client, item)
             elif item is not None:
+                if isinstance(item, Activity) and item.state == "confirm":
+                    self.haptic.buzz("confirm")
                 self.indicators.apply(item, time.monotonic())
             await self._act(client, self.gestures.poll(time.monotonic()))
             self.led.show(self.indicators.pattern(time.monotonic()))
