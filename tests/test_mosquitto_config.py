@@ -364,11 +364,16 @@ def test_links_last_will_reaches_phones(device: Provisioned, connect: Connect) -
 
 ALLOWED = {"ears": "pendant-bus/intent", "eyes": "pendant-bus/scene", "body": "pendant-bus/button"}
 # What each may also write, by design: the eyes publish intents of their own ("what is this"),
-# the body turns gestures into bus commands (mute, capture) and asks for the pairing window.
+# the body turns gestures into bus commands (mute, capture), asks for the pairing window and
+# accepts the phone that asks to pair.
 ALSO_WRITES = {
     "ears": set(),
     "eyes": {"pendant-bus/intent"},
-    "body": {"pendant-bus/cmd/mute", "pendant-bus/pairing_window"},
+    "body": {
+        "pendant-bus/cmd/mute",
+        "pendant-bus/pairing_window",
+        "pendant-bus/pairing_confirm",
+    },
 }
 
 
@@ -397,6 +402,8 @@ def test_services_publish_only_their_internal_events(
             "pendant-bus/pairing_status",
             "pendant-bus/pairing_offer",
             "pendant-bus/pairing_taken",
+            "pendant-bus/pairing_request",
+            "pendant-bus/pairing_confirm",
             *(t for s, t in ALLOWED.items() if s != service),
         )
         if t not in ALSO_WRITES[service]
