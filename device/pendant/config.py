@@ -371,7 +371,7 @@ class PairingConfig(_Strict):
         le=900,
         description="How long the pairing window (opened by holding the button for "
         "body.pairing_hold_s) stays open; its one-time phone account is revoked if no phone "
-        "opened the web server's /pair by then.",
+        "the wearer accepted (a press while it asks at the web server's /pair) took it by then.",
     )
 
 

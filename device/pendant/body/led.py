@@ -28,6 +28,8 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
     # rhythm inverted (lit, two quick winks), so the window never hides the sensing.
     "pairing": ((1.0, 0.12), (0.0, 0.12), (1.0, 0.12), (0.0, 1.14)),
     "pairing_listening": ((0.0, 0.12), (1.0, 0.12), (0.0, 0.12), (1.0, 1.14)),
+    # A phone asks to pair: three quick flashes (the window's two, and one more), "press now".
+    "pairing_asked": ((1.0, 0.12), (0.0, 0.12)) * 3 + ((0.0, 0.9),),
 }
 
 
