@@ -79,7 +79,7 @@ clean:
 IMAGE_APT_PACKAGES := mmdebstrap qemu-user-static binfmt-support qemu-system-arm arch-test device-tree-compiler dosfstools mtools e2fsprogs fdisk dpkg-dev espeak-ng
 BOARD ?= zero2w
 DEB_MODELS ?=
-.PHONY: image-apt deb image image-test flash
+.PHONY: image-apt deb image image-test-build image-test flash
 
 image-apt:
 	@missing=$$(for p in $(IMAGE_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -96,9 +96,14 @@ deb: setup models
 image: image-apt deb
 	$(SUDO) $(PY) image/build.py $(BOARD)
 
-# Boots the image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
+# image/out/pendant-$(BOARD)-test.img: the same plus the boot test's hook, which runs scripts
+# from the FAT partition as root. Never flash it to a card that leaves the bench.
+image-test-build: image-apt deb
+	$(SUDO) $(PY) image/build.py $(BOARD) --test
+
+# Boots the test image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
 image-test: image-apt
-	@test -f image/out/pendant-$(BOARD).img || $(MAKE) image BOARD=$(BOARD)
+	@test -f image/out/pendant-$(BOARD)-test.img || $(MAKE) image-test-build BOARD=$(BOARD)
 	PENDANT_IMAGE_TEST=1 PENDANT_IMAGE_BOARD=$(BOARD) $(PY) -m pytest -v -s tests/test_image_boot.py
 
 # Writes the image to an SD card: refuses a mounted or non-removable disk.
