@@ -39,8 +39,8 @@ insn-total 70000
 MARKS = [
     {"id": 0, "label": "start"},
     {"id": 1, "label": "ready"},
-    {"id": 2, "label": "utterance", "file": "a.wav", "audio_s": 2.0},
-    {"id": 3, "label": "utterance_end", "text": "turn on the light", "intent": "HassTurnOn"},
+    {"id": 2, "label": "decode", "file": "a.wav", "audio_s": 2.0},
+    {"id": 3, "label": "decode_end", "text": "turn on the light"},
     {"id": 4, "label": "listen", "kind": "silence", "file": "s.wav", "audio_s": 60.0},
     {"id": 5, "label": "listen_end", "kind": "silence", "intents": [], "utterances": 0},
 ]
@@ -59,8 +59,8 @@ def test_a_log_cut_short_has_no_total() -> None:
 def test_work_is_the_instructions_between_a_mark_and_its_end() -> None:
     counts, _ = bench_arm.parse_plugin_log(LOG)
     work = bench_arm.spans(MARKS, counts)
-    assert [(w["what"], w["insns"]) for w in work] == [("utterance", 2000), ("listen", 60000)]
-    assert work[0]["intent"] == "HassTurnOn" and work[0]["audio_s"] == 2.0
+    assert [(w["what"], w["insns"]) for w in work] == [("decode", 2000), ("listen", 60000)]
+    assert work[0]["text"] == "turn on the light" and work[0]["audio_s"] == 2.0
     assert work[1]["kind"] == "silence"
 
 
@@ -79,14 +79,17 @@ def test_instructions_become_time_at_the_assumed_ipc() -> None:
 
 def test_figures_bracket_the_estimate_with_the_ipc_range() -> None:
     work = [
-        {"what": "utterance", "file": "a.wav", "audio_s": 2, "insns": 1_000_000_000},
-        {"what": "utterance", "file": "b.wav", "audio_s": 2, "insns": 3_000_000_000},
+        {"what": "decode", "file": "a.wav", "audio_s": 2, "insns": 900_000_000},
+        {"what": "parse", "intent": "HassTurnOn", "insns": 100_000_000},
+        {"what": "decode", "file": "b.wav", "audio_s": 2, "insns": 2_900_000_000},
+        {"what": "parse", "intent": None, "insns": 100_000_000},
         {"what": "listen", "kind": "noise", "file": "n.wav", "audio_s": 60, "insns": 6e8},
     ]
     f = bench_arm.figures(work, 0.5, (0.5, 1.0))
     assert f["utterance_insns_median"] == 2_000_000_000
     assert f["utterance_zero2w_ms_median"] == 4000
     assert f["utterance_zero2w_ms_median_range"] == [2000, 4000]
+    assert f["utterances"][0]["intent"] == "HassTurnOn" and f["parse_share_pct"] == 5.0
     noise = f["listening"]["noise"]
     assert noise["insns_per_min"] == 600_000_000
     assert noise["zero2w_core_pct"] == 2.0

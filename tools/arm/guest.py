@@ -31,9 +31,10 @@ def mark(label: str, **info: Any) -> None:
     """Tell the plugin to print its count here, under the mark's index."""
     _libc.syscall(MARK_SYSCALL, len(_marks))
     _marks.append({"id": len(_marks), "label": label, **info})
-    if label.endswith("_end") or label == "ready":
+    if label in ("ready", "parse_end", "listen_end"):
         # Progress for the host to show: emulation is slow.
-        print(f"    {label.removesuffix('_end')}: {info or ''}", file=sys.stderr, flush=True)
+        done = "loaded (imports, grammar, models)" if label == "ready" else info
+        print(f"    {label.removesuffix('_end')}: {done}", file=sys.stderr, flush=True)
 
 
 mark("start")
@@ -99,14 +100,12 @@ def main() -> int:
     # One utterance each: what the ears do with it once the VAD has cut it out.
     for wav in plan["commands"]:
         audio = read_audio(wav)
-        mark("utterance", file=Path(wav).name, audio_s=len(audio) / RATE_HZ)
+        mark("decode", file=Path(wav).name, audio_s=len(audio) / RATE_HZ)
         heard = understanding.recognizer.transcribe(audio)
+        mark("decode_end", text=heard.text if heard else None)
+        mark("parse")
         match = understanding.parser.parse(heard.text) if heard is not None else None
-        mark(
-            "utterance_end",
-            text=heard.text if heard else None,
-            intent=match.name if match else None,
-        )
+        mark("parse_end", intent=match.name if match else None)
 
     # Listening: chunks through the VAD and the listener loop, recognition included.
     for kind, wav in plan["listen"].items():
