@@ -7,7 +7,7 @@ APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng s
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt web-deps models run test lint bench screenshots schemas clean lock
+.PHONY: setup apt web-deps models run test lint bench bench-arm bench-arm-apt screenshots schemas clean lock
 
 setup: apt $(STAMP)
 
@@ -68,11 +68,25 @@ screenshots: setup models web-deps
 bench: setup models
 	$(PY) tools/bench.py
 
+# An estimate of the ears on a Pi Zero 2 W (README, "An ARM estimate"): the ears on aarch64 under
+# qemu-user, guest instructions counted by a TCG plugin, turned into time with an assumed IPC.
+# Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
+BENCH_ARM_APT_PACKAGES := qemu-user mmdebstrap gcc libc6-dev
+bench-arm-apt:
+	@missing=$$(for p in $(BENCH_ARM_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench-arm: setup models bench-arm-apt
+	$(PY) tools/bench_arm.py
+
 schemas: setup
 	$(PY) -m pendant.events
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json tests/web/node_modules
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json bench-arm-results.json tests/web/node_modules
 
 # --- the SD card image (image/README.md) -------------------------------------------------
 # Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
