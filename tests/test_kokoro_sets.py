@@ -118,3 +118,29 @@ def test_read_speech_is_cut_at_pauses(ks: ModuleType):
     spans = ks.utterances(audio)
     assert len(spans) == 3
     assert [round((b - a) / rate, 1) for a, b in spans] == [1.5, 2.0, 1.0]
+
+
+def test_the_harness_counts_wrong_actions_apart_from_rejections_and_false_intents_per_hour():
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import measure_asr  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    o = measure_asr.Outcome
+    outcomes = [
+        o("tune", "clean", False, "american", None, "command", "right", 2.0),
+        o("tune", "pink", True, "accent", 5.0, "command", "wrong", 2.0),
+        o("tune", "pink", False, "accent", 15.0, "command", "rejected", 2.0),
+        o("tune", "clean", False, "american", None, "other", "false", 1800.0),
+        o("tune", "music", False, "british", 3.0, "other", "quiet", 1800.0),
+        o("held-out", "clean", False, "british", None, "command", "right", 2.0),
+    ]
+    lines = measure_asr.breakdown(outcomes)
+    tune_all = lines[lines.index("tune:") + 1]
+    assert "commands    3: right    1" in tune_all
+    assert "WRONG ACTIONS   1" in tune_all and "rejected    1" in tune_all
+    assert "false intents   1 =    1.0/h" in tune_all
+    assert "held-out:" in lines and "all:" in lines
+    assert any(
+        line.strip().startswith("SNR 0-10 dB") and "WRONG ACTIONS   1" in line for line in lines
+    )

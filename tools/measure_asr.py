@@ -212,11 +212,14 @@ def measure_manifest(
         if not ok:
             # Voice, SNR and condition go in the line so misses can be grouped by what made
             # them hard; a wrong action is marked apart from a rejection.
-            snr = "clean" if entry.get("snr_db") is None else f"{entry['snr_db']:4.1f} dB"
+            snr = "no noise" if entry.get("snr_db") is None else f"{entry['snr_db']:4.1f} dB"
+            condition = _condition(entry)
+            if entry.get("reverb") and condition != "reverb":
+                condition += "+reverb"
             mark = "WRONG" if outcome in ("wrong", "false") else "BAD  "
             print(
                 f"{mark} {entry['kind']:11} {entry.get('voice') or '-':13} {snr:8} "
-                f"{_condition(entry)}{'+reverb' if entry.get('reverb') else ''} "
+                f"{condition} "
                 f"{entry['text']!r} want {want} -> {describe(result, accepted, got)}"
             )
             tally.failures.append(entry["file"])
