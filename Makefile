@@ -7,7 +7,7 @@ APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng s
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt web-deps models run test lint bench bench-arm bench-arm-apt screenshots schemas clean lock
+.PHONY: setup apt web-deps models run test lint bench bench-arm bench-arm-apt screenshots schemas clean lock sets measure-sets
 
 setup: apt $(STAMP)
 
@@ -41,6 +41,27 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 # speech measurements (README, "The lock") before committing the new uv.lock.
 lock: $(UV)
 	$(UV) lock --upgrade
+
+# Speech sets nobody tuned on (tools/kokoro_sets.py): Kokoro voices saying the commands under
+# pink noise, babble, music and reverb, Kokoro voices talking, and the read English inside the
+# moonshine-voice wheel; split into tune / held-out voices. Test tooling in its own venv (the
+# `sets` dependency group, from the lock), never part of `make test`. Progress goes to stderr;
+# about 25 CPU minutes the first time, a cache hit after that. `make measure-sets` runs
+# tools/measure_asr.py on all three.
+SETS_VENV := .venv-sets
+SETS_DIR := .cache/kokoro-sets
+SETS_STAMP := $(SETS_VENV)/.installed
+$(SETS_STAMP): pyproject.toml uv.lock $(UV)
+	UV_PROJECT_ENVIRONMENT=$(SETS_VENV) $(UV) sync --locked --no-default-groups --group sets
+	touch $(SETS_STAMP)
+
+sets: apt $(SETS_STAMP)
+	nice -n 10 $(SETS_VENV)/bin/python tools/kokoro_sets.py $(SETS_DIR)
+
+measure-sets: setup sets
+	nice -n 10 $(PY) tools/measure_asr.py --backend pocketsphinx \
+	  --manifest $(SETS_DIR)/commands/manifest.json --manifest $(SETS_DIR)/talk/manifest.json \
+	  --manifest $(SETS_DIR)/moonshine/manifest.json
 
 models: setup
 	$(PY) -m pendant.models fetch
