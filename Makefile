@@ -7,7 +7,7 @@ APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng s
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt web-deps models run test lint bench screenshots schemas clean lock
+.PHONY: setup apt web-deps models run test lint bench bench-arm bench-arm-apt screenshots schemas clean lock sets measure-sets
 
 setup: apt $(STAMP)
 
@@ -42,6 +42,27 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 lock: $(UV)
 	$(UV) lock --upgrade
 
+# Speech sets nobody tuned on (tools/kokoro_sets.py): Kokoro voices saying the commands under
+# pink noise, babble, music and reverb, Kokoro voices talking, and the read English inside the
+# moonshine-voice wheel; split into tune / held-out voices. Test tooling in its own venv (the
+# `sets` dependency group, from the lock), never part of `make test`. Progress goes to stderr;
+# about 25 CPU minutes the first time, a cache hit after that. `make measure-sets` runs
+# tools/measure_asr.py on all three.
+SETS_VENV := .venv-sets
+SETS_DIR := .cache/kokoro-sets
+SETS_STAMP := $(SETS_VENV)/.installed
+$(SETS_STAMP): pyproject.toml uv.lock $(UV)
+	UV_PROJECT_ENVIRONMENT=$(SETS_VENV) $(UV) sync --locked --no-default-groups --group sets
+	touch $(SETS_STAMP)
+
+sets: apt $(SETS_STAMP)
+	nice -n 10 $(SETS_VENV)/bin/python tools/kokoro_sets.py $(SETS_DIR)
+
+measure-sets: setup sets
+	nice -n 10 $(PY) tools/measure_asr.py --backend pocketsphinx \
+	  --manifest $(SETS_DIR)/commands/manifest.json --manifest $(SETS_DIR)/talk/manifest.json \
+	  --manifest $(SETS_DIR)/moonshine/manifest.json
+
 models: setup
 	$(PY) -m pendant.models fetch
 
@@ -68,18 +89,32 @@ screenshots: setup models web-deps
 bench: setup models
 	$(PY) tools/bench.py
 
+# An estimate of the ears on a Pi Zero 2 W (README, "An ARM estimate"): the ears on aarch64 under
+# qemu-user, guest instructions counted by a TCG plugin, turned into time with an assumed IPC.
+# Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
+BENCH_ARM_APT_PACKAGES := qemu-user mmdebstrap gcc libc6-dev
+bench-arm-apt:
+	@missing=$$(for p in $(BENCH_ARM_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench-arm: setup models bench-arm-apt
+	$(PY) tools/bench_arm.py
+
 schemas: setup
 	$(PY) -m pendant.events
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json tests/web/node_modules
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json bench-arm-results.json tests/web/node_modules
 
 # --- the SD card image (image/README.md) -------------------------------------------------
 # Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
 IMAGE_APT_PACKAGES := mmdebstrap qemu-user-static binfmt-support qemu-system-arm arch-test device-tree-compiler dosfstools mtools e2fsprogs fdisk dpkg-dev espeak-ng
 BOARD ?= zero2w
 DEB_MODELS ?=
-.PHONY: image-apt deb image image-test flash
+.PHONY: image-apt deb image image-test-build image-test flash
 
 image-apt:
 	@missing=$$(for p in $(IMAGE_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -96,9 +131,14 @@ deb: setup models
 image: image-apt deb
 	$(SUDO) $(PY) image/build.py $(BOARD)
 
-# Boots the image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
+# image/out/pendant-$(BOARD)-test.img: the same plus the boot test's hook, which runs scripts
+# from the FAT partition as root. Never flash it to a card that leaves the bench.
+image-test-build: image-apt deb
+	$(SUDO) $(PY) image/build.py $(BOARD) --test
+
+# Boots the test image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
 image-test: image-apt
-	@test -f image/out/pendant-$(BOARD).img || $(MAKE) image BOARD=$(BOARD)
+	@test -f image/out/pendant-$(BOARD)-test.img || $(MAKE) image-test-build BOARD=$(BOARD)
 	PENDANT_IMAGE_TEST=1 PENDANT_IMAGE_BOARD=$(BOARD) $(PY) -m pytest -v -s tests/test_image_boot.py
 
 # Writes the image to an SD card: refuses a mounted or non-removable disk.

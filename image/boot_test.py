@@ -5,10 +5,11 @@
 A copy of the image gets, on its boot partition (mtools, no mounting): a test pendant.toml
 (audio from a WAV file, mock GPIO, camera from image files: whatever the package's config
 knows), a setup.toml and authorized_keys (to prove first boot applies them and removes the
-secrets), and pendant-test/{prepare,hook}, which the image's pendant-test-hook.service runs
-only when the kernel command line says pendant.test=1. The hook subscribes to the pendant's
-broker over TLS as a paired phone, prints what it receives and the units' states, kills the
-ears to see systemd restart them, and powers off.
+secrets), and pendant-test/{prepare,hook}, which the test image's pendant-test-hook.service
+runs only when the kernel command line says pendant.test=1 (a release image has no such unit:
+the test boots pendant-BOARD-test.img, made by `image/build.py BOARD --test`). The hook
+subscribes to the pendant's broker over TLS as a paired phone, prints what it receives and the
+units' states, kills the ears to see systemd restart them, and powers off.
 
 QEMU gets no network device (-nic none). `-M virt` boots the kernel and initrd taken from the
 image build (-kernel/-initrd), the disk on virtio; `-M raspi3b` boots the same kernel with the
@@ -34,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import devicetree  # noqa: E402 (image/ is scripts, not a package)
-from build import load_board  # noqa: E402
+from build import image_stem, load_board  # noqa: E402
 
 OUT = HERE / "out"
 BOOT_OFFSET = 8192 * 512
@@ -170,7 +171,7 @@ def test_config(wav: str) -> str:
     # restart), and the source holds the whole playlist in RAM, inside the unit's MemoryMax.
     files = ", ".join([f'"{wav}"'] * 12)
     extra = (
-        f"\n[audio]\nsource = \"wav\"\nfiles = [{files}]\nrealtime = true\ngap_ms = 30000\n"
+        f'\n[audio]\nsource = "wav"\nfiles = [{files}]\nrealtime = true\ngap_ms = 30000\n'
         '\n[bus]\nsocket = "/run/mosquitto/pendant.sock"\n'
         '\n[link]\nsocket = "/run/mosquitto/pendant.sock"\n'
         'outbox_path = "/var/lib/pendant/outbox.sqlite"\n'
@@ -261,10 +262,13 @@ def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-
 
 def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
          log: Path | None = None, echo: bool = False) -> Boot:  # fmt: skip
-    image = OUT / f"pendant-{board}.img"
-    board_boot = OUT / f"pendant-{board}.boot"
+    # A test build (build.py --test): only it has the hook this test drives.
+    image = OUT / f"{image_stem(board, test=True)}.img"
+    board_boot = OUT / f"{image_stem(board, test=True)}.boot"
     if not image.is_file() or not (board_boot / "vmlinuz").is_file():
-        raise FileNotFoundError(f"{image} (and its kernel) missing: run `make image BOARD={board}`")
+        raise FileNotFoundError(
+            f"{image} (and its kernel) missing: run `make image-test-build BOARD={board}`"
+        )
     with tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp:
         work = Path(tmp)
         disk = prepare(image, work)

@@ -1,6 +1,10 @@
 """Build the pendant's SD card image from its declarative description in image/boards/.
 
-    python image/build.py BOARD [--deb PATH] [--out DIR]     # BOARD: zero2w | pi5
+    python image/build.py BOARD [--test] [--deb PATH] [--out DIR]     # BOARD: zero2w | pi5
+
+A release build makes image/out/pendant-BOARD.img. `--test` makes pendant-BOARD-test.img, the
+same image plus the board description's [test] part (the boot test's hook: image/test-rootfs),
+which the QEMU boot test needs and a card in someone's hands must never have.
 
 1. mmdebstrap assembles Debian arm64 (under qemu-user-static through binfmt_misc, mounted here
    when it is not) with the board's packages and the pendant's .deb (a local file, through
@@ -185,7 +189,7 @@ def setup_hook(desc: dict, staging: Path) -> str:
     return f'cp -a {shlex.quote(str(staging))}/. "$1"/'
 
 
-def mmdebstrap(desc: dict, deb: Path, rootdir: Path, staging: Path) -> None:
+def mmdebstrap(desc: dict, deb: Path, rootdir: Path, staging: Path, test: bool = False) -> None:
     suites = [desc["suite"], *desc.get("extra_suites", [])]
     components = " ".join(desc.get("components", ["main"]))
     mirrors = [f"deb {desc['mirror']} {s} {components}" for s in suites]
@@ -194,6 +198,8 @@ def mmdebstrap(desc: dict, deb: Path, rootdir: Path, staging: Path) -> None:
     hook_dir = Path("/usr/share/mmdebstrap/hooks/file-mirror-automount")
     me = " ".join(shlex.quote(a) for a in (sys.executable, str(Path(__file__).resolve())))
     customize_hook = f'{me} --customize "$1" {shlex.quote(desc["board"])}'
+    if test:
+        customize_hook += " --test"
     cmd = [
         "mmdebstrap",
         "--mode=root",
@@ -204,7 +210,7 @@ def mmdebstrap(desc: dict, deb: Path, rootdir: Path, staging: Path) -> None:
         "--dpkgopt=force-confold",
         f"--hook-dir={hook_dir}",
         f"--setup-hook={setup_hook(desc, staging)}",
-        "--essential-hook=mkdir -p \"$1/boot/firmware\"",
+        '--essential-hook=mkdir -p "$1/boot/firmware"',
         f"--customize-hook={customize_hook}",
         "--skip=cleanup/apt/lists",
         desc["suite"],
@@ -223,17 +229,37 @@ def mmdebstrap(desc: dict, deb: Path, rootdir: Path, staging: Path) -> None:
 # --------------------------------------------------------------------------- customize
 
 
+def image_stem(board: str, test: bool = False) -> str:
+    """pendant-BOARD, or pendant-BOARD-test: a test build never takes the release's name."""
+    return f"pendant-{board}-test" if test else f"pendant-{board}"
+
+
+def overlay_files(desc: dict, test: bool = False) -> dict[str, Path]:
+    """What the customize hook copies into the root: path in the root -> file in image/."""
+    overlays = [desc.get("rootfs_overlay", "rootfs")]
+    if test:
+        overlays.append(desc["test"]["rootfs_overlay"])
+    files: dict[str, Path] = {}
+    for name in overlays:
+        overlay = HERE / name
+        for src in sorted(overlay.rglob("*")):
+            if not src.is_dir():
+                files[str(src.relative_to(overlay))] = src
+    return files
+
+
+def units_to_enable(desc: dict, test: bool = False) -> list[str]:
+    return [*desc.get("enable", []), *(desc["test"]["enable"] if test else [])]
+
+
 def chroot(root: Path, *cmd: str) -> str:
     return run(["chroot", str(root), *cmd], " ".join(cmd))
 
 
-def customize(root: Path, desc: dict) -> None:
+def customize(root: Path, desc: dict, test: bool = False) -> None:
     """Runs inside mmdebstrap (its customize hook): the root is complete, packages configured."""
-    overlay = HERE / desc.get("rootfs_overlay", "rootfs")
-    for src in sorted(overlay.rglob("*")):
-        if src.is_dir():
-            continue
-        dest = root / src.relative_to(overlay)
+    for rel, src in overlay_files(desc, test).items():
+        dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
         dest.chmod(0o755 if os.access(src, os.X_OK) else 0o644)
@@ -251,7 +277,11 @@ def customize(root: Path, desc: dict) -> None:
     chroot(root, "usermod", "--password", "*", "root")
     if desc.get("disable"):
         chroot(root, "systemctl", "disable", *desc["disable"])
-    chroot(root, "systemctl", "enable", *desc.get("enable", []))
+    chroot(root, "systemctl", "enable", *units_to_enable(desc, test))
+    # The test hook runs whatever is on the FAT partition as root: a release image without it
+    # is the point of the [test] split, so a hook that came back another way stops the build.
+    if not test and (hooks := hook_units_in(root, desc)):
+        raise ImageError(f"release image holds {hooks[0]}: test builds only")
     for unit, wanted in desc.get("wants", {}).items():
         wants = root / "etc/systemd/system" / f"{unit}.wants"
         wants.mkdir(parents=True, exist_ok=True)
@@ -287,6 +317,18 @@ def customize(root: Path, desc: dict) -> None:
             devicetree.with_fragment(firmware / dtb, firmware / f"pendant-{dtb}")
         except devicetree.DeviceTreeError as exc:
             raise ImageError(str(exc)) from None
+
+
+def hook_units_in(root: Path, desc: dict) -> list[str]:
+    """The [test] units found in a root: as unit files, or enabled (a .wants link)."""
+    etc = root / "etc/systemd/system"
+    found = []
+    for name in desc["test"]["enable"]:
+        for d in ("usr/lib/systemd/system", "lib/systemd/system", "etc/systemd/system"):
+            if (root / d / name).exists():
+                found.append(f"/{d}/{name}")
+        found += [f"/{p.relative_to(root)}" for p in etc.glob(f"*.wants/{name}")]
+    return found
 
 
 def chroot_group(root: Path, group: str) -> bool:
@@ -414,23 +456,24 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def build(board: str, deb: Path, out: Path) -> Path:
+def build(board: str, deb: Path, out: Path, test: bool = False) -> Path:
     desc = load_board(board)
+    stem = image_stem(board, test)
     check_host()
     if not deb.is_file():
         raise ImageError(f"{deb} does not exist: run `make deb` first")
     out.mkdir(parents=True, exist_ok=True)
-    work = out / f"work-{board}"
+    work = out / f"work-{stem}"
     rootdir = work / "root"
     remove_tree(work)
     work.mkdir(parents=True)
-    image = out / f"pendant-{board}.img"
+    image = out / f"{stem}.img"
     started = time.monotonic()
     with Stage(f"mmdebstrap {desc['suite']} {desc['arch']} ({len(desc['packages'])} packages "
                f"+ {deb.name})"):  # fmt: skip
-        mmdebstrap(desc, deb.resolve(), rootdir, work / "setup")
+        mmdebstrap(desc, deb.resolve(), rootdir, work / "setup", test)
     # The kernel and initrd the boot test hands to QEMU (-kernel/-initrd), and the dtbs.
-    boot_copy = out / f"pendant-{board}.boot"
+    boot_copy = out / f"{stem}.boot"
     if boot_copy.exists():
         shutil.rmtree(boot_copy)
     shutil.copytree(rootdir / "boot/firmware", boot_copy)
@@ -452,16 +495,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("board", help="zero2w or pi5 (image/boards/BOARD.toml)")
     p.add_argument("--deb", type=Path, help="the pendant package (default: image/out/pendant_*)")
     p.add_argument("--out", type=Path, default=HERE / "out")
+    p.add_argument(
+        "--test", action="store_true", help="a test image, pendant-BOARD-test.img: with the hook"
+    )
     p.add_argument("--customize", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         if args.customize:
-            customize(args.customize, load_board(args.board))
+            customize(args.customize, load_board(args.board), args.test)
             return 0
         deb = args.deb or next(iter(sorted(args.out.glob("pendant_*_all.deb"))[-1:]), None)
         if deb is None:
             raise ImageError(f"no pendant_*_all.deb in {args.out}: run `make deb` first")
-        build(args.board, deb, args.out)
+        build(args.board, deb, args.out, args.test)
     except ImageError as exc:
         print(f"image: error: {exc}", file=sys.stderr)
         return 2

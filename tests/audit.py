@@ -1,10 +1,12 @@
-"""A privacy audit of a real process: what files it opens for writing and what sockets it opens
-(strace), and whether any bytes of the audio it heard turn up somewhere they should not."""
+"""A privacy audit of a real process: what files it opens for writing, what sockets it opens and
+which unix sockets it talks to (strace), and whether any bytes of the audio it heard turn up
+somewhere they should not."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,9 @@ ALLOWED_WRITES = (
 )
 OPEN_FOR_WRITE = re.compile(r'openat\([^,]+, "([^"]*)", ([A-Z_|]+)')
 SOCKET = re.compile(r"socket\((AF_[A-Z0-9]+),")
+# A unix socket reached by path or abstract name: connect() for a stream, sendto()/sendmsg()
+# with an address for a datagram (sd_notify and journald's socket are reached that way).
+UNIX_PEER = re.compile(r'^(?:\d+ +)?(connect|sendto|sendmsg)\(.*?sun_path=(@?)"([^"]*)"')
 WINDOW_BYTES = 48
 
 
@@ -28,6 +33,11 @@ class Audit:
     """Files opened for writing that are not on the allowed list."""
     ip_sockets: list[str] = field(default_factory=list)
     """Sockets of any family but AF_UNIX."""
+    other_unix: list[str] = field(default_factory=list)
+    """Unix sockets connected or sent to that are not on the allowed list ("@name": abstract).
+    In /run a unix socket can be a way to the network (D-Bus, systemd-resolved's varlink, avahi
+    make DNS queries from the host's namespace), so a process without network talks only to
+    the sockets it is given."""
 
 
 def strace_prefix(log: Path) -> list[str]:
@@ -36,11 +46,14 @@ def strace_prefix(log: Path) -> list[str]:
         raise FileNotFoundError("strace is not installed: apt install strace")
     # --seccomp-bpf: only the traced calls stop the process; onnxruntime's threads make
     # millions of others (futex), each of which would otherwise stop it.
-    return [exe, "-f", "--seccomp-bpf", "-qq", "-e", "trace=openat,socket", "-o", str(log)]
+    trace = "trace=openat,socket,connect,sendto,sendmsg"
+    return [exe, "-f", "--seccomp-bpf", "-qq", "-e", trace, "-o", str(log)]
 
 
-def read_strace(log: Path) -> Audit:
+def read_strace(log: Path, allowed_unix: Iterable[str | Path] = ()) -> Audit:
+    """What the traced process did; `allowed_unix`: the socket paths it may talk to."""
     audit = Audit()
+    allowed = {str(p) for p in allowed_unix}
     for line in log.read_text(errors="replace").splitlines():
         m = OPEN_FOR_WRITE.search(line)
         writing = m is not None and re.search(r"O_WRONLY|O_RDWR|O_CREAT", m[2]) is not None
@@ -48,6 +61,12 @@ def read_strace(log: Path) -> Audit:
             audit.writes.append(m[1])
         if (m := SOCKET.search(line)) and m[1] != "AF_UNIX" and "= -1" not in line:
             audit.ip_sockets.append(line.strip())
+        # A failed attempt (ENOENT: the socket is hidden or absent) reaches nothing.
+        failed = re.search(r"= -1 (?!EINPROGRESS)", line) is not None
+        if (m := UNIX_PEER.search(line)) and not failed:
+            peer = m[2] + m[3]
+            if peer not in allowed and peer not in audit.other_unix:
+                audit.other_unix.append(peer)
     return audit
 
 

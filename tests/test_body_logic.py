@@ -42,7 +42,7 @@ def test_hold_to_talk_starts_at_once_and_ends_on_release() -> None:
 def test_double_press_is_capture_and_its_second_press_starts_no_talk() -> None:
     g = Gestures(T)
     assert g.press(0.0) == [Action.TALK_START]
-    assert g.release(0.1) == [Action.TALK_CANCEL]  # a tap: no talk
+    assert g.release(0.1) == [Action.TALK_CANCEL, Action.TAP]  # a tap: no talk
     assert g.press(0.3) == [Action.CAPTURE]
     assert g.poll(5.0) == []  # a spent press: no long hold from it
     assert g.release(5.0) == []
@@ -127,6 +127,20 @@ def test_led_priority_follows_the_events() -> None:
     assert ind.next_change_s(100) == 100 + ERROR_S  # the sooner of the two
     assert ind.pattern(100 + IDENTIFY_S) == "muted"
     assert ind.next_change_s(100 + IDENTIFY_S) is None
+
+
+def test_an_action_waiting_for_a_tap_asks_with_a_lit_pattern() -> None:
+    ind = Indicators()
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="confirm"), 0)
+    assert ind.pattern(0) == "confirm"
+    # The mic stays open while it asks: a lit pattern, never dark for longer than a wink.
+    assert max(level for level, _ in PATTERNS["confirm"]) == 1.0
+    assert all(seconds <= 0.1 for level, seconds in PATTERNS["confirm"] if level == 0)
+    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    assert ind.pattern(0) == "muted"
+    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
+    assert ind.pattern(0) == "listening"
 
 
 def test_mute_sources() -> None:

@@ -247,3 +247,46 @@ def test_fuzz_gate_with_escaped_strings(text: str) -> None:
     raw = json.dumps(data)
     assert_gate_sound(raw.encode())
     assert_gate_sound(raw.replace('"text": "', '"text": "\\ud800', 1).encode())
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "runs"),
+    [
+        ("mute", b'{"mic": true}', True),
+        ("mute", b'{"mic": true, "camera": true}', True),
+        ("mute", b'{"mic": false}', False),
+        ("mute", b'{"camera": false}', False),
+        ("mute", b'{"mic": true, "camera": false}', False),
+        ("identify", b"{}", True),
+        ("say", b'{"text": "dinner is ready"}', True),
+        ("capture", b"{}", False),
+        ("sentences", b'{"sentences": []}', False),
+    ],
+)
+def test_the_home_broker_may_mute_but_never_unmute_or_capture(
+    name: str, payload: bytes, runs: bool
+) -> None:
+    """Issue 14, item 2: whatever the bridge imports from the home broker, nothing of it opens
+    the microphone or the camera (`services/mosquitto/bridge.conf.in` lists HOME_COMMANDS)."""
+    command = parse(name, payload)
+    assert isinstance(command, Command)
+    refusal = commands.home_refusal(command)
+    assert (refusal is None) == runs
+    if refusal is not None:
+        assert isinstance(parse_event(Error(device_id="p", reason=refusal).to_json()), Error)
+
+
+def test_the_bridge_imports_exactly_the_home_commands() -> None:
+    """The bridge template and HOME_COMMANDS say the same, each mapped under home/cmd/."""
+    from .conftest import REPO
+
+    bridge = (REPO / "services" / "mosquitto" / "bridge.conf.in").read_text()
+    imported = {
+        line.split()[1]
+        for line in bridge.splitlines()
+        if line.startswith("topic ") and line.split()[2] == "in" and "cmd" in line
+    }
+    assert imported == commands.HOME_COMMANDS
+    for name in imported:
+        local, remote = "pendant/@DEVICE_ID@/home/cmd/", "pendant/@DEVICE_ID@/cmd/"
+        assert f"topic {name} in 1 {local} {remote}" in bridge

@@ -13,7 +13,7 @@ from pendant.config import Config
 from pendant.ears.understand.nlu import IntentParser
 from pendant.local_broker import LocalBroker
 
-from .conftest import SPEECH_CACHE, demo_config, speech_files, speech_sets
+from .conftest import SPEECH_CACHE, demo_config, hearing_config, speech_files, speech_sets
 from .pipeline import Received, run_files, slot_values
 
 MIN_CORRECT = 0.9
@@ -50,7 +50,7 @@ def test_shared_recordings_become_the_right_intents(
     subset: str, brokers: tuple[LocalBroker, LocalBroker]
 ) -> None:
     files = speech_files(subset)
-    config = demo_config()
+    config = hearing_config()
     got = run_files(config, files, brokers)
     share, misses = score_recordings(config, files, got)
     assert share >= MIN_CORRECT, f"{share:.0%} correct; misses: {misses}"
@@ -68,7 +68,7 @@ def test_espeak_commands_in_room_noise(
     commands = [e for e in espeak_set if e["kind"] == "command"]
     assert len(commands) >= 40
     assert len({e["intent"] for e in commands}) >= 8
-    got = run_files(demo_config(), [e["path"] for e in commands], brokers)
+    got = run_files(hearing_config(), [e["path"] for e in commands], brokers)
     misses = []
     for i, e in enumerate(commands):
         heard = got.for_file(i)
@@ -88,7 +88,7 @@ def test_silence_noise_and_ordinary_talk_give_no_intent(
 ) -> None:
     quiet = [e for e in espeak_set if e["kind"] in ("silence", "noise", "non_command")]
     assert {e["kind"] for e in quiet} == {"silence", "noise", "non_command"}
-    got = run_files(demo_config(), [e["path"] for e in quiet], brokers)
+    got = run_files(hearing_config(), [e["path"] for e in quiet], brokers)
     assert got.intents == {}, [(quiet[i]["file"], v) for i, v in got.intents.items()]
 
 

@@ -124,12 +124,80 @@ def test_bad_sizes_are_refused(text: str) -> None:
 
 def test_enabled_units_exist_in_the_overlay_or_the_package() -> None:
     desc = image_build.load_board("zero2w")
-    ours = {p.name for p in (IMAGE / "rootfs/usr/lib/systemd/system").glob("*")}
+    ours = {Path(p).name for p in image_build.overlay_files(desc, test=True)}
     packaged = {p.name for p in (REPO / "services").glob("pendant*")} | {"pendant-setup.service"}
     from_debian = {"systemd-networkd.service", "systemd-resolved.service", "ssh.service",
                    "systemd-timesyncd.service", "wpa_supplicant@wlan0.service"}  # fmt: skip
-    for unit in [*desc["enable"], *(u for w in desc["wants"].values() for u in w)]:
+    enabled = image_build.units_to_enable(desc, test=True)
+    for unit in [*enabled, *(u for w in desc["wants"].values() for u in w)]:
         assert unit in ours | packaged | from_debian, unit
+
+
+# Issue 14 item 21: the hook runs scripts from the FAT partition as root when cmdline.txt says
+# pendant.test=1. Anyone who can write the card's FAT partition (any computer) could use it.
+HOOK_UNIT = "pendant-test-hook.service"
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_a_release_build_has_no_test_hook_and_a_test_build_has_it(board: str) -> None:
+    desc = image_build.load_board(board)
+    release = image_build.overlay_files(desc)
+    test = image_build.overlay_files(desc, test=True)
+    assert not [p for p in release if "pendant-test" in p], release
+    assert HOOK_UNIT not in image_build.units_to_enable(desc)
+    assert f"usr/lib/systemd/system/{HOOK_UNIT}" in test
+    assert HOOK_UNIT in image_build.units_to_enable(desc, test=True)
+    # The test build is the release build plus the hook and its drop-ins, nothing changed.
+    assert {k: v for k, v in test.items() if k in release} == release
+    assert image_build.image_stem(board) == f"pendant-{board}"
+    assert image_build.image_stem(board, test=True) == f"pendant-{board}-test"
+
+
+def test_the_test_drop_ins_only_show_the_test_inputs() -> None:
+    desc = image_build.load_board("zero2w")
+    release = image_build.overlay_files(desc)
+    test = image_build.overlay_files(desc, test=True)
+    drop_ins = {k: v for k, v in test.items() if k not in release and k.endswith(".conf")}
+    assert set(drop_ins) == {
+        f"usr/lib/systemd/system/pendant-{u}.service.d/pendant-test.conf" for u in ("ears", "eyes")
+    }
+    for src in drop_ins.values():
+        lines = [ln for ln in src.read_text().splitlines() if ln and not ln.startswith("#")]
+        assert lines == ["[Service]", "BindReadOnlyPaths=-/run/pendant-test"], src
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_the_customize_hook_is_told_which_build_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test: bool
+) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(image_build, "run", lambda cmd, *a, **kw: ran.append(cmd) or "")
+    desc = image_build.load_board("zero2w")
+    image_build.mmdebstrap(desc, tmp_path / "p.deb", tmp_path / "root", tmp_path / "setup", test)
+    (hook,) = [a for a in ran[0] if a.startswith("--customize-hook=")]
+    assert hook.endswith('--customize "$1" zero2w' + (" --test" if test else "")), hook
+
+
+def test_a_release_root_with_the_hook_is_refused(tmp_path: Path) -> None:
+    desc = image_build.load_board("zero2w")
+    (tmp_path / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True)
+    assert image_build.hook_units_in(tmp_path, desc) == []
+    unit = tmp_path / "usr/lib/systemd/system" / HOOK_UNIT
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    (tmp_path / "etc/systemd/system/multi-user.target.wants" / HOOK_UNIT).symlink_to(unit)
+    assert image_build.hook_units_in(tmp_path, desc) == [
+        f"/usr/lib/systemd/system/{HOOK_UNIT}",
+        f"/etc/systemd/system/multi-user.target.wants/{HOOK_UNIT}",
+    ]
+
+
+def test_the_boot_test_boots_the_test_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(boot_test, "OUT", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"pendant-zero2w-test\.img"):
+        boot_test.boot("zero2w")
 
 
 def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Path) -> None:

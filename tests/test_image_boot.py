@@ -1,6 +1,6 @@
 """The SD card image boots in QEMU and the pendant comes up on it (image/boot_test.py).
 
-Runs when PENDANT_IMAGE_TEST=1 (`make image-test`, which builds the image first if needed);
+Runs when PENDANT_IMAGE_TEST=1 (`make image-test`, which builds the test image first if needed);
 otherwise skipped, since building the image needs root and minutes, and booting it
 emulated takes minutes more. PENDANT_IMAGE_BOARD picks the board (zero2w), IMAGE_MACHINE the
 QEMU machine (virt, or raspi3b for the Pi 3 / Zero 2 W model). The console log is written to
@@ -26,7 +26,8 @@ from .conftest import REPO
 
 BOARD = os.environ.get("PENDANT_IMAGE_BOARD", "zero2w")
 MACHINE = os.environ.get("IMAGE_MACHINE", "virt")
-IMAGE = REPO / "image" / "out" / f"pendant-{BOARD}.img"
+# The test build (image/build.py --test): the release image has no test hook.
+IMAGE = REPO / "image" / "out" / f"pendant-{BOARD}-test.img"
 UNITS = ["ears", "link", "body", "web", "pairing"]
 
 pytestmark = [
@@ -52,7 +53,7 @@ def booted():
     if shutil.which("qemu-system-aarch64") is None:
         pytest.fail("qemu-system-aarch64 is missing: apt install qemu-system-arm")
     if not IMAGE.is_file():
-        pytest.fail(f"{IMAGE} is missing: make image BOARD={BOARD}")
+        pytest.fail(f"{IMAGE} is missing: make image-test-build BOARD={BOARD}")
     bt = _boot_test()
     log = REPO / "image" / "out" / f"boot-{BOARD}-{MACHINE}.log"
     result = bt.boot(BOARD, MACHINE, timeout=float(os.environ.get("IMAGE_TIMEOUT", "2400")),

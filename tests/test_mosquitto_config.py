@@ -364,11 +364,16 @@ def test_links_last_will_reaches_phones(device: Provisioned, connect: Connect) -
 
 ALLOWED = {"ears": "pendant-bus/intent", "eyes": "pendant-bus/scene", "body": "pendant-bus/button"}
 # What each may also write, by design: the eyes publish intents of their own ("what is this"),
-# the body turns gestures into bus commands (mute, capture) and asks for the pairing window.
+# the body turns gestures into bus commands (mute, capture), asks for the pairing window and
+# accepts the phone that asks to pair.
 ALSO_WRITES = {
     "ears": set(),
     "eyes": {"pendant-bus/intent"},
-    "body": {"pendant-bus/cmd/mute", "pendant-bus/pairing_window"},
+    "body": {
+        "pendant-bus/cmd/mute",
+        "pendant-bus/pairing_window",
+        "pendant-bus/pairing_confirm",
+    },
 }
 
 
@@ -397,6 +402,8 @@ def test_services_publish_only_their_internal_events(
             "pendant-bus/pairing_status",
             "pendant-bus/pairing_offer",
             "pendant-bus/pairing_taken",
+            "pendant-bus/pairing_request",
+            "pendant-bus/pairing_confirm",
             *(t for s, t in ALLOWED.items() if s != service),
         )
         if t not in ALSO_WRITES[service]
@@ -632,8 +639,10 @@ def test_retained_status_survives_a_restart(tmp_path: Path, connect: Connect) ->
 
 def test_bridge_forwards_public_topics_only(tmp_path: Path, connect: Connect) -> None:
     """Proves bridge.conf: this device's public topics and the Hermes mirror reach the home
-    broker (retained status still retained), the internal bus does not, and a command sent
-    on the home broker reaches the link."""
+    broker (retained status still retained), the internal bus does not, and of the commands
+    sent on the home broker only the harmless ones come in, under `home/cmd/` (issue 14,
+    item 2: `capture` and `sentences` from any client of the home broker used to reach the
+    link as if a phone had sent them)."""
     with LocalBroker(users=("bridge", "viewer"), tcp=True) as home:
         assert home.port is not None
         home_at = Endpoint("tcp", "127.0.0.1", home.port)
@@ -673,10 +682,105 @@ def test_bridge_forwards_public_topics_only(tmp_path: Path, connect: Connect) ->
                 finally:
                     late.close()
 
+                link.subscribe(f"pendant/{DEVICE}/home/cmd/#")
+                viewer.publish(f"pendant/{DEVICE}/cmd/capture", b"{}")
+                viewer.publish(f"pendant/{DEVICE}/cmd/sentences", b'{"sentences": []}')
+                viewer.publish(f"pendant/{DEVICE}/cmd/identify", b"{}")
                 viewer.publish(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}')
-                assert link.until(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}') == []
+                # The bridge's subscriptions deliver in order: the mute is the fence.
+                got = link.until(f"pendant/{DEVICE}/home/cmd/mute", b'{"mic": true}')
+                assert got == [(f"pendant/{DEVICE}/home/cmd/identify", b"{}", False)]
         finally:
             viewer.close()
+
+
+def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """Issue 14, item 2, in the shipped topology (the link on the local socket as bus and as
+    outside broker, the bridge to a home broker rendered from the template, the rendered ACL):
+    a client of the home broker may mute but not unmute, and cannot capture; each refusal
+    comes back to the home broker as an `error`. A paired phone keeps every right, and cannot
+    pass for the home broker either."""
+    from pendant.config import BusConfig, Config, LinkConfig
+    from pendant.link import Link
+
+    base = f"pendant/{DEVICE}"
+    with LocalBroker(users=("bridge", "ha"), tcp=True) as home:
+        assert home.port is not None
+        ha = Client(Endpoint("tcp", "127.0.0.1", home.port), "ha", home.password("ha"))
+        assert not ha.open().is_failure
+        try:
+            ha.subscribe(f"{base}/bridge", f"{base}/error")
+            prov = _provision_for_test(
+                tmp_path / "h",
+                add_phones=("alice",),
+                bridge_host="127.0.0.1",
+                bridge_port=home.port,
+                bridge_user="bridge",
+                bridge_password_file=home.password_file("bridge"),
+            )
+            cfg = Config(
+                device_id=DEVICE,
+                bus=BusConfig(
+                    socket=str(prov.socket),
+                    username="link",
+                    password_file=str(prov.password_file("link")),
+                ),
+                link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "o.sqlite")),
+            )
+            with running(prov):
+                ha.until(f"{base}/bridge", b"1")
+                alice = connect(prov, "phone-alice", "tls")
+                body = connect(prov, "body")
+                body.subscribe("pendant-bus/cmd/#")
+
+                async def scenario() -> tuple[list[dict[str, object]], list[str]]:
+                    link = Link(cfg)
+                    task = asyncio.create_task(link.run())
+                    try:
+                        await asyncio.wait_for(link.connected.wait(), TIMEOUT_S)
+                        on_bus = []
+                        # From the home broker: two unmutes and a capture, then a mute.
+                        ha.publish(f"{base}/cmd/mute", b'{"mic": false}')
+                        ha.publish(f"{base}/cmd/capture", b"{}")
+                        ha.publish(f"{base}/cmd/mute", b'{"mic": true, "camera": false}')
+                        ha.publish(f"{base}/cmd/mute", b'{"mic": true}')
+                        on_bus.append(json.loads((await _next(body))[1]))
+                        assert on_bus[0].get("mic") is True, f"reached the bus: {on_bus[0]}"
+                        errors = []
+                        for _ in range(2):
+                            topic, payload, _ = await _next(ha)
+                            assert topic == f"{base}/error"
+                            errors.append(json.loads(payload)["reason"])
+                        # A phone writing where the bridge puts the home broker's commands is
+                        # denied; on its own topics it may unmute and capture.
+                        alice.publish(f"{base}/home/cmd/mute", b'{"camera": true}')
+                        alice.publish(f"{base}/cmd/mute", b'{"mic": false}')
+                        alice.publish(f"{base}/cmd/capture", b"{}")
+                        on_bus.append(json.loads((await _next(body))[1]))
+                        on_bus.append(json.loads((await _next(body))[1]))
+                        assert link.commands == {"refused": 2, "forwarded": 3}
+                        for _ in range(int(TIMEOUT_S / 0.05)):  # see the retained test above
+                            if link._command_retry is None:
+                                break
+                            await asyncio.sleep(0.05)
+                        return on_bus, errors
+                    finally:
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
+
+                on_bus, errors = asyncio.run(asyncio.wait_for(scenario(), 6 * TIMEOUT_S))
+        finally:
+            ha.close()
+    commands = [{k: c.get(k) for k in ("name", "mic", "camera")} for c in on_bus]
+    assert commands == [
+        {"name": "mute", "mic": True, "camera": None},
+        {"name": "mute", "mic": False, "camera": None},
+        {"name": "capture", "mic": None, "camera": None},
+    ]
+    unmute = "unmuting is for a paired phone or the button, not the home broker"
+    assert errors == [unmute, unmute]
 
 
 # --- provisioning --------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The pairing window, end to end on real parts: a very long hold on the body (gpiozero's mock
 pins) opens it, the pairing service makes a one-time phone account on a real mosquitto running
-the rendered config and ACL, the real web server (`python -m pendant.webserver`, a subprocess)
-hands the link out once at `/pair`, and a phone logs in with it; an offer nobody takes expires
-and its account is revoked.
+the rendered config and ACL, a phone asks at `/pair` of the real web server (`python -m
+pendant.webserver`, a subprocess), the wearer's press accepts it, the web server hands the link
+to that phone once, and the phone logs in with it; an offer nobody takes expires and its
+account is revoked; two devices asking at once are both refused.
 
 The body and the pairing service run on one asyncio loop in a thread (as `pendant run` would
 run them), so the test itself stays synchronous: paho clients and http.client, every wait with
@@ -203,17 +204,56 @@ def event_with(**fields: object) -> Callable[[bytes], bool]:
 # --- the web server ---------------------------------------------------------------------------
 
 
-def get_pair(web: WebServer, prov: Provisioned) -> tuple[list[tuple[str, str]], str]:
+def get_pair(
+    web: WebServer, prov: Provisioned, token: str | None = None, source: str = "127.0.0.1"
+) -> tuple[list[tuple[str, str]], str]:
+    """GET /pair (with a waiting page's token) from `source`, as a phone there would: after a
+    429 (the rate limit), again once Retry-After has passed."""
     ctx = ssl.create_default_context(cafile=str(prov.ca_cert))
-    conn = http.client.HTTPSConnection("127.0.0.1", web.port, context=ctx, timeout=TIMEOUT_S)
-    try:
-        conn.request("GET", "/pair")
-        response = conn.getresponse()
-        body = response.read().decode()
+    path = "/pair" if token is None else f"/pair?r={token}"
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", web.port, context=ctx, timeout=TIMEOUT_S, source_address=(source, 0)
+        )
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read().decode()
+        finally:
+            conn.close()
+        if response.status == 429 and time.monotonic() < deadline:
+            time.sleep(float(response.getheader("Retry-After", "1")))
+            continue
         assert response.status == 200
         return response.getheaders(), body
-    finally:
-        conn.close()
+
+
+def waiting_token(body: str) -> str | None:
+    """The token of a page that waits for the wearer's press (it comes back with it)."""
+    m = re.search(r'<meta http-equiv="refresh" content="\d+; url=/pair\?r=([0-9a-f]{32})">', body)
+    return m.group(1) if m else None
+
+
+def until_waiting(web: WebServer, prov: Provisioned, source: str = "127.0.0.1") -> str:
+    """GET /pair until the phone is told to wait for the press: the server learns of the
+    offer over the bus, in its own time. The token its page comes back with."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        _, body = get_pair(web, prov, source=source)
+        assert pairing_link(body) is None, "handed out before the wearer accepted"
+        token = waiting_token(body)
+        if token is not None:
+            return token
+        time.sleep(0.3)
+    pytest.fail(f"/pair did not ask for the wearer's press within {TIMEOUT_S} s")
+
+
+def tap(body: BodyService) -> None:
+    """A single short press: the wearer accepts the phone that asks. Then a pause, so that
+    the next press is not the second half of a double press."""
+    hold_button(body, 0.05)
+    time.sleep(HOLD["double_press_s"] + MARGIN_S)
 
 
 def pairing_link(body: str) -> str | None:
@@ -221,15 +261,17 @@ def pairing_link(body: str) -> str | None:
     return html.unescape(m.group(1)) if m else None
 
 
-def until_handed_out(web: WebServer, prov: Provisioned) -> tuple[list[tuple[str, str]], str]:
-    """GET /pair until it hands out the link: the server learns of the offer over the bus, in
-    its own time. A "closed" answer takes nothing, so asking again is harmless."""
+def until_handed_out(
+    web: WebServer, prov: Provisioned, token: str
+) -> tuple[list[tuple[str, str]], str]:
+    """GET /pair?r=<token> until it hands out the link: the server learns of the wearer's
+    "yes" over the bus, in its own time."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        headers, body = get_pair(web, prov)
+        headers, body = get_pair(web, prov, token)
         if pairing_link(body) is not None:
             return headers, body
-        time.sleep(0.05)
+        time.sleep(0.3)
     pytest.fail(f"/pair handed out no link within {TIMEOUT_S} s")
 
 
@@ -314,8 +356,23 @@ def test_a_long_press_pairs_one_phone_once_and_an_unused_offer_is_revoked(
         for w in (link, ears, alice, *late):
             assert OFFER not in w.topics(), w.got
 
-        # The phone opens /pair: the link, with the login only in the fragment.
-        headers, page = until_handed_out(web, prov)
+        # The phone opens /pair: it is told to wait for the wearer, and given nothing yet.
+        token = until_waiting(web, prov)
+        link.next(STATUS, event_with(open=True, user=user, asked=True))
+        eventually(lambda: body.led_pattern == "pairing_asked", "the LED says a phone asks")
+        # A buzz for the window, and one more: "a phone asks".
+        assert body.haptic.history.count("double") == 2
+        _, page = get_pair(web, prov, token)
+        assert pairing_link(page) is None and waiting_token(page) == token
+        # Another tab of the same phone (one address) is the same request, not a second one.
+        assert until_waiting(web, prov) == token
+
+        # The wearer presses once: the offer again, naming that phone; then the link, with
+        # the login only in the fragment, to that phone.
+        tap(body)
+        accepted = json.loads(web_user.next(OFFER, lambda p: b'"requester"' in p))
+        assert accepted["user"] == user
+        headers, page = until_handed_out(web, prov, token)
         link_url = pairing_link(page)
         assert link_url is not None and link_url.startswith("/#")
         fields = {k: v[0] for k, v in parse_qs(link_url[2:], strict_parsing=True).items()}
@@ -380,6 +437,94 @@ def test_a_long_press_pairs_one_phone_once_and_an_unused_offer_is_revoked(
             w.close()
         loop.close()
         web.stop()
+
+
+def test_a_second_device_asking_ends_the_window_for_all(
+    pendant: tuple[Provisioned, Path],
+) -> None:
+    """Issue 14, item 1: the first `GET /pair` while the window was open took a permanent
+    phone account, so a device on the LAN polling `/pair` won the race the moment the wearer
+    held the button. Now nothing is handed out without the wearer's press, and when two
+    devices ask, a press cannot tell the wearer's phone: both are refused, the account is
+    revoked, the LED flashes an error, and a press afterwards accepts no one."""
+    prov, scratch = pendant
+    loop = Loop()
+    watchers: list[Watcher] = []
+    web = WebServer(
+        WEB,
+        prov.layout.conf_dir / "server.crt",
+        prov.layout.conf_dir / "server.key",
+        "--bus-socket", str(prov.socket),
+        "--bus-password-file", str(prov.password_file("web")),
+        log_dir=scratch,
+    )  # fmt: skip
+    try:
+        web.start()
+        pairing, _ = start_pairing(loop, prov, window_s=30.0)
+        body = start_body(loop, prov)
+        link = Watcher(prov, "link")
+        watchers.append(link)
+        link.client.subscribe(STATUS, "pendant-bus/error")
+
+        hold_button(body, HOLD["pairing_hold_s"] + MARGIN_S)
+        link.next(STATUS, event_with(open=True))
+        name = str(pairing.open_name)
+        # The attacker polls /pair; the wearer's phone asks too, from another address.
+        attacker = until_waiting(web, prov, source="127.0.0.2")
+        _, page = get_pair(web, prov, attacker, source="127.0.0.2")
+        assert pairing_link(page) is None, "handed out without the wearer's press"
+        phone = until_waiting(web, prov, source="127.0.0.3")
+
+        link.next(STATUS, event_with(open=False))
+        error = json.loads(link.next("pendant-bus/error"))
+        assert "more than one device asked" in error["reason"]
+        assert pairing.refused == [name] and pairing.revoked == [name] and pairing.taken == []
+        assert not prov.password_file(PHONE_PREFIX + name).exists()
+        eventually(lambda: body.indicators.error_until_s > 0, "the LED flashes the error")
+        eventually(lambda: body.led_pattern == "off", "the window's pattern ends")
+
+        # A press now accepts no one, and neither device is handed anything.
+        tap(body)
+        for token, source in ((attacker, "127.0.0.2"), (phone, "127.0.0.3")):
+            _, page = get_pair(web, prov, token, source=source)
+            assert pairing_link(page) is None and waiting_token(page) is None
+            assert "another device asked" in page
+        assert pairing.taken == []
+    finally:
+        for w in watchers:
+            w.close()
+        loop.close()
+        web.stop()
+
+
+def test_pair_is_refused_past_the_rate_limit(pendant: tuple[Provisioned, Path]) -> None:
+    """Issue 14, item 1: `/pair` had no rate limit. One address gets `PAIR_BURST` answers at
+    once, then 429 (with Retry-After); another address is not held back by it."""
+    prov, scratch = pendant
+    with WebServer(
+        WEB, prov.layout.conf_dir / "server.crt", prov.layout.conf_dir / "server.key",
+        log_dir=scratch,
+    ) as web:  # fmt: skip
+        ctx = ssl.create_default_context(cafile=str(prov.ca_cert))
+
+        def status(source: str) -> int:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", web.port, context=ctx, timeout=TIMEOUT_S, source_address=(source, 0)
+            )
+            try:
+                conn.request("GET", "/pair")
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            finally:
+                conn.close()
+
+        burst = 5  # webserver.PAIR_BURST
+        statuses = [status("127.0.0.4") for _ in range(burst + 3)]
+        assert statuses[:burst] == [200] * burst
+        assert 429 in statuses[burst:]
+        assert status("127.0.0.5") == 200
+        assert burst == webserver.PAIR_BURST
 
 
 # --- the bus cut between taking the offer and reporting it -----------------------------------
@@ -455,8 +600,15 @@ def taken_while_cut() -> Iterator[Cut]:
         user = PHONE_PREFIX + str(pairing.open_name)
         eventually(lambda: desk.offer is not None, "the web server has the offer")
 
+        # The phone asks, the wearer accepts it (as the body would: a paho client again).
+        token = until_waiting(server, prov)  # type: ignore[arg-type]
+        eventually(lambda: pairing.requesters != set(), "the pairing window hears the request")
+        confirm = {"type": "pairing_confirm", "version": 1, "device_id": DEVICE}
+        body.client.publish("pendant-bus/pairing_confirm", json.dumps(confirm))
+        eventually(lambda: desk.offer is not None and desk.offer.requester, "the phone accepted")
+
         # Taken, and the bus cut before the report.
-        _, page = get_pair(server, prov)  # type: ignore[arg-type]
+        _, page = get_pair(server, prov, token)  # type: ignore[arg-type]
         assert pairing_link(page) is not None
         assert [o.user for o in taken if o is not None] == [user]
         assert broker.poll() is not None

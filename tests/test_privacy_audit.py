@@ -2,8 +2,10 @@
 
 The ears service runs under strace on real recordings while subscribers listen on `#` of both
 brokers: no file is opened for writing that could hold audio, no socket but AF_UNIX is opened,
-and no run of the audio's bytes appears on any topic or in the service's output. The same
-audit is pointed at a deliberately leaky process first, to show it would catch a leak.
+no unix socket is reached but the bus's and systemd's notify socket (a unix socket can be a way
+to the network: issue 14 item 12), and no run of the audio's bytes appears on any topic or in
+the service's output. The same audit is pointed at deliberately leaky processes first, to show
+it would catch a leak.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -28,6 +32,32 @@ from .audit import audio_windows, leaks, read_strace, strace_prefix
 from .conftest import DEMO_CONFIG, speech_files
 
 TIMEOUT_S = 120
+
+
+@contextlib.contextmanager
+def notify_socket(path: Path) -> Iterator[socket.socket]:
+    """Plays systemd's part: $NOTIFY_SOCKET, as under the unit (Type=notify)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(path))
+        s.setblocking(False)
+        yield s
+
+
+def notified(s: socket.socket) -> list[bytes]:
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            out.append(s.recv(4096))
+    return out
+
+
+def check_unix_peers(log: Path, bus: LocalBroker, notify: Path, who: str) -> None:
+    """The service reached the bus and systemd's socket, and no other unix socket."""
+    reached = read_strace(log).other_unix
+    assert str(bus.socket_path) in reached, "the trace must see the bus connect at all"
+    assert str(notify) in reached, "the trace must see the notify datagrams at all"
+    others = read_strace(log, allowed_unix=[bus.socket_path, notify]).other_unix
+    assert others == [], f"the {who} reached unix sockets besides the bus: {others}"
 
 
 def files_to_hear() -> list[Path]:
@@ -76,6 +106,52 @@ def test_the_audit_catches_a_leaky_process(tmp_path: Path) -> None:
     assert leaks(raw, audio_windows(read_audio(wav)))
 
 
+def test_the_audit_catches_a_process_that_talks_to_another_unix_socket(tmp_path: Path) -> None:
+    """Issue 14 item 12: a unix socket is a way out too (resolved's varlink socket makes DNS
+    queries), so the audit names every one a process reaches but the bus and systemd's."""
+    bus, resolver, journal = tmp_path / "bus.sock", tmp_path / "resolve.sock", tmp_path / "j.sock"
+    notify = tmp_path / "notify.sock"
+    servers = []
+    for path, kind in ((bus, socket.SOCK_STREAM), (resolver, socket.SOCK_STREAM),
+                       (notify, socket.SOCK_DGRAM), (journal, socket.SOCK_DGRAM)):  # fmt: skip
+        server = socket.socket(socket.AF_UNIX, kind)
+        server.bind(str(path))
+        if kind == socket.SOCK_STREAM:
+            server.listen()
+        servers.append(server)
+    leaky = textwrap.dedent(
+        f"""
+        import socket
+        for path in ({str(bus)!r}, {str(resolver)!r}):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.close()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"READY=1", {str(notify)!r})
+            s.sendto(b"MESSAGE=hello", {str(journal)!r})
+        try:  # absent: reaches nothing, so it is not reported
+            socket.socket(socket.AF_UNIX).connect({str(tmp_path / "absent.sock")!r})
+        except OSError:
+            pass
+        """
+    )
+    log = tmp_path / "strace.log"
+    try:
+        done = subprocess.run(
+            [*strace_prefix(log), sys.executable, "-c", leaky],
+            capture_output=True,
+            timeout=TIMEOUT_S,
+        )
+    finally:
+        for server in servers:
+            server.close()
+    assert done.returncode == 0, done.stderr
+    audit = read_strace(log, allowed_unix=[bus, notify])
+    assert audit.other_unix == [str(resolver), str(journal)]
+    assert audit.ip_sockets == [] and audit.writes == []
+    assert read_strace(log, allowed_unix=[bus, notify, resolver, journal]).other_unix == []
+
+
 def test_ears_write_no_audio_and_open_no_ip_socket(
     tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker]
 ) -> None:
@@ -83,7 +159,8 @@ def test_ears_write_no_audio_and_open_no_ip_socket(
     wavs = files_to_hear()
     config = config_file(tmp_path, bus, home, wavs)
     windows = [w for wav in wavs for w in audio_windows(read_audio(wav))]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    notify_path = tmp_path / "notify.sock"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "NOTIFY_SOCKET": str(notify_path)}
 
     async def run() -> tuple[list[bytes], bytes, bytes, int]:
         payloads: list[bytes] = []
@@ -130,13 +207,16 @@ def test_ears_write_no_audio_and_open_no_ip_socket(
                     await spy
             return payloads, out, err, ears.returncode or 0
 
-    payloads, out, err, code = asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+    with notify_socket(notify_path) as notify:
+        payloads, out, err, code = asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+        assert any(b"READY=1" in m for m in notified(notify))
     assert code == 0, err.decode(errors="replace")[-2000:]
     intents = [p for p in payloads if p.startswith(b"pendant/pendant-demo/intent/")]
     assert len(intents) >= 2, "the audit must watch a run that did its work"
     audit = read_strace(tmp_path / "ears.strace")
     assert audit.ip_sockets == [], "the ears opened a network socket"
     assert audit.writes == [], "the ears opened files for writing"
+    check_unix_peers(tmp_path / "ears.strace", bus, notify_path, "ears")
     for payload in payloads:
         assert not leaks(payload, windows), f"audio bytes on the bus: {payload[:80]!r}"
     assert not leaks(out + err, windows), "audio bytes in the service's output"
@@ -160,7 +240,8 @@ def test_eyes_write_no_frames_and_open_no_ip_socket(
     windows = [w for w in audio_windows(frame.ravel().view(np.int16)) if len(set(w)) > 8]
     config = config_file(tmp_path, bus, home, [])
     config.write_text(config.read_text() + f'\n[eyes]\nfiles = ["{photo}"]\n')
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    notify_path = tmp_path / "notify.sock"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "NOTIFY_SOCKET": str(notify_path)}
 
     output = (tmp_path / "eyes.out").open("wb")
 
@@ -207,14 +288,16 @@ def test_eyes_write_no_frames_and_open_no_ip_socket(
                 await spy
             return payloads
 
-    with output:
+    with output, notify_socket(notify_path) as notify:
         payloads = asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+        assert any(b"READY=1" in m for m in notified(notify))
     out = (tmp_path / "eyes.out").read_bytes()
     scene = next(p for p in payloads if p.startswith(b"pendant-bus/scene "))
     assert b'"face_count":1' in scene, scene
     audit = read_strace(tmp_path / "eyes.strace")
     assert audit.ip_sockets == [], "the eyes opened a network socket"
     assert audit.writes == [], "the eyes opened files for writing"
+    check_unix_peers(tmp_path / "eyes.strace", bus, notify_path, "eyes")
     for payload in payloads:
         assert not leaks(payload, windows), f"frame bytes on the bus: {payload[:80]!r}"
     assert not leaks(out, windows), "frame bytes in the service's output"

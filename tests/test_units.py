@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from pendant.config import BusConfig
+
 from .conftest import REPO
 
 SERVICES = REPO / "services"
@@ -182,6 +184,45 @@ def test_processes_that_sense_have_no_network(name: str) -> None:
     # One RestrictAddressFamilies= line, AF_UNIX alone: the bus socket is their only way out.
     assert d.get("RestrictAddressFamilies") == ["AF_UNIX"]
     assert "IPAddressAllow" not in d
+
+
+# What a sensing unit may see of /run (issue 14 item 12): the bus socket's directory,
+# systemd's notify socket, journald's socket; the eyes udev's database (libcamera), the body
+# its own runtime directory. Everything else there (D-Bus, resolved's varlink socket, avahi)
+# is a way to the network from the host's namespace.
+RUN_BINDS = {"/run/mosquitto", "/run/systemd/notify", "/run/systemd/journal/socket"}
+RUN_BINDS_OF = {"ears": set(), "eyes": {"/run/udev"}, "body": {"/run/pendant-body"}}
+
+
+def run_binds(d: dict[str, list[str]]) -> dict[str, str]:
+    """Each path bound in under /run -> the key that binds it (`-`, `+` and `:dest` read)."""
+    out = {}
+    for key in ("BindPaths", "BindReadOnlyPaths"):
+        for item in words(d, key):
+            source, _, rest = item.lstrip("-+").partition(":")
+            dest = rest.split(":")[0] or source
+            if dest == "/run" or dest.startswith("/run/"):
+                out[dest] = key
+    return out
+
+
+@pytest.mark.parametrize("name", NO_NETWORK)
+def test_processes_that_sense_see_only_their_sockets_in_run(name: str) -> None:
+    d = directives(unit_file(name))
+    assert d.get("TemporaryFileSystem") == ["/run:ro"]
+    binds = run_binds(d)
+    assert set(binds) == RUN_BINDS | RUN_BINDS_OF[name], binds
+    # Read-only, but for the body's own runtime directory (lgpio writes its pipes there).
+    writable = {p for p, key in binds.items() if key == "BindPaths"}
+    assert writable == ({"/run/pendant-body"} if name == "body" else set()), writable
+    if name == "body":
+        assert d["RuntimeDirectory"] == ["pendant-body"]
+    # Nothing else reaches into /run by another key (it would fail on the empty tmpfs anyway,
+    # or open a hole).
+    for key in ("ReadWritePaths", "ReadOnlyPaths", "ExecPaths"):
+        assert not [p for p in words(d, key) if p.lstrip("-+").startswith("/run")], key
+    # The bus's directory is the one the services' socket lives in, not the socket itself.
+    assert str(Path(BusConfig.model_fields["socket"].default).parent) in binds
 
 
 def test_link_sees_no_audio_or_video_device() -> None:

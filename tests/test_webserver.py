@@ -650,3 +650,62 @@ def test_a_connection_is_closed_after_its_lifetime(tmp_path: Path) -> None:
 def test_ambiguous_headers_are_refused(site: tuple[int, Path], head: bytes) -> None:
     answer = raw_exchange(site, b"GET /notes.txt HTTP/1.1\r\n" + head + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+# --- /pair: local addresses only, and the asking phone's connections kept ------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "status"),
+    [
+        ("127.0.0.1", 200),
+        ("192.168.1.20", 200),
+        ("10.1.2.3", 200),
+        ("169.254.7.7", 200),
+        ("fe80::1", 200),
+        ("fd00::5", 200),
+        ("93.184.216.34", 403),
+        ("8.8.8.8", 403),
+        ("2001:4860:4860::8888", 403),
+        ("", 403),
+    ],
+)
+def test_pair_answers_the_pendants_own_network_only(source: str, status: int) -> None:
+    """Issue 14, item 1: `/pair` answered any address. Only a phone on the pendant's own
+    network (private, link-local, loopback) may ask to pair; the app's files stay public.
+    (Unit level: no test machine can connect from a public address.)"""
+    from pendant import webserver
+
+    pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
+    data, _ = webserver.respond(pair, {}, source=source)
+    assert data.startswith(f"HTTP/1.1 {status} ".encode())
+
+
+def test_the_phone_that_asks_to_pair_keeps_its_connections(tmp_path: Path) -> None:
+    """Issue 14, item 1 ("keep a slot for /pair"): when every slot is taken, a newcomer takes
+    the place of the stalest connection of the address with the most; the phone waiting for
+    the wearer's press is never that one while another connection can go."""
+    import ssl as ssl_module
+    from types import SimpleNamespace
+
+    from pendant import webserver
+
+    (tmp_path / "notes.txt").write_text("notes\n")
+    phone = "192.168.1.20"
+    desk = SimpleNamespace(asking=lambda: phone)
+    server = webserver.Server(
+        tmp_path,
+        ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER),
+        pairing=desk,  # type: ignore[arg-type]
+    )
+    sources = [phone] + [f"192.168.1.{30 + n}" for n in range(MAX_CONNECTIONS // MAX_PER_SOURCE)]
+    for n in range(MAX_CONNECTIONS):
+        # The phone's connections are the stalest of all, and its address has the most.
+        conn = webserver._Connection(sources[n % len(sources)], None, active_s=float(n))
+        conn.handshaking = False
+        server.connections.append(conn)
+    assert server.open == MAX_CONNECTIONS
+    newcomer = webserver._Connection("192.168.1.99", None, active_s=100.0)
+    assert server.admit(newcomer) == []
+    left = [c.source for c in server.connections]
+    assert left.count(phone) == sum(1 for n in range(MAX_CONNECTIONS) if n % len(sources) == 0)

@@ -12,15 +12,21 @@ NLU makes of the file name, so this measures the recogniser end to end, not the 
 Prints one line per file, then per directory: transcript exact-match %, intent+slots correct %,
 oov rejections, and decoding time per utterance.
 
-Manifest mode (`--manifest`, written by tools/speech_sets.py): a `command` entry must give its
-`intent` with its `slots` (only the keys listed are compared); `non_command`, `silence` and
-`noise` entries must give nothing above the min confidence. Prints only the misses, then the
-same summary line.
+Manifest mode (`--manifest`, repeatable; written by tools/speech_sets.py or
+tools/kokoro_sets.py): a `command` entry must give its `intent` with its `slots` (only the keys
+listed are compared); `non_command`, `silence` and `noise` entries must give nothing above the
+min confidence. Prints only the misses, then the same summary line, then a breakdown per split
+(tune / held-out voices, when the manifest has them) and per condition (clean, each noise,
+reverb, SNR band, accent group): commands right, WRONG ACTIONS (an accepted intent that is not
+the expected one, or the right intent with wrong slots: counted apart from rejections, since a
+wrong action is far worse than none), commands rejected; and for speech that is not a command,
+the false intents and false intents per hour of that speech (from the entries' `duration_s`).
 
-Every summary counts, beside accuracy, the WRONG ACTIONS (a command accepted as an intent that
-is not the one said; worse than a miss) apart from the rejected commands, and the non-commands
-that became an intent. `--half tune|held-out` keeps the files in one half, chosen by a hash of
-each file's name and folder, so constants tuned on one half can be checked on the other.
+Every summary line also counts, beside accuracy, the WRONG ACTIONS (a command accepted as an
+intent that is not the one said; worse than a miss) apart from the rejected commands, and the
+non-commands that became an intent. `--half tune|held-out` keeps the files in one half: a
+manifest entry's own `split` when it has one, else chosen by a hash of each file's name and
+folder, so constants tuned on one half can be checked on the other.
 `--sweep` prints the same counts for several min confidences (the decoding is done once).
 """
 
@@ -69,10 +75,11 @@ def half_of(name: str) -> str:
 
 
 @dataclass
-class Outcome:
+class FileOutcome:
     """One file: what it should give and what was heard, to count at any min confidence."""
 
     name: str  # folder/file, as `half_of` hashes it
+    half: str  # tune / held-out
     command: bool
     confidence: float  # -1 when nothing was heard
     right: bool  # the intent heard is the one expected (commands only)
@@ -85,7 +92,7 @@ class Tally:
     commands: int = 0
     exact: int = 0
     correct: int = 0
-    wrong: int = 0
+    wrong: int = 0  # commands that gave an intent, but not the expected one
     oov: int = 0
     oov_rejected: int = 0
     times: list[float] = field(default_factory=list)  # seconds per file, for percentiles
@@ -93,7 +100,7 @@ class Tally:
     # measures the neighbours too.
     cpu: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[FileOutcome] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
         for name in ("files", "commands", "exact", "correct", "wrong", "oov", "oov_rejected"):
@@ -159,10 +166,12 @@ def recognise(path: Path, recognizer, nlu: IntentParser, min_conf: float, tally:
     return result, accepted, got, heard
 
 
-def count(tally: Tally, name: str, result, expected_ok, command: bool, heard) -> None:  # type: ignore[no-untyped-def]
+def count(tally: Tally, name: str, half: str, result, expected_ok, command: bool, heard) -> None:  # type: ignore[no-untyped-def]
     """Record one file's outcome for sweeps (`expected_ok`: is `heard` the right intent)."""
     conf = -1.0 if result is None else result.confidence
-    tally.outcomes.append(Outcome(name, command, conf, bool(expected_ok), heard is not None))
+    tally.outcomes.append(
+        FileOutcome(name, half, command, conf, bool(expected_ok), heard is not None)
+    )
 
 
 def describe(result, accepted: bool, got: IntentMatch | None) -> str:  # type: ignore[no-untyped-def]
@@ -192,7 +201,8 @@ def measure_dir(  # type: ignore[no-untyped-def]
     tally = Tally()
     for path in sorted(directory.glob("*.wav")):
         name = f"{directory.name}/{path.name}"
-        if half is not None and half_of(name) != half:
+        file_half = half_of(name)
+        if half is not None and file_half != half:
             continue
         said = path.stem
         result, accepted, got, heard_intent = recognise(path, recognizer, nlu, min_conf, tally)
@@ -202,7 +212,7 @@ def measure_dir(  # type: ignore[no-untyped-def]
             tally.oov += 1
             ok = got is None
             tally.oov_rejected += ok
-            count(tally, name, result, False, False, heard_intent)
+            count(tally, name, file_half, result, False, False, heard_intent)
         else:
             tally.commands += 1
             exact = result is not None and result.text == " ".join(normalize(said))
@@ -210,7 +220,7 @@ def measure_dir(  # type: ignore[no-untyped-def]
             ok = same(got, expected)
             tally.correct += ok
             tally.wrong += got is not None and not ok
-            count(tally, name, result, same(heard_intent, expected), True, heard_intent)
+            count(tally, name, file_half, result, same(heard_intent, expected), True, heard_intent)
         mark = "ok " if ok else ("BAD" if got is None else "WRONG")
         print(f"{mark} {said:50.50} -> {heard}{'' if accepted else ' (rejected)'}")
         if not ok:
@@ -226,12 +236,41 @@ def matches(got: IntentMatch | None, entry: dict[str, Any]) -> bool:
     return all(values.get(k) == v for k, v in entry["slots"].items())
 
 
-def measure_manifest(  # type: ignore[no-untyped-def]
-    manifest: Path, recognizer, nlu: IntentParser, min_conf: float, half: str | None = None
+@dataclass
+class Outcome:
+    """One manifest entry measured: where it belongs and how it went."""
+
+    split: str
+    condition: str  # clean / pink / babble / music / reverb (reverb alone) / recorded / ...
+    reverb: bool
+    accent: str
+    snr_db: float | None
+    kind: str  # "command" or anything else (speech or sound that is not a command)
+    outcome: str  # command: right / wrong / rejected; otherwise: quiet / false
+    duration_s: float
+
+
+def _condition(entry: dict[str, Any]) -> str:
+    if "condition" in entry:
+        return str(entry["condition"])
+    if entry.get("kind") in ("silence", "noise"):
+        return str(entry["kind"])
+    return "room noise" if entry.get("snr_db") is not None else "clean"  # speech_sets.py
+
+
+def measure_manifest(
+    manifest: Path,
+    recognizer,  # type: ignore[no-untyped-def]
+    nlu: IntentParser,
+    min_conf: float,
+    outcomes: list[Outcome] | None = None,
+    half: str | None = None,
 ) -> Tally:
     tally = Tally()
     for entry in json.loads(manifest.read_text(encoding="utf-8"))["files"]:
-        if half is not None and half_of(entry["file"]) != half:
+        split = entry.get("split")
+        file_half = split if split in ("tune", "held-out") else half_of(entry["file"])
+        if half is not None and file_half != half:
             continue
         path = manifest.parent / entry["file"]
         result, accepted, got, heard = recognise(path, recognizer, nlu, min_conf, tally)
@@ -240,22 +279,105 @@ def measure_manifest(  # type: ignore[no-untyped-def]
             ok = matches(got, entry)
             tally.correct += ok
             tally.wrong += got is not None and not ok
-            count(tally, entry["file"], result, matches(heard, entry), True, heard)
+            count(tally, entry["file"], file_half, result, matches(heard, entry), True, heard)
+            outcome = "right" if ok else ("rejected" if got is None else "wrong")
             want = f"{entry['intent']} {entry['slots']}"
         else:  # non_command, silence, noise: any intent is a false activation
             tally.oov += 1
             ok = got is None
             tally.oov_rejected += ok
-            count(tally, entry["file"], result, False, False, heard)
+            count(tally, entry["file"], file_half, result, False, False, heard)
+            outcome = "quiet" if ok else "false"
             want = "nothing"
+        if outcomes is not None:
+            outcomes.append(
+                Outcome(
+                    split=str(entry.get("split") or manifest.parent.name),
+                    condition=_condition(entry),
+                    reverb=bool(entry.get("reverb")),
+                    accent=str(entry.get("accent") or "-"),
+                    snr_db=entry.get("snr_db"),
+                    kind="command" if entry["kind"] == "command" else "other",
+                    outcome=outcome,
+                    duration_s=float(entry.get("duration_s") or len(read_wav(path)) / 16_000),
+                )
+            )
         if not ok:
-            # Voice and SNR go in the line so misses can be grouped by what made them hard.
+            # Voice, SNR and condition go in the line so misses can be grouped by what made
+            # them hard; a wrong action is marked apart from a rejection.
+            snr = "no noise" if entry.get("snr_db") is None else f"{entry['snr_db']:4.1f} dB"
+            condition = _condition(entry)
+            if entry.get("reverb") and condition != "reverb":
+                condition += "+reverb"
+            mark = "WRONG" if outcome in ("wrong", "false") else "BAD  "
             print(
-                f"BAD {entry['kind']:11} {entry['voice']:7} {entry['snr_db']:4.1f} dB "
+                f"{mark} {entry['kind']:11} {entry.get('voice') or '-':13} {snr:8} "
+                f"{condition} "
                 f"{entry['text']!r} want {want} -> {describe(result, accepted, got)}"
             )
             tally.failures.append(entry["file"])
     return tally
+
+
+def _row(label: str, rows: list[Outcome]) -> str | None:
+    commands = [r for r in rows if r.kind == "command"]
+    other = [r for r in rows if r.kind != "command"]
+    if not commands and not other:
+        return None
+    parts = [f"  {label:22}"]
+    if commands:
+        n = len(commands)
+        right = sum(r.outcome == "right" for r in commands)
+        wrong = sum(r.outcome == "wrong" for r in commands)
+        rejected = sum(r.outcome == "rejected" for r in commands)
+        parts.append(
+            f"commands {n:4}: right {right:4} ({100 * right / n:5.1f}%)  "
+            f"WRONG ACTIONS {wrong:3} ({100 * wrong / n:4.1f}%)  rejected {rejected:4}"
+        )
+    else:
+        parts.append(" " * 79)
+    if other:
+        hours = sum(r.duration_s for r in other) / 3600.0
+        false = sum(r.outcome == "false" for r in other)
+        parts.append(
+            f"| not commands {len(other):4} ({hours * 60:5.1f} min): false intents {false:3}"
+            f" = {false / hours if hours else 0.0:6.1f}/h"
+        )
+    return "  ".join(parts)
+
+
+def breakdown(outcomes: list[Outcome]) -> list[str]:
+    """The table that matters: per split, then per condition, SNR band and accent group."""
+    order = {"tune": 0, "held-out": 1}
+    splits = sorted({o.split for o in outcomes}, key=lambda s: (order.get(s, 2), s))
+    groups: list[tuple[str, list[Outcome]]] = [
+        (s, [o for o in outcomes if o.split == s]) for s in splits
+    ]
+    if len(splits) > 1:
+        groups.append(("all", outcomes))
+    lines = []
+    for name, rows in groups:
+        lines.append(f"{name}:")
+        selections: list[tuple[str, list[Outcome]]] = [("all", rows)]
+        conditions = sorted({r.condition for r in rows})
+        preferred = ["clean", "pink", "babble", "music", "reverb"]
+        conditions.sort(key=lambda c: (preferred.index(c) if c in preferred else 9, c))
+        if len(conditions) > 1:
+            selections += [
+                (c + (" (alone)" if c == "reverb" else ""), [r for r in rows if r.condition == c])
+                for c in conditions
+            ]
+        if any(r.reverb for r in rows) and any(r.condition != "reverb" and r.reverb for r in rows):
+            selections.append(("reverb (any)", [r for r in rows if r.reverb]))
+        noisy = [r for r in rows if r.snr_db is not None]
+        if noisy:
+            selections.append(("SNR 0-10 dB", [r for r in noisy if r.snr_db < 10.0]))
+            selections.append(("SNR 10-20 dB", [r for r in noisy if r.snr_db >= 10.0]))
+        accents = sorted({r.accent for r in rows} - {"-"})
+        if len(accents) > 1:
+            selections += [(f"accent: {a}", [r for r in rows if r.accent == a]) for a in accents]
+        lines += [line for label, sel in selections if (line := _row(label, sel)) is not None]
+    return lines
 
 
 def with_backend(config: Config, backend: str) -> Config:
@@ -265,7 +387,13 @@ def with_backend(config: Config, backend: str) -> Config:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="*", type=Path, help="directories of WAV files")
-    parser.add_argument("--manifest", type=Path, help="manifest.json of tools/speech_sets.py")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        default=[],
+        help="manifest.json of tools/speech_sets.py or tools/kokoro_sets.py (repeatable)",
+    )
     parser.add_argument("--config", default=str(ROOT / "examples" / "pendant.toml"))
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="pocketsphinx")
     parser.add_argument("--min-confidence", type=float, help="default: the config's")
@@ -290,25 +418,27 @@ def main(argv: list[str] | None = None) -> int:
     if not dirs and not args.manifest:
         print("no WAV directories given and ../shared/testdata is absent", file=sys.stderr)
         return 2
-    if args.manifest and not args.manifest.is_file():
-        print(f"{args.manifest}: no such manifest; run tools/speech_sets.py", file=sys.stderr)
-        return 2
+    for manifest in args.manifest:
+        if not manifest.is_file():
+            print(f"{manifest}: no such manifest; run tools/speech_sets.py", file=sys.stderr)
+            return 2
     grammar = build_grammar(config)
     nlu = IntentParser(config)
     recognizer = create_recognizer(config, grammar)
     total = Tally()
     summaries = []
+    outcomes: list[Outcome] = []
     try:
         for directory in [d for given in dirs for d in wav_dirs(given)]:
             print(f"== {directory}")
             tally = measure_dir(directory, recognizer, nlu, min_conf, args.half, args.non_commands)
             summaries.append(tally.line(f"{directory.parent.name}/{directory.name}"))
             total.add(tally)
-        if args.manifest:
-            print(f"== {args.manifest}")
-            tally = measure_manifest(args.manifest, recognizer, nlu, min_conf, args.half)
+        for manifest in args.manifest:
+            print(f"== {manifest}")
+            tally = measure_manifest(manifest, recognizer, nlu, min_conf, outcomes, args.half)
             # espeak texts are not file names, so transcript exact-match is not measured there.
-            summaries.append(tally.line(args.manifest.parent.name, exact=False))
+            summaries.append(tally.line(manifest.parent.name, exact=False))
             total.add(tally)
     finally:
         recognizer.close()
@@ -322,7 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.outcomes:
         with args.outcomes.open("w", encoding="utf-8") as f:
             for o in total.outcomes:
-                f.write(json.dumps({**o.__dict__, "half": half_of(o.name)}) + "\n")
+                f.write(json.dumps(o.__dict__) + "\n")
+    if outcomes:
+        print(
+            "\nper split and condition (WRONG ACTIONS: an accepted intent that is not the one said)"
+        )
+        for line in breakdown(outcomes):
+            print(line)
     return 0
 
 

@@ -5,7 +5,9 @@ home broker on a free port), runs `pendant run` as its own process on the bundle
 (espeak-ng voices over silence, room noise and ordinary talk, rendered into .cache/), and
 prints each intent as a subscriber on the home broker receives it. A few seconds in, it asks
 the pendant to read the bundled label image (`cmd/capture`, as the phone's "read this" or a
-double press would), and prints the scene. Ctrl-C stops everything.
+double press would), and prints the scene. When the ears hear an action that waits for the
+wearer's tap (the sliding door, a cover), it says so and taps the simulated button, as the
+body would publish a real tap. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 import aiomqtt
 import speech_sets  # tools/ is on sys.path when run as a script
 
+from pendant import bus as pendant_bus
+from pendant.config import BusConfig
+from pendant.events import Activity, Button
 from pendant.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,13 +117,32 @@ async def main() -> int:
                 with contextlib.suppress(aiomqtt.MqttError):
                     await viewer.publish("pendant/pendant-demo/cmd/capture", b"{}", qos=1)
 
+            async def tap_when_asked() -> None:
+                config = BusConfig(
+                    socket=str(bus.socket_path),
+                    username="pendant",
+                    password_file=str(bus.password_file("pendant")),
+                )
+                with contextlib.suppress(aiomqtt.MqttError):
+                    async with pendant_bus.bus_client(config, "demo-finger") as finger:
+                        await finger.subscribe(pendant_bus.topic("activity"), qos=1)
+                        async for event in pendant_bus.events(finger):
+                            if isinstance(event, Activity) and event.state == "confirm":
+                                t = time.monotonic() - started
+                                print(f"[{t:6.1f} s] an action waits for a tap: tapping")
+                                await asyncio.sleep(1.0)
+                                for action in ("press", "cancel"):
+                                    tap = Button(device_id="pendant-demo", action=action)  # type: ignore[arg-type]
+                                    await pendant_bus.publish(finger, tap)
+
             printer = asyncio.create_task(show())
             asker = asyncio.create_task(read_this())
+            finger = asyncio.create_task(tap_when_asked())
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, proc.terminate)
             code = await proc.wait()
             await asyncio.sleep(0.5)
-            for task in (printer, asker):
+            for task in (printer, asker, finger):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -243,7 +243,17 @@ class AsrConfig(_Strict):
 class ListenConfig(_Strict):
     mode: Literal["conversation", "press_to_talk"] = Field(
         "conversation",
-        description="'conversation': always listening; 'press_to_talk': the button opens it.",
+        description="'conversation': always listening (and holding the button talks too); "
+        "'press_to_talk': only the button opens it.",
+    )
+    confirm_kinds: list[DeviceKind] = Field(
+        default_factory=lambda: ["lock", "cover", "valve"],
+        description="Conversation mode: an action on these kinds of device (unlock, open the "
+        "garage door) heard without the button held waits for a tap on the button, within "
+        "listen.confirm_s, and is dropped without one. [] acts on everything heard.",
+    )
+    confirm_s: float = Field(
+        8.0, ge=1, le=60, description="How long an action waits for its confirming tap."
     )
 
 
@@ -363,7 +373,7 @@ class PairingConfig(_Strict):
         le=900,
         description="How long the pairing window (opened by holding the button for "
         "body.pairing_hold_s) stays open; its one-time phone account is revoked if no phone "
-        "opened the web server's /pair by then.",
+        "the wearer accepted (a press while it asks at the web server's /pair) took it by then.",
     )
 
 

@@ -190,7 +190,9 @@ class Activity(Event):
 
     type: Literal["activity"] = "activity"
     sensor: Literal["mic", "camera"]
-    state: Literal["idle", "capturing", "thinking"]
+    state: Literal["idle", "capturing", "thinking", "confirm"] = Field(
+        description="confirm: the mic is open and an action heard waits for the wearer's tap."
+    )
 
 
 class HardwareMute(Event):
@@ -219,10 +221,15 @@ class PairingWindow(Event):
     open: bool
 
 
+# Names one phone's request at /pair (random, made by the web server), never its address.
+RequestId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
 class PairingStatus(Event):
     """Internal, retained: whether the pairing window is open, as the pairing service says.
 
-    Drives the LED. Carries the one-time account's name (no secret) while it is open.
+    Drives the LED (and the buzz that says a phone asks). Carries the one-time account's name
+    (no secret) while it is open.
     """
 
     type: Literal["pairing_status"] = "pairing_status"
@@ -231,6 +238,28 @@ class PairingStatus(Event):
     until_ms: Annotated[int, Field(ge=0)] | None = Field(
         None, description="When an offer nobody takes expires, Unix epoch ms."
     )
+    asked: bool = Field(
+        False, description="A phone asks to pair: a press of the button accepts it."
+    )
+    accepted: bool = Field(False, description="The wearer accepted the phone that asked.")
+
+
+class PairingRequest(Event):
+    """Internal: a phone opened /pair while the window is open (the web server, once a phone).
+
+    The pairing service accepts a phone only when exactly one asked; a second one ends the
+    window for all (someone else on the network is racing the wearer's phone).
+    """
+
+    type: Literal["pairing_request"] = "pairing_request"
+    user: PhoneUser = Field(description="The offer's account the phone asks for.")
+    requester: RequestId
+
+
+class PairingConfirm(Event):
+    """Internal: the wearer pressed the button once while the pairing window is open."""
+
+    type: Literal["pairing_confirm"] = "pairing_confirm"
 
 
 class PairingOffer(Event):
@@ -238,12 +267,18 @@ class PairingOffer(Event):
 
     Only the pairing service may write it and only the web server may read it (the broker's
     ACL); it is cleared (an empty retained message) when taken or expired. Never public.
+    Published again with `requester` once the wearer accepted a phone.
     """
 
     type: Literal["pairing_offer"] = "pairing_offer"
     user: PhoneUser
     fragment: LinkFragment = Field(description="The pairing link after '#': the phone's login.")
     expires_ms: Annotated[int, Field(ge=0)] = Field(description="Unix epoch ms.")
+    requester: RequestId | None = Field(
+        None,
+        description="The one phone the wearer accepted: the web server hands the login to it "
+        "alone, and to no one while this is absent.",
+    )
 
 
 class PairingTaken(Event):
@@ -408,7 +443,14 @@ def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     internal = (Button, Command, Activity, HardwareMute)
-    pairing = (PairingWindow, PairingStatus, PairingOffer, PairingTaken)
+    pairing = (
+        PairingWindow,
+        PairingStatus,
+        PairingOffer,
+        PairingTaken,
+        PairingRequest,
+        PairingConfirm,
+    )
     for cls in (*PUBLIC_TYPES, *internal, *pairing):
         path = directory / f"{cls.model_fields['type'].default}.json"
         path.write_text(json.dumps(json_schema(cls), indent=2, sort_keys=True) + "\n")

@@ -8,7 +8,10 @@ false), so events published on the bus while the link restarts wait for it there
 
 Outside → bus: commands from the phone (`pendant/<id>/cmd/<name>`) are checked by
 `pendant.commands`; valid ones go to the bus as `pendant-bus/cmd/<name>`, malformed ones come
-back as a public `error` event. A retained command is refused, deleted from the outside broker
+back as a public `error` event. Commands from the home broker arrive through the bridge on
+`pendant/<id>/home/cmd/<name>` (a prefix no phone may write): there an unmute or a capture is
+refused with an `error` (`commands.home_refusal`), so no client of the home broker can open
+the microphone or the camera. A retained command is refused, deleted from the outside broker
 (an empty retained message on its topic) and reported as an `error`, but for states (`area`),
 which are taken retained and kept retained on the bus as well. To see whether a command was
 sent retained the outside connection is MQTT 5, subscribed with "retain as published" (MQTT
@@ -192,7 +195,8 @@ class Link:
         self.duplicates: Counter[str] = Counter()
         """Outside messages not sent again, by event type."""
         self.commands: Counter[str] = Counter()
-        """forwarded, rejected, retained (refused and deleted), overflow, failed."""
+        """forwarded, rejected, refused (from the home broker), retained (refused and deleted),
+        overflow, failed."""
         self.error_bucket = TokenBucket(ERROR_BURST, ERROR_EVERY_S)
         self.errors_suppressed = 0
         """Error events not published because of the rate limit."""
@@ -209,6 +213,8 @@ class Link:
         self.base_topic = base
         self.availability_topic = f"{base}/availability"
         self.command_filter = f"{base}/cmd/+"
+        # Where the bridge puts the home broker's commands (services/mosquitto/bridge.conf.in).
+        self.home_command_filter = f"{base}/home/cmd/+"
         self.discovery = discovery.messages(config)
         """What this link announces to Home Assistant, retained; [] when discovery is off."""
         self.announced = 0
@@ -355,7 +361,8 @@ class Link:
                     # published: a retained command is seen as one, and refused. No local:
                     # deleting one is not heard back as an empty command.
                     options = SubscribeOptions(qos=0, noLocal=True, retainAsPublished=True)
-                    await client.subscribe(self.command_filter, options=options, timeout=TIMEOUT_S)
+                    for command_filter in (self.command_filter, self.home_command_filter):
+                        await client.subscribe(command_filter, options=options, timeout=TIMEOUT_S)
                     # Even when off: what an earlier config announced comes back retained,
                     # to be cleared before the new announcement (Home Assistant would refuse
                     # an entity whose unique_id an old announcement still holds).
@@ -483,6 +490,13 @@ class Link:
         result = commands.parse_command(
             name, payload, self.config.device_id, areas=self.config.home.areas
         )
+        if isinstance(result, Command) and topic.startswith(self.home_command_filter[:-1]):
+            # From the home broker (the bridge's prefix): never an unmute or a capture.
+            refusal = commands.home_refusal(result)
+            if refusal is not None:
+                self.commands["refused"] += 1
+                self._report(Error(device_id=result.device_id, command=name, reason=refusal))
+                return False
         if isinstance(result, Command):
             try:
                 self._to_bus.put_nowait(result)

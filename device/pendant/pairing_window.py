@@ -9,8 +9,15 @@ The pendant has no screen, so pairing works like Bluetooth's pairing mode:
    publishes, retained, the **offer** (`pairing_offer`: the pairing link's fragment, with the
    password) and the window's state (`pairing_status`, open, which turns the LED to "pairing").
 3. A phone opens `https://<device>:8443/pair` (typed, or a QR sticker on the case): the web
-   server, the offer's only reader (ACL), hands it the link and publishes `pairing_taken`.
-4. On `pairing_taken` the window closes and the account stays: that phone is paired. If nobody
+   server, the offer's only reader (ACL), publishes a `pairing_request` for it (one per
+   phone, by address) and tells it to wait for the wearer. It hands out nothing yet.
+4. One phone asks: `pairing_status` says so (the body buzzes, the LED changes), and the
+   wearer's single press (`pairing_confirm`, from the body) accepts it: the offer is published
+   again naming that phone's request, and the web server hands the link to that phone alone,
+   and publishes `pairing_taken`. A second device asking before the login is taken ends the
+   window for all, with an `error` (the LED flashes it): someone on the network is racing the
+   wearer's phone, and a press can no longer tell which one is the wearer's.
+5. On `pairing_taken` the window closes and the account stays: that phone is paired. If nobody
    takes the offer within `pairing.window_s` (120 s), or the wearer holds the button again, the
    window closes and the account is revoked. Either way the retained offer is cleared first.
 
@@ -21,7 +28,8 @@ took the offer while the bus was away stays paired. A repeated report is taken o
 
 One window at a time: a request to open while open is ignored. The only privileged pendant
 process: it runs as root (to write the broker's files and signal it) but with no network, and
-with a bus user that may read only the gesture and "taken" and write only the offer and state.
+with a bus user that may read only the gestures, the requests and "taken" and write only the
+offer, the state and an error.
 
 mosquitto's pid is asked of the bus socket itself (SO_PEERCRED: the process that listens on
 `bus.socket`), so there is no pid file to trust or to go stale. With a TCP bus (no socket) there
@@ -50,8 +58,11 @@ from pendant import bus, notify
 from pendant.config import Config
 from pendant.errors import PendantError
 from pendant.events import (
+    Error,
     EventError,
+    PairingConfirm,
     PairingOffer,
+    PairingRequest,
     PairingStatus,
     PairingTaken,
     PairingWindow,
@@ -63,7 +74,8 @@ from pendant.provision import PHONE_PREFIX, Layout
 log = logging.getLogger(__name__)
 
 BEAT_S = 1.0
-SUBSCRIPTIONS = ("pairing_window", "pairing_taken")
+SUBSCRIPTIONS = ("pairing_window", "pairing_taken", "pairing_request", "pairing_confirm")
+RACED_REASON = "pairing refused: more than one device asked at once; open the window again"
 PENDING_NAME = "pairing.pending"
 BUS_RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -96,11 +108,15 @@ class PairingService:
         self.deadline_s: float | None = None
         # The live offer, to publish again after a bus outage.
         self.offer: PairingOffer | None = None
+        # The phones that asked for it (their request ids), and the one the wearer accepted.
+        self.requesters: set[str] = set()
+        self.accepted: str | None = None
         self.broker_pid: int | None = None
         # For tests and logs: accounts made, handed out, revoked.
         self.opened: list[str] = []
         self.taken: list[str] = []
         self.revoked: list[str] = []
+        self.refused: list[str] = []
 
     @property
     def pending_file(self) -> Path:
@@ -148,9 +164,7 @@ class PairingService:
                 # handed it out meanwhile, it answers with "taken" (again). Past its deadline,
                 # `_main` closes it at once instead.
                 await bus.publish(client, self.offer)
-                await self._publish_status(
-                    client, user=self.offer.user, until_ms=self.offer.expires_ms
-                )
+                await self._publish_status(client)
             inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
             reader = asyncio.create_task(self._read(client, inbox), name="pairing-bus")
             try:
@@ -207,8 +221,13 @@ class PairingService:
                 elif self.open_name is not None:
                     log.info("pairing window: closed by the wearer")
                     await self._close(client, revoke_it=True)
+            elif isinstance(event, PairingRequest):
+                await self._asked(client, event)
+            elif isinstance(event, PairingConfirm):
+                await self._confirm(client)
             elif isinstance(event, PairingTaken):
-                if self.open_name is not None and event.user == PHONE_PREFIX + self.open_name:
+                mine = self.open_name is not None and event.user == PHONE_PREFIX + self.open_name
+                if mine and self.accepted is not None:
                     log.info("pairing window: %s paired", event.user)
                     self.taken.append(self.open_name)
                     await self._close(client, revoke_it=False)
@@ -243,13 +262,52 @@ class PairingService:
             device_id=device_id, user=pairing.user, fragment=pairing.fragment, expires_ms=until_ms
         )
         self.offer = offer
+        self.requesters, self.accepted = set(), None
         await bus.publish(client, offer)
-        await self._publish_status(client, user=pairing.user, until_ms=until_ms)
+        await self._publish_status(client)
         log.info("pairing window: open for %g s, one-time account %s", window_s, pairing.user)
+
+    async def _asked(self, client: aiomqtt.Client, request: PairingRequest) -> None:
+        """A phone asks for the offer: one may be accepted; a second one ends the window."""
+        if self.offer is None or request.user != self.offer.user:
+            log.warning("pairing: a request for %s, which is not on offer", request.user)
+            return
+        if request.requester in self.requesters:
+            return  # the same phone again (a re-sent report, a QoS 1 duplicate)
+        self.requesters.add(request.requester)
+        if len(self.requesters) == 1:
+            log.info("pairing window: a phone asks; a press of the button accepts it")
+            await self._publish_status(client)
+            return
+        # Two devices: one is not the wearer's, and a press cannot tell which. Until the login
+        # is taken, refusing both is the only answer that an attacker cannot win.
+        log.warning(
+            "pairing window: %d devices asked for %s; refusing them all",
+            len(self.requesters),
+            request.user,
+        )
+        self.refused.append(str(self.open_name))
+        await self._close(client, revoke_it=True)
+        await bus.publish(client, Error(device_id=self.config.device_id, reason=RACED_REASON))
+
+    async def _confirm(self, client: aiomqtt.Client) -> None:
+        """The wearer's press: accept the one phone that asked, if exactly one did."""
+        if self.offer is None or self.accepted is not None:
+            return
+        if len(self.requesters) != 1:
+            log.info("pairing window: a press, but no phone asks yet")
+            return
+        (self.accepted,) = self.requesters
+        # The offer again, naming the phone: the web server hands the login to it alone.
+        self.offer = self.offer.model_copy(update={"requester": self.accepted})
+        await bus.publish(client, self.offer)
+        await self._publish_status(client)
+        log.info("pairing window: the wearer accepted the phone that asked")
 
     async def _close(self, client: aiomqtt.Client, revoke_it: bool) -> None:
         name, self.open_name, self.deadline_s = self.open_name, None, None
         self.offer = None
+        self.requesters, self.accepted = set(), None
         if not revoke_it:
             # Paired: the account is no leftover now, whatever becomes of the bus from here
             # (a reconnect revokes what the pending file names).
@@ -282,12 +340,20 @@ class PairingService:
     async def _clear_offer(self, client: aiomqtt.Client) -> None:
         await client.publish(bus.topic("pairing_offer"), b"", qos=bus.QOS, retain=True)
 
-    async def _publish_status(
-        self, client: aiomqtt.Client, user: str | None = None, until_ms: int | None = None
-    ) -> None:
-        status = PairingStatus(
-            device_id=self.config.device_id, open=user is not None, user=user, until_ms=until_ms
-        )
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        """The window as it is now: closed, open, a phone asking, or accepted."""
+        offer, device_id = self.offer, self.config.device_id
+        if offer is None:
+            status = PairingStatus(device_id=device_id, open=False)
+        else:
+            status = PairingStatus(
+                device_id=device_id,
+                open=True,
+                user=offer.user,
+                until_ms=offer.expires_ms,
+                asked=bool(self.requesters),
+                accepted=self.accepted is not None,
+            )
         await bus.publish(client, status)
 
 

@@ -27,9 +27,17 @@ ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the servic
 One page is not a file: `GET /pair`, the pairing window's door. With `--bus-socket` the server
 logs in to the device-local bus as user `web` (`--bus-password-file`), the only reader of the
 pairing service's retained offer (`pendant-bus/pairing_offer`, see `pendant.pairing_window`).
-While an offer is live, the first `GET /pair` takes it: the answer is a page that sends the
-phone on to `/#u=...&p=...` (same origin, so whatever name the phone used for the pendant
-works), and the server publishes `pendant-bus/pairing_taken`, so the offer is single-use: it is
+`/pair` answers local addresses only (private, link-local, loopback: a phone on the home's
+network; 403 otherwise), at most `PAIR_BURST` requests at once per address, then one every
+`PAIR_EVERY_S` (429). While an offer is live, a `GET /pair` hands out nothing at first: it
+reports the phone's request to the pairing service (`pendant-bus/pairing_request`, one per
+address, named by a random id) and answers a page that asks the wearer to press the button
+once, and comes back every `PAIR_POLL_S` with its own random token (`/pair?r=...`). Only once
+the wearer accepted that phone (the offer comes again naming its request), and only if no
+other address asked, does the phone's next `GET /pair` take the offer: the answer is a page
+that sends the phone on to `/#u=...&p=...` (same origin, so whatever name the phone used for
+the pendant works), and the server publishes `pendant-bus/pairing_taken`, so the offer is
+single-use: it is
 marked taken in the server before anything else (the broker may replay it after a reconnect,
 and it is never handed out again), and the report is sent at QoS 1 until the broker acknowledges
 it, again after each reconnect and whenever the offer shows up again (the pairing service
@@ -38,6 +46,9 @@ login travels only in that page's body and then in the URL fragment, which brows
 send; never in a header, a query string or a log line, and the page is `no-store`. Otherwise
 (no window open, already taken, expired, no bus) `/pair` says how to open the window. `HEAD
 /pair` never takes an offer. Without `--bus-socket` there is no bus and no offer.
+
+The connections of the address that asks to pair are the last ones evicted, so that a flood
+cannot cut the phone off while it waits for the wearer's press.
 
 It holds no secret beyond the TLS key and its bus password, reads no config, and logs no
 requests. Errors at start (certificate, key, port, bus password file) are one line, exit
@@ -52,11 +63,14 @@ import contextlib
 import email.utils
 import errno
 import hashlib
+import hmac
 import html
+import ipaddress
 import json
 import logging
 import os
 import re
+import secrets
 import signal
 import ssl
 import stat
@@ -65,7 +79,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import aiomqtt
 
@@ -146,9 +160,11 @@ REASONS = {
     200: "OK",
     304: "Not Modified",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
@@ -161,6 +177,14 @@ PAIRING_HOLD_S = 8
 BUS_USER = "web"
 OFFER_TOPIC = bus.topic("pairing_offer")
 TAKEN_TOPIC = bus.topic("pairing_taken")
+REQUEST_TOPIC = bus.topic("pairing_request")
+# /pair per source address: a burst, then one request every PAIR_EVERY_S (the waiting page
+# comes back every PAIR_POLL_S); at most PAIR_SOURCES addresses remembered.
+PAIR_BURST = 5
+PAIR_EVERY_S = 1.0
+PAIR_POLL_S = 2
+PAIR_SOURCES = 256
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 BUS_RETRY_S = (1.0, 2.0, 5.0, 10.0)
 _PHONE_USER = re.compile(r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -271,9 +295,52 @@ class Offer:
     user: str
     fragment: str
     expires_ms: int
+    # The request the wearer accepted (see `PairingDesk.ask`); None: nobody's yet.
+    requester: str | None = None
 
     def live(self) -> bool:
         return time.time_ns() // 1_000_000 < self.expires_ms
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One address's request for the live offer: its id on the bus, its token on the page."""
+
+    requester: str
+    token: str
+
+
+class RateLimit:
+    """A token bucket per source address: `burst` at once, then one every `every_s`.
+
+    At most `sources` addresses are remembered (the longest idle forgotten first): a
+    forgotten address starts with a full bucket, which costs at most `burst` more requests.
+    """
+
+    def __init__(
+        self, burst: int = PAIR_BURST, every_s: float = PAIR_EVERY_S, sources: int = PAIR_SOURCES
+    ) -> None:
+        self.burst, self.every_s, self.sources = burst, every_s, sources
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, at)
+
+    def allow(self, source: str, now_s: float | None = None) -> bool:
+        now_s = time.monotonic() if now_s is None else now_s
+        tokens, at_s = self._buckets.pop(source, (float(self.burst), now_s))
+        tokens = min(float(self.burst), tokens + (now_s - at_s) / self.every_s)
+        allowed = tokens >= 1.0
+        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now_s)  # now the newest
+        while len(self._buckets) > self.sources:
+            del self._buckets[next(iter(self._buckets))]
+        return allowed
+
+
+def is_local(address: str) -> bool:
+    """An address on the pendant's own network (private, link-local or loopback)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%wlan0
+    except ValueError:
+        return False
+    return ip.is_private or ip.is_link_local or ip.is_loopback
 
 
 def parse_offer(payload: bytes) -> Offer | None:
@@ -287,9 +354,13 @@ def parse_offer(payload: bytes) -> Offer | None:
     try:
         data = json.loads(payload)
         offer = Offer(
-            str(data["device_id"]), str(data["user"]), str(data["fragment"]), data["expires_ms"]
+            str(data["device_id"]),
+            str(data["user"]),
+            str(data["fragment"]),
+            data["expires_ms"],
+            data.get("requester"),
         )
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
         return None
     ok = (
         data.get("type") == "pairing_offer"
@@ -297,6 +368,7 @@ def parse_offer(payload: bytes) -> Offer | None:
         and _PHONE_USER.fullmatch(offer.user)
         and _FRAGMENT.fullmatch(offer.fragment)
         and type(offer.expires_ms) is int
+        and (offer.requester is None or _REQUEST_ID.fullmatch(str(offer.requester)))
     )
     return offer if ok else None
 
@@ -321,7 +393,46 @@ class PairingDesk:
         # expires), so that none is handed out twice.
         self._taken: list[Offer] = []
         self._handed: dict[tuple[str, str], int] = {}
+        # Who asked for the live offer (its user), by address; requests not yet reported.
+        self._asks_for: str | None = None
+        self._asks: dict[str, _Ask] = {}
+        self._requests: list[tuple[Offer, str]] = []
         self._wake = asyncio.Event()
+
+    def ask(self, source: str, token: str | None) -> tuple[Offer | None, str | None]:
+        """`GET /pair` from `source` with the token its page carried, if any.
+
+        The offer, for the one phone the wearer accepted (and only if no other address asked);
+        otherwise None, and this phone's token while it waits for the wearer (None when
+        there is nothing to wait for). A new address's request is reported on the bus, where
+        the pairing service counts them: a second one ends the window.
+        """
+        offer = self.offer
+        if offer is None or not offer.live() or _key(offer) in self._handed:
+            return None, None
+        if self._asks_for != offer.user:
+            self._asks_for, self._asks = offer.user, {}
+        mine = self._asks.get(source)
+        if mine is None:
+            mine = self._asks[source] = _Ask(uuid.uuid4().hex, secrets.token_hex(16))
+            self._requests.append((offer, mine.requester))
+            self._wake.set()
+        if offer.requester is None:
+            return None, mine.token
+        accepted = (
+            offer.requester == mine.requester
+            and token is not None
+            and hmac.compare_digest(token.encode(), mine.token.encode())
+            and len(self._asks) == 1
+        )
+        return (self.take(), None) if accepted else (None, None)
+
+    def asking(self) -> str | None:
+        """The address that asks for the live offer, when exactly one does."""
+        offer = self.offer
+        if offer is None or self._asks_for != offer.user or len(self._asks) != 1:
+            return None
+        return next(iter(self._asks))
 
     def take(self) -> Offer | None:
         """The live offer, at most once: whoever gets it, no one else will.
@@ -402,6 +513,22 @@ class PairingDesk:
         # What is still unreported goes first, on every (re)connection.
         while True:
             self._wake.clear()
+            while self._requests:
+                offer, requester = self._requests[0]
+                request = {
+                    "type": "pairing_request",
+                    "version": 1,
+                    "id": uuid.uuid4().hex,
+                    "device_id": offer.device_id,
+                    "timestamp_ms": time.time_ns() // 1_000_000,
+                    "user": offer.user,
+                    "requester": requester,
+                }
+                # As the report below: queued until the broker has it, so that the pairing
+                # service counts every phone that asked.
+                await client.publish(REQUEST_TOPIC, json.dumps(request).encode(), qos=bus.QOS)
+                if self._requests and self._requests[0] == (offer, requester):
+                    self._requests.pop(0)
             while self._taken:
                 offer = self._taken[0]
                 event = {
@@ -443,10 +570,30 @@ _PAGE = """<!doctype html>
 """
 
 
-def pair_page(offer: Offer | None) -> bytes:
-    """`/pair`'s answer: on to the app with the login in the fragment, or how to open pairing."""
-    if offer is None:
+def pair_page(offer: Offer | None, waiting: str | None = None, asked: bool = False) -> bytes:
+    """`/pair`'s answer: on to the app with the login in the fragment; or, with the token of
+    a phone `waiting` for the wearer, a page that asks for the press and comes back; or how to
+    open pairing (`asked`: this phone had asked, and the window ended without it)."""
+    if offer is None and waiting is not None:
+        again = html.escape(f"{PAIR_PATH}?r={waiting}", quote=True)
+        refresh = f'<meta http-equiv="refresh" content="{PAIR_POLL_S}; url={again}">\n'
         text = (
+            "<p>This phone asks to pair. The pendant buzzes and its LED flashes three times, "
+            "over and over: <strong>press its button once</strong> to accept this phone. "
+            "This page goes on by itself.</p>"
+            "<p>If another device asks at the same time, the pendant refuses both and flashes: "
+            "someone else on the network may be trying to pair. Then hold the button again to "
+            "start over.</p>"
+        )
+        return _PAGE.format(refresh=refresh, text=text).encode()
+    if offer is None:
+        ended = (
+            "<p>Pairing ended without this phone: the window closed, or another device asked "
+            "too.</p>"
+            if asked
+            else ""
+        )
+        text = ended + (
             f"<p>Hold the pendant's button for {PAIRING_HOLD_S} seconds to open pairing (the LED "
             "shows it), then open this page again.</p>"
         )
@@ -533,10 +680,13 @@ def respond(
     status: int = 0,
     pairing: PairingDesk | None = None,
     last: bool = False,
+    source: str = "",
+    limit: RateLimit | None = None,
 ) -> tuple[bytes, bool]:
     """The response's bytes and whether the connection stays open (never after the `last`).
 
-    `GET /pair` takes the live pairing offer from `pairing`, if there is one.
+    `GET /pair` from a local `source`, within its `limit`, asks `pairing` for its offer (see
+    `PairingDesk.ask`).
     """
     common = {
         "Date": email.utils.formatdate(usegmt=True),
@@ -559,11 +709,20 @@ def respond(
         elif req.headers.get("content-length", "0") != "0" or "transfer-encoding" in req.headers:
             status, keep = 400, False  # a GET with a body: not ours to read
         elif url_path(req.path) == PAIR_PATH:
-            # Only a GET takes the offer: a HEAD (a link preview, say) must not use it up.
-            take = pairing is not None and req.method == "GET"
-            body = pair_page(pairing.take() if take else None)  # type: ignore[union-attr]
-            status = 200
-            headers = {"Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
+            if not is_local(source):
+                status, keep = 403, False  # pairing is for a phone on the pendant's network
+            elif limit is not None and not limit.allow(source):
+                status, keep = 429, False
+                headers["Retry-After"] = str(PAIR_POLL_S)
+            else:
+                # Only a GET asks: a HEAD (a link preview, say) must not count as a phone.
+                offer, waiting, token = None, None, None
+                if pairing is not None and req.method == "GET":
+                    token = parse_qs(req.path.partition("?")[2]).get("r", [None])[0]
+                    offer, waiting = pairing.ask(source, token)
+                body = pair_page(offer, waiting, asked=token is not None)
+                status = 200
+                headers = {"Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
         else:
             path = url_path(req.path)
             found = files.get(path) if path is not None else None
@@ -632,6 +791,7 @@ class Server:
         self.files = scan(root)
         self.context = context
         self.pairing = pairing
+        self.pair_limit = RateLimit()
         self.connections: list[_Connection] = []
 
     @property
@@ -658,6 +818,10 @@ class Server:
         for c in self.connections:
             counts[c.source] = counts.get(c.source, 0) + 1
         candidates = [c for c in self.connections if c.handshaking or not handshakes_only]
+        # The phone that asks to pair keeps its connections while any other can go: a flood
+        # must not cut it off while it waits for the wearer's press.
+        asking = self.pairing.asking() if self.pairing is not None else None
+        candidates = [c for c in candidates if c.source != asking] or candidates
         return min(candidates, key=lambda c: (-counts[c.source], c.active_s))
 
     def _evict(self, conn: _Connection) -> asyncio.Task[None] | None:
@@ -729,7 +893,9 @@ class Server:
             conn.active_s = time.monotonic()
             served += 1
             last = served >= MAX_REQUESTS_PER_CONNECTION or time.monotonic() >= deadline_s
-            data, keep = respond(req, self.files, status, self.pairing, last=last)
+            data, keep = respond(
+                req, self.files, status, self.pairing, last, conn.source, self.pair_limit
+            )
             # In chunks, each drained: a connection buffers at most ~2 chunks.
             view = memoryview(data)
             for start in range(0, len(view), CHUNK):

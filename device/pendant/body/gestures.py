@@ -18,6 +18,8 @@ The gestures, as a wearer does them:
   within `long_hold_s` of pressing.
 - **Very long hold = open the pairing window** (`PAIRING`), at `pairing_hold_s`, while still
   held; the release after it does nothing.
+- **A tap** (a press up within `double_press_s`) also says `TAP` when it ends, after its
+  `TALK_CANCEL`: while a phone asks to pair, the body takes it as the wearer's "yes".
 
 Times are `time.monotonic()` seconds of the edges themselves (taken on the GPIO thread), so a
 busy event loop delays the actions but never changes which gesture was made. `poll(now)`
@@ -38,6 +40,7 @@ class Action(Enum):
     MUTE_ARMED = "mute_armed"
     MUTE_TOGGLE = "mute_toggle"
     PAIRING = "pairing"
+    TAP = "tap"  # a short press ended (the pairing window's "accept")
 
 
 class _State(Enum):
@@ -88,7 +91,7 @@ class Gestures:
             self._tap_released_at_s = at_s if short else None
             # A tap is too short for a command, and may be half a double press: the ears drop
             # it instead of answering it with "not recognized".
-            actions.append(Action.TALK_CANCEL if short else Action.TALK_END)
+            actions += [Action.TALK_CANCEL, Action.TAP] if short else [Action.TALK_END]
         elif state is _State.ARMED:
             actions.append(Action.MUTE_TOGGLE)
         return actions

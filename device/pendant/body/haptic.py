@@ -9,6 +9,8 @@ BUZZES: dict[str, tuple[Step, ...]] = {
     "long": ((1.0, 0.5),),
     # Pairing: unlike anything else, so the wearer knows the window opened.
     "double": ((1.0, 0.1), (0.0, 0.1), (1.0, 0.1)),
+    # An action heard waits for a tap: three quick pulses, unlike any gesture's answer.
+    "confirm": ((1.0, 0.06), (0.0, 0.08), (1.0, 0.06), (0.0, 0.08), (1.0, 0.06)),
 }
 
 

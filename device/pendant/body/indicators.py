@@ -3,9 +3,11 @@
 One pattern at a time, the first that applies in `PRIORITY`:
 
 identify (a phone asked "which one are you?", a few seconds) > error (a few seconds after an
-error event) > pairing (the pairing window is open) > muted (mic or camera muted in software,
+error event) > pairing (the pairing window is open; `pairing_asked` while a phone asks and a
+press would accept it) > muted (mic or camera muted in software,
 or the hardware switch) > low battery (low and not charging) > thinking > listening (a sensor
-is capturing) > off.
+is capturing) > off. Confirm (an action heard waits for the wearer's tap, with the mic open)
+comes right after error: it asks for something, for a few seconds only.
 
 The pairing window comes in two patterns, so it never hides a sensor at work:
 `pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
@@ -36,7 +38,9 @@ from pendant.events import (
 PRIORITY = (
     "identify",
     "error",
+    "confirm",
     "pairing_listening",
+    "pairing_asked",
     "pairing",
     "muted",
     "low_battery",
@@ -57,6 +61,8 @@ class Indicators:
     charging: bool = False
     activity: dict[str, str] = field(default_factory=dict)
     pairing: bool = False
+    # A phone asks to pair and the wearer has not accepted it yet: a press accepts it.
+    pairing_asked: bool = False
     identify_until_s: float = -math.inf
     error_until_s: float = -math.inf
 
@@ -82,6 +88,7 @@ class Indicators:
             self.flash_error(now_s)
         elif isinstance(event, PairingStatus):
             self.pairing = event.open
+            self.pairing_asked = event.open and event.asked and not event.accepted
         elif isinstance(event, Command) and event.name == "identify":
             self.identify_until_s = now_s + IDENTIFY_S
 
@@ -90,11 +97,13 @@ class Indicators:
 
     def pattern(self, now_s: float) -> str:
         states = set(self.activity.values())
-        sensing = not self.muted and bool(states & {"capturing", "thinking"})
+        sensing = not self.muted and bool(states & {"capturing", "thinking", "confirm"})
         applies = {
             "identify": now_s < self.identify_until_s,
             "error": now_s < self.error_until_s,
+            "confirm": "confirm" in states and not self.muted,
             "pairing_listening": self.pairing and sensing,
+            "pairing_asked": self.pairing_asked,
             "pairing": self.pairing,
             "muted": self.muted,
             "low_battery": self.battery_low and not self.charging,

@@ -1,7 +1,8 @@
 """The body on the bus (`pendant service body`, or inside `pendant run`).
 
 Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pairing_window`
-(very long hold: open the pairing window, or close it if open), `hardware_mute` (retained: the
+(very long hold: open the pairing window, or close it if open), `pairing_confirm` (a tap while
+a phone asks to pair: the wearer accepts it), `hardware_mute` (retained: the
 switch), `battery`. In: `status` and `camera` (the mute state as enforced), `activity` (the
 sensors at work), `error`, `cmd/identify`, `pairing_status` (retained: the window as the
 pairing service keeps it). Feedback listens to events, so a
@@ -43,6 +44,7 @@ from pendant.events import (
     Error,
     Event,
     HardwareMute,
+    PairingConfirm,
     PairingStatus,
     PairingWindow,
     Status,
@@ -178,6 +180,12 @@ class BodyService:
             if isinstance(item, Edge):
                 await self._on_edge(client, item)
             elif item is not None:
+                if isinstance(item, Activity) and item.state == "confirm":
+                    self.haptic.buzz("confirm")
+                if isinstance(item, PairingStatus):
+                    asks = item.open and item.asked and not item.accepted
+                    if asks and not self.indicators.pairing_asked:
+                        self.haptic.buzz("double")  # a phone asks: "press to accept"
                 self.indicators.apply(item, time.monotonic())
             await self._act(client, self.gestures.poll(time.monotonic()))
             self.led.show(self.indicators.pattern(time.monotonic()))
@@ -213,6 +221,12 @@ class BodyService:
                 await self._toggle_mute(client)
             elif action is Action.PAIRING:
                 await self._pairing(client)
+            elif action is Action.TAP and self.indicators.pairing_asked:
+                # The wearer's "yes" to the one phone that asks (the pairing service checks
+                # that exactly one does).
+                log.info("pairing: accepting the phone that asks")
+                self.haptic.buzz("short")
+                await bus.publish(client, PairingConfirm(device_id=device_id))
 
     async def _toggle_mute(self, client: aiomqtt.Client) -> None:
         mute = not self.indicators.software_muted

@@ -2,8 +2,9 @@
 
 Conversation mode cuts the stream into utterances with the VAD and keeps only those that
 match the home's closed set above `asr.min_confidence`; anything else is dropped without a
-trace (no text published). Press-to-talk records exactly from a button press to its release,
-and says so when it did not understand.
+trace (no text published). An action on a guarded kind of device (`pendant.ears.confirm`) waits
+for the wearer's tap. Holding the button records exactly from its press to its release, in
+either mode, and says so when it did not understand.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from pendant.config import Config
 from pendant.ears.asr import Recognizer, Transcription
 from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
+from pendant.ears.confirm import TAP_MS, needs_confirming
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
@@ -100,6 +102,11 @@ class Ears:
         self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
         self._pressed: list[np.ndarray] | None = None
         self._press_end_ms = 0
+        self._pressed_at_ms: int | None = None
+        """When the button last went down (the body's clock), to tell a tap from a hold."""
+        self._tapped = asyncio.Event()
+        self._confirming: asyncio.Task[None] | None = None
+        """An action heard that waits for the wearer's tap (see `_confirm`)."""
         self.utterances = 0
         # What was heard halfway through the hangover of the utterance in progress.
         self._early: Guess | None = None
@@ -122,6 +129,8 @@ class Ears:
                 await self.handle(utterance, pressed=False)
         finally:
             beat.cancel()
+            if self._confirming is not None:
+                self._confirming.cancel()
 
     async def _beat_while_muted(self) -> None:
         # No audio flows while muted, by design; that is not a stall for the watchdog.
@@ -174,6 +183,8 @@ class Ears:
             self.segmenter.reset()
             self._pressed = None
             self._early = None
+            if self._confirming is not None:
+                self._confirming.cancel()  # muting says no to a waiting action too
         else:
             self.source.resume()
         self.muted = muted
@@ -188,10 +199,11 @@ class Ears:
         )
 
     async def _on_chunk(self, chunk: Chunk) -> None:
+        if self._pressed is not None:
+            self._pressed.append(chunk.samples)
+            self._press_end_ms = chunk.end_ms
+            return
         if self.config.listen.mode == "press_to_talk":
-            if self._pressed is not None:
-                self._pressed.append(chunk.samples)
-                self._press_end_ms = chunk.end_ms
             return
         for utterance in self.segmenter.push(chunk):
             await self.handle(utterance, pressed=False)
@@ -232,13 +244,19 @@ class Ears:
         return Heard(heard, match)
 
     async def on_button(self, event: Button) -> None:
-        if self.config.listen.mode != "press_to_talk":
-            return
         if event.action == "press":
             self._pressed = []
+            self._pressed_at_ms = event.timestamp_ms
+            # What the VAD was in the middle of is part of the held talk now.
+            self.segmenter.reset()
+            self._early = None
             return
         frames, self._pressed = self._pressed, None
         if event.action == "cancel":
+            pressed_at, self._pressed_at_ms = self._pressed_at_ms, None
+            tap = pressed_at is not None and event.timestamp_ms - pressed_at <= TAP_MS
+            if tap:
+                self._tapped.set()
             return
         if frames:
             audio = np.concatenate(frames)
@@ -276,6 +294,15 @@ class Ears:
             loudness_dbfs=round(dbfs(utterance.audio), 1),
             speech_end_ms=utterance.speech_end_ms,
         )
+        if not pressed and needs_confirming(match, self.config):
+            if self._confirming is not None:
+                self._confirming.cancel()  # the tap asked for is about the latest one
+            self._confirming = asyncio.create_task(self._confirm(intent))
+            return None
+        await self._send(intent)
+        return intent
+
+    async def _send(self, intent: Intent) -> None:
         log.info("intent %s (%.2f): %s", intent.name, intent.confidence, intent.text)
         await self.publish(
             Transcript(
@@ -286,7 +313,26 @@ class Ears:
             )
         )
         await self.publish(intent)
-        return intent
+
+    async def _confirm(self, intent: Intent) -> None:
+        """Send `intent` if the wearer taps within `listen.confirm_s`; the LED and the motor
+        ask for the tap. The audio loop goes on meanwhile; a later action to confirm, or a
+        mute, cancels this one."""
+        log.info("intent %s waits for a tap: %s", intent.name, intent.text)
+        self._tapped.clear()
+        await self._activity("confirm")
+        try:
+            async with asyncio.timeout(self.config.listen.confirm_s):
+                await self._tapped.wait()
+        except TimeoutError:
+            log.info("intent %s dropped: no tap", intent.name)
+        else:
+            await self._send(intent)
+        finally:
+            if self._confirming is asyncio.current_task():
+                self._confirming = None
+                # Shielded: a cancelled wait must still take the LED out of "confirm".
+                await asyncio.shield(self._activity("idle" if self.muted else "capturing"))
 
     def _status(self, state: str) -> Status:
         return Status(

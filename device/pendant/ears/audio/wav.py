@@ -112,8 +112,9 @@ class WavSource:
                     # A block is played when its last sample would have been captured.
                     block_end_s = (i + block) / RATE_HZ
                     delay = start_mono + block_end_s - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    # Behind (a loaded machine), it still yields once a block: a button
+                    # event must not wait until the whole file has been caught up on.
+                    await asyncio.sleep(max(delay, 0.0))
                 else:
                     await asyncio.sleep(0)
             if not self._running.is_set():
