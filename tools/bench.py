@@ -36,6 +36,7 @@ import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
 
 from pendant.config import Config, load_config
+from pendant.ears.asr import BACKENDS
 from pendant.ears.audio import Chunk
 from pendant.ears.audio.wav import WavSource
 from pendant.listen import simulated
@@ -343,7 +344,7 @@ async def bench(config: Config) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "pendant.toml")
-    parser.add_argument("--backend", choices=["pocketsphinx", "whisper"])
+    parser.add_argument("--backend", choices=sorted(BACKENDS))
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args()
     config = load_config(args.config)
