@@ -40,10 +40,10 @@ def demo_config(**updates: object) -> Config:
     return config.model_copy(update=updates) if updates else config
 
 
-def hearing_config() -> Config:
+def hearing_config(**updates: object) -> Config:
     """The demo home with no action waiting for a tap (`listen.confirm_kinds = []`): what the
     ears hear, for the tests that score hearing."""
-    config = demo_config()
+    config = demo_config(**updates)
     listen = config.listen.model_copy(update={"confirm_kinds": []})
     return config.model_copy(update={"listen": listen})
 

@@ -471,7 +471,7 @@ def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
     from pendant.ears.service import EarsService
     from pendant.ears.understand.nlu import IntentParser
 
-    from .conftest import demo_config, speech_files
+    from .conftest import demo_config, hearing_config, speech_files
 
     files = speech_files("generated")[:12]
     with LocalBroker(
@@ -480,7 +480,7 @@ def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
 
         async def scenario() -> list[str]:
             plumbing = link_config(bus_broker, home, tmp_path)
-            cfg = demo_config(device_id=DEVICE).model_copy(
+            cfg = hearing_config(device_id=DEVICE).model_copy(
                 update={
                     "bus": plumbing.bus,
                     "link": plumbing.link,

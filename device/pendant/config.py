@@ -235,8 +235,15 @@ class AsrConfig(_Strict):
         0.5,
         ge=0,
         le=1,
-        description="Utterances below this give no intent (conversation mode: not a word "
-        "published; press-to-talk: a not_recognized event).",
+        description="Utterances heard without the button held give no intent below this: "
+        "not a word is published.",
+    )
+    min_confidence_pressed: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="The same for what is said while holding the button: it is the wearer's, "
+        "so only a mishearing needs ruling out, not a bystander (below it: not_recognized).",
     )
 
 

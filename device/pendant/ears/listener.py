@@ -273,7 +273,9 @@ class Ears:
             result = self._recognise(utterance.audio)
             heard, match = result.transcription, result.match
             await self._activity("idle" if self.muted else "capturing")
-        confident = heard is not None and heard.confidence >= self.config.asr.min_confidence
+        asr = self.config.asr
+        floor = asr.min_confidence_pressed if pressed else asr.min_confidence
+        confident = heard is not None and heard.confidence >= floor
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
             if pressed:
