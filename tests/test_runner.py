@@ -30,14 +30,22 @@ TIMEOUT_S = 60
 
 
 async def press_to_talk_messages(
-    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool = True, end: str = "release"
+    brokers: tuple[LocalBroker, LocalBroker],
+    wav: Path,
+    press: bool = True,
+    end: str = "release",
+    **asr: float,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Play `wav` in real time in press-to-talk mode, holding the button through it or not;
-    every message the home broker then carries (plain-text ones as {"raw": text})."""
+    every message the home broker then carries (plain-text ones as {"raw": text}). `asr`
+    overrides settings of the config's [asr] table."""
     bus_broker, home = brokers
     config = demo_config()
     config = config.model_copy(
-        update={"listen": config.listen.model_copy(update={"mode": "press_to_talk"})}
+        update={
+            "listen": config.listen.model_copy(update={"mode": "press_to_talk"}),
+            "asr": config.asr.model_copy(update=asr),
+        }
     )
     # A long quiet tail: the button is released well before the simulated mic runs out, however
     # loaded the machine is.
@@ -89,10 +97,14 @@ async def press_to_talk_messages(
 
 
 async def press_to_talk(
-    brokers: tuple[LocalBroker, LocalBroker], wav: Path, press: bool, end: str = "release"
+    brokers: tuple[LocalBroker, LocalBroker],
+    wav: Path,
+    press: bool,
+    end: str = "release",
+    **asr: float,
 ) -> list[tuple[str, dict[str, Any]]]:
     """The intents and not-recognized events of a press-to-talk run."""
-    seen = await press_to_talk_messages(brokers, wav, press, end)
+    seen = await press_to_talk_messages(brokers, wav, press, end, **asr)
     return [(t, m) for t, m in seen if m.get("type") in ("intent", "not_recognized")]
 
 
@@ -112,6 +124,20 @@ def test_press_to_talk_hears_only_while_the_button_is_held(
     run = press_to_talk(brokers, wav, press=True, end="cancel")
     cancelled = asyncio.run(asyncio.wait_for(run, TIMEOUT_S))
     assert cancelled == []
+
+
+def test_what_is_said_holding_the_button_has_its_own_confidence_floor(
+    brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    wav = file_named("set a timer for 5 minutes")
+    # The conversation floor does not apply to the wearer's held talk ...
+    run = press_to_talk(brokers, wav, press=True, min_confidence=1.0)
+    held = asyncio.run(asyncio.wait_for(run, TIMEOUT_S))
+    assert [m["type"] for _, m in held] == ["intent"]
+    # ... its own does: above what the recogniser gave, the wearer hears "not recognized".
+    run = press_to_talk(brokers, wav, press=True, min_confidence=0.0, min_confidence_pressed=1.0)
+    refused = asyncio.run(asyncio.wait_for(run, TIMEOUT_S))
+    assert [m["type"] for _, m in refused] == ["not_recognized"]
 
 
 def test_press_to_talk_says_when_it_did_not_understand(
