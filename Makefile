@@ -100,14 +100,16 @@ bench-arm-apt:
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# BACKEND=hama: another recogniser than the config's (bench-arm-results-hama.json).
+BACKEND ?=
 bench-arm: setup models bench-arm-apt
-	$(PY) tools/bench_arm.py
+	$(PY) tools/bench_arm.py $(if $(BACKEND),--backend $(BACKEND))
 
 schemas: setup
 	$(PY) -m pendant.events
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json bench-arm-results.json tests/web/node_modules
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json bench-arm-results*.json tests/web/node_modules
 
 # --- the SD card image (image/README.md) -------------------------------------------------
 # Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).

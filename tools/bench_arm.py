@@ -8,12 +8,18 @@ guest instructions executed; the guest marks the start and end of each piece of 
 (tools/arm/guest.py), so interpreter start-up, imports and model loading are outside every
 figure. Counted:
 
-- per utterance: the default recogniser (pocketsphinx on the home's closed set) decoding a few
-  fixed spoken commands, and the intent parser on what it heard, as the ears do once the VAD
-  has cut an utterance out;
+- per utterance: the recogniser (`--backend`, by default the config's: pocketsphinx on the
+  home's closed set) decoding a few fixed spoken commands, and the intent parser on what it
+  heard, as the ears do once the VAD has cut an utterance out;
+- for hama, once: its G2P spelling every word of the home's closed set, as on the first start
+  on a new home (later starts read the spellings from the ears' cache folder; the guest's is
+  emptied before each run). Not in the per-utterance figures;
 - per minute of listening to silence, to room noise and to speech (the demo stream): the
   listener loop (webrtcvad, Silero, the segmenter, early and final recognition), as
   `make bench` measures "listening to silence", but fed from memory as fast as it takes it.
+
+A backend with an extra in pyproject.toml (hama) has that extra's locked aarch64 wheels added
+to the guest's.
 
 Instructions become Zero 2 W time with an assumed IPC (instructions per cycle) for its
 Cortex-A53 at 1 GHz: time = instructions / (IPC x 1 GHz). The A53 is a dual-issue in-order
@@ -26,7 +32,8 @@ Steps (each cached under .cache/bench-arm, shown with its time): the arm64 sysro
 (mmdebstrap --variant=extract, Debian's archive), the locked wheels (fetched once into
 ~/.cache/pendant/wheels, checked by the lock's sha256), the plugin (cc), the grammar (compiled
 here; the guest reads it from the same cache), the audio (tools/speech_sets.py), an empty
-interpreter run for reference, then the counted run. Writes bench-arm-results.json.
+interpreter run for reference, then the counted run. Writes bench-arm-results.json (for a
+backend other than the config's, bench-arm-results-BACKEND.json).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from pendant.ears.asr import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".cache" / "bench-arm"
@@ -82,6 +91,9 @@ IPC_NOTE = (
     "below 1. 0.6 is a judgement, 0.4 and 1.0 the bounds shown beside it; every time scales "
     "with 1/IPC. One `perf stat -e instructions,cycles` on a real Zero 2 W replaces it."
 )
+
+# The guest's ears' cache folder, emptied before each counted run: a first start.
+EARS_CACHE = WORK / "ears-cache"
 
 MARK_RE = re.compile(r"^insn-mark (\d+) (\d+)$", re.M)
 TOTAL_RE = re.compile(r"^insn-total (\d+)$", re.M)
@@ -128,9 +140,22 @@ def core_pct(insns: float, audio_s: float, ipc: float, clock_hz: float = CLOCK_H
 
 def figures(work: list[dict[str, Any]], ipc: float, ipc_range: tuple[float, float]) -> dict:
     """The results: instructions per utterance and per minute of listening, and Zero 2 W
-    time (ms per utterance, % of one core listening) at the assumed IPC and its bounds."""
+    time (ms per utterance, % of one core listening) at the assumed IPC and its bounds; for
+    a recogniser that spells the closed set at start-up (hama), that spelling, once."""
     lo, hi = ipc_range
     out: dict[str, Any] = {"utterances": [], "listening": {}}
+    for w in work:
+        if w["what"] == "spell":
+            out["spell"] = {
+                "words": w["words"],
+                "insns": w["insns"],
+                "insns_per_word": round(w["insns"] / max(w["words"], 1)),
+                "zero2w_s": round(insns_to_ms(w["insns"], ipc) / 1000, 1),
+                "zero2w_s_range": [
+                    round(insns_to_ms(w["insns"], hi) / 1000, 1),
+                    round(insns_to_ms(w["insns"], lo) / 1000, 1),
+                ],
+            }
     # An utterance: the recogniser's decode, then the parser on what it heard.
     for decode, parse in itertools.pairwise(work):
         if decode["what"] != "decode" or parse["what"] != "parse":
@@ -186,7 +211,7 @@ def table(results: dict[str, Any]) -> str:
     f = results["figures"]
     lines = [
         f"Zero 2 W estimate: Cortex-A53 at {results['clock_hz'] / 1e9:g} GHz, IPC {ipc} "
-        f"assumed ({lo}-{hi} in brackets)",
+        f"assumed ({lo}-{hi} in brackets); recogniser: {results.get('asr_backend')}",
         "",
         f"{'per utterance':<46} {'Minsn':>8} {'ms':>6}",
     ]
@@ -201,6 +226,14 @@ def table(results: dict[str, Any]) -> str:
         )
     if "parse_share_pct" in f:
         lines.append(f"  (the parser's share: {f['parse_share_pct']} %, the rest is the decode)")
+    if "spell" in f:
+        s = f["spell"]
+        a, b = s["zero2w_s_range"]
+        lines.append(
+            f"\nfirst start on a new home, once (not per utterance): the G2P spelling "
+            f"{s['words']} words, {s['insns'] / 1e6:.0f} Minsn "
+            f"({s['insns_per_word'] / 1e6:.1f} a word), {s['zero2w_s']} s ({a}-{b} s)"
+        )
     lines += ["", f"{'listening':<20} {'Minsn/min':>10} {'% of a core':>12}"]
     for kind, x in f["listening"].items():
         a, b = x["zero2w_core_pct_range"]
@@ -218,6 +251,7 @@ def table(results: dict[str, Any]) -> str:
         f"\ninterpreter start-up (empty run, not in any figure): "
         f"{results['empty_run_insns'] / 1e6:.0f} Minsn; imports and models before the first "
         f"mark: {results['setup_insns'] / 1e6:.0f} Minsn"
+        + (" (the spelling above excluded)" if "spell" in f else "")
     )
     return "\n".join(lines)
 
@@ -306,21 +340,32 @@ def byte_compile(directory: Path) -> None:
         subprocess.run(cmd, capture_output=True, check=False)
 
 
-def site_packages() -> Path:
-    """The wheels the lock pins for the Zero 2 W, unpacked into one directory."""
+def backend_extras(backend: str) -> list[str]:
+    """The pyproject extra a recogniser needs beyond the device's wheels (hama: ["hama"])."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [backend] if backend in project.get("optional-dependencies", {}) else []
+
+
+def site_packages(extra: list[str]) -> Path:
+    """The wheels the lock pins for the Zero 2 W (with the `extra` extras too), unpacked into
+    one directory (one per set of extras)."""
     sys.path.insert(0, str(REPO / "packaging"))
     import build_deb  # packaging/build_deb.py: fetches and checks locked wheels
     import lock
 
-    site = WORK / "site"
+    desc = tomllib.loads((REPO / "packaging" / "pendant.toml").read_text())
+    extras = sorted({*desc["wheels"].get("extras", []), *extra})
+    site = WORK / "-".join(["site", *sorted(extra)])
     stamp = site / ".lock-sha256"
-    digest = lock.digest()
+    digest = f"{lock.digest()} {' '.join(extras)}"
     if stamp.is_file() and stamp.read_text() == digest:
         return site
-    t = step(f"the locked aarch64 wheels for {TARGET} (cached in ~/.cache/pendant/wheels)")
-    desc = tomllib.loads((REPO / "packaging" / "pendant.toml").read_text())
+    t = step(
+        f"the locked aarch64 wheels for {TARGET}, extras {', '.join(extras)} (cached in "
+        "~/.cache/pendant/wheels)"
+    )
     target = next(x for x in lock.targets(desc) if x.name == TARGET)
-    wheels = lock.wheels(target, desc["wheels"].get("extras", []))
+    wheels = lock.wheels(target, extras)
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
     cache = build_deb.WHEELS_CACHE.expanduser()
@@ -393,7 +438,11 @@ def audio() -> tuple[list[Path], dict[str, Path]]:
     return commands, listen
 
 
-def host_reference(commands: list[Path], cache: Path) -> dict[str, Any]:
+def with_backend(config: Any, backend: str) -> Any:
+    return config.model_copy(update={"asr": config.asr.model_copy(update={"backend": backend})})
+
+
+def host_reference(commands: list[Path], cache: Path, backend: str) -> dict[str, Any]:
     """The same utterances decoded here, natively: CPU ms each (a cross-check, not a figure
     for the Pi; this machine's speed varies with what else runs on it)."""
     from pendant.config import load_config
@@ -403,7 +452,7 @@ def host_reference(commands: list[Path], cache: Path) -> dict[str, Any]:
     from pendant.ears.understand.nlu import IntentParser
 
     t = step("the same utterances decoded on this machine (for comparison)")
-    config = load_config(CONFIG)
+    config = with_backend(load_config(CONFIG), backend)
     recognizer = create_recognizer(config, build_grammar(config, cache))
     parser = IntentParser(config)
     ms = []
@@ -427,6 +476,8 @@ def run_guest(root: Path, site: Path, lib: Path, argv: list[str], log: Path) -> 
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(Path.home()),
+        # The ears' cache folder (hama keeps its G2P's spellings there): the guest's own.
+        "CACHE_DIRECTORY": str(EARS_CACHE),
         "LANG": "C.UTF-8",
         "PYTHONPATH": f"{REPO / 'device'}:{site}",
         # One thread everywhere: the plugin's counter is shared and not atomic, and the ears
@@ -461,12 +512,12 @@ def run_guest(root: Path, site: Path, lib: Path, argv: list[str], log: Path) -> 
     return out
 
 
-def bench(ipc: float) -> dict[str, Any]:
-    root, site, lib = sysroot(), site_packages(), plugin()
+def bench(ipc: float, backend: str) -> dict[str, Any]:
+    root, site, lib = sysroot(), site_packages(backend_extras(backend)), plugin()
     guest_proc(root)
     cache = grammar_cache()
     commands, listen = audio()
-    host = host_reference(commands, cache)
+    host = host_reference(commands, cache, backend)
 
     t = step("an empty run of the guest's python (start-up, for reference)")
     run_guest(root, site, lib, ["-c", "pass"], WORK / "empty.log")
@@ -475,41 +526,44 @@ def bench(ipc: float) -> dict[str, Any]:
 
     plan = {
         "config": str(CONFIG),
+        "backend": backend,
         "grammar_cache": str(cache),
         "commands": [str(p) for p in commands],
         "listen": {k: str(p) for k, p in listen.items()},
         "at_least_s": LISTEN_AT_LEAST_S,
     }
-    plan_path = WORK / "plan.json"
+    plan_path = WORK / f"plan-{backend}.json"
+    shutil.rmtree(EARS_CACHE, ignore_errors=True)
     plan_path.write_text(json.dumps(plan, indent=2))
     total_s = sum(max(_seconds(p), LISTEN_AT_LEAST_S) for p in listen.values())
     t = step(
-        f"the ears under qemu-aarch64, counting ({len(commands)} utterances, {total_s:.0f} s of "
-        "listening; several minutes)"
+        f"the ears under qemu-aarch64, counting ({backend}: {len(commands)} utterances, "
+        f"{total_s:.0f} s of listening; several minutes)"
     )
     out = run_guest(root, site, lib, [str(REPO / "tools" / "arm" / "guest.py"), str(plan_path)],
-                    WORK / "guest.log")  # fmt: skip
+                    WORK / f"guest-{backend}.log")  # fmt: skip
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH-ARM-MARKS ")), None)
     if line is None:
         raise BenchError(f"the guest printed no marks: {out.strip()[-300:]}")
     marks = json.loads(line.split(" ", 1)[1])
-    counts, total = parse_plugin_log((WORK / "guest.log").read_text())
+    counts, total = parse_plugin_log((WORK / f"guest-{backend}.log").read_text())
     work = spans(marks, counts)
     done(t, f"{(total or 0) / 1e9:.1f} billion instructions in all")
 
     ready = next(m["id"] for m in marks if m["label"] == "ready")
+    spelling = sum(w["insns"] for w in work if w["what"] == "spell")
     return {
         "what": "an estimate from aarch64 emulation (qemu-user + an instruction-count plugin), "
         "not a measurement on a Pi",
         "guest": f"Debian {SUITE} arm64 python3.11 under {_qemu_version()}",
         "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "asr_backend": "pocketsphinx",
+        "asr_backend": backend,
         "clock_hz": CLOCK_HZ,
         "ipc_assumed": ipc,
         "ipc_range": list(IPC_RANGE),
         "ipc_note": IPC_NOTE,
         "empty_run_insns": empty,
-        "setup_insns": counts[ready] - counts[0],
+        "setup_insns": counts[ready] - counts[0] - spelling,
         "figures": figures(work, ipc, IPC_RANGE),
         **host,
         "work": work,
@@ -531,7 +585,17 @@ def _qemu_version() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ipc", type=float, default=IPC_ASSUMED, help="assumed A53 IPC")
-    parser.add_argument("--out", type=Path, default=Path("bench-arm-results.json"))
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        help="the recogniser to count (default: the config's, asr.backend)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: bench-arm-results.json, or bench-arm-results-BACKEND.json for a "
+        "backend other than the config's",
+    )
     parser.add_argument(
         "--reuse",
         type=Path,
@@ -539,6 +603,13 @@ def main() -> int:
         help="no emulation: convert the counts of an earlier run's results at --ipc",
     )
     args = parser.parse_args()
+    from pendant.config import load_config
+
+    default = load_config(CONFIG).asr.backend
+    backend = args.backend or default
+    out = args.out or Path(
+        "bench-arm-results.json" if backend == default else f"bench-arm-results-{backend}.json"
+    )
     if args.reuse:
         results = json.loads(args.reuse.read_text())
         results.update(
@@ -548,7 +619,7 @@ def main() -> int:
             figures=figures(results["work"], args.ipc, IPC_RANGE),
         )
         print(table(results))
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        out.write_text(json.dumps(results, indent=2) + "\n")
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -556,14 +627,14 @@ def main() -> int:
     from lock import LockError
 
     try:
-        results = bench(args.ipc)
+        results = bench(args.ipc, backend)
     except (BenchError, LockError) as exc:
         print(f"bench-arm: error: {exc}", file=sys.stderr)
         return 1
     print()
     print(table(results))
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}", file=sys.stderr)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}", file=sys.stderr)
     return 0
 
 

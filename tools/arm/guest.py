@@ -6,7 +6,11 @@ with a syscall the plugin watches (tools/arm/insn_count.c), so the instructions 
 between two marks are that work alone: no interpreter start-up, imports, model loading or
 file reading inside them. It prints one JSON line: the marks, in order, with what each covers.
 
-The plan (JSON): {"config": path, "grammar_cache": dir, "commands": [wav, ...],
+For hama, the G2P's spelling of the closed set (the first start on a new home) is marked on
+its own ("spell"), into the ears' cache folder (CACHE_DIRECTORY, which the host empties); the
+recogniser then reads the spellings from there, as on every later start.
+
+The plan (JSON): {"config": path, "backend": name, "grammar_cache": dir, "commands": [wav, ...],
 "listen": {"silence": wav, "noise": wav, "speech": wav}, "at_least_s": seconds}.
 """
 
@@ -31,7 +35,7 @@ def mark(label: str, **info: Any) -> None:
     """Tell the plugin to print its count here, under the mark's index."""
     _libc.syscall(MARK_SYSCALL, len(_marks))
     _marks.append({"id": len(_marks), "label": label, **info})
-    if label in ("ready", "parse_end", "listen_end"):
+    if label in ("ready", "spell_end", "parse_end", "listen_end"):
         # Progress for the host to show: emulation is slow.
         done = "loaded (imports, grammar, models)" if label == "ready" else info
         print(f"    {label.removesuffix('_end')}: {done}", file=sys.stderr, flush=True)
@@ -87,10 +91,21 @@ async def listen(ears: Ears, kind: str, name: str, audio_s: float, intents: list
 def main() -> int:
     plan = json.loads(Path(sys.argv[1]).read_text())
     config = load_config(plan["config"])
+    backend = plan.get("backend", config.asr.backend)
+    config = config.model_copy(update={"asr": config.asr.model_copy(update={"backend": backend})})
     grammar = cached_grammar(config, Path(plan["grammar_cache"]))
     if grammar is None:
         print(json.dumps({"error": "the grammar is not in the cache the host wrote"}))
         return 1
+    if backend == "hama":
+        # The first start on a new home: every word spelled by the G2P (model loading
+        # included), into the cache folder the recogniser then reads.
+        from pendant.ears.asr.hama_backend import default_cache, g2p_ipa
+
+        words = sorted(grammar.words)
+        mark("spell", words=len(words))
+        g2p_ipa(words, default_cache())
+        mark("spell_end", spelled=len(words))
     understanding = Understanding(
         config, create_recognizer(config, grammar), IntentParser(config), grammar
     )
