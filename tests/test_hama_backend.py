@@ -24,8 +24,8 @@ OTHER_LANGUAGES = SPEECH.parent / "speech-other-languages"
 
 
 @pytest.fixture(scope="module")
-def recognizer(config: Config, grammar: Grammar, tmp_path_factory):  # type: ignore[no-untyped-def]
-    rec = hama_backend.HamaRecognizer(config, grammar, cache=tmp_path_factory.mktemp("hama"))
+def recognizer(config: Config, grammar: Grammar):  # type: ignore[no-untyped-def]
+    rec = hama_backend.HamaRecognizer(config, grammar)
     yield rec
     rec.close()
 
@@ -53,19 +53,30 @@ def frames(*tokens: int) -> np.ndarray:
 
 
 def net(arcs: list[tuple[int, int, str]], finals: set[int], spell: dict[str, list[int]]):  # type: ignore[no-untyped-def]
+    """A search network of one graph, one spelling a word."""
     graph = WordGraph(
         n_states=1 + max(d for _, d, _ in arcs), start=0, finals=frozenset(finals), arcs=arcs
     )
-    return hama_backend._Net([(graph, 0.0)], spell, sorted(spell))
+    return hama_backend._Net([(graph, 0.0)], {w: [s] for w, s in spell.items()})
 
 
 def test_search_follows_the_sounds_through_the_graph() -> None:
     # "ab" then "c", or "ab" then "a": a shared first word, two endings.
     n = net([(0, 1, "ab"), (1, 2, "c"), (1, 2, "a")], {2}, {"ab": [0, 1], "c": [2], "a": [0]})
-    _, words = n.search(frames(BLANK, 0, 1, 1, BLANK, 2, BLANK), BLANK)
-    assert words == ["ab", "c"]
-    _, words = n.search(frames(0, 0, 1, 0, BLANK, BLANK), BLANK)
-    assert words == ["ab", "a"]
+    _, words, phonemes = n.search(frames(BLANK, 0, 1, 1, BLANK, 2, BLANK), BLANK)
+    assert (words, phonemes) == (["ab", "c"], 3)
+    _, words, phonemes = n.search(frames(0, 0, 1, 0, BLANK, BLANK), BLANK)
+    assert (words, phonemes) == (["ab", "a"], 3)
+
+
+def test_search_takes_any_pronunciation_of_a_word() -> None:
+    # "ab" said as a-b or as c, then "c": the phones counted are the pronunciation's.
+    graph = WordGraph(3, 0, frozenset({2}), [(0, 1, "ab"), (1, 2, "c")])
+    n = hama_backend._Net([(graph, 0.0)], {"ab": [[0, 1], [2]], "c": [[2]]})
+    _, words, phonemes = n.search(frames(BLANK, 0, 1, BLANK, 2, BLANK), BLANK)
+    assert (words, phonemes) == (["ab", "c"], 3)
+    _, words, phonemes = n.search(frames(BLANK, 2, BLANK, 2, BLANK), BLANK)
+    assert (words, phonemes) == (["ab", "c"], 2)
 
 
 def test_search_needs_a_blank_between_equal_tokens() -> None:
@@ -78,36 +89,40 @@ def test_search_needs_a_blank_between_equal_tokens() -> None:
 def test_search_prefers_the_core_by_its_prior() -> None:
     core = WordGraph(2, 0, frozenset({1}), [(0, 1, "a")])
     full = WordGraph(2, 0, frozenset({1}), [(0, 1, "a"), (0, 1, "b")])
-    spell = {"a": [0], "b": [1]}
+    spell = {"a": [[0]], "b": [[1]]}
     # One frame of "b" is worth log(0.97 / 0.01) ~ 4.6 over "a": more than a prior of 2,
     # less than one of 50.
-    n = hama_backend._Net([(core, 0.0), (full, -2.0)], spell, ["a", "b"])
-    score, words = n.search(frames(BLANK, 1, BLANK), BLANK)
+    n = hama_backend._Net([(core, 0.0), (full, -2.0)], spell)
+    score, words, _ = n.search(frames(BLANK, 1, BLANK), BLANK)
     assert words == ["b"]
     assert score > -1.0  # the score reported is the acoustic one, without the prior
-    n = hama_backend._Net([(core, 0.0), (full, -50.0)], spell, ["a", "b"])
+    n = hama_backend._Net([(core, 0.0), (full, -50.0)], spell)
     assert n.search(frames(BLANK, 1, BLANK), BLANK)[1] == ["a"]
 
 
-def test_unknown_words_get_a_spelling(tmp_path: Path) -> None:
+def test_every_phone_has_tokens_of_the_model() -> None:
     import hama
 
-    vocab = {t: i for i, t in enumerate(hama.ASRModel().decoder_tokens)}
-    words = ["ecobee", "xqzw", "ß", "42", "!!"]
-    ipas = hama_backend.g2p_ipa(words, tmp_path)
-    spellings, guessed = hama_backend.spell_words(ipas, vocab)
-    assert all(spellings[w] for w in words)
-    assert "ecobee" not in guessed
-    assert hama_backend.tokenize("kɪt͡ʃən", vocab) == ["k", "ɪ", "t͡ʃ", "ə", "n"]
-    # The second time, the spellings come from the cache, G2P not needed.
-    (cached,) = tmp_path.glob("hama-*-ipa.json")
-    assert hama_backend.g2p_ipa(words[:2], tmp_path) == {w: ipas[w] for w in words[:2]}
-    assert "ecobee" in cached.read_text(encoding="utf-8")
+    tokens = set(hama.ASRModel().decoder_tokens)
+    assert {t for members in hama_backend.ARPABET.values() for t in members} <= tokens
+
+
+def test_words_are_spelled_from_the_cmu_dictionary() -> None:
+    words = ["area", "the", "off", "kitchen", "ecobee", "xqzw", "ß", "42", "!!"]
+    spellings, guessed = hama_backend.spell_words(words)
+    assert spellings["area"] == [["EH", "R", "IY", "AH"]]  # English, not the G2P's Spanish
+    assert ["DH", "AH"] in spellings["the"] and ["DH", "IY"] in spellings["the"]
+    assert ["AA", "F"] in spellings["off"]  # pronounce's extra variant
+    assert spellings["kitchen"] == [["K", "IH", "CH", "AH", "N"]]
+    assert "kitchen" not in guessed and "ecobee" in guessed  # espeak-ng or letters
+    for word in words:  # every word gets some spelling of known phones
+        assert spellings[word]
+        assert all(v and set(v) <= set(hama_backend.ARPABET) for v in spellings[word])
 
 
 def test_a_grammar_of_odd_words_decodes(config: Config) -> None:
     graph = WordGraph(3, 0, frozenset({2}), [(0, 1, "zzyzx"), (1, 2, "ßq"), (0, 2, "42")])
-    rec = hama_backend.HamaRecognizer(config, Grammar(graph, [], "odd"), cache=None)
+    rec = hama_backend.HamaRecognizer(config, Grammar(graph, [], "odd"))
     noise = np.random.default_rng(1).normal(0, 300, 16_000).astype(np.int16)
     result = rec.transcribe(noise)
     assert result is None or result.text in {"zzyzx ßq", "42"}
@@ -148,15 +163,11 @@ def test_silence_gives_nothing_confident(recognizer) -> None:  # type: ignore[no
     assert result is None or result.confidence < recognizer.min_confidence
 
 
-def test_create_recognizer_loads_it(
-    grammar: Grammar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path))  # as systemd gives the ears
+def test_create_recognizer_loads_it(grammar: Grammar) -> None:
     config = demo_config(asr=AsrConfig(backend="hama"))
     rec = create_recognizer(config, grammar)
     try:
         assert isinstance(rec, hama_backend.HamaRecognizer)
         assert rec.guessed == {} or all(isinstance(v, str) for v in rec.guessed.values())
-        assert list(tmp_path.glob("hama-*-ipa.json"))  # the spellings, kept for the next start
     finally:
         rec.close()

@@ -1,12 +1,17 @@
 """Grammar-constrained recognition with hama's phoneme CTC model: small and fast.
 
 The `hama` wheel (Apache-2.0) ships a multilingual phoneme recogniser (a CTC model giving,
-every 20 ms, log-probabilities over ~190 IPA tokens and a blank) and an English G2P model,
-run by its own small engine (no onnxruntime). This backend:
+every 20 ms, log-probabilities over ~190 IPA tokens and a blank), run by its own small engine
+(no onnxruntime). This backend:
 
-1. spells every word of the closed set with the G2P model, once, as the model's tokens;
+1. spells every word of the closed set from the CMU dictionary in the pocketsphinx wheel
+   (`pronounce`: every pronunciation it has, a few extra variants, espeak-ng for words it
+   lacks), ARPAbet phones mapped to the model's tokens (`ARPABET`); a fraction of a second
+   for a home's few hundred words, so nothing is cached. (The wheel's G2P model spelled them
+   before: 25 ms a word, minutes on a Zero 2 W, and "area" came out Spanish-like.)
 2. expands the word graph into CTC states: a prefix tree of phonemes per graph state (arcs
-   leaving one state share the states of their common first phonemes), with a blank state
+   leaving one state share the states of their common first phonemes; each pronunciation of
+   a word is a path of its own, ending where the word does), with a blank state
    at every graph state (silence, pauses between words, before and after the sentence) and
    an optional blank after every phoneme;
 3. runs a Viterbi search over those states, one vectorised numpy step per frame, carrying
@@ -27,18 +32,15 @@ must fit better to be accepted.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pendant.ears.asr import Transcription
-from pendant.ears.asr.pronounce import LETTERS
+from pendant.ears.asr.pronounce import pronounce
 from pendant.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -47,36 +49,33 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16_000
 NEG = np.float32(-1e30)
-# Stress, length and separators: dropped from the G2P's spelling (the ASR model has a length
-# token, but the G2P's marks did not match where it emits it; not measured either way).
-_IGNORED = set("ˈˌːˑ‿ -.'")
-# Tokens the G2P and the ASR model spell differently; the search takes the better of the two
-# (chosen by reading the free loop's output on speech-en, not measured one by one).
-_SAME: dict[str, tuple[str, ...]] = {
-    "g": ("g", "ɡ"),
-    "ɝ": ("ɝ", "ɚ"),
-    "ɚ": ("ɝ", "ɚ"),
-    "ɹ": ("ɹ", "r"),
-}
+# CMU (ARPAbet) phones as the ASR model's tokens. A phone with several tokens is searched as
+# the best of them per frame: where the model and the dictionary may disagree ("g"/"ɡ", "ɹ"/"r",
+# r-coloured vowels), and AH, which the dictionary in the pocketsphinx wheel gives without its
+# stress (ʌ stressed, ə not).
+ARPABET: dict[str, tuple[str, ...]] = {
+    "AA": ("ɑ",), "AE": ("æ",), "AH": ("ʌ", "ə"), "AO": ("ɔ",), "AW": ("aʊ",), "AY": ("aɪ",),
+    "EH": ("ɛ",), "ER": ("ɝ", "ɚ"), "EY": ("eɪ",), "IH": ("ɪ",), "IY": ("i",), "OW": ("oʊ",),
+    "OY": ("ɔɪ",), "UH": ("ʊ",), "UW": ("u",), "B": ("b",), "CH": ("t͡ʃ",), "D": ("d",),
+    "DH": ("ð",), "F": ("f",), "G": ("g", "ɡ"), "HH": ("h",), "JH": ("d͡ʒ",), "K": ("k",),
+    "L": ("l",), "M": ("m",), "N": ("n",), "NG": ("ŋ",), "P": ("p",), "R": ("ɹ", "r"),
+    "S": ("s",), "SH": ("ʃ",), "T": ("t",), "TH": ("θ",), "V": ("v",), "W": ("w",),
+    "Y": ("j",), "Z": ("z",), "ZH": ("ʒ",),
+}  # fmt: skip
 # Frames whose blank log-prob is above this are searched one per run (`kept_frames`).
 SURE_BLANK = math.log(0.99)
 # Log-prior of the full closed set against the core (see the module docstring); a guess, not
 # tuned.
 EXTENDED_PRIOR = -8.0
 # Confidence (see `Fit` and `confidence`). Tuned with a grid search on the tune half of
-# speech-en, the espeak-ng set and the other-languages set (tools/measure_asr.py --half tune):
-# the most commands right with at most 2 non-commands of 189 accepted there.
-OUTSIDE_CORE = 0.8  # added to the badness of a sentence outside the core
-PER_PHONEME = 8.0  # a short sentence (few phonemes) must fit better: more sounds fit it
+# speech-en, the espeak-ng set and the other-languages set (tools/measure_asr.py --half tune),
+# again for the CMU spellings: the most commands right (less 3 per wrong action) with at most
+# 2 non-commands of 189 accepted there (98 of 113 right, 1 wrong; 92 with the G2P's constants).
+OUTSIDE_CORE = 1.0  # added to the badness of a sentence outside the core
+PER_PHONEME = 6.0  # a short sentence (few phonemes) must fit better: more sounds fit it
 UNCOVERED = 0.6  # free-loop speech frames beyond the sentence's phonemes, per phoneme
-BADNESS_REF = 2.18  # confidence 0.5 here
+BADNESS_REF = 2.08  # confidence 0.5 here
 SLOPE = 0.1
-# Letter spellings for a word the G2P cannot spell.
-_LETTERS = {
-    "a": "æ", "b": "b", "c": "k", "d": "d", "e": "ɛ", "f": "f", "g": "g", "h": "h", "i": "ɪ",
-    "j": "d͡ʒ", "k": "k", "l": "l", "m": "m", "n": "n", "o": "ɑ", "p": "p", "q": "k", "r": "ɹ",
-    "s": "s", "t": "t", "u": "ʌ", "v": "v", "w": "w", "x": "ks", "y": "j", "z": "z",
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +87,7 @@ class Fit:
     speech: int
     """Frames where the free loop hears a token rather than a blank."""
     phonemes: int
-    """Tokens in the sentence's spelling."""
+    """Phones in the sentence's spelling (the pronunciation the search took)."""
 
 
 def confidence(fit: Fit, in_core: bool) -> float:
@@ -106,84 +105,21 @@ def confidence(fit: Fit, in_core: bool) -> float:
     return 1.0 / (1.0 + math.exp(min((badness - 1.0) / SLOPE, 700.0)))
 
 
-def tokenize(ipa: str, vocab: dict[str, int]) -> list[str]:
-    """IPA as the ASR model's tokens: greedy longest match, marks it lacks dropped."""
-    longest = max(len(t) for t in vocab)
-    out: list[str] = []
-    i = 0
-    while i < len(ipa):
-        if ipa[i] in _IGNORED:
-            i += 1
-            continue
-        for size in range(min(longest, len(ipa) - i), 0, -1):
-            chunk = ipa[i : i + size]
-            if chunk in vocab and not chunk.startswith("<"):
-                out.append(chunk)
-                i += size
-                break
-        else:
-            i += 1
-    return out
-
-
-def g2p_ipa(words: Iterable[str], cache: Path | None) -> dict[str, str]:
-    """Each word's IPA by hama's G2P (tens of ms a word here, so minutes on a Zero 2 W for a
-    home's few hundred words), read from and added to `cache` (a folder; words only, no
-    audio), where it is kept per hama release."""
-    from importlib.metadata import version
-
-    import hama
-
-    words = list(words)
-    path = cache / f"hama-{version('hama')}-ipa.json" if cache else None
-    known: dict[str, str] = {}
-    if path is not None and path.is_file():
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-            known = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            known = {}
-    missing = [w for w in words if w not in known]
-    if missing:
-        g2p = hama.G2PModel()
-        for word in missing:
-            try:
-                known[word] = g2p.predict(word).ipa
-            except Exception:  # any failure falls back to letters (spell_words)
-                known[word] = ""
-        del g2p
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps(known, ensure_ascii=False, sort_keys=True), "utf-8")
-                tmp.replace(path)
-            except OSError:
-                pass  # a read-only cache only costs the G2P time at the next start
-    return {w: known[w] for w in words}
-
-
-def spell_words(
-    ipas: dict[str, str], vocab: dict[str, int]
-) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Each word as the ASR model's tokens, from its IPA; letter by letter (and listed in
-    the second mapping) when the IPA has nothing the model knows."""
-    spellings: dict[str, list[str]] = {}
-    guessed: dict[str, str] = {}
-    for word, ipa in ipas.items():
-        toks = tokenize(ipa, vocab)
-        if not toks:
-            toks = tokenize("".join(_LETTERS.get(c, "") for c in word.lower()), vocab)
-            guessed[word] = LETTERS
-        spellings[word] = toks or ["ə"]
-    return spellings, guessed
-
-
-def default_cache() -> Path:
-    """Where the ears keep the compiled grammar (systemd's CacheDirectory=, else the
-    user's cache): the G2P's spellings are kept beside it."""
-    directory = os.environ.get("CACHE_DIRECTORY")
-    return Path(directory) if directory else Path.home() / ".cache" / "pendant" / "grammar"
+def spell_words(words: Iterable[str]) -> tuple[dict[str, list[list[str]]], dict[str, str]]:
+    """Each word's pronunciations as ARPAbet phones (`pronounce`: the CMU dictionary, its
+    extra variants, then espeak-ng or letters for words it lacks, listed in the second
+    mapping), the phones `ARPABET` has no tokens for dropped."""
+    prons = pronounce(words)
+    spellings: dict[str, list[list[str]]] = {}
+    for word, variants in prons.phones.items():
+        unique: list[list[str]] = []
+        for variant in variants:
+            phones = [p.rstrip("012") for p in variant.split()]
+            phones = [p for p in phones if p in ARPABET] or ["AH"]
+            if phones not in unique:
+                unique.append(phones)
+        spellings[word] = unique
+    return spellings, prons.guessed
 
 
 class _Net:
@@ -206,11 +142,11 @@ class _Net:
     def __init__(
         self,
         graphs: list[tuple[WordGraph, float]],
-        spell: dict[str, list[int]],
-        words: list[str],
+        spell: dict[str, list[list[int]]],
     ) -> None:
-        word_id = {w: i for i, w in enumerate(words)}
-        self.words = words
+        # One entry per (word, pronunciation): a word ends where any of its spellings does.
+        self.entries: list[tuple[str, int]] = []
+        entry_of: dict[tuple[str, int], int] = {}
         offsets = []
         g = 0
         for graph, _ in graphs:
@@ -229,15 +165,20 @@ class _Net:
             self.prior[off : off + graph.n_states] = prior
             finals += [off + f for f in graph.finals]
             for src, dst, word in graph.arcs:
-                key = -1 - (off + src)
-                for t in spell[word]:
-                    node = node_of.get((key, t))
-                    if node is None:
-                        node = node_of[(key, t)] = len(tok)
-                        tok.append(t)
-                        parent.append(key)
-                    key = node
-                ends.append((off + dst, key, word_id[word], off + src))
+                for v, variant in enumerate(spell[word]):
+                    entry = entry_of.get((word, v))
+                    if entry is None:
+                        entry = entry_of[(word, v)] = len(self.entries)
+                        self.entries.append((word, len(variant)))
+                    key = -1 - (off + src)
+                    for t in variant:
+                        node = node_of.get((key, t))
+                        if node is None:
+                            node = node_of[(key, t)] = len(tok)
+                            tok.append(t)
+                            parent.append(key)
+                        key = node
+                    ends.append((off + dst, key, entry, off + src))
         n = len(tok)
         self.n_nodes = n
         self.finals = np.array(sorted(finals), dtype=np.intp)
@@ -248,16 +189,16 @@ class _Net:
         # CTC needs a blank between two equal tokens: from such a parent only L will do.
         same = np.flatnonzero((par >= 0) & (self.tok[np.maximum(par, 0)] == self.tok))
         self.same, self.same_parent = same, par[same]
-        del node_of
+        del node_of, entry_of
         ends.sort()
         e = np.array(ends, dtype=np.intp).reshape(-1, 4)
         self.end_node, self.end_word, self.end_src = e[:, 1], e[:, 2].astype(np.int32), e[:, 3]
         self.end_dst, self.end_starts = np.unique(e[:, 0], return_index=True)
         self.end_counts = np.diff(np.append(self.end_starts, len(e)))
 
-    def search(self, lp: np.ndarray, blank: int) -> tuple[float, list[str]]:
+    def search(self, lp: np.ndarray, blank: int) -> tuple[float, list[str], int]:
         """Viterbi over the frames' log-probs `lp` (frames x columns): the best sentence's
-        acoustic score and its words."""
+        acoustic score, its words and the number of phones of the pronunciations taken."""
         n_frames = lp.shape[0]
         g = self.n_graph
         neg = NEG
@@ -314,12 +255,15 @@ class _Net:
         score = float(max(fin_b[i], fin_x[i])) - float(self.prior[state])
         frame = n_frames - 1 if fin_x[i] >= fin_b[i] else int(bh[state])
         words: list[str] = []
+        phonemes = 0
         while frame >= 0:
             k = int(rec_word[frame, dst_slot[state]])
-            words.append(self.words[int(self.end_word[k])])
+            word, length = self.entries[int(self.end_word[k])]
+            words.append(word)
+            phonemes += length
             frame, state = int(rec_at[frame, dst_slot[state]]), int(self.end_src[k])
         words.reverse()
-        return score, words
+        return score, words, phonemes
 
 
 class HamaRecognizer:
@@ -337,24 +281,27 @@ class HamaRecognizer:
         tokens = self._asr.decoder_tokens
         self.blank = self._asr.blank_id
         self.tokens = tokens
-        vocab = {t: i for i, t in enumerate(tokens) if not t.startswith("<") and t.strip()}
+        vocab = {t: i for i, t in enumerate(tokens)}
         # Columns of the frames' log-probs the search reads: one per token, plus one per
-        # merged pair (_SAME), the max of its members.
+        # phone of several tokens (ARPABET), the max of its members.
         self._columns: list[tuple[int, ...]] = [(i,) for i in range(len(tokens))]
-        column_of: dict[str, int] = dict(vocab)
-        for name, members in _SAME.items():
-            ids = tuple(vocab[m] for m in members if m in vocab)
-            if len(ids) > 1:
-                column_of[name] = len(self._columns)
+        column_of: dict[str, int] = {}
+        for phone, members in ARPABET.items():
+            ids = tuple(vocab[m] for m in members)  # a KeyError here: hama changed its tokens
+            if len(ids) == 1:
+                column_of[phone] = ids[0]
+            else:
+                column_of[phone] = len(self._columns)
                 self._columns.append(ids)
-        cache = settings.get("cache", default_cache())
-        ipas = g2p_ipa(sorted(grammar.words), cache)
-        self.spellings, self.guessed = spell_words(ipas, vocab)
-        spell = {w: [column_of[t] for t in s] for w, s in self.spellings.items()}
+        self.spellings, self.guessed = spell_words(grammar.words)
+        spell = {
+            w: [[column_of[p] for p in variant] for variant in variants]
+            for w, variants in self.spellings.items()
+        }
         graphs: list[tuple[WordGraph, float]] = [(grammar.graph, 0.0)]
         if grammar.core is not None and grammar.core.finals:
             graphs = [(grammar.core, 0.0), (grammar.graph, self.extended_prior)]
-        self._net = _Net(graphs, spell, sorted(grammar.words))
+        self._net = _Net(graphs, spell)
 
     def log_probs(self, audio: np.ndarray) -> np.ndarray:
         """Frames x columns log-probabilities of the ASR model (see `_columns`)."""
@@ -387,10 +334,9 @@ class HamaRecognizer:
         if lp.shape[0] == 0:
             return [], None
         lp = lp[self.kept_frames(lp[:, self.blank])]
-        score, words = self._net.search(lp, self.blank)
+        score, words, phonemes = self._net.search(lp, self.blank)
         free = lp[:, : len(self.tokens)]
         speech = int((free.argmax(axis=1) != self.blank).sum())
-        phonemes = sum(len(self.spellings[w]) for w in words)
         return words, Fit(float(free.max(axis=1).sum()) - score, speech, phonemes)
 
     def transcribe(self, audio: np.ndarray) -> Transcription | None:
