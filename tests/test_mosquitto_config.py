@@ -712,6 +712,24 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
         assert not ha.open().is_failure
         try:
             ha.subscribe(f"{base}/bridge", f"{base}/error")
+            # A session left on the home broker under the bridge's client id, by an older
+            # bridge (cmd/+) or by anyone who logged in as it (the internal bus): the bridge
+            # must not inherit its subscriptions.
+            stale = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"pendant-{DEVICE}-bridge",
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+            stale.username_pw_set("bridge", home.password("bridge"))
+            stale.connect("127.0.0.1", home.port)
+            stale.loop_start()
+            subscribed = threading.Event()
+            stale.on_subscribe = lambda *_: subscribed.set()
+            stale.subscribe([(f"{base}/cmd/+", 1), ("pendant-bus/#", 1)])
+            assert subscribed.wait(TIMEOUT_S)
+            stale.disconnect()
+            stale.loop_stop()
             prov = _provision_for_test(
                 tmp_path / "h",
                 add_phones=("alice",),
@@ -741,7 +759,9 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
                     try:
                         await asyncio.wait_for(link.connected.wait(), TIMEOUT_S)
                         on_bus = []
-                        # From the home broker: two unmutes and a capture, then a mute.
+                        # From the home broker: two unmutes and a capture, then a mute; and
+                        # an unmute straight onto the internal bus.
+                        ha.publish("pendant-bus/cmd/mute", b'{"mic": false}')
                         ha.publish(f"{base}/cmd/mute", b'{"mic": false}')
                         ha.publish(f"{base}/cmd/capture", b"{}")
                         ha.publish(f"{base}/cmd/mute", b'{"mic": true, "camera": false}')
