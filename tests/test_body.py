@@ -290,6 +290,34 @@ def test_very_long_hold_asks_for_pairing_and_leaves_the_mute_alone(broker: Local
     run(scenario())
 
 
+def test_a_tap_answers_what_the_led_asks_an_action_before_a_phone(broker: LocalBroker) -> None:
+    async def scenario() -> None:
+        service = BodyService(body_config(broker), factory=mock_factory())
+        pins = Pins(service)
+        async with running(service, broker) as w:
+            asks = PairingStatus(device_id=DEV, open=True, user="phone-abc123", asked=True)
+            await w.send(asks)
+            await w.send(Activity(device_id=DEV, sensor="mic", state="confirm"))
+            await eventually(lambda: service.led_pattern == "confirm", "LED asks for the action")
+            start = len(w.seen)
+            await pins.tap()
+            # A marker: everything the tap sent is on the bus before the marker's press.
+            await asyncio.sleep(HOLD["double_press_s"] + MARGIN_S)
+            await pins.hold(0)
+            i, _ = await w.next(start, is_type("button", action="cancel"))
+            await w.next(i + 1, is_type("button", action="press"))
+            assert not any(e.get("type") == "pairing_confirm" for _, e, _ in w.seen[start:])
+            # The action settled: now the LED asks about the phone, and a tap accepts it.
+            await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))
+            await eventually(lambda: service.led_pattern != "confirm", "LED stops asking")
+            await asyncio.sleep(HOLD["double_press_s"] + MARGIN_S)
+            start = len(w.seen)
+            await pins.tap()
+            await w.next(start, is_type("pairing_confirm"))
+
+    run(scenario())
+
+
 # --- the hardware mute switch -----------------------------------------------------------------
 
 

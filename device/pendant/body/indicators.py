@@ -72,6 +72,11 @@ class Indicators:
         return self.mic_muted or self.camera_muted
 
     @property
+    def action_waiting(self) -> bool:
+        """An action the ears heard waits for the wearer's tap (the LED shows `confirm`)."""
+        return self.activity.get("mic") == "confirm" and not self.muted
+
+    @property
     def muted(self) -> bool:
         return self.software_muted or self.hardware_muted
 
@@ -101,7 +106,7 @@ class Indicators:
         applies = {
             "identify": now_s < self.identify_until_s,
             "error": now_s < self.error_until_s,
-            "confirm": "confirm" in states and not self.muted,
+            "confirm": self.action_waiting,
             "pairing_listening": self.pairing and sensing,
             "pairing_asked": self.pairing_asked,
             "pairing": self.pairing,
