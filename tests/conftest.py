@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -20,14 +21,19 @@ DEMO_CONFIG = REPO / "examples" / "pendant.toml"
 SPEECH_CACHE = REPO / ".cache" / "speech-sets"
 
 
-def speech_sets() -> ModuleType:
-    """tools/speech_sets.py, the espeak-ng speech generator."""
+def tool(name: str) -> ModuleType:
+    """A module of tools/ (not an installed package), imported with tools/ on the path as
+    when it runs as a script, so it finds its sibling modules."""
     sys.path.insert(0, str(REPO / "tools"))
     try:
-        import speech_sets as module  # type: ignore[import-not-found]
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return module
+
+
+def speech_sets() -> ModuleType:
+    """tools/speech_sets.py, the espeak-ng speech generator."""
+    return tool("speech_sets")
 
 
 def demo_config(**updates: object) -> Config:

@@ -4,14 +4,13 @@ mixing at an SNR, cutting read speech at pauses). Rendering itself is `make sets
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-from .conftest import REPO
+from .conftest import tool
 
 # Kokoro voices that others keep back for checks on voices nobody tuned for: never in our sets.
 KEPT_BACK = {"af_heart", "am_onyx", "bf_emma", "bm_george", "ff_siwis", "hf_alpha", "hm_omega"}
@@ -28,12 +27,7 @@ TUNE = [
 
 @pytest.fixture(scope="module")
 def ks() -> ModuleType:
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import kokoro_sets as module  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    return module
+    return tool("kokoro_sets")
 
 
 def test_voice_split_is_stable_balanced_and_leaves_the_kept_back_voices_out(ks: ModuleType):
@@ -121,11 +115,7 @@ def test_read_speech_is_cut_at_pauses(ks: ModuleType):
 
 
 def test_the_harness_counts_wrong_actions_apart_from_rejections_and_false_intents_per_hour():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import measure_asr  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    measure_asr = tool("measure_asr")
     o = measure_asr.Outcome
     outcomes = [
         o("tune", "clean", False, "american", None, "command", "right", 2.0),

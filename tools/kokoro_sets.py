@@ -636,14 +636,8 @@ def render_raw(items: Sequence[Item], outdir: Path, jobs: int) -> dict[str, Path
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
-    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE_HZ)
-        w.writeframes(pcm.tobytes())
-    tmp.replace(path)
+    """As the espeak-ng sets write theirs: 16-bit mono at RATE_HZ, via a temp file."""
+    _speech_sets().write_wav(path, audio)
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
