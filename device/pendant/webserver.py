@@ -515,15 +515,7 @@ class PairingDesk:
             self._wake.clear()
             while self._requests:
                 offer, requester = self._requests[0]
-                request = {
-                    "type": "pairing_request",
-                    "version": 1,
-                    "id": uuid.uuid4().hex,
-                    "device_id": offer.device_id,
-                    "timestamp_ms": time.time_ns() // 1_000_000,
-                    "user": offer.user,
-                    "requester": requester,
-                }
+                request = _pairing_event("pairing_request", offer, requester=requester)
                 # As the report below: queued until the broker has it, so that the pairing
                 # service counts every phone that asked.
                 await client.publish(REQUEST_TOPIC, json.dumps(request).encode(), qos=bus.QOS)
@@ -531,20 +523,27 @@ class PairingDesk:
                     self._requests.pop(0)
             while self._taken:
                 offer = self._taken[0]
-                event = {
-                    "type": "pairing_taken",
-                    "version": 1,
-                    "id": uuid.uuid4().hex,
-                    "device_id": offer.device_id,
-                    "timestamp_ms": time.time_ns() // 1_000_000,
-                    "user": offer.user,
-                }
+                event = _pairing_event("pairing_taken", offer)
                 # QoS 1: returns once the broker has acknowledged it; a drop before that
                 # raises, and the report stays queued for the next connection.
                 await client.publish(TAKEN_TOPIC, json.dumps(event).encode(), qos=bus.QOS)
                 if self._taken and self._taken[0] is offer:
                     self._taken.pop(0)
             await self._wake.wait()
+
+
+def _pairing_event(kind: str, offer: Offer, **fields: str) -> dict[str, object]:
+    """A bus event about `offer`, in the wire format of pendant.events (built here by hand:
+    the web server does not load pydantic, for its memory budget)."""
+    return {
+        "type": kind,
+        "version": 1,
+        "id": uuid.uuid4().hex,
+        "device_id": offer.device_id,
+        "timestamp_ms": time.time_ns() // 1_000_000,
+        "user": offer.user,
+        **fields,
+    }
 
 
 def _key(offer: Offer) -> tuple[str, str]:
