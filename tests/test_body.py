@@ -306,6 +306,8 @@ def test_a_tap_answers_what_the_led_asks_an_action_before_a_phone(broker: LocalB
             await pins.hold(0)
             i, _ = await w.next(start, is_type("button", action="cancel"))
             await w.next(i + 1, is_type("button", action="press"))
+            # The tap went to the ears, and did not accept the phone.
+            assert w.gestures_since(start)[:3] == ["press", "cancel", "tap"]
             assert not any(e.get("type") == "pairing_confirm" for _, e, _ in w.seen[start:])
             # The action settled: now the LED asks about the phone, and a tap accepts it.
             await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))

@@ -95,14 +95,12 @@ async def converse(
             while "confirm" not in activity:
                 await asyncio.sleep(0.02)
 
-        async def press(held_ms: int) -> None:
-            down = Button(device_id=cfg.device_id, action="press")
-            await bus.publish(body, down)
-            up = Button(device_id=cfg.device_id, action="cancel")
-            # The body stamps each edge; a hold that became the mute gesture ends late.
-            await bus.publish(
-                body, up.model_copy(update={"timestamp_ms": down.timestamp_ms + held_ms})
-            )
+        async def press(tap: bool) -> None:
+            # As the body reports a short press (a tap), or the hold that became the mute
+            # gesture: no talk, and a "yes" only for the tap.
+            actions = ["press", "cancel", "tap"] if tap else ["press", "cancel"]
+            for action in actions:
+                await bus.publish(body, Button(device_id=cfg.device_id, action=action))  # type: ignore[arg-type]
 
         async def act() -> None:
             if gesture == "hold_to_talk":
@@ -113,14 +111,14 @@ async def converse(
                 await bus.publish(body, Button(device_id=cfg.device_id, action="release"))
             elif gesture == "tap":
                 await until_asked()
-                await press(150)
+                await press(tap=True)
             elif gesture == "late_tap":
                 await until_asked()
                 await asyncio.sleep(confirm_s + 0.5)
-                await press(150)
+                await press(tap=True)
             elif gesture == "mute_hold":
                 await until_asked()
-                await press(2000)
+                await press(tap=False)
 
         tasks = [asyncio.create_task(t()) for t in (collect, watch, act)]
         await pendant.run()

@@ -131,7 +131,7 @@ async def main() -> int:
                                 t = time.monotonic() - started
                                 print(f"[{t:6.1f} s] an action waits for a tap: tapping")
                                 await asyncio.sleep(1.0)
-                                for action in ("press", "cancel"):
+                                for action in ("press", "cancel", "tap"):
                                     tap = Button(device_id="pendant-demo", action=action)  # type: ignore[arg-type]
                                     await pendant_bus.publish(finger, tap)
 

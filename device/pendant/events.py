@@ -136,8 +136,9 @@ class Button(Event):
     """The pendant's button; press-to-talk opens an utterance on press, closes it on release."""
 
     type: Literal["button"] = "button"
-    action: Literal["press", "release", "cancel"] = Field(
-        description="cancel: released, but what was held is no talk (a tap, the mute gesture)."
+    action: Literal["press", "release", "cancel", "tap"] = Field(
+        description="cancel: released, but what was held is no talk (a tap, the mute gesture); "
+        "tap: after a short press's cancel, the wearer's 'yes' to an action that waits."
     )
 
 

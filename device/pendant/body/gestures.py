@@ -19,7 +19,8 @@ The gestures, as a wearer does them:
 - **Very long hold = open the pairing window** (`PAIRING`), at `pairing_hold_s`, while still
   held; the release after it does nothing.
 - **A tap** (a press up within `double_press_s`) also says `TAP` when it ends, after its
-  `TALK_CANCEL`: while a phone asks to pair, the body takes it as the wearer's "yes".
+  `TALK_CANCEL`: the wearer's "yes" to what the LED asks, an action the ears heard (the
+  body passes it on as a `tap` button event) or else a phone asking to pair.
 
 Times are `time.monotonic()` seconds of the edges themselves (taken on the GPIO thread), so a
 busy event loop delays the actions but never changes which gesture was made. `poll(now)`

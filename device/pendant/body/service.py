@@ -224,7 +224,7 @@ class BodyService:
             elif action is Action.TAP and self.indicators.action_waiting:
                 # The LED asks about the action the ears heard (it outranks a phone asking):
                 # the tap is the ears' to take, and must not also accept a phone.
-                log.info("tap: for the action that waits, not for pairing")
+                await bus.publish(client, Button(device_id=device_id, action="tap"))
             elif action is Action.TAP and self.indicators.pairing_asked:
                 # The wearer's "yes" to the one phone that asks (the pairing service checks
                 # that exactly one does).

@@ -13,8 +13,6 @@ from pendant.ears.understand.nlu import IntentMatch
 
 # Questions change nothing: "is the front door locked" goes out at once.
 QUESTION_PREFIX = "HassGet"
-# A tap is a press released this soon; the mute gesture's release comes at 2 s, later.
-TAP_MS = 1000
 
 
 def needs_confirming(match: IntentMatch, config: Config) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 from pendant.config import Config
 from pendant.ears.asr import Recognizer, Transcription
 from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
-from pendant.ears.confirm import TAP_MS, needs_confirming
+from pendant.ears.confirm import needs_confirming
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
@@ -102,8 +102,6 @@ class Ears:
         self.segmenter = Segmenter(config.vad, silero, config.audio.chunk_ms)
         self._pressed: list[np.ndarray] | None = None
         self._press_end_ms = 0
-        self._pressed_at_ms: int | None = None
-        """When the button last went down (the body's clock), to tell a tap from a hold."""
         self._tapped = asyncio.Event()
         self._confirming: asyncio.Task[None] | None = None
         """An action heard that waits for the wearer's tap (see `_confirm`)."""
@@ -244,19 +242,17 @@ class Ears:
         return Heard(heard, match)
 
     async def on_button(self, event: Button) -> None:
+        if event.action == "tap":  # after the press's cancel: nothing held is left
+            self._tapped.set()
+            return
         if event.action == "press":
             self._pressed = []
-            self._pressed_at_ms = event.timestamp_ms
             # What the VAD was in the middle of is part of the held talk now.
             self.segmenter.reset()
             self._early = None
             return
         frames, self._pressed = self._pressed, None
         if event.action == "cancel":
-            pressed_at, self._pressed_at_ms = self._pressed_at_ms, None
-            tap = pressed_at is not None and event.timestamp_ms - pressed_at <= TAP_MS
-            if tap:
-                self._tapped.set()
             return
         if frames:
             audio = np.concatenate(frames)
