@@ -139,7 +139,7 @@ def test_a_recording_is_recognised(recognizer, config: Config, said: str) -> Non
     result = recognizer.transcribe(read(SPEECH / "main" / f"{said}.wav"))
     assert result is not None
     assert result.text == said.lower()
-    assert result.confidence >= recognizer.min_confidence
+    assert result.confidence >= config.asr.min_confidence
     nlu = IntentParser(config)
     assert nlu.parse(result.text) == nlu.parse(said)
 
@@ -153,14 +153,14 @@ def test_a_recording_is_recognised(recognizer, config: Config, said: str) -> Non
     ],
     ids=["english-non-command", "german", "french"],
 )
-def test_other_speech_is_not_confident(recognizer, path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_other_speech_is_not_confident(recognizer, config: Config, path: Path) -> None:  # type: ignore[no-untyped-def]
     result = recognizer.transcribe(read(path))
-    assert result is None or result.confidence < recognizer.min_confidence
+    assert result is None or result.confidence < config.asr.min_confidence
 
 
-def test_silence_gives_nothing_confident(recognizer) -> None:  # type: ignore[no-untyped-def]
+def test_silence_gives_nothing_confident(recognizer, config: Config) -> None:  # type: ignore[no-untyped-def]
     result = recognizer.transcribe(np.zeros(16_000, dtype=np.int16))
-    assert result is None or result.confidence < recognizer.min_confidence
+    assert result is None or result.confidence < config.asr.min_confidence
 
 
 def test_create_recognizer_loads_it(grammar: Grammar) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -269,14 +269,12 @@ class _Net:
 class HamaRecognizer:
     """`transcribe(audio)` -> the closed-set sentence heard, with a confidence, or None."""
 
-    def __init__(self, config: Config, grammar: Grammar, **settings: Any) -> None:
+    def __init__(self, config: Config, grammar: Grammar) -> None:
         try:
             import hama
         except ImportError as exc:  # reported by create_recognizer as a missing extra
             raise BackendUnavailable("hama is not installed") from exc
         self.grammar = grammar
-        self.min_confidence = config.asr.min_confidence
-        self.extended_prior = float(settings.get("extended_prior", EXTENDED_PRIOR))
         self._asr = hama.ASRModel()
         tokens = self._asr.decoder_tokens
         self.blank = self._asr.blank_id
@@ -300,7 +298,7 @@ class HamaRecognizer:
         }
         graphs: list[tuple[WordGraph, float]] = [(grammar.graph, 0.0)]
         if grammar.core is not None and grammar.core.finals:
-            graphs = [(grammar.core, 0.0), (grammar.graph, self.extended_prior)]
+            graphs = [(grammar.core, 0.0), (grammar.graph, EXTENDED_PRIOR)]
         self._net = _Net(graphs, spell)
 
     def log_probs(self, audio: np.ndarray) -> np.ndarray:
