@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ from typing import Any
 import aiomqtt
 
 from pendant.config import Config
+from pendant.ears.audio import RATE_HZ, Chunk
 from pendant.ears.audio.wav import WavSource
+from pendant.events import Button
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
@@ -34,12 +36,45 @@ class Received:
         return self.intents.get(index, [])
 
 
+class HeldWavSource(WavSource):
+    """The files as said holding the button: the ears get a press where each file starts
+    and a release `RELEASE_S` into the silence after it, as the body would send them, in
+    step with the audio however fast it is played."""
+
+    RELEASE_S = 0.3
+
+    def __init__(self, config: Config, files: Sequence[Path], pendant: Pendant | None = None):
+        super().__init__(config.audio, files)
+        self.device_id = config.device_id
+        self.pendant = pendant
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        spans, played, file, held = self.spans_s, 0, 0, False
+        async for chunk in super().chunks():
+            now_s = played / RATE_HZ
+            played += len(chunk.samples)
+            ears = self.pendant.ears.ears if self.pendant is not None else None
+            if ears is not None and not held and file < len(spans) and now_s >= spans[file][0]:
+                await ears.on_button(Button(device_id=self.device_id, action="press"))
+                held = True
+            yield chunk
+            if ears is not None and held and now_s >= spans[file][1] + self.RELEASE_S:
+                await ears.on_button(Button(device_id=self.device_id, action="release"))
+                held, file = False, file + 1
+
+
 async def _run(
-    config: Config, files: Sequence[Path], bus: LocalBroker, home: LocalBroker
+    config: Config,
+    files: Sequence[Path],
+    bus: LocalBroker,
+    home: LocalBroker,
+    held: bool = False,
 ) -> Received:
     cfg = simulated(config, bus, home, realtime=False)
-    source = WavSource(cfg.audio, files)
+    source = HeldWavSource(cfg, files) if held else WavSource(cfg.audio, files)
     pendant = Pendant(cfg, source=source, parts=("ears", "link"))
+    if isinstance(source, HeldWavSource):
+        source.pendant = pendant
     got = Received()
     async with aiomqtt.Client(
         "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
@@ -79,10 +114,16 @@ async def _run(
 
 
 def run_files(
-    config: Config, files: Sequence[Path], brokers: tuple[LocalBroker, LocalBroker]
+    config: Config,
+    files: Sequence[Path],
+    brokers: tuple[LocalBroker, LocalBroker],
+    held: bool = False,
 ) -> Received:
+    """`held`: each file said holding the button (`HeldWavSource`), else in conversation
+    mode."""
     bus, home = brokers
-    return asyncio.run(asyncio.wait_for(_run(config, files, bus, home), RUN_TIMEOUT_S))
+    run = _run(config, files, bus, home, held)
+    return asyncio.run(asyncio.wait_for(run, RUN_TIMEOUT_S))
 
 
 def slot_values(intent: dict[str, Any]) -> dict[str, Any]:

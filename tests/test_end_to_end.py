@@ -4,6 +4,7 @@ real mosquitto, real models."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,16 @@ from pendant.local_broker import LocalBroker
 from .conftest import SPEECH_CACHE, demo_config, hearing_config, speech_files, speech_sets
 from .pipeline import Received, run_files, slot_values
 
-MIN_CORRECT = 0.9
+# Said holding the button, a command is the wearer's: only a mishearing may drop it.
+MIN_CORRECT_HELD = 0.9
+# Unheld (conversation mode), the recogniser also weighs how likely a bystander's speech is to
+# fit the sentence by chance, and drops more commands to hear almost no other speech
+# (README, "Recognisers"); a one-word command needs the button there.
+MIN_CORRECT_UNHELD = 0.75
+# A wrong action is far worse than none; this many per set, at most. The known ones, measured
+# 2026-12-05: "50 percent" heard as "two percent" (pocketsphinx: "forty"), and, held, "what's
+# the weather" as "what's that" just over the held floor (README, "Recognisers").
+MAX_WRONG = 2
 
 
 @pytest.fixture(scope="module")
@@ -28,59 +38,91 @@ def espeak_set() -> list[dict[str, Any]]:
     return entries
 
 
-def score_recordings(config: Config, files: list[Path], got: Received) -> tuple[float, list[str]]:
-    parser = IntentParser(config)
-    commands = [i for i, f in enumerate(files) if not f.stem.startswith("oov_")]
-    misses = []
-    for i in commands:
-        expected = parser.parse(files[i].stem)
-        assert expected is not None, f"{files[i].stem!r} is not in the closed set"
-        heard = got.for_file(i)
-        if not (
+@dataclass
+class Score:
+    right: int = 0
+    wrong: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+    def add(
+        self, label: str, heard: list[dict[str, Any]], name: str, slots: dict[str, Any]
+    ) -> None:
+        """One command said, `heard` the intents attributed to it; `slots` the ones that
+        must match (the NLU may add others)."""
+        said = f"{label} -> {[(h['name'], h['text']) for h in heard]}"
+        if not heard:
+            self.missed.append(said)
+        elif (
             len(heard) == 1
-            and heard[0]["name"] == expected.name
-            and slot_values(heard[0]) == expected.slot_values()
+            and heard[0]["name"] == name
+            and all(slot_values(heard[0]).get(k) == v for k, v in slots.items())
         ):
-            misses.append(f"{files[i].stem} -> {[(h['name'], h['text']) for h in heard]}")
-    return 1 - len(misses) / len(commands), misses
+            self.right += 1
+        else:
+            self.wrong.append(said)
+
+    def check(self, min_correct: float) -> None:
+        total = self.right + len(self.wrong) + len(self.missed)
+        share = self.right / total
+        assert len(self.wrong) <= MAX_WRONG, f"wrong actions: {self.wrong}"
+        assert share >= min_correct, f"{share:.0%} correct; missed: {self.missed}"
 
 
+def one_word(text: str) -> bool:
+    return len(text.split()) == 1
+
+
+def score_recordings(config: Config, files: list[Path], got: Received, held: bool) -> Score:
+    parser = IntentParser(config)
+    score = Score()
+    for i, f in enumerate(files):
+        if f.stem.startswith("oov_"):
+            continue
+        expected = parser.parse(f.stem)
+        assert expected is not None, f"{f.stem!r} is not in the closed set"
+        heard = got.for_file(i)
+        if not held and one_word(f.stem):
+            assert heard == [] or (len(heard) == 1 and heard[0]["name"] == expected.name)
+            continue
+        score.add(f.stem, heard, expected.name, expected.slot_values())
+    return score
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["conversation", "held"])
 @pytest.mark.parametrize("subset", ["main", "generated"])
 def test_shared_recordings_become_the_right_intents(
-    subset: str, brokers: tuple[LocalBroker, LocalBroker]
+    subset: str, held: bool, brokers: tuple[LocalBroker, LocalBroker]
 ) -> None:
     files = speech_files(subset)
     config = hearing_config()
-    got = run_files(config, files, brokers)
-    share, misses = score_recordings(config, files, got)
-    assert share >= MIN_CORRECT, f"{share:.0%} correct; misses: {misses}"
+    got = run_files(config, files, brokers, held=held)
+    score_recordings(config, files, got, held).check(
+        MIN_CORRECT_HELD if held else MIN_CORRECT_UNHELD
+    )
     for i, f in enumerate(files):
-        if f.stem.startswith("oov_"):
+        if f.stem.startswith("oov_") and not held:
             assert got.for_file(i) == [], f"{f.name} is not a command but gave {got.for_file(i)}"
     # No text of a dropped utterance is published anywhere.
     for topic, body in got.messages:
-        assert not topic.startswith("hermes/nlu/intentNotRecognized"), body
+        assert held or not topic.startswith("hermes/nlu/intentNotRecognized"), body
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["conversation", "held"])
 def test_espeak_commands_in_room_noise(
-    espeak_set: list[dict[str, Any]], brokers: tuple[LocalBroker, LocalBroker]
+    held: bool, espeak_set: list[dict[str, Any]], brokers: tuple[LocalBroker, LocalBroker]
 ) -> None:
     commands = [e for e in espeak_set if e["kind"] == "command"]
     assert len(commands) >= 40
     assert len({e["intent"] for e in commands}) >= 8
-    got = run_files(hearing_config(), [e["path"] for e in commands], brokers)
-    misses = []
+    got = run_files(hearing_config(), [e["path"] for e in commands], brokers, held=held)
+    score = Score()
     for i, e in enumerate(commands):
         heard = got.for_file(i)
-        ok = (
-            len(heard) == 1
-            and heard[0]["name"] == e["intent"]
-            and all(slot_values(heard[0]).get(k) == v for k, v in e["slots"].items())
-        )
-        if not ok:
-            misses.append(f"{e['file']} ({e['text']}) -> {[(h['name'], h['text']) for h in heard]}")
-    share = 1 - len(misses) / len(commands)
-    assert share >= MIN_CORRECT, f"{share:.0%} correct; misses: {misses}"
+        if not held and one_word(e["text"]):
+            assert heard == [] or (len(heard) == 1 and heard[0]["name"] == e["intent"])
+            continue
+        score.add(f"{e['file']} ({e['text']})", heard, e["intent"], e["slots"])
+    score.check(MIN_CORRECT_HELD if held else MIN_CORRECT_UNHELD)
 
 
 def test_silence_noise_and_ordinary_talk_give_no_intent(

@@ -18,7 +18,7 @@ figure. Counted:
   listener loop (webrtcvad, Silero, the segmenter, early and final recognition), as
   `make bench` measures "listening to silence", but fed from memory as fast as it takes it.
 
-A backend with an extra in pyproject.toml (hama) has that extra's locked aarch64 wheels added
+A backend with an extra in pyproject.toml (whisper) has that extra's locked aarch64 wheels added
 to the guest's.
 
 Instructions become Zero 2 W time with an assumed IPC (instructions per cycle) for its
@@ -341,7 +341,8 @@ def byte_compile(directory: Path) -> None:
 
 
 def backend_extras(backend: str) -> list[str]:
-    """The pyproject extra a recogniser needs beyond the device's wheels (hama: ["hama"])."""
+    """The pyproject extra a recogniser needs beyond the device's wheels (whisper:
+    ["whisper"]; the default's are the device's own)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     return [backend] if backend in project.get("optional-dependencies", {}) else []
 

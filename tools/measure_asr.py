@@ -28,6 +28,8 @@ non-commands that became an intent. `--half tune|held-out` keeps the files in on
 manifest entry's own `split` when it has one, else chosen by a hash of each file's name and
 folder, so constants tuned on one half can be checked on the other.
 `--sweep` prints the same counts for several min confidences (the decoding is done once).
+`--pressed` scores every file as if said holding the button: the recogniser's held-talk
+confidence against `asr.min_confidence_pressed`.
 """
 
 from __future__ import annotations
@@ -38,14 +40,14 @@ import json
 import sys
 import time
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pendant.config import Config, load_config
-from pendant.ears.asr import BACKENDS, create_recognizer
+from pendant.ears.asr import BACKENDS, Transcription, create_recognizer
 from pendant.ears.understand.grammar import build_grammar, normalize
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 
@@ -380,6 +382,22 @@ def breakdown(outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
+class HeldTalk:
+    """A recogniser whose confidence is its held-talk one (`Transcription.confidence_for`)."""
+
+    def __init__(self, recognizer) -> None:  # type: ignore[no-untyped-def]
+        self.recognizer = recognizer
+
+    def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        result = self.recognizer.transcribe(audio)
+        if result is None:
+            return None
+        return replace(result, confidence=result.confidence_for(pressed=True))
+
+    def close(self) -> None:
+        self.recognizer.close()
+
+
 def with_backend(config: Config, backend: str) -> Config:
     return config.model_copy(update={"asr": config.asr.model_copy(update={"backend": backend})})
 
@@ -395,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         help="manifest.json of tools/speech_sets.py or tools/kokoro_sets.py (repeatable)",
     )
     parser.add_argument("--config", default=str(ROOT / "examples" / "pendant.toml"))
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="pocketsphinx")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), help="default: the config's")
     parser.add_argument("--min-confidence", type=float, help="default: the config's")
     parser.add_argument(
         "--non-commands", action="store_true", help="every WAV is speech that is not a command"
@@ -407,12 +425,18 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated min confidences to count again, e.g. 0.3,0.5,0.7",
     )
     parser.add_argument(
+        "--pressed", action="store_true", help="score every file as said holding the button"
+    )
+    parser.add_argument(
         "--outcomes", type=Path, help="write each file's outcome there (JSON lines)"
     )
     args = parser.parse_args(argv)
 
-    config = with_backend(load_config(args.config), args.backend)
-    min_conf = config.asr.min_confidence if args.min_confidence is None else args.min_confidence
+    config = load_config(args.config)
+    if args.backend:
+        config = with_backend(config, args.backend)
+    floor = config.asr.min_confidence_pressed if args.pressed else config.asr.min_confidence
+    min_conf = floor if args.min_confidence is None else args.min_confidence
     # The default directories only stand in when nothing at all was asked for.
     dirs = args.dirs or ([] if args.manifest else [d for d in DEFAULT_DIRS if d.is_dir()])
     if not dirs and not args.manifest:
@@ -425,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     grammar = build_grammar(config)
     nlu = IntentParser(config)
     recognizer = create_recognizer(config, grammar)
+    if args.pressed:
+        recognizer = HeldTalk(recognizer)
     total = Tally()
     summaries = []
     outcomes: list[Outcome] = []
@@ -443,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         recognizer.close()
     half = f", {args.half} half" if args.half else ""
-    print(f"\nbackend {args.backend}, min confidence {min_conf}{half}")
+    held = ", held talk" if args.pressed else ""
+    print(f"\nbackend {config.asr.backend}, min confidence {min_conf}{half}{held}")
     for line in summaries:
         print(line)
     print(total.line("total", exact=not args.manifest))

@@ -227,9 +227,10 @@ class VadConfig(_Strict):
 
 class AsrConfig(_Strict):
     backend: Literal["pocketsphinx", "whisper", "hama"] = Field(
-        "pocketsphinx",
-        description="Recogniser: 'pocketsphinx' (Zero 2 W), 'whisper' (Pi 5) or 'hama' (a "
-        "phoneme CTC model searching the closed set; small and fast, under evaluation).",
+        "hama",
+        description="Recogniser: 'hama' (a phoneme CTC model searching the closed set: few "
+        "wrong actions, little other speech accepted), 'pocketsphinx' (accepts more short "
+        "commands unheld, and more bystanders' speech) or 'whisper' (Pi 5).",
     )
     min_confidence: float = Field(
         0.5,

@@ -271,7 +271,8 @@ class Ears:
             await self._activity("idle" if self.muted else "capturing")
         asr = self.config.asr
         floor = asr.min_confidence_pressed if pressed else asr.min_confidence
-        confident = heard is not None and heard.confidence >= floor
+        score = heard.confidence_for(pressed) if heard is not None else 0.0
+        confident = heard is not None and score >= floor
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
             if pressed:
@@ -279,7 +280,7 @@ class Ears:
                     NotRecognized(
                         device_id=self.config.device_id,
                         text=heard.text if heard else None,
-                        confidence=heard.confidence if heard else 0.0,
+                        confidence=score,
                     )
                 )
             return None
@@ -287,7 +288,7 @@ class Ears:
             device_id=self.config.device_id,
             name=match.name,
             text=heard.text,
-            confidence=round(heard.confidence, 3),
+            confidence=round(score, 3),
             slots=match.slots,
             loudness_dbfs=round(dbfs(utterance.audio), 1),
             speech_end_ms=utterance.speech_end_ms,

@@ -25,7 +25,17 @@ class Transcription:
     text: str
     """A sentence of the closed set, lowercase words, e.g. 'turn on the kitchen lights'."""
     confidence: float
-    """0..1; conversation mode drops anything under asr.min_confidence."""
+    """0..1; conversation mode drops anything under asr.min_confidence. It may count against
+    a sentence what makes it likely a bystander's (a short one fits other speech by chance)."""
+    held_confidence: float | None = None
+    """0..1, for what is said holding the button (compared with asr.min_confidence_pressed):
+    only a mishearing to rule out, since the speaker is the wearer; None: `confidence`."""
+
+    def confidence_for(self, pressed: bool) -> float:
+        """The confidence to compare with the floor of held talk or of conversation mode."""
+        if pressed and self.held_confidence is not None:
+            return self.held_confidence
+        return self.confidence
 
 
 class Recognizer(Protocol):
