@@ -107,6 +107,7 @@ bench-arm: setup models bench-arm-apt
 
 schemas: setup
 	$(PY) -m pendant.events
+	$(PY) -m pendant.ears.understand.closed_words
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache bench-results.json bench-arm-results*.json tests/web/node_modules

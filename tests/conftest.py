@@ -13,7 +13,9 @@ import pytest
 
 from pendant.config import Config, load_config
 from pendant.ears.understand.grammar import Grammar, build_grammar
+from pendant.gate import Gate
 from pendant.local_broker import LocalBroker
+from pendant.vocabulary import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"
@@ -44,6 +46,11 @@ def demo_config(**updates: object) -> Config:
             update={"models": config.models.model_copy(update={"cache_dir": cache})}
         )
     return config.model_copy(update=updates) if updates else config
+
+
+def demo_gate(**kw: object) -> Gate:
+    """A schema gate that knows the demo home's words, as the link builds it."""
+    return Gate(Vocabulary.of(demo_config()), **kw)  # type: ignore[arg-type]
 
 
 def hearing_config(**updates: object) -> Config:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pendant import commands
 from pendant.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
 from pendant.events import PUBLIC_TYPES, Command, Error, Intent, Slot, parse_event
-from pendant.gate import Gate
+from tests.conftest import demo_gate
 
 DEVICE = "pendant-test"
 AREAS = ("Kitchen", "Living Room")
@@ -39,7 +39,7 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         return
     assert isinstance(result, Error)
     # An error passes the gate (or the phone would never hear of it) ...
-    assert Gate().admit(result.to_json()) is not None
+    assert demo_gate().admit(result.to_json()) is not None
     # ... and never republishes more than a short excerpt of what was sent.
     text = payload.decode("utf-8", "replace")
     for start in range(0, max(0, len(text) - ECHO_CHARS)):
@@ -146,7 +146,7 @@ def test_an_error_never_echoes_much_of_the_input() -> None:
         assert isinstance(result, Error)
         assert secret[: ECHO_CHARS + 1] not in result.reason
         assert len(result.reason) <= 100
-        assert Gate().admit(result.to_json()) is not None
+        assert demo_gate().admit(result.to_json()) is not None
     assert parse(secret, b"{}").command is None  # not a plausible name: not repeated
 
 
@@ -204,11 +204,11 @@ def _intent_json() -> dict[str, Any]:
 
 
 def assert_gate_sound(payload: bytes) -> None:
-    event = Gate().admit(payload)
+    event = demo_gate().admit(payload)
     if event is not None:
         assert type(event) in PUBLIC_TYPES
         again = event.to_json()  # what the link will publish must serialise ...
-        assert Gate().admit(again) == event  # ... and pass the gate again unchanged
+        assert demo_gate().admit(again) == event  # ... and pass the gate again unchanged
 
 
 @FUZZ

@@ -20,7 +20,7 @@ from pendant.events import (
     parse_event,
     write_schemas,
 )
-from pendant.gate import Gate
+from tests.conftest import demo_gate
 
 
 def intent(**kw: object) -> Intent:
@@ -66,7 +66,7 @@ def test_bad_events_raise_one_line(payload: bytes, message: str) -> None:
 
 
 def test_gate_passes_public_events_and_drops_the_rest() -> None:
-    gate = Gate()
+    gate = demo_gate()
     assert gate.admit(intent().to_json()) is not None
     assert gate.admit(Status(device_id="p", state="ready").to_json()) is not None
     assert gate.admit(NotRecognized(device_id="p").to_json()) is not None
@@ -82,7 +82,7 @@ def test_gate_passes_public_events_and_drops_the_rest() -> None:
 
 
 def test_gate_drops_text_that_smuggles_a_blob() -> None:
-    gate = Gate()
+    gate = demo_gate()
     blob = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="
     assert gate.admit(intent(text=f"turn on {blob}").to_json()) is None
     assert gate.dropped["blob"] == 1
@@ -117,7 +117,7 @@ json_values = st.recursive(
     )
 )
 def test_gate_never_crashes_and_only_forwards_valid_events(data: dict[str, object]) -> None:
-    gate = Gate()
+    gate = demo_gate()
     event = gate.admit(json.dumps(data).encode())
     if event is not None:
         assert type(event) in PUBLIC_TYPES

@@ -300,6 +300,19 @@ class LinkConfig(_Strict):
         le=7 * 86_400,
         description="Intents (and transcripts, errors) older than this are dropped, not sent late.",
     )
+    gate_burst: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Events of one type the schema gate lets out at once; after that one "
+        "per link.gate_every_s, and the rest are dropped (counted as 'rate').",
+    )
+    gate_every_s: float = Field(
+        0.5,
+        gt=0,
+        le=3600,
+        description="Seconds after which the gate lets one more event of a type out.",
+    )
     discovery: Literal["device", "components", "off"] = Field(
         "device",
         description="Home Assistant MQTT discovery: 'device' (one retained message, Home "

@@ -32,6 +32,12 @@ CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
 AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$")]
 MAX_SENTENCE_SETS = 20
 MAX_SENTENCES = 20
+# The intent names the eyes answer with: what the camera read or saw, words no closed set
+# holds (the gate judges them as text, pendant.gate). Not "WhatIsThis": the eyes listen for
+# that name on the same topic, and must never take their own answer for a question.
+READ_TEXT = "ReadText"
+SEEN_OBJECTS = "SeenObjects"
+EYES_INTENTS = frozenset({READ_TEXT, SEEN_OBJECTS})
 
 
 def _new_id() -> str:
@@ -75,7 +81,9 @@ class Slot(BaseModel):
         "room last set on the command topic cmd/area (Home Assistant's room presence), else "
         "home.default_area, else absent."
     )
-    value: str | int | float = Field(description="Normalised value, e.g. 'Kitchen' or 5.")
+    # Text-long: the eyes' ReadText carries what the camera read; the gate holds the ears'
+    # values to the config's names.
+    value: Text | int | float = Field(description="Normalised value, e.g. 'Kitchen' or 5.")
     raw_value: ShortText = Field(
         description="The words that were said for it; empty for 'area_context' and for an "
         "'area' that came from the context, not from the words."

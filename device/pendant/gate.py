@@ -1,8 +1,21 @@
 """The schema gate: the only door from the device to the outside world.
 
 An event leaves only if it is of a public type, fits the size limit, validates against its
-published JSON Schema and carries no blob that could smuggle audio or image bytes. Anything
-else is dropped and counted by reason, never forwarded.
+published JSON Schema, carries no blob that could smuggle audio or image bytes, says only what
+its source can say, and its type is within its rate. Anything else is dropped and counted by
+reason (one log line each), never forwarded:
+
+- `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
+- `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
+  split into words (`pendant.blobs`), or text outside printable ASCII;
+- `vocabulary`: an intent or transcript with a word, slot value or intent name the closed set
+  cannot emit (`pendant.vocabulary`). The eyes' intents carry what the camera read, which no
+  closed set holds: they are held to the blob rules instead, as scenes are;
+- `rate`: more of one type than `burst` at once and one per `every_s` seconds after. Per type,
+  so a flood of one cannot crowd out another.
+
+Error events are the link's own (no other process may write them on the bus): they are held
+to the schema and the 48-character rule only, so a phone hears why its command was refused.
 """
 
 from __future__ import annotations
@@ -10,13 +23,30 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import jsonschema
 
-from pendant.events import MAX_EVENT_BYTES, PUBLIC_TYPES, SCHEMA_DIR, Event, EventError, parse_event
+from pendant.blobs import is_plain, looks_like_blob
+from pendant.events import (
+    EYES_INTENTS,
+    MAX_EVENT_BYTES,
+    PUBLIC_TYPES,
+    SCHEMA_DIR,
+    Error,
+    Event,
+    EventError,
+    Intent,
+    Sentences,
+    Transcript,
+    parse_event,
+)
+from pendant.ratelimit import TokenBucket
+from pendant.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +54,13 @@ log = logging.getLogger(__name__)
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
 ID_KEYS = frozenset({"id", "session_id"})
+# A person's burst of commands (and the retained states replayed when the link connects)
+# passes; a flood of one type is held to a few a second.
+BURST = 10
+EVERY_S = 0.5
+# A slot value of the closed set is a name from the config (at most 60 characters).
+MAX_SLOT_CHARS = 100
+MAX_NUMBER = 999_999
 
 
 @cache
@@ -42,16 +79,79 @@ def _strings(value: Any, key: str = "") -> list[tuple[str, str]]:
     return []
 
 
+def _text_is_blob(data: dict[str, Any]) -> bool:
+    texts = [s for k, s in _strings(data) if k not in ID_KEYS]
+    if any(BLOB.search(s) for s in texts):
+        return True
+    if data["type"] == Error.model_fields["type"].default:
+        return False
+    return any(not is_plain(s) or looks_like_blob(s) for s in texts)
+
+
+def _spoken_number(value: float) -> bool:
+    # What number words say: under a million, to hundredths ("twenty point two five").
+    return abs(value) <= MAX_NUMBER and round(value, 2) == value
+
+
+def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
+    """Why `event` says what its source cannot say, or None."""
+    if isinstance(event, Transcript):
+        return "transcript words" if vocabulary.unknown(event.text) else None
+    if not isinstance(event, Intent) or event.name in EYES_INTENTS:
+        return None
+    if event.name not in vocabulary.intents:
+        return "intent name"
+    if vocabulary.unknown(event.text):
+        return "intent words"
+    for slot in event.slots:
+        if isinstance(slot.value, int | float) and not _spoken_number(slot.value):
+            return f"slot {slot.name[:20]!r} number"
+        said = [slot.name, slot.entity, slot.raw_value]
+        said += [slot.value] if isinstance(slot.value, str) else []
+        if any(len(s) > MAX_SLOT_CHARS or vocabulary.unknown(s) for s in said):
+            return f"slot {slot.name[:20]!r}"
+    return None
+
+
 class Gate:
-    def __init__(self) -> None:
+    """Admits bus payloads that may leave the device; see the module's docstring."""
+
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        burst: int = BURST,
+        every_s: float = EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.vocabulary = vocabulary
         self.dropped: Counter[str] = Counter()
         self.passed = 0
+        self._buckets = {name: TokenBucket(burst, every_s, clock) for name in PUBLIC_NAMES}
+        self._limited: set[str] = set()
+        """Types over their rate since the last one passed: logged once a flood, not per event."""
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str, detail: str = "") -> None:
         self.dropped[reason] += 1
-        log.warning("gate dropped an event: %s", reason)
+        log.warning("gate dropped an event: %s%s", reason, f" ({detail})" if detail else "")
 
     def admit(self, payload: bytes) -> Event | None:
+        """The event in `payload` if it may leave the device, else None (counted in `dropped`)."""
+        event = self._check(payload)
+        if event is None:
+            return None
+        if not self._buckets[event.type].take():
+            self.dropped["rate"] += 1
+            if event.type not in self._limited:
+                self._limited.add(event.type)
+                log.warning("gate: %s events over their rate; dropping them for now", event.type)
+            return None
+        self._limited.discard(event.type)
+        if isinstance(event, Sentences):
+            self.vocabulary.learn(event.sets)
+        self.passed += 1
+        return event
+
+    def _check(self, payload: bytes) -> Event | None:
         if len(payload) > MAX_EVENT_BYTES:
             self._drop("oversized")
             return None
@@ -68,17 +168,20 @@ class Gate:
         if data["type"] not in PUBLIC_NAMES:
             self._drop("not_public_type")
             return None
-        if any(BLOB.search(s) for k, s in _strings(data) if k not in ID_KEYS):
-            self._drop("blob")
+        if _text_is_blob(data):
+            self._drop("blob", data["type"])
             return None
         errors = list(_validator(data["type"]).iter_errors(data))
         if errors:
-            self._drop("schema")
+            self._drop("schema", data["type"])
             return None
         try:
             event = parse_event(payload)
         except EventError:
-            self._drop("schema")
+            self._drop("schema", data["type"])
             return None
-        self.passed += 1
+        why = _off_vocabulary(event, self.vocabulary)
+        if why is not None:
+            self._drop("vocabulary", f"{event.type}: {why}")
+            return None
         return event

@@ -51,9 +51,8 @@ import logging
 import random
 import signal
 import sys
-import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +80,8 @@ from pendant.events import (
 )
 from pendant.gate import PUBLIC_NAMES, Gate
 from pendant.outbox import RETRY_S, Outbox
+from pendant.ratelimit import TokenBucket
+from pendant.vocabulary import Vocabulary
 
 # Named, not __name__: under `python -m pendant.link` that would be "__main__".
 log = logging.getLogger("pendant.link")
@@ -124,29 +125,6 @@ async def _race(*coros: Coroutine[Any, Any, None]) -> None:
         task.result()
 
 
-class TokenBucket:
-    """`burst` tokens, refilled one per `every_s` seconds of `clock` (monotonic), at most
-    `burst`. `take()` spends one if there is one."""
-
-    def __init__(
-        self, burst: int, every_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.burst = burst
-        self.every_s = every_s
-        self.clock = clock
-        self._tokens = float(burst)
-        self._at = clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.every_s)
-        self._at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
 class SentWindow:
     """The last `size` keys added, oldest forgotten first."""
 
@@ -187,7 +165,7 @@ class _Backoff:
 class Link:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.gate = Gate()
+        self.gate = Gate(Vocabulary.of(config), config.link.gate_burst, config.link.gate_every_s)
         self.outbox = Outbox(config.link.outbox_path or None, expiry_s=config.link.intent_expiry_s)
         self.published: Counter[str] = Counter()
         self.sent = SentWindow()

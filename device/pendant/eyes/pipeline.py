@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from pendant.events import Intent, Label, Scene, Slot
+from pendant.events import READ_TEXT, SEEN_OBJECTS, Intent, Label, Scene, Slot
 from pendant.eyes.detectors import Detector, best_labels, create_detector
 from pendant.eyes.faces import FaceGuard
 from pendant.eyes.ocr import TextReader, join_lines
@@ -25,10 +25,6 @@ Trigger = Literal["capture", "read_this", "what_is_this", "button"]
 READ_TRIGGERS = frozenset({"capture", "read_this", "button"})
 MAX_LABELS = 20
 MAX_SLOTS = 16
-# The intent names the eyes answer with. Not "WhatIsThis": the eyes listen for that name on
-# the same topic, and must never take their own answer for a question.
-READ_TEXT = "ReadText"
-SEEN_OBJECTS = "SeenObjects"
 
 
 @dataclass

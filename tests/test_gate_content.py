@@ -1,0 +1,268 @@
+"""What the schema gate lets out: words of the closed set, bounded text without blobs, a
+rate per event type (issue 14, item 11)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from pendant.config import Config, Floor, HomeDevice
+from pendant.ears.understand.grammar import Grammar, build_grammar
+from pendant.ears.understand.nlu import IntentParser
+from pendant.events import (
+    READ_TEXT,
+    Battery,
+    Intent,
+    NotRecognized,
+    Scene,
+    Sentences,
+    SentenceSet,
+    Slot,
+    Status,
+    Transcript,
+)
+from pendant.gate import Gate
+from pendant.vocabulary import Vocabulary
+from tests.conftest import demo_config
+
+DEVICE = "pendant-demo"
+B64_47 = (
+    "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAAxMjM0NTY3ODkwYWJjZGVmZ2hp"
+    "amtsbW5vcHFyc3R1dnd4eXpBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWg=="
+)
+
+
+def spaced(blob: str, every: int) -> str:
+    return " ".join(blob[i : i + every] for i in range(0, len(blob), every))
+
+
+def gate(config: Config | None = None, clock: list[float] | None = None) -> Gate:
+    now = clock if clock is not None else [0.0]
+    return Gate(Vocabulary.of(config or demo_config()), clock=lambda: now[0])
+
+
+def intent(text: str = "turn on the kitchen lights", **kw: object) -> bytes:
+    base: dict[str, object] = {
+        "device_id": DEVICE,
+        "name": "HassTurnOn",
+        "text": text,
+        "confidence": 0.9,
+        "slots": [Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")],
+    }
+    return Intent(**(base | kw)).to_json()  # type: ignore[arg-type]
+
+
+def raw_intent(**fields: object) -> bytes:
+    """An intent as JSON, past what the event classes would build (as a rogue publisher)."""
+    data = json.loads(intent())
+    data.update(fields)
+    return json.dumps(data).encode()
+
+
+def scene(text: str) -> bytes:
+    return Scene(device_id=DEVICE, trigger="read_this", text=text).to_json()
+
+
+def test_the_closed_set_passes() -> None:
+    g = gate()
+    assert g.admit(intent()) is not None
+    slots = [Slot(name="name", value="Bed Light", raw_value="bed light", entity="name")]
+    assert g.admit(intent("turn on the bed light", slots=slots)) is not None
+    here = Slot(name="area_context", value="here", raw_value="", entity="area_context")
+    assert g.admit(intent("turn on the lights in here", slots=[here])) is not None
+    domain = Slot(name="domain", value="media_player", raw_value="", entity="domain")
+    assert g.admit(intent("pause the tv", name="HassMediaPause", slots=[domain])) is not None
+    minutes = Slot(name="minutes", value=5, raw_value="five", entity="minutes")
+    timer = intent("set a timer for five minutes", name="HassStartTimer", slots=[minutes])
+    assert g.admit(timer) is not None
+    # The wearer's own intent from the config file, and a label the eyes read.
+    assert g.admit(intent("ring my phone", name="FindMyPhone", slots=[])) is not None
+    label = "Oat Milk 1L\nBest before 12/05/2026 LOT 4B27X\n3.99 EUR"
+    assert g.admit(scene(label)) is not None
+    assert g.dropped == {}
+
+
+def test_base64_split_by_spaces_every_47_characters_is_dropped() -> None:
+    g = gate()
+    text = spaced(B64_47, 47)
+    assert g.admit(intent(f"turn on {text}"[:500])) is None
+    assert g.admit(scene(text)) is None
+    assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None
+    read = Slot(name="text", value=text, raw_value=text[:100], entity="ocr")
+    assert g.admit(intent(text, name=READ_TEXT, slots=[read])) is None
+    assert g.passed == 0
+    assert sum(g.dropped.values()) == 4
+
+
+def test_hex_and_short_chunks_are_dropped_too() -> None:
+    g = gate()
+    data = bytes(range(7, 7 + 40 * 5, 5))
+    texts = (spaced(data.hex(), 2), spaced(data.hex(), 8), spaced(B64_47, 4), spaced(B64_47, 1))
+    for text in texts:
+        assert g.admit(scene(text[:500])) is None, text
+    assert g.dropped == {"blob": 4}
+
+
+def test_words_outside_the_closed_set_are_dropped() -> None:
+    g = gate()
+    assert g.admit(intent("turn on the kitchen lights and exfiltrate")) is None
+    attic = Slot(name="area", value="Attic", raw_value="attic", entity="area")
+    assert g.admit(intent("turn on the kitchen lights", slots=[attic])) is None
+    assert g.admit(Transcript(device_id=DEVICE, text="hello world", confidence=1).to_json()) is None
+    assert g.admit(raw_intent(name="HassExfiltrate")) is None
+    assert g.dropped == {"vocabulary": 4}
+
+
+def test_non_ascii_text_is_dropped_but_the_configs_names_pass() -> None:
+    g = gate()
+    for text in ("turn on the kitchen lights \u4e00\u4e8c\u4e09", "k\u00fcchen", "\ud7ff\u3042"):
+        assert g.admit(raw_intent(text=text)) is None, text
+        assert g.admit(scene(f"Oat milk {text}")) is None, text
+    # Names as the config spells them (capitals, apostrophes, digits) are what the ears emit.
+    home = demo_config().home.model_copy(update={"areas": ["Kid's Room", "Office"]})
+    config = demo_config(home=home)
+    slot = Slot(name="area", value="Kid's Room", raw_value="kid's room", entity="area")
+    assert gate(config).admit(intent("turn on the lights in the kid's room", slots=[slot]))
+    assert g.passed == 0
+
+
+def test_numeric_slot_values_are_bounded() -> None:
+    g = gate()
+    for value in (10**30, 1234567.0, 0.1234567891234):
+        slot = [{"name": "minutes", "value": value, "raw_value": "five", "entity": "minutes"}]
+        assert g.admit(raw_intent(text="set a timer for five minutes", slots=slot)) is None
+    assert g.dropped == {"vocabulary": 3}
+
+
+def test_the_phones_sentences_are_learnt_from_the_sentences_event() -> None:
+    g = gate()
+    party = intent("disco time now", name="PartyMode", slots=[])
+    assert g.admit(party) is None
+    sets = [SentenceSet(intent="PartyMode", sentences=["(disco | party) time [now]"])]
+    assert g.admit(Sentences(device_id=DEVICE, sets=sets).to_json()) is not None
+    assert g.admit(party) is not None
+    assert g.dropped == {"vocabulary": 1}
+
+
+def test_a_4kb_slot_value_is_dropped() -> None:
+    g = gate()
+    huge = [{"name": "area", "value": "kitchen " * 512, "raw_value": "kitchen", "entity": "area"}]
+    assert len(json.dumps(huge)) > 4096
+    assert g.admit(raw_intent(slots=huge)) is None
+    assert g.passed == 0
+
+
+def test_a_flood_of_one_type_is_rate_limited_while_another_passes() -> None:
+    now = [0.0]
+    g = gate(clock=now)
+    status = Status(device_id=DEVICE, state="listening").to_json()
+    passed = sum(g.admit(status) is not None for _ in range(100))
+    assert passed == 10
+    assert g.dropped == {"rate": 90}
+    # A person's burst of commands is untouched by the status flood.
+    assert all(g.admit(intent()) is not None for _ in range(10))
+    battery = Battery(device_id=DEVICE, pct=50).to_json()
+    assert g.admit(battery) is not None
+    now[0] += 1.0  # the flood's type comes back at a few a second
+    assert [g.admit(status) is not None for _ in range(3)] == [True, True, False]
+
+
+# -- fuzz: a blob split any way is dropped, by the blob check itself --------------------
+
+# Not base32: in chunks of four, one in a hundred reads as capital words (pendant.blobs);
+# the rate limit bounds what gets through that way.
+ENCODINGS = {
+    "base64": lambda b: base64.b64encode(b).decode(),
+    "base64url": lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="),
+    "hex": lambda b: b.hex(),
+    "HEX": lambda b: b.hex().upper(),
+}
+
+
+@settings(max_examples=600, suppress_health_check=list(HealthCheck), deadline=None)
+@given(
+    st.binary(min_size=24, max_size=200),
+    st.sampled_from(sorted(ENCODINGS)),
+    st.integers(min_value=1, max_value=64),
+    st.sampled_from([" ", "\n", "  "]),
+    st.sampled_from(["", "Oat milk ", "read this label: "]),
+    st.sampled_from(["scene", "read_text", "not_recognized"]),
+)
+def test_fuzz_split_blobs_are_dropped_as_blobs(
+    data: bytes, encoding: str, every: int, sep: str, before: str, kind: str
+) -> None:
+    # Bytes with variety, as sound is: mostly one byte (silence) is for the repeat rule,
+    # tested on its own below.
+    assume(len(set(data)) >= len(data) // 2)
+    encoded = ENCODINGS[encoding](data)
+    text = before + sep.join(encoded[i : i + every] for i in range(0, len(encoded), every))
+    text = text[:500]
+    assume(len(text) - len(before) >= 32)  # enough of the blob left to carry something
+    if kind == "scene":
+        payload = scene(text)
+    elif kind == "not_recognized":
+        payload = NotRecognized(device_id=DEVICE, text=text).to_json()
+    else:
+        flat = " ".join(text.split())
+        read = Slot(name="text", value=flat, raw_value=flat[:100], entity="ocr")
+        payload = intent(flat, name=READ_TEXT, slots=[read])
+    g = gate()
+    assert g.admit(payload) is None
+    assert g.dropped == {"blob": 1}
+
+
+def test_silence_encoded_is_dropped() -> None:
+    g = gate()
+    quiet = bytes(40) + bytes(range(1, 8))
+    for text in (spaced(base64.b64encode(quiet).decode(), 4), spaced(quiet.hex(), 4)):
+        assert g.admit(scene(text)) is None, text
+    assert g.dropped == {"blob": 2}
+
+
+# -- the vocabulary is the closed set's, no less ------------------------------------------
+
+
+def test_the_committed_closed_words_are_current() -> None:
+    from pendant.ears.understand.closed_words import closed_words
+    from pendant.vocabulary import CLOSED_WORDS
+
+    assert json.loads(CLOSED_WORDS.read_text()) == closed_words(), "run `make schemas`"
+
+
+def test_every_word_of_the_homes_grammar_is_known(config: Config, grammar: Grammar) -> None:
+    vocabulary = Vocabulary.of(config)
+    assert sorted(grammar.words - vocabulary.words) == []
+    # A home with floors, digits in names and its own lists.
+    home = config.home.model_copy(
+        update={
+            "areas": [*config.home.areas, "Kid's Room"],
+            "floors": [Floor(name="Upstairs", areas=["Kid's Room"])],
+            "devices": [*config.home.devices, HomeDevice(name="PM2 5 Sensor", kind="sensor")],
+            "list_items": ["oat milk", "Quinoa"],
+            "timer_names": ["sourdough"],
+            "media": ["Jazz Classics"],
+        }
+    )
+    other = config.model_copy(update={"home": home})
+    assert sorted(build_grammar(other).words - Vocabulary.of(other).words) == []
+
+
+def test_what_the_homes_nlu_makes_of_its_sentences_passes(config: Config, grammar: Grammar) -> None:
+    parser = IntentParser(config)
+    sentences = grammar.sample(np.random.default_rng(11), 300)
+    g = Gate(Vocabulary.of(config), burst=len(sentences))
+    matched = 0
+    for sentence in sentences:
+        match = parser.parse(sentence)
+        if match is None:
+            continue
+        matched += 1
+        event = Intent(
+            device_id=DEVICE, name=match.name, text=sentence, confidence=0.9, slots=match.slots
+        )
+        assert g.admit(event.to_json()) is not None, (sentence, match.slots, g.dropped)
+    assert matched > 200
