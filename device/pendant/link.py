@@ -39,6 +39,21 @@ outbox's delete may still send one again.
 Availability is a retained `online`, with a retained `offline` as last will. The bus side and
 the outside side have their own reconnect loops, so an outside outage never blocks the bus.
 
+The watchdog (`pendant-link`'s WatchdogSec=) is fed by the outbox sender's progress, not by
+the loop turning: a loop that turns while the sender is stuck (an outbox file that no longer
+reads, a sender that never comes back from a wait) must get the link restarted. `heartbeat`
+is beaten when, and only when, the outside side does one of these:
+- gets a PUBACK (or a SUBACK while connecting): every such wait is bounded by `TIMEOUT_S`;
+- reads the outbox and finds nothing waiting (`Outbox.readable`: "cannot read" is not
+  "empty"), at least every `check_s` while idle;
+- waits for an outside broker that is away: a refused or failed connection, then the
+  backoff, during which it reads the outbox every `check_s`. A home broker that is down is
+  not the link's fault, so the link is not restarted over it (a restart would not bring the
+  broker back, and would burn the unit's start limit); a link whose outbox stops reading
+  while it waits is.
+A connection attempt is bounded too (TIMEOUT_S), so a beat is never more than about
+`TIMEOUT_S` + `RECONNECT_MAX_S` away while the link is healthy; WatchdogSec= must be above it.
+
 `python -m pendant.link --config FILE` runs the link alone (the `pendant-link` service).
 """
 
@@ -80,6 +95,7 @@ from pendant.events import (
     Transcript,
 )
 from pendant.gate import PUBLIC_NAMES, Gate
+from pendant.notify import Heartbeat
 from pendant.outbox import RETRY_S, Outbox
 
 # Named, not __name__: under `python -m pendant.link` that would be "__main__".
@@ -168,16 +184,31 @@ class SentWindow:
 
 
 class _Backoff:
-    """Reconnect delays, and one log line per outage rather than one per attempt."""
+    """Reconnect delays, and one log line per outage rather than one per attempt.
 
-    def __init__(self, what: str) -> None:
+    `tick`, if given, runs at least every `tick_s` while the delay lasts: the outside side
+    proves there that it is waiting for the broker, not stuck (see `Link.check_outbox`).
+    """
+
+    def __init__(
+        self, what: str, tick: Callable[[], None] | None = None, tick_s: float = RETRY_S
+    ) -> None:
         self.what = what
         self.delay = RECONNECT_S
+        self.tick = tick
+        self.tick_s = tick_s
 
     async def failed(self, exc: Exception) -> None:
         level = logging.WARNING if self.delay == RECONNECT_S else logging.DEBUG
         log.log(level, "link: %s unreachable (%s); retrying", self.what, exc)
-        await asyncio.sleep(self.delay)
+        deadline = time.monotonic() + self.delay
+        while True:
+            if self.tick is not None:
+                self.tick()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, self.tick_s))
         self.delay = min(self.delay * 2, RECONNECT_MAX_S)
 
     def ok(self) -> None:
@@ -220,6 +251,10 @@ class Link:
         self.announced = 0
         """Times the discovery messages went out."""
         self._ha_online = asyncio.Event()
+        self.heartbeat = Heartbeat("outbox sender")
+        """Beaten only by the outside side's progress (see "The watchdog" in the docstring)."""
+        self.check_s = RETRY_S
+        """How often an idle or waiting sender reads the outbox again (and so beats)."""
 
     @property
     def idle(self) -> bool:
@@ -346,15 +381,27 @@ class Link:
             timeout=TIMEOUT_S,
         )
 
+    def check_outbox(self) -> None:
+        """While the broker is away the sender waits: progress, as long as the outbox reads."""
+        self.outbox.peek()  # drops what expired meanwhile, retries a failed write
+        if self.outbox.readable:
+            self.heartbeat.beat()
+
     async def _to_outside(self) -> None:
         link = self.config.link
-        backoff = _Backoff(f"outside broker {link.socket or f'{link.host}:{link.port}'}")
+        backoff = _Backoff(
+            f"outside broker {link.socket or f'{link.host}:{link.port}'}",
+            tick=self.check_outbox,
+            tick_s=self.check_s,
+        )
         while True:
             try:
                 async with self._outside_client() as client:
+                    self.heartbeat.beat()  # every step below is bounded by TIMEOUT_S
                     await client.publish(
                         self.availability_topic, b"online", qos=1, retain=True, timeout=TIMEOUT_S
                     )
+                    self.heartbeat.beat()
                     # QoS 0 on purpose: with QoS 1 the broker would queue commands for this
                     # persistent session while the link is away and replay them on its
                     # return, and a `capture` an hour late is worse than none. Retain as
@@ -371,9 +418,11 @@ class Link:
                     # Also a fence: the broker answers subscriptions in order, so once this
                     # one is acknowledged every retained message of the last one has arrived.
                     await client.subscribe(discovery.STATUS_TOPIC, qos=0, timeout=TIMEOUT_S)
+                    self.heartbeat.beat()
                     await self._clear_stale(client)
                     self._ha_online.clear()
                     await self._announce(client)
+                    self.heartbeat.beat()
                     self.connected.set()
                     backoff.ok()
                     log.info("link: connected to the %s", backoff.what)
@@ -403,10 +452,13 @@ class Link:
         while True:
             entry = self.outbox.peek()
             if entry is None:
+                if self.outbox.readable:
+                    self.heartbeat.beat()  # verified: nothing waits
                 self._wake.clear()
-                # The timeout retries events a failing disk left in RAM.
+                # The timeout retries events a failing disk left in RAM, and reads the
+                # outbox again often enough to keep the watchdog fed while idle.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RETRY_S)
+                    await asyncio.wait_for(self._wake.wait(), self.check_s)
                 continue
             fresh = 0
             for topic, payload, retain in self.messages(entry.event):
@@ -416,8 +468,10 @@ class Link:
                     continue
                 await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
                 self.sent.add(key)  # after its PUBACK: see the module's docstring
+                self.heartbeat.beat()
                 fresh += 1
             self.outbox.done(entry)  # every message of it has its PUBACK
+            self.heartbeat.beat()
             if fresh:
                 self.published[entry.event.type] += 1
 
