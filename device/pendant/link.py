@@ -36,6 +36,12 @@ twice: the link cannot tell a lost PUBLISH from a lost PUBACK, and losing an acc
 is worse than a duplicate. The window is in RAM: a link restarted between a PUBACK and the
 outbox's delete may still send one again.
 
+To `link.host` the link speaks TLS (`link.tls`, default on but for a loopback host), checking
+the broker's certificate against `link.cafile` (default: the system CA store) and its name
+against `link.host`; plaintext to another host needs `link.tls = false` and is warned about
+at start. Over `link.socket` (the device-local mosquitto) there is no network to protect; the
+bridge to the home broker is TLS by default too (`pendant.provision`).
+
 Availability is a retained `online`, with a retained `offline` as last will. The bus side and
 the outside side have their own reconnect loops, so an outside outage never blocks the bus.
 
@@ -65,6 +71,7 @@ import contextlib
 import logging
 import random
 import signal
+import ssl
 import sys
 import time
 from collections import Counter, OrderedDict
@@ -79,7 +86,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pendant import bus, commands, discovery, hermes
 from pendant.bus import read_secret
-from pendant.config import Config, load_config
+from pendant.config import Config, LinkConfig, load_config
 from pendant.device_state import DeviceState
 from pendant.errors import PendantError
 from pendant.events import (
@@ -215,6 +222,33 @@ class _Backoff:
         self.delay = RECONNECT_S
 
 
+def tls_context(link: LinkConfig) -> ssl.SSLContext | None:
+    """The TLS the link speaks to link.host, or None for plaintext (see `LinkConfig.tls`).
+
+    Checked at start, so a missing or wrong CA file is one line, not a reconnect loop.
+    """
+    if not link.uses_tls:
+        if not link.socket and not link.loopback:
+            log.warning(
+                "link: plaintext to %s:%d (link.tls = false): its password and every event "
+                "cross the network readable",
+                link.host,
+                link.broker_port,
+            )
+        return None
+    try:
+        # Verifies the chain and that the certificate names link.host; TLS 1.2 at least.
+        context = ssl.create_default_context(cafile=link.cafile)
+    except ssl.SSLError as exc:
+        raise PendantError(
+            f"link.cafile {link.cafile}: not a PEM CA certificate ({exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise PendantError(f"link.cafile {link.cafile}: {exc.strerror or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 class Link:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -251,6 +285,7 @@ class Link:
         self.announced = 0
         """Times the discovery messages went out."""
         self._ha_online = asyncio.Event()
+        self._tls = tls_context(config.link)
         self.heartbeat = Heartbeat("outbox sender")
         """Beaten only by the outside side's progress (see "The watchdog" in the docstring)."""
         self.check_s = RETRY_S
@@ -364,7 +399,7 @@ class Link:
         where: dict[str, Any] = (
             {"hostname": link.socket, "port": 1883, "transport": "unix"}
             if link.socket
-            else {"hostname": link.host, "port": link.port}
+            else {"hostname": link.host, "port": link.broker_port, "tls_context": self._tls}
         )
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -390,7 +425,7 @@ class Link:
     async def _to_outside(self) -> None:
         link = self.config.link
         backoff = _Backoff(
-            f"outside broker {link.socket or f'{link.host}:{link.port}'}",
+            f"outside broker {link.socket or f'{link.host}:{link.broker_port}'}",
             tick=self.check_outbox,
             tick_s=self.check_s,
         )
