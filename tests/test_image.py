@@ -583,6 +583,36 @@ def test_firstboot_refuses_control_characters(
     assert "correct horse" not in (boot / "setup.toml").read_text()
 
 
+@pytest.mark.parametrize(("extra", "want"), [
+    ('cafile = "home-ca.crt"\n', ["bridge_cafile {boot}/home-ca.crt", "address 10.0.0.2:8883"]),
+    ("", ["bridge_capath /etc/ssl/certs", "address 10.0.0.2:8883"]),
+    ("insecure = true\n", ["address 10.0.0.2:1883"]),
+])  # fmt: skip
+def test_firstboot_bridges_over_tls_unless_setup_says_insecure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, want: list[str]
+) -> None:
+    """Issue 14 item 15: the home broker is reached over TLS (its CA from the card, else the
+    system store); plaintext only with `insecure = true`, and then said on the console."""
+    boot = tmp_path / "boot/firmware"
+    boot.mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    (boot / "home-ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (boot / "setup.toml").write_text(
+        '[home_broker]\nhost = "10.0.0.2"\nuser = "ha"\npassword = "a secret"\n' + extra
+    )
+    fb = load_firstboot(tmp_path)
+    fb.VENV_PY = Path(sys.executable)  # the bridge is made by this checkout's provisioning
+    fb.apply_setup()
+    assert fb.errors == []
+    conf = next(tmp_path.glob("etc/mosquitto/pendant/bridge.d/bridge.conf")).read_text()
+    lines = conf.splitlines()
+    for line in want:
+        assert line.format(boot=boot) in lines
+    plaintext = "insecure" in extra
+    assert any(ln.startswith("bridge_ca") for ln in lines) is not plaintext
+    assert ("plaintext" in capsys.readouterr().out) is plaintext
+
+
 def test_firstboot_setup_toml_parses_as_documented() -> None:
     readme = (IMAGE / "README.md").read_text()
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]

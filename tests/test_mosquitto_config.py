@@ -42,12 +42,15 @@ from pendant import pairing
 from pendant.local_broker import LocalBroker, free_port
 from pendant.provision import (
     SERVICE_USERS,
+    Layout,
     Provisioned,
     ProvisionError,
     openssl_config,
     provision,
     render,
 )
+
+from .tls_support import make_ca, make_server, needs_openssl
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -655,6 +658,7 @@ def test_bridge_forwards_public_topics_only(tmp_path: Path, connect: Connect) ->
                 bridge_host="127.0.0.1",
                 bridge_port=home.port,
                 bridge_user="bridge",
+                bridge_insecure=True,  # the test's home broker: plain TCP on 127.0.0.1
                 bridge_password_file=home.password_file("bridge"),
             )
             with running(prov):
@@ -692,6 +696,130 @@ def test_bridge_forwards_public_topics_only(tmp_path: Path, connect: Connect) ->
                 assert got == [(f"pendant/{DEVICE}/home/cmd/identify", b"{}", False)]
         finally:
             viewer.close()
+
+
+@needs_openssl
+def test_the_bridge_speaks_tls_and_trusts_only_the_ca_it_was_given(
+    tmp_path: Path,
+) -> None:
+    """Issue 14 item 15: the bridge to the home broker is TLS, checked against --bridge-cafile;
+    a home broker whose certificate another CA signed gets nothing."""
+    ca, rogue = make_ca(tmp_path / "ca"), make_ca(tmp_path / "rogue", "rogue")
+    for signer, trusted in ((ca, True), (rogue, False)):
+        cert, key = make_server(tmp_path / f"home-{signer.cert.stem}", signer)
+        with LocalBroker(users=("bridge", "viewer"), tcp=True, tls=(cert, key)) as home:
+            assert home.port is not None
+            viewer = Client(Endpoint("tcp", "127.0.0.1", home.port, signer.cert), "viewer",
+                            home.password("viewer"))  # fmt: skip
+            assert not viewer.open().is_failure
+            try:
+                viewer.subscribe(f"pendant/{DEVICE}/bridge")
+                prov = _provision_for_test(
+                    tmp_path / f"root-{signer.cert.stem}",
+                    bridge_host="127.0.0.1",
+                    bridge_port=home.port,
+                    bridge_user="bridge",
+                    bridge_password_file=home.password_file("bridge"),
+                    bridge_cafile=str(ca.cert),
+                )
+                conf = (prov.layout.bridge_dir / "bridge.conf").read_text()
+                assert f"\nbridge_cafile {ca.cert}\n" in conf
+                with running(prov):
+                    if trusted:
+                        viewer.until(f"pendant/{DEVICE}/bridge", b"1")
+                    else:
+                        # Its first attempt is at start; 2 s later it would have said "1".
+                        with pytest.raises(queue.Empty):
+                            viewer.messages.get(timeout=3.0)
+            finally:
+                viewer.close()
+
+
+def test_a_bridge_without_a_ca_is_refused_unless_plaintext_is_asked_for(tmp_path: Path) -> None:
+    """Issue 14 item 15: no CA and no --bridge-insecure is one line naming the flag, nothing
+    written; with the flag the bridge is plaintext (port 1883), and every run says so."""
+    password = tmp_path / "home.password"
+    password.write_text("secret\n")
+    root = tmp_path / "root"
+    bridge = ["--bridge-host", "10.0.0.2", "--bridge-user", "bridge",
+              "--bridge-password-file", str(password)]  # fmt: skip
+    base = ["--root", str(root), "--run-as", ME, "--device-id", DEVICE,
+            "--tls-port", str(free_port()), "--ws-port", str(free_port())]  # fmt: skip
+    refused = _cli(*base, *bridge)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("provision: error: ") and refused.stderr.count("\n") == 1
+    assert "--bridge-insecure" in refused.stderr and "--bridge-cafile" in refused.stderr
+    assert not (root / "etc").exists()
+
+    plain = _cli(*base, *bridge, "--bridge-insecure")
+    assert plain.returncode == 0, plain.stderr
+    warning = [ln for ln in plain.stderr.splitlines() if "plaintext" in ln]
+    assert warning == [
+        "provision: warning: the bridge to 10.0.0.2:1883 is plaintext (--bridge-insecure): "
+        "its password and every event cross the network readable"
+    ]
+    conf = (Layout(root).bridge_dir / "bridge.conf").read_text()
+    assert "\naddress 10.0.0.2:1883\n" in conf
+    assert "\nbridge_ca" not in conf
+    # Remembered, and warned about again on the next run.
+    again = _cli(*base)
+    assert again.returncode == 0 and "plaintext" in again.stderr
+
+    # A CA given later makes it TLS, and the flag is forgotten.
+    ca = tmp_path / "home-ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    tls = _cli(*base, "--bridge-cafile", str(ca))
+    assert tls.returncode == 0 and "plaintext" not in tls.stderr
+    conf = (Layout(root).bridge_dir / "bridge.conf").read_text()
+    assert f"\nbridge_cafile {ca}\n" in conf
+    assert "\naddress 10.0.0.2:8883\n" in conf  # no port was given: the TLS one
+    both = _cli(*base, "--bridge-cafile", str(ca), "--bridge-insecure")
+    assert both.returncode == 2 and both.stderr.count("\n") == 1
+
+    # Removing the bridge forgets a plaintext choice: a new bridge must make it again.
+    assert _cli(*base, "--bridge-insecure").returncode == 0
+    assert _cli(*base, "--no-bridge").returncode == 0
+    assert _cli(*base, *bridge).returncode == 2
+
+
+def test_a_tls_bridge_defaults_to_port_8883_and_takes_the_system_store(tmp_path: Path) -> None:
+    password = tmp_path / "home.password"
+    password.write_text("secret\n")
+    prov = _provision_for_test(
+        tmp_path / "root",
+        bridge_host="broker.example.org",
+        bridge_user="bridge",
+        bridge_password_file=password,
+        bridge_capath="/etc/ssl/certs",
+    )
+    conf = (prov.layout.bridge_dir / "bridge.conf").read_text()
+    assert "\naddress broker.example.org:8883\n" in conf
+    assert "\nbridge_capath /etc/ssl/certs\n" in conf and "bridge_cafile" not in conf
+    with pytest.raises(ProvisionError, match=r"--bridge-cafile /nowhere/ca\.crt: no such file"):
+        _provision_for_test(
+            tmp_path / "other",
+            bridge_host="h",
+            bridge_user="bridge",
+            bridge_password_file=password,
+            bridge_cafile="/nowhere/ca.crt",
+        )
+
+
+def test_a_plaintext_bridge_from_before_tls_was_the_default_keeps_working(tmp_path: Path) -> None:
+    """A device provisioned by an older version (no CA, no flag): its boot unit still works."""
+    password = tmp_path / "home.password"
+    password.write_text("secret\n")
+    prov = _provision_for_test(
+        tmp_path / "root", bridge_host="10.0.0.2", bridge_user="bridge",
+        bridge_password_file=password, bridge_insecure=True,
+    )  # fmt: skip
+    saved = json.loads(prov.layout.settings_file.read_text())
+    del saved["bridge_insecure"], saved["bridge_capath"]
+    saved["bridge_port"] = 1883
+    prov.layout.settings_file.write_text(json.dumps(saved))
+    again = _provision_for_test(tmp_path / "root")
+    assert again.settings.bridge_insecure
+    assert "\naddress 10.0.0.2:1883\n" in (again.layout.bridge_dir / "bridge.conf").read_text()
 
 
 def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
@@ -736,6 +864,7 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
                 bridge_host="127.0.0.1",
                 bridge_port=home.port,
                 bridge_user="bridge",
+                bridge_insecure=True,  # the test's home broker: plain TCP on 127.0.0.1
                 bridge_password_file=home.password_file("bridge"),
             )
             cfg = Config(
@@ -821,6 +950,7 @@ def test_secrets_are_private_files(tmp_path: Path) -> None:
         add_phones=("alice",),
         bridge_host="127.0.0.1",
         bridge_user="bridge",
+        bridge_insecure=True,
         bridge_password_file=given,
     )
     lay = prov.layout

@@ -314,3 +314,19 @@ def test_errors_wait_behind_intents_are_bounded_and_expire(tmp_path: Path) -> No
     clock.ms += int(box.expiry_ms) + 1
     assert box.peek() is None
     assert box.dropped["expired"] == 1
+
+
+def test_a_file_that_stops_reading_is_not_taken_for_an_empty_one(tmp_path: Path) -> None:
+    """The link's watchdog counts "nothing waits" as progress and "cannot tell" as none."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, clock=Clock())
+    box.put(intent(1))
+    assert box.peek() is not None and box.readable
+    drain(box)
+    assert box.peek() is None and box.readable  # empty, and known to be
+    with sqlite3.connect(path) as other:  # every read fails from now on (not damage)
+        other.execute("DROP TABLE outbox")
+    box.put(intent(2))
+    for _ in range(3):
+        assert box.peek() is None
+        assert not box.readable

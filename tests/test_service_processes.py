@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import pytest
 from pendant import bus, notify
 from pendant.config import BusConfig, LinkConfig, load_config
 from pendant.events import Status
-from pendant.local_broker import LocalBroker
+from pendant.local_broker import LocalBroker, free_port
 
 from .conftest import DEMO_CONFIG, speech_files
 
@@ -129,8 +130,11 @@ def toml_str(value: str | Path) -> str:
     return json.dumps(str(value))
 
 
-def write_config(path: Path, brokers: Brokers, wav: Path | None = None) -> Path:
-    """The demo home, pointed at the test's brokers, with `wav` (if any) as the microphone."""
+def write_config(
+    path: Path, brokers: Brokers, wav: Path | None = None, home_port: int | None = None
+) -> Path:
+    """The demo home, pointed at the test's brokers, with `wav` (if any) as the microphone;
+    `home_port` points the link elsewhere (a port where nothing listens, say)."""
     bus_broker, home = brokers
     models = os.environ.get("PENDANT_MODELS_CACHE")
     # The link's durable outbox (a key that comes with the outbox) defaults to the device's
@@ -156,7 +160,7 @@ def write_config(path: Path, brokers: Brokers, wav: Path | None = None) -> Path:
             "",
             "[link]",
             'host = "127.0.0.1"',
-            f"port = {home.port}",
+            f"port = {home_port or home.port}",
             'username = "link"',
             f"password_file = {toml_str(home.password_file('link'))}",
             *outbox,
@@ -168,10 +172,10 @@ def write_config(path: Path, brokers: Brokers, wav: Path | None = None) -> Path:
     return path
 
 
-def service_env(notify_path: Path) -> dict[str, str]:
+def service_env(notify_path: Path, watchdog_usec: int = WATCHDOG_USEC) -> dict[str, str]:
     env = dict(os.environ)
     env["NOTIFY_SOCKET"] = str(notify_path)
-    env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
+    env["WATCHDOG_USEC"] = str(watchdog_usec)
     # Unset, as with systemd's WATCHDOG_PID pointing at the main process: the child itself
     # is the one watched.
     env.pop("WATCHDOG_PID", None)
@@ -204,6 +208,7 @@ async def start_service(
     log: Path,
     prelude: str = "",
     wrapper: Sequence[str] = (),
+    watchdog_usec: int = WATCHDOG_USEC,
 ) -> Service:
     """`python -m pendant --config FILE service NAME`, as ExecStart= runs it.
 
@@ -219,7 +224,11 @@ async def start_service(
         cmd = [sys.executable, "-m", "pendant", *args]
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            *wrapper, *cmd, env=service_env(notify_path), stdout=out, stderr=subprocess.STDOUT
+            *wrapper,
+            *cmd,
+            env=service_env(notify_path, watchdog_usec),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     return Service(proc, log)
 
@@ -310,7 +319,8 @@ def test_ears_service_reports_ready_and_pings_the_watchdog_while_audio_plays(
     steps = [n for n in notify_socket.seen[:ready_at] if "EXTEND_TIMEOUT_USEC" in n.fields]
     assert steps and int(steps[0].fields["EXTEND_TIMEOUT_USEC"]) >= 60_000_000, summary
     assert [s.fields.get("STATUS") for s in steps] == [
-        "loading the speech models", "building the grammar"
+        "loading the speech models",
+        "building the grammar",
     ], summary
     # The process did its work: it heard the WAV and published the intent on the bus.
     intents = [e["name"] for e in events if e.get("type") == "intent"]
@@ -455,6 +465,99 @@ def test_link_service_ready_when_subscribed_pings_while_idle_and_stops_cleanly(
     assert online == "online", service.output()
     assert service.proc.returncode == 0, service.output()  # SIGTERM is a clean stop
     assert offline == "offline", service.output()  # said at once, retained for newcomers
+
+
+# The link's watchdog follows its outbox sender (pendant.link, "The watchdog"). 2 s: the
+# sender reads the outbox every 0.5 s when idle; pings every 1 s.
+LINK_WATCHDOG_USEC = 2_000_000
+LINK_QUIET_S = 3 * LINK_WATCHDOG_USEC / 1_000_000
+
+
+async def pings_within(notify_socket: NotifySocket, seconds: float) -> int:
+    """How many WATCHDOG=1 arrive in the next `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    before = notify_socket.count("WATCHDOG", "1")
+    with contextlib.suppress(TimeoutError):
+        while (left := deadline - loop.time()) > 0:
+            await notify_socket.next(left)
+    return notify_socket.count("WATCHDOG", "1") - before
+
+
+async def link_with_a_broken_outbox(
+    brokers: Brokers, notify_socket: NotifySocket, tmp_path: Path
+) -> tuple[Service, int, int]:
+    """Pings while healthy and idle, then the outbox file stops reading: pings after that."""
+    bus_broker, _ = brokers
+    config = write_config(tmp_path / "pendant.toml", brokers)
+    device_id = load_config(config).device_id
+    service = await start_service(
+        "link", config, notify_socket.path, tmp_path / "link.log", watchdog_usec=LINK_WATCHDOG_USEC
+    )
+    try:
+        await notify_socket.wait_for("READY", "1", READY_TIMEOUT_S)
+        for _ in range(3):  # healthy and idle: the sender finds nothing waiting, and says so
+            await notify_socket.wait_for("WATCHDOG", "1", EVENT_TIMEOUT_S)
+        healthy = notify_socket.count("WATCHDOG", "1")
+        # The link's own outbox, its real SQLite file, stops answering reads: not damage
+        # SQLite recognises (that is set aside), an error on every read, for good.
+        with contextlib.closing(sqlite3.connect(tmp_path / "outbox.sqlite")) as db:
+            db.execute("DROP TABLE outbox")
+            db.commit()
+        # Something to send, which the sender can no longer read back.
+        async with bus.bus_client(watcher_bus_config(bus_broker), "test-ears") as ears:
+            await bus.publish(ears, Status(device_id=device_id, state="ready"))
+        await asyncio.sleep(2 * LINK_WATCHDOG_USEC / 1_000_000)  # the last beat goes stale
+        notify_socket.drain()
+        after = await pings_within(notify_socket, LINK_QUIET_S)
+        assert service.proc.returncode is None, service.output()  # still running, not pinging
+    finally:
+        await service.stop()
+    return service, healthy, after
+
+
+def test_a_link_whose_outbox_stops_reading_stops_pinging(
+    brokers: Brokers, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    service, healthy, after = asyncio.run(
+        asyncio.wait_for(
+            link_with_a_broken_outbox(brokers, notify_socket, tmp_path), READY_TIMEOUT_S * 2
+        )
+    )
+    assert healthy >= 3, service.output()
+    assert after == 0, service.output()
+    assert "outbox sender stalled" in service.output()
+
+
+async def link_without_its_home_broker(
+    brokers: Brokers, notify_socket: NotifySocket, tmp_path: Path
+) -> tuple[Service, int]:
+    nobody = free_port()  # nothing listens there: the home broker is down
+    config = write_config(tmp_path / "pendant.toml", brokers, home_port=nobody)
+    service = await start_service(
+        "link", config, notify_socket.path, tmp_path / "link.log", watchdog_usec=LINK_WATCHDOG_USEC
+    )
+    try:
+        await notify_socket.wait_for("READY", "1", READY_TIMEOUT_S)
+        # Past the longest reconnect delay (RECONNECT_MAX_S, 5 s) more than once.
+        pings = await pings_within(notify_socket, 12.0)
+    finally:
+        await service.stop()
+    return service, pings
+
+
+def test_a_link_waiting_for_its_home_broker_keeps_pinging(
+    brokers: Brokers, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    """A home broker that is down is not the link's fault: no restart loop over it."""
+    service, pings = asyncio.run(
+        asyncio.wait_for(
+            link_without_its_home_broker(brokers, notify_socket, tmp_path), READY_TIMEOUT_S * 2
+        )
+    )
+    # One ping a second for 12 s; a few may be lost to a busy machine, none to the outage.
+    assert pings >= 9, service.output()
+    assert "unreachable" in service.output()
 
 
 # --- the watchdog logic, in process ---------------------------------------------------------

@@ -304,6 +304,8 @@ def test_the_target_groups_the_six_services() -> None:
 def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     d = directives(unit_file("web"))
     assert d["Type"] == ["simple"]
+    # Issue 14 item 9: watched, and pinged from the accept loop's progress (pendant.web_watchdog).
+    assert d["NotifyAccess"] == ["main"] and len(d["WatchdogSec"]) == 1
     assert d["ExecStart"] == [
         f"{DEVICE_PYTHON} -m pendant.webserver --cert %d/server.crt --key %d/server.key "
         "--port 8443 --bus-socket /run/mosquitto/pendant.sock --bus-password-file %d/bus-password"

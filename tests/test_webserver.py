@@ -8,9 +8,11 @@ to a file outside it, a sub-folder, a dot-file, a file of an unknown type.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
+import os
 import re
 import shutil
 import socket
@@ -41,9 +43,16 @@ class WebServer:
     it (SIGTERM, then SIGKILL); a restart keeps the port, so a browser keeps its origin."""
 
     def __init__(
-        self, root: Path, cert: Path, key: Path, *extra: str, log_dir: Path | None = None
+        self,
+        root: Path,
+        cert: Path,
+        key: Path,
+        *extra: str,
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.args = ["--root", str(root), "--cert", str(cert), "--key", str(key), *extra]
+        self.env = env
         self.port = free_port()
         # Never beside the served files: the package folder is no place for test logs.
         self.log = (log_dir or Path(tempfile.gettempdir())) / f"webserver-{self.port}.log"
@@ -56,6 +65,7 @@ class WebServer:
                  "--port", str(self.port), "--bind", "127.0.0.1"],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                env=self.env,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -709,3 +719,82 @@ def test_the_phone_that_asks_to_pair_keeps_its_connections(tmp_path: Path) -> No
     assert server.admit(newcomer) == []
     left = [c.source for c in server.connections]
     assert left.count(phone) == sum(1 for n in range(MAX_CONNECTIONS) if n % len(sources) == 0)
+
+
+# --- the watchdog (issue 14 item 9) ---------------------------------------------------------
+
+WATCHDOG_INTERVAL_S = 1.0
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[socket.socket]:
+    """A unix datagram socket playing systemd's $NOTIFY_SOCKET (a short path: 108 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="pn-") as d:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(f"{d}/notify")
+        try:
+            yield sock
+        finally:
+            sock.close()
+
+
+def watchdog_pings(sock: socket.socket, seconds: float) -> int:
+    """WATCHDOG=1 datagrams received within `seconds`."""
+    deadline = time.monotonic() + seconds
+    pings = 0
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            break
+        pings += "WATCHDOG=1" in data.decode().splitlines()
+    return pings
+
+
+def test_the_server_pings_the_watchdog_while_it_accepts(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    cert, key = make_cert(tmp_path)
+    env = dict(os.environ)
+    env["NOTIFY_SOCKET"] = notify_socket.getsockname()
+    env["WATCHDOG_USEC"] = str(int(WATCHDOG_INTERVAL_S * 1_000_000))
+    env.pop("WATCHDOG_PID", None)
+    with WebServer(WEB, cert, key, log_dir=tmp_path, env=env) as server:
+        # Nobody visits: its own probe keeps the accept loop proving itself, a ping every 0.5 s.
+        pings = watchdog_pings(notify_socket, 4 * WATCHDOG_INTERVAL_S)
+        assert pings >= 4, server.log.read_text()[-2000:]
+        assert get((server.port, cert), "/")[0].status == 200  # the probes broke nothing
+
+
+def test_a_listener_that_no_longer_accepts_stops_the_pings(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pendant import notify, web_watchdog
+
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.getsockname())
+    interval_s = 0.4
+
+    async def scenario() -> tuple[int, int]:
+        heartbeat = notify.Heartbeat("accept loop")
+
+        async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        listener = await asyncio.start_server(
+            web_watchdog.beating(handler, heartbeat), "127.0.0.1", 0
+        )
+        dog = asyncio.create_task(web_watchdog.watch(listener, heartbeat, interval_s))
+        try:
+            healthy = await asyncio.to_thread(watchdog_pings, notify_socket, 5 * interval_s)
+            listener.close()  # stops accepting, as a dead accept loop would
+            await asyncio.sleep(2 * interval_s)  # the last beat goes stale
+            await asyncio.to_thread(watchdog_pings, notify_socket, 0.01)  # drain
+            after = await asyncio.to_thread(watchdog_pings, notify_socket, 5 * interval_s)
+        finally:
+            dog.cancel()
+            await asyncio.gather(dog, return_exceptions=True)
+        return healthy, after
+
+    healthy, after = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert healthy >= 4 and after == 0

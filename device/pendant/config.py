@@ -6,6 +6,7 @@ models, so the README and the code cannot disagree.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from enum import StrEnum
@@ -284,7 +285,20 @@ class LinkConfig(_Strict):
         "broker). Without link.username the link logs in there with its bus credentials.",
     )
     host: str = Field("127.0.0.1", description="Outside MQTT broker (home automation).")
-    port: int = Field(1883, ge=1, le=65535, description="Outside broker port.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Outside broker port (default 8883 with TLS, else 1883)."
+    )
+    tls: bool | None = Field(
+        None,
+        description="TLS to link.host, checked against link.cafile. Default: on, but for a "
+        "loopback host (127.0.0.0/8, ::1, localhost). Plaintext to another host only with "
+        "false, which logs a warning: its password and every event cross the network readable.",
+    )
+    cafile: str | None = Field(
+        None,
+        description="CA certificate (PEM) that must sign the outside broker's certificate "
+        "(default: the system CA store).",
+    )
     username: str | None = Field(None, description="Outside broker user name.")
     password_file: str | None = Field(None, description="File (0600) holding its password.")
     topic_prefix: str = Field("pendant", pattern=r"^[a-z0-9_-]{1,32}$", description="Topic root.")
@@ -324,7 +338,33 @@ class LinkConfig(_Strict):
     def _password_needs_user(self) -> LinkConfig:
         if self.password_file and not self.username:
             raise ValueError("link.password_file is set but link.username is not")
+        if self.cafile and self.tls is False:
+            raise ValueError("link.cafile is set but link.tls is false")
+        if self.socket and (self.tls or self.cafile):
+            raise ValueError("link.tls and link.cafile are for link.host, not link.socket")
         return self
+
+    @property
+    def loopback(self) -> bool:
+        """link.host is this machine: nothing the link sends it crosses a network."""
+        if self.host.lower() in ("localhost", "localhost."):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the link speaks TLS to link.host (never over link.socket)."""
+        if self.socket:
+            return False
+        return self.tls if self.tls is not None else not self.loopback
+
+    @property
+    def broker_port(self) -> int:
+        """link.port, or the usual one for TLS (8883) or plaintext (1883)."""
+        return self.port or (8883 if self.uses_tls else 1883)
 
 
 class BodyConfig(_Strict):

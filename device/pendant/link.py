@@ -36,8 +36,29 @@ twice: the link cannot tell a lost PUBLISH from a lost PUBACK, and losing an acc
 is worse than a duplicate. The window is in RAM: a link restarted between a PUBACK and the
 outbox's delete may still send one again.
 
+To `link.host` the link speaks TLS (`link.tls`, default on but for a loopback host), checking
+the broker's certificate against `link.cafile` (default: the system CA store) and its name
+against `link.host`; plaintext to another host needs `link.tls = false` and is warned about
+at start. Over `link.socket` (the device-local mosquitto) there is no network to protect; the
+bridge to the home broker is TLS by default too (`pendant.provision`).
+
 Availability is a retained `online`, with a retained `offline` as last will. The bus side and
 the outside side have their own reconnect loops, so an outside outage never blocks the bus.
+
+The watchdog (`pendant-link`'s WatchdogSec=) is fed by the outbox sender's progress, not by
+the loop turning: a loop that turns while the sender is stuck (an outbox file that no longer
+reads, a sender that never comes back from a wait) must get the link restarted. `heartbeat`
+is beaten when, and only when, the outside side does one of these:
+- gets a PUBACK (or a SUBACK while connecting): every such wait is bounded by `TIMEOUT_S`;
+- reads the outbox and finds nothing waiting (`Outbox.readable`: "cannot read" is not
+  "empty"), at least every `check_s` while idle;
+- waits for an outside broker that is away: a refused or failed connection, then the
+  backoff, during which it reads the outbox every `check_s`. A home broker that is down is
+  not the link's fault, so the link is not restarted over it (a restart would not bring the
+  broker back, and would burn the unit's start limit); a link whose outbox stops reading
+  while it waits is.
+A connection attempt is bounded too (TIMEOUT_S), so a beat is never more than about
+`TIMEOUT_S` + `RECONNECT_MAX_S` away while the link is healthy; WatchdogSec= must be above it.
 
 `python -m pendant.link --config FILE` runs the link alone (the `pendant-link` service).
 """
@@ -50,6 +71,7 @@ import contextlib
 import logging
 import random
 import signal
+import ssl
 import sys
 from collections import Counter, OrderedDict
 from collections.abc import Coroutine
@@ -63,7 +85,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pendant import bus, commands, discovery, hermes
 from pendant.bus import read_secret
-from pendant.config import Config, load_config
+from pendant.config import Config, LinkConfig, load_config
 from pendant.device_state import DeviceState
 from pendant.errors import PendantError
 from pendant.events import (
@@ -79,6 +101,7 @@ from pendant.events import (
     Transcript,
 )
 from pendant.gate import PUBLIC_NAMES, Gate
+from pendant.notify import Heartbeat
 from pendant.outbox import RETRY_S, Outbox
 from pendant.ratelimit import TokenBucket
 from pendant.vocabulary import Vocabulary
@@ -146,20 +169,62 @@ class SentWindow:
 
 
 class _Backoff:
-    """Reconnect delays, and one log line per outage rather than one per attempt."""
+    """Reconnect delays, and one log line per outage rather than one per attempt.
 
-    def __init__(self, what: str) -> None:
+    `tick`, if given, runs at least every `tick_s` while the delay lasts: the outside side
+    proves there that it is waiting for the broker, not stuck (see `Link.check_outbox`).
+    """
+
+    def __init__(
+        self, what: str, tick: Callable[[], None] | None = None, tick_s: float = RETRY_S
+    ) -> None:
         self.what = what
         self.delay = RECONNECT_S
+        self.tick = tick
+        self.tick_s = tick_s
 
     async def failed(self, exc: Exception) -> None:
         level = logging.WARNING if self.delay == RECONNECT_S else logging.DEBUG
         log.log(level, "link: %s unreachable (%s); retrying", self.what, exc)
-        await asyncio.sleep(self.delay)
+        deadline = time.monotonic() + self.delay
+        while True:
+            if self.tick is not None:
+                self.tick()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, self.tick_s))
         self.delay = min(self.delay * 2, RECONNECT_MAX_S)
 
     def ok(self) -> None:
         self.delay = RECONNECT_S
+
+
+def tls_context(link: LinkConfig) -> ssl.SSLContext | None:
+    """The TLS the link speaks to link.host, or None for plaintext (see `LinkConfig.tls`).
+
+    Checked at start, so a missing or wrong CA file is one line, not a reconnect loop.
+    """
+    if not link.uses_tls:
+        if not link.socket and not link.loopback:
+            log.warning(
+                "link: plaintext to %s:%d (link.tls = false): its password and every event "
+                "cross the network readable",
+                link.host,
+                link.broker_port,
+            )
+        return None
+    try:
+        # Verifies the chain and that the certificate names link.host; TLS 1.2 at least.
+        context = ssl.create_default_context(cafile=link.cafile)
+    except ssl.SSLError as exc:
+        raise PendantError(
+            f"link.cafile {link.cafile}: not a PEM CA certificate ({exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise PendantError(f"link.cafile {link.cafile}: {exc.strerror or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class Link:
@@ -198,6 +263,11 @@ class Link:
         self.announced = 0
         """Times the discovery messages went out."""
         self._ha_online = asyncio.Event()
+        self._tls = tls_context(config.link)
+        self.heartbeat = Heartbeat("outbox sender")
+        """Beaten only by the outside side's progress (see "The watchdog" in the docstring)."""
+        self.check_s = RETRY_S
+        """How often an idle or waiting sender reads the outbox again (and so beats)."""
 
     @property
     def idle(self) -> bool:
@@ -307,7 +377,7 @@ class Link:
         where: dict[str, Any] = (
             {"hostname": link.socket, "port": 1883, "transport": "unix"}
             if link.socket
-            else {"hostname": link.host, "port": link.port}
+            else {"hostname": link.host, "port": link.broker_port, "tls_context": self._tls}
         )
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -324,15 +394,27 @@ class Link:
             timeout=TIMEOUT_S,
         )
 
+    def check_outbox(self) -> None:
+        """While the broker is away the sender waits: progress, as long as the outbox reads."""
+        self.outbox.peek()  # drops what expired meanwhile, retries a failed write
+        if self.outbox.readable:
+            self.heartbeat.beat()
+
     async def _to_outside(self) -> None:
         link = self.config.link
-        backoff = _Backoff(f"outside broker {link.socket or f'{link.host}:{link.port}'}")
+        backoff = _Backoff(
+            f"outside broker {link.socket or f'{link.host}:{link.broker_port}'}",
+            tick=self.check_outbox,
+            tick_s=self.check_s,
+        )
         while True:
             try:
                 async with self._outside_client() as client:
+                    self.heartbeat.beat()  # every step below is bounded by TIMEOUT_S
                     await client.publish(
                         self.availability_topic, b"online", qos=1, retain=True, timeout=TIMEOUT_S
                     )
+                    self.heartbeat.beat()
                     # QoS 0 on purpose: with QoS 1 the broker would queue commands for this
                     # persistent session while the link is away and replay them on its
                     # return, and a `capture` an hour late is worse than none. Retain as
@@ -349,9 +431,11 @@ class Link:
                     # Also a fence: the broker answers subscriptions in order, so once this
                     # one is acknowledged every retained message of the last one has arrived.
                     await client.subscribe(discovery.STATUS_TOPIC, qos=0, timeout=TIMEOUT_S)
+                    self.heartbeat.beat()
                     await self._clear_stale(client)
                     self._ha_online.clear()
                     await self._announce(client)
+                    self.heartbeat.beat()
                     self.connected.set()
                     backoff.ok()
                     log.info("link: connected to the %s", backoff.what)
@@ -381,10 +465,13 @@ class Link:
         while True:
             entry = self.outbox.peek()
             if entry is None:
+                if self.outbox.readable:
+                    self.heartbeat.beat()  # verified: nothing waits
                 self._wake.clear()
-                # The timeout retries events a failing disk left in RAM.
+                # The timeout retries events a failing disk left in RAM, and reads the
+                # outbox again often enough to keep the watchdog fed while idle.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RETRY_S)
+                    await asyncio.wait_for(self._wake.wait(), self.check_s)
                 continue
             fresh = 0
             for topic, payload, retain in self.messages(entry.event):
@@ -394,8 +481,10 @@ class Link:
                     continue
                 await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
                 self.sent.add(key)  # after its PUBACK: see the module's docstring
+                self.heartbeat.beat()
                 fresh += 1
             self.outbox.done(entry)  # every message of it has its PUBACK
+            self.heartbeat.beat()
             if fresh:
                 self.published[entry.event.type] += 1
 

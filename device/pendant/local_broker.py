@@ -1,8 +1,9 @@
 """A private mosquitto for a laptop, `make run`, `pendant listen` and the tests.
 
 It listens on a unix socket (as the device-local bus does) and, if asked, on a free TCP port
-of 127.0.0.1 (as a home broker does). Anonymous access is refused: each user gets a random
-password in a 0600 file, so there is no default password even here.
+of 127.0.0.1 (as a home broker does), in TLS if given a certificate and key. Anonymous access
+is refused: each user gets a random password in a 0600 file, so there is no default password
+even here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class LocalBroker:
     port: int | None = None
     persistence: bool = False
     """Keep sessions and queued messages across a restart (give it a `directory` of yours)."""
+    tls: tuple[Path, Path] | None = None
+    """(certificate, key) PEM files: the TCP listener speaks TLS with them, as a home broker
+    reached over the network should."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -111,6 +115,8 @@ class LocalBroker:
         if self.tcp:
             self.port = self.port or free_port()
             lines.append(f"listener {self.port} 127.0.0.1")
+            if self.tls is not None:
+                lines += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]
         conf = self.directory / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         # Its own session: Ctrl-C in a terminal is for the pendant, which must still reach

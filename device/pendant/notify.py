@@ -76,7 +76,9 @@ class Heartbeat:
     runs but no longer does its work (no audio arriving, say) stops them through a stale beat.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "main loop") -> None:
+        self.what = what
+        """What beats it, as the log names it when the beat goes stale."""
         self.last = time.monotonic()
 
     def beat(self) -> None:
@@ -95,7 +97,7 @@ async def watchdog(heartbeat: Heartbeat, interval_s: float | None = None) -> Non
         if heartbeat.age_s() < interval_s:
             _send("WATCHDOG=1")
         else:
-            log.error("main loop stalled for %.1f s: no watchdog ping", heartbeat.age_s())
+            log.error("%s stalled for %.1f s: no watchdog ping", heartbeat.what, heartbeat.age_s())
         await asyncio.sleep(interval_s / 2)
 
 

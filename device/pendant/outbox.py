@@ -28,6 +28,10 @@ loses an intent. Events go out in insertion order (`seq`).
   file) logs one line, keeps the event in RAM, and is retried later; RAM always holds the
   newest events, so order is kept. A file that opens only later (a data partition mounted
   after the link started) has its older rows sent first, and RAM's events numbered after them.
+- **A file that cannot be read** (an I/O error, not damage SQLite recognises) is not taken
+  for an empty one: `peek` returns None and `readable` turns False until a read succeeds.
+  Sending from RAM past unread rows would reorder; the link's watchdog (`pendant.link`)
+  counts no progress then, so systemd restarts the link, which opens the file afresh.
 - **A damaged file is set aside** (`quick_check` at open, SQLite's corrupt errors while
   reading), kept for a post-mortem and counted as `corrupt`; a fresh file takes over.
 
@@ -117,6 +121,9 @@ class Outbox:
         self._failing = False
         self._retry_at = 0.0
         self._closed = False
+        self.readable = True
+        """False when the last look at the file failed: `peek`'s None then means "cannot
+        tell", not "nothing waits" (the link's watchdog counts only the latter as progress)."""
         try:
             self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -288,6 +295,7 @@ class Outbox:
 
     def _head(self) -> Entry | None:
         """The oldest waiting entry, whatever its state. Disk rows are older than RAM's."""
+        self.readable = True
         while self._db is not None:
             try:
                 row = self._db.execute(
@@ -299,6 +307,7 @@ class Outbox:
                     self._recover(exc)
                     continue
                 self._fail("read", exc)
+                self.readable = False
                 return None  # older events may be on disk: wait rather than reorder
             if row is None:
                 break

@@ -10,7 +10,11 @@
   (`--add-phone NAME` makes user `phone-NAME`; naming a paired phone again gives it a new
   password, so the phone it replaces loses access), each in its own 0600 file, never a default;
 - the mosquitto password file (hashed by `mosquitto_passwd`), and the config, ACL and
-  optional bridge rendered from the templates in `services/mosquitto/`.
+  optional bridge rendered from the templates in `services/mosquitto/`. The bridge to the
+  home broker is TLS (`--bridge-cafile` or `--bridge-capath`, port 8883 by default): without
+  a CA it is refused, unless `--bridge-insecure` asks for plaintext (port 1883 by default),
+  which every run then warns about in one line. A plaintext bridge remembered from before
+  TLS became the default counts as asked for, so a boot unit does not break it.
 
 Everything lands under `--root` (`/` on the device, a scratch folder in tests); the paths
 written into the configs include it. Running it again changes nothing that exists, so it is
@@ -69,8 +73,12 @@ TEXT_SETTINGS = {
     "bridge_host": "--bridge-host",
     "bridge_user": "--bridge-user",
     "bridge_cafile": "--bridge-cafile",
+    "bridge_capath": "--bridge-capath",
     "san": "--san",
 }
+# The home broker's port when none is given: MQTT over TLS, or plain MQTT with --bridge-insecure.
+BRIDGE_TLS_PORT = 8883
+BRIDGE_PLAIN_PORT = 1883
 
 
 class ProvisionError(PendantError, RuntimeError):
@@ -96,9 +104,14 @@ class Settings:
     # The user mosquitto drops to after binding its listeners.
     run_as: str = "mosquitto"
     bridge_host: str | None = None
-    bridge_port: int = 1883
+    # None: BRIDGE_TLS_PORT, or BRIDGE_PLAIN_PORT with bridge_insecure.
+    bridge_port: int | None = None
     bridge_user: str | None = None
+    # TLS to the home broker is the default: its CA (a file, or a folder of them such as the
+    # system store /etc/ssl/certs). Plaintext only with bridge_insecure (--bridge-insecure).
     bridge_cafile: str | None = None
+    bridge_capath: str | None = None
+    bridge_insecure: bool = False
     # Extra names for the server certificate (e.g. the pendant's mDNS name).
     san: list[str] = field(default_factory=list)
 
@@ -531,6 +544,15 @@ def _load_settings(layout: Layout) -> Settings:
     try:
         data = json.loads(layout.settings_file.read_text())
         known = {f.name for f in fields(Settings)}
+        if (
+            "bridge_insecure" not in data
+            and data.get("bridge_host")
+            and not data.get("bridge_cafile")
+        ):
+            # A plaintext bridge made before TLS became the default: it keeps working (a boot
+            # unit must not break it), now as the explicit choice it is, warned about on
+            # every run until a CA is given.
+            data["bridge_insecure"] = True
         return Settings(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError) as exc:
         raise ProvisionError(
@@ -568,6 +590,7 @@ def provision(
     unknown = set(overrides) - {f.name for f in fields(Settings)}
     if unknown:
         raise ProvisionError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    overrides = _bridge_security_overrides(overrides)
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     for name in (*add_phones, *remove_phones):
         _check_name(name, "phone name")
@@ -586,6 +609,7 @@ def provision(
     bridge_password = None
     if bridge_password_file is not None:
         bridge_password = _read_bridge_password(bridge_password_file)
+    _check_bridge_security(settings)
 
     owner = _owner_for(settings.run_as)
     sock = Path(settings.socket or layout.root / "run/mosquitto/pendant.sock")
@@ -628,6 +652,55 @@ def provision(
     return Provisioned(layout, device_id, settings, tuple(users))
 
 
+def _bridge_security_overrides(overrides: dict[str, object]) -> dict[str, object]:
+    """What this run says about TLS to the home broker replaces what an earlier run said."""
+    tls = bool(overrides.get("bridge_cafile") or overrides.get("bridge_capath"))
+    if tls and overrides.get("bridge_insecure"):
+        raise ProvisionError(
+            "--bridge-insecure and --bridge-cafile/--bridge-capath contradict each other: give one"
+        )
+    if tls:
+        return {**overrides, "bridge_insecure": False}
+    if overrides.get("bridge_host") == "":
+        # --no-bridge: a bridge made later to another broker must ask for plaintext again.
+        return {**overrides, "bridge_insecure": False}
+    if overrides.get("bridge_insecure"):
+        return {**overrides, "bridge_cafile": "", "bridge_capath": ""}
+    return overrides
+
+
+def _check_bridge_security(settings: Settings) -> None:
+    """TLS to the home broker unless plaintext was asked for by name."""
+    if not settings.bridge_host:
+        return
+    if not (settings.bridge_cafile or settings.bridge_capath or settings.bridge_insecure):
+        raise ProvisionError(
+            "--bridge-host needs --bridge-cafile CA (or --bridge-capath DIR, e.g. the system "
+            "store /etc/ssl/certs) for TLS, or --bridge-insecure for plaintext"
+        )
+    for path, option in ((settings.bridge_cafile, "--bridge-cafile"),
+                         (settings.bridge_capath, "--bridge-capath")):  # fmt: skip
+        if path and not Path(path).exists():
+            raise ProvisionError(f"{option} {path}: no such file or folder")
+
+
+def bridge_port(settings: Settings) -> int:
+    """The home broker's port: as given, else the usual one for TLS or plaintext."""
+    if settings.bridge_port:
+        return settings.bridge_port
+    return BRIDGE_PLAIN_PORT if settings.bridge_insecure else BRIDGE_TLS_PORT
+
+
+def bridge_warning(settings: Settings) -> str | None:
+    """One line for a plaintext bridge: what crosses the network readable."""
+    if not settings.bridge_host or not settings.bridge_insecure:
+        return None
+    return (
+        f"the bridge to {settings.bridge_host}:{bridge_port(settings)} is plaintext "
+        "(--bridge-insecure): its password and every event cross the network readable"
+    )
+
+
 def _read_bridge_password(path: Path) -> str:
     """The home broker's password from the file given, checked before anything is written."""
     try:
@@ -664,15 +737,19 @@ def _bridge(
     values = {
         "DEVICE_ID": device_id,
         "BRIDGE_HOST": settings.bridge_host,
-        "BRIDGE_PORT": str(settings.bridge_port),
+        "BRIDGE_PORT": str(bridge_port(settings)),
         "BRIDGE_USER": settings.bridge_user,
         "BRIDGE_PASSWORD": password,
         "BRIDGE_CAFILE": settings.bridge_cafile or "",
+        "BRIDGE_CAPATH": settings.bridge_capath or "",
     }
     text = render(
         (templates / "bridge.conf.in").read_text(),
         values,
-        {"BRIDGE_TLS": bool(settings.bridge_cafile)},
+        {
+            "BRIDGE_CAFILE": bool(settings.bridge_cafile),
+            "BRIDGE_CAPATH": bool(settings.bridge_capath),
+        },
     )
     _write(target, text, 0o600)
 
@@ -702,7 +779,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bridge-port", type=int)
     p.add_argument("--bridge-user")
     p.add_argument("--bridge-password-file", type=Path)
-    p.add_argument("--bridge-cafile", help="CA of the home broker: bridge over TLS")
+    p.add_argument(
+        "--bridge-cafile", help="CA file of the home broker (TLS, the default, needs a CA)"
+    )
+    p.add_argument(
+        "--bridge-capath", help="folder of CA files instead (the system store: /etc/ssl/certs)"
+    )
+    p.add_argument(
+        "--bridge-insecure",
+        action="store_true",
+        default=None,
+        help="bridge in plaintext: the password and every event readable on the network",
+    )
     p.add_argument("--no-bridge", action="store_true", help="remove a configured bridge")
     return p
 
@@ -727,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
             bridge_port=args.bridge_port,
             bridge_user=args.bridge_user,
             bridge_cafile=args.bridge_cafile,
+            bridge_capath=args.bridge_capath,
+            bridge_insecure=args.bridge_insecure,
         )
     except (PendantError, OSError) as exc:
         message = (
@@ -736,6 +826,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"provision: error: {message}", file=sys.stderr)
         return 2
+    warning = bridge_warning(result.settings)
+    if warning:
+        print(f"provision: warning: {warning}", file=sys.stderr)
     print(f"provisioned {result.device_id}: {result.conf} ({len(result.users)} users)")
     return 0
 

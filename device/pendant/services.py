@@ -23,8 +23,6 @@ from pendant.errors import PendantError
 
 log = logging.getLogger(__name__)
 
-# A link waiting for events is alive if its loop turns; it proves so this often.
-LINK_BEAT_S = 1.0
 LINK_READY_S = 60
 
 
@@ -120,10 +118,13 @@ async def serve_link(config: Config, config_path: Path | None) -> None:
     from pendant.link import Link
 
     link = Link(as_service(config, "link"))
-    heartbeat = notify.Heartbeat()
+    # The watchdog is fed by the outbox sender's progress, not by the loop turning (see
+    # pendant.link): an idle sender reads the outbox again well within the interval.
+    interval_s = notify.watchdog_interval_s()
+    if interval_s:
+        link.check_s = min(link.check_s, interval_s / 4)
 
     async def main() -> None:
-        beat = asyncio.create_task(notify.beat_while_alive(heartbeat, LINK_BEAT_S))
         run = asyncio.create_task(link.run())
         ready = asyncio.create_task(link.bus_ready.wait())
         try:
@@ -137,11 +138,10 @@ async def serve_link(config: Config, config_path: Path | None) -> None:
             await run
         finally:
             ready.cancel()
-            beat.cancel()
             run.cancel()
-            await asyncio.gather(beat, run, return_exceptions=True)
+            await asyncio.gather(run, return_exceptions=True)
 
-    await _supervised(main(), heartbeat)
+    await _supervised(main(), link.heartbeat)
 
 
 async def serve_eyes(config: Config, config_path: Path | None) -> None:

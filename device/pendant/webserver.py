@@ -50,6 +50,9 @@ send; never in a header, a query string or a log line, and the page is `no-store
 The connections of the address that asks to pair are the last ones evicted, so that a flood
 cannot cut the phone off while it waits for the wearer's press.
 
+Under systemd (WatchdogSec=) it pings the watchdog while its accept loop still accepts: it
+connects to itself now and then, and every accepted connection counts (`pendant.web_watchdog`).
+
 It holds no secret beyond the TLS key and its bus password, reads no config, and logs no
 requests. Errors at start (certificate, key, port, bus password file) are one line, exit
 code 2. The bus may come and go: the server serves the app all the same, and reconnects.
@@ -83,7 +86,7 @@ from urllib.parse import parse_qs, unquote
 
 import aiomqtt
 
-from pendant import bus
+from pendant import bus, notify, web_watchdog
 from pendant.errors import PendantError
 
 log = logging.getLogger(__name__)
@@ -948,10 +951,11 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or cancellation); with `pairing`, its bus task too."""
     server = Server(Path(root), tls_context(cert, key), read_timeout, pairing, lifetime_s)
+    heartbeat = notify.Heartbeat("accept loop")
     try:
         # Plain TCP: Server.handle counts a connection in before it starts its TLS.
         listener = await asyncio.start_server(
-            server.handle,
+            web_watchdog.beating(server.handle, heartbeat),
             host=bind or None,
             port=port,
             limit=MAX_LINE,
@@ -972,15 +976,17 @@ async def serve(
     addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listener.sockets)
     log.warning("serving %s (%d files) on https://%s", root, len(server.files), addresses)
     desk = asyncio.create_task(pairing.run(), name="pairing") if pairing is not None else None
+    watchdog = asyncio.create_task(web_watchdog.watch(listener, heartbeat), name="watchdog")
     if started is not None:
         started.set()
     try:
         async with listener:
             await stop.wait()
     finally:
+        watchdog.cancel()
         if desk is not None:
             desk.cancel()
-            await asyncio.gather(desk, return_exceptions=True)
+        await asyncio.gather(watchdog, *([desk] if desk else []), return_exceptions=True)
     log.warning("stopped")
 
 
