@@ -73,8 +73,9 @@ import random
 import signal
 import ssl
 import sys
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
