@@ -20,6 +20,7 @@ from pendant.config import Config
 from pendant.ears.asr import Recognizer, Transcription
 from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.ears.confirm import needs_confirming
+from pendant.ears.endpoint import sentence_is_over
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
@@ -42,6 +43,9 @@ Publish = Callable[[Event], Awaitable[None]]
 MUTED_BEAT_S = 1.0
 # A guess stands if what followed it was no louder than this above the quiet it ended in.
 GUESS_MARGIN_DB = 3.0
+# Silence after which the guess is made (at most half the hangover): early enough that a
+# sentence known to be over goes out well before the hangover would end it.
+GUESS_AFTER_MS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,22 +209,28 @@ class Ears:
             return
         for utterance in self.segmenter.push(chunk):
             await self.handle(utterance, pressed=False)
-        self._recognise_early()
+        if self._recognise_early():
+            for utterance in self.segmenter.flush():
+                await self.handle(utterance, pressed=False)
 
-    def _recognise_early(self) -> None:
-        """Recognise during the end-of-speech hangover instead of after it.
+    def _recognise_early(self) -> bool:
+        """Recognise during the end-of-speech hangover instead of after it; True when the
+        utterance may end now.
 
         Halfway through the hangover, speech has most likely ended: recognising then means
         the intent can go out the moment the hangover confirms it, instead of a whole
         decode later. If speech resumes, or anything louder than the quiet follows (quiet words
-        the VAD did not call speech), the guess is thrown away.
+        the VAD did not call speech), the guess is thrown away. When the guess is a confident
+        command that nothing the closed set lets follow would change (`sentence_is_over`), the
+        utterance ends at once instead of after the hangover.
         """
         seg = self.segmenter
         if not seg.in_speech or seg.silence_ms == 0:
             self._early = None
-            return
-        if self._early is not None or seg.silence_ms < self.config.vad.hangover_ms // 2:
-            return
+            return False
+        guess_at = min(GUESS_AFTER_MS, self.config.vad.hangover_ms // 2)
+        if self._early is not None or seg.silence_ms < guess_at:
+            return False
         # The recogniser's confidence depends on the trailing silence it hears, so the guess
         # gets as much as the finished utterance will: the quietest frame of the quiet so far,
         # repeated. Not the whole quiet: it may still hold the tail of a word, and a word's tail
@@ -234,6 +244,10 @@ class Ears:
         pad = np.resize(quietest, missing) if missing > 0 else quiet[:0]
         heard = self._recognise(np.concatenate((audio, pad)))
         self._early = Guess(heard, len(audio), dbfs(quiet))
+        said, match = heard.transcription, heard.match
+        if said is None or match is None or said.confidence < self.config.asr.min_confidence:
+            return False
+        return sentence_is_over(said.text, self.understanding.grammar)
 
     def _recognise(self, audio: np.ndarray) -> Heard:
         heard = self.understanding.recognizer.transcribe(audio)

@@ -170,7 +170,8 @@ class Segmenter:
         self._silero_awake = False
 
     def flush(self) -> Iterator[Utterance]:
-        """End of stream: whatever is being spoken ends here."""
+        """End of stream, or the listener knows the sentence is over: whatever is being
+        spoken ends here, before the hangover does."""
         if self._in_speech:
             yield from self._finish()
 

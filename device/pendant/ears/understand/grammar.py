@@ -674,6 +674,30 @@ class Grammar:
     def accepts(self, words: list[str]) -> bool:
         return _accepts(self.graph, self._index, words)
 
+    def continuations(self, words: list[str], most: int) -> list[list[str]] | None:
+        """Every way the closed set lets a speaker go on after the sentence `words` (each a
+        whole sentence then), or None when there are more than `most` or `words` is no
+        sentence. [] when nothing may follow it."""
+        state: int | None = self.graph.start
+        for word in words:
+            state = self._index.get((state, word))
+            if state is None:
+                return None
+        if state not in self.graph.finals:
+            return None
+        found: list[list[str]] = []
+        stack: list[tuple[int, list[str]]] = [(state, [])]
+        while stack:
+            at, said = stack.pop()
+            for dst, word in self._out[at]:
+                more = [*said, word]
+                if dst in self.graph.finals:
+                    found.append(more)
+                    if len(found) > most:
+                        return None
+                stack.append((dst, more))
+        return found
+
     def in_core(self, words: list[str]) -> bool:
         """Is this sentence one of the core's (or is there no core)?"""
         return self.core is None or _accepts(self.core, self._core_index, words)
