@@ -430,6 +430,34 @@ async def _outages(device: Device, home: LocalBroker, ca: Ca) -> None:
     assert max(ages) <= EXPIRY_S + 1.0, f"an intent arrived {max(ages):.1f} s old"
 
 
+def test_an_intent_waiting_on_the_home_broker_for_home_assistant_expires_there(
+    device: Device, home: LocalBroker, ca: Ca
+) -> None:
+    """Home Assistant away, its session kept: the home broker queues for it. Each publish
+    carries an MQTT 5 Message Expiry Interval (what is left of link.intent_expiry_s), so an
+    intent that waited there past it is dropped by the broker, not delivered late."""
+    run(_waiting_on_home(device, home, ca))
+
+
+async def _waiting_on_home(device: Device, home: LocalBroker, ca: Ca) -> None:
+    ha = HomeAssistant(home, ca)
+    async with running(ha.run()) as (task,):
+        await asyncio.wait_for(ha.subscribed.wait(), WAIT_S)
+        await until_ready(device, ha)
+        task.cancel()  # Home Assistant goes away; the broker keeps its subscription
+    stale = intent()
+    await publish(device, [stale])
+    await until_taken(device, 1)
+    await until(lambda: device.waiting() == 0, "the link to hand it to the home broker")
+    await asyncio.sleep(EXPIRY_S + 1.0)
+    back = HomeAssistant(home, ca)  # the same client id: the same session
+    async with running(back.run()):
+        fence = intent()
+        await publish(device, [fence])
+        await until(lambda: fence.id in back.ids(), "an intent spoken after its return")
+    assert stale.id not in back.ids(), "an intent waited on the home broker past its expiry"
+
+
 def test_mosquitto_killed_after_the_ears_were_acknowledged_loses_nothing(
     device: Device, home: LocalBroker, ca: Ca
 ) -> None:

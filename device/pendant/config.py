@@ -614,13 +614,13 @@ def load_config(path: str | Path | None) -> Config:
         return Config() if not DEVICE_CONFIG_PATH.exists() else load_config(DEVICE_CONFIG_PATH)
     p = Path(path)
     data = _read_toml(p)
-    sources = [str(p)]
     extra = drop_in_dir(p)
-    if extra.is_dir():
-        for part in sorted(extra.glob("*.toml")):
-            data = _merge(data, _read_toml(part))
-            sources.append(str(part))
-    return parse_config(data, " + ".join(sources))
+    parts = sorted(extra.glob("*.toml")) if extra.is_dir() else []
+    for part in parts:
+        data = _merge(data, _read_toml(part))
+    # Checked merged, so the line names every file that took part.
+    source = f"{p} (with {', '.join(q.name for q in parts)} in {extra})" if parts else str(p)
+    return parse_config(data, source)
 
 
 def _type_name(ann: Any) -> str:
