@@ -266,8 +266,8 @@ def test_fuzz_gate_with_escaped_strings(text: str) -> None:
 def test_the_home_broker_may_mute_but_never_unmute_or_capture(
     name: str, payload: bytes, runs: bool
 ) -> None:
-    """Issue 14, item 2: whatever the bridge imports from the home broker, nothing of it opens
-    the microphone or the camera (`services/mosquitto/bridge.conf.in` lists HOME_COMMANDS)."""
+    """Issue 14, item 2: whatever the link takes from the home broker, nothing of it opens
+    the microphone or the camera."""
     command = parse(name, payload)
     assert isinstance(command, Command)
     refusal = commands.home_refusal(command)
@@ -276,17 +276,23 @@ def test_the_home_broker_may_mute_but_never_unmute_or_capture(
         assert isinstance(parse_event(Error(device_id="p", reason=refusal).to_json()), Error)
 
 
-def test_the_bridge_imports_exactly_the_home_commands() -> None:
-    """The bridge template and HOME_COMMANDS say the same, each mapped under home/cmd/."""
-    from .conftest import REPO
+def test_commands_on_the_home_broker_are_the_homes() -> None:
+    """The link reads commands on the home broker itself now (no bridge, issue 14 item 4):
+    with phones on another broker (link.socket beside link.host), whatever comes from the home
+    broker is judged as the home's, and an unmute or a capture from there is refused."""
+    from pendant.config import Config, LinkConfig
+    from pendant.link import Link
 
-    bridge = (REPO / "services" / "mosquitto" / "bridge.conf.in").read_text()
-    imported = {
-        line.split()[1]
-        for line in bridge.splitlines()
-        if line.startswith("topic ") and line.split()[2] == "in" and "cmd" in line
-    }
-    assert imported == commands.HOME_COMMANDS
-    for name in imported:
-        local, remote = "pendant/@DEVICE_ID@/home/cmd/", "pendant/@DEVICE_ID@/cmd/"
-        assert f"topic {name} in 1 {local} {remote}" in bridge
+    link_config = LinkConfig(socket="/run/p.sock", host="ha.lan", outbox_path="")
+    link = Link(Config(device_id="p", link=link_config))
+    home, phones = link.sides
+    assert home.commands_from_home and not phones.commands_from_home
+    assert home.home and not phones.home and phones.socket and not home.socket
+    topic = f"{link.base_topic}/cmd/mute"
+    link.on_command(topic, b'{"mic": false}', from_home=True)
+    link.on_command(f"{link.base_topic}/cmd/capture", b"{}", from_home=True)
+    link.on_command(topic, b'{"mic": true}', from_home=True)
+    link.on_command(topic, b'{"mic": false}')  # a phone's
+    assert link.commands == {"refused": 2, "forwarded": 2}
+    for side in link.sides:
+        side.outbox.close()

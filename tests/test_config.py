@@ -129,3 +129,35 @@ def test_secret_files_must_be_private(tmp_path: Path, monkeypatch: pytest.Monkey
     # Another directory's group-readable file is still refused with the variable set.
     with pytest.raises(ConfigError, match="readable by others"):
         read_secret(str(secret), "bus.password_file")
+
+
+def test_drop_ins_are_merged_over_the_config_table_by_table(tmp_path: Path) -> None:
+    """`<config>.d/*.toml`, in name order, over the config: how provisioning adds the home
+    broker (pendant.d/home-broker.toml) to a config the first boot may replace."""
+    config = tmp_path / "pendant.toml"
+    config.write_text('device_id = "p"\n[link]\nsocket = "/run/p.sock"\nhermes = false\n')
+    assert load_config(config).link.home_host is None  # the device's broker alone
+    extra = tmp_path / "pendant.d"
+    extra.mkdir()
+    (extra / "home-broker.toml").write_text('[link]\nhost = "ha.lan"\nusername = "p"\n')
+    (extra / "zz.toml").write_text("[link]\nintent_expiry_s = 60\n")
+    (extra / "notes.txt").write_text("not toml, not read")
+    link = load_config(config).link
+    assert (link.socket, link.host, link.username, link.hermes) == ("/run/p.sock", "ha.lan", "p",
+                                                                    False)  # fmt: skip
+    assert link.intent_expiry_s == 60 and link.phones_apart and link.uses_tls
+    (extra / "bad.toml").write_text("[link]\nport = 0\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"\(with bad\.toml, home-broker\.toml, zz\.toml in .*pendant\.d\): link\.port",
+    ):
+        load_config(config)
+
+
+def test_tls_is_for_the_home_broker_not_the_phones_socket() -> None:
+    from pendant.config import LinkConfig
+
+    with pytest.raises(ValueError, match=r"for link\.host, not link\.socket"):
+        LinkConfig(socket="/run/p.sock", tls=True)
+    assert LinkConfig(socket="/run/p.sock", host="ha.lan", tls=True).uses_tls
+    assert LinkConfig().home_host == "127.0.0.1" and not LinkConfig().phones_apart

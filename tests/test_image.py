@@ -556,9 +556,9 @@ def test_firstboot_reports_bad_setup_and_still_removes_secrets(tmp_path: Path) -
 def test_firstboot_refuses_control_characters(
     tmp_path: Path, section: str, key: str, value: str
 ) -> None:
-    """Proves setup.toml cannot add lines to wpa_supplicant.conf or bridge.conf: a value with a
-    line break (or any control character) is reported in one line naming it, without the
-    value, nothing is written, and the secrets still leave the card."""
+    """Proves setup.toml cannot add lines to wpa_supplicant.conf or the home broker's settings:
+    a value with a line break (or any control character) is reported in one line naming it,
+    without the value, nothing is written, and the secrets still leave the card."""
     boot = tmp_path / "boot/firmware"
     boot.mkdir(parents=True)
     (tmp_path / "run").mkdir()
@@ -572,21 +572,21 @@ def test_firstboot_refuses_control_characters(
     assert tomllib.loads(text)[section][key] == value
     (boot / "setup.toml").write_text(text)
     fb = load_firstboot(tmp_path)
-    fb.VENV_PY = Path(sys.executable)  # the bridge is made by this checkout's provisioning
+    fb.VENV_PY = Path(sys.executable)  # the home broker is set by this checkout's provisioning
     fb.apply_setup()
     assert fb.errors == [
         f"setup.toml: {section}.{key} must not contain control characters such as line breaks"
     ]
     assert not fb.WPA.exists()
-    assert not list(tmp_path.glob("etc/mosquitto/pendant/bridge.d/*"))
+    assert not list(tmp_path.glob("etc/pendant/pendant.d/*"))
     assert "secret" not in (boot / "setup.toml").read_text()
     assert "correct horse" not in (boot / "setup.toml").read_text()
 
 
 @pytest.mark.parametrize(("extra", "want"), [
-    ('cafile = "home-ca.crt"\n', ["bridge_cafile {boot}/home-ca.crt", "address 10.0.0.2:8883"]),
-    ("", ["bridge_capath /etc/ssl/certs", "address 10.0.0.2:8883"]),
-    ("insecure = true\n", ["address 10.0.0.2:1883"]),
+    ('cafile = "home-ca.crt"\n', {"cafile": "{boot}/home-ca.crt", "port": 8883, "tls": True}),
+    ("", {"port": 8883, "tls": True}),  # no cafile: the system store, the link's default
+    ("insecure = true\n", {"port": 1883, "tls": False}),
 ])  # fmt: skip
 def test_firstboot_bridges_over_tls_unless_setup_says_insecure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, want: list[str]
@@ -601,15 +601,16 @@ def test_firstboot_bridges_over_tls_unless_setup_says_insecure(
         '[home_broker]\nhost = "10.0.0.2"\nuser = "ha"\npassword = "a secret"\n' + extra
     )
     fb = load_firstboot(tmp_path)
-    fb.VENV_PY = Path(sys.executable)  # the bridge is made by this checkout's provisioning
+    fb.VENV_PY = Path(sys.executable)  # the home broker is set by this checkout's provisioning
     fb.apply_setup()
     assert fb.errors == []
-    conf = next(tmp_path.glob("etc/mosquitto/pendant/bridge.d/bridge.conf")).read_text()
-    lines = conf.splitlines()
-    for line in want:
-        assert line.format(boot=boot) in lines
+    link = tomllib.loads((tmp_path / "etc/pendant/pendant.d/home-broker.toml").read_text())["link"]
+    expected = {"host": "10.0.0.2", "username": "ha", **want}
+    if "cafile" in expected:
+        expected["cafile"] = str(expected["cafile"]).format(boot=boot)
+    assert link == expected
+    assert not list(tmp_path.glob("etc/mosquitto/pendant/bridge.d/*"))
     plaintext = "insecure" in extra
-    assert any(ln.startswith("bridge_ca") for ln in lines) is not plaintext
     assert ("plaintext" in capsys.readouterr().out) is plaintext
 
 

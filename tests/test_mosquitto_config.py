@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ from pendant.provision import (
     provision,
     render,
 )
-
-from .tls_support import make_ca, make_server, needs_openssl
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -640,99 +639,53 @@ def test_retained_status_survives_a_restart(tmp_path: Path, connect: Connect) ->
         assert phone.until(f"pendant/{DEVICE}/status", b'{"state": "idle"}') == []
 
 
-def test_bridge_forwards_public_topics_only(tmp_path: Path, connect: Connect) -> None:
-    """Proves bridge.conf: this device's public topics and the Hermes mirror reach the home
-    broker (retained status still retained), the internal bus does not, and of the commands
-    sent on the home broker only the harmless ones come in, under `home/cmd/` (issue 14,
-    item 2: `capture` and `sentences` from any client of the home broker used to reach the
-    link as if a phone had sent them)."""
-    with LocalBroker(users=("bridge", "viewer"), tcp=True) as home:
-        assert home.port is not None
-        home_at = Endpoint("tcp", "127.0.0.1", home.port)
-        viewer = Client(home_at, "viewer", home.password("viewer"))
-        assert not viewer.open().is_failure
-        try:
-            viewer.subscribe("#")
-            prov = _provision_for_test(
-                tmp_path / "b",
-                bridge_host="127.0.0.1",
-                bridge_port=home.port,
-                bridge_user="bridge",
-                bridge_insecure=True,  # the test's home broker: plain TCP on 127.0.0.1
-                bridge_password_file=home.password_file("bridge"),
-            )
-            with running(prov):
-                # The bridge's retained "1" says it is connected (and subscribed remotely).
-                viewer.until(f"pendant/{DEVICE}/bridge", b"1")
-                ears, link = connect(prov, "ears"), connect(prov, "link")
-                link.subscribe(f"pendant/{DEVICE}/cmd/#")
-                ears.publish("pendant-bus/intent", b"{}")
-                link.publish("pendant-bus/cmd/mute", b"{}")
-                link.publish(f"pendant/{DEVICE}/intent/HassTurnOn", b"{}")
-                link.publish("hermes/intent/HassTurnOn", b"{}")
-                link.publish(f"pendant/{DEVICE}/status", b"{}", retain=True)
-                got = viewer.fence(link, f"pendant/{DEVICE}/transcript")
-                assert topics(got) == [
-                    f"pendant/{DEVICE}/intent/HassTurnOn",
-                    "hermes/intent/HassTurnOn",
-                    f"pendant/{DEVICE}/status",
-                ]
-
-                late = Client(home_at, "viewer", home.password("viewer"))
-                assert not late.open().is_failure
-                try:
-                    late.subscribe(f"pendant/{DEVICE}/status")
-                    assert late.until(f"pendant/{DEVICE}/status", b"{}") == []
-                finally:
-                    late.close()
-
-                link.subscribe(f"pendant/{DEVICE}/home/cmd/#")
-                viewer.publish(f"pendant/{DEVICE}/cmd/capture", b"{}")
-                viewer.publish(f"pendant/{DEVICE}/cmd/sentences", b'{"sentences": []}')
-                viewer.publish(f"pendant/{DEVICE}/cmd/identify", b"{}")
-                viewer.publish(f"pendant/{DEVICE}/cmd/mute", b'{"mic": true}')
-                # The bridge's subscriptions deliver in order: the mute is the fence.
-                got = link.until(f"pendant/{DEVICE}/home/cmd/mute", b'{"mic": true}')
-                assert got == [(f"pendant/{DEVICE}/home/cmd/identify", b"{}", False)]
-        finally:
-            viewer.close()
+def _home_broker(prov_or_root: Provisioned | Path) -> dict[str, object] | None:
+    """The link settings provisioning wrote for the home broker, or None."""
+    layout = prov_or_root.layout if isinstance(prov_or_root, Provisioned) else Layout(prov_or_root)
+    path = layout.home_broker_config
+    return tomllib.loads(path.read_text())["link"] if path.exists() else None
 
 
-@needs_openssl
-def test_the_bridge_speaks_tls_and_trusts_only_the_ca_it_was_given(
-    tmp_path: Path,
-) -> None:
-    """Issue 14 item 15: the bridge to the home broker is TLS, checked against --bridge-cafile;
-    a home broker whose certificate another CA signed gets nothing."""
-    ca, rogue = make_ca(tmp_path / "ca"), make_ca(tmp_path / "rogue", "rogue")
-    for signer, trusted in ((ca, True), (rogue, False)):
-        cert, key = make_server(tmp_path / f"home-{signer.cert.stem}", signer)
-        with LocalBroker(users=("bridge", "viewer"), tcp=True, tls=(cert, key)) as home:
-            assert home.port is not None
-            viewer = Client(Endpoint("tcp", "127.0.0.1", home.port, signer.cert), "viewer",
-                            home.password("viewer"))  # fmt: skip
-            assert not viewer.open().is_failure
-            try:
-                viewer.subscribe(f"pendant/{DEVICE}/bridge")
-                prov = _provision_for_test(
-                    tmp_path / f"root-{signer.cert.stem}",
-                    bridge_host="127.0.0.1",
-                    bridge_port=home.port,
-                    bridge_user="bridge",
-                    bridge_password_file=home.password_file("bridge"),
-                    bridge_cafile=str(ca.cert),
-                )
-                conf = (prov.layout.bridge_dir / "bridge.conf").read_text()
-                assert f"\nbridge_cafile {ca.cert}\n" in conf
-                with running(prov):
-                    if trusted:
-                        viewer.until(f"pendant/{DEVICE}/bridge", b"1")
-                    else:
-                        # Its first attempt is at start; 2 s later it would have said "1".
-                        with pytest.raises(queue.Empty):
-                            viewer.messages.get(timeout=3.0)
-            finally:
-                viewer.close()
+def test_the_home_broker_is_the_links_not_a_bridge(tmp_path: Path) -> None:
+    """Issue 14 item 4: the home broker options no longer render a mosquitto bridge (which
+    acknowledged at once, queued with no expiry and lost its queue to a power cut) but the
+    link's settings, in the device config's drop-in folder; a bridge an older version rendered
+    is removed, and `--no-bridge` forgets the home broker. The password stays in the secrets
+    (0600), never in the drop-in (0644)."""
+    password = tmp_path / "home.password"
+    password.write_text("secret\n")
+    ca = tmp_path / "home-ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    root = tmp_path / "root"
+    old = Layout(root).old_bridge_conf
+    old.parent.mkdir(parents=True)
+    old.write_text("connection old\n")
+    prov = _provision_for_test(
+        root, bridge_host="ha.lan", bridge_user="pendant", bridge_password_file=password,
+        bridge_cafile=str(ca),
+    )  # fmt: skip
+    assert _home_broker(prov) == {
+        "host": "ha.lan", "port": 8883, "username": "pendant", "tls": True, "cafile": str(ca),
+    }  # fmt: skip
+    assert stat.S_IMODE(prov.layout.home_broker_config.stat().st_mode) == 0o644
+    assert "secret" not in prov.layout.home_broker_config.read_text()
+    assert prov.layout.bridge_password_file.read_text() == "secret\n"
+    assert stat.S_IMODE(prov.layout.bridge_password_file.stat().st_mode) == 0o600
+    assert not old.exists()
+    assert "include_dir" not in prov.conf.read_text()
+    assert "home/cmd" not in (prov.layout.conf_dir / "acl").read_text()
+    # The device config sees it (pendant.config reads the drop-in folder).
+    from pendant.config import drop_in_dir, load_config
+
+    config = prov.layout.etc / "pendant.toml"
+    config.write_text('[link]\nsocket = "/run/mosquitto/pendant.sock"\n')
+    assert drop_in_dir(config) == prov.layout.home_broker_config.parent
+    link = load_config(config).link
+    assert (link.host, link.socket, link.cafile) == ("ha.lan", "/run/mosquitto/pendant.sock",
+                                                     str(ca))  # fmt: skip
+    assert link.phones_apart and link.uses_tls
+    _provision_for_test(root, bridge_host="")  # --no-bridge
+    assert _home_broker(root) is None
 
 
 def test_a_bridge_without_a_ca_is_refused_unless_plaintext_is_asked_for(tmp_path: Path) -> None:
@@ -755,12 +708,12 @@ def test_a_bridge_without_a_ca_is_refused_unless_plaintext_is_asked_for(tmp_path
     assert plain.returncode == 0, plain.stderr
     warning = [ln for ln in plain.stderr.splitlines() if "plaintext" in ln]
     assert warning == [
-        "provision: warning: the bridge to 10.0.0.2:1883 is plaintext (--bridge-insecure): "
+        "provision: warning: the link to 10.0.0.2:1883 is plaintext (--bridge-insecure): "
         "its password and every event cross the network readable"
     ]
-    conf = (Layout(root).bridge_dir / "bridge.conf").read_text()
-    assert "\naddress 10.0.0.2:1883\n" in conf
-    assert "\nbridge_ca" not in conf
+    home = _home_broker(root)
+    assert home is not None and (home["port"], home["tls"]) == (1883, False)
+    assert "cafile" not in home
     # Remembered, and warned about again on the next run.
     again = _cli(*base)
     assert again.returncode == 0 and "plaintext" in again.stderr
@@ -770,9 +723,9 @@ def test_a_bridge_without_a_ca_is_refused_unless_plaintext_is_asked_for(tmp_path
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     tls = _cli(*base, "--bridge-cafile", str(ca))
     assert tls.returncode == 0 and "plaintext" not in tls.stderr
-    conf = (Layout(root).bridge_dir / "bridge.conf").read_text()
-    assert f"\nbridge_cafile {ca}\n" in conf
-    assert "\naddress 10.0.0.2:8883\n" in conf  # no port was given: the TLS one
+    home = _home_broker(root)
+    assert home is not None and (home["cafile"], home["tls"]) == (str(ca), True)
+    assert home["port"] == 8883  # no port was given: the TLS one
     both = _cli(*base, "--bridge-cafile", str(ca), "--bridge-insecure")
     assert both.returncode == 2 and both.stderr.count("\n") == 1
 
@@ -792,9 +745,9 @@ def test_a_tls_bridge_defaults_to_port_8883_and_takes_the_system_store(tmp_path:
         bridge_password_file=password,
         bridge_capath="/etc/ssl/certs",
     )
-    conf = (prov.layout.bridge_dir / "bridge.conf").read_text()
-    assert "\naddress broker.example.org:8883\n" in conf
-    assert "\nbridge_capath /etc/ssl/certs\n" in conf and "bridge_cafile" not in conf
+    home = _home_broker(prov)
+    assert home is not None and (home["host"], home["port"]) == ("broker.example.org", 8883)
+    assert home["tls"] is True and "cafile" not in home  # the system store: the link's default
     with pytest.raises(ProvisionError, match=r"--bridge-cafile /nowhere/ca\.crt: no such file"):
         _provision_for_test(
             tmp_path / "other",
@@ -802,6 +755,15 @@ def test_a_tls_bridge_defaults_to_port_8883_and_takes_the_system_store(tmp_path:
             bridge_user="bridge",
             bridge_password_file=password,
             bridge_cafile="/nowhere/ca.crt",
+        )
+    # A folder other than the system store: the link (Python's ssl) takes a file or the store.
+    with pytest.raises(ProvisionError, match=r"--bridge-capath .*: only the system store"):
+        _provision_for_test(
+            tmp_path / "third",
+            bridge_host="h",
+            bridge_user="bridge",
+            bridge_password_file=password,
+            bridge_capath=str(tmp_path),
         )
 
 
@@ -819,54 +781,28 @@ def test_a_plaintext_bridge_from_before_tls_was_the_default_keeps_working(tmp_pa
     prov.layout.settings_file.write_text(json.dumps(saved))
     again = _provision_for_test(tmp_path / "root")
     assert again.settings.bridge_insecure
-    assert "\naddress 10.0.0.2:1883\n" in (again.layout.bridge_dir / "bridge.conf").read_text()
+    home = _home_broker(again)
+    assert home is not None and (home["port"], home["tls"]) == (1883, False)
 
 
 def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
     tmp_path: Path, connect: Connect
 ) -> None:
-    """Issue 14, item 2, in the shipped topology (the link on the local socket as bus and as
-    outside broker, the bridge to a home broker rendered from the template, the rendered ACL):
-    a client of the home broker may mute but not unmute, and cannot capture; each refusal
-    comes back to the home broker as an `error`. A paired phone keeps every right, and cannot
-    pass for the home broker either."""
+    """Issue 14, item 2, in the shipped topology (issue 14 item 4: the link on the device's
+    socket for phones and on the home broker itself, the rendered ACL): a client of the home
+    broker may mute but not unmute, and cannot capture; each refusal comes back to the home
+    broker as an `error`. A paired phone keeps every right."""
     from pendant.config import BusConfig, Config, LinkConfig
     from pendant.link import Link
 
     base = f"pendant/{DEVICE}"
-    with LocalBroker(users=("bridge", "ha"), tcp=True) as home:
+    with LocalBroker(users=("pendant", "ha"), tcp=True) as home:
         assert home.port is not None
         ha = Client(Endpoint("tcp", "127.0.0.1", home.port), "ha", home.password("ha"))
         assert not ha.open().is_failure
         try:
-            ha.subscribe(f"{base}/bridge", f"{base}/error")
-            # A session left on the home broker under the bridge's client id, by an older
-            # bridge (cmd/+) or by anyone who logged in as it (the internal bus): the bridge
-            # must not inherit its subscriptions.
-            stale = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=f"pendant-{DEVICE}-bridge",
-                protocol=mqtt.MQTTv311,
-                clean_session=False,
-            )
-            stale.username_pw_set("bridge", home.password("bridge"))
-            stale.connect("127.0.0.1", home.port)
-            stale.loop_start()
-            subscribed = threading.Event()
-            stale.on_subscribe = lambda *_: subscribed.set()
-            stale.subscribe([(f"{base}/cmd/+", 1), ("pendant-bus/#", 1)])
-            assert subscribed.wait(TIMEOUT_S)
-            stale.disconnect()
-            stale.loop_stop()
-            prov = _provision_for_test(
-                tmp_path / "h",
-                add_phones=("alice",),
-                bridge_host="127.0.0.1",
-                bridge_port=home.port,
-                bridge_user="bridge",
-                bridge_insecure=True,  # the test's home broker: plain TCP on 127.0.0.1
-                bridge_password_file=home.password_file("bridge"),
-            )
+            ha.subscribe(f"{base}/availability", f"{base}/error")
+            prov = _provision_for_test(tmp_path / "h", add_phones=("alice",))
             cfg = Config(
                 device_id=DEVICE,
                 bus=BusConfig(
@@ -874,10 +810,17 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
                     username="link",
                     password_file=str(prov.password_file("link")),
                 ),
-                link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "o.sqlite")),
+                link=LinkConfig(
+                    socket=str(prov.socket),
+                    # The test's home broker: plain TCP on 127.0.0.1.
+                    host="127.0.0.1",
+                    port=home.port,
+                    username="pendant",
+                    password_file=str(home.password_file("pendant")),
+                    outbox_path=str(tmp_path / "o.sqlite"),
+                ),
             )
             with running(prov):
-                ha.until(f"{base}/bridge", b"1")
                 alice = connect(prov, "phone-alice", "tls")
                 body = connect(prov, "body")
                 body.subscribe("pendant-bus/cmd/#")
@@ -886,7 +829,9 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
                     link = Link(cfg)
                     task = asyncio.create_task(link.run())
                     try:
-                        await asyncio.wait_for(link.connected.wait(), TIMEOUT_S)
+                        for side in link.sides:
+                            await asyncio.wait_for(side.connected.wait(), TIMEOUT_S)
+                        assert (await _next(ha))[1] == b"online"  # its last will is here too
                         on_bus = []
                         # From the home broker: two unmutes and a capture, then a mute; and
                         # an unmute straight onto the internal bus.
@@ -898,18 +843,16 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
                         on_bus.append(json.loads((await _next(body))[1]))
                         assert on_bus[0].get("mic") is True, f"reached the bus: {on_bus[0]}"
                         errors = []
-                        for _ in range(2):
+                        for _ in range(3):
                             topic, payload, _ = await _next(ha)
                             assert topic == f"{base}/error"
                             errors.append(json.loads(payload)["reason"])
-                        # A phone writing where the bridge puts the home broker's commands is
-                        # denied; on its own topics it may unmute and capture.
-                        alice.publish(f"{base}/home/cmd/mute", b'{"camera": true}')
+                        # A phone, on the device's own broker, may unmute and capture.
                         alice.publish(f"{base}/cmd/mute", b'{"mic": false}')
                         alice.publish(f"{base}/cmd/capture", b"{}")
                         on_bus.append(json.loads((await _next(body))[1]))
                         on_bus.append(json.loads((await _next(body))[1]))
-                        assert link.commands == {"refused": 2, "forwarded": 3}
+                        assert link.commands == {"refused": 3, "forwarded": 3}
                         for _ in range(int(TIMEOUT_S / 0.05)):  # see the retained test above
                             if link._command_retry is None:
                                 break
@@ -929,7 +872,8 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
         {"name": "capture", "mic": None, "camera": None},
     ]
     unmute = "unmuting is for a paired phone or the button, not the home broker"
-    assert errors == [unmute, unmute]
+    capture = "capture is for a paired phone or the button, not the home broker"
+    assert errors == [unmute, capture, unmute]
 
 
 # --- provisioning --------------------------------------------------------------------------
@@ -941,7 +885,8 @@ def _secret_values(prov: Provisioned) -> dict[str, str]:
 
 def test_secrets_are_private_files(tmp_path: Path) -> None:
     """Proves invariant 4's file half: every secret is 0600 in a 0700 folder, the broker's
-    hashed passwords, key and bridge config are 0600, and no password is in a readable file."""
+    hashed passwords and key are 0600, and no password is in a readable file (the home
+    broker's settings, 0644, hold none)."""
     given = tmp_path / "home.password"
     given.write_text("home-broker-secret\n")
     given.chmod(0o600)
@@ -955,9 +900,8 @@ def test_secrets_are_private_files(tmp_path: Path) -> None:
     )
     lay = prov.layout
     assert stat.S_IMODE(lay.secrets.stat().st_mode) == 0o700
-    private = [*lay.secrets.iterdir(), lay.conf_dir / "passwd", lay.conf_dir / "server.key",
-               lay.bridge_dir / "bridge.conf"]  # fmt: skip
-    assert len(private) >= 9
+    private = [*lay.secrets.iterdir(), lay.conf_dir / "passwd", lay.conf_dir / "server.key"]
+    assert len(private) >= 9 and lay.home_broker_config.exists()
     for p in private:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     readable = [p for p in lay.root.rglob("*") if p.is_file() and p.stat().st_mode & 0o044]

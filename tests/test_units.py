@@ -248,7 +248,12 @@ def test_every_unit_is_a_watched_notify_service_of_its_own_user(name: str) -> No
     assert "mosquitto.service" in words(d, "After")
     assert d["PartOf"] == ["pendant.target"]
     # The secret comes as a credential, never as a readable file path in the unit.
-    assert d["LoadCredential"] == [f"bus-password:/etc/pendant/secrets/{name}.password"]
+    expected = [f"bus-password:/etc/pendant/secrets/{name}.password"]
+    if name == "link":
+        # The home broker's password; `unset` (SetCredential=) when none was provisioned.
+        expected.append("home-password:/etc/pendant/secrets/bridge-remote.password")
+        assert d["SetCredential"] == ["home-password:unset"]
+    assert d["LoadCredential"] == expected
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",

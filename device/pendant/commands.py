@@ -27,11 +27,11 @@ message on its topic) and reports it on the error topic.
 
 Who sent a command matters: a paired phone (its own account on the pendant's broker, writing
 `cmd/<name>`) may send them all; the home broker's clients (Home Assistant, or anything else
-that can log in there) reach the pendant only through the bridge, which imports
-`HOME_COMMANDS` alone and maps them to `pendant/<id>/home/cmd/<name>`, where no phone may
-write. From there `home_refusal` refuses what would lower the wearer's privacy: an unmute
-(`mute` with a `false`). Muting is for anyone; unmuting and `capture` are for a paired phone
-or the button.
+that can log in there) reach the pendant only through the link's own connection to the home
+broker, where phones are not, and there `home_refusal` takes `HOME_COMMANDS` alone and
+refuses what would lower the wearer's privacy: an unmute (`mute` with a `false`), a
+`capture`, new `sentences`. Muting is for anyone; unmuting and `capture` are for a paired
+phone or the button.
 
 An empty payload counts as `{}` (Home Assistant's MQTT button can send one). Anything else,
 including unknown or duplicate keys and wrong types, becomes a public `Error` event with a
@@ -75,8 +75,8 @@ the bus."""
 RETAINED_REASON = "sent retained, which only a state (area) may be: deleted, not run"
 
 HOME_COMMANDS = frozenset({"mute", "identify", "say", "area"})
-"""What the home broker may send (services/mosquitto/bridge.conf.in imports these alone): none
-that lets a client of the home broker see or hear more. Not `capture` (a look through the
+"""What the home broker may send (the link refuses the rest from there): none that lets a
+client of the home broker see or hear more. Not `capture` (a look through the
 camera) nor `sentences` (new sentences widen what the pendant hears and publishes)."""
 HOME_UNMUTE_REASON = "unmuting is for a paired phone or the button, not the home broker"
 
@@ -84,8 +84,8 @@ HOME_UNMUTE_REASON = "unmuting is for a paired phone or the button, not the home
 def home_refusal(command: Command) -> str | None:
     """Why `command`, which came from the home broker, must not run; None if it may.
 
-    The bridge imports `HOME_COMMANDS` only, so the first check guards a misconfigured
-    bridge; the second is the one that matters: an unmute (`mute` with a false).
+    Only `HOME_COMMANDS` may run (never `capture` or `sentences`), and of those no unmute
+    (`mute` with a false).
     """
     if command.name not in HOME_COMMANDS:
         return f"{command.name} is for a paired phone or the button, not the home broker"

@@ -280,13 +280,19 @@ class BusConfig(_Strict):
 class LinkConfig(_Strict):
     socket: str | None = Field(
         None,
-        description="Unix socket of the outside broker, instead of host/port. On the pendant: "
-        "the device-local mosquitto (its TLS listeners serve phones, its bridge the home "
-        "broker). Without link.username the link logs in there with its bus credentials.",
+        description="Unix socket of the device-local mosquitto, where paired phones read the "
+        "public topics and send commands. Alone, it is the outside broker too; with link.host, "
+        "the home broker is link.host and this socket serves phones only. The link logs in "
+        "there with its bus credentials (or, when it is the only broker, link.username).",
     )
-    host: str = Field("127.0.0.1", description="Outside MQTT broker (home automation).")
+    host: str | None = Field(
+        None,
+        description="The home broker (Home Assistant, Node-RED): the link publishes there from "
+        "its outbox, announces itself (last will included) and takes the home's commands. "
+        "Default: none when link.socket is set, else 127.0.0.1.",
+    )
     port: int | None = Field(
-        None, ge=1, le=65535, description="Outside broker port (default 8883 with TLS, else 1883)."
+        None, ge=1, le=65535, description="Home broker port (default 8883 with TLS, else 1883)."
     )
     tls: bool | None = Field(
         None,
@@ -296,16 +302,16 @@ class LinkConfig(_Strict):
     )
     cafile: str | None = Field(
         None,
-        description="CA certificate (PEM) that must sign the outside broker's certificate "
+        description="CA certificate (PEM) that must sign the home broker's certificate "
         "(default: the system CA store).",
     )
-    username: str | None = Field(None, description="Outside broker user name.")
+    username: str | None = Field(None, description="Home broker user name.")
     password_file: str | None = Field(None, description="File (0600) holding its password.")
     topic_prefix: str = Field("pendant", pattern=r"^[a-z0-9_-]{1,32}$", description="Topic root.")
     hermes: bool = Field(True, description="Mirror intents on hermes/intent/* for Node-RED.")
     outbox_path: str = Field(
         "/var/lib/pendant/outbox.sqlite",
-        description="SQLite file where events wait for the outside broker, across restarts "
+        description="SQLite file where events wait for the home broker, across restarts "
         "('' keeps them in RAM only).",
     )
     intent_expiry_s: float = Field(
@@ -340,24 +346,40 @@ class LinkConfig(_Strict):
             raise ValueError("link.password_file is set but link.username is not")
         if self.cafile and self.tls is False:
             raise ValueError("link.cafile is set but link.tls is false")
-        if self.socket and (self.tls or self.cafile):
+        if self.home_host is None and (self.tls or self.cafile):
             raise ValueError("link.tls and link.cafile are for link.host, not link.socket")
         return self
 
     @property
+    def home_host(self) -> str | None:
+        """The home broker's host: link.host, 127.0.0.1 when neither it nor link.socket is
+        set, None when the device-local broker (link.socket) is the only one."""
+        if self.host:
+            return self.host
+        return None if self.socket else "127.0.0.1"
+
+    @property
+    def phones_apart(self) -> bool:
+        """Phones (link.socket) and the home broker (link.host) are two brokers."""
+        return bool(self.socket and self.host)
+
+    @property
     def loopback(self) -> bool:
-        """link.host is this machine: nothing the link sends it crosses a network."""
-        if self.host.lower() in ("localhost", "localhost."):
+        """The home broker is this machine: nothing the link sends it crosses a network."""
+        host = self.home_host
+        if host is None:
+            return True
+        if host.lower() in ("localhost", "localhost."):
             return True
         try:
-            return ipaddress.ip_address(self.host).is_loopback
+            return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False
 
     @property
     def uses_tls(self) -> bool:
-        """Whether the link speaks TLS to link.host (never over link.socket)."""
-        if self.socket:
+        """Whether the link speaks TLS to the home broker (never over link.socket)."""
+        if self.home_host is None:
             return False
         return self.tls if self.tls is not None else not self.loopback
 
@@ -513,7 +535,9 @@ class Config(_Strict):
     )
     listen: ListenConfig = Field(default_factory=ListenConfig, description="How to talk to it.")
     bus: BusConfig = Field(default_factory=BusConfig, description="The device-local broker.")
-    link: LinkConfig = Field(default_factory=LinkConfig, description="The outside broker.")
+    link: LinkConfig = Field(
+        default_factory=LinkConfig, description="The home broker, and the phones' broker."
+    )
     body: BodyConfig = Field(
         default_factory=BodyConfig, description="Button, LED, haptics, mute switch, battery."
     )
@@ -550,10 +574,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(f"{source}: {_describe(first)}{tail}") from None
 
 
-def load_config(path: str | Path | None) -> Config:
-    if path is None:
-        return Config() if not DEVICE_CONFIG_PATH.exists() else load_config(DEVICE_CONFIG_PATH)
-    p = Path(path)
+def _read_toml(p: Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -561,10 +582,45 @@ def load_config(path: str | Path | None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {exc}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse_config(data, str(p))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, table by table (a key set in both takes `over`'s value)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def drop_in_dir(path: Path) -> Path:
+    """Where files that add to the config at `path` live: /etc/pendant/pendant.d/ for
+    /etc/pendant/pendant.toml. Provisioning writes the home broker there
+    (`pendant.provision --bridge-host`), so the config file itself can be replaced (the
+    image's first boot installs the SD card's) without losing it."""
+    return path.parent / f"{path.stem}.d"
+
+
+def load_config(path: str | Path | None) -> Config:
+    """The config at `path` (default /etc/pendant/pendant.toml, or the defaults when there is
+    none), with the `*.toml` files of its drop-in folder (`drop_in_dir`) merged on top, in
+    name order."""
+    if path is None:
+        return Config() if not DEVICE_CONFIG_PATH.exists() else load_config(DEVICE_CONFIG_PATH)
+    p = Path(path)
+    data = _read_toml(p)
+    extra = drop_in_dir(p)
+    parts = sorted(extra.glob("*.toml")) if extra.is_dir() else []
+    for part in parts:
+        data = _merge(data, _read_toml(part))
+    # Checked merged, so the line names every file that took part.
+    source = f"{p} (with {', '.join(q.name for q in parts)} in {extra})" if parts else str(p)
+    return parse_config(data, source)
 
 
 def _type_name(ann: Any) -> str:

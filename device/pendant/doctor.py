@@ -213,10 +213,13 @@ def check_brokers(config: Config) -> Iterator[Finding]:
     checks = [
         ("bus", bus.socket or f"{bus.host}:{bus.port}", "systemctl start mosquitto",
          unix(bus.socket) if bus.socket else tcp(bus.host, bus.port)),
-        ("outside", link.socket or f"{link.host}:{link.broker_port}",
-         "check link.host / link.port and the network",
-         unix(link.socket) if link.socket else tcp(link.host, link.broker_port)),
     ]  # fmt: skip
+    if link.socket:
+        checks.append(("phones", link.socket, "systemctl start mosquitto", unix(link.socket)))
+    if link.home_host is not None:
+        checks.append(("home", f"{link.home_host}:{link.broker_port}",
+                       "check link.host / link.port and the network",
+                       tcp(link.home_host, link.broker_port)))  # fmt: skip
     for name, where, fix, connect in checks:
         failed = _mqtt_reachable(where, connect)
         if failed is None:

@@ -6,26 +6,36 @@ the bus. A sender publishes from the outbox, in order, QoS 1, and deletes an eve
 the outside broker's PUBACK. Both sessions are persistent (fixed client ids, clean_session
 false), so events published on the bus while the link restarts wait for it there.
 
+One queue: on the pendant the link talks to two brokers. The home broker (`link.host`: Home
+Assistant, Node-RED) gets the events from the durable outbox, each publish carrying an MQTT 5
+Message Expiry Interval (what is left of `link.intent_expiry_s`), so the outbox is the one
+queue towards home automation: nothing is acknowledged to the ears that only a broker's RAM
+holds, and nothing arrives later than `link.intent_expiry_s`, wherever it waited. The
+device-local mosquitto (`link.socket`), where paired phones are, gets the same events from a
+second queue, in RAM. With only one of them configured it is the one outside broker. (There
+used to be a mosquitto bridge between the two: it acknowledged at once, queued with no expiry
+and lost its queue to a power cut; issue 14.)
+
 Outside → bus: commands from the phone (`pendant/<id>/cmd/<name>`) are checked by
 `pendant.commands`; valid ones go to the bus as `pendant-bus/cmd/<name>`, malformed ones come
-back as a public `error` event. Commands from the home broker arrive through the bridge on
-`pendant/<id>/home/cmd/<name>` (a prefix no phone may write): there an unmute or a capture is
-refused with an `error` (`commands.home_refusal`), so no client of the home broker can open
-the microphone or the camera. A retained command is refused, deleted from the outside broker
-(an empty retained message on its topic) and reported as an `error`, but for states (`area`),
-which are taken retained and kept retained on the bus as well. To see whether a command was
-sent retained the outside connection is MQTT 5, subscribed with "retain as published" (MQTT
-3.1.1 brokers clear the flag on live messages) and "no local" (the link's own deletion does
-not come back to it as a command).
+back as a public `error` event. Commands on the home broker (`pendant/<id>/cmd/<name>` there,
+when it is not also the phones' broker) come from whoever may publish there: an unmute or a
+capture is refused with an `error` (`commands.home_refusal`), so no client of the home broker
+can open the microphone or the camera. A retained command is refused, deleted from the
+outside broker (an empty retained message on its topic) and reported as an `error`, but for
+states (`area`), which are taken retained and kept retained on the bus as well. To see whether
+a command was sent retained the outside connections are MQTT 5, subscribed with "retain as
+published" (MQTT 3.1.1 brokers clear the flag on live messages) and "no local" (the link's own
+deletion does not come back to it as a command).
 
 Error events are rate-limited by a token bucket (`ERROR_BURST` at once, then one per
 `ERROR_EVERY_S` seconds); the ones over it are counted in `errors_suppressed` and logged in one
 line, not published, so a flood of malformed commands cannot crowd intents out. The outbox
 keeps error events in RAM only (`pendant.outbox.VOLATILE`).
 
-Home Assistant discovery (`pendant.discovery`) is published retained on every connect and
-again a few random seconds after Home Assistant announces `online`; intents also go out as
-Home Assistant events on `pendant/<id>/event`.
+Home Assistant discovery (`pendant.discovery`) is published retained on the home broker on
+every connect and again a few random seconds after Home Assistant announces `online`; intents
+also go out as Home Assistant events on `pendant/<id>/event`.
 
 Each outside message is sent once per event id: the link remembers the last `SENT_WINDOW`
 (topic, event id) pairs the outside broker acknowledged and skips them if they come round
@@ -39,11 +49,12 @@ outbox's delete may still send one again.
 To `link.host` the link speaks TLS (`link.tls`, default on but for a loopback host), checking
 the broker's certificate against `link.cafile` (default: the system CA store) and its name
 against `link.host`; plaintext to another host needs `link.tls = false` and is warned about
-at start. Over `link.socket` (the device-local mosquitto) there is no network to protect; the
-bridge to the home broker is TLS by default too (`pendant.provision`).
+at start. Over `link.socket` (the device-local mosquitto) there is no network to protect.
 
-Availability is a retained `online`, with a retained `offline` as last will. The bus side and
-the outside side have their own reconnect loops, so an outside outage never blocks the bus.
+Availability is a retained `online`, with a retained `offline` as last will, on each broker:
+on the home broker the will says that the whole pendant dropped off (power, Wi-Fi). The bus
+side and each outside side have their own reconnect loops, so an outage of one never blocks
+another.
 
 The watchdog (`pendant-link`'s WatchdogSec=) is fed by the outbox sender's progress, not by
 the loop turning: a loop that turns while the sender is stuck (an outbox file that no longer
@@ -201,17 +212,40 @@ class _Backoff:
         self.delay = RECONNECT_S
 
 
+class Side:
+    """One broker the link publishes to, with its own queue, sent window and connection.
+
+    The home broker's queue is the durable outbox, the only queue towards home automation
+    (see "One queue" in the module's docstring); the phones' broker, when it is another one,
+    gets the same events from a queue in RAM: phones read them live, and a link restarted
+    in between costs a phone an event, never the home an intent.
+    """
+
+    def __init__(self, what: str, outbox: Outbox, *, socket: bool, home: bool) -> None:
+        self.what = what
+        self.outbox = outbox
+        self.socket = socket
+        """Reached over link.socket (the device-local mosquitto), else over link.host."""
+        self.home = home
+        """The home broker: Home Assistant's discovery and birth message are here."""
+        self.commands_from_home = False
+        """Commands read here came from the home broker: never an unmute or a capture."""
+        self.sent = SentWindow()
+        self.connected = asyncio.Event()
+        self.wake = asyncio.Event()
+
+
 def tls_context(link: LinkConfig) -> ssl.SSLContext | None:
     """The TLS the link speaks to link.host, or None for plaintext (see `LinkConfig.tls`).
 
     Checked at start, so a missing or wrong CA file is one line, not a reconnect loop.
     """
     if not link.uses_tls:
-        if not link.socket and not link.loopback:
+        if link.home_host is not None and not link.loopback:
             log.warning(
                 "link: plaintext to %s:%d (link.tls = false): its password and every event "
                 "cross the network readable",
-                link.host,
+                link.home_host,
                 link.broker_port,
             )
         return None
@@ -232,9 +266,31 @@ class Link:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.gate = Gate(Vocabulary.of(config), config.link.gate_burst, config.link.gate_every_s)
-        self.outbox = Outbox(config.link.outbox_path or None, expiry_s=config.link.intent_expiry_s)
+        link = config.link
+        expiry_s = link.intent_expiry_s
+        self.outbox = Outbox(link.outbox_path or None, expiry_s=expiry_s)
+        """The durable queue towards the home broker (or the one outside broker)."""
+        primary = Side(
+            f"home broker {link.home_host}:{link.broker_port}"
+            if link.home_host is not None
+            else f"outside broker {link.socket}",
+            self.outbox,
+            socket=link.home_host is None,
+            home=True,
+        )
+        primary.commands_from_home = link.phones_apart
+        self.sides = [primary]
+        """Where events go: the home broker first; the phones' broker when it is another."""
+        if link.phones_apart:
+            phones = Side(
+                f"phones' broker {link.socket}",
+                Outbox(None, expiry_s=expiry_s),
+                socket=True,
+                home=False,
+            )
+            self.sides.append(phones)
         self.published: Counter[str] = Counter()
-        self.sent = SentWindow()
+        self.sent = primary.sent
         """(topic, event id) of the outside messages already sent (see the module's docstring)."""
         self.duplicates: Counter[str] = Counter()
         """Outside messages not sent again, by event type."""
@@ -248,17 +304,15 @@ class Link:
         self.received = 0
         """Events read off the bus as they were published, passed or dropped."""
         self.state = DeviceState(config.device_id)
-        self.connected = asyncio.Event()
+        self.connected = primary.connected
+        """Connected to the home broker (or the one outside broker)."""
         self.bus_ready = asyncio.Event()
-        self._wake = asyncio.Event()
         self._to_bus: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_MAX)
         self._command_retry: Command | None = None
         base = f"{config.link.topic_prefix}/{config.device_id}"
         self.base_topic = base
         self.availability_topic = f"{base}/availability"
         self.command_filter = f"{base}/cmd/+"
-        # Where the bridge puts the home broker's commands (services/mosquitto/bridge.conf.in).
-        self.home_command_filter = f"{base}/home/cmd/+"
         self.discovery = discovery.messages(config)
         """What this link announces to Home Assistant, retained; [] when discovery is off."""
         self.announced = 0
@@ -273,7 +327,7 @@ class Link:
     @property
     def idle(self) -> bool:
         """Nothing admitted is waiting to go out."""
-        return len(self.outbox) == 0
+        return all(len(side.outbox) == 0 for side in self.sides)
 
     def messages(self, event: Event) -> list[Message]:
         """What one admitted event becomes on the outside broker."""
@@ -308,9 +362,10 @@ class Link:
 
     async def run(self) -> None:
         try:
-            await _race(self._from_bus(), self._to_outside())
+            await _race(self._from_bus(), *(self._to_outside(side) for side in self.sides))
         finally:
-            self.outbox.close()
+            for side in self.sides:
+                side.outbox.close()
 
     # -- the bus side ----------------------------------------------------------------------
 
@@ -360,25 +415,28 @@ class Link:
 
     def _queue_out(self, event: Event) -> None:
         for out in self.state.fold(event):
-            self.outbox.put(out)
-        self._wake.set()
+            for side in self.sides:
+                side.outbox.put(out)
+        for side in self.sides:
+            side.wake.set()
 
     # -- the outside side ------------------------------------------------------------------
 
-    def _outside_login(self) -> tuple[str | None, str | None]:
+    def _outside_login(self, side: Side) -> tuple[str | None, str | None]:
         link, bus_config = self.config.link, self.config.bus
-        if link.socket and not link.username:
+        if side.socket and (link.phones_apart or not link.username):
             # The device-local broker: there the link is the same user as on the bus.
             return bus_config.username, read_secret(bus_config.password_file, "bus.password_file")
         return link.username, read_secret(link.password_file, "link.password_file")
 
-    def _outside_client(self) -> aiomqtt.Client:
+    def _outside_client(self, side: Side | None = None) -> aiomqtt.Client:
+        side = side or self.sides[0]
         link = self.config.link
-        username, password = self._outside_login()
+        username, password = self._outside_login(side)
         where: dict[str, Any] = (
             {"hostname": link.socket, "port": 1883, "transport": "unix"}
-            if link.socket
-            else {"hostname": link.host, "port": link.broker_port, "tls_context": self._tls}
+            if side.socket
+            else {"hostname": link.home_host, "port": link.broker_port, "tls_context": self._tls}
         )
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -387,10 +445,13 @@ class Link:
             identifier=f"pendant-{self.config.device_id}",
             username=username,
             password=password,
-            # MQTT 5 for the subscription options of commands (see the module's docstring).
+            # MQTT 5 for the subscription options of commands and the messages' expiry (see
+            # the module's docstring).
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=session,
+            # On the home broker too: the pendant's entities there go unavailable when the
+            # pendant drops off the network (power, Wi-Fi), not only when the link stops.
             will=aiomqtt.Will(self.availability_topic, b"offline", qos=1, retain=True),
             timeout=TIMEOUT_S,
         )
@@ -401,51 +462,57 @@ class Link:
         if self.outbox.readable:
             self.heartbeat.beat()
 
-    async def _to_outside(self) -> None:
-        link = self.config.link
+    def _beat(self, side: Side) -> None:
+        # The watchdog watches the durable queue's sender; the phones' queue is in RAM.
+        if side.outbox is self.outbox:
+            self.heartbeat.beat()
+
+    async def _to_outside(self, side: Side | None = None) -> None:
+        side = side or self.sides[0]
+        primary = side is self.sides[0]
         backoff = _Backoff(
-            f"outside broker {link.socket or f'{link.host}:{link.broker_port}'}",
-            tick=self.check_outbox,
+            side.what,
+            tick=self.check_outbox if primary else side.outbox.peek,
             tick_s=self.check_s,
         )
         while True:
             try:
-                async with self._outside_client() as client:
-                    self.heartbeat.beat()  # every step below is bounded by TIMEOUT_S
+                async with self._outside_client(side) as client:
+                    self._beat(side)  # every step below is bounded by TIMEOUT_S
                     await client.publish(
                         self.availability_topic, b"online", qos=1, retain=True, timeout=TIMEOUT_S
                     )
-                    self.heartbeat.beat()
+                    self._beat(side)
                     # QoS 0 on purpose: with QoS 1 the broker would queue commands for this
                     # persistent session while the link is away and replay them on its
                     # return, and a `capture` an hour late is worse than none. Retain as
                     # published: a retained command is seen as one, and refused. No local:
                     # deleting one is not heard back as an empty command.
                     options = SubscribeOptions(qos=0, noLocal=True, retainAsPublished=True)
-                    for command_filter in (self.command_filter, self.home_command_filter):
-                        await client.subscribe(command_filter, options=options, timeout=TIMEOUT_S)
-                    # Even when off: what an earlier config announced comes back retained,
-                    # to be cleared before the new announcement (Home Assistant would refuse
-                    # an entity whose unique_id an old announcement still holds).
-                    filter_ = discovery.own_filter(self.config)
-                    await client.subscribe(filter_, qos=0, timeout=TIMEOUT_S)
-                    # Also a fence: the broker answers subscriptions in order, so once this
-                    # one is acknowledged every retained message of the last one has arrived.
-                    await client.subscribe(discovery.STATUS_TOPIC, qos=0, timeout=TIMEOUT_S)
-                    self.heartbeat.beat()
-                    await self._clear_stale(client)
-                    self._ha_online.clear()
-                    await self._announce(client)
-                    self.heartbeat.beat()
-                    self.connected.set()
+                    await client.subscribe(self.command_filter, options=options, timeout=TIMEOUT_S)
+                    if side.home:
+                        # Even when off: what an earlier config announced comes back
+                        # retained, to be cleared before the new announcement (Home Assistant
+                        # would refuse an entity whose unique_id an old announcement holds).
+                        filter_ = discovery.own_filter(self.config)
+                        await client.subscribe(filter_, qos=0, timeout=TIMEOUT_S)
+                        # Also a fence: the broker answers subscriptions in order, so once
+                        # this one is acknowledged every retained message of the last one
+                        # has arrived.
+                        await client.subscribe(discovery.STATUS_TOPIC, qos=0, timeout=TIMEOUT_S)
+                        self._beat(side)
+                        await self._clear_stale(client)
+                        self._ha_online.clear()
+                        await self._announce(client)
+                    self._beat(side)
+                    side.connected.set()
                     backoff.ok()
-                    log.info("link: connected to the %s", backoff.what)
+                    log.info("link: connected to the %s", side.what)
+                    loops = [self._send(client, side), self._receive_commands(client, side)]
+                    if side.home:
+                        loops.append(self._reannounce(client))
                     try:
-                        await _race(
-                            self._send(client),
-                            self._receive_commands(client),
-                            self._reannounce(client),
-                        )
+                        await _race(*loops)
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers crashes.
                         with contextlib.suppress(aiomqtt.MqttError):
@@ -458,35 +525,54 @@ class Link:
                             )
                         raise
                     finally:
-                        self.connected.clear()
+                        side.connected.clear()
             except aiomqtt.MqttError as exc:
                 await backoff.failed(exc)
 
-    async def _send(self, client: aiomqtt.Client) -> None:
+    def _expiry_property(self, entry_event: Event) -> Properties | None:
+        """MQTT 5 Message Expiry for what must not arrive late: the event's remaining life.
+
+        The outbox never sends an expired event; this makes every broker on the way (and its
+        queues for subscribers that are away) drop it once it would be late, too.
+        """
+        left_s = self.outbox.remaining_s(entry_event)
+        if left_s is None:
+            return None
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.MessageExpiryInterval = max(int(left_s), 1)
+        return properties
+
+    async def _send(self, client: aiomqtt.Client, side: Side | None = None) -> None:
+        side = side or self.sides[0]
+        outbox = side.outbox
         while True:
-            entry = self.outbox.peek()
+            entry = outbox.peek()
             if entry is None:
-                if self.outbox.readable:
-                    self.heartbeat.beat()  # verified: nothing waits
-                self._wake.clear()
+                if outbox.readable:
+                    self._beat(side)  # verified: nothing waits
+                side.wake.clear()
                 # The timeout retries events a failing disk left in RAM, and reads the
                 # outbox again often enough to keep the watchdog fed while idle.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.check_s)
+                    await asyncio.wait_for(side.wake.wait(), self.check_s)
                 continue
             fresh = 0
+            expiry = self._expiry_property(entry.event)
             for topic, payload, retain in self.messages(entry.event):
                 key = (topic, entry.event.id)
-                if key in self.sent:
-                    self.duplicates[entry.event.type] += 1
+                if key in side.sent:
+                    if side.home:
+                        self.duplicates[entry.event.type] += 1
                     continue
-                await client.publish(topic, payload, qos=1, retain=retain, timeout=TIMEOUT_S)
-                self.sent.add(key)  # after its PUBACK: see the module's docstring
-                self.heartbeat.beat()
+                await client.publish(
+                    topic, payload, qos=1, retain=retain, properties=expiry, timeout=TIMEOUT_S
+                )
+                side.sent.add(key)  # after its PUBACK: see the module's docstring
+                self._beat(side)
                 fresh += 1
-            self.outbox.done(entry)  # every message of it has its PUBACK
-            self.heartbeat.beat()
-            if fresh:
+            outbox.done(entry)  # every message of it has its PUBACK
+            self._beat(side)
+            if fresh and side.home:
                 self.published[entry.event.type] += 1
 
     async def _clear_stale(self, client: aiomqtt.Client) -> None:
@@ -523,7 +609,8 @@ class Link:
             self._ha_online.clear()
             await self._announce(client)
 
-    async def _receive_commands(self, client: aiomqtt.Client) -> None:
+    async def _receive_commands(self, client: aiomqtt.Client, side: Side | None = None) -> None:
+        side = side or self.sides[0]
         async for message in client.messages:
             if str(message.topic) == discovery.STATUS_TOPIC:
                 # A retained `online` is old news: discovery already went out on connect.
@@ -533,7 +620,12 @@ class Link:
             if str(message.topic).startswith(discovery.PREFIX + "/"):
                 continue  # our own announcements, echoed back by the broker
             try:
-                clear = self.on_command(str(message.topic), _payload(message), message.retain)
+                clear = self.on_command(
+                    str(message.topic),
+                    _payload(message),
+                    message.retain,
+                    from_home=side.commands_from_home,
+                )
             except Exception:
                 # Outside input must never stop the link; the fuzz tests say this is unreachable.
                 self.commands["failed"] += 1
@@ -543,8 +635,14 @@ class Link:
                 # Deleted, so the broker neither stores it nor replays it on every reconnect.
                 await client.publish(str(message.topic), b"", qos=1, retain=True, timeout=TIMEOUT_S)
 
-    def on_command(self, topic: str, payload: bytes, retain: bool = False) -> bool:
-        """Check and forward one command; True when it is a retained one to delete."""
+    def on_command(
+        self, topic: str, payload: bytes, retain: bool = False, from_home: bool = False
+    ) -> bool:
+        """Check and forward one command; True when it is a retained one to delete.
+
+        `from_home`: it came from the home broker, where phones are not (link.host beside
+        link.socket), so an unmute or a capture is refused.
+        """
         name = topic.rsplit("/", 1)[-1]
         if retain and name not in commands.STATES:
             # A retained command would run again on every reconnect; a state (the area) is
@@ -558,8 +656,8 @@ class Link:
         result = commands.parse_command(
             name, payload, self.config.device_id, areas=self.config.home.areas
         )
-        if isinstance(result, Command) and topic.startswith(self.home_command_filter[:-1]):
-            # From the home broker (the bridge's prefix): never an unmute or a capture.
+        if isinstance(result, Command) and from_home:
+            # From the home broker: never an unmute or a capture.
             refusal = commands.home_refusal(result)
             if refusal is not None:
                 self.commands["refused"] += 1

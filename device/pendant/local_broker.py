@@ -63,6 +63,8 @@ class LocalBroker:
     tls: tuple[Path, Path] | None = None
     """(certificate, key) PEM files: the TCP listener speaks TLS with them, as a home broker
     reached over the network should."""
+    keep_passwords: bool = False
+    """A restart keeps each user's password (as a real broker does), instead of new ones."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -90,7 +92,8 @@ class LocalBroker:
         self.directory.mkdir(parents=True, exist_ok=True)
         passwd = self.directory / "passwd"
         for user in self.users:
-            pw = secrets.token_urlsafe(18)
+            kept = self.keep_passwords and self.password_file(user).exists()
+            pw = self.password(user) if kept else secrets.token_urlsafe(18)
             write_secret(self.password_file(user), pw)
             cmd = [passwd_tool, "-b", str(passwd), user, pw]
             if not passwd.exists():

@@ -231,6 +231,12 @@ class Outbox:
             return False
         return self.clock() - event.timestamp_ms > self.expiry_ms
 
+    def remaining_s(self, event: Event) -> float | None:
+        """Seconds `event` may still be delivered; None if it never expires (superseded)."""
+        if event.type in SUPERSEDED:
+            return None
+        return (self.expiry_ms - max(self.clock() - event.timestamp_ms, 0)) / 1000
+
     def put(self, event: Event) -> None:
         """Durably queue `event` (or keep it in RAM if the disk fails). Never raises."""
         if self.expired(event):

@@ -9,12 +9,17 @@
 - a random password per service user (ears, eyes, body, link, pairing, web) and per paired phone
   (`--add-phone NAME` makes user `phone-NAME`; naming a paired phone again gives it a new
   password, so the phone it replaces loses access), each in its own 0600 file, never a default;
-- the mosquitto password file (hashed by `mosquitto_passwd`), and the config, ACL and
-  optional bridge rendered from the templates in `services/mosquitto/`. The bridge to the
-  home broker is TLS (`--bridge-cafile` or `--bridge-capath`, port 8883 by default): without
-  a CA it is refused, unless `--bridge-insecure` asks for plaintext (port 1883 by default),
-  which every run then warns about in one line. A plaintext bridge remembered from before
-  TLS became the default counts as asked for, so a boot unit does not break it.
+- the mosquitto password file (hashed by `mosquitto_passwd`), and the config and ACL rendered
+  from the templates in `services/mosquitto/`;
+- optionally the home broker (`--bridge-host`; the options keep their old names): not a
+  mosquitto bridge any more but link settings, `etc/pendant/pendant.d/home-broker.toml`, so
+  the link publishes there itself from its durable outbox (`pendant.link`, "One queue"), and
+  its password in our secrets. It is TLS (`--bridge-cafile`, or `--bridge-capath
+  /etc/ssl/certs` for the system store; port 8883 by default): without a CA it is refused,
+  unless `--bridge-insecure` asks for plaintext (port 1883 by default), which every run then
+  warns about in one line. A plaintext bridge remembered from before TLS became the default
+  counts as asked for, so a boot unit does not break it; a `bridge.conf` an older version
+  rendered is removed.
 
 Everything lands under `--root` (`/` on the device, a scratch folder in tests); the paths
 written into the configs include it. Running it again changes nothing that exists, so it is
@@ -76,6 +81,8 @@ TEXT_SETTINGS = {
     "bridge_capath": "--bridge-capath",
     "san": "--san",
 }
+# The system's CA store, which the link uses when given no CA file.
+SYSTEM_CA_PATH = "/etc/ssl/certs"
 # The home broker's port when none is given: MQTT over TLS, or plain MQTT with --bridge-insecure.
 BRIDGE_TLS_PORT = 8883
 BRIDGE_PLAIN_PORT = 1883
@@ -135,8 +142,15 @@ class Layout:
         return self.root / "etc" / "mosquitto" / "pendant"
 
     @property
-    def bridge_dir(self) -> Path:
-        return self.conf_dir / "bridge.d"
+    def old_bridge_conf(self) -> Path:
+        """The mosquitto bridge of versions before the link reached the home broker itself."""
+        return self.conf_dir / "bridge.d" / "bridge.conf"
+
+    @property
+    def home_broker_config(self) -> Path:
+        """The home broker's link settings, in the device config's drop-in folder
+        (`pendant.config.drop_in_dir`, not imported: provisioning runs without pydantic)."""
+        return self.etc / "pendant.d" / "home-broker.toml"
 
     @property
     def state_dir(self) -> Path:
@@ -616,7 +630,7 @@ def provision(
     if len(os.fsencode(sock)) > SOCKET_MAX:
         raise ProvisionError(f"socket path {sock} is longer than {SOCKET_MAX} bytes: use --socket")
 
-    for d in (layout.etc, layout.conf_dir, layout.bridge_dir, layout.state_dir, sock.parent):
+    for d in (layout.etc, layout.conf_dir, layout.state_dir, sock.parent):
         d.mkdir(parents=True, exist_ok=True)
     _private_dir(layout.secrets)
     device_id = _device_id(layout, device_id)
@@ -644,10 +658,10 @@ def provision(
     _write(layout.conf, render((templates / "pendant.conf.in").read_text(), values), 0o644)
     acl = render_acl((templates / "acl.in").read_text(), device_id, _phones(layout))
     _write(layout.conf_dir / "acl", acl, 0o644)
-    _bridge(layout, templates, device_id, settings, bridge_password)
+    _home_broker(layout, settings, bridge_password)
 
     mosquitto_reads = [layout.conf_dir / "server.key", layout.conf_dir / "server.crt"]
-    _chown([*mosquitto_reads, layout.state_dir, *layout.bridge_dir.glob("*.conf")], owner)
+    _chown([*mosquitto_reads, layout.state_dir], owner)
     _write(layout.settings_file, json.dumps(asdict(settings), indent=2) + "\n", 0o644)
     return Provisioned(layout, device_id, settings, tuple(users))
 
@@ -682,6 +696,13 @@ def _check_bridge_security(settings: Settings) -> None:
                          (settings.bridge_capath, "--bridge-capath")):  # fmt: skip
         if path and not Path(path).exists():
             raise ProvisionError(f"{option} {path}: no such file or folder")
+    capath = settings.bridge_capath
+    if capath and not settings.bridge_cafile and capath.rstrip("/") != SYSTEM_CA_PATH:
+        # The link (Python's ssl) takes one CA file, or the system store.
+        raise ProvisionError(
+            f"--bridge-capath {capath}: only the system store ({SYSTEM_CA_PATH}) is a folder "
+            "the link takes; give the home broker's CA with --bridge-cafile FILE"
+        )
 
 
 def bridge_port(settings: Settings) -> int:
@@ -692,11 +713,11 @@ def bridge_port(settings: Settings) -> int:
 
 
 def bridge_warning(settings: Settings) -> str | None:
-    """One line for a plaintext bridge: what crosses the network readable."""
+    """One line for a plaintext home broker: what crosses the network readable."""
     if not settings.bridge_host or not settings.bridge_insecure:
         return None
     return (
-        f"the bridge to {settings.bridge_host}:{bridge_port(settings)} is plaintext "
+        f"the link to {settings.bridge_host}:{bridge_port(settings)} is plaintext "
         "(--bridge-insecure): its password and every event cross the network readable"
     )
 
@@ -713,14 +734,16 @@ def _read_bridge_password(path: Path) -> str:
     return _check_text(given, f"the bridge password (--bridge-password-file {path})")
 
 
-def _bridge(
-    layout: Layout,
-    templates: Path,
-    device_id: str,
-    settings: Settings,
-    password: str | None,
-) -> None:
-    target = layout.bridge_dir / "bridge.conf"
+def _home_broker(layout: Layout, settings: Settings, password: str | None) -> None:
+    """The home broker, as link settings in the config's drop-in folder (not a bridge).
+
+    The link publishes there from its durable outbox, with its expiry (`pendant.link`, "One
+    queue"): a mosquitto bridge acknowledged at once, queued with no expiry and lost its queue
+    to a power cut (issue 14). The password stays in our secrets; pendant-link.service hands it
+    to the link as the credential `home-password` (`pendant.services.as_service`).
+    """
+    layout.old_bridge_conf.unlink(missing_ok=True)  # rendered by versions with the bridge
+    target = layout.home_broker_config
     if not settings.bridge_host:
         target.unlink(missing_ok=True)
         return
@@ -730,28 +753,29 @@ def _bridge(
         _write(layout.bridge_password_file, password + "\n", 0o600)
     else:
         stored = layout.bridge_password_file
-        password = _check_text(
+        _check_text(
             stored.read_text().strip(),
-            f"the stored bridge password ({stored}; give it again with --bridge-password-file)",
+            f"the stored home broker password ({stored}; give it again with "
+            "--bridge-password-file)",
         )
-    values = {
-        "DEVICE_ID": device_id,
-        "BRIDGE_HOST": settings.bridge_host,
-        "BRIDGE_PORT": str(bridge_port(settings)),
-        "BRIDGE_USER": settings.bridge_user,
-        "BRIDGE_PASSWORD": password,
-        "BRIDGE_CAFILE": settings.bridge_cafile or "",
-        "BRIDGE_CAPATH": settings.bridge_capath or "",
-    }
-    text = render(
-        (templates / "bridge.conf.in").read_text(),
-        values,
-        {
-            "BRIDGE_CAFILE": bool(settings.bridge_cafile),
-            "BRIDGE_CAPATH": bool(settings.bridge_capath),
-        },
-    )
-    _write(target, text, 0o600)
+    lines = [
+        "# The home broker, for pendant-link. Written by `python -m pendant.provision` (its",
+        "# --bridge-* options, remembered in broker.json): change it there, not here. The",
+        "# password is the credential home-password of pendant-link.service.",
+        "[link]",
+        f"host = {json.dumps(settings.bridge_host)}",
+        f"port = {bridge_port(settings)}",
+        f"username = {json.dumps(settings.bridge_user)}",
+    ]
+    if settings.bridge_insecure:
+        lines.append("tls = false")
+    else:
+        lines.append("tls = true")
+        if settings.bridge_cafile:
+            lines.append(f"cafile = {json.dumps(settings.bridge_cafile)}")
+        # else the system store (--bridge-capath SYSTEM_CA_PATH): the link's default
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _write(target, "\n".join(lines) + "\n", 0o644)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -775,23 +799,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="unix socket of the services' listener")
     p.add_argument("--run-as", help="user mosquitto runs as (default mosquitto)")
     p.add_argument("--san", action="append", help="extra certificate name or IP (repeatable)")
-    p.add_argument("--bridge-host", help="home broker to bridge public topics to")
+    p.add_argument(
+        "--bridge-host", help="the home broker the link publishes to (link.host, in pendant.d/)"
+    )
     p.add_argument("--bridge-port", type=int)
     p.add_argument("--bridge-user")
-    p.add_argument("--bridge-password-file", type=Path)
+    p.add_argument("--bridge-password-file", type=Path, help="file holding its password")
     p.add_argument(
         "--bridge-cafile", help="CA file of the home broker (TLS, the default, needs a CA)"
     )
-    p.add_argument(
-        "--bridge-capath", help="folder of CA files instead (the system store: /etc/ssl/certs)"
-    )
+    p.add_argument("--bridge-capath", help="the system store /etc/ssl/certs instead of a CA file")
     p.add_argument(
         "--bridge-insecure",
         action="store_true",
         default=None,
-        help="bridge in plaintext: the password and every event readable on the network",
+        help="plaintext to the home broker: the password and every event readable on the network",
     )
-    p.add_argument("--no-bridge", action="store_true", help="remove a configured bridge")
+    p.add_argument("--no-bridge", action="store_true", help="forget the home broker")
     return p
 
 

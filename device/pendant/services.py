@@ -70,6 +70,8 @@ def as_service(config: Config, name: str) -> Config:
 
     Each unit hands its service the bus password as a credential (LoadCredential=), so one
     config file serves every service while each logs in as itself, as the broker's ACL wants.
+    The link also gets the home broker's password (`home-password`) when link.username is set
+    and link.password_file is not (the drop-in `pendant.provision` writes).
     """
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if not credentials:
@@ -77,7 +79,24 @@ def as_service(config: Config, name: str) -> Config:
     bus_config = config.bus.model_copy(
         update={"username": name, "password_file": str(Path(credentials) / "bus-password")}
     )
-    return config.model_copy(update={"bus": bus_config})
+    update: dict[str, object] = {"bus": bus_config}
+    home = Path(credentials) / "home-password"
+    link = config.link
+    if name == "link" and link.username and not link.password_file and _provisioned(home):
+        # The home broker's password (pendant-link.service: LoadCredential=home-password).
+        update["link"] = link.model_copy(update={"password_file": str(home)})
+    return config.model_copy(update=update)
+
+
+NO_CREDENTIAL = "unset"
+"""pendant-link.service's SetCredential= stand-in for a home password never provisioned."""
+
+
+def _provisioned(path: Path) -> bool:
+    try:
+        return path.read_text().strip() not in ("", NO_CREDENTIAL)
+    except OSError:
+        return False
 
 
 async def _supervised(main: Awaitable[object], heartbeat: notify.Heartbeat) -> None:
