@@ -191,7 +191,13 @@ def test_processes_that_sense_have_no_network(name: str) -> None:
 # its own runtime directory. Everything else there (D-Bus, resolved's varlink socket, avahi)
 # is a way to the network from the host's namespace.
 RUN_BINDS = {"/run/mosquitto", "/run/systemd/notify", "/run/systemd/journal/socket"}
-RUN_BINDS_OF = {"ears": set(), "eyes": {"/run/udev"}, "body": {"/run/pendant-body"}}
+RUN_BINDS_OF = {
+    "ears": set(),
+    "eyes": {"/run/udev"},
+    "body": {"/run/pendant-body"},
+    # Root, and no network either: D-Bus in /run would let it ask systemd for anything.
+    "pairing": set(),
+}
 
 
 def run_binds(d: dict[str, list[str]]) -> dict[str, str]:
@@ -206,7 +212,7 @@ def run_binds(d: dict[str, list[str]]) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("name", NO_NETWORK)
+@pytest.mark.parametrize("name", [*NO_NETWORK, "pairing"])
 def test_processes_that_sense_see_only_their_sockets_in_run(name: str) -> None:
     d = directives(unit_file(name))
     assert d.get("TemporaryFileSystem") == ["/run:ro"]
