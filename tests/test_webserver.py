@@ -678,6 +678,12 @@ def test_ambiguous_headers_are_refused(site: tuple[int, Path], head: bytes) -> N
         ("8.8.8.8", 403),
         ("2001:4860:4860::8888", 403),
         ("", 403),
+        # "Private" to Python's ipaddress, reachable from the internet or not a home's:
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", 403),  # Teredo, a tunnel through NAT
+        ("2001:db8::1", 403),  # documentation
+        ("198.18.0.1", 403),  # benchmarking
+        ("::ffff:8.8.8.8", 403),
+        ("::ffff:192.168.1.20", 200),
     ],
 )
 def test_pair_answers_the_pendants_own_network_only(source: str, status: int) -> None:
@@ -689,6 +695,23 @@ def test_pair_answers_the_pendants_own_network_only(source: str, status: int) ->
     pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
     data, _ = webserver.respond(pair, {}, source=source)
     assert data.startswith(f"HTTP/1.1 {status} ".encode())
+
+
+def test_pair_rate_counts_an_ipv6_host_by_its_slash_64() -> None:
+    """A host picks any address in its /64 at will: counted per address, a flood of /pair
+    requests would never be limited."""
+    from pendant import webserver
+
+    limit = webserver.RateLimit()
+    pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
+    statuses = [
+        webserver.respond(pair, {}, source=f"fd00:1:2:3::{n:x}", limit=limit)[0][9:12]
+        for n in range(1, 40)
+    ]
+    assert b"429" in statuses
+    # Another /64 (another host on the network) still gets its answer.
+    other = webserver.respond(pair, {}, source="fd00:1:2:4::1", limit=limit)[0]
+    assert other.startswith(b"HTTP/1.1 200 ")
 
 
 def test_the_phone_that_asks_to_pair_keeps_its_connections(tmp_path: Path) -> None:

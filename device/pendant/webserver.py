@@ -337,13 +337,37 @@ class RateLimit:
         return allowed
 
 
+# A home network's own ranges. Not `is_private`: it also counts Teredo (2001::/32, a tunnel
+# anyone on the internet can come through), documentation and benchmarking ranges.
+LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8",
+              "fc00::/7", "fe80::/10", "::1/128")
+)  # fmt: skip
+
+
 def is_local(address: str) -> bool:
-    """An address on the pendant's own network (private, link-local or loopback)."""
+    """An address on the pendant's own network (RFC 1918, unique local, link-local or
+    loopback; an IPv4-mapped one as its IPv4)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%wlan0
     except ValueError:
         return False
-    return ip.is_private or ip.is_link_local or ip.is_loopback
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in LOCAL_NETWORKS)
+
+
+def rate_key(address: str) -> str:
+    """Who a rate is counted for: an IPv4 address, or an IPv6 address's /64 (one host picks
+    any address in its network's /64 at will)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def parse_offer(payload: bytes) -> Offer | None:
@@ -713,7 +737,7 @@ def respond(
         elif url_path(req.path) == PAIR_PATH:
             if not is_local(source):
                 status, keep = 403, False  # pairing is for a phone on the pendant's network
-            elif limit is not None and not limit.allow(source):
+            elif limit is not None and not limit.allow(rate_key(source)):
                 status, keep = 429, False
                 headers["Retry-After"] = str(PAIR_POLL_S)
             else:
