@@ -309,13 +309,45 @@ def test_a_tap_answers_what_the_led_asks_an_action_before_a_phone(broker: LocalB
             # The tap went to the ears, and did not accept the phone.
             assert w.gestures_since(start)[:3] == ["press", "cancel", "tap"]
             assert not any(e.get("type") == "pairing_confirm" for _, e, _ in w.seen[start:])
-            # The action settled: now the LED asks about the phone, and a tap accepts it.
+            # The action settled: now the LED asks about the phone, and presses count.
             await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))
             await eventually(lambda: service.led_pattern != "confirm", "LED stops asking")
             await asyncio.sleep(HOLD["double_press_s"] + MARGIN_S)
             start = len(w.seen)
             await pins.tap()
-            await w.next(start, is_type("pairing_confirm"))
+            await w.next(start, is_type("pairing_confirm", presses=1))
+
+    run(scenario())
+
+
+def test_while_the_pairing_window_is_open_presses_are_counted(broker: LocalBroker) -> None:
+    """Issue 14: the wearer accepts a phone by pressing the code its screen shows. Three quick
+    presses are one `pairing_confirm` with 3, after the pause that ends them: no capture (a
+    double press), no tap. The body never learns a code (the status has none)."""
+
+    async def scenario() -> None:
+        service = BodyService(body_config(broker), factory=mock_factory())
+        pins = Pins(service)
+        async with running(service, broker) as w:
+            asks = PairingStatus(device_id=DEV, open=True, user="phone-abc123", asked=True)
+            await w.send(asks)
+            await eventually(lambda: service.led_pattern == "pairing_asked", "LED: a phone asks")
+            start = len(w.seen)
+            for _ in range(3):
+                await pins.tap()
+                await asyncio.sleep(0.1)
+            _, confirm = await w.next(start, is_type("pairing_confirm"))
+            assert confirm["presses"] == 3
+            assert w.gestures_since(start) == ["press", "cancel"] * 3
+            # Closed: presses are taps and double presses again, and count nothing.
+            await w.send(PairingStatus(device_id=DEV, open=False))
+            await eventually(lambda: service.led_pattern == "off", "LED: the window closed")
+            start = len(w.seen)
+            await pins.tap()
+            await pins.tap()
+            await w.next(start, is_type("command", name="capture"))
+            await asyncio.sleep(2 * MARGIN_S + 1.5)  # past a burst's end (count_gap_s)
+            assert not any(e.get("type") == "pairing_confirm" for _, e, _ in w.seen[start:])
 
     run(scenario())
 

@@ -98,9 +98,72 @@ def test_repeated_edges_are_ignored() -> None:
     assert g.release(1.01) == []
 
 
+def counted(g: Gestures, presses: list[tuple[float, float]]) -> list[Action]:
+    """Press and release at the given times; every action the gestures said, in order."""
+    actions: list[Action] = []
+    for down_s, up_s in presses:
+        actions += g.poll(down_s) + g.press(down_s) + g.poll(up_s) + g.release(up_s)
+    return actions
+
+
+def test_while_counting_a_burst_of_short_presses_is_counted_and_never_a_capture() -> None:
+    """Issue 14 (the pairing code): while the pairing window is open, three quick presses are
+    a count of 3, reported `count_gap_s` after the last one, not a capture and a tap."""
+    g = Gestures(T)
+    g.counting = True
+    actions = counted(g, [(0.0, 0.1), (0.3, 0.4), (0.9, 1.0)])
+    assert Action.CAPTURE not in actions and Action.TAP not in actions
+    assert actions.count(Action.TALK_START) == 3 and actions.count(Action.TALK_CANCEL) == 3
+    assert g.deadline_s() == 1.0 + T.count_gap_s
+    assert g.poll(2.4) == []
+    assert g.poll(2.5) == [Action.PRESSES] and g.presses == 3
+    assert g.poll(10.0) == [] and g.deadline_s() is None
+    # A pause of more than count_gap_s: two bursts.
+    counted(g, [(20.0, 20.1)])
+    assert g.poll(21.0) == [] and g.press(21.7) == [Action.TALK_START]
+    g.release(21.8)
+    assert g.poll(23.3) == [Action.PRESSES] and g.presses == 2
+
+
+def test_while_counting_hold_is_still_talk_mute_and_pairing() -> None:
+    g = Gestures(T)
+    g.counting = True
+    assert g.press(0.0) == [Action.TALK_START]
+    assert g.release(1.0) == [Action.TALK_END]
+    assert g.poll(5.0) == []  # talk alone is no burst
+    g.press(6.0)
+    assert g.poll(14.0) == [Action.TALK_CANCEL, Action.MUTE_ARMED, Action.PAIRING]
+    assert g.release(14.5) == []
+    assert g.poll(20.0) == []
+
+
+def test_a_long_press_spoils_a_burst_which_then_counts_zero() -> None:
+    """A count the wearer did not mean (2 of 3 presses, say) could be another phone's code:
+    a press held too long in a burst makes it accept no one instead."""
+    g = Gestures(T)
+    g.counting = True
+    counted(g, [(0.0, 0.1), (0.3, 0.4)])
+    g.press(0.6)
+    assert g.release(1.5) == [Action.TALK_END]
+    assert g.poll(1.5 + T.count_gap_s) == [Action.PRESSES] and g.presses == 0
+
+
+def test_counting_off_drops_a_burst_and_double_press_is_back() -> None:
+    g = Gestures(T)
+    g.counting = True
+    counted(g, [(0.0, 0.1)])
+    g.counting = False
+    assert g.poll(5.0) == [] and g.deadline_s() is None
+    assert g.press(10.0) == [Action.TALK_START]
+    assert g.release(10.1) == [Action.TALK_CANCEL, Action.TAP]
+    assert g.press(10.3) == [Action.CAPTURE]
+
+
 def test_timings_must_be_in_order() -> None:
     with pytest.raises(ValueError):
         Timings(double_press_s=0.5, long_hold_s=0.4, pairing_hold_s=8)
+    with pytest.raises(ValueError):
+        Timings(double_press_s=0.5, long_hold_s=2, pairing_hold_s=8, count_gap_s=0.5)
 
 
 # --- which LED pattern ------------------------------------------------------------------------

@@ -3,7 +3,9 @@ pins) opens it, the pairing service makes a one-time phone account on a real mos
 the rendered config and ACL, a phone asks at `/pair` of the real web server (`python -m
 pendant.webserver`, a subprocess), the wearer's press accepts it, the web server hands the link
 to that phone once, and the phone logs in with it; an offer nobody takes expires and its
-account is revoked; two devices asking at once are both refused.
+account is revoked; when several devices ask, the wearer's presses accept the one whose code
+they count (the code only that phone's page shows), and a count that is no device's code
+refuses them all.
 
 The body and the pairing service run on one asyncio loop in a thread (as `pendant run` would
 run them), so the test itself stays synchronous: paho clients and http.client, every wait with
@@ -130,9 +132,13 @@ def start_pairing(
     return service, task
 
 
-def start_body(loop: Loop, prov: Provisioned) -> BodyService:
+def start_body(loop: Loop, prov: Provisioned, **body: object) -> BodyService:
+    """The body on gpiozero's mock pins; `body`: BodyConfig fields to change."""
+
     async def make() -> BodyService:
-        return BodyService(config(prov, "body"), factory=MockFactory(pin_class=MockPWMPin))
+        base = config(prov, "body")
+        changed = base.model_copy(update={"body": base.body.model_copy(update=body)})
+        return BodyService(changed, factory=MockFactory(pin_class=MockPWMPin))
 
     body = loop.call(make())
     loop.start(body.run())
@@ -235,25 +241,46 @@ def waiting_token(body: str) -> str | None:
     return m.group(1) if m else None
 
 
-def until_waiting(web: WebServer, prov: Provisioned, source: str = "127.0.0.1") -> str:
-    """GET /pair until the phone is told to wait for the press: the server learns of the
-    offer over the bus, in its own time. The token its page comes back with."""
+def page_code(body: str) -> int | None:
+    """The code a waiting page shows: how many presses accept this phone."""
+    m = re.search(r'<strong id="code">([0-9]+)</strong>', body)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class Asking:
+    """A phone waiting for the wearer: the token its page comes back with, and its code."""
+
+    token: str
+    code: int
+
+
+def until_waiting(web: WebServer, prov: Provisioned, source: str = "127.0.0.1") -> Asking:
+    """GET /pair until the phone is told to wait for the presses: the server learns of the
+    offer over the bus, in its own time."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         _, body = get_pair(web, prov, source=source)
         assert pairing_link(body) is None, "handed out before the wearer accepted"
-        token = waiting_token(body)
+        token, code = waiting_token(body), page_code(body)
         if token is not None:
-            return token
+            assert code is not None and 1 <= code <= webserver.PAIR_CODES, body
+            return Asking(token, code)
         time.sleep(0.3)
-    pytest.fail(f"/pair did not ask for the wearer's press within {TIMEOUT_S} s")
+    pytest.fail(f"/pair did not ask for the wearer's presses within {TIMEOUT_S} s")
 
 
-def tap(body: BodyService) -> None:
-    """A single short press: the wearer accepts the phone that asks. Then a pause, so that
-    the next press is not the second half of a double press."""
-    hold_button(body, 0.05)
-    time.sleep(HOLD["double_press_s"] + MARGIN_S)
+# A burst of presses ends this long after the last one (gestures.Timings.count_gap_s).
+COUNT_GAP_S = 1.5
+
+
+def press(body: BodyService, times: int) -> None:
+    """`times` short presses in a row, as the wearer counts a code; then the pause that ends
+    the burst (and a margin), so that the count is on the bus."""
+    for _ in range(times):
+        hold_button(body, 0.05)
+        time.sleep(0.1)
+    time.sleep(COUNT_GAP_S + MARGIN_S)
 
 
 def pairing_link(body: str) -> str | None:
@@ -262,13 +289,13 @@ def pairing_link(body: str) -> str | None:
 
 
 def until_handed_out(
-    web: WebServer, prov: Provisioned, token: str
+    web: WebServer, prov: Provisioned, token: str, source: str = "127.0.0.1"
 ) -> tuple[list[tuple[str, str]], str]:
-    """GET /pair?r=<token> until it hands out the link: the server learns of the wearer's
-    "yes" over the bus, in its own time."""
+    """GET /pair?r=<token> from `source` until it hands out the link: the server learns of
+    the wearer's "yes" over the bus, in its own time."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        headers, body = get_pair(web, prov, token)
+        headers, body = get_pair(web, prov, token, source)
         if pairing_link(body) is not None:
             return headers, body
         time.sleep(0.3)
@@ -356,20 +383,24 @@ def test_a_long_press_pairs_one_phone_once_and_an_unused_offer_is_revoked(
         for w in (link, ears, alice, *late):
             assert OFFER not in w.topics(), w.got
 
-        # The phone opens /pair: it is told to wait for the wearer, and given nothing yet.
-        token = until_waiting(web, prov)
+        # The phone opens /pair: it is shown its code, and given nothing yet.
+        asking = until_waiting(web, prov)
+        token = asking.token
         link.next(STATUS, event_with(open=True, user=user, asked=True))
         eventually(lambda: body.led_pattern == "pairing_asked", "the LED says a phone asks")
         # A buzz for the window, and one more: "a phone asks".
         assert body.haptic.history.count("double") == 2
         _, page = get_pair(web, prov, token)
         assert pairing_link(page) is None and waiting_token(page) == token
+        assert page_code(page) == asking.code
         # Another tab of the same phone (one address) is the same request, not a second one.
-        assert until_waiting(web, prov) == token
+        assert until_waiting(web, prov) == asking
+        # The code is on that phone's page alone: not in what the LED follows.
+        assert all(b'"code"' not in m[1] for m in link.got if m[0] == STATUS)
 
-        # The wearer presses once: the offer again, naming that phone; then the link, with
+        # The wearer presses the code: the offer again, naming that phone; then the link, with
         # the login only in the fragment, to that phone.
-        tap(body)
+        press(body, asking.code)
         accepted = json.loads(web_user.next(OFFER, lambda p: b'"requester"' in p))
         assert accepted["user"] == user
         headers, page = until_handed_out(web, prov, token)
@@ -439,14 +470,12 @@ def test_a_long_press_pairs_one_phone_once_and_an_unused_offer_is_revoked(
         web.stop()
 
 
-def test_a_second_device_asking_ends_the_window_for_all(
+@contextlib.contextmanager
+def window_with_web(
     pendant: tuple[Provisioned, Path],
-) -> None:
-    """Issue 14, item 1: the first `GET /pair` while the window was open took a permanent
-    phone account, so a device on the LAN polling `/pair` won the race the moment the wearer
-    held the button. Now nothing is handed out without the wearer's press, and when two
-    devices ask, a press cannot tell the wearer's phone: both are refused, the account is
-    revoked, the LED flashes an error, and a press afterwards accepts no one."""
+) -> Iterator[tuple[WebServer, PairingService, BodyService, Watcher]]:
+    """The web server on the bus, the pairing service, the body, and a watcher of the window's
+    state and errors (as the link); the window opened by the very long hold."""
     prov, scratch = pendant
     loop = Loop()
     watchers: list[Watcher] = []
@@ -460,41 +489,90 @@ def test_a_second_device_asking_ends_the_window_for_all(
     )  # fmt: skip
     try:
         web.start()
-        pairing, _ = start_pairing(loop, prov, window_s=30.0)
+        pairing, _ = start_pairing(loop, prov, window_s=60.0)
         body = start_body(loop, prov)
         link = Watcher(prov, "link")
         watchers.append(link)
-        link.client.subscribe(STATUS, "pendant-bus/error")
-
+        link.client.subscribe(STATUS, "pendant-bus/error", "pendant-bus/pairing_confirm")
         hold_button(body, HOLD["pairing_hold_s"] + MARGIN_S)
         link.next(STATUS, event_with(open=True))
-        name = str(pairing.open_name)
-        # The attacker polls /pair; the wearer's phone asks too, from another address.
-        attacker = until_waiting(web, prov, source="127.0.0.2")
-        _, page = get_pair(web, prov, attacker, source="127.0.0.2")
-        assert pairing_link(page) is None, "handed out without the wearer's press"
-        phone = until_waiting(web, prov, source="127.0.0.3")
-
-        link.next(STATUS, event_with(open=False))
-        error = json.loads(link.next("pendant-bus/error"))
-        assert "more than one device asked" in error["reason"]
-        assert pairing.refused == [name] and pairing.revoked == [name] and pairing.taken == []
-        assert not prov.password_file(PHONE_PREFIX + name).exists()
-        eventually(lambda: body.indicators.error_until_s > 0, "the LED flashes the error")
-        eventually(lambda: body.led_pattern == "off", "the window's pattern ends")
-
-        # A press now accepts no one, and neither device is handed anything.
-        tap(body)
-        for token, source in ((attacker, "127.0.0.2"), (phone, "127.0.0.3")):
-            _, page = get_pair(web, prov, token, source=source)
-            assert pairing_link(page) is None and waiting_token(page) is None
-            assert "another device asked" in page
-        assert pairing.taken == []
+        yield web, pairing, body, link
     finally:
         for w in watchers:
             w.close()
         loop.close()
         web.stop()
+
+
+def test_the_wearer_accepts_their_phone_by_its_code_though_an_attacker_asked_first(
+    pendant: tuple[Provisioned, Path],
+) -> None:
+    """Issue 14 (HIGH): a device on the LAN polling `/pair` asks the moment the window opens,
+    before the wearer's phone; a single press accepted "the phone that asked", so the attacker
+    got a permanent account. Now each asker's page shows its own code, and the wearer presses
+    the code on their own phone's screen: their phone gets the login, the attacker nothing."""
+    prov, _ = pendant
+    with window_with_web(pendant) as (web, pairing, body, link):
+        name = str(pairing.open_name)
+        attacker = until_waiting(web, prov, source="127.0.0.2")
+        eventually(lambda: len(pairing.requesters) == 1, "the attacker's request is heard")
+        phone = until_waiting(web, prov, source="127.0.0.3")
+        assert phone.code != attacker.code
+        eventually(lambda: len(pairing.requesters) == 2, "both requests are heard")
+        # Asking first wins nothing, and asking again changes nothing.
+        _, page = get_pair(web, prov, attacker.token, source="127.0.0.2")
+        assert pairing_link(page) is None and page_code(page) == attacker.code
+
+        press(body, phone.code)
+        confirm = json.loads(link.next("pendant-bus/pairing_confirm"))
+        assert confirm["presses"] == phone.code
+        link.next(STATUS, event_with(open=True, accepted=True))
+        _, page = until_handed_out(web, prov, phone.token, "127.0.0.3")
+        link_url = pairing_link(page)
+        assert link_url is not None
+        fields = {k: v[0] for k, v in parse_qs(link_url[2:], strict_parsing=True).items()}
+        assert fields["u"] == PHONE_PREFIX + name
+
+        link.next(STATUS, event_with(open=False))
+        assert pairing.taken == [name] and pairing.revoked == [] and pairing.refused == []
+        _, page = get_pair(web, prov, attacker.token, source="127.0.0.2")
+        assert pairing_link(page) is None and waiting_token(page) is None
+        assert "Pairing ended without this phone" in page
+        tls = endpoint(prov, "tls")
+        assert _accepted_eventually(tls, fields["u"], fields["p"], True)
+
+
+def test_a_count_that_matches_no_phone_refuses_them_all(
+    pendant: tuple[Provisioned, Path],
+) -> None:
+    """Issue 14: a count that is no asker's code (the wearer miscounted, or was told a number
+    by someone) refuses every device, revokes the account and ends the window, so that nobody
+    gets in by the wearer trying counts; the LED flashes an error, and a press afterwards
+    accepts no one."""
+    prov, _ = pendant
+    with window_with_web(pendant) as (web, pairing, body, link):
+        name = str(pairing.open_name)
+        attacker = until_waiting(web, prov, source="127.0.0.2")
+        phone = until_waiting(web, prov, source="127.0.0.3")
+        eventually(lambda: len(pairing.requesters) == 2, "both requests are heard")
+        wrong = min({1, 2, 3, 4} - {attacker.code, phone.code})
+
+        press(body, wrong)
+        link.next(STATUS, event_with(open=False))
+        error = json.loads(link.next("pendant-bus/error"))
+        assert "matched no phone's code" in error["reason"]
+        assert pairing.refused == [name] and pairing.revoked == [name] and pairing.taken == []
+        assert not prov.password_file(PHONE_PREFIX + name).exists()
+        eventually(lambda: body.indicators.error_until_s > 0, "the LED flashes the error")
+        eventually(lambda: body.led_pattern == "off", "the window's pattern ends")
+
+        # Presses now accept no one, and neither device is handed anything.
+        press(body, phone.code)
+        for asking, source in ((attacker, "127.0.0.2"), (phone, "127.0.0.3")):
+            _, page = get_pair(web, prov, asking.token, source=source)
+            assert pairing_link(page) is None and waiting_token(page) is None
+            assert "Pairing ended without this phone" in page
+        assert pairing.taken == []
 
 
 def test_pair_is_refused_past_the_rate_limit(pendant: tuple[Provisioned, Path]) -> None:
@@ -601,9 +679,15 @@ def taken_while_cut() -> Iterator[Cut]:
         eventually(lambda: desk.offer is not None, "the web server has the offer")
 
         # The phone asks, the wearer accepts it (as the body would: a paho client again).
-        token = until_waiting(server, prov)  # type: ignore[arg-type]
-        eventually(lambda: pairing.requesters != set(), "the pairing window hears the request")
-        confirm = {"type": "pairing_confirm", "version": 1, "device_id": DEVICE}
+        asking = until_waiting(server, prov)  # type: ignore[arg-type]
+        token = asking.token
+        eventually(lambda: bool(pairing.requesters), "the pairing window hears the request")
+        confirm = {
+            "type": "pairing_confirm",
+            "version": 1,
+            "device_id": DEVICE,
+            "presses": asking.code,
+        }
         body.client.publish("pendant-bus/pairing_confirm", json.dumps(confirm))
         eventually(lambda: desk.offer is not None and desk.offer.requester, "the phone accepted")
 

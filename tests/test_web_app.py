@@ -3,10 +3,13 @@
 One scratch pendant: the mosquitto config `pendant.provision` renders (free ports, 127.0.0.1);
 the app's web server (`python -m pendant.webserver`, as pendant-web.service runs it) with the
 broker's own server certificate and key, on a port of its own; the real link on the broker's
-unix socket as its outside broker (as on the device). A phone is paired with `pendant.pairing`,
-and headless chromium (the system's, steered by tests/web/driver.mjs with playwright-core,
-HTTP/2 left on as on a phone) opens the pairing link, trusting the pendant's server
-certificate by its public key.
+unix socket as its outside broker (as on the device). Headless chromium (the system's, steered
+by tests/web/driver.mjs with playwright-core, HTTP/2 left on as on a phone) trusts the
+pendant's server certificate by its public key. In the first test the phone pairs as a wearer
+pairs it: the very long hold on the body's (simulated) button opens the pairing window (the real
+pairing service), the page at `/pair` shows the phone's code, the button is pressed that many
+times, and the page goes on to the app with the login. The second pairs with `pendant.pairing`
+and opens the pairing link.
 
 Two tests:
 
@@ -66,10 +69,11 @@ from pendant.events import (
 from pendant.eyes.camera import FileCamera, demo_images
 from pendant.link import Link
 from pendant.models import model_path
-from pendant.provision import Provisioned
+from pendant.provision import PHONE_PREFIX, Provisioned
 
 from .conftest import demo_config, speech_files
 from .test_mosquitto_config import DEVICE, Client, _provision_for_test, endpoint, running
+from .test_pairing_window import HOLD, MARGIN_S, Loop, hold_button, press, start_body, start_pairing
 from .test_webserver import WEB, WebServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,6 +331,48 @@ def _pair(prov: Provisioned, pid: int, web: WebServer) -> pairing.Pairing:
     return phone
 
 
+def _pair_by_code(prov: Provisioned, web: WebServer, page: Browser) -> pairing.Pairing:
+    """The phone pairs as the wearer pairs it: the very long hold on the body's simulated
+    button opens the window, the page at `/pair` shows this phone's code (issue 14: a press
+    accepts only the phone whose code it counts), the button is pressed that many times, and
+    the page goes on to the app with the login. The body and the pairing service stop after."""
+    loop = Loop()
+    try:
+        service, _ = start_pairing(loop, prov, window_s=60.0)
+        # The battery the stand-in reports, unchanging, reported once.
+        steady = {"simulated_start_pct": 87, "simulated_drain_pct_per_min": 0.0,
+                  "battery_report_s": 3600.0, "battery_poll_s": 3600.0}  # fmt: skip
+        body = start_body(loop, prov, **steady)
+        hold_button(body, HOLD["pairing_hold_s"] + MARGIN_S)
+        _wait(lambda: service.open_name is not None, "the pairing window opens")
+        name = str(service.open_name)
+        code_now = "document.querySelector('#code')?.innerText ?? null"
+
+        def shows_code() -> bool:
+            page("goto", url=f"https://127.0.0.1:{web.port}/pair")
+            time.sleep(0.3)  # the web server learns of the offer over the bus
+            return page("eval", expr=code_now) is not None
+
+        _wait(shows_code, "/pair shows this phone's code")
+        code = int(page("text", selector="#code"))
+        assert 1 <= code <= 4
+        press(body, code)
+        # The waiting page comes back by itself and goes on to the app, login in the fragment.
+        page("wait_text", selector="#link", text="connected")
+        _wait(lambda: service.taken == [name], "the pairing window hears 'taken'")
+    finally:
+        loop.close()
+    user = PHONE_PREFIX + name
+    return pairing.Pairing(
+        device_id=DEVICE,
+        user=user,
+        password=prov.password(user),
+        host="127.0.0.1",
+        port=web.port,
+        ws_port=prov.settings.ws_port,
+    )
+
+
 def _open(page: Browser, phone: pairing.Pairing) -> None:
     page("goto", url=phone.url)
     page("wait_text", selector="#link", text="connected")
@@ -355,10 +401,14 @@ def test_the_companion_app_pairs_shows_intents_mutes_and_is_revoked(tmp_path: Pa
             body.publish(Battery(device_id=DEVICE, pct=87))
 
             cert, key = prov.layout.conf_dir / "server.crt", prov.layout.conf_dir / "server.key"
-            with WebServer(WEB, cert, key, log_dir=tmp_path) as web:
-                phone = _pair(prov, broker.pid, web)
-                with browser(tmp_path, cert) as page:
-                    _companion(page, phone, ears, eyes, body, prov, broker.pid, web, shots)
+            bus_login = ("--bus-socket", str(prov.socket),
+                         "--bus-password-file", str(prov.password_file("web")))  # fmt: skip
+            with (
+                WebServer(WEB, cert, key, *bus_login, log_dir=tmp_path) as web,
+                browser(tmp_path, cert) as page,
+            ):
+                phone = _pair_by_code(prov, web, page)
+                _companion(page, phone, ears, eyes, body, prov, broker.pid, web, shots)
         finally:
             for stand_in in (ears, eyes, body):
                 stand_in.close()
@@ -376,7 +426,6 @@ def _companion(
     web: WebServer,
     shots: Path,
 ) -> None:
-    _open(page, phone)
     # Served as HTTP/1.1 with its Content-Type, the service worker installs (page.evaluate
     # awaits the promise; the Python side bounds the step).
     assert page("eval", expr="navigator.serviceWorker.ready.then((r) => r.active.state)") in (
@@ -522,7 +571,7 @@ def _companion(
     assert page("eval", expr="document.querySelectorAll('#feed li').length") == 0
 
     # Revoked: the account is gone and the reloaded broker refuses the phone.
-    assert pairing.revoke(prov.layout.root, "testphone", broker_pid=pid)
+    assert pairing.revoke(prov.layout.root, phone.user.removeprefix("phone-"), broker_pid=pid)
     _wait(lambda: _refused(prov, phone), "mosquitto reloaded the password file")
     page("reload")
     page("wait_text", selector="#link", text="refused")

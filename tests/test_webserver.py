@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -300,6 +301,49 @@ def test_a_pairing_offer_is_checked_before_it_reaches_a_page() -> None:
                 {"expires_ms": "1"}, {"device_id": "../x"}):  # fmt: skip
         assert parse_offer(json.dumps({**good, **bad}).encode()) is None, bad
     assert parse_offer(b"[" * 5000) is None
+
+
+def test_each_asking_address_gets_a_code_of_its_own() -> None:
+    """Issue 14: the wearer accepts a phone by pressing the code only its page shows, so the
+    codes of one offer's askers are distinct, at most `PAIR_CODES` addresses ask (more are
+    told so), each request carries its code to the pairing service, and once the wearer chose,
+    only the chosen phone (with its page's token) gets the login."""
+    from pendant import events, webserver
+
+    assert webserver.PAIR_CODES == events.PAIRING_CODES
+    until_ms = time.time_ns() // 1_000_000 + 60_000
+    offer = webserver.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
+    desk = webserver.PairingDesk("/nonexistent", "pw")
+    desk.offer = offer
+    sources = [f"192.168.1.{n}" for n in range(10, 10 + webserver.PAIR_CODES)]
+    asks = {source: desk.ask(source, None).waiting for source in sources}
+    assert all(ask is not None for ask in asks.values())
+    codes = sorted(ask.code for ask in asks.values() if ask is not None)
+    assert codes == list(range(1, webserver.PAIR_CODES + 1))
+    assert desk.ask(sources[0], None).waiting == asks[sources[0]]  # the same phone again
+    assert desk.asking() == frozenset(sources)
+    full = desk.ask("192.168.1.99", None)
+    assert full.full and full.waiting is None and full.offer is None
+    page = webserver.pair_page(None, full=True).decode()
+    assert "too many" in page and "refresh" not in page
+    # Reported on the bus with its code, and its page shows it.
+    requests = [webserver._pairing_event("pairing_request", o, requester=a.requester,
+                                         code=a.code) for o, a in desk._requests]  # fmt: skip
+    for request in requests:
+        events.parse_event(json.dumps(request).encode())
+    chosen = asks[sources[2]]
+    assert chosen is not None
+    assert f'<strong id="code">{chosen.code}</strong>' in webserver.pair_page(None, chosen).decode()
+
+    # The wearer pressed the third phone's code: the others (and newcomers) get nothing.
+    desk.offer = dataclasses.replace(offer, requester=chosen.requester)
+    first = asks[sources[0]]
+    assert first is not None and desk.ask(sources[0], first.token).offer is None
+    assert desk.ask("192.168.1.98", None) == webserver.PairAnswer()
+    assert desk.ask(sources[2], "0" * 32).offer is None  # the right address, not its token
+    handed = desk.ask(sources[2], chosen.token).offer
+    assert handed is not None and handed.requester == chosen.requester
+    assert desk.ask(sources[2], chosen.token).offer is None  # once
 
 
 def test_a_revalidation_is_a_304(site: tuple[int, Path]) -> None:
@@ -725,7 +769,7 @@ def test_the_phone_that_asks_to_pair_keeps_its_connections(tmp_path: Path) -> No
 
     (tmp_path / "notes.txt").write_text("notes\n")
     phone = "192.168.1.20"
-    desk = SimpleNamespace(asking=lambda: phone)
+    desk = SimpleNamespace(asking=lambda: frozenset({phone}))
     server = webserver.Server(
         tmp_path,
         ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER),

@@ -417,7 +417,9 @@ class BodyConfig(_Strict):
         0.4,
         ge=0.1,
         le=1.0,
-        description="Two presses this short, this close together: a double press (read this).",
+        description="Two presses this short, this close together: a double press (read this). "
+        "While the pairing window is open, presses this short are counted instead (a phone's "
+        "code).",
     )
     long_hold_s: float = Field(
         2.0,
@@ -456,7 +458,8 @@ class PairingConfig(_Strict):
         le=900,
         description="How long the pairing window (opened by holding the button for "
         "body.pairing_hold_s) stays open; its one-time phone account is revoked if no phone "
-        "the wearer accepted (a press while it asks at the web server's /pair) took it by then.",
+        "the wearer accepted (by pressing the code its screen showed at the web server's "
+        "/pair) took it by then.",
     )
 
 

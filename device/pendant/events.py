@@ -248,27 +248,42 @@ class PairingStatus(Event):
         None, description="When an offer nobody takes expires, Unix epoch ms."
     )
     asked: bool = Field(
-        False, description="A phone asks to pair: a press of the button accepts it."
+        False,
+        description="A phone asks to pair: pressing the button as many times as that phone's "
+        "screen says accepts it. The codes are never here: the LED must not tell them.",
     )
-    accepted: bool = Field(False, description="The wearer accepted the phone that asked.")
+    accepted: bool = Field(False, description="The wearer accepted a phone that asked.")
+
+
+# Codes a phone may be given at /pair: as many requests as codes may be open at once.
+PAIRING_CODES = 4
+# A burst longer than this is reported as this many (it matches no code all the same).
+MAX_PAIRING_PRESSES = 20
 
 
 class PairingRequest(Event):
     """Internal: a phone opened /pair while the window is open (the web server, once a phone).
 
-    The pairing service accepts a phone only when exactly one asked; a second one ends the
-    window for all (someone else on the network is racing the wearer's phone).
+    The web server gives each request a code (distinct among the window's requests), which
+    only that phone's page shows: the wearer accepts a phone by pressing the button that many
+    times (`PairingConfirm`). A press count that matches no request refuses them all.
     """
 
     type: Literal["pairing_request"] = "pairing_request"
     user: PhoneUser = Field(description="The offer's account the phone asks for.")
     requester: RequestId
+    code: Annotated[int, Field(ge=1, le=PAIRING_CODES)] = Field(
+        description="How many presses accept this phone (its page shows it; nothing else does)."
+    )
 
 
 class PairingConfirm(Event):
-    """Internal: the wearer pressed the button once while the pairing window is open."""
+    """Internal: the wearer pressed the button `presses` times in a row (a burst of short
+    presses, ended by a pause) while the pairing window is open: the code of the phone to
+    accept. 0: a burst that went wrong (a press held too long), which accepts no one."""
 
     type: Literal["pairing_confirm"] = "pairing_confirm"
+    presses: Annotated[int, Field(ge=0, le=MAX_PAIRING_PRESSES)]
 
 
 class PairingOffer(Event):

@@ -10,13 +10,19 @@ The pendant has no screen, so pairing works like Bluetooth's pairing mode:
    password) and the window's state (`pairing_status`, open, which turns the LED to "pairing").
 3. A phone opens `https://<device>:8443/pair` (typed, or a QR sticker on the case): the web
    server, the offer's only reader (ACL), publishes a `pairing_request` for it (one per
-   phone, by address) and tells it to wait for the wearer. It hands out nothing yet.
-4. One phone asks: `pairing_status` says so (the body buzzes, the LED changes), and the
-   wearer's single press (`pairing_confirm`, from the body) accepts it: the offer is published
-   again naming that phone's request, and the web server hands the link to that phone alone,
-   and publishes `pairing_taken`. A second device asking before the login is taken ends the
-   window for all, with an `error` (the LED flashes it): someone on the network is racing the
-   wearer's phone, and a press can no longer tell which one is the wearer's.
+   phone, by address) with a **code** from 1 to 4, distinct among the window's requests, and
+   shows that phone alone its code: "press the button N times". It hands out nothing yet.
+4. A phone asks: `pairing_status` says so (the body buzzes, the LED changes; neither tells a
+   code). The wearer presses the button as many times as their phone's screen says, and the
+   body reports the count (`pairing_confirm`). The request whose code is that count is
+   accepted: the offer is published again naming it, and the web server hands the link to
+   that phone alone, and publishes `pairing_taken`. Every other request is refused. A count
+   that is no request's code ends the window for all, with an `error` (the LED flashes it):
+   one wrong guess per window, so nobody gets in by the wearer's trying counts.
+
+   Why a code: a device on the network that polls `/pair` asks the moment the window opens,
+   before the wearer's phone can. The code tells the wearer's phone from it by something
+   only the wearer's phone shows; a press that merely said "yes" would accept whoever asked.
 5. On `pairing_taken` the window closes and the account stays: that phone is paired. If nobody
    takes the offer within `pairing.window_s` (120 s), or the wearer holds the button again, the
    window closes and the account is revoked. Either way the retained offer is cleared first.
@@ -58,6 +64,7 @@ from pendant import bus, notify
 from pendant.config import Config
 from pendant.errors import PendantError
 from pendant.events import (
+    PAIRING_CODES,
     Error,
     EventError,
     PairingConfirm,
@@ -75,7 +82,7 @@ log = logging.getLogger(__name__)
 
 BEAT_S = 1.0
 SUBSCRIPTIONS = ("pairing_window", "pairing_taken", "pairing_request", "pairing_confirm")
-RACED_REASON = "pairing refused: more than one device asked at once; open the window again"
+NO_MATCH_REASON = "pairing refused: the presses matched no phone's code; open the window again"
 PENDING_NAME = "pairing.pending"
 BUS_RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -108,8 +115,8 @@ class PairingService:
         self.deadline_s: float | None = None
         # The live offer, to publish again after a bus outage.
         self.offer: PairingOffer | None = None
-        # The phones that asked for it (their request ids), and the one the wearer accepted.
-        self.requesters: set[str] = set()
+        # The phones that asked for it (request id -> code), and the one the wearer accepted.
+        self.requesters: dict[str, int] = {}
         self.accepted: str | None = None
         self.broker_pid: int | None = None
         # For tests and logs: accounts made, handed out, revoked.
@@ -224,7 +231,7 @@ class PairingService:
             elif isinstance(event, PairingRequest):
                 await self._asked(client, event)
             elif isinstance(event, PairingConfirm):
-                await self._confirm(client)
+                await self._confirm(client, event.presses)
             elif isinstance(event, PairingTaken):
                 mine = self.open_name is not None and event.user == PHONE_PREFIX + self.open_name
                 if mine and self.accepted is not None:
@@ -262,52 +269,69 @@ class PairingService:
             device_id=device_id, user=pairing.user, fragment=pairing.fragment, expires_ms=until_ms
         )
         self.offer = offer
-        self.requesters, self.accepted = set(), None
+        self.requesters, self.accepted = {}, None
         await bus.publish(client, offer)
         await self._publish_status(client)
         log.info("pairing window: open for %g s, one-time account %s", window_s, pairing.user)
 
     async def _asked(self, client: aiomqtt.Client, request: PairingRequest) -> None:
-        """A phone asks for the offer: one may be accepted; a second one ends the window."""
+        """A phone asks for the offer, with its code: kept until the wearer's count."""
         if self.offer is None or request.user != self.offer.user:
             log.warning("pairing: a request for %s, which is not on offer", request.user)
             return
         if request.requester in self.requesters:
             return  # the same phone again (a re-sent report, a QoS 1 duplicate)
-        self.requesters.add(request.requester)
-        if len(self.requesters) == 1:
-            log.info("pairing window: a phone asks; a press of the button accepts it")
-            await self._publish_status(client)
+        if self.accepted is not None:
+            log.info("pairing window: a phone asks after the wearer chose one; ignored")
             return
-        # Two devices: one is not the wearer's, and a press cannot tell which. Until the login
-        # is taken, refusing both is the only answer that an attacker cannot win.
-        log.warning(
-            "pairing window: %d devices asked for %s; refusing them all",
+        taken = set(self.requesters.values())
+        if request.code in taken or len(self.requesters) >= PAIRING_CODES:
+            # The web server gives distinct codes; two alike could not be told apart by a count.
+            log.warning("pairing window: refused a request whose code is taken")
+            return
+        self.requesters[request.requester] = request.code
+        log.info(
+            "pairing window: %d phone(s) ask; the count on the wearer's phone accepts it",
             len(self.requesters),
-            request.user,
         )
-        self.refused.append(str(self.open_name))
-        await self._close(client, revoke_it=True)
-        await bus.publish(client, Error(device_id=self.config.device_id, reason=RACED_REASON))
+        if len(self.requesters) == 1:
+            await self._publish_status(client)
 
-    async def _confirm(self, client: aiomqtt.Client) -> None:
-        """The wearer's press: accept the one phone that asked, if exactly one did."""
+    async def _confirm(self, client: aiomqtt.Client, presses: int) -> None:
+        """The wearer's count of presses: accept the phone with that code, refuse the rest.
+
+        A count that is no phone's code refuses them all and ends the window: a second try
+        would let the wearer (or a nudge from someone) walk through the codes.
+        """
         if self.offer is None or self.accepted is not None:
             return
-        if len(self.requesters) != 1:
-            log.info("pairing window: a press, but no phone asks yet")
+        if not self.requesters:
+            log.info("pairing window: %d press(es), but no phone asks yet", presses)
             return
-        (self.accepted,) = self.requesters
+        matching = [r for r, code in self.requesters.items() if code == presses]
+        if len(matching) != 1:
+            log.warning(
+                "pairing window: %d press(es) match none of %d phone(s); refusing them all",
+                presses,
+                len(self.requesters),
+            )
+            self.refused.append(str(self.open_name))
+            await self._close(client, revoke_it=True)
+            error = Error(device_id=self.config.device_id, reason=NO_MATCH_REASON)
+            await bus.publish(client, error)
+            return
+        (self.accepted,) = matching
+        refused = len(self.requesters) - 1
         # The offer again, naming the phone: the web server hands the login to it alone.
         self.offer = self.offer.model_copy(update={"requester": self.accepted})
         await bus.publish(client, self.offer)
         await self._publish_status(client)
-        log.info("pairing window: the wearer accepted the phone that asked")
+        log.info("pairing window: the wearer accepted a phone by its code (%d refused)", refused)
 
     async def _close(self, client: aiomqtt.Client, revoke_it: bool) -> None:
         name, self.open_name, self.deadline_s = self.open_name, None, None
         self.offer = None
-        self.requesters, self.accepted = set(), None
+        self.requesters, self.accepted = {}, None
         if not revoke_it:
             # Paired: the account is no leftover now, whatever becomes of the bus from here
             # (a reconnect revokes what the pending file names).

@@ -31,10 +31,12 @@ pairing service's retained offer (`pendant-bus/pairing_offer`, see `pendant.pair
 network; 403 otherwise), at most `PAIR_BURST` requests at once per address, then one every
 `PAIR_EVERY_S` (429). While an offer is live, a `GET /pair` hands out nothing at first: it
 reports the phone's request to the pairing service (`pendant-bus/pairing_request`, one per
-address, named by a random id) and answers a page that asks the wearer to press the button
-once, and comes back every `PAIR_POLL_S` with its own random token (`/pair?r=...`). Only once
-the wearer accepted that phone (the offer comes again naming its request), and only if no
-other address asked, does the phone's next `GET /pair` take the offer: the answer is a page
+address, named by a random id, with a code from 1 to `PAIR_CODES` that no other address of
+this offer has) and answers a page that shows that phone alone its code ("press the button 3
+times"), and comes back every `PAIR_POLL_S` with its own random token (`/pair?r=...`). At most
+`PAIR_CODES` addresses ask at once; more are told so, and report nothing. Only once the wearer
+pressed that phone's code (the offer comes again naming its request) does the phone's next
+`GET /pair` take the offer: the answer is a page
 that sends the phone on to `/#u=...&p=...` (same origin, so whatever name the phone used for
 the pendant works), and the server publishes `pendant-bus/pairing_taken`, so the offer is
 single-use: it is
@@ -47,8 +49,8 @@ send; never in a header, a query string or a log line, and the page is `no-store
 (no window open, already taken, expired, no bus) `/pair` says how to open the window. `HEAD
 /pair` never takes an offer. Without `--bus-socket` there is no bus and no offer.
 
-The connections of the address that asks to pair are the last ones evicted, so that a flood
-cannot cut the phone off while it waits for the wearer's press.
+The connections of the addresses that ask to pair are the last ones evicted, so that a flood
+cannot cut the phone off while it waits for the wearer's presses.
 
 Under systemd (WatchdogSec=) it pings the watchdog while its accept loop still accepts: it
 connects to itself now and then, and every accepted connection counts (`pendant.web_watchdog`).
@@ -187,6 +189,9 @@ PAIR_BURST = 5
 PAIR_EVERY_S = 1.0
 PAIR_POLL_S = 2
 PAIR_SOURCES = 256
+# Codes 1..PAIR_CODES, one per asking address (pendant.events.PAIRING_CODES: the pairing
+# service refuses more, or two alike). Few, so that a code is a handful of presses.
+PAIR_CODES = 4
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 BUS_RETRY_S = (1.0, 2.0, 5.0, 10.0)
 _PHONE_USER = re.compile(r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
@@ -306,11 +311,23 @@ class Offer:
 
 
 @dataclass(frozen=True)
-class _Ask:
-    """One address's request for the live offer: its id on the bus, its token on the page."""
+class Ask:
+    """One address's request for the live offer: its id on the bus, its token on the page,
+    and its code (how many presses accept it), shown on its page alone."""
 
     requester: str
     token: str
+    code: int
+
+
+@dataclass(frozen=True)
+class PairAnswer:
+    """What `/pair` answers a phone: the offer (accepted: its login), or the request it waits
+    with, or `full` (as many phones ask as there are codes)."""
+
+    offer: Offer | None = None
+    waiting: Ask | None = None
+    full: bool = False
 
 
 class RateLimit:
@@ -422,44 +439,53 @@ class PairingDesk:
         self._handed: dict[tuple[str, str], int] = {}
         # Who asked for the live offer (its user), by address; requests not yet reported.
         self._asks_for: str | None = None
-        self._asks: dict[str, _Ask] = {}
-        self._requests: list[tuple[Offer, str]] = []
+        self._asks: dict[str, Ask] = {}
+        self._requests: list[tuple[Offer, Ask]] = []
         self._wake = asyncio.Event()
 
-    def ask(self, source: str, token: str | None) -> tuple[Offer | None, str | None]:
+    def ask(self, source: str, token: str | None) -> PairAnswer:
         """`GET /pair` from `source` with the token its page carried, if any.
 
-        The offer, for the one phone the wearer accepted (and only if no other address asked);
-        otherwise None, and this phone's token while it waits for the wearer (None when
-        there is nothing to wait for). A new address's request is reported on the bus, where
-        the pairing service counts them: a second one ends the window.
+        The offer, for the one phone the wearer accepted (by pressing its code); otherwise
+        nothing, or this phone's request while it waits for the wearer (with its code and
+        token). A new address's request gets a code no other address of this offer has, and
+        is reported on the bus, where the pairing service matches the wearer's count to it.
         """
         offer = self.offer
         if offer is None or not offer.live() or _key(offer) in self._handed:
-            return None, None
+            return PairAnswer()
         if self._asks_for != offer.user:
             self._asks_for, self._asks = offer.user, {}
         mine = self._asks.get(source)
         if mine is None:
-            mine = self._asks[source] = _Ask(uuid.uuid4().hex, secrets.token_hex(16))
-            self._requests.append((offer, mine.requester))
+            if offer.requester is not None:
+                return PairAnswer()  # the wearer chose already: too late to ask
+            free = [c for c in range(1, PAIR_CODES + 1) if c not in self.codes()]
+            if not free:
+                return PairAnswer(full=True)
+            mine = Ask(uuid.uuid4().hex, secrets.token_hex(16), secrets.choice(free))
+            self._asks[source] = mine
+            self._requests.append((offer, mine))
             self._wake.set()
         if offer.requester is None:
-            return None, mine.token
+            return PairAnswer(waiting=mine)
         accepted = (
             offer.requester == mine.requester
             and token is not None
             and hmac.compare_digest(token.encode(), mine.token.encode())
-            and len(self._asks) == 1
         )
-        return (self.take(), None) if accepted else (None, None)
+        return PairAnswer(offer=self.take()) if accepted else PairAnswer()
 
-    def asking(self) -> str | None:
-        """The address that asks for the live offer, when exactly one does."""
+    def codes(self) -> set[int]:
+        """The codes given out for the live offer."""
+        return {a.code for a in self._asks.values()}
+
+    def asking(self) -> frozenset[str]:
+        """The addresses that ask for the live offer."""
         offer = self.offer
-        if offer is None or self._asks_for != offer.user or len(self._asks) != 1:
-            return None
-        return next(iter(self._asks))
+        if offer is None or self._asks_for != offer.user:
+            return frozenset()
+        return frozenset(self._asks)
 
     def take(self) -> Offer | None:
         """The live offer, at most once: whoever gets it, no one else will.
@@ -541,12 +567,14 @@ class PairingDesk:
         while True:
             self._wake.clear()
             while self._requests:
-                offer, requester = self._requests[0]
-                request = _pairing_event("pairing_request", offer, requester=requester)
+                offer, ask = self._requests[0]
+                request = _pairing_event(
+                    "pairing_request", offer, requester=ask.requester, code=ask.code
+                )
                 # As the report below: queued until the broker has it, so that the pairing
                 # service counts every phone that asked.
                 await client.publish(REQUEST_TOPIC, json.dumps(request).encode(), qos=bus.QOS)
-                if self._requests and self._requests[0] == (offer, requester):
+                if self._requests and self._requests[0] == (offer, ask):
                     self._requests.pop(0)
             while self._taken:
                 offer = self._taken[0]
@@ -559,7 +587,7 @@ class PairingDesk:
             await self._wake.wait()
 
 
-def _pairing_event(kind: str, offer: Offer, **fields: str) -> dict[str, object]:
+def _pairing_event(kind: str, offer: Offer, **fields: object) -> dict[str, object]:
     """A bus event about `offer`, in the wire format of pendant.events (built here by hand:
     the web server does not load pydantic, for its memory budget)."""
     return {
@@ -596,26 +624,41 @@ _PAGE = """<!doctype html>
 """
 
 
-def pair_page(offer: Offer | None, waiting: str | None = None, asked: bool = False) -> bytes:
-    """`/pair`'s answer: on to the app with the login in the fragment; or, with the token of
-    a phone `waiting` for the wearer, a page that asks for the press and comes back; or how to
-    open pairing (`asked`: this phone had asked, and the window ended without it)."""
+def pair_page(
+    offer: Offer | None, waiting: Ask | None = None, asked: bool = False, full: bool = False
+) -> bytes:
+    """`/pair`'s answer: on to the app with the login in the fragment; or, for a phone
+    `waiting` for the wearer, a page with its code that comes back; or, when `full`, that
+    too many devices ask; or how to open pairing (`asked`: this phone had asked, and the
+    window ended without it)."""
     if offer is None and waiting is not None:
-        again = html.escape(f"{PAIR_PATH}?r={waiting}", quote=True)
+        again = html.escape(f"{PAIR_PATH}?r={waiting.token}", quote=True)
         refresh = f'<meta http-equiv="refresh" content="{PAIR_POLL_S}; url={again}">\n'
+        n = waiting.code
+        times = "once" if n == 1 else f"{n} times"
         text = (
-            "<p>This phone asks to pair. The pendant buzzes and its LED flashes three times, "
-            "over and over: <strong>press its button once</strong> to accept this phone. "
-            "This page goes on by itself.</p>"
-            "<p>If another device asks at the same time, the pendant refuses both and flashes: "
-            "someone else on the network may be trying to pair. Then hold the button again to "
-            "start over.</p>"
+            f'<p class="code">Press the pendant\'s button <strong id="code">{n}</strong> '
+            f"{'time' if n == 1 else 'times'}</p>"
+            f"<p>This phone asks to pair, and its code is {n}. The pendant buzzes and its LED "
+            "flashes three times, over and over, when a phone asks (it never shows a code: "
+            f"only this screen does). <strong>Press its button {times}</strong>, short presses "
+            "less than a second apart, then wait. This page goes on by itself.</p>"
+            "<p>Press the number this screen shows, never one you were told: other devices "
+            "may be asking too, each with its own code. A count that matches no device's code "
+            "refuses them all; then hold the button again to start over.</p>"
         )
         return _PAGE.format(refresh=refresh, text=text).encode()
+    if offer is None and full:
+        text = (
+            f"<p>{PAIR_CODES} devices are asking to pair already, which is too many: someone "
+            "else on the network may be trying to pair. Hold the pendant's button for "
+            f"{PAIRING_HOLD_S} seconds to close pairing, then open it again and this page.</p>"
+        )
+        return _PAGE.format(refresh="", text=text).encode()
     if offer is None:
         ended = (
-            "<p>Pairing ended without this phone: the window closed, or another device asked "
-            "too.</p>"
+            "<p>Pairing ended without this phone: the window closed, the pendant accepted "
+            "another device, or the presses matched no device's code.</p>"
             if asked
             else ""
         )
@@ -742,11 +785,11 @@ def respond(
                 headers["Retry-After"] = str(PAIR_POLL_S)
             else:
                 # Only a GET asks: a HEAD (a link preview, say) must not count as a phone.
-                offer, waiting, token = None, None, None
+                answer, token = PairAnswer(), None
                 if pairing is not None and req.method == "GET":
                     token = parse_qs(req.path.partition("?")[2]).get("r", [None])[0]
-                    offer, waiting = pairing.ask(source, token)
-                body = pair_page(offer, waiting, asked=token is not None)
+                    answer = pairing.ask(source, token)
+                body = pair_page(answer.offer, answer.waiting, token is not None, answer.full)
                 status = 200
                 headers = {"Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
         else:
@@ -844,10 +887,10 @@ class Server:
         for c in self.connections:
             counts[c.source] = counts.get(c.source, 0) + 1
         candidates = [c for c in self.connections if c.handshaking or not handshakes_only]
-        # The phone that asks to pair keeps its connections while any other can go: a flood
-        # must not cut it off while it waits for the wearer's press.
-        asking = self.pairing.asking() if self.pairing is not None else None
-        candidates = [c for c in candidates if c.source != asking] or candidates
+        # The phones that ask to pair keep their connections while any other can go: a flood
+        # must not cut the wearer's off while it waits for the wearer's presses.
+        asking = self.pairing.asking() if self.pairing is not None else frozenset()
+        candidates = [c for c in candidates if c.source not in asking] or candidates
         return min(candidates, key=lambda c: (-counts[c.source], c.active_s))
 
     def _evict(self, conn: _Connection) -> asyncio.Task[None] | None:

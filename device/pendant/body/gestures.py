@@ -20,7 +20,15 @@ The gestures, as a wearer does them:
   held; the release after it does nothing.
 - **A tap** (a press up within `double_press_s`) also says `TAP` when it ends, after its
   `TALK_CANCEL`: the wearer's "yes" to what the LED asks, an action the ears heard (the
-  body passes it on as a `tap` button event) or else a phone asking to pair.
+  body passes it on as a `tap` button event).
+- **Counting, while the pairing window is open** (`counting`, set by the owner; not while
+  the ears wait for a tap, which comes first): short presses (each up within
+  `double_press_s`), each within `count_gap_s` of the one before, are a burst; `count_gap_s`
+  after the last one's release, `PRESSES` reports how many (`presses`): the code of the phone
+  to accept. Each press still starts talk at once and cancels it when it comes up, and there
+  is no double press while counting. A press held longer (talk, the mute hold) in a burst
+  spoils it: it reports 0, which accepts no phone, rather than a count the wearer did not
+  mean. Turning `counting` off drops a burst in progress.
 
 Times are `time.monotonic()` seconds of the edges themselves (taken on the GPIO thread), so a
 busy event loop delays the actions but never changes which gesture was made. `poll(now)`
@@ -41,7 +49,8 @@ class Action(Enum):
     MUTE_ARMED = "mute_armed"
     MUTE_TOGGLE = "mute_toggle"
     PAIRING = "pairing"
-    TAP = "tap"  # a short press ended (the pairing window's "accept")
+    TAP = "tap"  # a short press ended: "yes" to what the LED asks
+    PRESSES = "presses"  # a burst of short presses ended, while counting: see `presses`
 
 
 class _State(Enum):
@@ -56,10 +65,14 @@ class Timings:
     double_press_s: float = 0.4
     long_hold_s: float = 2.0
     pairing_hold_s: float = 8.0
+    # A burst of presses (while counting) ends after this long without one.
+    count_gap_s: float = 1.5
 
     def __post_init__(self) -> None:
         if not 0 < self.double_press_s < self.long_hold_s < self.pairing_hold_s:
             raise ValueError("need 0 < double_press_s < long_hold_s < pairing_hold_s")
+        if not self.double_press_s < self.count_gap_s:
+            raise ValueError("need double_press_s < count_gap_s")
 
 
 class Gestures:
@@ -68,16 +81,37 @@ class Gestures:
         self._state = _State.IDLE
         self._pressed_at_s = 0.0
         self._tap_released_at_s: float | None = None
+        self._counting = False
+        # The burst being counted: presses so far (None: no burst), whether a long press
+        # spoiled it, and when it ends unless another press comes.
+        self._burst: int | None = None
+        self._spoiled = False
+        self._burst_end_s = 0.0
+        # What the last PRESSES reported.
+        self.presses = 0
 
     @property
     def held(self) -> bool:
         return self._state is not _State.IDLE
+
+    @property
+    def counting(self) -> bool:
+        """Short presses are counted (the pairing window is open), not taps or double presses."""
+        return self._counting
+
+    @counting.setter
+    def counting(self, on: bool) -> None:
+        if not on:
+            self._burst, self._spoiled = None, False
+        self._counting = on
 
     def press(self, at_s: float) -> list[Action]:
         if self._state is not _State.IDLE:
             return []  # a repeated edge (contact bounce the debounce let through)
         self._pressed_at_s = at_s
         tap_end, self._tap_released_at_s = self._tap_released_at_s, None
+        if self._counting:
+            tap_end = None  # every short press counts: none is half of a double press
         if tap_end is not None and at_s - tap_end <= self.timings.double_press_s:
             self._state = _State.SPENT
             return [Action.CAPTURE]
@@ -90,11 +124,20 @@ class Gestures:
         if state is _State.TALKING:
             short = at_s - self._pressed_at_s <= self.timings.double_press_s
             self._tap_released_at_s = at_s if short else None
+            if self._counting and short:
+                self._tap_released_at_s = None
+                self._burst = (self._burst or 0) + 1
+                self._burst_end_s = at_s + self.timings.count_gap_s
+                # Too short for a command: the ears drop it.
+                return [*actions, Action.TALK_CANCEL]
             # A tap is too short for a command, and may be half a double press: the ears drop
             # it instead of answering it with "not recognized".
             actions += [Action.TALK_CANCEL, Action.TAP] if short else [Action.TALK_END]
         elif state is _State.ARMED:
             actions.append(Action.MUTE_TOGGLE)
+        if self._burst is not None:
+            # A long press in a burst: the count is not what the wearer meant.
+            self._spoiled, self._burst_end_s = True, at_s + self.timings.count_gap_s
         return actions
 
     def poll(self, now_s: float) -> list[Action]:
@@ -106,12 +149,18 @@ class Gestures:
         if self._state is _State.ARMED and held_s >= self.timings.pairing_hold_s:
             self._state = _State.SPENT
             actions.append(Action.PAIRING)
+        if self._burst is not None and not self.held and now_s >= self._burst_end_s:
+            self.presses = 0 if self._spoiled else self._burst
+            self._burst, self._spoiled = None, False
+            actions.append(Action.PRESSES)
         return actions
 
     def deadline_s(self) -> float | None:
-        """When `poll` next has something to say, if the button stays down."""
+        """When `poll` next has something to say, if the button stays as it is."""
         if self._state is _State.TALKING:
             return self._pressed_at_s + self.timings.long_hold_s
         if self._state is _State.ARMED:
             return self._pressed_at_s + self.timings.pairing_hold_s
+        if self._burst is not None and self._state is _State.IDLE:
+            return self._burst_end_s
         return None

@@ -3,11 +3,12 @@
 One pattern at a time, the first that applies in `PRIORITY`:
 
 identify (a phone asked "which one are you?", a few seconds) > error (a few seconds after an
-error event) > pairing (the pairing window is open; `pairing_asked` while a phone asks and a
-press would accept it) > muted (mic or camera muted in software,
-or the hardware switch) > low battery (low and not charging) > thinking > listening (a sensor
-is capturing) > off. Confirm (an action heard waits for the wearer's tap, with the mic open)
-comes right after error: it asks for something, for a few seconds only.
+error event) > pairing (the pairing window is open; `pairing_asked` while a phone asks and
+pressing its code would accept it: the same for any code, which the body never knows) > muted
+(mic or camera muted in software, or the hardware switch) > low battery (low and not
+charging) > thinking > listening (a sensor is capturing) > off. Confirm (an action heard
+waits for the wearer's tap, with the mic open) comes right after error: it asks for
+something, for a few seconds only.
 
 The pairing window comes in two patterns, so it never hides a sensor at work:
 `pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
@@ -61,7 +62,7 @@ class Indicators:
     charging: bool = False
     activity: dict[str, str] = field(default_factory=dict)
     pairing: bool = False
-    # A phone asks to pair and the wearer has not accepted it yet: a press accepts it.
+    # A phone asks to pair and the wearer has not accepted one yet: pressing its code does.
     pairing_asked: bool = False
     identify_until_s: float = -math.inf
     error_until_s: float = -math.inf

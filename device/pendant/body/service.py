@@ -1,11 +1,11 @@
 """The body on the bus (`pendant service body`, or inside `pendant run`).
 
 Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pairing_window`
-(very long hold: open the pairing window, or close it if open), `pairing_confirm` (a tap while
-a phone asks to pair: the wearer accepts it), `hardware_mute` (retained: the
-switch), `battery`. In: `status` and `camera` (the mute state as enforced), `activity` (the
-sensors at work), `error`, `cmd/identify`, `pairing_status` (retained: the window as the
-pairing service keeps it). Feedback listens to events, so a
+(very long hold: open the pairing window, or close it if open), `pairing_confirm` (while the
+window is open, how many short presses the wearer made in a row: the code their phone shows),
+`hardware_mute` (retained: the switch), `battery`. In: `status` and `camera` (the mute state
+as enforced), `activity` (the sensors at work), `error`, `cmd/identify`, `pairing_status`
+(retained: the window as the pairing service keeps it). Feedback listens to events, so a
 fault in the LED or the motor cannot stall the ears or the eyes.
 
 One loop, one consumer: GPIO edges (handed over from gpiozero's threads) and bus events go
@@ -36,6 +36,7 @@ from pendant.body.pins import load_pins
 from pendant.config import Config
 from pendant.errors import PendantError
 from pendant.events import (
+    MAX_PAIRING_PRESSES,
     Activity,
     Battery,
     Button,
@@ -185,8 +186,11 @@ class BodyService:
                 if isinstance(item, PairingStatus):
                     asks = item.open and item.asked and not item.accepted
                     if asks and not self.indicators.pairing_asked:
-                        self.haptic.buzz("double")  # a phone asks: "press to accept"
+                        self.haptic.buzz("double")  # a phone asks: "press its code"
                 self.indicators.apply(item, time.monotonic())
+            # Presses count towards a phone's code while the window is open, unless the ears
+            # wait for a tap (their question came first, and a tap answers it).
+            self.gestures.counting = self.indicators.pairing and not self.indicators.action_waiting
             await self._act(client, self.gestures.poll(time.monotonic()))
             self.led.show(self.indicators.pattern(time.monotonic()))
 
@@ -222,15 +226,15 @@ class BodyService:
             elif action is Action.PAIRING:
                 await self._pairing(client)
             elif action is Action.TAP and self.indicators.action_waiting:
-                # The LED asks about the action the ears heard (it outranks a phone asking):
-                # the tap is the ears' to take, and must not also accept a phone.
+                # The LED asks about the action the ears heard: the tap is the ears' to take.
                 await bus.publish(client, Button(device_id=device_id, action="tap"))
-            elif action is Action.TAP and self.indicators.pairing_asked:
-                # The wearer's "yes" to the one phone that asks (the pairing service checks
-                # that exactly one does).
-                log.info("pairing: accepting the phone that asks")
+            elif action is Action.PRESSES and self.indicators.pairing:
+                # The count is the code on the wearer's phone; the pairing service matches it
+                # (the body never knows the codes, so the LED and motor cannot tell them).
+                presses = min(self.gestures.presses, MAX_PAIRING_PRESSES)
+                log.info("pairing: the wearer pressed %d time(s)", presses)
                 self.haptic.buzz("short")
-                await bus.publish(client, PairingConfirm(device_id=device_id))
+                await bus.publish(client, PairingConfirm(device_id=device_id, presses=presses))
 
     async def _toggle_mute(self, client: aiomqtt.Client) -> None:
         mute = not self.indicators.software_muted
