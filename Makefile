@@ -58,8 +58,9 @@ $(SETS_STAMP): pyproject.toml uv.lock $(UV)
 sets: apt $(SETS_STAMP)
 	nice -n 10 $(SETS_VENV)/bin/python tools/kokoro_sets.py $(SETS_DIR)
 
+# BACKEND=pocketsphinx: another recogniser than the config's; HELD=1: as said holding the button.
 measure-sets: setup sets
-	nice -n 10 $(PY) tools/measure_asr.py --backend pocketsphinx \
+	nice -n 10 $(PY) tools/measure_asr.py $(if $(BACKEND),--backend $(BACKEND)) $(if $(HELD),--pressed) \
 	  --manifest $(SETS_DIR)/commands/manifest.json --manifest $(SETS_DIR)/talk/manifest.json \
 	  --manifest $(SETS_DIR)/moonshine/manifest.json
 
