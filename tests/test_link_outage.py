@@ -166,6 +166,39 @@ async def _outage(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
     assert len(link.outbox) == 0
 
 
+def test_a_backlog_on_the_bus_goes_out_whole_at_the_gates_rate(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """What the ears published while the link was stopped waits on the bus, acknowledged to
+    them, and reaches the link at once when it is back: more of one type than the gate's burst
+    must wait their turn, not be dropped (they were, when the gate dropped over its rate)."""
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_backlog(bus_broker, home, tmp_path))
+
+
+async def _backlog(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    # The default burst; a short period so the test waits a second, not ten.
+    link_cfg = cfg.link.model_copy(update={"gate_burst": 10, "gate_every_s": 0.05})
+    cfg = cfg.model_copy(update={"link": link_cfg})
+    viewer = Viewer(home, f"{BASE}/intent/#")
+    async with running(viewer.run()):
+        await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+        first = Link(cfg)
+        async with running(first.run()):
+            await until(lambda: first.bus_ready.is_set(), "the link's bus session")
+        sent = [intent(i) for i in range(25)]
+        async with bus.bus_client(cfg.bus, "test-ears") as ears:
+            for event in sent:
+                await bus.publish(ears, event)
+        link = Link(cfg)
+        async with running(link.run()):
+            await until(lambda: len(set(viewer.intent_ids())) >= len(sent), "every intent")
+    assert first_seen(viewer.intent_ids()) == [e.id for e in sent]
+    assert "rate" not in link.gate.dropped
+    assert link.gate.waited > 0
+
+
 # -- (b) the link is killed mid-stream ----------------------------------------------------
 
 

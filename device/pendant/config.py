@@ -325,7 +325,7 @@ class LinkConfig(_Strict):
         ge=1,
         le=10_000,
         description="Events of one type the schema gate lets out at once; after that one "
-        "per link.gate_every_s, and the rest are dropped (counted as 'rate').",
+        "per link.gate_every_s, the rest waiting their turn.",
     )
     gate_every_s: float = Field(
         0.5,

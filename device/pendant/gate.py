@@ -2,8 +2,8 @@
 
 An event leaves only if it is of a public type, fits the size limit, validates against its
 published JSON Schema, carries no blob that could smuggle audio or image bytes, says only what
-its source can say, and its type is within its rate. Anything else is dropped and counted by
-reason (one log line each), never forwarded:
+its source can say. Anything else is dropped and counted by reason (one log line each), never
+forwarded:
 
 - `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
@@ -11,8 +11,11 @@ reason (one log line each), never forwarded:
 - `vocabulary`: an intent or transcript with a word, slot value or intent name the closed set
   cannot emit (`pendant.vocabulary`). The eyes' intents carry what the camera read, which no
   closed set holds: they are held to the blob rules instead, as scenes are;
-- `rate`: more of one type than `burst` at once and one per `every_s` seconds after. Per type,
-  so a flood of one cannot crowd out another.
+
+And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
+over it waits its turn rather than being dropped: intents the ears spoke while the link was
+away arrive together when it is back, and each was acknowledged to the ears, so none may be
+lost; a flood is slowed to the rate, which bounds what any process could push out this way.
 
 Error events are the link's own (no other process may write them on the bus): they are held
 to the schema and the 48-character rule only, so a phone hears why its command was refused.
@@ -20,6 +23,7 @@ to the schema and the 48-character rule only, so a phone hears why its command w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -127,6 +131,8 @@ class Gate:
         self.dropped: Counter[str] = Counter()
         self.passed = 0
         self._buckets = {name: TokenBucket(burst, every_s, clock) for name in PUBLIC_NAMES}
+        self.waited = 0
+        """Events that had to wait for their turn."""
         self._limited: set[str] = set()
         """Types over their rate since the last one passed: logged once a flood, not per event."""
 
@@ -139,17 +145,24 @@ class Gate:
         event = self._check(payload)
         if event is None:
             return None
-        if not self._buckets[event.type].take():
-            self.dropped["rate"] += 1
-            if event.type not in self._limited:
-                self._limited.add(event.type)
-                log.warning("gate: %s events over their rate; dropping them for now", event.type)
-            return None
-        self._limited.discard(event.type)
         if isinstance(event, Sentences):
             self.vocabulary.learn(event.sets)
         self.passed += 1
         return event
+
+    async def turn(self, event_type: str) -> None:
+        """Return when an event of `event_type` may leave: at once within its rate, else
+        once its turn comes (see the module's docstring)."""
+        bucket = self._buckets[event_type]
+        if bucket.take():
+            self._limited.discard(event_type)
+            return
+        self.waited += 1
+        if event_type not in self._limited:
+            self._limited.add(event_type)
+            log.warning("gate: %s events over their rate; they wait their turn", event_type)
+        while not bucket.take():
+            await asyncio.sleep(bucket.wait_s())
 
     def _check(self, payload: bytes) -> Event | None:
         if len(payload) > MAX_EVENT_BYTES:

@@ -395,6 +395,8 @@ class Link:
                 self.received += 1
             event = self.gate.admit(_payload(message))
             if event is not None:
+                # Unacknowledged meanwhile, so mosquitto holds the rest (its in-flight window).
+                await self.gate.turn(event.type)
                 self._queue_out(event)  # durable (or in RAM if the disk fails) from here on
             client._client.ack(message.mid, message.qos)
 

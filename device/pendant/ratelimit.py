@@ -19,12 +19,20 @@ class TokenBucket:
         self._tokens = float(burst)
         self._at = clock()
 
-    def take(self) -> bool:
-        """Spend a token if there is one: True when the caller may go ahead."""
+    def _refill(self) -> None:
         now = self.clock()
         self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.every_s)
         self._at = now
+
+    def take(self) -> bool:
+        """Spend a token if there is one: True when the caller may go ahead."""
+        self._refill()
         if self._tokens < 1.0:
             return False
         self._tokens -= 1.0
         return True
+
+    def wait_s(self) -> float:
+        """Seconds until a token will be there (0: one is)."""
+        self._refill()
+        return max(0.0, (1.0 - self._tokens) * self.every_s)
