@@ -478,6 +478,40 @@ def test_a_power_cut_loses_nothing_the_link_took(device: Device, home: LocalBrok
     run(_killed(device, home, ca, "mosquitto", "link"))
 
 
+def test_intents_waiting_on_the_bus_for_the_link_survive_mosquitto_killed(
+    device: Device, home: LocalBroker, ca: Ca
+) -> None:
+    """The link is away (restarting), so what the ears say waits in the device's mosquitto,
+    acknowledged to them; mosquitto is then killed. It saved its queue once a minute, so this
+    lost every intent said since; now it saves on each change."""
+    run(_waiting_on_the_bus(device, home, ca))
+
+
+async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None:
+    ha = HomeAssistant(home, ca)
+    async with running(ha.run()):
+        await asyncio.wait_for(ha.subscribed.wait(), WAIT_S)
+        await until_ready(device, ha)  # the link's bus session exists: mosquitto queues for it
+        device.kill("link")
+        saved = device.prov.layout.state_dir / "mosquitto.db"
+        before = saved.stat().st_mtime_ns if saved.exists() else 0
+        sent = [intent() for _ in range(3)]
+        await publish(device, sent)  # every one acknowledged to the ears
+        # The PUBACK goes out a loop turn before the save (a window of milliseconds, which
+        # no configuration closes); the kill comes once mosquitto wrote or after 5 s.
+        with contextlib.suppress(AssertionError):
+            await until(lambda: saved.exists() and saved.stat().st_mtime_ns > before, "a save", 5)
+        await asyncio.sleep(0.2)
+        device.kill("mosquitto")
+        device.start_mosquitto()
+        device.start_link()
+        ids = {e.id for e in sent}
+        with contextlib.suppress(AssertionError):
+            await until(lambda: ids <= set(ha.ids()), "every intent", timeout=EXPIRY_S)
+        got = [i for i in ha.ids() if i in ids]
+        assert got == [e.id for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
+
+
 async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> None:
     ha = HomeAssistant(home, ca)
     async with running(ha.run()):
