@@ -487,6 +487,15 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_mosquitto_killed(
     run(_waiting_on_the_bus(device, home, ca))
 
 
+async def all_arrive_in_order(ha: HomeAssistant, sent: list[Intent]) -> None:
+    """Every one of `sent` reaches Home Assistant, in order, before it would have expired."""
+    ids = {e.id for e in sent}
+    with contextlib.suppress(AssertionError):
+        await until(lambda: ids <= set(ha.ids()), "every intent", timeout=EXPIRY_S)
+    got = [i for i in ha.ids() if i in ids]
+    assert got == [e.id for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
+
+
 async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None:
     ha = HomeAssistant(home, ca)
     async with running(ha.run()):
@@ -505,11 +514,7 @@ async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None
         device.kill("mosquitto")
         device.start_mosquitto()
         device.start_link()
-        ids = {e.id for e in sent}
-        with contextlib.suppress(AssertionError):
-            await until(lambda: ids <= set(ha.ids()), "every intent", timeout=EXPIRY_S)
-        got = [i for i in ha.ids() if i in ids]
-        assert got == [e.id for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
+        await all_arrive_in_order(ha, sent)
 
 
 async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> None:
@@ -527,8 +532,4 @@ async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> N
         if "link" in victims:
             device.start_link()
         home.start()
-        ids = {e.id for e in sent}
-        with contextlib.suppress(AssertionError):
-            await until(lambda: ids <= set(ha.ids()), "every intent", timeout=EXPIRY_S)
-        got = [i for i in ha.ids() if i in ids]
-        assert got == [e.id for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
+        await all_arrive_in_order(ha, sent)
