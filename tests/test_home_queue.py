@@ -27,13 +27,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,10 @@ import pytest
 from pendant import bus
 from pendant.config import BusConfig, drop_in_dir, load_config
 from pendant.events import Intent
-from pendant.local_broker import LocalBroker, free_port
+from pendant.local_broker import LocalBroker, accepts, free_port
 from pendant.provision import Provisioned, provision
 
+from .tasks import first_seen, running, until
 from .tls_support import Ca, make_ca, make_server, needs_openssl
 
 pytestmark = [
@@ -77,28 +77,6 @@ def intent() -> Intent:
     )
 
 
-def first_seen(ids: list[str]) -> list[str]:
-    """Order of first arrival: QoS 1 duplicates (same id) collapse into the first."""
-    return list(dict.fromkeys(ids))
-
-
-async def until(done: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def _accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 @dataclass
 class Device:
     """A provisioned scratch root: its mosquitto and its link, each a process of its own."""
@@ -127,7 +105,7 @@ class Device:
                 stderr=err,
             )
         deadline = time.monotonic() + WAIT_S
-        while not _accepts(self.prov.socket):
+        while not accepts(self.prov.socket):
             assert self.mosquitto.poll() is None, self.log.read_text()[-2000:]
             assert time.monotonic() < deadline, "mosquitto did not start"
             time.sleep(0.05)
@@ -277,17 +255,6 @@ class Phone:
                         self.ids.append(json.loads(bytes(m.payload))["id"])  # type: ignore[arg-type]
             except (aiomqtt.MqttError, OSError):
                 await asyncio.sleep(0.2)
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: Any) -> Any:
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
 
 
 async def publish(device: Device, events: list[Intent]) -> None:

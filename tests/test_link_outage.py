@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from pendant.gate import Gate
 from pendant.link import ERROR_BURST, ERROR_EVERY_S, Link, TokenBucket
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
+
+from .tasks import first_seen, running, until
 
 DEVICE = "pendant-test"
 BASE = f"pendant/{DEVICE}"
@@ -54,20 +56,6 @@ def link_config(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Config
     # gate's rate (tests/test_gate_content.py).
     link = cfg.link.model_copy(update={"outbox_path": outbox, "gate_burst": 1000})
     return cfg.model_copy(update={"link": link})
-
-
-async def until(done: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def first_seen(ids: list[str]) -> list[str]:
-    """Order of first arrival: QoS 1 duplicates (same id) collapse into the first."""
-    return list(dict.fromkeys(ids))
 
 
 class Viewer:
@@ -106,17 +94,6 @@ class Viewer:
                         self.messages.append((str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
             except (aiomqtt.MqttError, OSError):
                 await asyncio.sleep(0.2)
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: Any) -> Any:
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
 
 
 @pytest.fixture

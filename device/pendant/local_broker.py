@@ -40,7 +40,7 @@ def write_secret(path: Path, value: str) -> None:
         f.write(value + "\n")
 
 
-def _accepts(path: Path) -> bool:
+def accepts(path: Path) -> bool:
     """The unix socket takes connections: its file appears at bind(), before listen()."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
@@ -141,7 +141,7 @@ class LocalBroker:
                 err = (self._proc.stderr.read() if self._proc.stderr else b"").decode().strip()
                 self.stop()
                 raise BusError(f"mosquitto exited at start: {err.splitlines()[-1:] or '?'}")
-            ready = _accepts(self.socket_path)
+            ready = accepts(self.socket_path)
             if ready and self.tcp:
                 with (
                     contextlib.suppress(OSError),
