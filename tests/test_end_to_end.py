@@ -18,7 +18,7 @@ from .conftest import SPEECH_CACHE, demo_config, hearing_config, speech_files, s
 from .pipeline import Received, run_files, slot_values
 
 # Said holding the button, a command is the wearer's: only a mishearing may drop it.
-MIN_CORRECT_HELD = 0.85  # speech-en/main: 14 of 16, both others wrong actions (MAX_WRONG)
+MIN_CORRECT_HELD = 0.85  # speech-en/main: 14 of 16, both others wrong actions (MAX_WRONG_HELD)
 # Unheld (conversation mode), the recogniser also weighs how likely a bystander's speech is to
 # fit the sentence by chance, and drops more commands to hear almost no other speech
 # (README, "Recognisers"); a one-word command needs the button there.
@@ -26,7 +26,8 @@ MIN_CORRECT_UNHELD = 0.75
 # A wrong action is far worse than none; this many per set, at most. The known ones, measured
 # 2026-12-05: "50 percent" heard as "two percent" (pocketsphinx: "forty"), and, held, "what's
 # the weather" as "what's that" just over the held floor (README, "Recognisers").
-MAX_WRONG = 2
+MAX_WRONG_UNHELD = 1
+MAX_WRONG_HELD = 2
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +62,13 @@ class Score:
         else:
             self.wrong.append(said)
 
-    def check(self, min_correct: float) -> None:
+    def check(self, held: bool) -> None:
+        """The share right and the wrong actions within the bounds for held or unheld talk."""
+        min_correct = MIN_CORRECT_HELD if held else MIN_CORRECT_UNHELD
         total = self.right + len(self.wrong) + len(self.missed)
         share = self.right / total
-        assert len(self.wrong) <= MAX_WRONG, f"wrong actions: {self.wrong}"
+        max_wrong = MAX_WRONG_HELD if held else MAX_WRONG_UNHELD
+        assert len(self.wrong) <= max_wrong, f"wrong actions: {self.wrong}"
         assert share >= min_correct, f"{share:.0%} correct; missed: {self.missed}"
 
 
@@ -96,9 +100,7 @@ def test_shared_recordings_become_the_right_intents(
     files = speech_files(subset)
     config = hearing_config()
     got = run_files(config, files, brokers, held=held)
-    score_recordings(config, files, got, held).check(
-        MIN_CORRECT_HELD if held else MIN_CORRECT_UNHELD
-    )
+    score_recordings(config, files, got, held).check(held)
     for i, f in enumerate(files):
         if f.stem.startswith("oov_") and not held:
             assert got.for_file(i) == [], f"{f.name} is not a command but gave {got.for_file(i)}"
@@ -122,7 +124,7 @@ def test_espeak_commands_in_room_noise(
             assert heard == [] or (len(heard) == 1 and heard[0]["name"] == e["intent"])
             continue
         score.add(f"{e['file']} ({e['text']})", heard, e["intent"], e["slots"])
-    score.check(MIN_CORRECT_HELD if held else MIN_CORRECT_UNHELD)
+    score.check(held)
 
 
 def test_silence_noise_and_ordinary_talk_give_no_intent(
