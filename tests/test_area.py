@@ -48,7 +48,7 @@ class Scripted:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def transcribe(self, audio: np.ndarray) -> Transcription:
+    async def transcribe(self, audio: np.ndarray) -> Transcription:
         return Transcription(self.text, 1.0)
 
     def close(self) -> None:

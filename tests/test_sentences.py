@@ -21,7 +21,6 @@ import pytest
 import soundfile
 
 from pendant import bus
-from pendant.ears.asr import pronounce
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
@@ -178,7 +177,8 @@ def test_the_answer_warns_of_sentences_that_will_not_work_as_meant(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # As on the image, which has no espeak-ng: a word no dictionary has gets no real sound.
-    monkeypatch.setattr(pronounce, "espeak_phones", lambda word: None)
+    # (On PATH, not patched: the recogniser spells the words in its own process.)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-espeak"))
     bus_broker, home = brokers
     cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=0)
     pendant = Pendant(

@@ -585,6 +585,8 @@ class QuietThenRecording:
     """The simulated mic: quiet until `play()`, then the recording through `WavSource` (real
     time), then quiet again until closed, so the ears keep listening for the whole test."""
 
+    realtime = True
+
     def __init__(self, config: AudioConfig, wav: Path) -> None:
         self.wav = WavSource(config, [wav])
         self.chunk_samples = RATE_HZ * config.chunk_ms // 1000

@@ -256,7 +256,7 @@ class ListenConfig(_Strict):
         "'press_to_talk': only the button opens it.",
     )
     confirm_kinds: list[DeviceKind] = Field(
-        default_factory=lambda: ["lock", "cover", "valve"],
+        default_factory=lambda: [DeviceKind.lock, DeviceKind.cover, DeviceKind.valve],
         description="Conversation mode: an action on these kinds of device (unlock, open the "
         "garage door) heard without the button held waits for a tap on the button, within "
         "listen.confirm_s, and is dropped without one. [] acts on everything heard.",

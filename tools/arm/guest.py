@@ -6,10 +6,6 @@ with a syscall the plugin watches (tools/arm/insn_count.c), so the instructions 
 between two marks are that work alone: no interpreter start-up, imports, model loading or
 file reading inside them. It prints one JSON line: the marks, in order, with what each covers.
 
-For hama, the G2P's spelling of the closed set (the first start on a new home) is marked on
-its own ("spell"), into the ears' cache folder (CACHE_DIRECTORY, which the host empties); the
-recogniser then reads the spellings from there, as on every later start.
-
 The plan (JSON): {"config": path, "backend": name, "grammar_cache": dir, "commands": [wav, ...],
 "listen": {"silence": wav, "noise": wav, "speech": wav}, "at_least_s": seconds}.
 """
@@ -46,7 +42,7 @@ mark("start")
 import numpy as np  # noqa: E402
 
 from pendant.config import load_config  # noqa: E402
-from pendant.ears.asr import create_recognizer  # noqa: E402
+from pendant.ears.asr import Recognizer, Transcription, create_recognizer  # noqa: E402
 from pendant.ears.audio import RATE_HZ, Chunk  # noqa: E402
 from pendant.ears.audio.wav import read_audio  # noqa: E402
 from pendant.ears.listener import Ears, Understanding  # noqa: E402
@@ -57,9 +53,27 @@ from pendant.events import Event, Intent  # noqa: E402
 from pendant.models import model_path  # noqa: E402
 
 
+class InProcess:
+    """The recogniser in this process, as the ears' listener calls it: the device runs it in a
+    child process (pendant.ears.asr.worker), whose instructions the plugin would not count."""
+
+    def __init__(self, inner: Recognizer) -> None:
+        self.inner = inner
+        self.grammar = inner.grammar  # type: ignore[attr-defined]
+        self.guessed = inner.guessed
+
+    async def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        return self.inner.transcribe(audio)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class MemorySource:
     """The microphone, simulated: audio already in memory, in chunks, as fast as taken, on a
     clock that advances with the audio (so the VAD's timing is as on a device)."""
+
+    realtime = False
 
     def __init__(self, audio: np.ndarray, chunk_ms: int) -> None:
         self.audio = audio
@@ -97,17 +111,8 @@ def main() -> int:
     if grammar is None:
         print(json.dumps({"error": "the grammar is not in the cache the host wrote"}))
         return 1
-    if backend == "hama":
-        # The first start on a new home: every word spelled by the G2P (model loading
-        # included), into the cache folder the recogniser then reads.
-        from pendant.ears.asr.hama_backend import default_cache, g2p_ipa
-
-        words = sorted(grammar.words)
-        mark("spell", words=len(words))
-        g2p_ipa(words, default_cache())
-        mark("spell_end", spelled=len(words))
     understanding = Understanding(
-        config, create_recognizer(config, grammar), IntentParser(config), grammar
+        config, InProcess(create_recognizer(config, grammar)), IntentParser(config), grammar
     )
     silero = SileroVad(model_path(config, "silero-vad"))
     mark("ready")
@@ -116,7 +121,7 @@ def main() -> int:
     for wav in plan["commands"]:
         audio = read_audio(wav)
         mark("decode", file=Path(wav).name, audio_s=len(audio) / RATE_HZ)
-        heard = understanding.recognizer.transcribe(audio)
+        heard = understanding.recognizer.inner.transcribe(audio)
         mark("decode_end", text=heard.text if heard else None)
         mark("parse")
         match = understanding.parser.parse(heard.text) if heard is not None else None

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from pendant.config import Config
-from pendant.ears.asr import Recognizer, Transcription
+from pendant.ears.asr import Transcription
+from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.ears.confirm import needs_confirming
 from pendant.ears.endpoint import sentence_is_over
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
+from pendant.errors import PendantError
 from pendant.events import (
     Activity,
     Button,
@@ -56,11 +58,12 @@ class Heard:
 
 @dataclass(frozen=True, slots=True)
 class Guess:
-    """What was heard halfway through the hangover, and what has to hold for it to stand."""
+    """A recognition started early in the end-of-speech quiet, and what has to hold for it to
+    stand for the whole utterance."""
 
-    heard: Heard
+    heard: asyncio.Task[Heard]
     samples: int
-    """Length of the audio it was made on."""
+    """Length of the audio it is made on."""
     quiet_dbfs: float
     """Level of the quiet it ended in; anything louder after it may be words the VAD missed."""
 
@@ -74,7 +77,7 @@ class Understanding:
     """What turns words into intents; swapped as one when the config changes."""
 
     config: Config
-    recognizer: Recognizer
+    recognizer: RecognizerProcess
     parser: IntentParser
     grammar: Grammar
     """The closed set the recogniser searches."""
@@ -110,7 +113,7 @@ class Ears:
         self._confirming: asyncio.Task[None] | None = None
         """An action heard that waits for the wearer's tap (see `_confirm`)."""
         self.utterances = 0
-        # What was heard halfway through the hangover of the utterance in progress.
+        # What is being heard in the end-of-speech quiet of the utterance in progress.
         self._early: Guess | None = None
 
     @property
@@ -131,6 +134,7 @@ class Ears:
                 await self.handle(utterance, pressed=False)
         finally:
             beat.cancel()
+            self._drop_guess()
             if self._confirming is not None:
                 self._confirming.cancel()
 
@@ -184,7 +188,7 @@ class Ears:
             self.source.pause()
             self.segmenter.reset()
             self._pressed = None
-            self._early = None
+            self._drop_guess()
             if self._confirming is not None:
                 self._confirming.cancel()  # muting says no to a waiting action too
         else:
@@ -209,28 +213,46 @@ class Ears:
             return
         for utterance in self.segmenter.push(chunk):
             await self.handle(utterance, pressed=False)
-        if self._recognise_early():
+        if await self._recognise_early():
             for utterance in self.segmenter.flush():
                 await self.handle(utterance, pressed=False)
 
-    def _recognise_early(self) -> bool:
+    async def _recognise_early(self) -> bool:
         """Recognise during the end-of-speech hangover instead of after it; True when the
         utterance may end now.
 
-        Halfway through the hangover, speech has most likely ended: recognising then means
-        the intent can go out the moment the hangover confirms it, instead of a whole
-        decode later. If speech resumes, or anything louder than the quiet follows (quiet words
-        the VAD did not call speech), the guess is thrown away. When the guess is a confident
-        command that nothing the closed set lets follow would change (`sentence_is_over`), the
-        utterance ends at once instead of after the hangover.
+        `GUESS_AFTER_MS` into the quiet, speech has most likely ended: a recognition starts
+        then, in the recogniser's process, while the audio goes on through the VAD here. If
+        speech resumes the guess is dropped; if it ends, the guess stands for the utterance
+        unless anything louder than the quiet followed (quiet words the VAD did not call
+        speech). When the guess is a confident command that nothing the closed set lets
+        follow would change (`sentence_is_over`), the utterance ends as soon as the guess is
+        in, instead of after the hangover.
         """
         seg = self.segmenter
         if not seg.in_speech or seg.silence_ms == 0:
-            self._early = None
+            self._drop_guess()
             return False
-        guess_at = min(GUESS_AFTER_MS, self.config.vad.hangover_ms // 2)
-        if self._early is not None or seg.silence_ms < guess_at:
+        if self._early is None:
+            if seg.silence_ms < min(GUESS_AFTER_MS, self.config.vad.hangover_ms // 2):
+                return False
+            self._early = self._guess()
+            if self.source.realtime:
+                return False
+            # Audio faster than anyone speaks (a test, `pendant listen`): the quiet would be
+            # over before any decode is, so the guess is waited for, as if decoding took no
+            # time; results do not depend on this machine's speed.
+            await asyncio.wait([self._early.heard])
+        task = self._early.heard
+        if not task.done() or task.cancelled() or task.exception() is not None:
             return False
+        said, match = task.result().transcription, task.result().match
+        if said is None or match is None or said.confidence < self.config.asr.min_confidence:
+            return False
+        return sentence_is_over(said.text, self.understanding.grammar)
+
+    def _guess(self) -> Guess:
+        seg = self.segmenter
         # The recogniser's confidence depends on the trailing silence it hears, so the guess
         # gets as much as the finished utterance will: the quietest frame of the quiet so far,
         # repeated. Not the whole quiet: it may still hold the tail of a word, and a word's tail
@@ -242,15 +264,23 @@ class Ears:
         frames = quiet[: len(quiet) // frame * frame].reshape(-1, frame)
         quietest = frames[np.argmin((frames.astype(np.float64) ** 2).mean(axis=1))]
         pad = np.resize(quietest, missing) if missing > 0 else quiet[:0]
-        heard = self._recognise(np.concatenate((audio, pad)))
-        self._early = Guess(heard, len(audio), dbfs(quiet))
-        said, match = heard.transcription, heard.match
-        if said is None or match is None or said.confidence < self.config.asr.min_confidence:
-            return False
-        return sentence_is_over(said.text, self.understanding.grammar)
+        heard = asyncio.ensure_future(self._recognise(np.concatenate((audio, pad))))
+        return Guess(heard, len(audio), dbfs(quiet))
 
-    def _recognise(self, audio: np.ndarray) -> Heard:
-        heard = self.understanding.recognizer.transcribe(audio)
+    def _drop_guess(self) -> None:
+        if self._early is not None:
+            self._early.heard.cancel()
+            self._early = None
+
+    async def _recognise(self, audio: np.ndarray) -> Heard:
+        recognizer = self.understanding.recognizer
+        try:
+            heard = await recognizer.transcribe(audio)
+        except PendantError:
+            if self.understanding.recognizer is recognizer:
+                raise
+            # Swapped for a new grammar meanwhile, and the old one closed: ask the new one.
+            heard = await self.understanding.recognizer.transcribe(audio)
         parser = self.understanding.parser
         match = parser.parse(heard.text, here=self.here) if heard is not None else None
         return Heard(heard, match)
@@ -263,7 +293,7 @@ class Ears:
             self._pressed = []
             # What the VAD was in the middle of is part of the held talk now.
             self.segmenter.reset()
-            self._early = None
+            self._drop_guess()
             return
         frames, self._pressed = self._pressed, None
         if event.action == "cancel":
@@ -277,12 +307,16 @@ class Ears:
         self.utterances += 1
         early, self._early = self._early, None
         if early is not None and not pressed and early.stands_for(utterance):
-            heard, match = early.heard.transcription, early.heard.match
+            result = await early.heard  # most often in already: waiting beats starting again
         else:
+            if early is not None:
+                early.heard.cancel()
             await self._activity("thinking")
-            result = self._recognise(utterance.audio)
-            heard, match = result.transcription, result.match
+            result = await self._recognise(utterance.audio)
             await self._activity("idle" if self.muted else "capturing")
+        if self.muted:  # muted while it was being recognised: the wearer said no to it
+            return None
+        heard, match = result.transcription, result.match
         asr = self.config.asr
         floor = asr.min_confidence_pressed if pressed else asr.min_confidence
         score = heard.confidence_for(pressed) if heard is not None else 0.0

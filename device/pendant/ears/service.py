@@ -18,7 +18,7 @@ import aiomqtt
 
 from pendant import bus, notify
 from pendant.config import Config, CustomSentences, load_config
-from pendant.ears.asr import create_recognizer
+from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import AudioSource, create_source
 from pendant.ears.listener import Ears, Understanding
 from pendant.ears.understand.grammar import check_sentences
@@ -44,17 +44,27 @@ def grammar_cache() -> Path:
 
 
 def understand(config: Config) -> Understanding:
-    """At start-up: the grammar compiled in a child process while nothing else runs."""
+    """At start-up: the grammar compiled and the recogniser loaded, each in a child process,
+    while nothing else runs."""
     check_sentences(config)
     grammar = compile_grammar(config, grammar_cache())
-    return Understanding(config, create_recognizer(config, grammar), IntentParser(config), grammar)
+    recognizer = RecognizerProcess(config, grammar)
+    recognizer.wait_ready()
+    return Understanding(config, recognizer, IntentParser(config), grammar)
 
 
 async def understand_async(config: Config) -> Understanding:
-    """While the ears run: they keep listening with the old grammar during the compile."""
+    """While the ears run: they keep listening with the old grammar and recogniser during the
+    compile and the new recogniser's loading."""
     check_sentences(config)
     grammar = await compile_grammar_async(config, grammar_cache())
-    return Understanding(config, create_recognizer(config, grammar), IntentParser(config), grammar)
+    recognizer = RecognizerProcess(config, grammar)
+    try:
+        await recognizer.ready()
+    except asyncio.CancelledError:
+        recognizer.close()
+        raise
+    return Understanding(config, recognizer, IntentParser(config), grammar)
 
 
 class SentenceStore:
@@ -185,6 +195,7 @@ class EarsService:
             raise PendantError(f"bus at {where}: {exc}") from None
         finally:
             self.source.close()
+            self.understanding.recognizer.close()
 
     async def _inbox(self, client: aiomqtt.Client) -> None:
         async for event in bus.events(client):

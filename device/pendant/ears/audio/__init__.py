@@ -35,6 +35,10 @@ class Chunk:
 
 
 class AudioSource(Protocol):
+    realtime: bool
+    """False: audio comes faster than it was spoken (files played for a test or for `pendant
+    listen`), and the listener waits for work a device would do while listening on."""
+
     def chunks(self) -> AsyncIterator[Chunk]: ...
 
     def pause(self) -> None:

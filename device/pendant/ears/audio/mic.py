@@ -27,6 +27,8 @@ STALL_S = 0.5
 
 
 class MicSource:
+    realtime = True
+
     def __init__(self, config: AudioConfig) -> None:
         self.config = config
         self.chunk_samples = RATE_HZ * config.chunk_ms // 1000

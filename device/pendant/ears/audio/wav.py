@@ -62,9 +62,7 @@ class WavSource:
             raise AudioFormatError("audio.files is empty: give the 'wav' source files to play")
         # Every header is checked up front, so a bad file fails at start-up, not mid-run; the
         # audio is decoded only when its turn comes, so a long playlist is never all in RAM.
-        self._durations_s = [
-            (info := check_audio(path)).frames / info.samplerate for path in paths
-        ]
+        self._durations_s = [(info := check_audio(path)).frames / info.samplerate for path in paths]
         self._paths = paths
         self._closed = False
         self._running = asyncio.Event()

@@ -1,0 +1,242 @@
+"""The recogniser in a child process of the ears, so that a decode never holds their loop.
+
+A decode takes about 0.2 s here and seconds on a Zero 2 W. In the ears' loop it stalled
+everything else the ears do: the VAD stopped cutting, a mute or a button press waited behind
+it, and so did the watchdog. In a child the loop runs on, the decode has a core of its own (a
+Zero 2 W has four), and the ears can start a guess at the end of speech without paying for it
+when speech goes on. The child is the ears' own: same unit, same sandbox (no network); audio
+reaches it through a pipe, in RAM, and nothing it hears is written anywhere.
+
+The wire, parent to child: one JSON line (the config and the grammar), answered by one JSON
+line (`{"guessed": {...}}` once the recogniser is loaded, or `{"error": "..."}`); then, per
+utterance, a 4-byte little-endian length and that many bytes of 16 kHz int16 audio, answered
+by one JSON line: the transcription's fields, or null. One utterance is in the child at a
+time, so a write never waits on a busy child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import weakref
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pendant.ears.asr import Transcription
+from pendant.ears.understand.grammar import Grammar, grammar_from_json, grammar_json
+from pendant.errors import PendantError
+
+if TYPE_CHECKING:
+    from pendant.config import Config
+
+LENGTH = struct.Struct("<I")
+
+
+class RecognizerProcess:
+    """`await transcribe(audio)` in a child process; the child loads the backend that
+    `asr.backend` names, and the ears' own process never imports it."""
+
+    def __init__(self, config: Config, grammar: Grammar) -> None:
+        self.grammar = grammar
+        self.guessed: Mapping[str, str] = {}
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._in = self._child.stdin.fileno()
+        self._out = self._child.stdout.fileno()
+        os.set_blocking(self._in, False)
+        os.set_blocking(self._out, False)
+        self._buffer = bytearray()
+        self._turn = asyncio.Lock()
+        self._exchanges: set[asyncio.Task[bytes | None]] = set()
+        self._closed = False
+        # A recogniser dropped without close() (a test, a failed start) takes its child along.
+        weakref.finalize(self, _end, self._child)
+        hello = {"config": config.model_dump(mode="json"), "grammar": grammar_json(grammar)}
+        self._hello = json.dumps(hello).encode() + b"\n"
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    def wait_ready(self) -> None:
+        """Block until the child has loaded the recogniser (start-up, before READY)."""
+        view = memoryview(self._hello)
+        while view:
+            select.select([], [self._in], [])
+            view = view[self._write_some(view) :]
+        while (line := self._take_line()) is None:
+            select.select([self._out], [], [])
+            if not self._read_some():
+                break
+        self._started(line)
+
+    async def ready(self) -> None:
+        """As `wait_ready`, with the loop free meanwhile (a rebuild while the ears listen)."""
+        await self._write(self._hello)
+        self._started(await self._read_line())
+
+    def _started(self, line: bytes | None) -> None:
+        answer = json.loads(line) if line else {"error": self._exit_reason()}
+        if "error" in answer:
+            self.close()
+            raise PendantError(f"the recogniser did not start: {answer['error']}")
+        self.guessed = answer["guessed"]
+
+    async def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        """The closed-set sentence heard in `audio`. A caller cancelled meanwhile gives up
+        the answer, not the exchange: the child is never left with half a request."""
+        pcm = np.ascontiguousarray(audio, dtype=np.int16).tobytes()
+        exchange = asyncio.ensure_future(self._exchange(LENGTH.pack(len(pcm)) + pcm))
+        self._exchanges.add(exchange)
+        exchange.add_done_callback(self._exchanges.discard)
+        try:
+            line = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and not (task is not None and task.cancelling()):
+                raise PendantError("the recogniser was closed") from None
+            raise
+        if line is None:
+            raise PendantError(f"the recogniser stopped: {self._exit_reason()}")
+        fields = json.loads(line)
+        return None if fields is None else Transcription(**fields)
+
+    async def _exchange(self, request: bytes) -> bytes | None:
+        async with self._turn:
+            await self._write(request)
+            return await self._read_line()
+
+    def close(self) -> None:
+        self._closed = True
+        for exchange in self._exchanges:
+            exchange.cancel()
+        _end(self._child)
+
+    # The pipes, without blocking the loop.
+
+    async def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view := view[self._write_some(view) :]:
+            await self._when(asyncio.get_running_loop().add_writer, self._in)
+
+    async def _read_line(self) -> bytes | None:
+        """The child's next line; None when it is gone."""
+        while (line := self._take_line()) is None:
+            await self._when(asyncio.get_running_loop().add_reader, self._out)
+            if not self._read_some():
+                return None
+        return line
+
+    async def _when(self, add: Any, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        add(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            (loop.remove_writer if fd == self._in else loop.remove_reader)(fd)
+
+    def _write_some(self, data: memoryview) -> int:
+        if self._closed:
+            raise PendantError("the recogniser was closed")
+        try:
+            return os.write(self._in, data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            raise PendantError(f"the recogniser stopped: {self._exit_reason()}") from None
+
+    def _read_some(self) -> bool:
+        """False at the end of the pipe: the child is gone."""
+        try:
+            data = os.read(self._out, 1 << 16)
+        except BlockingIOError:
+            return True
+        self._buffer += data
+        return bool(data)
+
+    def _take_line(self) -> bytes | None:
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
+
+    def _exit_reason(self) -> str:
+        try:
+            code = self._child.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return "it does not answer"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name} (out of memory?)"
+        return f"exit {code}"
+
+
+def _end(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+# The child.
+
+
+def _load(hello: dict[str, Any]) -> Any:
+    from pendant.config import Config
+    from pendant.ears.asr import create_recognizer
+
+    config = Config.model_validate(hello["config"])
+    return create_recognizer(config, grammar_from_json(hello["grammar"], config))
+
+
+def _read_exactly(stream: Any, n: int) -> bytes | None:
+    data = stream.read(n)
+    return data if data is not None and len(data) == n else None
+
+
+def main() -> int:
+    # Ctrl-C reaches the whole process group; the parent decides, and the child ends when
+    # its stdin does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        recognizer = _load(json.loads(stdin.readline()))
+    except PendantError as exc:
+        stdout.write(json.dumps({"error": str(exc)}).encode() + b"\n")
+        stdout.flush()
+        return 2
+    except (ValueError, KeyError, TypeError) as exc:  # the parent sent what it should not
+        stdout.write(json.dumps({"error": f"bad start-up message: {exc}"}).encode() + b"\n")
+        stdout.flush()
+        return 2
+    stdout.write(json.dumps({"guessed": dict(recognizer.guessed)}).encode() + b"\n")
+    stdout.flush()
+    while (header := _read_exactly(stdin, LENGTH.size)) is not None:
+        pcm = _read_exactly(stdin, LENGTH.unpack(header)[0])
+        if pcm is None:
+            break
+        heard = recognizer.transcribe(np.frombuffer(pcm, dtype=np.int16))
+        stdout.write(json.dumps(None if heard is None else asdict(heard)).encode() + b"\n")
+        stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    sys.exit(main())
