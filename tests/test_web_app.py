@@ -50,7 +50,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pendant import pairing
+from pendant import bus, pairing
 from pendant.config import AudioConfig, BusConfig, Config, DetectorConfig, LinkConfig
 from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
 from pendant.ears.audio.wav import WavSource
@@ -274,7 +274,7 @@ class StandIn:
         self.paho = c
 
     def publish(self, event: Event) -> None:
-        info = self.paho.publish(f"pendant-bus/{event.type}", event.to_json(), qos=1)
+        info = self.paho.publish(bus.topic_of(event), event.to_json(), qos=1)
         info.wait_for_publish(timeout=TIMEOUT_S)
         assert info.is_published()
 

@@ -383,6 +383,9 @@ class Link:
                     # Only what may leave; internal events (button, command) are not the link's.
                     for name in sorted(PUBLIC_NAMES):
                         await client.subscribe(bus.topic(name), qos=bus.QOS, timeout=TIMEOUT_S)
+                    # The eyes' intents: the gate takes them from this topic alone.
+                    eyes = bus.EYES_INTENT_TOPIC
+                    await client.subscribe(eyes, qos=bus.QOS, timeout=TIMEOUT_S)
                     self.bus_ready.set()
                     backoff.ok()
                     await _race(self._bus_in(client), self._bus_out(client))
@@ -393,7 +396,8 @@ class Link:
         async for message in client.messages:
             if not message.retain:  # a retained state replayed on subscribing was counted once
                 self.received += 1
-            event = self.gate.admit(_payload(message))
+            from_eyes = str(message.topic) == bus.EYES_INTENT_TOPIC
+            event = self.gate.admit(_payload(message), from_eyes=from_eyes)
             if event is not None:
                 # Unacknowledged meanwhile, so mosquitto holds the rest (its in-flight window).
                 await self.gate.turn(event.type)
