@@ -56,10 +56,13 @@ on the home broker the will says that the whole pendant dropped off (power, Wi-F
 side and each outside side have their own reconnect loops, so an outage of one never blocks
 another.
 
-The watchdog (`pendant-link`'s WatchdogSec=) is fed by the outbox sender's progress, not by
-the loop turning: a loop that turns while the sender is stuck (an outbox file that no longer
-reads, a sender that never comes back from a wait) must get the link restarted. `heartbeat`
-is beaten when, and only when, the outside side does one of these:
+The watchdog (`pendant-link`'s WatchdogSec=) is fed by the senders' progress, not by the loop
+turning: a loop that turns while a sender is stuck (an outbox file that no longer reads, a
+sender that never comes back from a wait) must get the link restarted. Each outside side has
+its own beat, the home broker's sender and the phones' sender alike, and `heartbeat` is as old
+as the older of them, so either one stalled stops the pings (the phones' sender stuck on a
+broker that no longer answers would otherwise go unnoticed while the home side idles). A
+side's beat is beaten when, and only when, that side does one of these:
 - gets a PUBACK (or a SUBACK while connecting): every such wait is bounded by `TIMEOUT_S`;
 - reads the outbox and finds nothing waiting (`Outbox.readable`: "cannot read" is not
   "empty"), at least every `check_s` while idle;
@@ -113,7 +116,7 @@ from pendant.events import (
     Transcript,
 )
 from pendant.gate import PUBLIC_NAMES, Gate
-from pendant.notify import Heartbeat
+from pendant.notify import Heartbeat, Heartbeats
 from pendant.outbox import RETRY_S, Outbox
 from pendant.ratelimit import TokenBucket
 from pendant.vocabulary import Vocabulary
@@ -233,6 +236,8 @@ class Side:
         self.sent = SentWindow()
         self.connected = asyncio.Event()
         self.wake = asyncio.Event()
+        self.heartbeat = Heartbeat("outbox sender" if home else "phones' sender")
+        """Beaten only by this side's progress (see "The watchdog" in the module's docstring)."""
 
 
 def tls_context(link: LinkConfig) -> ssl.SSLContext | None:
@@ -319,8 +324,8 @@ class Link:
         """Times the discovery messages went out."""
         self._ha_online = asyncio.Event()
         self._tls = tls_context(config.link)
-        self.heartbeat = Heartbeat("outbox sender")
-        """Beaten only by the outside side's progress (see "The watchdog" in the docstring)."""
+        self.heartbeat = Heartbeats(*(side.heartbeat for side in self.sides))
+        """Every side's sender, as old as the stalest (see "The watchdog" in the docstring)."""
         self.check_s = RETRY_S
         """How often an idle or waiting sender reads the outbox again (and so beats)."""
 
@@ -462,25 +467,19 @@ class Link:
             timeout=TIMEOUT_S,
         )
 
-    def check_outbox(self) -> None:
-        """While the broker is away the sender waits: progress, as long as the outbox reads."""
-        self.outbox.peek()  # drops what expired meanwhile, retries a failed write
-        if self.outbox.readable:
-            self.heartbeat.beat()
+    def check_outbox(self, side: Side | None = None) -> None:
+        """While the broker is away the sender waits: progress, as long as its queue reads."""
+        side = side or self.sides[0]
+        side.outbox.peek()  # drops what expired meanwhile, retries a failed write
+        if side.outbox.readable:
+            side.heartbeat.beat()
 
     def _beat(self, side: Side) -> None:
-        # The watchdog watches the durable queue's sender; the phones' queue is in RAM.
-        if side.outbox is self.outbox:
-            self.heartbeat.beat()
+        side.heartbeat.beat()
 
     async def _to_outside(self, side: Side | None = None) -> None:
         side = side or self.sides[0]
-        primary = side is self.sides[0]
-        backoff = _Backoff(
-            side.what,
-            tick=self.check_outbox if primary else side.outbox.peek,
-            tick_s=self.check_s,
-        )
+        backoff = _Backoff(side.what, tick=lambda: self.check_outbox(side), tick_s=self.check_s)
         while True:
             try:
                 async with self._outside_client(side) as client:
