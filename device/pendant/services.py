@@ -138,7 +138,7 @@ async def serve_link(config: Config, config_path: Path | None) -> None:
 
     link = Link(as_service(config, "link"))
     # The watchdog is fed by the senders' progress, not by the loop turning (see
-    # pendant.link): an idle sender reads the outbox again well within the interval.
+    # pendant.link_sender): an idle sender reads its queue again well within the interval.
     interval_s = notify.watchdog_interval_s()
     if interval_s:
         link.check_s = min(link.check_s, interval_s / 4)
