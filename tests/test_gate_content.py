@@ -86,6 +86,19 @@ def test_the_closed_set_passes() -> None:
     assert g.dropped == {}
 
 
+def test_what_the_camera_read_is_taken_from_the_eyes_topic_only() -> None:
+    """The eyes' intents are held to the blob rules, not the closed set: the link takes them
+    only from the eyes' own topic (`from_eyes`), and nothing else from there."""
+    words = "unlock the front door"
+    read = Slot(name="text", value=words, raw_value=words, entity="ocr")
+    g = gate()
+    assert g.admit(intent(words, name=READ_TEXT, slots=[read]), from_eyes=True) is not None
+    assert g.admit(intent(words, name=READ_TEXT, slots=[read])) is None
+    assert g.admit(intent(), from_eyes=True) is None
+    assert g.admit(scene(words), from_eyes=True) is None
+    assert g.dropped == {"source": 3}
+
+
 def test_base64_split_by_spaces_every_47_characters_is_dropped() -> None:
     g = gate()
     text = spaced(B64_47, 47)
@@ -93,7 +106,7 @@ def test_base64_split_by_spaces_every_47_characters_is_dropped() -> None:
     assert g.admit(scene(text)) is None
     assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None
     read = Slot(name="text", value=text, raw_value=text[:100], entity="ocr")
-    assert g.admit(intent(text, name=READ_TEXT, slots=[read])) is None
+    assert g.admit(intent(text, name=READ_TEXT, slots=[read]), from_eyes=True) is None
     assert g.passed == 0
     assert sum(g.dropped.values()) == 4
 
@@ -226,7 +239,7 @@ def test_fuzz_split_blobs_are_dropped_as_blobs(
         read = Slot(name="text", value=flat, raw_value=flat[:100], entity="ocr")
         payload = intent(flat, name=READ_TEXT, slots=[read])
     g = gate()
-    assert g.admit(payload) is None
+    assert g.admit(payload, from_eyes=kind == "read_text") is None
     assert g.dropped == {"blob": 1}
 
 

@@ -365,12 +365,12 @@ def test_links_last_will_reaches_phones(device: Provisioned, connect: Connect) -
 
 
 ALLOWED = {"ears": "pendant-bus/intent", "eyes": "pendant-bus/scene", "body": "pendant-bus/button"}
-# What each may also write, by design: the eyes publish intents of their own ("what is this"),
-# the body turns gestures into bus commands (mute, capture), asks for the pairing window and
-# accepts the phone that asks to pair.
+# What each may also write, by design: the eyes publish intents of their own (what the camera
+# read), on their own topic, the body turns gestures into bus commands (mute, capture), asks
+# for the pairing window and accepts the phone that asks to pair.
 ALSO_WRITES = {
     "ears": set(),
-    "eyes": {"pendant-bus/intent"},
+    "eyes": {"pendant-bus/eyes/intent"},
     "body": {
         "pendant-bus/cmd/mute",
         "pendant-bus/pairing_window",
@@ -406,6 +406,7 @@ def test_services_publish_only_their_internal_events(
             "pendant-bus/pairing_taken",
             "pendant-bus/pairing_request",
             "pendant-bus/pairing_confirm",
+            "pendant-bus/eyes/intent",
             *(t for s, t in ALLOWED.items() if s != service),
         )
         if t not in ALSO_WRITES[service]
@@ -619,6 +620,82 @@ def test_the_link_deletes_and_reports_retained_commands_but_keeps_the_area(
         reader.subscribe(f"{base}/cmd/+")
         kept = reader.fence(alice, f"{base}/cmd/fence")
         assert kept == [(f"{base}/cmd/area", b'{"area": "kitchen"}', True)]
+
+
+def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Connect) -> None:
+    """Issue 14: the eyes' intents (ReadText, SeenObjects) carry free text, so the gate holds
+    them to looser rules than the ears' closed set. In the shipped topology (the rendered ACL,
+    the link on the device's socket, a phone over TLS) a ReadText from the ears' login, on
+    either intent topic, gets nothing out of the link; nor does a closed-set intent from the
+    eyes' login; the eyes' own ReadText, published as the eyes service publishes, goes out."""
+    from pendant import bus
+    from pendant.config import BusConfig, Config, LinkConfig
+    from pendant.events import READ_TEXT, Intent, Slot
+    from pendant.link import Link
+
+    prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
+    base = f"pendant/{DEVICE}"
+    cfg = Config(
+        device_id=DEVICE,
+        bus=BusConfig(
+            socket=str(prov.socket), username="link", password_file=str(prov.password_file("link"))
+        ),
+        link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "outbox.sqlite")),
+    )
+
+    def read_text(words: str) -> Intent:
+        slot = Slot(name="text", value=words, raw_value=words, entity="ocr")
+        return Intent(device_id=DEVICE, name=READ_TEXT, text=words, confidence=0.9, slots=[slot])
+
+    forged = read_text("unlock the front door and send the code")
+    closed = Intent(device_id=DEVICE, name="HassTurnOn", text="turn on the lights", confidence=1)
+    genuine = read_text("keep refrigerated after opening")
+    with running(prov):
+        phone = connect(prov, "phone-alice", "tls")
+        phone.subscribe(f"{base}/intent/#")
+        ears = connect(prov, "ears")
+        eyes = connect(prov, "eyes")
+
+        async def scenario() -> tuple[list[str], dict[str, int]]:
+            link = Link(cfg)
+            task = asyncio.create_task(link.run())
+            try:
+                await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                # The ears try both intent topics; the eyes try to speak for the ears.
+                for client, topic, event in (
+                    (ears, "pendant-bus/intent", forged),
+                    (ears, "pendant-bus/eyes/intent", forged),
+                    (eyes, "pendant-bus/intent", closed),
+                    (eyes, "pendant-bus/eyes/intent", closed),
+                ):
+                    await asyncio.to_thread(client.publish, topic, event.to_json())
+                # The fence: the eyes' own, the way the eyes service publishes it.
+                eyes_config = BusConfig(
+                    socket=str(prov.socket),
+                    username="eyes",
+                    password_file=str(prov.password_file("eyes")),
+                )
+                async with bus.bus_client(eyes_config, "test-eyes") as client:
+                    await bus.publish(client, genuine)
+                out: list[str] = []
+                while genuine.id not in out:
+                    topic, payload, _ = await _next(phone)
+                    out.append(json.loads(payload)["id"])
+                # Stop once every PUBACK is in (see the retained test above).
+                for _ in range(int(TIMEOUT_S / 0.05)):
+                    if link.idle:
+                        break
+                    await asyncio.sleep(0.05)
+                return out, dict(link.gate.dropped)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        out, dropped = asyncio.run(asyncio.wait_for(scenario(), 6 * TIMEOUT_S))
+    names = {forged.id: "the ears' ReadText", closed.id: "the eyes' HassTurnOn"}
+    assert [names.get(i, i) for i in out] == [genuine.id]
+    # The ACL stops two of the four before the link; the gate, knowing the topics, the others.
+    assert dropped == {"source": 2}
 
 
 # --- persistence and the bridge ------------------------------------------------------------

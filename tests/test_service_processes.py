@@ -31,8 +31,10 @@ from pendant import bus, notify
 from pendant.config import BusConfig, LinkConfig, load_config
 from pendant.events import Status
 from pendant.local_broker import LocalBroker, free_port
+from pendant.provision import Provisioned
 
 from .conftest import DEMO_CONFIG, speech_files
+from .test_mosquitto_config import Client, _provision_for_test, endpoint, running
 
 # Generous: the ears load the VAD and build the grammar before READY, on a busy CI machine.
 READY_TIMEOUT_S = 90.0
@@ -558,6 +560,98 @@ def test_a_link_waiting_for_its_home_broker_keeps_pinging(
     # One ping a second for 12 s; a few may be lost to a busy machine, none to the outage.
     assert pings >= 9, service.output()
     assert "unreachable" in service.output()
+
+
+def write_shipped_link_config(path: Path, prov: Provisioned, home: LocalBroker) -> Path:
+    """The link as on the pendant: the rendered mosquitto for the bus and the phones (its own
+    login there), the home broker beside it."""
+    path.write_text(
+        DEMO_CONFIG.read_text()
+        + "\n".join(
+            [
+                "",
+                "[bus]",
+                f"socket = {toml_str(prov.socket)}",
+                'username = "link"',
+                f"password_file = {toml_str(prov.password_file('link'))}",
+                "",
+                "[link]",
+                f"socket = {toml_str(prov.socket)}",
+                'host = "127.0.0.1"',
+                f"port = {home.port}",
+                'username = "link"',
+                f"password_file = {toml_str(home.password_file('link'))}",
+                f"outbox_path = {toml_str(path.parent / 'outbox.sqlite')}",
+                "",
+            ]
+        )
+    )
+    return path
+
+
+async def link_with_a_frozen_phones_broker(
+    brokers: Brokers, notify_socket: NotifySocket, tmp_path: Path
+) -> tuple[Service, int, int, bytes]:
+    """The shipped topology: the device's mosquitto (rendered config, ACL) and a home broker.
+    Pings while healthy; then the device's mosquitto stops answering (SIGSTOP) just as the
+    phones' sender has something for it: pings after that, and what the home broker got."""
+    _, home = brokers
+    device_id = load_config(DEMO_CONFIG).device_id
+    prov = _provision_for_test(tmp_path / "device", device_id=device_id, add_phones=("alice",))
+    config = write_shipped_link_config(tmp_path / "pendant.toml", prov, home)
+    base = f"pendant/{device_id}"
+    with running(prov) as mosquitto:
+        phone = Client(endpoint(prov, "tls"), "phone-alice", prov.password("phone-alice"))
+        assert not phone.open().is_failure
+        service = await start_service(
+            "link", config, notify_socket.path, tmp_path / "link.log",
+            watchdog_usec=LINK_WATCHDOG_USEC,
+        )  # fmt: skip
+        try:
+            phone.subscribe(f"{base}/availability")
+            await asyncio.to_thread(phone.until, f"{base}/availability", b"online")
+            await notify_socket.wait_for("READY", "1", READY_TIMEOUT_S)
+            for _ in range(3):  # healthy and idle: both senders find nothing waiting
+                await notify_socket.wait_for("WATCHDOG", "1", EVENT_TIMEOUT_S)
+            healthy = notify_socket.count("WATCHDOG", "1")
+            async with aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+            ) as viewer:
+                await viewer.subscribe(f"{base}/error", qos=1)
+                mosquitto.send_signal(signal.SIGSTOP)
+                try:
+                    # A malformed command from the home broker: its error goes to both
+                    # brokers, so the phones' sender now waits on a broker that never answers.
+                    await viewer.publish(f"{base}/cmd/bogus", b"{}", qos=1)
+                    message = await asyncio.wait_for(anext(viewer.messages), EVENT_TIMEOUT_S)
+                    # The phones' sender's last beat goes stale (a PUBACK wait lasts 10 s).
+                    await asyncio.sleep(1.25 * LINK_WATCHDOG_USEC / 1_000_000)
+                    notify_socket.drain()
+                    after = await pings_within(notify_socket, 2 * LINK_WATCHDOG_USEC / 1_000_000)
+                finally:
+                    mosquitto.send_signal(signal.SIGCONT)
+            assert service.proc.returncode is None, service.output()  # not pinging, running
+        finally:
+            phone.close()
+            await service.stop()
+    return service, healthy, after, bytes(message.payload)  # type: ignore[arg-type]
+
+
+def test_a_link_whose_phones_sender_stalls_stops_pinging(
+    brokers: Brokers, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    """The watchdog covers both senders: the home broker's sender idling (and beating) does
+    not hide a phones' sender stuck on a device mosquitto that no longer answers."""
+    service, healthy, after, error = asyncio.run(
+        asyncio.wait_for(
+            link_with_a_frozen_phones_broker(brokers, notify_socket, tmp_path),
+            READY_TIMEOUT_S * 2,
+        )
+    )
+    assert healthy >= 3, service.output()
+    assert json.loads(error)["command"] == "bogus"  # the home side went on working
+    assert after == 0, service.output()
+    assert "phones' sender stalled" in service.output()
 
 
 # --- the watchdog logic, in process ---------------------------------------------------------

@@ -8,8 +8,8 @@ by tests/web/driver.mjs with playwright-core, HTTP/2 left on as on a phone) trus
 pendant's server certificate by its public key. In the first test the phone pairs as a wearer
 pairs it: the very long hold on the body's (simulated) button opens the pairing window (the real
 pairing service), the page at `/pair` shows the phone's code, the button is pressed that many
-times, and the page goes on to the app with the login. The second pairs with `pendant.pairing`
-and opens the pairing link.
+times, and the page goes on to the app with the login. The second pairs the same way, with the
+real ears and eyes on the bus.
 
 Two tests:
 
@@ -50,7 +50,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pendant import pairing
+from pendant import bus, pairing
 from pendant.config import AudioConfig, BusConfig, Config, DetectorConfig, LinkConfig
 from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
 from pendant.ears.audio.wav import WavSource
@@ -274,7 +274,7 @@ class StandIn:
         self.paho = c
 
     def publish(self, event: Event) -> None:
-        info = self.paho.publish(f"pendant-bus/{event.type}", event.to_json(), qos=1)
+        info = self.paho.publish(bus.topic_of(event), event.to_json(), qos=1)
         info.wait_for_publish(timeout=TIMEOUT_S)
         assert info.is_published()
 
@@ -323,12 +323,18 @@ def _refused(prov: Provisioned, phone: pairing.Pairing) -> bool:
         client.close()
 
 
-def _pair(prov: Provisioned, pid: int, web: WebServer) -> pairing.Pairing:
-    phone = pairing.pair(prov.layout.root, "testphone", host="127.0.0.1",
-                         broker_pid=pid, web_port=web.port)  # fmt: skip
-    assert phone.url.startswith(f"https://127.0.0.1:{web.port}/#u=phone-")
-    assert phone.url.endswith(f"&w={prov.settings.ws_port}")
-    return phone
+@contextlib.contextmanager
+def web_and_browser(prov: Provisioned, tmp_path: Path) -> Iterator[tuple[WebServer, Browser]]:
+    """The app's web server as pendant-web.service runs it, with the broker's certificate and
+    its bus login (which `/pair` needs), and a browser that trusts that certificate."""
+    cert, key = prov.layout.conf_dir / "server.crt", prov.layout.conf_dir / "server.key"
+    bus_login = ("--bus-socket", str(prov.socket),
+                 "--bus-password-file", str(prov.password_file("web")))  # fmt: skip
+    with (
+        WebServer(WEB, cert, key, *bus_login, log_dir=tmp_path) as web,
+        browser(tmp_path, cert) as page,
+    ):
+        yield web, page
 
 
 def _pair_by_code(prov: Provisioned, web: WebServer, page: Browser) -> pairing.Pairing:
@@ -373,11 +379,6 @@ def _pair_by_code(prov: Provisioned, web: WebServer, page: Browser) -> pairing.P
     )
 
 
-def _open(page: Browser, phone: pairing.Pairing) -> None:
-    page("goto", url=phone.url)
-    page("wait_text", selector="#link", text="connected")
-
-
 def _feed_text(page: Browser, selector: str) -> str:
     return " ".join(page("text", selector=selector).split())
 
@@ -400,13 +401,7 @@ def test_the_companion_app_pairs_shows_intents_mutes_and_is_revoked(tmp_path: Pa
             eyes.publish(Camera(device_id=DEVICE, muted=False))
             body.publish(Battery(device_id=DEVICE, pct=87))
 
-            cert, key = prov.layout.conf_dir / "server.crt", prov.layout.conf_dir / "server.key"
-            bus_login = ("--bus-socket", str(prov.socket),
-                         "--bus-password-file", str(prov.password_file("web")))  # fmt: skip
-            with (
-                WebServer(WEB, cert, key, *bus_login, log_dir=tmp_path) as web,
-                browser(tmp_path, cert) as page,
-            ):
+            with web_and_browser(prov, tmp_path) as (web, page):
                 phone = _pair_by_code(prov, web, page)
                 _companion(page, phone, ears, eyes, body, prov, broker.pid, web, shots)
         finally:
@@ -690,7 +685,7 @@ def test_the_app_shows_what_the_real_pendant_heard_read_and_runs(
         service = EyesService(eyes_config, camera=camera)
         return service, service.run(on_ready=eyes_ready.set)
 
-    with running(prov) as broker:
+    with running(prov):
         link = link_thread(_link_config(prov, tmp_path))
         threads = [link]
         body = StandIn(prov.socket, "body", prov.password("body"))
@@ -701,20 +696,18 @@ def test_the_app_shows_what_the_real_pendant_heard_read_and_runs(
             ears = LoopThread("ears", build_ears).start()
             eyes = LoopThread("eyes", build_eyes).start()
             threads += [ears, eyes]
-            cert, key = prov.layout.conf_dir / "server.crt", prov.layout.conf_dir / "server.key"
-            with WebServer(WEB, cert, key, log_dir=tmp_path) as web:
-                phone = _pair(prov, broker.pid, web)
-                with browser(tmp_path, cert) as page:
-                    _open(page, phone)
+            with web_and_browser(prov, tmp_path) as (web, page):
+                # As a wearer pairs: the code `/pair` shows, pressed on the pendant's button.
+                _pair_by_code(prov, web, page)
 
-                    def up() -> bool:
-                        for t in threads:
-                            t.check()
-                        service = ears.component
-                        return eyes_ready.is_set() and getattr(service, "ears", None) is not None
+                def up() -> bool:
+                    for t in threads:
+                        t.check()
+                    service = ears.component
+                    return eyes_ready.is_set() and getattr(service, "ears", None) is not None
 
-                    _wait(up, "the ears and eyes on the bus", SLOW_S)
-                    _real_pendant(page, source, link, ears, shots)
+                _wait(up, "the ears and eyes on the bus", SLOW_S)
+                _real_pendant(page, source, link, ears, shots)
         finally:
             body.close()
             for t in reversed(threads):

@@ -1,7 +1,11 @@
 """The device-local bus: mosquitto on a unix socket, carrying typed events.
 
 Components never call each other; they publish events here and subscribe to what they need.
-Internal topics are `pendant-bus/<event type>`; only the link republishes outside.
+Internal topics are `pendant-bus/<event type>`; only the link republishes outside. One
+exception: the eyes' intents (what the camera read, free text) go to `pendant-bus/eyes/intent`,
+which only the eyes may write (the ACL), so the topic an intent came on says which process
+spoke it, and the link holds each to its own rules (`pendant.gate`): no other process can pass
+its words off as read by the camera.
 """
 
 from __future__ import annotations
@@ -38,6 +42,19 @@ RETAINED = frozenset(
 
 def topic(event_type: str) -> str:
     return f"{PREFIX}/{event_type}"
+
+
+EYES_INTENT_TOPIC = topic("eyes/intent")
+
+
+def topic_of(event: Event) -> str:
+    """The topic `event` is published on: its type's, but the eyes' own for their intents."""
+    # Imported here: the web server uses this module without loading pydantic.
+    from pendant.events import EYES_INTENTS, Intent
+
+    if isinstance(event, Intent) and event.name in EYES_INTENTS:
+        return EYES_INTENT_TOPIC
+    return topic(event.type)
 
 
 def _in_credentials_directory(p: Path) -> bool:
@@ -85,7 +102,7 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> a
 
 async def publish(client: aiomqtt.Client, event: Event) -> None:
     retain = event.type in RETAINED
-    await client.publish(topic(event.type), event.to_json(), qos=QOS, retain=retain)
+    await client.publish(topic_of(event), event.to_json(), qos=QOS, retain=retain)
 
 
 async def events(client: aiomqtt.Client) -> AsyncIterator[Event]:

@@ -33,8 +33,9 @@ AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z]
 MAX_SENTENCE_SETS = 20
 MAX_SENTENCES = 20
 # The intent names the eyes answer with: what the camera read or saw, words no closed set
-# holds (the gate judges them as text, pendant.gate). Not "WhatIsThis": the eyes listen for
-# that name on the same topic, and must never take their own answer for a question.
+# holds (the gate judges them as text, pendant.gate). They travel on a topic only the eyes may
+# write (bus.topic_of), and the link takes these names from there alone. Not "WhatIsThis": that
+# is the ears' question, which the eyes listen for.
 READ_TEXT = "ReadText"
 SEEN_OBJECTS = "SeenObjects"
 EYES_INTENTS = frozenset({READ_TEXT, SEEN_OBJECTS})

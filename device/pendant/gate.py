@@ -8,9 +8,13 @@ forwarded:
 - `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
   split into words (`pendant.blobs`), or text outside printable ASCII;
-- `vocabulary`: an intent or transcript with a word, slot value or intent name the closed set
-  cannot emit (`pendant.vocabulary`). The eyes' intents carry what the camera read, which no
-  closed set holds: they are held to the blob rules instead, as scenes are;
+- `source`: an event on a topic that is not its source's. The eyes' intents (`ReadText`,
+  `SeenObjects`) carry what the camera read, which no closed set holds, so they are held to
+  the blob rules only, as scenes are; they are taken only from the eyes' own topic
+  (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries nothing
+  else. Without this the ears, which hold the microphone, could say anything as "ReadText";
+- `vocabulary`: any other intent, or a transcript, with a word, slot value or intent name the
+  closed set cannot emit (`pendant.vocabulary`);
 
 And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
 over it waits its turn rather than being dropped: intents the ears spoke while the link was
@@ -97,6 +101,16 @@ def _spoken_number(value: float) -> bool:
     return abs(value) <= MAX_NUMBER and round(value, 2) == value
 
 
+def _off_source(event: Event, from_eyes: bool) -> str | None:
+    """Why `event` cannot have come from where it came, or None (see the module's docstring)."""
+    eyes_intent = isinstance(event, Intent) and event.name in EYES_INTENTS
+    if from_eyes and not eyes_intent:
+        return "not an eyes' intent on the eyes' topic"
+    if eyes_intent and not from_eyes:
+        return "an eyes' intent off the eyes' topic"
+    return None
+
+
 def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
     """Why `event` says what its source cannot say, or None."""
     if isinstance(event, Transcript):
@@ -140,9 +154,12 @@ class Gate:
         self.dropped[reason] += 1
         log.warning("gate dropped an event: %s%s", reason, f" ({detail})" if detail else "")
 
-    def admit(self, payload: bytes) -> Event | None:
-        """The event in `payload` if it may leave the device, else None (counted in `dropped`)."""
-        event = self._check(payload)
+    def admit(self, payload: bytes, *, from_eyes: bool = False) -> Event | None:
+        """The event in `payload` if it may leave the device, else None (counted in `dropped`).
+
+        `from_eyes`: it came on the eyes' intent topic, the only place their intents are taken.
+        """
+        event = self._check(payload, from_eyes)
         if event is None:
             return None
         if isinstance(event, Sentences):
@@ -164,7 +181,7 @@ class Gate:
         while not bucket.take():
             await asyncio.sleep(bucket.wait_s())
 
-    def _check(self, payload: bytes) -> Event | None:
+    def _check(self, payload: bytes, from_eyes: bool) -> Event | None:
         if len(payload) > MAX_EVENT_BYTES:
             self._drop("oversized")
             return None
@@ -192,6 +209,10 @@ class Gate:
             event = parse_event(payload)
         except EventError:
             self._drop("schema", data["type"])
+            return None
+        why = _off_source(event, from_eyes)
+        if why is not None:
+            self._drop("source", f"{event.type}: {why}")
             return None
         why = _off_vocabulary(event, self.vocabulary)
         if why is not None:

@@ -87,6 +87,29 @@ class Heartbeat:
     def age_s(self) -> float:
         return time.monotonic() - self.last
 
+    def stalest(self) -> Heartbeat:
+        """The beat the watchdog names when the pings stop."""
+        return self
+
+
+class Heartbeats(Heartbeat):
+    """Several beats watched as one, as old as the oldest: for a process with more than one
+    piece of work to keep going (the link's senders), any one stalled stops the pings."""
+
+    def __init__(self, *beats: Heartbeat) -> None:
+        super().__init__(" and ".join(b.what for b in beats))
+        self.beats = beats
+
+    def beat(self) -> None:
+        for b in self.beats:
+            b.beat()
+
+    def age_s(self) -> float:
+        return self.stalest().age_s()
+
+    def stalest(self) -> Heartbeat:
+        return max(self.beats, key=lambda b: b.age_s())
+
 
 async def watchdog(heartbeat: Heartbeat, interval_s: float | None = None) -> None:
     """Ping at half the interval while `heartbeat` is younger than the interval."""
@@ -97,7 +120,8 @@ async def watchdog(heartbeat: Heartbeat, interval_s: float | None = None) -> Non
         if heartbeat.age_s() < interval_s:
             _send("WATCHDOG=1")
         else:
-            log.error("%s stalled for %.1f s: no watchdog ping", heartbeat.what, heartbeat.age_s())
+            stale = heartbeat.stalest()
+            log.error("%s stalled for %.1f s: no watchdog ping", stale.what, stale.age_s())
         await asyncio.sleep(interval_s / 2)
 
 

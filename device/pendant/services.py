@@ -137,8 +137,8 @@ async def serve_link(config: Config, config_path: Path | None) -> None:
     from pendant.link import Link
 
     link = Link(as_service(config, "link"))
-    # The watchdog is fed by the outbox sender's progress, not by the loop turning (see
-    # pendant.link): an idle sender reads the outbox again well within the interval.
+    # The watchdog is fed by the senders' progress, not by the loop turning (see
+    # pendant.link_sender): an idle sender reads its queue again well within the interval.
     interval_s = notify.watchdog_interval_s()
     if interval_s:
         link.check_s = min(link.check_s, interval_s / 4)

@@ -1,0 +1,159 @@
+"""The link's connections to outside brokers: who it logs in as, over what, and how it retries.
+
+To `link.host` (the home broker) the link speaks TLS (`link.tls`, default on but for a loopback
+host), checking the broker's certificate against `link.cafile` (default: the system CA store)
+and its name against `link.host`; plaintext to another host needs `link.tls = false` and is
+warned about at start. Over `link.socket` (the device-local mosquitto) there is no network to
+protect, and there the link is the same user as on the bus.
+
+Every connection is MQTT 5 with a session that never expires (as 3.1.1's clean_session false),
+for the subscription options of commands and the messages' expiry (`pendant.link_sender`), and
+carries a retained `offline` as its last will: on the home broker the will says that the whole
+pendant dropped off (power, Wi-Fi), not only the link. Each broker has its own reconnect loop
+(`Backoff`), so an outage of one never blocks another. Every wait on a broker is bounded by
+`TIMEOUT_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pendant.bus import read_secret
+from pendant.config import Config, LinkConfig
+from pendant.errors import PendantError
+from pendant.outbox import RETRY_S
+
+log = logging.getLogger("pendant.link")
+
+RECONNECT_S = 1.0
+RECONNECT_MAX_S = 5.0
+TIMEOUT_S = 10.0
+# MQTT 5 sessions end when the client leaves unless they say otherwise: never, as 3.1.1's
+# clean_session false (the broker's persistent_client_expiration still applies).
+SESSION_EXPIRY_S = 0xFFFFFFFF
+
+
+def payload_of(message: aiomqtt.Message) -> bytes:
+    p = message.payload
+    if isinstance(p, bytes | bytearray):
+        return bytes(p)
+    return b"" if p is None else str(p).encode()
+
+
+async def race(*coros: Coroutine[Any, Any, None]) -> None:
+    """Run loops side by side until the first one ends (by raising); cancel the others."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
+
+
+class Backoff:
+    """Reconnect delays, and one log line per outage rather than one per attempt.
+
+    `tick`, if given, runs at least every `tick_s` while the delay lasts: a sender proves there
+    that it is waiting for the broker, not stuck (see `pendant.link_sender.Side.check`).
+    """
+
+    def __init__(
+        self, what: str, tick: Callable[[], None] | None = None, tick_s: float = RETRY_S
+    ) -> None:
+        self.what = what
+        self.delay = RECONNECT_S
+        self.tick = tick
+        self.tick_s = tick_s
+
+    async def failed(self, exc: Exception) -> None:
+        level = logging.WARNING if self.delay == RECONNECT_S else logging.DEBUG
+        log.log(level, "link: %s unreachable (%s); retrying", self.what, exc)
+        deadline = time.monotonic() + self.delay
+        while True:
+            if self.tick is not None:
+                self.tick()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, self.tick_s))
+        self.delay = min(self.delay * 2, RECONNECT_MAX_S)
+
+    def ok(self) -> None:
+        self.delay = RECONNECT_S
+
+
+def tls_context(link: LinkConfig) -> ssl.SSLContext | None:
+    """The TLS the link speaks to link.host, or None for plaintext (see `LinkConfig.tls`).
+
+    Checked at start, so a missing or wrong CA file is one line, not a reconnect loop.
+    """
+    if not link.uses_tls:
+        if link.home_host is not None and not link.loopback:
+            log.warning(
+                "link: plaintext to %s:%d (link.tls = false): its password and every event "
+                "cross the network readable",
+                link.home_host,
+                link.broker_port,
+            )
+        return None
+    try:
+        # Verifies the chain and that the certificate names link.host; TLS 1.2 at least.
+        context = ssl.create_default_context(cafile=link.cafile)
+    except ssl.SSLError as exc:
+        raise PendantError(
+            f"link.cafile {link.cafile}: not a PEM CA certificate ({exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise PendantError(f"link.cafile {link.cafile}: {exc.strerror or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def login(config: Config, over_socket: bool) -> tuple[str | None, str | None]:
+    """The username and password for one outside broker."""
+    link, bus_config = config.link, config.bus
+    if over_socket and (link.phones_apart or not link.username):
+        # The device-local broker: there the link is the same user as on the bus.
+        return bus_config.username, read_secret(bus_config.password_file, "bus.password_file")
+    return link.username, read_secret(link.password_file, "link.password_file")
+
+
+def client(
+    config: Config, *, over_socket: bool, tls: ssl.SSLContext | None, will_topic: str
+) -> aiomqtt.Client:
+    """An MQTT 5 client of one outside broker: link.socket's, or link.host's with `tls`."""
+    link = config.link
+    username, password = login(config, over_socket)
+    where: dict[str, Any] = (
+        {"hostname": link.socket, "port": 1883, "transport": "unix"}
+        if over_socket
+        else {"hostname": link.home_host, "port": link.broker_port, "tls_context": tls}
+    )
+    session = Properties(PacketTypes.CONNECT)
+    session.SessionExpiryInterval = SESSION_EXPIRY_S
+    return aiomqtt.Client(
+        **where,
+        identifier=f"pendant-{config.device_id}",
+        username=username,
+        password=password,
+        # MQTT 5 for the subscription options of commands and the messages' expiry.
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=session,
+        # On the home broker too: the pendant's entities there go unavailable when the
+        # pendant drops off the network (power, Wi-Fi), not only when the link stops.
+        will=aiomqtt.Will(will_topic, b"offline", qos=1, retain=True),
+        timeout=TIMEOUT_S,
+    )
