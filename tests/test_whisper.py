@@ -7,8 +7,6 @@ model (`python -m pendant.models fetch whisper-base`) are absent. Timing is prin
 
 from __future__ import annotations
 
-import statistics
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from pendant.config import AsrConfig, Config
 from pendant.ears.asr import Transcription, create_recognizer
-from pendant.ears.asr.whisper_backend import SNAP_THRESHOLD, WhisperRecognizer
+from pendant.ears.asr.whisper_backend import WhisperRecognizer
 from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
 from pendant.errors import AudioFormatError, ModelError
 from pendant.models import model_path
@@ -127,39 +125,6 @@ def test_clear_commands_score_above_the_default_threshold(recognizer: WhisperRec
     result = recognizer.transcribe(_recording("generated/turn off the TV in the Office"))
     assert isinstance(result, Transcription)
     assert result.confidence >= demo_config().asr.min_confidence
-
-
-@pytest.mark.slow
-def test_whole_set_accuracy_and_speed(recognizer: WhisperRecognizer, grammar: Grammar) -> None:
-    """Every recording: commands should snap to what was said, non-commands to nothing."""
-    files = sorted(SPEECH.glob("*/*.wav"))
-    right, wrong, rejected, times = 0, [], [], []
-    for path in files:
-        audio = _wav(path)
-        start = time.perf_counter()
-        result = recognizer.transcribe(audio)
-        times.append(time.perf_counter() - start)
-        if path.stem.startswith("oov_"):
-            if result is not None:
-                wrong.append(f"{path.stem}: {result.text!r}")
-            continue
-        expected = " ".join(normalize(path.stem))
-        if result is None:
-            rejected.append(path.stem)
-        elif result.text == expected:
-            right += 1
-        else:
-            wrong.append(f"{path.stem}: {result.text!r}")
-    commands = sum(not p.stem.startswith("oov_") for p in files)
-    print(
-        f"\nwhisper-base int8: {right}/{commands} exact, {len(wrong)} wrong {wrong}, "
-        f"{len(rejected)} rejected {rejected}; per utterance median "
-        f"{statistics.median(times) * 1000:.0f} ms, mean {statistics.mean(times) * 1000:.0f} ms, "
-        f"max {max(times) * 1000:.0f} ms (snap threshold {SNAP_THRESHOLD})"
-    )
-    # Measured 48 of 53 exact; the misses are near-paraphrases or mumbled one-word commands.
-    assert right >= 0.8 * commands
-    assert not any(w.startswith("oov_") for w in wrong)
 
 
 def test_closed_recognizer_refuses_work(config: Config, grammar: Grammar) -> None:
