@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
@@ -26,7 +27,7 @@ from pendant.events import (
     Transcript,
 )
 from pendant.gate import Gate
-from pendant.vocabulary import Vocabulary
+from pendant.vocabulary import PHONE_SENTENCES_KEPT, PhoneSentences, Vocabulary
 from tests.conftest import demo_config
 
 DEVICE = "pendant-demo"
@@ -151,14 +152,60 @@ def test_numeric_slot_values_are_bounded() -> None:
     assert g.dropped == {"vocabulary": 3}
 
 
-def test_the_phones_sentences_are_learnt_from_the_sentences_event() -> None:
+def test_the_phones_words_come_from_what_the_phone_sent_not_from_the_ears_answer() -> None:
+    """A rogue ears answering with sentences the phone never sent widens nothing: the gate
+    learns the phone's words from its `sentences` command (`Gate.phone_sent`, as the link
+    forwards it)."""
     g = gate()
     party = intent("disco time now", name="PartyMode", slots=[])
     assert g.admit(party) is None
     sets = [SentenceSet(intent="PartyMode", sentences=["(disco | party) time [now]"])]
+    # The answer itself still goes out (the phone is waiting for it); it teaches no word.
     assert g.admit(Sentences(device_id=DEVICE, sets=sets).to_json()) is not None
+    assert g.admit(party) is None
+    said = NotRecognized(device_id=DEVICE, text="disco time").to_json()
+    assert g.admit(said) is None
+    assert g.dropped == {"vocabulary": 3}
+    g.phone_sent(sets)
     assert g.admit(party) is not None
-    assert g.dropped == {"vocabulary": 1}
+    assert g.admit(said) is not None
+
+
+def test_what_press_to_talk_heard_is_held_to_the_closed_set() -> None:
+    """`not_recognized` carries what the recogniser heard, always a sentence of the closed set;
+    plain words outside it (no blob) are the ears saying what they like, and are dropped."""
+    g = gate()
+    for text in ("meet me by the old mill at nine", "turn on the kitchen lights tonight"):
+        assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None, text
+    assert g.dropped == {"vocabulary": 2}
+    for text in ("turn on the kitchen lights", "ring my phone", None):
+        assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is not None, text
+
+
+def test_the_phones_sentences_are_kept_for_a_restarted_link(tmp_path: Path) -> None:
+    """The ears run the phone's set across a restart of the link, so the link keeps what the
+    phone sent; the set the ears say is in force stays kept however many refused ones follow."""
+    path = tmp_path / "phone_sentences.json"
+    party = [SentenceSet(intent="PartyMode", sentences=["party time"])]
+    first = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    first.phone_sent(party)
+    refused = [
+        [SentenceSet(intent=f"Refused{n}", sentences=[f"refused {n} ("])]
+        for n in range(PHONE_SENTENCES_KEPT)
+    ]
+    for sets in refused:
+        first.phone_sent(sets)
+        # The ears' answer to each: refused, the party set still in force.
+        assert first.admit(Sentences(device_id=DEVICE, sets=party, accepted=False).to_json())
+        assert first.phone.sent[0] == tuple(party)
+    again = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    assert again.admit(intent("party time", name="PartyMode", slots=[])) is not None
+    assert len(again.phone.sent) == PHONE_SENTENCES_KEPT
+    # A file that cannot be read loses the phone's words, nothing else.
+    path.write_text("{not json")
+    broken = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    assert broken.phone.sent == []
+    assert broken.admit(intent()) is not None
 
 
 def test_a_4kb_slot_value_is_dropped() -> None:

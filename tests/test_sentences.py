@@ -24,12 +24,14 @@ from pendant import bus
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
-from pendant.events import HardwareMute
+from pendant.events import HardwareMute, Intent, NotRecognized, Sentences, SentenceSet
+from pendant.link import Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
 
 from .conftest import demo_config
+from .tasks import running, until
 
 TIMEOUT_S = 60
 PARTY = {"intent": "PartyMode", "sentences": ["[it's] party time", "let's party"]}
@@ -313,3 +315,72 @@ def test_the_privacy_switch_wins_over_an_unmute(
                 await body.publish(bus.topic("hardware_mute"), b"", qos=1, retain=True)
 
     asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+
+
+def test_a_rogue_ears_can_neither_teach_the_gate_words_nor_say_others(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path
+) -> None:
+    """The ears hold the microphone, so what they publish must not carry free text out. Here
+    they are a client on the real bus, publishing what the ears may; the real link, on the real
+    brokers, hands on only words of the closed set: an answer with sentences the phone never
+    sent teaches the gate nothing (it learns them from the phone's `cmd/sentences`), and the
+    text of a `not_recognized` is held to the closed set as an intent's is. A restarted link
+    still knows the words the phone sent."""
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home)
+    link_cfg = cfg.link.model_copy(update={"outbox_path": str(tmp_path / "outbox.sqlite")})
+    cfg = cfg.model_copy(update={"link": link_cfg})
+    link = Link(cfg)
+    base = link.base_topic
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def party(text: str) -> Intent:
+        return Intent(device_id=cfg.device_id, name="PartyMode", text=text, confidence=0.9)
+
+    def heard(text: str) -> NotRecognized:
+        return NotRecognized(device_id=cfg.device_id, text=text, confidence=0.2)
+
+    def said(topic: str) -> list[str]:
+        return [body["text"] for t, body in out if t == f"{base}/{topic}"]
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as phone:
+            for topic in ("intent/+", "not_recognized", "sentences"):
+                await phone.subscribe(f"{base}/{topic}", qos=1)
+
+            async def collect() -> None:
+                async for m in phone.messages:
+                    out.append((str(m.topic), json.loads(bytes(m.payload))))  # type: ignore[arg-type]
+
+            async with (
+                running(collect(), link.run()),
+                bus.bus_client(cfg.bus, "test-ears") as ears,
+            ):
+                await until(lambda: link.bus_ready.is_set() and link.connected.is_set(), "link")
+                unsent = Sentences(device_id=cfg.device_id, sets=[SentenceSet(**PARTY)])
+                await bus.publish(ears, unsent)
+                await bus.publish(ears, party("let's party"))
+                await bus.publish(ears, heard("meet me by the old mill at nine"))
+                await bus.publish(ears, heard("turn on the kitchen lights"))
+                await until(lambda: said("not_recognized"), "the closed-set not_recognized")
+                assert said("not_recognized") == ["turn on the kitchen lights"]
+                assert said("intent/PartyMode") == []
+                assert link.gate.dropped == {"vocabulary": 2}
+
+                # The phone sends them: their words may leave from now on.
+                await phone.publish(f"{base}/cmd/sentences", json.dumps({"sentences": [PARTY]}))
+                await until(lambda: link.commands["forwarded"] == 1, "the command forwarded")
+                await bus.publish(ears, party("let's party"))
+                await bus.publish(ears, heard("it's party time"))
+                await until(lambda: said("intent/PartyMode"), "the phone's intent")
+                await until(lambda: len(said("not_recognized")) == 2, "the phone's words heard")
+                assert said("intent/PartyMode") == ["let's party"]
+                assert link.gate.dropped == {"vocabulary": 2}
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    again = Link(cfg)
+    assert again.gate.admit(party("let's party").to_json()) is not None
+    assert again.gate.admit(heard("it's party time").to_json()) is not None
+    assert again.gate.dropped == {}

@@ -450,7 +450,7 @@ def _companion(
             ],
         )
     )
-    ears.publish(NotRecognized(device_id=DEVICE, text="play something nice", confidence=0.2))
+    ears.publish(NotRecognized(device_id=DEVICE, text="play some music", confidence=0.2))
     ears.publish(
         Intent(
             device_id=DEVICE,
@@ -462,7 +462,7 @@ def _companion(
     )
     page("wait_text", selector="#feed .event.intent", text="HassTurnOn")
     page("wait_text", selector="#feed .event.intent", text="HassStartTimer")
-    page("wait_text", selector="#feed .event.not_recognized", text="play something nice")
+    page("wait_text", selector="#feed .event.not_recognized", text="play some music")
     feed = page("text", selector="#feed")
     assert "Kitchen" in feed and "turn on the kitchen lights" in feed
 

@@ -13,8 +13,14 @@ forwarded:
   the blob rules only, as scenes are; they are taken only from the eyes' own topic
   (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries nothing
   else. Without this the ears, which hold the microphone, could say anything as "ReadText";
-- `vocabulary`: any other intent, or a transcript, with a word, slot value or intent name the
-  closed set cannot emit (`pendant.vocabulary`);
+- `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
+  slot value or intent name the closed set cannot emit (`pendant.vocabulary`). The recognisers
+  only ever put out sentences of the closed set (Whisper's free text is snapped to one), so
+  press-to-talk's "heard, but no intent" text is held to it too: the ears, which hold the
+  microphone, cannot say other words in any of these. The phone's own sentences join the
+  closed set from the `sentences` command the phone sent (`Gate.phone_sent`), never from the
+  ears' `sentences` answer, which a rogue ears could fill with words of its choosing. That
+  answer (the sets in force, why a set was refused, warnings) is held to the blob rules only;
 
 And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
 over it waits its turn rather than being dropped: intents the ears spoke while the link was
@@ -49,12 +55,14 @@ from pendant.events import (
     Event,
     EventError,
     Intent,
+    NotRecognized,
     Sentences,
+    SentenceSet,
     Transcript,
     parse_event,
 )
 from pendant.ratelimit import TokenBucket
-from pendant.vocabulary import Vocabulary
+from pendant.vocabulary import PhoneSentences, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +121,11 @@ def _off_source(event: Event, from_eyes: bool) -> str | None:
 
 def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
     """Why `event` says what its source cannot say, or None."""
-    if isinstance(event, Transcript):
-        return "transcript words" if vocabulary.unknown(event.text) else None
+    if isinstance(event, Transcript | NotRecognized):
+        # NotRecognized.text: what press-to-talk heard, a closed-set sentence, or nothing.
+        if event.text is not None and vocabulary.unknown(event.text):
+            return f"{event.type} words"
+        return None
     if not isinstance(event, Intent) or event.name in EYES_INTENTS:
         return None
     if event.name not in vocabulary.intents:
@@ -140,8 +151,13 @@ class Gate:
         burst: int = BURST,
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        phone: PhoneSentences | None = None,
     ) -> None:
         self.vocabulary = vocabulary
+        self.phone = phone if phone is not None else PhoneSentences(None)
+        """The sentences the phone sent, kept across restarts of the link."""
+        for sets in self.phone.sent:
+            vocabulary.learn(sets)
         self.dropped: Counter[str] = Counter()
         self.passed = 0
         self._buckets = {name: TokenBucket(burst, every_s, clock) for name in PUBLIC_NAMES}
@@ -163,9 +179,17 @@ class Gate:
         if event is None:
             return None
         if isinstance(event, Sentences):
-            self.vocabulary.learn(event.sets)
+            # The ears' answer teaches no word (see the module's docstring); it only says
+            # which of the sets the phone sent is in force, so that one stays kept.
+            self.phone.confirm(event.sets)
         self.passed += 1
         return event
+
+    def phone_sent(self, sets: list[SentenceSet]) -> None:
+        """The phone sent these sentences (a `sentences` command the link forwards to the
+        ears): their words and intent names may leave from now on."""
+        self.vocabulary.learn(sets)
+        self.phone.add(sets)
 
     async def turn(self, event_type: str) -> None:
         """Return when an event of `event_type` may leave: at once within its rate, else

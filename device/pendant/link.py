@@ -10,7 +10,9 @@ link restarts wait for it there.
 
 Outside → bus: commands from phones and the home broker (`pendant.link_commands`: who may send
 what, retained commands, rate-limited `error` events) go to the bus as
-`pendant-bus/cmd/<name>`.
+`pendant-bus/cmd/<name>`. The words of a `sentences` command join the gate's closed set as it
+goes (`Gate.phone_sent`), kept beside the outbox (`PHONE_SENTENCES_FILE`) for a restarted link:
+the gate learns them from what the phone sent, never from the ears' answer.
 
 The connections themselves (`pendant.link_outside`): TLS to `link.host`, the logins, MQTT 5
 sessions, the last will, the reconnect loops. Availability is a retained `online`, with a
@@ -62,7 +64,7 @@ from pendant.link_sender import Message, Side
 from pendant.notify import Heartbeats
 from pendant.outbox import Outbox
 from pendant.ratelimit import TokenBucket
-from pendant.vocabulary import Vocabulary
+from pendant.vocabulary import PhoneSentences, Vocabulary
 
 # Named, not __name__: under `python -m pendant.link` that would be "__main__".
 log = logging.getLogger("pendant.link")
@@ -78,14 +80,22 @@ __all__ = [
 ]
 
 COMMAND_QUEUE_MAX = 100
+PHONE_SENTENCES_FILE = "phone_sentences.json"
 BUS_CLIENT_ID = "pendant-link"
 
 
 class Link:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.gate = Gate(Vocabulary.of(config), config.link.gate_burst, config.link.gate_every_s)
         link = config.link
+        # The phone's sentences, kept beside the outbox (in RAM only when the outbox is).
+        kept = Path(link.outbox_path).with_name(PHONE_SENTENCES_FILE) if link.outbox_path else None
+        self.gate = Gate(
+            Vocabulary.of(config),
+            link.gate_burst,
+            link.gate_every_s,
+            phone=PhoneSentences(kept),
+        )
         expiry_s = link.intent_expiry_s
         self.outbox = Outbox(link.outbox_path or None, expiry_s=expiry_s)
         """The durable queue towards the home broker (or the one outside broker)."""
@@ -400,6 +410,10 @@ class Link:
                 busy = Error(device_id=device_id, command=verdict.name, reason="busy: try again")
                 self.errors.report(busy)
                 return False
+            if verdict.command.sentences is not None:
+                # The gate learns the phone's words from what the phone sent, never from the
+                # ears' answer (`pendant.gate`).
+                self.gate.phone_sent(verdict.command.sentences)
         if verdict.outcome:
             self.commands[verdict.outcome] += 1
         if verdict.error is not None:

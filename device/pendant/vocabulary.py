@@ -8,8 +8,12 @@ code words). So they come from data the link already trusts:
   build time by `pendant.ears.understand.closed_words` (a test keeps it current);
 - the config: the home's names (areas, floors, devices, media, list items, timer names, the
   wearer's sentences), device kinds and classes, as written and split at digits;
-- the phone's sentences, learnt from the `sentences` event once it passed the gate: the phone
-  set them, and the event itself already carried every one of those words out.
+- the phone's sentences, learnt from the `sentences` command the link forwards to the ears
+  (`Gate.phone_sent`): what the phone sent, and so words the phone chose. Never from the ears'
+  `sentences` answer: a rogue ears could answer with sentences the phone never sent and so
+  widen the closed set for its later intents. The link keeps the last few sets the phone sent
+  beside its outbox (`PhoneSentences`), since the ears keep running the phone's set across a
+  restart of the link.
 
 Words are compared lowercased, split at spaces and underscores ("tv_show", "Kitchen Lights").
 """
@@ -17,6 +21,8 @@ Words are compared lowercased, split at spaces and underscores ("tv_show", "Kitc
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 from collections.abc import Iterable
 from functools import cache
@@ -24,13 +30,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pendant.config import DEVICE_CLASSES, DeviceKind
+from pendant.events import SentenceSet
 
 if TYPE_CHECKING:
     from pendant.config import Config
-    from pendant.events import SentenceSet
+
+log = logging.getLogger(__name__)
 
 CLOSED_WORDS = Path(__file__).with_name("data") / "closed_words.json"
 _SPLIT = re.compile(r"[^a-z0-9']+")
+PHONE_SENTENCES_KEPT = 8
+"""Sets the phone sent that the link keeps: one a `sentences` command (at most 4 KiB each)."""
 _DIGITS = re.compile(r"(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])")
 
 
@@ -79,7 +89,7 @@ class Vocabulary:
         return vocabulary
 
     def learn(self, sets: Iterable[SentenceSet]) -> None:
-        """Add the phone's sentences (from a `sentences` event that passed the gate)."""
+        """Add the phone's sentences (from the `sentences` command the phone sent)."""
         for s in sets:
             self.intents.add(s.intent)
             self.words.update(_name_words(s.sentences))
@@ -87,3 +97,55 @@ class Vocabulary:
     def unknown(self, text: str) -> list[str]:
         """The words of `text` that are not in the closed set."""
         return [w for w in split_words(text) if w not in self.words]
+
+
+class PhoneSentences:
+    """The sets of sentences the phone sent (its `sentences` commands), newest first.
+
+    Kept in `path` (beside the link's outbox; None: in RAM only) so that a restarted link still
+    knows the words of the set the ears run, which the ears keep across restarts. At most
+    `PHONE_SENTENCES_KEPT`: the ears' answer names the set in force, and one the phone sent
+    moves to the front again (`confirm`), so refused sets sent after it do not push it out.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.sent: list[tuple[SentenceSet, ...]] = self._load()
+
+    def _load(self) -> list[tuple[SentenceSet, ...]]:
+        if self.path is None or not self.path.exists():
+            return []
+        try:
+            data = json.loads(self.path.read_text())
+            sent = [tuple(SentenceSet.model_validate(s) for s in sets) for sets in data]
+        except (OSError, ValueError, TypeError) as exc:
+            # Only words are lost: intents of the phone's sentences wait for it to send them
+            # again (the gate drops them meanwhile).
+            log.error("cannot read %s (%s): the phone's sentences are unknown", self.path, exc)
+            return []
+        return sent[:PHONE_SENTENCES_KEPT]
+
+    def add(self, sets: list[SentenceSet]) -> None:
+        """The phone sent `sets`."""
+        self._front(tuple(sets))
+
+    def confirm(self, sets: list[SentenceSet]) -> None:
+        """The ears run `sets`: if the phone sent them, keep them (see the class docstring)."""
+        key = tuple(sets)
+        if key in self.sent and self.sent[0] != key:
+            self._front(key)
+
+    def _front(self, key: tuple[SentenceSet, ...]) -> None:
+        self.sent = [key, *(s for s in self.sent if s != key)][:PHONE_SENTENCES_KEPT]
+        if self.path is None:
+            return
+        data = [[s.model_dump() for s in sets] for sets in self.sent]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with tmp.open("w") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("cannot keep the phone's sentences in %s: %s", self.path, exc.strerror)
