@@ -48,12 +48,6 @@ GUESS_MARGIN_DB = 3.0
 # Silence after which the guess is made (at most half the hangover): early enough that a
 # sentence known to be over goes out well before the hangover would end it.
 GUESS_AFTER_MS = 120
-# The level falls back to the room's this close, this many chunks in a row, while the VAD
-# still hears speech: it most likely ended, and the guess starts then. Silero stays sure of
-# speech 150-250 ms past the last phoneme, about a decode's time here, so the guess is in by
-# the time the VAD agrees.
-QUIET_OVER_FLOOR_DB = 6.0
-QUIET_CHUNKS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +56,7 @@ class Heard:
     match: IntentMatch | None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Guess:
     """A recognition started early in the end-of-speech quiet, and what has to hold for it to
     stand for the whole utterance."""
@@ -72,16 +66,6 @@ class Guess:
     """Length of the audio it is made on."""
     quiet_dbfs: float
     """Level of the quiet it ended in; anything louder after it may be words the VAD missed."""
-    vad_quiet: bool = False
-    """The VAD has called it silence since: speech it hears again is speech going on."""
-
-    def goes_on(self, level_dbfs: float, silence_ms: int) -> bool:
-        """Whether a chunk at `level_dbfs`, with the VAD's silence at `silence_ms`, says the
-        speaker went on after the guess started."""
-        self.vad_quiet |= silence_ms > 0
-        return level_dbfs > self.quiet_dbfs + GUESS_MARGIN_DB or (
-            self.vad_quiet and silence_ms == 0
-        )
 
     def stands_for(self, utterance: Utterance) -> bool:
         rest = utterance.audio[self.samples :]
@@ -131,7 +115,6 @@ class Ears:
         self.utterances = 0
         # What is being heard in the end-of-speech quiet of the utterance in progress.
         self._early: Guess | None = None
-        self._quiet_chunks = 0
 
     @property
     def config(self) -> Config:
@@ -230,61 +213,62 @@ class Ears:
             return
         for utterance in self.segmenter.push(chunk):
             await self.handle(utterance, pressed=False)
-        if await self._recognise_early(chunk):
+        if await self._recognise_early():
             for utterance in self.segmenter.flush():
                 await self.handle(utterance, pressed=False)
 
-    async def _recognise_early(self, chunk: Chunk) -> bool:
-        """Recognise during the end-of-speech quiet instead of after the hangover; True when
-        the utterance may end now.
+    async def _recognise_early(self) -> bool:
+        """Recognise during the end-of-speech hangover instead of after it; True when the
+        utterance may end now.
 
-        A recognition starts, in the recogniser's process, when the level falls back to the
-        room's (`QUIET_OVER_FLOOR_DB`) or `GUESS_AFTER_MS` into the VAD's silence, whichever
-        comes first, while the audio goes on through the VAD here. If anything louder than
-        the quiet follows, or the VAD hears speech again after calling it silence, the guess
-        is dropped; otherwise it stands for the utterance. When the guess is a confident
-        command that nothing the closed set lets follow would change (`sentence_is_over`),
-        the utterance ends as soon as the guess is in and the VAD agrees speech has paused,
-        instead of after the hangover.
+        `GUESS_AFTER_MS` into the quiet, speech has most likely ended: a recognition starts
+        then, in the recogniser's process, while the audio goes on through the VAD here. If
+        speech resumes the guess is dropped; if it ends, the guess stands for the utterance
+        unless anything louder than the quiet followed (quiet words the VAD did not call
+        speech). When the guess is a confident command that nothing the closed set lets
+        follow would change (`sentence_is_over`), the utterance ends as soon as the guess is
+        in, instead of after the hangover.
         """
         seg = self.segmenter
-        if not seg.in_speech:
+        if not seg.in_speech or seg.silence_ms == 0:
             self._drop_guess()
-            self._quiet_chunks = 0
             return False
-        level = dbfs(chunk.samples)
-        quiet = level <= seg.floor_dbfs + QUIET_OVER_FLOOR_DB
-        self._quiet_chunks = self._quiet_chunks + 1 if quiet else 0
-        if self._early is not None and self._early.goes_on(level, seg.silence_ms):
-            self._drop_guess()
         if self._early is None:
-            quiet_ms = max(seg.silence_ms, self._quiet_chunks * self.config.audio.chunk_ms)
-            by_vad = seg.silence_ms >= min(GUESS_AFTER_MS, self.config.vad.hangover_ms // 2)
-            if not by_vad and self._quiet_chunks < QUIET_CHUNKS:
+            if seg.silence_ms < min(GUESS_AFTER_MS, self.config.vad.hangover_ms // 2):
                 return False
-            self._early = self._guess(quiet_ms)
-            if not self.source.realtime:
-                # Audio faster than anyone speaks (a test, `pendant listen`): the quiet would
-                # be over before any decode is, so the guess is waited for, as if decoding took
-                # no time; results do not depend on this machine's speed.
-                await asyncio.wait([self._early.heard])
+            self._early = self._guess()
+            if self.source.realtime:
+                return False
+            # Audio faster than anyone speaks (a test, `pendant listen`): the quiet would be
+            # over before any decode is, so the guess is waited for, as if decoding took no
+            # time; results do not depend on this machine's speed.
+            await asyncio.wait([self._early.heard])
         task = self._early.heard
-        if seg.silence_ms == 0 or not task.done() or task.cancelled() or task.exception():
+        if not task.done() or task.cancelled() or task.exception() is not None:
             return False
-        said, match = task.result().transcription, task.result().match
-        if said is None or match is None or said.confidence < self.config.asr.min_confidence:
+        heard = task.result()
+        if not self._confident(heard):
             return False
-        return sentence_is_over(said.text, self.understanding.grammar)
+        return sentence_is_over(heard.transcription.text, self.understanding.grammar)  # type: ignore[union-attr]
 
-    def _guess(self, quiet_ms: int) -> Guess:
+    def _confident(self, heard: Heard) -> bool:
+        """A command heard above conversation mode's floor."""
+        said = heard.transcription
+        return (
+            said is not None
+            and heard.match is not None
+            and said.confidence >= self.config.asr.min_confidence
+        )
+
+    def _guess(self) -> Guess:
         seg = self.segmenter
         # The recogniser's confidence depends on the trailing silence it hears, so the guess
         # gets as much as the finished utterance will: the quietest frame of the quiet so far,
         # repeated. Not the whole quiet: it may still hold the tail of a word, and a word's tail
         # repeated is a new sound ("set a timer for five minutes" became "what is date").
         audio = seg.audio_so_far()
-        missing = (self.config.vad.hangover_ms - quiet_ms) * RATE_HZ // 1000
-        quiet = audio[-quiet_ms * RATE_HZ // 1000 :]
+        missing = (self.config.vad.hangover_ms - seg.silence_ms) * RATE_HZ // 1000
+        quiet = audio[-seg.silence_ms * RATE_HZ // 1000 :]
         frame = self.config.audio.chunk_ms * RATE_HZ // 1000
         frames = quiet[: len(quiet) // frame * frame].reshape(-1, frame)
         quietest = frames[np.argmin((frames.astype(np.float64) ** 2).mean(axis=1))]
@@ -331,11 +315,17 @@ class Ears:
     async def handle(self, utterance: Utterance, *, pressed: bool) -> Intent | None:
         self.utterances += 1
         early, self._early = self._early, None
+        result = None
         if early is not None and not pressed and early.stands_for(utterance):
             result = await early.heard  # most often in already: waiting beats starting again
-        else:
-            if early is not None:
-                early.heard.cancel()
+            if not self._confident(result):
+                # The guess heard less of the quiet at the end than the utterance has, and the
+                # recogniser's scores depend on it: what the guess did not accept, the whole
+                # utterance gets a second hearing of (a decode the old loop could not afford).
+                result = None
+        elif early is not None:
+            early.heard.cancel()
+        if result is None:
             await self._activity("thinking")
             result = await self._recognise(utterance.audio)
             await self._activity("idle" if self.muted else "capturing")

@@ -18,7 +18,7 @@ import onnxruntime
 import webrtcvad
 
 from pendant.config import VadConfig
-from pendant.ears.audio import RATE_HZ, Chunk, dbfs
+from pendant.ears.audio import RATE_HZ, Chunk
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,6 @@ class Segmenter:
         self._gate_was_open = False
         self._silero_awake = False
         self._quiet_ms = 0
-        self._floor_dbfs = -120.0
 
     @property
     def in_speech(self) -> bool:
@@ -105,12 +104,6 @@ class Segmenter:
     def silence_ms(self) -> int:
         """Silence since the last speech frame of the utterance in progress."""
         return self._silence_ms if self._in_speech else 0
-
-    @property
-    def floor_dbfs(self) -> float:
-        """The level of the room before the utterance in progress: the median of its pre-roll
-        (-120 when there was none)."""
-        return self._floor_dbfs
 
     @property
     def speech_ms(self) -> int:
@@ -146,8 +139,6 @@ class Segmenter:
                 self._pre_roll.append(chunk.samples)
                 return
             self._in_speech = True
-            levels = [dbfs(frame) for frame in self._pre_roll]
-            self._floor_dbfs = float(np.median(levels)) if levels else -120.0
             self._frames = [*self._pre_roll, chunk.samples]
             self._pre_roll.clear()
             self._speech_ms = self.chunk_ms
