@@ -160,15 +160,17 @@ def test_the_phones_words_come_from_what_the_phone_sent_not_from_the_ears_answer
     party = intent("disco time now", name="PartyMode", slots=[])
     assert g.admit(party) is None
     sets = [SentenceSet(intent="PartyMode", sentences=["(disco | party) time [now]"])]
-    # The answer itself still goes out (the phone is waiting for it); it teaches no word.
-    assert g.admit(Sentences(device_id=DEVICE, sets=sets).to_json()) is not None
+    # The answer teaches no word, and does not go out: the phone never sent these sets.
+    answer = Sentences(device_id=DEVICE, sets=sets).to_json()
+    assert g.admit(answer) is None
     assert g.admit(party) is None
     said = NotRecognized(device_id=DEVICE, text="disco time").to_json()
     assert g.admit(said) is None
-    assert g.dropped == {"vocabulary": 3}
+    assert g.dropped == {"vocabulary": 3, "sentences": 1}
     g.phone_sent(sets)
     assert g.admit(party) is not None
     assert g.admit(said) is not None
+    assert g.admit(answer) is not None
 
 
 def test_what_press_to_talk_heard_is_held_to_the_closed_set() -> None:

@@ -25,6 +25,7 @@ from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
 from pendant.events import HardwareMute, Intent, NotRecognized, Sentences, SentenceSet
+from pendant.gate_sentences import GENERIC_ERROR, GENERIC_REASON
 from pendant.link import Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
@@ -367,7 +368,8 @@ def test_a_rogue_ears_can_neither_teach_the_gate_words_nor_say_others(
                 await until(lambda: said("not_recognized"), "the closed-set not_recognized")
                 assert said("not_recognized") == ["turn on the kitchen lights"]
                 assert said("intent/PartyMode") == []
-                assert link.gate.dropped == {"vocabulary": 2}
+                # Sets the phone never sent: the answer itself is dropped too.
+                assert link.gate.dropped == {"vocabulary": 2, "sentences": 1}
 
                 # The phone sends them: their words may leave from now on.
                 await phone.publish(f"{base}/cmd/sentences", json.dumps({"sentences": [PARTY]}))
@@ -377,10 +379,106 @@ def test_a_rogue_ears_can_neither_teach_the_gate_words_nor_say_others(
                 await until(lambda: said("intent/PartyMode"), "the phone's intent")
                 await until(lambda: len(said("not_recognized")) == 2, "the phone's words heard")
                 assert said("intent/PartyMode") == ["let's party"]
-                assert link.gate.dropped == {"vocabulary": 2}
+                assert link.gate.dropped == {"vocabulary": 2, "sentences": 1}
+                assert not [t for t, _ in out if t == f"{base}/sentences"]
 
     asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
     again = Link(cfg)
     assert again.gate.admit(party("let's party").to_json()) is not None
     assert again.gate.admit(heard("it's party time").to_json()) is not None
     assert again.gate.dropped == {}
+
+
+def test_a_rogue_ears_answer_says_only_the_forms_of_the_real_ones(
+    brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    """The `sentences` answer is the ears' one event with text the closed set does not hold.
+    A rogue ears on the real bus answers the phone's real command; the real link, on the real
+    brokers, hands on an answer only with sets the phone sent, and of its error and warnings
+    only the forms the real ears produce (about the phone's own templates): other text reaches
+    the phone as a fixed line, so the phone still hears that its set was refused."""
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home)
+    link = Link(cfg)
+    base = link.base_topic
+    free = "meet me by the old mill at nine"
+    warned = SentenceSet(**WARNED)
+    bad = SentenceSet(intent="Broken", sentences=["party (time"])
+    real_error = (
+        "sentences[1] (Broken) 'party (time': "
+        "Unable to find end of group ')' from index 0 in: (party (time)"
+    )
+    answers: list[dict[str, Any]] = []
+
+    def answer(sets: list[SentenceSet], error: str | None, reasons: list[str]) -> Sentences:
+        warnings = [{**w, "reason": r} for w, r in zip(WARNINGS, reasons, strict=False)]
+        return Sentences.model_validate(
+            {
+                "device_id": cfg.device_id,
+                "sets": sets,
+                "accepted": error is None,
+                "error": error,
+                "warnings": warnings,
+            }
+        )
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as phone:
+            await phone.subscribe(f"{base}/sentences", qos=1)
+
+            async def collect() -> None:
+                async for m in phone.messages:
+                    answers.append(json.loads(bytes(m.payload)))  # type: ignore[arg-type]
+
+            async def send(sets: list[SentenceSet]) -> None:
+                body = json.dumps({"sentences": [s.model_dump() for s in sets]})
+                await phone.publish(f"{base}/cmd/sentences", body)
+
+            async with (
+                running(collect(), link.run()),
+                bus.bus_client(cfg.bus, "test-ears") as ears,
+            ):
+                await until(lambda: link.bus_ready.is_set() and link.connected.is_set(), "link")
+                await send([warned])
+                await until(lambda: link.commands["forwarded"] == 1, "the command forwarded")
+                reasons = [w["reason"] for w in WARNINGS]
+                # What the real ears say: it passes as it is.
+                await bus.publish(ears, answer([warned], None, reasons))
+                await until(lambda: len(answers) == 1, "the real answer")
+                assert answers[0]["sets"] == [WARNED] and answers[0]["warnings"] == WARNINGS
+
+                # The same sets, with free text where the ears have their say.
+                rogue = [f"'{free}' is heard as HassTurnOn", f"'zxqv' {free}"]
+                await bus.publish(ears, answer([warned], None, rogue))
+                await until(lambda: len(answers) == 2, "the rogue warnings")
+                assert [w["reason"] for w in answers[1]["warnings"]] == [GENERIC_REASON] * 2
+                assert [w["sentence"] for w in answers[1]["warnings"]] == [
+                    w["sentence"] for w in WARNINGS
+                ]
+
+                # A set the phone sent, refused: the real refusal passes, free text does not.
+                await send([warned, bad])
+                await until(lambda: link.commands["forwarded"] == 2, "the second command")
+                await bus.publish(ears, answer([warned], real_error, reasons))
+                await bus.publish(ears, answer([warned], f"{real_error} {free}", reasons))
+                await bus.publish(ears, answer([warned], free, reasons))
+                await until(lambda: len(answers) == 5, "the refusals")
+                assert [a["error"] for a in answers[2:]] == [
+                    real_error,
+                    GENERIC_ERROR,
+                    GENERIC_ERROR,
+                ]
+                assert all(a["accepted"] is False for a in answers[2:])
+
+                # Sets the phone never sent: the answer does not leave at all.
+                unsent = SentenceSet(intent="PartyMode", sentences=[free])
+                await bus.publish(ears, answer([unsent], None, []))
+                await until(lambda: link.gate.dropped["sentences"] == 1, "the unsent sets")
+                await bus.publish(ears, answer([], None, []))
+                await until(lambda: len(answers) == 6, "the answer after")
+                assert answers[5]["sets"] == []
+                assert link.gate.dropped == {"sentences": 1}
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))

@@ -19,8 +19,11 @@ forwarded:
   press-to-talk's "heard, but no intent" text is held to it too: the ears, which hold the
   microphone, cannot say other words in any of these. The phone's own sentences join the
   closed set from the `sentences` command the phone sent (`Gate.phone_sent`), never from the
-  ears' `sentences` answer, which a rogue ears could fill with words of its choosing. That
-  answer (the sets in force, why a set was refused, warnings) is held to the blob rules only;
+  ears' `sentences` answer, which a rogue ears could fill with words of its choosing;
+- `sentences`: that answer, with sets the phone did not send. Its other text (why a set was
+  refused, what will not work as meant) is held to the forms the ears produce, their variable
+  parts to the phone's own templates and the closed set's words; what fits none is replaced
+  by a fixed line, not dropped, so the phone still hears the answer (`pendant.gate_sentences`).
 
 And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
 over it waits its turn rather than being dropped: intents the ears spoke while the link was
@@ -61,6 +64,7 @@ from pendant.events import (
     Transcript,
     parse_event,
 )
+from pendant.gate_sentences import held
 from pendant.ratelimit import TokenBucket
 from pendant.vocabulary import PhoneSentences, Vocabulary
 
@@ -70,6 +74,8 @@ log = logging.getLogger(__name__)
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
 ID_KEYS = frozenset({"id", "session_id"})
+SENTENCES_FORMS = frozenset({"error", "reason"})
+"""The keys of a `sentences` answer held to the ears' forms rather than the blob heuristics."""
 # A person's burst of commands (and the retained states replayed when the link connects)
 # passes; a flood of one type is held to a few a second.
 BURST = 10
@@ -101,6 +107,12 @@ def _text_is_blob(data: dict[str, Any]) -> bool:
         return True
     if data["type"] == Error.model_fields["type"].default:
         return False
+    if data["type"] == Sentences.model_fields["type"].default:
+        # Why a set was refused and what will not work as meant are held to the forms the
+        # ears produce instead (`pendant.gate_sentences`, in `admit`): a refusal quoting
+        # hassil ("... ParseChunk(text='(party time])', start_index=0, ...") reads as odd
+        # tokens, and a cut sentence ends in "…"; these are the ears' real answers.
+        texts = [s for k, s in _strings(data) if k not in ID_KEYS | SENTENCES_FORMS]
     return any(not is_plain(s) or looks_like_blob(s) for s in texts)
 
 
@@ -179,8 +191,16 @@ class Gate:
         if event is None:
             return None
         if isinstance(event, Sentences):
-            # The ears' answer teaches no word (see the module's docstring); it only says
-            # which of the sets the phone sent is in force, so that one stays kept.
+            # The ears' answer teaches no word (see the module's docstring): it says only
+            # what the ears say of the sets the phone sent (`pendant.gate_sentences`), and
+            # which of them is in force, so that one stays kept.
+            answer = held(event, self.phone, self.vocabulary)
+            if answer is None:
+                self._drop("sentences", "sets the phone did not send")
+                return None
+            if answer != event:
+                log.warning("gate: the ears' sentences answer said more than its forms hold")
+            event = answer
             self.phone.confirm(event.sets)
         self.passed += 1
         return event

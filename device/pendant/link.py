@@ -12,7 +12,9 @@ Outside → bus: commands from phones and the home broker (`pendant.link_command
 what, retained commands, rate-limited `error` events) go to the bus as
 `pendant-bus/cmd/<name>`. The words of a `sentences` command join the gate's closed set as it
 goes (`Gate.phone_sent`), kept beside the outbox (`PHONE_SENTENCES_FILE`) for a restarted link:
-the gate learns them from what the phone sent, never from the ears' answer.
+the gate learns them from what the phone sent, never from the ears' answer, which it passes
+only with sets the phone sent and its refusals and warnings in the ears' own forms
+(`pendant.gate_sentences`).
 
 The connections themselves (`pendant.link_outside`): TLS to `link.host`, the logins, MQTT 5
 sessions, the last will, the reconnect loops. Availability is a retained `online`, with a
