@@ -109,10 +109,12 @@ def test_shared_recordings_become_the_right_intents(
         assert held or not topic.startswith("hermes/nlu/intentNotRecognized"), body
 
 
-@pytest.mark.parametrize("held", [False, True], ids=["conversation", "held"])
 def test_espeak_commands_in_room_noise(
-    held: bool, espeak_set: list[dict[str, Any]], brokers: tuple[LocalBroker, LocalBroker]
+    espeak_set: list[dict[str, Any]], brokers: tuple[LocalBroker, LocalBroker]
 ) -> None:
+    # Conversation mode only: 43 s a run, and held talk is the easier case (measured on this
+    # set with `tools/measure_asr.py --pressed`; the shared recordings run held above).
+    held = False
     commands = [e for e in espeak_set if e["kind"] == "command"]
     assert len(commands) >= 40
     assert len({e["intent"] for e in commands}) >= 8

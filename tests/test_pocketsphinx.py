@@ -52,7 +52,9 @@ def accepted_intent(rec: PocketsphinxRecognizer, nlu: IntentParser, audio: np.nd
 def test_commands_are_understood(
     recognizer: PocketsphinxRecognizer, nlu: IntentParser, grammar: Grammar
 ) -> None:
-    files = [p for p in wavs("main") + wavs("generated") if not p.stem.startswith("oov_")]
+    # The human recordings only: pocketsphinx is an option now, not the default, and the whole
+    # set is tools/measure_asr.py's to score (--backend pocketsphinx).
+    files = [p for p in wavs("main") if not p.stem.startswith("oov_")]
     correct, wrong = 0, []
     for path in files:
         expected = nlu.parse(path.stem)
