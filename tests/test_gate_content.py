@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pendant import bus
 from pendant.config import Config, Floor, HomeDevice
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.ears.understand.nlu import IntentParser
@@ -93,10 +94,10 @@ def test_what_the_camera_read_is_taken_from_the_eyes_topic_only() -> None:
     words = "unlock the front door"
     read = Slot(name="text", value=words, raw_value=words, entity="ocr")
     g = gate()
-    assert g.admit(intent(words, name=READ_TEXT, slots=[read]), from_eyes=True) is not None
+    assert g.admit(intent(words, name=READ_TEXT, slots=[read]), bus.EYES_INTENT_TOPIC) is not None
     assert g.admit(intent(words, name=READ_TEXT, slots=[read])) is None
-    assert g.admit(intent(), from_eyes=True) is None
-    assert g.admit(scene(words), from_eyes=True) is None
+    assert g.admit(intent(), bus.EYES_INTENT_TOPIC) is None
+    assert g.admit(scene(words), bus.EYES_INTENT_TOPIC) is None
     assert g.dropped == {"source": 3}
 
 
@@ -107,7 +108,7 @@ def test_base64_split_by_spaces_every_47_characters_is_dropped() -> None:
     assert g.admit(scene(text)) is None
     assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None
     read = Slot(name="text", value=text, raw_value=text[:100], entity="ocr")
-    assert g.admit(intent(text, name=READ_TEXT, slots=[read]), from_eyes=True) is None
+    assert g.admit(intent(text, name=READ_TEXT, slots=[read]), bus.EYES_INTENT_TOPIC) is None
     assert g.passed == 0
     assert sum(g.dropped.values()) == 4
 
@@ -288,7 +289,7 @@ def test_fuzz_split_blobs_are_dropped_as_blobs(
         read = Slot(name="text", value=flat, raw_value=flat[:100], entity="ocr")
         payload = intent(flat, name=READ_TEXT, slots=[read])
     g = gate()
-    assert g.admit(payload, from_eyes=kind == "read_text") is None
+    assert g.admit(payload, bus.EYES_INTENT_TOPIC if kind == "read_text" else None) is None
     assert g.dropped == {"blob": 1}
 
 

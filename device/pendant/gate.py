@@ -8,11 +8,15 @@ forwarded:
 - `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
   split into words (`pendant.blobs`), or text outside printable ASCII;
-- `source`: an event on a topic that is not its source's. The eyes' intents (`ReadText`,
-  `SeenObjects`) carry what the camera read, which no closed set holds, so they are held to
-  the blob rules only, as scenes are; they are taken only from the eyes' own topic
-  (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries nothing
-  else. Without this the ears, which hold the microphone, could say anything as "ReadText";
+- `source`: an event on a topic that is not its source's. Every bus topic carries one type,
+  its own (`pendant-bus/<type>` only a `<type>`), so the broker's ACL, which says who may
+  write each topic, says who spoke each event: the ears cannot say a `scene` (free text) on
+  their intent topic, nor the eyes a closed-set intent on theirs. The eyes' intents
+  (`ReadText`, `SeenObjects`) carry what the camera read, which no closed set holds, so they
+  are held to the blob rules only, as scenes are; they are taken only from the eyes' own
+  topic (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries
+  nothing else. Without this the ears, which hold the microphone, could say anything as
+  "ReadText";
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
   slot value or intent name the closed set cannot emit (`pendant.vocabulary`). The recognisers
   only ever put out sentences of the closed set (Whisper's free text is snapped to one), so
@@ -30,8 +34,9 @@ over it waits its turn rather than being dropped: intents the ears spoke while t
 away arrive together when it is back, and each was acknowledged to the ears, so none may be
 lost; a flood is slowed to the rate, which bounds what any process could push out this way.
 
-Error events are the link's own (no other process may write them on the bus): they are held
-to the schema and the 48-character rule only, so a phone hears why its command was refused.
+Error events are held to the schema and the 48-character rule only, so a phone hears why
+its command was refused. The link's own (`Gate.admit_own`) come from its code, not the bus;
+on the bus only the pairing service may write them (the ACL).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from typing import Any
 
 import jsonschema
 
+from pendant import bus
 from pendant.blobs import is_plain, looks_like_blob
 from pendant.events import (
     EYES_INTENTS,
@@ -121,13 +127,16 @@ def _spoken_number(value: float) -> bool:
     return abs(value) <= MAX_NUMBER and round(value, 2) == value
 
 
-def _off_source(event: Event, from_eyes: bool) -> str | None:
-    """Why `event` cannot have come from where it came, or None (see the module's docstring)."""
+def _off_source(event: Event, topic: str) -> str | None:
+    """Why `event` cannot have come on bus topic `topic`, or None (see the module's
+    docstring)."""
     eyes_intent = isinstance(event, Intent) and event.name in EYES_INTENTS
-    if from_eyes and not eyes_intent:
+    if topic == bus.EYES_INTENT_TOPIC and not eyes_intent:
         return "not an eyes' intent on the eyes' topic"
-    if eyes_intent and not from_eyes:
+    if eyes_intent and topic != bus.EYES_INTENT_TOPIC:
         return "an eyes' intent off the eyes' topic"
+    if topic != bus.topic_of(event):
+        return f"on {topic[:40]!r}"
     return None
 
 
@@ -182,12 +191,14 @@ class Gate:
         self.dropped[reason] += 1
         log.warning("gate dropped an event: %s%s", reason, f" ({detail})" if detail else "")
 
-    def admit(self, payload: bytes, *, from_eyes: bool = False) -> Event | None:
-        """The event in `payload` if it may leave the device, else None (counted in `dropped`).
+    def admit(self, payload: bytes, topic: str | None = None) -> Event | None:
+        """The event in `payload`, read off bus topic `topic`, if it may leave the device, else
+        None (counted in `dropped`).
 
-        `from_eyes`: it came on the eyes' intent topic, the only place their intents are taken.
+        `topic` must be its type's: `pendant-bus/<type>`, or the eyes' intent topic for their
+        intents (`bus.topic_of`). None: `pendant-bus/<type>` (the link's own, tests).
         """
-        event = self._check(payload, from_eyes)
+        event = self._check(payload, topic)
         if event is None:
             return None
         if isinstance(event, Sentences):
@@ -204,6 +215,11 @@ class Gate:
             self.phone.confirm(event.sets)
         self.passed += 1
         return event
+
+    def admit_own(self, payload: bytes) -> Event | None:
+        """An event of the link's own (an `error` it reports): judged as any other, but it
+        came on no bus topic."""
+        return self.admit(payload)
 
     def phone_sent(self, sets: list[SentenceSet]) -> None:
         """The phone sent these sentences (a `sentences` command the link forwards to the
@@ -225,7 +241,7 @@ class Gate:
         while not bucket.take():
             await asyncio.sleep(bucket.wait_s())
 
-    def _check(self, payload: bytes, from_eyes: bool) -> Event | None:
+    def _check(self, payload: bytes, topic: str | None) -> Event | None:
         if len(payload) > MAX_EVENT_BYTES:
             self._drop("oversized")
             return None
@@ -254,7 +270,7 @@ class Gate:
         except EventError:
             self._drop("schema", data["type"])
             return None
-        why = _off_source(event, from_eyes)
+        why = _off_source(event, topic if topic is not None else bus.topic(event.type))
         if why is not None:
             self._drop("source", f"{event.type}: {why}")
             return None

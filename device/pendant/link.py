@@ -247,8 +247,8 @@ class Link:
         async for message in client.messages:
             if not message.retain:  # a retained state replayed on subscribing was counted once
                 self.received += 1
-            from_eyes = str(message.topic) == bus.EYES_INTENT_TOPIC
-            event = self.gate.admit(payload_of(message), from_eyes=from_eyes)
+            # The topic says who spoke (the broker's ACL): the gate holds it to its type.
+            event = self.gate.admit(payload_of(message), str(message.topic))
             if event is not None:
                 # Unacknowledged meanwhile, so mosquitto holds the rest (its in-flight window).
                 await self.gate.turn(event.type)
@@ -423,8 +423,9 @@ class Link:
         return verdict.clear
 
     def _send_own(self, error: Error) -> None:
-        # The link's own events leave through the same gate as everyone else's.
-        event = self.gate.admit(error.to_json())
+        # The link's own events leave through the same gate as everyone else's, but not
+        # through the bus: they came on no topic.
+        event = self.gate.admit_own(error.to_json())
         if event is not None:
             self._queue_out(event)
 
