@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +346,44 @@ def test_what_the_homes_nlu_makes_of_its_sentences_passes(config: Config, gramma
         )
         assert g.admit(event.to_json()) is not None, (sentence, match.slots, g.dropped)
     assert matched > 200
+
+
+def test_times_are_bounded_and_of_now() -> None:
+    """Review H2: `timestamp_ms` and `speech_end_ms` had no upper bound: 10**30 crashed the
+    link's outbox, a 4000-digit number carried 1.6 KB out, a far-future intent never expired.
+    Now past 2**53 is a schema error, and a time more than a day from the link's wall clock
+    is refused (`clock`), but for a retained state's timestamp in the past (a status replayed
+    to a restarted link is as old as the last change)."""
+    now = time.time_ns() // 1_000_000
+    day = 24 * 3600 * 1000
+    g = gate()
+    big = int.from_bytes(os.urandom(1700), "big")
+    status = {"type": "status", "device_id": DEVICE, "state": "ready"}
+    battery = {"type": "battery", "device_id": DEVICE, "pct": 50}
+    for payload in (
+        raw_intent(speech_end_ms=big),
+        raw_intent(timestamp_ms=10**30),
+        json.dumps(status | {"timestamp_ms": 2**63 - 1}).encode(),
+        json.dumps(battery | {"timestamp_ms": 10**30}).encode(),
+        raw_intent(timestamp_ms=2**53 + 1),
+    ):
+        assert g.admit(payload) is None
+    assert g.dropped == {"schema": 5}
+    g = gate()
+    for payload in (
+        raw_intent(timestamp_ms=now + day + 60_000),
+        raw_intent(timestamp_ms=now - day - 60_000),
+        raw_intent(speech_end_ms=now + 2 * day),
+        raw_intent(speech_end_ms=1),
+        json.dumps(status | {"timestamp_ms": 2**53}).encode(),
+        json.dumps(battery | {"timestamp_ms": 0}).encode(),
+    ):
+        assert g.admit(payload) is None
+    assert g.dropped == {"clock": 6}
+    for payload in (
+        raw_intent(timestamp_ms=now - 3600_000, speech_end_ms=now - 3601_000),
+        raw_intent(timestamp_ms=now + 60_000),
+        json.dumps(status | {"timestamp_ms": now - 30 * day}).encode(),
+    ):
+        assert g.admit(payload) is not None
+

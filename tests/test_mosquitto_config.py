@@ -818,6 +818,84 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
     assert {u for t, u in owners if t != bus.topic("error")} == {"ears", "eyes", "body"}
 
 
+def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """Review H2: a battery with `timestamp_ms` 10**30 from the body's login passed the gate
+    and raised OverflowError out of the outbox, which stopped the link; unacknowledged, the
+    persistent bus session handed it to the restarted link again: a restart loop. Now the
+    schema refuses it; and a message whose handling raises anyway (here, a gate made to) is
+    dropped, counted and acknowledged: the link goes on, a restarted one never sees it."""
+    from pendant.config import BusConfig, Config, LinkConfig
+    from pendant.events import Battery, Event
+    from pendant.link import Link
+
+    prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
+    cfg = Config(
+        device_id=DEVICE,
+        bus=BusConfig(
+            socket=str(prov.socket), username="link", password_file=str(prov.password_file("link"))
+        ),
+        link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "outbox.sqlite")),
+    )
+    poison = json.dumps(
+        {"type": "battery", "device_id": DEVICE, "pct": 50, "timestamp_ms": 10**30}
+    ).encode()
+    raising = Battery(device_id=DEVICE, pct=13)
+    good = [Battery(device_id=DEVICE, pct=50 + i) for i in range(2)]
+
+    async def until(cond: Callable[[], bool], task: asyncio.Task[None]) -> None:
+        for _ in range(int(TIMEOUT_S / 0.05)):
+            if cond() or task.done():
+                return
+            await asyncio.sleep(0.05)
+
+    def watch(link: Link) -> tuple[list[str | None], list[str]]:
+        """The ids the link's gate is given and passes; it raises on `raising`."""
+        admit = link.gate.admit
+        seen: list[str | None] = []
+        passed: list[str] = []
+
+        def watched(payload: bytes, *args: object, **kw: object) -> Event | None:
+            seen.append(json.loads(payload).get("id"))
+            if seen[-1] == raising.id:
+                raise RuntimeError("a handler that raises")
+            event = admit(payload, *args, **kw)  # type: ignore[arg-type]
+            passed.extend([event.id] if event is not None else [])
+            return event
+
+        link.gate.admit = watched  # type: ignore[method-assign]
+        return seen, passed
+
+    with running(prov):
+        body = connect(prov, "body")
+
+        async def scenario() -> tuple[list[object], list[object]]:
+            results = []
+            for link, fence in ((Link(cfg), good[0]), (Link(cfg), good[1])):
+                seen, passed = watch(link)
+                task = asyncio.create_task(link.run())
+                try:
+                    await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                    # The first link gets the poison; the restarted one only the fence, unless
+                    # the session hands it the poison again (before the fence: in order).
+                    sends = (poison, raising.to_json()) if fence is good[0] else ()
+                    for payload in (*sends, fence.to_json()):
+                        await asyncio.to_thread(body.publish, "pendant-bus/battery", payload)
+                    await until(lambda: fence.id in passed, task)  # noqa: B023
+                    crashed = task.exception() if task.done() else None
+                    poisoned = getattr(link, "poisoned", None)
+                    results.append([crashed, len(seen), dict(link.gate.dropped), poisoned])
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            return results[0], results[1]
+
+        one, two = asyncio.run(asyncio.wait_for(scenario(), 6 * TIMEOUT_S))
+    assert one == [None, 3, {"schema": 1}, 1]
+    assert two == [None, 1, {}, 0]
+
+
 # --- persistence and the bridge ------------------------------------------------------------
 
 

@@ -17,6 +17,10 @@ forwarded:
   topic (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries
   nothing else. Without this the ears, which hold the microphone, could say anything as
   "ReadText";
+- `clock`: a time (`timestamp_ms`, an intent's `speech_end_ms`) more than `MAX_SKEW_MS` (a
+  day) ahead of the link's wall clock, or behind it but for the retained states
+  (`bus.RETAINED`: a status replayed to a restarted link is as old as the last change). A
+  time that far off is no event of now, and one in the future would never expire;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
   slot value or intent name the closed set cannot emit (`pendant.vocabulary`). The recognisers
   only ever put out sentences of the closed set (Whisper's free text is snapped to one), so
@@ -86,6 +90,8 @@ SENTENCES_FORMS = frozenset({"error", "reason"})
 # passes; a flood of one type is held to a few a second.
 BURST = 10
 EVERY_S = 0.5
+# How far an event's time may be from the link's wall clock (the components share it).
+MAX_SKEW_MS = 24 * 3600 * 1000
 # A slot value of the closed set is a name from the config (at most 60 characters).
 MAX_SLOT_CHARS = 100
 MAX_NUMBER = 999_999
@@ -140,6 +146,19 @@ def _off_source(event: Event, topic: str) -> str | None:
     return None
 
 
+def _off_clock(event: Event, now_ms: int) -> str | None:
+    """Why `event`'s times are not of now, or None (see the module's docstring)."""
+    times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED)]
+    if isinstance(event, Intent) and event.speech_end_ms is not None:
+        times.append(("speech_end_ms", event.speech_end_ms, False))
+    for name, value, may_be_old in times:
+        if value > now_ms + MAX_SKEW_MS:
+            return f"{name} in the future"
+        if value < now_ms - MAX_SKEW_MS and not may_be_old:
+            return f"{name} in the past"
+    return None
+
+
 def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
     """Why `event` says what its source cannot say, or None."""
     if isinstance(event, Transcript | NotRecognized):
@@ -173,8 +192,11 @@ class Gate:
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         phone: PhoneSentences | None = None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.vocabulary = vocabulary
+        self.wall_ms = wall_ms
+        """The wall clock, Unix epoch ms, that events' times are held to."""
         self.phone = phone if phone is not None else PhoneSentences(None)
         """The sentences the phone sent, kept across restarts of the link."""
         for sets in self.phone.sent:
@@ -273,6 +295,10 @@ class Gate:
         why = _off_source(event, topic if topic is not None else bus.topic(event.type))
         if why is not None:
             self._drop("source", f"{event.type}: {why}")
+            return None
+        why = _off_clock(event, self.wall_ms())
+        if why is not None:
+            self._drop("clock", f"{event.type}: {why}")
             return None
         why = _off_vocabulary(event, self.vocabulary)
         if why is not None:
