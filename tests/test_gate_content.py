@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
+import stat
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -387,3 +390,24 @@ def test_times_are_bounded_and_of_now() -> None:
     ):
         assert g.admit(payload) is not None
 
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000 + b"]" * 100_000, b"5", b"null", b'{"a": 1}', b'["abc"]', b"\xff\xfe"],
+    ids=["deep", "int", "null", "dict", "list of str", "bad utf8"],
+)
+def test_a_phone_sentences_file_that_cannot_be_read_is_an_empty_one(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review L6: a deeply nested phone_sentences.json raised RecursionError when the link
+    started. Whatever is in it, a file that cannot be read is taken for an empty one, logged;
+    and the file the link writes is the wearer's alone whatever the umask."""
+    path = tmp_path / "phone_sentences.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.ERROR, logger="pendant.vocabulary"):
+        phone = PhoneSentences(path)
+    assert phone.sent == []
+    assert any("cannot read" in r.getMessage() for r in caplog.records)
+    phone.add([SentenceSet(intent="PartyMode", sentences=["party time"])])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert PhoneSentences(path).sent == phone.sent
