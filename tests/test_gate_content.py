@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +412,58 @@ def test_a_phone_sentences_file_that_cannot_be_read_is_an_empty_one(
     phone.add([SentenceSet(intent="PartyMode", sentences=["party time"])])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert PhoneSentences(path).sent == phone.sent
+
+
+def test_text_in_the_recognisers_form_and_numbers_as_they_round_them() -> None:
+    """Review M3: the status's `asr_backend` took any 100 characters; an intent's text passed
+    in any case and spacing ("TURN, on; The... LIGHTS?!"), as long as its words were of the
+    closed set; a confidence carried 15 decimals. Now the backend is one of the ears' names,
+    the texts the ears' say are lowercase words one space apart (what the recognisers emit),
+    and confidences, loudness and label scores leave rounded as the ears round them."""
+    from pendant.config import AsrConfig
+    from pendant.ears.asr import BACKENDS
+    from pendant.events import AsrBackend, Label
+
+    assert set(typing.get_args(AsrBackend)) == set(BACKENDS)
+    assert typing.get_args(AsrConfig.model_fields["backend"].annotation) == typing.get_args(
+        AsrBackend
+    )
+    g = gate()
+    free = "meet me by the old mill at nine bring the money"
+    status = {"type": "status", "device_id": DEVICE, "state": "ready", "asr_backend": free}
+    assert g.admit(json.dumps(status).encode()) is None
+    assert g.dropped == {"schema": 1}
+    for name in BACKENDS:
+        ok = Status(device_id=DEVICE, state="ready", asr_backend=name).to_json()  # type: ignore[arg-type]
+        assert g.admit(ok) is not None
+    g = gate()
+    for text in (
+        "Turn ON the lights!!",
+        "TURN, on; The... LIGHTS?!  turn:on",
+        "turn on the  lights",
+        " turn on the lights",
+        "turn on the lights ",
+        "turn\ton the lights",
+    ):
+        assert g.admit(intent(text, slots=[])) is None, text
+        assert g.admit(Transcript(device_id=DEVICE, text=text, confidence=1).to_json()) is None
+        assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None
+    assert g.dropped == {"vocabulary": 18}
+    # What the ears say passes; what the camera read is its own (the blob rules only).
+    assert g.admit(intent("what's the temperature in the kitchen", slots=[])) is not None
+    read = Slot(name="text", value="KEEP REFRIGERATED", raw_value="KEEP", entity="ocr")
+    words = "KEEP REFRIGERATED, after opening."
+    ocr = intent(words, name=READ_TEXT, slots=[read])
+    assert g.admit(ocr, bus.EYES_INTENT_TOPIC) is not None
+    # Rounded.
+    precise = g.admit(intent(confidence=0.123456789012345, loudness_dbfs=-23.456789))
+    assert isinstance(precise, Intent)
+    assert (precise.confidence, precise.loudness_dbfs) == (0.123, -23.5)
+    heard = Transcript(device_id=DEVICE, text="turn on the lights", confidence=0.98765432)
+    assert g.admit(heard.to_json()).confidence == 0.988  # type: ignore[union-attr]
+    unsure = NotRecognized(device_id=DEVICE, confidence=0.33333333)
+    assert g.admit(unsure.to_json()).confidence == 0.333  # type: ignore[union-attr]
+    labels = [Label(name="cup", score=0.876543219)]
+    seen = g.admit(Scene(device_id=DEVICE, trigger="capture", labels=labels).to_json())
+    assert isinstance(seen, Scene) and seen.labels[0].score == 0.877
+    assert b"0.123456789" not in precise.to_json()

@@ -34,6 +34,9 @@ AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z]
 # what SQLite's INTEGER holds. Unbounded, 10**30 from a rogue service would crash the link's
 # outbox, and a 4000-digit number is 1.6 KB of anything.
 EpochMs = Annotated[int, Field(ge=0, le=2**53)]
+# The ears' recognisers (pendant.ears.asr.BACKENDS, config.AsrConfig.backend; a test holds the
+# three together): named here so the link need not import the ears.
+AsrBackend = Literal["pocketsphinx", "whisper", "hama"]
 MAX_SENTENCE_SETS = 20
 MAX_SENTENCES = 20
 # The intent names the eyes answer with: what the camera read or saw, words no closed set
@@ -141,7 +144,7 @@ class Status(Event):
     state: Literal["starting", "ready", "listening", "muted", "stopping"]
     mic_muted: bool = False
     camera_muted: bool = False
-    asr_backend: ShortText | None = None
+    asr_backend: AsrBackend | None = None
     battery_pct: Annotated[int, Field(ge=0, le=100)] | None = None
 
 

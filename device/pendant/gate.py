@@ -22,7 +22,8 @@ forwarded:
   (`bus.RETAINED`: a status replayed to a restarted link is as old as the last change). A
   time that far off is no event of now, and one in the future would never expire;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
-  slot value or intent name the closed set cannot emit (`pendant.vocabulary`). The recognisers
+  slot value or intent name the closed set cannot emit (`pendant.vocabulary`), or text not in
+  the recognisers' form (lowercase words of `[a-z0-9']`, one space apart). The recognisers
   only ever put out sentences of the closed set (Whisper's free text is snapped to one), so
   press-to-talk's "heard, but no intent" text is held to it too: the ears, which hold the
   microphone, cannot say other words in any of these. The phone's own sentences join the
@@ -32,6 +33,9 @@ forwarded:
   refused, what will not work as meant) is held to the forms the ears produce, their variable
   parts to the phone's own templates and the closed set's words; what fits none is replaced
   by a fixed line, not dropped, so the phone still hears the answer (`pendant.gate_sentences`).
+
+What passes leaves with its numbers rounded as the ears round them (a confidence or a label's
+score to 3 decimals, a loudness to 1): their last digits could carry anything else.
 
 And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
 over it waits its turn rather than being dropped: intents the ears spoke while the link was
@@ -69,6 +73,7 @@ from pendant.events import (
     EventError,
     Intent,
     NotRecognized,
+    Scene,
     Sentences,
     SentenceSet,
     Transcript,
@@ -92,6 +97,8 @@ BURST = 10
 EVERY_S = 0.5
 # How far an event's time may be from the link's wall clock (the components share it).
 MAX_SKEW_MS = 24 * 3600 * 1000
+# What the recognisers emit: pendant.ears.understand.grammar.normalize's words, one space apart.
+SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
 MAX_SLOT_CHARS = 100
 MAX_NUMBER = 999_999
@@ -146,6 +153,21 @@ def _off_source(event: Event, topic: str) -> str | None:
     return None
 
 
+def _rounded(event: Event) -> Event:
+    """`event` with its numbers as the ears round them (see the module's docstring)."""
+    update: dict[str, Any] = {}
+    if isinstance(event, Intent | Transcript | NotRecognized):
+        update["confidence"] = round(event.confidence, 3)
+    if isinstance(event, Intent) and event.loudness_dbfs is not None:
+        update["loudness_dbfs"] = round(event.loudness_dbfs, 1)
+    if isinstance(event, Scene) and event.labels:
+        update["labels"] = [
+            label.model_copy(update={"score": round(label.score, 3)}) for label in event.labels
+        ]
+    changed = {k: v for k, v in update.items() if getattr(event, k) != v}
+    return event.model_copy(update=changed) if changed else event
+
+
 def _off_clock(event: Event, now_ms: int) -> str | None:
     """Why `event`'s times are not of now, or None (see the module's docstring)."""
     times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED)]
@@ -163,13 +185,19 @@ def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
     """Why `event` says what its source cannot say, or None."""
     if isinstance(event, Transcript | NotRecognized):
         # NotRecognized.text: what press-to-talk heard, a closed-set sentence, or nothing.
-        if event.text is not None and vocabulary.unknown(event.text):
+        if event.text is None:
+            return None
+        if not SPOKEN.fullmatch(event.text):
+            return f"{event.type} text form"
+        if vocabulary.unknown(event.text):
             return f"{event.type} words"
         return None
     if not isinstance(event, Intent) or event.name in EYES_INTENTS:
         return None
     if event.name not in vocabulary.intents:
         return "intent name"
+    if not SPOKEN.fullmatch(event.text):
+        return "intent text form"
     if vocabulary.unknown(event.text):
         return "intent words"
     for slot in event.slots:
@@ -236,7 +264,7 @@ class Gate:
             event = answer
             self.phone.confirm(event.sets)
         self.passed += 1
-        return event
+        return _rounded(event)
 
     def admit_own(self, payload: bytes) -> Event | None:
         """An event of the link's own (an `error` it reports): judged as any other, but it
