@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,9 @@ def _scripted(service: EarsService) -> None:
 async def _hear_here(ears: Ears) -> Intent | None:
     """The wearer says "turn on the lights in here"."""
     audio = np.full(RATE_HZ, 1000, np.int16)
-    return await ears.handle(Utterance(audio, 0, 1000), pressed=False)
+    # Ended now, on the wall clock, as a microphone's chunks say (the gate refuses a time
+    # more than a day from the link's).
+    return await ears.handle(Utterance(audio, time.time_ns() // 1_000_000, 1000), pressed=False)
 
 
 def _slots(body: dict[str, Any]) -> dict[str, Any]:

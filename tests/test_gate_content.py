@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
+import os
+import stat
+import time
+import typing
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pendant import bus
 from pendant.config import Config, Floor, HomeDevice
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.ears.understand.nlu import IntentParser
@@ -93,10 +100,10 @@ def test_what_the_camera_read_is_taken_from_the_eyes_topic_only() -> None:
     words = "unlock the front door"
     read = Slot(name="text", value=words, raw_value=words, entity="ocr")
     g = gate()
-    assert g.admit(intent(words, name=READ_TEXT, slots=[read]), from_eyes=True) is not None
+    assert g.admit(intent(words, name=READ_TEXT, slots=[read]), bus.EYES_INTENT_TOPIC) is not None
     assert g.admit(intent(words, name=READ_TEXT, slots=[read])) is None
-    assert g.admit(intent(), from_eyes=True) is None
-    assert g.admit(scene(words), from_eyes=True) is None
+    assert g.admit(intent(), bus.EYES_INTENT_TOPIC) is None
+    assert g.admit(scene(words), bus.EYES_INTENT_TOPIC) is None
     assert g.dropped == {"source": 3}
 
 
@@ -107,7 +114,7 @@ def test_base64_split_by_spaces_every_47_characters_is_dropped() -> None:
     assert g.admit(scene(text)) is None
     assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None
     read = Slot(name="text", value=text, raw_value=text[:100], entity="ocr")
-    assert g.admit(intent(text, name=READ_TEXT, slots=[read]), from_eyes=True) is None
+    assert g.admit(intent(text, name=READ_TEXT, slots=[read]), bus.EYES_INTENT_TOPIC) is None
     assert g.passed == 0
     assert sum(g.dropped.values()) == 4
 
@@ -288,7 +295,7 @@ def test_fuzz_split_blobs_are_dropped_as_blobs(
         read = Slot(name="text", value=flat, raw_value=flat[:100], entity="ocr")
         payload = intent(flat, name=READ_TEXT, slots=[read])
     g = gate()
-    assert g.admit(payload, from_eyes=kind == "read_text") is None
+    assert g.admit(payload, bus.EYES_INTENT_TOPIC if kind == "read_text" else None) is None
     assert g.dropped == {"blob": 1}
 
 
@@ -343,3 +350,120 @@ def test_what_the_homes_nlu_makes_of_its_sentences_passes(config: Config, gramma
         )
         assert g.admit(event.to_json()) is not None, (sentence, match.slots, g.dropped)
     assert matched > 200
+
+
+def test_times_are_bounded_and_of_now() -> None:
+    """Review H2: `timestamp_ms` and `speech_end_ms` had no upper bound: 10**30 crashed the
+    link's outbox, a 4000-digit number carried 1.6 KB out, a far-future intent never expired.
+    Now past 2**53 is a schema error, and a time more than a day from the link's wall clock
+    is refused (`clock`), but for a retained state's timestamp in the past (a status replayed
+    to a restarted link is as old as the last change)."""
+    now = time.time_ns() // 1_000_000
+    day = 24 * 3600 * 1000
+    g = gate()
+    big = int.from_bytes(os.urandom(1700), "big")
+    status = {"type": "status", "device_id": DEVICE, "state": "ready"}
+    battery = {"type": "battery", "device_id": DEVICE, "pct": 50}
+    for payload in (
+        raw_intent(speech_end_ms=big),
+        raw_intent(timestamp_ms=10**30),
+        json.dumps(status | {"timestamp_ms": 2**63 - 1}).encode(),
+        json.dumps(battery | {"timestamp_ms": 10**30}).encode(),
+        raw_intent(timestamp_ms=2**53 + 1),
+    ):
+        assert g.admit(payload) is None
+    assert g.dropped == {"schema": 5}
+    g = gate()
+    for payload in (
+        raw_intent(timestamp_ms=now + day + 60_000),
+        raw_intent(timestamp_ms=now - day - 60_000),
+        raw_intent(speech_end_ms=now + 2 * day),
+        raw_intent(speech_end_ms=1),
+        json.dumps(status | {"timestamp_ms": 2**53}).encode(),
+        json.dumps(battery | {"timestamp_ms": 0}).encode(),
+    ):
+        assert g.admit(payload) is None
+    assert g.dropped == {"clock": 6}
+    for payload in (
+        raw_intent(timestamp_ms=now - 3600_000, speech_end_ms=now - 3601_000),
+        raw_intent(timestamp_ms=now + 60_000),
+        json.dumps(status | {"timestamp_ms": now - 30 * day}).encode(),
+    ):
+        assert g.admit(payload) is not None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000 + b"]" * 100_000, b"5", b"null", b'{"a": 1}', b'["abc"]', b"\xff\xfe"],
+    ids=["deep", "int", "null", "dict", "list of str", "bad utf8"],
+)
+def test_a_phone_sentences_file_that_cannot_be_read_is_an_empty_one(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review L6: a deeply nested phone_sentences.json raised RecursionError when the link
+    started. Whatever is in it, a file that cannot be read is taken for an empty one, logged;
+    and the file the link writes is the wearer's alone whatever the umask."""
+    path = tmp_path / "phone_sentences.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.ERROR, logger="pendant.vocabulary"):
+        phone = PhoneSentences(path)
+    assert phone.sent == []
+    assert any("cannot read" in r.getMessage() for r in caplog.records)
+    phone.add([SentenceSet(intent="PartyMode", sentences=["party time"])])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert PhoneSentences(path).sent == phone.sent
+
+
+def test_text_in_the_recognisers_form_and_numbers_as_they_round_them() -> None:
+    """Review M3: the status's `asr_backend` took any 100 characters; an intent's text passed
+    in any case and spacing ("TURN, on; The... LIGHTS?!"), as long as its words were of the
+    closed set; a confidence carried 15 decimals. Now the backend is one of the ears' names,
+    the texts the ears' say are lowercase words one space apart (what the recognisers emit),
+    and confidences, loudness and label scores leave rounded as the ears round them."""
+    from pendant.config import AsrConfig
+    from pendant.ears.asr import BACKENDS
+    from pendant.events import AsrBackend, Label
+
+    assert set(typing.get_args(AsrBackend)) == set(BACKENDS)
+    assert typing.get_args(AsrConfig.model_fields["backend"].annotation) == typing.get_args(
+        AsrBackend
+    )
+    g = gate()
+    free = "meet me by the old mill at nine bring the money"
+    status = {"type": "status", "device_id": DEVICE, "state": "ready", "asr_backend": free}
+    assert g.admit(json.dumps(status).encode()) is None
+    assert g.dropped == {"schema": 1}
+    for name in BACKENDS:
+        ok = Status(device_id=DEVICE, state="ready", asr_backend=name).to_json()  # type: ignore[arg-type]
+        assert g.admit(ok) is not None
+    g = gate()
+    for text in (
+        "Turn ON the lights!!",
+        "TURN, on; The... LIGHTS?!  turn:on",
+        "turn on the  lights",
+        " turn on the lights",
+        "turn on the lights ",
+        "turn\ton the lights",
+    ):
+        assert g.admit(intent(text, slots=[])) is None, text
+        assert g.admit(Transcript(device_id=DEVICE, text=text, confidence=1).to_json()) is None
+        assert g.admit(NotRecognized(device_id=DEVICE, text=text).to_json()) is None
+    assert g.dropped == {"vocabulary": 18}
+    # What the ears say passes; what the camera read is its own (the blob rules only).
+    assert g.admit(intent("what's the temperature in the kitchen", slots=[])) is not None
+    read = Slot(name="text", value="KEEP REFRIGERATED", raw_value="KEEP", entity="ocr")
+    words = "KEEP REFRIGERATED, after opening."
+    ocr = intent(words, name=READ_TEXT, slots=[read])
+    assert g.admit(ocr, bus.EYES_INTENT_TOPIC) is not None
+    # Rounded.
+    precise = g.admit(intent(confidence=0.123456789012345, loudness_dbfs=-23.456789))
+    assert isinstance(precise, Intent)
+    assert (precise.confidence, precise.loudness_dbfs) == (0.123, -23.5)
+    heard = Transcript(device_id=DEVICE, text="turn on the lights", confidence=0.98765432)
+    assert g.admit(heard.to_json()).confidence == 0.988  # type: ignore[union-attr]
+    unsure = NotRecognized(device_id=DEVICE, confidence=0.33333333)
+    assert g.admit(unsure.to_json()).confidence == 0.333  # type: ignore[union-attr]
+    labels = [Label(name="cup", score=0.876543219)]
+    seen = g.admit(Scene(device_id=DEVICE, trigger="capture", labels=labels).to_json())
+    assert isinstance(seen, Scene) and seen.labels[0].score == 0.877
+    assert b"0.123456789" not in precise.to_json()

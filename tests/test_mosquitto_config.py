@@ -698,6 +698,204 @@ def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Co
     assert dropped == {"source": 2}
 
 
+def _written(acl: str) -> dict[str, list[str]]:
+    """The rendered ACL's `topic write` / `topic readwrite` lines, by service user."""
+    out: dict[str, list[str]] = {}
+    user = None
+    for line in acl.splitlines():
+        words = line.split()
+        if words[:1] == ["user"]:
+            user = words[1] if words[1] in SERVICE_USERS else None
+        elif user and len(words) == 3 and words[0] == "topic" and "write" in words[1]:
+            out.setdefault(user, []).append(words[2])
+    return out
+
+
+def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Connect) -> None:
+    """Security review H1: every public type (and the eyes' intent), published from every
+    login on every bus topic that login may write (the rendered ACL) and the link reads: the
+    link admits only the type the topic names, so the ACL says who spoke each event: the
+    ears cannot put a free-text `scene` on their intent topic, an `error` on their transcript
+    topic, nor the eyes a closed-set intent on `scene` or a `status` on `camera`."""
+    from pendant import bus
+    from pendant.config import BusConfig, Config, LinkConfig
+    from pendant.events import (
+        READ_TEXT,
+        Battery,
+        Camera,
+        Error,
+        Event,
+        Intent,
+        NotRecognized,
+        Scene,
+        Sentences,
+        Slot,
+        Status,
+        Transcript,
+    )
+    from pendant.gate import PUBLIC_NAMES
+    from pendant.link import Link
+
+    prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
+    cfg = Config(
+        device_id=DEVICE,
+        bus=BusConfig(
+            socket=str(prov.socket), username="link", password_file=str(prov.password_file("link"))
+        ),
+        link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "outbox.sqlite")),
+    )
+    read = Slot(name="text", value="best before", raw_value="best before", entity="ocr")
+
+    def samples() -> list[Event]:
+        d = DEVICE
+        return [
+            Intent(device_id=d, name="HassTurnOn", text="turn on the lights", confidence=1),
+            Intent(device_id=d, name=READ_TEXT, text="best before", confidence=1, slots=[read]),
+            NotRecognized(device_id=d),
+            Transcript(device_id=d, text="turn on the lights", confidence=1),
+            Status(device_id=d, state="ready"),
+            Error(device_id=d, reason="pairing refused"),
+            Battery(device_id=d, pct=50),
+            Scene(device_id=d, trigger="capture", face_count=1),
+            Camera(device_id=d, muted=True),
+            Sentences(device_id=d),
+        ]
+
+    assert {e.type for e in samples()} == PUBLIC_NAMES
+    read_by_link = {bus.topic(n) for n in PUBLIC_NAMES} | {bus.EYES_INTENT_TOPIC}
+    written = _written((prov.layout.conf_dir / "acl").read_text())
+    sends = [
+        (user, topic, event)
+        for user, writes in written.items()
+        for topic in writes
+        if topic in read_by_link
+        for event in samples()
+    ]
+    # Every topic the link reads has a writer; ears, eyes, body, pairing and link write some.
+    assert {t for _, t, _ in sends} == read_by_link
+    with running(prov):
+        clients = {user: connect(prov, user) for user in written}
+
+        async def scenario() -> tuple[set[str], set[str]]:
+            link = Link(cfg)
+            seen: set[str] = set()
+            passed: set[str] = set()
+            admit = link.gate.admit
+
+            def watched(payload: bytes, *args: object, **kw: object) -> Event | None:
+                event = admit(payload, *args, **kw)  # type: ignore[arg-type]
+                seen.add(json.loads(payload)["id"])
+                if event is not None:
+                    passed.add(event.id)
+                return event
+
+            link.gate.admit = watched  # type: ignore[method-assign]
+            task = asyncio.create_task(link.run())
+            try:
+                await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                for user, topic, event in sends:
+                    await asyncio.to_thread(clients[user].publish, topic, event.to_json())
+                # Every send is on a topic its login may write and the link reads.
+                for _ in range(int(TIMEOUT_S / 0.05)):
+                    if len(seen) == len(sends):
+                        break
+                    await asyncio.sleep(0.05)
+                return seen, passed
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        seen, passed = asyncio.run(asyncio.wait_for(scenario(), 6 * TIMEOUT_S))
+    assert seen == {e.id for _, _, e in sends}
+    got = sorted((u, t, e.type) for u, t, e in sends if e.id in passed)
+    want = sorted((u, t, e.type) for u, t, e in sends if t == bus.topic_of(e))
+    assert got == want
+    # One owner a type: the ears say intents, transcripts, not_recognized, status and
+    # sentences; the eyes scenes, camera and what the camera read; the body the battery; the
+    # pairing service (and the link) errors.
+    owners = {(t, u) for u, t, _ in want}
+    assert {t for t, _ in owners} == read_by_link
+    assert {u for t, u in owners if t != bus.topic("error")} == {"ears", "eyes", "body"}
+
+
+def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """Review H2: a battery with `timestamp_ms` 10**30 from the body's login passed the gate
+    and raised OverflowError out of the outbox, which stopped the link; unacknowledged, the
+    persistent bus session handed it to the restarted link again: a restart loop. Now the
+    schema refuses it; and a message whose handling raises anyway (here, a gate made to) is
+    dropped, counted and acknowledged: the link goes on, a restarted one never sees it."""
+    from pendant.config import BusConfig, Config, LinkConfig
+    from pendant.events import Battery, Event
+    from pendant.link import Link
+
+    prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
+    cfg = Config(
+        device_id=DEVICE,
+        bus=BusConfig(
+            socket=str(prov.socket), username="link", password_file=str(prov.password_file("link"))
+        ),
+        link=LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "outbox.sqlite")),
+    )
+    poison = json.dumps(
+        {"type": "battery", "device_id": DEVICE, "pct": 50, "timestamp_ms": 10**30}
+    ).encode()
+    raising = Battery(device_id=DEVICE, pct=13)
+    good = [Battery(device_id=DEVICE, pct=50 + i) for i in range(2)]
+
+    async def until(cond: Callable[[], bool], task: asyncio.Task[None]) -> None:
+        for _ in range(int(TIMEOUT_S / 0.05)):
+            if cond() or task.done():
+                return
+            await asyncio.sleep(0.05)
+
+    def watch(link: Link) -> tuple[list[str | None], list[str]]:
+        """The ids the link's gate is given and passes; it raises on `raising`."""
+        admit = link.gate.admit
+        seen: list[str | None] = []
+        passed: list[str] = []
+
+        def watched(payload: bytes, *args: object, **kw: object) -> Event | None:
+            seen.append(json.loads(payload).get("id"))
+            if seen[-1] == raising.id:
+                raise RuntimeError("a handler that raises")
+            event = admit(payload, *args, **kw)  # type: ignore[arg-type]
+            passed.extend([event.id] if event is not None else [])
+            return event
+
+        link.gate.admit = watched  # type: ignore[method-assign]
+        return seen, passed
+
+    with running(prov):
+        body = connect(prov, "body")
+
+        async def scenario() -> tuple[list[object], list[object]]:
+            results = []
+            for link, fence in ((Link(cfg), good[0]), (Link(cfg), good[1])):
+                seen, passed = watch(link)
+                task = asyncio.create_task(link.run())
+                try:
+                    await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                    # The first link gets the poison; the restarted one only the fence, unless
+                    # the session hands it the poison again (before the fence: in order).
+                    sends = (poison, raising.to_json()) if fence is good[0] else ()
+                    for payload in (*sends, fence.to_json()):
+                        await asyncio.to_thread(body.publish, "pendant-bus/battery", payload)
+                    await until(lambda: fence.id in passed, task)  # noqa: B023
+                    crashed = task.exception() if task.done() else None
+                    poisoned = getattr(link, "poisoned", None)
+                    results.append([crashed, len(seen), dict(link.gate.dropped), poisoned])
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            return results[0], results[1]
+
+        one, two = asyncio.run(asyncio.wait_for(scenario(), 6 * TIMEOUT_S))
+    assert one == [None, 3, {"schema": 1}, 1]
+    assert two == [None, 1, {}, 0]
+
+
 # --- persistence and the bridge ------------------------------------------------------------
 
 

@@ -330,3 +330,38 @@ def test_a_file_that_stops_reading_is_not_taken_for_an_empty_one(tmp_path: Path)
     for _ in range(3):
         assert box.peek() is None
         assert not box.readable
+
+
+def unstorable(n: int) -> Intent:
+    """An event SQLite cannot hold (made without the schema, which now refuses it): 10**30 is
+    past SQLite's 64-bit INTEGER (review H2)."""
+    valid = intent(n)
+    return Intent.model_construct(**{**dict(valid), "timestamp_ms": 10**30})
+
+
+def test_an_event_that_cannot_be_stored_is_dropped_and_the_rest_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review H2: `put` says it never raises, but an OverflowError came out of `_flush` (it
+    caught only sqlite3.Error), crashing the link. Now the event is dropped and counted, and
+    the others go out, also when it waited in RAM among them for a failing disk."""
+    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, clock=Clock())
+    assert box._db is not None
+    box.put(intent(0))
+    box.put(unstorable(1))  # must not raise
+    box.put(intent(2))
+    assert box.dropped == {"unstorable": 1}
+    # A full disk: the next ones wait in RAM, a bad one among them.
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count = {pages}")
+    waiting = [intent(3), unstorable(4), intent(5), unstorable(6), intent(7)]
+    for e in waiting:
+        box.put(e)
+    box._db.execute("PRAGMA max_page_count = 1073741823")
+    expected = [0, 2, 3, 5, 7]
+    assert [e.text for e in drain(box)] == [f"turn on {n}" for n in expected]
+    assert box.dropped["unstorable"] == 3
+    box.put(intent(8))
+    assert [e.text for e in drain(Outbox(path, clock=Clock()))] == ["turn on 8"]

@@ -30,6 +30,13 @@ SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\
 CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
 # As config.Name: an area command carries one of home.areas, as the config spells it.
 AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$")]
+# Unix epoch ms: JSON numbers every consumer reads exactly (JavaScript's safe integers), and
+# what SQLite's INTEGER holds. Unbounded, 10**30 from a rogue service would crash the link's
+# outbox, and a 4000-digit number is 1.6 KB of anything.
+EpochMs = Annotated[int, Field(ge=0, le=2**53)]
+# The ears' recognisers (pendant.ears.asr.BACKENDS, config.AsrConfig.backend; a test holds the
+# three together): named here so the link need not import the ears.
+AsrBackend = Literal["pocketsphinx", "whisper", "hama"]
 MAX_SENTENCE_SETS = 20
 MAX_SENTENCES = 20
 # The intent names the eyes answer with: what the camera read or saw, words no closed set
@@ -56,7 +63,7 @@ class Event(BaseModel):
     version: Literal[1] = 1
     id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
     device_id: DeviceId
-    timestamp_ms: Annotated[int, Field(ge=0)] = Field(default_factory=_now_ms)
+    timestamp_ms: EpochMs = Field(default_factory=_now_ms)
 
     registry: ClassVar[dict[str, type[Event]]] = {}
 
@@ -107,7 +114,7 @@ class Intent(Event):
     loudness_dbfs: Annotated[float, Field(ge=-120, le=0)] | None = Field(
         None, description="Speech level, for a hub choosing between pendants."
     )
-    speech_end_ms: Annotated[int, Field(ge=0)] | None = Field(
+    speech_end_ms: EpochMs | None = Field(
         None, description="Wall-clock time the speech ended, Unix epoch ms."
     )
 
@@ -137,7 +144,7 @@ class Status(Event):
     state: Literal["starting", "ready", "listening", "muted", "stopping"]
     mic_muted: bool = False
     camera_muted: bool = False
-    asr_backend: ShortText | None = None
+    asr_backend: AsrBackend | None = None
     battery_pct: Annotated[int, Field(ge=0, le=100)] | None = None
 
 
@@ -245,7 +252,7 @@ class PairingStatus(Event):
     type: Literal["pairing_status"] = "pairing_status"
     open: bool
     user: PhoneUser | None = None
-    until_ms: Annotated[int, Field(ge=0)] | None = Field(
+    until_ms: EpochMs | None = Field(
         None, description="When an offer nobody takes expires, Unix epoch ms."
     )
     asked: bool = Field(
@@ -298,7 +305,7 @@ class PairingOffer(Event):
     type: Literal["pairing_offer"] = "pairing_offer"
     user: PhoneUser
     fragment: LinkFragment = Field(description="The pairing link after '#': the phone's login.")
-    expires_ms: Annotated[int, Field(ge=0)] = Field(description="Unix epoch ms.")
+    expires_ms: EpochMs = Field(description="Unix epoch ms.")
     requester: RequestId | None = Field(
         None,
         description="The one phone the wearer accepted: the web server hands the login to it "

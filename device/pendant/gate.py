@@ -8,13 +8,22 @@ forwarded:
 - `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
   split into words (`pendant.blobs`), or text outside printable ASCII;
-- `source`: an event on a topic that is not its source's. The eyes' intents (`ReadText`,
-  `SeenObjects`) carry what the camera read, which no closed set holds, so they are held to
-  the blob rules only, as scenes are; they are taken only from the eyes' own topic
-  (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries nothing
-  else. Without this the ears, which hold the microphone, could say anything as "ReadText";
+- `source`: an event on a topic that is not its source's. Every bus topic carries one type,
+  its own (`pendant-bus/<type>` only a `<type>`), so the broker's ACL, which says who may
+  write each topic, says who spoke each event: the ears cannot say a `scene` (free text) on
+  their intent topic, nor the eyes a closed-set intent on theirs. The eyes' intents
+  (`ReadText`, `SeenObjects`) carry what the camera read, which no closed set holds, so they
+  are held to the blob rules only, as scenes are; they are taken only from the eyes' own
+  topic (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries
+  nothing else. Without this the ears, which hold the microphone, could say anything as
+  "ReadText";
+- `clock`: a time (`timestamp_ms`, an intent's `speech_end_ms`) more than `MAX_SKEW_MS` (a
+  day) ahead of the link's wall clock, or behind it but for the retained states
+  (`bus.RETAINED`: a status replayed to a restarted link is as old as the last change). A
+  time that far off is no event of now, and one in the future would never expire;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
-  slot value or intent name the closed set cannot emit (`pendant.vocabulary`). The recognisers
+  slot value or intent name the closed set cannot emit (`pendant.vocabulary`), or text not in
+  the recognisers' form (lowercase words of `[a-z0-9']`, one space apart). The recognisers
   only ever put out sentences of the closed set (Whisper's free text is snapped to one), so
   press-to-talk's "heard, but no intent" text is held to it too: the ears, which hold the
   microphone, cannot say other words in any of these. The phone's own sentences join the
@@ -25,13 +34,17 @@ forwarded:
   parts to the phone's own templates and the closed set's words; what fits none is replaced
   by a fixed line, not dropped, so the phone still hears the answer (`pendant.gate_sentences`).
 
+What passes leaves with its numbers rounded as the ears round them (a confidence or a label's
+score to 3 decimals, a loudness to 1): their last digits could carry anything else.
+
 And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
 over it waits its turn rather than being dropped: intents the ears spoke while the link was
 away arrive together when it is back, and each was acknowledged to the ears, so none may be
 lost; a flood is slowed to the rate, which bounds what any process could push out this way.
 
-Error events are the link's own (no other process may write them on the bus): they are held
-to the schema and the 48-character rule only, so a phone hears why its command was refused.
+Error events are held to the schema and the 48-character rule only, so a phone hears why
+its command was refused. The link's own (`Gate.admit_own`) come from its code, not the bus;
+on the bus only the pairing service may write them (the ACL).
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from typing import Any
 
 import jsonschema
 
+from pendant import bus
 from pendant.blobs import is_plain, looks_like_blob
 from pendant.events import (
     EYES_INTENTS,
@@ -59,6 +73,7 @@ from pendant.events import (
     EventError,
     Intent,
     NotRecognized,
+    Scene,
     Sentences,
     SentenceSet,
     Transcript,
@@ -80,6 +95,10 @@ SENTENCES_FORMS = frozenset({"error", "reason"})
 # passes; a flood of one type is held to a few a second.
 BURST = 10
 EVERY_S = 0.5
+# How far an event's time may be from the link's wall clock (the components share it).
+MAX_SKEW_MS = 24 * 3600 * 1000
+# What the recognisers emit: pendant.ears.understand.grammar.normalize's words, one space apart.
+SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
 MAX_SLOT_CHARS = 100
 MAX_NUMBER = 999_999
@@ -121,13 +140,44 @@ def _spoken_number(value: float) -> bool:
     return abs(value) <= MAX_NUMBER and round(value, 2) == value
 
 
-def _off_source(event: Event, from_eyes: bool) -> str | None:
-    """Why `event` cannot have come from where it came, or None (see the module's docstring)."""
+def _off_source(event: Event, topic: str) -> str | None:
+    """Why `event` cannot have come on bus topic `topic`, or None (see the module's
+    docstring)."""
     eyes_intent = isinstance(event, Intent) and event.name in EYES_INTENTS
-    if from_eyes and not eyes_intent:
+    if topic == bus.EYES_INTENT_TOPIC and not eyes_intent:
         return "not an eyes' intent on the eyes' topic"
-    if eyes_intent and not from_eyes:
+    if eyes_intent and topic != bus.EYES_INTENT_TOPIC:
         return "an eyes' intent off the eyes' topic"
+    if topic != bus.topic_of(event):
+        return f"on {topic[:40]!r}"
+    return None
+
+
+def _rounded(event: Event) -> Event:
+    """`event` with its numbers as the ears round them (see the module's docstring)."""
+    update: dict[str, Any] = {}
+    if isinstance(event, Intent | Transcript | NotRecognized):
+        update["confidence"] = round(event.confidence, 3)
+    if isinstance(event, Intent) and event.loudness_dbfs is not None:
+        update["loudness_dbfs"] = round(event.loudness_dbfs, 1)
+    if isinstance(event, Scene) and event.labels:
+        update["labels"] = [
+            label.model_copy(update={"score": round(label.score, 3)}) for label in event.labels
+        ]
+    changed = {k: v for k, v in update.items() if getattr(event, k) != v}
+    return event.model_copy(update=changed) if changed else event
+
+
+def _off_clock(event: Event, now_ms: int) -> str | None:
+    """Why `event`'s times are not of now, or None (see the module's docstring)."""
+    times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED)]
+    if isinstance(event, Intent) and event.speech_end_ms is not None:
+        times.append(("speech_end_ms", event.speech_end_ms, False))
+    for name, value, may_be_old in times:
+        if value > now_ms + MAX_SKEW_MS:
+            return f"{name} in the future"
+        if value < now_ms - MAX_SKEW_MS and not may_be_old:
+            return f"{name} in the past"
     return None
 
 
@@ -135,13 +185,19 @@ def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
     """Why `event` says what its source cannot say, or None."""
     if isinstance(event, Transcript | NotRecognized):
         # NotRecognized.text: what press-to-talk heard, a closed-set sentence, or nothing.
-        if event.text is not None and vocabulary.unknown(event.text):
+        if event.text is None:
+            return None
+        if not SPOKEN.fullmatch(event.text):
+            return f"{event.type} text form"
+        if vocabulary.unknown(event.text):
             return f"{event.type} words"
         return None
     if not isinstance(event, Intent) or event.name in EYES_INTENTS:
         return None
     if event.name not in vocabulary.intents:
         return "intent name"
+    if not SPOKEN.fullmatch(event.text):
+        return "intent text form"
     if vocabulary.unknown(event.text):
         return "intent words"
     for slot in event.slots:
@@ -164,8 +220,11 @@ class Gate:
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         phone: PhoneSentences | None = None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.vocabulary = vocabulary
+        self.wall_ms = wall_ms
+        """The wall clock, Unix epoch ms, that events' times are held to."""
         self.phone = phone if phone is not None else PhoneSentences(None)
         """The sentences the phone sent, kept across restarts of the link."""
         for sets in self.phone.sent:
@@ -182,12 +241,14 @@ class Gate:
         self.dropped[reason] += 1
         log.warning("gate dropped an event: %s%s", reason, f" ({detail})" if detail else "")
 
-    def admit(self, payload: bytes, *, from_eyes: bool = False) -> Event | None:
-        """The event in `payload` if it may leave the device, else None (counted in `dropped`).
+    def admit(self, payload: bytes, topic: str | None = None) -> Event | None:
+        """The event in `payload`, read off bus topic `topic`, if it may leave the device, else
+        None (counted in `dropped`).
 
-        `from_eyes`: it came on the eyes' intent topic, the only place their intents are taken.
+        `topic` must be its type's: `pendant-bus/<type>`, or the eyes' intent topic for their
+        intents (`bus.topic_of`). None: `pendant-bus/<type>` (the link's own, tests).
         """
-        event = self._check(payload, from_eyes)
+        event = self._check(payload, topic)
         if event is None:
             return None
         if isinstance(event, Sentences):
@@ -203,7 +264,12 @@ class Gate:
             event = answer
             self.phone.confirm(event.sets)
         self.passed += 1
-        return event
+        return _rounded(event)
+
+    def admit_own(self, payload: bytes) -> Event | None:
+        """An event of the link's own (an `error` it reports): judged as any other, but it
+        came on no bus topic."""
+        return self.admit(payload)
 
     def phone_sent(self, sets: list[SentenceSet]) -> None:
         """The phone sent these sentences (a `sentences` command the link forwards to the
@@ -225,7 +291,7 @@ class Gate:
         while not bucket.take():
             await asyncio.sleep(bucket.wait_s())
 
-    def _check(self, payload: bytes, from_eyes: bool) -> Event | None:
+    def _check(self, payload: bytes, topic: str | None) -> Event | None:
         if len(payload) > MAX_EVENT_BYTES:
             self._drop("oversized")
             return None
@@ -254,9 +320,13 @@ class Gate:
         except EventError:
             self._drop("schema", data["type"])
             return None
-        why = _off_source(event, from_eyes)
+        why = _off_source(event, topic if topic is not None else bus.topic(event.type))
         if why is not None:
             self._drop("source", f"{event.type}: {why}")
+            return None
+        why = _off_clock(event, self.wall_ms())
+        if why is not None:
+            self._drop("clock", f"{event.type}: {why}")
             return None
         why = _off_vocabulary(event, self.vocabulary)
         if why is not None:

@@ -132,6 +132,8 @@ class Link:
         self.errors = ErrorReports(self._send_own)
         self.received = 0
         """Events read off the bus as they were published, passed or dropped."""
+        self.poisoned = 0
+        """Bus messages dropped because handling them raised (none should)."""
         self.state = DeviceState(config.device_id)
         self.connected = primary.connected
         """Connected to the home broker (or the one outside broker)."""
@@ -247,12 +249,19 @@ class Link:
         async for message in client.messages:
             if not message.retain:  # a retained state replayed on subscribing was counted once
                 self.received += 1
-            from_eyes = str(message.topic) == bus.EYES_INTENT_TOPIC
-            event = self.gate.admit(payload_of(message), from_eyes=from_eyes)
-            if event is not None:
-                # Unacknowledged meanwhile, so mosquitto holds the rest (its in-flight window).
-                await self.gate.turn(event.type)
-                self._queue_out(event)  # durable (or in RAM if the disk fails) from here on
+            try:
+                # The topic says who spoke (the broker's ACL): the gate holds it to its type.
+                event = self.gate.admit(payload_of(message), str(message.topic))
+                if event is not None:
+                    # Unacknowledged meanwhile, so mosquitto holds the rest (its in-flight
+                    # window).
+                    await self.gate.turn(event.type)
+                    self._queue_out(event)  # durable (or in RAM if the disk fails) from here
+            except Exception:
+                # A message the link cannot handle is dropped, and acknowledged all the same:
+                # unacknowledged, the persistent session would hand it to every restart.
+                self.poisoned += 1
+                log.exception("link: dropped a bus message it could not handle")
             client._client.ack(message.mid, message.qos)
 
     async def _bus_out(self, client: aiomqtt.Client) -> None:
@@ -423,8 +432,9 @@ class Link:
         return verdict.clear
 
     def _send_own(self, error: Error) -> None:
-        # The link's own events leave through the same gate as everyone else's.
-        event = self.gate.admit(error.to_json())
+        # The link's own events leave through the same gate as everyone else's, but not
+        # through the bus: they came on no topic.
+        event = self.gate.admit_own(error.to_json())
         if event is not None:
             self._queue_out(event)
 

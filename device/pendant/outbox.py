@@ -23,6 +23,9 @@ loses an intent. Events go out in insertion order (`seq`).
   loses the ones not yet sent; the link rate-limits them too (`pendant.link`).
 - **Status is superseded**, not expired: only the newest status waits, since it is retained
   and only the current state matters.
+- **One bad event never stops the link**: `put` never raises. An event that cannot be
+  stored (a number SQLite cannot hold, which the schema gate already refuses) is dropped,
+  logged and counted as `unstorable`, and the events beside it are kept.
 - **Bounded**: past `max_rows` waiting events the oldest is dropped and counted.
 - **A failing disk never stops the link**: a write that fails (full disk, I/O error, unopenable
   file) logs one line, keeps the event in RAM, and is retried later; RAM always holds the
@@ -111,8 +114,8 @@ class Outbox:
         self.max_rows = max_rows
         self.clock = clock
         self.dropped: Counter[str] = Counter()
-        """Reason → events never sent: expired, superseded, full, unreadable; `corrupt` counts
-        damaged files set aside (their events unknown)."""
+        """Reason → events never sent: expired, superseded, full, unreadable, unstorable;
+        `corrupt` counts damaged files set aside (their events unknown)."""
         self._db: sqlite3.Connection | None = None
         self._ram: list[Entry] = []  # newest events a failing disk could not take, in order
         self._volatile: list[Entry] = []  # VOLATILE events, in order, never on disk
@@ -205,18 +208,27 @@ class Outbox:
                 self._fail("open", exc)
             if self._db is None:
                 return False
+        bad: list[Entry] = []
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (e.seq, e.event.id, e.event.type, e.event.timestamp_ms, e.event.to_json())
-                        for e in self._ram
-                    ],
-                )
+                for e in self._ram:
+                    try:
+                        row = (e.seq, e.event.id, e.event.type, e.event.timestamp_ms)
+                        self._db.execute(
+                            "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, ?)",
+                            (*row, e.event.to_json()),
+                        )
+                    except sqlite3.Error:
+                        raise  # the disk's, not the event's: all of them wait in RAM
+                    except Exception as exc:
+                        # This event's own (OverflowError: a number SQLite cannot hold).
+                        bad.append(e)
+                        self._unstorable(e.event, exc)
         except sqlite3.Error as exc:
             self._fail("write", exc)
+            if bad:
+                self._ram = [e for e in self._ram if e not in bad]
             return False
         self._ram.clear()
         if self._failing:
@@ -237,8 +249,21 @@ class Outbox:
             return None
         return (self.expiry_ms - max(self.clock() - event.timestamp_ms, 0)) / 1000
 
+    def _unstorable(self, event: Event, exc: BaseException) -> None:
+        self.dropped["unstorable"] += 1
+        log.error("outbox: dropped a %s event it cannot store (%s)", event.type, type(exc).__name__)
+
     def put(self, event: Event) -> None:
-        """Durably queue `event` (or keep it in RAM if the disk fails). Never raises."""
+        """Durably queue `event` (or keep it in RAM if the disk fails). Never raises: an
+        event that cannot be queued is dropped and counted (`unstorable`)."""
+        try:
+            self._put(event)
+        except Exception as exc:
+            self._ram = [e for e in self._ram if e.event is not event]
+            self._volatile = [e for e in self._volatile if e.event is not event]
+            self._unstorable(event, exc)
+
+    def _put(self, event: Event) -> None:
         if self.expired(event):
             self.dropped["expired"] += 1
             return

@@ -113,15 +113,19 @@ class PhoneSentences:
         self.sent: list[tuple[SentenceSet, ...]] = self._load()
 
     def _load(self) -> list[tuple[SentenceSet, ...]]:
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return []
         try:
+            if not self.path.exists():
+                return []
             data = json.loads(self.path.read_text())
             sent = [tuple(SentenceSet.model_validate(s) for s in sets) for sets in data]
-        except (OSError, ValueError, TypeError) as exc:
-            # Only words are lost: intents of the phone's sentences wait for it to send them
-            # again (the gate drops them meanwhile).
-            log.error("cannot read %s (%s): the phone's sentences are unknown", self.path, exc)
+        except Exception as exc:
+            # Any of it (RecursionError: '[' nested deeper than the parser's stack): a file
+            # that cannot be read must not stop the link. Only words are lost: intents of the
+            # phone's sentences wait for it to send them again (the gate drops them meanwhile).
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.error("cannot read %s (%s): the phone's sentences are unknown", self.path, why)
             return []
         return sent[:PHONE_SENTENCES_KEPT]
 
@@ -142,7 +146,9 @@ class PhoneSentences:
         data = [[s.model_dump() for s in sets] for sets in self.sent]
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with tmp.open("w") as f:
+            # 0600 whatever the umask: the wearer's own sentences (the unit's UMask says so too).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w") as f:
                 json.dump(data, f)
                 f.flush()
                 os.fsync(f.fileno())
