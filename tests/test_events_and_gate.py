@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from pendant.events import (
     parse_event,
     write_schemas,
 )
+from pendant.gate import id_key
 from tests.conftest import demo_gate
 
 
@@ -146,3 +148,27 @@ def test_hermes_intent_shape() -> None:
 def test_every_public_type_has_a_schema() -> None:
     for cls in PUBLIC_TYPES:
         assert json_schema(cls)["properties"]["type"]["const"] == cls.model_fields["type"].default
+
+
+def test_the_gate_issues_its_own_ids(tmp_path: Path) -> None:
+    """The sender's `id` and `session_id` never leave (they are 16 bytes of its choice): the
+    gate issues its own, the same for the same value under the same key, kept 0600."""
+    chosen = b"sixteen bytes!!!".hex()
+    said = Intent(
+        device_id="dev",
+        name="HassTurnOn",
+        text="turn on the light",
+        confidence=0.9,
+        id=chosen,
+        session_id=chosen,
+    )
+    path = tmp_path / "id_key"
+    key = id_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and id_key(path) == key
+    gate, again = demo_gate(id_key=key), demo_gate(id_key=id_key(path))
+    out = gate.admit(said.to_json())
+    assert out is not None and out.id != chosen and re.fullmatch(r"[0-9a-f]{32}", out.id)
+    assert out.session_id == out.id == gate.outside_id(chosen)
+    assert again.admit(said.to_json()) == out  # a restarted link: the outbox's ids hold
+    other = demo_gate().admit(said.to_json())  # another key: nothing in common
+    assert other is not None and other.id != out.id

@@ -149,7 +149,7 @@ def test_free_text_in_the_error_becomes_a_fixed_line() -> None:
         assert isinstance(out, Sentences), error
         assert out.error == GENERIC_ERROR and out.accepted is False, error
         assert out.sets == [PARTY]
-        assert g.admit(out.to_json()) == out  # the fixed line passes again as it is
+        assert g.admit(out.to_json()) == out.model_copy(update={"id": g.outside_id(out.id)})
     assert g.dropped == {}
 
 
@@ -160,7 +160,8 @@ def test_a_set_the_ears_cannot_keep_is_told_in_fixed_words() -> None:
     error = f"cannot keep the sentences in /var/lib/pendant-ears/sentences.json: {why}"
     out = g.admit(answer([], accepted=False, error=error))
     assert isinstance(out, Sentences) and out.error == STORE_ERROR.format(why)
-    assert g.admit(out.to_json()) == out  # what the link publishes passes again as it is
+    # What the link publishes passes again as it is (with the id it issues).
+    assert g.admit(out.to_json()) == out.model_copy(update={"id": g.outside_id(out.id)})
     rogue = f"cannot keep the sentences in /var/lib/pendant-ears/sentences.json: {FREE}"
     out = g.admit(answer([], accepted=False, error=rogue))
     assert isinstance(out, Sentences) and out.error == GENERIC_ERROR

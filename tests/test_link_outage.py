@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ import pytest
 
 from pendant import bus
 from pendant.config import Config
-from pendant.events import Intent
-from pendant.gate import Gate
-from pendant.link import ERROR_BURST, ERROR_EVERY_S, Link, TokenBucket
+from pendant.events import Intent, Transcript
+from pendant.gate import Gate, id_key, reissue
+from pendant.link import ERROR_BURST, ERROR_EVERY_S, ID_KEY_FILE, Link, TokenBucket
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 
@@ -56,6 +57,13 @@ def link_config(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Config
     # gate's rate (tests/test_gate_content.py).
     link = cfg.link.model_copy(update={"outbox_path": outbox, "gate_burst": 1000})
     return cfg.model_copy(update={"link": link})
+
+
+def outside(tmp: Path) -> Callable[[str], str]:
+    """The id a bus id has outside, from a link whose outbox is in `tmp` (its key is beside
+    it: made here if the link has not made it yet)."""
+    key = id_key(tmp / ID_KEY_FILE)
+    return lambda value: reissue(key, value)
 
 
 class Viewer:
@@ -122,6 +130,7 @@ def test_intents_published_while_the_home_broker_is_down_arrive_in_order(
 
 async def _outage(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, f"{BASE}/intent/#")
     async with running(link.run(), viewer.run()):
         await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
@@ -139,7 +148,7 @@ async def _outage(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
         # The link counts an event once every message of it (own topic, Hermes mirror) has
         # its PUBACK, which can come after the viewer already has the intent topic.
         await until(lambda: link.published["intent"] >= len(sent), "the link's PUBACKs")
-    assert first_seen(viewer.intent_ids()) == [e.id for e in sent]
+    assert first_seen(viewer.intent_ids()) == [out(e.id) for e in sent]
     assert len(link.outbox) == 0
 
 
@@ -155,6 +164,7 @@ def test_a_backlog_on_the_bus_goes_out_whole_at_the_gates_rate(
 
 async def _backlog(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     # The default burst; a short period so the test waits a second, not ten.
     link_cfg = cfg.link.model_copy(update={"gate_burst": 10, "gate_every_s": 0.05})
     cfg = cfg.model_copy(update={"link": link_cfg})
@@ -171,7 +181,7 @@ async def _backlog(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Non
         link = Link(cfg)
         async with running(link.run()):
             await until(lambda: len(set(viewer.intent_ids())) >= len(sent), "every intent")
-    assert first_seen(viewer.intent_ids()) == [e.id for e in sent]
+    assert first_seen(viewer.intent_ids()) == [out(e.id) for e in sent]
     assert "rate" not in link.gate.dropped
     assert link.gate.waited > 0
 
@@ -209,6 +219,7 @@ def test_a_link_killed_mid_stream_loses_nothing(bus_broker: LocalBroker, tmp_pat
 
 async def _killed(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     config, log = write_config(cfg, tmp / "pendant.toml"), tmp / "link.log"
     viewer = Viewer(home, f"{BASE}/#")
     availability = f"{BASE}/availability"
@@ -220,7 +231,7 @@ async def _killed(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
             probes: list[str] = []
             for _ in range(int(WAIT_S / 0.2)):
                 probe = intent(-1)
-                probes.append(probe.id)
+                probes.append(out(probe.id))
                 await bus.publish(ears, probe)
                 await asyncio.sleep(0.2)
                 if set(viewer.intent_ids()) & set(probes):
@@ -230,7 +241,7 @@ async def _killed(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
             sent = [intent(i) for i in range(60)]
 
             def arrived() -> list[str]:
-                ids = {e.id for e in sent}
+                ids = {out(e.id) for e in sent}
                 return [i for i in first_seen(viewer.intent_ids()) if i in ids]
 
             async def stream(events: list[Intent]) -> None:
@@ -250,8 +261,8 @@ async def _killed(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
             procs.append(start_link(config, log))
             await until(lambda: len(arrived()) == len(sent), "every intent after the restart")
             await until(lambda: viewer.last(availability) == b"online", "online again")
-            assert arrived() == [e.id for e in sent]
-            assert set(viewer.intent_ids()) <= {e.id for e in sent} | set(probes)
+            assert arrived() == [out(e.id) for e in sent]
+            assert set(viewer.intent_ids()) <= {out(e.id) for e in sent} | set(probes)
             procs[1].send_signal(signal.SIGTERM)
             assert procs[1].wait(timeout=WAIT_S) == 0, log.read_text()[-2000:]
             await until(lambda: viewer.last(availability) == b"offline", "a clean offline")
@@ -279,6 +290,7 @@ def test_a_link_killed_while_the_home_broker_is_away_resends_from_disk(
 
 async def _killed_offline(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     config, log = write_config(cfg, tmp / "pendant.toml"), tmp / "link.log"
     viewer = Viewer(home, f"{BASE}/intent/#")
     procs = [start_link(config, log)]
@@ -289,7 +301,7 @@ async def _killed_offline(bus_broker: LocalBroker, home: LocalBroker, tmp: Path)
             for _ in range(int(WAIT_S / 0.2)):  # until the link's bus session exists
                 await bus.publish(ears, probe)  # same id: the outbox and we keep one
                 await asyncio.sleep(0.2)
-                if probe.id in viewer.intent_ids():
+                if out(probe.id) in viewer.intent_ids():
                     break
             home.stop()
             sent = [intent(i) for i in range(10)]
@@ -301,10 +313,10 @@ async def _killed_offline(bus_broker: LocalBroker, home: LocalBroker, tmp: Path)
             procs[0].wait(timeout=WAIT_S)
             home.start()
             procs.append(start_link(config, log))
-            ids = {e.id for e in sent}
+            ids = {out(e.id) for e in sent}
             await until(lambda: ids <= set(viewer.intent_ids()), "every intent from disk")
             got = [i for i in first_seen(viewer.intent_ids()) if i in ids]
-            assert got == [e.id for e in sent]
+            assert got == [out(e.id) for e in sent]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -324,6 +336,7 @@ def test_expired_intents_are_counted_and_not_delivered(
 
 async def _expiry(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     expiry = cfg.link.intent_expiry_s
     link, viewer = Link(cfg), Viewer(home, "#")  # everything, the Hermes mirror too
     fresh = [intent(i) for i in range(3)]
@@ -336,10 +349,10 @@ async def _expiry(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
             for event in order:
                 await bus.publish(ears, event)
         # In order: once the last fresh one is here, every stale one has been judged.
-        await until(lambda: fresh[-1].id in viewer.intent_ids(), "the last fresh intent")
-    assert first_seen(viewer.intent_ids()) == [e.id for e in fresh]
+        await until(lambda: out(fresh[-1].id) in viewer.intent_ids(), "the last fresh intent")
+    assert first_seen(viewer.intent_ids()) == [out(e.id) for e in fresh]
     everything = b"".join(p for _, p in viewer.messages)
-    assert not any(e.id.encode() in everything for e in stale)  # not on hermes/* either
+    assert not any(out(e.id).encode() in everything for e in stale)  # not on hermes/* either
     assert link.outbox.dropped["expired"] == len(stale)
     assert link.published["intent"] == len(fresh)
 
@@ -356,6 +369,7 @@ def test_a_malformed_command_gets_an_error_and_the_link_keeps_working(
 
 async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, f"{BASE}/#")
     secret = "N0tF0rTheLogs" * 30
     bad = [
@@ -393,7 +407,7 @@ async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> No
             after = intent(99)
             async with bus.bus_client(cfg.bus, "test-ears") as ears:
                 await bus.publish(ears, after)
-            await until(lambda: after.id in viewer.intent_ids(), "an intent after the errors")
+            await until(lambda: out(after.id) in viewer.intent_ids(), "an intent after the errors")
     assert [(c["topic"], c["name"], c.get("mic")) for c in on_bus] == [
         ("pendant-bus/cmd/mute", "mute", True)
     ]
@@ -422,6 +436,7 @@ def test_a_flood_of_malformed_commands_costs_a_few_errors_and_intents_still_flow
 
 async def _flood(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, f"{BASE}/#")
     started = time.monotonic()
     async with (
@@ -439,7 +454,7 @@ async def _flood(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
                 async with bus.bus_client(cfg.bus, "test-ears") as ears:
                     await bus.publish(ears, spoken)
         await until(lambda: link.commands["rejected"] == FLOOD, "every bad command handled")
-        await until(lambda: spoken.id in viewer.intent_ids(), "the intent spoken in the flood")
+        await until(lambda: out(spoken.id) in viewer.intent_ids(), "the intent spoken in the flood")
         await until(lambda: link.idle, "the outbox to empty")
         sent = link.published["error"]
         await until(lambda: len(viewer.payloads(f"{BASE}/error")) >= sent, "the errors sent")
@@ -546,6 +561,7 @@ def test_an_event_the_bus_delivers_twice_reaches_home_once(
 
 async def _redelivered(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
+    out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, "#")
     first, after = intent(1), intent(2)
     expected = [t for t, _, _ in link.messages(first)]
@@ -553,7 +569,9 @@ async def _redelivered(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) ->
 
     def seen(event: Intent) -> list[str]:
         return [
-            t for t, p in viewer.messages if p[:1] == b"{" and json.loads(p).get("id") == event.id
+            t
+            for t, p in viewer.messages
+            if p[:1] == b"{" and json.loads(p).get("id") == out(event.id)
         ]
 
     async with running(link.run(), viewer.run()):
@@ -569,6 +587,54 @@ async def _redelivered(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) ->
     assert sorted(seen(first)) == sorted(expected)
     assert link.duplicates["intent"] == len(expected)
     assert link.published["intent"] == 2
+
+
+def test_ids_the_sender_chose_do_not_leave(bus_broker: LocalBroker, tmp_path: Path) -> None:
+    """An event's `id` and `session_id` are the sender's choice (the ears'): 16 bytes each of
+    anything, per event. Outside they are the link's own, well formed, the same for the same
+    id on the bus (a redelivery is still dropped as one), an intent and its transcript still
+    one session."""
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        run(_own_ids(bus_broker, home, tmp_path))
+
+
+async def _own_ids(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    cfg = link_config(bus_broker, home, tmp)
+    link, viewer = Link(cfg), Viewer(home, "#")
+    # What a rogue ears would smuggle: bytes of its choice, as hex.
+    chosen, session = b"the wearer said:".hex(), b"raw audio bytes!".hex()
+    said = intent(1).model_copy(update={"id": chosen, "session_id": session})
+    words = Transcript(
+        device_id=DEVICE, text=said.text, confidence=0.9, session_id=session, id=(b"x" * 16).hex()
+    )
+    after = intent(2)
+    async with running(link.run(), viewer.run()):
+        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+        await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
+        async with bus.bus_client(cfg.bus, "test-ears") as ears:
+            await bus.publish(ears, said)
+            await bus.publish(ears, words)
+            await until(lambda: link.published["intent"] >= 1 and link.idle, "the first copy")
+            await bus.publish(ears, said)  # the same id again, as a QoS 1 redelivery
+            await bus.publish(ears, after)
+        await until(lambda: link.published["intent"] >= 2 and link.idle, "the next intent")
+    own = [m for m in viewer.payloads(f"{BASE}/intent/") if m["text"] == said.text]
+    heard = viewer.payloads(f"{BASE}/transcript")
+    hermes = viewer.payloads("hermes/intent/")
+    assert len(heard) == 1 and len(hermes) == 2
+    ids = {m["id"] for m in own + hermes}
+    assert len(own) == 2  # `said` once, `after` once: the redelivery was not sent again
+    assert link.duplicates["intent"] == 3  # its own topic, Home Assistant's, Hermes'
+    everything = b"".join(p for _, p in viewer.messages)
+    assert chosen.encode() not in everything and session.encode() not in everything
+    assert words.id.encode() not in everything
+    for m in own + heard:
+        assert re.fullmatch(r"[0-9a-f]{32}", m["id"]) and m["id"] not in (chosen, words.id)
+        assert re.fullmatch(r"[0-9a-f]{32}", m["session_id"])
+    assert len(ids) == 2
+    first = next(m for m in own if m["id"] == link.gate.outside_id(chosen))
+    assert heard[0]["session_id"] == first["session_id"] != session
+    assert {m["sessionId"] for m in hermes} >= {first["session_id"]}
 
 
 class _Broker:

@@ -37,6 +37,15 @@ forwarded:
 What passes leaves with its numbers rounded as the ears round them (a confidence or a label's
 score to 3 decimals, a loudness to 1): their last digits could carry anything else.
 
+And with ids the link issued, not the sender's (`reissue`): an event's `id` and `session_id`
+(32 hex each) are chosen by the service that published it, the ears for instance, and would
+carry 16 bytes of its choice per event. What leaves is HMAC-SHA256 of the sender's value under
+the link's own key (`id_key`: random, 0600 beside the outbox, never on the bus), cut to the
+same 32 hex: the same id on the bus is the same id outside (a QoS 1 redelivery stays one
+event, for the outbox, the senders' sent window and every consumer; an intent and its
+transcript, a spoken request and the eyes' answer keep sharing a session), and it says nothing
+the sender chose. All a sender keeps is which of its events share an id or a session.
+
 And each type has a rate (`turn`): `burst` at once, then one per `every_s` seconds. An event
 over it waits its turn rather than being dropped: intents the ears spoke while the link was
 away arrive together when it is back, and each was acknowledged to the ears, so none may be
@@ -50,13 +59,18 @@ on the bus only the pairing service may write them (the ACL).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import os
 import re
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -102,6 +116,49 @@ SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
 MAX_SLOT_CHARS = 100
 MAX_NUMBER = 999_999
+ID_KEY_BYTES = 32
+"""The link's key for the ids it issues (`reissue`)."""
+
+
+def reissue(key: bytes, value: str) -> str:
+    """The id the link issues for a sender's `id` or `session_id` (see the module's
+    docstring): 32 hex, as the schema's, the same for the same value under the same key."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def id_key(path: Path | None) -> bytes:
+    """The link's key for the ids it issues, kept in `path` (beside the outbox; None: a new
+    one for this run).
+
+    Kept so that an event the bus delivers again after a restart of the link (it was in the
+    outbox, not yet acknowledged on the bus) gets the id it got before, which the outbox and
+    consumers drop as a duplicate. A file that cannot be read is replaced by a new key: ids
+    issued before then may then arrive twice, nothing worse. 0600, like the outbox.
+    """
+    if path is not None:
+        try:
+            key = path.read_bytes()
+            if len(key) == ID_KEY_BYTES:
+                return key
+            log.error("%s is not a key of %d bytes: making a new one", path, ID_KEY_BYTES)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot read %s (%s): making a new key", path, exc.strerror)
+    key = secrets.token_bytes(ID_KEY_BYTES)
+    if path is None:
+        return key
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.error("cannot keep the link's id key in %s: %s", path, exc.strerror)
+    return key
 
 
 @cache
@@ -168,6 +225,15 @@ def _rounded(event: Event) -> Event:
     return event.model_copy(update=changed) if changed else event
 
 
+def _reissued(event: Event, key: bytes) -> Event:
+    """`event` with the ids the link issues (see the module's docstring)."""
+    update = {"id": reissue(key, event.id)}
+    session_id = getattr(event, "session_id", None)
+    if isinstance(session_id, str):
+        update["session_id"] = reissue(key, session_id)
+    return event.model_copy(update=update)
+
+
 def _off_clock(event: Event, now_ms: int) -> str | None:
     """Why `event`'s times are not of now, or None (see the module's docstring)."""
     times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED)]
@@ -221,8 +287,11 @@ class Gate:
         clock: Callable[[], float] = time.monotonic,
         phone: PhoneSentences | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        id_key: bytes | None = None,
     ) -> None:
         self.vocabulary = vocabulary
+        self.id_key = id_key if id_key is not None else secrets.token_bytes(ID_KEY_BYTES)
+        """The key of the ids the link issues (`reissue`)."""
         self.wall_ms = wall_ms
         """The wall clock, Unix epoch ms, that events' times are held to."""
         self.phone = phone if phone is not None else PhoneSentences(None)
@@ -264,7 +333,11 @@ class Gate:
             event = answer
             self.phone.confirm(event.sets)
         self.passed += 1
-        return _rounded(event)
+        return _reissued(_rounded(event), self.id_key)
+
+    def outside_id(self, value: str) -> str:
+        """The id an event's `id` or `session_id` of `value` on the bus has outside."""
+        return reissue(self.id_key, value)
 
     def admit_own(self, payload: bytes) -> Event | None:
         """An event of the link's own (an `error` it reports): judged as any other, but it

@@ -16,6 +16,11 @@ the gate learns them from what the phone sent, never from the ears' answer, whic
 only with sets the phone sent and its refusals and warnings in the ears' own forms
 (`pendant.gate_sentences`).
 
+Every id that leaves is the link's: the gate re-issues each event's `id` and `session_id` as a
+keyed hash of the sender's (`pendant.gate.reissue`, the key `ID_KEY_FILE` beside the outbox),
+before the outbox, so the outbox, the senders' sent windows, the Hermes mirror and Home
+Assistant's events all see the link's ids, the same across a restart of the link.
+
 The connections themselves (`pendant.link_outside`): TLS to `link.host`, the logins, MQTT 5
 sessions, the last will, the reconnect loops. Availability is a retained `online`, with a
 retained `offline` as last will, on each broker; the bus side and each outside side have their
@@ -59,7 +64,7 @@ from pendant.events import (
     Status,
     Transcript,
 )
-from pendant.gate import PUBLIC_NAMES, Gate
+from pendant.gate import PUBLIC_NAMES, Gate, id_key
 from pendant.link_commands import ERROR_BURST, ERROR_EVERY_S, ErrorReports
 from pendant.link_outside import TIMEOUT_S, Backoff, payload_of, race, tls_context
 from pendant.link_sender import Message, Side
@@ -83,6 +88,7 @@ __all__ = [
 
 COMMAND_QUEUE_MAX = 100
 PHONE_SENTENCES_FILE = "phone_sentences.json"
+ID_KEY_FILE = "id_key"
 BUS_CLIENT_ID = "pendant-link"
 
 
@@ -91,12 +97,16 @@ class Link:
         self.config = config
         link = config.link
         # The phone's sentences, kept beside the outbox (in RAM only when the outbox is).
-        kept = Path(link.outbox_path).with_name(PHONE_SENTENCES_FILE) if link.outbox_path else None
+        beside = Path(link.outbox_path) if link.outbox_path else None
+        kept = beside.with_name(PHONE_SENTENCES_FILE) if beside else None
         self.gate = Gate(
             Vocabulary.of(config),
             link.gate_burst,
             link.gate_every_s,
             phone=PhoneSentences(kept),
+            # The ids that leave are the link's, under a key kept beside the outbox: the
+            # outbox stores them, so a restart sends its rows with the ids they had.
+            id_key=id_key(beside.with_name(ID_KEY_FILE) if beside else None),
         )
         expiry_s = link.intent_expiry_s
         self.outbox = Outbox(link.outbox_path or None, expiry_s=expiry_s)
