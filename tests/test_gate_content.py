@@ -34,6 +34,7 @@ from pendant.events import (
     Transcript,
 )
 from pendant.gate import Gate
+from pendant.gate_sentences import GENERIC_ERROR
 from pendant.vocabulary import PHONE_SENTENCES_KEPT, PhoneSentences, Vocabulary
 from tests.conftest import demo_config
 
@@ -209,12 +210,43 @@ def test_the_phones_sentences_are_kept_for_a_restarted_link(tmp_path: Path) -> N
         assert first.phone.sent[0] == tuple(party)
     again = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
     assert again.admit(intent("party time", name="PartyMode", slots=[])) is not None
-    assert len(again.phone.sent) == PHONE_SENTENCES_KEPT
+    # The phone's last ones, and apart from them the one the ears run.
+    assert len(again.phone.sent) == PHONE_SENTENCES_KEPT + 1
     # A file that cannot be read loses the phone's words, nothing else.
     path.write_text("{not json")
     broken = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
     assert broken.phone.sent == []
     assert broken.admit(intent()) is not None
+
+
+def test_sets_sent_quickly_do_not_push_out_the_one_the_ears_run(tmp_path: Path) -> None:
+    """Review L5: the link kept the phone's last 8 sets only, so nine sent before the ears
+    answered the first pushed out the set the ears still run: their answer naming it was
+    dropped, and a restarted link no longer knew its words."""
+    path = tmp_path / "phone_sentences.json"
+    party = [SentenceSet(intent="PartyMode", sentences=["party time"])]
+    g = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    g.phone_sent(party)
+    assert g.admit(Sentences(device_id=DEVICE, sets=party).to_json())  # the ears run it
+    for n in range(PHONE_SENTENCES_KEPT + 1):  # faster than the ears answer
+        g.phone_sent([SentenceSet(intent=f"Quick{n}", sentences=[f"quick {n}"])])
+    # The ears refused the last one (say), the party set still in force.
+    answer = Sentences(device_id=DEVICE, sets=party, accepted=False, error=GENERIC_ERROR)
+    assert g.admit(answer.to_json()) is not None
+    assert g.dropped == {}
+    again = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    assert again.phone.running == tuple(party)
+    assert again.admit(intent("party time", name="PartyMode", slots=[])) is not None
+    assert again.admit(answer.to_json()) is not None
+    # The phone's recent ones are kept as before.
+    assert len(again.phone.recent) == PHONE_SENTENCES_KEPT
+
+
+def test_a_phone_sentences_file_of_the_old_form_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "phone_sentences.json"
+    party = [SentenceSet(intent="PartyMode", sentences=["party time"])]
+    path.write_text(json.dumps([[s.model_dump() for s in party]]))
+    assert PhoneSentences(path).sent == [tuple(party)]
 
 
 def test_a_4kb_slot_value_is_dropped() -> None:

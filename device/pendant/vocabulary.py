@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 CLOSED_WORDS = Path(__file__).with_name("data") / "closed_words.json"
 _SPLIT = re.compile(r"[^a-z0-9']+")
 PHONE_SENTENCES_KEPT = 8
-"""Sets the phone sent that the link keeps: one a `sentences` command (at most 4 KiB each)."""
+"""Sets the phone sent that the link keeps, besides the one the ears run: one a `sentences`
+command (at most 4 KiB each)."""
 _DIGITS = re.compile(r"(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])")
 
 
@@ -100,50 +101,74 @@ class Vocabulary:
 
 
 class PhoneSentences:
-    """The sets of sentences the phone sent (its `sentences` commands), newest first.
+    """The sets of sentences the phone sent (its `sentences` commands), and the one the ears
+    run.
 
     Kept in `path` (beside the link's outbox; None: in RAM only) so that a restarted link still
-    knows the words of the set the ears run, which the ears keep across restarts. At most
-    `PHONE_SENTENCES_KEPT`: the ears' answer names the set in force, and one the phone sent
-    moves to the front again (`confirm`), so refused sets sent after it do not push it out.
+    knows the words of the set the ears run, which the ears keep across restarts. The phone's
+    last `PHONE_SENTENCES_KEPT` sets (`recent`, newest first), and apart from them the one the
+    ears last said is in force (`running`, from their answer: `confirm`), which no number of
+    sets sent after it can push out: a phone that sends nine sets before the ears answer the
+    first must not make the link forget the words of the set the ears still run (review L5).
     """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.sent: list[tuple[SentenceSet, ...]] = self._load()
+        self.recent: list[tuple[SentenceSet, ...]] = []
+        """The last sets the phone sent, newest first."""
+        self.running: tuple[SentenceSet, ...] | None = None
+        """The set the ears last said is in force, if the phone sent it."""
+        self._load()
 
-    def _load(self) -> list[tuple[SentenceSet, ...]]:
+    @property
+    def sent(self) -> list[tuple[SentenceSet, ...]]:
+        """Every set kept: the one the ears run first, then the phone's recent ones."""
+        head = [self.running] if self.running is not None else []
+        return head + [s for s in self.recent if s != self.running]
+
+    def _load(self) -> None:
         if self.path is None:
-            return []
+            return
         try:
             if not self.path.exists():
-                return []
+                return
             data = json.loads(self.path.read_text())
-            sent = [tuple(SentenceSet.model_validate(s) for s in sets) for sets in data]
+            if isinstance(data, list):  # as the link kept them before `running`
+                data = {"recent": data, "running": None}
+            recent = [tuple(SentenceSet.model_validate(s) for s in sets) for sets in data["recent"]]
+            running = data["running"]
+            if running is not None:
+                running = tuple(SentenceSet.model_validate(s) for s in running)
         except Exception as exc:
             # Any of it (RecursionError: '[' nested deeper than the parser's stack): a file
             # that cannot be read must not stop the link. Only words are lost: intents of the
             # phone's sentences wait for it to send them again (the gate drops them meanwhile).
             why = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.error("cannot read %s (%s): the phone's sentences are unknown", self.path, why)
-            return []
-        return sent[:PHONE_SENTENCES_KEPT]
+            return
+        self.recent, self.running = recent[:PHONE_SENTENCES_KEPT], running
 
     def add(self, sets: list[SentenceSet]) -> None:
         """The phone sent `sets`."""
-        self._front(tuple(sets))
+        key = tuple(sets)
+        self.recent = [key, *(s for s in self.recent if s != key)][:PHONE_SENTENCES_KEPT]
+        self._write()
 
     def confirm(self, sets: list[SentenceSet]) -> None:
         """The ears run `sets`: if the phone sent them, keep them (see the class docstring)."""
         key = tuple(sets)
-        if key in self.sent and self.sent[0] != key:
-            self._front(key)
+        if key in self.sent and self.running != key:
+            self.running = key
+            self._write()
 
-    def _front(self, key: tuple[SentenceSet, ...]) -> None:
-        self.sent = [key, *(s for s in self.sent if s != key)][:PHONE_SENTENCES_KEPT]
+    def _write(self) -> None:
         if self.path is None:
             return
-        data = [[s.model_dump() for s in sets] for sets in self.sent]
+        dump = lambda sets: [s.model_dump() for s in sets]  # noqa: E731
+        data = {
+            "running": dump(self.running) if self.running is not None else None,
+            "recent": [dump(sets) for sets in self.recent],
+        }
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             # 0600 whatever the umask: the wearer's own sentences (the unit's UMask says so too).
