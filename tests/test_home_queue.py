@@ -32,7 +32,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ import pytest
 from pendant import bus
 from pendant.config import BusConfig, drop_in_dir, load_config
 from pendant.events import Intent
+from pendant.gate import id_key, reissue
+from pendant.link import ID_KEY_FILE
 from pendant.local_broker import LocalBroker, accepts, free_port
 from pendant.provision import Provisioned, provision
 
@@ -89,6 +91,11 @@ class Device:
     mosquitto: subprocess.Popen[bytes] | None = None
     link: subprocess.Popen[bytes] | None = None
     ears_config: BusConfig = field(init=False)
+
+    def out(self, value: str) -> str:
+        """The id the link issues for a bus id (its key beside the outbox,
+        `provision_device`)."""
+        return reissue(id_key(self.outbox.with_name(ID_KEY_FILE)), value)
 
     def __post_init__(self) -> None:
         self.ears_config = BusConfig(
@@ -189,6 +196,7 @@ def provision_device(tmp: Path, home: LocalBroker, ca: Ca) -> Device:
     credentials.mkdir(mode=0o700)
     _copy_secret(prov.password_file("link"), credentials / "bus-password")
     _copy_secret(prov.layout.bridge_password_file, credentials / "home-password")
+    id_key(outbox.with_name(ID_KEY_FILE))  # the link's key for the ids it issues, made now
     return Device(prov, config, credentials, outbox, tmp / "device.log")
 
 
@@ -268,7 +276,7 @@ async def until_ready(device: Device, ha: HomeAssistant) -> None:
     """Until the link's bus session exists and the way home works: a probe arrives."""
     probe = intent()
     deadline = time.monotonic() + WAIT_S
-    while probe.id not in ha.ids():
+    while device.out(probe.id) not in ha.ids():
         assert time.monotonic() < deadline, (
             f"no probe reached the home broker: {device.log.read_text()[-3000:]}"
         )
@@ -375,13 +383,13 @@ async def _outages(device: Device, home: LocalBroker, ca: Ca) -> None:
         stale = [intent() for _ in range(3)]
         await publish(device, stale)
         await until_taken(device, len(stale))
-        await until(lambda: {e.id for e in stale} <= set(phone.ids), "the phone, live")
+        await until(lambda: {device.out(e.id) for e in stale} <= set(phone.ids), "the phone, live")
         await asyncio.sleep(EXPIRY_S + 1.0)
         home.start()  # same port, same sessions
         fence = intent()
         await publish(device, [fence])
-        await until(lambda: fence.id in ha.ids(), "an intent spoken after the outage")
-        late = [i for i in ha.ids() if i in {e.id for e in stale}]
+        await until(lambda: device.out(fence.id) in ha.ids(), "an intent spoken after the outage")
+        late = [i for i in ha.ids() if i in {device.out(e.id) for e in stale}]
         assert late == [], f"{len(late)} intents arrived after link.intent_expiry_s"
 
         # Shorter than the expiry: everything, in order, none of it late.
@@ -390,9 +398,9 @@ async def _outages(device: Device, home: LocalBroker, ca: Ca) -> None:
         await publish(device, fresh)
         await until_taken(device, len(fresh))
         home.start()
-        ids = {e.id for e in fresh}
+        ids = {device.out(e.id) for e in fresh}
         await until(lambda: ids <= set(ha.ids()), "every intent of a short outage")
-        assert [i for i in ha.ids() if i in ids] == [e.id for e in fresh]
+        assert [i for i in ha.ids() if i in ids] == [device.out(e.id) for e in fresh]
     ages = [age for _, age in ha.intents]
     assert max(ages) <= EXPIRY_S + 1.0, f"an intent arrived {max(ages):.1f} s old"
 
@@ -421,8 +429,10 @@ async def _waiting_on_home(device: Device, home: LocalBroker, ca: Ca) -> None:
     async with running(back.run()):
         fence = intent()
         await publish(device, [fence])
-        await until(lambda: fence.id in back.ids(), "an intent spoken after its return")
-    assert stale.id not in back.ids(), "an intent waited on the home broker past its expiry"
+        await until(lambda: device.out(fence.id) in back.ids(), "an intent spoken after its return")
+    assert device.out(stale.id) not in back.ids(), (
+        "an intent waited on the home broker past its expiry"
+    )
 
 
 def test_mosquitto_killed_after_the_ears_were_acknowledged_loses_nothing(
@@ -454,13 +464,16 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_mosquitto_killed(
     run(_waiting_on_the_bus(device, home, ca))
 
 
-async def all_arrive_in_order(ha: HomeAssistant, sent: list[Intent]) -> None:
-    """Every one of `sent` reaches Home Assistant, in order, before it would have expired."""
-    ids = {e.id for e in sent}
+async def all_arrive_in_order(
+    ha: HomeAssistant, sent: list[Intent], out: Callable[[str], str]
+) -> None:
+    """Every one of `sent` reaches Home Assistant, in order, before it would have expired
+    (`out`: the ids the link issues, `Device.out`)."""
+    ids = {out(e.id) for e in sent}
     with contextlib.suppress(AssertionError):
         await until(lambda: ids <= set(ha.ids()), "every intent", timeout=EXPIRY_S)
     got = [i for i in ha.ids() if i in ids]
-    assert got == [e.id for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
+    assert got == [out(e.id) for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
 
 
 async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None:
@@ -481,7 +494,7 @@ async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None
         device.kill("mosquitto")
         device.start_mosquitto()
         device.start_link()
-        await all_arrive_in_order(ha, sent)
+        await all_arrive_in_order(ha, sent, device.out)
 
 
 async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> None:
@@ -499,4 +512,4 @@ async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> N
         if "link" in victims:
             device.start_link()
         home.start()
-        await all_arrive_in_order(ha, sent)
+        await all_arrive_in_order(ha, sent, device.out)

@@ -678,9 +678,12 @@ def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Co
                 async with bus.bus_client(eyes_config, "test-eyes") as client:
                     await bus.publish(client, genuine)
                 out: list[str] = []
+                # Outside, the ids are the link's (`pendant.gate.reissue`): back to the bus's.
+                back = {link.gate.outside_id(e.id): e.id for e in (forged, closed, genuine)}
                 while genuine.id not in out:
                     topic, payload, _ = await _next(phone)
-                    out.append(json.loads(payload)["id"])
+                    said = json.loads(payload)["id"]
+                    out.append(back.get(said, said))
                 # Stop once every PUBACK is in (see the retained test above).
                 for _ in range(int(TIMEOUT_S / 0.05)):
                     if link.idle:
@@ -786,7 +789,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
                 event = admit(payload, *args, **kw)  # type: ignore[arg-type]
                 seen.add(json.loads(payload)["id"])
                 if event is not None:
-                    passed.add(event.id)
+                    passed.add(json.loads(payload)["id"])  # the bus's id, not the link's
                 return event
 
             link.gate.admit = watched  # type: ignore[method-assign]
@@ -861,7 +864,7 @@ def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
             if seen[-1] == raising.id:
                 raise RuntimeError("a handler that raises")
             event = admit(payload, *args, **kw)  # type: ignore[arg-type]
-            passed.extend([event.id] if event is not None else [])
+            passed.extend([json.loads(payload)["id"]] if event is not None else [])  # bus id
             return event
 
         link.gate.admit = watched  # type: ignore[method-assign]
