@@ -35,3 +35,22 @@ async def running(*coros: Coroutine[Any, Any, Any]) -> AsyncIterator[list[asynci
         for t in tasks:
             t.cancel()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT_S)
+
+
+async def ticks_during(work: Coroutine[Any, Any, Any]) -> tuple[Any, int]:
+    """`work`'s result, and how often a 5 ms ticker ran meanwhile: 0 when `work` held the
+    loop the whole time."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        return await work, ticks
+    finally:
+        task.cancel()

@@ -12,6 +12,8 @@ from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.grammar_build import compile_grammar, compile_grammar_async
 from pendant.errors import PendantError
 
+from .tasks import ticks_during
+
 
 def test_the_child_compiles_the_same_grammar_and_caches_it(
     config: Config, grammar: Grammar, tmp_path: Path
@@ -25,22 +27,7 @@ def test_the_child_compiles_the_same_grammar_and_caches_it(
 
 def test_the_loop_runs_while_the_child_compiles(config: Config, grammar: Grammar) -> None:
     # Compiled in the loop's own thread, the ticker would not tick once before it ended.
-    async def main() -> tuple[Grammar, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        compiled = await compile_grammar_async(config, None)
-        task.cancel()
-        return compiled, ticks
-
-    compiled, ticks = asyncio.run(main())
+    compiled, ticks = asyncio.run(ticks_during(compile_grammar_async(config, None)))
     assert compiled.graph == grammar.graph
     assert ticks > 0
 

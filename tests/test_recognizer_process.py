@@ -19,6 +19,7 @@ from pendant.ears.understand.grammar import Grammar
 from pendant.errors import PendantError
 
 from .conftest import speech_files
+from .tasks import ticks_during
 
 
 def _files() -> dict[str, Path]:
@@ -57,23 +58,8 @@ def test_the_loop_runs_while_the_child_recognises(config: Config, grammar: Gramm
     audio = np.tile(read_audio(_files()["set a timer for 3 hours and 10 minutes"]), 2)
     child = _started(config, grammar)
 
-    async def main() -> tuple[Transcription | None, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        heard = await child.transcribe(audio)
-        task.cancel()
-        return heard, ticks
-
     try:
-        heard, ticks = asyncio.run(main())
+        heard, ticks = asyncio.run(ticks_during(child.transcribe(audio)))
     finally:
         child.close()
     assert heard is not None

@@ -56,7 +56,7 @@ class Heard:
     match: IntentMatch | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Guess:
     """A recognition started early in the end-of-speech quiet, and what has to hold for it to
     stand for the whole utterance."""
@@ -66,6 +66,9 @@ class Guess:
     """Length of the audio it is made on."""
     quiet_dbfs: float
     """Level of the quiet it ended in; anything louder after it may be words the VAD missed."""
+    over: bool | None = None
+    """Once it is in: a confident command the closed set lets nothing change (decided once,
+    not on every chunk of the quiet that follows)."""
 
     def stands_for(self, utterance: Utterance) -> bool:
         rest = utterance.audio[self.samples :]
@@ -243,13 +246,17 @@ class Ears:
             # over before any decode is, so the guess is waited for, as if decoding took no
             # time; results do not depend on this machine's speed.
             await asyncio.wait([self._early.heard])
-        task = self._early.heard
+        early = self._early
+        task = early.heard
         if not task.done() or task.cancelled() or task.exception() is not None:
             return False
-        heard = task.result()
-        if not self._confident(heard):
-            return False
-        return sentence_is_over(heard.transcription.text, self.understanding.grammar)  # type: ignore[union-attr]
+        if early.over is None:
+            heard = task.result()
+            early.over = self._confident(heard) and sentence_is_over(
+                heard.transcription.text,  # type: ignore[union-attr]
+                self.understanding.grammar,
+            )
+        return early.over
 
     def _confident(self, heard: Heard) -> bool:
         """A command heard above conversation mode's floor."""
