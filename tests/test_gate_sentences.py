@@ -21,27 +21,14 @@ from pendant.events import Sentences, SentenceSet, SentenceWarning
 from pendant.gate import Gate
 from pendant.gate_sentences import GENERIC_ERROR, GENERIC_REASON, STORE_ERROR, _reason_ok
 from pendant.vocabulary import Vocabulary
+from tests import phone_sets
 from tests.conftest import demo_config
 
 DEVICE = "pendant-demo"
-PARTY = SentenceSet(intent="PartyMode", sentences=["[it's] party time", "let's party"])
-WARNED = SentenceSet(
-    intent="PartyMode",
-    sentences=["[it's] party time", "turn on the kitchen lights", "zxqv now"],
-)
+PARTY = SentenceSet(**phone_sets.PARTY)
+WARNED = SentenceSet(**phone_sets.WARNED)
 # What the real ears say of WARNED (tests/test_sentence_check.py, tests/test_sentences.py).
-WARNINGS = [
-    SentenceWarning(
-        intent="PartyMode",
-        sentence="turn on the kitchen lights",
-        reason="'turn on the kitchen lights' is heard as HassTurnOn",
-    ),
-    SentenceWarning(
-        intent="PartyMode",
-        sentence="zxqv now",
-        reason="'zxqv' has no pronunciation: it will hardly ever be heard",
-    ),
-]
+WARNINGS = [SentenceWarning(**w) for w in phone_sets.WARNINGS]
 # Templates the real ears refuse, each with its own form of refusal.
 BROKEN = [
     "party (time",

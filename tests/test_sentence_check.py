@@ -23,6 +23,7 @@ from pendant.ears.understand.sentence_check import (
 from pendant.events import MAX_EVENT_BYTES, Sentences, SentenceSet, SentenceWarning
 
 from .conftest import demo_config
+from .phone_sets import WARNINGS
 
 pytest.importorskip("pocketsphinx")
 
@@ -55,18 +56,7 @@ def test_a_shadowed_sentence_and_an_unpronounceable_word_are_warned_a_fine_one_i
     grammar, parser, guessed = checked
     assert guessed["zxqv"] == pronounce.LETTERS and guessed["ecobee"] == pronounce.LETTERS
     warnings = asyncio.run(sentence_warnings_async(demo_config(), SETS, grammar, parser, guessed))
-    assert warnings == [
-        SentenceWarning(
-            intent="PartyMode",
-            sentence="turn on the kitchen lights",
-            reason="'turn on the kitchen lights' is heard as HassTurnOn",
-        ),
-        SentenceWarning(
-            intent="PartyMode",
-            sentence="zxqv now",
-            reason="'zxqv' has no pronunciation: it will hardly ever be heard",
-        ),
-    ]
+    assert warnings == [SentenceWarning(**w) for w in WARNINGS]
 
 
 def test_a_word_espeak_ng_made_up_is_a_milder_warning(

@@ -32,27 +32,10 @@ from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
 
 from .conftest import demo_config
+from .phone_sets import PARTY, WARNED, WARNINGS
 from .tasks import running, until
 
 TIMEOUT_S = 60
-PARTY = {"intent": "PartyMode", "sentences": ["[it's] party time", "let's party"]}
-# Accepted, but one sentence is Home Assistant's better match and one word has no sound.
-WARNED = {
-    "intent": "PartyMode",
-    "sentences": ["[it's] party time", "turn on the kitchen lights", "zxqv now"],
-}
-WARNINGS = [
-    {
-        "intent": "PartyMode",
-        "sentence": "turn on the kitchen lights",
-        "reason": "'turn on the kitchen lights' is heard as HassTurnOn",
-    },
-    {
-        "intent": "PartyMode",
-        "sentence": "zxqv now",
-        "reason": "'zxqv' has no pronunciation: it will hardly ever be heard",
-    },
-]
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
