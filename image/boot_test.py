@@ -79,6 +79,8 @@ say device $ID
   && say python3-systemd importable
 # The battery's I2C character device: i2c-dev, loaded by the package's modules-load.d.
 [ -d /sys/module/i2c_dev ] && say module i2c_dev loaded
+# mosquitto's saves are renamed in a directory whose entries are written through (chattr +D).
+lsattr -d /var/lib/mosquitto | cut -d' ' -f1 | grep -q D && say mosquitto state dirsync
 # The I2S mic's ALSA card, when the board's tree describes one (none on -M virt).
 sed -n 's/^ *[0-9]* \[\([^ ]*\) *\]: \(.*\)/\1 \2/p' /proc/asound/cards 2>/dev/null \
   | sed "s/^/PENDANT-TEST: sound card /"

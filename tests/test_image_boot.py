@@ -147,6 +147,12 @@ def test_the_battery_i2c_device_module_is_loaded(booted) -> None:
     assert "module i2c_dev loaded" in marks(booted)
 
 
+def test_mosquittos_state_directory_writes_its_renames_through(booted) -> None:
+    """First boot's provisioning marks it `chattr +D` on the data partition (ext4), so a
+    power cut cannot bring back the database before mosquitto's last save."""
+    assert "mosquitto state dirsync" in marks(booted)
+
+
 def test_the_image_carries_the_mic_tree(tmp_path) -> None:
     from .test_image import MIC_TREE, image_build, mic_tree_facts
 

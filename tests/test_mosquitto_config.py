@@ -46,9 +46,12 @@ from pendant.provision import (
     Layout,
     Provisioned,
     ProvisionError,
+    FS_DIRSYNC_FL,
+    FS_IOC_GETFLAGS,
     openssl_config,
     provision,
     render,
+    sync_directory_updates,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -917,6 +920,36 @@ def test_retained_status_survives_a_restart(tmp_path: Path, connect: Connect) ->
         phone = connect(prov, "phone-alice", "tls")
         phone.subscribe(f"pendant/{DEVICE}/status")
         assert phone.until(f"pendant/{DEVICE}/status", b'{"state": "idle"}') == []
+
+
+def _inode_flags(path: Path) -> int:
+    import array
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        return flags[0]
+    finally:
+        os.close(fd)
+
+
+def test_mosquittos_saves_are_renamed_durably(tmp_path: Path) -> None:
+    """mosquitto fsyncs `mosquitto.db.new` and renames it over `mosquitto.db` without an
+    fsync of the directory, so on ext4 the rename waited for the next journal commit (30 s on
+    the image) and a power cut meanwhile brought the last save back. Provisioning marks the
+    state directory `chattr +D`: its renames are written through (tests/test_home_queue.py's
+    power-cut test shows what that keeps)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if not sync_directory_updates(probe):
+        pytest.skip(f"{tmp_path}'s filesystem has no dirsync flag (chattr +D): ext4 has")
+    prov = _provision_for_test(tmp_path / "r")
+    assert _inode_flags(prov.layout.state_dir) & FS_DIRSYNC_FL
+    with running(prov):
+        pass  # mosquitto saves on the way out, into the flagged directory
+    assert (prov.layout.state_dir / "mosquitto.db").is_file()
 
 
 def _home_broker(prov_or_root: Provisioned | Path) -> dict[str, object] | None:
