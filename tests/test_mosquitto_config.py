@@ -42,12 +42,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pendant import pairing
 from pendant.local_broker import LocalBroker, free_port
 from pendant.provision import (
+    FS_DIRSYNC_FL,
+    FS_IOC_GETFLAGS,
     SERVICE_USERS,
     Layout,
     Provisioned,
     ProvisionError,
-    FS_DIRSYNC_FL,
-    FS_IOC_GETFLAGS,
     openssl_config,
     provision,
     render,

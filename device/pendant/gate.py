@@ -63,7 +63,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -75,7 +74,7 @@ from typing import Any
 
 import jsonschema
 
-from pendant import bus
+from pendant import bus, durable
 from pendant.blobs import is_plain, looks_like_blob
 from pendant.events import (
     EYES_INTENTS,
@@ -148,14 +147,8 @@ def id_key(path: Path | None) -> bytes:
     key = secrets.token_bytes(ID_KEY_BYTES)
     if path is None:
         return key
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        durable.write_file(path, key)
     except OSError as exc:
         log.error("cannot keep the link's id key in %s: %s", path, exc.strerror)
     return key

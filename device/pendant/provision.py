@@ -52,6 +52,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from pendant import durable
 from pendant.errors import PendantError
 
 # The bus users of the services: the four components, the pairing service (which alone makes
@@ -219,18 +220,10 @@ class Provisioned:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    """Atomically, created with its final mode (a secret is never briefly world-readable)."""
+    """Atomically and durably, created with its final mode (a secret is never briefly
+    world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    durable.write_file(path, text, mode)
 
 
 def _place(src: Path, dst: Path) -> None:

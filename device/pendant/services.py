@@ -17,7 +17,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pendant import notify
+from pendant import durable, notify
 from pendant.config import Config
 from pendant.errors import PendantError
 
@@ -56,10 +56,9 @@ class MuteMemory:
     def save(self, muted: bool) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({self.key: muted}))
-            tmp.replace(self.path)
+            # Durable before the mute is reported: a power cut must not bring the mic back.
+            durable.write_file(self.path, json.dumps({self.key: muted}))
         except OSError as exc:
             # The mute itself has taken effect; only its memory across a restart is lost.
             log.error("cannot remember the mute in %s: %s", self.path, exc.strerror)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pendant import durable
 from pendant.config import DEVICE_CLASSES, DeviceKind
 from pendant.events import SentenceSet
 
@@ -169,14 +169,8 @@ class PhoneSentences:
             "running": dump(self.running) if self.running is not None else None,
             "recent": [dump(sets) for sets in self.recent],
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             # 0600 whatever the umask: the wearer's own sentences (the unit's UMask says so too).
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            durable.write_file(self.path, json.dumps(data))
         except OSError as exc:
             log.error("cannot keep the phone's sentences in %s: %s", self.path, exc.strerror)

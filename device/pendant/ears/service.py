@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from pendant import bus, notify
+from pendant import bus, durable, notify
 from pendant.config import Config, CustomSentences, load_config
 from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import AudioSource, create_source
@@ -93,10 +93,8 @@ class SentenceStore:
         """Raises PendantError when the disk refuses, so the phone is told it did not stick."""
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps([s.model_dump() for s in sets]))
-            tmp.replace(self.path)
+            durable.write_file(self.path, json.dumps([s.model_dump() for s in sets]))
         except OSError as exc:
             raise PendantError(
                 f"cannot keep the sentences in {self.path}: {exc.strerror}"
