@@ -26,7 +26,7 @@ from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
 from pendant.events import HardwareMute, Intent, NotRecognized, Sentences, SentenceSet
 from pendant.gate_sentences import GENERIC_ERROR, GENERIC_REASON
-from pendant.link import Link
+from pendant.link import UNKNOWN_SETS, Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
@@ -227,6 +227,48 @@ def test_the_answer_warns_of_sentences_that_will_not_work_as_meant(
     warnings = asyncio.run(asyncio.wait_for(again.warnings_for(again.phone_sentences), TIMEOUT_S))
     assert [w.model_dump() for w in warnings] == WARNINGS
     again.source.close()
+
+
+def test_sets_the_link_has_no_record_of_are_reported_not_dropped_in_silence(
+    brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path, state_dir: Path
+) -> None:
+    """The ears kept the phone's set, the link did not (its file lost, or a pendant updated
+    from before the link kept one): the gate drops the ears' answer and every intent of that
+    set. The link says so on `error` once, and the phone's sending the set again mends it."""
+    bus_broker, home = brokers
+    cfg = simulated(demo_config(), bus_broker, home, realtime=True, gap_ms=0)
+    (state_dir / "sentences.json").write_text(json.dumps([PARTY]))
+    pendant = Pendant(
+        cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 60)]), parts=("ears", "link")
+    )
+    answers: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    base = pendant.link.base_topic
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as phone:
+            await phone.subscribe(f"{base}/sentences", qos=1)
+            await phone.subscribe(f"{base}/error", qos=1)
+
+            async def collect() -> None:
+                async for m in phone.messages:
+                    body = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    (answers if str(m.topic).endswith("/sentences") else errors).append(body)
+
+            async with running(collect(), pendant.run()):
+                await until(lambda: len(errors) >= 1, "the link's report", timeout=30)
+                assert errors[0]["command"] == "sentences"
+                assert errors[0]["reason"] == UNKNOWN_SETS
+                assert answers == []  # the ears' answer named sets the phone never sent
+                body = json.dumps({"sentences": [PARTY]}).encode()
+                await phone.publish(f"{base}/cmd/sentences", body, qos=1)
+                await until(lambda: len(answers) >= 1, "the ears' answer", timeout=30)
+                assert answers[-1]["accepted"] is True and answers[-1]["sets"] == [PARTY]
+                assert len(errors) == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
 
 
 def test_a_corrupt_sentence_file_is_left_out_not_fatal(

@@ -298,6 +298,9 @@ class Gate:
         """Events that had to wait for their turn."""
         self._limited: set[str] = set()
         """Types over their rate since the last one passed: logged once a flood, not per event."""
+        self.unknown_sets = False
+        """The ears answered with sets the phone never sent (as far as the link knows): each
+        intent of those sets is then dropped as words outside the closed set."""
 
     def _drop(self, reason: str, detail: str = "") -> None:
         self.dropped[reason] += 1
@@ -320,6 +323,9 @@ class Gate:
             answer = held(event, self.phone, self.vocabulary)
             if answer is None:
                 self._drop("sentences", "sets the phone did not send")
+                # The ears run sets the link has no record of: its file was lost, or the
+                # pendant was updated from before the link kept one (the link tells the phone).
+                self.unknown_sets = self.unknown_sets or bool(event.sets)
                 return None
             if answer != event:
                 log.warning("gate: the ears' sentences answer said more than its forms hold")

@@ -90,6 +90,8 @@ COMMAND_QUEUE_MAX = 100
 PHONE_SENTENCES_FILE = "phone_sentences.json"
 ID_KEY_FILE = "id_key"
 BUS_CLIENT_ID = "pendant-link"
+# Lost, or the pendant was updated from before the link kept a record.
+UNKNOWN_SETS = "your own sentences are not heard: the link has no record of them, send them again"
 
 
 class Link:
@@ -150,6 +152,7 @@ class Link:
         self.bus_ready = asyncio.Event()
         self._to_bus: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_MAX)
         self._command_retry: Command | None = None
+        self._told_unknown_sets = False
         base = f"{config.link.topic_prefix}/{config.device_id}"
         self.base_topic = base
         self.availability_topic = f"{base}/availability"
@@ -262,6 +265,7 @@ class Link:
             try:
                 # The topic says who spoke (the broker's ACL): the gate holds it to its type.
                 event = self.gate.admit(payload_of(message), str(message.topic))
+                self._report_unknown_sets()
                 if event is not None:
                     # Unacknowledged meanwhile, so mosquitto holds the rest (its in-flight
                     # window).
@@ -440,6 +444,16 @@ class Link:
         if verdict.error is not None:
             self.errors.report(verdict.error)
         return verdict.clear
+
+    def _report_unknown_sets(self) -> None:
+        """Once a run: tell the phone that the wearer's own intents are dropped until it sends
+        its sentences again, rather than drop them in silence."""
+        if self.gate.unknown_sets and not self._told_unknown_sets:
+            self._told_unknown_sets = True
+            log.error("link: %s", UNKNOWN_SETS)
+            self._send_own(
+                Error(device_id=self.config.device_id, command="sentences", reason=UNKNOWN_SETS)
+            )
 
     def _send_own(self, error: Error) -> None:
         # The link's own events leave through the same gate as everyone else's, but not

@@ -527,12 +527,13 @@
     else refreshWarnings();
   }
 
-  /** The link's `error` event: a `sentences` command it could not read never reached the ears. */
+  /** The link's `error` event about sentences: a `sentences` command it could not read never
+   * reached the ears, or (unasked) the pendant runs sets the link has no record of. */
   function onError(event) {
-    if (event.command === "sentences" && stopAwaiting()) {
-      answer("refused", `Refused: ${event.reason}`);
-      renderSendable();
-    }
+    if (event.command !== "sentences") return;
+    if (stopAwaiting()) answer("refused", `Refused: ${event.reason}`);
+    else answer("refused", `The pendant says: ${event.reason}`);
+    renderSendable();
   }
 
   // --- MQTT ------------------------------------------------------------------------------
