@@ -436,7 +436,7 @@ def test_ears_hears_the_button_and_commands_but_not_public_topics(
 
 
 @pytest.mark.parametrize(("via", "user", "topic", "watch"), [
-    ("unix", "link", "pendant-bus/error", "pendant-bus/#"),
+    ("unix", "link", "pendant-bus/cmd/say", "pendant-bus/#"),
     ("tls", "phone-alice", f"pendant/{DEVICE}/cmd/say", f"pendant/{DEVICE}/cmd/#"),
 ])  # fmt: skip
 def test_oversized_packet_is_refused(
@@ -820,10 +820,11 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
     assert got == want
     # One owner a type: the ears say intents, transcripts, not_recognized, status and
     # sentences; the eyes scenes, camera and what the camera read; the body the battery; the
-    # pairing service (and the link) errors.
+    # pairing service errors (the link's own never go on the bus).
     owners = {(t, u) for u, t, _ in want}
     assert {t for t, _ in owners} == read_by_link
     assert {u for t, u in owners if t != bus.topic("error")} == {"ears", "eyes", "body"}
+    assert {u for t, u in owners if t == bus.topic("error")} == {"pairing"}
 
 
 def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
