@@ -82,11 +82,9 @@ class Image:
 class VolatileDisk:
     """The FUSE operations (mfusepy's path-based API; `fh` is always the inode number)."""
 
-    use_ns = True
     # Operations on a file that is open but unlinked (SQLite deletes its WAL while it holds
     # it) come without a path; `fh` finds the inode.
-    flag_nopath = True
-    flag_nullpath_ok = True
+    use_ns = True
 
     def __init__(self, backing: Path) -> None:
         self.backing = backing
@@ -469,7 +467,12 @@ def _context() -> tuple[int, int, int]:
 def main(backing: str, mountpoint: str) -> None:
     import mfusepy
 
-    mfusepy.FUSE(
+    class Fuse(mfusepy.FUSE):
+        def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+            # mfusepy drops the file handle of an ftruncate(2); SQLite truncates its -shm so.
+            return int(self.ftruncate(path, length, fip))
+
+    Fuse(
         VolatileDisk(Path(backing)),
         mountpoint,
         foreground=True,
