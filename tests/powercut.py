@@ -27,15 +27,22 @@ guarantees" file system assume), not what ext4 happens to do:
 - **`cut()`**: the caller first SIGKILLs every process using the mount; cut() then kills the
   daemon (its memory is the page cache), detaches the dead mount, and mounts the disk again:
   processes started after it see exactly what was made durable.
+- **Each mount is a disk of its own**, and each directory is apart: an fsync makes durable
+  only what it names. ext4 is kinder: any fsync commits its one journal, renames and creates
+  anywhere on the partition included, and so does its commit timer (5 s by default, 30 s on
+  the image's data partition). A loss found here may be one ext4 makes only when nothing
+  else fsyncs in time; a program correct here is correct there.
 - Not modelled: torn writes within a page, reordering of data inside one fsync, hard links
-  (refused), symlinks, rename(2)'s flags, xattrs.
+  (refused), symlinks, sockets and devices, rename(2)'s flags, xattrs, file locks beyond
+  the kernel's own (FUSE leaves POSIX locks to the kernel, so SQLite's locking works).
 
 Why strict: it is what POSIX and the programs' own documentation promise, and both programs
 here can be right under it. SQLite is (WAL, synchronous=FULL): it fsyncs the WAL on every
 commit and the directory when it creates a WAL or journal, which also makes the database's
 own name durable. mosquitto 2.0.11 is not: it writes `mosquitto.db.new`, fsyncs it, renames it
 over `mosquitto.db` and never fsyncs the directory, so under this model a save after the last
-directory fsync is not durable at all (`tests/test_home_queue.py` records what that costs).
+directory fsync is not durable at all (`tests/test_powercut.py` shows it, and
+`tests/test_home_queue.py` records what that costs).
 """
 
 from __future__ import annotations

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +203,46 @@ def test_sqlite_keeps_a_committed_row_only_when_it_fsyncs(
     with contextlib.closing(sqlite3.connect(path)) as db:
         rows = [r[0] for r in db.execute("SELECT v FROM t")]
     assert rows == (["before", "committed"] if kept else ["before"])
+
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+
+
+@pytest.mark.skipif(
+    not (Path(MOSQUITTO).exists() and Path(MOSQUITTO_PUB).exists()),
+    reason="mosquitto is not installed (apt install mosquitto mosquitto-clients)",
+)
+def test_a_mosquitto_save_is_not_durable_under_the_model(
+    disk: VolatileMount, tmp_path: Path
+) -> None:
+    """Why `tests/test_home_queue.py` expects a power cut to lose what waits in mosquitto:
+    it saves by renaming a fsynced `mosquitto.db.new` over `mosquitto.db` and never fsyncs
+    the directory, so its saves are in the page cache only, and a cut takes them all."""
+    sock = tmp_path / "mosquitto.sock"
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+        f"listener 0 {sock}\nallow_anonymous true\n"
+        f"persistence true\npersistence_location {disk.mountpoint}/\n"
+        "autosave_on_changes true\nautosave_interval 1\n"
+    )
+    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        saved = disk.mountpoint / "mosquitto.db"
+        for i in range(300):  # bounded: until a retained message was saved
+            subprocess.run(
+                [MOSQUITTO_PUB, "--unix", str(sock), "-t", "t", "-r", "-q", "1", "-m", str(i)],
+                capture_output=True,
+                check=False,
+            )
+            if saved.exists():
+                break
+            time.sleep(0.1)
+        assert saved.exists(), "mosquitto never saved"
+        assert not (disk.disk / "mosquitto.db").exists()  # fsynced, but its name is not
+    finally:
+        broker.kill()
+        broker.wait()
+    disk.cut()
+    assert not saved.exists()
