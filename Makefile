@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad device-tree-compiler
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad device-tree-compiler libfuse3-3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

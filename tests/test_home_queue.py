@@ -16,6 +16,10 @@ Assistant is a persistent subscriber on the home broker.
 Each test stops the home broker first (an outage), has the ears publish, and waits until the
 link has taken what they published (its outbox on disk holds it) before doing its worst.
 Nothing asserts on timing but the expiry, which is the point.
+
+The power cuts mount `tests.powercut` (a disk whose page cache a cut loses) over mosquitto's
+state directory and the link's (`var/`: the outbox and its id key), so what comes back after
+them is what the two programs made durable, not what a kill left in the kernel's cache.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from pendant.link import ID_KEY_FILE
 from pendant.local_broker import LocalBroker, accepts, free_port
 from pendant.provision import Provisioned, provision
 
+from .powercut import VolatileMount, unavailable
 from .tasks import first_seen, running, until
 from .tls_support import Ca, make_ca, make_server, needs_openssl
 
@@ -182,7 +187,9 @@ def provision_device(tmp: Path, home: LocalBroker, ca: Ca) -> Device:
         bridge_password_file=home.password_file("pendant"),
         bridge_cafile=str(ca.cert),
     )
-    outbox = tmp / "outbox.sqlite"
+    # In a directory of its own, as /var/lib/pendant is, so a power-cut test can mount over it.
+    outbox = tmp / "var" / "outbox.sqlite"
+    outbox.parent.mkdir()
     shipped = (REPO / "packaging" / "device-pendant.toml").read_text()
     text = shipped.replace('"/run/mosquitto/pendant.sock"', json.dumps(str(prov.socket)))
     text = text.replace('"/var/lib/pendant/outbox.sqlite"', json.dumps(str(outbox)))
@@ -324,6 +331,50 @@ def device(tmp_path: Path, home: LocalBroker, ca: Ca) -> Iterator[Device]:
         d.stop()
 
 
+@dataclass
+class PowerCut:
+    """The device with its two disks under `tests.powercut`: mosquitto's state directory and
+    the link's outbox directory."""
+
+    device: Device
+    mounts: list[VolatileMount]
+
+    def cut(self) -> None:
+        """The power goes: whatever of mosquitto and the link still runs dies at once, then
+        both disks lose their page cache."""
+        self.device.kill(*(n for n in ("mosquitto", "link") if _alive(getattr(self.device, n))))
+        for mount in self.mounts:
+            mount.cut()
+
+
+def _alive(proc: subprocess.Popen[bytes] | None) -> bool:
+    return proc is not None and proc.poll() is None
+
+
+@pytest.fixture
+def powered(tmp_path: Path, home: LocalBroker, ca: Ca) -> Iterator[PowerCut]:
+    """As `device`, on disks a power cut can be dealt to."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    d = provision_device(tmp_path, home, ca)
+    disks = tmp_path / "disks"
+    disks.mkdir()
+    mounts = [
+        VolatileMount(d.prov.layout.state_dir, disks / "mosquitto"),
+        VolatileMount(d.outbox.parent, disks / "outbox"),
+    ]
+    with contextlib.ExitStack() as stack:
+        for mount in mounts:
+            stack.enter_context(mount)
+        d.start_mosquitto()
+        d.start_link()
+        try:
+            yield PowerCut(d, mounts)
+        finally:
+            d.stop()
+
+
 def run(coro: Any) -> None:
     asyncio.run(asyncio.wait_for(coro, TEST_S))
 
@@ -449,10 +500,14 @@ def test_the_link_killed_after_taking_the_intents_loses_nothing(
     run(_killed(device, home, ca, "link"))
 
 
-def test_a_power_cut_loses_nothing_the_link_took(device: Device, home: LocalBroker, ca: Ca) -> None:
-    """mosquitto and the link killed at the same instant. (A real power cut also loses the
-    page cache: the outbox commits with fsync, synchronous=FULL, which a test cannot cut.)"""
-    run(_killed(device, home, ca, "mosquitto", "link"))
+def test_a_power_cut_loses_nothing_the_link_took(
+    powered: PowerCut, home: LocalBroker, ca: Ca
+) -> None:
+    """mosquitto and the link die at the same instant, and every write not fsynced with them
+    (`tests.powercut`). The outbox commits with an fsync of its WAL (synchronous=FULL), and
+    SQLite fsynced the directory when it made the WAL, so what the link took comes back;
+    mosquitto comes back with whatever its last durable save held (nothing: see below)."""
+    run(_killed(powered.device, home, ca, "mosquitto", "link", cut=powered.cut))
 
 
 def test_intents_waiting_on_the_bus_for_the_link_survive_mosquitto_killed(
@@ -462,6 +517,25 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_mosquitto_killed(
     acknowledged to them; mosquitto is then killed. It saved its queue once a minute, so this
     lost every intent said since; now it saves on each change."""
     run(_waiting_on_the_bus(device, home, ca))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="mosquitto 2.0.11 saves by renaming a fsynced mosquitto.db.new over mosquitto.db "
+    "and never fsyncs the directory, so under a strict power cut no save is durable and the "
+    "intents it acknowledged to the ears are lost; closed once the ears keep an intent until "
+    "the link says its outbox has it",
+)
+def test_intents_waiting_on_the_bus_for_the_link_survive_a_power_cut(
+    powered: PowerCut, home: LocalBroker, ca: Ca
+) -> None:
+    """The link is away, so what the ears say waits in the device's mosquitto, acknowledged
+    to them; the power goes once mosquitto saved. Its save is durable only as far as the
+    rename in its state directory is, and it never fsyncs that directory: on ext4 the rename
+    reaches the disk with the next journal commit (within 5 s by default), in the strict
+    model never, and the cut finds the directory as it was mounted (empty)."""
+    run(_waiting_on_the_bus(powered.device, home, ca, cut=powered.cut))
 
 
 async def all_arrive_in_order(
@@ -476,7 +550,9 @@ async def all_arrive_in_order(
     assert got == [out(e.id) for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
 
 
-async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None:
+async def _waiting_on_the_bus(
+    device: Device, home: LocalBroker, ca: Ca, cut: Callable[[], None] | None = None
+) -> None:
     ha = HomeAssistant(home, ca)
     async with running(ha.run()):
         await asyncio.wait_for(ha.subscribed.wait(), WAIT_S)
@@ -492,12 +568,20 @@ async def _waiting_on_the_bus(device: Device, home: LocalBroker, ca: Ca) -> None
             await until(lambda: saved.exists() and saved.stat().st_mtime_ns > before, "a save", 5)
         await asyncio.sleep(0.2)
         device.kill("mosquitto")
+        if cut is not None:
+            cut()
         device.start_mosquitto()
         device.start_link()
         await all_arrive_in_order(ha, sent, device.out)
 
 
-async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> None:
+async def _killed(
+    device: Device,
+    home: LocalBroker,
+    ca: Ca,
+    *victims: str,
+    cut: Callable[[], None] | None = None,
+) -> None:
     ha = HomeAssistant(home, ca)
     async with running(ha.run()):
         await asyncio.wait_for(ha.subscribed.wait(), WAIT_S)
@@ -507,6 +591,8 @@ async def _killed(device: Device, home: LocalBroker, ca: Ca, *victims: str) -> N
         await publish(device, sent)  # every one acknowledged to the ears
         await until_taken(device, len(sent))
         device.kill(*victims)
+        if cut is not None:
+            cut()
         if "mosquitto" in victims:
             device.start_mosquitto()
         if "link" in victims:
