@@ -32,6 +32,10 @@ guarantees" file system assume), not what ext4 happens to do:
   anywhere on the partition included, and so does its commit timer (5 s by default, 30 s on
   the image's data partition). A loss found here may be one ext4 makes only when nothing
   else fsyncs in time; a program correct here is correct there.
+- **A directory marked `chattr +D`** (ext4's dirsync flag, which provisioning sets on
+  mosquitto's state directory) writes its names through: a create, unlink or rename in it
+  is durable when it returns, as on ext4; its new subdirectories inherit the flag. The flag
+  is taken from the mountpoint when it is mounted. File data still needs an fsync.
 - Not modelled: torn writes within a page, reordering of data inside one fsync, hard links
   (refused), symlinks, sockets and devices, rename(2)'s flags, xattrs, file locks beyond
   the kernel's own (FUSE leaves POSIX locks to the kernel, so SQLite's locking works).
@@ -56,6 +60,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .powercut_fs import dirsync_flag, set_dirsync_flag
 
 DAEMON = Path(__file__).with_name("powercut_fs.py")
 WAIT_S = 30.0
@@ -111,6 +117,8 @@ class VolatileMount:
                 shutil.move(child, self.disk / child.name)
             os.chown(self.disk, st.st_uid, st.st_gid)
             os.chmod(self.disk, st.st_mode & 0o7777)
+            if dirsync_flag(self.mountpoint):  # chattr +D: the disk's directory keeps it
+                set_dirsync_flag(self.disk)
         self._start()
         return self
 

@@ -4,6 +4,10 @@ Run as a script (`python powercut_fs.py BACKING MOUNTPOINT`) in a process of its
 the process which mounts never serves its own requests. The semantics are `tests.powercut`'s
 docstring; here is how they are kept:
 
+- A directory whose backing directory carries ext4's dirsync flag (`chattr +D`, as
+  provisioning sets on mosquitto's state directory) writes its names through: each create,
+  unlink or rename in it is made durable as it returns, as ext4 does for such a directory.
+  Its new subdirectories inherit the flag, as on ext4. File data still needs an fsync.
 - Every inode lives in this process's memory (`Node`): that is the page cache, and what every
   read sees. Killing this process is the power cut: the cache is gone.
 - `durable` holds, per inode, the last `Image` that was made durable: a file's data and
@@ -18,7 +22,9 @@ image changed. That is fine for the few small files of mosquitto and the outbox.
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import os
 import shutil
 import stat
@@ -29,6 +35,37 @@ from pathlib import Path
 from typing import Any
 
 ROOT = 1
+# linux/fs.h: the inode flags chattr sets, and the one for `+D`.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_DIRSYNC_FL = 0x00010000
+
+
+def dirsync_flag(path: Path) -> bool:
+    """Whether directory `path` on the host carries `chattr +D`."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        return bool(flags[0] & FS_DIRSYNC_FL)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def set_dirsync_flag(path: Path) -> None:
+    """`chattr +D` on host directory `path`, where its filesystem has the flag."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        flags[0] |= FS_DIRSYNC_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _fail(code: int) -> OSError:
@@ -51,6 +88,8 @@ class Node:
     linked: bool = True
     """False once no directory names it; it lives on while open (`opened`)."""
     opened: int = 0
+    dirsync: bool = False
+    """A directory whose names are written through (`chattr +D`)."""
 
     @property
     def is_dir(self) -> bool:
@@ -64,6 +103,7 @@ class Node:
             self.mtime_ns,
             bytes(self.data),
             None if self.entries is None else dict(self.entries),
+            self.dirsync,
         )
 
 
@@ -77,6 +117,7 @@ class Image:
     mtime_ns: int
     data: bytes
     entries: dict[str, int] | None
+    dirsync: bool = False
 
 
 class VolatileDisk:
@@ -117,6 +158,7 @@ class VolatileDisk:
             ino = self._new(node)
             if stat.S_ISDIR(st.st_mode):
                 node.entries = {}
+                node.dirsync = dirsync_flag(path)
                 for child in sorted(path.iterdir()):
                     r = f"{rel}/{child.name}" if rel else child.name
                     node.entries[child.name] = load(child, r)
@@ -163,6 +205,8 @@ class VolatileDisk:
             if target.exists() and not target.is_dir():
                 target.unlink()
             target.mkdir(exist_ok=True)
+            if image.dirsync:
+                set_dirsync_flag(target)
         else:
             # Through a rename on the host's own disk, so a reader of the backing directory
             # never sees half an image.
@@ -188,7 +232,13 @@ class VolatileDisk:
             if child not in self.durable:
                 c = self.nodes[child]
                 self.durable[child] = Image(
-                    c.mode, c.uid, c.gid, c.ctime_ns, b"", None if c.entries is None else {}
+                    c.mode,
+                    c.uid,
+                    c.gid,
+                    c.ctime_ns,
+                    b"",
+                    None if c.entries is None else {},
+                    c.dirsync,
                 )
                 self.generation[child] = 1
         self._make_durable(ino)
@@ -242,10 +292,21 @@ class VolatileDisk:
         if name in parent.entries:
             raise _fail(errno.EEXIST)
         uid, gid, _ = _context()
-        ino = self._new(Node(mode, uid, gid, entries=entries))
+        node = Node(mode, uid, gid, entries=entries)
+        node.dirsync = entries is not None and parent.dirsync  # ext4 passes +D down
+        ino = self._new(node)
         parent.entries[name] = ino
         parent.mtime_ns = parent.ctime_ns = time.time_ns()
         return ino
+
+    def _written_through(self, *paths: str) -> None:
+        """After a change of names: the parents of `paths` that write their names through
+        (`chattr +D`) make them durable now."""
+        for path in paths:
+            head = path.rstrip("/").rpartition("/")[0] or "/"
+            ino = self._lookup(head)
+            if self.nodes[ino].dirsync:
+                self._sync_dir(ino)
 
     # -- FUSE operations ---------------------------------------------------------------
 
@@ -309,11 +370,13 @@ class VolatileDisk:
 
     def mkdir(self, path: str, mode: int) -> int:
         self._create(path, stat.S_IFDIR | (mode & 0o7777), {})
+        self._written_through(path)
         return 0
 
     def create(self, path: str, mode: int, flags: int = 0) -> int:
         ino = self._create(path, stat.S_IFREG | (mode & 0o7777), None)
         self.nodes[ino].opened += 1
+        self._written_through(path)
         return ino
 
     def open(self, path: str, flags: int) -> int:
@@ -377,6 +440,7 @@ class VolatileDisk:
         del parent.entries[name]
         parent.mtime_ns = parent.ctime_ns = time.time_ns()
         self._drop(ino)
+        self._written_through(path)
         return 0
 
     def rmdir(self, path: str) -> int:
@@ -390,6 +454,7 @@ class VolatileDisk:
         del parent.entries[name]
         parent.mtime_ns = parent.ctime_ns = time.time_ns()
         self._drop(ino)
+        self._written_through(path)
         return 0
 
     def rename(self, old: str, new: str) -> int:
@@ -419,6 +484,7 @@ class VolatileDisk:
         dst_parent.ctime_ns = node.ctime_ns = now
         if over is not None:
             self._drop(over)
+        self._written_through(old, new)
         return 0
 
     def chmod(self, path: str | None, mode: int) -> int:

@@ -519,22 +519,15 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_mosquitto_killed(
     run(_waiting_on_the_bus(device, home, ca))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="mosquitto 2.0.11 saves by renaming a fsynced mosquitto.db.new over mosquitto.db "
-    "and never fsyncs the directory, so under a strict power cut no save is durable and the "
-    "intents it acknowledged to the ears are lost; closed once the ears keep an intent until "
-    "the link says its outbox has it",
-)
 def test_intents_waiting_on_the_bus_for_the_link_survive_a_power_cut(
     powered: PowerCut, home: LocalBroker, ca: Ca
 ) -> None:
     """The link is away, so what the ears say waits in the device's mosquitto, acknowledged
     to them; the power goes once mosquitto saved. Its save is durable only as far as the
     rename in its state directory is, and it never fsyncs that directory: on ext4 the rename
-    reaches the disk with the next journal commit (within 5 s by default), in the strict
-    model never, and the cut finds the directory as it was mounted (empty)."""
+    reached the disk with the next journal commit (30 s on the image), in the strict model
+    never, and all 3 were lost. Provisioning now marks that directory `chattr +D`, so the
+    rename is written through (`pendant.provision.sync_directory_updates`)."""
     run(_waiting_on_the_bus(powered.device, home, ca, cut=powered.cut))
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from pendant.provision import sync_directory_updates
+
 from .powercut import VolatileMount, unavailable
 
 
@@ -213,36 +215,68 @@ MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
     not (Path(MOSQUITTO).exists() and Path(MOSQUITTO_PUB).exists()),
     reason="mosquitto is not installed (apt install mosquitto mosquitto-clients)",
 )
-def test_a_mosquitto_save_is_not_durable_under_the_model(
-    disk: VolatileMount, tmp_path: Path
+@pytest.mark.parametrize("marked", [False, True], ids=["plain", "chattr+D"])
+def test_a_mosquitto_save_is_durable_only_in_a_directory_marked_dirsync(
+    tmp_path: Path, marked: bool
 ) -> None:
-    """Why `tests/test_home_queue.py` expects a power cut to lose what waits in mosquitto:
-    it saves by renaming a fsynced `mosquitto.db.new` over `mosquitto.db` and never fsyncs
-    the directory, so its saves are in the page cache only, and a cut takes them all."""
+    """Why provisioning marks mosquitto's state directory `chattr +D`: mosquitto saves by
+    renaming a fsynced `mosquitto.db.new` over `mosquitto.db` and never fsyncs the directory,
+    so in a plain one its saves are in the page cache only and a cut takes them all; in a
+    marked one the rename is written through and the save survives."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if marked and not sync_directory_updates(mnt):
+        pytest.skip(f"{tmp_path}'s filesystem has no dirsync flag (chattr +D): ext4 has")
     sock = tmp_path / "mosquitto.sock"
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-        f"listener 0 {sock}\nallow_anonymous true\n"
-        f"persistence true\npersistence_location {disk.mountpoint}/\n"
-        "autosave_on_changes true\nautosave_interval 1\n"
-    )
-    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    try:
-        saved = disk.mountpoint / "mosquitto.db"
-        for i in range(300):  # bounded: until a retained message was saved
-            subprocess.run(
-                [MOSQUITTO_PUB, "--unix", str(sock), "-t", "t", "-r", "-q", "1", "-m", str(i)],
-                capture_output=True,
-                check=False,
-            )
-            if saved.exists():
-                break
-            time.sleep(0.1)
-        assert saved.exists(), "mosquitto never saved"
-        assert not (disk.disk / "mosquitto.db").exists()  # fsynced, but its name is not
-    finally:
-        broker.kill()
-        broker.wait()
-    disk.cut()
-    assert not saved.exists()
+    with VolatileMount(mnt, tmp_path / "disk") as disk:
+        conf.write_text(
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+            f"listener 0 {sock}\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {disk.mountpoint}/\n"
+            "autosave_on_changes true\nautosave_interval 1\n"
+        )
+        broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        try:
+            saved = disk.mountpoint / "mosquitto.db"
+            for i in range(300):  # bounded: until a retained message was saved
+                subprocess.run(
+                    [MOSQUITTO_PUB, "--unix", str(sock), "-t", "t", "-r", "-q", "1", "-m", str(i)],
+                    capture_output=True,
+                    check=False,
+                )
+                if saved.exists():
+                    break
+                time.sleep(0.1)
+            assert saved.exists(), "mosquitto never saved"
+        finally:
+            broker.kill()
+            broker.wait()
+        disk.cut()
+        assert saved.exists() == marked
+
+
+def test_a_directory_marked_dirsync_writes_its_names_through(tmp_path: Path) -> None:
+    """ext4's `chattr +D`: a rename in the directory is durable when it returns, without a
+    directory fsync; the file's data still needs its own fsync."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if not sync_directory_updates(mnt):
+        pytest.skip(f"{tmp_path}'s filesystem has no dirsync flag (chattr +D): ext4 has")
+    with VolatileMount(mnt, tmp_path / "disk") as disk:
+        root = disk.mountpoint
+        write(root / "db.new", b"new", sync=True)
+        os.rename(root / "db.new", root / "db")
+        write(root / "unsynced", b"data", sync=False)
+        (root / "sub").mkdir()
+        write(root / "sub" / "f", b"x", sync=True)  # +D passes down to a new directory
+        disk.cut()
+        assert (root / "db").read_bytes() == b"new"
+        assert (root / "unsynced").read_bytes() == b""  # its name, not its data
+        assert (root / "sub" / "f").read_bytes() == b"x"

@@ -1,0 +1,66 @@
+"""Small files that must survive a power cut (`pendant.durable`), shown with the power-cut
+harness (`tests.powercut`): written, the power cut, and what comes back.
+
+The mute memory is the one that matters most: the ears come back muted after a restart only
+if the mute was on the disk, and before `pendant.durable` it was written with no fsync at all,
+so a power cut within ext4's commit interval (30 s on the image) after a mute brought the
+microphone back on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pendant import durable
+from pendant.services import MuteMemory
+
+from .powercut import VolatileMount, unavailable
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[VolatileMount]:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "mnt").mkdir()
+    with VolatileMount(tmp_path / "mnt", tmp_path / "disk") as mount:
+        yield mount
+
+
+def test_a_mute_survives_a_power_cut(disk: VolatileMount) -> None:
+    memory = MuteMemory(str(disk.mountpoint))
+    memory.save(True)
+    disk.cut()
+    assert MuteMemory(str(disk.mountpoint)).load() is True
+
+
+def test_an_unmute_after_a_mute_survives_a_power_cut(disk: VolatileMount) -> None:
+    memory = MuteMemory(str(disk.mountpoint))
+    memory.save(True)
+    memory.save(False)
+    disk.cut()
+    assert MuteMemory(str(disk.mountpoint)).load() is False
+
+
+def test_a_replaced_file_is_the_new_one_whole_after_a_cut_and_keeps_its_mode(
+    disk: VolatileMount,
+) -> None:
+    path = disk.mountpoint / "secret"
+    durable.write_file(path, b"old")
+    durable.write_file(path, "new", 0o640)
+    disk.cut()
+    assert path.read_bytes() == b"new"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in disk.mountpoint.iterdir()] == ["secret"]  # no temporary left
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    durable.write_file(path, b"old")
+    with pytest.raises(TypeError):
+        durable.write_file(path, 3)  # type: ignore[arg-type]
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
