@@ -531,6 +531,43 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_a_power_cut(
     run(_waiting_on_the_bus(powered.device, home, ca, cut=powered.cut))
 
 
+def test_no_other_login_can_take_over_the_links_session(
+    device: Device, home: LocalBroker, ca: Ca
+) -> None:
+    """A review found that any login of the device's mosquitto (a paired phone, over TLS)
+    could connect with the link's fixed client id, `pendant-link`: mosquitto then closed the
+    link's session, and with it the intents queued there for the link (0 of 3 arrived). Each
+    service's client id is now tagged with what only its own password gives
+    (`bus.private_client_id`), so the ids a phone can know take nothing."""
+    run(_taken_over(device, home, ca))
+
+
+async def _taken_over(device: Device, home: LocalBroker, ca: Ca) -> None:
+    ha = HomeAssistant(home, ca)
+    async with running(ha.run()):
+        await asyncio.wait_for(ha.subscribed.wait(), WAIT_S)
+        await until_ready(device, ha)  # the link's bus session exists: mosquitto queues for it
+        device.kill("link")
+        sent = [intent() for _ in range(3)]
+        await publish(device, sent)  # every one acknowledged to the ears
+        tls = ssl.create_default_context(cafile=str(device.prov.ca_cert))
+        # The ids the services had: the link's on the bus and towards phones, the ears'.
+        for identifier in ("pendant-link", f"pendant-{DEVICE}", "pendant-ears"):
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                device.prov.settings.tls_port,
+                username="phone-anna",
+                password=device.prov.password("phone-anna"),
+                identifier=identifier,
+                clean_session=True,  # a clean start drops whatever session had that id
+                tls_context=tls,
+                timeout=5,
+            ):
+                pass
+        device.start_link()
+        await all_arrive_in_order(ha, sent, device.out)
+
+
 async def all_arrive_in_order(
     ha: HomeAssistant, sent: list[Intent], out: Callable[[str], str]
 ) -> None:

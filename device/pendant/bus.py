@@ -10,6 +10,8 @@ its words off as read by the camera.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import stat
@@ -83,8 +85,21 @@ def read_secret(path: str | None, key: str) -> str | None:
     return value
 
 
+def private_client_id(base: str, password: str | None) -> str:
+    """`base` tagged with what only the holder of `password` can compute. A broker keys a
+    session by client id alone, whoever logs in: any other login that connected with a known
+    id would close this client's connection and, with a clean session, drop its queue (what
+    the ears said while the link restarted). The tag is the same on every start, so the
+    session is kept."""
+    if not password:
+        return base
+    tag = hmac.new(password.encode(), base.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{base}-{tag}"
+
+
 def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> aiomqtt.Client:
-    """A client of the bus. `persistent` keeps its QoS 1 messages queued across restarts."""
+    """A client of the bus. `persistent` keeps its QoS 1 messages queued across restarts.
+    The broker sees `client_id` made private to this login (`private_client_id`)."""
     password = read_secret(config.password_file, "bus.password_file")
     where: dict[str, object] = (
         {"hostname": os.fspath(config.socket), "port": 1883, "transport": "unix"}
@@ -93,7 +108,7 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> a
     )
     return aiomqtt.Client(
         **where,  # type: ignore[arg-type]
-        identifier=client_id,
+        identifier=private_client_id(client_id, password),
         username=config.username,
         password=password,
         clean_session=not persistent,

@@ -27,7 +27,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pendant.bus import read_secret
+from pendant.bus import private_client_id, read_secret
 from pendant.config import Config, LinkConfig
 from pendant.errors import PendantError
 from pendant.outbox import RETRY_S
@@ -145,7 +145,8 @@ def client(
     session.SessionExpiryInterval = SESSION_EXPIRY_S
     return aiomqtt.Client(
         **where,
-        identifier=f"pendant-{config.device_id}",
+        # Private to this login: no other client of that broker can take the session over.
+        identifier=private_client_id(f"pendant-{config.device_id}", password),
         username=username,
         password=password,
         # MQTT 5 for the subscription options of commands and the messages' expiry.

@@ -517,7 +517,7 @@ class PairingDesk:
                 hostname=self.socket_path,
                 port=1883,
                 transport="unix",
-                identifier=f"pendant-web-{os.getpid()}",
+                identifier=bus.private_client_id(f"pendant-web-{os.getpid()}", self._password),
                 username=self.user,
                 password=self._password,
             )
