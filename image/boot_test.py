@@ -119,6 +119,16 @@ progress &
 PROGRESS=$!
 wait_for 900 systemctl is-active -q pendant-ears.service || logs pendant-ears.service
 say unit pendant-ears $(state pendant-ears.service) $(cut -d' ' -f1 /proc/uptime)
+# What the ears' sandbox leaves of /run (TemporaryFileSystem=/run:ro and its binds), seen
+# from inside their own mount namespace: the host's other sockets are ways to make DNS queries.
+EARS=$(systemctl show -p MainPID --value pendant-ears.service)
+for s in /run/dbus/system_bus_socket /run/systemd/resolve/io.systemd.Resolve \
+  /run/systemd/private /run/avahi-daemon/socket; do
+  [ -e "$s" ] || continue
+  if nsenter -t "$EARS" -m test -e "$s"; then say sandbox ears see "$s"
+  else say sandbox ears cannot see "$s"; fi
+done
+nsenter -t "$EARS" -m test -S /run/mosquitto/pendant.sock && say sandbox ears see the bus
 wait_for 600 grep -q "availability online" $LOG && say availability online seen
 wait_for 900 grep -q "/intent/" $LOG && say intent seen $(cut -d' ' -f1 /proc/uptime)
 before=$(systemctl show -p NRestarts --value pendant-ears.service)

@@ -147,6 +147,17 @@ def test_the_battery_i2c_device_module_is_loaded(booted) -> None:
     assert "module i2c_dev loaded" in marks(booted)
 
 
+def test_the_ears_see_the_bus_and_no_other_socket_of_the_hosts_run(booted) -> None:
+    """Issue 14 item 12 at run time: inside the ears' mount namespace, the host's D-Bus and
+    systemd sockets (ways to make DNS queries) are not there; the bus is."""
+    sandbox = [m for m in marks(booted) if m.startswith("sandbox ")]
+    assert "sandbox ears see the bus" in sandbox, sandbox
+    hidden = [m for m in sandbox if m.startswith("sandbox ears cannot see ")]
+    seen = [m for m in sandbox if m.startswith("sandbox ears see /")]
+    assert seen == [], seen
+    assert hidden, f"none of the host's sockets to hide was there: {sandbox}"
+
+
 def test_mosquittos_state_directory_writes_its_renames_through(booted) -> None:
     """First boot's provisioning marks it `chattr +D` on the data partition (ext4), so a
     power cut cannot bring back the database before mosquitto's last save."""
