@@ -302,3 +302,26 @@ def test_commands_on_the_home_broker_are_the_homes() -> None:
     assert link.commands == {"refused": 2, "forwarded": 2}
     for side in link.sides:
         side.outbox.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "retain", "cleared"),
+    [
+        (b'{"area": "kitchen"}', True, False),  # a state, meant to stay retained
+        (b'{"area": "nowhere"}', True, True),  # refused: kept, it would be refused forever
+        (b"not json", True, True),
+        (b"not json", False, False),  # nothing retained to delete
+        (b"", True, False),  # someone deleting it
+    ],
+)
+def test_a_retained_area_the_link_refuses_is_deleted_not_replayed(
+    payload: bytes, retain: bool, cleared: bool
+) -> None:
+    """Review finding (item 14): a malformed retained `cmd/area` was refused at every
+    reconnect and never deleted from the broker."""
+    from pendant.config import Config, Home
+    from pendant.link_commands import judge
+
+    cfg = Config(device_id="pendant-t", home=Home(areas=["Kitchen"]))
+    verdict = judge(cfg, "pendant/pendant-t/cmd/area", payload, retain=retain)
+    assert verdict.clear is cleared

@@ -76,7 +76,8 @@ def judge(
         return Verdict(name, "retained", error=error, clear=True)
     result = commands.parse_command(name, payload, config.device_id, areas=config.home.areas)
     if not isinstance(result, Command):
-        return Verdict(name, "rejected", error=result)
+        # A retained state that is malformed would be refused again at every reconnect.
+        return Verdict(name, "rejected", error=result, clear=retain and bool(payload))
     refusal = commands.home_refusal(result) if from_home else None
     if refusal is not None:
         error = Error(device_id=result.device_id, command=name, reason=refusal)
