@@ -64,3 +64,33 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
         durable.write_file(path, 3)  # type: ignore[arg-type]
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_what_first_boot_provisions_survives_a_power_cut_right_after(
+    disk: VolatileMount,
+) -> None:
+    """Provisioning's configs, passwords and certificates are on the disk when it returns:
+    before, none was fsynced, so a power cut soon after first boot could leave an empty
+    `server.key` beside its certificate, and nothing would make a new one."""
+    import os
+    import pwd
+
+    from pendant.local_broker import free_port
+    from pendant.provision import provision
+
+    root = disk.mountpoint / "root"
+    prov = provision(
+        root,
+        device_id="pendant-cut",
+        tls_port=free_port(),
+        ws_port=free_port(),
+        bind_address="127.0.0.1",
+        run_as=pwd.getpwuid(os.getuid()).pw_name,
+        add_phones=("anna",),
+    )
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    assert prov.layout.conf_dir / "server.key" in before
+    disk.cut()
+    after = {p: p.read_bytes() for p in sorted(p for p in root.rglob("*") if p.is_file())}
+    assert after == before

@@ -41,3 +41,18 @@ def write_file(path: Path, data: bytes | str, mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     sync_directory(path.parent)
+
+
+def make_dirs(path: Path) -> None:
+    """`mkdir -p path`, each new directory's name made durable in its parent."""
+    missing: list[Path] = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else, who answers for it
+        sync_directory(d.parent)

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from pendant import bus, notify
+from pendant import bus, durable, notify
 from pendant.config import Config
 from pendant.errors import PendantError
 from pendant.events import (
@@ -253,7 +253,8 @@ class PairingService:
             name = secrets.token_hex(3)
         # Written before the account exists: a crash from here on leaves a name to revoke.
         self.pending_file.parent.mkdir(parents=True, exist_ok=True)
-        self.pending_file.write_text(name + "\n")
+        # Durable before the account is: after a power cut the name is there to revoke.
+        durable.write_file(self.pending_file, name + "\n")
         try:
             pairing = await asyncio.to_thread(pair, self.root, name, None, self.broker_pid)
         except (PendantError, OSError) as exc:

@@ -222,7 +222,7 @@ class Provisioned:
 def _write(path: Path, text: str, mode: int) -> None:
     """Atomically and durably, created with its final mode (a secret is never briefly
     world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    durable.make_dirs(path.parent)
     durable.write_file(path, text, mode)
 
 
@@ -233,8 +233,13 @@ def _place(src: Path, dst: Path) -> None:
     ReadWritePaths= makes each its own mount, where a rename between them fails with EXDEV:
     there the file is copied beside its target (mode and owner kept) and renamed there.
     """
+    # The data on the disk before the name: a power cut on first boot must not leave an empty
+    # server.key beside its certificate (the renewal check looks only at whether it exists).
+    with src.open("rb") as f:
+        os.fsync(f.fileno())
     try:
         os.replace(src, dst)
+        durable.sync_directory(dst.parent)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
@@ -243,11 +248,14 @@ def _place(src: Path, dst: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
             shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
         info = src.stat()
         if os.geteuid() == 0:
             os.chown(tmp, info.st_uid, info.st_gid)
         os.chmod(tmp, stat.S_IMODE(info.st_mode))
         os.replace(tmp, dst)
+        durable.sync_directory(dst.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -292,7 +300,7 @@ def sync_directory_updates(path: Path) -> bool:
 
 
 def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    durable.make_dirs(path)
     os.chmod(path, 0o700)
 
 
@@ -481,6 +489,9 @@ def _scratch(parent: Path) -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+        # Gone for good: a power cut must not bring back a folder of password hashes.
+        with contextlib.suppress(OSError):
+            durable.sync_directory(parent)
 
 
 def _certificates(layout: Layout, device_id: str, settings: Settings) -> None:
@@ -662,7 +673,7 @@ def provision(
         raise ProvisionError(f"socket path {sock} is longer than {SOCKET_MAX} bytes: use --socket")
 
     for d in (layout.etc, layout.conf_dir, layout.state_dir, sock.parent):
-        d.mkdir(parents=True, exist_ok=True)
+        durable.make_dirs(d)
     _private_dir(layout.secrets)
     device_id = _device_id(layout, device_id)
 
