@@ -17,6 +17,8 @@ from pendant.gate import Gate
 from pendant.local_broker import LocalBroker
 from pendant.vocabulary import Vocabulary
 
+from .powercut import VolatileMount, unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"
 DEMO_CONFIG = REPO / "examples" / "pendant.toml"
@@ -87,3 +89,15 @@ def brokers() -> Iterator[tuple[LocalBroker, LocalBroker]]:
         LocalBroker(users=("link", "viewer"), tcp=True) as home,
     ):
         yield bus, home
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[VolatileMount]:
+    """A disk whose page cache a power cut loses (`tests.powercut`), mounted over
+    `tmp_path/mnt`; skipped, with the reason, where FUSE cannot be mounted."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "mnt").mkdir()
+    with VolatileMount(tmp_path / "mnt", tmp_path / "disk") as mount:
+        yield mount

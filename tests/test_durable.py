@@ -9,7 +9,6 @@ microphone back on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,7 @@ import pytest
 from pendant import durable
 from pendant.services import MuteMemory
 
-from .powercut import VolatileMount, unavailable
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[VolatileMount]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    (tmp_path / "mnt").mkdir()
-    with VolatileMount(tmp_path / "mnt", tmp_path / "disk") as mount:
-        yield mount
+from .powercut import VolatileMount
 
 
 def test_a_mute_survives_a_power_cut(disk: VolatileMount) -> None:

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ import pytest
 from pendant.provision import sync_directory_updates
 
 from .powercut import VolatileMount, unavailable
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[VolatileMount]:
-    reason = unavailable()
-    if reason:
-        pytest.skip(reason)
-    (tmp_path / "mnt").mkdir()
-    with VolatileMount(tmp_path / "mnt", tmp_path / "disk") as mount:
-        yield mount
 
 
 def fsync(path: Path) -> None:
