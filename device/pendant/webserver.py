@@ -7,7 +7,8 @@ A small static server on one asyncio loop, because mosquitto 2.0.11's built-in o
 ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the service worker).
 
 - TLS 1.2 or later, ALPN `http/1.1` only, with the broker's own server certificate and key.
-- HTTP/1.1 (and 1.0), GET and HEAD only (405 otherwise); no request body.
+- HTTP/1.1 (and 1.0), GET and HEAD only (405 otherwise); no request body (a request with a
+  `Content-Length` or `Transfer-Encoding` is a 400).
 - Only regular files directly in the web folder (and its sub-folders) whose extension it
   knows; found when it starts, never by joining a request path to the folder, so `..`,
   `%2e%2e`, symlinks and directory listings lead nowhere (404). `/` is index.html.
@@ -15,9 +16,10 @@ ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the servic
   304); a Content-Security-Policy that lets the page open a WebSocket only to the host it
   was loaded from (`wss://<Host>:*`: the pendant's MQTT WebSocket, on another port), never to
   another host; `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`.
-- Bounded: request line and each header line 4 KiB, 32 headers, 16 KiB in all; 10 s to send
-  a request (and to finish the TLS handshake). Strict: header names are tokens, values have no
-  control characters, and a second `Host` or `Content-Length` is a 400.
+- Requests are parsed by h11 (`pendant.web_http`), a maintained parser, rather than by hand.
+  Bounded: request line and each header line 4 KiB, 32 headers, 16 KiB in all; 10 s to send
+  a request (and to finish the TLS handshake). Strict: the target is visible ASCII, header
+  names are tokens, values have no control characters, and a second `Host` is a 400.
 - Connections are counted from the TCP accept, before TLS starts: 32 at once, 8 from one
   address (more are closed before TLS), 16 in their handshake; one serves at most 100 requests
   for at most 60 s. When it is full, a newcomer takes the place of the connection that made
@@ -90,6 +92,7 @@ import aiomqtt
 
 from pendant import bus, notify, web_watchdog
 from pendant.errors import PendantError
+from pendant.web_http import MAX_LINE, REASONS, BadRequest, HttpConnection, Reply, Request
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +145,6 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
-MAX_LINE = 4096
-MAX_HEADERS = 32
-MAX_REQUEST = 16384
 READ_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 30.0
 # Counted from the TCP accept, before any TLS: a connection in its handshake already holds
@@ -158,22 +158,8 @@ MAX_HANDSHAKES = 16
 # A connection serves this many requests, for this long, then closes (the browser reconnects).
 MAX_REQUESTS_PER_CONNECTION = 100
 CONNECTION_LIFETIME_S = 60.0
-CHUNK = 32768
 # Files bigger than this are not served (mqtt.min.js is ~340 KiB).
 MAX_FILE = 4 * 1024 * 1024
-REASONS = {
-    200: "OK",
-    304: "Not Modified",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 
 
 PAIR_PATH = "/pair"
@@ -202,20 +188,6 @@ _FRAGMENT = re.compile(r"^[A-Za-z0-9%=&._~-]{1,1000}$")
 
 class WebServerError(RuntimeError):
     """The server cannot start; the message names what to fix."""
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]
 
 
 # --- the files ------------------------------------------------------------------------------
@@ -679,70 +651,6 @@ def pair_page(
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-# RFC 9110: a header name (and a method) is a token; a value is visible characters, spaces
-# and tabs (no CR, LF or NUL); these headers may come once only (RFC 9112 6.3, 3.2).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_FIELD_VALUE = re.compile(r"[\x21-\x7e\x80-\xff]*(?:[ \t]+[\x21-\x7e\x80-\xff]+)*")
-_SINGLE = frozenset({"host", "content-length"})
-
-
-async def _line(reader: asyncio.StreamReader, budget: list[int]) -> bytes:
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise _BadRequest(431) from None
-    budget[0] -= len(line)
-    if budget[0] < 0:
-        raise _BadRequest(431)
-    return line.rstrip(b"\r\n")
-
-
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
-    """One request head; None at a clean end of the connection. Raises _BadRequest."""
-    budget = [MAX_REQUEST]
-    try:
-        first = await _line(reader, budget)
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise _BadRequest(400) from None
-        return None
-    parts = first.decode("latin-1").split(" ")
-    if len(parts) != 3:
-        raise _BadRequest(400)
-    method, target, version = parts
-    if not version.startswith("HTTP/") or not _TOKEN.fullmatch(method) or not target:
-        raise _BadRequest(400)
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadRequest(505)
-    headers: dict[str, str] = {}
-    for _ in range(MAX_HEADERS + 1):
-        try:
-            raw = await _line(reader, budget)
-        except asyncio.IncompleteReadError:
-            raise _BadRequest(400) from None
-        if not raw:
-            break
-        name, sep, value = raw.decode("latin-1").partition(":")
-        value = value.strip(" \t")
-        if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-            raise _BadRequest(400)
-        name = name.lower()
-        if name in _SINGLE and name in headers:
-            raise _BadRequest(400)  # two Hosts or two lengths: which one a proxy used is unknown
-        headers[name] = value
-    else:
-        raise _BadRequest(431)
-    if version == "HTTP/1.1" and "host" not in headers:
-        raise _BadRequest(400)
-    return Request(method, target, version, headers)
-
-
-def _head(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS[status]}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 def respond(
     req: Request | None,
     files: dict[str, Path],
@@ -751,8 +659,9 @@ def respond(
     last: bool = False,
     source: str = "",
     limit: RateLimit | None = None,
-) -> tuple[bytes, bool]:
-    """The response's bytes and whether the connection stays open (never after the `last`).
+) -> Reply:
+    """The response to `req` (None: a request refused with `status`), and whether the
+    connection stays open (never after the `last`).
 
     `GET /pair` from a local `source`, within its `limit`, asks `pairing` for its offer (see
     `PairingDesk.ask`).
@@ -775,8 +684,10 @@ def respond(
         if req.method not in ("GET", "HEAD"):
             status, keep = 405, False
             headers["Allow"] = "GET, HEAD"
-        elif req.headers.get("content-length", "0") != "0" or "transfer-encoding" in req.headers:
-            status, keep = 400, False  # a GET with a body: not ours to read
+        elif "content-length" in req.headers or "transfer-encoding" in req.headers:
+            # A GET with a body is not ours to read. Even a length of 0: h11 merges a repeated
+            # `Content-Length: 0` into one, and a second length must not pass unnoticed.
+            status, keep = 400, False
         elif url_path(req.path) == PAIR_PATH:
             if not is_local(source):
                 status, keep = 403, False  # pairing is for a phone on the pendant's network
@@ -814,10 +725,9 @@ def respond(
         headers["Content-Type"] = "text/plain; charset=utf-8"
     if status != 304:
         headers["Content-Length"] = str(len(body))
-    headers["Connection"] = "keep-alive" if keep else "close"
     if req is not None and req.method == "HEAD":
         body = b""
-    return _head(status, {**common, **headers}) + body, keep
+    return Reply(status, {**common, **headers}, body, keep)
 
 
 @dataclass(eq=False)
@@ -943,34 +853,35 @@ class Server:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
     ) -> None:
-        keep = True
+        http = HttpConnection(reader)
         served = 0
         deadline_s = time.monotonic() + self.lifetime_s
-        while keep:
+        while True:
             status = 0
             wait_s = min(self.read_timeout, deadline_s - time.monotonic())
             try:
                 if wait_s <= 0:
                     raise TimeoutError
-                req = await asyncio.wait_for(read_request(reader), wait_s)
+                req = await asyncio.wait_for(http.next_request(), wait_s)
             except TimeoutError:
                 return  # an idle keep-alive connection, a slow client, or its time is up: close
-            except _BadRequest as bad:
+            except BadRequest as bad:
                 req, status = None, bad.status
             if req is None and status == 0:
                 return
             conn.active_s = time.monotonic()
             served += 1
             last = served >= MAX_REQUESTS_PER_CONNECTION or time.monotonic() >= deadline_s
-            data, keep = respond(
+            reply = respond(
                 req, self.files, status, self.pairing, last, conn.source, self.pair_limit
             )
             # In chunks, each drained: a connection buffers at most ~2 chunks.
-            view = memoryview(data)
-            for start in range(0, len(view), CHUNK):
-                writer.write(view[start : start + CHUNK])
+            for data in http.frame(reply):
+                writer.write(data)
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
                 conn.active_s = time.monotonic()
+            if not http.next_cycle():
+                return
 
 
 # --- starting -------------------------------------------------------------------------------
