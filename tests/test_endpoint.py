@@ -57,3 +57,19 @@ def test_a_finished_sentence_does_not_wait_for_the_hangover(
     got = run_files(config, played, brokers)
     names = [m["name"] for t, m in got.messages if "/intent/" in t and not t.startswith("hermes")]
     assert names == ["HassTurnOff", "HassCancelAllTimers"]
+
+
+def test_a_confident_sentence_that_could_go_on_waits_only_the_sentence_hangover(
+    brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    # "what's the temperature" may go on ("... in the kitchen"), so it is not over; heard
+    # confidently, it ends after vad.sentence_hangover_ms of quiet, not after the hangover,
+    # which here is far longer than the silence between the files: waiting for it would
+    # make the two one utterance.
+    files = {f.stem: f for f in speech_files("main")}
+    played = [files["what's the temperature"], files["cancel all timers"]]
+    config: Config = hearing_config()
+    vad = config.vad.model_copy(update={"hangover_ms": 5000, "sentence_hangover_ms": 300})
+    got = run_files(config.model_copy(update={"vad": vad}), played, brokers)
+    names = [m["name"] for t, m in got.messages if "/intent/" in t and not t.startswith("hermes")]
+    assert names == ["HassClimateGetTemperature", "HassCancelAllTimers"]

@@ -69,6 +69,8 @@ class Guess:
     over: bool | None = None
     """Once it is in: a confident command the closed set lets nothing change (decided once,
     not on every chunk of the quiet that follows)."""
+    confident: bool = False
+    """Once it is in: a confident command, which may end at `vad.sentence_hangover_ms`."""
 
     def stands_for(self, utterance: Utterance) -> bool:
         rest = utterance.audio[self.samples :]
@@ -230,7 +232,10 @@ class Ears:
         unless anything louder than the quiet followed (quiet words the VAD did not call
         speech). When the guess is a confident command that nothing the closed set lets
         follow would change (`sentence_is_over`), the utterance ends as soon as the guess is
-        in, instead of after the hangover.
+        in, instead of after the hangover; another confident command ends after
+        `vad.sentence_hangover_ms` of quiet: the recogniser hears only whole sentences, and
+        one that misses words still to come ("set a timer for five", "minutes") loses its
+        confidence to the speech the sentence leaves unexplained.
         """
         seg = self.segmenter
         if not seg.in_speech or seg.silence_ms == 0:
@@ -252,11 +257,14 @@ class Ears:
             return False
         if early.over is None:
             heard = task.result()
-            early.over = self._confident(heard) and sentence_is_over(
+            early.confident = self._confident(heard)
+            early.over = early.confident and sentence_is_over(
                 heard.transcription.text,  # type: ignore[union-attr]
                 self.understanding.grammar,
             )
-        return early.over
+        return early.over or (
+            early.confident and seg.silence_ms >= self.config.vad.sentence_hangover_ms
+        )
 
     def _confident(self, heard: Heard) -> bool:
         """A command heard above conversation mode's floor."""
