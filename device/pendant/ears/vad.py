@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SILERO_WINDOW = 512
 SILERO_CONTEXT = 64
-END_MARGIN = 0.15
 # How long webrtcvad must hear nothing before Silero sleeps again.
 SILERO_SLEEP_MS = 600
 
@@ -146,9 +145,11 @@ class Segmenter:
             self._last_speech_end_ms = chunk.end_ms
             return
         self._frames.append(chunk.samples)
-        # Silero dips between words; ending only well under the start threshold keeps a
-        # command whole across its pauses.
-        if gate_open and p >= max(0.05, threshold - END_MARGIN):
+        # Below the start threshold is quiet at once: Silero stays confident ~140 ms past the
+        # last phoneme even so (190 ms when the end waited for it to fall 0.15 lower, which
+        # kept no command whole that the hangover does not: the same intents on every
+        # end-to-end set), and its dips between words are what the hangover is for.
+        if gate_open and p >= threshold:
             self._speech_ms += self.chunk_ms
             self._silence_ms = 0
             self._last_speech_end_ms = chunk.end_ms
