@@ -61,7 +61,7 @@ import sys
 import time
 from pathlib import Path
 
-from .powercut_fs import dirsync_flag, set_dirsync_flag
+from pendant.durable import write_names_through, writes_names_through
 
 DAEMON = Path(__file__).with_name("powercut_fs.py")
 WAIT_S = 30.0
@@ -117,8 +117,8 @@ class VolatileMount:
                 shutil.move(child, self.disk / child.name)
             os.chown(self.disk, st.st_uid, st.st_gid)
             os.chmod(self.disk, st.st_mode & 0o7777)
-            if dirsync_flag(self.mountpoint):  # chattr +D: the disk's directory keeps it
-                set_dirsync_flag(self.disk)
+            if writes_names_through(self.mountpoint):  # chattr +D: the disk keeps it
+                write_names_through(self.disk)
         self._start()
         return self
 

@@ -22,9 +22,7 @@ image changed. That is fine for the few small files of mosquitto and the outbox.
 
 from __future__ import annotations
 
-import array
 import errno
-import fcntl
 import os
 import shutil
 import stat
@@ -34,38 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pendant.durable import write_names_through, writes_names_through
+
 ROOT = 1
-# linux/fs.h: the inode flags chattr sets, and the one for `+D`.
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_DIRSYNC_FL = 0x00010000
-
-
-def dirsync_flag(path: Path) -> bool:
-    """Whether directory `path` on the host carries `chattr +D`."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
-        return bool(flags[0] & FS_DIRSYNC_FL)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def set_dirsync_flag(path: Path) -> None:
-    """`chattr +D` on host directory `path`, where its filesystem has the flag."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
-        flags[0] |= FS_DIRSYNC_FL
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fail(code: int) -> OSError:
@@ -158,7 +127,7 @@ class VolatileDisk:
             ino = self._new(node)
             if stat.S_ISDIR(st.st_mode):
                 node.entries = {}
-                node.dirsync = dirsync_flag(path)
+                node.dirsync = writes_names_through(path)
                 for child in sorted(path.iterdir()):
                     r = f"{rel}/{child.name}" if rel else child.name
                     node.entries[child.name] = load(child, r)
@@ -206,7 +175,7 @@ class VolatileDisk:
                 target.unlink()
             target.mkdir(exist_ok=True)
             if image.dirsync:
-                set_dirsync_flag(target)
+                write_names_through(target)
         else:
             # Through a rename on the host's own disk, so a reader of the backing directory
             # never sees half an image.

@@ -20,6 +20,16 @@ async def until(done: Callable[[], bool], what: str, timeout: float = WAIT_S) ->
         await asyncio.sleep(0.05)
 
 
+async def within(done: Callable[[], bool], timeout: float = WAIT_S) -> bool:
+    """Wait until `done()`, for at most `timeout` seconds; whether it came. For a wait after
+    which the test goes on either way (its assertions say what was missing)."""
+    try:
+        await until(done, "", timeout)
+    except AssertionError:
+        return False
+    return True
+
+
 def first_seen(ids: list[str]) -> list[str]:
     """Order of first arrival: QoS 1 duplicates (same id) collapse into the first."""
     return list(dict.fromkeys(ids))

@@ -53,7 +53,7 @@ from pendant.local_broker import LocalBroker, accepts, free_port
 from pendant.provision import Provisioned, provision
 
 from .powercut import VolatileMount, unavailable
-from .tasks import first_seen, running, until
+from .tasks import first_seen, running, until, within
 from .tls_support import Ca, make_ca, make_server, needs_openssl
 
 pytestmark = [
@@ -295,8 +295,7 @@ async def until_taken(device: Device, n: int) -> None:
     """Until the link has taken the ears' `n` intents: its outbox on disk holds them. (A link
     that hands them on to a broker that acknowledges at once never holds them: after a few
     seconds the test goes on, and finds out what that broker kept.)"""
-    with contextlib.suppress(AssertionError):
-        await until(lambda: device.waiting() >= n, "the outbox on disk", timeout=3.0)
+    await within(lambda: device.waiting() >= n, 3.0)
 
 
 @pytest.fixture
@@ -527,7 +526,7 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_a_power_cut(
     rename in its state directory is, and it never fsyncs that directory: on ext4 the rename
     reached the disk with the next journal commit (30 s on the image), in the strict model
     never, and all 3 were lost. Provisioning now marks that directory `chattr +D`, so the
-    rename is written through (`pendant.provision.sync_directory_updates`)."""
+    rename is written through (`pendant.durable.write_names_through`)."""
     run(_waiting_on_the_bus(powered.device, home, ca, cut=powered.cut))
 
 
@@ -574,8 +573,7 @@ async def all_arrive_in_order(
     """Every one of `sent` reaches Home Assistant, in order, before it would have expired
     (`out`: the ids the link issues, `Device.out`)."""
     ids = {out(e.id) for e in sent}
-    with contextlib.suppress(AssertionError):
-        await until(lambda: ids <= set(ha.ids()), "every intent", timeout=EXPIRY_S)
+    await within(lambda: ids <= set(ha.ids()), EXPIRY_S)
     got = [i for i in ha.ids() if i in ids]
     assert got == [out(e.id) for e in sent], f"{len(sent) - len(got)} of {len(sent)} lost"
 
@@ -594,8 +592,7 @@ async def _waiting_on_the_bus(
         await publish(device, sent)  # every one acknowledged to the ears
         # The PUBACK goes out a loop turn before the save (a window of milliseconds, which
         # no configuration closes); the kill comes once mosquitto wrote or after 5 s.
-        with contextlib.suppress(AssertionError):
-            await until(lambda: saved.exists() and saved.stat().st_mtime_ns > before, "a save", 5)
+        await within(lambda: saved.exists() and saved.stat().st_mtime_ns > before, 5)
         await asyncio.sleep(0.2)
         device.kill("mosquitto")
         if cut is not None:

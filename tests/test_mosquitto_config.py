@@ -39,11 +39,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pendant import pairing
+from pendant import durable, pairing
 from pendant.local_broker import LocalBroker, free_port
 from pendant.provision import (
-    FS_DIRSYNC_FL,
-    FS_IOC_GETFLAGS,
     SERVICE_USERS,
     Layout,
     Provisioned,
@@ -51,8 +49,9 @@ from pendant.provision import (
     openssl_config,
     provision,
     render,
-    sync_directory_updates,
 )
+
+from .tasks import within
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -605,10 +604,7 @@ def test_the_link_deletes_and_reports_retained_commands_but_keeps_the_area(
                 # Stop only once the link has its PUBACK for the mute: Python 3.11's wait_for
                 # (inside aiomqtt's publish) can swallow a cancellation that arrives as the
                 # publish completes, and the link would then not stop.
-                for _ in range(int(TIMEOUT_S / 0.05)):
-                    if link._command_retry is None:
-                        break
-                    await asyncio.sleep(0.05)
+                await within(lambda: link._command_retry is None, TIMEOUT_S)
                 return on_bus
             finally:
                 task.cancel()
@@ -690,10 +686,7 @@ def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Co
                     said = json.loads(payload)["id"]
                     out.append(back.get(said, said))
                 # Stop once every PUBACK is in (see the retained test above).
-                for _ in range(int(TIMEOUT_S / 0.05)):
-                    if link.idle:
-                        break
-                    await asyncio.sleep(0.05)
+                await within(lambda: link.idle, TIMEOUT_S)
                 return out, dict(link.gate.dropped)
             finally:
                 task.cancel()
@@ -804,10 +797,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
                 for user, topic, event in sends:
                     await asyncio.to_thread(clients[user].publish, topic, event.to_json())
                 # Every send is on a topic its login may write and the link reads.
-                for _ in range(int(TIMEOUT_S / 0.05)):
-                    if len(seen) == len(sends):
-                        break
-                    await asyncio.sleep(0.05)
+                await within(lambda: len(seen) == len(sends), TIMEOUT_S)
                 return seen, passed
             finally:
                 task.cancel()
@@ -853,12 +843,6 @@ def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
     raising = Battery(device_id=DEVICE, pct=13)
     good = [Battery(device_id=DEVICE, pct=50 + i) for i in range(2)]
 
-    async def until(cond: Callable[[], bool], task: asyncio.Task[None]) -> None:
-        for _ in range(int(TIMEOUT_S / 0.05)):
-            if cond() or task.done():
-                return
-            await asyncio.sleep(0.05)
-
     def watch(link: Link) -> tuple[list[str | None], list[str]]:
         """The ids the link's gate is given and passes; it raises on `raising`."""
         admit = link.gate.admit
@@ -891,7 +875,8 @@ def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
                     sends = (poison, raising.to_json()) if fence is good[0] else ()
                     for payload in (*sends, fence.to_json()):
                         await asyncio.to_thread(body.publish, "pendant-bus/battery", payload)
-                    await until(lambda: fence.id in passed, task)  # noqa: B023
+                    # A link that died meanwhile ends the wait too (its task says why).
+                    await within(lambda: fence.id in passed or task.done(), TIMEOUT_S)  # noqa: B023
                     crashed = task.exception() if task.done() else None
                     poisoned = getattr(link, "poisoned", None)
                     results.append([crashed, len(seen), dict(link.gate.dropped), poisoned])
@@ -923,19 +908,6 @@ def test_retained_status_survives_a_restart(tmp_path: Path, connect: Connect) ->
         assert phone.until(f"pendant/{DEVICE}/status", b'{"state": "idle"}') == []
 
 
-def _inode_flags(path: Path) -> int:
-    import array
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
-        return flags[0]
-    finally:
-        os.close(fd)
-
-
 def test_mosquittos_saves_are_renamed_durably(tmp_path: Path) -> None:
     """mosquitto fsyncs `mosquitto.db.new` and renames it over `mosquitto.db` without an
     fsync of the directory, so on ext4 the rename waited for the next journal commit (30 s on
@@ -944,10 +916,10 @@ def test_mosquittos_saves_are_renamed_durably(tmp_path: Path) -> None:
     power-cut test shows what that keeps)."""
     probe = tmp_path / "probe"
     probe.mkdir()
-    if not sync_directory_updates(probe):
+    if not durable.write_names_through(probe):
         pytest.skip(f"{tmp_path}'s filesystem has no dirsync flag (chattr +D): ext4 has")
     prov = _provision_for_test(tmp_path / "r")
-    assert _inode_flags(prov.layout.state_dir) & FS_DIRSYNC_FL
+    assert durable.writes_names_through(prov.layout.state_dir)
     with running(prov):
         pass  # mosquitto saves on the way out, into the flagged directory
     assert (prov.layout.state_dir / "mosquitto.db").is_file()
@@ -1167,10 +1139,8 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
                         on_bus.append(json.loads((await _next(body))[1]))
                         on_bus.append(json.loads((await _next(body))[1]))
                         assert link.commands == {"refused": 3, "forwarded": 3}
-                        for _ in range(int(TIMEOUT_S / 0.05)):  # see the retained test above
-                            if link._command_retry is None:
-                                break
-                            await asyncio.sleep(0.05)
+                        # See the retained test above.
+                        await within(lambda: link._command_retry is None, TIMEOUT_S)
                         return on_bus, errors
                     finally:
                         task.cancel()

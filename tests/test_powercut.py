@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pendant.provision import sync_directory_updates
+from pendant.durable import write_names_through
 
 from .powercut import VolatileMount, unavailable
 
@@ -217,7 +217,7 @@ def test_a_mosquitto_save_is_durable_only_in_a_directory_marked_dirsync(
         pytest.skip(reason)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    if marked and not sync_directory_updates(mnt):
+    if marked and not write_names_through(mnt):
         pytest.skip(f"{tmp_path}'s filesystem has no dirsync flag (chattr +D): ext4 has")
     sock = tmp_path / "mosquitto.sock"
     conf = tmp_path / "mosquitto.conf"
@@ -256,7 +256,7 @@ def test_a_directory_marked_dirsync_writes_its_names_through(tmp_path: Path) -> 
         pytest.skip(reason)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    if not sync_directory_updates(mnt):
+    if not write_names_through(mnt):
         pytest.skip(f"{tmp_path}'s filesystem has no dirsync flag (chattr +D): ext4 has")
     with VolatileMount(mnt, tmp_path / "disk") as disk:
         root = disk.mountpoint

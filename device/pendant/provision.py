@@ -33,10 +33,8 @@ After `--add-phone` or `--remove-phone`, tell mosquitto to reload (SIGHUP).
 from __future__ import annotations
 
 import argparse
-import array
 import contextlib
 import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -261,42 +259,6 @@ def _place(src: Path, dst: Path) -> None:
             os.unlink(tmp)
         raise
     src.unlink()
-
-
-# The inode flag `chattr +D` sets (linux/fs.h): changes to the directory's entries are
-# written through, as if the filesystem were mounted `dirsync`, for this directory alone.
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_DIRSYNC_FL = 0x00010000
-
-
-def sync_directory_updates(path: Path) -> bool:
-    """Make renames in `path` durable when they return (`chattr +D`). mosquitto saves its
-    database by fsyncing `mosquitto.db.new` and renaming it over `mosquitto.db`, and never
-    fsyncs the directory: without this, a power cut up to ext4's next journal commit (the
-    image mounts `commit=30`) brings back the database before the last save. False where the
-    filesystem has no such flag (tmpfs, overlayfs): the rename is then as durable as it is."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])  # the kernel reads and writes an int, whatever the name
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
-        if not flags[0] & FS_DIRSYNC_FL:
-            flags[0] |= FS_DIRSYNC_FL
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
-        return True
-    except OSError as exc:
-        if exc.errno in (
-            errno.ENOTTY,
-            errno.EOPNOTSUPP,
-            errno.EINVAL,
-            errno.ENOSYS,
-            errno.EPERM,
-            errno.EROFS,
-        ):
-            return False
-        raise
-    finally:
-        os.close(fd)
 
 
 def _private_dir(path: Path) -> None:
@@ -704,7 +666,7 @@ def provision(
 
     mosquitto_reads = [layout.conf_dir / "server.key", layout.conf_dir / "server.crt"]
     _chown([*mosquitto_reads, layout.state_dir], owner)
-    sync_directory_updates(layout.state_dir)
+    durable.write_names_through(layout.state_dir)
     _write(layout.settings_file, json.dumps(asdict(settings), indent=2) + "\n", 0o644)
     return Provisioned(layout, device_id, settings, tuple(users))
 
