@@ -28,7 +28,8 @@ def test_a_mute_survives_a_power_cut(disk: VolatileMount) -> None:
 
 def test_an_unmute_after_a_mute_survives_a_power_cut(disk: VolatileMount) -> None:
     memory = MuteMemory(str(disk.mountpoint))
-    memory.save(True)
+    assert memory.path is not None
+    durable.write_file(memory.path, '{"mic": true}')  # a mute already on the disk
     memory.save(False)
     disk.cut()
     assert MuteMemory(str(disk.mountpoint)).load() is False

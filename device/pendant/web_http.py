@@ -15,6 +15,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 
@@ -23,19 +24,6 @@ MAX_HEADERS = 32
 MAX_REQUEST = 16384
 # Body bytes per write: a connection buffers at most ~2 of them.
 CHUNK = 32768
-REASONS = {
-    200: "OK",
-    304: "Not Modified",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 # RFC 9110 5.5: a value is visible characters, spaces and tabs (h11 refuses NUL, CR and LF).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -95,8 +83,9 @@ class HttpConnection:
     def frame(self, reply: Reply) -> Iterator[bytes | memoryview]:
         """`reply` as bytes to write: its head, then its body in chunks of at most CHUNK."""
         headers = [*reply.headers.items(), ("Connection", "keep-alive" if reply.keep else "close")]
+        reason = HTTPStatus(reply.status).phrase
         head = self._h11.send(
-            h11.Response(status_code=reply.status, reason=REASONS[reply.status], headers=headers)
+            h11.Response(status_code=reply.status, reason=reason, headers=headers)
         )
         assert head is not None
         yield head

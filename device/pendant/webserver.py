@@ -85,6 +85,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
@@ -92,7 +93,7 @@ import aiomqtt
 
 from pendant import bus, notify, web_watchdog
 from pendant.errors import PendantError
-from pendant.web_http import MAX_LINE, REASONS, BadRequest, HttpConnection, Reply, Request
+from pendant.web_http import MAX_LINE, BadRequest, HttpConnection, Reply, Request
 
 log = logging.getLogger(__name__)
 
@@ -721,7 +722,7 @@ def respond(
                 else:
                     status = 200
     if status not in (200, 304):
-        body = f"{status} {REASONS[status].lower()}\n".encode()
+        body = f"{status} {HTTPStatus(status).phrase.lower()}\n".encode()
         headers["Content-Type"] = "text/plain; charset=utf-8"
     if status != 304:
         headers["Content-Length"] = str(len(body))
