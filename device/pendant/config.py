@@ -216,7 +216,10 @@ class AudioConfig(_Strict):
 class VadConfig(_Strict):
     webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad gate, 0 (lax)-3.")
     silero_threshold: float = Field(
-        0.3, gt=0, lt=1, description="Silero speech probability that confirms speech."
+        0.3,
+        gt=0,
+        lt=1,
+        description="Silero speech probability that confirms speech; a frame below it is quiet.",
     )
     pre_roll_ms: int = Field(300, ge=0, le=2000, description="Audio kept before speech starts.")
     hangover_ms: int = Field(
