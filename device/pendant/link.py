@@ -5,8 +5,9 @@ Bus → outside: it reads events off the device-local bus, passes each through t
 acknowledges it on the bus. A sender per outside broker (`pendant.link_sender`: the one queue
 towards home automation, the sent-id window, the watchdog's beats) publishes from its queue,
 in order, QoS 1, and deletes an event only after the broker's PUBACK. Both sessions are
-persistent (fixed client ids, clean_session false), so events published on the bus while the
-link restarts wait for it there.
+persistent (clean_session false, client ids the same on every start and private to the login:
+`bus.private_client_id`), so events published on the bus while the link restarts wait for it
+there.
 
 Outside → bus: commands from phones and the home broker (`pendant.link_commands`: who may send
 what, retained commands, rate-limited `error` events) go to the bus as
