@@ -18,16 +18,19 @@ from .conftest import SPEECH_CACHE, demo_config, hearing_config, speech_files, s
 from .pipeline import Received, run_files, slot_values
 
 # Said holding the button, a command is the wearer's: only a mishearing may drop it.
-MIN_CORRECT_HELD = 0.85  # speech-en/main: 14 of 16, both others wrong actions (MAX_WRONG_HELD)
+# speech-en/main: 13 of 16; the other three are rejected, two of them wrong actions until the
+# recogniser weighed rivals one word away (pendant.ears.asr.rivals), and "turn off lights in
+# the Office", whose "off" the sounds fit only 1.4 nats better than "on" as the pipeline cuts it.
+MIN_CORRECT_HELD = 0.8
 # Unheld (conversation mode), the recogniser also weighs how likely a bystander's speech is to
 # fit the sentence by chance, and drops more commands to hear almost no other speech
 # (README, "Recognisers"); a one-word command needs the button there.
 MIN_CORRECT_UNHELD = 0.75
-# A wrong action is far worse than none; this many per set, at most. The known ones, measured
-# 2026-12-05: "50 percent" heard as "two percent" (pocketsphinx: "forty"), and, held, "what's
-# the weather" as "what's that" just over the held floor (README, "Recognisers").
-MAX_WRONG_UNHELD = 1
-MAX_WRONG_HELD = 2
+# A wrong action is far worse than none; this many per set, at most. Measured 2026-12-05: none
+# unheld ("50 percent" heard as "two percent" is now contested by "forty" and dropped); held,
+# "resume TV" as "resume", a sentence with no rival one word away.
+MAX_WRONG_UNHELD = 0
+MAX_WRONG_HELD = 1
 
 
 @pytest.fixture(scope="module")

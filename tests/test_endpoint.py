@@ -51,12 +51,12 @@ def test_a_finished_sentence_does_not_wait_for_the_hangover(
     # A hangover far longer than the silence between the two files: waiting for it would make
     # them one utterance. The first sentence is over, so it goes out on its own.
     files = {f.stem: f for f in speech_files("main")}
-    played = [files["turn off lights in the Office"], files["cancel all timers"]]
+    played = [files["timer status"], files["cancel all timers"]]
     config: Config = hearing_config()
     config = config.model_copy(update={"vad": config.vad.model_copy(update={"hangover_ms": 5000})})
     got = run_files(config, played, brokers)
     names = [m["name"] for t, m in got.messages if "/intent/" in t and not t.startswith("hermes")]
-    assert names == ["HassTurnOff", "HassCancelAllTimers"]
+    assert names == ["HassTimerStatus", "HassCancelAllTimers"]
 
 
 def test_a_confident_sentence_that_could_go_on_waits_only_the_sentence_hangover(

@@ -216,3 +216,17 @@ def test_compiled_grammar_is_cached_by_content(
     assert build_grammar(other, tmp_path).graph.arcs
     assert "unreadable" in caplog.text
     assert json.loads(damaged.read_text())["graph"]["arcs"]
+
+
+def test_substitutions_are_the_words_that_keep_a_sentence_in_the_closed_set(
+    grammar: Grammar,
+) -> None:
+    words = ["turn", "off", "the", "tv"]
+    options = grammar.substitutions(words)
+    assert len(options) == len(words)
+    assert "on" in options[1] and "off" not in options[1]
+    assert "switch" in options[0]
+    for i, others in enumerate(options):
+        for other in others:
+            assert grammar.accepts([*words[:i], other, *words[i + 1 :]])
+    assert grammar.substitutions(["turn", "off", "the", "moon"]) == [[], [], [], []]

@@ -204,3 +204,14 @@ def test_the_area_home_assistant_gives_wins_over_the_default_area(config: Config
     # And it needs no default area.
     match = IntentParser(config).parse("lights on in here", here="Kitchen")
     assert match is not None and match.slot_values()["area"] == "Kitchen"
+
+
+def test_a_rival_that_means_another_action_contests_the_sentence(nlu: IntentParser) -> None:
+    match = nlu.parse("turn on the tv")
+    assert match is not None
+    assert nlu.contested(match, []) is None
+    assert nlu.contested(match, ["switch on the tv"]) is None  # the same action
+    assert nlu.contested(match, ["switch on the tv", "turn off the tv"]) == "turn off the tv"
+    fifty = nlu.parse("set the bed light to fifty percent")
+    assert fifty is not None
+    assert nlu.contested(fifty, ["set the bed light to fifteen percent"]) is not None

@@ -36,10 +36,12 @@ def test_the_child_hears_what_the_recogniser_hears_in_process(
     config: Config, grammar: Grammar
 ) -> None:
     files = _files()
-    audio = [read_audio(files[name]) for name in ("lock the Front Door", "what's the date")]
+    names = ("lock the Front Door", "what's the date", "set Bed Light brightness to 50 percent")
+    audio = [read_audio(files[name]) for name in names]
     here = create_recognizer(config, grammar)
     expected = [here.transcribe(a) for a in audio]
     assert all(e is not None for e in expected)
+    assert any(e.rivals for e in expected if e is not None)  # they cross the pipe too
     child = _started(config, grammar)
     try:
         got = asyncio.run(_each(child, audio))

@@ -163,6 +163,8 @@ def recognise(path: Path, recognizer, nlu: IntentParser, min_conf: float, tally:
     tally.cpu.append(time.process_time() - cpu)
     tally.files += 1
     heard = nlu.parse(result.text) if result is not None else None
+    if heard is not None and nlu.contested(heard, result.rivals) is not None:
+        heard = None  # as the ears decide: too close to a sentence meaning something else
     accepted = result is not None and result.confidence >= min_conf
     got = heard if accepted else None
     return result, accepted, got, heard
@@ -446,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         if not manifest.is_file():
             print(f"{manifest}: no such manifest; run tools/speech_sets.py", file=sys.stderr)
             return 2
+    if args.sweep or args.min_confidence is not None:
+        # The recogniser weighs rivals only for what the config's floors could accept.
+        lowest = min([min_conf, *(args.sweep or [])])
+        floors = {"min_confidence": lowest, "min_confidence_pressed": lowest}
+        config = config.model_copy(update={"asr": config.asr.model_copy(update=floors)})
     grammar = build_grammar(config)
     nlu = IntentParser(config)
     recognizer = create_recognizer(config, grammar)

@@ -307,6 +307,15 @@ class Ears:
             heard = await self.understanding.recognizer.transcribe(audio)
         parser = self.understanding.parser
         match = parser.parse(heard.text, here=self.here) if heard is not None else None
+        if (
+            match is not None
+            and heard is not None
+            and parser.contested(match, heard.rivals, here=self.here) is not None
+        ):
+            # A wrong action is worse than none: the wearer says it again. No words in the
+            # log: what is dropped may be a bystander's.
+            log.info("%s too close to another action to call: no intent", match.name)
+            match = None
         return Heard(heard, match)
 
     async def on_button(self, event: Button) -> None:

@@ -30,6 +30,10 @@ class Transcription:
     held_confidence: float | None = None
     """0..1, for what is said holding the button (compared with asr.min_confidence_pressed):
     only a mishearing to rule out, since the speaker is the wearer; None: `confidence`."""
+    rivals: tuple[str, ...] = ()
+    """Sentences of the closed set one word away from `text` that the sounds fit nearly as
+    well, closest first (`pendant.ears.asr.rivals`); a rival the NLU reads as another action
+    makes the sentence too close to call."""
 
     def confidence_for(self, pressed: bool) -> float:
         """The confidence to compare with the floor of held talk or of conversation mode."""

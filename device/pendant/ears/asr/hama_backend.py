@@ -33,7 +33,7 @@ must fit better to be accepted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,7 @@ import numpy as np
 
 from pendant.ears.asr import Transcription
 from pendant.ears.asr.pronounce import pronounce
+from pendant.ears.asr.rivals import close_rivals
 from pendant.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class _Net:
         spell: dict[str, list[list[int]]],
     ) -> None:
         # One entry per (word, pronunciation): a word ends where any of its spellings does.
-        self.entries: list[tuple[str, int]] = []
+        self.entries: list[tuple[str, list[int]]] = []
         entry_of: dict[tuple[str, int], int] = {}
         offsets = []
         g = 0
@@ -178,7 +179,7 @@ class _Net:
                     entry = entry_of.get((word, v))
                     if entry is None:
                         entry = entry_of[(word, v)] = len(self.entries)
-                        self.entries.append((word, len(variant)))
+                        self.entries.append((word, variant))
                     key = -1 - (off + src)
                     for t in variant:
                         node = node_of.get((key, t))
@@ -205,9 +206,12 @@ class _Net:
         self.end_dst, self.end_starts = np.unique(e[:, 0], return_index=True)
         self.end_counts = np.diff(np.append(self.end_starts, len(e)))
 
-    def search(self, lp: np.ndarray, blank: int) -> tuple[float, list[str], int]:
+    def search(
+        self, lp: np.ndarray, blank: int
+    ) -> tuple[float, list[str], int, list[tuple[str, list[int], int, int]]]:
         """Viterbi over the frames' log-probs `lp` (frames x columns): the best sentence's
-        acoustic score, its words and the number of phones of the pronunciations taken."""
+        acoustic score, its words, the number of phones of the pronunciations taken, and its
+        path: per word, the tokens it was spelt with and its first and last frame."""
         n_frames = lp.shape[0]
         g = self.n_graph
         neg = NEG
@@ -263,16 +267,16 @@ class _Net:
         # The acoustic score alone: the prior only chose between the graphs.
         score = float(max(fin_b[i], fin_x[i])) - float(self.prior[state])
         frame = n_frames - 1 if fin_x[i] >= fin_b[i] else int(bh[state])
-        words: list[str] = []
-        phonemes = 0
+        path: list[tuple[str, list[int], int, int]] = []
         while frame >= 0:
             k = int(rec_word[frame, dst_slot[state]])
-            word, length = self.entries[int(self.end_word[k])]
-            words.append(word)
-            phonemes += length
-            frame, state = int(rec_at[frame, dst_slot[state]]), int(self.end_src[k])
-        words.reverse()
-        return score, words, phonemes
+            word, tokens = self.entries[int(self.end_word[k])]
+            began = int(rec_at[frame, dst_slot[state]])
+            path.append((word, tokens, began + 1, frame))
+            frame, state = began, int(self.end_src[k])
+        path.reverse()
+        words = [word for word, _, _, _ in path]
+        return score, words, sum(len(tokens) for _, tokens, _, _ in path), path
 
 
 class HamaRecognizer:
@@ -284,6 +288,7 @@ class HamaRecognizer:
         except ImportError as exc:  # reported by create_recognizer as a missing extra
             raise BackendUnavailable("hama is not installed") from exc
         self.grammar = grammar
+        self.config = config
         self._asr = hama.ASRModel()
         tokens = self._asr.decoder_tokens
         self.blank = self._asr.blank_id
@@ -301,7 +306,7 @@ class HamaRecognizer:
                 column_of[phone] = len(self._columns)
                 self._columns.append(ids)
         self.spellings, self.guessed = spell_words(grammar.words)
-        spell = {
+        self._spell = spell = {
             w: [[column_of[p] for p in variant] for variant in variants]
             for w, variants in self.spellings.items()
         }
@@ -337,26 +342,49 @@ class HamaRecognizer:
 
     def score(self, audio: np.ndarray) -> tuple[list[str], Fit | None]:
         """The best sentence and how well it fits, against the free loop."""
+        words, fit, _ = self._heard(audio)
+        return words, fit
+
+    def _heard(self, audio: np.ndarray) -> tuple[list[str], Fit | None, Callable[[], list[str]]]:
+        """`score`, and what gives the sentence's close rivals (`rivals.close_rivals`)."""
         lp = self.log_probs(audio)
         if lp.shape[0] == 0:
-            return [], None
+            return [], None, list
         lp = lp[self.kept_frames(lp[:, self.blank])]
-        score, words, phonemes = self._net.search(lp, self.blank)
+        score, words, phonemes, path = self._net.search(lp, self.blank)
         free = lp[:, : len(self.tokens)]
         speech = int((free.argmax(axis=1) != self.blank).sum())
-        return words, Fit(float(free.max(axis=1).sum()) - score, speech, phonemes)
+        fit = Fit(float(free.max(axis=1).sum()) - score, speech, phonemes)
+
+        def prior(sentence: list[str]) -> float:
+            return 0.0 if self.grammar.in_core(sentence) else EXTENDED_PRIOR
+
+        def rivals() -> list[str]:
+            mine = prior(words)
+            options = self.grammar.substitutions(words)
+            return close_rivals(
+                lp, self.blank, path, options, self._spell, lambda other: mine - prior(other)
+            )
+
+        return words, fit, rivals
 
     def transcribe(self, audio: np.ndarray) -> Transcription | None:
         if audio.size < SAMPLE_RATE // 10:
             return None
-        words, fit = self.score(audio)
+        words, fit, rivals = self._heard(audio)
         if not words or fit is None:
             return None
         in_core = self.grammar.in_core(words)
+        said = confidence(fit, in_core)
+        held = confidence(fit, in_core, held=True)
+        asr = self.config.asr
+        # Only what could be accepted is worth the second opinion's few milliseconds.
+        worth = said >= asr.min_confidence or held >= asr.min_confidence_pressed
         return Transcription(
             text=" ".join(words),
-            confidence=round(confidence(fit, in_core), 4),
-            held_confidence=round(confidence(fit, in_core, held=True), 4),
+            confidence=round(said, 4),
+            held_confidence=round(held, 4),
+            rivals=tuple(rivals()) if worth else (),
         )
 
     def close(self) -> None:

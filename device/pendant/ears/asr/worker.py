@@ -111,7 +111,9 @@ class RecognizerProcess:
         if line is None:
             raise PendantError(f"the recogniser stopped: {self._exit_reason()}")
         fields = json.loads(line)
-        return None if fields is None else Transcription(**fields)
+        if fields is None:
+            return None
+        return Transcription(**fields | {"rivals": tuple(fields.get("rivals", ()))})
 
     async def _exchange(self, request: bytes) -> bytes | None:
         async with self._turn:

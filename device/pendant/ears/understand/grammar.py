@@ -702,6 +702,36 @@ class Grammar:
         """Is this sentence one of the core's (or is there no core)?"""
         return self.core is None or _accepts(self.core, self._core_index, words)
 
+    def substitutions(self, words: list[str]) -> list[list[str]]:
+        """Per word of the sentence `words`, every other word that could stand in its place
+        with the sentence still in the closed set ("turn off the tv" -> "on" for "off"); []
+        per word when `words` is no sentence."""
+        states = [self.graph.start]
+        for word in words:
+            state = self._index.get((states[-1], word))
+            if state is None:
+                return [[] for _ in words]
+            states.append(state)
+        found: list[list[str]] = []
+        for i, word in enumerate(words):
+            rest = words[i + 1 :]
+            found.append(
+                [
+                    other
+                    for dst, other in self._out[states[i]]
+                    if other != word and self._ends_in_final(dst, rest)
+                ]
+            )
+        return found
+
+    def _ends_in_final(self, state: int, words: list[str]) -> bool:
+        at: int | None = state
+        for word in words:
+            at = self._index.get((at, word))  # type: ignore[arg-type]
+            if at is None:
+                return False
+        return at in self.graph.finals
+
     def snap(self, words: list[str]) -> tuple[str, float] | None:
         """The closed-set sentence nearest to `words` by word edit distance, and a similarity
         1 - distance / longer length. Dynamic programming over the DAG (states are numbered

@@ -34,6 +34,8 @@ from pendant.ears.understand.grammar import (
 from pendant.events import Slot
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pendant.config import Config
 
 MAX_SLOTS = 16
@@ -102,6 +104,21 @@ class IntentParser:
             return None
         area = here or self._default_area
         return IntentMatch(result.intent.name, self._slots(result, area), sentence)
+
+    def contested(
+        self, match: IntentMatch, rivals: Iterable[str], here: str | None = None
+    ) -> str | None:
+        """The first of the recogniser's `rivals` (sentences it heard nearly as well as
+        `match`) that means another action, or None: "turn on the tv" against "turn off the
+        tv" is too close to call, against "switch on the tv" it is not."""
+        for rival in rivals:
+            other = self.parse(rival, here=here)
+            if other is None or (other.name, other.slot_values()) != (
+                match.name,
+                match.slot_values(),
+            ):
+                return rival
+        return None
 
     def _recognize(self, sentence: str, intents: Intents) -> RecognizeResult | None:
         # Prefer a named device over an area reading: "turn off the kitchen lights" is the
