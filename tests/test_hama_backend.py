@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pendant.ears.asr import create_recognizer, hama_backend, rivals
 from pendant.ears.understand.grammar import Grammar, WordGraph
 from pendant.ears.understand.nlu import IntentParser
 
-from .conftest import SPEECH, demo_config
+from .conftest import SPEECH, SPEECH_CACHE, demo_config, speech_sets
 
 OTHER_LANGUAGES = SPEECH.parent / "speech-other-languages"
 
@@ -169,15 +170,24 @@ def test_a_recording_is_recognised(recognizer, config: Config, said: str) -> Non
 def test_a_sentence_the_sounds_fit_no_better_than_another_action_is_contested(
     recognizer, config: Config
 ) -> None:  # type: ignore[no-untyped-def]
-    # The one wrong action on speech-en's recordings: "fifty" heard as "two", confidently.
-    said = "set Bed Light brightness to 50 percent"
-    result = recognizer.transcribe(read(SPEECH / "main" / f"{said}.wav"))
-    assert result is not None and result.confidence >= config.asr.min_confidence
+    # espeak-ng's British voice says "unlock": the model hears it, but "lock" fits within
+    # rivals.RIVAL_MARGIN, and a door is not worth the guess. "turn on the tv" against "switch
+    # on the tv" is no contest (the same action), and a clear recording has no close rival.
+    entry = next(e for e in espeak_entries() if e["file"].startswith("cmd_016_gbf170_"))
+    result = recognizer.transcribe(read(SPEECH_CACHE / entry["file"]))
+    assert result is not None and result.text == "unlock the front door"
+    assert result.confidence >= config.asr.min_confidence
     nlu = IntentParser(config)
     match = nlu.parse(result.text)
     assert match is not None
-    if match != nlu.parse(said):
-        assert nlu.contested(match, result.rivals) is not None, (result.text, result.rivals)
+    assert nlu.contested(match, result.rivals) == "lock the front door"
+    clear = recognizer.transcribe(read(SPEECH / "main" / "lock the Front Door.wav"))
+    assert clear is not None and "unlock the front door" not in clear.rivals
+
+
+def espeak_entries() -> list[dict[str, object]]:
+    manifest = speech_sets().generate(SPEECH_CACHE)
+    return json.loads(Path(manifest).read_text())["files"]
 
 
 @pytest.mark.parametrize(
@@ -196,14 +206,15 @@ def test_other_speech_is_not_confident(recognizer, config: Config, path: Path) -
         assert result is None or result.held_confidence < config.asr.min_confidence_pressed
 
 
-def test_a_one_word_command_is_confident_only_when_held(recognizer, config: Config) -> None:  # type: ignore[no-untyped-def]
-    # Bystanders say "pausa" and "pauze": unheld, a short sentence must fit far better; held,
-    # the speaker is the wearer and only a mishearing is ruled out.
+def test_a_one_word_command_is_the_wearers_not_a_bystanders(recognizer, config: Config) -> None:  # type: ignore[no-untyped-def]
+    # A French speaker's "pause" fits "pause" by chance; the wearer's fits it far better.
+    # Held, only a mishearing is ruled out.
     result = recognizer.transcribe(read(SPEECH / "main" / "pause.wav"))
     assert result is not None and result.text == "pause"
-    assert result.confidence < config.asr.min_confidence
     assert result.confidence_for(pressed=True) >= config.asr.min_confidence_pressed
     assert result.confidence_for(pressed=False) == result.confidence
+    french = recognizer.transcribe(read(OTHER_LANGUAGES / "fr" / "pause.wav"))
+    assert french is None or french.confidence < config.asr.min_confidence
 
 
 def test_silence_gives_nothing_confident(recognizer, config: Config) -> None:  # type: ignore[no-untyped-def]
