@@ -17,19 +17,22 @@ from pendant.local_broker import LocalBroker
 from .conftest import SPEECH_CACHE, demo_config, hearing_config, speech_files, speech_sets
 from .pipeline import Received, run_files, slot_values
 
-# Said holding the button, a command is the wearer's: only a mishearing may drop it.
-# speech-en/main: 12 of 16, measured 2026-12-05 (README, "Recognisers"). Missed: "activate Mood
-# Lighting" (just under the floor), "what's the weather" (heard as "what's that", under it) and
-# "turn off lights in the Office", whose "off" the sounds fit only 1.4 nats better than "on"
-# as the pipeline cuts it (pendant.ears.asr.rivals drops such a sentence).
-MIN_CORRECT_HELD = 0.75
-# Unheld (conversation mode), the recogniser also weighs how likely a bystander's speech is to
-# fit the sentence by chance, and drops more commands to hear almost no other speech
-# (README, "Recognisers"); a one-word command needs the button there. speech-en/main: 9 of 13.
-MIN_CORRECT_UNHELD = 0.65
-# A wrong action is far worse than none; this many per set, at most. The known ones, measured
-# 2026-12-05: "50 percent" heard as "two percent" ("to fifty" comes out of the model as
-# "p ʌ t t i"; no rival within reach), and, held, "resume TV" as "resume".
+# The least share of commands heard right, per set, unheld (conversation mode) and held (the
+# button: the wearer's, so only a mishearing may drop it), a little under what was measured
+# on 2026-12-05 (README, "Recognisers"). Unheld, the recogniser also weighs how likely a
+# bystander's speech is to fit the sentence by chance, and one-word commands are scored apart.
+# speech-en/main, real recordings: 9 of 13 unheld and 12 of 16 held; missed held: "activate
+# Mood Lighting" (just under the floor), "what's the weather" (heard as "what's that", under
+# it) and "turn off lights in the Office", whose "off" the sounds fit only 1.4 nats better than
+# "on" as the pipeline cuts it (pendant.ears.asr.rivals drops such a sentence).
+# speech-en/generated: 36 and 35 of 37. The espeak-ng set: 145 of 165, unheld.
+MIN_CORRECT = {
+    ("main", False): 0.65,
+    ("main", True): 0.75,
+    ("generated", False): 0.9,
+    ("generated", True): 0.9,
+    ("espeak", False): 0.85,
+}
 MAX_WRONG_UNHELD = 1
 MAX_WRONG_HELD = 1
 
@@ -66,9 +69,9 @@ class Score:
         else:
             self.wrong.append(said)
 
-    def check(self, held: bool) -> None:
-        """The share right and the wrong actions within the bounds for held or unheld talk."""
-        min_correct = MIN_CORRECT_HELD if held else MIN_CORRECT_UNHELD
+    def check(self, subset: str, held: bool) -> None:
+        """The share right and the wrong actions within the bounds for the set, held or not."""
+        min_correct = MIN_CORRECT[(subset, held)]
         total = self.right + len(self.wrong) + len(self.missed)
         share = self.right / total
         max_wrong = MAX_WRONG_HELD if held else MAX_WRONG_UNHELD
@@ -104,7 +107,7 @@ def test_shared_recordings_become_the_right_intents(
     files = speech_files(subset)
     config = hearing_config()
     got = run_files(config, files, brokers, held=held)
-    score_recordings(config, files, got, held).check(held)
+    score_recordings(config, files, got, held).check(subset, held)
     for i, f in enumerate(files):
         if f.stem.startswith("oov_") and not held:
             assert got.for_file(i) == [], f"{f.name} is not a command but gave {got.for_file(i)}"
@@ -130,7 +133,7 @@ def test_espeak_commands_in_room_noise(
             assert heard == [] or (len(heard) == 1 and heard[0]["name"] == e["intent"])
             continue
         score.add(f"{e['file']} ({e['text']})", heard, e["intent"], e["slots"])
-    score.check(held)
+    score.check("espeak", held)
 
 
 def test_silence_noise_and_ordinary_talk_give_no_intent(

@@ -230,3 +230,4 @@ def test_substitutions_are_the_words_that_keep_a_sentence_in_the_closed_set(
         for other in others:
             assert grammar.accepts([*words[:i], other, *words[i + 1 :]])
     assert grammar.substitutions(["turn", "off", "the", "moon"]) == [[], [], [], []]
+    assert grammar.substitutions(["turn", "off"]) == [[], []]  # no sentence yet

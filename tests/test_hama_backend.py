@@ -150,6 +150,35 @@ def test_a_word_the_sounds_fit_nearly_as_well_is_a_rival() -> None:
         assert rivals.close_rivals(lp, BLANK, path, [[], ["c"]], spell, lambda _: 8.0) == []
 
 
+def test_the_search_gives_each_word_its_frames() -> None:
+    n = net([(0, 1, "a"), (1, 2, "b"), (2, 3, "d")], {3}, {"a": [0], "b": [1], "d": [0]})
+    _, words, _, path = n.search(frames(BLANK, 0, BLANK, 1, BLANK, 0, BLANK), BLANK)
+    assert words == ["a", "b", "d"]
+    assert path == [("a", [0], 0, 1), ("b", [1], 2, 3), ("d", [0], 4, 5)]
+
+
+def test_a_middle_word_is_weighed_on_its_own_frames_and_its_neighbours() -> None:
+    # "a b d" or "a c d": the middle word's frames say 1 ("b") barely; the words around it
+    # are clear, and the rival must explain them too.
+    spell = {"a": [[0]], "b": [[1]], "c": [[2]], "d": [[0]]}
+    lp = frames(BLANK, 0, BLANK, 1, BLANK, 0, BLANK)
+    lp[3, 1], lp[3, 2] = np.log(0.55), np.log(0.43)
+    path = [("a", [0], 0, 1), ("b", [1], 2, 3), ("d", [0], 4, 5)]
+    options = [[], ["c"], []]
+    assert rivals.close_rivals(lp, BLANK, path, options, spell, lambda _: 0.0) == ["a c d"]
+    # Its window runs to the end of "d": one frame short, "a b d" could not be aligned at all.
+    clear = frames(BLANK, 0, BLANK, 1, BLANK, 0, BLANK)
+    assert rivals.close_rivals(clear, BLANK, path, options, spell, lambda _: 0.0) == []
+
+
+def test_a_word_may_begin_with_the_token_the_word_before_ended_with() -> None:
+    # As the search allows it: one spike of token 0 ends "a" and begins "b" ([0, 1]).
+    spell = {"a": [[0]], "b": [[0, 1]], "c": [[0, 2]]}
+    lp = frames(BLANK, 0, 1, BLANK)
+    path = [("a", [0], 0, 1), ("b", [0, 1], 2, 3)]
+    assert rivals.close_rivals(lp, BLANK, path, [[], ["c"]], spell, lambda _: 0.0) == []
+
+
 # --- real recordings ---------------------------------------------------------------------
 
 

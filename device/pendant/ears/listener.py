@@ -273,6 +273,7 @@ class Ears:
             said is not None
             and heard.match is not None
             and said.confidence >= self.config.asr.min_confidence
+            and not self._contested(heard)
         )
 
     def _guess(self) -> Guess:
@@ -307,16 +308,15 @@ class Ears:
             heard = await self.understanding.recognizer.transcribe(audio)
         parser = self.understanding.parser
         match = parser.parse(heard.text, here=self.here) if heard is not None else None
-        if (
-            match is not None
-            and heard is not None
-            and parser.contested(match, heard.rivals, here=self.here) is not None
-        ):
-            # A wrong action is worse than none: the wearer says it again. No words in the
-            # log: what is dropped may be a bystander's.
-            log.info("%s too close to another action to call: no intent", match.name)
-            match = None
         return Heard(heard, match)
+
+    def _contested(self, heard: Heard) -> bool:
+        """Does a rival the recogniser heard nearly as well mean another action? A wrong
+        action is worse than none: the wearer says it again."""
+        said, match = heard.transcription, heard.match
+        if said is None or match is None or not said.rivals:
+            return False
+        return self.understanding.parser.contested(match, said.rivals, here=self.here) is not None
 
     async def on_button(self, event: Button) -> None:
         if event.action == "tap":  # after the press's cancel: nothing held is left
@@ -359,7 +359,7 @@ class Ears:
         asr = self.config.asr
         floor = asr.min_confidence_pressed if pressed else asr.min_confidence
         score = heard.confidence_for(pressed) if heard is not None else 0.0
-        confident = heard is not None and score >= floor
+        confident = heard is not None and score >= floor and not self._contested(result)
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
             if pressed:

@@ -358,6 +358,7 @@ class HamaRecognizer:
             return [], None, list
         lp = lp[self.kept_frames(lp[:, self.blank])]
         free = lp[:, : len(self.tokens)]
+        # Word-break frames still count as speech here (the constants were tuned so).
         speech = int((free.argmax(axis=1) != self.blank).sum())
         reference = float(free.max(axis=1).sum())
         if self.word_break is not None:

@@ -712,6 +712,8 @@ class Grammar:
             if state is None:
                 return [[] for _ in words]
             states.append(state)
+        if states[-1] not in self.graph.finals:
+            return [[] for _ in words]
         found: list[list[str]] = []
         for i, word in enumerate(words):
             rest = words[i + 1 :]

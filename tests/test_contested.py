@@ -1,0 +1,76 @@
+"""A sentence one word from another action, heard nearly as well as it (the recogniser's
+`Transcription.rivals`), gives no intent: the ears drop it, and say nothing of its words
+unless the wearer held the button. Which rivals the sounds allow is
+`tests/test_hama_backend.py`'s business; here the recogniser is scripted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from pendant.config import Config
+from pendant.ears.asr import Transcription
+from pendant.ears.listener import Ears, Understanding
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.understand.nlu import IntentParser
+from pendant.ears.vad import SileroVad, Utterance
+from pendant.events import Event, Intent, NotRecognized
+from pendant.models import model_path
+
+
+class Scripted:
+    """Heard `text` with full confidence, and these rivals."""
+
+    def __init__(self, text: str, rivals: tuple[str, ...]) -> None:
+        self.heard = Transcription(text, 1.0, rivals=rivals)
+        self.guessed: dict[str, str] = {}
+
+    async def transcribe(self, audio: np.ndarray) -> Transcription:
+        return self.heard
+
+    def close(self) -> None:
+        pass
+
+
+class Closed:
+    """No microphone: the test hands the ears an utterance itself."""
+
+    realtime = True
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def hear(config: Config, grammar: Grammar, rivals: tuple[str, ...], pressed: bool) -> list[Event]:
+    recognizer = Scripted("turn on the tv", rivals)
+    understanding = Understanding(config, recognizer, IntentParser(config), grammar)  # type: ignore[arg-type]
+    published: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        published.append(event)
+
+    silero = SileroVad(model_path(config, "silero-vad"))
+    ears = Ears(understanding, Closed(), silero, publish)  # type: ignore[arg-type]
+    utterance = Utterance(np.zeros(16_000, np.int16), 0, 1000)
+    asyncio.run(ears.handle(utterance, pressed=pressed))
+    return published
+
+
+def test_a_rival_meaning_another_action_drops_the_sentence(
+    config: Config, grammar: Grammar
+) -> None:
+    published = hear(config, grammar, ("switch on the tv", "turn off the tv"), pressed=False)
+    assert not [e for e in published if isinstance(e, Intent | NotRecognized)]
+    # Held, the wearer is told it was not understood, with what was heard.
+    held = hear(config, grammar, ("turn off the tv",), pressed=True)
+    assert not [e for e in held if isinstance(e, Intent)]
+    assert [e.text for e in held if isinstance(e, NotRecognized)] == ["turn on the tv"]
+
+
+def test_a_rival_meaning_the_same_action_is_no_contest(config: Config, grammar: Grammar) -> None:
+    published = hear(config, grammar, ("switch on the tv",), pressed=False)
+    assert [e.name for e in published if isinstance(e, Intent)] == ["HassTurnOn"]
