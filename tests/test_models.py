@@ -21,6 +21,7 @@ import pytest
 from pendant.config import Config, ModelsConfig
 from pendant.errors import ModelError
 from pendant.models import (
+    LOCK_NAME,
     STAMP_NAME,
     _fetch_one,
     fetch,
@@ -31,6 +32,11 @@ from pendant.models import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def left_in(cache: Path) -> list[str]:
+    """What a fetch left in `cache`, but the lock that keeps two fetches apart."""
+    return sorted(p.name for p in cache.iterdir() if p.name != LOCK_NAME)
 
 
 def _config(cache: Path) -> Config:
@@ -88,7 +94,7 @@ def test_fetch_installs_a_verified_model(fetched: Path) -> None:
     assert (fetched / "silero-vad" / STAMP_NAME).is_file()
     assert verify(config, "silero-vad") == path
     # Nothing half-done is left next to the models.
-    assert sorted(p.name for p in fetched.iterdir()) == ["silero-vad"]
+    assert left_in(fetched) == ["silero-vad"]
 
 
 def test_fetched_model_loads_in_its_runtime(fetched: Path) -> None:
@@ -155,7 +161,7 @@ def test_a_wheel_that_differs_from_its_pin_is_refused(tmp_path: Path) -> None:
         _fetch_one(_config(tmp_path), bad, False, lambda _line: None)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "silero-vad").exists()
-    assert list(tmp_path.iterdir()) == []  # staging cleaned up
+    assert left_in(tmp_path) == []  # staging cleaned up
 
 
 def test_cli_fetch_and_verify(fetched: Path) -> None:
@@ -245,7 +251,7 @@ def test_full_disk_is_one_line_naming_the_fix(small_disk: Path, tmp_path: Path) 
     with pytest.raises(ModelError, match=r"^no space left in .* to fetch 'silero-vad'") as err:
         fetch(_config(small_disk), ["silero-vad"], progress=False)
     assert "--cache DIR" in str(err.value)
-    assert list(small_disk.iterdir()) == []
+    assert left_in(small_disk) == []
     # The cache has room but pip's temporary directory does not: pip fails, mid-download.
     env = {**os.environ, "TMPDIR": str(small_disk), "PIP_NO_CACHE_DIR": "1"}
     done = _cli("fetch", "--quiet", "--cache", str(tmp_path / "cache"), "silero-vad", env=env)
@@ -253,3 +259,23 @@ def test_full_disk_is_one_line_naming_the_fix(small_disk: Path, tmp_path: Path) 
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "no space left" in done.stderr and "TMPDIR" in done.stderr
     assert not (tmp_path / "cache" / "silero-vad").exists()
+
+
+def test_a_fetch_waits_for_another_into_the_same_cache(fetched: Path) -> None:
+    # `make run` and `make test` started together on a fresh machine both fetch: two installs
+    # of one model collided ("Directory not empty"). The second now waits for the first.
+    import fcntl
+
+    with open(fetched / LOCK_NAME, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "pendant.models", "fetch", "--cache", str(fetched),
+             "silero-vad"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert second.stderr is not None
+        assert "waiting for another fetch" in second.stderr.readline()
+        assert second.poll() is None  # still waiting while the first holds the cache
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert "silero-vad: ok" in out

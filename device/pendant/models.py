@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -35,7 +36,7 @@ import sys
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -52,6 +53,7 @@ MANIFEST_RESOURCE = "data/models.toml"
 ENV_CACHE = "PENDANT_MODELS_CACHE"
 STAMP_NAME = ".verified.json"
 _STAGING_PREFIX = ".staging-"
+LOCK_NAME = ".fetch.lock"
 _CHUNK = 1 << 20
 # Headroom on top of wheels + extracted files: pip's metadata, the stamp, filesystem slack.
 _SPACE_MARGIN = 4 << 20
@@ -476,16 +478,38 @@ def fetch(
             f"pass --cache DIR (or set models.cache_dir) to a directory you can write"
         ) from None
     paths: dict[str, Path] = {}
-    for spec in specs:
-        try:
-            paths[spec.name] = _check(config, spec, force=False)
-            say(f"{spec.name}: already verified in {_shown(config)}")
-            continue
-        except ModelError:
-            pass
-        paths[spec.name] = _fetch_one(config, spec, progress, say)
-        say(f"{spec.name}: ready in {paths[spec.name]}")
+    with _fetching(config, say):
+        for spec in specs:
+            try:
+                paths[spec.name] = _check(config, spec, force=False)
+                say(f"{spec.name}: already verified in {_shown(config)}")
+                continue
+            except ModelError:
+                pass
+            paths[spec.name] = _fetch_one(config, spec, progress, say)
+            say(f"{spec.name}: ready in {paths[spec.name]}")
     return paths
+
+
+@contextlib.contextmanager
+def _fetching(config: Config, say: Callable[[str], None]) -> Iterator[None]:
+    """One fetch into a cache at a time: `make run` and `make test` started together on a
+    fresh machine both fetch, and two installs of one model collide. The second waits, then
+    finds the models verified."""
+    try:
+        lock = open(cache_dir(config) / LOCK_NAME, "a+b")  # noqa: SIM115 - held for the fetch
+    except OSError:
+        # A cache we cannot write (the image's, read-only) can still hold verified models;
+        # an install into it fails on its own, with its own message.
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another fetch into {_shown(config)} to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # --------------------------------------------------------------------------- CLI
