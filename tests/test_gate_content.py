@@ -331,6 +331,22 @@ def test_fuzz_split_blobs_are_dropped_as_blobs(
     assert g.dropped == {"blob": 1}
 
 
+@pytest.mark.parametrize("kind", ["scene", "not_recognized"])
+def test_hex_of_bytes_with_many_zeros_is_a_blob(kind: str) -> None:
+    # Found by the fuzz test above in CI: nine zero bytes, then fifteen of some variety, in
+    # HEX by fours. It reads as numbers ("0000", "000A", "0ADA") and words ("DBEA").
+    data = b"\x00" * 9 + b"\n\n\xda\x00\x01\x02\n\x0b\x0c\r\x8a\xdb\xea\xea\xeb"
+    encoded = data.hex().upper()
+    text = " ".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
+    g = gate()
+    if kind == "scene":
+        payload = scene(text)
+    else:
+        payload = NotRecognized(device_id=DEVICE, text=text).to_json()
+    assert g.admit(payload) is None
+    assert g.dropped == {"blob": 1}
+
+
 def test_silence_encoded_is_dropped() -> None:
     g = gate()
     quiet = bytes(40) + bytes(range(1, 8))

@@ -17,7 +17,9 @@ lot numbers that no word list has):
 
 Text is a blob when 48 characters or more are odd, or 16 or more and at least a third; when
 there are 8 or more switches and at least one per 12 characters; when 32 or more characters
-and half of them are digits; or when 8 or more tokens (of 2 characters or more) are at most a
+and half of them are digits; when 32 or more characters, three in four, are in tokens of hex
+digits only, a quarter of them digits (hex of bytes with many zeros: "0000 000A 0ADA DBEA");
+or when 8 or more tokens (of 2 characters or more) are at most a
 third distinct, or half of them one token. Measured on random bytes in base64 and hex cut
 every 1 to 64 characters: about one in ten thousand texts passes, at chunks of 4; base32 at
 chunks of 4 passes one in a hundred (capital letters read as words). Legible labels pass
@@ -54,6 +56,10 @@ SWITCH_MIN = 8
 SWITCH_SHARE = 1 / 12
 DIGITS_MIN = 32
 DIGITS_SHARE = 1 / 2
+HEX_MIN = 32
+HEX_SHARE = 3 / 4
+HEX_DIGITS = 1 / 4
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 REPEATS_MIN = 8
 
 
@@ -106,6 +112,16 @@ def looks_like_blob(text: str) -> bool:
         return True
     digits = sum(c.isdigit() for t in tokens for c in t)
     if digits >= DIGITS_MIN and digits >= DIGITS_SHARE * chars:
+        return True
+    # Hex with many zero bytes reads as numbers ("0000 000A 0ADA") and words ("DBEA").
+    hexed = [t for t in tokens if _HEX.fullmatch(t)]
+    hex_chars = sum(len(t) for t in hexed)
+    hex_digits = sum(c.isdigit() for t in hexed for c in t)
+    if (
+        hex_chars >= HEX_MIN
+        and hex_chars >= HEX_SHARE * chars
+        and hex_digits >= HEX_DIGITS * hex_chars
+    ):
         return True
     # Silence is zeros: "AAAA AAAA AAAA ..." in base64, "0000 0000 ..." in hex.
     longer = [t for t in tokens if len(t) >= 2]
