@@ -11,12 +11,11 @@ import numpy as np
 
 from pendant.config import Config
 from pendant.ears.asr import Transcription
-from pendant.ears.listener import Ears, Understanding
 from pendant.ears.understand.grammar import Grammar
-from pendant.ears.understand.nlu import IntentParser
-from pendant.ears.vad import SileroVad, Utterance
+from pendant.ears.vad import Utterance
 from pendant.events import Event, Intent, NotRecognized
-from pendant.models import model_path
+
+from .ears_support import bare_ears
 
 
 class Scripted:
@@ -33,28 +32,8 @@ class Scripted:
         pass
 
 
-class Closed:
-    """No microphone: the test hands the ears an utterance itself."""
-
-    realtime = True
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 def hear(config: Config, grammar: Grammar, rivals: tuple[str, ...], pressed: bool) -> list[Event]:
-    recognizer = Scripted("turn on the tv", rivals)
-    understanding = Understanding(config, recognizer, IntentParser(config), grammar)  # type: ignore[arg-type]
-    published: list[Event] = []
-
-    async def publish(event: Event) -> None:
-        published.append(event)
-
-    silero = SileroVad(model_path(config, "silero-vad"))
-    ears = Ears(understanding, Closed(), silero, publish)  # type: ignore[arg-type]
+    ears, published = bare_ears(config, grammar, Scripted("turn on the tv", rivals))
     utterance = Utterance(np.zeros(16_000, np.int16), 0, 1000)
     asyncio.run(ears.handle(utterance, pressed=pressed))
     return published

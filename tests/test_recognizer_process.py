@@ -19,6 +19,7 @@ from pendant.ears.understand.grammar import Grammar
 from pendant.errors import PendantError
 
 from .conftest import speech_files
+from .ears_support import bare_ears
 from .tasks import ticks_during
 
 
@@ -136,36 +137,14 @@ class Held:
         pass
 
 
-class Closed:
-    """No microphone: the test hands the ears an utterance itself."""
-
-    realtime = True
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 def test_a_mute_while_an_utterance_is_recognised_drops_it(config: Config, grammar: Grammar) -> None:
     # The loop is free during a decode now, so a mute can arrive in the middle of one: the
     # wearer said no, and what was said before it must not come out after it.
-    from pendant.ears.listener import Ears, Understanding
-    from pendant.ears.understand.nlu import IntentParser
-    from pendant.ears.vad import SileroVad, Utterance
-    from pendant.events import Event, Intent
-    from pendant.models import model_path
+    from pendant.ears.vad import Utterance
+    from pendant.events import Intent
 
     recognizer = Held(grammar)
-    understanding = Understanding(config, recognizer, IntentParser(config), grammar)  # type: ignore[arg-type]
-    published: list[Event] = []
-
-    async def publish(event: Event) -> None:
-        published.append(event)
-
-    silero = SileroVad(model_path(config, "silero-vad"))
-    ears = Ears(understanding, Closed(), silero, publish)  # type: ignore[arg-type]
+    ears, published = bare_ears(config, grammar, recognizer)
 
     async def main() -> Intent | None:
         heard = asyncio.create_task(

@@ -448,11 +448,6 @@ def main(argv: list[str] | None = None) -> int:
         if not manifest.is_file():
             print(f"{manifest}: no such manifest; run tools/speech_sets.py", file=sys.stderr)
             return 2
-    if args.sweep or args.min_confidence is not None:
-        # The recogniser weighs rivals only for what the config's floors could accept.
-        lowest = min([min_conf, *(args.sweep or [])])
-        floors = {"min_confidence": lowest, "min_confidence_pressed": lowest}
-        config = config.model_copy(update={"asr": config.asr.model_copy(update=floors)})
     grammar = build_grammar(config)
     nlu = IntentParser(config)
     recognizer = create_recognizer(config, grammar)

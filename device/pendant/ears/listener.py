@@ -50,10 +50,13 @@ GUESS_MARGIN_DB = 3.0
 GUESS_AFTER_MS = 120
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heard:
     transcription: Transcription | None
     match: IntentMatch | None
+    contested: bool | None = None
+    """Whether a rival means another action (`Ears._contested`); None until first asked: a
+    guess and the utterance it stands for share one Heard."""
 
 
 @dataclass(slots=True)
@@ -314,9 +317,14 @@ class Ears:
         """Does a rival the recogniser heard nearly as well mean another action? A wrong
         action is worse than none: the wearer says it again."""
         said, match = heard.transcription, heard.match
-        if said is None or match is None or not said.rivals:
-            return False
-        return self.understanding.parser.contested(match, said.rivals, here=self.here) is not None
+        if heard.contested is None:
+            heard.contested = (
+                said is not None
+                and match is not None
+                and self.understanding.parser.contested(match, said.rivals, here=self.here)
+                is not None
+            )
+        return heard.contested
 
     async def on_button(self, event: Button) -> None:
         if event.action == "tap":  # after the press's cancel: nothing held is left

@@ -34,7 +34,7 @@ must fit better to be accepted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -213,10 +213,10 @@ class _Net:
 
     def search(
         self, lp: np.ndarray, blank: int
-    ) -> tuple[float, list[str], int, list[tuple[str, list[int], int, int]]]:
+    ) -> tuple[float, list[tuple[str, list[int], int, int]]]:
         """Viterbi over the frames' log-probs `lp` (frames x columns): the best sentence's
-        acoustic score, its words, the number of phones of the pronunciations taken, and its
-        path: per word, the tokens it was spelt with and its first and last frame."""
+        acoustic score and its path: per word, the word, the tokens it was spelt with (the
+        pronunciation taken) and its first and last frame."""
         n_frames = lp.shape[0]
         g = self.n_graph
         neg = NEG
@@ -280,8 +280,7 @@ class _Net:
             path.append((word, tokens, began + 1, frame))
             frame, state = began, int(self.end_src[k])
         path.reverse()
-        words = [word for word, _, _, _ in path]
-        return score, words, sum(len(tokens) for _, tokens, _, _ in path), path
+        return score, path
 
 
 class HamaRecognizer:
@@ -293,7 +292,6 @@ class HamaRecognizer:
         except ImportError as exc:  # reported by create_recognizer as a missing extra
             raise BackendUnavailable("hama is not installed") from exc
         self.grammar = grammar
-        self.config = config
         self._asr = hama.ASRModel()
         tokens = self._asr.decoder_tokens
         self.blank = self._asr.blank_id
@@ -346,16 +344,12 @@ class HamaRecognizer:
         sure = blank > SURE_BLANK
         return ~sure | np.concatenate([[True], ~sure[:-1]])
 
-    def score(self, audio: np.ndarray) -> tuple[list[str], Fit | None]:
-        """The best sentence and how well it fits, against the free loop."""
-        words, fit, _ = self._heard(audio)
-        return words, fit
-
-    def _heard(self, audio: np.ndarray) -> tuple[list[str], Fit | None, Callable[[], list[str]]]:
-        """`score`, and what gives the sentence's close rivals (`rivals.close_rivals`)."""
+    def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        if audio.size < SAMPLE_RATE // 10:
+            return None
         lp = self.log_probs(audio)
         if lp.shape[0] == 0:
-            return [], None, list
+            return None
         lp = lp[self.kept_frames(lp[:, self.blank])]
         free = lp[:, : len(self.tokens)]
         # Word-break frames still count as speech here (the constants were tuned so).
@@ -365,38 +359,26 @@ class HamaRecognizer:
             # The model marks the gap between two words with a token of its own, which no
             # spelling holds: the search takes it for the blank, as the free loop does.
             lp[:, self.blank] = np.maximum(lp[:, self.blank], lp[:, self.word_break])
-        score, words, phonemes, path = self._net.search(lp, self.blank)
-        fit = Fit(reference - score, speech, phonemes)
+        score, path = self._net.search(lp, self.blank)
+        if not path:
+            return None
+        words = [word for word, _, _, _ in path]
+        fit = Fit(reference - score, speech, sum(len(tokens) for _, tokens, _, _ in path))
+        in_core = self.grammar.in_core(words)
 
         def prior(sentence: list[str]) -> float:
             return 0.0 if self.grammar.in_core(sentence) else EXTENDED_PRIOR
 
-        def rivals() -> list[str]:
-            mine = prior(words)
-            options = self.grammar.substitutions(words)
-            return close_rivals(
-                lp, self.blank, path, options, self._spell, lambda other: mine - prior(other)
-            )
-
-        return words, fit, rivals
-
-    def transcribe(self, audio: np.ndarray) -> Transcription | None:
-        if audio.size < SAMPLE_RATE // 10:
-            return None
-        words, fit, rivals = self._heard(audio)
-        if not words or fit is None:
-            return None
-        in_core = self.grammar.in_core(words)
-        said = confidence(fit, in_core)
-        held = confidence(fit, in_core, held=True)
-        asr = self.config.asr
-        # Only what could be accepted is worth the second opinion's few milliseconds.
-        worth = said >= asr.min_confidence or held >= asr.min_confidence_pressed
+        # A rival is charged what the search would have charged it more than the winner.
+        mine = prior(words)
+        options = self.grammar.substitutions(words)
         return Transcription(
             text=" ".join(words),
-            confidence=round(said, 4),
-            held_confidence=round(held, 4),
-            rivals=tuple(rivals()) if worth else (),
+            confidence=round(confidence(fit, in_core), 4),
+            held_confidence=round(confidence(fit, in_core, held=True), 4),
+            rivals=tuple(
+                close_rivals(lp, self.blank, path, options, self._spell, lambda r: mine - prior(r))
+            ),
         )
 
     def close(self) -> None:

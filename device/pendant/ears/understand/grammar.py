@@ -678,12 +678,8 @@ class Grammar:
         """Every way the closed set lets a speaker go on after the sentence `words` (each a
         whole sentence then), or None when there are more than `most` or `words` is no
         sentence. [] when nothing may follow it."""
-        state: int | None = self.graph.start
-        for word in words:
-            state = self._index.get((state, word))
-            if state is None:
-                return None
-        if state not in self.graph.finals:
+        state = _walk(self._index, self.graph.start, words)
+        if state is None or state not in self.graph.finals:
             return None
         found: list[list[str]] = []
         stack: list[tuple[int, list[str]]] = [(state, [])]
@@ -706,33 +702,21 @@ class Grammar:
         """Per word of the sentence `words`, every other word that could stand in its place
         with the sentence still in the closed set ("turn off the tv" -> "on" for "off"); []
         per word when `words` is no sentence."""
-        states = [self.graph.start]
-        for word in words:
-            state = self._index.get((states[-1], word))
-            if state is None:
-                return [[] for _ in words]
-            states.append(state)
-        if states[-1] not in self.graph.finals:
+        if not self.accepts(words):
             return [[] for _ in words]
         found: list[list[str]] = []
+        state = self.graph.start
         for i, word in enumerate(words):
             rest = words[i + 1 :]
             found.append(
                 [
                     other
-                    for dst, other in self._out[states[i]]
-                    if other != word and self._ends_in_final(dst, rest)
+                    for dst, other in self._out[state]
+                    if other != word and _walk(self._index, dst, rest) in self.graph.finals
                 ]
             )
+            state = self._index[(state, word)]
         return found
-
-    def _ends_in_final(self, state: int, words: list[str]) -> bool:
-        at: int | None = state
-        for word in words:
-            at = self._index.get((at, word))  # type: ignore[arg-type]
-            if at is None:
-                return False
-        return at in self.graph.finals
 
     def snap(self, words: list[str]) -> tuple[str, float] | None:
         """The closed-set sentence nearest to `words` by word edit distance, and a similarity
@@ -801,12 +785,17 @@ class Grammar:
 
 
 def _accepts(graph: WordGraph, index: dict[tuple[int, str], int], words: list[str]) -> bool:
-    state: int | None = graph.start
-    for w in words:
-        state = index.get((state, w))  # type: ignore[arg-type]
-        if state is None:
-            return False
-    return state in graph.finals
+    return _walk(index, graph.start, words) in graph.finals
+
+
+def _walk(index: dict[tuple[int, str], int], state: int, words: list[str]) -> int | None:
+    """The state `words` lead to from `state`, or None where the graph has no such path."""
+    at: int | None = state
+    for word in words:
+        at = index.get((at, word))  # type: ignore[arg-type]
+        if at is None:
+            return None
+    return at
 
 
 def grammar_fingerprint(config: Config) -> str:

@@ -1,0 +1,38 @@
+"""The ears' listener on its own, for tests that hand it utterances themselves: no
+microphone, a recogniser the test supplies, and what it publishes collected in a list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pendant.config import Config
+from pendant.ears.listener import Ears, Understanding
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.understand.nlu import IntentParser
+from pendant.ears.vad import SileroVad
+from pendant.events import Event
+from pendant.models import model_path
+
+
+class Closed:
+    """No microphone: the test hands the ears an utterance itself."""
+
+    realtime = True
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def bare_ears(config: Config, grammar: Grammar, recognizer: Any) -> tuple[Ears, list[Event]]:
+    """Ears hearing through `recognizer`, and the list their events are published to."""
+    understanding = Understanding(config, recognizer, IntentParser(config), grammar)
+    published: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        published.append(event)
+
+    silero = SileroVad(model_path(config, "silero-vad"))
+    return Ears(understanding, Closed(), silero, publish), published  # type: ignore[arg-type]
