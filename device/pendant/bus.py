@@ -10,14 +10,16 @@ its words off as read by the camera.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import aiomqtt
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from pendant.events import Event
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PREFIX = "pendant-bus"
 QOS = 1
@@ -97,7 +101,29 @@ def private_client_id(base: str, password: str | None) -> str:
     return f"{base}-{tag}"
 
 
-def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> aiomqtt.Client:
+class Client(aiomqtt.Client):
+    """An aiomqtt client whose waits on the broker never lose a cancellation.
+
+    aiomqtt bounds each of them (CONNACK, SUBACK, PUBACK, the disconnect) with
+    `asyncio.wait_for`, which on Python 3.11 returns the result instead of raising when the
+    cancellation comes in the same loop turn as the broker's answer (fixed in 3.12). The task
+    cancelled then goes on as if nothing had happened: a link stopped while a PUBACK was on
+    its way kept running its loops, and `systemctl stop` would wait for SIGKILL.
+    `asyncio.timeout` raises the cancellation whatever else has happened.
+    """
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:
+        """`fut`, within `timeout` seconds (None: the client's own; math.inf: no limit)."""
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
+
+
+def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> Client:
     """A client of the bus. `persistent` keeps its QoS 1 messages queued across restarts.
     The broker sees `client_id` made private to this login (`private_client_id`)."""
     password = read_secret(config.password_file, "bus.password_file")
@@ -106,7 +132,7 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> a
         if config.socket
         else {"hostname": config.host, "port": config.port}
     )
-    return aiomqtt.Client(
+    return Client(
         **where,  # type: ignore[arg-type]
         identifier=private_client_id(client_id, password),
         username=config.username,

@@ -27,7 +27,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pendant.bus import private_client_id, read_secret
+from pendant.bus import Client, private_client_id, read_secret
 from pendant.config import Config, LinkConfig
 from pendant.errors import PendantError
 from pendant.outbox import RETRY_S
@@ -132,7 +132,7 @@ def login(config: Config, over_socket: bool) -> tuple[str | None, str | None]:
 
 def client(
     config: Config, *, over_socket: bool, tls: ssl.SSLContext | None, will_topic: str
-) -> aiomqtt.Client:
+) -> Client:
     """An MQTT 5 client of one outside broker: link.socket's, or link.host's with `tls`."""
     link = config.link
     username, password = login(config, over_socket)
@@ -143,7 +143,7 @@ def client(
     )
     session = Properties(PacketTypes.CONNECT)
     session.SessionExpiryInterval = SESSION_EXPIRY_S
-    return aiomqtt.Client(
+    return Client(
         **where,
         # Private to this login: no other client of that broker can take the session over.
         identifier=private_client_id(f"pendant-{config.device_id}", password),

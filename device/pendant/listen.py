@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import aiomqtt
-
+from pendant.bus import Client
 from pendant.config import Config
 from pendant.ears.audio.wav import WavSource
 from pendant.local_broker import LocalBroker
@@ -59,7 +58,7 @@ async def listen(config: Config, files: Sequence[Path], out=sys.stdout) -> int:
         cfg = simulated(config, bus, home, realtime=False)
         pendant = Pendant(cfg, source=WavSource(cfg.audio, files), parts=("ears", "link"))
         received = 0
-        async with aiomqtt.Client(
+        async with Client(
             "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
         ) as viewer:
             await viewer.subscribe(f"{pendant.link.base_topic}/intent/#", qos=1)

@@ -65,7 +65,8 @@ class Pendant:
 
         async def link_listening() -> None:
             # The link must be listening before the first event, or it would be lost.
-            await asyncio.wait_for(self.link.bus_ready.wait(), BUS_READY_TIMEOUT_S)
+            async with asyncio.timeout(BUS_READY_TIMEOUT_S):  # not wait_for: bus.Client
+                await self.link.bus_ready.wait()
 
         try:
             await self.ears.run(before_audio=link_listening)

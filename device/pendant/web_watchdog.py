@@ -53,7 +53,8 @@ async def probe(address: tuple[str, int], period_s: float) -> None:
     failing = False
     while True:
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(*address), period_s)
+            async with asyncio.timeout(period_s):  # not wait_for: `pendant.bus.Client`
+                _, writer = await asyncio.open_connection(*address)
             writer.transport.abort()
             failing = False
         except (OSError, TimeoutError) as exc:

@@ -486,7 +486,7 @@ class PairingDesk:
     async def run(self) -> None:
         failures = 0
         while True:
-            client = aiomqtt.Client(
+            client = bus.Client(
                 hostname=self.socket_path,
                 port=1883,
                 transport="unix",
@@ -849,7 +849,8 @@ class Server:
             else:
                 with contextlib.suppress(Exception):
                     writer.close()
-                    await asyncio.wait_for(writer.wait_closed(), 2.0)
+                    async with asyncio.timeout(2.0):  # not wait_for: `bus.Client`
+                        await writer.wait_closed()
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
@@ -863,7 +864,8 @@ class Server:
             try:
                 if wait_s <= 0:
                     raise TimeoutError
-                req = await asyncio.wait_for(http.next_request(), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: `bus.Client`
+                    req = await http.next_request()
             except TimeoutError:
                 return  # an idle keep-alive connection, a slow client, or its time is up: close
             except BadRequest as bad:
@@ -879,7 +881,8 @@ class Server:
             # In chunks, each drained: a connection buffers at most ~2 chunks.
             for data in http.frame(reply):
                 writer.write(data)
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                async with asyncio.timeout(WRITE_TIMEOUT_S):  # not wait_for: `bus.Client`
+                    await writer.drain()
                 conn.active_s = time.monotonic()
             if not http.next_cycle():
                 return

@@ -84,7 +84,8 @@ class MicSource:
             pending = np.zeros(0, dtype=np.int16)
             while self._stream is not None:
                 try:
-                    block = await asyncio.wait_for(queue.get(), STALL_S)
+                    async with asyncio.timeout(STALL_S):  # not wait_for: `pendant.bus.Client`
+                        block = await queue.get()
                 except TimeoutError:
                     continue  # paused or closed meanwhile: the loop condition says which
                 pending = np.concatenate((pending, converter.push(block)))
