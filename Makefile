@@ -44,10 +44,11 @@ lock: $(UV)
 
 # Speech sets nobody tuned on (tools/kokoro_sets.py): Kokoro voices saying the commands under
 # pink noise, babble, music and reverb, Kokoro voices talking, and the read English inside the
-# moonshine-voice wheel; split into tune / held-out voices. Test tooling in its own venv (the
+# moonshine-voice wheel, and an hour of English chatter (Debian's fortunes read by Kokoro and
+# espeak-ng voices); split into tune / held-out voices. Test tooling in its own venv (the
 # `sets` dependency group, from the lock), never part of `make test`. Progress goes to stderr;
-# about 25 CPU minutes the first time, a cache hit after that. `make measure-sets` runs
-# tools/measure_asr.py on all three.
+# about 50 CPU minutes the first time, a cache hit after that. `make measure-sets` runs
+# tools/measure_asr.py on all four.
 SETS_VENV := .venv-sets
 SETS_DIR := .cache/kokoro-sets
 SETS_STAMP := $(SETS_VENV)/.installed
@@ -62,7 +63,7 @@ sets: apt $(SETS_STAMP)
 measure-sets: setup sets
 	nice -n 10 $(PY) tools/measure_asr.py $(if $(BACKEND),--backend $(BACKEND)) $(if $(HELD),--pressed) \
 	  --manifest $(SETS_DIR)/commands/manifest.json --manifest $(SETS_DIR)/talk/manifest.json \
-	  --manifest $(SETS_DIR)/moonshine/manifest.json
+	  --manifest $(SETS_DIR)/moonshine/manifest.json --manifest $(SETS_DIR)/chatter/manifest.json
 
 models: setup
 	$(PY) -m pendant.models fetch

