@@ -47,7 +47,7 @@ lock: $(UV)
 # moonshine-voice wheel, and an hour of English chatter (Debian's fortunes read by Kokoro and
 # espeak-ng voices); split into tune / held-out voices. Test tooling in its own venv (the
 # `sets` dependency group, from the lock), never part of `make test`. Progress goes to stderr;
-# about 50 CPU minutes the first time, a cache hit after that. `make measure-sets` runs
+# about 30 CPU minutes the first time, a cache hit after that. `make measure-sets` runs
 # tools/measure_asr.py on all four.
 SETS_VENV := .venv-sets
 SETS_DIR := .cache/kokoro-sets

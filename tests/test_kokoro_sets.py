@@ -73,6 +73,9 @@ def test_plans_use_only_allowed_voices_and_speak_every_case_in_both_splits(ks: M
 def test_chatter_is_fortunes_prose_in_both_kinds_of_voice_and_both_splits(ks: ModuleType, tmp_path):
     fortunes = {
         "people": "A friend is a present you give yourself.\n\t\t-- Robert Louis Stevenson\n%\n"
+        "Worry, doubt, self-distrust, fear and despair are the long, long years that bow\n"
+        "-- the head and turn the growing spirit back to dust.\n"
+        "\t\t-- Samuel Ullman, on being\n\t\tyoung, 1918\n%\n"
         "Short one.\n%\n"
         "if (x) { return; }\n%\n"
         + " ".join(f"Sentence {w} is long enough to keep." for w in "abcdef")
@@ -83,6 +86,11 @@ def test_chatter_is_fortunes_prose_in_both_kinds_of_voice_and_both_splits(ks: Mo
         (tmp_path / name).write_text(fortunes.get(name, ""), encoding="latin-1")
     texts = ks.chatter_texts(tmp_path)
     assert "A friend is a present you give yourself." in texts  # the attribution is gone
+    dash = [t for t in texts if t.startswith("Worry")]  # a dash at a line's start is prose
+    assert dash == [
+        "Worry, doubt, self-distrust, fear and despair are the long, long years that bow -- "
+        "the head and turn the growing spirit back to dust."
+    ]  # and a wrapped attribution goes whole
     assert not any("Short" in t or "{" in t for t in texts)  # too short; not prose
     assert all(ks.CHATTER_WORDS[0] <= len(t.split()) <= ks.CHATTER_WORDS[1] for t in texts)
     assert len([t for t in texts if t.startswith("Sentence")]) == 2  # 4 + 2 sentences of 7 words
@@ -102,7 +110,12 @@ def test_chatter_is_fortunes_prose_in_both_kinds_of_voice_and_both_splits(ks: Mo
         ks.ALL_VOICES
     )
     assert not {v.removeprefix(ks.ESPEAK_PREFIX) for v in espeak_voices} & set(ks.BABBLE_VOICES)
-    assert Counter(i.split for i in espeak) == {"tune": 240, "held-out": 240}
+    # A voice's variants share its rules: they are in one half, and which half is pinned.
+    tune = ["en-gb-scotland+f2", "en-gb-x-gbclan", "en-gb-x-gbclan+m6", "en-us-nyc", "en-us-nyc+f4"]
+    assert [v for v, s in sorted(ks.espeak_split().items()) if s == "tune"] == [
+        ks.ESPEAK_PREFIX + v for v in tune
+    ]
+    assert Counter(i.split for i in espeak) == {"tune": 200, "held-out": 280}
     assert set(Counter(i.condition for i in items)) == set(ks.CONDITIONS)
 
 

@@ -208,6 +208,33 @@ def test_a_stop_that_comes_with_the_brokers_answer_stops_the_wait() -> None:
     asyncio.run(stop_with_the_answer())
 
 
+def test_every_wait_on_the_broker_goes_through_the_safe_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`bus.Client` mends aiomqtt's private `_wait_for`: if a release stopped waiting through
+    it, the mend would silently do nothing. A real broker answers each kind of wait."""
+    waits: list[str] = []
+    mended = bus.Client._wait_for
+
+    async def counted(self: bus.Client, fut: Any, timeout: float | None) -> Any:
+        waits.append(getattr(fut, "__qualname__", type(fut).__name__))
+        return await mended(self, fut, timeout)
+
+    monkeypatch.setattr(bus.Client, "_wait_for", counted)
+
+    async def talk(port: int, password: str) -> None:
+        async with bus.Client("127.0.0.1", port, username="viewer", password=password) as c:
+            connected = len(waits)
+            await c.subscribe("t/#", qos=1)
+            subscribed = len(waits)
+            await c.publish("t/x", b"1", qos=1)
+            published = len(waits)
+        assert 0 < connected < subscribed < published < len(waits)  # CONNACK SUBACK PUBACK, bye
+
+    with LocalBroker(users=("viewer",), tcp=True) as broker:
+        asyncio.run(talk(broker.port or 0, broker.password("viewer")))
+
+
 def test_a_sender_stopped_as_it_is_woken_stops() -> None:
     async def stop_with_the_wake() -> None:
         side = Side("home broker", Outbox(None), socket=False, home=True)

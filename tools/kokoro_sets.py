@@ -232,12 +232,20 @@ def voice_split() -> dict[str, str]:
 
 
 def espeak_split() -> dict[str, str]:
-    """``espeak:<voice>`` -> split, by the same rule as :func:`voice_split`."""
-    ranked = sorted(
-        (ESPEAK_PREFIX + v for v in CHATTER_ESPEAK_VOICES),
-        key=lambda v: (_name_hash("pendant-kokoro-split", v), v),
-    )
-    return {v: "tune" if i < len(ranked) // 2 else "held-out" for i, v in enumerate(ranked)}
+    """``espeak:<voice>`` -> split. A voice's variants (``en-us+m1``, ``en-us+f2``) share its
+    pronunciation rules, so they go to one half together: within each accent (US, British,
+    Caribbean), the half of the voices with the smaller name hashes is ``tune``, as in
+    :func:`voice_split`."""
+    groups: dict[str, set[str]] = {}
+    for v in CHATTER_ESPEAK_VOICES:
+        base = v.split("+")[0]
+        groups.setdefault(base.split("-")[1], set()).add(base)
+    half: dict[str, str] = {}
+    for bases in groups.values():
+        ranked = sorted(bases, key=lambda b: (_name_hash("pendant-kokoro-split", b), b))
+        for i, base in enumerate(ranked):
+            half[base] = "tune" if i < len(ranked) // 2 else "held-out"
+    return {ESPEAK_PREFIX + v: half[v.split("+")[0]] for v in CHATTER_ESPEAK_VOICES}
 
 
 def _rng(*key: object) -> np.random.Generator:
@@ -357,8 +365,10 @@ def chatter_texts(fortunes: Path) -> list[str]:
     for name in FORTUNE_FILES:
         text = (fortunes / name).read_text(encoding="latin-1")
         for fortune in re.split(r"^%$", text, flags=re.M):
-            lines = [ln for ln in fortune.splitlines() if not re.match(r"\s*--", ln)]
-            prose = " ".join(" ".join(lines).split())
+            # An attribution is an indented "-- Name" line at the end, which may wrap; a "--"
+            # at the start of a line of prose is a dash.
+            body = re.split(r"^\s+--", fortune, maxsplit=1, flags=re.M)[0]
+            prose = " ".join(body.split())
             if not prose or not plain.fullmatch(prose) or re.search(r"[:;]\S|\s-\s", prose):
                 continue
             chunk: list[str] = []
