@@ -297,6 +297,34 @@ def voices_of(split: str) -> list[str]:
     return sorted(v for v, s in voice_split().items() if s == split)
 
 
+def _item(
+    file: str,
+    text: str,
+    voice: str,
+    split: str,
+    condition: str,
+    intent: str | None = None,
+    slots: dict[str, str | int] | None = None,
+) -> Item:
+    """An item of ``voice`` saying ``text`` under ``condition``: a command when it has an
+    ``intent``; its speed and degradation drawn from voice and text."""
+    noise, snr_db, reverb = _degradation(condition, voice, text)
+    return Item(
+        file=file,
+        kind="command" if intent else "non_command",
+        text=text,
+        intent=intent,
+        slots=dict(slots or {}),
+        voice=voice,
+        split=split,
+        accent=accent_of(voice),
+        speed=_speed(voice, text),
+        noise=noise,
+        snr_db=snr_db,
+        reverb=reverb,
+    )
+
+
 def plan_commands(cases: Sequence[Any]) -> list[Item]:
     """:data:`COMMANDS_PER_VOICE` cases per voice. In each split, voice ``i`` (by name) takes
     the cases ``12 i .. 12 i + 11`` modulo the number of cases, so every case is spoken by about
@@ -308,22 +336,9 @@ def plan_commands(cases: Sequence[Any]) -> list[Item]:
                 n = (i * COMMANDS_PER_VOICE + k) % len(cases)
                 case = cases[n]
                 condition = CONDITIONS[(i + k) % len(CONDITIONS)]
-                noise, snr_db, reverb = _degradation(condition, voice, case.text)
+                file = f"cmd_{n:03d}_{voice}_{_slug(case.text)}.wav"
                 items.append(
-                    Item(
-                        file=f"cmd_{n:03d}_{voice}_{_slug(case.text)}.wav",
-                        kind="command",
-                        text=case.text,
-                        intent=case.intent,
-                        slots=dict(case.slots),
-                        voice=voice,
-                        split=split,
-                        accent=accent_of(voice),
-                        speed=_speed(voice, case.text),
-                        noise=noise,
-                        snr_db=snr_db,
-                        reverb=reverb,
-                    )
+                    _item(file, case.text, voice, split, condition, case.intent, case.slots)
                 )
     return items
 
@@ -336,23 +351,8 @@ def plan_talk() -> list[Item]:
         for j, text in enumerate(CHAT):
             voice = voices[(j * 5 + s) % len(voices)]
             condition = CONDITIONS[(j + 2 * s) % len(CONDITIONS)]
-            noise, snr_db, reverb = _degradation(condition, voice, text)
-            items.append(
-                Item(
-                    file=f"talk_{j:02d}_{voice}_{_slug(text)}.wav",
-                    kind="non_command",
-                    text=text,
-                    intent=None,
-                    slots={},
-                    voice=voice,
-                    split=split,
-                    accent=accent_of(voice),
-                    speed=_speed(voice, text),
-                    noise=noise,
-                    snr_db=snr_db,
-                    reverb=reverb,
-                )
-            )
+            file = f"talk_{j:02d}_{voice}_{_slug(text)}.wav"
+            items.append(_item(file, text, voice, split, condition))
     return items
 
 
@@ -393,26 +393,16 @@ def plan_chatter(texts: Sequence[str]) -> list[Item]:
     plan = [(t, *kokoro[n % len(kokoro)]) for n, t in enumerate(chosen[:CHATTER_KOKORO])]
     rest = chosen[CHATTER_KOKORO : CHATTER_KOKORO + CHATTER_ESPEAK]
     plan += [(t, *espeak[n % len(espeak)]) for n, t in enumerate(rest)]
-    items = []
-    for n, (text, voice, split) in enumerate(plan):
-        noise, snr_db, reverb = _degradation(CONDITIONS[n % len(CONDITIONS)], voice, text)
-        items.append(
-            Item(
-                file=f"chat_{n:03d}_{voice.removeprefix(ESPEAK_PREFIX)}_{_slug(text)}.wav",
-                kind="non_command",
-                text=text,
-                intent=None,
-                slots={},
-                voice=voice,
-                split=split,
-                accent=accent_of(voice),
-                speed=_speed(voice, text),
-                noise=noise,
-                snr_db=snr_db,
-                reverb=reverb,
-            )
+    return [
+        _item(
+            f"chat_{n:03d}_{voice.removeprefix(ESPEAK_PREFIX)}_{_slug(text)}.wav",
+            text,
+            voice,
+            split,
+            CONDITIONS[n % len(CONDITIONS)],
         )
-    return items
+        for n, (text, voice, split) in enumerate(plan)
+    ]
 
 
 # --------------------------------------------------------------------------- signals
