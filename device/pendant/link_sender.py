@@ -142,8 +142,6 @@ class Side:
                 self.wake.clear()
                 # The timeout retries events a failing disk left in RAM, and reads the
                 # outbox again often enough to keep the watchdog fed while idle.
-                # asyncio.timeout, not wait_for: on 3.11 that drops a stop that comes with
-                # the wake (`pendant.bus.Client`), and this loop would never end.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.check_s):
                         await self.wake.wait()

@@ -65,7 +65,7 @@ class Pendant:
 
         async def link_listening() -> None:
             # The link must be listening before the first event, or it would be lost.
-            async with asyncio.timeout(BUS_READY_TIMEOUT_S):  # not wait_for: bus.Client
+            async with asyncio.timeout(BUS_READY_TIMEOUT_S):
                 await self.link.bus_ready.wait()
 
         try:

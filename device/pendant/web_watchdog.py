@@ -53,7 +53,7 @@ async def probe(address: tuple[str, int], period_s: float) -> None:
     failing = False
     while True:
         try:
-            async with asyncio.timeout(period_s):  # not wait_for: `pendant.bus.Client`
+            async with asyncio.timeout(period_s):
                 _, writer = await asyncio.open_connection(*address)
             writer.transport.abort()
             failing = False

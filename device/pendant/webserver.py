@@ -849,7 +849,7 @@ class Server:
             else:
                 with contextlib.suppress(Exception):
                     writer.close()
-                    async with asyncio.timeout(2.0):  # not wait_for: `bus.Client`
+                    async with asyncio.timeout(2.0):
                         await writer.wait_closed()
 
     async def _serve(
@@ -864,7 +864,7 @@ class Server:
             try:
                 if wait_s <= 0:
                     raise TimeoutError
-                async with asyncio.timeout(wait_s):  # not wait_for: `bus.Client`
+                async with asyncio.timeout(wait_s):
                     req = await http.next_request()
             except TimeoutError:
                 return  # an idle keep-alive connection, a slow client, or its time is up: close
@@ -881,7 +881,7 @@ class Server:
             # In chunks, each drained: a connection buffers at most ~2 chunks.
             for data in http.frame(reply):
                 writer.write(data)
-                async with asyncio.timeout(WRITE_TIMEOUT_S):  # not wait_for: `bus.Client`
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await writer.drain()
                 conn.active_s = time.monotonic()
             if not http.next_cycle():

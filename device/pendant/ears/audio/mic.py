@@ -84,7 +84,7 @@ class MicSource:
             pending = np.zeros(0, dtype=np.int16)
             while self._stream is not None:
                 try:
-                    async with asyncio.timeout(STALL_S):  # not wait_for: `pendant.bus.Client`
+                    async with asyncio.timeout(STALL_S):
                         block = await queue.get()
                 except TimeoutError:
                     continue  # paused or closed meanwhile: the loop condition says which
