@@ -211,4 +211,6 @@ def event_message(config: Config, event: Intent) -> Message:
     """An intent as a Home Assistant event: slots as attributes, fixed keys winning."""
     body: dict[str, Any] = {s.name: s.value for s in event.slots}
     body.update(event_type=event.name, text=event.text, confidence=event.confidence, id=event.id)
+    # Where an answer goes (the blueprint's `cmd/say`), so an automation needs no topic typed.
+    body["reply_topic"] = f"{base_topic(config)}/cmd/say"
     return event_topic(config), json.dumps(body).encode()
