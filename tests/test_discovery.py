@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +18,29 @@ import pytest
 
 from pendant import discovery
 from pendant.cli import main as cli_main
-from pendant.config import Config
+from pendant.config import Config, parse_config
 from pendant.ears.audio.wav import WavSource
+from pendant.errors import ConfigError
+from pendant.events import EYES_INTENTS, Intent, SentenceSet
+from pendant.gate import Gate
 from pendant.link import Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
+from pendant.vocabulary import Vocabulary
 
-from .conftest import demo_config, speech_files
+from .conftest import REPO, demo_config, speech_files
+from .phone_sets import PARTY
 from .test_link_outage import WAIT_S, link_config, running, until
 
 TEST_S = 120.0
 FENCE = "homeassistant/test-fence"
 
 # From Home Assistant's MQTT documentation (integrations/mqtt and each platform's page).
-COMMON = {"p", "name", "unique_id", "object_id", "icon", "device_class", "qos"}
+# Not `object_id`: deprecated in 2025.10 for `default_entity_id`, ignored from 2026.4.
+COMMON = {"p", "name", "unique_id", "default_entity_id", "icon", "device_class", "qos"}
 COMMON |= {"availability_topic", "payload_available", "payload_not_available"}
+COMMON |= {"entity_category"}
 REQUIRED = {
     "event": {"state_topic", "event_types"},
     "sensor": {"state_topic"},
@@ -48,8 +56,20 @@ ALLOWED = {
     | {"state_off", "optimistic"},
     "button": {"payload_press"},
 }
-DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version"}
+DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version", "configuration_url"}
 ORIGIN_KEYS = {"name", "sw_version", "support_url"}
+# homeassistant/core.py's VALID_ENTITY_ID, which `default_entity_id` must match (cv.entity_id).
+VALID_ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
+# Home Assistant refuses `config` for entities that only report (sensor, binary_sensor).
+CATEGORIES = {"sensor": {"diagnostic"}, "binary_sensor": {"diagnostic"}}
+# The device-local mosquitto's packet limit (the link's only broker without link.host).
+MAX_PACKET = int(
+    re.search(
+        r"^max_packet_size (\d+)$",
+        (REPO / "services/mosquitto/pendant.conf.in").read_text(),
+        re.MULTILINE,
+    )[1]  # type: ignore[index]
+)
 
 
 def with_discovery(cfg: Config, mode: str) -> Config:
@@ -60,6 +80,11 @@ def check_component(platform: str, options: dict[str, Any]) -> None:
     assert REQUIRED[platform] <= options.keys(), (platform, REQUIRED[platform] - options.keys())
     unknown = options.keys() - COMMON - REQUIRED[platform] - ALLOWED[platform]
     assert not unknown, (platform, unknown)
+    assert VALID_ENTITY_ID.match(options["default_entity_id"]), options["default_entity_id"]
+    assert options["default_entity_id"].split(".")[0] == platform
+    if "entity_category" in options:
+        allowed = CATEGORIES.get(platform, {"diagnostic", "config"})
+        assert options["entity_category"] in allowed, (platform, options["entity_category"])
 
 
 def check_envelope(payload: dict[str, Any]) -> None:
@@ -103,15 +128,16 @@ def test_payloads_have_what_home_assistant_requires(mode: str) -> None:
     home = [d.name for d in config.home.devices] + list(config.home.areas)
     text = json.dumps([p for _, p in sent])
     assert not [name for name in home if name in text]
-    names = set(discovery.intent_names(config))
+    names = set(discovery.event_types(config))
     for s in leaves([p for _, p in sent]):
         assert s in names or s.startswith(("{{", "pendant/", "mdi:")) or len(s) <= 40, s
 
 
 def test_event_types_are_every_intent_the_home_can_produce() -> None:
     config = demo_config()
-    types = set(discovery.intent_names(config))
+    types = set(discovery.event_types(config))
     assert {"HassTurnOn", "HassStartTimer", *(s.intent for s in config.home.sentences)} <= types
+    assert types >= EYES_INTENTS  # ReadText and SeenObjects, from the eyes' own topic
     # What the grammar-constrained recogniser can say, parsed as the ears parse it.
     import numpy as np
 
@@ -122,6 +148,111 @@ def test_event_types_are_every_intent_the_home_can_produce() -> None:
     for sentence in build_grammar(config).sample(np.random.default_rng(0), 300):
         match = parser.parse(sentence)
         assert match is None or match.name in types, sentence
+
+
+def test_event_types_are_exactly_the_intents_the_gate_lets_out() -> None:
+    config = demo_config()
+    gate = Gate(Vocabulary.of(config))
+    gate.phone_sent([SentenceSet(**PARTY)])
+    gate.phone_sent([SentenceSet(intent="WakeMeUp", sentences=["wake me up"])])
+    types = discovery.event_types(config, gate.phone.sent)
+    assert types == sorted(gate.vocabulary.intents | EYES_INTENTS)
+    assert {"PartyMode", "WakeMeUp"} <= set(types)
+
+    def said(name: str, text: str) -> bytes:
+        return Intent(device_id=config.device_id, name=name, text=text, confidence=0.9).to_json()
+
+    assert gate.admit(said("PartyMode", "let's party")) is not None
+    # An intent of Home Assistant's that only free text reaches (whisper) is not let out, and
+    # so not listed either.
+    assert gate.admit(said("HassBroadcast", "turn on the light")) is None
+    assert "HassBroadcast" not in types
+
+
+def test_many_phone_intents_keep_the_announcement_within_the_packet_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The longest of everything: device id, app address, and 9 kept sets of 20 new intents.
+    config = parse_config(
+        {"device_id": "p" * 32, "link": {"app_url": "https://pendant.local:8443/" + "x" * 170}}
+    )
+    kept = [
+        tuple(
+            SentenceSet(intent=f"I{k:02d}{i:02d}".ljust(48, "x"), sentences=["party time"])
+            for i in range(20)
+        )
+        for k in range(9)
+    ]
+    with caplog.at_level("WARNING", logger="pendant.discovery"):
+        types = discovery.event_types(config, kept)
+    assert {s.intent for s in kept[0]} <= set(types)  # the set the ears run comes first
+    assert not {s.intent for s in kept[-1]} & set(types)
+    assert "not announced to Home Assistant" in caplog.text
+    assert len(json.dumps(types)) <= discovery.MAX_EVENT_TYPES_BYTES
+    for mode in ("device", "components"):
+        for topic, payload in discovery.messages(with_discovery(config, mode), types):
+            # A PUBLISH's fixed header, topic length and packet id take under 16 bytes.
+            assert len(topic) + len(payload) + 16 <= MAX_PACKET, (mode, topic, len(payload))
+
+
+def test_the_device_has_a_friendly_name_valid_entity_ids_and_a_link_to_the_app() -> None:
+    config = parse_config(
+        {"device_id": "pendant-a1b2c3", "link": {"app_url": "https://pendant.local:8443/"}}
+    )
+    [(_, payload)] = discovery.messages(config)
+    device = json.loads(payload)
+    assert device["dev"]["name"] == "Pendant a1b2c3"
+    assert device["dev"]["configuration_url"] == "https://pendant.local:8443/"
+    intent = device["cmps"]["intent"]
+    assert intent["default_entity_id"] == "event.pendant_a1b2c3_intent"
+    # As before `default_entity_id`: Home Assistant keeps the entities it made of them.
+    assert intent["unique_id"] == "pendant-a1b2c3_intent"
+    categories = {key: c.get("entity_category") for key, c in device["cmps"].items()}
+    assert categories == {
+        "intent": None,
+        "battery": "diagnostic",
+        "listening": "diagnostic",
+        "mic_mute": None,
+        "camera_mute": None,
+        "identify": "diagnostic",
+    }
+
+    plain = json.loads(discovery.messages(parse_config({"device_id": "pendant"}))[0][1])
+    assert plain["dev"]["name"] == "Pendant" and "configuration_url" not in plain["dev"]
+    odd = json.loads(discovery.messages(parse_config({"device_id": "hall--2"}))[0][1])
+    assert odd["dev"]["name"] == "Pendant hall--2"
+    for platform, options in ((c["p"], c) for c in odd["cmps"].values()):
+        check_component(platform, {k: v for k, v in options.items()})
+    assert odd["cmps"]["mic_mute"]["default_entity_id"] == "switch.hall_2_mic_mute"
+
+    for bad in ("javascript:alert(1)", "https://pendant.local/\nx", "pendant.local:8443"):
+        with pytest.raises(ConfigError, match=r"link\.app_url"):
+            parse_config({"link": {"app_url": bad}})
+
+
+def test_only_new_intents_from_the_phone_make_the_link_announce_again(tmp_path: Path) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    link = Link(parse_config({"device_id": "pendant-test", "link": {"outbox_path": outbox}}))
+    try:
+
+        def sentences(*sets: dict[str, Any]) -> None:
+            payload = json.dumps({"sentences": list(sets)}).encode()
+            link.on_command(f"{link.base_topic}/cmd/sentences", payload)
+
+        def announced_types() -> set[str]:
+            return set(json.loads(link.discovery[0][1])["cmps"]["intent"]["event_types"])
+
+        assert "PartyMode" not in announced_types() and not link._announce_due.is_set()
+        sentences(PARTY)
+        assert "PartyMode" in announced_types() and link._announce_due.is_set()
+        link._announce_due.clear()
+        before = link.discovery
+        # The same intent again, in other words: nothing new for Home Assistant.
+        sentences({"intent": "PartyMode", "sentences": ["party now"]}, PARTY)
+        assert link.discovery == before and not link._announce_due.is_set()
+    finally:
+        for side in link.sides:
+            side.outbox.close()
 
 
 def test_discovery_off_announces_nothing_and_the_cli_prints_the_rest(
@@ -179,6 +310,9 @@ async def _republished(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) ->
     cfg = link_config(bus_broker, home, tmp)
     link = Link(cfg)
     [(topic, payload)] = discovery.messages(cfg)
+    # The entities go unavailable with the link's last will, which is on this broker.
+    for entity in json.loads(payload)["cmps"].values():
+        assert entity["availability_topic"] == link.availability_topic
     async with running(link.run()):
         await until(lambda: link.announced >= 1, "the first announcement")
         assert (await retained(home)) == {topic: payload}
@@ -216,6 +350,67 @@ async def _modes(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
         await run_link_until_announced(cfg)
         # Exactly this mode's topics remain: the other shape's were cleared (empty, retained).
         assert await retained(home) == dict(discovery.messages(cfg)), mode
+
+
+def event_types_in(payload: bytes) -> set[str]:
+    return set(json.loads(payload)["cmps"]["intent"]["event_types"])
+
+
+def test_the_phones_new_intents_are_announced_and_kept_across_a_restart(tmp_path: Path) -> None:
+    with (
+        LocalBroker(users=("pendant", "phone")) as bus_broker,
+        LocalBroker(users=("link", "viewer"), tcp=True) as home,
+    ):
+        asyncio.run(asyncio.wait_for(_phone_intents(bus_broker, home, tmp_path), TEST_S))
+
+
+async def _phone_intents(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
+    base = link_config(bus_broker, home, tmp)
+    # The phones on the pendant's own broker, Home Assistant on the home broker: the
+    # sentences come in on one side, the announcement goes out on the other.
+    phones = base.link.model_copy(update={"socket": str(bus_broker.socket_path)})
+    cfg = base.model_copy(update={"link": phones})
+    assert cfg.link.phones_apart
+    [(topic, before)] = discovery.messages(cfg)
+    assert "PartyMode" not in event_types_in(before)
+    link = Link(cfg)
+    async with running(link.run()):
+        await until(
+            lambda: all(s.connected.is_set() for s in link.sides) and link.announced >= 1,
+            "both brokers and the first announcement",
+        )
+        async with (
+            aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+            ) as ha,
+            aiomqtt.Client(
+                str(bus_broker.socket_path),
+                transport="unix",
+                username="phone",
+                password=bus_broker.password("phone"),
+            ) as phone,
+        ):
+            await ha.subscribe(topic, qos=1, timeout=WAIT_S)
+            payload = json.dumps({"sentences": [PARTY]}).encode()
+            await phone.publish(f"{link.base_topic}/cmd/sentences", payload, qos=1)
+            heard: list[set[str]] = []
+            async with asyncio.timeout(WAIT_S):  # the retained copy, then the fresh one
+                async for m in ha.messages:
+                    heard.append(event_types_in(bytes(m.payload)))  # type: ignore[arg-type]
+                    if "PartyMode" in heard[-1]:
+                        break
+            assert heard[0] == event_types_in(before)
+        assert "PartyMode" in event_types_in((await retained(home))[topic])
+
+        # Put the old announcement back, as if it had never changed.
+        async with aiomqtt.Client(
+            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        ) as ha:
+            await ha.publish(topic, before, qos=1, retain=True, timeout=WAIT_S)
+    assert "PartyMode" not in event_types_in((await retained(home))[topic])
+    # A restarted link knows the phone's sentences (kept beside its outbox) and says so at once.
+    await run_link_until_announced(cfg)
+    assert "PartyMode" in event_types_in((await retained(home))[topic])
 
 
 # -- the whole pendant: a spoken intent arrives as an event, the mute switch mutes ---------

@@ -350,6 +350,16 @@ class LinkConfig(_Strict):
         "Assistant 2024.11+), 'components' (one per entity, older Home Assistant, openHAB) or "
         "'off' (removes what was announced).",
     )
+    app_url: str | None = Field(
+        None,
+        max_length=200,
+        # http(s), a host, then an optional path; visible ASCII only (it goes into JSON that
+        # Home Assistant shows as a link).
+        pattern=r"^https?://[!-.0-~]+(/[!-~]*)?$",
+        description="The companion app's address as the home reaches the pendant (the web "
+        "server, port 8443), e.g. 'https://pendant.local:8443/': Home Assistant's device page "
+        "links to it (discovery's configuration_url). Unset: no link.",
+    )
 
     @model_validator(mode="after")
     def _password_needs_user(self) -> LinkConfig:

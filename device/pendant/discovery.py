@@ -3,8 +3,9 @@
 The link publishes these retained on connect, and again when Home Assistant says `online` on
 `homeassistant/status` (it forgets retained discovery only when its broker does, but a
 restarted Home Assistant re-reads it from this announcement). Everything here is built from
-the config and fixed names, never from the bus: no utterance text can end up in a retained
-message.
+the config, fixed names and the intent names of the sentences the phone sent (its `sentences`
+command, as the link checked it), never from the bus: no utterance text can end up in a
+retained message.
 
 Two shapes (`link.discovery`):
 - "device": one `homeassistant/device/<id>/config` with every entity under `cmps`
@@ -20,7 +21,15 @@ device-discovery envelope itself: `dev` (device), `o` (origin), `cmps` (componen
 (platform).
 
 Intents go out as events on `pendant/<id>/event` (never retained), with `event_type` = the
-intent name, as Home Assistant's event entity requires; the other keys become attributes.
+intent name, as Home Assistant's event entity requires; the other keys become attributes. Home
+Assistant drops an event whose type the entity's `event_types` does not list ("Invalid event
+type"), so that list is every intent name the link's gate lets out (`event_types`): the closed
+set's, the config's sentences', the phone's sentences' and the eyes'. The phone's grow while
+the link runs, and the link announces again when they do.
+
+Entity ids: `default_entity_id` (`<platform>.<device id>_<key>`, made a valid entity id), which
+replaced `object_id` in Home Assistant 2025.10; `unique_id` stays `<device id>_<key>`, as
+before, so Home Assistant keeps the entities it has.
 
     pendant --config pendant.toml discovery   # what this config would publish
 """
@@ -28,11 +37,17 @@ intent name, as Home Assistant's event entity requires; the other keys become at
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from pendant import __version__
 from pendant.config import Config
-from pendant.events import Intent
+from pendant.events import EYES_INTENTS, Intent, SentenceSet
+from pendant.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
 
 PREFIX = "homeassistant"
 STATUS_TOPIC = f"{PREFIX}/status"
@@ -40,6 +55,11 @@ STATUS_TOPIC = f"{PREFIX}/status"
 ANNOUNCE_DELAY_S = 5.0
 """After `online`, wait up to this long at random, so a houseful of pendants does not burst."""
 QOS = 1
+MAX_EVENT_TYPES_BYTES = 8192
+"""`event_types` as JSON at most this long, so that an announcement stays well under the
+device-local mosquitto's packet limit (`max_packet_size 16384`, services/mosquitto), the link's
+only broker when `link.host` is unset: it would disconnect the link for a bigger one, at every
+connect. The closed set's names take under 1 KiB; the rest is for the phone's."""
 
 Message = tuple[str, bytes]
 Component = dict[str, Any]
@@ -62,27 +82,60 @@ def event_topic(config: Config) -> str:
     return f"{base_topic(config)}/event"
 
 
-def intent_names(config: Config) -> list[str]:
-    """Every intent name the NLU can publish in this home, for `event_types`.
+def event_types(config: Config, phone: Iterable[Iterable[SentenceSet]] = ()) -> list[str]:
+    """Every intent name the link's gate lets out, for the event entity's `event_types`.
 
-    Our templates, the wearer's sentences and Home Assistant's sentences for the intents we
-    claim (as this home can use them) are the whole closed set a grammar-constrained
-    recogniser can produce. The NLU falls back to all of Home Assistant's intents for free
-    text, which only an open-vocabulary recogniser (whisper) produces, so those are added for
-    it: a missing name would make Home Assistant drop the event.
+    The gate passes an intent only if it is one of the eyes' or its name is in its
+    vocabulary (`pendant.gate`): the closed set's, the config's sentences' and the phone's
+    (`pendant.vocabulary`). `phone`: the sets the phone sent, the one the ears run first
+    (`PhoneSentences.sent`); their names are listed while the list stays within
+    `MAX_EVENT_TYPES_BYTES`, the rest left out with a warning (Home Assistant then drops their
+    events). An open-vocabulary recogniser (whisper) may understand more of Home Assistant's
+    intents, but the gate drops those: listing them would promise events that never come.
     """
-    from pendant.ears.understand.grammar import home_assistant_dict, template_dict
-
-    names = set(template_dict(config)["intents"]) | set(home_assistant_dict(config)["intents"])
-    if config.asr.backend == "whisper":
-        from pendant.ears.understand.nlu import _home_assistant_intents
-
-        names |= set(_home_assistant_intents().intents)
+    names = Vocabulary.of(config).intents | EYES_INTENTS
+    size = len(json.dumps(sorted(names)))
+    left_out: set[str] = set()
+    for sets in phone:
+        for s in sets:
+            if s.intent in names or s.intent in left_out:
+                continue
+            cost = len(json.dumps(s.intent)) + len(", ")
+            if size + cost > MAX_EVENT_TYPES_BYTES:
+                left_out.add(s.intent)
+                continue
+            names.add(s.intent)
+            size += cost
+    if left_out:
+        log.warning(
+            "discovery: %d of the phone's intents are not announced to Home Assistant (too "
+            "many names), which drops their events",
+            len(left_out),
+        )
     return sorted(names)
 
 
-def components(config: Config) -> dict[str, Component]:
-    """key → one entity's options, with `p` (platform)."""
+def device_name(config: Config) -> str:
+    """What Home Assistant calls the device: "Pendant a1b2c3" for `pendant-a1b2c3`."""
+    if config.device_id == "pendant":
+        return "Pendant"
+    return f"Pendant {config.device_id.removeprefix('pendant-')}"
+
+
+def entity_id(config: Config, platform: str, key: str) -> str:
+    """`default_entity_id`: `<platform>.<device id>_<key>` as Home Assistant accepts it.
+
+    Its entity ids are lowercase letters, digits and single underscores (`VALID_ENTITY_ID` in
+    homeassistant/core.py); a device id may hold '-', even '--'.
+    """
+    return f"{platform}.{re.sub(r'[^a-z0-9]+', '_', f'{config.device_id}_{key}')}"
+
+
+def components(config: Config, intents: Iterable[str] | None = None) -> dict[str, Component]:
+    """key → one entity's options, with `p` (platform).
+
+    `intents`: the event entity's `event_types` (default: `event_types(config)`).
+    """
     base, dev = base_topic(config), config.device_id
     status, mute = f"{base}/status", f"{base}/cmd/mute"
 
@@ -108,7 +161,7 @@ def components(config: Config) -> dict[str, Component]:
             "name": "Intent",
             "icon": "mdi:account-voice",
             "state_topic": event_topic(config),
-            "event_types": intent_names(config),
+            "event_types": sorted(intents) if intents is not None else event_types(config),
         },
         "battery": {
             "p": "sensor",
@@ -118,6 +171,7 @@ def components(config: Config) -> dict[str, Component]:
             "state_class": "measurement",
             "state_topic": status,
             "value_template": BATTERY_TEMPLATE,
+            "entity_category": "diagnostic",
         },
         "listening": {
             "p": "binary_sensor",
@@ -127,6 +181,7 @@ def components(config: Config) -> dict[str, Component]:
             "value_template": LISTENING_TEMPLATE,
             "payload_on": "ON",
             "payload_off": "OFF",
+            "entity_category": "diagnostic",
         },
         "mic_mute": switch("Microphone mute", "mic", "mic_muted"),
         "camera_mute": switch("Camera mute", "camera", "camera_muted"),
@@ -136,12 +191,15 @@ def components(config: Config) -> dict[str, Component]:
             "device_class": "identify",
             "command_topic": f"{base}/cmd/identify",
             "payload_press": "{}",
+            "entity_category": "diagnostic",
         },
     }
+    # No category for the event and the mute switches: they are what the device is for, and
+    # belong on the dashboard Home Assistant makes.
     for key, entity in entities.items():
         entity.update(
             unique_id=f"{dev}_{key}",
-            object_id=f"{dev}_{key}",
+            default_entity_id=entity_id(config, entity["p"], key),
             availability_topic=f"{base}/availability",
             payload_available="online",
             payload_not_available="offline",
@@ -151,13 +209,16 @@ def components(config: Config) -> dict[str, Component]:
 
 
 def _device(config: Config) -> dict[str, Any]:
-    return {
+    device: dict[str, Any] = {
         "identifiers": [f"pendant_{config.device_id}"],
-        "name": config.device_id,
+        "name": device_name(config),
         "manufacturer": "Pendant",
         "model": "Pendant",
         "sw_version": __version__,
     }
+    if config.link.app_url:
+        device["configuration_url"] = config.link.app_url
+    return device
 
 
 def _origin() -> dict[str, Any]:
@@ -182,10 +243,15 @@ def own_filter(config: Config) -> str:
     return f"{PREFIX}/+/{config.device_id}/#"
 
 
-def messages(config: Config) -> list[Message]:
-    """What the link publishes, retained, for `link.discovery` ("off": nothing)."""
+def messages(config: Config, intents: Iterable[str] | None = None) -> list[Message]:
+    """What the link publishes, retained, for `link.discovery` ("off": nothing).
+
+    `intents`: the event entity's `event_types` (default: `event_types(config)`).
+    """
     mode = config.link.discovery
-    entities = components(config)
+    if mode == "off":
+        return []
+    entities = components(config, intents)
     if mode == "device":
         payload = {"dev": _device(config), "o": _origin(), "cmps": entities, "qos": QOS}
         return [(device_topic(config), _encode(payload))]

@@ -28,8 +28,10 @@ retained `offline` as last will, on each broker; the bus side and each outside s
 own reconnect loops, so an outage of one never blocks another.
 
 Home Assistant discovery (`pendant.discovery`) is published retained on the home broker on
-every connect and again a few random seconds after Home Assistant announces `online`; intents
-also go out as Home Assistant events on `pendant/<id>/event`.
+every connect, again a few random seconds after Home Assistant announces `online`, and again
+at once when the intents it can send change (the phone sent sentences with a new intent: the
+event entity must list it, or Home Assistant drops its events); intents also go out as Home
+Assistant events on `pendant/<id>/event`.
 
 `python -m pendant.link --config FILE` runs the link alone (the `pendant-link` service).
 """
@@ -158,11 +160,15 @@ class Link:
         self.base_topic = base
         self.availability_topic = f"{base}/availability"
         self.command_filter = f"{base}/cmd/+"
-        self.discovery = discovery.messages(config)
+        self.discovery = self._discovery()
         """What this link announces to Home Assistant, retained; [] when discovery is off."""
         self.announced = 0
         """Times the discovery messages went out."""
-        self._ha_online = asyncio.Event()
+        self._announce_due = asyncio.Event()
+        """The home side is to announce again: Home Assistant came online, or `discovery`
+        changed."""
+        self._ha_online = False
+        """Home Assistant came online since the last announcement: spread out (`_reannounce`)."""
         self._tls = tls_context(config.link)
         self.heartbeat = Heartbeats(*(side.heartbeat for side in self.sides))
         """Every side's sender, as old as the stalest (`pendant.link_sender`, the watchdog)."""
@@ -340,7 +346,10 @@ class Link:
                         await client.subscribe(discovery.STATUS_TOPIC, qos=0, timeout=TIMEOUT_S)
                         beat()
                         await self._clear_stale(client)
-                        self._ha_online.clear()
+                        # What is due is this announcement; a change while it goes out sets
+                        # it again.
+                        self._announce_due.clear()
+                        self._ha_online = False
                         await self._announce(client)
                     beat()
                     side.connected.set()
@@ -394,19 +403,41 @@ class Link:
             await client.publish(topic, b"", qos=1, retain=True, timeout=TIMEOUT_S)
 
     async def _announce(self, client: aiomqtt.Client) -> None:
-        # Built from the config, not from the bus: nothing here went through the gate
-        # because nothing here came from a component.
+        # Built from the config and the intent names the phone sent (its checked command),
+        # not from the bus: nothing here went through the gate because nothing here came
+        # from a component.
         for topic, payload in self.discovery:
             await client.publish(topic, payload, qos=1, retain=True, timeout=TIMEOUT_S)
         self.announced += 1
 
     async def _reannounce(self, client: aiomqtt.Client) -> None:
         while True:
-            await self._ha_online.wait()
-            await asyncio.sleep(random.uniform(0, discovery.ANNOUNCE_DELAY_S))
+            await self._announce_due.wait()
+            if self._ha_online:
+                # A restarted Home Assistant hears from every device at once: spread out.
+                await asyncio.sleep(random.uniform(0, discovery.ANNOUNCE_DELAY_S))
             # Cleared after the delay: several `online`s within it make one announcement.
-            self._ha_online.clear()
+            self._announce_due.clear()
+            self._ha_online = False
             await self._announce(client)
+
+    def _home_assistant_online(self) -> None:
+        self._ha_online = True
+        self._announce_due.set()
+
+    def _discovery(self) -> list[discovery.Message]:
+        # Every intent the gate lets out, the phone's included (`discovery.event_types`).
+        return discovery.messages(
+            self.config, discovery.event_types(self.config, self.gate.phone.sent)
+        )
+
+    def _update_discovery(self) -> None:
+        """Announce again if what would be announced changed (the gate learnt intents)."""
+        current = self._discovery()
+        if current != self.discovery:
+            log.info("link: the intents it can send changed; announcing them to Home Assistant")
+            self.discovery = current
+            self._announce_due.set()
 
     # -- commands from outside ---------------------------------------------------------------
 
@@ -417,7 +448,7 @@ class Link:
         def handle(topic: str, payload: bytes, retain: bool) -> bool:
             return self.on_command(topic, payload, retain, from_home=from_home)
 
-        await link_commands.receive(client, handle, self._ha_online.set, self.commands)
+        await link_commands.receive(client, handle, self._home_assistant_online, self.commands)
 
     def on_command(
         self, topic: str, payload: bytes, retain: bool = False, from_home: bool = False
@@ -440,6 +471,7 @@ class Link:
                 # The gate learns the phone's words from what the phone sent, never from the
                 # ears' answer (`pendant.gate`).
                 self.gate.phone_sent(verdict.command.sentences)
+                self._update_discovery()
         if verdict.outcome:
             self.commands[verdict.outcome] += 1
         if verdict.error is not None:
