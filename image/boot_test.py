@@ -3,8 +3,9 @@
     python image/boot_test.py [--board zero2w] [--machine virt|raspi3b] [--timeout 1500]
 
 A copy of the image gets, on its boot partition (mtools, no mounting): a test pendant.toml
-(audio from a WAV file, mock GPIO, camera from image files: whatever the package's config
-knows), a setup.toml and authorized_keys (to prove first boot applies them and removes the
+(the demo home, audio from a WAV file, mock GPIO, camera from image files: whatever the
+package's config knows; everything else from the device's config it is merged over), a
+setup.toml and authorized_keys (to prove first boot applies them and removes the
 secrets), and pendant-test/{prepare,hook}, which the test image's pendant-test-hook.service
 runs only when the kernel command line says pendant.test=1 (a release image has no such unit:
 the test boots pendant-BOARD-test.img, made by `image/build.py BOARD --test`). The hook
@@ -171,7 +172,14 @@ class Boot:
 
 
 def test_config(wav: str) -> str:
-    """The demo home, its audio from a WAV file, and simulated body and eyes if known."""
+    """What a wearer would write on the card: the demo home. Plus what only a test needs:
+    audio from a WAV file, and simulated body and eyes if the package's config knows them.
+
+    Nothing else: the card's file is merged over the device's config
+    (device/pendant/data/device-pendant.toml, installed as /etc/pendant/pendant.toml), which
+    already names the bus and phones' socket, the outbox and the models the package ships. A
+    boot that finds them proves the merge.
+    """
     sys.path.insert(0, str(REPO / "device"))
     from pendant.config import Config
 
@@ -182,18 +190,14 @@ def test_config(wav: str) -> str:
     # test ends (a finished WAV source ends the service cleanly, which systemd does not
     # restart), and the source holds the whole playlist in RAM, inside the unit's MemoryMax.
     files = ", ".join([f'"{wav}"'] * 12)
-    extra = (
-        f'\n[audio]\nsource = "wav"\nfiles = [{files}]\nrealtime = true\ngap_ms = 30000\n'
-        '\n[bus]\nsocket = "/run/mosquitto/pendant.sock"\n'
-        '\n[link]\nsocket = "/run/mosquitto/pendant.sock"\n'
-        'outbox_path = "/var/lib/pendant/outbox.sqlite"\n'
-        '\n[models]\ncache_dir = "/usr/share/pendant/models"\n'
-    )
+    extra = f'\n[audio]\nsource = "wav"\nfiles = [{files}]\nrealtime = true\ngap_ms = 30000\n'
     if "body" in Config.model_fields and "body" not in data:
         extra += '\n[body]\npin_factory = "mock"\n'
     if "eyes" in Config.model_fields and "eyes" not in data:
         images = ", ".join(f'"/run/pendant-test/{p.name}"' for p in EYES_IMAGES)
         extra += f'\n[eyes]\ncamera = "files"\nfiles = [{images}]\n'
+    # The device's own settings must come from the device: the test would not see a merge
+    # that lost them if the card set them again.
     for table in ("audio", "bus", "link", "models"):
         if table in data:
             raise RuntimeError(f"examples/pendant.toml has [{table}]: the test config clashes")

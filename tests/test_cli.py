@@ -12,7 +12,7 @@ import pytest
 
 from pendant import __version__
 
-from .conftest import DEMO_CONFIG, speech_files
+from .conftest import DEMO_CONFIG, REPO, speech_files
 
 
 def pendant(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -34,8 +34,6 @@ def test_version() -> None:
 def test_version_verbose_names_the_lock_and_what_decides_behaviour() -> None:
     import hashlib
     import importlib.metadata
-
-    from .conftest import REPO
 
     done = pendant("--version", "--verbose")
     assert done.returncode == 0, done.stderr
@@ -122,3 +120,72 @@ def test_config_errors_stop_every_command(tmp_path: Path, args: list[str]) -> No
     assert done.stderr.strip().splitlines() == [
         f"pendant: error: {config}: vad.hangover_ms: Input should be greater than or equal to 100"
     ]
+
+
+# --------------------------------------------------------------------------- config check
+
+SHIPPED = REPO / "device/pendant/data/device-pendant.toml"
+
+
+def check(tmp_path: Path, text: str, *options: str) -> tuple[Path, subprocess.CompletedProcess]:
+    card = tmp_path / "pendant.toml"
+    card.write_text(text)
+    return card, pendant(*options, "config", "check", str(card))
+
+
+def test_config_check_says_ok_in_one_line(tmp_path: Path) -> None:
+    card, done = check(tmp_path, '[home]\nareas = ["Kitchen"]\n', "--config", str(SHIPPED))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{card}: OK, merged over {SHIPPED}"]
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('[home]\nareas = ["Kitchen"\n', ["{card}:2:19: not valid TOML: Unclosed array"]),
+        ("[vad]\nhangover_ms = 'long'\n", [
+            "vad.hangover_ms: Input should be a valid integer, unable to parse string as an "
+            "integer"
+        ]),
+        ('[home]\nareas = ["Kitchen"]\n\n[[home.devices]]\nname = "Lamp"\nkind = "light"\n'
+         "colour = true\n", [
+            "home.devices[0].colour: unknown key, remove it or check its spelling "
+            "(home.devices[0] takes: name, kind, area, color, brightness, device_class)"
+        ]),
+        ("[audio]\nsource = 'tape'\ngap_ms = -1\n", [
+            "audio.source: Input should be 'mic' or 'wav'",
+            "audio.gap_ms: Input should be greater than or equal to 0",
+        ]),
+    ],
+)  # fmt: skip
+def test_config_check_names_each_problem_in_a_line_of_its_own(
+    tmp_path: Path, text: str, want: list[str]
+) -> None:
+    card, done = check(tmp_path, text)  # no --config: whichever device config applies here
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [line.format(card=card) for line in want]
+    assert "Traceback" not in done.stderr
+
+
+def test_config_check_takes_the_config_after_the_command(tmp_path: Path) -> None:
+    """What the card is merged over decides: over a config without link.socket, link.tls
+    is fine; over the device's (which has one) it is not."""
+    bare = tmp_path / "bare.toml"
+    bare.write_text("")
+    card = tmp_path / "pendant.toml"
+    card.write_text("[link]\ntls = true\n")
+    done = pendant("config", "check", str(card), "--config", str(bare))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = pendant("config", "check", str(card), "--config", str(SHIPPED))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "link: link.tls and link.cafile are for link.host, not link.socket"
+    ]
+
+
+def test_config_check_of_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    done = pendant("config", "check", str(tmp_path / "nope.toml"))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [f"{tmp_path / 'nope.toml'}: config file not found"]
+    assert "Traceback" not in done.stderr

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pendant.config import Config, config_reference, load_config
+from pendant.config import (
+    CARD_DROP_IN,
+    DEVICE_DEFAULTS_PATH,
+    Config,
+    card_base,
+    check_card,
+    config_reference,
+    load_config,
+)
 from pendant.errors import ConfigError
 
 from .conftest import DEMO_CONFIG, REPO
@@ -28,7 +36,7 @@ def test_demo_config_loads() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('device_id = "x"\ncolour = 1\n', "unknown key 'colour'"),
+        ('device_id = "x"\ncolour = 1\n', "colour: unknown key"),
         ("[vad]\nhangover_ms = 'long'\n", "vad.hangover_ms"),
         (
             "[vad]\nhangover_ms = 50\n",
@@ -41,7 +49,7 @@ def test_demo_config_loads() -> None:
             'area = "Attic"\n',
             "'Attic' is not in home.areas",
         ),
-        ('[[home.devices]]\nname = "Lamp"\nkind = "toaster"\n', "home.devices.0.kind"),
+        ('[[home.devices]]\nname = "Lamp"\nkind = "toaster"\n', "home.devices[0].kind"),
         (
             '[home]\nareas = ["Kitchen"]\n[[home.floors]]\nname = "Upstairs"\nareas = ["Attic"]\n',
             "floors[0].areas: 'Attic' is not in home.areas",
@@ -64,7 +72,7 @@ def test_demo_config_loads() -> None:
             "device_class is for binary_sensor, cover, sensor only, not light",
         ),
         ("[link]\npassword_file = '/x'\n", "link.password_file is set but link.username is not"),
-        ("device_id = \n", "not valid TOML"),
+        ("device_id = \n", "pendant.toml:1:13: not valid TOML: Invalid value"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -161,3 +169,153 @@ def test_tls_is_for_the_home_broker_not_the_phones_socket() -> None:
         LinkConfig(socket="/run/p.sock", tls=True)
     assert LinkConfig(socket="/run/p.sock", host="ha.lan", tls=True).uses_tls
     assert LinkConfig().home_host == "127.0.0.1" and not LinkConfig().phones_apart
+
+
+# --------------------------------------------------------------------------- the SD card's file
+
+
+def device_config(tmp_path: Path, card: str | None = None) -> Path:
+    """/etc/pendant/pendant.toml as a device has it (the shipped defaults and the provisioned
+    id), with `card` as the SD card's pendant.toml where the first boot puts it."""
+    config = tmp_path / "etc" / "pendant.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('device_id = "pendant-1a2b3c"\n' + DEVICE_DEFAULTS_PATH.read_text())
+    if card is not None:
+        (tmp_path / "etc" / "pendant.d").mkdir()
+        (tmp_path / "etc" / "pendant.d" / CARD_DROP_IN).write_text(card)
+    return config
+
+
+HOME_ONLY = '[home]\nareas = ["Kitchen", "Hall"]\n'
+
+
+def test_a_home_only_card_keeps_the_devices_settings(tmp_path: Path) -> None:
+    """Issue 15 item 5: a card that says only where the wearer lives must not lose what the
+    device needs (the mic, the bus and phones' socket, the shipped models, the outbox)."""
+    config = load_config(device_config(tmp_path, HOME_ONLY))
+    assert config.home.areas == ["Kitchen", "Hall"]
+    assert config.device_id == "pendant-1a2b3c"
+    assert config.audio.source == "mic"
+    assert config.bus.socket == config.link.socket == "/run/mosquitto/pendant.sock"
+    assert config.link.outbox_path == "/var/lib/pendant/outbox.sqlite"
+    assert config.models.cache_dir == "/usr/share/pendant/models"
+    # What the card alone would have given, had it replaced the device's config.
+    alone = load_config(write(tmp_path, HOME_ONLY))
+    assert (alone.audio.source, alone.link.socket) == ("wav", None)
+    assert alone.models.cache_dir == "~/.cache/pendant/models"
+
+
+def test_the_card_wins_over_the_device_and_the_home_broker(tmp_path: Path) -> None:
+    config = device_config(tmp_path, '[audio]\ndevice = "adau7002"\n[link]\nport = 8884\n')
+    (tmp_path / "etc" / "pendant.d" / "home-broker.toml").write_text(
+        '[link]\nhost = "ha.lan"\nport = 8883\nusername = "p"\n'
+    )
+    loaded = load_config(config)
+    assert (loaded.audio.source, loaded.audio.device) == ("mic", "adau7002")
+    assert (loaded.link.host, loaded.link.port, loaded.link.username) == ("ha.lan", 8884, "p")
+
+
+def test_an_unreadable_drop_in_folder_is_an_error_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder a service cannot list (made 0700 by root) would drop the card's settings and
+    the home broker without a word: the service must stop and say why instead."""
+    import os
+
+    import pendant.config
+
+    config = device_config(tmp_path, HOME_ONLY)
+    extra = tmp_path / "etc" / "pendant.d"
+    extra.chmod(0)
+    if os.geteuid() == 0:  # root lists any folder: be a service user for os.access
+        monkeypatch.setattr(pendant.config.os, "access", lambda path, mode: False)
+    try:
+        with pytest.raises(ConfigError, match=r"cannot read the config's drop-ins: chmod 755"):
+            load_config(config)
+    finally:
+        extra.chmod(0o755)
+
+
+def test_check_card_finds_nothing_in_a_good_card(tmp_path: Path) -> None:
+    card = write(tmp_path, HOME_ONLY + '[link]\nhost = "ha.lan"\n')
+    assert check_card(card, DEVICE_DEFAULTS_PATH) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ('[home]\nareas = ["Kitchen"\n', ["{card}:2:19: not valid TOML: Unclosed array"]),
+        ("[home]\nareas = ['Kitchen']\n[home]\n", ["{card}:3:6: not valid TOML: Cannot "
+                                                    "declare ('home',) twice"]),
+        ('[home]\nareas = "Kitchen"\n', ["home.areas: Input should be a valid list"]),
+        (
+            '[home]\naras = ["Kitchen"]\n',
+            ["home.aras: unknown key, remove it or check its spelling (home takes: areas, "
+             "floors, devices, media, list_items, timer_names, sentences, default_area)"],
+        ),
+        ('[home_broker]\nhost = "ha.lan"\n', ["home_broker: unknown key, remove it or check "
+                                              "its spelling (the top level takes: device_id, "
+                                              "language, home, audio, vad, asr, eyes, listen, "
+                                              "bus, link, body, pairing, models)"]),
+        (
+            '[[home.devices]]\nname = "Lamp"\nkind = "toaster"\ncolour = true\n'
+            "[vad]\nhangover_ms = 50\n",
+            [
+                "home.devices[0].kind: Input should be 'light', 'fan', 'switch', 'media_player', "
+                "'cover', 'lock', 'climate', 'sensor', 'script', 'scene', 'todo', 'weather', "
+                "'binary_sensor', 'person', 'valve' or 'vacuum'",
+                "home.devices[0].colour: unknown key, remove it or check its spelling "
+                "(home.devices[0] takes: name, kind, area, color, brightness, device_class)",
+                "vad.hangover_ms: Input should be greater than or equal to 100",
+            ],
+        ),
+        # Wrong only over the device's config: its link.socket makes link.tls meaningless.
+        ("[link]\ntls = true\n", ["link: link.tls and link.cafile are for link.host, not "
+                                  "link.socket"]),
+    ],
+)  # fmt: skip
+def test_check_card_says_each_problem_in_one_line(
+    tmp_path: Path, text: str, lines: list[str]
+) -> None:
+    card = write(tmp_path, text)
+    assert check_card(card, DEVICE_DEFAULTS_PATH) == [line.format(card=card) for line in lines]
+
+
+def test_check_card_merges_over_the_devices_drop_ins_but_the_cards_own(tmp_path: Path) -> None:
+    """On the device a new card is checked against what it will be merged with: the home
+    broker's drop-in counts, the card's previous copy (which it replaces) does not."""
+    config = device_config(tmp_path, "[vad]\nhangover_ms = 1\n")  # an old, broken copy
+    card = write(tmp_path, HOME_ONLY + "[link]\ntls = false\n")
+    assert check_card(card, config) == []
+    (tmp_path / "etc" / "pendant.d" / "home-broker.toml").write_text(
+        '[link]\nhost = "ha.lan"\nusername = "p"\ncafile = "/etc/pendant/home-ca.crt"\n'
+    )
+    assert check_card(card, config) == ["link: link.cafile is set but link.tls is false"]
+
+
+def test_a_card_base_is_the_device_config_where_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pendant.config
+
+    monkeypatch.setattr(pendant.config, "DEVICE_CONFIG_PATH", tmp_path / "absent.toml")
+    assert card_base(None) == DEVICE_DEFAULTS_PATH
+    assert card_base(tmp_path / "x.toml") == tmp_path / "x.toml"
+    config = device_config(tmp_path)
+    monkeypatch.setattr(pendant.config, "DEVICE_CONFIG_PATH", config)
+    assert card_base(None) == config
+
+
+def test_a_byte_order_mark_is_not_a_toml_error(tmp_path: Path) -> None:
+    """Some Windows editors begin a file with one; the card is edited on any computer."""
+    card = tmp_path / "pendant.toml"
+    card.write_bytes(b"\xef\xbb\xbf" + HOME_ONLY.encode())
+    assert check_card(card, DEVICE_DEFAULTS_PATH) == []
+    assert load_config(card).home.areas == ["Kitchen", "Hall"]
+
+
+def test_the_readmes_config_check_example_is_what_it_prints(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    shown = readme.split("$ pendant config check pendant.toml\n", 1)[1].split("```", 1)[0]
+    card = write(tmp_path, '[home]\naras = ["Kitchen"]\n[vad]\nhangover_ms = "long"\n')
+    assert check_card(card, DEVICE_DEFAULTS_PATH) == shown.splitlines()

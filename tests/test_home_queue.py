@@ -8,8 +8,9 @@ of mosquitto, like a power cut, lost them all).
 Here everything is as on the device: `pendant.provision` renders mosquitto's config and the
 home broker's settings exactly as the image's first boot does (`--bridge-host` and friends),
 real mosquitto runs that config, the link runs as `pendant service link` with the shipped
-`packaging/device-pendant.toml` (paths moved into a scratch root) and its passwords as systemd
-credentials, and the home broker is a real mosquitto speaking TLS with a CA of the test's.
+`device/pendant/data/device-pendant.toml` (paths moved into a scratch root) and its passwords
+as systemd credentials, and the home broker is a real mosquitto speaking TLS with a CA of the
+test's.
 The ears are a client of the device's socket that publishes intents as the ears would; Home
 Assistant is a persistent subscriber on the home broker.
 
@@ -190,7 +191,7 @@ def provision_device(tmp: Path, home: LocalBroker, ca: Ca) -> Device:
     # In a directory of its own, as /var/lib/pendant is, so a power-cut test can mount over it.
     outbox = tmp / "var" / "outbox.sqlite"
     outbox.parent.mkdir()
-    shipped = (REPO / "packaging" / "device-pendant.toml").read_text()
+    shipped = (REPO / "device/pendant/data/device-pendant.toml").read_text()
     text = shipped.replace('"/run/mosquitto/pendant.sock"', json.dumps(str(prov.socket)))
     text = text.replace('"/var/lib/pendant/outbox.sqlite"', json.dumps(str(outbox)))
     assert text != shipped

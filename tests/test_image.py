@@ -24,6 +24,8 @@ import yaml
 from .conftest import REPO
 
 IMAGE = REPO / "image"
+# The device config the package installs as /etc/pendant/pendant.toml.
+DEVICE_DEFAULTS = REPO / "device/pendant/data/device-pendant.toml"
 
 
 def _load(name: str, path: Path):  # image/ and packaging/ are scripts, not packages
@@ -621,6 +623,186 @@ def test_firstboot_setup_toml_parses_as_documented() -> None:
     assert {"wifi", "home_broker", "timezone"} <= set(setup)
 
 
+# --------------------------------------------------------------------------- the card's config
+
+TEMPLATE = IMAGE / "rootfs/boot/firmware/pendant.toml"
+
+
+def uncommented(text: str) -> str:
+    """The template with every setting switched on: its `#[table]` and `#key = ...` lines lose
+    their '#'; the explanations ('# ...') stay comments."""
+    return re.sub(r"(?m)^#(?=[\[a-z_])", "", text)
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_the_card_template_is_on_the_boot_partition(board: str) -> None:
+    # The customize hook copies the overlay into the root; /boot/firmware becomes the FAT.
+    files = image_build.overlay_files(image_build.load_board(board))
+    assert files["boot/firmware/pendant.toml"] == TEMPLATE
+
+
+def as_device(root: Path, card: Path) -> Path:
+    """The device's config (the shipped defaults) with `card` where first boot puts it."""
+    from pendant.config import CARD_DROP_IN
+
+    device = root / "etc/pendant.toml"
+    (root / "etc/pendant.d").mkdir(parents=True)
+    shutil.copyfile(DEVICE_DEFAULTS, device)
+    shutil.copyfile(card, root / "etc/pendant.d" / CARD_DROP_IN)
+    return device
+
+
+def test_the_card_template_as_shipped_merges_to_exactly_the_device_defaults(
+    tmp_path: Path,
+) -> None:
+    from pendant.config import check_card, load_config, merged_toml
+
+    assert tomllib.loads(TEMPLATE.read_text()) == {}
+    device = as_device(tmp_path, TEMPLATE)
+    assert merged_toml(device) == tomllib.loads(DEVICE_DEFAULTS.read_text())
+    assert load_config(device) == load_config(DEVICE_DEFAULTS)
+    assert check_card(TEMPLATE, DEVICE_DEFAULTS) == []
+
+
+def test_the_card_template_uncommented_validates_and_sets_what_it_shows(tmp_path: Path) -> None:
+    from pendant.config import check_card, load_config
+
+    text = uncommented(TEMPLATE.read_text())
+    assert text != TEMPLATE.read_text()
+    settings = tomllib.loads(text)
+    assert {"home", "listen", "link"} <= set(settings)
+    assert {"areas", "devices", "floors", "sentences"} <= set(settings["home"])
+    card = tmp_path / "pendant.toml"
+    card.write_text(text)
+    assert check_card(card, DEVICE_DEFAULTS) == []
+    loaded = load_config(as_device(tmp_path, card))
+    assert "Living Room" in loaded.home.areas and loaded.home.default_area == "Living Room"
+    assert [d.name for d in loaded.home.devices] == ["Kitchen Lights", "Garage Door"]
+    assert loaded.link.host == "homeassistant.local" and loaded.link.phones_apart
+    assert loaded.audio.source == "mic" and loaded.models.cache_dir == "/usr/share/pendant/models"
+
+
+def test_the_boot_tests_card_is_what_a_wearer_writes_and_the_merge_does_the_rest(
+    tmp_path: Path,
+) -> None:
+    """The boot test (QEMU, not run here) relies on the merge for the device's sockets,
+    outbox and models: its card holds the home and the test's simulated inputs, nothing more."""
+    from pendant.config import check_card, load_config
+
+    card = tmp_path / "pendant.toml"
+    card.write_text(boot_test.test_config("/run/pendant-test/command.wav"))
+    settings = tomllib.loads(card.read_text())
+    assert set(settings) == {"home", "audio", "body", "eyes"}
+    assert check_card(card, DEVICE_DEFAULTS) == []
+    loaded = load_config(as_device(tmp_path, card))
+    assert loaded.audio.source == "wav" and loaded.audio.gap_ms == 30_000
+    assert loaded.audio.files[0] == "/run/pendant-test/command.wav"
+    assert loaded.body.pin_factory == "mock" and loaded.eyes.camera == "files"
+    assert loaded.bus.socket == loaded.link.socket == "/run/mosquitto/pendant.sock"
+    assert loaded.link.outbox_path == "/var/lib/pendant/outbox.sqlite"
+    assert loaded.models.cache_dir == "/usr/share/pendant/models"
+
+
+def card_root(root: Path) -> Path:
+    """A scratch root after the package's install: the device config with its id."""
+    (root / "boot/firmware").mkdir(parents=True)
+    config = root / "etc/pendant/pendant.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('device_id = "pendant-1a2b3c"\n' + DEVICE_DEFAULTS.read_text())
+    return config
+
+
+def test_firstboot_merges_the_cards_config_over_the_devices(tmp_path: Path) -> None:
+    """Issue 15 item 5: the card's pendant.toml is merged over the device's config, and an
+    edited card replaces what the card said before, never the device's own settings."""
+    from pendant.config import load_config
+
+    config = card_root(tmp_path)
+    card = tmp_path / "boot/firmware/pendant.toml"
+    card.write_text('[home]\nareas = ["Kitchen"]\n\n[listen]\nmode = "press_to_talk"\n')
+    fb = load_firstboot(tmp_path)
+    fb.VENV_PY = Path(sys.executable)  # this checkout's pendant checks the card
+    fb.apply_config()
+    assert fb.errors == []
+    assert fb.CARD_CONFIG.read_text() == card.read_text()
+    # Services read it as their own users: the folder made under UMask=0077 is still open.
+    assert oct(fb.CARD_CONFIG.parent.stat().st_mode & 0o777) == "0o755"
+    assert oct(fb.CARD_CONFIG.stat().st_mode & 0o777) == "0o644"
+    loaded = load_config(config)
+    assert loaded.home.areas == ["Kitchen"] and loaded.listen.mode == "press_to_talk"
+    assert loaded.device_id == "pendant-1a2b3c" and loaded.audio.source == "mic"
+    assert loaded.link.socket == "/run/mosquitto/pendant.sock"
+    assert loaded.models.cache_dir == "/usr/share/pendant/models"
+    assert config.read_text().endswith(DEVICE_DEFAULTS.read_text())  # the device's, untouched
+
+    card.write_text('[home]\nareas = ["Hall"]\n')  # edited: [listen] is gone
+    fb.apply_config()
+    loaded = load_config(config)
+    assert loaded.home.areas == ["Hall"] and loaded.listen.mode == "conversation"
+    assert fb.errors == []
+
+
+def test_firstboot_refuses_a_bad_card_in_one_line_a_problem_and_keeps_the_last(
+    tmp_path: Path,
+) -> None:
+    from pendant.config import load_config
+
+    config = card_root(tmp_path)
+    card = tmp_path / "boot/firmware/pendant.toml"
+    card.write_text('[home]\nareas = ["Kitchen"]\n')
+    fb = load_firstboot(tmp_path)
+    fb.VENV_PY = Path(sys.executable)
+    fb.apply_config()
+    card.write_text('[home]\naras = ["Hall"]\n[audio]\nsource = "tape"\n')
+    fb.apply_config()
+    assert [e.split(",")[0] for e in fb.errors] == [
+        "pendant.toml not applied: home.aras: unknown key",
+        "pendant.toml not applied: audio.source: Input should be 'mic' or 'wav'",
+    ]
+    assert load_config(config).home.areas == ["Kitchen"]
+    card.write_text('[home]\nareas = ["Kitchen"\n')
+    fb.errors.clear()
+    fb.apply_config()
+    assert fb.errors == [f"pendant.toml not applied: {card}:2:19: not valid TOML: Unclosed array"]
+
+
+def test_firstboot_refuses_a_card_that_renames_a_provisioned_pendant(tmp_path: Path) -> None:
+    """pendant-setup refuses a new id once the certificates name the old one, and the bus and
+    every service with it: the card is refused before it gets that far."""
+    card_root(tmp_path)
+    (tmp_path / "etc/pendant/device_id").write_text("pendant-1a2b3c\n")
+    card = tmp_path / "boot/firmware/pendant.toml"
+    card.write_text('device_id = "kitchen"\n')
+    fb = load_firstboot(tmp_path)
+    fb.VENV_PY = Path(sys.executable)
+    fb.apply_config()
+    assert fb.errors == [
+        "pendant.toml not applied: device_id: this pendant is 'pendant-1a2b3c' (its "
+        "certificates and its broker's rules name it): remove device_id or set it to that"
+    ]
+    assert not fb.CARD_CONFIG.exists()
+    card.write_text('device_id = "pendant-1a2b3c"\n')
+    fb.errors.clear()
+    fb.apply_config()
+    assert fb.errors == [] and fb.CARD_CONFIG.exists()
+
+
+def test_firstboot_applies_the_untouched_template_without_starting_the_venv(
+    tmp_path: Path,
+) -> None:
+    from pendant.config import load_config
+
+    config = card_root(tmp_path)
+    before = load_config(config)
+    shutil.copyfile(TEMPLATE, tmp_path / "boot/firmware/pendant.toml")
+    fb = load_firstboot(tmp_path)
+    fb.VENV_PY = tmp_path / "no-python"  # a check would fail: the template needs none
+    fb.apply_config()
+    assert fb.errors == []
+    assert fb.CARD_CONFIG.read_text() == TEMPLATE.read_text()
+    assert load_config(config) == before
+
+
 # --------------------------------------------------------------------------- pendant-setup
 
 SETUP = REPO / "packaging" / "pendant-setup"
@@ -631,7 +813,7 @@ def setup_root(root: Path, config: str | None = None) -> Path:
     already installed as /etc/pendant/pendant.toml. Returns that config's path."""
     default = root / "usr/share/pendant/device-pendant.toml"
     default.parent.mkdir(parents=True)
-    shutil.copyfile(REPO / "packaging" / "device-pendant.toml", default)
+    shutil.copyfile(DEVICE_DEFAULTS, default)
     target = root / "etc/pendant/pendant.toml"
     if config is not None:
         target.parent.mkdir(parents=True)
@@ -672,7 +854,7 @@ def test_setup_adds_the_device_id_and_a_write_cut_short_keeps_the_old_config(
     half-written is left beside it, and the next boot finishes the job."""
     # Larger than anything provisioning writes, so only the config's own write hits the limit.
     padding = "".join(f"# padding line {i:05d} {'.' * 60}\n" for i in range(2000))
-    original = padding + (REPO / "packaging" / "device-pendant.toml").read_text()
+    original = padding + DEVICE_DEFAULTS.read_text()
     config = setup_root(tmp_path, original)
 
     done = run_setup(tmp_path, max_file_bytes=len(original.encode()) + 8)
@@ -700,17 +882,30 @@ def test_setup_installs_the_default_config_whole_or_not_at_all(tmp_path: Path) -
 
     done = run_setup(tmp_path)
     assert done.returncode == 0, done.stderr
-    default = (REPO / "packaging" / "device-pendant.toml").read_text()
+    default = DEVICE_DEFAULTS.read_text()
     assert tomllib.loads(config.read_text())["device_id"].startswith("pendant-")
     assert config.read_text().endswith(default)
     assert oct(config.stat().st_mode & 0o777) == "0o644"
+
+
+def test_setup_provisions_the_device_id_the_card_names(tmp_path: Path) -> None:
+    """The card's pendant.toml is a drop-in (pendant.d/sd-card.toml): its device_id is the one
+    provisioned, and the device's config is not given another."""
+    config = setup_root(tmp_path)
+    (config.parent / "pendant.d").mkdir(parents=True)
+    (config.parent / "pendant.d/sd-card.toml").write_text('device_id = "pendant-kitchen"\n')
+    done = run_setup(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "etc/pendant/device_id").read_text() == "pendant-kitchen\n"
+    assert config.read_text() == DEVICE_DEFAULTS.read_text()
+    assert "pendant-kitchen provisioned" in done.stdout
 
 
 @pytest.mark.parametrize("value", ["5", "true", '["pendant-a"]', "{ x = 1 }"])
 def test_setup_refuses_a_device_id_that_is_not_a_string(tmp_path: Path, value: str) -> None:
     """Proves a device_id of the wrong type is a one-line error naming it, not a traceback,
     and the config is left as it was."""
-    text = f"device_id = {value}\n" + (REPO / "packaging" / "device-pendant.toml").read_text()
+    text = f"device_id = {value}\n" + DEVICE_DEFAULTS.read_text()
     config = setup_root(tmp_path, text)
     done = run_setup(tmp_path)
     assert_one_line_error(done, "device_id")

@@ -60,6 +60,15 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     # Also after the subcommand; SUPPRESS keeps it from hiding a --config given before it.
     discovery.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     sub.add_parser("config-docs", help="print the config reference as a Markdown table")
+    config = sub.add_parser("config", help="check a pendant.toml as the SD card carries it")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check",
+        help="FILE merged over the device's config (--config, else /etc/pendant/pendant.toml "
+        "if it exists, else the device config a new pendant starts from): one line a problem",
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     sub.add_parser("doctor", help="what hardware, models and brokers this pendant finds")
     return p, set(sub.choices)
 
@@ -113,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         extra = ["--config", str(args.config)] if args.config else []
         return models_main([*args.models_args[:1], *extra, *args.models_args[1:]])
+    if args.command == "config":
+        return _config_check(args.file, args.config)
     if args.command == "config-docs":
         from pendant.config import config_reference
 
@@ -148,6 +159,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps({"topic": topic, "payload": json.loads(payload)}))
         return 0
     raise AssertionError(args.command)
+
+
+def _config_check(card: Path, config: Path | None) -> int:
+    """`pendant config check`: exit 0 and one OK line, or 1 and one line per problem."""
+    from pendant.config import card_base, check_card
+
+    base = card_base(config)
+    problems = check_card(card, base)
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print(f"{card}: OK, merged over {base}")
+    return 0
 
 
 async def _run(config: Config, config_path: Path | None) -> int:

@@ -7,6 +7,7 @@ models, so the README and the code cannot disagree.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from enum import StrEnum
@@ -18,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pendant.errors import ConfigError
 
 DEVICE_CONFIG_PATH = Path("/etc/pendant/pendant.toml")
+# The device config the package installs as DEVICE_CONFIG_PATH when there is none
+# (packaging/pendant.toml copies this same file to /usr/share/pendant/device-pendant.toml).
+DEVICE_DEFAULTS_PATH = Path(__file__).parent / "data" / "device-pendant.toml"
+# The SD card's pendant.toml, as the image's first boot installs it in the drop-in folder:
+# named to come after home-broker.toml, so what the wearer wrote on the card wins.
+CARD_DROP_IN = "sd-card.toml"
 
 
 class _Strict(BaseModel):
@@ -578,14 +585,49 @@ class Config(_Strict):
         return v
 
 
+def _key(loc: tuple[int | str, ...]) -> str:
+    """`home.devices[0].kind` for pydantic's ("home", "devices", 0, "kind")."""
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif not re.fullmatch(r"function-after\[.*\]", part):
+            key += f".{part}" if key else part
+    return key
+
+
+def _inner_model(ann: Any) -> type[BaseModel] | None:
+    """The model a field holds: itself, or inside a list or an optional."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in get_args(ann):
+        if (found := _inner_model(arg)) is not None:
+            return found
+    return None
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the table at `loc` takes ([] when `loc` is not a table of the model)."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if isinstance(part, int) or re.fullmatch(r"function-after\[.*\]", part):
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _inner_model(field.annotation) if field else None
+    return list(model.model_fields) if model else []
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"function-after\[.*\]", str(p)))
+    """One validation error as `key.path: what to fix`."""
+    key = _key(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        return f"unknown key {loc!r}: remove it or check its spelling"
-    if err["type"] == "literal_error" or err["type"] == "enum":
-        return f"{loc}: {msg}"
-    return f"{loc}: {msg}" if loc else msg
+        # A misspelt key is the usual cause: the line lists the spellings that would do.
+        known = _known_keys(err["loc"][:-1])
+        table = _key(err["loc"][:-1]) or "the top level"
+        hint = f" ({table} takes: {', '.join(known)})" if known else ""
+        return f"{key}: unknown key, remove it or check its spelling{hint}"
+    return f"{key}: {msg}" if key else msg
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
@@ -598,9 +640,24 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(f"{source}: {_describe(first)}{tail}") from None
 
 
+def _toml_error(p: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """`FILE:line:col: message`, as compilers say it (tomllib puts the place in its message
+    until Python 3.14 gives it as attributes)."""
+    msg = str(exc)
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", msg, re.S)
+    if m:
+        return f"{p}:{m[2]}:{m[3]}: not valid TOML: {m[1]}"
+    if msg.endswith(" (at end of document)"):
+        lines = text.splitlines() or [""]
+        what = msg.removesuffix(" (at end of document)")
+        return f"{p}:{len(lines)}:{len(lines[-1]) + 1}: not valid TOML: {what}"
+    return f"{p}: not valid TOML: {msg}"
+
+
 def _read_toml(p: Path) -> dict[str, Any]:
     try:
-        text = p.read_text(encoding="utf-8")
+        # -sig: a byte-order mark, which some Windows editors put first, is not TOML.
+        text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -608,7 +665,7 @@ def _read_toml(p: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        raise ConfigError(_toml_error(p, text, exc)) from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -625,9 +682,34 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def drop_in_dir(path: Path) -> Path:
     """Where files that add to the config at `path` live: /etc/pendant/pendant.d/ for
     /etc/pendant/pendant.toml. Provisioning writes the home broker there
-    (`pendant.provision --bridge-host`), so the config file itself can be replaced (the
-    image's first boot installs the SD card's) without losing it."""
+    (`pendant.provision --bridge-host`) and the image's first boot the SD card's pendant.toml
+    (`CARD_DROP_IN`), so each is merged over the device's config instead of replacing it."""
     return path.parent / f"{path.stem}.d"
+
+
+def _drop_ins(path: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
+    extra = drop_in_dir(path)
+    if not extra.is_dir():
+        return []
+    # Loud, not skipped: a folder the service cannot list (made under a umask of 0077) would
+    # otherwise drop the home broker and the card's settings without a word.
+    if not os.access(extra, os.R_OK | os.X_OK):
+        raise ConfigError(f"{extra}: cannot read the config's drop-ins: chmod 755 {extra}")
+    return [q for q in sorted(extra.glob("*.toml")) if q.name not in skip]
+
+
+def _layered(path: Path, skip: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[Path]]:
+    data = _read_toml(path)
+    parts = _drop_ins(path, skip)
+    for part in parts:
+        data = _merge(data, _read_toml(part))
+    return data, parts
+
+
+def merged_toml(path: Path, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The config file at `path` with its drop-ins (but those named in `skip`) merged on top,
+    as TOML data, not checked: what `load_config` validates."""
+    return _layered(path, skip)[0]
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -637,14 +719,35 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config() if not DEVICE_CONFIG_PATH.exists() else load_config(DEVICE_CONFIG_PATH)
     p = Path(path)
-    data = _read_toml(p)
-    extra = drop_in_dir(p)
-    parts = sorted(extra.glob("*.toml")) if extra.is_dir() else []
-    for part in parts:
-        data = _merge(data, _read_toml(part))
+    data, parts = _layered(p)
     # Checked merged, so the line names every file that took part.
+    extra = drop_in_dir(p)
     source = f"{p} (with {', '.join(q.name for q in parts)} in {extra})" if parts else str(p)
     return parse_config(data, source)
+
+
+def card_base(config: str | Path | None) -> Path:
+    """What an SD card's pendant.toml is merged over: `config` if given, else the device's
+    config when this is a device, else the device config a new pendant starts from."""
+    if config is not None:
+        return Path(config)
+    return DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else DEVICE_DEFAULTS_PATH
+
+
+def check_card(card: Path, base: Path) -> list[str]:
+    """What is wrong with `card`, a pendant.toml as the SD card carries it, merged over the
+    config at `base` (and its drop-ins, but the card's own, which `card` stands for), one line
+    a problem: `key.path: what to fix`, or `FILE:line:col: ...` for broken TOML. [] if none."""
+    try:
+        over = _read_toml(card)
+        data = merged_toml(base, skip=frozenset({CARD_DROP_IN}))
+    except ConfigError as exc:
+        return [str(exc)]
+    try:
+        Config.model_validate(_merge(data, over))
+    except ValidationError as exc:
+        return [_describe(err) for err in exc.errors()]
+    return []
 
 
 def _type_name(ann: Any) -> str:
