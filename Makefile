@@ -7,17 +7,22 @@ APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng s
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt web-deps models run test lint bench bench-arm bench-arm-apt screenshots schemas clean lock sets measure-sets
+# Installs the named Debian packages that are missing; asks apt nothing when none is.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+endef
+
+.PHONY: setup apt web-deps models run test test-ha lint bench bench-arm bench-arm-apt screenshots schemas clean lock sets measure-sets
 
 setup: apt $(STAMP)
 
 # Only asks apt for what is missing, so a set-up machine does not need the network or sudo.
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing apt packages: $$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(APT_PACKAGES))
 
 # Every Python package comes from uv.lock, checked by the sha256 it holds; uv itself from
 # tools/requirements-uv.txt (pip --require-hashes). uv uses the machine's python3 (3.11+), never
@@ -91,16 +96,20 @@ screenshots: setup models web-deps
 bench: setup models
 	$(PY) tools/bench.py
 
+# The pendant against a real Home Assistant (tests/test_home_assistant.py). Home Assistant needs
+# Python 3.13: tools/ha_root.py builds a Debian trixie root with it, from tests/ha/requirements.txt
+# (hashes), once (about 2 minutes, 1.3 GB in .cache/ha-root); chroot needs root.
+test-ha: setup models
+	$(call apt_install,mmdebstrap)
+	$(SUDO) $(PY) tools/ha_root.py build
+	$(SUDO) $(PY) -m pytest -v -p no:cacheprovider tests/test_home_assistant.py
+
 # An estimate of the ears on a Pi Zero 2 W (README, "An ARM estimate"): the ears on aarch64 under
 # qemu-user, guest instructions counted by a TCG plugin, turned into time with an assumed IPC.
 # Build-host tools, installed when missing (as `apt` does for APT_PACKAGES).
 BENCH_ARM_APT_PACKAGES := qemu-user mmdebstrap gcc libc6-dev
 bench-arm-apt:
-	@missing=$$(for p in $(BENCH_ARM_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing apt packages: $$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(BENCH_ARM_APT_PACKAGES))
 
 # BACKEND=hama: another recogniser than the config's (bench-arm-results-hama.json).
 BACKEND ?=
@@ -122,11 +131,7 @@ DEB_MODELS ?=
 .PHONY: image-apt deb image image-test-build image-test flash
 
 image-apt:
-	@missing=$$(for p in $(IMAGE_APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing apt packages: $$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(IMAGE_APT_PACKAGES))
 
 # The Architecture: all package: wheels for aarch64, units, models verified by sha256.
 deb: setup models

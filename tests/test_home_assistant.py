@@ -1,39 +1,45 @@
 """The pendant against a real Home Assistant (issue 15): `make test-ha`.
 
 One Home Assistant (2026.2, from `tools/ha_root.py`'s trixie root and `tests/ha/requirements.txt`)
-with its MQTT integration on a real mosquitto, the home broker; the whole pendant on WAV audio
-beside it. What a pendant owner sees, checked through Home Assistant's own API: the device and
-its entities appear; a spoken command fires the event and, through the blueprint in
-`docs/blueprints/`, Assist turns on the Bed Light and its answer comes back on `cmd/say`; the
-mute switch in Home Assistant mutes the pendant. Skipped, with the reason, where Home
-Assistant's root is not built or cannot run (it needs root).
+with its MQTT integration on a real mosquitto, the home broker; the whole pendant (`pendant run`,
+the ears on a recording) in a process of its own beside it, its phones on its own broker. What a
+pendant owner sees, checked through Home Assistant's own API: the device and its entities
+appear; a spoken command fires the event and, through the blueprint in `docs/blueprints/`,
+Assist turns on the Bed Light and its answer comes back on `cmd/say`; the mute switch in Home
+Assistant mutes the pendant; an intent the phone adds reaches Home Assistant; the entities go
+unavailable when the pendant loses power. Skipped, with the reason, where Home Assistant's root
+is not built or cannot run (it needs root).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
-import threading
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
-from pendant.config import Config
-from pendant.ears.audio.wav import WavSource
-from pendant.listen import simulated
+from pendant import bus, discovery
+from pendant.config import Config, load_config
+from pendant.events import Intent
 from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
 
-from .conftest import REPO, demo_config, speech_files
+from .conftest import REPO, speech_files
 from .ha_support import HomeAssistant, reason_unavailable, until
 
 BLUEPRINT = REPO / "docs" / "blueprints" / "pendant-assist.yaml"
 COMMAND = "turn Bed Light on"  # a neural-TTS recording in the shared speech set
+PARTY = {"intent": "PartyMode", "sentences": ["start the party"]}
 
 pytestmark = [
     pytest.mark.skipif(reason_unavailable() is not None, reason=str(reason_unavailable())),
@@ -44,123 +50,143 @@ pytestmark = [
 @dataclass
 class World:
     ha: HomeAssistant
+    bus: LocalBroker
     home: LocalBroker
     config: Config
-    heard: list[tuple[str, bytes]] = field(default_factory=list)
-    """Everything published under the pendant's topics on the home broker, as a phone sees it."""
-    errors: list[BaseException] = field(default_factory=list)
-    """What stopped the pendant's thread, if anything did."""
-
-    def until(self, check: Any, what: str, timeout: float = 60.0) -> Any:
-        """`ha_support.until`, failing at once with the reason if the pendant stopped."""
-
-        def checked() -> Any:
-            if self.errors:
-                raise AssertionError(f"the pendant stopped: {self.errors[0]!r}")
-            return check()
-
-        try:
-            return until(checked, what, timeout)
-        except AssertionError as e:
-            topics = sorted({t.removeprefix(self.base) for t, _ in self.heard})
-            raise AssertionError(f"{e}; heard {topics}; {self.ha.log_tail()}") from None
+    pendant: subprocess.Popen[bytes]
+    heard_file: Path
+    """What a phone-like subscriber (mosquitto_sub) saw under the pendant's topics on the home
+    broker, one `topic payload` line each."""
+    log: Path
 
     @property
     def base(self) -> str:
         return f"{self.config.link.topic_prefix}/{self.config.device_id}"
 
-    def entity(self, key: str) -> str:
-        """The entity id Home Assistant gave one of the pendant's entities."""
-        found = self.ha.template(
-            "{{ integration_entities('mqtt') | select('search', '_" + key + "$') | first }}"
-        )
-        assert found, f"Home Assistant has no entity for the pendant's {key}"
-        return found
+    def heard(self) -> list[tuple[str, str]]:
+        lines = self.heard_file.read_text(errors="replace").splitlines()
+        return [(t, p) for t, _, p in (ln.partition(" ") for ln in lines)]
 
     def on(self, topic: str) -> list[dict[str, Any]]:
-        return [json.loads(p) for t, p in list(self.heard) if t == topic and p[:1] == b"{"]
+        return [json.loads(p) for t, p in self.heard() if t == topic and p[:1] == "{"]
+
+    def until(self, check: Any, what: str, timeout: float = 60.0) -> Any:
+        """`ha_support.until`, failing at once if the pendant stopped, and saying what the
+        home broker carried and what Home Assistant logged if it times out."""
+
+        def checked() -> Any:
+            if self.pendant.poll() is not None:
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+                raise AssertionError(f"the pendant exited ({self.pendant.returncode}): {tail}")
+            return check()
+
+        try:
+            return until(checked, what, timeout)
+        except AssertionError as e:
+            topics = sorted({t.removeprefix(self.base) for t, _ in self.heard()})
+            raise AssertionError(f"{e}; heard {topics}; {self.ha.log_tail()}") from None
+
+    def entity(self, key: str) -> str:
+        """The entity id Home Assistant gave one of the pendant's entities: the one discovery
+        asks for (`default_entity_id`), which the README and the blueprint's users rely on."""
+        mqtt = json.loads(self.ha.template("{{ integration_entities('mqtt') | to_json }}"))
+        [found] = [e for e in mqtt if e.endswith(f"_{key}")]
+        assert found == discovery.entity_id(self.config, found.split(".")[0], key)
+        return found
+
+    def state(self, key: str) -> str | None:
+        return (self.ha.state(self.entity(key)) or {}).get("state")
 
 
-def run_pendant(world: World, wav: Path, stop: threading.Event) -> None:
-    """The whole pendant (ears on the WAV, link to the home broker) and a phone-like listener,
-    in a thread of their own until `stop`."""
-    cfg, home, heard = world.config, world.home, world.heard
+def card(bus_broker: LocalBroker, home: LocalBroker, wav: Path, tmp: Path) -> Path:
+    """The demo home's config, with private brokers and the recording as the microphone: the
+    command once a minute for ten (a finished WAV source ends the pendant)."""
+    home_toml = (REPO / "examples" / "pendant.toml").read_text()
+    files = ", ".join([json.dumps(str(wav))] * 10)
+    path = tmp / "pendant.toml"
+    path.write_text(
+        home_toml
+        + f"""
+[bus]
+socket = "{bus_broker.socket_path}"
+username = "pendant"
+password_file = "{bus_broker.password_file("pendant")}"
 
-    async def main() -> None:
-        pendant = Pendant(cfg, source=WavSource(cfg.audio, [wav] * 10))
-        async with aiomqtt.Client(
-            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
-        ) as phone:
-            await phone.subscribe(f"{pendant.link.base_topic}/#", qos=1)
+[link]
+host = "127.0.0.1"
+port = {home.port}
+username = "link"
+password_file = "{home.password_file("link")}"
+socket = "{bus_broker.socket_path}"
+outbox_path = "{tmp / "outbox.sqlite"}"
 
-            async def collect() -> None:
-                async for m in phone.messages:
-                    heard.append((str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
-
-            async def until_stopped() -> None:
-                while not stop.is_set():
-                    await asyncio.sleep(0.2)
-
-            tasks = [asyncio.create_task(c) for c in (collect(), pendant.run(), until_stopped())]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    try:
-        asyncio.run(main())
-    except BaseException as e:
-        world.errors.append(e)
-        raise
+[audio]
+source = "wav"
+files = [{files}]
+realtime = true
+gap_ms = 60000
+"""
+    )
+    return path
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("ha")
+    wav = next(f for f in speech_files("generated") if f.stem == COMMAND)
     with (
-        LocalBroker(users=("pendant",)) as bus,
+        LocalBroker(users=("pendant", "phone")) as bus_broker,
         LocalBroker(users=("link", "viewer", "homeassistant"), tcp=True) as home,
         HomeAssistant(tmp / "config") as ha,
     ):
         ha.add_mqtt(home.port or 0, "homeassistant", home.password("homeassistant"))
-        # The command once a minute for ten: a finished WAV source would end the pendant.
-        cfg = simulated(demo_config(), bus, home, realtime=True, gap_ms=60_000)
-        world = World(ha, home, cfg)
-        # The owner adds the blueprint's automation once the pendant's entity exists.
+        config_file = card(bus_broker, home, wav, tmp)
+        cfg = load_config(config_file)
+        # The owner's automation from the blueprint, for the entity id the README names; it
+        # exists before the pendant speaks, so the first command already acts.
         blueprints = tmp / "config" / "blueprints" / "automation" / "pendant"
         blueprints.mkdir(parents=True)
         shutil.copy(BLUEPRINT, blueprints / BLUEPRINT.name)
-        stop = threading.Event()
-        wav = next(f for f in speech_files("generated") if f.stem == COMMAND)
-        # The command is heard a few seconds after start: the automation must exist by then.
-        thread = threading.Thread(target=run_pendant, args=(world, wav, stop), daemon=True)
-        thread.start()
+        automation = {
+            "id": "pendant_assist",
+            "alias": "Pendant acts through Assist",
+            "use_blueprint": {
+                "path": f"pendant/{BLUEPRINT.name}",
+                "input": {"pendant_intent": discovery.entity_id(cfg, "event", "intent")},
+            },
+        }
+        (tmp / "config" / "automations.yaml").write_text(json.dumps([automation]))
+        ha.call("automation", "reload", {})
+        until(lambda: ha.state("automation.pendant_acts_through_assist"), "the automation")
+        assert ha.state("light.bed_light")["state"] == "off"
+
+        heard, log = tmp / "heard.txt", tmp / "pendant.log"
+        base = f"{cfg.link.topic_prefix}/{cfg.device_id}"
+        with heard.open("wb") as out, log.open("wb") as err:
+            sub = subprocess.Popen(
+                ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(home.port), "-u", "viewer",
+                 "-P", home.password("viewer"), "-q", "1", "-v", "-t", f"{base}/#"],
+                stdout=out, stderr=err,
+            )  # fmt: skip
+            pendant = subprocess.Popen(
+                [sys.executable, "-m", "pendant", "--config", str(config_file), "run"],
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(REPO / "device"), "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        world = World(ha, bus_broker, home, cfg, pendant, heard, log)
         try:
-            intent = world.until(
-                lambda: ha.template(
-                    "{{ integration_entities('mqtt') | select('match', 'event\\.') | first }}"
-                ),
-                "the pendant's event entity",
-            )
-            (tmp / "config" / "automations.yaml").write_text(
-                json.dumps(
-                    [
-                        {
-                            "id": "pendant_assist",
-                            "alias": "Pendant acts through Assist",
-                            "use_blueprint": {
-                                "path": f"pendant/{BLUEPRINT.name}",
-                                "input": {"pendant_intent": intent},
-                            },
-                        }
-                    ]
-                )
-            )
-            ha.call("automation", "reload", {})
+            intent = discovery.entity_id(cfg, "event", "intent")
+            world.until(lambda: ha.state(intent), "the pendant's entities", timeout=120)
             yield world
         finally:
-            stop.set()
-            thread.join(timeout=60)
+            for proc in (pendant, sub):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
 
 
 def test_the_pendant_appears_as_a_device_with_its_entities(world: World) -> None:
@@ -178,8 +204,6 @@ def test_the_pendant_appears_as_a_device_with_its_entities(world: World) -> None
 
 def test_a_spoken_command_turns_on_the_light_through_the_blueprint(world: World) -> None:
     ha = world.ha
-    light = world.until(lambda: ha.state("light.bed_light"), "the Bed Light")
-    assert light["state"] == "off" or light["state"] == "on"
     event = world.until(
         lambda: (s := ha.state(world.entity("intent"))) and s["attributes"].get("event_type") and s,
         "the pendant's intent event",
@@ -208,3 +232,52 @@ def test_the_mute_switch_in_home_assistant_mutes_the_pendant(world: World) -> No
         lambda: (ha.state(world.entity("listening")) or {}).get("state") == "off",
         "listening off while muted",
     )
+
+
+def test_an_intent_the_phone_adds_reaches_home_assistant(world: World) -> None:
+    """Home Assistant's event entity drops an event whose type it was not told of: the link
+    announces the phone's new intent before the first one arrives."""
+    ha, event = world.ha, world.entity("intent")
+    assert "PartyMode" not in ha.state(event)["attributes"]["event_types"]
+
+    async def phone_then_ears() -> None:
+        async with aiomqtt.Client(
+            str(world.bus.socket_path),
+            transport="unix",
+            username="phone",
+            password=world.bus.password("phone"),
+        ) as phone:
+            payload = json.dumps({"sentences": [PARTY]})
+            await phone.publish(f"{world.base}/cmd/sentences", payload, qos=1)
+        await asyncio.to_thread(
+            world.until,
+            lambda: "PartyMode" in ha.state(event)["attributes"]["event_types"],
+            "PartyMode among the event's types",
+        )
+        # What the ears publish when they hear "start the party" (the mic is muted by now).
+        heard = Intent(
+            device_id=world.config.device_id,
+            name="PartyMode",
+            text="start the party",
+            confidence=0.95,
+            timestamp_ms=time.time_ns() // 1_000_000,
+        )
+        async with bus.bus_client(world.config.bus, "test-ears") as ears:
+            await bus.publish(ears, heard)
+
+    asyncio.run(phone_then_ears())
+    world.until(
+        lambda: ha.state(event)["attributes"].get("event_type") == "PartyMode",
+        "the PartyMode event in Home Assistant",
+    )
+    assert ha.state(event)["attributes"]["text"] == "start the party"
+
+
+def test_the_entities_go_unavailable_when_the_pendant_loses_power(world: World) -> None:
+    # Last: the pendant does not come back. SIGKILL to all its processes: no goodbye, the
+    # home broker sends the link's last will.
+    assert world.state("battery") != "unavailable"
+    os.killpg(world.pendant.pid, signal.SIGKILL)
+    world.pendant.wait()
+    for key in ("intent", "battery", "listening", "mic_mute", "camera_mute", "identify"):
+        until(lambda k=key: world.state(k) == "unavailable", f"{key} unavailable")

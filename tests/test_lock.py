@@ -137,6 +137,31 @@ def test_this_venv_is_the_lock() -> None:
     assert not drift, "; ".join(drift)
 
 
+def test_the_home_assistant_lock_pins_every_package_by_hash() -> None:
+    """tests/ha/requirements.txt (tools/ha_root.py, for `make test-ha`): every package pinned
+    with `==` and at least one sha256, each pin of requirements.in among them, and what
+    tools/ha_root.py builds before the rest (the sdists' build backends) in it too."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import ha_root
+
+    text = ha_root.LOCK.read_text()
+    entries = ha_root.lock_entries(text)
+    assert len(entries) > 100
+    pins = [ln for ln in text.splitlines() if ln and not ln[0].isspace() and ln[0] != "#"]
+    assert len(pins) == len(entries), "a requirement that is not `name==version`"
+    for name, block in entries.items():
+        assert "--hash=sha256:" in block, name
+    wanted = [ln for ln in ha_root.IN.read_text().splitlines() if ln and ln[0] != "#"]
+    for req in wanted:
+        name, _, version = req.partition("==")
+        key = name.lower().replace("_", "-")
+        assert key in entries, req
+        assert not version or entries[key].startswith(f"{name}=={version}") or (
+            entries[key].lower().startswith(f"{key}=={version}")
+        ), req
+    assert set(ha_root.BUILD_BACKENDS) <= entries.keys()
+
+
 def test_target_tags_follow_pip_order() -> None:
     zero = DEVICE_TARGETS[0]
     tags = zero.tags()
