@@ -54,6 +54,8 @@ class HomeAssistant:
     root: Path = ROOT
     port: int = field(default_factory=free_port)
     token: str = ""
+    tokens: dict[str, Any] = field(default_factory=dict)
+    """The owner's whole token answer (the frontend wants its refresh token too)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -133,7 +135,8 @@ class HomeAssistant:
         ).encode()
         req = urllib.request.Request(f"{self.url}/auth/token", body)
         with urllib.request.urlopen(req, timeout=30) as r:
-            self.token = json.load(r)["access_token"]
+            self.tokens = json.load(r)
+            self.token = self.tokens["access_token"]
         # The rest of onboarding, so the frontend opens on the dashboard, not the wizard.
         for step in ("core_config", "analytics", "integration"):
             data = {"client_id": client, "redirect_uri": client} if step == "integration" else {}

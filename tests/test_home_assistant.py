@@ -234,6 +234,43 @@ def test_the_mute_switch_in_home_assistant_mutes_the_pendant(world: World) -> No
     )
 
 
+def test_the_device_page_in_home_assistant(world: World, tmp_path: Path) -> None:
+    """Home Assistant's own device page for the pendant, in headless chromium, logged in as the
+    owner: the picture the README shows (docs/home-assistant-device.png with
+    PENDANT_SCREENSHOTS=1)."""
+    from .test_web_app import CHROMIUM, DOCS, WEB_TESTS, Browser
+
+    if not CHROMIUM.exists() or not (WEB_TESTS / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("chromium or tests/web/node_modules is absent: make web-deps")
+    ha = world.ha
+    device = ha.template(f"{{{{ device_id('{world.entity('intent')}') }}}}")
+    now_ms = time.time_ns() // 1_000_000
+    tokens = {
+        **ha.tokens,
+        "hassUrl": ha.url,
+        "clientId": f"{ha.url}/",
+        "expires": now_ms + ha.tokens["expires_in"] * 1000,
+    }
+    page = Browser(tmp_path / "profile", ["--no-sandbox", "--disable-gpu", "--no-first-run",
+                                          "--disable-dev-shm-usage"])  # fmt: skip
+    try:
+        page("launch")
+        page("viewport", width=1280, height=900)
+        page("goto", url=f"{ha.url}/manifest.json")  # the origin, for its localStorage
+        page("eval", expr=f"localStorage.setItem('hassTokens', {json.dumps(json.dumps(tokens))})")
+        page("goto", url=f"{ha.url}/config/devices/device/{device}", timeout_ms=60_000)
+        name = ha.template(f"{{{{ device_attr('{device}', 'name') }}}}")
+        # The page is web components in shadow roots: playwright's text locators pierce them.
+        page("wait_text", selector="text=MQTT INFO", text="MQTT", timeout_ms=60_000)
+        page("wait_text", selector=f"text={name}", text=name, timeout_ms=30_000)
+        shots = DOCS or tmp_path
+        path = shots / "home-assistant-device.png"
+        page("screenshot", path=str(path))
+        assert path.stat().st_size > 10_000
+    finally:
+        page.close()
+
+
 def test_an_intent_the_phone_adds_reaches_home_assistant(world: World) -> None:
     """Home Assistant's event entity drops an event whose type it was not told of: the link
     announces the phone's new intent before the first one arrives."""

@@ -38,8 +38,9 @@ IN = HA_DIR / "requirements.in"
 DEFAULT_ROOT = REPO / ".cache" / "ha-root"
 SUITE = "trixie"
 PYTHON = "3.13.5"  # trixie's
-# gcc and the headers: two pins of Home Assistant's have no wheel for 3.13 (lru-dict, pyric).
-PACKAGES = ["python3", "python3-venv", "python3-dev", "gcc", "libc6-dev", "ca-certificates"]
+# Compilers and headers: five pins of Home Assistant's have no wheel for 3.13 (lru-dict, pyric,
+# pyturbojpeg, pymicro-vad, pyspeex-noise).
+PACKAGES = ["python3", "python3-venv", "python3-dev", "gcc", "g++", "libc6-dev", "ca-certificates"]
 # Integrations the tests load beyond bootstrap's defaults (tests/ha/configuration.yaml).
 EXTRA_INTEGRATIONS = {
     "mqtt",
@@ -63,7 +64,7 @@ EXTRA_INTEGRATIONS = {
 }
 # Never loaded here: the Supervisor, error reporting and Nabu Casa's cloud.
 NOT_LOADED = {"hassio", "sentry", "cloud"}
-BUILD_BACKENDS = ("setuptools", "wheel")
+BUILD_BACKENDS = ("setuptools", "wheel", "pybind11")
 
 
 def say(msg: str) -> None:
@@ -161,7 +162,7 @@ def build(root: Path) -> None:
     env = {"PIP_CERT": "/tmp/host-ca.crt", "SSL_CERT_FILE": "/tmp/host-ca.crt"}
     chroot(partial, f"python3 -m venv /opt/ha && {pip} -q -r /tmp/build.lock", env)
     say(f"[3/3] Home Assistant and {len(entries)} packages, by hash (about a minute)")
-    # No build isolation: what builds the two sdists is the hash-checked setuptools above.
+    # No build isolation: what builds the sdists is the hash-checked backends above.
     quiet = "grep -E '^(Successfully|  Building)' || true"
     chroot(partial, f"{pip} --no-build-isolation -r /tmp/ha.lock | {quiet}", env)
     chroot(partial, "/opt/ha/bin/python -c 'import homeassistant.const as c; print(c.__version__)'")
@@ -176,6 +177,7 @@ def integrations(wheel: Path) -> tuple[str, set[str]]:
     """(Home Assistant's version, the requirements of what the tests load)."""
     with zipfile.ZipFile(wheel) as z:
         boot = z.read("homeassistant/bootstrap.py").decode()
+        service = z.read("homeassistant/helpers/service.py").decode()
         const = z.read("homeassistant/const.py").decode()
         manifests = {}
         for name in z.namelist():
@@ -200,6 +202,10 @@ def integrations(wheel: Path) -> tuple[str, set[str]]:
         )
         for d in named_set(var)
     }
+    # Listing services (the frontend's first screen) imports these base components.
+    base = re.search(r"def _base_components.*?import \((.*?)\)", service, re.S)
+    assert base, "helpers/service.py: no _base_components"
+    domains |= set(re.findall(r"([a-z_]+),", base.group(1)))
     todo, seen = sorted(domains - NOT_LOADED), set()
     while todo:
         d = todo.pop()
@@ -241,7 +247,7 @@ def lock(version: str) -> None:
         got, reqs = integrations(wheel)
     IN.write_text(
         "# Written by `python tools/ha_root.py lock`: Home Assistant and what the integrations\n"
-        "# the tests load require (their manifests), plus the build backends of two sdists.\n"
+        "# the tests load require (their manifests), plus the sdists' build backends.\n"
         + "".join(f"{r}\n" for r in sorted({f"homeassistant=={got}", *reqs, *BUILD_BACKENDS}))
     )
     say(f"compiling {IN.relative_to(REPO)} for Python {PYTHON}")

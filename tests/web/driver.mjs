@@ -58,6 +58,9 @@ async function step(req) {
     case "set_offline":
       await context.setOffline(Boolean(req.offline));
       return null;
+    case "viewport":
+      await page.setViewportSize({ width: req.width, height: req.height });
+      return null;
     case "screenshot":
       // (animations: "disabled" finishes a switch's transition before the picture.)
       await page.screenshot({
