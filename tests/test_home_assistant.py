@@ -31,13 +31,15 @@ import pytest
 
 from pendant import bus, discovery
 from pendant.config import Config, load_config
-from pendant.events import Intent
+from pendant.events import Intent, Slot
 from pendant.local_broker import LocalBroker
 
 from .conftest import REPO, speech_files
 from .ha_support import HomeAssistant, reason_unavailable, until
 
 BLUEPRINT = REPO / "docs" / "blueprints" / "pendant-assist.yaml"
+PER_INTENT = REPO / "docs" / "home-assistant-per-intent.yaml"
+EXAMPLE_ENTITY = "event.pendant_a1b2c3_intent"  # what the README's examples say
 COMMAND = "turn Bed Light on"  # a neural-TTS recording in the shared speech set
 PARTY = {"intent": "PartyMode", "sentences": ["start the party"]}
 
@@ -155,9 +157,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "input": {"pendant_intent": discovery.entity_id(cfg, "event", "intent")},
             },
         }
-        (tmp / "config" / "automations.yaml").write_text(json.dumps([automation]))
+        # And the README's per-intent examples, for this pendant's entity.
+        examples = PER_INTENT.read_text()
+        assert EXAMPLE_ENTITY in examples
+        examples = examples.replace(EXAMPLE_ENTITY, discovery.entity_id(cfg, "event", "intent"))
+        (tmp / "config" / "automations.yaml").write_text(
+            examples + "\n- " + json.dumps(automation) + "\n"
+        )
         ha.call("automation", "reload", {})
-        until(lambda: ha.state("automation.pendant_acts_through_assist"), "the automation")
+        for name in (
+            "pendant_acts_through_assist",
+            "pendant_party_mode",
+            "pendant_starts_a_home_assistant_timer",
+        ):
+            until(lambda n=name: ha.state(f"automation.{n}"), f"the automation {name}")
         assert ha.state("light.bed_light")["state"] == "off"
 
         heard, log = tmp / "heard.txt", tmp / "pendant.log"
@@ -271,13 +284,42 @@ def test_the_device_page_in_home_assistant(world: World, tmp_path: Path) -> None
         page.close()
 
 
+def ears_say(world: World, name: str, text: str, **slots: tuple[int | str, str]) -> None:
+    """Publishes on the bus what the ears publish when they hear `text` as `name`; each slot
+    is (value, the words said for it)."""
+    heard = Intent(
+        device_id=world.config.device_id,
+        name=name,
+        text=text,
+        confidence=0.95,
+        slots=[Slot(name=k, value=v, raw_value=w, entity=k) for k, (v, w) in slots.items()],
+        timestamp_ms=time.time_ns() // 1_000_000,
+    )
+
+    async def publish() -> None:
+        async with bus.bus_client(world.config.bus, "test-ears") as ears:
+            await bus.publish(ears, heard)
+
+    asyncio.run(publish())
+
+
+def test_the_per_intent_example_starts_a_timer(world: World) -> None:
+    """docs/home-assistant-per-intent.yaml, as the README shows it: HassStartTimer's minutes
+    slot becomes a Home Assistant timer's duration."""
+    ha = world.ha
+    assert ha.state("timer.pendant")["state"] == "idle"
+    ears_say(world, "HassStartTimer", "set a timer for five minutes", minutes=(5, "five"))
+    world.until(lambda: ha.state("timer.pendant")["state"] == "active", "timer.pendant running")
+    assert ha.state("timer.pendant")["attributes"]["duration"] == "0:05:00"
+
+
 def test_an_intent_the_phone_adds_reaches_home_assistant(world: World) -> None:
     """Home Assistant's event entity drops an event whose type it was not told of: the link
     announces the phone's new intent before the first one arrives."""
     ha, event = world.ha, world.entity("intent")
     assert "PartyMode" not in ha.state(event)["attributes"]["event_types"]
 
-    async def phone_then_ears() -> None:
+    async def phone() -> None:
         async with aiomqtt.Client(
             str(world.bus.socket_path),
             transport="unix",
@@ -286,28 +328,21 @@ def test_an_intent_the_phone_adds_reaches_home_assistant(world: World) -> None:
         ) as phone:
             payload = json.dumps({"sentences": [PARTY]})
             await phone.publish(f"{world.base}/cmd/sentences", payload, qos=1)
-        await asyncio.to_thread(
-            world.until,
-            lambda: "PartyMode" in ha.state(event)["attributes"]["event_types"],
-            "PartyMode among the event's types",
-        )
-        # What the ears publish when they hear "start the party" (the mic is muted by now).
-        heard = Intent(
-            device_id=world.config.device_id,
-            name="PartyMode",
-            text="start the party",
-            confidence=0.95,
-            timestamp_ms=time.time_ns() // 1_000_000,
-        )
-        async with bus.bus_client(world.config.bus, "test-ears") as ears:
-            await bus.publish(ears, heard)
 
-    asyncio.run(phone_then_ears())
+    asyncio.run(phone())
+    world.until(
+        lambda: "PartyMode" in ha.state(event)["attributes"]["event_types"],
+        "PartyMode among the event's types",
+    )
+    # What the ears publish when they hear "start the party" (the mic is muted by now).
+    ears_say(world, "PartyMode", "start the party")
     world.until(
         lambda: ha.state(event)["attributes"].get("event_type") == "PartyMode",
         "the PartyMode event in Home Assistant",
     )
     assert ha.state(event)["attributes"]["text"] == "start the party"
+    # The README's per-intent example for it.
+    world.until(lambda: ha.state("input_boolean.party_mode")["state"] == "on", "party mode on")
 
 
 def test_the_entities_go_unavailable_when_the_pendant_loses_power(world: World) -> None:
