@@ -471,3 +471,20 @@ def render(template: str, value_json: dict[str, Any]) -> str:
         return "ON" if value_json.get(key, False) else "OFF"
     env = jinja2.Environment()
     return env.from_string(template).render(value_json=value_json).strip()
+
+
+def test_the_readme_shows_the_per_intent_example_as_it_is_tested() -> None:
+    """docs/home-assistant-per-intent.yaml (run against a real Home Assistant by
+    tests/test_home_assistant.py): well-formed automations on the README's example entity, the
+    timer one shown in the README as it is in the file."""
+    import yaml
+
+    text = (REPO / "docs" / "home-assistant-per-intent.yaml").read_text()
+    automations = yaml.safe_load(text)
+    example = discovery.entity_id(Config(device_id="pendant-a1b2c3"), "event", "intent")
+    for automation in automations:
+        assert {"id", "alias", "triggers", "conditions", "actions"} <= automation.keys()
+        assert automation["triggers"][0]["entity_id"] == example
+        assert automation["conditions"][0]["attribute"] == "event_type"
+    timer = text[text.index("- id: pendant_timer") : text.index("\n\n- id: pendant_party_mode")]
+    assert f"```yaml\n{timer}\n```" in (REPO / "README.md").read_text()
