@@ -69,6 +69,9 @@ def marks(booted) -> list[str]:
 
 
 def test_the_hook_ran_to_the_end(booted) -> None:
+    if "silent" in booted.times:
+        last = booted.console.splitlines()[-4:-1]
+        pytest.fail(f"the guest went silent after {booted.times['silent']:.0f} s; last: {last}")
     assert "done" in booted.times, "the test hook did not finish: see image/out/boot-*.log"
 
 
