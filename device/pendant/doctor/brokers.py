@@ -71,7 +71,8 @@ def as_the_link(config: Config, root: Path = ROOT) -> Config | None:
     provisioned pendant whose config names no bus password, the files the link's unit loads
     (MQTT user `link`). None when those files are there but this user cannot read them."""
     layout = Layout(root)
-    if config.bus.password_file or not layout.secrets.is_dir():
+    # os.path: False, not an error, where /etc/pendant itself is closed to this user.
+    if config.bus.password_file or not os.path.isdir(layout.secrets):
         return config
     if not os.access(layout.secrets, os.R_OK | os.X_OK):
         return None
@@ -268,7 +269,7 @@ async def _log_in(login: Login, topic: str) -> list[Finding]:
         client = login.connect()
     except PendantError as exc:  # the password or CA file
         unreadable = login.password_file is not None and not os.access(login.password_file, os.R_OK)
-        fix = "run it as root: sudo pendant doctor" if unreadable and os.geteuid() != 0 else ""
+        fix = "run the doctor as root (sudo)" if unreadable and os.geteuid() != 0 else ""
         return [Finding("broker", "FAIL", f"{login.name} {login.where}: {exc}", fix)]
     found: list[Finding] = []
     try:
@@ -300,7 +301,7 @@ def check_brokers(config: Config, root: Path = ROOT) -> Iterator[Finding]:
             "broker",
             "FAIL",
             f"no login tried: the link's passwords in {secrets} are root's",
-            "run it as root: sudo pendant doctor",
+            "run the doctor as root (sudo)",
         )
         return
     link = as_link.link
