@@ -12,19 +12,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pendant import cli
 from pendant.body.battery.simulated import SimulatedGauge
 from pendant.config import Config, LinkConfig
 from pendant.doctor import Finding, diagnose
-from pendant.doctor.brokers import check_brokers
+from pendant.doctor.brokers import Login, check_brokers, link_state, refused
 from pendant.doctor.clock import BUILD_FLOOR, built_at, check_clock, ntp_synchronised, span
 from pendant.doctor.power import check_power, decode_throttled, read_throttled
 from pendant.link import Link
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker, free_port, write_secret
 
-from .conftest import DEMO_CONFIG, demo_config
+from .conftest import DEMO_CONFIG, REPO, demo_config
 from .tls_support import make_ca, make_server, needs_openssl
 
 WAIT_S = 20.0
@@ -419,3 +422,19 @@ def test_throttling_is_read_from_vcgencmd_then_the_firmware_file_then_hwmon(
 
     monkeypatch.setattr("pendant.doctor.power.shutil.which", lambda name: f"/usr/bin/{name}")
     assert read_throttled(vcgencmd, firmware, hwmon) == (0x50005, "vcgencmd get_throttled")
+
+
+def test_the_readmes_example_lines_are_what_the_doctor_prints() -> None:
+    secret = "/etc/pendant/secrets/bridge-remote.password"
+    home = Login("home broker", "192.168.1.5:8883", "link.host / link.port", "pendant",
+                 "link.username", "link.password_file", secret, lambda: pytest.fail("no login"),
+                 home=True)  # fmt: skip
+    not_authorised = MqttConnectError(ReasonCode(PacketTypes.CONNACK, identifier=135))
+    (power,) = check_power(Config(), read=lambda: (0x50000, "vcgencmd get_throttled"))
+    readme = REPO.joinpath("README.md").read_text()
+    for finding in (
+        refused(home, not_authorised),
+        link_state(home, "pendant/pendant-1/availability", b"offline"),
+        power,
+    ):
+        assert finding.line() in readme
