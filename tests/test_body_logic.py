@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,47 @@ def test_pisugar3_that_does_not_answer_is_unavailable() -> None:
     gauge.close()
     gauge.close()
     assert bus.closed
+
+
+def test_pisugar3_reads_its_rtc_in_bcd_as_utc() -> None:
+    # 2026-03-07 (a Saturday, weekday 6) 23:59:58, as PiSugar's driver writes it.
+    rtc = {0x31: 0x26, 0x32: 0x03, 0x33: 0x07, 0x34: 0x06, 0x35: 0x23, 0x36: 0x59, 0x37: 0x58}
+    gauge = PiSugar3(smbus=FakeSMBus(rtc))
+    assert gauge.rtc_time() == datetime(2026, 3, 7, 23, 59, 58, tzinfo=UTC)
+
+
+def test_pisugar3_rtc_read_across_a_tick_is_read_again() -> None:
+    before = {0x31: 0x26, 0x32: 0x03, 0x33: 0x07, 0x34: 0x06, 0x35: 0x23, 0x36: 0x59, 0x37: 0x59}
+    after = {0x31: 0x26, 0x32: 0x03, 0x33: 0x08, 0x34: 0x00, 0x35: 0x00, 0x36: 0x00, 0x37: 0x00}
+
+    class Ticking(FakeSMBus):
+        """Midnight comes between the hour and the minute of the first reading, which then
+        says 23:00:00 of the day before."""
+
+        def read_byte_data(self, address: int, register: int) -> int:
+            if register == 0x36 and self.registers is before:
+                self.registers = after
+            return super().read_byte_data(address, register)
+
+    gauge = PiSugar3(smbus=Ticking(before))
+    assert gauge.rtc_time() == datetime(2026, 3, 8, 0, 0, 0, tzinfo=UTC)
+
+
+def test_pisugar3_rtc_without_a_valid_time_is_unavailable() -> None:
+    rtc = {0x31: 0x00, 0x32: 0x00, 0x33: 0x00, 0x34: 0x00, 0x35: 0x00, 0x36: 0x00, 0x37: 0x00}
+    with pytest.raises(GaugeUnavailable, match="no valid time"):
+        PiSugar3(smbus=FakeSMBus(rtc)).rtc_time()
+    with pytest.raises(GaugeUnavailable, match="does not answer"):
+        PiSugar3(smbus=FakeSMBus(None)).rtc_time()
+
+
+def test_simulated_rtc_follows_the_wall_clock_by_its_offset() -> None:
+    g = SimulatedGauge(wall_clock=lambda: 1_800_000_000.7)
+    assert g.rtc_time() == datetime.fromtimestamp(1_800_000_000, UTC)
+    g.set_rtc_offset(-60)
+    assert g.rtc_time() == datetime.fromtimestamp(1_799_999_940, UTC)
+    g.set_rtc_offset(None)
+    assert g.rtc_time() is None
 
 
 def test_missing_i2c_bus_is_one_warning_and_no_gauge(caplog: pytest.LogCaptureFixture) -> None:

@@ -69,7 +69,9 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     )
     check.add_argument("file", type=Path, metavar="FILE")
     check.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
-    sub.add_parser("doctor", help="what hardware, models and brokers this pendant finds")
+    sub.add_parser(
+        "doctor", help="what is wrong: hardware, models, clock, power, broker logins, the link"
+    )
     return p, set(sub.choices)
 
 

@@ -131,9 +131,20 @@ def login(config: Config, over_socket: bool) -> tuple[str | None, str | None]:
 
 
 def client(
-    config: Config, *, over_socket: bool, tls: ssl.SSLContext | None, will_topic: str
+    config: Config,
+    *,
+    over_socket: bool,
+    tls: ssl.SSLContext | None,
+    will_topic: str | None,
+    visitor: str | None = None,
 ) -> Client:
-    """An MQTT 5 client of one outside broker: link.socket's, or link.host's with `tls`."""
+    """An MQTT 5 client of one outside broker: link.socket's, or link.host's with `tls`.
+
+    `will_topic`: where its retained `offline` last will goes (None: no will). `visitor`: the
+    client id of another program that logs in as the link (`pendant doctor`); its session ends
+    when it leaves, so neither the link's session (another id) nor a session left behind on
+    the broker comes of it.
+    """
     link = config.link
     username, password = login(config, over_socket)
     where: dict[str, Any] = (
@@ -141,20 +152,24 @@ def client(
         if over_socket
         else {"hostname": link.home_host, "port": link.broker_port, "tls_context": tls}
     )
-    session = Properties(PacketTypes.CONNECT)
-    session.SessionExpiryInterval = SESSION_EXPIRY_S
+    session: Properties | None = None
+    if visitor is None:
+        session = Properties(PacketTypes.CONNECT)
+        session.SessionExpiryInterval = SESSION_EXPIRY_S
     return Client(
         **where,
         # Private to this login: no other client of that broker can take the session over.
-        identifier=private_client_id(f"pendant-{config.device_id}", password),
+        identifier=private_client_id(visitor or f"pendant-{config.device_id}", password),
         username=username,
         password=password,
         # MQTT 5 for the subscription options of commands and the messages' expiry.
         protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=False,
+        clean_start=visitor is not None,
         properties=session,
         # On the home broker too: the pendant's entities there go unavailable when the
         # pendant drops off the network (power, Wi-Fi), not only when the link stops.
-        will=aiomqtt.Will(will_topic, b"offline", qos=1, retain=True),
+        will=None
+        if will_topic is None
+        else aiomqtt.Will(will_topic, b"offline", qos=1, retain=True),
         timeout=TIMEOUT_S,
     )

@@ -75,15 +75,31 @@ def as_service(config: Config, name: str) -> Config:
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if not credentials:
         return config
+    folder = Path(credentials)
+    return with_credentials(config, name, folder / "bus-password", folder / "home-password")
+
+
+def with_credentials(
+    config: Config, name: str, bus_password: Path, home_password: Path | None = None
+) -> Config:
+    """The config logging in to the bus as MQTT user `name` with the password in
+    `bus_password`; for the link, to the home broker with `home_password` when link.username
+    is set, link.password_file is not and that file holds a password (`as_service`; `pendant
+    doctor` gives it the files the units load)."""
     bus_config = config.bus.model_copy(
-        update={"username": name, "password_file": str(Path(credentials) / "bus-password")}
+        update={"username": name, "password_file": str(bus_password)}
     )
     update: dict[str, object] = {"bus": bus_config}
-    home = Path(credentials) / "home-password"
     link = config.link
-    if name == "link" and link.username and not link.password_file and _provisioned(home):
+    if (
+        name == "link"
+        and home_password is not None
+        and link.username
+        and not link.password_file
+        and _provisioned(home_password)
+    ):
         # The home broker's password (pendant-link.service: LoadCredential=home-password).
-        update["link"] = link.model_copy(update={"password_file": str(home)})
+        update["link"] = link.model_copy(update={"password_file": str(home_password)})
     return config.model_copy(update=update)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from pendant.config import BodyConfig
@@ -32,6 +33,11 @@ class Gauge(Protocol):
 
     def read(self) -> Reading:
         """The level now; GaugeUnavailable when the device does not answer."""
+        ...
+
+    def rtc_time(self) -> datetime | None:
+        """The battery board's real-time clock (UTC, whole seconds), None if it has none;
+        GaugeUnavailable when it does not answer or holds no valid time."""
         ...
 
     def close(self) -> None: ...

@@ -6,7 +6,9 @@ pisugar-core/src/pisugar3.rs) and the PiSugar 3 wiki page
 
 - 0x2A: battery level, percent, one byte;
 - 0x02: global control 1; bit 7 set = external power plugged in, bit 6 set = charging
-  allowed. PiSugar's driver calls the battery charging when both are set.
+  allowed. PiSugar's driver calls the battery charging when both are set;
+- 0x31-0x37: the RTC, in BCD, UTC: year (20YY), month, day, weekday, hour, minute, second.
+  PiSugar's driver reads it at this same address (its `PiSugar3RTC`).
 
 Each read is two single-byte SMBus transfers, well under a millisecond at 100 kHz, so they
 run on the event loop instead of a thread.
@@ -14,6 +16,7 @@ run on the event loop instead of a thread.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pendant.body.battery import GaugeUnavailable, Reading
@@ -23,6 +26,12 @@ REG_CTRL1 = 0x02
 REG_PERCENT = 0x2A
 CTRL1_POWER_PLUGGED = 1 << 7
 CTRL1_CHARGING_ALLOWED = 1 << 6
+# Year, month, day, weekday, hour, minute, second.
+REG_RTC = tuple(range(0x31, 0x38))
+
+
+def _from_bcd(value: int) -> int:
+    return (value >> 4) * 10 + (value & 0x0F)
 
 
 class PiSugar3:
@@ -54,6 +63,30 @@ class PiSugar3:
             raise GaugeUnavailable(f"{self.where} does not answer: {exc.strerror}") from None
         charging = bool(ctrl1 & CTRL1_POWER_PLUGGED) and bool(ctrl1 & CTRL1_CHARGING_ALLOWED)
         return Reading(min(100, max(0, pct)), charging)
+
+    def _rtc_registers(self) -> tuple[int, ...]:
+        if self._bus is None:
+            raise GaugeUnavailable(f"{self.where}: closed")
+        try:
+            return tuple(self._bus.read_byte_data(self.address, r) for r in REG_RTC)
+        except OSError as exc:
+            raise GaugeUnavailable(f"{self.where} does not answer: {exc.strerror}") from None
+
+    def rtc_time(self) -> datetime | None:
+        # One register at a time: a second can tick over between two of them, so read until
+        # two readings agree (a tick comes at most once in a few milliseconds).
+        raw = self._rtc_registers()
+        for _ in range(2):
+            again = self._rtc_registers()
+            if again == raw:
+                break
+            raw = again
+        year, month, day, _weekday, hour, minute, second = (_from_bcd(v) for v in raw)
+        try:
+            return datetime(2000 + year, month, day, hour, minute, second, tzinfo=UTC)
+        except ValueError:
+            shown = " ".join(f"{v:02x}" for v in raw)
+            raise GaugeUnavailable(f"{self.where}: its RTC holds no valid time ({shown})") from None
 
     def close(self) -> None:
         bus, self._bus = self._bus, None

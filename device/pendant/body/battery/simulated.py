@@ -1,13 +1,14 @@
 """A battery for simulation and tests: drains from a start level, charges when told to.
 
 A real, registered backend (`body.battery = "simulated"`), drivable from a test like
-gpiozero's mock pins: `set_level()`, `set_charging()`.
+gpiozero's mock pins: `set_level()`, `set_charging()`, and its RTC with `set_rtc_offset()`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from pendant.body.battery import Reading
 
@@ -20,9 +21,12 @@ class SimulatedGauge:
         start_pct: float = 80.0,
         drain_pct_per_min: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.drain_pct_per_min = drain_pct_per_min
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._rtc_offset_s: float | None = 0.0
         self._level = float(start_pct)
         self._charging = False
         self._at_s = clock()
@@ -42,9 +46,21 @@ class SimulatedGauge:
         self._advance()
         self._charging = charging
 
+    def set_rtc_offset(self, offset_s: float | None) -> None:
+        """Make its RTC run `offset_s` ahead of the system clock (behind if negative);
+        None: a board without one."""
+        self._rtc_offset_s = offset_s
+
     def read(self) -> Reading:
         self._advance()
         return Reading(round(self._level), self._charging)
+
+    def rtc_time(self) -> datetime | None:
+        if self._rtc_offset_s is None:
+            return None
+        # Whole seconds, as a real RTC keeps them.
+        now_s = int(self._wall_clock() + self._rtc_offset_s)
+        return datetime.fromtimestamp(now_s, UTC)
 
     def close(self) -> None:
         pass
