@@ -78,6 +78,8 @@ say device $ID
   | sed -n 's/^lock  *sha256 \([0-9a-f]*\).*/PENDANT-TEST: lock \1/p'
 /opt/pendant/venv/bin/python -c "import systemd.daemon, systemd.journal" \
   && say python3-systemd importable
+[ "$(command -v pendant)" = /usr/bin/pendant ] && pendant --version >/dev/null \
+  && say pendant on PATH
 # The battery's I2C character device: i2c-dev, loaded by the package's modules-load.d.
 [ -d /sys/module/i2c_dev ] && say module i2c_dev loaded
 # mosquitto's saves are renamed in a directory whose entries are written through (chattr +D).

@@ -325,6 +325,10 @@ def build(out: Path, models: list[str] | None, wheels_cache: Path | None) -> Pat
 
         t = step("units, users, directories, broker templates")
         done(t, f"{copy_files(desc, root)} files")
+        # `pendant doctor`, `sudo pendant pair` as the README writes them: the venv's command
+        # on PATH (the link dangles until postinst has built the venv).
+        (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (root / "usr/bin/pendant").symlink_to("/opt/pendant/venv/bin/pendant")
 
         debian = root / "DEBIAN"
         debian.mkdir()

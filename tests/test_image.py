@@ -372,6 +372,7 @@ def test_built_deb_if_present() -> None:
     listing = subprocess.run(["dpkg-deb", "-c", str(debs[-1])], capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
     assert "usr/lib/systemd/system/pendant-ears.service" in listing
+    assert "./usr/bin/pendant -> /opt/pendant/venv/bin/pendant" in listing
     assert re.search(r"usr/share/pendant/wheels/pendant-[^ ]+-py3-none-any\.whl", listing)
     assert re.search(r"usr/share/pendant/wheels/numpy-[^ ]+cp311[^ ]+aarch64[^ ]*\.whl", listing)
     assert "usr/share/pendant/models/silero-vad/silero_vad_16k_op15.onnx" in listing

@@ -144,6 +144,7 @@ def test_the_device_venv_is_the_lock_with_systemd_python(booted) -> None:
     lock = hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest()
     assert f"lock {lock}" in marks(booted), "the image's venv was not built from this uv.lock"
     assert "python3-systemd importable" in marks(booted)
+    assert "pendant on PATH" in marks(booted)
 
 
 def test_the_battery_i2c_device_module_is_loaded(booted) -> None:
