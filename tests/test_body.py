@@ -24,7 +24,17 @@ from pendant.body.battery.simulated import SimulatedGauge
 from pendant.body.service import BodyService
 from pendant.config import BodyConfig, BusConfig, Config
 from pendant.errors import PendantError
-from pendant.events import Activity, Camera, Command, Error, Event, PairingStatus, Status
+from pendant.events import (
+    Activity,
+    Camera,
+    Command,
+    Error,
+    Event,
+    Intent,
+    NotRecognized,
+    PairingStatus,
+    Status,
+)
 from pendant.local_broker import LocalBroker
 
 TIMEOUT_S = 20.0
@@ -475,6 +485,71 @@ def test_led_follows_activity_mute_battery_and_identify(
             await eventually(lambda: service.led_pattern == "off", "off")
             assert led.state == 0
         assert led.state == 0  # stopped: dark
+
+    run(scenario())
+
+
+# --- answers to the wearer ---------------------------------------------------------------------
+
+
+def buzzed(service: BodyService, *kinds: str) -> Callable[[], bool]:
+    """The last buzzes the body gave were `kinds`."""
+    return lambda: service.haptic.history[-len(kinds) :] == list(kinds)
+
+
+def test_the_body_answers_what_the_ears_made_of_the_words(broker: LocalBroker) -> None:
+    """Issue 15: an intent went out (understood), held talk matched nothing (not understood),
+    an action waits for a tap (confirm): each its own buzz, and the LED's answer. The body
+    learns them from the bus, from the ears' topics."""
+
+    async def scenario() -> None:
+        service = BodyService(body_config(broker), factory=mock_factory())
+        motor = Pins(service)["haptic"]
+        async with running(service, broker) as w:
+            said = Intent(device_id=DEV, name="HassTurnOn", text="turn on the light", confidence=1)
+            await w.send(said)
+            await eventually(buzzed(service, "understood"), "the understood buzz")
+            assert service.indicators.answer == "understood"
+            assert 1.0 in {s.state for s in motor.states}  # the motor itself ran
+            await w.send(NotRecognized(device_id=DEV, text="play some music"))
+            await eventually(buzzed(service, "not_understood"), "the not understood buzz")
+            assert service.indicators.answer == "not_understood"
+            # What the camera read answers a request the wearer already felt (a double
+            # press, "read this"): not buzzed again. Nothing comes between it and the next.
+            read = Intent(device_id=DEV, name="ReadText", text="best before", confidence=1)
+            await w.send(read, bus.EYES_INTENT_TOPIC)
+            await w.send(Activity(device_id=DEV, sensor="mic", state="confirm"))
+            await eventually(lambda: service.led_pattern == "confirm", "the LED asks for a tap")
+            assert service.haptic.history == ["understood", "not_understood", "confirm"]
+
+    run(scenario())
+
+
+def test_buzz_and_say_commands_call_the_wearer_whatever_the_mute(broker: LocalBroker) -> None:
+    """`cmd/buzz` plays the answer it names (attention when it names none); `cmd/say` buzzes
+    for attention while the phones speak the words. A muted pendant still buzzes (feedback
+    opens no sensor) and its LED keeps saying it is muted."""
+
+    async def scenario() -> None:
+        service = BodyService(body_config(broker), factory=mock_factory())
+        async with running(service, broker) as w:
+            buzz = bus.topic("cmd/buzz")
+            await w.send(Command(device_id=DEV, name="buzz", pattern="not_understood"), buzz)
+            await eventually(buzzed(service, "not_understood"), "the buzz asked for")
+            await w.send(Command(device_id=DEV, name="buzz", pattern="understood"), buzz)
+            await eventually(buzzed(service, "not_understood", "understood"), "another")
+            await w.send(Command(device_id=DEV, name="buzz"), buzz)
+            await eventually(buzzed(service, "understood", "attention"), "attention by default")
+
+            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await eventually(lambda: service.led_pattern == "muted", "muted")
+            say = Command(device_id=DEV, name="say", text="dinner is ready")
+            await w.send(say, bus.topic("cmd/say"))
+            await eventually(buzzed(service, "attention", "attention"), "the say's buzz")
+            assert service.indicators.answer == "attention"
+            assert service.led_pattern == "muted"
+            assert service.indicators.mic_muted  # and the mute stands
+            assert len(service.haptic.history) == 4
 
     run(scenario())
 

@@ -9,6 +9,7 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -16,13 +17,34 @@ from pendant.body import gpio
 from pendant.body.battery import GaugeUnavailable, Reading, Reporter, create_gauge
 from pendant.body.battery.pisugar3 import PiSugar3
 from pendant.body.battery.simulated import SimulatedGauge
+from pendant.body.feedback import (
+    BUZZES,
+    FLASH_S,
+    LED_ONCE,
+    LED_ONCE_S,
+    SENSING,
+    feedback_for,
+    inverted,
+)
 from pendant.body.gestures import Action, Gestures, Timings
 from pendant.body.indicators import ERROR_S, IDENTIFY_S, PRIORITY, Indicators
 from pendant.body.led import PATTERNS
 from pendant.body.pins import BODY_PINS, load_pins, parse_pins
+from pendant.body.player import Step
 from pendant.config import BodyConfig, parse_config
 from pendant.errors import BackendUnavailable, ConfigError
-from pendant.events import Activity, Battery, Camera, Command, Error, PairingStatus, Status
+from pendant.events import (
+    Activity,
+    Battery,
+    BuzzPattern,
+    Camera,
+    Command,
+    Error,
+    Intent,
+    NotRecognized,
+    PairingStatus,
+    Status,
+)
 
 T = Timings(double_press_s=0.4, long_hold_s=2.0, pairing_hold_s=8.0)
 DEV = "pendant-test"
@@ -235,6 +257,120 @@ def test_every_pattern_is_defined_and_sane() -> None:
     assert set(PRIORITY) == set(PATTERNS)
     for steps in PATTERNS.values():
         assert steps and all(0 <= level <= 1 and seconds >= 0 for level, seconds in steps)
+
+
+# --- answers to the wearer (feedback) ---------------------------------------------------------
+
+
+def pulses(steps: tuple[Step, ...]) -> list[float]:
+    """How long each pulse a wearer feels lasts: the motor's on-steps, run together."""
+    out: list[float] = []
+    on = False
+    for level, seconds in steps:
+        if level > 0 and on:
+            out[-1] += seconds
+        elif level > 0:
+            out.append(seconds)
+        on = level > 0
+    return out
+
+
+def felt_apart(a: tuple[Step, ...], b: tuple[Step, ...]) -> bool:
+    """Two buzzes a wearer can tell apart: more or fewer pulses, or one at least twice as
+    long as its counterpart (lengths closer than that are easily confused through cloth)."""
+    pa, pb = pulses(a), pulses(b)
+    if len(pa) != len(pb):
+        return True
+    return any(max(x, y) >= 2 * min(x, y) for x, y in zip(pa, pb, strict=True))
+
+
+def test_every_buzz_can_be_told_from_every_other_by_feel() -> None:
+    names = sorted(BUZZES)
+    assert {"understood", "not_understood", "confirm", "attention"} <= set(names)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert felt_apart(BUZZES[a], BUZZES[b]), (a, pulses(BUZZES[a]), b, pulses(BUZZES[b]))
+    # A buzz ends: the motor is never left running, and none is long enough to annoy.
+    for name, steps in BUZZES.items():
+        assert steps[-1][0] > 0 and sum(s for _, s in steps) <= 1.0, name
+
+
+def test_the_checks_would_catch_buzzes_too_alike() -> None:
+    """`felt_apart` itself: a 100 ms buzz is an 80 ms tick to the skin; long-short is not two
+    even pulses."""
+    assert not felt_apart(((1.0, 0.1),), BUZZES["short"])
+    assert not felt_apart(((1.0, 0.12), (0.0, 0.2), (1.0, 0.1)), BUZZES["double"])
+    assert felt_apart(BUZZES["not_understood"], BUZZES["double"])
+    assert pulses(((1.0, 0.1), (0.6, 0.1), (0.0, 0.1), (1.0, 0.05))) == [0.2, 0.05]
+
+
+def test_the_leds_answers_play_once_and_never_darken_a_listening_pendant() -> None:
+    assert set(LED_ONCE) == {"understood", "not_understood", "attention"}
+    shapes = {steps for name, steps in PATTERNS.items() if not name.startswith(tuple(LED_ONCE))}
+    for name, steps in LED_ONCE.items():
+        assert PATTERNS[name] == steps and PATTERNS[name + SENSING] == inverted(steps)
+        # Shown for less than one round, ending in its last (dark) step: it never starts over.
+        total = sum(s for _, s in steps)
+        assert steps[-1][0] == 0 and total - steps[-1][1] < LED_ONCE_S < total, name
+        # Lit no longer than a flash, so the form shown over a sensor is dark no longer than a
+        # wink; and not any other pattern, so it says something of its own.
+        assert all(s <= FLASH_S for level, s in steps if level > 0), name
+        assert all(s <= FLASH_S for level, s in PATTERNS[name + SENSING] if level == 0), name
+        assert steps not in shapes and inverted(steps) not in shapes, name
+    assert len(set(LED_ONCE.values())) == len(LED_ONCE)
+
+
+def test_which_answer_each_event_calls_for() -> None:
+    said = Intent(device_id=DEV, name="HassTurnOn", text="turn on the light", confidence=0.9)
+    assert feedback_for(said) == "understood"
+    assert feedback_for(NotRecognized(device_id=DEV)) == "not_understood"
+    assert feedback_for(Activity(device_id=DEV, sensor="mic", state="confirm")) == "confirm"
+    assert feedback_for(Activity(device_id=DEV, sensor="mic", state="capturing")) is None
+    assert feedback_for(Command(device_id=DEV, name="buzz")) == "attention"
+    for pattern in get_args(BuzzPattern):
+        assert feedback_for(Command(device_id=DEV, name="buzz", pattern=pattern)) == pattern
+        assert pattern in BUZZES and pattern in LED_ONCE
+    assert "confirm" not in get_args(BuzzPattern)
+    assert feedback_for(Command(device_id=DEV, name="say", text="dinner is ready")) == "attention"
+    assert feedback_for(Command(device_id=DEV, name="identify")) is None
+    assert feedback_for(Status(device_id=DEV, state="ready")) is None
+
+
+def test_an_answer_shows_once_under_muted_and_inverted_over_a_sensor() -> None:
+    ind = Indicators()
+    ind.show_feedback("understood", 10)
+    assert ind.pattern(10) == "understood"
+    assert ind.next_change_s(10) == 10 + LED_ONCE_S
+    assert ind.pattern(10 + LED_ONCE_S) == "off"
+    # Over a sensor at work, the inverted form: the LED stays lit but for a wink.
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 20)
+    ind.show_feedback("not_understood", 20)
+    assert ind.pattern(20) == "not_understood" + SENSING
+    assert ind.pattern(20 + LED_ONCE_S) == "listening"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="thinking"), 30)
+    ind.show_feedback("attention", 30)
+    assert ind.pattern(30) == "attention" + SENSING
+    # The muted glow is what is enforced: an answer never hides it (the motor still buzzes).
+    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 40)
+    ind.show_feedback("understood", 40)
+    assert ind.pattern(40) == "muted"
+    ind.apply(Status(device_id=DEV, state="ready"), 50)
+    ind.apply(Battery(device_id=DEV, pct=5, low=True), 50)
+    ind.show_feedback("understood", 50)
+    assert ind.pattern(50) == "understood" + SENSING  # over low battery and thinking
+    assert ind.pattern(50 + LED_ONCE_S) == "low_battery"
+    # What asks for something, or says the window is open, comes first.
+    ind.show_feedback("attention", 60)
+    ind.apply(Error(device_id=DEV, reason="bad command"), 60)
+    assert ind.pattern(60) == "error"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="confirm"), 70)
+    ind.show_feedback("understood", 70)
+    assert ind.pattern(70) == "confirm"
+    # The confirm buzz has no LED answer of its own: the confirm pattern is the ears' state.
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="idle"), 80)
+    ind.apply(PairingStatus(device_id=DEV, open=True, user="phone-abc123"), 80)
+    ind.show_feedback("confirm", 80)
+    assert ind.answer == "understood" and ind.pattern(80) == "pairing"
 
 
 # --- battery ----------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         assert all(isinstance(data[k], bool) for k in data.keys() & {"mic", "camera"})
         if name == "area":
             assert result.area is None or result.area in AREAS
+        if name == "buzz":
+            assert result.pattern is None or result.pattern in commands.BUZZ_PATTERNS
         assert parse_event(result.to_json()) == result
         return
     assert isinstance(result, Error)
@@ -56,6 +58,12 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         ("capture", b"", {}),
         ("identify", b" {} ", {}),
         ("say", '{"text": "bonjour, ça va? 👋"}'.encode(), {"text": "bonjour, ça va? 👋"}),
+        ("buzz", b'{"pattern": "understood"}', {"pattern": "understood"}),
+        ("buzz", b'{"pattern": "not_understood"}', {"pattern": "not_understood"}),
+        ("buzz", b'{"pattern": "attention"}', {"pattern": "attention"}),
+        # Home Assistant's MQTT button may send nothing: the body then plays attention.
+        ("buzz", b"", {}),
+        ("buzz", b"{}", {}),
         ("area", b'{"area": "Kitchen"}', {"area": "Kitchen"}),
         # Any case, passed on as the config spells it.
         ("area", b'{"area": "LIVING room"}', {"area": "Living Room"}),
@@ -71,7 +79,8 @@ def test_valid_commands_become_bus_commands(
     assert isinstance(result, Command), result
     assert result.name == name and result.device_id == DEVICE
     assert (
-        result.model_dump(include={"mic", "camera", "text", "area"}, exclude_none=True) == expected
+        result.model_dump(include={"mic", "camera", "text", "pattern", "area"}, exclude_none=True)
+        == expected
     )
     assert commands.bus_topic(name) == f"pendant-bus/cmd/{name}"
 
@@ -98,6 +107,18 @@ def test_valid_commands_become_bus_commands(
         ("say", b"\xff\xfe", "not JSON"),
         ("say", b"[" * 1000, "not JSON"),
         ("say", b" " * (MAX_COMMAND_BYTES + 1), "over 1024"),
+        ("buzz", b'{"pattern": "confirm"}', "'pattern' must be one of: understood, not_under"),
+        ("buzz", b'{"pattern": "UNDERSTOOD"}', "'pattern' must be one of"),
+        ("buzz", b'{"pattern": 2}', "'pattern' must be one of"),
+        ("buzz", b'{"pattern": ["attention"]}', "'pattern' must be one of"),
+        ("buzz", b'{"pattern": null}', "'pattern' must be one of"),
+        ("buzz", b'{"pattern": "attention", "times": 3}', "buzz takes no key 'times'"),
+        ("buzz", b'{"text": "hello"}', "buzz takes no key 'text'"),
+        ("buzz", b'{"pattern": "attention", "pattern": "attention"}', "duplicate key 'pattern'"),
+        ("buzz", b'{"pattern": "attention"', "not JSON"),
+        ("buzz", b'"attention"', "JSON object"),
+        ("buzz", b"attention", "not JSON"),
+        ("buzz", json.dumps({"pattern": "a" * MAX_COMMAND_BYTES}).encode(), "over 1024"),
         ("area", b'{"area": "Attic"}', "unknown area 'Attic': not in home.areas"),
         ("area", b'{"area": "Kitchen "}', "unknown area 'Kitchen '"),
         ("area", b'{"area": 5}', "'area' must be a string or null"),
@@ -152,7 +173,9 @@ def test_an_error_never_echoes_much_of_the_input() -> None:
 
 # -- fuzz: commands ---------------------------------------------------------------------
 
-NAMES = st.sampled_from(["mute", "capture", "identify", "say", "area"]) | st.text(max_size=40)
+NAMES = st.sampled_from(["mute", "capture", "identify", "say", "buzz", "area"]) | st.text(
+    max_size=40
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=250),
     lambda children: (
@@ -167,6 +190,7 @@ near_valid = st.fixed_dictionaries(
         "camera": st.booleans() | json_values,
         "text": st.text(max_size=210) | json_values,
         "area": st.sampled_from([*AREAS, "kitchen", "attic", None]) | json_values,
+        "pattern": st.sampled_from([*commands.BUZZ_PATTERNS, "confirm", ""]) | json_values,
         "extra": json_values,
     },
 )
@@ -265,6 +289,7 @@ def test_fuzz_gate_with_escaped_strings(text: str) -> None:
         ("mute", b'{"mic": true, "camera": false}', False),
         ("identify", b"{}", True),
         ("say", b'{"text": "dinner is ready"}', True),
+        ("buzz", b'{"pattern": "attention"}', True),
         ("capture", b"{}", False),
         ("sentences", b'{"sentences": []}', False),
     ],
@@ -302,6 +327,65 @@ def test_commands_on_the_home_broker_are_the_homes() -> None:
     assert link.commands == {"refused": 2, "forwarded": 2}
     for side in link.sides:
         side.outbox.close()
+
+
+def _waiting(outbox: Any) -> list[Event]:
+    """What an outbox holds, in order (emptied on the way)."""
+    out = []
+    while (entry := outbox.peek()) is not None:
+        out.append(entry.event)
+        outbox.done(entry)
+    return out
+
+
+def test_an_accepted_say_goes_to_the_phones_as_the_links_own_event() -> None:
+    """Issue 15: phones cannot read commands, so the link passes an accepted `say` on as its
+    own `say` event, through the gate, to the broker where the phones are only. A say it
+    refused, and every other command, makes none."""
+    from pendant.config import Config, LinkConfig
+    from pendant.events import Say
+    from pendant.link import Link
+
+    link_config = LinkConfig(socket="/run/p.sock", host="ha.lan", outbox_path="")
+    link = Link(Config(device_id="p", link=link_config))
+    home, phones = link.sides
+    try:
+        base = link.base_topic
+        answer = "It's 21 °C in the kitchen"  # Assist's answer: not ASCII, and free words
+        link.on_command(f"{base}/cmd/say", json.dumps({"text": answer}).encode(), from_home=True)
+        link.on_command(f"{base}/cmd/say", b'{"text": ""}', from_home=True)
+        link.on_command(f"{base}/cmd/buzz", b'{"pattern": "understood"}', from_home=True)
+        link.on_command(f"{base}/cmd/say", b'{"text": "from a phone"}')
+        assert link.commands == {"forwarded": 3, "rejected": 1}
+        to_phones = _waiting(phones.outbox)
+        assert [e.type for e in to_phones] == ["say", "error", "say"]
+        say, other = (e for e in to_phones if isinstance(e, Say))
+        assert (say.text, say.device_id, other.text) == (answer, "p", "from a phone")
+        # Whoever sent it needs no echo: only the refusal goes to the home broker.
+        assert [e.type for e in _waiting(home.outbox)] == ["error"]
+        [(topic, payload, retain)] = link.messages(say)
+        assert (topic, retain) == (f"{base}/say", False)
+        assert json.loads(payload)["text"] == answer
+        # The bus still carries the command, for the body to buzz.
+        queued = [link._to_bus.get_nowait() for _ in range(link._to_bus.qsize())]
+        assert [c.name for c in queued] == ["say", "buzz", "say"]
+    finally:
+        for side in link.sides:
+            side.outbox.close()
+
+
+def test_with_one_broker_the_say_goes_there() -> None:
+    from pendant.config import Config, LinkConfig
+    from pendant.link import Link
+
+    link = Link(Config(device_id="p", link=LinkConfig(socket="/run/p.sock", outbox_path="")))
+    try:
+        link.on_command(f"{link.base_topic}/cmd/say", b'{"text": "dinner is ready"}')
+        [only] = link.sides
+        [say] = _waiting(only.outbox)
+        assert (say.type, getattr(say, "text", None)) == ("say", "dinner is ready")
+    finally:
+        link.sides[0].outbox.close()
 
 
 @pytest.mark.parametrize(

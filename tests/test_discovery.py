@@ -24,6 +24,7 @@ from pendant.errors import ConfigError
 from pendant.events import EYES_INTENTS, Intent, SentenceSet
 from pendant.gate import Gate
 from pendant.link import Link
+from pendant.link_commands import judge
 from pendant.listen import simulated
 from pendant.local_broker import LocalBroker
 from pendant.runner import Pendant
@@ -120,9 +121,9 @@ def test_payloads_have_what_home_assistant_requires(mode: str) -> None:
     for platform, options in entities:
         check_component(platform, options)
     ids = [options["unique_id"] for _, options in entities]
-    assert len(ids) == len(set(ids)) == 6
+    assert len(ids) == len(set(ids)) == 7
     assert sorted(p for p, _ in entities) == sorted(
-        ["event", "sensor", "binary_sensor", "switch", "switch", "button"]
+        ["event", "sensor", "binary_sensor", "switch", "switch", "button", "button"]
     )
     # Built from names and templates only: nothing of the home (or of speech) is in them.
     home = [d.name for d in config.home.devices] + list(config.home.areas)
@@ -195,6 +196,25 @@ def test_many_phone_intents_keep_the_announcement_within_the_packet_limit(
             assert len(topic) + len(payload) + 16 <= MAX_PACKET, (mode, topic, len(payload))
 
 
+def test_the_buttons_send_commands_the_link_takes_from_home_assistant() -> None:
+    """Identify blinks the LED; Buzz (issue 15) calls the wearer with the `attention` buzz.
+    Both are pressed in Home Assistant, on the home broker, and the link forwards them."""
+    config = demo_config()
+    [(_, payload)] = discovery.messages(config)
+    buttons = {k: c for k, c in json.loads(payload)["cmps"].items() if c["p"] == "button"}
+    assert set(buttons) == {"identify", "buzz"}
+    forwarded = {}
+    for key, button in buttons.items():
+        assert button["command_topic"] == f"pendant/{config.device_id}/cmd/{key}"
+        press = button["payload_press"].encode()
+        verdict = judge(config, button["command_topic"], press, from_home=True)
+        assert verdict.outcome == "forwarded", (key, verdict.error)
+        forwarded[key] = verdict.command
+    assert forwarded["buzz"] is not None and forwarded["buzz"].pattern == "attention"
+    assert buttons["buzz"]["default_entity_id"] == "button.pendant_demo_buzz"
+    assert buttons["buzz"]["name"] == "Buzz" and "entity_category" not in buttons["buzz"]
+
+
 def test_the_device_has_a_friendly_name_valid_entity_ids_and_a_link_to_the_app() -> None:
     config = parse_config(
         {"device_id": "pendant-a1b2c3", "link": {"app_url": "https://pendant.local:8443/"}}
@@ -215,6 +235,7 @@ def test_the_device_has_a_friendly_name_valid_entity_ids_and_a_link_to_the_app()
         "mic_mute": None,
         "camera_mute": None,
         "identify": "diagnostic",
+        "buzz": None,
     }
 
     plain = json.loads(discovery.messages(parse_config({"device_id": "pendant"}))[0][1])
@@ -263,7 +284,7 @@ def test_discovery_off_announces_nothing_and_the_cli_prints_the_rest(
     config.write_text('device_id = "cli-test"\n[link]\ndiscovery = "components"\n')
     assert cli_main(["discovery", "--config", str(config)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(lines) == 6 and all(ln["topic"].endswith("/config") for ln in lines)
+    assert len(lines) == 7 and all(ln["topic"].endswith("/config") for ln in lines)
     assert {ln["payload"]["unique_id"] for ln in lines} >= {"cli-test_intent"}
 
 

@@ -8,20 +8,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pendant import hermes
+from pendant import bus, hermes
 from pendant.events import (
     PUBLIC_TYPES,
     Button,
     EventError,
     Intent,
     NotRecognized,
+    Say,
     Slot,
     Status,
     json_schema,
     parse_event,
     write_schemas,
 )
-from pendant.gate import id_key
+from pendant.gate import BUS_NAMES, LINK_OWN, PUBLIC_NAMES, id_key
 from tests.conftest import demo_gate
 
 
@@ -88,6 +89,24 @@ def test_gate_drops_text_that_smuggles_a_blob() -> None:
     blob = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="
     assert gate.admit(intent(text=f"turn on {blob}").to_json()) is None
     assert gate.dropped["blob"] == 1
+
+
+def test_a_say_leaves_only_as_the_links_own_never_off_the_bus() -> None:
+    """Issue 15: the link makes `say` events from the `say` commands it accepted. Their text
+    came from outside (Home Assistant's answer, any language), so only the 48-character rule
+    holds it; and so that no component can say anything through one, the gate takes none off
+    the bus, whoever wrote it, and the link does not even read them there."""
+    gate = demo_gate()
+    answer = Say(device_id="p", text="Il fait 21 °C dans la cuisine, Zoë")
+    assert gate.admit_own(answer.to_json()) is not None
+    assert gate.admit(answer.to_json(), bus.topic("say")) is None
+    assert gate.admit(answer.to_json(), bus.topic("intent")) is None
+    assert gate.dropped == {"source": 2}
+    blob = Say(device_id="p", text="UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQ")
+    assert gate.admit_own(blob.to_json()) is None
+    assert gate.dropped["blob"] == 1
+    assert sorted(LINK_OWN) == ["say"] and not BUS_NAMES & LINK_OWN
+    assert sorted(BUS_NAMES | LINK_OWN) == sorted(PUBLIC_NAMES)
 
 
 json_values = st.recursive(

@@ -205,7 +205,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_the_pendant_appears_as_a_device_with_its_entities(world: World) -> None:
     ha = world.ha
     entities = set(json.loads(ha.template("{{ integration_entities('mqtt') | list | to_json }}")))
-    for key in ("intent", "battery", "listening", "mic_mute", "camera_mute", "identify"):
+    for key in ("intent", "battery", "listening", "mic_mute", "camera_mute", "identify", "buzz"):
         assert any(e.endswith(f"_{key}") for e in entities), (key, entities)
     device = ha.template(f"{{{{ device_id('{world.entity('intent')}') }}}}")
     assert ha.template(f"{{{{ device_attr('{device}', 'manufacturer') }}}}") == "Pendant"
@@ -351,5 +351,5 @@ def test_the_entities_go_unavailable_when_the_pendant_loses_power(world: World) 
     assert world.state("battery") != "unavailable"
     os.killpg(world.pendant.pid, signal.SIGKILL)
     world.pendant.wait()
-    for key in ("intent", "battery", "listening", "mic_mute", "camera_mute", "identify"):
+    for key in ("intent", "battery", "listening", "mic_mute", "camera_mute", "identify", "buzz"):
         until(lambda k=key: world.state(k) == "unavailable", f"{key} unavailable")

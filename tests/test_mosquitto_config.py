@@ -434,6 +434,29 @@ def test_ears_hears_the_button_and_commands_but_not_public_topics(
     assert ears.fence(link, "pendant-bus/cmd/mute") == [("pendant-bus/button", b"{}", False)]
 
 
+def test_the_body_hears_what_the_ears_made_of_the_words(
+    device: Provisioned, connect: Connect
+) -> None:
+    """Proves the body reads the ears' intents and not_recognized (its "understood" and "not
+    understood" buzzes, issue 15), and still no public topic."""
+    body = connect(device, "body")
+    ears = connect(device, "ears")
+    link = connect(device, "link")
+    body.subscribe(
+        "pendant-bus/intent",
+        "pendant-bus/not_recognized",
+        "pendant-bus/cmd/#",
+        f"pendant/{DEVICE}/#",
+    )
+    ears.publish("pendant-bus/intent", b'{"i": 1}')
+    ears.publish("pendant-bus/not_recognized", b'{"n": 1}')
+    link.publish(f"pendant/{DEVICE}/intent/HassTurnOn", b"{}")
+    assert body.fence(link, "pendant-bus/cmd/buzz") == [
+        ("pendant-bus/intent", b'{"i": 1}', False),
+        ("pendant-bus/not_recognized", b'{"n": 1}', False),
+    ]
+
+
 @pytest.mark.parametrize(("via", "user", "topic", "watch"), [
     ("unix", "link", "pendant-bus/cmd/say", "pendant-bus/#"),
     ("tls", "phone-alice", f"pendant/{DEVICE}/cmd/say", f"pendant/{DEVICE}/cmd/#"),
@@ -540,6 +563,9 @@ def test_phones_send_commands_one_level_deep_and_never_read_them(
         link.publish(f"{base}/availability", b"online", retain=True)
         assert bob.until(f"{base}/intent/HassTurnOn", b"{}") == []
         assert bob.until(f"{base}/availability", b"online") == []
+        # What the link made of a say, checked, is for every phone to speak (issue 15).
+        link.publish(f"{base}/say", b'{"text": "for the phones"}')
+        assert bob.until(f"{base}/say", b'{"text": "for the phones"}') == []
     # Stopped: mosquitto wrote what it keeps to its persistence file, and the blob is not there.
     assert blob[:37] not in (prov.layout.state_dir / "mosquitto.db").read_bytes()
 
@@ -734,7 +760,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
         Status,
         Transcript,
     )
-    from pendant.gate import PUBLIC_NAMES
+    from pendant.gate import BUS_NAMES
     from pendant.link import Link
 
     prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
@@ -762,8 +788,9 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
             Sentences(device_id=d),
         ]
 
-    assert {e.type for e in samples()} == PUBLIC_NAMES
-    read_by_link = {bus.topic(n) for n in PUBLIC_NAMES} | {bus.EYES_INTENT_TOPIC}
+    # Every public type the link reads off the bus (not `say`: the link's own, never the bus's).
+    assert {e.type for e in samples()} == BUS_NAMES
+    read_by_link = {bus.topic(n) for n in BUS_NAMES} | {bus.EYES_INTENT_TOPIC}
     written = _written((prov.layout.conf_dir / "acl").read_text())
     sends = [
         (user, topic, event)

@@ -379,6 +379,21 @@ def _pair_by_code(prov: Provisioned, web: WebServer, page: Browser) -> pairing.P
     )
 
 
+# Replaces the page's speechSynthesis.speak with a recorder (headless chromium has no voices).
+RECORD_SPEECH = (
+    "window.__spoken = []; window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);"
+)
+# What was spoken, once something was (bounded: rejects after TIMEOUT_S).
+SPOKEN = f"""new Promise((resolve, reject) => {{
+  const until = Date.now() + {int(TIMEOUT_S * 1000)};
+  (function poll() {{
+    if (window.__spoken.length) resolve(window.__spoken);
+    else if (Date.now() > until) reject(new Error("nothing was spoken"));
+    else setTimeout(poll, 50);
+  }})();
+}})"""
+
+
 def _feed_text(page: Browser, selector: str) -> str:
     return " ".join(page("text", selector=selector).split())
 
@@ -530,6 +545,24 @@ def _companion(
 
     page("click", selector="#identify")
     assert ears.command()["name"] == "identify"
+
+    # A message for the wearer (issue 15): a `say` command (Home Assistant's answer; here a
+    # second client on this phone's account) reaches the bus, where the body buzzes for it,
+    # and the app as the link's `say` event: shown in the feed, and spoken. Headless chromium
+    # has no voices, so the page's speechSynthesis.speak records what it is given instead.
+    page("eval", expr=RECORD_SPEECH)
+    answer = "Turned on the kitchen lights, it's 21 °C"
+    sender = Client(endpoint(prov, "tls"), phone.user, phone.password)
+    try:
+        assert not sender.open().is_failure
+        sender.publish(f"pendant/{DEVICE}/cmd/say", json.dumps({"text": answer}).encode())
+    finally:
+        sender.close()
+    said = ears.command()
+    assert (said["name"], said["text"]) == ("say", answer)
+    page("wait_text", selector="#feed .event.say", text=answer)
+    assert _feed_text(page, "#feed .event.say").startswith("Message")
+    assert page("eval", expr=SPOKEN) == [answer]
 
     # The feed is kept on the phone: a reload shows it before any message arrives.
     page("reload")

@@ -9,8 +9,13 @@ byte is untrusted. A command is forwarded to the bus only when it is exactly one
 | `capture` | `{}` |
 | `identify` | `{}` (blink the LED, so the wearer can tell which pendant this is) |
 | `say` | `{"text": str}`, 1-200 characters, no control characters |
+| `buzz` | `{"pattern": "attention"}`, or `understood`, `not_understood`; `{}` is attention |
 | `sentences` | `{"sentences": [{"intent": "PartyMode", "sentences": ["party time"]}]}` |
 | `area` | `{"area": "Kitchen"}`, one of `home.areas` (any case), or `{"area": null}` to clear |
+
+`say`: the body buzzes (`attention`) and the phones speak the text, which the link passes on
+to them as its own `say` event (phones cannot read commands). `buzz`: the body plays that
+answer to the wearer (`pendant.body.feedback`); not `confirm`, which only a tap can answer.
 
 `sentences` may be up to 4 KiB; it replaces the phone's last set (`[]` clears it), and the ears
 check the templates and answer with a retained `sentences` event.
@@ -44,12 +49,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from pendant.bus import PREFIX
-from pendant.events import Command, Error, SentenceSet
+from pendant.events import BuzzPattern, Command, Error, SentenceSet
 
 MAX_COMMAND_BYTES = 1024
 # Room for a page of sentences, while their echo in a `sentences` event stays under 8 KiB.
@@ -65,6 +70,7 @@ MAX_REASON_CHARS = 100
 _NAME = re.compile(r"[a-z][a-z_]{0,31}")
 _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _BOOL_KEYS = frozenset({"mic", "camera"})
+BUZZ_PATTERNS: tuple[str, ...] = get_args(BuzzPattern)
 
 STATES = frozenset({"area"})
 """Commands that set a state rather than do something: accepted retained from outside (the
@@ -74,7 +80,7 @@ the bus."""
 
 RETAINED_REASON = "sent retained, which only a state (area) may be: deleted, not run"
 
-HOME_COMMANDS = frozenset({"mute", "identify", "say", "area"})
+HOME_COMMANDS = frozenset({"mute", "identify", "say", "buzz", "area"})
 """What the home broker may send (the link refuses the rest from there): none that lets a
 client of the home broker see or hear more. Not `capture` (a look through the
 camera) nor `sentences` (new sentences widen what the pendant hears and publishes)."""
@@ -155,6 +161,8 @@ def _check(name: str, data: dict[str, Any], areas: Collection[str]) -> None:
                 raise _Rejected(f"'text' must be 1 to {MAX_SAY_CHARS} characters")
             if _BAD_TEXT.search(value):
                 raise _Rejected("'text' holds control characters")
+        if key == "pattern" and (not isinstance(value, str) or value not in BUZZ_PATTERNS):
+            raise _Rejected(f"'pattern' must be one of: {', '.join(BUZZ_PATTERNS)}")
         if key == "sentences":
             _check_sentences(value)
         if key == "area" and value is not None:

@@ -193,9 +193,16 @@ def components(config: Config, intents: Iterable[str] | None = None) -> dict[str
             "payload_press": "{}",
             "entity_category": "diagnostic",
         },
+        "buzz": {
+            "p": "button",
+            "name": "Buzz",
+            "icon": "mdi:vibrate",
+            "command_topic": f"{base}/cmd/buzz",
+            "payload_press": json.dumps({"pattern": "attention"}),
+        },
     }
-    # No category for the event and the mute switches: they are what the device is for, and
-    # belong on the dashboard Home Assistant makes.
+    # No category for the event, the mute switches and the buzz: they are what the device is
+    # for (the buzz calls the wearer), and belong on the dashboard Home Assistant makes.
     for key, entity in entities.items():
         entity.update(
             unique_id=f"{dev}_{key}",

@@ -27,6 +27,10 @@ ShortText = Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")
 IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+# What `cmd/buzz` may ask the body to play (its patterns: pendant.body.feedback). Not "confirm":
+# that one means "an action heard waits for your tap", and a tap after a buzz sent from outside
+# would answer nothing, which would teach the wearer that the confirm buzz can lie.
+BuzzPattern = Literal["understood", "not_understood", "attention"]
 CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
 # As config.Name: an area command carries one of home.areas, as the config spells it.
 AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$")]
@@ -379,10 +383,13 @@ class Command(Event):
     """
 
     type: Literal["command"] = "command"
-    name: Literal["mute", "capture", "identify", "say", "sentences", "area"]
+    name: Literal["mute", "capture", "identify", "say", "buzz", "sentences", "area"]
     mic: bool | None = Field(None, description="mute: mute (true) or unmute (false) the mic.")
     camera: bool | None = Field(None, description="mute: mute or unmute the camera.")
     text: SayText | None = Field(None, description="say: what to say, at most 200 characters.")
+    pattern: BuzzPattern | None = Field(
+        None, description="buzz: which feedback the body plays; absent: attention."
+    )
     sentences: Annotated[list[SentenceSet], Field(max_length=MAX_SENTENCE_SETS)] | None = Field(
         None, description="sentences: the wearer's own intents, replacing the phone's last set."
     )
@@ -398,6 +405,7 @@ class Command(Event):
         "capture": (frozenset(), frozenset()),
         "identify": (frozenset(), frozenset()),
         "say": (frozenset({"text"}), frozenset({"text"})),
+        "buzz": (frozenset({"pattern"}), frozenset()),
         "sentences": (frozenset({"sentences"}), frozenset({"sentences"})),
         # Its one key may be null (clear), so "given" cannot be told from "absent" here.
         "area": (frozenset({"area"}), frozenset()),
@@ -406,13 +414,25 @@ class Command(Event):
     @model_validator(mode="after")
     def _arguments_fit_the_command(self) -> Command:
         allowed, required = self.ARGUMENTS[self.name]
-        keys = ("mic", "camera", "text", "sentences", "area")
+        keys = ("mic", "camera", "text", "pattern", "sentences", "area")
         given = {k for k in keys if getattr(self, k) is not None}
         if given - allowed or required - given:
             raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
         if self.name == "mute" and not given:
             raise ValueError("mute needs mic and/or camera")
         return self
+
+
+class Say(Event):
+    """Words for the wearer's phone to speak: an accepted `say` command, passed on by the link.
+
+    The link makes it from the command it checked (`pendant.commands`) and publishes it only
+    where phones read (`pendant/<device_id>/say`); no component publishes one, and the gate
+    takes none off the bus (`pendant.gate`). The body buzzes for the same command on the bus.
+    """
+
+    type: Literal["say"] = "say"
+    text: SayText = Field(description="What to say, as the command carried it.")
 
 
 class Error(Event):
@@ -435,6 +455,7 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Scene,
     Camera,
     Sentences,
+    Say,
 )
 
 

@@ -54,6 +54,12 @@ lost; a flood is slowed to the rate, which bounds what any process could push ou
 Error events are held to the schema and the 48-character rule only, so a phone hears why
 its command was refused. The link's own (`Gate.admit_own`) come from its code, not the bus;
 on the bus only the pairing service may write them (the ACL).
+
+`say` events (`LINK_OWN`) are the link's alone: it makes one from each `say` command it
+accepted, for the phones to speak, and the gate takes none off the bus (`source`), whoever
+wrote it, so no component can say anything through them. Their text came from outside (Home
+Assistant's answer, in any language), so it is held to the schema and the 48-character rule
+only, as errors are.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ from pendant.events import (
     EventError,
     Intent,
     NotRecognized,
+    Say,
     Scene,
     Sentences,
     SentenceSet,
@@ -101,6 +108,12 @@ log = logging.getLogger(__name__)
 # 48+ characters of base64/hex alphabet without a space is not something a person said.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
+LINK_OWN = frozenset({Say.model_fields["type"].default})
+"""Public types only the link makes (see the module's docstring): never taken off the bus."""
+BUS_NAMES = PUBLIC_NAMES - LINK_OWN
+"""The public types the link reads off the bus."""
+FROM_OUTSIDE = frozenset({Error.model_fields["type"].default}) | LINK_OWN
+"""Types whose text is held to the 48-character rule only (see the module's docstring)."""
 ID_KEYS = frozenset({"id", "session_id"})
 SENTENCES_FORMS = frozenset({"error", "reason"})
 """The keys of a `sentences` answer held to the ears' forms rather than the blob heuristics."""
@@ -174,7 +187,7 @@ def _text_is_blob(data: dict[str, Any]) -> bool:
     texts = [s for k, s in _strings(data) if k not in ID_KEYS]
     if any(BLOB.search(s) for s in texts):
         return True
-    if data["type"] == Error.model_fields["type"].default:
+    if data["type"] in FROM_OUTSIDE:
         return False
     if data["type"] == Sentences.model_fields["type"].default:
         # Why a set was refused and what will not work as meant are held to the forms the
@@ -393,6 +406,8 @@ class Gate:
             self._drop("schema", data["type"])
             return None
         why = _off_source(event, topic if topic is not None else bus.topic(event.type))
+        if why is None and topic is not None and event.type in LINK_OWN:
+            why = "the link's own, never from the bus"
         if why is not None:
             self._drop("source", f"{event.type}: {why}")
             return None

@@ -11,11 +11,12 @@ there.
 
 Outside → bus: commands from phones and the home broker (`pendant.link_commands`: who may send
 what, retained commands, rate-limited `error` events) go to the bus as
-`pendant-bus/cmd/<name>`. The words of a `sentences` command join the gate's closed set as it
-goes (`Gate.phone_sent`), kept beside the outbox (`PHONE_SENTENCES_FILE`) for a restarted link:
-the gate learns them from what the phone sent, never from the ears' answer, which it passes
-only with sets the phone sent and its refusals and warnings in the ears' own forms
-(`pendant.gate_sentences`).
+`pendant-bus/cmd/<name>`. A `say` also comes back out as the link's own `say` event, where the
+phones are (they cannot read commands): the phones speak it, the body buzzes for the command.
+The words of a `sentences` command join the gate's closed set as it goes (`Gate.phone_sent`),
+kept beside the outbox (`PHONE_SENTENCES_FILE`) for a restarted link: the gate learns them
+from what the phone sent, never from the ears' answer, which it passes only with sets the
+phone sent and its refusals and warnings in the ears' own forms (`pendant.gate_sentences`).
 
 Every id that leaves is the link's: the gate re-issues each event's `id` and `session_id` as a
 keyed hash of the sender's (`pendant.gate.reissue`, the key `ID_KEY_FILE` beside the outbox),
@@ -62,12 +63,13 @@ from pendant.events import (
     Event,
     Intent,
     NotRecognized,
+    Say,
     Scene,
     Sentences,
     Status,
     Transcript,
 )
-from pendant.gate import PUBLIC_NAMES, Gate, id_key
+from pendant.gate import BUS_NAMES, Gate, id_key
 from pendant.link_commands import ERROR_BURST, ERROR_EVERY_S, ErrorReports
 from pendant.link_outside import TIMEOUT_S, Backoff, payload_of, race, tls_context
 from pendant.link_sender import Message, Side
@@ -231,6 +233,8 @@ class Link:
                 out.append((f"{base}/scene", event.to_json(), False))
             case Sentences():
                 out.append((f"{base}/sentences", event.to_json(), True))
+            case Say():
+                out.append((f"{base}/say", event.to_json(), False))
         return out
 
     async def run(self) -> None:
@@ -253,8 +257,9 @@ class Link:
             paho.manual_ack_set(True)
             try:
                 async with client:
-                    # Only what may leave; internal events (button, command) are not the link's.
-                    for name in sorted(PUBLIC_NAMES):
+                    # Only what may leave; internal events (button, command) are not the link's,
+                    # and the link's own (`say`) never come from the bus.
+                    for name in sorted(BUS_NAMES):
                         await client.subscribe(bus.topic(name), qos=bus.QOS, timeout=TIMEOUT_S)
                     # The eyes' intents: the gate takes them from this topic alone.
                     eyes = bus.EYES_INTENT_TOPIC
@@ -301,11 +306,19 @@ class Link:
             self._command_retry = None
 
     def _queue_out(self, event: Event) -> None:
+        sides = self._sides_for(event)
         for out in self.state.fold(event):
-            for side in self.sides:
+            for side in sides:
                 side.outbox.put(out)
-        for side in self.sides:
+        for side in sides:
             side.wake.set()
+
+    def _sides_for(self, event: Event) -> list[Side]:
+        """Where `event` goes: everywhere, but a `say` only where the phones are (it is for
+        them to speak; whoever sent the command needs no echo of it)."""
+        if isinstance(event, Say) and len(self.sides) > 1:
+            return [side for side in self.sides if not side.home]
+        return self.sides
 
     # -- the outside side ------------------------------------------------------------------
 
@@ -472,6 +485,8 @@ class Link:
                 # ears' answer (`pendant.gate`).
                 self.gate.phone_sent(verdict.command.sentences)
                 self._update_discovery()
+            if verdict.command.name == "say":
+                self._pass_say_on(verdict.command)
         if verdict.outcome:
             self.commands[verdict.outcome] += 1
         if verdict.error is not None:
@@ -487,6 +502,15 @@ class Link:
             self._send_own(
                 Error(device_id=self.config.device_id, command="sentences", reason=UNKNOWN_SETS)
             )
+
+    def _pass_say_on(self, command: Command) -> None:
+        """The phones speak what a `say` command carried: the link's own `say` event, through
+        the gate like everything else (`pendant.gate`), as the bus never carries one."""
+        assert command.text is not None  # the command was checked: a say has its text
+        say = Say(device_id=command.device_id, text=command.text)
+        event = self.gate.admit_own(say.to_json())
+        if event is not None:
+            self._queue_out(event)
 
     def _send_own(self, error: Error) -> None:
         # The link's own events leave through the same gate as everyone else's, but not

@@ -16,11 +16,12 @@ loses an intent. Events go out in insertion order (`seq`).
   restarts (monotonic clocks start again at boot). Caveat: a Pi has no RTC, so a clock
   stepped forward by NTP after boot can make an intent queued before the step look older
   than it is; it is then dropped, which errs on the side of not acting late.
-- **Errors are not durable** (`VOLATILE`): an `error` event (a malformed command, reported to
-  whoever sent it) waits in RAM only, at most `MAX_VOLATILE` of them (the oldest dropped and
-  counted as `full`), and goes out after every durable event waiting, so a flood of them
-  neither writes (and fsyncs) the SD card twice each nor gets ahead of an intent. A restart
-  loses the ones not yet sent; the link rate-limits them too (`pendant.link`).
+- **Errors and says are not durable** (`VOLATILE`): an `error` event (a malformed command,
+  reported to whoever sent it) or a `say` (words from outside for the phones to speak) waits
+  in RAM only, at most `MAX_VOLATILE` of them (the oldest dropped and counted as `full`), and
+  goes out after every durable event waiting, so a flood of them neither writes (and fsyncs)
+  the SD card twice each nor gets ahead of an intent. A restart loses the ones not yet sent;
+  the link rate-limits errors too (`pendant.link`).
 - **Status is superseded**, not expired: only the newest status waits, since it is retained
   and only the current state matters.
 - **One bad event never stops the link**: `put` never raises. An event that cannot be
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
 RETRY_S = 5.0
 SUPERSEDED = frozenset({"status", "battery", "sentences"})
-VOLATILE = frozenset({"error"})
+VOLATILE = frozenset({"error", "say"})
 """Types kept in RAM only, never written to the file: see the module's docstring."""
 MAX_VOLATILE = 64
 

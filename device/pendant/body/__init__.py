@@ -5,6 +5,8 @@
 - `hardware`: the devices on the pins, handing edges to the event loop;
 - `gestures`: what a press, a double press and the holds mean (pure logic);
 - `indicators`: which LED pattern the bus events call for (pure logic);
+- `feedback`: every buzz and the LED's answers to the wearer (understood, not understood,
+  confirm, attention), in one table;
 - `led`, `haptic`, `player`: patterns and buzzes played from the event loop;
 - `battery`: the gauge interface and its backends ('pisugar3', 'simulated');
 - `service`: `BodyService`, all of it on the bus, and `serve` for systemd.

@@ -1,17 +1,9 @@
-"""The vibration motor: a short buzz when a gesture is recognised, a long one on an error."""
+"""The vibration motor: plays the buzzes of `feedback.BUZZES` (the table of what each means)."""
 
 from __future__ import annotations
 
-from pendant.body.player import Output, Player, Step
-
-BUZZES: dict[str, tuple[Step, ...]] = {
-    "short": ((1.0, 0.08),),
-    "long": ((1.0, 0.5),),
-    # Pairing: unlike anything else, so the wearer knows the window opened.
-    "double": ((1.0, 0.1), (0.0, 0.1), (1.0, 0.1)),
-    # An action heard waits for a tap: three quick pulses, unlike any gesture's answer.
-    "confirm": ((1.0, 0.06), (0.0, 0.08), (1.0, 0.06), (0.0, 0.08), (1.0, 0.06)),
-}
+from pendant.body.feedback import BUZZES
+from pendant.body.player import Output, Player
 
 
 class Haptic:

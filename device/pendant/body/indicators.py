@@ -8,7 +8,10 @@ pressing its code would accept it: the same for any code, which the body never k
 (mic or camera muted in software, or the hardware switch) > low battery (low and not
 charging) > thinking > listening (a sensor is capturing) > off. Confirm (an action heard
 waits for the wearer's tap, with the mic open) comes right after error: it asks for
-something, for a few seconds only.
+something, for a few seconds only. An answer to the wearer (understood, not understood,
+attention: `feedback`, shown once by `show_feedback`) comes right after muted: the muted glow
+says what is enforced and is never hidden, while thinking and listening go on under the
+answer's inverted form (`<name>_listening`, lit with dark winks).
 
 The pairing window comes in two patterns, so it never hides a sensor at work:
 `pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from pendant.body.feedback import LED_ONCE, LED_ONCE_S, SENSING
 from pendant.events import (
     Activity,
     Battery,
@@ -36,6 +40,7 @@ from pendant.events import (
     Status,
 )
 
+ANSWERS = tuple(name + suffix for name in LED_ONCE for suffix in ("", SENSING))
 PRIORITY = (
     "identify",
     "error",
@@ -44,6 +49,7 @@ PRIORITY = (
     "pairing_asked",
     "pairing",
     "muted",
+    *ANSWERS,
     "low_battery",
     "thinking",
     "listening",
@@ -66,6 +72,9 @@ class Indicators:
     pairing_asked: bool = False
     identify_until_s: float = -math.inf
     error_until_s: float = -math.inf
+    # The LED's answer to the wearer (a key of feedback.LED_ONCE), until when.
+    answer: str = ""
+    answer_until_s: float = -math.inf
 
     @property
     def software_muted(self) -> bool:
@@ -101,9 +110,17 @@ class Indicators:
     def flash_error(self, now_s: float) -> None:
         self.error_until_s = now_s + ERROR_S
 
+    def show_feedback(self, name: str, now_s: float) -> None:
+        """Show the answer `name` once, if the LED has one for it (`feedback.LED_ONCE`)."""
+        if name in LED_ONCE:
+            self.answer, self.answer_until_s = name, now_s + LED_ONCE_S
+
     def pattern(self, now_s: float) -> str:
         states = set(self.activity.values())
         sensing = not self.muted and bool(states & {"capturing", "thinking", "confirm"})
+        answer = ""
+        if now_s < self.answer_until_s:
+            answer = self.answer + (SENSING if sensing else "")
         applies = {
             "identify": now_s < self.identify_until_s,
             "error": now_s < self.error_until_s,
@@ -112,6 +129,7 @@ class Indicators:
             "pairing_asked": self.pairing_asked,
             "pairing": self.pairing,
             "muted": self.muted,
+            **{name: name == answer for name in ANSWERS},
             "low_battery": self.battery_low and not self.charging,
             "thinking": "thinking" in states,
             "listening": "capturing" in states,
@@ -120,6 +138,7 @@ class Indicators:
         return next(name for name in PRIORITY if applies[name])
 
     def next_change_s(self, now_s: float) -> float | None:
-        """When a timed pattern (identify, error) runs out, if one is running."""
-        ends = [t for t in (self.identify_until_s, self.error_until_s) if t > now_s]
+        """When a timed pattern (identify, error, an answer) runs out, if one is running."""
+        timed = (self.identify_until_s, self.error_until_s, self.answer_until_s)
+        ends = [t for t in timed if t > now_s]
         return min(ends, default=None)

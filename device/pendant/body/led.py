@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pendant.body.feedback import CONFIRM_LED, LED_ONCE, SENSING, inverted
 from pendant.body.player import Output, Player, Step
 
 
@@ -22,14 +23,16 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
     "error": ((1.0, 0.1), (0.0, 0.1)),
     "low_battery": ((0.6, 0.15), (0.0, 3.85)),
     "identify": ((1.0, 0.25), (0.0, 0.25)),
-    # An action waits for a tap: mostly lit (the mic is open), with quick dark winks.
-    "confirm": ((1.0, 0.3), (0.0, 0.08)),
+    "confirm": CONFIRM_LED,
     # The pairing window: two quick flashes, then dark; while a sensor is open, the same
     # rhythm inverted (lit, two quick winks), so the window never hides the sensing.
     "pairing": ((1.0, 0.12), (0.0, 0.12), (1.0, 0.12), (0.0, 1.14)),
     "pairing_listening": ((0.0, 0.12), (1.0, 0.12), (0.0, 0.12), (1.0, 1.14)),
     # A phone asks to pair: three quick flashes (the window's two, and one more), "press now".
     "pairing_asked": ((1.0, 0.12), (0.0, 0.12)) * 3 + ((0.0, 0.9),),
+    # The answers to the wearer (`feedback`), each once; inverted while a sensor is open.
+    **LED_ONCE,
+    **{name + SENSING: inverted(steps) for name, steps in LED_ONCE.items()},
 }
 
 

@@ -5,8 +5,9 @@ Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pai
 window is open, how many short presses the wearer made in a row: the code their phone shows),
 `hardware_mute` (retained: the switch), `battery`. In: `status` and `camera` (the mute state
 as enforced), `activity` (the sensors at work), `error`, `cmd/identify`, `pairing_status`
-(retained: the window as the pairing service keeps it). Feedback listens to events, so a
-fault in the LED or the motor cannot stall the ears or the eyes.
+(retained: the window as the pairing service keeps it), and for the answers to the wearer
+(`feedback`): `intent` (understood), `not_recognized`, `cmd/buzz` and `cmd/say`. Feedback
+listens to events, so a fault in the LED or the motor cannot stall the ears or the eyes.
 
 One loop, one consumer: GPIO edges (handed over from gpiozero's threads) and bus events go
 through one queue to the main loop, which alone changes state, publishes gestures, picks the
@@ -26,6 +27,7 @@ import aiomqtt
 
 from pendant import bus, notify
 from pendant.body.battery import Gauge, GaugeUnavailable, Reporter, create_gauge
+from pendant.body.feedback import feedback_for
 from pendant.body.gestures import Action, Gestures, Timings
 from pendant.body.gpio import create_pin_factory
 from pendant.body.haptic import Haptic
@@ -45,6 +47,8 @@ from pendant.events import (
     Error,
     Event,
     HardwareMute,
+    Intent,
+    NotRecognized,
     PairingConfirm,
     PairingStatus,
     PairingWindow,
@@ -55,8 +59,30 @@ log = logging.getLogger(__name__)
 
 # The main loop turns at least this often, so the heartbeat proves it alive while idle.
 BEAT_S = 0.5
-SUBSCRIPTIONS = ("status", "camera", "activity", "error", "cmd/identify", "pairing_status")
-FOLLOWED: tuple[type[Event], ...] = (Status, Camera, Activity, Error, Command, PairingStatus)
+SUBSCRIPTIONS = (
+    "status",
+    "camera",
+    "activity",
+    "error",
+    "cmd/identify",
+    "pairing_status",
+    # The answers to the wearer (`feedback`). Only the ears' intents: the eyes' answer a
+    # request the wearer already felt (a double press, "read this").
+    "intent",
+    "not_recognized",
+    "cmd/buzz",
+    "cmd/say",
+)
+FOLLOWED: tuple[type[Event], ...] = (
+    Status,
+    Camera,
+    Activity,
+    Error,
+    Command,
+    PairingStatus,
+    Intent,
+    NotRecognized,
+)
 
 
 class BodyService:
@@ -181,8 +207,10 @@ class BodyService:
             if isinstance(item, Edge):
                 await self._on_edge(client, item)
             elif item is not None:
-                if isinstance(item, Activity) and item.state == "confirm":
-                    self.haptic.buzz("confirm")
+                answer = feedback_for(item)
+                if answer is not None:
+                    self.haptic.buzz(answer)
+                    self.indicators.show_feedback(answer, time.monotonic())
                 if isinstance(item, PairingStatus):
                     asks = item.open and item.asked and not item.accepted
                     if asks and not self.indicators.pairing_asked:

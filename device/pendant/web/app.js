@@ -7,9 +7,13 @@
  *
  * What the page shows is only what the pendant reports: the mute switches follow
  * `status.mic_muted` / `status.camera_muted`, never the tap. The feed (intents, not-recognised
- * events, errors, and the scenes the camera read: text and a face count, never a picture)
- * lives in IndexedDB, keyed by event id, so QoS 1 duplicates collapse and the last state is
- * there with no connection.
+ * events, errors, the scenes the camera read: text and a face count, never a picture, and the
+ * messages sent to the wearer) lives in IndexedDB, keyed by event id, so QoS 1 duplicates
+ * collapse and the last state is there with no connection.
+ *
+ * Messages: a `say` command (Home Assistant's answer, say) reaches the phones as the link's
+ * `say` event; the page speaks it with the browser's speech synthesis, once, as it arrives
+ * (never from the stored feed), and shows it in the feed, so a muted phone still has it.
  *
  * "My sentences" edits the wearer's own intents: it shows the sets the pendant reports
  * (`sentences`, retained), sends the whole list as `cmd/sentences`, and shows the pendant's
@@ -120,8 +124,9 @@
     renderFeed();
   }
 
+  /** Keeps `event` in the feed; false if it was there already (a QoS 1 duplicate). */
   async function addToFeed(event) {
-    if (feedEvents.has(event.id)) return; // a QoS 1 duplicate
+    if (feedEvents.has(event.id)) return false;
     feedEvents.set(event.id, event);
     const ordered = [...feedEvents.values()].sort((a, b) => a.timestamp_ms - b.timestamp_ms);
     const drop = ordered.slice(0, Math.max(0, ordered.length - FEED_MAX));
@@ -131,6 +136,7 @@
       s.put(event);
       for (const e of drop) s.delete(e.id);
     });
+    return true;
   }
 
   async function clearFeed() {
@@ -190,6 +196,7 @@
     if (e.type === "intent") title = e.name;
     else if (e.type === "error") title = "Refused";
     else if (e.type === "scene") title = intent ? intent.name : SCENE_TITLES[e.trigger] || "Seen";
+    else if (e.type === "say") title = "Message";
     else title = "Not understood";
     head.append(el("span", "name", title), time);
     li.append(head);
@@ -536,6 +543,24 @@
     renderSendable();
   }
 
+  // --- messages for the wearer ------------------------------------------------------------
+
+  /** Speaks `text` with the browser's voice, if it has one. The latest message is the one to
+   * hear: one still being spoken gives way. (Browsers may refuse to speak on a page nobody
+   * has touched yet; the feed shows the message all the same.) */
+  function speak(text) {
+    const synth = window.speechSynthesis;
+    if (!synth || typeof SpeechSynthesisUtterance === "undefined") return;
+    synth.cancel();
+    const utterance = new SpeechSynthesisUtterance(text);
+    utterance.onerror = (ev) => console.warn("speech:", ev.error);
+    synth.speak(utterance);
+  }
+
+  async function onSay(event) {
+    if (await addToFeed(event)) speak(event.text);
+  }
+
   // --- MQTT ------------------------------------------------------------------------------
 
   let client = null;
@@ -589,6 +614,8 @@
         captureTimer = null;
         ui.captureState.textContent = "";
       }
+    } else if (rest === "say" && event.type === "say" && typeof event.text === "string") {
+      onSay(event);
     } else if (rest === "sentences" && event.type === "sentences" && Array.isArray(event.sets)) {
       onSentences(event, Boolean(packet && packet.retain));
     }
