@@ -68,8 +68,14 @@ logs() {  # the journal of units, on the console
 logs pendant-firstboot.service pendant-setup.service
 findmnt -rn -o TARGET,OPTIONS | grep -E "^/(etc|var|data)" | sed "s/^/PENDANT-TEST: mount /"
 systemctl --failed --plain --no-legend | sed "s/^/PENDANT-TEST: failed at start: /"
-/opt/pendant/venv/bin/python -m pendant.provision --root / --add-phone boottest >/dev/null 2>&1 \
-  && systemctl reload mosquitto && say phone paired
+# As a wearer pairs over SSH: `pendant pair` as root reloads mosquitto itself (it says so).
+/opt/pendant/venv/bin/pendant pair --name boottest --no-qr 2>&1 \
+  | grep -q "^mosquitto reloaded" && say phone paired
+# The name the phone opens, <host name>.local (setup.toml's "pendant-test", applied on this
+# first boot), is in the certificate pendant-setup issued after it.
+NAME=$(cat /proc/sys/kernel/hostname)
+openssl x509 -noout -ext subjectAltName -in /etc/mosquitto/pendant/server.crt \
+  | grep -q "DNS:$NAME.local" && say certificate names "$NAME.local"
 ID=$(cat /etc/pendant/device_id)
 say device $ID
 # The venv is the lock the .deb was built from, and journald/sd_notify come from Debian's

@@ -911,3 +911,92 @@ def test_setup_refuses_a_device_id_that_is_not_a_string(tmp_path: Path, value: s
     done = run_setup(tmp_path)
     assert_one_line_error(done, "device_id")
     assert config.read_text() == text
+
+
+# --------------------------------------------------------------------------- the phone's name
+
+
+def _openssl_text(cert: Path) -> str:
+    return subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-text"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+
+
+def _san(cert: Path) -> set[str]:
+    """The certificate's subjectAltName entries, as `openssl x509 -text` prints them."""
+    text = _openssl_text(cert)
+    line = text.split("X509v3 Subject Alternative Name:", 1)[1].strip().splitlines()[0]
+    return {item.strip() for item in line.split(",")}
+
+
+def test_the_image_answers_mdns_for_its_host_name() -> None:
+    """The phone opens `<host name>.local`: systemd-resolved answers for it only when mDNS is
+    on both globally (Debian 13 turns it off: the drop-in turns it on) and on each link (the
+    .network files), and it is the only responder (no avahi-daemon contending for port 5353)."""
+    for board in BOARDS:
+        desc = image_build.load_board(board)
+        assert "systemd-resolved" in desc["packages"], board
+        assert "systemd-resolved.service" in image_build.units_to_enable(desc), board
+        assert "avahi-daemon" not in desc["packages"], board
+        files = image_build.overlay_files(desc)
+        drop_in = files["etc/systemd/resolved.conf.d/pendant.conf"].read_text()
+        assert re.search(r"^\[Resolve\]\nMulticastDNS=yes$", drop_in, re.M), board
+        networks = [p for rel, p in files.items() if rel.startswith("etc/systemd/network/")]
+        assert networks, board
+        for network in networks:
+            assert re.search(r"^MulticastDNS=yes$", network.read_text(), re.M), network
+    # The image's own name, until setup.toml names another: the one the docs give the phone
+    # (not `<device id>.local`, which nothing answers for).
+    assert image_build.setup_files(image_build.load_board("zero2w"))["etc/hostname"] == (
+        "pendant\n"
+    )
+    readme = (REPO / "README.md").read_text()
+    assert "https://pendant.local:8443/pair" in readme
+    assert "<device id>.local:8443" not in readme
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="apt install mosquitto")
+def test_the_certificate_names_the_host_name_the_card_sets(tmp_path: Path) -> None:
+    """First boot as the image does it: /etc/hostname links to /etc/pendant/hostname
+    ("pendant"), pendant-setup provisions, then a card's setup.toml names the pendant
+    "kitchen-pendant" (firstboot writes it) and the next pendant-setup issues a new CA and
+    server certificate for the new name, without the old one; a run with nothing changed
+    leaves them alone."""
+    etc = tmp_path / "etc"
+    (etc / "pendant").mkdir(parents=True)
+    (etc / "hostname").symlink_to("/etc/pendant/hostname")  # absolute, as the image makes it
+    (etc / "pendant/hostname").write_text("pendant\n")
+    setup_root(tmp_path)
+    done = run_setup(tmp_path)
+    assert done.returncode == 0, done.stderr
+    conf = tmp_path / "etc/mosquitto/pendant"
+    device_id = (etc / "pendant/device_id").read_text().strip()
+    names = _san(conf / "server.crt")
+    assert {"DNS:pendant", "DNS:pendant.local", f"DNS:{device_id}.local"} <= names
+    first_ca = (conf / "ca.crt").read_bytes()
+
+    boot = tmp_path / "boot/firmware"
+    boot.mkdir(parents=True)
+    (boot / "setup.toml").write_text('hostname = "kitchen-pendant"\n')
+    firstboot = load_firstboot(tmp_path)
+    firstboot.apply_setup()
+    assert firstboot.errors == []
+    done = run_setup(tmp_path)
+    assert done.returncode == 0, done.stderr
+    names = _san(conf / "server.crt")
+    assert {"DNS:kitchen-pendant", "DNS:kitchen-pendant.local", "DNS:localhost",
+            "IP Address:127.0.0.1", f"DNS:{device_id}"} <= names  # fmt: skip
+    assert not {"DNS:pendant", "DNS:pendant.local"} & names
+    ca = (conf / "ca.crt").read_bytes()
+    assert ca != first_ca  # the old CA's key is gone: a new name needs a new CA
+    assert "DNS:kitchen-pendant.local" in _openssl_text(conf / "ca.crt")  # its constraints
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(conf / "ca.crt"), str(conf / "server.crt")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    done = run_setup(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (conf / "ca.crt").read_bytes() == ca

@@ -105,7 +105,13 @@ def test_eyes_reached_ready(booted) -> None:
     assert " active running " in line, f"pendant-eyes: {line or 'never reported'}"
 
 
+def test_the_certificate_names_the_host_name_the_card_set(booted) -> None:
+    # setup.toml's hostname, applied on the first boot before pendant-setup issued it.
+    assert "certificate names pendant-test.local" in marks(booted)
+
+
 def test_mosquitto_tls_listener_serves_a_paired_phone(booted) -> None:
+    # `pendant pair` reloaded mosquitto itself (the hook runs it as root under systemd).
     assert "phone paired" in marks(booted)
     assert "mosquitto tls listening 8883" in marks(booted)
     subs = booted.lines("PENDANT-SUB:")

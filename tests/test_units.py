@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ ANALYZE = shutil.which("systemd-analyze")
 pytestmark = pytest.mark.skipif(
     ANALYZE is None, reason="systemd-analyze is absent: apt install systemd"
 )
+
+
+# Port 80 for pendant-web: systemd binds it, the server only redirects it.
+HTTP_SOCKET = SERVICES / "pendant-web-http.socket"
 
 
 def unit_file(name: str) -> Path:
@@ -102,9 +107,9 @@ def unit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     out = tmp_path_factory.mktemp("units")
     exe = venv_pendant()
-    for src in [*(unit_file(n) for n in ALL_UNITS), SERVICES / "pendant.target"]:
+    for src in [*(unit_file(n) for n in ALL_UNITS), SERVICES / "pendant.target", HTTP_SOCKET]:
         text = src.read_text()
-        assert src.suffix == ".target" or DEVICE_PATH in text or DEVICE_PYTHON in text, src
+        assert src.suffix in (".target", ".socket") or DEVICE_PATH in text or DEVICE_PYTHON in text
         text = text.replace(DEVICE_PATH, str(exe)).replace(
             DEVICE_PYTHON, str(exe.parent / "python")
         )
@@ -119,7 +124,9 @@ def unit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("unit", [*(f"pendant-{n}.service" for n in ALL_UNITS), "pendant.target"])
+@pytest.mark.parametrize(
+    "unit", [*(f"pendant-{n}.service" for n in ALL_UNITS), "pendant.target", HTTP_SOCKET.name]
+)
 def test_systemd_analyze_verify_finds_nothing_wrong(unit_dir: Path, unit: str) -> None:
     # Non-existent users (pendant-ears, ...) are not an error for verify: User= is resolved
     # when the unit starts, and sysusers.d makes them (tested below). So nothing is filtered.
@@ -319,7 +326,8 @@ def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     assert d["NotifyAccess"] == ["main"] and len(d["WatchdogSec"]) == 1
     assert d["ExecStart"] == [
         f"{DEVICE_PYTHON} -m pendant.webserver --cert %d/server.crt --key %d/server.key "
-        "--port 8443 --bus-socket /run/mosquitto/pendant.sock --bus-password-file %d/bus-password"
+        "--ca %d/ca.crt --port 8443 --bus-socket /run/mosquitto/pendant.sock "
+        "--bus-password-file %d/bus-password"
     ]
     assert d["PartOf"] == ["pendant.target"]
     # Issue 14 item 6: it restarts forever; a start limit would leave it down until a reboot.
@@ -335,8 +343,11 @@ def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     assert d["LoadCredential"] == [
         "server.crt:/etc/mosquitto/pendant/server.crt",
         "server.key:/etc/mosquitto/pendant/server.key",
+        "ca.crt:/etc/mosquitto/pendant/ca.crt",
         "bus-password:/etc/pendant/secrets/web.password",
     ]
+    # Port 80 comes from systemd, so the process needs no capability for it (below).
+    assert d["Sockets"] == [HTTP_SOCKET.name]
     assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     for key, value in {
         "PrivateDevices": "yes",
@@ -354,6 +365,23 @@ def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     }.items():
         assert d.get(key) == [value], key
     assert not {"ReadWritePaths", "StateDirectory", "DeviceAllow"} & set(d)
+
+
+def test_port_80_is_bound_by_systemd_and_handed_to_the_web_server() -> None:
+    """Item 4 of issue 15: http:// on port 80 reaches pendant-web, which only redirects it;
+    systemd binds the privileged port, so the server's empty capability set stays empty."""
+    d = directives(HTTP_SOCKET)
+    assert d["ListenStream"] == ["80"]
+    # The name the server looks for among the sockets it is passed (pendant.web_redirect).
+    from pendant.web_redirect import FD_NAME
+
+    assert d["FileDescriptorName"] == [FD_NAME]
+    assert d["Service"] == ["pendant-web.service"]
+    assert d["BindIPv6Only"] == ["both"]
+    assert "Accept" not in d  # one server for every connection, not a process each
+    assert d["PartOf"] == ["pendant.target"]
+    packaged = tomllib.loads((REPO / "packaging/pendant.toml").read_text())["files"]
+    assert any("services/pendant-*.socket" in entry["src"] for entry in packaged)
 
 
 def test_the_pairing_service_is_root_with_two_capabilities_and_no_network() -> None:

@@ -398,6 +398,59 @@ def _feed_text(page: Browser, selector: str) -> str:
     return " ".join(page("text", selector=selector).split())
 
 
+# --- a phone that does not trust the pendant's certificate (issue 15, item 6) ---------------
+
+
+def test_the_app_says_the_certificate_is_not_trusted_instead_of_retrying_forever(
+    tmp_path: Path,
+) -> None:
+    """The page loads (the browser was let through to it, as a wearer clicks past the warning)
+    but the phone does not trust the certificate mosquitto's WebSocket presents: browsers never
+    say why a WebSocket failed, so the app asks the web server whether the broker runs, and
+    since it does, says the certificate is not trusted and links the trust page, which shows
+    the CA's fingerprint as `pendant pair` prints it. With the broker stopped the same failures
+    say so instead."""
+    prov = _provision_for_test(tmp_path / "root")
+    shots = DOCS or tmp_path
+    shots.mkdir(exist_ok=True)
+    # The web server presents another pendant's certificate, the one this browser trusts; the
+    # broker's (this pendant's) it does not.
+    trusted = _provision_for_test(tmp_path / "other", device_id="other-dev")
+    cert = trusted.layout.conf_dir / "server.crt"
+    key = trusted.layout.conf_dir / "server.key"
+    args = ("--ca", str(prov.ca_cert), "--bus-socket", str(prov.socket),
+            "--bus-password-file", str(prov.password_file("web")))  # fmt: skip
+    with (
+        running(prov) as broker,
+        WebServer(WEB, cert, key, *args, log_dir=tmp_path) as web,
+        browser(tmp_path, cert) as page,
+    ):
+        phone = pairing.pair(prov.layout.root, "anna", host="127.0.0.1", web_port=web.port,
+                             broker_pid=broker.pid)  # fmt: skip
+        page("goto", url=phone.url)
+        slow = {"timeout_ms": int(SLOW_S * 1000)}
+        page("wait_text", selector="#trust-problem", text="does not trust", **slow)
+        page("wait_text", selector="#link", text="certificate not trusted")
+        assert page("eval", expr="document.querySelector('#mic').disabled") is True
+        page("screenshot", path=str(shots / "companion-untrusted.png"))
+
+        page("click", selector="#trust-problem a")
+        page("wait_text", selector="#fingerprint", text=":")
+        assert page("text", selector="#fingerprint") == pairing.ca_fingerprint(prov.layout.root)
+        assert page("attr", selector="#download", name="href") == "/ca.crt"
+        guide = page("text", selector="main")
+        assert "Settings › General › About › Certificate Trust Settings" in guide
+        assert "Encryption & credentials › Install a certificate › CA certificate" in guide
+        page("screenshot", path=str(shots / "companion-trust.png"), full_page=True)
+
+        # Not the certificate's fault when the broker is down: the same failures say that.
+        page("goto", url=f"https://127.0.0.1:{web.port}/")
+        broker.terminate()
+        broker.wait(timeout=TIMEOUT_S)
+        page("wait_text", selector="#link", text="broker is down", **slow)
+        assert page("eval", expr="document.querySelector('#trust-problem').hidden") is True
+
+
 # --- the app, with stand-ins ---------------------------------------------------------------
 
 
@@ -445,6 +498,8 @@ def _companion(
     page("wait_text", selector="#sw", text="Works offline")
     protocol = "performance.getEntriesByType('navigation')[0].nextHopProtocol"
     assert page("eval", expr=protocol) == "http/1.1"
+    # Trusted and connected: no word about the certificate.
+    assert page("eval", expr="document.querySelector('#trust-problem').hidden") is True
     # The login is kept on the phone and gone from the address bar.
     assert page("eval", expr="location.hash") == ""
     assert json.loads(page("eval", expr="localStorage.getItem('pendant.pairing')"))["d"] == DEVICE

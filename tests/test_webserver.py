@@ -123,7 +123,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]
     (root / "link.txt").symlink_to(tmp / "secret.txt")
     (root / "linkdir").symlink_to(tmp)
     cert, key = make_cert(tmp)
-    with WebServer(root, cert, key, "--read-timeout", "1") as server:
+    with WebServer(root, cert, key, "--read-timeout", "1", "--ca", str(cert)) as server:
         yield server.port, cert
 
 
@@ -539,7 +539,184 @@ def test_without_its_bus_the_app_is_still_served(tmp_path: Path) -> None:
         assert response.status == 200
         response, body = get((server.port, cert), "/pair")
         assert response.status == 200 and b"Hold the pendant's button" in body
+        # What the app asks when its WebSocket fails: the broker is down, not a certificate.
+        response, body = get((server.port, cert), "/server.json")
+        assert response.status == 200 and json.loads(body)["broker"] == "down"
     assert "secret" not in server.log.read_text()
+
+
+# --- the device's CA, for phones to trust (issue 15, item 6) ----------------------------------
+
+
+def openssl_sha256(cert: Path) -> str:
+    """The certificate's SHA-256 fingerprint as openssl computes it (AB:CD:...)."""
+    out = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-fingerprint", "-sha256"],
+        check=True, capture_output=True, text=True, timeout=TIMEOUT_S,
+    ).stdout  # fmt: skip
+    return out.strip().split("=", 1)[1]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_ca_is_served_for_a_phone_to_install(site: tuple[int, Path], method: str) -> None:
+    """`/ca.crt` is the CA file given (`--ca`) in DER, as the type phones install certificates
+    from, fetched fresh every time; its fingerprint at `/server.json` is openssl's."""
+    cert = site[1]
+    response, body = get(site, "/ca.crt", method=method)
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "application/x-x509-ca-cert"
+    assert response.getheader("Content-Disposition") == 'attachment; filename="pendant-ca.crt"'
+    assert response.getheader("Cache-Control") == "no-store"
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    assert response.getheader("Content-Length") == str(len(der))
+    assert body == (der if method == "GET" else b"")
+    response, body = get(site, "/server.json")
+    assert response.getheader("Content-Type") == "application/json"
+    assert response.getheader("Cache-Control") == "no-store"
+    # Without --bus-socket this server cannot tell whether mosquitto runs.
+    assert json.loads(body) == {"ca_sha256": openssl_sha256(cert), "broker": "unknown"}
+
+
+def test_without_a_ca_there_is_none_to_serve(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    with WebServer(WEB, cert, key, log_dir=tmp_path) as server:
+        assert get((server.port, cert), "/ca.crt")[0].status == 404
+        body = get((server.port, cert), "/server.json")[1]
+        assert json.loads(body)["ca_sha256"] is None
+
+
+def test_a_bad_ca_file_is_one_line(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    base = ["--cert", str(cert), "--key", str(key), "--port", str(free_port())]
+    missing = tmp_path / "none"
+    for ca, expect in ((key, "not a PEM certificate"), (missing, "No such file or directory")):
+        result = run_server(*base, "--ca", str(ca))
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert lines == [f"webserver: error: {ca}: {expect} (--ca)"], result.stderr
+
+
+# --- plain HTTP: redirected to the app (issue 15, item 6) -----------------------------------
+
+
+def plain_exchange(port: int, data: bytes) -> bytes:
+    """Send bytes over plain TCP; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw:
+        raw.sendall(data)
+        out = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := raw.recv(65536):
+                out += chunk
+        return out
+
+
+def head_of(answer: bytes) -> tuple[int, dict[str, str]]:
+    lines = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}
+
+
+@pytest.fixture(scope="module")
+def redirecting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebServer, int, Path]]:
+    tmp = tmp_path_factory.mktemp("redirect")
+    cert, key = make_cert(tmp)
+    http_port = free_port()
+    with WebServer(WEB, cert, key, "--http-port", str(http_port), log_dir=tmp) as server:
+        yield server, http_port, cert
+
+
+@pytest.mark.parametrize(
+    ("host", "target", "where"),
+    [
+        ("pendant.local", "/", "https://pendant.local:{port}/"),
+        # The Host's own port gives way to the app's; the path and query stay.
+        ("Pendant.local:80", "/pair?r=ab12", "https://pendant.local:{port}/pair?r=ab12"),
+        ("192.168.1.20", "/trust.html", "https://192.168.1.20:{port}/trust.html"),
+        ("[fe80::1]:80", "/", "https://[fe80::1]:{port}/"),
+        # Never to another host than the one asked for, whatever the target says.
+        ("pendant.local", "http://evil.example/x", "https://pendant.local:{port}/"),
+        ("pendant.local", "//evil.example/x", "https://pendant.local:{port}/"),
+        # A Host that is not a plain name: where the connection came in.
+        ("evil.example/x", "/", "https://127.0.0.1:{port}/"),
+        ("a b", "/", "https://127.0.0.1:{port}/"),
+    ],
+)
+def test_plain_http_is_sent_on_to_the_app(
+    redirecting: tuple[WebServer, int, Path], host: str, target: str, where: str
+) -> None:
+    server, http_port, _ = redirecting
+    request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    status, headers = head_of(plain_exchange(http_port, request))
+    assert status == 307
+    assert headers["location"] == where.format(port=server.port)
+    assert headers["cache-control"] == "no-store" and headers["connection"] == "close"
+
+
+def test_the_redirect_leads_to_the_app_and_serves_nothing_itself(
+    redirecting: tuple[WebServer, int, Path],
+) -> None:
+    server, http_port, cert = redirecting
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=TIMEOUT_S)
+    try:
+        conn.request("GET", "/index.html")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 307 and b"<html" not in body
+    location = response.getheader("Location", "")
+    assert location == f"https://127.0.0.1:{server.port}/index.html"
+    followed, page = get((server.port, cert), location.split(str(server.port), 1)[1])
+    assert followed.status == 200 and page == (WEB / "index.html").read_bytes()
+    # HTTP/1.0 without a Host: the address it came in on.
+    status, headers = head_of(plain_exchange(http_port, b"GET /x HTTP/1.0\r\n\r\n"))
+    assert (status, headers["location"]) == (307, f"https://127.0.0.1:{server.port}/x")
+    status, headers = head_of(plain_exchange(http_port, b"POST / HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert (status, headers["allow"]) == (405, "GET, HEAD")
+    assert "location" not in headers
+    assert plain_exchange(http_port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_port_80_comes_from_systemd(tmp_path: Path) -> None:
+    """As pendant-web-http.socket hands it over (sd_listen_fds(3): fd 3, LISTEN_PID naming the
+    server's own pid, LISTEN_FDNAMES=http): the server redirects on that socket, which it never
+    bound itself (it needs no capability for port 80)."""
+    cert, key = make_cert(tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    http_port = listener.getsockname()[1]
+    https_port = free_port()
+    # exec keeps the pid, so LISTEN_PID names the server, as systemd sets it.
+    launcher = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='http'); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'pendant.webserver', *sys.argv[2:]])"
+    )
+    args = ["--root", str(WEB), "--cert", str(cert), "--key", str(key), "--port", str(https_port),
+            "--bind", "127.0.0.1"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(listener.fileno()), *args],
+        pass_fds=(listener.fileno(),),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    listener.close()  # the server holds it now
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", https_port), timeout=0.5).close()
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the web server is not listening"
+            time.sleep(0.05)
+        request = b"GET /trust.html HTTP/1.1\r\nHost: pendant.local\r\n\r\n"
+        status, headers = head_of(plain_exchange(http_port, request))
+        assert (status, headers["location"]) == (
+            307, f"https://pendant.local:{https_port}/trust.html",
+        )  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=TIMEOUT_S)
 
 
 # --- connections: counted before TLS, capped per address and in total (issue 14, 6 and 7) -----

@@ -45,7 +45,7 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
         "sentences", nargs="*", help="sentences to try ('-' reads them from stdin, one a line)"
     )
     for verb, text in (
-        ("pair", "pair a phone: its own account and a link/QR code"),
+        ("pair", "pair a phone: its own account and a link/QR code (--list: the paired phones)"),
         ("unpair", "revoke a paired phone"),
     ):
         paired = sub.add_parser(verb, help=text, add_help=False)
@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     for name in ("models_args", "pairing_args"):
         if hasattr(args, name):
-            setattr(args, name, [*getattr(args, name), *rest])
+            # Everything after the subcommand, in its order: argparse splits `pair --name anna`
+            # into the remainder ["anna"] and the unknown ["--name"], and joining those back
+            # put the value before its option.
+            setattr(args, name, given[len(head) + 1 :])
     from pendant.logs import setup_logging
 
     setup_logging(args.verbose)

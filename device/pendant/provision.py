@@ -4,8 +4,12 @@
 
 - a device id (`pendant-xxxxxx` unless `--device-id` names one), in `etc/pendant/device_id`;
 - a small CA of this device and a server certificate for the phone listeners (TLS and
-  WebSocket), made with `openssl`; the CA may vouch for this device's names only, and its
-  key signs the server certificate and is deleted (renewal mints both anew);
+  WebSocket) and the app's web server, made with `openssl`, naming the device id, the host
+  name (`<root>/etc/hostname`) and `<host name>.local` (the name the phone uses: the image
+  answers mDNS for it), `localhost`, `127.0.0.1` and any `--san`; the CA may vouch for these
+  names only, and its key signs the server certificate and is deleted. Renewal mints both
+  anew, and so does a change of those names (the host name set from the SD card's setup.toml
+  at first boot, say): the certificate always names what the phone types;
 - a random password per service user (ears, eyes, body, link, pairing, web) and per paired phone
   (`--add-phone NAME` makes user `phone-NAME`; naming a paired phone again gives it a new
   password, so the phone it replaces loses access), each in its own 0600 file, never a default;
@@ -64,6 +68,10 @@ CA_DAYS = 3650
 SERVER_DAYS = 825
 # A later run renews the server certificate when it has less than this left.
 RENEW_BEFORE_S = 30 * 24 * 3600
+# A host name a certificate can name (hostname(5): lowercase letters, digits, '-', dots).
+HOSTNAME_RE = re.compile(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 # Unix socket paths are limited to 108 bytes including the final NUL.
 SOCKET_MAX = 107
 OPENSSL_TIMEOUT_S = 60
@@ -166,6 +174,14 @@ class Layout:
         return self.etc / "broker.json"
 
     @property
+    def hostname_file(self) -> Path:
+        return self.root / "etc" / "hostname"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.conf_dir / "server.crt"
+
+    @property
     def conf(self) -> Path:
         return self.conf_dir / "pendant.conf"
 
@@ -194,6 +210,12 @@ class Provisioned:
     device_id: str
     settings: Settings
     users: tuple[str, ...]
+    # The machine's host name (None: unknown); the phone reaches the pendant as
+    # `<first label>.local`, which the certificate names.
+    hostname: str | None = None
+    # This run replaced the CA and server certificate (renewal, changed names): mosquitto
+    # and pendant-web must restart to use them, and phones must trust the new CA.
+    reissued: bool = False
 
     @property
     def conf(self) -> Path:
@@ -206,6 +228,12 @@ class Provisioned:
     @property
     def socket(self) -> Path:
         return Path(self.settings.socket or self.layout.root / "run/mosquitto/pendant.sock")
+
+    @property
+    def mdns_name(self) -> str:
+        """The name a phone on the LAN uses: `<host name>.local` (mDNS), else
+        `<device id>.local` (what older versions named, for a root with no host name)."""
+        return f"{(self.hostname or self.device_id).split('.')[0]}.local"
 
     def password_file(self, user: str) -> Path:
         return self.layout.password_file(user)
@@ -337,6 +365,11 @@ def _check_settings(settings: Settings) -> None:
         for item in value if isinstance(value, list) else [value]:
             if item is not None:
                 _check_text(item, option)
+    for san in settings.san:
+        # Written into openssl's config as one item of a comma-separated list: anything but
+        # a name or an address (a comma, say) would add names of its own.
+        if not (_is_ip(san) or HOSTNAME_RE.fullmatch(san.lower())):
+            raise ProvisionError(f"--san {san!r}: give a host name or an IP address")
 
 
 # --- templates ---------------------------------------------------------------------------
@@ -388,11 +421,70 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def _names(device_id: str, sans: list[str]) -> list[str]:
-    """The server certificate's names: openssl's GeneralName form (DNS:x, IP:a.b.c.d)."""
-    return [f"DNS:{device_id}", f"DNS:{device_id}.local", "DNS:localhost", "IP:127.0.0.1"] + [
-        (f"IP:{s}" if _is_ip(s) else f"DNS:{s}") for s in sans
-    ]
+def _names(device_id: str, sans: list[str], hostname: str | None = None) -> list[str]:
+    """The server certificate's names, in openssl's GeneralName form (DNS:x, IP:a.b.c.d),
+    each once: the device id and the host name, each also as `.local` (mDNS answers for the
+    host name's first label), localhost, 127.0.0.1, and the extra `sans`."""
+    names = [f"DNS:{device_id}", f"DNS:{device_id}.local"]
+    if hostname:
+        names += [f"DNS:{hostname}", f"DNS:{hostname.split('.')[0]}.local"]
+    names += ["DNS:localhost", "IP:127.0.0.1"]
+    names += [(f"IP:{s}" if _is_ip(s) else f"DNS:{s.lower()}") for s in sans]
+    return list(dict.fromkeys(names))
+
+
+def _normal(name: str) -> str:
+    """A GeneralName as `_names` writes it, from openssl's text (`IP Address:0:0:...:1`)."""
+    kind, _, value = name.strip().partition(":")
+    if kind in ("IP", "IP Address"):
+        try:
+            return f"IP:{ipaddress.ip_address(value)}"
+        except ValueError:
+            return name.strip()
+    return f"{kind}:{value.lower()}" if kind == "DNS" else name.strip()
+
+
+def certificate_names(cert: Path) -> set[str] | None:
+    """The subjectAltName entries of a certificate, as `_names` writes them (None: no
+    certificate, or openssl cannot read it)."""
+    if not cert.exists():
+        return None
+    result = subprocess.run(
+        [_tool("openssl"), "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)],
+        capture_output=True,
+        text=True,
+        timeout=OPENSSL_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        return None
+    lines = result.stdout.splitlines()[1:]  # after "X509v3 Subject Alternative Name:"
+    return {_normal(n) for line in lines for n in line.split(",") if n.strip()}
+
+
+def read_hostname(layout: Layout) -> str | None:
+    """The host name `<root>/etc/hostname` holds (its first line that is not a comment), if it
+    is one a certificate can name; None otherwise.
+
+    On the image /etc/hostname is a link to /etc/pendant/hostname (the data partition, where
+    first boot writes the card's `hostname =`): an absolute link is followed under `root`,
+    never to the machine running this.
+    """
+    path = layout.hostname_file
+    for _ in range(8):
+        if not path.is_symlink():
+            break
+        target = Path(os.readlink(path))
+        path = (
+            layout.root / target.relative_to("/") if target.is_absolute() else path.parent / target
+        )
+    if path.is_symlink():
+        return None  # a loop of links, or a longer chain than any image makes
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    name = next((ln.strip().lower() for ln in lines if ln.strip() and not ln.startswith("#")), "")
+    return name if len(name) <= 253 and HOSTNAME_RE.fullmatch(name) else None
 
 
 def _permitted(name: str) -> str:
@@ -405,12 +497,12 @@ def _permitted(name: str) -> str:
     return f"permitted;{name}"
 
 
-def openssl_config(device_id: str, sans: list[str]) -> str:
+def openssl_config(device_id: str, sans: list[str], hostname: str | None = None) -> str:
     """The openssl config the device's CA and server certificate are made with."""
     # Our own config, not the system openssl.cnf, so the extensions are exactly these.
     # The CA may only vouch for this device's own names: a phone that trusts it trusts it for
     # nothing else, even if the CA's key were ever taken (and that key is never kept).
-    names = _names(device_id, sans)
+    names = _names(device_id, sans, hostname)
     constraints = ",".join(_permitted(n) for n in names)
     return f"""[req]
 distinguished_name = dn
@@ -456,19 +548,27 @@ def _scratch(parent: Path) -> Iterator[Path]:
             durable.sync_directory(parent)
 
 
-def _certificates(layout: Layout, device_id: str, settings: Settings) -> None:
-    """A CA and the server certificate it signs, made together when either is missing or the
-    certificate nears expiry; the CA's key signs once and is never kept, so a lost SD card
-    holds no key that can sign anything (renewing mints a new CA: phones trust it again)."""
+def _certificates(layout: Layout, device_id: str, settings: Settings, hostname: str | None) -> bool:
+    """A CA and the server certificate it signs, made together when either is missing, the
+    certificate nears expiry or names other names than these (the host name changed); the
+    CA's key signs once and is never kept, so a lost SD card holds no key that can sign
+    anything (renewing mints a new CA: phones trust it again). True if it replaced ones that
+    existed (not on the first run)."""
     openssl = _tool("openssl")
-    server_crt, server_key = layout.conf_dir / "server.crt", layout.conf_dir / "server.key"
+    server_crt, server_key = layout.server_cert, layout.conf_dir / "server.key"
     legacy_key = layout.ca_key.exists()  # kept by versions before the CA key was dropped
     current = layout.ca_cert.exists() and server_key.exists()
-    if current and not legacy_key and _cert_valid_for(server_crt, RENEW_BEFORE_S):
-        return
+    wanted = {_normal(n) for n in _names(device_id, settings.san, hostname)}
+    if (
+        current
+        and not legacy_key
+        and _cert_valid_for(server_crt, RENEW_BEFORE_S)
+        and certificate_names(server_crt) == wanted
+    ):
+        return False
     with _scratch(layout.secrets) as tmp:
         cnf = tmp / "openssl.cnf"
-        cnf.write_text(openssl_config(device_id, settings.san))
+        cnf.write_text(openssl_config(device_id, settings.san, hostname))
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
         # EC P-256: quick to make and to handshake on a Pi Zero, accepted by every phone.
         _run(
@@ -498,6 +598,7 @@ def _certificates(layout: Layout, device_id: str, settings: Settings) -> None:
         _place(tmp / "server.crt", server_crt)
     if legacy_key:
         _forget(layout.ca_key)
+    return current
 
 
 def _forget(path: Path) -> None:
@@ -647,7 +748,8 @@ def provision(
         _new_password(layout, PHONE_PREFIX + name)
     users = [*SERVICE_USERS, *_phones(layout)]
     _password_file(layout, users, owner)
-    _certificates(layout, device_id, settings)
+    hostname = read_hostname(layout)
+    reissued = _certificates(layout, device_id, settings, hostname)
 
     values = {
         "RUN_AS": settings.run_as,
@@ -668,7 +770,7 @@ def provision(
     _chown([*mosquitto_reads, layout.state_dir], owner)
     durable.write_names_through(layout.state_dir)
     _write(layout.settings_file, json.dumps(asdict(settings), indent=2) + "\n", 0o644)
-    return Provisioned(layout, device_id, settings, tuple(users))
+    return Provisioned(layout, device_id, settings, tuple(users), hostname, reissued)
 
 
 def _bridge_security_overrides(overrides: dict[str, object]) -> dict[str, object]:
@@ -859,6 +961,11 @@ def main(argv: list[str] | None = None) -> int:
     if warning:
         print(f"provision: warning: {warning}", file=sys.stderr)
     print(f"provisioned {result.device_id}: {result.conf} ({len(result.users)} users)")
+    if result.reissued:
+        print(
+            f"new CA and server certificate for {result.mdns_name}: restart mosquitto and "
+            "pendant-web to use them, and install the new ca.crt on every phone"
+        )
     return 0
 
 

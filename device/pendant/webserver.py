@@ -1,6 +1,7 @@
 """The companion app's web server: the files of device/pendant/web over HTTPS, nothing else.
 
     python -m pendant.webserver --cert CERT --key KEY [--port 8443] [--bind ADDR] [--root DIR]
+                                [--ca CA] [--http-port 80]
 
 A small static server on one asyncio loop, because mosquitto 2.0.11's built-in one (Debian
 12, `http_dir`) offers HTTP/2 by ALPN and then answers HTTP/1.0 (browsers fail with
@@ -25,6 +26,19 @@ ERR_HTTP2_PROTOCOL_ERROR), and sends no Content-Type (browsers refuse the servic
   for at most 60 s. When it is full, a newcomer takes the place of the connection that made
   progress longest ago of the address with the most. So a flood of connects costs a bounded
   amount of memory, and no one address can keep another out.
+
+Two answers say what the server knows rather than what a file holds, both `no-store`:
+`GET /ca.crt`, the device's CA (`--ca`: the CA file provisioning made), DER-encoded, as
+`application/x-x509-ca-cert` (`pendant.web_ca`), for a phone to install and trust; and `GET
+/server.json`, `{"ca_sha256": "AB:CD:...", "broker": "up"|"down"|"unknown"}`: that CA's
+fingerprint, which the trust page shows, and whether this server reaches the bus, that is
+whether mosquitto runs (unknown without `--bus-socket`). The app asks it when its MQTT
+WebSocket never opened: a page that loads while the broker runs and its WebSocket fails is most
+likely a phone that does not trust the pendant's certificate yet (browsers never tell a page
+why a WebSocket failed), and the app then says so and links the trust page.
+
+Plain HTTP (`--http-port`, or the socket systemd passes, named `http`: port 80 on the device)
+only redirects to this server (`pendant.web_redirect`).
 
 One page is not a file: `GET /pair`, the pairing window's door. With `--bus-socket` the server
 logs in to the device-local bus as user `web` (`--bus-password-file`), the only reader of the
@@ -79,6 +93,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import ssl
 import stat
 import sys
@@ -91,8 +106,9 @@ from urllib.parse import parse_qs, unquote
 
 import aiomqtt
 
-from pendant import bus, notify, web_watchdog
+from pendant import bus, notify, web_ca, web_redirect, web_watchdog
 from pendant.errors import PendantError
+from pendant.web_ca import CaFileError, DeviceCa
 from pendant.web_http import MAX_LINE, BadRequest, HttpConnection, Reply, Request
 
 log = logging.getLogger(__name__)
@@ -164,6 +180,7 @@ MAX_FILE = 4 * 1024 * 1024
 
 
 PAIR_PATH = "/pair"
+SERVER_INFO_PATH = "/server.json"
 # What the "closed" page tells the wearer (body.pairing_hold_s, by default).
 PAIRING_HOLD_S = 8
 BUS_USER = "web"
@@ -652,6 +669,14 @@ def pair_page(
 # --- HTTP -----------------------------------------------------------------------------------
 
 
+def server_info(ca: DeviceCa | None, pairing: PairingDesk | None) -> bytes:
+    """`/server.json`: the CA's fingerprint, and whether the broker runs as far as this
+    server can tell (its bus connection is up; unknown without one)."""
+    broker = "unknown" if pairing is None else ("up" if pairing.connected.is_set() else "down")
+    info = {"ca_sha256": ca.sha256 if ca is not None else None, "broker": broker}
+    return (json.dumps(info) + "\n").encode()
+
+
 def respond(
     req: Request | None,
     files: dict[str, Path],
@@ -660,12 +685,14 @@ def respond(
     last: bool = False,
     source: str = "",
     limit: RateLimit | None = None,
+    ca: DeviceCa | None = None,
 ) -> Reply:
     """The response to `req` (None: a request refused with `status`), and whether the
     connection stays open (never after the `last`).
 
     `GET /pair` from a local `source`, within its `limit`, asks `pairing` for its offer (see
-    `PairingDesk.ask`).
+    `PairingDesk.ask`). `/ca.crt` is `ca` (404 without one), `/server.json` what
+    `server_info` says.
     """
     common = {
         "Date": email.utils.formatdate(usegmt=True),
@@ -704,6 +731,17 @@ def respond(
                 body = pair_page(answer.offer, answer.waiting, token is not None, answer.full)
                 status = 200
                 headers = {"Content-Type": CONTENT_TYPES[".html"], "Cache-Control": "no-store"}
+        elif url_path(req.path) == web_ca.PATH and ca is not None:
+            status, body = 200, ca.der
+            headers = {
+                "Content-Type": web_ca.CONTENT_TYPE,
+                "Content-Disposition": f'attachment; filename="{web_ca.FILENAME}"',
+                # Never a copy kept past a renewal (a new CA): the phone must get this one.
+                "Cache-Control": "no-store",
+            }
+        elif url_path(req.path) == SERVER_INFO_PATH:
+            status, body = 200, server_info(ca, pairing)
+            headers = {"Content-Type": CONTENT_TYPES[".json"], "Cache-Control": "no-store"}
         else:
             path = url_path(req.path)
             found = files.get(path) if path is not None else None
@@ -764,6 +802,7 @@ class Server:
         read_timeout: float = READ_TIMEOUT_S,
         pairing: PairingDesk | None = None,
         lifetime_s: float = CONNECTION_LIFETIME_S,
+        ca: DeviceCa | None = None,
     ) -> None:
         self.root = root
         self.read_timeout = read_timeout
@@ -771,6 +810,7 @@ class Server:
         self.files = scan(root)
         self.context = context
         self.pairing = pairing
+        self.ca = ca
         self.pair_limit = RateLimit()
         self.connections: list[_Connection] = []
 
@@ -876,7 +916,7 @@ class Server:
             served += 1
             last = served >= MAX_REQUESTS_PER_CONNECTION or time.monotonic() >= deadline_s
             reply = respond(
-                req, self.files, status, self.pairing, last, conn.source, self.pair_limit
+                req, self.files, status, self.pairing, last, conn.source, self.pair_limit, self.ca
             )
             # In chunks, each drained: a connection buffers at most ~2 chunks.
             for data in http.frame(reply):
@@ -930,10 +970,19 @@ async def serve(
     read_timeout: float = READ_TIMEOUT_S,
     pairing: PairingDesk | None = None,
     lifetime_s: float = CONNECTION_LIFETIME_S,
+    ca: DeviceCa | None = None,
+    http_port: int | None = None,
+    http_sockets: list[socket.socket] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or cancellation); with `pairing`, its bus task too."""
-    server = Server(Path(root), tls_context(cert, key), read_timeout, pairing, lifetime_s)
+    """Serve until SIGTERM/SIGINT (or cancellation); with `pairing`, its bus task too; with
+    `http_sockets` (from systemd) or `http_port`, plain HTTP redirected to `port`."""
+    server = Server(Path(root), tls_context(cert, key), read_timeout, pairing, lifetime_s, ca)
     heartbeat = notify.Heartbeat("accept loop")
+    redirector = web_redirect.Redirector(port)
+    try:
+        plain = await web_redirect.start(redirector, http_sockets or [], http_port, bind)
+    except OSError as exc:
+        raise _listen_error(exc, bind, http_port or 0, "--http-port") from None
     try:
         # Plain TCP: Server.handle counts a connection in before it starts its TLS.
         listener = await asyncio.start_server(
@@ -944,12 +993,9 @@ async def serve(
             reuse_address=True,
         )
     except OSError as exc:
-        where = f"{bind or '*'}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            raise WebServerError(f"port {port} is taken ({where}): choose another --port") from None
-        if exc.errno == errno.EACCES:
-            raise WebServerError(f"not allowed to listen on {where}: use a port >= 1024") from None
-        raise WebServerError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        for s in plain:
+            s.close()
+        raise _listen_error(exc, bind, port, "--port") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -957,6 +1003,9 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listener.sockets)
     log.warning("serving %s (%d files) on https://%s", root, len(server.files), addresses)
+    if plain:
+        where = ", ".join(web_redirect.addresses(plain))
+        log.warning("redirecting http://%s to port %d", where, port)
     desk = asyncio.create_task(pairing.run(), name="pairing") if pairing is not None else None
     watchdog = asyncio.create_task(web_watchdog.watch(listener, heartbeat), name="watchdog")
     if started is not None:
@@ -965,11 +1014,24 @@ async def serve(
         async with listener:
             await stop.wait()
     finally:
+        for s in plain:
+            s.close()
         watchdog.cancel()
         if desk is not None:
             desk.cancel()
         await asyncio.gather(watchdog, *([desk] if desk else []), return_exceptions=True)
     log.warning("stopped")
+
+
+def _listen_error(exc: OSError, bind: str | None, port: int, option: str) -> WebServerError:
+    where = f"{bind or '*'}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return WebServerError(f"port {port} is taken ({where}): choose another {option}")
+    if exc.errno == errno.EACCES:
+        return WebServerError(
+            f"not allowed to listen on {where}: use a port >= 1024 (or a systemd socket)"
+        )
+    return WebServerError(f"cannot listen on {where}: {exc.strerror or exc}")
 
 
 def _port(text: str) -> int:
@@ -991,6 +1053,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument("--bind", default="", help="address to listen on (default: all)")
+    p.add_argument(
+        "--ca",
+        type=Path,
+        help="the device's CA certificate (PEM): served at /ca.crt for phones to trust",
+    )
+    p.add_argument(
+        "--http-port",
+        type=_port,
+        help="also listen for plain HTTP here and redirect it to --port (default: none, or "
+        "the socket systemd passes, named 'http')",
+    )
     p.add_argument(
         "--bus-socket",
         help="the device-local bus's unix socket: serve pairing offers at /pair (default: none)",
@@ -1029,6 +1102,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise WebServerError(str(exc)) from None
             assert password is not None
             pairing = PairingDesk(args.bus_socket, password)
+        try:
+            ca = DeviceCa.load(args.ca) if args.ca is not None else None
+        except CaFileError as exc:
+            raise WebServerError(str(exc)) from None
+        http_sockets = web_redirect.listen_fds()
 
         async def main() -> None:
             await serve(
@@ -1040,6 +1118,9 @@ def main(argv: list[str] | None = None) -> int:
                 read_timeout=args.read_timeout,
                 pairing=pairing,
                 lifetime_s=args.connection_lifetime,
+                ca=ca,
+                http_port=args.http_port,
+                http_sockets=http_sockets,
             )
 
         asyncio.run(main())

@@ -15,6 +15,15 @@
  * `say` event; the page speaks it with the browser's speech synthesis, once, as it arrives
  * (never from the stored feed), and shows it in the feed, so a muted phone still has it.
  *
+ * A phone that does not trust the pendant's certificate yet: browsers never tell a page why
+ * its WebSocket failed, so the app infers it. When the MQTT WebSocket has failed
+ * `FAILS_BEFORE_ASKING` times in a row without opening, it asks the pendant's web server
+ * (`/server.json`, over the connection this page came by) whether the broker runs: if the
+ * server answers and the broker runs, the likeliest cause is the certificate (most browsers
+ * let a page through past their warning, not its WebSocket), and the app says so and links
+ * the trust page (`trust.html`); if the broker is down it says that; if nothing answers, the
+ * pendant is out of reach and "reconnecting…" is the truth. It keeps trying all along.
+ *
  * "My sentences" edits the wearer's own intents: it shows the sets the pendant reports
  * (`sentences`, retained), sends the whole list as `cmd/sentences`, and shows the pendant's
  * answer (the next `sentences` event: accepted, or refused with the error) or the link's
@@ -39,6 +48,8 @@
   const MAX_SENTENCES_BYTES = 4096;
   // A Pi Zero 2 W rebuilds its grammar in seconds; past this the wearer may send again.
   const ANSWER_WAIT_MS = 30_000;
+  // Failed WebSocket attempts in a row (none opened) before the app asks why (see the top).
+  const FAILS_BEFORE_ASKING = 3;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -50,6 +61,7 @@
     sendSentences: $("send-sentences"), revertSentences: $("revert-sentences"),
     sentencesRunning: $("sentences-running"), sentencesAnswer: $("sentences-answer"),
     sentencesCount: $("sentences-count"), sentencesDetails: $("sentences-details"),
+    trustProblem: $("trust-problem"),
   };
 
   // --- pairing ---------------------------------------------------------------------------
@@ -565,6 +577,11 @@
 
   let client = null;
   let connected = false;
+  // This attempt's WebSocket opened (a CONNACK came, even a refusal); attempts in a row that
+  // did not; what the pendant's web server last said the broker's trouble is.
+  let opened = false;
+  let failedInARow = 0;
+  let trouble = null; // null | "untrusted" | "broker-down"
 
   function setLink(linkState, text) {
     setBadge(ui.link, linkState, text);
@@ -621,6 +638,40 @@
     }
   }
 
+  function setTrouble(kind) {
+    const was = trouble;
+    trouble = kind;
+    ui.trustProblem.hidden = kind !== "untrusted";
+    if (!connected && kind !== was) showRetrying();
+  }
+
+  /** While it retries: what is known of why it fails. */
+  function showRetrying() {
+    if (trouble === "untrusted") {
+      setLink("untrusted", "certificate not trusted");
+    } else if (trouble === "broker-down") {
+      setLink("connecting", "pendant's broker is down: retrying…");
+    } else {
+      setLink("connecting", "reconnecting…");
+    }
+  }
+
+  /** The WebSocket failed again and again: ask the pendant's web server whether its broker
+   * runs. It answering at all means the pendant is reachable over this very connection. */
+  async function askWhy() {
+    let info = null;
+    try {
+      const response = await fetch("/server.json", { cache: "no-store" });
+      if (response.ok) info = await response.json();
+    } catch (_) {
+      info = null; // out of reach: nothing more to say than "reconnecting…"
+    }
+    if (connected) return;
+    if (!info) setTrouble(null); // what it said before may no longer hold
+    else if (info.broker === "down") setTrouble("broker-down");
+    else setTrouble("untrusted"); // "up", or a server that cannot tell (no bus)
+  }
+
   function connect() {
     setLink("connecting", "connecting…");
     // (hostname keeps an IPv6 address's brackets.)
@@ -637,22 +688,35 @@
       reconnectPeriod: 3_000,
     });
     client.on("connect", () => {
+      opened = true;
+      failedInARow = 0;
       setLink("connected", "connected");
+      setTrouble(null);
       client.subscribe(`${topicBase()}/#`, { qos: 1 });
     });
     client.on("message", onMessage);
-    client.on("reconnect", () => setLink("connecting", "reconnecting…"));
+    client.on("reconnect", () => {
+      opened = false;
+      showRetrying();
+    });
     client.on("offline", () => {
-      if (ui.link.dataset.state !== "refused") setLink("disconnected", "disconnected");
+      if (!["refused", "untrusted"].includes(ui.link.dataset.state)) {
+        setLink("disconnected", "disconnected");
+      }
     });
     client.on("close", () => {
-      if (!["refused", "connecting"].includes(ui.link.dataset.state)) {
+      if (!opened && ui.link.dataset.state !== "refused") {
+        failedInARow += 1;
+        if (failedInARow % FAILS_BEFORE_ASKING === 0) askWhy();
+      }
+      if (!["refused", "connecting", "untrusted"].includes(ui.link.dataset.state)) {
         setLink("disconnected", "disconnected");
       }
     });
     client.on("error", (err) => {
       // CONNACK 4 (bad user name or password) / 5 (not authorised): unpaired or revoked.
       if (err && (err.code === 4 || err.code === 5 || err.code === 134 || err.code === 135)) {
+        opened = true; // the broker answered: TLS and the certificate were fine
         client.end(true);
         setLink("refused", "refused: pair this phone again");
       }

@@ -3,11 +3,15 @@
  * only answers when the pendant is out of reach. Nothing but these files is cached: MQTT
  * goes over the WebSocket, which service workers never see. */
 "use strict";
-const CACHE = "pendant-shell-v2";
+const CACHE = "pendant-shell-v3";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "mqtt.min.js", "manifest.webmanifest",
-  "icon.svg", "icon-192.png", "icon-512.png",
+  "icon.svg", "icon-192.png", "icon-512.png", "trust.html", "trust.js",
 ];
+// What the pendant says now, never a stored copy: the pairing door (its page carries a
+// one-time login), the CA (a stale one after a renewal would be trusted in vain) and
+// /server.json (the app asks it whether the broker runs).
+const NETWORK_ONLY = new Set(["/pair", "/ca.crt", "/server.json"]);
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
@@ -24,8 +28,7 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== self.location.origin) return;
-  // The pairing door: never cached (its page carries a one-time login), always the network.
-  if (url.pathname === "/pair") return;
+  if (NETWORK_ONLY.has(url.pathname)) return;
   event.respondWith(
     fetch(event.request)
       .then((response) => {
