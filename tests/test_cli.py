@@ -151,7 +151,8 @@ def test_config_check_says_ok_in_one_line(tmp_path: Path) -> None:
         ('[home]\nareas = ["Kitchen"]\n\n[[home.devices]]\nname = "Lamp"\nkind = "light"\n'
          "colour = true\n", [
             "home.devices[0].colour: unknown key, remove it or check its spelling "
-            "(home.devices[0] takes: name, kind, area, color, brightness, device_class)"
+            "(home.devices[0] takes: name, kind, area, aliases, color, brightness, device_class, "
+            "entity_id)"
         ]),
         ("[audio]\nsource = 'tape'\ngap_ms = -1\n", [
             "audio.source: Input should be 'mic' or 'wav'",

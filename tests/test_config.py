@@ -73,6 +73,27 @@ def test_demo_config_loads() -> None:
         ),
         ("[link]\npassword_file = '/x'\n", "link.password_file is set but link.username is not"),
         ("device_id = \n", "pendant.toml:1:13: not valid TOML: Invalid value"),
+        (
+            '[home]\nareas = ["Кухня"]\n',
+            "home.areas[0]: a name is letters (accented Latin ones too), digits",
+        ),
+        (
+            '[home]\nareas = ["Kitchen {area}"]\n',
+            "home.areas[0]: a name is letters (accented Latin ones too), digits",
+        ),
+        (
+            '[[home.devices]]\nname = "Lamp"\nkind = "light"\naliases = ["Lamp."]\n',
+            "home.devices[0].aliases[0]: a name is letters",
+        ),
+        (
+            '[[home.devices]]\nname = "Lamp"\nkind = "light"\nentity_id = "Light.Lamp"\n',
+            "home.devices[0].entity_id: String should match pattern",
+        ),
+        (
+            '[[home.devices]]\nname = "Lamp"\nkind = "light"\nentity_id = "light.lamp"\n'
+            '[[home.devices]]\nname = "Desk"\nkind = "light"\nentity_id = "light.lamp"\n',
+            "devices[1].entity_id 'light.lamp' is also devices[0]'s",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -81,6 +102,23 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expect
     message = str(err.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_names_take_accents_digits_hyphens_aliases_and_entity_ids(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            '[home]\nareas = ["Café", "Mike’s Room"]\n'
+            '[[home.floors]]\nname = "2nd floor"\nareas = ["Café"]\n'
+            '[[home.devices]]\nname = "Hi-Fi"\nkind = "media_player"\narea = "Café"\n'
+            'aliases = ["Stereo", "Ghettoblaster 3000"]\nentity_id = "media_player.hi_fi"\n',
+        )
+    )
+    assert config.home.areas == ["Café", "Mike’s Room"]
+    assert config.home.floors[0].name == "2nd floor"
+    [hifi] = config.home.devices
+    assert (hifi.name, hifi.aliases) == ("Hi-Fi", ["Stereo", "Ghettoblaster 3000"])
+    assert hifi.entity_id == "media_player.hi_fi"
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -265,7 +303,8 @@ def test_check_card_finds_nothing_in_a_good_card(tmp_path: Path) -> None:
                 "'cover', 'lock', 'climate', 'sensor', 'script', 'scene', 'todo', 'weather', "
                 "'binary_sensor', 'person', 'valve' or 'vacuum'",
                 "home.devices[0].colour: unknown key, remove it or check its spelling "
-                "(home.devices[0] takes: name, kind, area, color, brightness, device_class)",
+                "(home.devices[0] takes: name, kind, area, aliases, color, brightness, "
+                "device_class, entity_id)",
                 "vad.hangover_ms: Input should be greater than or equal to 100",
             ],
         ),

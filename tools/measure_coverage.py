@@ -37,6 +37,7 @@ from typing import Any
 from pendant.config import Config, Floor, HomeDevice, load_config
 from pendant.ears.understand.grammar import build_grammar, normalize
 from pendant.ears.understand.nlu import IntentParser
+from pendant.names import NAME_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "testdata" / "ha-sentences"
@@ -80,7 +81,7 @@ def slots_right(expected: dict[str, Any], got: dict[str, Any], kinds: dict[str, 
 
 
 NEW_KINDS = {"binary_sensor", "person", "valve", "vacuum"}
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9' ]*$")
+NAME = re.compile(NAME_PATTERN)  # the names the config takes
 
 
 def extended_home(config: Config, cases: list[dict[str, Any]]) -> Config:

@@ -72,6 +72,26 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     sub.add_parser(
         "doctor", help="what is wrong: hardware, models, clock, power, broker logins, the link"
     )
+    home = sub.add_parser("home", help="the home's names from Home Assistant")
+    home_sub = home.add_subparsers(dest="home_command", required=True)
+    imports = home_sub.add_parser(
+        "import",
+        help="Home Assistant's areas, floors and entities exposed to Assist, as the TOML "
+        "[home] of pendant.toml (read over its WebSocket API)",
+    )
+    imports.add_argument(
+        "--url",
+        required=True,
+        help="Home Assistant's address, e.g. http://homeassistant.local:8123",
+    )
+    imports.add_argument(
+        "--token-file",
+        type=Path,
+        required=True,
+        help="file (chmod 600) holding an administrator's long-lived access token",
+    )
+    imports.add_argument("-o", "--output", type=Path, help="write the TOML here, not to stdout")
+    imports.add_argument("--cafile", type=Path, help="CA certificate (PEM) for an https --url")
     return p, set(sub.choices)
 
 
@@ -135,6 +155,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("| key | type | default | meaning |\n|---|---|---|---|")
         print("\n".join(config_reference()))
         return 0
+    if args.command == "home":
+        from pendant.home_import import run as home_import
+
+        return home_import(args.url, args.token_file, args.output, args.cafile)
     config = load_config(args.config)
     if args.command == "run":
         return asyncio.run(_run(config, args.config))

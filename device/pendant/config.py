@@ -17,6 +17,12 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pendant.errors import ConfigError
+from pendant.names import (
+    ENTITY_ID_MAX_CHARS,
+    ENTITY_ID_PATTERN,
+    NAME_MAX_CHARS,
+    NAME_PATTERN,
+)
 
 DEVICE_CONFIG_PATH = Path("/etc/pendant/pendant.toml")
 # The device config the package installs as DEVICE_CONFIG_PATH when there is none
@@ -50,10 +56,18 @@ class DeviceKind(StrEnum):
     vacuum = "vacuum"
 
 
+# What people call things: letters (accented Latin ones too: "Café"), digits, spaces,
+# hyphens and apostrophes ("2nd Floor", "Hi-Fi"); see pendant.names.
 Name = Annotated[
     str,
-    Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$"),
+    Field(min_length=1, max_length=NAME_MAX_CHARS, pattern=NAME_PATTERN),
 ]
+NAME_RULE = (
+    "a name is letters (accented Latin ones too), digits, spaces, hyphens and apostrophes, "
+    "starting with a letter or digit"
+)
+# Home Assistant's entity ids ("light.bed_light").
+EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_ID_PATTERN)]
 
 
 # Home Assistant's device classes, for the kinds whose sentences ask by class ("is smoke
@@ -87,10 +101,16 @@ DEVICE_CLASSES: dict[str, frozenset[str]] = {
 
 class HomeDevice(_Strict):
     name: Name = Field(
-        description="What people call it, e.g. 'Bed Light'. Letters, digits, spaces."
+        description="What people call it, e.g. 'Bed Light': letters (accents too), digits, "
+        "spaces, hyphens, apostrophes. Intents name the device by it."
     )
     kind: DeviceKind = Field(description="One of: " + ", ".join(k.value for k in DeviceKind) + ".")
     area: Name | None = Field(None, description="The area it is in; must be one of home.areas.")
+    aliases: list[Name] = Field(
+        default_factory=list,
+        description="Other ways to say it (Home Assistant's aliases), e.g. ['Night Light']; "
+        "an intent still names the device by its name.",
+    )
     color: bool = Field(False, description="Lights only: it takes a colour.")
     brightness: bool = Field(True, description="Lights only: it can be dimmed.")
     device_class: str | None = Field(
@@ -98,6 +118,11 @@ class HomeDevice(_Strict):
         description="Sensors, binary sensors and covers: Home Assistant's device class "
         "(e.g. 'smoke', 'garage_door', 'humidity'). Set, the device answers only the "
         "questions about its class; unset, any.",
+    )
+    entity_id: EntityId | None = Field(
+        None,
+        description="Its Home Assistant entity, e.g. 'light.bed_light' (`pendant home import` "
+        "sets it): an intent naming the device carries it in the slot.",
     )
 
     @model_validator(mode="after")
@@ -181,6 +206,16 @@ class Home(_Strict):
                 raise ValueError(
                     f"devices[{i}].area {dev.area!r} is not in home.areas {self.areas!r}"
                 )
+        entity_ids: dict[str, int] = {}
+        for i, dev in enumerate(self.devices):
+            if dev.entity_id is None:
+                continue
+            if dev.entity_id in entity_ids:
+                raise ValueError(
+                    f"devices[{i}].entity_id {dev.entity_id!r} is also devices"
+                    f"[{entity_ids[dev.entity_id]}]'s"
+                )
+            entity_ids[dev.entity_id] = i
         on_floor: dict[str, str] = {}
         for i, floor in enumerate(self.floors):
             if floor.name.lower() in known:
@@ -621,6 +656,11 @@ def _describe(err: dict[str, Any]) -> str:
     """One validation error as `key.path: what to fix`."""
     key = _key(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    if (
+        err["type"] == "string_pattern_mismatch"
+        and err.get("ctx", {}).get("pattern") == NAME_PATTERN
+    ):
+        msg = NAME_RULE  # not the pattern's 200 characters of Unicode ranges
     if err["type"] == "extra_forbidden":
         # A misspelt key is the usual cause: the line lists the spellings that would do.
         known = _known_keys(err["loc"][:-1])
@@ -767,6 +807,13 @@ def _type_name(ann: Any) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def _shown(value: Any) -> str:
+    """A default as the config spells it: ['lock'], not [<DeviceKind.lock: 'lock'>]."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value.value if isinstance(value, StrEnum) else value)
+
+
 def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """One line per key: `key` (type, default): description. Drives the README's table."""
     lines: list[str] = []
@@ -782,7 +829,9 @@ def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[
             lines.append(f"| `[[{key}]]` | list of tables | | {field.description} |")
             lines.extend(config_reference(item, key + "[]."))
             continue
-        default = "" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        default = (
+            "" if field.is_required() else _shown(field.get_default(call_default_factory=True))
+        )
         tname = _type_name(ann)
         lines.append(f"| `{key}` | {tname} | {default} | {field.description} |")
     return lines

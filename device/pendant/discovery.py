@@ -281,9 +281,33 @@ def is_stale(current: list[Message], topic: str, payload: bytes) -> bool:
 
 
 def event_message(config: Config, event: Intent) -> Message:
-    """An intent as a Home Assistant event: slots as attributes, fixed keys winning."""
+    """An intent as a Home Assistant event: slots as attributes, fixed keys winning. A slot
+    that carries its device's entity id adds it as `<slot>_entity_id` (`name_entity_id`):
+    not `entity_id`, which Home Assistant reads as a group's members (`expand()`, the
+    more-info dialog)."""
     body: dict[str, Any] = {s.name: s.value for s in event.slots}
+    body.update({f"{s.name}_entity_id": s.entity_id for s in event.slots if s.entity_id})
     body.update(event_type=event.name, text=event.text, confidence=event.confidence, id=event.id)
+    body["named_text"] = named_text(config, event)
     # Where an answer goes (the blueprint's `cmd/say`), so an automation needs no topic typed.
     body["reply_topic"] = f"{base_topic(config)}/cmd/say"
     return event_topic(config), json.dumps(body).encode()
+
+
+def named_text(config: Config, event: Intent) -> str:
+    """The intent's sentence with the home's names spelled as the config (and so Home
+    Assistant) spells them: "turn on the hi fi in the cafe" is "turn on the Hi-Fi in the
+    Café", and an alias said is the device's name. Assist, which the blueprint hands the
+    sentence to, knows "Café" and "2nd Floor", not "cafe" and "second floor". Made from the
+    slots the gate let out, so it says nothing they did not."""
+    home = config.home
+    names = {*home.areas, *home.media, *home.list_items, *home.timer_names}
+    names |= {f.name for f in home.floors} | {d.name for d in home.devices}
+    text = event.text
+    named = [s for s in event.slots if isinstance(s.value, str) and s.value in names]
+    # Longest first: "kitchen lights" (a device) before "kitchen" (an area) within it.
+    for slot in sorted(named, key=lambda s: len(s.raw_value), reverse=True):
+        if slot.raw_value:
+            said = re.compile(rf"(?<![\w']){re.escape(slot.raw_value)}(?![\w'])")
+            text = said.sub(lambda _, value=slot.value: value, text, count=1)
+    return text

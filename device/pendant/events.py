@@ -19,6 +19,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pendant.names import (
+    ENTITY_ID_MAX_CHARS,
+    ENTITY_ID_PATTERN,
+    NAME_MAX_CHARS,
+    NAME_PATTERN,
+)
+
 MAX_EVENT_BYTES = 8192
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -33,7 +40,8 @@ SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\
 BuzzPattern = Literal["understood", "not_understood", "attention"]
 CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
 # As config.Name: an area command carries one of home.areas, as the config spells it.
-AreaName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' ]*$")]
+AreaName = Annotated[str, Field(min_length=1, max_length=NAME_MAX_CHARS, pattern=NAME_PATTERN)]
+EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_ID_PATTERN)]
 # Unix epoch ms: JSON numbers every consumer reads exactly (JavaScript's safe integers), and
 # what SQLite's INTEGER holds. Unbounded, 10**30 from a rogue service would crash the link's
 # outbox, and a 4000-digit number is 1.6 KB of anything.
@@ -103,6 +111,11 @@ class Slot(BaseModel):
     entity: ShortText = Field(
         description="Slot list it came from, e.g. 'area', 'number'; 'area_context' for "
         "area_context, whose 'here' is no area's name."
+    )
+    entity_id: EntityId | None = Field(
+        None,
+        description="The Home Assistant entity of the device the value names, when the "
+        "config knows it (home.devices[].entity_id) and the name is that one device's.",
     )
 
 

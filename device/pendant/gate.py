@@ -7,7 +7,8 @@ forwarded:
 
 - `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
-  split into words (`pendant.blobs`), or text outside printable ASCII;
+  split into words (`pendant.blobs`), or text outside printable ASCII but for the config's
+  own names as it spells them ("Café");
 - `source`: an event on a topic that is not its source's. Every bus topic carries one type,
   its own (`pendant-bus/<type>` only a `<type>`), so the broker's ACL, which says who may
   write each topic, says who spoke each event: the ears cannot say a `scene` (free text) on
@@ -23,7 +24,8 @@ forwarded:
   time that far off is no event of now, and one in the future would never expire;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
   slot value or intent name the closed set cannot emit (`pendant.vocabulary`), or text not in
-  the recognisers' form (lowercase words of `[a-z0-9']`, one space apart). The recognisers
+  the recognisers' form (lowercase words of `[a-z0-9']`, one space apart), or a slot's
+  `entity_id` that is not the config's entity of the device the slot names. The recognisers
   only ever put out sentences of the closed set (Whisper's free text is snapped to one), so
   press-to-talk's "heard, but no intent" text is held to it too: the ears, which hold the
   microphone, cannot say other words in any of these. The phone's own sentences join the
@@ -183,8 +185,12 @@ def _strings(value: Any, key: str = "") -> list[tuple[str, str]]:
     return []
 
 
-def _text_is_blob(data: dict[str, Any]) -> bool:
-    texts = [s for k, s in _strings(data) if k not in ID_KEYS]
+def _text_is_blob(data: dict[str, Any], own: frozenset[str] = frozenset()) -> bool:
+    """`own`: the config's names as spelled and its entity ids, which pass as they are
+    ("Café" and "sensor.shelly_plus_1pm_a8032ab12345_energy" are no encoded bytes): the link
+    read them from its own config, and a slot naming one says no more than which one (the
+    vocabulary check holds slots to them)."""
+    texts = [s for k, s in _strings(data) if k not in ID_KEYS and s not in own]
     if any(BLOB.search(s) for s in texts):
         return True
     if data["type"] in FROM_OUTSIDE:
@@ -279,6 +285,12 @@ def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
         said += [slot.value] if isinstance(slot.value, str) else []
         if any(len(s) > MAX_SLOT_CHARS or vocabulary.unknown(s) for s in said):
             return f"slot {slot.name[:20]!r}"
+        # Only the entity of the device the slot names: a rogue ears could otherwise say
+        # "the bed light" with the front door lock's entity, past the tap locks wait for.
+        if slot.entity_id is not None and not (
+            isinstance(slot.value, str) and vocabulary.entity_of(slot.entity_id, slot.value)
+        ):
+            return f"slot {slot.name[:20]!r} entity_id"
     return None
 
 
@@ -393,7 +405,7 @@ class Gate:
         if data["type"] not in PUBLIC_NAMES:
             self._drop("not_public_type")
             return None
-        if _text_is_blob(data):
+        if _text_is_blob(data, self.vocabulary.own):
             self._drop("blob", data["type"])
             return None
         errors = list(_validator(data["type"]).iter_errors(data))

@@ -15,7 +15,13 @@ code words). So they come from data the link already trusts:
   beside its outbox (`PhoneSentences`), since the ears keep running the phone's set across a
   restart of the link.
 
-Words are compared lowercased, split at spaces and underscores ("tv_show", "Kitchen Lights").
+Words are compared lowercased, accents folded, split at spaces and underscores ("tv_show",
+"Kitchen Lights", "Café"). A name's words are also those the recogniser says for it
+(`pendant.names.normalize`: "2nd Floor" is heard "second floor", "Hi-Fi" "hi fi").
+
+Beside the words: the config's names as spelled (`names`), the slot values an intent may carry
+in letters other than ASCII ("Café"), and the devices' Home Assistant entity ids
+(`entity_ids`), which a slot may carry only beside the name of the device they belong to.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING
 from pendant import durable
 from pendant.config import DEVICE_CLASSES, DeviceKind
 from pendant.events import SentenceSet
+from pendant.names import fold, normalize
 
 if TYPE_CHECKING:
     from pendant.config import Config
@@ -46,8 +53,10 @@ _DIGITS = re.compile(r"(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])")
 
 
 def split_words(text: str) -> list[str]:
-    """Lowercase words of `text`: letters, digits and apostrophes; anything else splits."""
-    return [w.strip("'") for w in _SPLIT.split(text.lower()) if w.strip("'")]
+    """Lowercase words of `text`, accents folded: letters, digits and apostrophes; anything
+    else splits."""
+    folded = fold(text).lower().replace("\u2019", "'")
+    return [w.strip("'") for w in _SPLIT.split(folded) if w.strip("'")]
 
 
 def _name_words(names: Iterable[str]) -> set[str]:
@@ -55,6 +64,9 @@ def _name_words(names: Iterable[str]) -> set[str]:
     # letters ("pm"); number words are in the closed words already.
     words = set()
     for name in names:
+        said = normalize(name)
+        words.update(said)
+        words.update(f"{w}'s" for w in said)
         for word in split_words(name):
             parts = {word, *_DIGITS.split(word)}
             words.update(parts)
@@ -72,22 +84,43 @@ def _closed() -> tuple[frozenset[str], frozenset[str]]:
 class Vocabulary:
     """Words and intent names the closed set can emit; `Vocabulary.of(config)` for a home."""
 
-    def __init__(self, words: Iterable[str], intents: Iterable[str]) -> None:
+    def __init__(
+        self,
+        words: Iterable[str],
+        intents: Iterable[str],
+        names: Iterable[str] = (),
+        entity_ids: dict[str, set[str]] | None = None,
+    ) -> None:
         self.words = set(words)
         self.intents = set(intents)
+        self.names = frozenset(names)
+        """The config's names as it spells them: slot values, in whatever letters."""
+        self.entity_ids = entity_ids or {}
+        """Each device's entity id to the names (lowercased) of the devices that have it."""
+        self.own = self.names | self.entity_ids.keys()
+        """The config's own strings a slot may carry: names as spelled, entity ids."""
 
     @classmethod
     def of(cls, config: Config) -> Vocabulary:
         """The template words plus this home's names (see the module's docstring)."""
         words, intents = _closed()
         home = config.home
-        names = [*home.areas, *home.media, *home.list_items, *home.timer_names]
-        names += [f.name for f in home.floors] + [d.name for d in home.devices]
+        spelled = [*home.areas, *home.media, *home.list_items, *home.timer_names]
+        spelled += [f.name for f in home.floors] + [d.name for d in home.devices]
+        names = [*spelled, *(a for d in home.devices for a in d.aliases)]
         names += [k.value for k in DeviceKind] + [c for cs in DEVICE_CLASSES.values() for c in cs]
         names += [s for custom in home.sentences for s in custom.sentences]
-        vocabulary = cls(words | _name_words(names), intents)
+        entity_ids: dict[str, set[str]] = {}
+        for d in home.devices:
+            if d.entity_id is not None:
+                entity_ids.setdefault(d.entity_id, set()).add(d.name.lower())
+        vocabulary = cls(words | _name_words(names), intents, spelled, entity_ids)
         vocabulary.intents.update(custom.intent for custom in home.sentences)
         return vocabulary
+
+    def entity_of(self, entity_id: str, name: str) -> bool:
+        """Is `entity_id` the entity of a device called `name` (any case)?"""
+        return name.lower() in self.entity_ids.get(entity_id, set())
 
     def learn(self, sets: Iterable[SentenceSet]) -> None:
         """Add the phone's sentences (from the `sentences` command the phone sent)."""

@@ -46,6 +46,7 @@ from hassil import (
 )
 
 from pendant.errors import ConfigError
+from pendant.names import normalize, number_words  # also the grammar's users' (re-exported)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,61 +82,12 @@ WILDCARDS = {
     "timer_name": "timer_name",
     "search_query": "media_name",
 }
-# One spelling per spoken word: the recogniser cannot tell them apart, and two spellings
-# would be two paths for one sound.
-_SPELLING = {"whats": "what's", "thats": "that's", "hows": "how's"}
 # Words that do not make a sentence a command on their own: a path of only these and names
 # ("the kitchen lamp") is dropped, since the pendant listens without a wake word.
 _FILLER = frozenset({"the", "my", "our", "a", "an"})
 # Bump when the compilation changes meaning, so cached grammars built by older code rebuild.
 GRAMMAR_VERSION = "3"
 _MAX_GLUED = 5000
-
-_ONES = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen",
-]  # fmt: skip
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def number_words(n: int) -> str:
-    """Spoken English for 0 <= n < 1,000,000 ('twenty five', 'one hundred and five' is not
-    used: people and the templates say 'one hundred five' rarely, so one canonical form)."""
-    if n < 0:
-        return "minus " + number_words(-n)
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
-    if n < 1000:
-        hundreds, rest = divmod(n, 100)
-        return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-    thousands, rest = divmod(n, 1000)
-    return number_words(thousands) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
-
-
-def normalize(text: str) -> list[str]:
-    """Text (a file name, a whisper transcript, a template) to the grammar's word list.
-
-    Lowercase; '%' is 'percent'; digits become words; hyphens split words; other punctuation
-    goes, except an apostrophe inside a word: "what's" stays one word, as in the templates
-    and in the CMU dictionary.
-    """
-    text = text.lower().replace("\u2019", "'").replace("%", " percent ").replace("1/2", " half ")
-    # "20.5 degrees" is said "twenty point five"; not in a name like "PM2.5", which the
-    # home's names (no dots allowed) spell "PM2 5".
-    text = re.sub(r"(?<![a-z\d.])(\d+)\.(\d+)\b", _decimal_words, text)
-    text = re.sub(r"\d+", lambda m: f" {number_words(int(m.group()))} ", text)
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
-    words = (w.strip("'") for w in text.split())
-    return [_SPELLING.get(w, w) for w in words if w]
-
-
-def _decimal_words(m: re.Match[str]) -> str:
-    return f" {number_words(int(m.group(1)))} point {' '.join(_ONES[int(d)] for d in m.group(2))} "
-
 
 # --- templates and the home's slot lists ------------------------------------------------------
 
@@ -264,13 +216,16 @@ def home_slot_lists(config: Config) -> dict[str, SlotList]:
 
 
 def _names_list(devices: Iterable[Any]) -> TextSlotList:
-    """Device names with their kind (and area) as hassil context."""
+    """Device names and aliases with their kind (and area) as hassil context. An alias is
+    another way to say the device: the slot it fills carries the device's name, the one
+    Home Assistant and the rest of the pendant know it by."""
     values = []
     for d in devices:
         ctx = {"domain": d.kind.value}
         if d.area:
             ctx["area"] = d.area
-        values += [(said, d.name, ctx) for said in spoken_forms(d.name)]
+        for called in (d.name, *d.aliases):
+            values += [(said, d.name, ctx) for said in spoken_forms(called)]
     return TextSlotList.from_tuples(values, allow_template=False)
 
 
@@ -926,7 +881,8 @@ def grammar_from_json(text: str, config: Config) -> Grammar:
 
 
 def _names(config: Config) -> list[str]:
-    return [*config.home.areas, *(d.name for d in config.home.devices)]
+    devices = config.home.devices
+    return [*config.home.areas, *(n for d in devices for n in (d.name, *d.aliases))]
 
 
 def _graph_json(g: WordGraph) -> dict[str, Any]:

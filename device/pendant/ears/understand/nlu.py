@@ -89,6 +89,7 @@ class IntentParser:
     def __init__(self, config: Config, home_assistant: bool = True) -> None:
         sources, self._slot_lists = load_intents(config)
         self._default_area = config.home.default_area
+        self._devices = config.home.devices
         self._layers = [*sources, _home_assistant_intents()] if home_assistant else sources
 
     def parse(self, text: str, here: str | None = None) -> IntentMatch | None:
@@ -103,7 +104,31 @@ class IntentParser:
         else:
             return None
         area = here or self._default_area
-        return IntentMatch(result.intent.name, self._slots(result, area), sentence)
+        slots = self._with_entity(self._slots(result, area))
+        return IntentMatch(result.intent.name, slots, sentence)
+
+    def _with_entity(self, slots: list[Slot]) -> list[Slot]:
+        """`slots` with the `name` slot carrying its device's entity id, when the config
+        knows it and the name (with the area and domain said, if any) is one device's: two
+        lamps of one name in different rooms are Home Assistant's to tell apart."""
+        values = {s.name: s.value for s in slots}
+        name = values.get("name")
+        if not isinstance(name, str):
+            return slots
+        area, domain = values.get("area"), values.get("domain")
+        devices = [
+            d
+            for d in self._devices
+            if d.name == name
+            and (area is None or (d.area or "").lower() == str(area).lower())
+            and (domain is None or d.kind.value == domain)
+        ]
+        if len(devices) != 1 or devices[0].entity_id is None:
+            return slots
+        entity_id = devices[0].entity_id
+        return [
+            s.model_copy(update={"entity_id": entity_id}) if s.name == "name" else s for s in slots
+        ]
 
     def contested(
         self, match: IntentMatch, rivals: Iterable[str], here: str | None = None
