@@ -31,6 +31,7 @@ from pendant.events import (
     Error,
     Event,
     Intent,
+    LinkState,
     NotRecognized,
     PairingStatus,
     Status,
@@ -131,14 +132,24 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(service: BodyService, broker: LocalBroker) -> AsyncIterator[Watcher]:
+async def running(
+    service: BodyService, broker: LocalBroker, link_up: bool = True
+) -> AsyncIterator[Watcher]:
+    """The service on the bus, with a watcher of it. `link_up`: as the link would, say that
+    the home broker is reached (and skip the "ready" breath), so the idle LED is dark, as on
+    a pendant that is up; otherwise the LED says "setting up" until the test says more."""
     async with bus.bus_client(bus_config(broker, "watcher"), "test-watcher") as client:
         await client.subscribe(f"{bus.PREFIX}/#", qos=1)
         watcher = Watcher(client)
         collector = asyncio.create_task(watcher.collect())
+        if link_up:
+            service.indicators.ready_s = 0.0
         task = asyncio.create_task(service.run())
         try:
             await asyncio.wait_for(service.ready.wait(), TIMEOUT_S)
+            if link_up:
+                await watcher.send(LinkState(device_id=DEV, state="connected"))
+                await eventually(lambda: service.indicators.link == "connected", "link up")
             yield watcher
         finally:
             task.cancel()
@@ -174,6 +185,41 @@ class Pins:
         self["button"].drive_low()
         await asyncio.sleep(seconds)
         self["button"].drive_high()
+
+
+# --- where the pendant stands (the link's state) ------------------------------------------
+
+
+def test_the_led_says_setting_up_no_wifi_no_broker_then_ready(broker: LocalBroker) -> None:
+    """From the bus only: the body starts in "setting up", and follows the link's retained
+    `link_state`; the muted glow and a sensor at work still win over it."""
+
+    async def scenario() -> None:
+        service = BodyService(body_config(broker), factory=mock_factory())
+        async with running(service, broker, link_up=False) as w:
+            # Nothing from the link yet.
+            await eventually(lambda: service.led_pattern == "setting_up", "LED: setting up")
+
+            async def link(state: str, shows: str) -> None:
+                await w.send(LinkState(device_id=DEV, state=state))  # type: ignore[arg-type]
+                await eventually(lambda: service.led_pattern == shows, f"LED: {shows}")
+
+            await link("connecting", "setting_up")
+            await link("no_network", "no_network")
+            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await eventually(lambda: service.led_pattern == "muted", "the muted glow wins")
+            await link("no_broker", "muted")
+            await w.send(Status(device_id=DEV, state="ready"))
+            await eventually(lambda: service.led_pattern == "no_broker", "LED: no broker")
+            await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))
+            await eventually(lambda: service.led_pattern == "listening", "the mic open wins")
+            await w.send(Activity(device_id=DEV, sensor="mic", state="idle"))
+            await eventually(lambda: service.led_pattern == "no_broker", "LED: no broker")
+            # Connected: one breath, then dark (the body's own timer ends it).
+            await link("connected", "ready")
+            await eventually(lambda: service.led_pattern == "off", "LED: idle after ready")
+
+    run(scenario())
 
 
 # --- gestures ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pendant.body.feedback import (
     inverted,
 )
 from pendant.body.gestures import Action, Gestures, Timings
-from pendant.body.indicators import ERROR_S, IDENTIFY_S, PRIORITY, Indicators
+from pendant.body.indicators import ERROR_S, IDENTIFY_S, PRIORITY, READY_S, Indicators
 from pendant.body.led import PATTERNS
 from pendant.body.pins import BODY_PINS, load_pins, parse_pins
 from pendant.body.player import Step
@@ -41,7 +41,9 @@ from pendant.events import (
     Command,
     Error,
     Intent,
+    LinkState,
     NotRecognized,
+    OutsideState,
     PairingStatus,
     Status,
 )
@@ -193,7 +195,7 @@ def test_timings_must_be_in_order() -> None:
 
 
 def test_led_priority_follows_the_events() -> None:
-    ind = Indicators()
+    ind = Indicators(link="connected")  # a pendant that is up: idle is dark
     assert ind.pattern(0) == "off"
     ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
     assert ind.pattern(0) == "listening"
@@ -251,6 +253,87 @@ def test_pairing_window_shows_but_never_hides_a_sensor_at_work() -> None:
     assert ind.pattern(0) == "error"
     ind.apply(PairingStatus(device_id=DEV, open=False), 0)
     assert ind.pattern(100) == "muted"
+
+
+def link(state: OutsideState) -> LinkState:
+    return LinkState(device_id=DEV, state=state)
+
+
+def test_the_led_says_setting_up_then_why_the_link_is_away_then_ready() -> None:
+    ind = Indicators()
+    # Nothing from the link yet (first boot, pendant-setup still running): setting up.
+    assert ind.pattern(0) == "setting_up"
+    ind.apply(link("connecting"), 0)
+    assert ind.pattern(0) == "setting_up"
+    ind.apply(link("no_network"), 1)
+    assert ind.pattern(1) == "no_network"
+    ind.apply(link("no_broker"), 2)
+    assert ind.pattern(2) == "no_broker"
+    # Connected: a brief "ready", then the idle pattern (a working pendant is dark).
+    ind.apply(link("connected"), 3)
+    assert ind.pattern(3) == "ready"
+    assert ind.next_change_s(3) == 3 + READY_S
+    assert ind.pattern(3 + READY_S) == "off"
+    assert ind.next_change_s(3 + READY_S) is None
+    # Connected again (a retained state replayed): no second "ready".
+    ind.apply(link("connected"), 10)
+    assert ind.pattern(10) == "off"
+    # Lost while "ready" shows: the failure, at once, and "ready" again on the way back.
+    ind.apply(link("no_broker"), 20)
+    ind.apply(link("connected"), 21)
+    ind.apply(link("no_network"), 21.5)
+    assert ind.pattern(21.5) == "no_network"
+    ind.apply(link("connected"), 30)
+    assert ind.pattern(30) == "ready"
+    # The link restarted: setting up until it has said how its connection went.
+    ind.apply(link("connecting"), 40)
+    assert ind.pattern(40) == "setting_up"
+
+
+@pytest.mark.parametrize("state", ["connecting", "no_network", "no_broker", "connected"])
+def test_the_link_state_never_hides_the_mute_glow_an_error_a_question_or_a_sensor(
+    state: OutsideState,
+) -> None:
+    ind = Indicators()
+    ind.apply(link(state), 0)
+    shown = ind.pattern(0)
+    assert shown == {"connected": "ready", "connecting": "setting_up"}.get(state, state)
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
+    assert ind.pattern(0) == "listening"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="confirm"), 0)
+    assert ind.pattern(0) == "confirm"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="idle"), 0)
+    ind.apply(PairingStatus(device_id=DEV, open=True, user="phone-abc123"), 0)
+    assert ind.pattern(0) == "pairing"
+    ind.apply(PairingStatus(device_id=DEV, open=False), 0)
+    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    assert ind.pattern(0) == "muted"
+    ind.apply(Error(device_id=DEV, reason="bad command"), 0)
+    assert ind.pattern(0) == "error"
+    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    # Once nothing else applies, the state shows again ("ready" only for its while).
+    later_s = max(ERROR_S, READY_S)
+    assert ind.pattern(later_s) == ("off" if state == "connected" else shown)
+
+
+def test_the_link_state_patterns_are_told_apart_and_never_steady_lit() -> None:
+    states = ("setting_up", "no_network", "no_broker", "ready")
+    # Listed together, under every other pattern but off.
+    assert PRIORITY[-5:] == ("no_network", "no_broker", "setting_up", "ready", "off")
+    shapes = {name: PATTERNS[name] for name in states}
+    assert len(set(shapes.values())) == len(states)
+    for name, steps in shapes.items():
+        # Steady lit means a sensor is open: none of these may look like it.
+        assert any(level == 0 for level, _ in steps), name
+        assert steps not in (PATTERNS["listening"], PATTERNS["thinking"], PATTERNS["error"])
+    # "ready" ends inside its last, dark step: shown once, never seen to start again.
+    assert PATTERNS["ready"][-1][0] == 0.0
+    lit = sum(seconds for _, seconds in PATTERNS["ready"][:-1])
+    assert lit <= READY_S < lit + PATTERNS["ready"][-1][1]
+    # No Wi-Fi: one long flash; no broker: two; each longer than the pairing window's.
+    for name, flashes in (("no_network", 1), ("no_broker", 2)):
+        on = [seconds for level, seconds in PATTERNS[name] if level > 0]
+        assert len(on) == flashes and min(on) > 2 * PATTERNS["pairing"][0][1]
 
 
 def test_every_pattern_is_defined_and_sane() -> None:
@@ -337,7 +420,7 @@ def test_which_answer_each_event_calls_for() -> None:
 
 
 def test_an_answer_shows_once_under_muted_and_inverted_over_a_sensor() -> None:
-    ind = Indicators()
+    ind = Indicators(link="connected")
     ind.show_feedback("understood", 10)
     assert ind.pattern(10) == "understood"
     assert ind.next_change_s(10) == 10 + LED_ONCE_S

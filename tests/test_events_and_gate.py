@@ -14,6 +14,7 @@ from pendant.events import (
     Button,
     EventError,
     Intent,
+    LinkState,
     NotRecognized,
     Say,
     Slot,
@@ -75,13 +76,16 @@ def test_gate_passes_public_events_and_drops_the_rest() -> None:
     assert gate.admit(NotRecognized(device_id="p").to_json()) is not None
     # Internal-only and malformed events never leave.
     assert gate.admit(Button(device_id="p", action="press").to_json()) is None
+    # The link's own state for the LED is the bus's alone, even on its own topic.
+    link_state = LinkState(device_id="p", state="no_network").to_json()
+    assert gate.admit(link_state, "pendant-bus/link_state") is None
     assert gate.admit(b"\x00\x01 raw audio") is None
     assert gate.admit(b"{" * 10_000) is None
     payload = json.loads(intent().to_json())
     payload["audio"] = "AAAA"
     assert gate.admit(json.dumps(payload).encode()) is None
     assert gate.passed == 3
-    assert gate.dropped == {"not_public_type": 1, "not_json": 1, "oversized": 1, "schema": 1}
+    assert gate.dropped == {"not_public_type": 2, "not_json": 1, "oversized": 1, "schema": 1}
 
 
 def test_gate_drops_text_that_smuggles_a_blob() -> None:

@@ -409,6 +409,8 @@ def test_services_publish_only_their_internal_events(
             "pendant-bus/pairing_request",
             "pendant-bus/pairing_confirm",
             "pendant-bus/eyes/intent",
+            # Where the link stands (the LED): the link's alone.
+            "pendant-bus/link_state",
             *(t for s, t in ALLOWED.items() if s != service),
         )
         if t not in ALSO_WRITES[service]
@@ -455,6 +457,26 @@ def test_the_body_hears_what_the_ears_made_of_the_words(
         ("pendant-bus/intent", b'{"i": 1}', False),
         ("pendant-bus/not_recognized", b'{"n": 1}', False),
     ]
+
+
+def test_only_the_link_says_where_it_stands_and_the_body_hears_it(
+    device: Provisioned, connect: Connect
+) -> None:
+    """Proves the link may write `link_state` (the LED's setting up / no Wi-Fi / no broker /
+    ready), the body reads it, and the pairing service and the web server, which no other
+    test tries it with, may not write it; nor may a phone read it."""
+    body = connect(device, "body")
+    link = connect(device, "link")
+    phone = connect(device, "phone-bob", "tls")
+    body.subscribe("pendant-bus/link_state")
+    phone.subscribe("pendant-bus/#", f"pendant/{DEVICE}/#")
+    for user in ("pairing", "web"):
+        connect(device, user).publish("pendant-bus/link_state", user.encode())
+    link.publish("pendant-bus/link_state", b"link")
+    assert body.until("pendant-bus/link_state", b"link") == []
+    assert phone.fence(link, f"pendant/{DEVICE}/transcript") == []
+    # Cleared: the module's broker is shared.
+    link.publish("pendant-bus/link_state", b"", retain=True)
 
 
 @pytest.mark.parametrize(("via", "user", "topic", "watch"), [

@@ -141,6 +141,9 @@ def start_body(loop: Loop, prov: Provisioned, **body: object) -> BodyService:
         return BodyService(changed, factory=MockFactory(pin_class=MockPWMPin))
 
     body = loop.call(make())
+    # No link runs here: start as a pendant that is up, whose idle LED is dark (the LED's
+    # link states are tests/test_body.py's).
+    body.indicators.link = "connected"
     loop.start(body.run())
     loop.call(asyncio.wait_for(body.ready.wait(), TIMEOUT_S))
     return body

@@ -237,6 +237,25 @@ class HardwareMute(Event):
     camera: bool
 
 
+# Where the link stands with the home broker (`LinkState`), as the body's LED says it.
+OutsideState = Literal["connecting", "connected", "no_network", "no_broker"]
+
+
+class LinkState(Event):
+    """Internal, retained on the bus: whether the link reaches the home broker, and if not,
+    whether the network or the broker is at fault. Drives the LED ("no Wi-Fi", "no broker",
+    "ready"); the link publishes it (only the link may write it), the body reads it. The
+    gate never lets it out: the outside learns the same from the link's availability.
+    """
+
+    type: Literal["link_state"] = "link_state"
+    state: OutsideState = Field(
+        description="connecting: the link started and has no answer yet; no_network: no "
+        "route to the broker or its name did not resolve; no_broker: the network is there "
+        "but the broker refused, did not answer, or its TLS or the login failed."
+    )
+
+
 PhoneUser = Annotated[str, Field(pattern=r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")]
 # The pairing link's fragment, percent-encoded (`u=...&p=...&d=...&w=...`): nothing that could
 # break out of an HTML attribute or a URL.
@@ -508,7 +527,7 @@ def json_schema(cls: type[Event]) -> dict[str, Any]:
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    internal = (Button, Command, Activity, HardwareMute)
+    internal = (Button, Command, Activity, HardwareMute, LinkState)
     pairing = (
         PairingWindow,
         PairingStatus,

@@ -26,7 +26,11 @@ Assistant's events all see the link's ids, the same across a restart of the link
 The connections themselves (`pendant.link_outside`): TLS to `link.host`, the logins, MQTT 5
 sessions, the last will, the reconnect loops. Availability is a retained `online`, with a
 retained `offline` as last will, on each broker; the bus side and each outside side have their
-own reconnect loops, so an outage of one never blocks another.
+own reconnect loops, so an outage of one never blocks another. Where the link stands with
+the home broker (or the one outside broker) goes on the bus, retained, as `link_state`, for
+the body's LED: `connecting` from the start, then `connected`, or why it is not
+(`link_outside.outside_state_of`: `no_network` or `no_broker`). It stays on the bus: the gate
+lets no `link_state` out, and the link does not read it back.
 
 Home Assistant discovery (`pendant.discovery`) is published retained on the home broker on
 every connect, again a few random seconds after Home Assistant announces `online`, and again
@@ -62,7 +66,9 @@ from pendant.events import (
     Error,
     Event,
     Intent,
+    LinkState,
     NotRecognized,
+    OutsideState,
     Say,
     Scene,
     Sentences,
@@ -71,7 +77,14 @@ from pendant.events import (
 )
 from pendant.gate import BUS_NAMES, Gate, id_key
 from pendant.link_commands import ERROR_BURST, ERROR_EVERY_S, ErrorReports
-from pendant.link_outside import TIMEOUT_S, Backoff, payload_of, race, tls_context
+from pendant.link_outside import (
+    TIMEOUT_S,
+    Backoff,
+    outside_state_of,
+    payload_of,
+    race,
+    tls_context,
+)
 from pendant.link_sender import Message, Side
 from pendant.notify import Heartbeats
 from pendant.outbox import Outbox
@@ -155,6 +168,10 @@ class Link:
         self.connected = primary.connected
         """Connected to the home broker (or the one outside broker)."""
         self.bus_ready = asyncio.Event()
+        self.outside_state: OutsideState = "connecting"
+        """Where the link stands with the home broker (or the one outside broker), for the
+        bus's `link_state`."""
+        self._state_changed = asyncio.Event()
         self._to_bus: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_MAX)
         self._command_retry: Command | None = None
         self._told_unknown_sets = False
@@ -266,7 +283,7 @@ class Link:
                     await client.subscribe(eyes, qos=bus.QOS, timeout=TIMEOUT_S)
                     self.bus_ready.set()
                     backoff.ok()
-                    await race(self._bus_in(client), self._bus_out(client))
+                    await race(self._bus_in(client), self._bus_out(client), self._bus_state(client))
             except aiomqtt.MqttError as exc:
                 await backoff.failed(exc)
 
@@ -304,6 +321,22 @@ class Link:
                 timeout=TIMEOUT_S,
             )
             self._command_retry = None
+
+    async def _bus_state(self, client: aiomqtt.Client) -> None:
+        # On every bus connection, then on every change: retained, so the body learns it
+        # whenever it starts, and the first one replaces what the last boot left there.
+        while True:
+            self._state_changed.clear()
+            event = LinkState(device_id=self.config.device_id, state=self.outside_state)
+            await client.publish(
+                bus.topic_of(event), event.to_json(), qos=bus.QOS, retain=True, timeout=TIMEOUT_S
+            )
+            await self._state_changed.wait()
+
+    def _set_outside_state(self, state: OutsideState) -> None:
+        if state != self.outside_state:
+            self.outside_state = state
+            self._state_changed.set()
 
     def _queue_out(self, event: Event) -> None:
         sides = self._sides_for(event)
@@ -366,6 +399,8 @@ class Link:
                         await self._announce(client)
                     beat()
                     side.connected.set()
+                    if side is self.sides[0]:
+                        self._set_outside_state("connected")
                     backoff.ok()
                     log.info("link: connected to the %s", side.what)
                     loops = [self._send(client, side), self._receive_commands(client, side)]
@@ -387,6 +422,8 @@ class Link:
                     finally:
                         side.connected.clear()
             except aiomqtt.MqttError as exc:
+                if side is self.sides[0]:
+                    self._set_outside_state(outside_state_of(exc))
                 await backoff.failed(exc)
 
     async def _send(self, client: aiomqtt.Client, side: Side | None = None) -> None:

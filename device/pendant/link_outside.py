@@ -12,16 +12,21 @@ carries a retained `offline` as its last will: on the home broker the will says 
 pendant dropped off (power, Wi-Fi), not only the link. Each broker has its own reconnect loop
 (`Backoff`), so an outage of one never blocks another. Every wait on a broker is bounded by
 `TIMEOUT_S`.
+
+Why a connection failed (`outside_state_of`) goes on the bus as `LinkState`, for the LED:
+"no Wi-Fi" (the network is at fault) or "no broker" (the broker, its TLS or the login is).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -40,6 +45,43 @@ TIMEOUT_S = 10.0
 # MQTT 5 sessions end when the client leaves unless they say otherwise: never, as 3.1.1's
 # clean_session false (the broker's persistent_client_expiration still applies).
 SESSION_EXPIRY_S = 0xFFFFFFFF
+
+
+# What a connect() gets when the pendant itself has no way out: no route (Wi-Fi down, no
+# default gateway), no address on the interface, the interface down.
+NO_NETWORK_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL}
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it came from: aiomqtt raises its MqttError `from None` over the
+    OSError, which keeps it as `__context__`."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def outside_state_of(exc: BaseException) -> Literal["no_network", "no_broker"]:
+    """Why a connection to an outside broker failed, as the wearer can act on it.
+
+    "no_network": the name did not resolve or there is no route (the pendant is off the
+    Wi-Fi, or the network has no way to the broker). "no_broker": everything else, the
+    network being there: refused, no answer in time, a CONNACK that refuses the login, TLS
+    that fails (a wrong CA, a wrong name).
+    """
+    for cause in _causes(exc):
+        # Before OSError: both are OSErrors, and their errno is not a network one.
+        if isinstance(cause, socket.gaierror):
+            return "no_network"
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            return "no_broker"
+        if isinstance(cause, OSError) and cause.errno in NO_NETWORK_ERRNOS:
+            return "no_network"
+    return "no_broker"
 
 
 def payload_of(message: aiomqtt.Message) -> bytes:

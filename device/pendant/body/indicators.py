@@ -6,7 +6,8 @@ identify (a phone asked "which one are you?", a few seconds) > error (a few seco
 error event) > pairing (the pairing window is open; `pairing_asked` while a phone asks and
 pressing its code would accept it: the same for any code, which the body never knows) > muted
 (mic or camera muted in software, or the hardware switch) > low battery (low and not
-charging) > thinking > listening (a sensor is capturing) > off. Confirm (an action heard
+charging) > thinking > listening (a sensor is capturing) > no_network > no_broker >
+setting_up > ready > off. Confirm (an action heard
 waits for the wearer's tap, with the mic open) comes right after error: it asks for
 something, for a few seconds only. An answer to the wearer (understood, not understood,
 attention: `feedback`, shown once by `show_feedback`) comes right after muted: the muted glow
@@ -17,6 +18,16 @@ The pairing window comes in two patterns, so it never hides a sensor at work:
 `pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
 nothing is muted, `pairing` (dark, with two quick flashes) otherwise. The window's state is
 the pairing service's retained `pairing_status`, not the gesture: the LED says what is open.
+
+The last four say where the pendant stands with the home broker, from the link's retained
+`link_state` on the bus: `setting_up` until the link has said how its first connection went
+(the body starts there; the link says `connecting` again when it starts, so first boot, with
+`pendant-setup` still running, and every restart of the link show it), `no_network` (no Wi-Fi:
+no route, no address, the name did not resolve), `no_broker` (the network is there, the broker
+refused, did not answer, or the login or TLS failed), and `ready` for `READY_S` once the link
+connects, before the idle pattern: a working pendant does not blink forever. They come under
+every other pattern, a sensor at work and the mute glow included: what the pendant senses
+matters more than whether it can tell anyone.
 
 `listening` and `thinking` come from `activity` events that the capture code itself
 publishes, so the LED follows what the sensors do, not what was asked of them. A sensor
@@ -36,6 +47,8 @@ from pendant.events import (
     Command,
     Error,
     Event,
+    LinkState,
+    OutsideState,
     PairingStatus,
     Status,
 )
@@ -53,10 +66,17 @@ PRIORITY = (
     "low_battery",
     "thinking",
     "listening",
+    "no_network",
+    "no_broker",
+    "setting_up",
+    "ready",
     "off",
 )
 IDENTIFY_S = 5.0
 ERROR_S = 2.0
+READY_S = 2.5
+"""How long `ready` shows once the link connects: one breath, ended inside the dark step
+that follows it (`led.PATTERNS`), so it is not seen to start again."""
 
 
 @dataclass
@@ -75,6 +95,10 @@ class Indicators:
     # The LED's answer to the wearer (a key of feedback.LED_ONCE), until when.
     answer: str = ""
     answer_until_s: float = -math.inf
+    # The link's last `link_state`: "connecting" until it has said how its connection went.
+    link: OutsideState = "connecting"
+    ready_until_s: float = -math.inf
+    ready_s: float = READY_S
 
     @property
     def software_muted(self) -> bool:
@@ -104,6 +128,12 @@ class Indicators:
         elif isinstance(event, PairingStatus):
             self.pairing = event.open
             self.pairing_asked = event.open and event.asked and not event.accepted
+        elif isinstance(event, LinkState):
+            if event.state == "connected" and self.link != "connected":
+                self.ready_until_s = now_s + self.ready_s
+            elif event.state != "connected":
+                self.ready_until_s = -math.inf
+            self.link = event.state
         elif isinstance(event, Command) and event.name == "identify":
             self.identify_until_s = now_s + IDENTIFY_S
 
@@ -133,12 +163,22 @@ class Indicators:
             "low_battery": self.battery_low and not self.charging,
             "thinking": "thinking" in states,
             "listening": "capturing" in states,
+            "no_network": self.link == "no_network",
+            "no_broker": self.link == "no_broker",
+            "setting_up": self.link == "connecting",
+            "ready": now_s < self.ready_until_s,
             "off": True,
         }
         return next(name for name in PRIORITY if applies[name])
 
     def next_change_s(self, now_s: float) -> float | None:
-        """When a timed pattern (identify, error, an answer) runs out, if one is running."""
-        timed = (self.identify_until_s, self.error_until_s, self.answer_until_s)
+        """When a timed pattern (identify, error, an answer, ready) runs out, if one is
+        running."""
+        timed = (
+            self.identify_until_s,
+            self.error_until_s,
+            self.answer_until_s,
+            self.ready_until_s,
+        )
         ends = [t for t in timed if t > now_s]
         return min(ends, default=None)

@@ -6,10 +6,10 @@ from pendant.body.feedback import CONFIRM_LED, LED_ONCE, SENSING, inverted
 from pendant.body.player import Output, Player, Step
 
 
-def _breathe(period_s: float, steps: int = 10) -> tuple[Step, ...]:
+def _breathe(period_s: float, steps: int = 10, peak: float = 1.0) -> tuple[Step, ...]:
     # A triangle in brightness: cheap to drive, and the eye sees a soft pulse.
-    up = [(i / steps, period_s / (2 * steps)) for i in range(steps)]
-    down = [(1 - i / steps, period_s / (2 * steps)) for i in range(steps)]
+    up = [(peak * i / steps, period_s / (2 * steps)) for i in range(steps)]
+    down = [(peak * (1 - i / steps), period_s / (2 * steps)) for i in range(steps)]
     return (*up, *down)
 
 
@@ -22,6 +22,15 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
     "muted": ((0.08, 0.0),),
     "error": ((1.0, 0.1), (0.0, 0.1)),
     "low_battery": ((0.6, 0.15), (0.0, 3.85)),
+    # Where the pendant stands with the home broker (`indicators`: under every other pattern
+    # but off). None is ever steady lit, which says a sensor is open. Long flashes, every 3 s:
+    # one for no Wi-Fi, two for no broker (the pairing window's are short, 0.12 s).
+    "no_network": ((1.0, 0.8), (0.0, 2.2)),
+    "no_broker": ((1.0, 0.5), (0.0, 0.4), (1.0, 0.5), (0.0, 1.6)),
+    # Setting up: a dim, slow breath (thinking's is bright and three times as fast).
+    "setting_up": _breathe(3.0, peak=0.3),
+    # Ready: one full, slow breath, once (`indicators.READY_S`), then the idle pattern.
+    "ready": (*_breathe(2.0), (0.0, 1.0)),
     "identify": ((1.0, 0.25), (0.0, 0.25)),
     "confirm": CONFIRM_LED,
     # The pairing window: two quick flashes, then dark; while a sensor is open, the same

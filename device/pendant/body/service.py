@@ -5,9 +5,11 @@ Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pai
 window is open, how many short presses the wearer made in a row: the code their phone shows),
 `hardware_mute` (retained: the switch), `battery`. In: `status` and `camera` (the mute state
 as enforced), `activity` (the sensors at work), `error`, `cmd/identify`, `pairing_status`
-(retained: the window as the pairing service keeps it), and for the answers to the wearer
-(`feedback`): `intent` (understood), `not_recognized`, `cmd/buzz` and `cmd/say`. Feedback
-listens to events, so a fault in the LED or the motor cannot stall the ears or the eyes.
+(retained: the window as the pairing service keeps it), `link_state` (retained: where the
+link stands with the home broker, for setting up, no Wi-Fi, no broker, ready), and for the
+answers to the wearer (`feedback`): `intent` (understood), `not_recognized`, `cmd/buzz` and
+`cmd/say`. Feedback listens to events, so a fault in the LED or the motor cannot stall the
+ears or the eyes.
 
 One loop, one consumer: GPIO edges (handed over from gpiozero's threads) and bus events go
 through one queue to the main loop, which alone changes state, publishes gestures, picks the
@@ -48,6 +50,7 @@ from pendant.events import (
     Event,
     HardwareMute,
     Intent,
+    LinkState,
     NotRecognized,
     PairingConfirm,
     PairingStatus,
@@ -66,6 +69,7 @@ SUBSCRIPTIONS = (
     "error",
     "cmd/identify",
     "pairing_status",
+    "link_state",
     # The answers to the wearer (`feedback`). Only the ears' intents: the eyes' answer a
     # request the wearer already felt (a double press, "read this").
     "intent",
@@ -80,6 +84,7 @@ FOLLOWED: tuple[type[Event], ...] = (
     Error,
     Command,
     PairingStatus,
+    LinkState,
     Intent,
     NotRecognized,
 )
