@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import aiomqtt
@@ -17,13 +19,14 @@ import pytest
 from aiomqtt.exceptions import MqttConnectError
 
 from pendant import bus
+from pendant.config import Config
 from pendant.events import LinkState, parse_event
 from pendant.link import Link
 from pendant.link_outside import outside_state_of
 from pendant.local_broker import LocalBroker
 
 from .tasks import running, until
-from .test_link_outage import TEST_S, link_config
+from .test_link_outage import TEST_S, link_config, start_link, write_config
 
 
 def wrapped(cause: BaseException) -> aiomqtt.MqttError:
@@ -148,3 +151,43 @@ async def _states(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
     assert message.retain
     event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
     assert isinstance(event, LinkState) and event.state == "no_broker"
+
+
+def test_a_link_that_dies_leaves_connecting_not_connected(
+    bus_broker: LocalBroker, tmp_path: Path
+) -> None:
+    """SIGKILL: no goodbye, so the bus broker publishes the link's will, and the body's LED
+    stops saying the pendant is ready."""
+    with LocalBroker(users=("link", "viewer"), tcp=True) as home:
+        cfg = link_config(bus_broker, home, tmp_path)
+        proc = start_link(write_config(cfg, tmp_path / "pendant.toml"), tmp_path / "link.log")
+        try:
+            asyncio.run(asyncio.wait_for(_killed(cfg, proc), TEST_S))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+async def _killed(cfg: Config, proc: subprocess.Popen[bytes]) -> None:
+    async def retained_state() -> str:
+        async with bus.bus_client(cfg.bus, "test-body") as body:
+            await body.subscribe(bus.topic("link_state"), qos=1)
+            async with asyncio.timeout(TEST_S / 4):
+                message = await anext(aiter(body.messages))
+        event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
+        assert isinstance(event, LinkState)
+        return event.state
+
+    for _ in range(int(TEST_S / 0.5)):
+        if await retained_state() == "connected":
+            break
+        await asyncio.sleep(0.5)
+    assert await retained_state() == "connected"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(int(TEST_S / 0.5)):
+        if await retained_state() == "connecting":
+            break
+        await asyncio.sleep(0.5)
+    assert await retained_state() == "connecting"

@@ -133,9 +133,12 @@ class Client(aiomqtt.Client):
             raise aiomqtt.MqttError("Operation timed out") from None
 
 
-def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> Client:
+def bus_client(
+    config: BusConfig, client_id: str, persistent: bool = False, will: Event | None = None
+) -> Client:
     """A client of the bus. `persistent` keeps its QoS 1 messages queued across restarts.
-    The broker sees `client_id` made private to this login (`private_client_id`)."""
+    The broker sees `client_id` made private to this login (`private_client_id`). `will`:
+    what the broker publishes (retained, if its type is) when this client dies unannounced."""
     password = read_secret(config.password_file, "bus.password_file")
     where: dict[str, object] = (
         {"hostname": os.fspath(config.socket), "port": 1883, "transport": "unix"}
@@ -148,6 +151,9 @@ def bus_client(config: BusConfig, client_id: str, persistent: bool = False) -> C
         username=config.username,
         password=password,
         clean_session=not persistent,
+        will=None
+        if will is None
+        else aiomqtt.Will(topic_of(will), will.to_json(), qos=QOS, retain=will.type in RETAINED),
     )
 
 

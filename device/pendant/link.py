@@ -266,7 +266,10 @@ class Link:
     async def _from_bus(self) -> None:
         backoff = Backoff("bus")
         while True:
-            client = bus.bus_client(self.config.bus, BUS_CLIENT_ID, persistent=True)
+            # A link that dies (crash, OOM kill) must not leave "connected" for the body's
+            # LED: the broker then says "connecting" for it until a link is back.
+            dead = LinkState(device_id=self.config.device_id, state="connecting")
+            client = bus.bus_client(self.config.bus, BUS_CLIENT_ID, persistent=True, will=dead)
             # Acknowledge a bus message only once the outbox has it, so a link killed in
             # between gets it again from its session. aiomqtt does not expose paho's manual
             # acks; its paho client does.
