@@ -232,21 +232,6 @@ def test_a_spoken_command_turns_on_the_light_through_the_blueprint(world: World)
     assert not world.on(f"{world.base}/error"), world.on(f"{world.base}/error")
 
 
-def test_the_mute_switch_in_home_assistant_mutes_the_pendant(world: World) -> None:
-    ha, switch = world.ha, world.entity("mic_mute")
-    world.until(lambda: (ha.state(switch) or {}).get("state") == "off", "the mic unmuted")
-    ha.call("switch", "turn_on", {"entity_id": switch})
-    world.until(
-        lambda: any(s.get("mic_muted") for s in world.on(f"{world.base}/status")),
-        "the pendant reporting its mic muted",
-    )
-    world.until(lambda: (ha.state(switch) or {}).get("state") == "on", "the switch on in HA")
-    world.until(
-        lambda: (ha.state(world.entity("listening")) or {}).get("state") == "off",
-        "listening off while muted",
-    )
-
-
 def test_the_device_page_in_home_assistant(world: World, tmp_path: Path) -> None:
     """Home Assistant's own device page for the pendant, in headless chromium, logged in as the
     owner: the picture the README shows (docs/home-assistant-device.png with
@@ -282,6 +267,21 @@ def test_the_device_page_in_home_assistant(world: World, tmp_path: Path) -> None
         assert path.stat().st_size > 10_000
     finally:
         page.close()
+
+
+def test_the_mute_switch_in_home_assistant_mutes_the_pendant(world: World) -> None:
+    ha, switch = world.ha, world.entity("mic_mute")
+    world.until(lambda: (ha.state(switch) or {}).get("state") == "off", "the mic unmuted")
+    ha.call("switch", "turn_on", {"entity_id": switch})
+    world.until(
+        lambda: any(s.get("mic_muted") for s in world.on(f"{world.base}/status")),
+        "the pendant reporting its mic muted",
+    )
+    world.until(lambda: (ha.state(switch) or {}).get("state") == "on", "the switch on in HA")
+    world.until(
+        lambda: (ha.state(world.entity("listening")) or {}).get("state") == "off",
+        "listening off while muted",
+    )
 
 
 def ears_say(world: World, name: str, text: str, **slots: tuple[int | str, str]) -> None:
