@@ -96,13 +96,14 @@ screenshots: setup models web-deps
 bench: setup models
 	$(PY) tools/bench.py
 
-# The pendant against a real Home Assistant (tests/test_home_assistant.py). Home Assistant needs
+# The pendant against a real Home Assistant (tests/test_home_assistant.py, and
+# tests/test_home_import.py for `pendant home import`). Home Assistant needs
 # Python 3.13: tools/ha_root.py builds a Debian trixie root with it, from tests/ha/requirements.txt
 # (hashes), once (about 2 minutes, 1.3 GB in .cache/ha-root); chroot needs root.
 test-ha: setup models
 	$(call apt_install,mmdebstrap)
 	$(SUDO) $(PY) tools/ha_root.py build
-	$(SUDO) $(PY) -m pytest -v -p no:cacheprovider tests/test_home_assistant.py
+	$(SUDO) $(PY) -m pytest -v -p no:cacheprovider tests/test_home_assistant.py tests/test_home_import.py
 
 # An estimate of the ears on a Pi Zero 2 W (README, "An ARM estimate"): the ears on aarch64 under
 # qemu-user, guest instructions counted by a TCG plugin, turned into time with an assumed IPC.
