@@ -94,6 +94,22 @@ def test_demo_config_loads() -> None:
             '[[home.devices]]\nname = "Desk"\nkind = "light"\nentity_id = "light.lamp"\n',
             "devices[1].entity_id 'light.lamp' is also devices[0]'s",
         ),
+        (
+            '[home]\nareas = ["Kitchen"]\n[home.area_aliases]\nPantry = ["Larder"]\n',
+            "home: area_aliases: 'Pantry' is not in home.areas ['Kitchen']",
+        ),
+        (
+            '[home]\nareas = ["Kitchen", "Hall"]\n[home.area_aliases]\nkitchen = ["hall"]\n',
+            "area_aliases.kitchen: 'hall' is another area's name",
+        ),
+        (
+            '[home]\nareas = ["Kitchen"]\n[home.area_aliases]\nKitchen = ["Cook.Room"]\n',
+            "home.area_aliases.Kitchen[0]: a name is letters",
+        ),
+        (
+            '[home]\nareas = ["Hall"]\n[[home.floors]]\nname = "Up"\naliases = ["hall"]\n',
+            "floors[0].aliases: 'hall' is an area's name",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -139,6 +155,23 @@ def test_cli_reports_bad_config_in_one_line_without_traceback(tmp_path: Path) ->
     assert len(lines) == 1, proc.stderr
     assert "audio.source" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_areas_and_floors_take_aliases_keyed_in_any_case(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            '[home]\nareas = ["Kitchen", "Living Room"]\n'
+            '[home.area_aliases]\nkitchen = ["Cooking Area"]\n"Living Room" = ["Lounge"]\n'
+            '[[home.floors]]\nname = "2nd Floor"\nareas = ["Kitchen"]\naliases = ["Upstairs"]\n',
+        )
+    )
+    assert config.home.aliases_of_area("Kitchen") == ["Cooking Area"]
+    assert config.home.aliases_of_area("living room") == ["Lounge"]
+    assert config.home.floors[0].aliases == ["Upstairs"]
+    # A config without them, as every one before them, is as valid as it was.
+    plain = load_config(write(tmp_path, '[home]\nareas = ["Kitchen"]\n'))
+    assert plain.home.area_aliases == {} and plain.home.aliases_of_area("Kitchen") == []
 
 
 def test_every_key_is_documented_in_the_readme() -> None:
@@ -289,7 +322,8 @@ def test_check_card_finds_nothing_in_a_good_card(tmp_path: Path) -> None:
         (
             '[home]\naras = ["Kitchen"]\n',
             ["home.aras: unknown key, remove it or check its spelling (home takes: areas, "
-             "floors, devices, media, list_items, timer_names, sentences, default_area)"],
+             "area_aliases, floors, devices, media, list_items, timer_names, sentences, "
+             "default_area)"],
         ),
         ('[home_broker]\nhost = "ha.lan"\n', ["home_broker: unknown key, remove it or check "
                                               "its spelling (the top level takes: device_id, "

@@ -76,13 +76,23 @@ def registries() -> Registries:
     return Registries(
         version="2026.2.0",
         areas=[
-            {"area_id": "cafe", "name": "Café", "floor_id": "ground"},
+            {
+                "area_id": "cafe",
+                "name": "Café",
+                "floor_id": "ground",
+                "aliases": ["Coffee Corner", "café", "Bedroom", "Nook!", None],
+            },
             {"area_id": "bedroom", "name": "Bedroom", "floor_id": "upstairs"},
             {"area_id": "study", "name": "Study: Old", "floor_id": "upstairs"},
             {"area_id": "garage", "name": "Garage", "floor_id": None},
         ],
         floors=[
-            {"floor_id": "upstairs", "name": "2nd Floor", "level": 2},
+            {
+                "floor_id": "upstairs",
+                "name": "2nd Floor",
+                "level": 2,
+                "aliases": ["Upstairs", "Garage"],
+            },
             {"floor_id": "ground", "name": "Ground Floor", "level": 0},
             {"floor_id": "garage_floor", "name": "Garage", "level": None},
         ],
@@ -132,10 +142,12 @@ def test_the_registries_become_the_pendants_home() -> None:
     imported = home_from(registries())
     home = imported.home
     assert home["areas"] == ["Bedroom", "Café", "Garage"]
+    # Its own name and another area's left out (the ears would hear two areas as one).
+    assert home["area_aliases"] == {"Café": ["Coffee Corner"]}
     # By level; a floor with an area's name is left out, as the config would refuse it.
     assert home["floors"] == [
         {"name": "Ground Floor", "areas": ["Café"]},
-        {"name": "2nd Floor", "areas": ["Bedroom"]},
+        {"name": "2nd Floor", "areas": ["Bedroom"], "aliases": ["Upstairs"]},
     ]
     assert home["devices"] == [
         {"name": "Café Lights", "kind": "light", "area": "Café", "aliases": ["Counter Lights"],
@@ -148,12 +160,14 @@ def test_the_registries_become_the_pendants_home() -> None:
         {"name": "Odd", "kind": "sensor", "entity_id": "sensor.odd_class"},
     ]  # fmt: skip
     assert imported.notes == [
+        "Left out: alias 'Bedroom' of area 'Café', which is an area's name.",
+        "Left out: alias 'Garage' of floor '2nd Floor', which is an area's name.",
         "Left out: floor 'Garage', which has an area's name.",
         "Left out: 3 exposed entities of kinds the pendant has no sentences for "
         "(automation 1, input_boolean 2).",
         "Left out: 1 exposed entities with no state (disabled or not loaded): light.broken.",
-        "Left out: names the pendant cannot take: area 'Study: Old'; alias 'Lampe (alt)' of "
-        "'Café Lights'; switch 'Mr. Coffee' (switch.mr_coffee).",
+        "Left out: names the pendant cannot take: area 'Study: Old'; alias 'Nook!' of area "
+        "'Café'; alias 'Lampe (alt)' of 'Café Lights'; switch 'Mr. Coffee' (switch.mr_coffee).",
     ]
 
 
@@ -165,6 +179,8 @@ def test_the_toml_reads_back_as_the_config_with_the_notes_as_comments() -> None:
         {"home": imported.home}
     ).home.model_dump(exclude_defaults=True)
     assert config.home.devices[0].entity_id == "light.cafe"
+    assert config.home.area_aliases == {"Café": ["Coffee Corner"]}
+    assert config.home.floors[1].aliases == ["Upstairs"]
     comments = [line for line in text.splitlines() if line.startswith("#")]
     assert any("Home Assistant 2026.2.0" in line for line in comments)
     assert any("'Mr. Coffee' (switch.mr_coffee)" in line for line in comments)
@@ -330,10 +346,10 @@ def frontend(ha: HomeAssistant) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(scope="module")
 def home_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HomeAssistant, str]]:
-    """Home Assistant with the Bed Light in the Café on the 2nd Floor (alias "Night Light"),
-    an area whose name the pendant cannot take, the party-mode switch (an input_boolean)
-    exposed to Assist; and an administrator's long-lived token. Onboarding made the areas
-    Living Room, Kitchen and Bedroom."""
+    """Home Assistant with the Bed Light (alias "Night Light") in the Café (alias "Coffee
+    Corner") on the 2nd Floor (alias "Upstairs"), an area whose name the pendant cannot take,
+    the party-mode switch (an input_boolean) exposed to Assist; and an administrator's
+    long-lived token. Onboarding made the areas Living Room, Kitchen and Bedroom."""
     reason = reason_unavailable()
     if reason is not None:
         pytest.skip(reason)
@@ -342,6 +358,10 @@ def home_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[H
             floor = ws("config/floor_registry/create", name="2nd Floor", level=2)
             cafe = ws("config/area_registry/create", name="Café", floor_id=floor["floor_id"])
             ws("config/area_registry/create", name="Loft (old)")
+            # Aliases, as the area's and the floor's dialogs save them.
+            ws("config/area_registry/update", area_id=cafe["area_id"],
+               aliases=["Coffee Corner", "Nook!"])  # fmt: skip
+            ws("config/floor_registry/update", floor_id=floor["floor_id"], aliases=["Upstairs"])
             ws("config/entity_registry/update", entity_id="light.bed_light",
                area_id=cafe["area_id"], aliases=["Night Light", "Bed lamp!"])  # fmt: skip
             ws("homeassistant/expose_entity", assistants=["conversation"],
@@ -371,7 +391,11 @@ def test_home_assistants_names_become_the_pendants_home(
     text = out.read_text()
     home = parse_config(tomllib.loads(text)).home
     assert home.areas == ["Bedroom", "Café", "Kitchen", "Living Room"]
-    assert [(f.name, f.areas) for f in home.floors] == [("2nd Floor", ["Café"])]
+    assert [(f.name, f.areas, f.aliases) for f in home.floors] == [
+        ("2nd Floor", ["Café"], ["Upstairs"])
+    ]
+    assert home.area_aliases == {"Café": ["Coffee Corner"]}
+    assert "[home.area_aliases]" in text
     [light] = [d for d in home.devices if d.entity_id == "light.bed_light"]
     assert (light.name, light.kind.value, light.area) == ("Bed Light", "light", "Café")
     assert light.aliases == ["Night Light"]
@@ -379,6 +403,7 @@ def test_home_assistants_names_become_the_pendants_home(
     assert (light.color, light.brightness) == (False, False)
     assert "input_boolean 1" in text  # exposed, but of no kind the pendant has sentences for
     assert "area 'Loft (old)'" in text and "alias 'Bed lamp!' of 'Bed Light'" in text
+    assert "alias 'Nook!' of area 'Café'" in text
 
 
 @pytest.mark.timeout(600)
@@ -395,6 +420,9 @@ def test_what_the_pendant_hears_in_the_imported_home_assist_acts_on(
     for said, state in (
         ("turn on the lights in the cafe", "on"),
         ("turn off the lights on the second floor", "off"),
+        # Aliases of an area and a floor: the intent names the area, the floor.
+        ("turn on the lights in the coffee corner", "on"),
+        ("turn off the upstairs lights", "off"),
         ("turn on the night light", "on"),
     ):
         match = nlu.parse(said)

@@ -23,7 +23,9 @@ HOME = {
     "device_id": "pendant-names",
     "home": {
         "areas": ["Café", "Kitchen", "Bedroom"],
-        "floors": [{"name": "2nd Floor", "areas": ["Bedroom"]}],
+        # Keyed in any case; the intent names the area (the floor) as the config spells it.
+        "area_aliases": {"kitchen": ["Cooking Area"]},
+        "floors": [{"name": "2nd Floor", "areas": ["Bedroom"], "aliases": ["Upstairs"]}],
         "devices": [
             {"name": "Hi-Fi", "kind": "media_player", "area": "Café",
              "entity_id": "media_player.hi_fi"},
@@ -90,6 +92,25 @@ def test_an_alias_names_the_device_by_its_name(nlu: IntentParser, heard: Grammar
     assert entity_ids(match) == {"name": "light.bed_light"}
 
 
+@pytest.mark.parametrize(
+    ("said", "slots", "raw"),
+    [
+        ("turn off the lights in the cooking area", {"area": "Kitchen", "domain": "light"},
+         "cooking area"),
+        ("turn off the lights upstairs", {"floor": "2nd Floor", "domain": "light"}, "upstairs"),
+        ("turn on the upstairs lights", {"floor": "2nd Floor", "domain": "light"}, "upstairs"),
+    ],
+)  # fmt: skip
+def test_an_area_or_floor_alias_names_the_area_or_floor_by_its_name(
+    nlu: IntentParser, heard: Grammar, said: str, slots: dict[str, str], raw: str
+) -> None:
+    match = understood(nlu, heard, said)
+    assert match.slot_values() == slots
+    assert [s.raw_value for s in match.slots if s.name in ("area", "floor")] == [raw]
+    # Without the alias the words are no name of this home's: not heard.
+    assert not heard.accepts(normalize(said.replace(raw, "pantry")))
+
+
 def test_a_name_two_devices_share_carries_an_entity_only_where_the_area_tells_them_apart(
     nlu: IntentParser, heard: Grammar
 ) -> None:
@@ -132,6 +153,18 @@ def test_the_gate_lets_names_out_as_spelled_with_their_own_entity_only(
     # An alias heard: the name and its entity go out, the words said were the alias's.
     alias = understood(nlu, heard, "turn on the night light")
     assert gate.admit(intent_of(alias)) is not None
+    # An area's and a floor's alias heard: the area and the floor go out by their names.
+    for said, slot in (
+        ("turn off the lights in the cooking area", ("area", "Kitchen")),
+        ("turn off the lights upstairs", ("floor", "2nd Floor")),
+    ):
+        out = gate.admit(intent_of(understood(nlu, heard, said)))
+        assert isinstance(out, Intent), said
+        assert slot in {(s.name, s.value) for s in out.slots}
+    # A gate whose config has no such alias takes the words for none of the home's.
+    unaliased = parse_config({**HOME, "home": {**HOME["home"], "area_aliases": {}}})
+    cooking = understood(nlu, heard, "turn off the lights in the cooking area")
+    assert Gate(Vocabulary.of(unaliased)).admit(intent_of(cooking)) is None
     lock = gate.admit(intent_of(understood(nlu, heard, "unlock the front door")))
     assert isinstance(lock, Intent) and lock.slots[0].entity_id == LOCK
 
@@ -157,6 +190,7 @@ def test_home_assistant_reads_the_entity_beside_the_name(home: Config, nlu: Inte
     [
         ("turn off the lights on the second floor", "turn off the lights on the 2nd Floor"),
         ("turn on the night light", "turn on the Bed Light"),
+        ("turn off the lights in the cooking area", "turn off the lights in the Kitchen"),
         ("turn on the lamp in the kitchen", "turn on the Lamp in the Kitchen"),
         ("set a timer for five minutes", "set a timer for five minutes"),
     ],

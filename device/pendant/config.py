@@ -157,12 +157,23 @@ class Floor(_Strict):
     areas: list[Name] = Field(
         default_factory=list, description="The areas on this floor; each one of home.areas."
     )
+    aliases: list[Name] = Field(
+        default_factory=list,
+        description="Other ways to say it (Home Assistant's aliases), e.g. ['Upstairs']; "
+        "an intent still names the floor by its name.",
+    )
 
 
 class Home(_Strict):
     areas: list[Name] = Field(
         default_factory=list,
         description="Area names, e.g. ['Kitchen']; also the only names cmd/area takes.",
+    )
+    area_aliases: dict[Name, list[Name]] = Field(
+        default_factory=dict,
+        description="Other ways to say an area (Home Assistant's aliases), by area: under "
+        "`[home.area_aliases]`, `Kitchen = ['Cooking Area']`; each key one of home.areas (any "
+        "case). An intent still names the area by its name.",
     )
     floors: list[Floor] = Field(
         default_factory=list,
@@ -233,7 +244,24 @@ class Home(_Strict):
         floor_names = [f.name.lower() for f in self.floors]
         if len(set(floor_names)) != len(floor_names):
             raise ValueError("floors: two floors have the same name")
+        for area, aliases in self.area_aliases.items():
+            if area.lower() not in known:
+                raise ValueError(f"area_aliases: {area!r} is not in home.areas {self.areas!r}")
+            for alias in aliases:
+                if alias.lower() in known and alias.lower() != area.lower():
+                    raise ValueError(f"area_aliases.{area}: {alias!r} is another area's name")
+        for i, floor in enumerate(self.floors):
+            for alias in floor.aliases:
+                if alias.lower() in known:
+                    raise ValueError(f"floors[{i}].aliases: {alias!r} is an area's name")
         return self
+
+    def aliases_of_area(self, area: str) -> list[str]:
+        """The aliases `area_aliases` gives `area` (its key in any case)."""
+        said = [
+            aliases for key, aliases in self.area_aliases.items() if key.lower() == area.lower()
+        ]
+        return [a for aliases in said for a in aliases]
 
 
 class AudioConfig(_Strict):
@@ -800,6 +828,8 @@ def _type_name(ann: Any) -> str:
         return "name"
     if get_origin(ann) is list:
         return f"list of {_type_name(args[0])}" if args else "list"
+    if get_origin(ann) is dict:
+        return f"table of {_type_name(args[1])}" if args else "table"
     if len(args) == 1 and len(get_args(ann)) == 2:
         return f"{_type_name(args[0])}, optional"
     if args and get_origin(ann) is not None and get_origin(ann) is not Annotated:

@@ -5,7 +5,8 @@ entities exposed to Assist, with their aliases. This reads them over Home Assist
 API with a long-lived access token (an administrator's: only admins may list what is exposed)
 and writes them as the TOML `[home]` table the pendant's config takes:
 
-- `areas`: every area; `floors`: every floor, with its areas;
+- `areas`: every area, and `area_aliases` for those with aliases; `floors`: every floor,
+  with its areas and aliases;
 - `devices`: one per entity exposed to Assist (Home Assistant's "Voice assistants" page), named
   as Assist hears it (its friendly name), of the kind its domain is (`DeviceKind`; entities of
   other domains are left out and counted), in its area or else its device's, with its aliases,
@@ -275,8 +276,16 @@ def home_from(reg: Registries) -> Imported:
         else:
             refused.append(f"area {_shown(name)}")
     area_names = {n.casefold() for n in areas.values()}
-    floors: list[dict[str, Any]] = []
     notes: list[str] = []
+    area_aliases: dict[str, list[str]] = {}
+    entries = {a.get("area_id"): a for a in reg.areas}
+    for area_id, name in areas.items():
+        aliases = _aliases(
+            entries[area_id], name, f"area {_shown(name)}", area_names, refused, notes
+        )
+        if aliases:
+            area_aliases[name] = aliases
+    floors: list[dict[str, Any]] = []
     by_level = sorted(reg.floors, key=lambda f: (f.get("level") is None, f.get("level") or 0))
     for floor in by_level:
         name = str(floor.get("name", "")).strip()
@@ -288,6 +297,9 @@ def home_from(reg: Registries) -> Imported:
             continue
         on_it = [n for a, n in areas.items() if _floor_of(reg, a) == floor.get("floor_id")]
         floors.append({"name": name, "areas": on_it})
+        aliases = _aliases(floor, name, f"floor {_shown(name)}", area_names, refused, notes)
+        if aliases:
+            floors[-1]["aliases"] = aliases
     devices_by_id = {d.get("id"): d for d in reg.devices}
     other_kinds: Counter[str] = Counter()
     stateless: list[str] = []
@@ -350,12 +362,37 @@ def home_from(reg: Registries) -> Imported:
     if refused:
         notes.append(f"Left out: names the pendant cannot take: {'; '.join(refused)}.")
     devices.sort(key=lambda d: (d["name"].casefold(), d["entity_id"]))
-    home = {"areas": list(areas.values()), "floors": floors, "devices": devices}
+    home = {"areas": list(areas.values()), "area_aliases": area_aliases, "floors": floors,
+            "devices": devices}  # fmt: skip
     try:
         Home.model_validate(home)
     except ValueError as exc:  # a case this code does not foresee: say so, write nothing
         raise HomeAssistantError(f"the imported home does not validate: {exc}") from None
     return Imported(home, notes, reg.version)
+
+
+def _aliases(
+    entry: dict[str, Any],
+    name: str,
+    of: str,
+    area_names: set[str],
+    refused: list[str],
+    notes: list[str],
+) -> list[str]:
+    """An area's or a floor's aliases the pendant can take, sorted; another area's name
+    (which would make the two one to the ears) is left out with a note."""
+    aliases: list[str] = []
+    for alias in entry.get("aliases") or []:
+        said = str(alias or "").strip()
+        if not said or said.casefold() == name.casefold() or said in aliases:
+            continue
+        if not fits(said):
+            refused.append(f"alias {_shown(said)} of {of}")
+        elif said.casefold() in area_names:
+            notes.append(f"Left out: alias {_shown(said)} of {of}, which is an area's name.")
+        else:
+            aliases.append(said)
+    return sorted(aliases, key=str.casefold)
 
 
 def _floor_of(reg: Registries, area_id: str) -> str | None:
@@ -392,9 +429,14 @@ def to_toml(imported: Imported) -> str:
     lines += [f"# {note}" for note in imported.notes]
     home = imported.home
     lines += ["", "[home]", f"areas = {_toml(home['areas'])}"]
+    if home["area_aliases"]:
+        lines += ["", "[home.area_aliases]"]
+        lines += [f"{_toml(area)} = {_toml(said)}" for area, said in home["area_aliases"].items()]
     for floor in home["floors"]:
         lines += ["", "[[home.floors]]", f"name = {_toml(floor['name'])}"]
         lines.append(f"areas = {_toml(floor['areas'])}")
+        if floor.get("aliases"):
+            lines.append(f"aliases = {_toml(floor['aliases'])}")
     for device in home["devices"]:
         lines += ["", "[[home.devices]]"]
         lines += [f"{key} = {_toml(device[key])}" for key in DEVICE_KEYS if key in device]

@@ -108,6 +108,8 @@ class Vocabulary:
         spelled = [*home.areas, *home.media, *home.list_items, *home.timer_names]
         spelled += [f.name for f in home.floors] + [d.name for d in home.devices]
         names = [*spelled, *(a for d in home.devices for a in d.aliases)]
+        names += [a for aliases in home.area_aliases.values() for a in aliases]
+        names += [a for f in home.floors for a in f.aliases]
         names += [k.value for k in DeviceKind] + [c for cs in DEVICE_CLASSES.values() for c in cs]
         names += [s for custom in home.sentences for s in custom.sentences]
         entity_ids: dict[str, set[str]] = {}

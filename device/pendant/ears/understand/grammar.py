@@ -198,18 +198,29 @@ def spoken_forms(name: str) -> list[str]:
 def home_slot_lists(config: Config) -> dict[str, SlotList]:
     """Slot lists from the home: names carry their kind (and area) as hassil context, which
     is what `requires_context: domain` in the templates (ours and Home Assistant's) filters."""
-    devices = config.home.devices
-    areas = [(said, a) for a in config.home.areas for said in spoken_forms(a)]
+    home = config.home
+    devices = home.devices
+    # An area's or a floor's alias is another way to say it, as a device's is: the slot
+    # carries the area's (the floor's) name.
+    areas = [
+        (said, a)
+        for a in home.areas
+        for called in (a, *home.aliases_of_area(a))
+        for said in spoken_forms(called)
+    ]
+    floors = [
+        (said, f.name)
+        for f in home.floors
+        for called in (f.name, *f.aliases)
+        for said in spoken_forms(called)
+    ]
     lights = [d for d in devices if d.kind.value == "light"]
     return {
         "name": _names_list(devices),
         "area": TextSlotList.from_tuples(areas, allow_template=False),
         "light_dimmable": _names_list(d for d in lights if d.brightness),
         "light_color": _names_list(d for d in lights if d.color),
-        "floor": TextSlotList.from_tuples(
-            [(said, f.name) for f in config.home.floors for said in spoken_forms(f.name)],
-            allow_template=False,
-        ),
+        "floor": TextSlotList.from_tuples(floors, allow_template=False),
         # Home Assistant's zones are any name (a wildcard); every home has "home".
         "zone": TextSlotList.from_strings(["home"]),
     }
@@ -881,8 +892,9 @@ def grammar_from_json(text: str, config: Config) -> Grammar:
 
 
 def _names(config: Config) -> list[str]:
-    devices = config.home.devices
-    return [*config.home.areas, *(n for d in devices for n in (d.name, *d.aliases))]
+    home = config.home
+    areas = [*home.areas, *(a for aliases in home.area_aliases.values() for a in aliases)]
+    return [*areas, *(n for d in home.devices for n in (d.name, *d.aliases))]
 
 
 def _graph_json(g: WordGraph) -> dict[str, Any]:
