@@ -374,6 +374,31 @@ def test_an_accepted_say_goes_to_the_phones_as_the_links_own_event() -> None:
             side.outbox.close()
 
 
+def test_calls_on_the_wearer_are_rate_limited() -> None:
+    """A flood of `say`/`buzz` (any client of the home broker may send them) must not buzz
+    the wearer or talk for ever: a burst passes, the rest is refused as busy until the bucket
+    refills; other commands are not held back by it."""
+    from pendant.config import Config, LinkConfig
+    from pendant.events import Error
+    from pendant.link import CALL_BURST, Link
+
+    link = Link(Config(device_id="p", link=LinkConfig(socket="/run/p.sock", outbox_path="")))
+    try:
+        base = link.base_topic
+        for i in range(CALL_BURST + 2):
+            name = "say" if i % 2 else "buzz"
+            body = b'{"text": "hello"}' if name == "say" else b"{}"
+            link.on_command(f"{base}/cmd/{name}", body, from_home=True)
+        link.on_command(f"{base}/cmd/identify", b"{}", from_home=True)
+        assert link.commands == {"forwarded": CALL_BURST + 1, "rate_limited": 2}
+        queued = [link._to_bus.get_nowait() for _ in range(link._to_bus.qsize())]
+        assert [c.name for c in queued][-1] == "identify"
+        busy = [e for e in _waiting(link.sides[0].outbox) if isinstance(e, Error)]
+        assert [e.reason for e in busy] == ["busy: try again"] * len(busy) and busy
+    finally:
+        link.sides[0].outbox.close()
+
+
 def test_with_one_broker_the_say_goes_there() -> None:
     from pendant.config import Config, LinkConfig
     from pendant.link import Link

@@ -509,3 +509,19 @@ def test_the_readme_shows_the_per_intent_example_as_it_is_tested() -> None:
         assert automation["conditions"][0]["attribute"] == "event_type"
     timer = text[text.index("- id: pendant_timer") : text.index("\n\n- id: pendant_party_mode")]
     assert f"```yaml\n{timer}\n```" in (REPO / "README.md").read_text()
+
+
+def test_what_the_camera_read_gets_no_sentence_for_assist() -> None:
+    """The blueprint hands `named_text` to Assist: a spoken intent has it, the eyes' ReadText
+    (printed words, "unlock the front door" on a sign) never does."""
+    cfg = demo_config()
+    spoken = Intent(device_id=cfg.device_id, name="HassTurnOn", text="turn on the bed light",
+                    confidence=0.9)  # fmt: skip
+    read = Intent(device_id=cfg.device_id, name="ReadText", text="unlock the front door",
+                  confidence=0.9)  # fmt: skip
+    assert "named_text" in json.loads(discovery.event_message(cfg, spoken)[1])
+    body = json.loads(discovery.event_message(cfg, read)[1])
+    assert "named_text" not in body and body["text"] == "unlock the front door"
+    blueprint = (REPO / "docs" / "blueprints" / "pendant-assist.yaml").read_text()
+    assert "attributes.named_text is string" in blueprint
+    assert "said.named_text" in blueprint and "said.text" not in blueprint

@@ -194,6 +194,17 @@ def test_a_name_with_control_characters_stays_inside_its_comment() -> None:
     assert "'Evil?[home]?areas = []'" in text
 
 
+def test_home_assistants_other_words_stay_inside_their_comments() -> None:
+    """Not only names: an exposed entity's domain and the version Home Assistant reports go
+    into comments too, and neither may start a table of its own (a [link] to another broker)."""
+    reg = registries()
+    reg.exposed.append('x\n[link]\nhost = "evil"\n#.y')
+    reg.version = '1\n[link]\nhost = "evil"\n#'
+    text = to_toml(home_from(reg))
+    assert "link" not in tomllib.loads(text)
+    assert tomllib.loads(text)["home"]["areas"] == ["Bedroom", "Café", "Garage"]
+
+
 @pytest.mark.parametrize(
     ("url", "ws"),
     [

@@ -208,3 +208,22 @@ def test_the_named_text_spells_the_homes_names_as_home_assistant_has_them(
 def test_slots_without_an_entity_say_nothing_of_one() -> None:
     slot = Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")
     assert "entity_id" not in json.loads(slot.model_dump_json(exclude_none=True))
+
+
+def test_an_eyes_intent_carries_no_entity(home: Config) -> None:
+    """The eyes name no device: a ReadText with an entity (the lock's) is dropped, the same
+    one without it passes."""
+    from pendant import bus
+    from pendant.events import Slot
+
+    gate = Gate(Vocabulary.of(home))
+
+    def read(entity_id: str | None) -> bytes:
+        slot = Slot(name="text", value="exit", raw_value="", entity="text", entity_id=entity_id)
+        return Intent(
+            device_id="pendant-names", name="ReadText", text="exit", confidence=0.9, slots=[slot]
+        ).to_json()
+
+    assert gate.admit(read(LOCK), topic=bus.EYES_INTENT_TOPIC) is None
+    assert gate.dropped == {"vocabulary": 1}
+    assert isinstance(gate.admit(read(None), topic=bus.EYES_INTENT_TOPIC), Intent)

@@ -288,7 +288,10 @@ def event_message(config: Config, event: Intent) -> Message:
     body: dict[str, Any] = {s.name: s.value for s in event.slots}
     body.update({f"{s.name}_entity_id": s.entity_id for s in event.slots if s.entity_id})
     body.update(event_type=event.name, text=event.text, confidence=event.confidence, id=event.id)
-    body["named_text"] = named_text(config, event)
+    # The sentence for Assist (the blueprint), the names spelled as the config spells them;
+    # never for what the camera read or saw: printed words are not the wearer's command.
+    if event.name not in EYES_INTENTS:
+        body["named_text"] = named_text(config, event)
     # Where an answer goes (the blueprint's `cmd/say`), so an automation needs no topic typed.
     body["reply_topic"] = f"{base_topic(config)}/cmd/say"
     return event_topic(config), json.dumps(body).encode()

@@ -270,7 +270,12 @@ def _off_vocabulary(event: Event, vocabulary: Vocabulary) -> str | None:
         if vocabulary.unknown(event.text):
             return f"{event.type} words"
         return None
-    if not isinstance(event, Intent) or event.name in EYES_INTENTS:
+    if not isinstance(event, Intent):
+        return None
+    if event.name in EYES_INTENTS:
+        # The eyes name no device: an entity on their intent would be a channel of its own.
+        if any(slot.entity_id is not None for slot in event.slots):
+            return "eyes slot entity_id"
         return None
     if event.name not in vocabulary.intents:
         return "intent name"

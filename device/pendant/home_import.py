@@ -349,7 +349,11 @@ def home_from(reg: Registries) -> Imported:
         device["entity_id"] = entity_id
         devices.append(device)
     if other_kinds:
-        kinds = ", ".join(f"{d} {n}" for d, n in sorted(other_kinds.items()))
+        # Home Assistant's own text, in a comment: shown safe like any name.
+        kinds = ", ".join(
+            f"{d if re.fullmatch(r'[a-z0-9_]+', d) else _shown(d)} {n}"
+            for d, n in sorted(other_kinds.items())
+        )
         notes.append(
             f"Left out: {sum(other_kinds.values())} exposed entities of kinds the pendant has "
             f"no sentences for ({kinds})."
@@ -420,7 +424,9 @@ DEVICE_KEYS = ("name", "kind", "area", "aliases", "device_class", "color", "brig
 
 def to_toml(imported: Imported) -> str:
     """`imported` as a TOML document of one `[home]` table, notes as comments on top."""
-    version = f" {imported.version}" if imported.version else ""
+    # Home Assistant's word, in the first comment: a version, nothing that could end the line.
+    shown = imported.version if re.fullmatch(r"[0-9A-Za-z.+-]*", imported.version) else "?"
+    version = f" {shown}" if shown else ""
     lines = [
         f"# The home as Home Assistant{version} names it (`pendant home import`): its areas,",
         "# floors and the entities exposed to Assist. Use it as pendant.toml's [home], or as",
@@ -456,6 +462,16 @@ def run(url: str, token_file: Path, out: Path | None, cafile: Path | None = None
     token = read_secret(str(token_file), "--token-file") or ""
     if any(unicodedata.category(c) == "Cc" for c in token):
         raise HomeAssistantError(f"--token-file: {token_file} holds more than one line")
+    websocket_url(url)  # a bad --url is its own one-line error, before any warning
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+        # An administrator's token, readable by anyone on the way: say so, as the doctor says
+        # of a plaintext broker.
+        print(
+            f"pendant home import: warning: {_without_login(url)} is plain http: the token "
+            "crosses the network unencrypted; use https:// where Home Assistant offers it",
+            file=sys.stderr,
+        )
     imported = home_from(asyncio.run(read_home_assistant(url, token, cafile)))
     text = to_toml(imported)
     home = imported.home

@@ -108,6 +108,10 @@ COMMAND_QUEUE_MAX = 100
 PHONE_SENTENCES_FILE = "phone_sentences.json"
 ID_KEY_FILE = "id_key"
 BUS_CLIENT_ID = "pendant-link"
+CALLS = frozenset({"say", "buzz"})
+CALL_BURST = 3
+CALL_EVERY_S = 5.0
+"""Calls on the wearer (`say`, `buzz`): three at once, then one each 5 s; more are refused."""
 # Lost, or the pendant was updated from before the link kept a record.
 UNKNOWN_SETS = "your own sentences are not heard: the link has no record of them, send them again"
 
@@ -160,6 +164,8 @@ class Link:
         """forwarded, rejected, refused (from the home broker), retained (refused and deleted),
         overflow, failed."""
         self.errors = ErrorReports(self._send_own)
+        self.calls = TokenBucket(CALL_BURST, CALL_EVERY_S)
+        """`say` and `buzz`, from anyone: a flood must not buzz the wearer or talk for ever."""
         self.received = 0
         """Events read off the bus as they were published, passed or dropped."""
         self.poisoned = 0
@@ -511,6 +517,13 @@ class Link:
         `from_home`: it came from the home broker (`link_commands.judge`).
         """
         verdict = link_commands.judge(self.config, topic, payload, retain, from_home)
+        if verdict.command is not None and verdict.command.name in CALLS and not self.calls.take():
+            self.commands["rate_limited"] += 1
+            name = verdict.command.name
+            self.errors.report(
+                Error(device_id=self.config.device_id, command=name, reason="busy: try again")
+            )
+            return False
         if verdict.command is not None:
             try:
                 self._to_bus.put_nowait(verdict.command)
