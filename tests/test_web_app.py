@@ -557,6 +557,9 @@ def _companion(
         )
     )
     page("wait_text", selector="#feed .event.scene", text="1 face hidden")
+    # The scene and its intent are two messages: the entry takes the intent's title once the
+    # second is in (seen once in CI: read between the two).
+    page("wait_text", selector="#feed .event.scene", text="ReadText")
     entry = _feed_text(page, "#feed .event.scene")
     assert entry.startswith("ReadText") and "KEEP REFRIGERATED after opening" in entry
     assert page("eval", expr="document.querySelectorAll('#feed .event.intent').length") == 2
