@@ -320,10 +320,10 @@ def test_timedatectl_is_read_and_its_absence_is_unknown(
         asked.append(cmd)
         return subprocess.CompletedProcess(cmd, rc, stdout, "")
 
-    monkeypatch.setattr("pendant.doctor.clock.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: f"/usr/bin/{name}")
     assert ntp_synchronised(run) is expected
     assert asked[0][1:] == ["show", "-p", "NTPSynchronized", "--value"]
-    monkeypatch.setattr("pendant.doctor.clock.shutil.which", lambda name: None)
+    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: None)
     assert ntp_synchronised(run) is None
 
 
@@ -406,7 +406,7 @@ def test_throttling_is_read_from_vcgencmd_then_the_firmware_file_then_hwmon(
     hwmon = tmp_path / "hwmon"
     (hwmon / "hwmon0").mkdir(parents=True)
     (hwmon / "hwmon0" / "name").write_text("cpu_thermal\n")
-    monkeypatch.setattr("pendant.doctor.power.shutil.which", lambda name: None)
+    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: None)
     assert read_throttled(vcgencmd, firmware, hwmon) is None
 
     (hwmon / "hwmon1").mkdir()
@@ -420,7 +420,7 @@ def test_throttling_is_read_from_vcgencmd_then_the_firmware_file_then_hwmon(
     firmware.write_text("20002\n")
     assert read_throttled(vcgencmd, firmware, hwmon) == (0x20002, str(firmware))
 
-    monkeypatch.setattr("pendant.doctor.power.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: f"/usr/bin/{name}")
     assert read_throttled(vcgencmd, firmware, hwmon) == (0x50005, "vcgencmd get_throttled")
 
 

@@ -10,7 +10,6 @@ compared: nothing in the pendant sets the system clock from it.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ import pendant
 from pendant import build_info
 from pendant.body.battery import GAUGES, Gauge, GaugeUnavailable
 from pendant.config import Config
-from pendant.doctor.finding import Finding
+from pendant.doctor.finding import Finding, Run, tool_output
 
 # No build of this package is older: a clock before it is wrong whatever the files say.
 BUILD_FLOOR = datetime(2025, 1, 1, tzinfo=UTC)
@@ -44,26 +43,12 @@ def built_at(files: tuple[Path, ...] | None = None) -> datetime:
     return max(dates)
 
 
-def ntp_synchronised(
-    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
-) -> bool | None:
-    """systemd's word on it (`timedatectl`); None where there is no systemd to ask."""
-    exe = shutil.which("timedatectl")
-    if exe is None:
-        return None
-    try:
-        proc = run(
-            [exe, "show", "-p", "NTPSynchronized", "--value"],
-            capture_output=True,
-            text=True,
-            timeout=TIMEDATECTL_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:  # "System has not been booted with systemd", no D-Bus
-        return None
-    return {"yes": True, "no": False}.get(proc.stdout.strip())
+def ntp_synchronised(run: Run = subprocess.run) -> bool | None:
+    """systemd's word on it (`timedatectl`); None where there is no systemd to ask ("System
+    has not been booted with systemd", no D-Bus)."""
+    said = tool_output(["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+                       TIMEDATECTL_TIMEOUT_S, run)  # fmt: skip
+    return {"yes": True, "no": False}.get(said or "")
 
 
 def span(seconds: float) -> str:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
 
 Verdict = Literal["OK", "WARN", "FAIL"]
 """FAIL: the pendant cannot do its work until this is fixed (the exit code says so). WARN:
@@ -22,3 +27,17 @@ class Finding:
         tail = f"  -> {self.fix}" if self.fix and self.verdict != "OK" else ""
         text = f"{self.verdict:<4} {self.part:<11} {self.detail}{tail}"
         return " ".join(text.splitlines())
+
+
+def tool_output(argv: list[str], timeout_s: float, run: Run = subprocess.run) -> str | None:
+    """What a system tool (`timedatectl`, `vcgencmd`) printed, stripped; None where it is not
+    installed, fails, or hangs: the check then says it could not tell."""
+    exe = shutil.which(argv[0])
+    if exe is None:
+        return None
+    try:
+        proc = run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout_s,
+                   check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None

@@ -10,14 +10,13 @@ image: the under-voltage bit alone). None of them on a machine that is no Raspbe
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pendant.config import Config
-from pendant.doctor.finding import Finding
+from pendant.doctor.finding import Finding, Run, tool_output
 
 BITS = {0: "under-voltage", 1: "ARM frequency capped", 2: "throttled", 3: "soft temperature limit"}
 SINCE_BOOT_SHIFT = 16
@@ -40,23 +39,11 @@ def decode_throttled(value: int) -> Throttling:
     return Throttling(now, since)
 
 
-def _vcgencmd(run: Callable[..., subprocess.CompletedProcess[str]]) -> int | None:
-    exe = shutil.which("vcgencmd")
-    if exe is None:
-        return None
-    try:
-        proc = run(
-            [exe, "get_throttled"],
-            capture_output=True,
-            text=True,
-            timeout=VCGENCMD_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+def _vcgencmd(run: Run) -> int | None:
     # "throttled=0x50005"; it fails without access to /dev/vcio (group video), or off a Pi.
-    key, _, value = proc.stdout.strip().partition("=")
-    if proc.returncode != 0 or key != "throttled":
+    said = tool_output(["vcgencmd", "get_throttled"], VCGENCMD_TIMEOUT_S, run) or ""
+    key, _, value = said.partition("=")
+    if key != "throttled":
         return None
     try:
         return int(value, 16)
@@ -75,7 +62,7 @@ def _rpi_volt(hwmon_dir: Path) -> Path | None:
 
 
 def read_throttled(
-    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+    run: Run = subprocess.run,
     firmware_file: Path = FIRMWARE_FILE,
     hwmon_dir: Path = HWMON_DIR,
 ) -> tuple[int, str] | None:
