@@ -670,3 +670,24 @@ def test_body_config_defaults_and_checks() -> None:
         parse_config({"body": {"long_hold_s": 9, "pairing_hold_s": 8}})
     with pytest.raises(ConfigError, match=r"body\.pin_factory"):
         parse_config({"body": {"pin_factory": "gpio"}})
+
+
+def test_the_haptic_history_keeps_only_the_latest_buzzes() -> None:
+    """Worn for weeks, the pendant must not keep every buzz it gave."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from pendant.body.haptic import HISTORY_MAX, Haptic
+
+    async def buzzes() -> list[str]:
+        haptic = Haptic(SimpleNamespace(value=0.0))  # type: ignore[arg-type]
+        try:
+            for i in range(HISTORY_MAX + 5):
+                haptic.buzz("short" if i < HISTORY_MAX + 4 else "double")
+            return list(haptic.history)
+        finally:
+            haptic.close()
+
+    history = asyncio.run(buzzes())
+    assert len(history) == HISTORY_MAX
+    assert history[-1] == "double"

@@ -5,18 +5,22 @@ from __future__ import annotations
 from pendant.body.feedback import BUZZES
 from pendant.body.player import Output, Player
 
+HISTORY_MAX = 100
+
 
 class Haptic:
     def __init__(self, output: Output) -> None:
         self._player = Player(output)
         self.history: list[str] = []
-        """Every buzz given, by name, for tests and logs."""
+        """The last `HISTORY_MAX` buzzes given, by name, for tests and logs (a pendant worn for
+        weeks must not keep them all)."""
         output.value = 0.0
 
     def buzz(self, kind: str) -> None:
         # A new buzz replaces one still running: the latest gesture is the one to feel.
         self._player.play(BUZZES[kind], repeat=False)
         self.history.append(kind)
+        del self.history[:-HISTORY_MAX]
 
     def close(self) -> None:
         self._player.stop()
