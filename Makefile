@@ -71,7 +71,7 @@ measure-sets: setup sets
 	  --manifest $(SETS_DIR)/moonshine/manifest.json --manifest $(SETS_DIR)/chatter/manifest.json
 
 models: setup
-	$(PY) -m pendant.models fetch
+	$(PY) -m pendant.setup.fetch_models fetch
 
 run: setup models
 	$(PY) tools/run_demo.py
@@ -118,7 +118,7 @@ bench-arm: setup models bench-arm-apt
 	$(PY) tools/bench_arm.py $(if $(BACKEND),--backend $(BACKEND))
 
 schemas: setup
-	$(PY) -m pendant.events
+	$(PY) -m pendant.core.events
 	$(PY) -m pendant.ears.understand.closed_words
 
 clean:

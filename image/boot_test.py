@@ -193,7 +193,7 @@ def test_config(wav: str) -> str:
     boot that finds them proves the merge.
     """
     sys.path.insert(0, str(REPO / "device"))
-    from pendant.config import Config
+    from pendant.core.config import Config
 
     home = (REPO / "examples" / "pendant.toml").read_text()
     home = re.sub(r"(?m)^device_id\s*=.*\n", "", home)

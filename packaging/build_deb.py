@@ -166,7 +166,7 @@ def sha256(path: Path) -> str:
 
 def manifest() -> dict:
     sys.path.insert(0, str(REPO / "device"))
-    from pendant.models import load_manifest  # the manifest shipped in this checkout
+    from pendant.core.model_cache import load_manifest  # the manifest shipped in this checkout
 
     return load_manifest()
 
@@ -183,7 +183,7 @@ def copy_models(names: list[str], cache: Path, dest: Path) -> int:
             if not src.is_file():
                 raise BuildError(
                     f"model {name!r} is not in {cache}: run `make models` "
-                    f"(or `python -m pendant.models fetch {name}`)"
+                    f"(or `python -m pendant.setup.fetch_models fetch {name}`)"
                 )
             if sha256(src) != f.sha256:
                 raise BuildError(f"{src} does not match its pinned sha256: fetch it again")
@@ -302,8 +302,10 @@ def build(out: Path, models: list[str] | None, wheels_cache: Path | None) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pendant-deb-") as tmp:
         root = Path(tmp) / "root"
-        t = step("wheels from the lock for " + ", ".join(
-            f"{x.name} (CPython {x.python}, {x.machine})" for x in lock.targets(desc)))
+        t = step(
+            "wheels from the lock for "
+            + ", ".join(f"{x.name} (CPython {x.python}, {x.machine})" for x in lock.targets(desc))
+        )
         wheel_dir = root / desc["wheels"]["dest"]
         chosen = build_wheels(desc, wheel_dir, (wheels_cache or WHEELS_CACHE).expanduser())
         own = build_own_wheel(wheel_dir)
@@ -333,8 +335,9 @@ def build(out: Path, models: list[str] | None, wheels_cache: Path | None) -> Pat
         debian = root / "DEBIAN"
         debian.mkdir()
         scripts = {
-            "postinst": POSTINST.replace("@WHEELS@", "/" + desc["wheels"]["dest"])
-            .replace("@REQUIREMENTS@", "/usr/share/pendant/requirements"),
+            "postinst": POSTINST.replace("@WHEELS@", "/" + desc["wheels"]["dest"]).replace(
+                "@REQUIREMENTS@", "/usr/share/pendant/requirements"
+            ),
             "prerm": PRERM,
             "postrm": POSTRM,
         }

@@ -11,11 +11,11 @@ from types import ModuleType
 
 import pytest
 
-from pendant.config import Config, load_config
+from pendant.app.local_broker import LocalBroker
+from pendant.core.config import Config, load_config
+from pendant.core.vocabulary import Vocabulary
 from pendant.ears.understand.grammar import Grammar, build_grammar
-from pendant.gate import Gate
-from pendant.local_broker import LocalBroker
-from pendant.vocabulary import Vocabulary
+from pendant.link.gate import Gate
 
 from .powercut import VolatileMount, unavailable
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pendant.config import Config
+from pendant.core.config import Config
+from pendant.core.events import Event
+from pendant.core.model_cache import model_path
 from pendant.ears.listener import Ears, Understanding
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentParser
 from pendant.ears.vad import SileroVad
-from pendant.events import Event
-from pendant.models import model_path
 
 
 class Closed:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pendant.config import Config
-from pendant.errors import ModelError
-from pendant.models import fetch, model_path
+from pendant.core.config import Config
+from pendant.core.errors import ModelError
+from pendant.core.model_cache import model_path
+from pendant.setup.fetch_models import fetch
 
 from .conftest import REPO, demo_config
 

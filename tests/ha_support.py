@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pendant.local_broker import free_port
+from pendant.app.local_broker import free_port
 
 from .conftest import REPO
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import aiomqtt
 
-from pendant.config import Config
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core.config import Config
+from pendant.core.events import Button
 from pendant.ears.audio import RATE_HZ, Chunk
 from pendant.ears.audio.wav import WavSource
-from pendant.events import Button
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
 
 RUN_TIMEOUT_S = 600
 
@@ -97,7 +97,9 @@ async def _run(
         await pendant.run()
         expected = sum(pendant.link.published.values())
         for _ in range(250):
-            own = [m for t, m in got.messages if t.startswith(pendant.link.base_topic + "/")]
+            own = [
+                m for t, m in got.messages if t.startswith(pendant.link.base_topic + "/")
+            ]
             if len([m for m in own if "type" in m]) >= expected:
                 break
             await asyncio.sleep(0.02)

@@ -61,7 +61,7 @@ import sys
 import time
 from pathlib import Path
 
-from pendant.durable import write_names_through, writes_names_through
+from pendant.core.state import write_names_through, writes_names_through
 
 DAEMON = Path(__file__).with_name("powercut_fs.py")
 WAIT_S = 30.0

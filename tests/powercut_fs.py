@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pendant.durable import write_names_through, writes_names_through
+from pendant.core.state import write_names_through, writes_names_through
 
 ROOT = 1
 

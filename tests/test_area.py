@@ -24,18 +24,18 @@ import pytest
 import soundfile
 import yaml
 
-from pendant.config import Config
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core.config import Config
+from pendant.core.events import Intent
 from pendant.ears.asr import Transcription
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.listener import Ears
 from pendant.ears.service import EarsService
 from pendant.ears.vad import Utterance
-from pendant.events import Intent
-from pendant.link import Link
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
+from pendant.link.service import Link
 
 from .conftest import REPO, demo_config
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant.config import AudioConfig
+from pendant.core.config import AudioConfig
+from pendant.core.errors import AudioFormatError
 from pendant.ears.audio import RATE_HZ, dbfs
 from pendant.ears.audio import wav as wav_module
 from pendant.ears.audio.convert import StreamConverter, convert
 from pendant.ears.audio.wav import WavSource, read_audio
-from pendant.errors import AudioFormatError
 
 
 def tone(rate_hz: int, seconds: float, freq_hz: float = 440.0) -> np.ndarray:

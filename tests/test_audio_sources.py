@@ -8,9 +8,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from pendant.config import AudioConfig
+from pendant.core.config import AudioConfig
+from pendant.core.errors import BackendUnavailable
 from pendant.ears.audio import RATE_HZ, Chunk, create_source
-from pendant.errors import BackendUnavailable
 
 from .conftest import speech_files
 

@@ -18,13 +18,14 @@ import aiomqtt
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pendant import bus
+from pendant.app.local_broker import LocalBroker
 from pendant.body import indicators
 from pendant.body.battery.simulated import SimulatedGauge
 from pendant.body.service import BodyService
-from pendant.config import BodyConfig, BusConfig, Config
-from pendant.errors import PendantError
-from pendant.events import (
+from pendant.core import bus
+from pendant.core.config import BodyConfig, BusConfig, Config
+from pendant.core.errors import PendantError
+from pendant.core.events import (
     Activity,
     Camera,
     Command,
@@ -36,7 +37,6 @@ from pendant.events import (
     PairingStatus,
     Status,
 )
-from pendant.local_broker import LocalBroker
 
 TIMEOUT_S = 20.0
 DEV = "pendant-test"

@@ -31,9 +31,9 @@ from pendant.body.indicators import ERROR_S, IDENTIFY_S, PRIORITY, READY_S, Indi
 from pendant.body.led import PATTERNS
 from pendant.body.pins import BODY_PINS, load_pins, parse_pins
 from pendant.body.player import Step
-from pendant.config import BodyConfig, parse_config
-from pendant.errors import BackendUnavailable, ConfigError
-from pendant.events import (
+from pendant.core.config import BodyConfig, parse_config
+from pendant.core.errors import BackendUnavailable, ConfigError
+from pendant.core.events import (
     Activity,
     Battery,
     BuzzPattern,

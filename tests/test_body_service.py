@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pendant.local_broker import LocalBroker
+from pendant.app.local_broker import LocalBroker
 
 from .test_service_processes import (
     EVENT_TIMEOUT_S,
@@ -152,9 +152,9 @@ def test_bad_events_on_the_bus_do_not_stop_it(broker: LocalBroker, tmp_path: Pat
     """A junk payload on a topic the body reads is logged and skipped."""
 
     async def scenario() -> str:
-        from pendant import bus
         from pendant.body.service import BodyService
-        from pendant.config import load_config
+        from pendant.core import bus
+        from pendant.core.config import load_config
 
         config = load_config(write_config(tmp_path / "pendant.toml", broker, SIMULATED))
         service = BodyService(config)

@@ -50,7 +50,7 @@ def test_version_verbose_names_the_lock_and_what_decides_behaviour() -> None:
 
 def test_installed_build_info_wins_over_the_checkout(tmp_path: Path) -> None:
     """On the device the .deb's build-info.json names the lock its wheels came from."""
-    from pendant.build_info import collect
+    from pendant.app.build_info import collect
 
     info = tmp_path / "build-info.json"
     info.write_text(json.dumps({"lock_sha256": "ab" * 32}))

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pendant import commands
-from pendant.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
-from pendant.events import PUBLIC_TYPES, Command, Error, Event, Intent, Slot, parse_event
+from pendant.core.events import PUBLIC_TYPES, Command, Error, Event, Intent, Slot, parse_event
+from pendant.link import commands
+from pendant.link.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
 from tests.conftest import demo_gate
 
 DEVICE = "pendant-test"
@@ -311,8 +311,8 @@ def test_commands_on_the_home_broker_are_the_homes() -> None:
     """The link reads commands on the home broker itself now (no bridge, issue 14 item 4):
     with phones on another broker (link.socket beside link.host), whatever comes from the home
     broker is judged as the home's, and an unmute or a capture from there is refused."""
-    from pendant.config import Config, LinkConfig
-    from pendant.link import Link
+    from pendant.core.config import Config, LinkConfig
+    from pendant.link.service import Link
 
     link_config = LinkConfig(socket="/run/p.sock", host="ha.lan", outbox_path="")
     link = Link(Config(device_id="p", link=link_config))
@@ -342,9 +342,9 @@ def test_an_accepted_say_goes_to_the_phones_as_the_links_own_event() -> None:
     """Issue 15: phones cannot read commands, so the link passes an accepted `say` on as its
     own `say` event, through the gate, to the broker where the phones are only. A say it
     refused, and every other command, makes none."""
-    from pendant.config import Config, LinkConfig
-    from pendant.events import Say
-    from pendant.link import Link
+    from pendant.core.config import Config, LinkConfig
+    from pendant.core.events import Say
+    from pendant.link.service import Link
 
     link_config = LinkConfig(socket="/run/p.sock", host="ha.lan", outbox_path="")
     link = Link(Config(device_id="p", link=link_config))
@@ -378,9 +378,9 @@ def test_calls_on_the_wearer_are_rate_limited() -> None:
     """A flood of `say`/`buzz` (any client of the home broker may send them) must not buzz
     the wearer or talk for ever: a burst passes, the rest is refused as busy until the bucket
     refills; other commands are not held back by it."""
-    from pendant.config import Config, LinkConfig
-    from pendant.events import Error
-    from pendant.link import CALL_BURST, Link
+    from pendant.core.config import Config, LinkConfig
+    from pendant.core.events import Error
+    from pendant.link.service import CALL_BURST, Link
 
     link = Link(Config(device_id="p", link=LinkConfig(socket="/run/p.sock", outbox_path="")))
     try:
@@ -400,8 +400,8 @@ def test_calls_on_the_wearer_are_rate_limited() -> None:
 
 
 def test_with_one_broker_the_say_goes_there() -> None:
-    from pendant.config import Config, LinkConfig
-    from pendant.link import Link
+    from pendant.core.config import Config, LinkConfig
+    from pendant.link.service import Link
 
     link = Link(Config(device_id="p", link=LinkConfig(socket="/run/p.sock", outbox_path="")))
     try:
@@ -428,8 +428,8 @@ def test_a_retained_area_the_link_refuses_is_deleted_not_replayed(
 ) -> None:
     """Review finding (item 14): a malformed retained `cmd/area` was refused at every
     reconnect and never deleted from the broker."""
-    from pendant.config import Config, Home
-    from pendant.link_commands import judge
+    from pendant.core.config import Config, Home
+    from pendant.link.command_errors import judge
 
     cfg = Config(device_id="pendant-t", home=Home(areas=["Kitchen"]))
     verdict = judge(cfg, "pendant/pendant-t/cmd/area", payload, retain=retain)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pendant.config import (
+from pendant.core.config import (
     CARD_DROP_IN,
     DEVICE_DEFAULTS_PATH,
     Config,
@@ -15,7 +15,7 @@ from pendant.config import (
     config_reference,
     load_config,
 )
-from pendant.errors import ConfigError
+from pendant.core.errors import ConfigError
 
 from .conftest import DEMO_CONFIG, REPO
 
@@ -182,7 +182,7 @@ def test_every_key_is_documented_in_the_readme() -> None:
 
 
 def test_secret_files_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pendant.bus import read_secret
+    from pendant.core.bus import read_secret
 
     secret = tmp_path / "elsewhere" / "bus.password"
     secret.parent.mkdir()
@@ -234,7 +234,7 @@ def test_drop_ins_are_merged_over_the_config_table_by_table(tmp_path: Path) -> N
 
 
 def test_tls_is_for_the_home_broker_not_the_phones_socket() -> None:
-    from pendant.config import LinkConfig
+    from pendant.core.config import LinkConfig
 
     with pytest.raises(ValueError, match=r"for link\.host, not link\.socket"):
         LinkConfig(socket="/run/p.sock", tls=True)
@@ -293,13 +293,13 @@ def test_an_unreadable_drop_in_folder_is_an_error_not_ignored(
     the home broker without a word: the service must stop and say why instead."""
     import os
 
-    import pendant.config
+    import pendant.core.config
 
     config = device_config(tmp_path, HOME_ONLY)
     extra = tmp_path / "etc" / "pendant.d"
     extra.chmod(0)
     if os.geteuid() == 0:  # root lists any folder: be a service user for os.access
-        monkeypatch.setattr(pendant.config.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(pendant.core.config.os, "access", lambda path, mode: False)
     try:
         with pytest.raises(ConfigError, match=r"cannot read the config's drop-ins: chmod 755"):
             load_config(config)
@@ -369,13 +369,13 @@ def test_check_card_merges_over_the_devices_drop_ins_but_the_cards_own(tmp_path:
 def test_a_card_base_is_the_device_config_where_there_is_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pendant.config
+    import pendant.core.config
 
-    monkeypatch.setattr(pendant.config, "DEVICE_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr(pendant.core.config, "DEVICE_CONFIG_PATH", tmp_path / "absent.toml")
     assert card_base(None) == DEVICE_DEFAULTS_PATH
     assert card_base(tmp_path / "x.toml") == tmp_path / "x.toml"
     config = device_config(tmp_path)
-    monkeypatch.setattr(pendant.config, "DEVICE_CONFIG_PATH", config)
+    monkeypatch.setattr(pendant.core.config, "DEVICE_CONFIG_PATH", config)
     assert card_base(None) == config
 
 

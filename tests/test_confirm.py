@@ -15,15 +15,15 @@ from typing import Any, Literal
 import aiomqtt
 import pytest
 
-from pendant import bus
-from pendant.config import Config, DeviceKind
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core import bus
+from pendant.core.config import Config, DeviceKind
+from pendant.core.events import Activity, Button
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.confirm import needs_confirming
 from pendant.ears.understand.nlu import IntentParser
-from pendant.events import Activity, Button
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
 
 from .conftest import demo_config, speech_files
 

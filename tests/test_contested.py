@@ -9,11 +9,11 @@ import asyncio
 
 import numpy as np
 
-from pendant.config import Config
+from pendant.core.config import Config
+from pendant.core.events import Event, Intent, NotRecognized
 from pendant.ears.asr import Transcription
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.vad import Utterance
-from pendant.events import Event, Intent, NotRecognized
 
 from .ears_support import bare_ears
 

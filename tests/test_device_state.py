@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pendant.device_state import DeviceState
-from pendant.events import Battery, Camera, Intent, Status
+from pendant.core.events import Battery, Camera, Intent, Status
+from pendant.link.status import DeviceState
 
 DEV = "pendant-test"
 

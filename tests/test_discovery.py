@@ -16,19 +16,19 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from pendant import discovery
-from pendant.cli import main as cli_main
-from pendant.config import Config, parse_config
+from pendant.app.cli import main as cli_main
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core.config import Config, parse_config
+from pendant.core.errors import ConfigError
+from pendant.core.events import EYES_INTENTS, Intent, SentenceSet
+from pendant.core.vocabulary import Vocabulary
 from pendant.ears.audio.wav import WavSource
-from pendant.errors import ConfigError
-from pendant.events import EYES_INTENTS, Intent, SentenceSet
-from pendant.gate import Gate
-from pendant.link import Link
-from pendant.link_commands import judge
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
-from pendant.vocabulary import Vocabulary
+from pendant.link import discovery
+from pendant.link.command_errors import judge
+from pendant.link.gate import Gate
+from pendant.link.service import Link
 
 from .conftest import REPO, demo_config, speech_files
 from .phone_sets import PARTY
@@ -184,7 +184,7 @@ def test_many_phone_intents_keep_the_announcement_within_the_packet_limit(
         )
         for k in range(9)
     ]
-    with caplog.at_level("WARNING", logger="pendant.discovery"):
+    with caplog.at_level("WARNING", logger="pendant.link.discovery"):
         types = discovery.event_types(config, kept)
     assert {s.intent for s in kept[0]} <= set(types)  # the set the ears run comes first
     assert not {s.intent for s in kept[-1]} & set(types)

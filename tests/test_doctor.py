@@ -16,16 +16,16 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pendant import cli
+from pendant.app import cli
+from pendant.app.doctor import Finding, diagnose
+from pendant.app.doctor.brokers import Login, check_brokers, link_state, refused
+from pendant.app.doctor.clock import BUILD_FLOOR, built_at, check_clock, ntp_synchronised, span
+from pendant.app.doctor.power import check_power, decode_throttled, read_throttled
+from pendant.app.local_broker import LocalBroker, free_port, write_secret
+from pendant.app.replay import simulated
 from pendant.body.battery.simulated import SimulatedGauge
-from pendant.config import Config, LinkConfig
-from pendant.doctor import Finding, diagnose
-from pendant.doctor.brokers import Login, check_brokers, link_state, refused
-from pendant.doctor.clock import BUILD_FLOOR, built_at, check_clock, ntp_synchronised, span
-from pendant.doctor.power import check_power, decode_throttled, read_throttled
-from pendant.link import Link
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker, free_port, write_secret
+from pendant.core.config import Config, LinkConfig
+from pendant.link.service import Link
 
 from .conftest import DEMO_CONFIG, REPO, demo_config
 from .tls_support import make_ca, make_server, needs_openssl
@@ -225,7 +225,7 @@ def test_on_a_provisioned_pendant_it_logs_in_with_the_links_own_passwords(
         assert any(line.startswith("OK") and "no home broker" in line for line in lines)
     # A user who may not read the secrets (root may read anything, so it is pretended).
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pendant.doctor.brokers.os.access", lambda path, mode: False)
+        patch.setattr("pendant.app.doctor.brokers.os.access", lambda path, mode: False)
         lines = _lines(check_brokers(cfg, root=tmp_path))
     assert len(lines) == 1 and lines[0].startswith("FAIL") and "as root (sudo)" in lines[0]
     assert str(secrets) in lines[0]
@@ -320,10 +320,10 @@ def test_timedatectl_is_read_and_its_absence_is_unknown(
         asked.append(cmd)
         return subprocess.CompletedProcess(cmd, rc, stdout, "")
 
-    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("pendant.app.doctor.finding.shutil.which", lambda name: f"/usr/bin/{name}")
     assert ntp_synchronised(run) is expected
     assert asked[0][1:] == ["show", "-p", "NTPSynchronized", "--value"]
-    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: None)
+    monkeypatch.setattr("pendant.app.doctor.finding.shutil.which", lambda name: None)
     assert ntp_synchronised(run) is None
 
 
@@ -406,7 +406,7 @@ def test_throttling_is_read_from_vcgencmd_then_the_firmware_file_then_hwmon(
     hwmon = tmp_path / "hwmon"
     (hwmon / "hwmon0").mkdir(parents=True)
     (hwmon / "hwmon0" / "name").write_text("cpu_thermal\n")
-    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: None)
+    monkeypatch.setattr("pendant.app.doctor.finding.shutil.which", lambda name: None)
     assert read_throttled(vcgencmd, firmware, hwmon) is None
 
     (hwmon / "hwmon1").mkdir()
@@ -420,7 +420,7 @@ def test_throttling_is_read_from_vcgencmd_then_the_firmware_file_then_hwmon(
     firmware.write_text("20002\n")
     assert read_throttled(vcgencmd, firmware, hwmon) == (0x20002, str(firmware))
 
-    monkeypatch.setattr("pendant.doctor.finding.shutil.which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr("pendant.app.doctor.finding.shutil.which", lambda name: f"/usr/bin/{name}")
     assert read_throttled(vcgencmd, firmware, hwmon) == (0x50005, "vcgencmd get_throttled")
 
 

@@ -1,8 +1,8 @@
-"""Small files that must survive a power cut (`pendant.durable`), shown with the power-cut
+"""Small files that must survive a power cut (`pendant.core.state`), shown with the power-cut
 harness (`tests.powercut`): written, the power cut, and what comes back.
 
 The mute memory is the one that matters most: the ears come back muted after a restart only
-if the mute was on the disk, and before `pendant.durable` it was written with no fsync at all,
+if the mute was on the disk, and before `pendant.core.state` it was written with no fsync at all,
 so a power cut within ext4's commit interval (30 s on the image) after a mute brought the
 microphone back on.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pendant import durable
-from pendant.services import MuteMemory
+from pendant.app.services import MuteMemory
+from pendant.core import state as durable
 
 from .powercut import VolatileMount
 
@@ -65,8 +65,8 @@ def test_what_first_boot_provisions_survives_a_power_cut_right_after(
     import os
     import pwd
 
-    from pendant.local_broker import free_port
-    from pendant.provision import provision
+    from pendant.app.local_broker import free_port
+    from pendant.setup.provision import provision
 
     root = disk.mountpoint / "root"
     prov = provision(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from pendant.config import Config
+from pendant.app.local_broker import LocalBroker
+from pendant.core.config import Config
 from pendant.ears.understand.nlu import IntentParser
-from pendant.local_broker import LocalBroker
 
 from .conftest import SPEECH_CACHE, demo_config, hearing_config, speech_files, speech_sets
 from .pipeline import Received, run_files, slot_values

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pendant.config import Config
+from pendant.app.local_broker import LocalBroker
+from pendant.core.config import Config
 from pendant.ears.endpoint import sentence_is_over
 from pendant.ears.understand.grammar import Grammar, WordGraph
-from pendant.local_broker import LocalBroker
 
 from .conftest import hearing_config, speech_files
 from .pipeline import run_files

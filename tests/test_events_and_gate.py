@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pendant import bus, hermes
-from pendant.events import (
+from pendant.core import bus
+from pendant.core.events import (
     PUBLIC_TYPES,
     Button,
     EventError,
@@ -23,7 +23,8 @@ from pendant.events import (
     parse_event,
     write_schemas,
 )
-from pendant.gate import BUS_NAMES, LINK_OWN, PUBLIC_NAMES, id_key
+from pendant.link import hermes
+from pendant.link.gate import BUS_NAMES, LINK_OWN, PUBLIC_NAMES, id_key
 from tests.conftest import demo_gate
 
 

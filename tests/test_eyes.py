@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import Config, DetectorConfig, ModelsConfig
-from pendant.errors import ModelError
+from pendant.app.services import MuteMemory
+from pendant.core.config import Config, DetectorConfig, ModelsConfig
+from pendant.core.errors import ModelError
 from pendant.eyes import detectors
 from pendant.eyes.camera import FileCamera, demo_images
 from pendant.eyes.detectors import coral, create_detector
@@ -23,7 +24,6 @@ from pendant.eyes.detectors.hailo import HailoDetector
 from pendant.eyes.detectors.imx500 import Imx500Detector
 from pendant.eyes.ocr import clean
 from pendant.eyes.pipeline import Eyes
-from pendant.services import MuteMemory
 
 from .eyes_support import eyes_config, face_image, normalise, render_text, save_png
 
@@ -94,7 +94,9 @@ def test_warm_up_runs_each_model_once_and_names_each_step(eyes: Eyes) -> None:
     steps: list[str] = []
     eyes.warm_up(steps.append)
     assert steps == [
-        "warming up the face guard", "warming up the text reader", "warming up the detector"
+        "warming up the face guard",
+        "warming up the text reader",
+        "warming up the detector",
     ]
 
 
@@ -159,7 +161,9 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
     empty = Config(models=ModelsConfig(cache_dir=str(tmp_path)))
     with pytest.raises(ModelError) as err:
         Eyes(empty)
-    assert "\n" not in str(err.value) and "python -m pendant.models fetch" in str(err.value)
+    assert "\n" not in str(err.value) and "python -m pendant.setup.fetch_models fetch" in str(
+        err.value
+    )
     image = save_png(render_text(["x"]), tmp_path / "x.png")
     done = _pendant("--config", str(_config_file(tmp_path, str(tmp_path))), "look", str(image))
     assert done.returncode == 2 and done.stderr.count("\n") == 1

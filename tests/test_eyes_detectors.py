@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import Config, DetectorConfig
-from pendant.errors import ModelError
+from pendant.core.config import Config, DetectorConfig
+from pendant.core.errors import ModelError
+from pendant.core.model_cache import model_path
 from pendant.eyes.detectors import COCO, Detection, create_detector
 from pendant.eyes.detectors.boxes import Raw, letterbox, select
 from pendant.eyes.detectors.cpu import COCO_MODEL, CpuDetector
 from pendant.eyes.detectors.ssd import COCO_TF
 from pendant.eyes.detectors.yolox import cells
-from pendant.models import model_path
 
 onnx = pytest.importorskip("onnx")
 

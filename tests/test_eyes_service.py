@@ -9,12 +9,12 @@ import json
 import re
 from pathlib import Path
 
-from pendant import bus
-from pendant.config import BusConfig, Config, DetectorConfig
-from pendant.events import Command, Event, HardwareMute, Intent
+from pendant.app.local_broker import LocalBroker
+from pendant.core import bus
+from pendant.core.config import BusConfig, Config, DetectorConfig
+from pendant.core.events import Command, Event, HardwareMute, Intent
 from pendant.eyes.camera import FileCamera
 from pendant.eyes.service import EyesService
-from pendant.local_broker import LocalBroker
 
 from .eyes_support import eyes_config, face_image, normalise, render_text, save_png
 from .test_service_processes import (  # noqa: F401 - notify_socket is a fixture

@@ -18,11 +18,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pendant import bus
-from pendant.config import Config, Floor, HomeDevice
-from pendant.ears.understand.grammar import Grammar, build_grammar
-from pendant.ears.understand.nlu import IntentParser
-from pendant.events import (
+from pendant.core import bus
+from pendant.core.config import Config, Floor, HomeDevice
+from pendant.core.events import (
     READ_TEXT,
     Intent,
     NotRecognized,
@@ -33,9 +31,11 @@ from pendant.events import (
     Status,
     Transcript,
 )
-from pendant.gate import Gate
-from pendant.gate_sentences import GENERIC_ERROR
-from pendant.vocabulary import PHONE_SENTENCES_KEPT, PhoneSentences, Vocabulary
+from pendant.core.vocabulary import PHONE_SENTENCES_KEPT, PhoneSentences, Vocabulary
+from pendant.ears.understand.grammar import Grammar, build_grammar
+from pendant.ears.understand.nlu import IntentParser
+from pendant.link.gate import Gate
+from pendant.link.gate_sentences import GENERIC_ERROR
 from tests.conftest import demo_config
 
 DEVICE = "pendant-demo"
@@ -289,7 +289,7 @@ def test_the_content_check_drops_nothing_for_its_rate() -> None:
 
 # -- fuzz: a blob split any way is dropped, by the blob check itself --------------------
 
-# Not base32: in chunks of four, one in a hundred reads as capital words (pendant.blobs);
+# Not base32: in chunks of four, one in a hundred reads as capital words (pendant.link.blobs);
 # the rate limit bounds what gets through that way.
 ENCODINGS = {
     "base64": lambda b: base64.b64encode(b).decode(),
@@ -359,8 +359,8 @@ def test_silence_encoded_is_dropped() -> None:
 
 
 def test_the_committed_closed_words_are_current() -> None:
+    from pendant.core.vocabulary import CLOSED_WORDS
     from pendant.ears.understand.closed_words import closed_words
-    from pendant.vocabulary import CLOSED_WORDS
 
     assert json.loads(CLOSED_WORDS.read_text()) == closed_words(), "run `make schemas`"
 
@@ -453,7 +453,7 @@ def test_a_phone_sentences_file_that_cannot_be_read_is_an_empty_one(
     and the file the link writes is the wearer's alone whatever the umask."""
     path = tmp_path / "phone_sentences.json"
     path.write_bytes(content)
-    with caplog.at_level(logging.ERROR, logger="pendant.vocabulary"):
+    with caplog.at_level(logging.ERROR, logger="pendant.core.vocabulary"):
         phone = PhoneSentences(path)
     assert phone.sent == []
     assert any("cannot read" in r.getMessage() for r in caplog.records)
@@ -468,9 +468,9 @@ def test_text_in_the_recognisers_form_and_numbers_as_they_round_them() -> None:
     closed set; a confidence carried 15 decimals. Now the backend is one of the ears' names,
     the texts the ears' say are lowercase words one space apart (what the recognisers emit),
     and confidences, loudness and label scores leave rounded as the ears round them."""
-    from pendant.config import AsrConfig
+    from pendant.core.config import AsrConfig
+    from pendant.core.events import AsrBackend, Label
     from pendant.ears.asr import BACKENDS
-    from pendant.events import AsrBackend, Label
 
     assert set(typing.get_args(AsrBackend)) == set(BACKENDS)
     assert typing.get_args(AsrConfig.model_fields["backend"].annotation) == typing.get_args(

@@ -1,4 +1,4 @@
-"""What the gate lets out of the ears' `sentences` answer (pendant.gate_sentences).
+"""What the gate lets out of the ears' `sentences` answer (pendant.link.gate_sentences).
 
 The ears hold the microphone; their answer to the phone's sentences is the one event of theirs
 with text the closed set does not hold. So its sets must be ones the phone sent, its error and
@@ -14,13 +14,13 @@ import os
 
 import pytest
 
+from pendant.core.errors import PendantError
+from pendant.core.events import Sentences, SentenceSet, SentenceWarning
+from pendant.core.vocabulary import Vocabulary
 from pendant.ears.service import SentenceStore
 from pendant.ears.understand.grammar import check_sentences
-from pendant.errors import PendantError
-from pendant.events import Sentences, SentenceSet, SentenceWarning
-from pendant.gate import Gate
-from pendant.gate_sentences import GENERIC_ERROR, GENERIC_REASON, STORE_ERROR, _reason_ok
-from pendant.vocabulary import Vocabulary
+from pendant.link.gate import Gate
+from pendant.link.gate_sentences import GENERIC_ERROR, GENERIC_REASON, STORE_ERROR, _reason_ok
 from tests import phone_sets
 from tests.conftest import demo_config
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import Config, CustomSentences
+from pendant.core.config import Config, CustomSentences
+from pendant.core.errors import ConfigError
 from pendant.ears.understand import grammar as grammar_module
 from pendant.ears.understand.grammar import (
     Grammar,
@@ -19,7 +20,6 @@ from pendant.ears.understand.grammar import (
     number_words,
 )
 from pendant.ears.understand.nlu import IntentParser
-from pendant.errors import ConfigError
 
 from .conftest import SPEECH
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pendant.config import Config, CustomSentences
+from pendant.core.config import Config, CustomSentences
+from pendant.core.errors import PendantError
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.grammar_build import compile_grammar, compile_grammar_async
-from pendant.errors import PendantError
 
 from .tasks import ticks_during
 

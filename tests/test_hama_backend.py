@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import AsrConfig, Config
+from pendant.core.config import AsrConfig, Config
 from pendant.ears.asr import create_recognizer, hama_backend, rivals
 from pendant.ears.understand.grammar import Grammar, WordGraph
 from pendant.ears.understand.nlu import IntentParser

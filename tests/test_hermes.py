@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from pendant import hermes
+from pendant.app.local_broker import LocalBroker
+from pendant.core.events import Intent, Transcript
 from pendant.ears.understand.nlu import IntentParser
-from pendant.events import Intent, Transcript
-from pendant.local_broker import LocalBroker
+from pendant.link import hermes
 
 from .conftest import REPO, demo_config, speech_files
 from .pipeline import run_files

@@ -29,10 +29,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from pendant import bus, discovery
-from pendant.config import Config, load_config
-from pendant.events import Intent, Slot
-from pendant.local_broker import LocalBroker
+from pendant.app.local_broker import LocalBroker
+from pendant.core import bus
+from pendant.core.config import Config, load_config
+from pendant.core.events import Intent, Slot
+from pendant.link import discovery
 
 from .conftest import REPO, speech_files
 from .ha_support import HomeAssistant, reason_unavailable, until

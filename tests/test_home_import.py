@@ -1,4 +1,4 @@
-"""`pendant home import`: the home's names from Home Assistant (pendant.home_import).
+"""`pendant home import`: the home's names from Home Assistant (pendant.app.home_import).
 
 Against a real Home Assistant (2026.2, `tests/ha_support.py`, its own: the one of
 `tests/test_home_assistant.py` is shared by that module's tests): areas, a floor, the Bed Light
@@ -32,11 +32,11 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from pendant.config import parse_config
-from pendant.discovery import event_message
+from pendant.app.home_import import Registries, home_from, to_toml, websocket_url
+from pendant.core.config import parse_config
+from pendant.core.events import Intent
 from pendant.ears.understand.nlu import IntentParser
-from pendant.events import Intent
-from pendant.home_import import Registries, home_from, to_toml, websocket_url
+from pendant.link.discovery import event_message
 
 from .ha_support import HomeAssistant, reason_unavailable
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pendant.config import Config
+from pendant.core.config import Config
 from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
 from pendant.ears.understand.nlu import IntentParser
 

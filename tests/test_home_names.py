@@ -9,14 +9,14 @@ import json
 
 import pytest
 
-from pendant.config import Config, parse_config
-from pendant.discovery import event_message, named_text
+from pendant.core.config import Config, parse_config
+from pendant.core.events import Intent, Slot
+from pendant.core.names import normalize
+from pendant.core.vocabulary import Vocabulary
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
-from pendant.events import Intent, Slot
-from pendant.gate import Gate
-from pendant.names import normalize
-from pendant.vocabulary import Vocabulary
+from pendant.link.discovery import event_message, named_text
+from pendant.link.gate import Gate
 
 LOCK = "lock.nuki_smart_lock_3_0_pro_a8032ab12345_front_door_lock"
 HOME = {
@@ -213,8 +213,8 @@ def test_slots_without_an_entity_say_nothing_of_one() -> None:
 def test_an_eyes_intent_carries_no_entity(home: Config) -> None:
     """The eyes name no device: a ReadText with an entity (the lock's) is dropped, the same
     one without it passes."""
-    from pendant import bus
-    from pendant.events import Slot
+    from pendant.core import bus
+    from pendant.core.events import Slot
 
     gate = Gate(Vocabulary.of(home))
 

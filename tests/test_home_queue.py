@@ -5,7 +5,7 @@ published to the device's mosquitto, which acknowledged at once, and a bridge th
 intents with no expiry (late by as long as the home broker was away) and in RAM (a `kill -9`
 of mosquitto, like a power cut, lost them all).
 
-Here everything is as on the device: `pendant.provision` renders mosquitto's config and the
+Here everything is as on the device: `pendant.setup.provision` renders mosquitto's config and the
 home broker's settings exactly as the image's first boot does (`--bridge-host` and friends),
 real mosquitto runs that config, the link runs as `pendant service link` with the shipped
 `device/pendant/data/device-pendant.toml` (paths moved into a scratch root) and its passwords
@@ -45,13 +45,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from pendant import bus
-from pendant.config import BusConfig, drop_in_dir, load_config
-from pendant.events import Intent
-from pendant.gate import id_key, reissue
-from pendant.link import ID_KEY_FILE
-from pendant.local_broker import LocalBroker, accepts, free_port
-from pendant.provision import Provisioned, provision
+from pendant.app.local_broker import LocalBroker, accepts, free_port
+from pendant.core import bus
+from pendant.core.config import BusConfig, drop_in_dir, load_config
+from pendant.core.events import Intent
+from pendant.link.gate import id_key, reissue
+from pendant.link.service import ID_KEY_FILE
+from pendant.setup.provision import Provisioned, provision
 
 from .powercut import VolatileMount, unavailable
 from .tasks import first_seen, running, until, within
@@ -400,8 +400,8 @@ def test_the_link_gets_the_home_password_as_a_credential(
 ) -> None:
     """pendant-link.service hands the home broker's password over as `home-password`, or an
     `unset` (SetCredential=) when no home broker was provisioned: then it is not used."""
-    from pendant.config import Config, LinkConfig
-    from pendant.services import as_service
+    from pendant.app.services import as_service
+    from pendant.core.config import Config, LinkConfig
 
     (tmp_path / "home-password").write_text(password)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
@@ -527,7 +527,7 @@ def test_intents_waiting_on_the_bus_for_the_link_survive_a_power_cut(
     rename in its state directory is, and it never fsyncs that directory: on ext4 the rename
     reached the disk with the next journal commit (30 s on the image), in the strict model
     never, and all 3 were lost. Provisioning now marks that directory `chattr +D`, so the
-    rename is written through (`pendant.durable.write_names_through`)."""
+    rename is written through (`pendant.core.state.write_names_through`)."""
     run(_waiting_on_the_bus(powered.device, home, ca, cut=powered.cut))
 
 

@@ -644,7 +644,7 @@ def test_the_card_template_is_on_the_boot_partition(board: str) -> None:
 
 def as_device(root: Path, card: Path) -> Path:
     """The device's config (the shipped defaults) with `card` where first boot puts it."""
-    from pendant.config import CARD_DROP_IN
+    from pendant.core.config import CARD_DROP_IN
 
     device = root / "etc/pendant.toml"
     (root / "etc/pendant.d").mkdir(parents=True)
@@ -656,7 +656,7 @@ def as_device(root: Path, card: Path) -> Path:
 def test_the_card_template_as_shipped_merges_to_exactly_the_device_defaults(
     tmp_path: Path,
 ) -> None:
-    from pendant.config import check_card, load_config, merged_toml
+    from pendant.core.config import check_card, load_config, merged_toml
 
     assert tomllib.loads(TEMPLATE.read_text()) == {}
     device = as_device(tmp_path, TEMPLATE)
@@ -666,7 +666,7 @@ def test_the_card_template_as_shipped_merges_to_exactly_the_device_defaults(
 
 
 def test_the_card_template_uncommented_validates_and_sets_what_it_shows(tmp_path: Path) -> None:
-    from pendant.config import check_card, load_config
+    from pendant.core.config import check_card, load_config
 
     text = uncommented(TEMPLATE.read_text())
     assert text != TEMPLATE.read_text()
@@ -688,7 +688,7 @@ def test_the_boot_tests_card_is_what_a_wearer_writes_and_the_merge_does_the_rest
 ) -> None:
     """The boot test (QEMU, not run here) relies on the merge for the device's sockets,
     outbox and models: its card holds the home and the test's simulated inputs, nothing more."""
-    from pendant.config import check_card, load_config
+    from pendant.core.config import check_card, load_config
 
     card = tmp_path / "pendant.toml"
     card.write_text(boot_test.test_config("/run/pendant-test/command.wav"))
@@ -716,7 +716,7 @@ def card_root(root: Path) -> Path:
 def test_firstboot_merges_the_cards_config_over_the_devices(tmp_path: Path) -> None:
     """Issue 15 item 5: the card's pendant.toml is merged over the device's config, and an
     edited card replaces what the card said before, never the device's own settings."""
-    from pendant.config import load_config
+    from pendant.core.config import load_config
 
     config = card_root(tmp_path)
     card = tmp_path / "boot/firmware/pendant.toml"
@@ -746,7 +746,7 @@ def test_firstboot_merges_the_cards_config_over_the_devices(tmp_path: Path) -> N
 def test_firstboot_refuses_a_bad_card_in_one_line_a_problem_and_keeps_the_last(
     tmp_path: Path,
 ) -> None:
-    from pendant.config import load_config
+    from pendant.core.config import load_config
 
     config = card_root(tmp_path)
     card = tmp_path / "boot/firmware/pendant.toml"
@@ -791,7 +791,7 @@ def test_firstboot_refuses_a_card_that_renames_a_provisioned_pendant(tmp_path: P
 def test_firstboot_applies_the_untouched_template_without_starting_the_venv(
     tmp_path: Path,
 ) -> None:
-    from pendant.config import load_config
+    from pendant.core.config import load_config
 
     config = card_root(tmp_path)
     before = load_config(config)

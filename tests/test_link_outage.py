@@ -24,15 +24,15 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from pendant import bus
-from pendant.config import Config
-from pendant.events import Intent, Transcript
-from pendant.gate import Gate, id_key, reissue
-from pendant.link import ERROR_BURST, ERROR_EVERY_S, ID_KEY_FILE, Link, TokenBucket
-from pendant.link_sender import Side
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.outbox import Outbox
+from pendant.app.local_broker import LocalBroker
+from pendant.app.replay import simulated
+from pendant.core import bus
+from pendant.core.config import Config
+from pendant.core.events import Intent, Transcript
+from pendant.link.gate import Gate, id_key, reissue
+from pendant.link.outbox import Outbox
+from pendant.link.sender import Side
+from pendant.link.service import ERROR_BURST, ERROR_EVERY_S, ID_KEY_FILE, Link, TokenBucket
 
 from .tasks import first_seen, running, until
 
@@ -270,7 +270,7 @@ def write_config(cfg: Config, path: Path) -> Path:
 def start_link(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "pendant.link", "--config", str(config)],
+            [sys.executable, "-m", "pendant.link.service", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,12 +18,12 @@ import aiomqtt
 import pytest
 from aiomqtt.exceptions import MqttConnectError
 
-from pendant import bus
-from pendant.config import Config
-from pendant.events import LinkState, parse_event
-from pendant.link import Link
-from pendant.link_outside import outside_state_of
-from pendant.local_broker import LocalBroker
+from pendant.app.local_broker import LocalBroker
+from pendant.core import bus
+from pendant.core.config import Config
+from pendant.core.events import LinkState, parse_event
+from pendant.link.outside import outside_state_of
+from pendant.link.service import Link
 
 from .tasks import running, until
 from .test_link_outage import TEST_S, link_config, start_link, write_config

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pendant.config import Config, ConfigError, LinkConfig, load_config
-from pendant.errors import PendantError
-from pendant.link import Link, tls_context
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
+from pendant.app.local_broker import LocalBroker
+from pendant.app.replay import simulated
+from pendant.core.config import Config, ConfigError, LinkConfig, load_config
+from pendant.core.errors import PendantError
+from pendant.link.service import Link, tls_context
 
 from .tls_support import make_ca, make_server, needs_openssl
 
@@ -90,7 +90,7 @@ def test_the_link_refuses_a_broker_another_ca_signed(
     with (
         LocalBroker(users=("pendant",)) as bus_broker,
         LocalBroker(users=("link", "viewer"), tcp=True, tls=(cert, key)) as home,
-        caplog.at_level(logging.WARNING, logger="pendant.link"),
+        caplog.at_level(logging.WARNING, logger="pendant.link.service"),
     ):
         config = link_over_tls(bus_broker, home, trusted, tmp_path)
         # A few attempts' worth (the backoff starts at 1 s).
@@ -140,7 +140,7 @@ def test_the_device_local_socket_needs_no_tls() -> None:
 def test_plaintext_to_another_host_is_a_choice_and_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="pendant.link"):
+    with caplog.at_level(logging.WARNING, logger="pendant.link.service"):
         assert tls_context(LinkConfig(host="192.168.1.10", tls=False)) is None
         assert tls_context(LinkConfig(host="127.0.0.1")) is None  # this machine: no warning
     lines = [r.getMessage() for r in caplog.records]

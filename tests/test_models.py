@@ -18,18 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from pendant.config import Config, ModelsConfig
-from pendant.errors import ModelError
-from pendant.models import (
+from pendant.core.config import Config, ModelsConfig
+from pendant.core.errors import ModelError
+from pendant.core.model_cache import (
     LOCK_NAME,
     STAMP_NAME,
-    _fetch_one,
-    fetch,
     fetch_hint,
     load_manifest,
     model_path,
     verify,
 )
+from pendant.setup.fetch_models import _fetch_one, fetch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +48,7 @@ def _sha256(path: Path) -> str:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pendant.models", *args],
+        [sys.executable, "-m", "pendant.setup.fetch_models", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -119,12 +118,12 @@ def test_missing_model_is_one_line_naming_the_command(tmp_path: Path) -> None:
     message = str(err.value)
     assert "\n" not in message
     assert "'silero-vad' is not in" in message
-    assert f"python -m pendant.models fetch --cache {tmp_path} silero-vad" in message
+    assert f"python -m pendant.setup.fetch_models fetch --cache {tmp_path} silero-vad" in message
 
 
 def test_hint_names_make_models_for_the_default_cache() -> None:
     assert fetch_hint(Config(), "whisper-base") == (
-        "run `make models` (or `python -m pendant.models fetch whisper-base`)"
+        "run `make models` (or `python -m pendant.setup.fetch_models fetch whisper-base`)"
     )
 
 
@@ -146,7 +145,7 @@ def test_corrupt_file_is_caught_and_fetch_repairs_it(tmp_path: Path) -> None:
     message = str(err.value)
     assert "\n" not in message
     assert "corrupt" in message and "silero_vad_16k_op15.onnx" in message
-    assert "python -m pendant.models fetch" in message
+    assert "python -m pendant.setup.fetch_models fetch" in message
     fetch(config, ["silero-vad"], progress=False)
     assert (
         _sha256(model_path(config, "silero-vad")) == load_manifest()["silero-vad"].files[0].sha256
@@ -269,7 +268,7 @@ def test_a_fetch_waits_for_another_into_the_same_cache(fetched: Path) -> None:
     with open(fetched / LOCK_NAME, "a+b") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         second = subprocess.Popen(
-            [sys.executable, "-m", "pendant.models", "fetch", "--cache", str(fetched),
+            [sys.executable, "-m", "pendant.setup.fetch_models", "fetch", "--cache", str(fetched),
              "silero-vad"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

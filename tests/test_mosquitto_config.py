@@ -1,6 +1,6 @@
 """The device-local mosquitto config and its provisioning, proved against real mosquitto.
 
-Each broker here runs exactly the config `pendant.provision` renders from
+Each broker here runs exactly the config `pendant.setup.provision` renders from
 services/mosquitto/*.in (paths, ports and the run-as user templated into a scratch root),
 and real MQTT clients (paho) check each rule over the listener a real client would use: the
 unix socket for services, TLS and WebSocket-over-TLS (with the generated CA) for phones.
@@ -39,9 +39,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pendant import durable, pairing
-from pendant.local_broker import LocalBroker, free_port
-from pendant.provision import (
+from pendant.app.local_broker import LocalBroker, free_port
+from pendant.core import state as durable
+from pendant.pairing import accounts as pairing
+from pendant.setup.provision import (
     SERVICE_USERS,
     Layout,
     Provisioned,
@@ -606,9 +607,9 @@ def test_the_link_deletes_and_reports_retained_commands_but_keeps_the_area(
     and as outside broker, with the rendered ACL): a command sent retained, before the link
     connects or while it runs, is not run, is deleted from the broker and is reported on
     `error`; `cmd/area`, a state, is taken retained and stays retained."""
-    from pendant.commands import RETAINED_REASON
-    from pendant.config import BusConfig, Config, Home, LinkConfig
-    from pendant.link import Link
+    from pendant.core.config import BusConfig, Config, Home, LinkConfig
+    from pendant.link.commands import RETAINED_REASON
+    from pendant.link.service import Link
 
     prov = _provision_for_test(tmp_path / "p", add_phones=("alice", "bob"))
     base = f"pendant/{DEVICE}"
@@ -677,10 +678,10 @@ def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Co
     the link on the device's socket, a phone over TLS) a ReadText from the ears' login, on
     either intent topic, gets nothing out of the link; nor does a closed-set intent from the
     eyes' login; the eyes' own ReadText, published as the eyes service publishes, goes out."""
-    from pendant import bus
-    from pendant.config import BusConfig, Config, LinkConfig
-    from pendant.events import READ_TEXT, Intent, Slot
-    from pendant.link import Link
+    from pendant.core import bus
+    from pendant.core.config import BusConfig, Config, LinkConfig
+    from pendant.core.events import READ_TEXT, Intent, Slot
+    from pendant.link.service import Link
 
     prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
     base = f"pendant/{DEVICE}"
@@ -727,7 +728,7 @@ def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Co
                 async with bus.bus_client(eyes_config, "test-eyes") as client:
                     await bus.publish(client, genuine)
                 out: list[str] = []
-                # Outside, the ids are the link's (`pendant.gate.reissue`): back to the bus's.
+                # Outside, the ids are the link's (`pendant.link.gate.reissue`): back to the bus's.
                 back = {link.gate.outside_id(e.id): e.id for e in (forged, closed, genuine)}
                 while genuine.id not in out:
                     topic, payload, _ = await _next(phone)
@@ -766,9 +767,9 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
     link admits only the type the topic names, so the ACL says who spoke each event: the
     ears cannot put a free-text `scene` on their intent topic, an `error` on their transcript
     topic, nor the eyes a closed-set intent on `scene` or a `status` on `camera`."""
-    from pendant import bus
-    from pendant.config import BusConfig, Config, LinkConfig
-    from pendant.events import (
+    from pendant.core import bus
+    from pendant.core.config import BusConfig, Config, LinkConfig
+    from pendant.core.events import (
         READ_TEXT,
         Battery,
         Camera,
@@ -782,8 +783,8 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
         Status,
         Transcript,
     )
-    from pendant.gate import BUS_NAMES
-    from pendant.link import Link
+    from pendant.link.gate import BUS_NAMES
+    from pendant.link.service import Link
 
     prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
     cfg = Config(
@@ -874,9 +875,9 @@ def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
     persistent bus session handed it to the restarted link again: a restart loop. Now the
     schema refuses it; and a message whose handling raises anyway (here, a gate made to) is
     dropped, counted and acknowledged: the link goes on, a restarted one never sees it."""
-    from pendant.config import BusConfig, Config, LinkConfig
-    from pendant.events import Battery, Event
-    from pendant.link import Link
+    from pendant.core.config import BusConfig, Config, LinkConfig
+    from pendant.core.events import Battery, Event
+    from pendant.link.service import Link
 
     prov = _provision_for_test(tmp_path / "p", add_phones=("alice",))
     cfg = Config(
@@ -1009,8 +1010,8 @@ def test_the_home_broker_is_the_links_not_a_bridge(tmp_path: Path) -> None:
     assert not old.exists()
     assert "include_dir" not in prov.conf.read_text()
     assert "home/cmd" not in (prov.layout.conf_dir / "acl").read_text()
-    # The device config sees it (pendant.config reads the drop-in folder).
-    from pendant.config import drop_in_dir, load_config
+    # The device config sees it (pendant.core.config reads the drop-in folder).
+    from pendant.core.config import drop_in_dir, load_config
 
     config = prov.layout.etc / "pendant.toml"
     config.write_text('[link]\nsocket = "/run/mosquitto/pendant.sock"\n')
@@ -1127,8 +1128,8 @@ def test_the_home_broker_cannot_unmute_or_capture_but_a_phone_can(
     socket for phones and on the home broker itself, the rendered ACL): a client of the home
     broker may mute but not unmute, and cannot capture; each refusal comes back to the home
     broker as an `error`. A paired phone keeps every right."""
-    from pendant.config import BusConfig, Config, LinkConfig
-    from pendant.link import Link
+    from pendant.core.config import BusConfig, Config, LinkConfig
+    from pendant.link.service import Link
 
     base = f"pendant/{DEVICE}"
     with LocalBroker(users=("pendant", "ha"), tcp=True) as home:
@@ -1277,7 +1278,7 @@ def test_second_run_keeps_every_secret(tmp_path: Path, connect: Connect) -> None
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pendant.provision", *args],
+        [sys.executable, "-m", "pendant.setup.provision", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -1433,7 +1434,7 @@ def test_provisioning_and_pairing_across_separate_mounts(tmp_path: Path) -> None
     secrets_dir, conf_dir = root / "etc/pendant", root / "etc/mosquitto/pendant"
     secrets_dir.mkdir(parents=True)
     conf_dir.mkdir(parents=True)
-    provision_cmd = (f"{sys.executable} -m pendant.provision --root {root} --run-as {ME} "
+    provision_cmd = (f"{sys.executable} -m pendant.setup.provision --root {root} --run-as {ME} "
                      f"--device-id {DEVICE} --bind-address 127.0.0.1")  # fmt: skip
     script = (f"mount --bind {secrets_dir} {secrets_dir} && mount --bind {conf_dir} {conf_dir} "
               f"&& {provision_cmd} && {provision_cmd} --add-phone alice")  # fmt: skip

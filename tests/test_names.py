@@ -1,4 +1,4 @@
-"""Names as people write them and the words the recogniser says for them (pendant.names)."""
+"""Names as people write them and the words the recogniser says for them (pendant.core.names)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import jsonschema
 import pytest
 
-from pendant.events import SCHEMA_DIR
-from pendant.names import NAME_PATTERN, fold, normalize, ordinal_words
+from pendant.core.events import SCHEMA_DIR
+from pendant.core.names import NAME_PATTERN, fold, normalize, ordinal_words
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pendant.config import Config
+from pendant.core.config import Config
 from pendant.ears.understand.nlu import IntentParser
 
 from .conftest import DEMO_CONFIG
@@ -104,7 +104,7 @@ def test_home_assistant_intents_back_free_text(nlu: IntentParser, config: Config
 
 
 def test_custom_intent_from_config(config: Config) -> None:
-    from pendant.config import CustomSentences
+    from pendant.core.config import CustomSentences
 
     home = config.home.model_copy(
         update={
@@ -117,7 +117,7 @@ def test_custom_intent_from_config(config: Config) -> None:
 
 
 def test_wearer_sentences_with_digits_are_understood_as_heard(config: Config) -> None:
-    from pendant.config import CustomSentences
+    from pendant.core.config import CustomSentences
     from pendant.ears.understand.grammar import build_grammar, normalize
 
     party = CustomSentences(intent="PartyMode", sentences=["disco 5 time", "party at 10"])
@@ -134,7 +134,7 @@ def test_wearer_sentences_with_digits_are_understood_as_heard(config: Config) ->
 def test_names_with_digits_are_understood_as_heard(config: Config) -> None:
     """The recogniser says "two" for the 2 in "Poo poo sensor 2" (it outputs words); the
     device is still the one meant, and one without the digit stays itself."""
-    from pendant.config import HomeDevice
+    from pendant.core.config import HomeDevice
     from pendant.ears.understand.grammar import normalize
 
     devices = [

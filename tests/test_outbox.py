@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pendant.events import Error, Event, Intent, Status
-from pendant.outbox import MAX_VOLATILE, Outbox
+from pendant.core.events import Error, Event, Intent, Status
+from pendant.link.outbox import MAX_VOLATILE, Outbox
 
 NOW_MS = 1_700_000_000_000
 
@@ -130,7 +130,7 @@ def test_bounded_drops_the_oldest_and_counts(tmp_path: Path) -> None:
 def test_a_full_disk_keeps_events_in_ram_logs_once_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    monkeypatch.setattr("pendant.link.outbox.RETRY_S", 0.0)
     path = tmp_path / "o.sqlite"
     box = Outbox(path, clock=Clock())
     assert box._db is not None
@@ -141,7 +141,7 @@ def test_a_full_disk_keeps_events_in_ram_logs_once_and_recovers(
     pages = box._db.execute("PRAGMA page_count").fetchone()[0]
     box._db.execute(f"PRAGMA max_page_count = {pages}")
     during = [intent(i, at_ms=NOW_MS) for i in range(3, 60)]
-    with caplog.at_level(logging.ERROR, logger="pendant.outbox"):
+    with caplog.at_level(logging.ERROR, logger="pendant.link.outbox"):
         for e in during:
             box.put(e)  # must not raise
     full = [r for r in caplog.records if "full" in r.getMessage()]
@@ -200,7 +200,7 @@ class LateDisk:
 
 @pytest.fixture
 def late(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LateDisk:
-    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    monkeypatch.setattr("pendant.link.outbox.RETRY_S", 0.0)
     return LateDisk(tmp_path)
 
 
@@ -345,7 +345,7 @@ def test_an_event_that_cannot_be_stored_is_dropped_and_the_rest_kept(
     """Review H2: `put` says it never raises, but an OverflowError came out of `_flush` (it
     caught only sqlite3.Error), crashing the link. Now the event is dropped and counted, and
     the others go out, also when it waited in RAM among them for a failing disk."""
-    monkeypatch.setattr("pendant.outbox.RETRY_S", 0.0)
+    monkeypatch.setattr("pendant.link.outbox.RETRY_S", 0.0)
     path = tmp_path / "o.sqlite"
     box = Outbox(path, clock=Clock())
     assert box._db is not None

@@ -2,7 +2,7 @@
 --list`, and the reload `pendant pair` does itself.
 
 The certificate must name what the phone types, `<host name>.local` (the image answers mDNS
-for it): checked in the certificate `pendant.provision` makes (`openssl x509 -text`) and in a
+for it): checked in the certificate `pendant.setup.provision` makes (`openssl x509 -text`) and in a
 TLS handshake with a real mosquitto, verified as a phone that trusts the device's CA verifies
 it. The reload is checked through the command `pendant pair` would run (`Reloader.run`,
 injected: no systemctl runs here), which the test carries out as systemd's reload does (SIGHUP
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from pendant import pairing
-from pendant.cli import main as cli_main
-from pendant.provision import Provisioned, ProvisionError
-from pendant.webserver import DEFAULT_PORT as WEB_PORT
+from pendant.app.cli import main as cli_main
+from pendant.pairing import accounts as pairing
+from pendant.setup.provision import Provisioned, ProvisionError
+from pendant.web.server import DEFAULT_PORT as WEB_PORT
 
 from .test_mosquitto_config import (
     DEVICE,
@@ -150,7 +150,7 @@ def test_pair_list_names_the_phones_and_when_not_their_passwords(
     ]
     for user in ("phone-anna", "phone-kitchen-tablet", "link"):
         assert prov.password(user) not in out
-    # `python -m pendant.pairing list` says the same.
+    # `python -m pendant.pairing.accounts list` says the same.
     assert pairing.main(["list", "--root", str(root)]) == 0
     assert capsys.readouterr().out == out
 
@@ -270,7 +270,8 @@ def test_a_failed_reload_is_one_line_and_says_the_account_waits(
 
 
 def test_the_cli_passes_pair_through(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`pendant pair` is `python -m pendant.pairing pair` (its options after the verb); here,
+    """`pendant pair` is `python -m pendant.pairing.accounts pair` (its options after the verb);
+    here,
     as a user on a scratch root, it says how to reload rather than reloading."""
     root = tmp_path / "root"
     _provision_for_test(root)

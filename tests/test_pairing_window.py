@@ -1,7 +1,7 @@
 """The pairing window, end to end on real parts: a very long hold on the body (gpiozero's mock
 pins) opens it, the pairing service makes a one-time phone account on a real mosquitto running
 the rendered config and ACL, a phone asks at `/pair` of the real web server (`python -m
-pendant.webserver`, a subprocess), the wearer's press accepts it, the web server hands the link
+pendant.web.server`, a subprocess), the wearer's press accepts it, the web server hands the link
 to that phone once, and the phone logs in with it; an offer nobody takes expires and its
 account is revoked; when several devices ask, the wearer's presses accept the one whose code
 they count (the code only that phone's page shows), and a count that is no device's code
@@ -36,13 +36,13 @@ from urllib.parse import parse_qs
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pendant import webserver
+from pendant.app.local_broker import free_port
 from pendant.body.service import BodyService
-from pendant.config import BodyConfig, BusConfig, Config, PairingConfig
-from pendant.events import PairingWindow
-from pendant.local_broker import free_port
-from pendant.pairing_window import PairingService
-from pendant.provision import PHONE_PREFIX, Provisioned
+from pendant.core.config import BodyConfig, BusConfig, Config, PairingConfig
+from pendant.core.events import PairingWindow
+from pendant.pairing.service import PairingService
+from pendant.setup.provision import PHONE_PREFIX, Provisioned
+from pendant.web import server as webserver
 
 from .test_mosquitto_config import (
     DEVICE,

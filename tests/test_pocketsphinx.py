@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import Config
+from pendant.core.config import Config
 from pendant.ears.asr.pocketsphinx_backend import PocketsphinxRecognizer
 from pendant.ears.understand.grammar import Grammar, normalize
 from pendant.ears.understand.nlu import IntentParser

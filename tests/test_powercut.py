@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pendant.durable import write_names_through
+from pendant.core.state import write_names_through
 
 from .powercut import VolatileMount, unavailable
 

@@ -25,8 +25,8 @@ import aiomqtt
 import numpy as np
 import pytest
 
+from pendant.app.local_broker import LocalBroker
 from pendant.ears.audio.wav import read_audio
-from pendant.local_broker import LocalBroker
 
 from .audit import audio_windows, leaks, read_strace, strace_prefix
 from .conftest import DEMO_CONFIG, speech_files
@@ -230,7 +230,7 @@ def test_eyes_write_no_frames_and_open_no_ip_socket(
     skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) absent")
     from PIL import Image
 
-    from pendant.events import Command
+    from pendant.core.events import Command
     from pendant.eyes.images import fit, load_image
 
     bus, home = brokers

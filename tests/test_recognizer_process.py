@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import Config
+from pendant.core.config import Config
+from pendant.core.errors import PendantError
 from pendant.ears.asr import Transcription, create_recognizer
 from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio.wav import read_audio
 from pendant.ears.understand.grammar import Grammar
-from pendant.errors import PendantError
 
 from .conftest import speech_files
 from .ears_support import bare_ears
@@ -140,8 +140,8 @@ class Held:
 def test_a_mute_while_an_utterance_is_recognised_drops_it(config: Config, grammar: Grammar) -> None:
     # The loop is free during a decode now, so a mute can arrive in the middle of one: the
     # wearer said no, and what was said before it must not come out after it.
+    from pendant.core.events import Intent
     from pendant.ears.vad import Utterance
-    from pendant.events import Intent
 
     recognizer = Held(grammar)
     ears, published = bare_ears(config, grammar, recognizer)

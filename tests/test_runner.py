@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant import bus
-from pendant.config import load_config
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core import bus
+from pendant.core.config import load_config
+from pendant.core.events import Button, Command
 from pendant.ears import service as ears_service
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
-from pendant.events import Button, Command
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
 
 from .conftest import DEMO_CONFIG, demo_config, speech_files
 

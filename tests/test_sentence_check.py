@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 
+from pendant.core.events import MAX_EVENT_BYTES, Sentences, SentenceSet, SentenceWarning
 from pendant.ears.asr import pronounce
 from pendant.ears.service import with_sentences
 from pendant.ears.understand.grammar import Grammar, TemplateCompiler, build_grammar
@@ -20,7 +21,6 @@ from pendant.ears.understand.sentence_check import (
     fitted,
     sentence_warnings_async,
 )
-from pendant.events import MAX_EVENT_BYTES, Sentences, SentenceSet, SentenceWarning
 
 from .conftest import demo_config
 from .phone_sets import WARNINGS

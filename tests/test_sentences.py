@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 import soundfile
 
-from pendant import bus
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core import bus
+from pendant.core.events import HardwareMute, Intent, NotRecognized, Sentences, SentenceSet
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
-from pendant.events import HardwareMute, Intent, NotRecognized, Sentences, SentenceSet
-from pendant.gate_sentences import GENERIC_ERROR, GENERIC_REASON
-from pendant.link import UNKNOWN_SETS, Link
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
+from pendant.link.gate_sentences import GENERIC_ERROR, GENERIC_REASON
+from pendant.link.service import UNKNOWN_SETS, Link
 
 from .conftest import demo_config
 from .phone_sets import PARTY, WARNED, WARNINGS
@@ -187,7 +187,9 @@ def test_the_answer_warns_of_sentences_that_will_not_work_as_meant(
 
             async def send(sets: list[dict[str, Any]]) -> None:
                 body = json.dumps({"sentences": sets}).encode()
-                await client.publish(f"{pendant.link.base_topic}/cmd/sentences", body, qos=1)
+                await client.publish(
+                    f"{pendant.link.base_topic}/cmd/sentences", body, qos=1
+                )
 
             spy = asyncio.create_task(collect())
             run = asyncio.create_task(pendant.run())

@@ -27,11 +27,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from pendant import bus, notify
-from pendant.config import BusConfig, LinkConfig, load_config
-from pendant.events import Status
-from pendant.local_broker import LocalBroker, free_port
-from pendant.provision import Provisioned
+from pendant.app.local_broker import LocalBroker, free_port
+from pendant.core import bus
+from pendant.core import systemd as notify
+from pendant.core.config import BusConfig, LinkConfig, load_config
+from pendant.core.events import Status
+from pendant.setup.provision import Provisioned
 
 from .conftest import DEMO_CONFIG, speech_files
 from .test_mosquitto_config import Client, _provision_for_test, endpoint, running
@@ -469,7 +470,7 @@ def test_link_service_ready_when_subscribed_pings_while_idle_and_stops_cleanly(
     assert offline == "offline", service.output()  # said at once, retained for newcomers
 
 
-# The link's watchdog follows its outbox sender (pendant.link, "The watchdog"). 2 s: the
+# The link's watchdog follows its outbox sender (pendant.link.service, "The watchdog"). 2 s: the
 # sender reads the outbox every 0.5 s when idle; pings every 1 s.
 LINK_WATCHDOG_USEC = 2_000_000
 LINK_QUIET_S = 3 * LINK_WATCHDOG_USEC / 1_000_000
@@ -697,7 +698,7 @@ def test_watchdog_pings_only_while_the_main_loop_beats(
         finally:
             await cancel(work, dog)
 
-    with caplog.at_level(logging.ERROR, logger="pendant.notify"):
+    with caplog.at_level(logging.ERROR, logger="pendant.core.systemd"):
         asyncio.run(asyncio.wait_for(scenario(), EVENT_TIMEOUT_S * 2))
     assert any("stalled" in r.getMessage() for r in caplog.records)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pendant.config import BusConfig
+from pendant.core.config import BusConfig
 
 from .conftest import REPO
 
@@ -322,10 +322,10 @@ def test_the_target_groups_the_six_services() -> None:
 def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     d = directives(unit_file("web"))
     assert d["Type"] == ["simple"]
-    # Issue 14 item 9: watched, and pinged from the accept loop's progress (pendant.web_watchdog).
+    # Issue 14 item 9: watched, and pinged from the accept loop's progress (pendant.web.watchdog).
     assert d["NotifyAccess"] == ["main"] and len(d["WatchdogSec"]) == 1
     assert d["ExecStart"] == [
-        f"{DEVICE_PYTHON} -m pendant.webserver --cert %d/server.crt --key %d/server.key "
+        f"{DEVICE_PYTHON} -m pendant.web --cert %d/server.crt --key %d/server.key "
         "--ca %d/ca.crt --port 8443 --bus-socket /run/mosquitto/pendant.sock "
         "--bus-password-file %d/bus-password"
     ]
@@ -372,8 +372,8 @@ def test_port_80_is_bound_by_systemd_and_handed_to_the_web_server() -> None:
     systemd binds the privileged port, so the server's empty capability set stays empty."""
     d = directives(HTTP_SOCKET)
     assert d["ListenStream"] == ["80"]
-    # The name the server looks for among the sockets it is passed (pendant.web_redirect).
-    from pendant.web_redirect import FD_NAME
+    # The name the server looks for among the sockets it is passed (pendant.web.redirect).
+    from pendant.web.redirect import FD_NAME
 
     assert d["FileDescriptorName"] == [FD_NAME]
     assert d["Service"] == ["pendant-web.service"]

@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pendant.config import VadConfig
+from pendant.core.config import VadConfig
+from pendant.core.model_cache import model_path
 from pendant.ears.audio import RATE_HZ, Chunk
 from pendant.ears.audio.wav import read_audio
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
-from pendant.models import model_path
 
 from .conftest import demo_config, speech_files
 

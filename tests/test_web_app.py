@@ -1,7 +1,7 @@
 """The companion app in a real browser, against the pendant's real mosquitto.
 
-One scratch pendant: the mosquitto config `pendant.provision` renders (free ports, 127.0.0.1);
-the app's web server (`python -m pendant.webserver`, as pendant-web.service runs it) with the
+One scratch pendant: the mosquitto config `pendant.setup.provision` renders (free ports, 127.0.0.1);
+the app's web server (`python -m pendant.web`, as pendant-web.service runs it) with the
 broker's own server certificate and key, on a port of its own; the real link on the broker's
 unix socket as its outside broker (as on the device). Headless chromium (the system's, steered
 by tests/web/driver.mjs with playwright-core, HTTP/2 left on as on a phone) trusts the
@@ -50,12 +50,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pendant import bus, pairing
-from pendant.config import AudioConfig, BusConfig, Config, DetectorConfig, LinkConfig
-from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
-from pendant.ears.audio.wav import WavSource
-from pendant.errors import ModelError
-from pendant.events import (
+from pendant.core import bus
+from pendant.core.config import AudioConfig, BusConfig, Config, DetectorConfig, LinkConfig
+from pendant.core.errors import ModelError
+from pendant.core.events import (
     Battery,
     Camera,
     Event,
@@ -66,10 +64,13 @@ from pendant.events import (
     Status,
     parse_event,
 )
+from pendant.core.model_cache import model_path
+from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
+from pendant.ears.audio.wav import WavSource
 from pendant.eyes.camera import FileCamera, demo_images
-from pendant.link import Link
-from pendant.models import model_path
-from pendant.provision import PHONE_PREFIX, Provisioned
+from pendant.link.service import Link
+from pendant.pairing import accounts as pairing
+from pendant.setup.provision import PHONE_PREFIX, Provisioned
 
 from .conftest import demo_config, speech_files
 from .test_mosquitto_config import DEVICE, Client, _provision_for_test, endpoint, running

@@ -1,8 +1,8 @@
-"""pendant.webserver, the companion app's HTTPS server, over real TLS connections.
+"""pendant.web.server, the companion app's HTTPS server, over real TLS connections.
 
-The server runs as the unit runs it (`python -m pendant.webserver`, a subprocess) on
+The server runs as the unit runs it (`python -m pendant.web`, a subprocess) on
 127.0.0.1, with a throwaway certificate; the client is `ssl` + `http.client`, trusting exactly
-that certificate. The web folder is a copy of device/pendant/web plus a few traps: a symlink
+that certificate. The web folder is a copy of device/pendant/web/static plus a few traps: a symlink
 to a file outside it, a sub-folder, a dot-file, a file of an unknown type.
 """
 
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from pendant.local_broker import free_port
+from pendant.app.local_broker import free_port
 
 from .conftest import REPO
 
-WEB = REPO / "device" / "pendant" / "web"
+WEB = REPO / "device" / "pendant" / "web" / "static"
 TIMEOUT_S = 10.0
 START_TIMEOUT_S = 10.0
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="apt ins
 
 
 class WebServer:
-    """`python -m pendant.webserver` on 127.0.0.1: start() waits until it accepts, stop() ends
+    """`python -m pendant.web` on 127.0.0.1: start() waits until it accepts, stop() ends
     it (SIGTERM, then SIGKILL); a restart keeps the port, so a browser keeps its origin."""
 
     def __init__(
@@ -62,7 +62,7 @@ class WebServer:
     def start(self) -> WebServer:
         with open(self.log, "ab") as err:
             self.proc = proc = subprocess.Popen(
-                [sys.executable, "-m", "pendant.webserver", *self.args,
+                [sys.executable, "-m", "pendant.web", *self.args,
                  "--port", str(self.port), "--bind", "127.0.0.1"],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -186,7 +186,7 @@ def _policy(header: str) -> dict[str, list[str]]:
 
 
 def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> None:
-    from pendant.webserver import csp
+    from pendant.web.server import csp
 
     policy = _policy(csp("pendant-ab12cd.local:8443"))
     # Its own origin, and a WebSocket to the host it came from (the broker's port is its own):
@@ -291,7 +291,7 @@ def test_pair_without_a_bus_says_how_to_open_pairing(site: tuple[int, Path], met
 
 
 def test_a_pairing_offer_is_checked_before_it_reaches_a_page() -> None:
-    from pendant.webserver import parse_offer
+    from pendant.web.server import parse_offer
 
     good = {"type": "pairing_offer", "device_id": "dev", "user": "phone-ab12cd",
             "fragment": "u=phone-ab12cd&p=x-Y_z&d=dev&w=8884", "expires_ms": 1}  # fmt: skip
@@ -308,7 +308,8 @@ def test_each_asking_address_gets_a_code_of_its_own() -> None:
     codes of one offer's askers are distinct, at most `PAIR_CODES` addresses ask (more are
     told so), each request carries its code to the pairing service, and once the wearer chose,
     only the chosen phone (with its page's token) gets the login."""
-    from pendant import events, webserver
+    from pendant.core import events
+    from pendant.web import server as webserver
 
     assert webserver.PAIR_CODES == events.PAIRING_CODES
     until_ms = time.time_ns() // 1_000_000 + 60_000
@@ -469,7 +470,7 @@ def test_a_silent_client_is_dropped(site: tuple[int, Path]) -> None:
 
 def run_server(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pendant.webserver", "--bind", "127.0.0.1", *args],
+        [sys.executable, "-m", "pendant.web", "--bind", "127.0.0.1", *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -689,7 +690,7 @@ def test_port_80_comes_from_systemd(tmp_path: Path) -> None:
     launcher = (
         "import os, sys; os.dup2(int(sys.argv[1]), 3); "
         "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='http'); "
-        "os.execv(sys.executable, [sys.executable, '-m', 'pendant.webserver', *sys.argv[2:]])"
+        "os.execv(sys.executable, [sys.executable, '-m', 'pendant.web', *sys.argv[2:]])"
     )
     args = ["--root", str(WEB), "--cert", str(cert), "--key", str(key), "--port", str(https_port),
             "--bind", "127.0.0.1"]  # fmt: skip
@@ -721,7 +722,7 @@ def test_port_80_comes_from_systemd(tmp_path: Path) -> None:
 
 # --- connections: counted before TLS, capped per address and in total (issue 14, 6 and 7) -----
 
-# The server's limits (pendant.webserver): 32 connections, 8 per address, 16 handshakes, 100
+# The server's limits (pendant.web.server): 32 connections, 8 per address, 16 handshakes, 100
 # requests per connection. Written out, so that a change to them is a change to this test.
 MAX_CONNECTIONS = 32
 MAX_PER_SOURCE = 8
@@ -933,7 +934,7 @@ def test_pair_answers_the_pendants_own_network_only(source: str, status: int) ->
     """Issue 14, item 1: `/pair` answered any address. Only a phone on the pendant's own
     network (private, link-local, loopback) may ask to pair; the app's files stay public.
     (Unit level: no test machine can connect from a public address.)"""
-    from pendant import webserver
+    from pendant.web import server as webserver
 
     pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
     assert webserver.respond(pair, {}, source=source).status == status
@@ -942,7 +943,7 @@ def test_pair_answers_the_pendants_own_network_only(source: str, status: int) ->
 def test_pair_rate_counts_an_ipv6_host_by_its_slash_64() -> None:
     """A host picks any address in its /64 at will: counted per address, a flood of /pair
     requests would never be limited."""
-    from pendant import webserver
+    from pendant.web import server as webserver
 
     limit = webserver.RateLimit()
     pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
@@ -962,7 +963,7 @@ def test_the_phone_that_asks_to_pair_keeps_its_connections(tmp_path: Path) -> No
     import ssl as ssl_module
     from types import SimpleNamespace
 
-    from pendant import webserver
+    from pendant.web import server as webserver
 
     (tmp_path / "notes.txt").write_text("notes\n")
     phone = "192.168.1.20"
@@ -1034,7 +1035,8 @@ def test_the_server_pings_the_watchdog_while_it_accepts(
 def test_a_listener_that_no_longer_accepts_stops_the_pings(
     notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pendant import notify, web_watchdog
+    from pendant.core import systemd as notify
+    from pendant.web import watchdog as web_watchdog
 
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.getsockname())
     interval_s = 0.4

@@ -1,7 +1,8 @@
 """Whisper base (faster-whisper, int8) on the shared recordings, snapped to the demo home.
 
 Real model, real audio, no mocks. Skips, saying why, when faster-whisper, the recordings or the
-model (`python -m pendant.models fetch whisper-base`) are absent. Timing is printed (run with
+model (`python -m pendant.setup.fetch_models fetch whisper-base`) are absent. Timing is printed
+(run with
 `-s`), never asserted: this machine's speed is not the pendant's.
 """
 
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.config import AsrConfig, Config
+from pendant.core.config import AsrConfig, Config
+from pendant.core.errors import AudioFormatError, ModelError
+from pendant.core.model_cache import model_path
 from pendant.ears.asr import Transcription, create_recognizer
 from pendant.ears.asr.whisper_backend import WhisperRecognizer
 from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
-from pendant.errors import AudioFormatError, ModelError
-from pendant.models import model_path
 
 from .conftest import SPEECH, demo_config
 

@@ -37,13 +37,13 @@ import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
 
-from pendant.config import Config, load_config
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core.config import Config, load_config
 from pendant.ears.asr import BACKENDS
 from pendant.ears.audio import Chunk
 from pendant.ears.audio.wav import WavSource
-from pendant.listen import simulated
-from pendant.local_broker import LocalBroker
-from pendant.runner import Pendant
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "speech-sets"
@@ -159,7 +159,7 @@ def child_peak_mb(code: str) -> float:
 def pendant_peak_mb(*args: str) -> float:
     """Peak RSS of `pendant ARGS` on the demo config, run on its own."""
     argv = ["--config", str(REPO / "examples" / "pendant.toml"), *args]
-    return child_peak_mb(f"import pendant.cli as c; c.main({argv!r})")
+    return child_peak_mb(f"import pendant.app.cli as c; c.main({argv!r})")
 
 
 def peak_rss_mb(wav: Path) -> float:
@@ -205,15 +205,17 @@ SERVICE_IMPORTS = {
     "ears": "from pendant.ears.service import EarsService",
     "eyes": "from pendant.eyes.service import EyesService; from pendant.eyes.pipeline import Eyes",
     "body": "from pendant.body.service import BodyService",
-    "link": "from pendant.link import Link",
-    "web": "import pendant.webserver, aiomqtt",
-    "pairing": "import pendant.pairing_window",
+    "link": "from pendant.link.service import Link",
+    "web": "import pendant.web.server, aiomqtt",
+    "pairing": "import pendant.pairing.service",
 }
 
 
 def service_rss_mb() -> dict[str, float]:
     return {
-        f"service_rss_mb_{name}": child_peak_mb("import pendant.cli, pendant.services\n" + imports)
+        f"service_rss_mb_{name}": child_peak_mb(
+            "import pendant.app.cli, pendant.app.services\n" + imports
+        )
         for name, imports in SERVICE_IMPORTS.items()
     }
 
@@ -224,7 +226,7 @@ HA_HOME = REPO.parent / "shared" / "testdata" / "ha-sentences" / "home.toml"
 def generated_home(devices: int) -> Config:
     """A home of `devices` devices (lights, switches, fans, covers, sensors) in 12 areas,
     to see how the closed set grows with a big house."""
-    from pendant.config import Config as _Config
+    from pendant.core.config import Config as _Config
 
     letters = ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel"]
     letters += ["India", "Juliet", "Kilo", "Lima"]
@@ -256,7 +258,7 @@ def recogniser_peak_mb(backend: str, cache: Path, wav: Path | None = None) -> fl
     try:
         return child_peak_mb(
             "from pathlib import Path\n"
-            "from pendant.config import load_config\n"
+            "from pendant.core.config import load_config\n"
             "from pendant.ears.asr import create_recognizer\n"
             "from pendant.ears.understand.grammar_build import compile_grammar\n"
             f"c = load_config({str(HA_HOME)!r})\n"
@@ -293,7 +295,7 @@ def grammar_figures() -> dict[str, Any]:
                 hama_mb = recogniser_peak_mb("hama", Path(cache))
                 # The compiling child's own peak, beside the ears while they run.
                 compile_mb = child_peak_mb(
-                    "from pendant.config import load_config\n"
+                    "from pendant.core.config import load_config\n"
                     "from pendant.ears.understand.grammar import build_grammar\n"
                     f"build_grammar(load_config({str(HA_HOME)!r}))\n"
                 )

@@ -402,7 +402,7 @@ def plugin() -> Path:
 
 def grammar_cache() -> Path:
     """The closed set compiled here, once; the guest reads the same file."""
-    from pendant.config import load_config
+    from pendant.core.config import load_config
     from pendant.ears.understand.grammar import build_grammar
 
     cache = WORK / "grammar"
@@ -446,7 +446,7 @@ def with_backend(config: Any, backend: str) -> Any:
 def host_reference(commands: list[Path], cache: Path, backend: str) -> dict[str, Any]:
     """The same utterances decoded here, natively: CPU ms each (a cross-check, not a figure
     for the Pi; this machine's speed varies with what else runs on it)."""
-    from pendant.config import load_config
+    from pendant.core.config import load_config
     from pendant.ears.asr import create_recognizer
     from pendant.ears.audio.wav import read_audio
     from pendant.ears.understand.grammar import build_grammar
@@ -604,7 +604,7 @@ def main() -> int:
         help="no emulation: convert the counts of an earlier run's results at --ipc",
     )
     args = parser.parse_args()
-    from pendant.config import load_config
+    from pendant.core.config import load_config
 
     default = load_config(CONFIG).asr.backend
     backend = args.backend or default

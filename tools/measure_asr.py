@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pendant.config import Config, load_config
+from pendant.core.config import Config, load_config
 from pendant.ears.asr import BACKENDS, Transcription, create_recognizer
 from pendant.ears.understand.grammar import build_grammar, normalize
 from pendant.ears.understand.nlu import IntentMatch, IntentParser

@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pendant.config import Config, Floor, HomeDevice, load_config
+from pendant.core.config import Config, Floor, HomeDevice, load_config
+from pendant.core.names import NAME_PATTERN
 from pendant.ears.understand.grammar import build_grammar, normalize
 from pendant.ears.understand.nlu import IntentParser
-from pendant.names import NAME_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "testdata" / "ha-sentences"

@@ -24,10 +24,10 @@ from pathlib import Path
 import aiomqtt
 import speech_sets  # tools/ is on sys.path when run as a script
 
-from pendant import bus as pendant_bus
-from pendant.config import BusConfig
-from pendant.events import Activity, Button
-from pendant.local_broker import LocalBroker
+from pendant.app.local_broker import LocalBroker
+from pendant.core import bus as pendant_bus
+from pendant.core.config import BusConfig
+from pendant.core.events import Activity, Button
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "speech-sets"

@@ -1,3 +1,3 @@
-from pendant.cli import main
+from pendant.app.cli import main
 
 raise SystemExit(main())

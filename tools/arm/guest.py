@@ -41,7 +41,9 @@ mark("start")
 
 import numpy as np  # noqa: E402
 
-from pendant.config import load_config  # noqa: E402
+from pendant.core.config import load_config  # noqa: E402
+from pendant.core.events import Event, Intent  # noqa: E402
+from pendant.core.model_cache import model_path  # noqa: E402
 from pendant.ears.asr import Recognizer, Transcription, create_recognizer  # noqa: E402
 from pendant.ears.audio import RATE_HZ, Chunk  # noqa: E402
 from pendant.ears.audio.wav import read_audio  # noqa: E402
@@ -49,8 +51,6 @@ from pendant.ears.listener import Ears, Understanding  # noqa: E402
 from pendant.ears.understand.grammar import cached_grammar  # noqa: E402
 from pendant.ears.understand.nlu import IntentParser  # noqa: E402
 from pendant.ears.vad import SileroVad  # noqa: E402
-from pendant.events import Event, Intent  # noqa: E402
-from pendant.models import model_path  # noqa: E402
 
 
 class InProcess:

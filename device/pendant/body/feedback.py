@@ -36,7 +36,7 @@ Feedback is output only: it opens no sensor and changes no mute. `cmd/buzz` play
 from __future__ import annotations
 
 from pendant.body.player import Step
-from pendant.events import Activity, Command, Event, Intent, NotRecognized
+from pendant.core.events import Activity, Command, Event, Intent, NotRecognized
 
 BUZZES: dict[str, tuple[Step, ...]] = {
     "short": ((1.0, 0.08),),

@@ -16,7 +16,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pendant.errors import BackendUnavailable
+from pendant.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pendant.body.pins import PinSpec
-from pendant.errors import BackendUnavailable
+from pendant.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

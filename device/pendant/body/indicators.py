@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 
 from pendant.body.feedback import LED_ONCE, LED_ONCE_S, SENSING
-from pendant.events import (
+from pendant.core.events import (
     Activity,
     Battery,
     Camera,

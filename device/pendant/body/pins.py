@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal, get_args
 
-from pendant.errors import ConfigError
+from pendant.core.errors import ConfigError
 
 PINS_RESOURCE = "data/pins.toml"
 

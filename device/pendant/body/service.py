@@ -27,7 +27,6 @@ from typing import Any
 
 import aiomqtt
 
-from pendant import bus, notify
 from pendant.body.battery import Gauge, GaugeUnavailable, Reporter, create_gauge
 from pendant.body.feedback import feedback_for
 from pendant.body.gestures import Action, Gestures, Timings
@@ -37,9 +36,11 @@ from pendant.body.hardware import BodyHardware, Edge
 from pendant.body.indicators import Indicators
 from pendant.body.led import Led
 from pendant.body.pins import load_pins
-from pendant.config import Config
-from pendant.errors import PendantError
-from pendant.events import (
+from pendant.core import bus
+from pendant.core import systemd as notify
+from pendant.core.config import Config
+from pendant.core.errors import PendantError
+from pendant.core.events import (
     MAX_PAIRING_PRESSES,
     Activity,
     Battery,
@@ -340,7 +341,7 @@ class BodyService:
 
 async def serve(config: Config, config_path: Path | None) -> None:
     """`pendant service body`: the body under systemd (READY, watchdog, SIGTERM)."""
-    from pendant.services import _supervised
+    from pendant.app.services import _supervised
 
     service = BodyService(config)
     gauge = service.gauge.name if service.gauge is not None else "no battery gauge"

@@ -8,7 +8,7 @@ waits for a tap; said while holding the button, it is already the wearer's.
 
 from __future__ import annotations
 
-from pendant.config import Config
+from pendant.core.config import Config
 from pendant.ears.understand.nlu import IntentMatch
 
 # Questions change nothing: "is the front door locked" goes out at once.

@@ -16,17 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pendant.config import Config
-from pendant.ears.asr import Transcription
-from pendant.ears.asr.worker import RecognizerProcess
-from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
-from pendant.ears.confirm import needs_confirming
-from pendant.ears.endpoint import sentence_is_over
-from pendant.ears.understand.grammar import Grammar
-from pendant.ears.understand.nlu import IntentMatch, IntentParser
-from pendant.ears.vad import Segmenter, SileroVad, Utterance
-from pendant.errors import PendantError
-from pendant.events import (
+from pendant.core.config import Config
+from pendant.core.errors import PendantError
+from pendant.core.events import (
     Activity,
     Button,
     Command,
@@ -37,7 +29,15 @@ from pendant.events import (
     Status,
     Transcript,
 )
-from pendant.notify import Heartbeat
+from pendant.core.systemd import Heartbeat
+from pendant.ears.asr import Transcription
+from pendant.ears.asr.worker import RecognizerProcess
+from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
+from pendant.ears.confirm import needs_confirming
+from pendant.ears.endpoint import sentence_is_over
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.understand.nlu import IntentMatch, IntentParser
+from pendant.ears.vad import Segmenter, SileroVad, Utterance
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime
 import webrtcvad
 
-from pendant.config import VadConfig
+from pendant.core.config import VadConfig
 from pendant.ears.audio import RATE_HZ, Chunk
 
 log = logging.getLogger(__name__)

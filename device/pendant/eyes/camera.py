@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from pendant.errors import BackendUnavailable, PendantError
+from pendant.core.errors import BackendUnavailable, PendantError
 from pendant.eyes.images import fit, load_image
 
 if TYPE_CHECKING:
-    from pendant.config import EyesConfig
+    from pendant.core.config import EyesConfig
 
 
 class CameraError(PendantError, OSError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pendant.errors import ModelError
+from pendant.core.errors import ModelError
 
 # The priors RetinaFace was trained with (biubug6/Pytorch_Retinaface, cfg_mnet).
 STRIDES = (8, 16, 32)
@@ -80,7 +80,7 @@ class FaceGuard:
     """`FaceGuard(path).mask(frame)` paints over every face in place and returns their count."""
 
     def __init__(self, path: Path, threshold: float = 0.6) -> None:
-        from pendant.onnx import session
+        from pendant.core.onnx_session import session
 
         self.session = session(load_onnx_bytes(path), str(path))
         self.input = self.session.get_inputs()[0].name

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pendant.errors import PendantError
+from pendant.core.errors import PendantError
 
 # Decompression bombs: a camera frame is a few megapixels; refuse what could not be one.
 MAX_PIXELS = 40_000_000

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pendant.eyes.images import ImageError, fit, load_image
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.eyes.pipeline import Trigger
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pendant.errors import ModelError
+from pendant.core.errors import ModelError
 
 DET_THRESHOLD = 0.3
 DET_BOX_THRESHOLD = 0.5
@@ -47,7 +47,7 @@ class Line:
 
 
 def _session(path: Path):  # type: ignore[no-untyped-def]
-    from pendant.onnx import session
+    from pendant.core.onnx_session import session
 
     return session(path, str(path))
 

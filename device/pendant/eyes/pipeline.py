@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from pendant.events import READ_TEXT, SEEN_OBJECTS, Intent, Label, Scene, Slot
+from pendant.core.events import READ_TEXT, SEEN_OBJECTS, Intent, Label, Scene, Slot
+from pendant.core.model_cache import model_path
 from pendant.eyes.detectors import Detector, best_labels, create_detector
 from pendant.eyes.faces import FaceGuard
 from pendant.eyes.ocr import TextReader, join_lines
-from pendant.models import model_path
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 Trigger = Literal["capture", "read_this", "what_is_this", "button"]
 READ_TRIGGERS = frozenset({"capture", "read_this", "button"})

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import aiomqtt
 
-from pendant import bus, notify
-from pendant.config import Config
-from pendant.errors import PendantError
-from pendant.events import (
+from pendant.core import bus
+from pendant.core import systemd as notify
+from pendant.core.config import Config
+from pendant.core.errors import PendantError
+from pendant.core.events import (
     Activity,
     Camera,
     Command,
@@ -29,7 +30,7 @@ from pendant.events import (
 )
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
 from pendant.eyes.pipeline import Eyes, Trigger
-from pendant.gate import PUBLIC_NAMES
+from pendant.link.gate import PUBLIC_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class EyesService:
     """Camera, models and mute state; `run()` serves the bus until cancelled."""
 
     def __init__(self, config: Config, camera: CameraBackend | None = None) -> None:
-        from pendant.services import MuteMemory
+        from pendant.app.services import MuteMemory
 
         self.config = config
         # Models first: a missing one fails here, before the camera or the bus is touched.
@@ -187,7 +188,7 @@ class EyesService:
 
 async def serve(config: Config, config_path: Path | None) -> None:
     """`pendant service eyes`: READY once the models are loaded and warm and the bus is up."""
-    from pendant.services import _supervised
+    from pendant.app.services import _supervised
 
     notify.starting("loading the eyes' models")
     service = EyesService(config)

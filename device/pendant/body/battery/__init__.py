@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from pendant.config import BodyConfig
-from pendant.errors import PendantError
+from pendant.core.config import BodyConfig
+from pendant.core.errors import PendantError
 
 log = logging.getLogger(__name__)
 

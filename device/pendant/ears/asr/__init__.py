@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pendant.errors import BackendUnavailable
+from pendant.core.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.ears.understand.grammar import Grammar
 
 

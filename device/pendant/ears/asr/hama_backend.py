@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pendant.core.errors import BackendUnavailable
 from pendant.ears.asr import Transcription
 from pendant.ears.asr.pronounce import pronounce
 from pendant.ears.asr.rivals import close_rivals
-from pendant.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.ears.understand.grammar import Grammar, WordGraph
 
 SAMPLE_RATE = 16_000

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from pendant.core.errors import BackendUnavailable
 from pendant.ears.asr import Transcription
 from pendant.ears.asr.pronounce import dictionary_text, pronounce
-from pendant.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.ears.understand.grammar import Grammar
 
 SAMPLE_RATE = 16_000

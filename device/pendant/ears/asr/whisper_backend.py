@@ -9,7 +9,8 @@ NLU never sees text outside it. Weak matches are dropped rather than guessed.
     >>> rec.transcribe(audio_int16_16k)                          # doctest: +SKIP
     Transcription(text='turn off the kitchen lights', confidence=0.91)
 
-The model comes only from the verified cache (`python -m pendant.models fetch whisper-base`);
+The model comes only from the verified cache (`python -m pendant.setup.fetch_models fetch
+whisper-base`);
 faster-whisper is imported lazily so the package imports where it is not installed.
 """
 
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pendant.core.errors import AudioFormatError, BackendUnavailable
+from pendant.core.model_cache import model_path
 from pendant.ears.asr import Transcription
 from pendant.ears.understand.grammar import normalize
-from pendant.errors import AudioFormatError, BackendUnavailable
-from pendant.models import model_path
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.ears.understand.grammar import Grammar
 
 MODEL_NAME = "whisper-base"

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pendant.core.errors import PendantError
 from pendant.ears.asr import Transcription
 from pendant.ears.understand.grammar import Grammar, grammar_from_json, grammar_json
-from pendant.errors import PendantError
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 LENGTH = struct.Struct("<I")
 
@@ -200,7 +200,7 @@ def _end(child: subprocess.Popen[bytes]) -> None:
 
 
 def _load(hello: dict[str, Any]) -> Any:
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.ears.asr import create_recognizer
 
     config = Config.model_validate(hello["config"])

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from pendant.errors import BackendUnavailable
+from pendant.core.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from pendant.config import AudioConfig
+    from pendant.core.config import AudioConfig
 
 RATE_HZ = 16_000
 # Sources wake the loop once per block of this many chunks: each wake-up of an asyncio loop

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 import numpy as np
 import sounddevice
 
-from pendant.config import AudioConfig
+from pendant.core.config import AudioConfig
+from pendant.core.errors import BackendUnavailable
 from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
 from pendant.ears.audio.convert import StreamConverter
-from pendant.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from pendant.config import AudioConfig
+from pendant.core.config import AudioConfig
+from pendant.core.errors import AudioFormatError
 from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
 from pendant.ears.audio.convert import convert
-from pendant.errors import AudioFormatError
 
 log = logging.getLogger(__name__)
 

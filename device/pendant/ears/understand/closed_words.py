@@ -5,7 +5,7 @@ the microphone: a rogue ears would declare its own code words). So the words of 
 template the ears use (ours and Home Assistant's for the intents we claim: sentences,
 expansion rules, list values in and out, fixed slot values, numbers as words, and what the
 templates glue into words when compiled for a home with every kind of device) are written to
-`pendant/data/closed_words.json` at build time, and `pendant.vocabulary` adds the home's names
+`pendant/data/closed_words.json` at build time, and `pendant.core.vocabulary` adds the home's names
 from the config at run time. A test checks the file is current.
 
 `python -m pendant.ears.understand.closed_words` rewrites it (`make schemas`).
@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from pendant.config import DEVICE_CLASSES, Config, DeviceKind, Floor, Home, HomeDevice
+from pendant.core.config import DEVICE_CLASSES, Config, DeviceKind, Floor, Home, HomeDevice
+from pendant.core.vocabulary import CLOSED_WORDS, split_words
 from pendant.ears.understand.grammar import (
     HOME_ASSISTANT_INTENTS,
     POLITE_AFTER,
@@ -32,7 +33,6 @@ from pendant.ears.understand.grammar import (
     normalize,
     number_words,
 )
-from pendant.vocabulary import CLOSED_WORDS, split_words
 
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 # Words no template holds but the NLU or the recogniser put out ('here' is the area_context

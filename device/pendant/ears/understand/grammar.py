@@ -45,13 +45,13 @@ from hassil import (
     TextSlotList,
 )
 
-from pendant.errors import ConfigError
-from pendant.names import normalize, number_words  # also the grammar's users' (re-exported)
+from pendant.core.errors import ConfigError
+from pendant.core.names import normalize, number_words  # also the grammar's users' (re-exported)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pendant.config import Config
+from pendant.core.config import Config
+from pendant.core.errors import PendantError
 from pendant.ears.understand.grammar import (
     Grammar,
     build_grammar,
@@ -27,7 +28,6 @@ from pendant.ears.understand.grammar import (
     grammar_from_json,
     grammar_json,
 )
-from pendant.errors import PendantError
 
 log = logging.getLogger(__name__)
 

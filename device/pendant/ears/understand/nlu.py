@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hassil import Intents, RecognizeResult, recognize_best
 
+from pendant.core.events import Slot
 from pendant.ears.understand.grammar import (
     POLITE_AFTER,
     POLITE_BEFORE,
@@ -31,12 +32,11 @@ from pendant.ears.understand.grammar import (
     load_intents,
     normalize,
 )
-from pendant.events import Slot
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 MAX_SLOTS = 16
 # Home Assistant's sentences about the speaker's own room ("lights on in here") take the
@@ -187,8 +187,8 @@ class IntentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pendant.config import load_config
-    from pendant.errors import ConfigError
+    from pendant.core.config import load_config
+    from pendant.core.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
     parser.add_argument("--config", help="pendant.toml (default: the device's, else built-in)")

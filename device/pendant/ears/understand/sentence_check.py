@@ -26,18 +26,18 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pendant.ears.asr.pronounce import ESPEAK, LETTERS
-from pendant.ears.understand.grammar import Grammar, TemplateCompiler, WordGraph, normalize
-from pendant.events import (
+from pendant.core.events import (
     MAX_EVENT_BYTES,
     MAX_SENTENCE_WARNINGS,
     Sentences,
     SentenceSet,
     SentenceWarning,
 )
+from pendant.ears.asr.pronounce import ESPEAK, LETTERS
+from pendant.ears.understand.grammar import Grammar, TemplateCompiler, WordGraph, normalize
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
     from pendant.ears.understand.nlu import IntentParser
 
 EXAMPLES_PER_TEMPLATE = 3

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from pendant.errors import BackendUnavailable, PendantError
+from pendant.core.errors import BackendUnavailable, PendantError
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pendant.errors import ModelError
+from pendant.core.errors import ModelError
+from pendant.core.model_cache import load_manifest, model_path
 from pendant.eyes.detectors import (
     COCO,
     Detection,
@@ -26,10 +27,9 @@ from pendant.eyes.detectors import (
     yolox,
 )
 from pendant.eyes.detectors.boxes import Geometry, InputSpec, Raw, select
-from pendant.models import load_manifest, model_path
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 # The layout model stays the default; the COCO one (`eyes.detector.model = "yolox-nano"`,
 # everyday objects: cup, person, cat) is as small (3.7 MB, YOLOX-Nano at 416 x 416).
@@ -126,13 +126,13 @@ def model_file(config: Config) -> Path:
         if not path.is_file():
             raise ModelError(
                 f"eyes.detector.model: no such file {path}: give an .onnx file or a model "
-                f"named in the manifest (`python -m pendant.models list`)"
+                f"named in the manifest (`python -m pendant.setup.fetch_models list`)"
             )
         return path
     if name and det.type == "cpu":
         raise ModelError(
             f"eyes.detector.model {name!r}: the cpu detector runs an .onnx file or a model "
-            f"named in the manifest (`python -m pendant.models list`)"
+            f"named in the manifest (`python -m pendant.setup.fetch_models list`)"
         )
     return model_path(config, DEFAULT_MODEL)
 
@@ -161,7 +161,7 @@ def _dim(value: Any) -> int:
 
 class _Onnx:
     def __init__(self, path: Path) -> None:
-        from pendant.onnx import session
+        from pendant.core.onnx_session import session
 
         self.session = session(path, str(path))
         self.meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)

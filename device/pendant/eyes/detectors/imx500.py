@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pendant.errors import BackendUnavailable
+from pendant.core.errors import BackendUnavailable
 from pendant.eyes.detectors import Detection, Detector, read_labels
 
 if TYPE_CHECKING:
-    from pendant.config import Config
+    from pendant.core.config import Config
 
 
 class Imx500Detector(Detector):

@@ -1,0 +1,548 @@
+"""The event vocabulary: small, typed, versioned JSON messages.
+
+The same classes travel on the device-local bus and, after the link's schema gate, on the
+outside broker. Each has a JSON Schema in `pendant/schemas/` (written by
+`python -m pendant.core.events`, checked by a test) so a consumer can validate without our code.
+
+Wire format: one JSON object with `type`, `version`, `id` (unique per event, so a consumer
+can drop QoS 1 duplicates), `device_id`, `timestamp_ms` (Unix epoch, wall clock, for hubs
+that pick one pendant among several) and the type's own fields. Never binary data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pendant.core.names import (
+    ENTITY_ID_MAX_CHARS,
+    ENTITY_ID_PATTERN,
+    NAME_MAX_CHARS,
+    NAME_PATTERN,
+)
+
+MAX_EVENT_BYTES = 8192
+SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
+
+Text = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+ShortText = Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
+IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+# What `cmd/buzz` may ask the body to play (its patterns: pendant.body.feedback). Not "confirm":
+# that one means "an action heard waits for your tap", and a tap after a buzz sent from outside
+# would answer nothing, which would teach the wearer that the confirm buzz can lie.
+BuzzPattern = Literal["understood", "not_understood", "attention"]
+CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
+# As config.Name: an area command carries one of home.areas, as the config spells it.
+AreaName = Annotated[str, Field(min_length=1, max_length=NAME_MAX_CHARS, pattern=NAME_PATTERN)]
+EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_ID_PATTERN)]
+# Unix epoch ms: JSON numbers every consumer reads exactly (JavaScript's safe integers), and
+# what SQLite's INTEGER holds. Unbounded, 10**30 from a rogue service would crash the link's
+# outbox, and a 4000-digit number is 1.6 KB of anything.
+EpochMs = Annotated[int, Field(ge=0, le=2**53)]
+# The ears' recognisers (pendant.ears.asr.BACKENDS, config.AsrConfig.backend; a test holds the
+# three together): named here so the link need not import the ears.
+AsrBackend = Literal["pocketsphinx", "whisper", "hama"]
+MAX_SENTENCE_SETS = 20
+MAX_SENTENCES = 20
+# The intent names the eyes answer with: what the camera read or saw, words no closed set
+# holds (the gate judges them as text, pendant.link.gate). They travel on a topic only the eyes may
+# write (bus.topic_of), and the link takes these names from there alone. Not "WhatIsThis": that
+# is the ears' question, which the eyes listen for.
+READ_TEXT = "ReadText"
+SEEN_OBJECTS = "SeenObjects"
+EYES_INTENTS = frozenset({READ_TEXT, SEEN_OBJECTS})
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    version: Literal[1] = 1
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    device_id: DeviceId
+    timestamp_ms: EpochMs = Field(default_factory=_now_ms)
+
+    registry: ClassVar[dict[str, type[Event]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        type_field = cls.model_fields.get("type")
+        if type_field is not None and isinstance(type_field.default, str):
+            Event.registry[type_field.default] = cls
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class Slot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ShortText = Field(
+        description="Slot name, e.g. 'area', 'name', 'minutes'; 'area_context' (value 'here') "
+        "when the wearer meant the room they are in ('lights on in here'): 'area' is then the "
+        "room last set on the command topic cmd/area (Home Assistant's room presence), else "
+        "home.default_area, else absent."
+    )
+    # Text-long: the eyes' ReadText carries what the camera read; the gate holds the ears'
+    # values to the config's names.
+    value: Text | int | float = Field(description="Normalised value, e.g. 'Kitchen' or 5.")
+    raw_value: ShortText = Field(
+        description="The words that were said for it; empty for 'area_context' and for an "
+        "'area' that came from the context, not from the words."
+    )
+    entity: ShortText = Field(
+        description="Slot list it came from, e.g. 'area', 'number'; 'area_context' for "
+        "area_context, whose 'here' is no area's name."
+    )
+    entity_id: EntityId | None = Field(
+        None,
+        description="The Home Assistant entity of the device the value names, when the "
+        "config knows it (home.devices[].entity_id) and the name is that one device's.",
+    )
+
+
+class Intent(Event):
+    """Something the wearer asked for, recognised on the device."""
+
+    type: Literal["intent"] = "intent"
+    name: IntentName = Field(description="hassil / Home Assistant intent name, e.g. HassTurnOn.")
+    text: Text = Field(description="The sentence recognised, lowercase words.")
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    slots: Annotated[list[Slot], Field(max_length=16)] = Field(default_factory=list)
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    loudness_dbfs: Annotated[float, Field(ge=-120, le=0)] | None = Field(
+        None, description="Speech level, for a hub choosing between pendants."
+    )
+    speech_end_ms: EpochMs | None = Field(
+        None, description="Wall-clock time the speech ended, Unix epoch ms."
+    )
+
+
+class NotRecognized(Event):
+    """Speech came in but matched nothing well enough. Carries no text in conversation mode."""
+
+    type: Literal["not_recognized"] = "not_recognized"
+    text: Text | None = Field(None, description="Only in press-to-talk mode, where it was meant.")
+    confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+
+
+class Transcript(Event):
+    """The words recognised for an utterance that became an intent."""
+
+    type: Literal["transcript"] = "transcript"
+    text: Text
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+
+
+class Status(Event):
+    """What the pendant is doing; retained on the outside broker."""
+
+    type: Literal["status"] = "status"
+    state: Literal["starting", "ready", "listening", "muted", "stopping"]
+    mic_muted: bool = False
+    camera_muted: bool = False
+    asr_backend: AsrBackend | None = None
+    battery_pct: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class Button(Event):
+    """The pendant's button; press-to-talk opens an utterance on press, closes it on release."""
+
+    type: Literal["button"] = "button"
+    action: Literal["press", "release", "cancel", "tap"] = Field(
+        description="cancel: released, but what was held is no talk (a tap, the mute gesture); "
+        "tap: after a short press's cancel, the wearer's 'yes' to an action that waits."
+    )
+
+
+class Battery(Event):
+    """The battery gauge (body), on change and every few minutes; `low` once under the limit."""
+
+    type: Literal["battery"] = "battery"
+    pct: Annotated[int, Field(ge=0, le=100)]
+    charging: bool = False
+    low: bool = Field(False, description="Under the configured low-battery level.")
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ShortText = Field(description="What the detector saw, e.g. 'cup'.")
+    score: Annotated[float, Field(ge=0, le=1)]
+
+
+class Scene(Event):
+    """What the eyes made of one frame. Never pixels, never a face region: only a face count."""
+
+    type: Literal["scene"] = "scene"
+    trigger: Literal["capture", "read_this", "what_is_this", "button"] = Field(
+        description="What asked for the frame: a phone's capture command, a spoken request, "
+        "a double press."
+    )
+    face_count: Annotated[int, Field(ge=0, le=100)] = 0
+    text: Text | None = Field(None, description="Text read by OCR, lines joined by newlines.")
+    labels: Annotated[list[Label], Field(max_length=20)] = Field(default_factory=list)
+    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
+        default_factory=_new_id, description="The spoken intent's session, when one asked."
+    )
+
+
+class Camera(Event):
+    """The camera's mute state as the eyes enforce it (a hardware switch wins)."""
+
+    type: Literal["camera"] = "camera"
+    muted: bool
+    hardware_muted: bool = False
+
+
+class Activity(Event):
+    """Internal: a sensor is capturing, or its capture is being processed. Drives the LED.
+
+    Published by the capture code itself (the audio source, the camera grab), so the LED
+    cannot say idle while a sensor is open.
+    """
+
+    type: Literal["activity"] = "activity"
+    sensor: Literal["mic", "camera"]
+    state: Literal["idle", "capturing", "thinking", "confirm"] = Field(
+        description="confirm: the mic is open and an action heard waits for the wearer's tap."
+    )
+
+
+class HardwareMute(Event):
+    """Internal, retained on the bus: the physical privacy switch. It wins over software."""
+
+    type: Literal["hardware_mute"] = "hardware_mute"
+    mic: bool
+    camera: bool
+
+
+# Where the link stands with the home broker (`LinkState`), as the body's LED says it.
+OutsideState = Literal["connecting", "connected", "no_network", "no_broker"]
+
+
+class LinkState(Event):
+    """Internal, retained on the bus: whether the link reaches the home broker, and if not,
+    whether the network or the broker is at fault. Drives the LED ("no Wi-Fi", "no broker",
+    "ready"); the link publishes it (only the link may write it), the body reads it. The
+    gate never lets it out: the outside learns the same from the link's availability.
+    """
+
+    type: Literal["link_state"] = "link_state"
+    state: OutsideState = Field(
+        description="connecting: the link started and has no answer yet; no_network: no "
+        "route to the broker or its name did not resolve; no_broker: the network is there "
+        "but the broker refused, did not answer, or its TLS or the login failed."
+    )
+
+
+PhoneUser = Annotated[str, Field(pattern=r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")]
+# The pairing link's fragment, percent-encoded (`u=...&p=...&d=...&w=...`): nothing that could
+# break out of an HTML attribute or a URL.
+LinkFragment = Annotated[
+    str, Field(min_length=1, max_length=1000, pattern=r"^[A-Za-z0-9%=&._~-]+$")
+]
+
+
+class PairingWindow(Event):
+    """Internal: the wearer asks to open (or, holding again, close) the pairing window.
+
+    Published by the body on the very long hold; acted on by the pairing service alone.
+    """
+
+    type: Literal["pairing_window"] = "pairing_window"
+    open: bool
+
+
+# Names one phone's request at /pair (random, made by the web server), never its address.
+RequestId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+class PairingStatus(Event):
+    """Internal, retained: whether the pairing window is open, as the pairing service says.
+
+    Drives the LED (and the buzz that says a phone asks). Carries the one-time account's name
+    (no secret) while it is open.
+    """
+
+    type: Literal["pairing_status"] = "pairing_status"
+    open: bool
+    user: PhoneUser | None = None
+    until_ms: EpochMs | None = Field(
+        None, description="When an offer nobody takes expires, Unix epoch ms."
+    )
+    asked: bool = Field(
+        False,
+        description="A phone asks to pair: pressing the button as many times as that phone's "
+        "screen says accepts it. The codes are never here: the LED must not tell them.",
+    )
+    accepted: bool = Field(False, description="The wearer accepted a phone that asked.")
+
+
+# Codes a phone may be given at /pair: as many requests as codes may be open at once.
+PAIRING_CODES = 4
+# A burst longer than this is reported as this many (it matches no code all the same).
+MAX_PAIRING_PRESSES = 20
+
+
+class PairingRequest(Event):
+    """Internal: a phone opened /pair while the window is open (the web server, once a phone).
+
+    The web server gives each request a code (distinct among the window's requests), which
+    only that phone's page shows: the wearer accepts a phone by pressing the button that many
+    times (`PairingConfirm`). A press count that matches no request refuses them all.
+    """
+
+    type: Literal["pairing_request"] = "pairing_request"
+    user: PhoneUser = Field(description="The offer's account the phone asks for.")
+    requester: RequestId
+    code: Annotated[int, Field(ge=1, le=PAIRING_CODES)] = Field(
+        description="How many presses accept this phone (its page shows it; nothing else does)."
+    )
+
+
+class PairingConfirm(Event):
+    """Internal: the wearer pressed the button `presses` times in a row (a burst of short
+    presses, ended by a pause) while the pairing window is open: the code of the phone to
+    accept. 0: a burst that went wrong (a press held too long), which accepts no one."""
+
+    type: Literal["pairing_confirm"] = "pairing_confirm"
+    presses: Annotated[int, Field(ge=0, le=MAX_PAIRING_PRESSES)]
+
+
+class PairingOffer(Event):
+    """Internal, retained, secret: the pairing link's login, while the window is open.
+
+    Only the pairing service may write it and only the web server may read it (the broker's
+    ACL); it is cleared (an empty retained message) when taken or expired. Never public.
+    Published again with `requester` once the wearer accepted a phone.
+    """
+
+    type: Literal["pairing_offer"] = "pairing_offer"
+    user: PhoneUser
+    fragment: LinkFragment = Field(description="The pairing link after '#': the phone's login.")
+    expires_ms: EpochMs = Field(description="Unix epoch ms.")
+    requester: RequestId | None = Field(
+        None,
+        description="The one phone the wearer accepted: the web server hands the login to it "
+        "alone, and to no one while this is absent.",
+    )
+
+
+class PairingTaken(Event):
+    """Internal: the web server handed the offer to a phone; it must not be handed out again."""
+
+    type: Literal["pairing_taken"] = "pairing_taken"
+    user: PhoneUser
+
+
+Sentence = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+WearerIntent = Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,47}$")]
+MAX_SENTENCE_WARNINGS = 10
+
+
+class SentenceSet(BaseModel):
+    """One of the wearer's own intents and the hassil templates that say it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intent: WearerIntent = Field(
+        description="Intent name published for these sentences, e.g. 'PartyMode'."
+    )
+    sentences: Annotated[list[Sentence], Field(min_length=1, max_length=MAX_SENTENCES)] = Field(
+        description='hassil templates, e.g. "[it\'s] party time".'
+    )
+
+
+class SentenceWarning(BaseModel):
+    """A template the ears took that cannot be heard, or not as the wearer's intent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intent: WearerIntent = Field(description="The wearer's intent the template is for.")
+    sentence: Sentence = Field(description="The template, as the phone sent it.")
+    reason: ShortText = Field(
+        description="One line, e.g. \"'turn on the kitchen lights' is heard as HassTurnOn\"."
+    )
+
+
+class Sentences(Event):
+    """The custom sentences the phone set, as the ears run them; retained outside.
+
+    Sent at start and after every `sentences` command: `accepted` false and `error` say why a
+    set was refused, and `sets` are then the ones still in force. `warnings` name templates
+    of `sets` that will not work as meant (pendant.ears.understand.sentence_check); they never
+    refuse a set.
+    """
+
+    type: Literal["sentences"] = "sentences"
+    sets: Annotated[list[SentenceSet], Field(max_length=MAX_SENTENCE_SETS)] = Field(
+        default_factory=list
+    )
+    accepted: bool = True
+    error: Text | None = None
+    warnings: Annotated[list[SentenceWarning], Field(max_length=MAX_SENTENCE_WARNINGS)] = Field(
+        default_factory=list,
+        description="At most one a template, at most 10: the templates of `sets` that cannot "
+        "be heard or are heard as another intent.",
+    )
+
+
+class Command(Event):
+    """A command from the phone, checked by the link (`pendant.link.commands`), for the bus only.
+
+    Travels on `pendant-bus/cmd/<name>`; components that act on it subscribe there.
+    """
+
+    type: Literal["command"] = "command"
+    name: Literal["mute", "capture", "identify", "say", "buzz", "sentences", "area"]
+    mic: bool | None = Field(None, description="mute: mute (true) or unmute (false) the mic.")
+    camera: bool | None = Field(None, description="mute: mute or unmute the camera.")
+    text: SayText | None = Field(None, description="say: what to say, at most 200 characters.")
+    pattern: BuzzPattern | None = Field(
+        None, description="buzz: which feedback the body plays; absent: attention."
+    )
+    sentences: Annotated[list[SentenceSet], Field(max_length=MAX_SENTENCE_SETS)] | None = Field(
+        None, description="sentences: the wearer's own intents, replacing the phone's last set."
+    )
+    area: AreaName | None = Field(
+        None,
+        description="area: the room the wearer is in, one of home.areas as the config spells "
+        "it, for sentences about 'here'; absent (null) clears it.",
+    )
+
+    ARGUMENTS: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
+        # name: (allowed, required)
+        "mute": (frozenset({"mic", "camera"}), frozenset()),
+        "capture": (frozenset(), frozenset()),
+        "identify": (frozenset(), frozenset()),
+        "say": (frozenset({"text"}), frozenset({"text"})),
+        "buzz": (frozenset({"pattern"}), frozenset()),
+        "sentences": (frozenset({"sentences"}), frozenset({"sentences"})),
+        # Its one key may be null (clear), so "given" cannot be told from "absent" here.
+        "area": (frozenset({"area"}), frozenset()),
+    }
+
+    @model_validator(mode="after")
+    def _arguments_fit_the_command(self) -> Command:
+        allowed, required = self.ARGUMENTS[self.name]
+        keys = ("mic", "camera", "text", "pattern", "sentences", "area")
+        given = {k for k in keys if getattr(self, k) is not None}
+        if given - allowed or required - given:
+            raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
+        if self.name == "mute" and not given:
+            raise ValueError("mute needs mic and/or camera")
+        return self
+
+
+class Say(Event):
+    """Words for the wearer's phone to speak: an accepted `say` command, passed on by the link.
+
+    The link makes it from the command it checked (`pendant.link.commands`) and publishes it only
+    where phones read (`pendant/<device_id>/say`); no component publishes one, and the gate
+    takes none off the bus (`pendant.link.gate`). The body buzzes for the same command on the bus.
+    """
+
+    type: Literal["say"] = "say"
+    text: SayText = Field(description="What to say, as the command carried it.")
+
+
+class Error(Event):
+    """Something the pendant could not do, e.g. a malformed command from the phone."""
+
+    type: Literal["error"] = "error"
+    command: CommandName | None = Field(
+        None, description="The command it is about, when its name is a plausible one."
+    )
+    reason: ShortText = Field(description="Short and human; quotes at most 40 input chars.")
+
+
+PUBLIC_TYPES: tuple[type[Event], ...] = (
+    Intent,
+    NotRecognized,
+    Transcript,
+    Status,
+    Error,
+    Battery,
+    Scene,
+    Camera,
+    Sentences,
+    Say,
+)
+
+
+class EventError(ValueError):
+    pass
+
+
+def parse_event(payload: bytes | str) -> Event:
+    """Bytes off the bus to a typed event; EventError with one line on anything else."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise EventError(f"event of {len(payload)} bytes is over {MAX_EVENT_BYTES}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: a few KiB of '[' nest deeper than the parser's stack.
+        raise EventError(f"event is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise EventError("event is not an object with a string 'type'")
+    cls = Event.registry.get(data["type"])
+    if cls is None:
+        raise EventError(f"unknown event type {data['type'][:40]!r}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise EventError(f"{data['type']} event: {loc}: {err['msg']}") from None
+
+
+def json_schema(cls: type[Event]) -> dict[str, Any]:
+    schema = cls.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://pendant.invalid/schemas/{cls.model_fields['type'].default}.json"
+    return schema
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    internal = (Button, Command, Activity, HardwareMute, LinkState)
+    pairing = (
+        PairingWindow,
+        PairingStatus,
+        PairingOffer,
+        PairingTaken,
+        PairingRequest,
+        PairingConfirm,
+    )
+    for cls in (*PUBLIC_TYPES, *internal, *pairing):
+        path = directory / f"{cls.model_fields['type'].default}.json"
+        path.write_text(json.dumps(json_schema(cls), indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_schemas():
+        print(p)

@@ -1,0 +1,3 @@
+from pendant.web.server import main
+
+raise SystemExit(main())
