@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pendant.app.services import MuteMemory
 from pendant.core import state as durable
+from pendant.core.state import MuteMemory
 
 from .powercut import VolatileMount
 

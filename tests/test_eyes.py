@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pendant.app.services import MuteMemory
 from pendant.core.config import Config, DetectorConfig, ModelsConfig
 from pendant.core.errors import ModelError
+from pendant.core.state import MuteMemory
 from pendant.eyes import detectors
 from pendant.eyes.camera import FileCamera, demo_images
 from pendant.eyes.detectors import coral, create_detector

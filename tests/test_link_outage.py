@@ -270,7 +270,7 @@ def write_config(cfg: Config, path: Path) -> Path:
 def start_link(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "pendant.link.service", "--config", str(config)],
+            [sys.executable, "-m", "pendant", "--config", str(config), "service", "link"],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from pendant.app.cli import main as cli_main
+from pendant.core.wire import WEB_PORT
 from pendant.pairing import accounts as pairing
 from pendant.setup.provision import Provisioned, ProvisionError
-from pendant.web.server import DEFAULT_PORT as WEB_PORT
 
 from .test_mosquitto_config import (
     DEVICE,

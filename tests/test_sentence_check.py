@@ -1,5 +1,5 @@
 """The warnings the ears give about the wearer's own sentences
-(pendant.ears.understand.sentence_check).
+(pendant.ears.sentence_check).
 
 Against the demo home's real grammar, NLU and CMU dictionary; espeak-ng left out, as on the
 image, so a word no dictionary has gets only the letter-by-letter stand-in.
@@ -13,14 +13,14 @@ import pytest
 
 from pendant.core.events import MAX_EVENT_BYTES, Sentences, SentenceSet, SentenceWarning
 from pendant.ears.asr import pronounce
-from pendant.ears.service import with_sentences
-from pendant.ears.understand.grammar import Grammar, TemplateCompiler, build_grammar
-from pendant.ears.understand.nlu import IntentParser
-from pendant.ears.understand.sentence_check import (
+from pendant.ears.sentence_check import (
     examples,
     fitted,
     sentence_warnings_async,
 )
+from pendant.ears.service import with_sentences
+from pendant.ears.understand.grammar import Grammar, TemplateCompiler, build_grammar
+from pendant.ears.understand.nlu import IntentParser
 
 from .conftest import demo_config
 from .phone_sets import WARNINGS

@@ -457,7 +457,7 @@ def _count(n: int, thing: str) -> str:
 def run(url: str, token_file: Path, out: Path | None, cafile: Path | None = None) -> int:
     """`pendant home import`: the TOML on stdout, or in `out`; a summary on stderr."""
     from pendant.core import state as durable
-    from pendant.core.bus import read_secret
+    from pendant.core.mqtt import read_secret
 
     token = read_secret(str(token_file), "--token-file") or ""
     if any(unicodedata.category(c) == "Cc" for c in token):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
-from pendant.core.bus import Client
 from pendant.core.config import Config
+from pendant.core.mqtt import Client
 from pendant.ears.audio.wav import WavSource
 
 DELIVERY_TIMEOUT_S = 5.0

@@ -9,60 +9,19 @@ by its own service, so a small one (the body) does not carry the speech stack.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pendant.core import state as durable
 from pendant.core import systemd as notify
 from pendant.core.config import Config
 from pendant.core.errors import PendantError
+from pendant.core.supervise import supervise_main
 
 log = logging.getLogger(__name__)
 
 LINK_READY_S = 60
-
-
-class MuteMemory:
-    """Whether the wearer muted a sensor (`key`: "mic", "camera"), kept across restarts.
-
-    A crash or a watchdog restart must not quietly unmute: the state lives in the service's
-    own StateDirectory (systemd sets $STATE_DIRECTORY) and is read before anything is heard.
-    Without one (a laptop) it lives as long as the process.
-    """
-
-    def __init__(self, directory: str | None = None, key: str = "mic") -> None:
-        directory = directory or os.environ.get("STATE_DIRECTORY")
-        # The mic's file keeps its old name, so an upgrade does not forget a mute.
-        name = "mute.json" if key == "mic" else f"mute-{key}.json"
-        self.key = key
-        self.path = Path(directory) / name if directory else None
-
-    def load(self) -> bool:
-        if self.path is None:
-            return False
-        try:
-            return bool(json.loads(self.path.read_text()).get(self.key))
-        except FileNotFoundError:
-            return False
-        except (OSError, ValueError) as exc:
-            # Unknown is treated as muted: better deaf than listening against the wish.
-            log.error("cannot read %s (%s): starting muted", self.path, exc)
-            return True
-
-    def save(self, muted: bool) -> None:
-        if self.path is None:
-            return
-        try:
-            # Durable before the mute is reported: a power cut must not bring the mic back.
-            durable.write_file(self.path, json.dumps({self.key: muted}))
-        except OSError as exc:
-            # The mute itself has taken effect; only its memory across a restart is lost.
-            log.error("cannot remember the mute in %s: %s", self.path, exc.strerror)
 
 
 def as_service(config: Config, name: str) -> Config:
@@ -115,28 +74,6 @@ def _provisioned(path: Path) -> bool:
         return False
 
 
-async def _supervised(main: Awaitable[object], heartbeat: notify.Heartbeat) -> None:
-    """Run a service's main coroutine with the watchdog, until it ends or SIGTERM."""
-    task = asyncio.ensure_future(main)
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        notify.stopping()
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    watchdog = asyncio.create_task(notify.watchdog(heartbeat), name="watchdog")
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    finally:
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
-
-
 async def serve_ears(config: Config, config_path: Path | None) -> None:
     notify.starting("loading the speech models")
     from pendant.ears.service import EarsService
@@ -146,7 +83,7 @@ async def serve_ears(config: Config, config_path: Path | None) -> None:
     async def announce() -> None:
         notify.ready(f"listening ({config.listen.mode}, {config.asr.backend})")
 
-    await _supervised(service.run(before_audio=announce), service.heartbeat)
+    await supervise_main(service.run(before_audio=announce), service.heartbeat)
 
 
 async def serve_link(config: Config, config_path: Path | None) -> None:
@@ -176,7 +113,7 @@ async def serve_link(config: Config, config_path: Path | None) -> None:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
 
-    await _supervised(main(), link.heartbeat)
+    await supervise_main(main(), link.heartbeat)
 
 
 async def serve_eyes(config: Config, config_path: Path | None) -> None:

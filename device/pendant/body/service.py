@@ -341,7 +341,7 @@ class BodyService:
 
 async def serve(config: Config, config_path: Path | None) -> None:
     """`pendant service body`: the body under systemd (READY, watchdog, SIGTERM)."""
-    from pendant.app.services import _supervised
+    from pendant.core.supervise import supervise_main
 
     service = BodyService(config)
     gauge = service.gauge.name if service.gauge is not None else "no battery gauge"
@@ -351,6 +351,6 @@ async def serve(config: Config, config_path: Path | None) -> None:
 
     main: Awaitable[None] = service.run(on_ready=announce)
     try:
-        await _supervised(main, service.heartbeat)
+        await supervise_main(main, service.heartbeat)
     finally:
         service.close()  # a SIGTERM before run() began must still release the pins

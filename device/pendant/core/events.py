@@ -391,7 +391,7 @@ class Sentences(Event):
 
     Sent at start and after every `sentences` command: `accepted` false and `error` say why a
     set was refused, and `sets` are then the ones still in force. `warnings` name templates
-    of `sets` that will not work as meant (pendant.ears.understand.sentence_check); they never
+    of `sets` that will not work as meant (pendant.ears.sentence_check); they never
     refuse a set.
     """
 
@@ -489,6 +489,8 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Sentences,
     Say,
 )
+PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
+"""The type names of the events that may leave the device (through the link's gate)."""
 
 
 class EventError(ValueError):

@@ -13,9 +13,13 @@ import array
 import contextlib
 import errno
 import fcntl
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # The inode flag `chattr +D` sets (linux/fs.h): changes to the directory's entries are
 # written through, as if the filesystem were mounted `dirsync`, for this directory alone.
@@ -108,3 +112,41 @@ def write_names_through(path: Path) -> bool:
         raise
     finally:
         os.close(fd)
+
+
+class MuteMemory:
+    """Whether the wearer muted a sensor (`key`: "mic", "camera"), kept across restarts.
+
+    A crash or a watchdog restart must not quietly unmute: the state lives in the service's
+    own StateDirectory (systemd sets $STATE_DIRECTORY) and is read before anything is heard.
+    Without one (a laptop) it lives as long as the process.
+    """
+
+    def __init__(self, directory: str | None = None, key: str = "mic") -> None:
+        directory = directory or os.environ.get("STATE_DIRECTORY")
+        # The mic's file keeps its old name, so an upgrade does not forget a mute.
+        name = "mute.json" if key == "mic" else f"mute-{key}.json"
+        self.key = key
+        self.path = Path(directory) / name if directory else None
+
+    def load(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            return bool(json.loads(self.path.read_text()).get(self.key))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:
+            # Unknown is treated as muted: better deaf than listening against the wish.
+            log.error("cannot read %s (%s): starting muted", self.path, exc)
+            return True
+
+    def save(self, muted: bool) -> None:
+        if self.path is None:
+            return
+        try:
+            # Durable before the mute is reported: a power cut must not bring the mic back.
+            write_file(self.path, json.dumps({self.key: muted}))
+        except OSError as exc:
+            # The mute itself has taken effect; only its memory across a restart is lost.
+            log.error("cannot remember the mute in %s: %s", self.path, exc.strerror)

@@ -16,23 +16,30 @@ from pathlib import Path
 
 import aiomqtt
 
-from pendant.app.services import MuteMemory
 from pendant.core import bus
 from pendant.core import state as durable
 from pendant.core import systemd as notify
 from pendant.core.config import Config, CustomSentences, load_config
 from pendant.core.errors import PendantError
-from pendant.core.events import Button, Command, Event, Sentences, SentenceSet, SentenceWarning
+from pendant.core.events import (
+    PUBLIC_NAMES,
+    Button,
+    Command,
+    Event,
+    Sentences,
+    SentenceSet,
+    SentenceWarning,
+)
 from pendant.core.model_cache import model_path
+from pendant.core.state import MuteMemory
 from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import AudioSource, create_source
 from pendant.ears.listener import Ears, Understanding
+from pendant.ears.sentence_check import fitted, sentence_warnings_async
 from pendant.ears.understand.grammar import check_sentences
 from pendant.ears.understand.grammar_build import compile_grammar, compile_grammar_async
 from pendant.ears.understand.nlu import IntentParser
-from pendant.ears.understand.sentence_check import fitted, sentence_warnings_async
 from pendant.ears.vad import SileroVad
-from pendant.link.gate import PUBLIC_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ arrays in RAM. picamera2 is imported lazily so the package imports on any machin
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from collections.abc import Iterator
 from importlib import resources
@@ -73,7 +72,9 @@ class PiCamera:
 
     def __init__(self, width: int = 640, height: int = 480) -> None:
         try:
-            self._picamera2 = importlib.import_module("picamera2")
+            import picamera2
+
+            self._picamera2 = picamera2
         except ImportError as exc:
             raise BackendUnavailable(
                 f"eyes.camera 'picamera2' cannot load ({exc}): on Raspberry Pi OS install "

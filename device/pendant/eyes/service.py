@@ -21,6 +21,7 @@ from pendant.core import systemd as notify
 from pendant.core.config import Config
 from pendant.core.errors import PendantError
 from pendant.core.events import (
+    PUBLIC_NAMES,
     Activity,
     Camera,
     Command,
@@ -30,7 +31,6 @@ from pendant.core.events import (
 )
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
 from pendant.eyes.pipeline import Eyes, Trigger
-from pendant.link.gate import PUBLIC_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class EyesService:
     """Camera, models and mute state; `run()` serves the bus until cancelled."""
 
     def __init__(self, config: Config, camera: CameraBackend | None = None) -> None:
-        from pendant.app.services import MuteMemory
+        from pendant.core.state import MuteMemory
 
         self.config = config
         # Models first: a missing one fails here, before the camera or the bus is touched.
@@ -188,7 +188,7 @@ class EyesService:
 
 async def serve(config: Config, config_path: Path | None) -> None:
     """`pendant service eyes`: READY once the models are loaded and warm and the bus is up."""
-    from pendant.app.services import _supervised
+    from pendant.core.supervise import supervise_main
 
     notify.starting("loading the eyes' models")
     service = EyesService(config)
@@ -197,4 +197,4 @@ async def serve(config: Config, config_path: Path | None) -> None:
     def ready() -> None:
         notify.ready(f"looking on request ({type(service.eyes.detector).__name__})")
 
-    await _supervised(service.run(on_ready=ready), service.heartbeat)
+    await supervise_main(service.run(on_ready=ready), service.heartbeat)

@@ -53,8 +53,8 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from pendant.core.bus import PREFIX
 from pendant.core.events import BuzzPattern, Command, Error, SentenceSet
+from pendant.core.wire import PREFIX
 
 MAX_COMMAND_BYTES = 1024
 # Room for a page of sentences, while their echo in a `sentences` event stays under 8 KiB.

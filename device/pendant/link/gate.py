@@ -87,7 +87,7 @@ from pendant.core import state as durable
 from pendant.core.events import (
     EYES_INTENTS,
     MAX_EVENT_BYTES,
-    PUBLIC_TYPES,
+    PUBLIC_NAMES,
     SCHEMA_DIR,
     Error,
     Event,
@@ -110,7 +110,6 @@ log = logging.getLogger(__name__)
 
 # 48+ characters of base64/hex alphabet without a space is not something a person said.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
-PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
 LINK_OWN = frozenset({Say.model_fields["type"].default})
 """Public types only the link makes (see the module's docstring): never taken off the bus."""
 BUS_NAMES = PUBLIC_NAMES - LINK_OWN

@@ -32,9 +32,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pendant.core.bus import Client, private_client_id, read_secret
 from pendant.core.config import Config, LinkConfig
 from pendant.core.errors import PendantError
+from pendant.core.mqtt import Client, private_client_id, read_secret
 from pendant.link.outbox import RETRY_S
 
 log = logging.getLogger("pendant.link.service")

@@ -39,18 +39,15 @@ at once when the intents it can send change (the phone sent sentences with a new
 event entity must list it, or Home Assistant drops its events); intents also go out as Home
 Assistant events on `pendant/<id>/event`.
 
-`python -m pendant.link.service --config FILE` runs the link alone (the `pendant-link` service).
+`pendant service link` runs the link alone, as the `pendant-link` unit does.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import random
-import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -58,8 +55,7 @@ import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pendant.core import bus
-from pendant.core.config import Config, load_config
-from pendant.core.errors import PendantError
+from pendant.core.config import Config
 from pendant.core.events import (
     Battery,
     Command,
@@ -95,16 +91,13 @@ from pendant.link.ratelimit import TokenBucket
 from pendant.link.sender import Message, Side
 from pendant.link.status import DeviceState
 
-# Named, not __name__: under `python -m pendant.link.service` that would be "__main__".
-log = logging.getLogger("pendant.link.service")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ERROR_BURST",
     "ERROR_EVERY_S",
     "Link",
     "TokenBucket",
-    "main",
-    "serve",
     "tls_context",
 ]
 
@@ -575,40 +568,3 @@ class Link:
         event = self.gate.admit_own(error.to_json())
         if event is not None:
             self._queue_out(event)
-
-
-async def serve(config: Config) -> int:
-    """Run the link until SIGINT or SIGTERM, then say `offline` and stop."""
-    task = asyncio.create_task(Link(config).run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pendant.core.logs import setup_logging
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pendant.link.service",
-        description="Run only the link (the pendant-link service).",
-    )
-    parser.add_argument(
-        "--config", type=Path, help="TOML config (default /etc/pendant/pendant.toml)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return asyncio.run(serve(load_config(args.config)))
-    except PendantError as exc:
-        print(f"pendant-link: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -55,9 +55,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pendant.core.errors import PendantError
+from pendant.core.wire import WEB_PORT as DEFAULT_WEB_PORT
 from pendant.setup.ca import fingerprint
 from pendant.setup.provision import PHONE_PREFIX, Layout, provision
-from pendant.web.server import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 # The command that makes the device's mosquitto reread its accounts (Debian's unit reloads
 # with SIGHUP), and where systemd shows it is PID 1 (sd_booted(3)).

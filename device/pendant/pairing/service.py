@@ -386,11 +386,11 @@ class PairingService:
 
 async def serve(config: Config, config_path: Path | None) -> None:
     """`pendant service pairing`: under systemd (READY, watchdog, SIGTERM)."""
-    from pendant.app.services import _supervised
+    from pendant.core.supervise import supervise_main
 
     service = PairingService(config)
 
     def announce() -> None:
         notify.ready(f"pairing window closed (opens for {config.pairing.window_s:g} s)")
 
-    await _supervised(service.run(on_ready=announce), service.heartbeat)
+    await supervise_main(service.run(on_ready=announce), service.heartbeat)

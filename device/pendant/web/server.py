@@ -106,9 +106,10 @@ from urllib.parse import parse_qs, unquote
 
 import aiomqtt
 
-from pendant.core import bus
+from pendant.core import mqtt, wire
 from pendant.core import systemd as notify
 from pendant.core.errors import PendantError
+from pendant.core.wire import WEB_PORT
 from pendant.setup import ca as web_ca
 from pendant.setup.ca import CaFileError, DeviceCa
 from pendant.web import redirect as web_redirect
@@ -117,7 +118,7 @@ from pendant.web.http import MAX_LINE, BadRequest, HttpConnection, Reply, Reques
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8443
+DEFAULT_PORT = WEB_PORT
 DEFAULT_ROOT = Path(__file__).resolve().with_name("static")
 
 CONTENT_TYPES = {
@@ -188,9 +189,9 @@ SERVER_INFO_PATH = "/server.json"
 # What the "closed" page tells the wearer (body.pairing_hold_s, by default).
 PAIRING_HOLD_S = 8
 BUS_USER = "web"
-OFFER_TOPIC = bus.topic("pairing_offer")
-TAKEN_TOPIC = bus.topic("pairing_taken")
-REQUEST_TOPIC = bus.topic("pairing_request")
+OFFER_TOPIC = wire.topic("pairing_offer")
+TAKEN_TOPIC = wire.topic("pairing_taken")
+REQUEST_TOPIC = wire.topic("pairing_request")
 # /pair per source address: a burst, then one request every PAIR_EVERY_S (the waiting page
 # comes back every PAIR_POLL_S); at most PAIR_SOURCES addresses remembered.
 PAIR_BURST = 5
@@ -507,17 +508,17 @@ class PairingDesk:
     async def run(self) -> None:
         failures = 0
         while True:
-            client = bus.Client(
+            client = mqtt.Client(
                 hostname=self.socket_path,
                 port=1883,
                 transport="unix",
-                identifier=bus.private_client_id(f"pendant-web-{os.getpid()}", self._password),
+                identifier=mqtt.private_client_id(f"pendant-web-{os.getpid()}", self._password),
                 username=self.user,
                 password=self._password,
             )
             try:
                 async with client:
-                    await client.subscribe(OFFER_TOPIC, qos=bus.QOS)
+                    await client.subscribe(OFFER_TOPIC, qos=wire.QOS)
                     self.connected.set()
                     failures = 0
                     reader = asyncio.create_task(self._read(client))
@@ -567,7 +568,7 @@ class PairingDesk:
                 )
                 # As the report below: queued until the broker has it, so that the pairing
                 # service counts every phone that asked.
-                await client.publish(REQUEST_TOPIC, json.dumps(request).encode(), qos=bus.QOS)
+                await client.publish(REQUEST_TOPIC, json.dumps(request).encode(), qos=wire.QOS)
                 if self._requests and self._requests[0] == (offer, ask):
                     self._requests.pop(0)
             while self._taken:
@@ -575,7 +576,7 @@ class PairingDesk:
                 event = _pairing_event("pairing_taken", offer)
                 # QoS 1: returns once the broker has acknowledged it; a drop before that
                 # raises, and the report stays queued for the next connection.
-                await client.publish(TAKEN_TOPIC, json.dumps(event).encode(), qos=bus.QOS)
+                await client.publish(TAKEN_TOPIC, json.dumps(event).encode(), qos=wire.QOS)
                 if self._taken and self._taken[0] is offer:
                     self._taken.pop(0)
             await self._wake.wait()
@@ -1099,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.bus_password_file is None:
                 raise WebServerError("--bus-socket needs --bus-password-file")
             try:
-                password = bus.read_secret(str(args.bus_password_file), "--bus-password-file")
+                password = mqtt.read_secret(str(args.bus_password_file), "--bus-password-file")
             except PendantError as exc:
                 raise WebServerError(str(exc)) from None
             assert password is not None

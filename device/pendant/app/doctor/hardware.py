@@ -71,14 +71,13 @@ def check_camera(config: Config) -> Iterator[Finding]:
 
 
 def check_accelerator(config: Config) -> Iterator[Finding]:
-    from pendant.eyes.detectors import ACCELERATORS, DETECTORS, _registry
+    from pendant.eyes.detectors import ACCELERATORS, detector_classes
 
-    if not DETECTORS:
-        DETECTORS.update(_registry())
-    present = [name for name in ACCELERATORS if DETECTORS[name].present()]
+    detectors = detector_classes()
+    present = [name for name in ACCELERATORS if detectors[name].present()]
     wanted = config.eyes.detector.type
     if wanted in ACCELERATORS and wanted not in present:
-        where = ", ".join(DETECTORS[wanted].device_paths)
+        where = ", ".join(detectors[wanted].device_paths)
         fix = f"connect the {wanted} and install its runtime, or set eyes.detector.type = 'cpu'"
         yield Finding("accelerator", "WARN", f"{wanted} configured but absent ({where})", fix)
         return

@@ -176,10 +176,16 @@ DETECTORS: dict[str, type[Detector]] = {}
 ACCELERATORS = ("hailo", "coral", "imx500")
 
 
-def create_detector(config: Config) -> Detector:
-    """The configured backend, or the CPU one (with one warning) when it cannot be had."""
+def detector_classes() -> dict[str, type[Detector]]:
+    """Every detector backend by name (imported on first use: each is small until it runs)."""
     if not DETECTORS:
         DETECTORS.update(_registry())
+    return DETECTORS
+
+
+def create_detector(config: Config) -> Detector:
+    """The configured backend, or the CPU one (with one warning) when it cannot be had."""
+    detector_classes()
     kind = config.eyes.detector.type
     if kind == "cpu":
         return DETECTORS["cpu"](config)

@@ -7,7 +7,6 @@ Expects an SSD compiled for the Edge TPU (e.g. ssd_mobilenet_v2_coco_quant_postp
 from __future__ import annotations
 
 import glob
-import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -44,7 +43,9 @@ class CoralDetector(Detector):
         if not model:
             raise BackendUnavailable("the coral detector needs eyes.detector.model (.tflite)")
         try:
-            litert: Any = importlib.import_module("ai_edge_litert.interpreter")
+            from ai_edge_litert import interpreter
+
+            litert: Any = interpreter
         except ImportError as exc:
             raise BackendUnavailable(
                 f"ai-edge-litert cannot load ({exc}): pip install ai-edge-litert"

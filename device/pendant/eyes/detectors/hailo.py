@@ -6,7 +6,6 @@ output is, per class, an array of [y_min, x_min, y_max, x_max, score] rows.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +27,9 @@ class HailoDetector(Detector):
         if not hef_path:
             raise BackendUnavailable("the hailo detector needs eyes.detector.model (a .hef file)")
         try:
-            hp: Any = importlib.import_module("hailo_platform")
+            import hailo_platform
+
+            hp: Any = hailo_platform
         except ImportError as exc:
             raise BackendUnavailable(
                 f"hailo_platform cannot load ({exc}): install Raspberry Pi OS's hailo-all"

@@ -7,7 +7,6 @@ The detector takes its own frame from the sensor while the eyes are already capt
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,8 +29,11 @@ class Imx500Detector(Detector):
         if not model:
             raise BackendUnavailable("the imx500 detector needs eyes.detector.model (.rpk)")
         try:
-            self._picamera2: Any = importlib.import_module("picamera2")
-            devices: Any = importlib.import_module("picamera2.devices")
+            import picamera2
+            from picamera2 import devices as picamera2_devices
+
+            self._picamera2: Any = picamera2
+            devices: Any = picamera2_devices
         except ImportError as exc:
             raise BackendUnavailable(
                 f"picamera2 cannot load ({exc}): install python3-picamera2"
