@@ -30,7 +30,7 @@ def _in_credentials_directory(p: Path) -> bool:
 
 
 def read_secret(path: str | None, key: str) -> str | None:
-    """A password from a file; refuses files others can read (a secret only its service can read)."""
+    """A password from a file; refuses files others can read (only its service may read it)."""
     if not path:
         return None
     p = Path(path)

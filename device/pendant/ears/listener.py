@@ -191,7 +191,8 @@ class Ears:
         await self._enforce(muted or self.wanted_muted)
 
     async def _enforce(self, muted: bool) -> None:
-        """Mute closes the microphone before the muted state is published (mute means nothing is captured)."""
+        """Mute closes the microphone before the muted state is published: mute means nothing
+        is captured."""
         if muted:
             self.source.pause()
             self.segmenter.reset()
