@@ -1,5 +1,6 @@
 """gpiozero pin factories, chosen by `body.pin_factory`: 'lgpio' on the pendant, 'mock' elsewhere.
 
+Registered in pendant.core.backends (`PIN_FACTORIES`) as the functions below that build them;
 lgpio is imported only when asked for, so the package imports on any machine. Under systemd
 it has one trap: its C library makes its notification pipes (`.lgd-nfy<n>`) in the directory
 named by $LG_WD, else in the working directory, which is `/` and read-only for a hardened
@@ -12,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pendant.core.backends import PIN_FACTORIES
 from pendant.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,14 +71,16 @@ def prepare_lgpio_workdir(
     )
 
 
-def _mock() -> Any:
+def mock_factory() -> Any:
+    """gpiozero's mock pins, every one able to do PWM: nothing wired (simulation, tests)."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     # Every mock pin can do PWM, so the LED and the haptic motor work as on the Pi.
     return MockFactory(pin_class=MockPWMPin)
 
 
-def _lgpio() -> Any:
+def lgpio_factory() -> Any:
+    """The pendant's GPIO chip through lgpio; BackendUnavailable says why not."""
     prepare_lgpio_workdir()
     try:
         from gpiozero.pins.lgpio import LGPIOFactory
@@ -94,13 +98,6 @@ def _lgpio() -> Any:
         ) from None
 
 
-PIN_FACTORIES: dict[str, Callable[[], Any]] = {"lgpio": _lgpio, "mock": _mock}
-
-
 def create_pin_factory(kind: str) -> Any:
     """A gpiozero pin factory of the configured kind; BackendUnavailable says why not."""
-    try:
-        make = PIN_FACTORIES[kind]
-    except KeyError:
-        raise BackendUnavailable(f"body.pin_factory: unknown factory {kind!r}") from None
-    return make()
+    return PIN_FACTORIES.load(kind)()

@@ -16,6 +16,14 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pendant.core.backends import (
+    AUDIO_SOURCES,
+    CAMERAS,
+    DETECTORS,
+    GAUGES,
+    PIN_FACTORIES,
+    RECOGNIZERS,
+)
 from pendant.core.errors import ConfigError
 from pendant.core.names import (
     ENTITY_ID_MAX_CHARS,
@@ -31,6 +39,10 @@ DEVICE_DEFAULTS_PATH = Path(__file__).parents[1] / "data" / "device-pendant.toml
 # The SD card's pendant.toml, as the image's first boot installs it in the drop-in folder:
 # named to come after home-broker.toml, so what the wearer wrote on the card wins.
 CARD_DROP_IN = "sd-card.toml"
+
+
+# A setting that chooses a backend takes its choices (`Literal[X.choices]`) from the backend's
+# table in pendant.core.backends: registered once, for the config, its docs and the component.
 
 
 class _Strict(BaseModel):
@@ -265,7 +277,7 @@ class Home(_Strict):
 
 
 class AudioConfig(_Strict):
-    source: Literal["mic", "wav"] = Field(
+    source: Literal[AUDIO_SOURCES.choices] = Field(
         "wav", description="'mic' (sounddevice) on the pendant, 'wav' (files) in simulation."
     )
     files: list[str] = Field(default_factory=list, description="WAV files the 'wav' source plays.")
@@ -308,7 +320,7 @@ class VadConfig(_Strict):
 
 
 class AsrConfig(_Strict):
-    backend: Literal["pocketsphinx", "whisper", "hama"] = Field(
+    backend: Literal[RECOGNIZERS.choices] = Field(
         "hama",
         description="Recogniser: 'hama' (a phoneme CTC model searching the closed set: few "
         "wrong actions, little other speech accepted), 'pocketsphinx' (accepts more short "
@@ -481,12 +493,12 @@ class LinkConfig(_Strict):
 
 
 class BodyConfig(_Strict):
-    pin_factory: Literal["lgpio", "mock"] = Field(
+    pin_factory: Literal[PIN_FACTORIES.choices] = Field(
         "lgpio",
         description="GPIO backend: 'lgpio' on the pendant, 'mock' (gpiozero's mock pins, "
         "nothing wired) in simulation.",
     )
-    battery: Literal["pisugar3", "simulated"] = Field(
+    battery: Literal[GAUGES.choices] = Field(
         "pisugar3",
         description="Battery gauge: 'pisugar3' (PiSugar 3 over I2C) or 'simulated' (drains "
         "from body.simulated_start_pct).",
@@ -561,7 +573,7 @@ class ModelsConfig(_Strict):
 
 
 class DetectorConfig(_Strict):
-    type: Literal["auto", "cpu", "hailo", "coral", "imx500"] = Field(
+    type: Literal[DETECTORS.choices] = Field(
         "auto",
         description="Object detector backend: 'auto' picks an accelerator that is present "
         "(Hailo, Coral, the IMX500 AI Camera), else 'cpu' (onnxruntime). A configured "
@@ -588,7 +600,7 @@ class DetectorConfig(_Strict):
 
 
 class EyesConfig(_Strict):
-    camera: Literal["picamera2", "files"] = Field(
+    camera: Literal[CAMERAS.choices] = Field(
         "files",
         description="'picamera2' on the pendant; 'files' (images served in turn) in simulation.",
     )

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pendant.core.backends import RECOGNIZERS
 from pendant.core.names import (
     ENTITY_ID_MAX_CHARS,
     ENTITY_ID_PATTERN,
@@ -46,9 +47,9 @@ EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_I
 # what SQLite's INTEGER holds. Unbounded, 10**30 from a rogue service would crash the link's
 # outbox, and a 4000-digit number is 1.6 KB of anything.
 EpochMs = Annotated[int, Field(ge=0, le=2**53)]
-# The ears' recognisers (pendant.ears.asr.BACKENDS, config.AsrConfig.backend; a test holds the
-# three together): named here so the link need not import the ears.
-AsrBackend = Literal["pocketsphinx", "whisper", "hama"]
+# The ears' recognisers, from their table in core (as config.AsrConfig.backend), so the link
+# need not import the ears.
+AsrBackend = Literal[RECOGNIZERS.names]
 MAX_SENTENCE_SETS = 20
 MAX_SENTENCES = 20
 # The intent names the eyes answer with: what the camera read or saw, words no closed set

@@ -2,7 +2,8 @@
 
 A camera is opened for one frame and closed again before `capture()` returns, so it is never
 open while nobody asked for a frame, and a mute never has to close it. Frames are RGB uint8
-arrays in RAM. picamera2 is imported lazily so the package imports on any machine.
+arrays in RAM. The backends are registered in pendant.core.backends (`CAMERAS`); picamera2 is
+imported only when the real camera is used, so the package imports on any machine.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import itertools
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from pendant.core.backends import CAMERAS
 from pendant.core.errors import BackendUnavailable, PendantError
 from pendant.eyes.images import fit, load_image
 
@@ -55,6 +57,11 @@ class FileCamera:
         self.opens = 0
         self._next: Iterator[Path] = itertools.cycle(paths)
 
+    @classmethod
+    def from_config(cls, config: EyesConfig) -> FileCamera:
+        """The camera `eyes.camera = 'files'` stands for."""
+        return cls(list(config.files), config.width, config.height)
+
     def capture(self) -> np.ndarray:
         self.opens += 1
         path = next(self._next)
@@ -71,19 +78,34 @@ class PiCamera:
     """A Raspberry Pi camera through picamera2 (libcamera), opened once per frame."""
 
     def __init__(self, width: int = 640, height: int = 480) -> None:
-        try:
-            import picamera2
-
-            self._picamera2 = picamera2
-        except ImportError as exc:
-            raise BackendUnavailable(
-                f"eyes.camera 'picamera2' cannot load ({exc}): on Raspberry Pi OS install "
-                "python3-picamera2 and create the venv with --system-site-packages, or set "
-                "eyes.camera = 'files'"
-            ) from None
+        self._picamera2 = _picamera2()
         self.width = width
         self.height = height
         self.opens = 0
+
+    @classmethod
+    def from_config(cls, config: EyesConfig) -> PiCamera:
+        """The camera `eyes.camera = 'picamera2'` stands for."""
+        return cls(config.width, config.height)
+
+    @staticmethod
+    def cameras() -> list[str]:
+        """The models of the cameras libcamera finds, none opened (what `pendant doctor`
+        lists); BackendUnavailable without picamera2, CameraError when libcamera fails."""
+        picamera2 = _picamera2()
+        try:
+            found = picamera2.Picamera2.global_camera_info()
+        except Exception as exc:  # libcamera raises a variety of errors when the stack is off
+            raise CameraError(f"libcamera: {exc}") from None
+        return [str(c.get("Model", "?")) for c in found]
+
+    @classmethod
+    def present(cls) -> bool:
+        """Whether libcamera finds a camera here."""
+        try:
+            return bool(cls.cameras())
+        except (BackendUnavailable, CameraError):
+            return False
 
     def capture(self) -> np.ndarray:
         self.opens += 1
@@ -114,7 +136,18 @@ class PiCamera:
         pass
 
 
+def _picamera2() -> Any:
+    try:
+        import picamera2
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"eyes.camera 'picamera2' cannot load ({exc}): on Raspberry Pi OS install "
+            "python3-picamera2 and create the venv with --system-site-packages, or set "
+            "eyes.camera = 'files'"
+        ) from None
+    return picamera2
+
+
 def create_camera(config: EyesConfig) -> CameraBackend:
-    if config.camera == "picamera2":
-        return PiCamera(config.width, config.height)
-    return FileCamera(list(config.files), config.width, config.height)
+    """The configured camera; BackendUnavailable (what to install) when it cannot be had."""
+    return CAMERAS.load(config.camera).from_config(config)

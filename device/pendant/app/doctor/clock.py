@@ -20,7 +20,7 @@ from pathlib import Path
 import pendant
 from pendant.app import build_info
 from pendant.app.doctor.finding import Finding, Run, tool_output
-from pendant.body.battery import GAUGES, Gauge, GaugeUnavailable
+from pendant.body.battery import Gauge, GaugeUnavailable, open_gauge
 from pendant.core.config import Config
 
 # No build of this package is older: a clock before it is wrong whatever the files say.
@@ -68,7 +68,7 @@ def _rtc(
     own = gauge is None
     try:
         if gauge is None:
-            gauge = GAUGES[battery](config.body)
+            gauge = open_gauge(config.body)
         try:
             rtc = gauge.rtc_time()
             now_s = wall()

@@ -1,6 +1,7 @@
 """`pendant doctor`'s hardware, models and install: what this pendant has, and the fix for what
 it lacks. A check that cannot run here (no picamera2 on a laptop, say) says so instead of
-failing.
+failing. The hardware checks ask the backends the pendant would use (pendant.core.backends),
+never the hardware libraries themselves.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pendant.app.doctor.finding import Finding
+from pendant.body.battery import GaugeUnavailable, open_gauge
+from pendant.core.backends import AUDIO_SOURCES, CAMERAS, DETECTORS
 from pendant.core.config import Config
-from pendant.core.errors import PendantError
+from pendant.core.errors import BackendUnavailable, PendantError
 
 
 def _has_module(name: str) -> bool:
@@ -21,6 +24,7 @@ def _has_module(name: str) -> bool:
 
 
 def check_mic(config: Config) -> Iterator[Finding]:
+    """The microphone: the WAV files it plays in simulation, else the capture devices."""
     if config.audio.source == "wav":
         files = config.audio.files
         absent = [f for f in files if not Path(f).is_file()]
@@ -29,55 +33,47 @@ def check_mic(config: Config) -> Iterator[Finding]:
         else:
             yield Finding("mic", "OK", f"simulated: {len(files)} WAV file(s)")
         return
-    if not _has_module("sounddevice"):
-        yield Finding("mic", "FAIL", "sounddevice is not installed", "pip install sounddevice")
-        return
     try:
-        import sounddevice
-
-        inputs = [d for d in sounddevice.query_devices() if d["max_input_channels"] > 0]
-    except OSError as exc:  # PortAudio missing
-        yield Finding("mic", "FAIL", str(exc), "apt install libportaudio2")
+        inputs = AUDIO_SOURCES.load("mic").capture_devices()
+    except BackendUnavailable as exc:  # sounddevice or PortAudio missing, or PortAudio failing
+        advice = AUDIO_SOURCES.install["mic"]
+        yield Finding("mic", "FAIL", str(exc).removesuffix(f": {advice}"), advice)
         return
     if not inputs:
         fix = "wire the I2S mic and add hw/config/mic-*.txt to config.txt (see hw/README.md)"
         yield Finding("mic", "FAIL", "no capture device", fix)
         return
-    names = ", ".join(d["name"] for d in inputs[:3])
-    yield Finding("mic", "OK", f"{len(inputs)} capture device(s): {names}")
+    yield Finding("mic", "OK", f"{len(inputs)} capture device(s): {', '.join(inputs[:3])}")
 
 
 def check_camera(config: Config) -> Iterator[Finding]:
+    """The camera: the files it serves in simulation, else what libcamera finds."""
     eyes = config.eyes
     if eyes.camera == "files":
         yield Finding("camera", "OK", "simulated: serves image files")
         return
-    if not _has_module("picamera2"):
+    try:
+        cameras = CAMERAS.load("picamera2").cameras()
+    except BackendUnavailable:
         fix = "apt install python3-picamera2 (Raspberry Pi OS), venv with --system-site-packages"
         yield Finding("camera", "FAIL", "picamera2 is not installed", fix)
         return
-    try:
-        from picamera2 import Picamera2  # type: ignore[import-not-found]
-
-        cameras = Picamera2.global_camera_info()
-    except Exception as exc:  # libcamera raises a variety of errors when the stack is off
-        yield Finding("camera", "FAIL", f"libcamera: {exc}", "check the ribbon cable")
+    except PendantError as exc:  # the camera's CameraError: libcamera failed
+        yield Finding("camera", "FAIL", str(exc), "check the ribbon cable")
         return
     if not cameras:
         fix = "seat the ribbon cable; camera_auto_detect=1 in config.txt"
         yield Finding("camera", "FAIL", "libcamera finds no camera", fix)
         return
-    yield Finding("camera", "OK", ", ".join(str(c.get("Model", "?")) for c in cameras))
+    yield Finding("camera", "OK", ", ".join(cameras))
 
 
 def check_accelerator(config: Config) -> Iterator[Finding]:
-    from pendant.eyes.detectors import ACCELERATORS, detector_classes
-
-    detectors = detector_classes()
-    present = [name for name in ACCELERATORS if detectors[name].present()]
+    """The detector's accelerators: which are here, and whether the configured one is."""
+    present = DETECTORS.present()
     wanted = config.eyes.detector.type
-    if wanted in ACCELERATORS and wanted not in present:
-        where = ", ".join(detectors[wanted].device_paths)
+    if wanted in DETECTORS.names and wanted != DETECTORS.fallback and wanted not in present:
+        where = ", ".join(DETECTORS.load(wanted).device_paths)
         fix = f"connect the {wanted} and install its runtime, or set eyes.detector.type = 'cpu'"
         yield Finding("accelerator", "WARN", f"{wanted} configured but absent ({where})", fix)
         return
@@ -88,6 +84,7 @@ def check_accelerator(config: Config) -> Iterator[Finding]:
 
 
 def check_gpio(config: Config) -> Iterator[Finding]:
+    """The GPIO chip for lgpio: there, lgpio installed, and open to this user."""
     body = config.body
     if body.pin_factory == "mock":
         yield Finding("gpio", "OK", "simulated: gpiozero mock pins")
@@ -108,10 +105,9 @@ def check_gpio(config: Config) -> Iterator[Finding]:
 
 
 def check_battery(config: Config) -> Iterator[Finding]:
-    from pendant.body.battery import GAUGES, GaugeUnavailable
-
+    """The battery gauge, read once."""
     try:
-        gauge = GAUGES[config.body.battery](config.body)
+        gauge = open_gauge(config.body)
         try:
             reading = gauge.read()
         finally:
@@ -125,6 +121,7 @@ def check_battery(config: Config) -> Iterator[Finding]:
 
 
 def check_models(config: Config) -> Iterator[Finding]:
+    """Every model of the manifest: fetched and verified, or needed by this config and not."""
     from pendant.core.model_cache import load_manifest, verify
     from pendant.eyes.detectors.cpu import DEFAULT_MODEL
 

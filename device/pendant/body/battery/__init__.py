@@ -1,5 +1,8 @@
 """The battery gauge: one small interface, one file per backend, chosen by `body.battery`.
 
+`GAUGES` (its table is in pendant.core.backends) names each backend's `"module:Class"`,
+imported when chosen and built with `from_config(body)`.
+
 A gauge that is configured but absent (no PiSugar on the I2C bus, no I2C at all) is not a
 reason to stop the button and the LED: the body warns once and sends no battery reports.
 """
@@ -7,13 +10,13 @@ reason to stop the button and the LED: the body warns once and sends no battery 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pendant.core.backends import GAUGES
 from pendant.core.config import BodyConfig
-from pendant.core.errors import PendantError
+from pendant.core.errors import BackendUnavailable, PendantError
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +46,17 @@ class Gauge(Protocol):
     def close(self) -> None: ...
 
 
-def _pisugar3(config: BodyConfig) -> Gauge:
-    from pendant.body.battery.pisugar3 import PiSugar3
-
-    return PiSugar3(config.i2c_bus)
-
-
-def _simulated(config: BodyConfig) -> Gauge:
-    from pendant.body.battery.simulated import SimulatedGauge
-
-    return SimulatedGauge(config.simulated_start_pct, config.simulated_drain_pct_per_min)
-
-
-GAUGES: dict[str, Callable[[BodyConfig], Gauge]] = {
-    "pisugar3": _pisugar3,
-    "simulated": _simulated,
-}
+def open_gauge(config: BodyConfig) -> Gauge:
+    """The configured gauge, unread; GaugeUnavailable (or BackendUnavailable) if it cannot be."""
+    gauge: Gauge = GAUGES.load(config.battery).from_config(config)
+    return gauge
 
 
 def create_gauge(config: BodyConfig) -> Gauge | None:
     """The configured gauge, checked with one reading; None (and one warning) if absent."""
     try:
-        gauge = GAUGES[config.battery](config)
-    except GaugeUnavailable as exc:
+        gauge = open_gauge(config)
+    except (GaugeUnavailable, BackendUnavailable) as exc:
         log.warning("battery: %s; no battery reports", exc)
         return None
     try:

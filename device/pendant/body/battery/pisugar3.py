@@ -17,9 +17,12 @@ run on the event loop instead of a thread.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pendant.body.battery import GaugeUnavailable, Reading
+
+if TYPE_CHECKING:
+    from pendant.core.config import BodyConfig
 
 ADDRESS = 0x57
 REG_CTRL1 = 0x02
@@ -51,6 +54,11 @@ class PiSugar3:
             except OSError as exc:
                 raise GaugeUnavailable(f"cannot open /dev/i2c-{bus}: {exc.strerror}") from None
         self._bus = smbus
+
+    @classmethod
+    def from_config(cls, config: BodyConfig) -> PiSugar3:
+        """The gauge `body.battery = 'pisugar3'` stands for, on `body.i2c_bus`."""
+        return cls(config.i2c_bus)
 
     def read(self) -> Reading:
         if self._bus is None:

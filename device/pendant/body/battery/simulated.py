@@ -9,8 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pendant.body.battery import Reading
+
+if TYPE_CHECKING:
+    from pendant.core.config import BodyConfig
 
 
 class SimulatedGauge:
@@ -30,6 +34,11 @@ class SimulatedGauge:
         self._level = float(start_pct)
         self._charging = False
         self._at_s = clock()
+
+    @classmethod
+    def from_config(cls, config: BodyConfig) -> SimulatedGauge:
+        """The gauge `body.battery = 'simulated'` stands for, from body.simulated_*."""
+        return cls(config.simulated_start_pct, config.simulated_drain_pct_per_min)
 
     def _advance(self) -> None:
         now = self._clock()

@@ -6,12 +6,11 @@ closed set it most likely was, with a confidence in [0, 1], or None when nothing
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pendant.core.errors import BackendUnavailable
+from pendant.core.backends import RECOGNIZERS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,20 +52,10 @@ class Recognizer(Protocol):
     def close(self) -> None: ...
 
 
-BACKENDS: dict[str, str] = {
-    "pocketsphinx": "pendant.ears.asr.pocketsphinx_backend:PocketsphinxRecognizer",
-    "whisper": "pendant.ears.asr.whisper_backend:WhisperRecognizer",
-    "hama": "pendant.ears.asr.hama_backend:HamaRecognizer",
-}
+BACKENDS = RECOGNIZERS
+"""Each recogniser by name, as `"module:Class"` (pendant.core.backends)."""
 
 
 def create_recognizer(config: Config, grammar: Grammar) -> Recognizer:
-    module_name, _, cls_name = BACKENDS[config.asr.backend].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"asr.backend {config.asr.backend!r} cannot load ({exc.name} missing): "
-            f"pip install 'pendant[{config.asr.backend}]'"
-        ) from None
-    return getattr(module, cls_name)(config, grammar)
+    """The configured recogniser, its model loaded; BackendUnavailable names the missing extra."""
+    return BACKENDS.load(config.asr.backend)(config, grammar)

@@ -2,19 +2,19 @@
 
 A source yields `Chunk`s of 16 kHz mono int16, `chunk_ms` long, stamped with the wall-clock
 time their last sample was captured. Samples live only in RAM; nothing here writes audio.
-Backends are imported lazily so the package imports on machines without PortAudio.
+Backends are registered in pendant.core.backends and imported only when chosen, so the
+package imports on machines without PortAudio.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from pendant.core.errors import BackendUnavailable
+from pendant.core.backends import AUDIO_SOURCES
 
 if TYPE_CHECKING:
     from pendant.core.config import AudioConfig
@@ -49,22 +49,13 @@ class AudioSource(Protocol):
     def close(self) -> None: ...
 
 
-SOURCES: dict[str, str] = {
-    "mic": "pendant.ears.audio.mic:MicSource",
-    "wav": "pendant.ears.audio.wav:WavSource",
-}
+SOURCES = AUDIO_SOURCES
+"""'mic' (sounddevice) and 'wav' (files), as `"module:Class"` (pendant.core.backends)."""
 
 
 def create_source(config: AudioConfig) -> AudioSource:
-    module_name, _, cls_name = SOURCES[config.source].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except (ImportError, OSError) as exc:
-        raise BackendUnavailable(
-            f"audio.source {config.source!r} cannot load ({exc}): "
-            "apt install libportaudio2 && pip install sounddevice"
-        ) from None
-    return getattr(module, cls_name)(config)
+    """The configured source; BackendUnavailable (what to install) when it cannot load."""
+    return SOURCES.load(config.source)(config)
 
 
 def dbfs(samples: np.ndarray) -> float:

@@ -29,6 +29,23 @@ STALL_S = 0.5
 class MicSource:
     realtime = True
 
+    @staticmethod
+    def capture_devices() -> list[str]:
+        """The names of the sound devices that can record (what `pendant doctor` lists)."""
+        try:
+            devices = sounddevice.query_devices()
+        except sounddevice.PortAudioError as exc:
+            raise BackendUnavailable(f"PortAudio: {exc}") from None
+        return [d["name"] for d in devices if d["max_input_channels"] > 0]
+
+    @classmethod
+    def present(cls) -> bool:
+        """Whether this machine has a microphone at all (opened only by `chunks()`)."""
+        try:
+            return bool(cls.capture_devices())
+        except BackendUnavailable:
+            return False
+
     def __init__(self, config: AudioConfig) -> None:
         self.config = config
         self.chunk_samples = RATE_HZ * config.chunk_ms // 1000

@@ -4,8 +4,10 @@
 one small output parser per format: yolo.py, yolox.py, ssd.py, picodet.py), "hailo" (a Hailo-8/8L
 through hailo_platform), "coral" (an Edge TPU through ai-edge-litert's delegate), "imx500" (the
 Raspberry Pi AI Camera, whose sensor runs the network), or "auto": the first accelerator
-present, else the CPU. An accelerator that is configured but missing, or will not load,
-falls back to the CPU with one warning: the pendant still answers, only slower.
+present, else the CPU. `DETECTORS` (its table is in pendant.core.backends, where the config
+finds the choices) names each backend's `"module:Class"`, imported only when asked for. An
+accelerator that is configured but missing, or will not load, falls back to the CPU with one
+warning: the pendant still answers, only slower.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from pendant.core.backends import DETECTORS
 from pendant.core.errors import BackendUnavailable, PendantError
 
 if TYPE_CHECKING:
@@ -132,6 +135,7 @@ class Detector(ABC):
 
     @classmethod
     def present(cls) -> bool:
+        """Whether its accelerator is on this machine: a device node, its runtime unimported."""
         return any(Path(p).exists() for p in cls.device_paths)
 
     def __init__(self, config: Config) -> None:
@@ -163,42 +167,16 @@ def best_labels(detections: list[Detection], limit: int = 20) -> list[Detection]
     return [Detection(label, score) for label, score in ranked]
 
 
-def _registry() -> dict[str, type[Detector]]:
-    from pendant.eyes.detectors.coral import CoralDetector
-    from pendant.eyes.detectors.cpu import CpuDetector
-    from pendant.eyes.detectors.hailo import HailoDetector
-    from pendant.eyes.detectors.imx500 import Imx500Detector
-
-    return {d.type: d for d in (CpuDetector, HailoDetector, CoralDetector, Imx500Detector)}
-
-
-DETECTORS: dict[str, type[Detector]] = {}
-ACCELERATORS = ("hailo", "coral", "imx500")
-
-
-def detector_classes() -> dict[str, type[Detector]]:
-    """Every detector backend by name (imported on first use: each is small until it runs)."""
-    if not DETECTORS:
-        DETECTORS.update(_registry())
-    return DETECTORS
-
-
 def create_detector(config: Config) -> Detector:
     """The configured backend, or the CPU one (with one warning) when it cannot be had."""
-    detector_classes()
-    kind = config.eyes.detector.type
-    if kind == "cpu":
-        return DETECTORS["cpu"](config)
-    candidates = [k for k in ACCELERATORS if DETECTORS[k].present()] if kind == "auto" else [kind]
-    for name in candidates:
-        backend = DETECTORS[name]
-        if kind != "auto" and not backend.present():
-            where = ", ".join(backend.device_paths)
-            log.warning("eyes.detector.type %r: no %s found (%s): using the CPU", name, name, where)
-            break
+    name = DETECTORS.choose(config.eyes.detector.type)
+    if name != DETECTORS.fallback:
         try:
+            backend = DETECTORS.load(name)
+            if not backend.present():
+                where = ", ".join(backend.device_paths)
+                raise BackendUnavailable(f"no {name} found ({where})")
             return backend(config)
         except (PendantError, ImportError, OSError) as exc:
             log.warning("eyes.detector.type %r: %s: using the CPU", name, exc)
-            break
-    return DETECTORS["cpu"](config)
+    return DETECTORS.load(DETECTORS.fallback)(config)
