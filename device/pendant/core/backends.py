@@ -134,8 +134,11 @@ RECOGNIZERS = Registry(
         "whisper": "pendant.ears.asr.whisper_backend:WhisperRecognizer",
         "hama": "pendant.ears.asr.hama_backend:HamaRecognizer",
     },
+    # pocketsphinx and hama are the pendant's own dependencies: missing, the install is broken.
     install={
-        name: f"pip install 'pendant[{name}]'" for name in ("pocketsphinx", "whisper", "hama")
+        "pocketsphinx": "reinstall the pendant (pip install pocketsphinx)",
+        "whisper": "pip install 'pendant[whisper]'",
+        "hama": "reinstall the pendant (pip install hama==1.7.0)",
     },
 )
 
