@@ -16,8 +16,7 @@ from pendant.core.config import Config, load_config
 from pendant.core.vocabulary import Vocabulary
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.link.gate import Gate
-
-from .powercut import VolatileMount, unavailable
+from tests.support.powercut import VolatileMount, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"

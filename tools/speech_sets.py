@@ -102,7 +102,7 @@ DEMO_SCRIPT: tuple[str, ...] = (
 
 def load_cases() -> ModuleType:
     """Import ``tests/speech_cases.py`` by path (``tests`` is not an installed package)."""
-    path = _REPO / "tests" / "speech_cases.py"
+    path = _REPO / "tests" / "support" / "speech_cases.py"
     spec = importlib.util.spec_from_file_location("_pendant_speech_cases", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load speech cases from {path}")
