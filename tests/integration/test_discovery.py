@@ -30,8 +30,9 @@ from pendant.link.command_errors import judge
 from pendant.link.gate import Gate
 from pendant.link.service import Link
 from tests.conftest import REPO, demo_config, speech_files
+from tests.support.link_support import WAIT_S, link_config
 from tests.support.phone_sets import PARTY
-from tests.system.test_link_outage import WAIT_S, link_config, running, until
+from tests.support.tasks import running, until
 
 TEST_S = 120.0
 FENCE = "homeassistant/test-fence"

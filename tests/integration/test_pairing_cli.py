@@ -26,7 +26,7 @@ from pendant.app.cli import main as cli_main
 from pendant.core.wire import WEB_PORT
 from pendant.pairing import accounts as pairing
 from pendant.setup.provision import Provisioned, ProvisionError
-from tests.system.test_mosquitto_config import (
+from tests.support.mosquitto_support import (
     DEVICE,
     TIMEOUT_S,
     _accepted_eventually,

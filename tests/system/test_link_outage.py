@@ -25,7 +25,6 @@ import aiomqtt
 import pytest
 
 from pendant.app.local_broker import LocalBroker
-from pendant.app.replay import simulated
 from pendant.core import bus
 from pendant.core.config import Config
 from pendant.core.events import Intent, Transcript
@@ -33,11 +32,10 @@ from pendant.link.gate import Gate, id_key, reissue
 from pendant.link.outbox import Outbox
 from pendant.link.sender import Side
 from pendant.link.service import ERROR_BURST, ERROR_EVERY_S, ID_KEY_FILE, Link, TokenBucket
+from tests.support.link_support import DEVICE, WAIT_S, link_config
 from tests.support.tasks import first_seen, running, until
 
-DEVICE = "pendant-test"
 BASE = f"pendant/{DEVICE}"
-WAIT_S = 30.0
 TEST_S = 120.0
 
 
@@ -49,15 +47,6 @@ def intent(n: int, age_s: float = 0.0) -> Intent:
         confidence=0.9,
         timestamp_ms=time.time_ns() // 1_000_000 - int(age_s * 1000),
     )
-
-
-def link_config(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Config:
-    cfg = simulated(Config(device_id=DEVICE), bus_broker, home)
-    outbox = str(tmp / "outbox.sqlite")
-    # The streams here are faster than anyone speaks: what is tested is delivery, not the
-    # gate's rate (tests/test_gate_content.py).
-    link = cfg.link.model_copy(update={"outbox_path": outbox, "gate_burst": 1000})
-    return cfg.model_copy(update={"link": link})
 
 
 def outside(tmp: Path) -> Callable[[str], str]:

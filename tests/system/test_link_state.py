@@ -24,8 +24,9 @@ from pendant.core.config import Config
 from pendant.core.events import LinkState, parse_event
 from pendant.link.outside import outside_state_of
 from pendant.link.service import Link
+from tests.support.link_support import link_config
 from tests.support.tasks import running, until
-from tests.system.test_link_outage import TEST_S, link_config, start_link, write_config
+from tests.system.test_link_outage import TEST_S, start_link, write_config
 
 
 def wrapped(cause: BaseException) -> aiomqtt.MqttError:

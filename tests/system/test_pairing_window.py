@@ -43,7 +43,7 @@ from pendant.core.events import PairingWindow
 from pendant.pairing.service import PairingService
 from pendant.setup.provision import PHONE_PREFIX, Provisioned
 from pendant.web import server as webserver
-from tests.system.test_mosquitto_config import (
+from tests.support.mosquitto_support import (
     DEVICE,
     TIMEOUT_S,
     Client,
@@ -51,9 +51,9 @@ from tests.system.test_mosquitto_config import (
     _accepted_eventually,
     _provision_for_test,
     endpoint,
+    needs_mosquitto,
     running,
 )
-from tests.system.test_mosquitto_config import pytestmark as needs_mosquitto
 from tests.system.test_webserver import WEB, WebServer
 
 pytestmark = needs_mosquitto

@@ -34,7 +34,7 @@ from pendant.core.config import BusConfig, LinkConfig, load_config
 from pendant.core.events import Status
 from pendant.setup.provision import Provisioned
 from tests.conftest import DEMO_CONFIG, speech_files
-from tests.system.test_mosquitto_config import Client, _provision_for_test, endpoint, running
+from tests.support.mosquitto_support import Client, _provision_for_test, endpoint, running
 
 # Generous: the ears load the VAD and build the grammar before READY, on a busy CI machine.
 READY_TIMEOUT_S = 90.0

@@ -72,7 +72,7 @@ from pendant.link.service import Link
 from pendant.pairing import accounts as pairing
 from pendant.setup.provision import PHONE_PREFIX, Provisioned
 from tests.conftest import demo_config, speech_files
-from tests.system.test_mosquitto_config import (
+from tests.support.mosquitto_support import (
     DEVICE,
     Client,
     _provision_for_test,
