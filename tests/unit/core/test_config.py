@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -139,21 +137,6 @@ def test_names_take_accents_digits_hyphens_aliases_and_entity_ids(tmp_path: Path
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
-
-
-def test_cli_reports_bad_config_in_one_line_without_traceback(tmp_path: Path) -> None:
-    path = write(tmp_path, "[audio]\nsource = 'tape'\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pendant", "--config", str(path), "intents", "hello"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "audio.source" in lines[0]
-    assert "Traceback" not in proc.stderr
 
 
 def test_areas_and_floors_take_aliases_keyed_in_any_case(tmp_path: Path) -> None:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from pendant.core.config import Config
 from pendant.ears.understand.nlu import IntentParser
-from tests.conftest import DEMO_CONFIG
 
 CASES: list[tuple[str, str, dict[str, object]]] = [
     ("turn on the TV in the Kitchen", "HassTurnOn", {"name": "TV", "area": "Kitchen"}),
@@ -154,21 +149,6 @@ def test_names_with_digits_are_understood_as_heard(config: Config) -> None:
         assert (match.name, match.slot_values()) == ("HassGetState", {"name": name}), said
     match = nlu.parse("turn on the lights in room 101")
     assert match is not None and match.slot_values().get("area") == "Room 101"
-
-
-def test_repl() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "pendant.ears.understand.nlu", "--config", str(DEMO_CONFIG)],
-        input="set a timer for 5 minutes\nblah blah\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    lines = run.stdout.splitlines()
-    assert json.loads(lines[0])["intent"] == "HassStartTimer"
-    assert json.loads(lines[0])["slots"][0]["value"] == 5
-    assert lines[1] == "no intent"
 
 
 def test_here_is_the_speakers_area(config: Config) -> None:
