@@ -92,7 +92,7 @@ def brokers() -> Iterator[tuple[LocalBroker, LocalBroker]]:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[VolatileMount]:
-    """A disk whose page cache a power cut loses (`tests.powercut`), mounted over
+    """A disk whose page cache a power cut loses (`tests.support.powercut`), mounted over
     `tmp_path/mnt`; skipped, with the reason, where FUSE cannot be mounted."""
     reason = unavailable()
     if reason:

@@ -496,8 +496,8 @@ def render(template: str, value_json: dict[str, Any]) -> str:
 
 def test_the_readme_shows_the_per_intent_example_as_it_is_tested() -> None:
     """docs/home-assistant-per-intent.yaml (run against a real Home Assistant by
-    tests/test_home_assistant.py): well-formed automations on the README's example entity, the
-    timer one shown in the README as it is in the file."""
+    tests/system/test_home_assistant.py): well-formed automations on the README's example entity,
+    the timer one shown in the README as it is in the file."""
     import yaml
 
     text = (REPO / "docs" / "home-assistant-per-intent.yaml").read_text()

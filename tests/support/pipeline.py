@@ -72,7 +72,7 @@ async def _run(
 ) -> Received:
     cfg = simulated(config, bus, home, realtime=False)
     # Files played faster than real time speak faster than anyone can: the gate's rate per
-    # type is not what these runs measure (tests/test_gate_content.py does).
+    # type is not what these runs measure (tests/unit/link/test_gate_content.py does).
     cfg = cfg.model_copy(update={"link": cfg.link.model_copy(update={"gate_burst": 10_000})})
     source = HeldWavSource(cfg, files) if held else WavSource(cfg.audio, files)
     pendant = Pendant(cfg, source=source, parts=("ears", "link"))

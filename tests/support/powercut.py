@@ -3,7 +3,7 @@
 Killing a process (`kill -9`) loses what it held in memory; a power cut also loses what the
 *kernel* held: every write not yet fsynced, and every change to a directory not yet fsynced.
 A test that only kills processes cannot see a program that forgot an fsync. This harness
-mounts a FUSE filesystem (`tests.powercut_fs`, in a daemon process of its own, so the test's
+mounts a FUSE filesystem (`tests.support.powercut_fs`, in a daemon process of its own, so the test's
 process never serves its own requests) over a directory, backed by a scratch directory that
 stands for the disk.
 
@@ -45,8 +45,8 @@ here can be right under it. SQLite is (WAL, synchronous=FULL): it fsyncs the WAL
 commit and the directory when it creates a WAL or journal, which also makes the database's
 own name durable. mosquitto 2.0.11 is not: it writes `mosquitto.db.new`, fsyncs it, renames it
 over `mosquitto.db` and never fsyncs the directory, so under this model a save after the last
-directory fsync is not durable at all (`tests/test_powercut.py` shows it, and
-`tests/test_home_queue.py` records what that costs).
+directory fsync is not durable at all (`tests/system/test_powercut.py` shows it, and
+`tests/system/test_home_queue.py` records what that costs).
 """
 
 from __future__ import annotations

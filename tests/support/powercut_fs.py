@@ -1,8 +1,8 @@
-"""The filesystem behind `tests.powercut`: a disk with a volatile page cache, as a FUSE daemon.
+"""The FUSE daemon behind `tests.support.powercut`: a disk with a volatile page cache.
 
 Run as a script (`python powercut_fs.py BACKING MOUNTPOINT`) in a process of its own, so that
-the process which mounts never serves its own requests. The semantics are `tests.powercut`'s
-docstring; here is how they are kept:
+the process which mounts never serves its own requests. The semantics are
+`tests.support.powercut`'s docstring; here is how they are kept:
 
 - A directory whose backing directory carries ext4's dirsync flag (`chattr +D`, as
   provisioning sets on mosquitto's state directory) writes its names through: each create,

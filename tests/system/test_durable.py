@@ -1,5 +1,5 @@
 """Small files that must survive a power cut (`pendant.core.state`), shown with the power-cut
-harness (`tests.powercut`): written, the power cut, and what comes back.
+harness (`tests.support.powercut`): written, the power cut, and what comes back.
 
 The mute memory is the one that matters most: the ears come back muted after a restart only
 if the mute was on the disk, and before `pendant.core.state` it was written with no fsync at all,

@@ -1,8 +1,8 @@
 """`pendant home import`: the home's names from Home Assistant (pendant.app.home_import).
 
-Against a real Home Assistant (2026.2, `tests/ha_support.py`, its own: the one of
-`tests/test_home_assistant.py` is shared by that module's tests): areas, a floor, the Bed Light
-in an area with aliases, made through its WebSocket API as its frontend makes them; a
+Against a real Home Assistant (2026.2, `tests/support/ha_support.py`, its own: the one of
+`tests/system/test_home_assistant.py` is shared by that module's tests): areas, a floor, the Bed
+Light in an area with aliases, made through its WebSocket API as its frontend makes them; a
 long-lived token; the command's TOML is read back as the pendant's config. The error paths
 Home Assistant cannot be made to take (a release without the expose API, a user who is no
 administrator) against a small server speaking its protocol; what the registries become, on

@@ -18,7 +18,7 @@ Each test stops the home broker first (an outage), has the ears publish, and wai
 link has taken what they published (its outbox on disk holds it) before doing its worst.
 Nothing asserts on timing but the expiry, which is the point.
 
-The power cuts mount `tests.powercut` (a disk whose page cache a cut loses) over mosquitto's
+The power cuts mount `tests.support.powercut` (a disk whose page cache a cut loses) over mosquitto's
 state directory and the link's (`var/`: the outbox and its id key), so what comes back after
 them is what the two programs made durable, not what a kill left in the kernel's cache.
 """
@@ -332,7 +332,7 @@ def device(tmp_path: Path, home: LocalBroker, ca: Ca) -> Iterator[Device]:
 
 @dataclass
 class PowerCut:
-    """The device with its two disks under `tests.powercut`: mosquitto's state directory and
+    """The device with its two disks under `tests.support.powercut`: mosquitto's state directory and
     the link's outbox directory."""
 
     device: Device
@@ -503,7 +503,7 @@ def test_a_power_cut_loses_nothing_the_link_took(
     powered: PowerCut, home: LocalBroker, ca: Ca
 ) -> None:
     """mosquitto and the link die at the same instant, and every write not fsynced with them
-    (`tests.powercut`). The outbox commits with an fsync of its WAL (synchronous=FULL), and
+    (`tests.support.powercut`). The outbox commits with an fsync of its WAL (synchronous=FULL), and
     SQLite fsynced the directory when it made the WAL, so what the link took comes back;
     mosquitto comes back with whatever its last durable save held (nothing: see below)."""
     run(_killed(powered.device, home, ca, "mosquitto", "link", cut=powered.cut))

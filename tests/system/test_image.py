@@ -1,6 +1,6 @@
 """The image's descriptions, tools and first-boot logic, offline and in seconds.
 
-What needs root, mmdebstrap or QEMU is in tests/test_image_boot.py (its own make target).
+What needs root, mmdebstrap or QEMU is in tests/system/test_image_boot.py (its own make target).
 Here: the board descriptions merge and name files that exist, the .deb description is
 complete, the rpi-image-gen layer is valid YAML referencing files that exist, `flash` refuses
 what it must (on a fake sysfs and lsblk), and first boot applies the boot partition's settings

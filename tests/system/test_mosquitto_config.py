@@ -789,7 +789,7 @@ def test_mosquittos_saves_are_renamed_durably(tmp_path: Path) -> None:
     """mosquitto fsyncs `mosquitto.db.new` and renames it over `mosquitto.db` without an
     fsync of the directory, so on ext4 the rename waited for the next journal commit (30 s on
     the image) and a power cut meanwhile brought the last save back. Provisioning marks the
-    state directory `chattr +D`: its renames are written through (tests/test_home_queue.py's
+    state directory `chattr +D`: its renames are written through (tests/system/test_home_queue.py's
     power-cut test shows what that keeps)."""
     probe = tmp_path / "probe"
     probe.mkdir()

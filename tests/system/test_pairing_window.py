@@ -141,7 +141,7 @@ def start_body(loop: Loop, prov: Provisioned, **body: object) -> BodyService:
 
     body = loop.call(make())
     # No link runs here: start as a pendant that is up, whose idle LED is dark (the LED's
-    # link states are tests/test_body.py's).
+    # link states are tests/integration/test_body.py's).
     body.indicators.link = "connected"
     loop.start(body.run())
     loop.call(asyncio.wait_for(body.ready.wait(), TIMEOUT_S))

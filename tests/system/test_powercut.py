@@ -1,4 +1,4 @@
-"""The power-cut harness itself (`tests.powercut`): each rule of its model, and that it bites.
+"""The power-cut harness itself (`tests.support.powercut`): each rule of its model, that it bites.
 
 Each test writes through the mount, cuts the power, and looks at what came back. The last
 ones show the model matters to a real program: SQLite keeps a committed row only when it

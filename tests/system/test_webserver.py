@@ -265,7 +265,7 @@ def test_head_has_the_length_and_no_body(site: tuple[int, Path]) -> None:
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_pair_without_a_bus_says_how_to_open_pairing(site: tuple[int, Path], method: str) -> None:
     """Proves /pair's "closed" answer (no --bus-socket: never an offer), never cached; a POST
-    is refused as anywhere else. tests/test_pairing_window.py proves the open one."""
+    is refused as anywhere else. tests/system/test_pairing_window.py proves the open one."""
     response, body = get(site, "/pair", method=method)
     assert response.status == 200
     assert response.getheader("Content-Type") == "text/html; charset=utf-8"

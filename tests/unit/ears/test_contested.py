@@ -1,7 +1,7 @@
 """A sentence one word from another action, heard nearly as well as it (the recogniser's
 `Transcription.rivals`), gives no intent: the ears drop it, and say nothing of its words
 unless the wearer held the button. Which rivals the sounds allow is
-`tests/test_hama_backend.py`'s business; here the recogniser is scripted."""
+`tests/speech/test_hama_backend.py`'s business; here the recogniser is scripted."""
 
 from __future__ import annotations
 

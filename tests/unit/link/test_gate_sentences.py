@@ -27,7 +27,8 @@ from tests.support import phone_sets
 DEVICE = "pendant-demo"
 PARTY = SentenceSet(**phone_sets.PARTY)
 WARNED = SentenceSet(**phone_sets.WARNED)
-# What the real ears say of WARNED (tests/test_sentence_check.py, tests/test_sentences.py).
+# What the real ears say of WARNED (tests/unit/ears/test_sentence_check.py,
+# tests/integration/test_sentences.py).
 WARNINGS = [SentenceWarning(**w) for w in phone_sets.WARNINGS]
 # Templates the real ears refuse, each with its own form of refusal.
 BROKEN = [
