@@ -92,19 +92,19 @@ test: setup models lint web-deps
 
 # Refreshes docs/companion-*.png, the screenshots the README shows, from the browser test.
 screenshots: setup models web-deps
-	PENDANT_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_web_app.py
+	PENDANT_SCREENSHOTS=1 $(PY) -m pytest -q tests/system/test_web_app.py
 
 bench: setup models
 	$(PY) tools/bench.py
 
-# The pendant against a real Home Assistant (tests/test_home_assistant.py, and
-# tests/test_home_import.py for `pendant home import`). Home Assistant needs
+# The pendant against a real Home Assistant (tests/system/test_home_assistant.py, and
+# tests/system/test_home_import.py for `pendant home import`). Home Assistant needs
 # Python 3.13: tools/ha_root.py builds a Debian trixie root with it, from tests/ha/requirements.txt
 # (hashes), once (about 2 minutes, 1.3 GB in .cache/ha-root); chroot needs root.
 test-ha: setup models
 	$(call apt_install,mmdebstrap)
 	$(SUDO) $(PY) tools/ha_root.py build
-	$(SUDO) $(PY) -m pytest -v -p no:cacheprovider tests/test_home_assistant.py tests/test_home_import.py
+	$(SUDO) $(PY) -m pytest -v -p no:cacheprovider tests/system/test_home_assistant.py tests/system/test_home_import.py
 
 # An estimate of the ears on a Pi Zero 2 W (README, "An ARM estimate"): the ears on aarch64 under
 # qemu-user, guest instructions counted by a TCG plugin, turned into time with an assumed IPC.
@@ -151,7 +151,7 @@ image-test-build: image-apt deb
 # Boots the test image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
 image-test: image-apt
 	@test -f image/out/pendant-$(BOARD)-test.img || $(MAKE) image-test-build BOARD=$(BOARD)
-	PENDANT_IMAGE_TEST=1 PENDANT_IMAGE_BOARD=$(BOARD) $(PY) -m pytest -v -s tests/test_image_boot.py
+	PENDANT_IMAGE_TEST=1 PENDANT_IMAGE_BOARD=$(BOARD) $(PY) -m pytest -v -s tests/system/test_image_boot.py
 
 # Writes the image to an SD card: refuses a mounted or non-removable disk.
 flash:

@@ -16,8 +16,7 @@ from pendant.core.config import Config, load_config
 from pendant.core.vocabulary import Vocabulary
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.link.gate import Gate
-
-from .powercut import VolatileMount, unavailable
+from tests.support.powercut import VolatileMount, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"
@@ -93,7 +92,7 @@ def brokers() -> Iterator[tuple[LocalBroker, LocalBroker]]:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[VolatileMount]:
-    """A disk whose page cache a power cut loses (`tests.powercut`), mounted over
+    """A disk whose page cache a power cut loses (`tests.support.powercut`), mounted over
     `tmp_path/mnt`; skipped, with the reason, where FUSE cannot be mounted."""
     reason = unavailable()
     if reason:

@@ -8,8 +8,9 @@ Four sets, each a directory with its WAV files (16 kHz mono 16-bit) and a ``mani
 the format of ``tools/speech_sets.py`` (entries with file, kind, text, intent, slots, voice,
 snr_db) plus split, accent, noise, reverb, speed and duration_s:
 
-- ``commands/``: the cases of ``tests/speech_cases.py``, :data:`COMMANDS_PER_VOICE` per voice,
-  rotated so that every case is spoken by several voices of each split, at a speed of 0.9-1.15.
+- ``commands/``: the cases of ``tests/support/speech_cases.py``, :data:`COMMANDS_PER_VOICE` per
+  voice, rotated so that every case is spoken by several voices of each split, at a speed of
+  0.9-1.15.
 - ``talk/``: :data:`CHAT`, ordinary sentences (some with command-like words), each spoken by
   one voice of each split: speech not addressed to the pendant.
 - ``moonshine/``: the read English WAV assets inside the ``moonshine-voice`` wheel, cut into

@@ -2,7 +2,7 @@
 
     python tools/speech_sets.py OUTDIR [--demo]
 
-For every case in ``tests/speech_cases.py`` and every voice in :data:`VOICES` this writes
+For every case in ``tests/support/speech_cases.py`` and every voice in :data:`VOICES` this writes
 ``OUTDIR/cmd_NNN_<voice>_<words>.wav``: 0.5 s of room noise, the speech, 1.0 s of room noise,
 with the noise mixed at an SNR between 10 and 20 dB chosen deterministically per file. It also
 writes the non-command sentences (``nc_...wav``), ``silence.wav`` (10 s of digital near-silence
@@ -101,8 +101,8 @@ DEMO_SCRIPT: tuple[str, ...] = (
 
 
 def load_cases() -> ModuleType:
-    """Import ``tests/speech_cases.py`` by path (``tests`` is not an installed package)."""
-    path = _REPO / "tests" / "speech_cases.py"
+    """Import ``tests/support/speech_cases.py`` by path (``tests`` is not an installed package)."""
+    path = _REPO / "tests" / "support" / "speech_cases.py"
     spec = importlib.util.spec_from_file_location("_pendant_speech_cases", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load speech cases from {path}")

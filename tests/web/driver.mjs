@@ -1,4 +1,4 @@
-// A headless chromium that tests/test_web_app.py steers, one JSON request per stdin line,
+// A headless chromium that tests/system/test_web_app.py steers, one JSON request per stdin line,
 // one JSON answer per stdout line: {"ok": true, "value": ...} or {"ok": false, "error": "..."}.
 // playwright-core only (no browser download): the system's chromium, given as argv[2].
 // Every step has a timeout; the Python side bounds the whole run as well.

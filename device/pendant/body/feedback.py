@@ -13,7 +13,7 @@ The motor (`BUZZES`), each played once; a new buzz replaces one still running:
 | `attention` | two long pulses, 300 ms | `cmd/say` (the phones speak it), `cmd/buzz` by default |
 
 Any two differ in their number of pulses or by at least twice the length of one pulse
-(`tests/test_body_logic.py` holds them to it), which a wearer can feel through a shirt.
+(`tests/unit/body/test_body_logic.py` holds them to it), which a wearer can feel through a shirt.
 
 The LED's answers (`LED_ONCE`) play once, for `LED_ONCE_S`, in the LED's order of priority
 (`indicators`): under identify, error, confirm, the pairing window and the muted glow, which

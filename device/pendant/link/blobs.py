@@ -23,8 +23,8 @@ or when 8 or more tokens (of 2 characters or more) are at most a
 third distinct, or half of them one token. Measured on random bytes in base64 and hex cut
 every 1 to 64 characters: about one in ten thousand texts passes, at chunks of 4; base32 at
 chunks of 4 passes one in a hundred (capital letters read as words). Legible labels pass
-(tests/test_gate_content.py); a URL or a list of serial numbers may not, which is the side a
-privacy gate errs on. A code made of real words cannot be told from text at all; the gate's
+(tests/unit/link/test_gate_content.py); a URL or a list of serial numbers may not, which is the
+side a privacy gate errs on. A code made of real words cannot be told from text at all; the gate's
 rate limit bounds it.
 """
 

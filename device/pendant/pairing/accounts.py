@@ -25,7 +25,7 @@ system, `--root /`), `pair` and `revoke` tell it themselves: `systemctl reload m
 (`Reloader`); elsewhere they say what to run instead, and `--broker-pid` sends a given pid
 SIGHUP. On that reload mosquitto checks every open connection against the new password file
 and cuts the ones it no longer accepts: a revoked phone is disconnected at once and cannot log
-in again (tests/test_mosquitto_config.py proves it). `pair` under a name already paired makes
+in again (tests/system/test_mosquitto_config.py proves it). `pair` under a name already paired makes
 a new password, so the phone that had that name is cut off the same way.
 
 `list` (or `pair --list`) prints the paired phones and when each was paired (its password

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pendant.core.config import VadConfig
+from pendant.core.model_cache import model_path
+from pendant.ears.audio import RATE_HZ, Chunk
+from pendant.ears.audio.wav import read_audio
+from pendant.ears.vad import Segmenter, SileroVad, Utterance
+from tests.conftest import demo_config, speech_files
+
+CHUNK_MS = 30
+N = RATE_HZ * CHUNK_MS // 1000
+
+
+@pytest.fixture(scope="module")
+def silero() -> SileroVad:
+    return SileroVad(model_path(demo_config(), "silero-vad"))
+
+
+def segment(audio: np.ndarray, silero: SileroVad, **vad: object) -> list[Utterance]:
+    seg = Segmenter(VadConfig(**vad), silero, CHUNK_MS)  # type: ignore[arg-type]
+    out: list[Utterance] = []
+    for i in range(0, len(audio) - N + 1, N):
+        out.extend(seg.push(Chunk(audio[i : i + N], (i + N) * 1000 // RATE_HZ)))
+    out.extend(seg.flush())
+    return out
+
+
+def padded(audio: np.ndarray, before_s: float = 1.0, after_s: float = 1.5) -> np.ndarray:
+    return np.concatenate(
+        [
+            np.zeros(int(RATE_HZ * before_s), np.int16),
+            audio,
+            np.zeros(int(RATE_HZ * after_s), np.int16),
+        ]
+    )
+
+
+def room_noise(seconds: float, level: float = 800.0) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    white = rng.standard_normal(int(RATE_HZ * seconds))
+    brown = np.cumsum(white)
+    brown -= np.convolve(brown, np.ones(400) / 400, mode="same")
+    return (brown / np.abs(brown).max() * level).astype(np.int16)
+
+
+def test_silence_and_room_noise_give_no_utterance(silero: SileroVad) -> None:
+    assert segment(np.zeros(RATE_HZ * 10, np.int16), silero) == []
+    assert segment(room_noise(10), silero) == []
+
+
+def test_each_recorded_command_is_one_utterance_with_pre_roll(silero: SileroVad) -> None:
+    files = [f for f in speech_files("main") if not f.name.startswith("oov_")][:8]
+    for path in files:
+        audio = read_audio(path)
+        utterances = segment(padded(audio), silero)
+        assert len(utterances) == 1, path.name
+        u = utterances[0]
+        # Pre-roll: the cut starts before the first speech frame, so no onset is clipped.
+        assert len(u.audio) >= u.speech_ms * RATE_HZ // 1000
+        # Speech ends inside the file, not in the padding after it.
+        end_s = u.speech_end_ms / 1000
+        assert 1.0 < end_s <= 1.0 + len(audio) / RATE_HZ + 0.1, path.name
+
+
+def test_hangover_sets_how_much_silence_ends_an_utterance(silero: SileroVad) -> None:
+    audio = read_audio(speech_files("main")[0])
+    gap = np.zeros(int(RATE_HZ * 0.8), np.int16)
+    two = padded(np.concatenate([audio, gap, audio]))
+    # The recording's own quiet head and tail widen the gap between the two copies.
+    assert len(segment(two, silero, hangover_ms=300)) == 2
+    assert len(segment(two, silero, hangover_ms=3000)) == 1
+
+
+def test_long_speech_is_cut_at_max_utterance(silero: SileroVad) -> None:
+    audio = read_audio(speech_files("main")[0])
+    long = padded(np.concatenate([audio] * 4))
+    for u in segment(long, silero, max_utterance_s=2.0, hangover_ms=3000):
+        assert len(u.audio) <= RATE_HZ * 2.0 + N

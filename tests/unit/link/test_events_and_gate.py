@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pendant.core import bus
+from pendant.core.events import (
+    PUBLIC_TYPES,
+    Button,
+    Intent,
+    LinkState,
+    NotRecognized,
+    Say,
+    Slot,
+    Status,
+    parse_event,
+)
+from pendant.link import hermes
+from pendant.link.gate import BUS_NAMES, LINK_OWN, PUBLIC_NAMES, id_key
+from tests.conftest import demo_gate
+
+
+def intent(**kw: object) -> Intent:
+    base: dict[str, object] = {
+        "device_id": "pendant-demo",
+        "name": "HassTurnOn",
+        "text": "turn on the kitchen lights",
+        "confidence": 0.9,
+        "slots": [Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")],
+    }
+    return Intent(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_gate_passes_public_events_and_drops_the_rest() -> None:
+    gate = demo_gate()
+    assert gate.admit(intent().to_json()) is not None
+    assert gate.admit(Status(device_id="p", state="ready").to_json()) is not None
+    assert gate.admit(NotRecognized(device_id="p").to_json()) is not None
+    # Internal-only and malformed events never leave.
+    assert gate.admit(Button(device_id="p", action="press").to_json()) is None
+    # The link's own state for the LED is the bus's alone, even on its own topic.
+    link_state = LinkState(device_id="p", state="no_network").to_json()
+    assert gate.admit(link_state, "pendant-bus/link_state") is None
+    assert gate.admit(b"\x00\x01 raw audio") is None
+    assert gate.admit(b"{" * 10_000) is None
+    payload = json.loads(intent().to_json())
+    payload["audio"] = "AAAA"
+    assert gate.admit(json.dumps(payload).encode()) is None
+    assert gate.passed == 3
+    assert gate.dropped == {"not_public_type": 2, "not_json": 1, "oversized": 1, "schema": 1}
+
+
+def test_gate_drops_text_that_smuggles_a_blob() -> None:
+    gate = demo_gate()
+    blob = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="
+    assert gate.admit(intent(text=f"turn on {blob}").to_json()) is None
+    assert gate.dropped["blob"] == 1
+
+
+def test_a_say_leaves_only_as_the_links_own_never_off_the_bus() -> None:
+    """Issue 15: the link makes `say` events from the `say` commands it accepted. Their text
+    came from outside (Home Assistant's answer, any language), so only the 48-character rule
+    holds it; and so that no component can say anything through one, the gate takes none off
+    the bus, whoever wrote it, and the link does not even read them there."""
+    gate = demo_gate()
+    answer = Say(device_id="p", text="Il fait 21 °C dans la cuisine, Zoë")
+    assert gate.admit_own(answer.to_json()) is not None
+    assert gate.admit(answer.to_json(), bus.topic("say")) is None
+    assert gate.admit(answer.to_json(), bus.topic("intent")) is None
+    assert gate.dropped == {"source": 2}
+    blob = Say(device_id="p", text="UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQ")
+    assert gate.admit_own(blob.to_json()) is None
+    assert gate.dropped["blob"] == 1
+    assert sorted(LINK_OWN) == ["say"] and not BUS_NAMES & LINK_OWN
+    assert sorted(BUS_NAMES | LINK_OWN) == sorted(PUBLIC_NAMES)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["intent", "status", "transcript", "not_recognized", "button", "x"]
+            )
+        },
+        optional={
+            "device_id": json_values,
+            "name": json_values,
+            "text": json_values,
+            "slots": json_values,
+            "confidence": json_values,
+            "version": json_values,
+            "id": json_values,
+        },
+    )
+)
+def test_gate_never_crashes_and_only_forwards_valid_events(data: dict[str, object]) -> None:
+    gate = demo_gate()
+    event = gate.admit(json.dumps(data).encode())
+    if event is not None:
+        assert type(event) in PUBLIC_TYPES
+        assert parse_event(event.to_json()) == event
+
+
+def test_hermes_intent_shape() -> None:
+    event = intent(slots=[Slot(name="minutes", value=5, raw_value="five", entity="minutes")])
+    topic, payload = hermes.intent_message(event)
+    body = json.loads(payload)
+    assert topic == "hermes/intent/HassTurnOn"
+    assert body["intent"] == {"intentName": "HassTurnOn", "confidenceScore": 0.9}
+    assert body["siteId"] == "pendant-demo"
+    assert body["sessionId"] == event.session_id
+    assert body["slots"] == [
+        {
+            "entity": "minutes",
+            "slotName": "minutes",
+            "rawValue": "five",
+            "value": {"kind": "Number", "value": 5},
+            "confidence": 1.0,
+        }
+    ]
+
+
+def test_the_gate_issues_its_own_ids(tmp_path: Path) -> None:
+    """The sender's `id` and `session_id` never leave (they are 16 bytes of its choice): the
+    gate issues its own, the same for the same value under the same key, kept 0600."""
+    chosen = b"sixteen bytes!!!".hex()
+    said = Intent(
+        device_id="dev",
+        name="HassTurnOn",
+        text="turn on the light",
+        confidence=0.9,
+        id=chosen,
+        session_id=chosen,
+    )
+    path = tmp_path / "id_key"
+    key = id_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and id_key(path) == key
+    gate, again = demo_gate(id_key=key), demo_gate(id_key=id_key(path))
+    out = gate.admit(said.to_json())
+    assert out is not None and out.id != chosen and re.fullmatch(r"[0-9a-f]{32}", out.id)
+    assert out.session_id == out.id == gate.outside_id(chosen)
+    assert again.admit(said.to_json()) == out  # a restarted link: the outbox's ids hold
+    other = demo_gate().admit(said.to_json())  # another key: nothing in common
+    assert other is not None and other.id != out.id

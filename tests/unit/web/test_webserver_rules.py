@@ -1,0 +1,171 @@
+"""pendant.web.server's rules, without a server running: the Content-Security-Policy, the
+pairing offer and the codes of the phones that ask, who may ask for /pair and how often, and
+which connection gives way when every slot is taken. Over real TLS connections, the server as
+its unit runs it, they are tests/system/test_webserver.py's."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+# The server's limits (pendant.web.server): 32 connections, 8 per address. Written out, so that
+# a change to them is a change to this test (as in tests/system/test_webserver.py).
+MAX_CONNECTIONS = 32
+MAX_PER_SOURCE = 8
+
+
+def _policy(header: str) -> dict[str, list[str]]:
+    return {d.split()[0]: d.split()[1:] for d in (part.strip() for part in header.split(";"))}
+
+
+def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> None:
+    from pendant.web.server import csp
+
+    policy = _policy(csp("pendant-ab12cd.local:8443"))
+    # Its own origin, and a WebSocket to the host it came from (the broker's port is its own):
+    # `wss:` alone would let a script send what the page shows to any host.
+    assert policy["connect-src"] == ["'self'", "wss://pendant-ab12cd.local:*"]
+    for key in ("default-src", "script-src", "style-src", "worker-src"):
+        assert policy[key] == ["'self'"], key
+    assert policy["frame-ancestors"] == ["'none'"]
+
+
+def test_a_pairing_offer_is_checked_before_it_reaches_a_page() -> None:
+    from pendant.web.server import parse_offer
+
+    good = {"type": "pairing_offer", "device_id": "dev", "user": "phone-ab12cd",
+            "fragment": "u=phone-ab12cd&p=x-Y_z&d=dev&w=8884", "expires_ms": 1}  # fmt: skip
+    assert parse_offer(json.dumps(good).encode()) is not None
+    assert parse_offer(b"") is None  # cleared
+    for bad in ({"fragment": 'u=a"><script>'}, {"user": "link"}, {"type": "status"},
+                {"expires_ms": "1"}, {"device_id": "../x"}):  # fmt: skip
+        assert parse_offer(json.dumps({**good, **bad}).encode()) is None, bad
+    assert parse_offer(b"[" * 5000) is None
+
+
+def test_each_asking_address_gets_a_code_of_its_own() -> None:
+    """Issue 14: the wearer accepts a phone by pressing the code only its page shows, so the
+    codes of one offer's askers are distinct, at most `PAIR_CODES` addresses ask (more are
+    told so), each request carries its code to the pairing service, and once the wearer chose,
+    only the chosen phone (with its page's token) gets the login."""
+    from pendant.core import events
+    from pendant.web import server as webserver
+
+    assert webserver.PAIR_CODES == events.PAIRING_CODES
+    until_ms = time.time_ns() // 1_000_000 + 60_000
+    offer = webserver.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
+    desk = webserver.PairingDesk("/nonexistent", "pw")
+    desk.offer = offer
+    sources = [f"192.168.1.{n}" for n in range(10, 10 + webserver.PAIR_CODES)]
+    asks = {source: desk.ask(source, None).waiting for source in sources}
+    assert all(ask is not None for ask in asks.values())
+    codes = sorted(ask.code for ask in asks.values() if ask is not None)
+    assert codes == list(range(1, webserver.PAIR_CODES + 1))
+    assert desk.ask(sources[0], None).waiting == asks[sources[0]]  # the same phone again
+    assert desk.asking() == frozenset(sources)
+    full = desk.ask("192.168.1.99", None)
+    assert full.full and full.waiting is None and full.offer is None
+    page = webserver.pair_page(None, full=True).decode()
+    assert "too many" in page and "refresh" not in page
+    # Reported on the bus with its code, and its page shows it.
+    requests = [webserver._pairing_event("pairing_request", o, requester=a.requester,
+                                         code=a.code) for o, a in desk._requests]  # fmt: skip
+    for request in requests:
+        events.parse_event(json.dumps(request).encode())
+    chosen = asks[sources[2]]
+    assert chosen is not None
+    assert f'<strong id="code">{chosen.code}</strong>' in webserver.pair_page(None, chosen).decode()
+
+    # The wearer pressed the third phone's code: the others (and newcomers) get nothing.
+    desk.offer = dataclasses.replace(offer, requester=chosen.requester)
+    first = asks[sources[0]]
+    assert first is not None and desk.ask(sources[0], first.token).offer is None
+    assert desk.ask("192.168.1.98", None) == webserver.PairAnswer()
+    assert desk.ask(sources[2], "0" * 32).offer is None  # the right address, not its token
+    handed = desk.ask(sources[2], chosen.token).offer
+    assert handed is not None and handed.requester == chosen.requester
+    assert desk.ask(sources[2], chosen.token).offer is None  # once
+
+
+# --- /pair: local addresses only, and the asking phone's connections kept ------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "status"),
+    [
+        ("127.0.0.1", 200),
+        ("192.168.1.20", 200),
+        ("10.1.2.3", 200),
+        ("169.254.7.7", 200),
+        ("fe80::1", 200),
+        ("fd00::5", 200),
+        ("93.184.216.34", 403),
+        ("8.8.8.8", 403),
+        ("2001:4860:4860::8888", 403),
+        ("", 403),
+        # "Private" to Python's ipaddress, reachable from the internet or not a home's:
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", 403),  # Teredo, a tunnel through NAT
+        ("2001:db8::1", 403),  # documentation
+        ("198.18.0.1", 403),  # benchmarking
+        ("::ffff:8.8.8.8", 403),
+        ("::ffff:192.168.1.20", 200),
+    ],
+)
+def test_pair_answers_the_pendants_own_network_only(source: str, status: int) -> None:
+    """Issue 14, item 1: `/pair` answered any address. Only a phone on the pendant's own
+    network (private, link-local, loopback) may ask to pair; the app's files stay public.
+    (Unit level: no test machine can connect from a public address.)"""
+    from pendant.web import server as webserver
+
+    pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
+    assert webserver.respond(pair, {}, source=source).status == status
+
+
+def test_pair_rate_counts_an_ipv6_host_by_its_slash_64() -> None:
+    """A host picks any address in its /64 at will: counted per address, a flood of /pair
+    requests would never be limited."""
+    from pendant.web import server as webserver
+
+    limit = webserver.RateLimit()
+    pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
+    statuses = [
+        webserver.respond(pair, {}, source=f"fd00:1:2:3::{n:x}", limit=limit).status
+        for n in range(1, 40)
+    ]
+    assert 429 in statuses
+    # Another /64 (another host on the network) still gets its answer.
+    assert webserver.respond(pair, {}, source="fd00:1:2:4::1", limit=limit).status == 200
+
+
+def test_the_phone_that_asks_to_pair_keeps_its_connections(tmp_path: Path) -> None:
+    """Issue 14, item 1 ("keep a slot for /pair"): when every slot is taken, a newcomer takes
+    the place of the stalest connection of the address with the most; the phone waiting for
+    the wearer's press is never that one while another connection can go."""
+    import ssl as ssl_module
+    from types import SimpleNamespace
+
+    from pendant.web import server as webserver
+
+    (tmp_path / "notes.txt").write_text("notes\n")
+    phone = "192.168.1.20"
+    desk = SimpleNamespace(asking=lambda: frozenset({phone}))
+    server = webserver.Server(
+        tmp_path,
+        ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER),
+        pairing=desk,  # type: ignore[arg-type]
+    )
+    sources = [phone] + [f"192.168.1.{30 + n}" for n in range(MAX_CONNECTIONS // MAX_PER_SOURCE)]
+    for n in range(MAX_CONNECTIONS):
+        # The phone's connections are the stalest of all, and its address has the most.
+        conn = webserver._Connection(sources[n % len(sources)], None, active_s=float(n))
+        conn.handshaking = False
+        server.connections.append(conn)
+    assert server.open == MAX_CONNECTIONS
+    newcomer = webserver._Connection("192.168.1.99", None, active_s=100.0)
+    assert server.admit(newcomer) == []
+    left = [c.source for c in server.connections]
+    assert left.count(phone) == sum(1 for n in range(MAX_CONNECTIONS) if n % len(sources) == 0)
