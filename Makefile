@@ -88,7 +88,7 @@ $(WEB_DEPS): tests/web/package.json tests/web/package-lock.json
 	else echo "npm missing: the browser test will be skipped"; fi
 
 test: setup models lint web-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PENDANT_FUZZ=full $(PY) -m pytest $(PYTEST_ARGS)
 
 # Refreshes docs/companion-*.png, the screenshots the README shows, from the browser test.
 screenshots: setup models web-deps

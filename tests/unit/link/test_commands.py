@@ -14,10 +14,11 @@ from pendant.core.events import PUBLIC_TYPES, Command, Error, Event, Intent, Slo
 from pendant.link import commands
 from pendant.link.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
 from tests.conftest import demo_gate
+from tests.support.fuzz import examples
 
 DEVICE = "pendant-test"
 AREAS = ("Kitchen", "Living Room")
-FUZZ = settings(max_examples=2000, suppress_health_check=list(HealthCheck), deadline=None)
+FUZZ = settings(max_examples=examples(2000), suppress_health_check=list(HealthCheck), deadline=None)
 
 
 def parse(name: str, payload: bytes | str) -> Command | Error:

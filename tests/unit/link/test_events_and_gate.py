@@ -22,6 +22,7 @@ from pendant.core.events import (
 from pendant.link import hermes
 from pendant.link.gate import BUS_NAMES, LINK_OWN, PUBLIC_NAMES, id_key
 from tests.conftest import demo_gate
+from tests.support.fuzz import examples
 
 
 def intent(**kw: object) -> Intent:
@@ -88,7 +89,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(1500), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     st.fixed_dictionaries(
         {

@@ -37,6 +37,7 @@ from pendant.ears.understand.nlu import IntentParser
 from pendant.link.gate import Gate
 from pendant.link.gate_sentences import GENERIC_ERROR
 from tests.conftest import demo_config
+from tests.support.fuzz import examples
 
 DEVICE = "pendant-demo"
 B64_47 = (
@@ -299,7 +300,7 @@ ENCODINGS = {
 }
 
 
-@settings(max_examples=600, suppress_health_check=list(HealthCheck), deadline=None)
+@settings(max_examples=examples(600), suppress_health_check=list(HealthCheck), deadline=None)
 @given(
     st.binary(min_size=24, max_size=200),
     st.sampled_from(sorted(ENCODINGS)),
