@@ -200,14 +200,14 @@ def eyes_figures(config: Config) -> dict[str, float]:
     return out
 
 
-# What each service's process loads before it serves: its own code and nothing else's.
+# What each service's process loads before it serves: its own code and nothing else's, as
+# `pendant service NAME` loads it (the registry's factory); the web server is its own module.
 SERVICE_IMPORTS = {
-    "ears": "from pendant.ears.service import EarsService",
-    "eyes": "from pendant.eyes.service import EyesService; from pendant.eyes.pipeline import Eyes",
-    "body": "from pendant.body.service import BodyService",
-    "link": "from pendant.link.service import Link",
+    **{
+        name: f"from pendant.app.services import load; load({name!r})"
+        for name in ("ears", "eyes", "body", "link", "pairing")
+    },
     "web": "import pendant.web.server, aiomqtt",
-    "pairing": "import pendant.pairing.service",
 }
 
 

@@ -37,6 +37,7 @@ from pendant.core.events import (
     PairingStatus,
     Status,
 )
+from pendant.core.supervise import Readiness
 
 TIMEOUT_S = 20.0
 DEV = "pendant-test"
@@ -144,9 +145,10 @@ async def running(
         collector = asyncio.create_task(watcher.collect())
         if link_up:
             service.indicators.ready_s = 0.0
-        task = asyncio.create_task(service.run())
+        ready = Readiness()
+        task = asyncio.create_task(service.run(ready))
         try:
-            await asyncio.wait_for(service.ready.wait(), TIMEOUT_S)
+            await asyncio.wait_for(ready.wait(), TIMEOUT_S)
             if link_up:
                 await watcher.send(LinkState(device_id=DEV, state="connected"))
                 await eventually(lambda: service.indicators.link == "connected", "link up")
@@ -646,8 +648,9 @@ def test_close_is_idempotent_and_frees_the_pins_for_a_restart(broker: LocalBroke
 def test_losing_the_bus_ends_the_service_with_one_line(broker: LocalBroker) -> None:
     async def scenario() -> None:
         service = BodyService(body_config(broker), factory=mock_factory())
-        task = asyncio.create_task(service.run())
-        await asyncio.wait_for(service.ready.wait(), TIMEOUT_S)
+        ready = Readiness()
+        task = asyncio.create_task(service.run(ready))
+        await asyncio.wait_for(ready.wait(), TIMEOUT_S)
         broker.stop()
         with pytest.raises(PendantError, match="bus at"):
             await asyncio.wait_for(task, TIMEOUT_S)

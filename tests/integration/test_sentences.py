@@ -25,6 +25,7 @@ from pendant.app.one_process import Pendant
 from pendant.app.replay import simulated
 from pendant.core import bus
 from pendant.core.events import HardwareMute, Intent, NotRecognized, Sentences, SentenceSet
+from pendant.core.supervise import Readiness
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
@@ -356,6 +357,7 @@ def test_a_rogue_ears_can_neither_teach_the_gate_words_nor_say_others(
     link_cfg = cfg.link.model_copy(update={"outbox_path": str(tmp_path / "outbox.sqlite")})
     cfg = cfg.model_copy(update={"link": link_cfg})
     link = Link(cfg)
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     base = link.base_topic
     out: list[tuple[str, dict[str, Any]]] = []
 
@@ -380,10 +382,10 @@ def test_a_rogue_ears_can_neither_teach_the_gate_words_nor_say_others(
                     out.append((str(m.topic), json.loads(bytes(m.payload))))  # type: ignore[arg-type]
 
             async with (
-                running(collect(), link.run()),
+                running(collect(), link.run(bus_ready)),
                 bus.bus_client(cfg.bus, "test-ears") as ears,
             ):
-                await until(lambda: link.bus_ready.is_set() and link.connected.is_set(), "link")
+                await until(lambda: bus_ready.is_set() and link.connected.is_set(), "link")
                 unsent = Sentences(device_id=cfg.device_id, sets=[SentenceSet(**PARTY)])
                 await bus.publish(ears, unsent)
                 await bus.publish(ears, party("let's party"))
@@ -424,6 +426,7 @@ def test_a_rogue_ears_answer_says_only_the_forms_of_the_real_ones(
     bus_broker, home = brokers
     cfg = simulated(demo_config(), bus_broker, home)
     link = Link(cfg)
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     base = link.base_topic
     free = "meet me by the old mill at nine"
     warned = SentenceSet(**WARNED)
@@ -461,10 +464,10 @@ def test_a_rogue_ears_answer_says_only_the_forms_of_the_real_ones(
                 await phone.publish(f"{base}/cmd/sentences", body)
 
             async with (
-                running(collect(), link.run()),
+                running(collect(), link.run(bus_ready)),
                 bus.bus_client(cfg.bus, "test-ears") as ears,
             ):
-                await until(lambda: link.bus_ready.is_set() and link.connected.is_set(), "link")
+                await until(lambda: bus_ready.is_set() and link.connected.is_set(), "link")
                 await send([warned])
                 await until(lambda: link.commands["forwarded"] == 1, "the command forwarded")
                 reasons = [w["reason"] for w in WARNINGS]

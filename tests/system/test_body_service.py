@@ -154,12 +154,14 @@ def test_bad_events_on_the_bus_do_not_stop_it(broker: LocalBroker, tmp_path: Pat
         from pendant.body.service import BodyService
         from pendant.core import bus
         from pendant.core.config import load_config
+        from pendant.core.supervise import Readiness
 
         config = load_config(write_config(tmp_path / "pendant.toml", broker, SIMULATED))
         service = BodyService(config)
-        task = asyncio.create_task(service.run())
+        ready = Readiness()
+        task = asyncio.create_task(service.run(ready))
         try:
-            await asyncio.wait_for(service.ready.wait(), EVENT_TIMEOUT_S)
+            await asyncio.wait_for(ready.wait(), EVENT_TIMEOUT_S)
             async with bus.bus_client(config.bus, "test-junk") as client:
                 await client.publish(bus.topic("status"), b"\xff junk", qos=1, timeout=5)
                 await client.publish(bus.topic("activity"), b'{"type": "x"}', qos=1, timeout=5)

@@ -13,6 +13,7 @@ from pendant.app.local_broker import LocalBroker
 from pendant.core import bus
 from pendant.core.config import BusConfig, Config, DetectorConfig
 from pendant.core.events import Command, Event, HardwareMute, Intent
+from pendant.core.supervise import Readiness
 from pendant.eyes.camera import FileCamera
 from pendant.eyes.service import EyesService
 from tests.support.eyes_support import eyes_config, face_image, normalise, render_text, save_png
@@ -113,8 +114,8 @@ async def _scenario(broker: LocalBroker, files: list[Path], script) -> tuple[Bus
     watching = asyncio.Event()
     watcher = asyncio.create_task(_watch(b, watching))
     await asyncio.wait_for(watching.wait(), TIMEOUT_S)
-    ready = asyncio.Event()
-    running = asyncio.create_task(service.run(on_ready=ready.set))
+    ready = Readiness()
+    running = asyncio.create_task(service.run(ready))
     try:
         await asyncio.wait_for(ready.wait(), TIMEOUT_S)
         await script(b, service, config.device_id)

@@ -107,3 +107,28 @@ def test_each_unit_runs_one_component_folder() -> None:
         assert (folder / "__init__.py").is_file(), f"{unit}: no package {folder}"
         runs = folder / ("__main__.py" if component == "web" else "service.py")
         assert runs.is_file(), f"{unit}: {component} has no {runs.name}"
+
+
+@pytest.mark.parametrize("name", ["ears", "eyes", "body", "link", "pairing"])
+def test_a_service_process_imports_its_own_component_alone(name: str) -> None:
+    """`pendant service NAME` loads its factory from the registry: the CLI, the registry and
+    that component's code, and no other component's (the body must not carry the ears' speech
+    stack)."""
+    code = (
+        "import sys\n"
+        "import pendant.app.cli\n"
+        "from pendant.app.services import SERVICES, load\n"
+        f"load({name!r})\n"
+        "print(' '.join(sorted({m.split('.')[1] for m in sys.modules"
+        " if m.startswith('pendant.') and m.count('.') >= 1})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = set(done.stdout.split()) & set(COMPONENTS)
+    assert loaded == {name}, done.stdout

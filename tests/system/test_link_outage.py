@@ -28,6 +28,7 @@ from pendant.app.local_broker import LocalBroker
 from pendant.core import bus
 from pendant.core.config import Config
 from pendant.core.events import Intent, Transcript
+from pendant.core.supervise import Readiness
 from pendant.link.gate import Gate, id_key, reissue
 from pendant.link.outbox import Outbox
 from pendant.link.sender import Side
@@ -122,8 +123,9 @@ async def _outage(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
     cfg = link_config(bus_broker, home, tmp)
     out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, f"{BASE}/intent/#")
-    async with running(link.run(), viewer.run()):
-        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+    bus_ready = Readiness()  # the link's: subscribed on the bus
+    async with running(link.run(bus_ready), viewer.run()):
+        await until(lambda: link.connected.is_set() and bus_ready.is_set(), "the link")
         await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
         home.stop()
         await until(lambda: not link.connected.is_set(), "the link to notice the outage")
@@ -162,8 +164,9 @@ async def _backlog(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Non
     async with running(viewer.run()):
         await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
         first = Link(cfg)
-        async with running(first.run()):
-            await until(lambda: first.bus_ready.is_set(), "the link's bus session")
+        bus_ready = Readiness()  # the link's: subscribed on the bus
+        async with running(first.run(bus_ready)):
+            await until(lambda: bus_ready.is_set(), "the link's bus session")
         sent = [intent(i) for i in range(25)]
         async with bus.bus_client(cfg.bus, "test-ears") as ears:
             for event in sent:
@@ -392,11 +395,12 @@ async def _expiry(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None
     out = outside(tmp)  # the ids the link will issue
     expiry = cfg.link.intent_expiry_s
     link, viewer = Link(cfg), Viewer(home, "#")  # everything, the Hermes mirror too
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     fresh = [intent(i) for i in range(3)]
     stale = [intent(10 + i, age_s=expiry + 60) for i in range(3)]
     order = [fresh[0], stale[0], fresh[1], stale[1], stale[2], fresh[2]]
-    async with running(link.run(), viewer.run()):
-        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+    async with running(link.run(bus_ready), viewer.run()):
+        await until(lambda: link.connected.is_set() and bus_ready.is_set(), "the link")
         await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
         async with bus.bus_client(cfg.bus, "test-ears") as ears:
             for event in order:
@@ -424,6 +428,7 @@ async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> No
     cfg = link_config(bus_broker, home, tmp)
     out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, f"{BASE}/#")
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     secret = "N0tF0rTheLogs" * 30
     bad = [
         ("mute", b'{"mic": "yes"}'),
@@ -439,7 +444,7 @@ async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> No
             on_bus.append({"topic": str(m.topic), **json.loads(bytes(m.payload))})  # type: ignore[arg-type]
 
     async with (
-        running(link.run(), viewer.run()),
+        running(link.run(bus_ready), viewer.run()),
         bus.bus_client(cfg.bus, "test-body") as body,
         aiomqtt.Client(
             "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
@@ -447,7 +452,7 @@ async def _commands(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> No
     ):
         await body.subscribe("pendant-bus/cmd/#", qos=1)
         async with running(listen_on_bus(body)):
-            await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+            await until(lambda: link.connected.is_set() and bus_ready.is_set(), "the link")
             await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
             for name, payload in bad:
                 await phone.publish(f"{BASE}/cmd/{name}", payload, qos=1)
@@ -491,14 +496,15 @@ async def _flood(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
     out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, f"{BASE}/#")
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     started = time.monotonic()
     async with (
-        running(link.run(), viewer.run()),
+        running(link.run(bus_ready), viewer.run()),
         aiomqtt.Client(
             "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
         ) as phone,
     ):
-        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+        await until(lambda: link.connected.is_set() and bus_ready.is_set(), "the link")
         await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
         spoken = intent(1)
         for i in range(FLOOD):
@@ -572,8 +578,9 @@ def test_commands_spoken_while_the_home_broker_is_down_arrive_in_order(
                 }
             )
             link, viewer = Link(cfg), Viewer(home, f"{BASE}/intent/#")
-            async with running(link.run(), viewer.run()):
-                await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "link")
+            bus_ready = Readiness()  # the link's: subscribed on the bus
+            async with running(link.run(bus_ready), viewer.run()):
+                await until(lambda: link.connected.is_set() and bus_ready.is_set(), "link")
                 await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
                 home.stop()
                 await until(lambda: not link.connected.is_set(), "the link to see the outage")
@@ -615,6 +622,7 @@ async def _redelivered(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) ->
     cfg = link_config(bus_broker, home, tmp)
     out = outside(tmp)  # the ids the link will issue
     link, viewer = Link(cfg), Viewer(home, "#")
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     first, after = intent(1), intent(2)
     expected = [t for t, _, _ in link.messages(first)]
     assert len(expected) == 3  # own topic, Home Assistant event, Hermes intent
@@ -626,8 +634,8 @@ async def _redelivered(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) ->
             if p[:1] == b"{" and json.loads(p).get("id") == out(event.id)
         ]
 
-    async with running(link.run(), viewer.run()):
-        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+    async with running(link.run(bus_ready), viewer.run()):
+        await until(lambda: link.connected.is_set() and bus_ready.is_set(), "the link")
         await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
         async with bus.bus_client(cfg.bus, "test-ears") as ears:
             await bus.publish(ears, first)
@@ -653,6 +661,7 @@ def test_ids_the_sender_chose_do_not_leave(bus_broker: LocalBroker, tmp_path: Pa
 async def _own_ids(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> None:
     cfg = link_config(bus_broker, home, tmp)
     link, viewer = Link(cfg), Viewer(home, "#")
+    bus_ready = Readiness()  # the link's: subscribed on the bus
     # What a rogue ears would smuggle: bytes of its choice, as hex.
     chosen, session = b"the wearer said:".hex(), b"raw audio bytes!".hex()
     said = intent(1).model_copy(update={"id": chosen, "session_id": session})
@@ -660,8 +669,8 @@ async def _own_ids(bus_broker: LocalBroker, home: LocalBroker, tmp: Path) -> Non
         device_id=DEVICE, text=said.text, confidence=0.9, session_id=session, id=(b"x" * 16).hex()
     )
     after = intent(2)
-    async with running(link.run(), viewer.run()):
-        await until(lambda: link.connected.is_set() and link.bus_ready.is_set(), "the link")
+    async with running(link.run(bus_ready), viewer.run()):
+        await until(lambda: link.connected.is_set() and bus_ready.is_set(), "the link")
         await asyncio.wait_for(viewer.subscribed.wait(), WAIT_S)
         async with bus.bus_client(cfg.bus, "test-ears") as ears:
             await bus.publish(ears, said)

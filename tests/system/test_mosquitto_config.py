@@ -34,6 +34,7 @@ import pytest
 
 from pendant.app.local_broker import LocalBroker, free_port
 from pendant.core import state as durable
+from pendant.core.supervise import Readiness
 from pendant.pairing import accounts as pairing
 from pendant.setup.provision import (
     SERVICE_USERS,
@@ -535,9 +536,10 @@ def test_only_the_eyes_can_send_what_the_camera_read(tmp_path: Path, connect: Co
 
         async def scenario() -> tuple[list[str], dict[str, int]]:
             link = Link(cfg)
-            task = asyncio.create_task(link.run())
+            bus_ready = Readiness()  # the link's: subscribed on the bus
+            task = asyncio.create_task(link.run(bus_ready))
             try:
-                await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                await asyncio.wait_for(bus_ready.wait(), TIMEOUT_S)
                 # The ears try both intent topics; the eyes try to speak for the ears.
                 for client, topic, event in (
                     (ears, "pendant-bus/intent", forged),
@@ -668,9 +670,10 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
                 return event
 
             link.gate.admit = watched  # type: ignore[method-assign]
-            task = asyncio.create_task(link.run())
+            bus_ready = Readiness()  # the link's: subscribed on the bus
+            task = asyncio.create_task(link.run(bus_ready))
             try:
-                await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                await asyncio.wait_for(bus_ready.wait(), TIMEOUT_S)
                 for user, topic, event in sends:
                     await asyncio.to_thread(clients[user].publish, topic, event.to_json())
                 # Every send is on a topic its login may write and the link reads.
@@ -744,9 +747,10 @@ def test_a_poisoned_bus_message_is_dropped_once_not_redelivered(
             results = []
             for link, fence in ((Link(cfg), good[0]), (Link(cfg), good[1])):
                 seen, passed = watch(link)
-                task = asyncio.create_task(link.run())
+                bus_ready = Readiness()  # the link's: subscribed on the bus
+                task = asyncio.create_task(link.run(bus_ready))
                 try:
-                    await asyncio.wait_for(link.bus_ready.wait(), TIMEOUT_S)
+                    await asyncio.wait_for(bus_ready.wait(), TIMEOUT_S)
                     # The first link gets the poison; the restarted one only the fence, unless
                     # the session hands it the poison again (before the fence: in order).
                     sends = (poison, raising.to_json()) if fence is good[0] else ()

@@ -40,6 +40,7 @@ from pendant.app.local_broker import free_port
 from pendant.body.service import BodyService
 from pendant.core.config import BodyConfig, BusConfig, Config, PairingConfig
 from pendant.core.events import PairingWindow
+from pendant.core.supervise import Readiness
 from pendant.pairing.service import PairingService
 from pendant.setup.provision import PHONE_PREFIX, Provisioned
 from pendant.web import server as webserver
@@ -126,8 +127,9 @@ def start_pairing(
         return PairingService(config(prov, "pairing", window_s), root=prov.layout.root)
 
     service = loop.call(make())
-    task = loop.start(service.run())
-    loop.call(asyncio.wait_for(service.ready.wait(), TIMEOUT_S))
+    ready = Readiness()
+    task = loop.start(service.run(ready))
+    loop.call(asyncio.wait_for(ready.wait(), TIMEOUT_S))
     return service, task
 
 
@@ -143,8 +145,9 @@ def start_body(loop: Loop, prov: Provisioned, **body: object) -> BodyService:
     # No link runs here: start as a pendant that is up, whose idle LED is dark (the LED's
     # link states are tests/integration/test_body.py's).
     body.indicators.link = "connected"
-    loop.start(body.run())
-    loop.call(asyncio.wait_for(body.ready.wait(), TIMEOUT_S))
+    ready = Readiness()
+    loop.start(body.run(ready))
+    loop.call(asyncio.wait_for(ready.wait(), TIMEOUT_S))
     return body
 
 

@@ -321,6 +321,7 @@ def test_ears_service_reports_ready_and_pings_the_watchdog_while_audio_plays(
     steps = [n for n in notify_socket.seen[:ready_at] if "EXTEND_TIMEOUT_USEC" in n.fields]
     assert steps and int(steps[0].fields["EXTEND_TIMEOUT_USEC"]) >= 60_000_000, summary
     assert [s.fields.get("STATUS") for s in steps] == [
+        "loading ears",  # the import of the ears' code (`pendant.app.services.serve`)
         "loading the speech models",
         "building the grammar",
     ], summary

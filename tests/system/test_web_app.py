@@ -41,7 +41,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,13 +210,15 @@ class LoopThread:
     """One component in its own event loop on a thread, as in its own process on the device.
 
     `build` runs on the thread (an outbox's sqlite belongs to the thread that made it) and
-    returns the component and the coroutine that runs it until cancelled.
+    returns the component; its `run(ready)` runs until cancelled, and `ready` tells when the
+    component said it is.
     """
 
-    def __init__(self, name: str, build: Callable[[], tuple[Any, Awaitable[Any]]]) -> None:
+    def __init__(self, name: str, build: Callable[[], Any]) -> None:
         self.name = name
         self.build = build
         self.component: Any = None
+        self.ready = threading.Event()
         self.error: BaseException | None = None
         self.loop = asyncio.new_event_loop()
         self._task: asyncio.Task[Any] | None = None
@@ -225,8 +227,8 @@ class LoopThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.component, main = self.build()
-            self._task = self.loop.create_task(main)  # type: ignore[arg-type]
+            self.component = self.build()
+            self._task = self.loop.create_task(self.component.run(lambda _: self.ready.set()))
             self.loop.run_until_complete(self._task)
         except asyncio.CancelledError:
             pass
@@ -248,9 +250,8 @@ class LoopThread:
 
 
 def link_thread(config: Config) -> LoopThread:
-    def build() -> tuple[Link, Awaitable[None]]:
-        link = Link(config)
-        return link, link.run()
+    def build() -> Link:
+        return Link(config)
 
     return LoopThread("link", build).start()
 
@@ -258,7 +259,7 @@ def link_thread(config: Config) -> LoopThread:
 def link_ready(thread: LoopThread) -> bool:
     thread.check()
     link = thread.component
-    return link is not None and link.connected.is_set() and link.bus_ready.is_set()
+    return link is not None and link.connected.is_set() and thread.ready.is_set()
 
 
 class StandIn:
@@ -775,20 +776,17 @@ def test_the_app_shows_what_the_real_pendant_heard_read_and_runs(
     eyes_config = eyes_config.model_copy(
         update={"eyes": eyes_config.eyes.model_copy(update={"detector": cpu})}
     )
-    eyes_ready = threading.Event()
 
-    def build_ears() -> tuple[Any, Awaitable[None]]:
+    def build_ears() -> Any:
         from pendant.ears.service import EarsService
 
-        service = EarsService(ears_config, source=source)
-        return service, service.run()
+        return EarsService(ears_config, source=source)
 
-    def build_eyes() -> tuple[Any, Awaitable[None]]:
+    def build_eyes() -> Any:
         from pendant.eyes.service import EyesService
 
         camera = FileCamera([image], eyes_config.eyes.width, eyes_config.eyes.height)
-        service = EyesService(eyes_config, camera=camera)
-        return service, service.run(on_ready=eyes_ready.set)
+        return EyesService(eyes_config, camera=camera)
 
     with running(prov):
         link = link_thread(_link_config(prov, tmp_path))
@@ -809,7 +807,7 @@ def test_the_app_shows_what_the_real_pendant_heard_read_and_runs(
                     for t in threads:
                         t.check()
                     service = ears.component
-                    return eyes_ready.is_set() and getattr(service, "ears", None) is not None
+                    return eyes.ready.is_set() and getattr(service, "ears", None) is not None
 
                 _wait(up, "the ears and eyes on the bus", SLOW_S)
                 _real_pendant(page, source, link, ears, shots)

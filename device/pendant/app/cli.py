@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from pendant import __version__
+from pendant.app.services import SERVICES
 from pendant.core.config import Config, load_config
 from pendant.core.errors import PendantError
 
@@ -35,7 +36,7 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="all components in one process")
     service = sub.add_parser("service", help="one component, as its systemd unit runs it")
-    service.add_argument("name", choices=["ears", "eyes", "body", "link", "pairing"])
+    service.add_argument("name", choices=list(SERVICES))
     listen = sub.add_parser("listen", help="WAV files in, one JSON line per published intent out")
     listen.add_argument("files", nargs="+", type=Path)
     look = sub.add_parser("look", help="image files in, one JSON line per scene the eyes see")
@@ -163,9 +164,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return asyncio.run(_run(config, args.config))
     if args.command == "service":
-        from pendant.app.services import SERVICES
+        from pendant.app.services import serve
 
-        asyncio.run(SERVICES[args.name](config, args.config))
+        asyncio.run(serve(args.name, config, args.config))
         return 0
     if args.command == "listen":
         from pendant.app.replay import listen
@@ -205,15 +206,11 @@ def _config_check(card: Path, config: Path | None) -> int:
 
 
 async def _run(config: Config, config_path: Path | None) -> int:
-    from pendant.app.one_process import Pendant, install_signal_handlers
+    """`pendant run`: every component in this process, until the audio ends or a signal."""
+    from pendant.app.one_process import Pendant
+    from pendant.core.supervise import supervise
 
-    pendant = Pendant(config, config_path)
-    task = asyncio.create_task(pendant.run())
-    install_signal_handlers(task)  # type: ignore[arg-type]
-    try:
-        await task
-    except asyncio.CancelledError:
-        log.info("stopped")
+    await supervise(Pendant(config, config_path))
     return 0
 
 

@@ -1,34 +1,44 @@
 """`pendant run`: every component in one process and one asyncio loop.
 
-On the device the same components run as separate services (services.py); here they share a
-loop but still talk only through the bus, so the code paths are the ones the device uses.
-The ears lead: when their audio source ends (a simulation's WAV files), the others stop once
-the link has handed on everything.
+On the device the same components run as separate services (`pendant.app.services`); here
+they are built by the same factories and share a loop, but still talk only through the bus,
+so the code paths are the ones the device uses. `Pendant` is itself a component
+(`pendant.core.supervise.Component`): `pendant run` supervises it as a unit would one service.
+
+The components start one after another, each once the one before is ready: the link first, so
+that it listens before anything is said, the ears last, since their audio starts as soon as
+they are ready. The ears lead: when their audio source ends (a simulation's WAV files), the
+others stop once the link has handed on everything. Any other component ending is a failure,
+and takes the whole process down with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
+from pendant.app.services import load
+from pendant.core import systemd as notify
 from pendant.core.config import Config
+from pendant.core.errors import PendantError
+from pendant.core.supervise import Component, Ready, start, unobserved
+from pendant.ears import service as ears_service
 from pendant.ears.audio import AudioSource
-from pendant.ears.service import EarsService
-from pendant.link.service import Link
+from pendant.link import service as link_service
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
-BUS_READY_TIMEOUT_S = 10.0
 PARTS = ("ears", "eyes", "body", "link")
 
 
 class Pendant:
+    """The ears, the link and (where asked for) the eyes and the body, as one component."""
+
+    name = "pendant"
+
     def __init__(
         self,
         config: Config,
@@ -36,47 +46,48 @@ class Pendant:
         source: AudioSource | None = None,
         parts: Collection[str] = PARTS,
     ) -> None:
-        """`parts`: the ears and the link always; the eyes and the body where asked for."""
+        """`parts`: the ears and the link always; the eyes and the body where asked for.
+        `source`: audio for the ears instead of the configured one (a simulation's)."""
         self.config = config
-        self.ears = EarsService(config, config_path, source)
-        self.link = Link(config)
-        self.others: list[Any] = []
-        if "eyes" in parts:
-            from pendant.eyes.service import EyesService
-
-            self.eyes = EyesService(config)
-            self.eyes.warm_up()
-            self.others.append(self.eyes)
-        if "body" in parts:
-            from pendant.body.service import BodyService
-
-            self.body = BodyService(config)
-            self.others.append(self.body)
+        # The ears' and the link's own factories, typed: callers look into both (the ears'
+        # recogniser, the link's counts). The others come through the registry, imported only
+        # when asked for.
+        self.ears = ears_service.component(config, config_path, source)
+        self.link = link_service.component(config, config_path)
+        others = [load(name)(config, config_path) for name in ("eyes", "body") if name in parts]
+        self.components: list[Component] = [self.link, *others, self.ears]
+        """In the order they start; the ears, who lead, last."""
+        self.heartbeat = notify.Heartbeats(*(c.heartbeat for c in self.components))
 
     @property
     def sent(self) -> int:
         """Public events the components published, which the link is to hand on."""
-        return self.ears.sent + sum(getattr(o, "sent", 0) for o in self.others)
+        speakers = (c for c in self.components if c is not self.link)
+        return sum(getattr(c, "sent", 0) for c in speakers)
 
-    async def run(self) -> None:
-        """Until the audio source ends, or until cancelled; drains the link before returning."""
-        link_task = asyncio.create_task(self.link.run(), name="link")
-        others = [asyncio.create_task(o.run(), name=type(o).__name__) for o in self.others]
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Until the audio source ends, or until cancelled; drains the link before returning.
 
-        async def link_listening() -> None:
-            # The link must be listening before the first event, or it would be lost.
-            async with asyncio.timeout(BUS_READY_TIMEOUT_S):
-                await self.link.bus_ready.wait()
-
+        `ready` once every component is; one that ends or fails meanwhile ends this with it.
+        """
+        tasks: list[asyncio.Task[None]] = []
         try:
-            await self.ears.run(before_audio=link_listening)
+            for component in self.components:
+                tasks.append(await start(component))
+            ready("running " + ", ".join(c.name for c in self.components))
+            ears = tasks[-1]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if ears not in done:
+                # Nothing but the ears ends by itself: this one failed.
+                for task in done:
+                    task.result()
+                raise PendantError(f"{done.pop().get_name()}: stopped unexpectedly")
+            ears.result()
             await self._drain()
         finally:
-            for task in (*others, link_task):
+            for task in reversed(tasks):
                 task.cancel()
-            for task in (*others, link_task):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drain(self) -> None:
         """Wait until the link has handled every event the components sent."""
@@ -87,9 +98,3 @@ class Pendant:
                 return
             await asyncio.sleep(0.02)
         log.warning("link did not hand on every event within %.0f s", DRAIN_TIMEOUT_S)
-
-
-def install_signal_handlers(task: asyncio.Task[object]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)

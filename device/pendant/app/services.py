@@ -1,27 +1,58 @@
 """One component per process: what the systemd units run (`pendant service NAME`).
 
-`pendant run` composes the same classes in one loop (see runner.py), so a laptop and the
-device run the same code. Each service reports READY once it can do its work and pings the
-watchdog only while its main loop is doing that work. Each component's code is imported only
-by its own service, so a small one (the body) does not carry the speech stack.
+`SERVICES` names each component's factory as a "module:function" string, imported only when
+that service starts: each process loads its own component's code and no other's, so a small
+one (the body) does not carry the speech stack. A factory builds its component (everything
+that can fail on bad config fails there, before READY); `pendant.core.supervise.supervise`
+runs it. `pendant run` builds the same components through the same factories
+(`pendant.app.one_process`), so a laptop and the device run the same code.
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from pendant.core import systemd as notify
 from pendant.core.config import Config
-from pendant.core.errors import PendantError
-from pendant.core.supervise import supervise_main
+from pendant.core.supervise import Component, supervise
 
 log = logging.getLogger(__name__)
 
-LINK_READY_S = 60
+SERVICES: dict[str, str] = {
+    "ears": "pendant.ears.service:component",
+    "eyes": "pendant.eyes.service:component",
+    "body": "pendant.body.service:component",
+    "link": "pendant.link.service:component",
+    "pairing": "pendant.pairing.service:component",
+}
+"""Each service's factory, `(config, config_path) -> Component`, as "module:function"."""
+
+
+class Factory(Protocol):
+    """Builds a component from the config (and its file, for components that watch it)."""
+
+    def __call__(self, config: Config, config_path: Path | None, /) -> Component: ...
+
+
+def load(name: str) -> Factory:
+    """Service `name`'s factory, its module imported now (and only now)."""
+    module, _, function = SERVICES[name].partition(":")
+    factory: Factory = getattr(importlib.import_module(module), function)
+    return factory
+
+
+async def serve(name: str, config: Config, config_path: Path | None) -> None:
+    """`pendant service NAME`: the component built with its service's credentials, and run
+    under systemd (READY, the watchdog, SIGTERM) until it ends."""
+    # Before the import: the ears' alone takes seconds on a Zero 2 W, and systemd is to know
+    # that the start is making progress.
+    notify.starting(f"loading {name}")
+    factory = load(name)
+    await supervise(factory(as_service(config, name), config_path))
 
 
 def as_service(config: Config, name: str) -> Config:
@@ -72,72 +103,3 @@ def _provisioned(path: Path) -> bool:
         return path.read_text().strip() not in ("", NO_CREDENTIAL)
     except OSError:
         return False
-
-
-async def serve_ears(config: Config, config_path: Path | None) -> None:
-    notify.starting("loading the speech models")
-    from pendant.ears.service import EarsService
-
-    service = EarsService(as_service(config, "ears"), config_path)
-
-    async def announce() -> None:
-        notify.ready(f"listening ({config.listen.mode}, {config.asr.backend})")
-
-    await supervise_main(service.run(before_audio=announce), service.heartbeat)
-
-
-async def serve_link(config: Config, config_path: Path | None) -> None:
-    from pendant.link.service import Link
-
-    link = Link(as_service(config, "link"))
-    # The watchdog is fed by the senders' progress, not by the loop turning (see
-    # pendant.link.sender): an idle sender reads its queue again well within the interval.
-    interval_s = notify.watchdog_interval_s()
-    if interval_s:
-        link.check_s = min(link.check_s, interval_s / 4)
-
-    async def main() -> None:
-        run = asyncio.create_task(link.run())
-        ready = asyncio.create_task(link.bus_ready.wait())
-        try:
-            # A link that fails at start (a bad password file, say) must say so at once.
-            await asyncio.wait({run, ready}, timeout=LINK_READY_S, return_when="FIRST_COMPLETED")
-            if run.done():
-                run.result()
-            if not ready.done():
-                raise PendantError(f"link: no bus at {config.bus.socket} after {LINK_READY_S} s")
-            notify.ready("relaying")
-            await run
-        finally:
-            ready.cancel()
-            run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
-
-    await supervise_main(main(), link.heartbeat)
-
-
-async def serve_eyes(config: Config, config_path: Path | None) -> None:
-    from pendant.eyes.service import serve
-
-    await serve(as_service(config, "eyes"), config_path)
-
-
-async def serve_body(config: Config, config_path: Path | None) -> None:
-    from pendant.body.service import serve
-
-    await serve(as_service(config, "body"), config_path)
-
-
-async def serve_pairing(config: Config, config_path: Path | None) -> None:
-    from pendant.pairing.service import serve
-
-    await serve(as_service(config, "pairing"), config_path)
-
-
-SERVICES: dict[str, Callable[[Config, Path | None], Awaitable[None]]] = {
-    "ears": serve_ears,
-    "eyes": serve_eyes,
-    "body": serve_body,
-    "link": serve_link,
-    "pairing": serve_pairing,
-}

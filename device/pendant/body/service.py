@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ from pendant.core.events import (
     PairingWindow,
     Status,
 )
+from pendant.core.supervise import Ready, unobserved
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,12 @@ class BodyService:
     When the wearer holds the button for `body.pairing_hold_s`, the body asks the pairing
     service (`pairing_window` on the bus) to open the window, or to close it if it is open,
     and calls `on_pairing` if given.
+
+    A component (`pendant.core.supervise.Component`): ready once the pins are attached and the
+    switch's state is on the bus.
     """
+
+    name = "body"
 
     def __init__(
         self,
@@ -129,7 +135,6 @@ class BodyService:
         self.heartbeat = notify.Heartbeat()
         self.on_pairing = on_pairing
         self.pairing_requests = 0
-        self.ready = asyncio.Event()
         self._inbox: asyncio.Queue[Edge | Event] = asyncio.Queue()
         self._closed = False
 
@@ -137,8 +142,9 @@ class BodyService:
     def led_pattern(self) -> str:
         return self.led.pattern
 
-    async def run(self, on_ready: Callable[[], object] | None = None) -> None:
-        """Until cancelled (or the bus fails); the pins are released when it returns."""
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Until cancelled (or the bus fails); the pins are released when it returns. `ready`
+        once the pins are attached and the switch's state published."""
         try:
             async with bus.bus_client(self.config.bus, "pendant-body") as client:
                 for name in SUBSCRIPTIONS:
@@ -154,9 +160,8 @@ class BodyService:
                 if self.gauge is not None:
                     tasks.add(asyncio.create_task(self._watch_battery(client), name="body-battery"))
                 try:
-                    self.ready.set()
-                    if on_ready is not None:
-                        on_ready()
+                    gauge = self.gauge.name if self.gauge is not None else "no battery gauge"
+                    ready(f"body ({self.config.body.pin_factory}, {gauge})")
                     # None of them ends by itself: the first to end takes the service down
                     # (and systemd restarts it), rather than a body that silently went deaf.
                     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -339,18 +344,6 @@ class BodyService:
             await asyncio.sleep(body.battery_poll_s)
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    """`pendant service body`: the body under systemd (READY, watchdog, SIGTERM)."""
-    from pendant.core.supervise import supervise_main
-
-    service = BodyService(config)
-    gauge = service.gauge.name if service.gauge is not None else "no battery gauge"
-
-    def announce() -> None:
-        notify.ready(f"body ({config.body.pin_factory}, {gauge})")
-
-    main: Awaitable[None] = service.run(on_ready=announce)
-    try:
-        await supervise_main(main, service.heartbeat)
-    finally:
-        service.close()  # a SIGTERM before run() began must still release the pins
+def component(config: Config, config_path: Path | None) -> BodyService:
+    """The body, its pins claimed and its gauge opened (`pendant.app.services`)."""
+    return BodyService(config)

@@ -108,7 +108,9 @@ class Heartbeats(Heartbeat):
         return self.stalest().age_s()
 
     def stalest(self) -> Heartbeat:
-        return max(self.beats, key=lambda b: b.age_s())
+        """The oldest beat, looked for inside nested groups too (`pendant run`'s, which
+        holds the link's)."""
+        return max(self.beats, key=lambda b: b.age_s()).stalest()
 
 
 async def watchdog(heartbeat: Heartbeat, interval_s: float | None = None) -> None:

@@ -1,8 +1,9 @@
 """The ears as a service: audio in, events out on the bus, buttons and commands in.
 
-`pendant service ears` runs it alone (services.py); `pendant run` beside the others
-(runner.py). Kept apart from services.py so the other services do not load the speech stack
-(onnxruntime, pocketsphinx, numpy): the body would need twice its memory.
+`pendant service ears` runs it alone (`pendant.app.services`, through `component`);
+`pendant run` beside the others (`pendant.app.one_process`). Only the ears' process imports
+this module, so the other services do not load the speech stack (onnxruntime, pocketsphinx,
+numpy): the body would need twice its memory.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pendant.core.events import (
 )
 from pendant.core.model_cache import model_path
 from pendant.core.state import MuteMemory
+from pendant.core.supervise import Ready, unobserved
 from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import AudioSource, create_source
 from pendant.ears.listener import Ears, Understanding
@@ -120,7 +122,13 @@ def with_sentences(config: Config, sets: list[SentenceSet]) -> Config:
 
 
 class EarsService:
-    """The ears on the bus: audio in, events out, buttons and commands in."""
+    """The ears on the bus: audio in, events out, buttons and commands in.
+
+    A component (`pendant.core.supervise.Component`): ready once subscribed, before the audio
+    starts.
+    """
+
+    name = "ears"
 
     def __init__(
         self,
@@ -156,15 +164,16 @@ class EarsService:
         self._rebuilds: set[asyncio.Task[None]] = set()
         self._rebuild_lock = asyncio.Lock()
 
-    async def run(self, before_audio: Callable[[], Awaitable[object]] | None = None) -> None:
-        """Until the audio source ends, or until cancelled."""
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Until the audio source ends, or until cancelled; `ready` once subscribed to the
+        buttons and commands, before the first audio."""
         try:
             # Persistent: a mute sent while the ears restart is waiting for them on return.
             async with bus.bus_client(self.config.bus, "pendant-ears", persistent=True) as client:
 
                 async def publish(event: Event) -> None:
                     if event.type in PUBLIC_NAMES:
-                        self.sent += 1  # what the link will receive; runner.py drains on it
+                        self.sent += 1  # the link receives it: `pendant run` drains on it
                     await bus.publish(client, event)
 
                 self._publish = publish
@@ -182,8 +191,8 @@ class EarsService:
                 await client.subscribe(bus.topic("button"), qos=bus.QOS)
                 await client.subscribe(bus.topic("hardware_mute"), qos=bus.QOS)
                 await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
-                if before_audio is not None:
-                    await before_audio()
+                listen = self.config.listen
+                ready(f"listening ({listen.mode}, {self.config.asr.backend})")
                 self.sentence_warnings = await self.warnings_for(self.phone_sentences)
                 await publish(self._sentences_event())
                 helpers = [
@@ -306,3 +315,14 @@ class EarsService:
                 self._swap(understanding)
                 self.home_config = config
             log.info("config changed: grammar rebuilt")
+
+
+def component(
+    config: Config, config_path: Path | None, source: AudioSource | None = None
+) -> EarsService:
+    """The ears, their models loaded and their grammar built (`pendant.app.services`).
+
+    `source`: audio to hear instead of the configured one (`pendant run`'s simulation).
+    """
+    notify.starting("loading the speech models")
+    return EarsService(config, config_path, source)

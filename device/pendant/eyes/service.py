@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -29,6 +29,7 @@ from pendant.core.events import (
     HardwareMute,
     Intent,
 )
+from pendant.core.supervise import Ready, unobserved
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
 from pendant.eyes.pipeline import Eyes, Trigger
 
@@ -42,7 +43,13 @@ SPOKEN: dict[str, Trigger] = {"ReadThis": "read_this", "WhatIsThis": "what_is_th
 
 
 class EyesService:
-    """Camera, models and mute state; `run()` serves the bus until cancelled."""
+    """Camera, models and mute state; `run()` serves the bus until cancelled.
+
+    A component (`pendant.core.supervise.Component`): ready once its first camera state is
+    on the bus.
+    """
+
+    name = "eyes"
 
     def __init__(self, config: Config, camera: CameraBackend | None = None) -> None:
         from pendant.core.state import MuteMemory
@@ -67,7 +74,9 @@ class EyesService:
     def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
         self.eyes.warm_up(step)
 
-    async def run(self, on_ready: Callable[[], Awaitable[object] | object] | None = None) -> None:
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Until cancelled (or the bus fails); `ready` once subscribed and the camera's state
+        published. The camera and the models are closed when it returns."""
         try:
             async with bus.bus_client(self.config.bus, "pendant-eyes", persistent=True) as client:
                 self._client = client
@@ -79,10 +88,7 @@ class EyesService:
                 await self._publish(idle)
                 beat = asyncio.create_task(notify.beat_while_alive(self.heartbeat, BEAT_S))
                 try:
-                    if on_ready is not None:
-                        result = on_ready()
-                        if asyncio.iscoroutine(result):
-                            await result
+                    ready(f"looking on request ({type(self.eyes.detector).__name__})")
                     await self._inbox(client)
                 finally:
                     beat.cancel()
@@ -98,7 +104,7 @@ class EyesService:
     async def _publish(self, event: Event) -> None:
         if self._client is not None:
             if event.type in PUBLIC_NAMES:
-                self.sent += 1  # what the link will receive; runner.py drains on it
+                self.sent += 1  # the link receives it: `pendant run` drains on it
             await bus.publish(self._client, event)
 
     async def _publish_camera(self) -> None:
@@ -186,15 +192,10 @@ class EyesService:
             await self._publish(Activity(device_id=device_id, sensor="camera", state="idle"))
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    """`pendant service eyes`: READY once the models are loaded and warm and the bus is up."""
-    from pendant.core.supervise import supervise_main
-
+def component(config: Config, config_path: Path | None) -> EyesService:
+    """The eyes, their models loaded and warm (`pendant.app.services`); a first frame's
+    inference is slow, and should not be the wearer's."""
     notify.starting("loading the eyes' models")
     service = EyesService(config)
     service.warm_up(notify.starting)
-
-    def ready() -> None:
-        notify.ready(f"looking on request ({type(service.eyes.detector).__name__})")
-
-    await supervise_main(service.run(on_ready=ready), service.heartbeat)
+    return service

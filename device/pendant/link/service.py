@@ -39,7 +39,8 @@ at once when the intents it can send change (the phone sent sentences with a new
 event entity must list it, or Home Assistant drops its events); intents also go out as Home
 Assistant events on `pendant/<id>/event`.
 
-`pendant service link` runs the link alone, as the `pendant-link` unit does.
+`pendant service link` runs the link alone, as the `pendant-link` unit does (`component`).
+It is ready once subscribed on the bus: an event published there from then on is relayed.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pendant.core import bus
+from pendant.core import systemd as notify
 from pendant.core.config import Config
 from pendant.core.events import (
     Battery,
@@ -71,7 +73,7 @@ from pendant.core.events import (
     Status,
     Transcript,
 )
-from pendant.core.systemd import Heartbeats
+from pendant.core.supervise import Ready, unobserved
 from pendant.core.vocabulary import PhoneSentences, Vocabulary
 from pendant.link import command_errors as link_commands
 from pendant.link import commands, discovery, hermes
@@ -114,6 +116,16 @@ UNKNOWN_SETS = "your own sentences are not heard: the link has no record of them
 
 
 class Link:
+    """The link between the device's bus and the outside brokers.
+
+    A component (`pendant.core.supervise.Component`): ready once subscribed on the bus. A bus
+    it cannot reach is retried, not fatal; but at start, `ready_within_s` bounds the wait, so
+    a link that cannot start (a bad password file, say) says so rather than wait for ever.
+    """
+
+    name = "link"
+    ready_within_s = 60.0
+
     def __init__(self, config: Config) -> None:
         self.config = config
         link = config.link
@@ -170,7 +182,6 @@ class Link:
         self.state = DeviceState(config.device_id)
         self.connected = primary.connected
         """Connected to the home broker (or the one outside broker)."""
-        self.bus_ready = asyncio.Event()
         self.outside_state: OutsideState = "connecting"
         """Where the link stands with the home broker (or the one outside broker), for the
         bus's `link_state`."""
@@ -192,7 +203,7 @@ class Link:
         self._ha_online = False
         """Home Assistant came online since the last announcement: spread out (`_reannounce`)."""
         self._tls = tls_context(config.link)
-        self.heartbeat = Heartbeats(*(side.heartbeat for side in self.sides))
+        self.heartbeat = notify.Heartbeats(*(side.heartbeat for side in self.sides))
         """Every side's sender, as old as the stalest (`pendant.link.sender`, the watchdog)."""
 
     @property
@@ -257,17 +268,20 @@ class Link:
                 out.append((f"{base}/say", event.to_json(), False))
         return out
 
-    async def run(self) -> None:
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Until cancelled; `ready` once subscribed on the bus (the outside brokers may still
+        be out of reach: their events wait in the outbox)."""
         try:
-            await race(self._from_bus(), *(self._to_outside(side) for side in self.sides))
+            await race(self._from_bus(ready), *(self._to_outside(side) for side in self.sides))
         finally:
             for side in self.sides:
                 side.outbox.close()
 
     # -- the bus side ----------------------------------------------------------------------
 
-    async def _from_bus(self) -> None:
+    async def _from_bus(self, ready: Ready) -> None:
         backoff = Backoff("bus")
+        said_ready = False
         while True:
             # A link that dies (crash, OOM kill) must not leave "connected" for the body's
             # LED: the broker then says "connecting" for it until a link is back.
@@ -287,7 +301,9 @@ class Link:
                     # The eyes' intents: the gate takes them from this topic alone.
                     eyes = bus.EYES_INTENT_TOPIC
                     await client.subscribe(eyes, qos=bus.QOS, timeout=TIMEOUT_S)
-                    self.bus_ready.set()
+                    if not said_ready:  # once: a reconnect is no new start
+                        said_ready = True
+                        ready("relaying")
                     backoff.ok()
                     await race(self._bus_in(client), self._bus_out(client), self._bus_state(client))
             except aiomqtt.MqttError as exc:
@@ -568,3 +584,14 @@ class Link:
         event = self.gate.admit_own(error.to_json())
         if event is not None:
             self._queue_out(event)
+
+
+def component(config: Config, config_path: Path | None) -> Link:
+    """The link as its unit runs it (`pendant.app.services`)."""
+    link = Link(config)
+    # The watchdog is fed by the senders' progress, not by the loop turning (see
+    # pendant.link.sender): an idle sender reads its queue again well within the interval.
+    interval_s = notify.watchdog_interval_s()
+    if interval_s:
+        link.check_s = min(link.check_s, interval_s / 4)
+    return link

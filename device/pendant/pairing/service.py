@@ -55,7 +55,6 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -77,6 +76,7 @@ from pendant.core.events import (
     PairingWindow,
     parse_event,
 )
+from pendant.core.supervise import Ready, unobserved
 from pendant.pairing.accounts import pair, revoke
 from pendant.setup.provision import PHONE_PREFIX, Layout
 
@@ -104,14 +104,21 @@ def peer_pid(sock: socket.socket | None) -> int | None:
 
 
 class PairingService:
-    """The pairing window on the bus. `root`: the filesystem root provisioning writes under."""
+    """The pairing window on the bus. `root`: the filesystem root provisioning writes under.
+
+    A component (`pendant.core.supervise.Component`): ready once on the bus with what a
+    previous run left behind cleared.
+    """
+
+    name = "pairing"
 
     def __init__(self, config: Config, root: Path = Path("/")) -> None:
         self.config = config
         self.root = Path(root)
         self.layout = Layout(self.root.resolve())
         self.heartbeat = notify.Heartbeat()
-        self.ready = asyncio.Event()
+        self.started = False
+        """Once ready: a bus outage from then on is waited out, not an error."""
         # The live offer's account name (without phone-) and when it expires (monotonic).
         self.open_name: str | None = None
         self.deadline_s: float | None = None
@@ -131,8 +138,9 @@ class PairingService:
     def pending_file(self) -> Path:
         return self.layout.etc / PENDING_NAME
 
-    async def run(self, on_ready: Callable[[], object] | None = None) -> None:
-        """Until cancelled (or the bus fails at start). Revokes what a previous run left open.
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Until cancelled (or the bus fails at start). Revokes what a previous run left open,
+        then says `ready`.
 
         Once ready, a bus outage does not end it: it reconnects, and an open window stays open
         (until its deadline), its offer published again, so that a phone that took the offer
@@ -141,10 +149,10 @@ class PairingService:
         failures = 0
         while True:
             try:
-                await self._connected(on_ready)
+                await self._connected(ready)
             except aiomqtt.MqttError as exc:
                 where = self.config.bus.socket or self.config.bus.host
-                if not self.ready.is_set():
+                if not self.started:
                     raise PendantError(f"bus at {where}: {exc}") from None
                 if failures == 0:  # once per outage
                     log.warning("bus at %s: %s (reconnecting)", where, exc)
@@ -152,10 +160,10 @@ class PairingService:
             await asyncio.sleep(BUS_RETRY_S[min(failures, len(BUS_RETRY_S) - 1)])
             failures += 1
 
-    async def _connected(self, on_ready: Callable[[], object] | None) -> None:
+    async def _connected(self, ready: Ready) -> None:
         async with bus.bus_client(self.config.bus, "pendant-pairing") as client:
             self.broker_pid = peer_pid(client._client.socket())  # type: ignore[arg-type]
-            if self.broker_pid is None and not self.ready.is_set():
+            if self.broker_pid is None and not self.started:
                 log.warning(
                     "bus is not a unix socket: mosquitto cannot be told to reload; after "
                     "each window run `systemctl reload mosquitto`"
@@ -177,10 +185,9 @@ class PairingService:
             inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
             reader = asyncio.create_task(self._read(client, inbox), name="pairing-bus")
             try:
-                if not self.ready.is_set():
-                    self.ready.set()
-                    if on_ready is not None:
-                        on_ready()
+                if not self.started:
+                    self.started = True
+                    ready(f"pairing window closed (opens for {self.config.pairing.window_s:g} s)")
                 await self._main(client, inbox, reader)
             except asyncio.CancelledError:
                 if self.open_name is not None:
@@ -384,13 +391,6 @@ class PairingService:
         await bus.publish(client, status)
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    """`pendant service pairing`: under systemd (READY, watchdog, SIGTERM)."""
-    from pendant.core.supervise import supervise_main
-
-    service = PairingService(config)
-
-    def announce() -> None:
-        notify.ready(f"pairing window closed (opens for {config.pairing.window_s:g} s)")
-
-    await supervise_main(service.run(on_ready=announce), service.heartbeat)
+def component(config: Config, config_path: Path | None) -> PairingService:
+    """The pairing window's service on the device's own filesystem (`pendant.app.services`)."""
+    return PairingService(config)
