@@ -291,16 +291,60 @@ def test_pair_without_a_bus_says_how_to_open_pairing(site: tuple[int, Path], met
 
 
 def test_a_pairing_offer_is_checked_before_it_reaches_a_page() -> None:
+    from pendant.core.events import PairingOffer
     from pendant.web.server import parse_offer
 
-    good = {"type": "pairing_offer", "device_id": "dev", "user": "phone-ab12cd",
-            "fragment": "u=phone-ab12cd&p=x-Y_z&d=dev&w=8884", "expires_ms": 1}  # fmt: skip
+    offer = PairingOffer(device_id="dev", user="phone-ab12cd",
+                         fragment="u=phone-ab12cd&p=x-Y_z&d=dev&w=8884", expires_ms=1)  # fmt: skip
+    good = json.loads(offer.to_json())
     assert parse_offer(json.dumps(good).encode()) is not None
     assert parse_offer(b"") is None  # cleared
     for bad in ({"fragment": 'u=a"><script>'}, {"user": "link"}, {"type": "status"},
-                {"expires_ms": "1"}, {"device_id": "../x"}):  # fmt: skip
+                {"expires_ms": "1"}, {"device_id": "../x"}, {"id": "X" * 32},
+                {"version": 2}, {"timestamp_ms": -1}, {"extra": 1}):  # fmt: skip
         assert parse_offer(json.dumps({**good, **bad}).encode()) is None, bad
     assert parse_offer(b"[" * 5000) is None
+
+
+def test_the_hand_built_pairing_events_are_the_pydantic_ones() -> None:
+    """The web server writes and reads its pairing events without pydantic (its unit's
+    memory): what it writes parses as the components' events, field for field, and what it
+    takes as an offer is one the pydantic model takes too, so the two cannot drift."""
+    from pendant.core import events
+    from pendant.web import server as webserver
+
+    until_ms = time.time_ns() // 1_000_000 + 60_000
+    offer = webserver.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
+    ask = webserver.Ask("a" * 32, "token", 3)
+    request = events.parse_event(json.dumps(webserver.pairing_request(offer, ask)).encode())
+    assert isinstance(request, events.PairingRequest)
+    assert (request.device_id, request.user, request.requester, request.code) == (
+        "dev", "phone-ab12cd", "a" * 32, 3)  # fmt: skip
+    taken = events.parse_event(json.dumps(webserver.pairing_taken(offer)).encode())
+    assert isinstance(taken, events.PairingTaken)
+    assert (taken.device_id, taken.user) == ("dev", "phone-ab12cd")
+
+    # The pairing service's offers, with and without the accepted request, read as sent.
+    for requester in (None, "b" * 32):
+        sent = events.PairingOffer(device_id="dev", user="phone-ab12cd", fragment=offer.fragment,
+                                   expires_ms=until_ms, requester=requester)  # fmt: skip
+        read = webserver.parse_offer(sent.to_json())
+        assert read == webserver.Offer("dev", "phone-ab12cd", offer.fragment, until_ms, requester)
+    # Whatever the web server takes for an offer, the pydantic model takes too.
+    good = json.loads(sent.to_json())
+    variants = [{"user": "phone-"}, {"user": "phone-a-"}, {"fragment": ""},
+                {"fragment": "a" * 1001}, {"fragment": "a b"}, {"requester": "B" * 32},
+                {"requester": 5}, {"expires_ms": 2**53 + 1}, {"expires_ms": 1.5},
+                {"expires_ms": True}, {"device_id": "-x"}, {"device_id": "a" * 33},
+                {"timestamp_ms": 2**53 + 1}, {"version": True}, {"id": "a" * 31}]  # fmt: skip
+    for change in variants:
+        payload = json.dumps({**good, **change}).encode()
+        if webserver.parse_offer(payload) is not None:
+            events.parse_event(payload)  # raises if the web server took what it must not
+    missing = [k for k in good if k != "requester"]
+    for key in missing:
+        payload = json.dumps({k: v for k, v in good.items() if k != key}).encode()
+        assert webserver.parse_offer(payload) is None, key
 
 
 def test_each_asking_address_gets_a_code_of_its_own() -> None:
@@ -328,8 +372,7 @@ def test_each_asking_address_gets_a_code_of_its_own() -> None:
     page = webserver.pair_page(None, full=True).decode()
     assert "too many" in page and "refresh" not in page
     # Reported on the bus with its code, and its page shows it.
-    requests = [webserver._pairing_event("pairing_request", o, requester=a.requester,
-                                         code=a.code) for o, a in desk._requests]  # fmt: skip
+    requests = [webserver.pairing_request(o, a) for o, a in desk._requests]
     for request in requests:
         events.parse_event(json.dumps(request).encode())
     chosen = asks[sources[2]]

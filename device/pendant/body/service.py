@@ -64,19 +64,19 @@ log = logging.getLogger(__name__)
 # The main loop turns at least this often, so the heartbeat proves it alive while idle.
 BEAT_S = 0.5
 SUBSCRIPTIONS = (
-    "status",
-    "camera",
-    "activity",
-    "error",
-    "cmd/identify",
-    "pairing_status",
-    "link_state",
+    bus.topic("status"),
+    bus.topic("camera"),
+    bus.topic("activity"),
+    bus.topic("error"),
+    bus.command_topic("identify"),
+    bus.topic("pairing_status"),
+    bus.topic("link_state"),
     # The answers to the wearer (`feedback`). Only the ears' intents: the eyes' answer a
     # request the wearer already felt (a double press, "read this").
-    "intent",
-    "not_recognized",
-    "cmd/buzz",
-    "cmd/say",
+    bus.topic("intent"),
+    bus.topic("not_recognized"),
+    bus.command_topic("buzz"),
+    bus.command_topic("say"),
 )
 FOLLOWED: tuple[type[Event], ...] = (
     Status,
@@ -141,8 +141,8 @@ class BodyService:
         """Until cancelled (or the bus fails); the pins are released when it returns."""
         try:
             async with bus.bus_client(self.config.bus, "pendant-body") as client:
-                for name in SUBSCRIPTIONS:
-                    await client.subscribe(bus.topic(name), qos=bus.QOS)
+                for topic in SUBSCRIPTIONS:
+                    await client.subscribe(topic, qos=bus.QOS)
                 self.hardware.attach(asyncio.get_running_loop(), self._inbox.put_nowait)
                 # Read after attaching: a flip in between arrives as an edge, not lost.
                 self.indicators.hardware_muted = self.hardware.hardware_muted
@@ -168,8 +168,7 @@ class BodyService:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
         except aiomqtt.MqttError as exc:
-            where = self.config.bus.socket or self.config.bus.host
-            raise PendantError(f"bus at {where}: {exc}") from None
+            raise bus.error(self.config.bus, exc) from None
         finally:
             self.close()
 
@@ -299,7 +298,7 @@ class BodyService:
             self.on_pairing()
 
     async def _command(self, client: aiomqtt.Client, command: Command) -> None:
-        await client.publish(bus.topic(f"cmd/{command.name}"), command.to_json(), qos=bus.QOS)
+        await bus.publish(client, command)
 
     async def _publish_hardware_mute(self, client: aiomqtt.Client) -> None:
         muted = self.indicators.hardware_muted

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pendant.core import wire
 from pendant.core.errors import ConfigError
 from pendant.core.names import (
     ENTITY_ID_MAX_CHARS,
@@ -616,7 +617,7 @@ class EyesConfig(_Strict):
 class Config(_Strict):
     device_id: str = Field(
         "pendant",
-        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        pattern=wire.DEVICE_ID_PATTERN,
         description="Names this pendant in every topic; lowercase letters, digits, '-'.",
     )
     language: Literal["en"] = Field("en", description="Language of speech and sentences.")

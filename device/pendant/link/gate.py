@@ -82,7 +82,7 @@ from typing import Any
 
 import jsonschema
 
-from pendant.core import bus
+from pendant.core import bus, wire
 from pendant.core import state as durable
 from pendant.core.events import (
     EYES_INTENTS,
@@ -309,7 +309,7 @@ class Gate:
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         phone: PhoneSentences | None = None,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Callable[[], int] = wire.now_ms,
         id_key: bytes | None = None,
     ) -> None:
         self.vocabulary = vocabulary
