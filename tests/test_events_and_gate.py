@@ -15,6 +15,7 @@ from pendant.core.events import (
     EventError,
     Intent,
     LinkState,
+    Mic,
     NotRecognized,
     Say,
     Slot,
@@ -110,7 +111,7 @@ def test_a_say_leaves_only_as_the_links_own_never_off_the_bus() -> None:
     blob = Say(device_id="p", text="UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQ")
     assert gate.admit_own(blob.to_json()) is None
     assert gate.dropped["blob"] == 1
-    assert sorted(LINK_OWN) == ["say"] and not BUS_NAMES & LINK_OWN
+    assert sorted(LINK_OWN) == ["say", "status"] and not BUS_NAMES & LINK_OWN
     assert sorted(BUS_NAMES | LINK_OWN) == sorted(PUBLIC_NAMES)
 
 
@@ -266,3 +267,17 @@ def test_one_builder_makes_every_mqtt_client() -> None:
         assert over_tcp.identifier == "x"  # no password: nothing to tag it with
 
     asyncio.run(check())
+
+
+def test_the_device_status_is_the_links_own_the_mic_reports_its_part() -> None:
+    """`Status` means the whole device, outside: only the link makes it (from `Mic`, `Camera`,
+    `Battery`); one taken off the bus is refused, whoever wrote it, while the ears' `Mic`
+    passes on its own topic."""
+    gate = demo_gate()
+    forged = Status(device_id="p", state="ready", battery_pct=100, camera_muted=False)
+    assert gate.admit(forged.to_json(), bus.topic("status")) is None
+    assert gate.dropped["source"] == 1
+    mic = Mic(device_id="p", state="ready", muted=True)
+    assert bus.topic_of(mic) == "pendant-bus/mic" and "mic" in bus.RETAINED
+    assert gate.admit(mic.to_json(), bus.topic("mic")) is not None
+    assert "status" in LINK_OWN and "mic" in BUS_NAMES and "status" not in BUS_NAMES

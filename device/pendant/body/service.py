@@ -3,7 +3,7 @@
 Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pairing_window`
 (very long hold: open the pairing window, or close it if open), `pairing_confirm` (while the
 window is open, how many short presses the wearer made in a row: the code their phone shows),
-`hardware_mute` (retained: the switch), `battery`. In: `status` and `camera` (the mute state
+`hardware_mute` (retained: the switch), `battery`. In: `mic` and `camera` (the mute state
 as enforced), `activity` (the sensors at work), `error`, `cmd/identify`, `pairing_status`
 (retained: the window as the pairing service keeps it), `link_state` (retained: where the
 link stands with the home broker, for setting up, no Wi-Fi, no broker, ready), and for the
@@ -52,11 +52,11 @@ from pendant.core.events import (
     HardwareMute,
     Intent,
     LinkState,
+    Mic,
     NotRecognized,
     PairingConfirm,
     PairingStatus,
     PairingWindow,
-    Status,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 # The main loop turns at least this often, so the heartbeat proves it alive while idle.
 BEAT_S = 0.5
 SUBSCRIPTIONS = (
-    bus.topic("status"),
+    bus.topic("mic"),
     bus.topic("camera"),
     bus.topic("activity"),
     bus.topic("error"),
@@ -79,7 +79,7 @@ SUBSCRIPTIONS = (
     bus.command_topic("say"),
 )
 FOLLOWED: tuple[type[Event], ...] = (
-    Status,
+    Mic,
     Camera,
     Activity,
     Error,

@@ -149,11 +149,29 @@ class Transcript(Event):
     session_id: HexId = Field(default_factory=wire.new_id)
 
 
+# What the ears are doing, as `Mic` says on the bus and `Status` outside.
+EarsState = Literal["starting", "ready", "listening", "muted", "stopping"]
+
+
+class Mic(Event):
+    """Internal, retained on the bus: the ears' part of the device's status, the mic's mute
+    state as they enforce it and what they are doing. The body's LED follows it; the link
+    folds it with the eyes' `Camera` and the body's `Battery` into the one `Status` it
+    publishes outside (`pendant.link.status`)."""
+
+    type: Literal["mic"] = "mic"
+    state: EarsState
+    muted: bool = False
+    asr_backend: AsrBackend | None = None
+
+
 class Status(Event):
-    """What the pendant is doing; retained on the outside broker."""
+    """What the whole pendant is doing; retained on the outside broker. Made by the link alone
+    from what the ears (`Mic`), the eyes (`Camera`) and the body (`Battery`) report: never on
+    the bus."""
 
     type: Literal["status"] = "status"
-    state: Literal["starting", "ready", "listening", "muted", "stopping"]
+    state: EarsState
     mic_muted: bool = False
     camera_muted: bool = False
     asr_backend: AsrBackend | None = None
@@ -476,6 +494,7 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     NotRecognized,
     Transcript,
     Status,
+    Mic,
     Error,
     Battery,
     Scene,
@@ -484,7 +503,8 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Say,
 )
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
-"""The type names of the events that may leave the device (through the link's gate)."""
+"""The type names of the events the link's gate admits: those that leave the device, and the
+parts (`Mic`, `Camera`, `Battery`) it folds into the `Status` it publishes."""
 
 
 class EventError(ValueError):

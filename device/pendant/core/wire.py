@@ -118,7 +118,7 @@ QOS = 1
 # link keeps one command retained too, the area (`pendant-bus/cmd/area`, commands.STATES).
 RETAINED = frozenset(
     {
-        "status",
+        "mic",
         "camera",
         "hardware_mute",
         "sentences",
