@@ -33,9 +33,9 @@ from pendant.core.events import (
     Event,
     Intent,
     LinkState,
+    Mic,
     NotRecognized,
     PairingStatus,
-    Status,
 )
 from pendant.core.supervise import Readiness
 
@@ -208,10 +208,10 @@ def test_the_led_says_setting_up_no_wifi_no_broker_then_ready(broker: LocalBroke
 
             await link("connecting", "setting_up")
             await link("no_network", "no_network")
-            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await w.send(Mic(device_id=DEV, state="muted", muted=True))
             await eventually(lambda: service.led_pattern == "muted", "the muted glow wins")
             await link("no_broker", "muted")
-            await w.send(Status(device_id=DEV, state="ready"))
+            await w.send(Mic(device_id=DEV, state="ready"))
             await eventually(lambda: service.led_pattern == "no_broker", "LED: no broker")
             await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))
             await eventually(lambda: service.led_pattern == "listening", "the mic open wins")
@@ -295,7 +295,7 @@ def test_long_hold_toggles_the_mute_from_the_state_the_bus_reports(broker: Local
             assert service.haptic.history == ["short", "short", "short"]  # talk, armed, toggled
 
             # The ears say they muted: the LED says so, and the next long hold unmutes.
-            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await w.send(Mic(device_id=DEV, state="muted", muted=True))
             await eventually(lambda: service.led_pattern == "muted", "LED muted")
             start = len(w.seen)
             await pins.hold(HOLD["long_hold_s"] + MARGIN_S)
@@ -303,7 +303,7 @@ def test_long_hold_toggles_the_mute_from_the_state_the_bus_reports(broker: Local
             assert (cmd["mic"], cmd["camera"]) == (False, False)
 
             # A camera muted by the phone counts as muted too: the toggle unmutes both.
-            await w.send(Status(device_id=DEV, state="ready", mic_muted=False))
+            await w.send(Mic(device_id=DEV, state="ready", muted=False))
             await w.send(Camera(device_id=DEV, muted=True))
             await eventually(lambda: service.indicators.camera_muted, "camera muted seen")
             start = len(w.seen)
@@ -446,7 +446,7 @@ def test_hardware_mute_is_retained_and_cannot_be_lifted_by_the_gesture(
             assert cmd["mic"] is True
 
             # Software muted too: the gesture would unmute, and the switch forbids it.
-            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await w.send(Mic(device_id=DEV, state="muted", muted=True))
             await eventually(lambda: service.indicators.mic_muted, "status seen")
             start = len(w.seen)
             history = len(service.haptic.history)
@@ -505,10 +505,10 @@ def test_led_follows_activity_mute_battery_and_identify(
             await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))
             await eventually(lambda: service.led_pattern == "listening", "listening again")
 
-            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await w.send(Mic(device_id=DEV, state="muted", muted=True))
             await eventually(lambda: service.led_pattern == "muted", "muted over listening")
             assert 0 < led.state < 0.5
-            await w.send(Status(device_id=DEV, state="ready"))
+            await w.send(Mic(device_id=DEV, state="ready"))
             await eventually(lambda: service.led_pattern == "listening", "unmuted")
 
             # An error flashes briefly, then the LED goes back to what it showed.
@@ -589,7 +589,7 @@ def test_buzz_and_say_commands_call_the_wearer_whatever_the_mute(broker: LocalBr
             await w.send(Command(device_id=DEV, name="buzz"), buzz)
             await eventually(buzzed(service, "understood", "attention"), "attention by default")
 
-            await w.send(Status(device_id=DEV, state="muted", mic_muted=True))
+            await w.send(Mic(device_id=DEV, state="muted", muted=True))
             await eventually(lambda: service.led_pattern == "muted", "muted")
             say = Command(device_id=DEV, name="say", text="dinner is ready")
             await w.send(say, bus.topic("cmd/say"))

@@ -310,7 +310,7 @@ def test_a_restarted_ears_stays_muted(
         second_source = WavSource(cfg.audio, [wav])
         second = ears_service.EarsService(cfg, source=second_source)
         async with bus.bus_client(cfg.bus, "test-spy") as spy:
-            await spy.subscribe(bus.topic("status"), qos=1)
+            await spy.subscribe(bus.topic("mic"), qos=1)
             run = asyncio.create_task(second.run())
 
             async def collect() -> None:
@@ -330,4 +330,4 @@ def test_a_restarted_ears_stays_muted(
 
     source, statuses = asyncio.run(asyncio.wait_for(muted_then_restarted(), TIMEOUT_S))
     assert source.played_samples == 0
-    assert statuses and all(s["mic_muted"] for s in statuses)
+    assert statuses and all(s["muted"] for s in statuses)

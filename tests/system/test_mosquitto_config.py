@@ -605,11 +605,11 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
         Error,
         Event,
         Intent,
+        Mic,
         NotRecognized,
         Scene,
         Sentences,
         Slot,
-        Status,
         Transcript,
     )
     from pendant.link.gate import BUS_NAMES
@@ -632,7 +632,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
             Intent(device_id=d, name=READ_TEXT, text="best before", confidence=1, slots=[read]),
             NotRecognized(device_id=d),
             Transcript(device_id=d, text="turn on the lights", confidence=1),
-            Status(device_id=d, state="ready"),
+            Mic(device_id=d, state="ready"),
             Error(device_id=d, reason="pairing refused"),
             Battery(device_id=d, pct=50),
             Scene(device_id=d, trigger="capture", face_count=1),
@@ -688,7 +688,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
     got = sorted((u, t, e.type) for u, t, e in sends if e.id in passed)
     want = sorted((u, t, e.type) for u, t, e in sends if t == bus.topic_of(e))
     assert got == want
-    # One owner a type: the ears say intents, transcripts, not_recognized, status and
+    # One owner a type: the ears say intents, transcripts, not_recognized, mic and
     # sentences; the eyes scenes, camera and what the camera read; the body the battery; the
     # pairing service errors (the link's own never go on the bus).
     owners = {(t, u) for u, t, _ in want}

@@ -31,7 +31,7 @@ from pendant.app.local_broker import LocalBroker, free_port
 from pendant.core import bus
 from pendant.core import systemd as notify
 from pendant.core.config import BusConfig, LinkConfig, load_config
-from pendant.core.events import Status
+from pendant.core.events import Mic
 from pendant.setup.provision import Provisioned
 from tests.conftest import DEMO_CONFIG, speech_files
 from tests.support.mosquitto_support import Client, _provision_for_test, endpoint, running
@@ -435,7 +435,7 @@ async def link_lifecycle(
         ) as viewer:
             await viewer.subscribe(status_topic, qos=1)
             async with bus.bus_client(watcher_bus_config(bus_broker), "test-ears") as ears:
-                await bus.publish(ears, Status(device_id=device_id, state="ready"))
+                await bus.publish(ears, Mic(device_id=device_id, state="ready"))
 
             async def first_status() -> dict[str, object]:
                 async for message in viewer.messages:
@@ -509,7 +509,7 @@ async def link_with_a_broken_outbox(
             db.commit()
         # Something to send, which the sender can no longer read back.
         async with bus.bus_client(watcher_bus_config(bus_broker), "test-ears") as ears:
-            await bus.publish(ears, Status(device_id=device_id, state="ready"))
+            await bus.publish(ears, Mic(device_id=device_id, state="ready"))
         await asyncio.sleep(2 * LINK_WATCHDOG_USEC / 1_000_000)  # the last beat goes stale
         notify_socket.drain()
         after = await pings_within(notify_socket, LINK_QUIET_S)

@@ -58,10 +58,10 @@ from pendant.core.events import (
     Camera,
     Event,
     Intent,
+    Mic,
     NotRecognized,
     Scene,
     Slot,
-    Status,
     parse_event,
 )
 from pendant.core.model_cache import model_path
@@ -480,7 +480,7 @@ def test_the_companion_app_pairs_shows_intents_mutes_and_is_revoked(tmp_path: Pa
         body = StandIn(prov.socket, "body", prov.password("body"))
         try:
             _wait(lambda: link_ready(link), "the link connected")
-            ears.publish(Status(device_id=DEVICE, state="ready", mic_muted=False))
+            ears.publish(Mic(device_id=DEVICE, state="ready", muted=False))
             eyes.publish(Camera(device_id=DEVICE, muted=False))
             body.publish(Battery(device_id=DEVICE, pct=87))
 
@@ -588,7 +588,7 @@ def _companion(
     assert (command["name"], command["mic"]) == ("mute", True)
     assert eyes.command()["mic"] is True
     assert page("attr", selector="#mic", name="aria-checked") == "false"
-    ears.publish(Status(device_id=DEVICE, state="muted", mic_muted=True))
+    ears.publish(Mic(device_id=DEVICE, state="muted", muted=True))
     body.publish(Battery(device_id=DEVICE, pct=86))
     page("wait_attr", selector="#mic", name="aria-checked", value="true")
     page("wait_text", selector="#battery", text="86 %")
@@ -596,7 +596,7 @@ def _companion(
     page("click", selector="#mic")
     assert ears.command()["mic"] is False
     eyes.command()
-    ears.publish(Status(device_id=DEVICE, state="ready", mic_muted=False))
+    ears.publish(Mic(device_id=DEVICE, state="ready", muted=False))
     page("wait_attr", selector="#mic", name="aria-checked", value="false")
 
     # The camera switch follows the eyes' Camera event, folded into the status; a muted

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
+from pendant.core import mqtt
 from pendant.core.config import Config
-from pendant.core.mqtt import Client
 from pendant.ears.audio.wav import WavSource
 
 DELIVERY_TIMEOUT_S = 5.0
@@ -58,8 +58,11 @@ async def listen(config: Config, files: Sequence[Path], out=sys.stdout) -> int:
         cfg = simulated(config, bus, home, realtime=False)
         pendant = Pendant(cfg, source=WavSource(cfg.audio, files), parts=("ears", "link"))
         received = 0
-        async with Client(
-            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+        async with mqtt.client(
+            host="127.0.0.1",
+            port=home.port or 0,
+            username="viewer",
+            password=home.password("viewer"),
         ) as viewer:
             await viewer.subscribe(f"{pendant.link.base_topic}/intent/#", qos=1)
 

@@ -48,9 +48,9 @@ from pendant.core.events import (
     Error,
     Event,
     LinkState,
+    Mic,
     OutsideState,
     PairingStatus,
-    Status,
 )
 
 ANSWERS = tuple(name + suffix for name in LED_ONCE for suffix in ("", SENSING))
@@ -115,8 +115,8 @@ class Indicators:
         return self.software_muted or self.hardware_muted
 
     def apply(self, event: Event, now_s: float) -> None:
-        if isinstance(event, Status):
-            self.mic_muted = event.mic_muted
+        if isinstance(event, Mic):
+            self.mic_muted = event.muted
         elif isinstance(event, Camera):
             self.camera_muted = event.muted
         elif isinstance(event, Activity):

@@ -3,7 +3,7 @@
 Out: `button` (talk), `cmd/capture` (double press), `cmd/mute` (long hold), `pairing_window`
 (very long hold: open the pairing window, or close it if open), `pairing_confirm` (while the
 window is open, how many short presses the wearer made in a row: the code their phone shows),
-`hardware_mute` (retained: the switch), `battery`. In: `status` and `camera` (the mute state
+`hardware_mute` (retained: the switch), `battery`. In: `mic` and `camera` (the mute state
 as enforced), `activity` (the sensors at work), `error`, `cmd/identify`, `pairing_status`
 (retained: the window as the pairing service keeps it), `link_state` (retained: where the
 link stands with the home broker, for setting up, no Wi-Fi, no broker, ready), and for the
@@ -52,11 +52,11 @@ from pendant.core.events import (
     HardwareMute,
     Intent,
     LinkState,
+    Mic,
     NotRecognized,
     PairingConfirm,
     PairingStatus,
     PairingWindow,
-    Status,
 )
 from pendant.core.supervise import Ready, unobserved
 
@@ -65,22 +65,22 @@ log = logging.getLogger(__name__)
 # The main loop turns at least this often, so the heartbeat proves it alive while idle.
 BEAT_S = 0.5
 SUBSCRIPTIONS = (
-    "status",
-    "camera",
-    "activity",
-    "error",
-    "cmd/identify",
-    "pairing_status",
-    "link_state",
+    bus.topic("mic"),
+    bus.topic("camera"),
+    bus.topic("activity"),
+    bus.topic("error"),
+    bus.command_topic("identify"),
+    bus.topic("pairing_status"),
+    bus.topic("link_state"),
     # The answers to the wearer (`feedback`). Only the ears' intents: the eyes' answer a
     # request the wearer already felt (a double press, "read this").
-    "intent",
-    "not_recognized",
-    "cmd/buzz",
-    "cmd/say",
+    bus.topic("intent"),
+    bus.topic("not_recognized"),
+    bus.command_topic("buzz"),
+    bus.command_topic("say"),
 )
 FOLLOWED: tuple[type[Event], ...] = (
-    Status,
+    Mic,
     Camera,
     Activity,
     Error,
@@ -147,8 +147,8 @@ class BodyService:
         once the pins are attached and the switch's state published."""
         try:
             async with bus.bus_client(self.config.bus, "pendant-body") as client:
-                for name in SUBSCRIPTIONS:
-                    await client.subscribe(bus.topic(name), qos=bus.QOS)
+                for topic in SUBSCRIPTIONS:
+                    await client.subscribe(topic, qos=bus.QOS)
                 self.hardware.attach(asyncio.get_running_loop(), self._inbox.put_nowait)
                 # Read after attaching: a flip in between arrives as an edge, not lost.
                 self.indicators.hardware_muted = self.hardware.hardware_muted
@@ -173,8 +173,7 @@ class BodyService:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
         except aiomqtt.MqttError as exc:
-            where = self.config.bus.socket or self.config.bus.host
-            raise PendantError(f"bus at {where}: {exc}") from None
+            raise bus.error(self.config.bus, exc) from None
         finally:
             self.close()
 
@@ -304,7 +303,7 @@ class BodyService:
             self.on_pairing()
 
     async def _command(self, client: aiomqtt.Client, command: Command) -> None:
-        await client.publish(bus.topic(f"cmd/{command.name}"), command.to_json(), qos=bus.QOS)
+        await bus.publish(client, command)
 
     async def _publish_hardware_mute(self, client: aiomqtt.Client) -> None:
         muted = self.indicators.hardware_muted

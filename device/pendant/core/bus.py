@@ -11,15 +11,16 @@ its words off as read by the camera.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from pendant.core.events import EYES_INTENTS, Event, EventError, Intent, parse_event
+from pendant.core import mqtt
+from pendant.core.errors import BusError
+from pendant.core.events import EYES_INTENTS, Command, Event, EventError, Intent, parse_event
 from pendant.core.mqtt import Client, private_client_id, read_secret
-from pendant.core.wire import EYES_INTENT_TOPIC, PREFIX, QOS, RETAINED, topic
+from pendant.core.wire import EYES_INTENT_TOPIC, PREFIX, QOS, RETAINED, command_topic, topic
 
 if TYPE_CHECKING:
     from pendant.core.config import BusConfig
@@ -33,6 +34,8 @@ __all__ = [
     "RETAINED",
     "Client",
     "bus_client",
+    "command_topic",
+    "error",
     "events",
     "private_client_id",
     "publish",
@@ -43,9 +46,12 @@ __all__ = [
 
 
 def topic_of(event: Event) -> str:
-    """The topic `event` is published on: its type's, but the eyes' own for their intents."""
+    """The topic `event` is published on: its type's, but the eyes' own for their intents
+    and its own command's for a command (`command_topic`), where the components read it."""
     if isinstance(event, Intent) and event.name in EYES_INTENTS:
         return EYES_INTENT_TOPIC
+    if isinstance(event, Command):
+        return command_topic(event.name)
     return topic(event.type)
 
 
@@ -56,14 +62,11 @@ def bus_client(
     The broker sees `client_id` made private to this login (`private_client_id`). `will`:
     what the broker publishes (retained, if its type is) when this client dies unannounced."""
     password = read_secret(config.password_file, "bus.password_file")
-    where: dict[str, object] = (
-        {"hostname": os.fspath(config.socket), "port": 1883, "transport": "unix"}
-        if config.socket
-        else {"hostname": config.host, "port": config.port}
-    )
-    return Client(
-        **where,  # type: ignore[arg-type]
-        identifier=private_client_id(client_id, password),
+    return mqtt.client(
+        socket=config.socket,
+        host=config.host,
+        port=config.port,
+        client_id=client_id,
         username=config.username,
         password=password,
         clean_session=not persistent,
@@ -73,7 +76,18 @@ def bus_client(
     )
 
 
+def error(config: BusConfig, exc: aiomqtt.MqttError) -> BusError:
+    """The one-line `BusError` for a component whose bus failed (`mqtt.unreachable`), naming
+    the config's settings to check."""
+    if config.socket:
+        where, running = str(config.socket), "is mosquitto running? systemctl status mosquitto"
+    else:
+        where, running = f"{config.host}:{config.port}", "check bus.host and bus.port"
+    return mqtt.unreachable(exc, where, "bus.username and bus.password_file", running)
+
+
 async def publish(client: aiomqtt.Client, event: Event) -> None:
+    """Publish `event` on its topic (`topic_of`) at QoS 1, retained if its type is a state."""
     retain = event.type in RETAINED
     await client.publish(topic_of(event), event.to_json(), qos=QOS, retain=retain)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pendant.core import wire
 from pendant.core.backends import (
     AUDIO_SOURCES,
     CAMERAS,
@@ -628,7 +629,7 @@ class EyesConfig(_Strict):
 class Config(_Strict):
     device_id: str = Field(
         "pendant",
-        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        pattern=wire.DEVICE_ID_PATTERN,
         description="Names this pendant in every topic; lowercase letters, digits, '-'.",
     )
     language: Literal["en"] = Field("en", description="Language of speech and sentences.")

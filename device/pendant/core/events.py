@@ -12,13 +12,12 @@ that pick one pendant among several) and the type's own fields. Never binary dat
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pendant.core import wire
 from pendant.core.backends import RECOGNIZERS
 from pendant.core.names import (
     ENTITY_ID_MAX_CHARS,
@@ -27,13 +26,15 @@ from pendant.core.names import (
     NAME_PATTERN,
 )
 
-MAX_EVENT_BYTES = 8192
+MAX_EVENT_BYTES = wire.MAX_EVENT_BYTES
 SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
 
 Text = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
 ShortText = Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
 IntentName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
-DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+DeviceId = Annotated[str, Field(pattern=wire.DEVICE_ID_PATTERN)]
+# An event's id, a session's, a pairing request's: random, so a consumer can drop duplicates.
+HexId = Annotated[str, Field(pattern=wire.HEX_ID_PATTERN)]
 SayText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 # What `cmd/buzz` may ask the body to play (its patterns: pendant.body.feedback). Not "confirm":
 # that one means "an action heard waits for your tap", and a tap after a buzz sent from outside
@@ -43,10 +44,9 @@ CommandName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")]
 # As config.Name: an area command carries one of home.areas, as the config spells it.
 AreaName = Annotated[str, Field(min_length=1, max_length=NAME_MAX_CHARS, pattern=NAME_PATTERN)]
 EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_ID_PATTERN)]
-# Unix epoch ms: JSON numbers every consumer reads exactly (JavaScript's safe integers), and
-# what SQLite's INTEGER holds. Unbounded, 10**30 from a rogue service would crash the link's
-# outbox, and a 4000-digit number is 1.6 KB of anything.
-EpochMs = Annotated[int, Field(ge=0, le=2**53)]
+# Unix epoch ms, bounded (wire.EPOCH_MS_MAX): unbounded, 10**30 from a rogue service would
+# crash the link's outbox, and a 4000-digit number is 1.6 KB of anything.
+EpochMs = Annotated[int, Field(ge=0, le=wire.EPOCH_MS_MAX)]
 # The ears' recognisers, from their table in core (as config.AsrConfig.backend), so the link
 # need not import the ears.
 AsrBackend = Literal[RECOGNIZERS.names]
@@ -61,22 +61,17 @@ SEEN_OBJECTS = "SeenObjects"
 EYES_INTENTS = frozenset({READ_TEXT, SEEN_OBJECTS})
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Event(BaseModel):
+    """The envelope every event shares (`pendant.core.wire.ENVELOPE`, which the web server
+    builds by hand with `wire.envelope`); each type adds its own fields."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
-    version: Literal[1] = 1
-    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    version: Literal[1] = wire.VERSION
+    id: HexId = Field(default_factory=wire.new_id)
     device_id: DeviceId
-    timestamp_ms: EpochMs = Field(default_factory=_now_ms)
+    timestamp_ms: EpochMs = Field(default_factory=wire.now_ms)
 
     registry: ClassVar[dict[str, type[Event]]] = {}
 
@@ -128,7 +123,7 @@ class Intent(Event):
     text: Text = Field(description="The sentence recognised, lowercase words.")
     confidence: Annotated[float, Field(ge=0, le=1)]
     slots: Annotated[list[Slot], Field(max_length=16)] = Field(default_factory=list)
-    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    session_id: HexId = Field(default_factory=wire.new_id)
     loudness_dbfs: Annotated[float, Field(ge=-120, le=0)] | None = Field(
         None, description="Speech level, for a hub choosing between pendants."
     )
@@ -143,7 +138,7 @@ class NotRecognized(Event):
     type: Literal["not_recognized"] = "not_recognized"
     text: Text | None = Field(None, description="Only in press-to-talk mode, where it was meant.")
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
-    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    session_id: HexId = Field(default_factory=wire.new_id)
 
 
 class Transcript(Event):
@@ -152,14 +147,32 @@ class Transcript(Event):
     type: Literal["transcript"] = "transcript"
     text: Text
     confidence: Annotated[float, Field(ge=0, le=1)]
-    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(default_factory=_new_id)
+    session_id: HexId = Field(default_factory=wire.new_id)
+
+
+# What the ears are doing, as `Mic` says on the bus and `Status` outside.
+EarsState = Literal["starting", "ready", "listening", "muted", "stopping"]
+
+
+class Mic(Event):
+    """Internal, retained on the bus: the ears' part of the device's status, the mic's mute
+    state as they enforce it and what they are doing. The body's LED follows it; the link
+    folds it with the eyes' `Camera` and the body's `Battery` into the one `Status` it
+    publishes outside (`pendant.link.status`)."""
+
+    type: Literal["mic"] = "mic"
+    state: EarsState
+    muted: bool = False
+    asr_backend: AsrBackend | None = None
 
 
 class Status(Event):
-    """What the pendant is doing; retained on the outside broker."""
+    """What the whole pendant is doing; retained on the outside broker. Made by the link alone
+    from what the ears (`Mic`), the eyes (`Camera`) and the body (`Battery`) report: never on
+    the bus."""
 
     type: Literal["status"] = "status"
-    state: Literal["starting", "ready", "listening", "muted", "stopping"]
+    state: EarsState
     mic_muted: bool = False
     camera_muted: bool = False
     asr_backend: AsrBackend | None = None
@@ -203,8 +216,8 @@ class Scene(Event):
     face_count: Annotated[int, Field(ge=0, le=100)] = 0
     text: Text | None = Field(None, description="Text read by OCR, lines joined by newlines.")
     labels: Annotated[list[Label], Field(max_length=20)] = Field(default_factory=list)
-    session_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
-        default_factory=_new_id, description="The spoken intent's session, when one asked."
+    session_id: HexId = Field(
+        default_factory=wire.new_id, description="The spoken intent's session, when one asked."
     )
 
 
@@ -257,11 +270,10 @@ class LinkState(Event):
     )
 
 
-PhoneUser = Annotated[str, Field(pattern=r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")]
-# The pairing link's fragment, percent-encoded (`u=...&p=...&d=...&w=...`): nothing that could
-# break out of an HTML attribute or a URL.
+PhoneUser = Annotated[str, Field(pattern=wire.PHONE_USER_PATTERN)]
+# The pairing link's fragment (wire.FRAGMENT_PATTERN).
 LinkFragment = Annotated[
-    str, Field(min_length=1, max_length=1000, pattern=r"^[A-Za-z0-9%=&._~-]+$")
+    str, Field(min_length=1, max_length=wire.FRAGMENT_MAX_CHARS, pattern=wire.FRAGMENT_PATTERN)
 ]
 
 
@@ -276,7 +288,7 @@ class PairingWindow(Event):
 
 
 # Names one phone's request at /pair (random, made by the web server), never its address.
-RequestId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+RequestId = HexId
 
 
 class PairingStatus(Event):
@@ -483,6 +495,7 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     NotRecognized,
     Transcript,
     Status,
+    Mic,
     Error,
     Battery,
     Scene,
@@ -491,7 +504,8 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Say,
 )
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
-"""The type names of the events that may leave the device (through the link's gate)."""
+"""The type names of the events the link's gate admits: those that leave the device, and the
+parts (`Mic`, `Camera`, `Battery`) it folds into the `Status` it publishes."""
 
 
 class EventError(ValueError):

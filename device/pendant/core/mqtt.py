@@ -1,7 +1,10 @@
 """The MQTT client every process builds its connections from, and the secrets it logs in with.
 
-No pydantic here: the web server logs in to the bus with these too. `pendant.core.bus` builds a
-component's bus client from its config on top of this.
+No pydantic here: the web server logs in to the bus with these too. `client` is the one place a
+connection's address (a unix socket, or host and port with optional TLS) and login are put
+together; `pendant.core.bus` builds a component's bus client from its config on top of it, the
+link its outside brokers' (`pendant.link.outside`). `unreachable` is the one place a broker's
+failure becomes a `BusError` that names what to fix.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ import hashlib
 import hmac
 import math
 import os
+import ssl
 import stat
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
-from pendant.core.errors import ConfigError
+from pendant.core.errors import BusError, ConfigError
 
 T = TypeVar("T")
 
@@ -81,3 +86,46 @@ class Client(aiomqtt.Client):
                 return await fut
         except TimeoutError:
             raise aiomqtt.MqttError("Operation timed out") from None
+
+
+# The port a unix-socket connection names: paho wants one, mosquitto ignores it.
+SOCKET_PORT = 1883
+# CONNACK codes that refuse the login (MQTT 3.1.1: 4, 5; MQTT 5: 134, 135).
+NOT_AUTHORISED = frozenset({4, 5, 134, 135})
+
+
+def client(
+    *,
+    socket: str | os.PathLike[str] | None = None,
+    host: str | None = None,
+    port: int = SOCKET_PORT,
+    tls_context: ssl.SSLContext | None = None,
+    client_id: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    **options: Any,
+) -> Client:
+    """A `Client` of the broker on unix `socket`, or else at `host`:`port` (with TLS when
+    `tls_context` is given; never over the socket, where there is no network to protect).
+
+    `client_id` is made private to this login (`private_client_id`); None: a random id, as
+    aiomqtt picks. `options` go to aiomqtt as they are (clean_session, will, protocol, ...).
+    """
+    where: dict[str, Any] = (
+        {"hostname": os.fspath(socket), "port": SOCKET_PORT, "transport": "unix"}
+        if socket
+        else {"hostname": host, "port": port, "tls_context": tls_context}
+    )
+    if client_id is not None:
+        options["identifier"] = private_client_id(client_id, password)
+    return Client(**where, username=username, password=password, **options)
+
+
+def unreachable(exc: aiomqtt.MqttError, where: str, login: str, running: str) -> BusError:
+    """`exc` (a broker that failed) as the one-line `BusError` the CLI prints: where, what
+    happened, and what to fix: `login` (the settings to check) when the broker refused the
+    login, `running` (how to bring it up or which address to check) otherwise."""
+    rc = getattr(exc, "rc", None)
+    code = rc.value if isinstance(rc, ReasonCode) else rc
+    fix = f"check {login}" if code in NOT_AUTHORISED else running
+    return BusError(f"bus at {where}: {exc or type(exc).__name__}: {fix}")

@@ -25,8 +25,8 @@ from pendant.core.events import (
     Event,
     HardwareMute,
     Intent,
+    Mic,
     NotRecognized,
-    Status,
     Transcript,
 )
 from pendant.core.systemd import Heartbeat
@@ -429,10 +429,11 @@ class Ears:
                 # Shielded: a cancelled wait must still take the LED out of "confirm".
                 await asyncio.shield(self._activity("idle" if self.muted else "capturing"))
 
-    def _status(self, state: str) -> Status:
-        return Status(
+    def _status(self, state: str) -> Mic:
+        """The ears' part of the device's status (the link folds it into `Status`)."""
+        return Mic(
             device_id=self.config.device_id,
             state=state,  # type: ignore[arg-type]
-            mic_muted=self.muted,
+            muted=self.muted,
             asr_backend=self.config.asr.backend,
         )

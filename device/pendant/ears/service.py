@@ -190,7 +190,7 @@ class EarsService:
                     await self.ears.set_muted(True)
                 await client.subscribe(bus.topic("button"), qos=bus.QOS)
                 await client.subscribe(bus.topic("hardware_mute"), qos=bus.QOS)
-                await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
+                await client.subscribe(bus.command_topic("#"), qos=bus.QOS)
                 listen = self.config.listen
                 ready(f"listening ({listen.mode}, {self.config.asr.backend})")
                 self.sentence_warnings = await self.warnings_for(self.phone_sentences)
@@ -207,8 +207,7 @@ class EarsService:
                         task.cancel()
                     await asyncio.gather(*helpers, return_exceptions=True)
         except aiomqtt.MqttError as exc:
-            where = self.config.bus.socket or self.config.bus.host
-            raise PendantError(f"bus at {where}: {exc}") from None
+            raise bus.error(self.config.bus, exc) from None
         finally:
             self.source.close()
             self.understanding.recognizer.close()

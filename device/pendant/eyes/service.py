@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
 
-from pendant.core import bus
+from pendant.core import bus, wire
 from pendant.core import systemd as notify
 from pendant.core.config import Config
-from pendant.core.errors import PendantError
 from pendant.core.events import (
     PUBLIC_NAMES,
     Activity,
@@ -82,7 +80,7 @@ class EyesService:
                 self._client = client
                 await client.subscribe(bus.topic("intent"), qos=bus.QOS)
                 await client.subscribe(bus.topic("hardware_mute"), qos=bus.QOS)
-                await client.subscribe(bus.topic("cmd/#"), qos=bus.QOS)
+                await client.subscribe(bus.command_topic("#"), qos=bus.QOS)
                 await self._publish_camera()
                 idle = Activity(device_id=self.config.device_id, sensor="camera", state="idle")
                 await self._publish(idle)
@@ -94,8 +92,7 @@ class EyesService:
                     beat.cancel()
                     await asyncio.gather(beat, return_exceptions=True)
         except aiomqtt.MqttError as exc:
-            where = self.config.bus.socket or self.config.bus.host
-            raise PendantError(f"bus at {where}: {exc}") from None
+            raise bus.error(self.config.bus, exc) from None
         finally:
             self._client = None
             self.camera.close()
@@ -150,7 +147,7 @@ class EyesService:
             why = "hardware switch" if self.hardware_muted else "software mute"
             log.info("%s request ignored: the camera is muted (%s)", trigger, why)
             return
-        if time.time() * 1000 - asked_ms > STALE_REQUEST_S * 1000:
+        if wire.now_ms() - asked_ms > STALE_REQUEST_S * 1000:
             log.info("%s request ignored: asked more than %.0f s ago", trigger, STALE_REQUEST_S)
             return
         if self.busy:

@@ -54,7 +54,6 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from pendant.core.events import BuzzPattern, Command, Error, SentenceSet
-from pendant.core.wire import PREFIX
 
 MAX_COMMAND_BYTES = 1024
 # Room for a page of sentences, while their echo in a `sentences` event stays under 8 KiB.
@@ -98,10 +97,6 @@ def home_refusal(command: Command) -> str | None:
     if command.name == "mute" and False in (command.mic, command.camera):
         return HOME_UNMUTE_REASON
     return None
-
-
-def bus_topic(name: str) -> str:
-    return f"{PREFIX}/cmd/{name}"
 
 
 def excerpt(text: str) -> str:

@@ -20,7 +20,7 @@ forwarded:
   "ReadText";
 - `clock`: a time (`timestamp_ms`, an intent's `speech_end_ms`) more than `MAX_SKEW_MS` (a
   day) ahead of the link's wall clock, or behind it but for the retained states
-  (`bus.RETAINED`: a status replayed to a restarted link is as old as the last change). A
+  (`bus.RETAINED`: the mic's state replayed to a restarted link is as old as the last change). A
   time that far off is no event of now, and one in the future would never expire;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
   slot value or intent name the closed set cannot emit (`pendant.core.vocabulary`), or text not in
@@ -61,7 +61,9 @@ on the bus only the pairing service may write them (the ACL).
 accepted, for the phones to speak, and the gate takes none off the bus (`source`), whoever
 wrote it, so no component can say anything through them. Their text came from outside (Home
 Assistant's answer, in any language), so it is held to the schema and the 48-character rule
-only, as errors are.
+only, as errors are. The device's `status` is the link's own too: it folds it from the parts
+the components report (the ears' `mic`, the eyes' `camera`, the body's `battery`), so no one
+component can speak for the whole device.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ from typing import Any
 
 import jsonschema
 
-from pendant.core import bus
+from pendant.core import bus, wire
 from pendant.core import state as durable
 from pendant.core.events import (
     EYES_INTENTS,
@@ -98,6 +100,7 @@ from pendant.core.events import (
     Scene,
     Sentences,
     SentenceSet,
+    Status,
     Transcript,
     parse_event,
 )
@@ -110,8 +113,9 @@ log = logging.getLogger(__name__)
 
 # 48+ characters of base64/hex alphabet without a space is not something a person said.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
-LINK_OWN = frozenset({Say.model_fields["type"].default})
-"""Public types only the link makes (see the module's docstring): never taken off the bus."""
+LINK_OWN = frozenset({Say.model_fields["type"].default, Status.model_fields["type"].default})
+"""Public types only the link makes (see the module's docstring): never taken off the bus. The
+device's `Status` is folded from the parts the components report (`pendant.link.status`)."""
 BUS_NAMES = PUBLIC_NAMES - LINK_OWN
 """The public types the link reads off the bus."""
 FROM_OUTSIDE = frozenset({Error.model_fields["type"].default}) | LINK_OWN
@@ -309,7 +313,7 @@ class Gate:
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         phone: PhoneSentences | None = None,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Callable[[], int] = wire.now_ms,
         id_key: bytes | None = None,
     ) -> None:
         self.vocabulary = vocabulary

@@ -56,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pendant.core import wire
 from pendant.core.events import Event, EventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL
 )
 """
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _corrupt(exc: Exception) -> bool:
@@ -108,7 +105,7 @@ class Outbox:
         *,
         expiry_s: float = 300.0,
         max_rows: int = MAX_ROWS,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = wire.now_ms,
     ) -> None:
         self.path = Path(path) if path else None
         self.expiry_ms = int(expiry_s * 1000)

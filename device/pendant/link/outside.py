@@ -32,9 +32,10 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pendant.core import mqtt
 from pendant.core.config import Config, LinkConfig
 from pendant.core.errors import PendantError
-from pendant.core.mqtt import Client, private_client_id, read_secret
+from pendant.core.mqtt import Client, read_secret
 from pendant.link.outbox import RETRY_S
 
 log = logging.getLogger("pendant.link.service")
@@ -189,19 +190,17 @@ def client(
     """
     link = config.link
     username, password = login(config, over_socket)
-    where: dict[str, Any] = (
-        {"hostname": link.socket, "port": 1883, "transport": "unix"}
-        if over_socket
-        else {"hostname": link.home_host, "port": link.broker_port, "tls_context": tls}
-    )
     session: Properties | None = None
     if visitor is None:
         session = Properties(PacketTypes.CONNECT)
         session.SessionExpiryInterval = SESSION_EXPIRY_S
-    return Client(
-        **where,
+    return mqtt.client(
+        socket=link.socket if over_socket else None,
+        host=link.home_host,
+        port=link.broker_port,
+        tls_context=tls,
         # Private to this login: no other client of that broker can take the session over.
-        identifier=private_client_id(visitor or f"pendant-{config.device_id}", password),
+        client_id=visitor or f"pendant-{config.device_id}",
         username=username,
         password=password,
         # MQTT 5 for the subscription options of commands and the messages' expiry.

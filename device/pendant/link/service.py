@@ -336,7 +336,7 @@ class Link:
             # A state (the area) is retained on the bus too, so the ears have it whenever they
             # start, whether or not the outside broker is there to replay it.
             await client.publish(
-                commands.bus_topic(command.name),
+                bus.topic_of(command),
                 command.to_json(),
                 qos=bus.QOS,
                 retain=command.name in commands.STATES,

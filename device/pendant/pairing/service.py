@@ -59,7 +59,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from pendant.core import bus
+from pendant.core import bus, wire
 from pendant.core import state as durable
 from pendant.core import systemd as notify
 from pendant.core.config import Config
@@ -151,10 +151,10 @@ class PairingService:
             try:
                 await self._connected(ready)
             except aiomqtt.MqttError as exc:
-                where = self.config.bus.socket or self.config.bus.host
                 if not self.started:
-                    raise PendantError(f"bus at {where}: {exc}") from None
+                    raise bus.error(self.config.bus, exc) from None
                 if failures == 0:  # once per outage
+                    where = self.config.bus.socket or self.config.bus.host
                     log.warning("bus at %s: %s (reconnecting)", where, exc)
             self.heartbeat.beat()  # waiting for the bus is not hanging
             await asyncio.sleep(BUS_RETRY_S[min(failures, len(BUS_RETRY_S) - 1)])
@@ -273,7 +273,7 @@ class PairingService:
         window_s = self.config.pairing.window_s
         self.open_name, self.deadline_s = name, time.monotonic() + window_s
         self.opened.append(name)
-        until_ms = time.time_ns() // 1_000_000 + int(window_s * 1000)
+        until_ms = wire.now_ms() + int(window_s * 1000)
         device_id = self.config.device_id
         offer = PairingOffer(
             device_id=device_id, user=pairing.user, fragment=pairing.fragment, expires_ms=until_ms

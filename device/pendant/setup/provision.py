@@ -55,14 +55,17 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from pendant.core import state as durable
+from pendant.core import wire
 from pendant.core.errors import PendantError
 
 # The bus users of the services: the four components, the pairing service (which alone makes
 # and revokes phone accounts) and the web server (which hands a pairing link to a phone).
 SERVICE_USERS = ("ears", "eyes", "body", "link", "pairing", "web")
-PHONE_PREFIX = "phone-"
-# The same rule as Config.device_id, so every topic the broker guards is one the pendant uses.
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+PHONE_PREFIX = wire.PHONE_PREFIX
+# A device id or a phone's name: within Config.device_id's rule, so every topic the broker
+# guards is one the pendant uses, and a host-name label too (no '-' at either end), since the
+# device id names the certificate and a phone's account must match events.PhoneUser.
+NAME_RE = re.compile(rf"^{wire.LABEL}$")
 CA_DAYS = 3650
 # Apple platforms refuse TLS server certificates valid for longer than 825 days.
 SERVER_DAYS = 825

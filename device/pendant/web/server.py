@@ -98,7 +98,6 @@ import ssl
 import stat
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -201,12 +200,7 @@ PAIR_SOURCES = 256
 # Codes 1..PAIR_CODES, one per asking address (pendant.core.events.PAIRING_CODES: the pairing
 # service refuses more, or two alike). Few, so that a code is a handful of presses.
 PAIR_CODES = 4
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 BUS_RETRY_S = (1.0, 2.0, 5.0, 10.0)
-_PHONE_USER = re.compile(r"^phone-[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
-_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-# Percent-encoded fields joined by & and =: nothing that can leave an HTML attribute.
-_FRAGMENT = re.compile(r"^[A-Za-z0-9%=&._~-]{1,1000}$")
 
 
 class WebServerError(RuntimeError):
@@ -302,7 +296,8 @@ class Offer:
     requester: str | None = None
 
     def live(self) -> bool:
-        return time.time_ns() // 1_000_000 < self.expires_ms
+        """Whether it has not expired yet."""
+        return wire.now_ms() < self.expires_ms
 
 
 @dataclass(frozen=True)
@@ -386,30 +381,36 @@ def parse_offer(payload: bytes) -> Offer | None:
     """The retained offer; None for a cleared one (empty) or anything that is not an offer.
 
     Checked by hand rather than with pendant.core.events, to keep pydantic out of this small
-    process; the fields are those of events.PairingOffer.
+    process, with the envelope and patterns events.PairingOffer is built from
+    (`pendant.core.wire`); a test holds the two to the same answers.
     """
-    if not payload or len(payload) > 8192:
+    if not payload or len(payload) > wire.MAX_EVENT_BYTES:
         return None
     try:
         data = json.loads(payload)
-        offer = Offer(
-            str(data["device_id"]),
-            str(data["user"]),
-            str(data["fragment"]),
-            data["expires_ms"],
-            data.get("requester"),
-        )
-    except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
+    except (ValueError, RecursionError):
         return None
+    if not wire.is_envelope(data, "pairing_offer"):
+        return None
+    # No other keys: PairingOffer forbids them, so an offer this server takes is one the
+    # pairing service can have written.
+    if not set(data) <= {*wire.ENVELOPE, "user", "fragment", "expires_ms", "requester"}:
+        return None
+    user, fragment = data.get("user"), data.get("fragment")
+    expires_ms, requester = data.get("expires_ms"), data.get("requester")
     ok = (
-        data.get("type") == "pairing_offer"
-        and _DEVICE_ID.fullmatch(offer.device_id)
-        and _PHONE_USER.fullmatch(offer.user)
-        and _FRAGMENT.fullmatch(offer.fragment)
-        and type(offer.expires_ms) is int
-        and (offer.requester is None or _REQUEST_ID.fullmatch(str(offer.requester)))
+        isinstance(user, str)
+        and wire.PHONE_USER.fullmatch(user) is not None
+        and isinstance(fragment, str)
+        and len(fragment) <= wire.FRAGMENT_MAX_CHARS
+        and wire.FRAGMENT.fullmatch(fragment) is not None
+        and type(expires_ms) is int
+        and 0 <= expires_ms <= wire.EPOCH_MS_MAX
+        and (requester is None or (isinstance(requester, str) and wire.HEX_ID.fullmatch(requester)))
     )
-    return offer if ok else None
+    if not ok:
+        return None
+    return Offer(data["device_id"], user, fragment, expires_ms, requester)
 
 
 class PairingDesk:
@@ -458,7 +459,7 @@ class PairingDesk:
             free = [c for c in range(1, PAIR_CODES + 1) if c not in self.codes()]
             if not free:
                 return PairAnswer(full=True)
-            mine = Ask(uuid.uuid4().hex, secrets.token_hex(16), secrets.choice(free))
+            mine = Ask(wire.new_id(), secrets.token_hex(16), secrets.choice(free))
             self._asks[source] = mine
             self._requests.append((offer, mine))
             self._wake.set()
@@ -492,7 +493,7 @@ class PairingDesk:
         offer, self.offer = self.offer, None
         if offer is None or not offer.live() or _key(offer) in self._handed:
             return None
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = wire.now_ms()
         self._handed = {k: until for k, until in self._handed.items() if until > now_ms}
         self._handed[_key(offer)] = offer.expires_ms
         self._report(offer)
@@ -508,11 +509,9 @@ class PairingDesk:
     async def run(self) -> None:
         failures = 0
         while True:
-            client = mqtt.Client(
-                hostname=self.socket_path,
-                port=1883,
-                transport="unix",
-                identifier=mqtt.private_client_id(f"pendant-web-{os.getpid()}", self._password),
+            client = mqtt.client(
+                socket=self.socket_path,
+                client_id=f"pendant-web-{os.getpid()}",
                 username=self.user,
                 password=self._password,
             )
@@ -563,9 +562,7 @@ class PairingDesk:
             self._wake.clear()
             while self._requests:
                 offer, ask = self._requests[0]
-                request = _pairing_event(
-                    "pairing_request", offer, requester=ask.requester, code=ask.code
-                )
+                request = pairing_request(offer, ask)
                 # As the report below: queued until the broker has it, so that the pairing
                 # service counts every phone that asked.
                 await client.publish(REQUEST_TOPIC, json.dumps(request).encode(), qos=wire.QOS)
@@ -573,7 +570,7 @@ class PairingDesk:
                     self._requests.pop(0)
             while self._taken:
                 offer = self._taken[0]
-                event = _pairing_event("pairing_taken", offer)
+                event = pairing_taken(offer)
                 # QoS 1: returns once the broker has acknowledged it; a drop before that
                 # raises, and the report stays queued for the next connection.
                 await client.publish(TAKEN_TOPIC, json.dumps(event).encode(), qos=wire.QOS)
@@ -582,18 +579,22 @@ class PairingDesk:
             await self._wake.wait()
 
 
-def _pairing_event(kind: str, offer: Offer, **fields: object) -> dict[str, object]:
-    """A bus event about `offer`, in the wire format of pendant.core.events (built here by hand:
-    the web server does not load pydantic, for its memory budget)."""
-    return {
-        "type": kind,
-        "version": 1,
-        "id": uuid.uuid4().hex,
-        "device_id": offer.device_id,
-        "timestamp_ms": time.time_ns() // 1_000_000,
-        "user": offer.user,
-        **fields,
-    }
+def pairing_request(offer: Offer, ask: Ask) -> dict[str, object]:
+    """The `pairing_request` event reporting `ask` for `offer` (events.PairingRequest's wire
+    format, built without pydantic: `wire.envelope`)."""
+    return wire.envelope(
+        "pairing_request",
+        offer.device_id,
+        user=offer.user,
+        requester=ask.requester,
+        code=ask.code,
+    )
+
+
+def pairing_taken(offer: Offer) -> dict[str, object]:
+    """The `pairing_taken` event reporting `offer` handed out (events.PairingTaken's wire
+    format, built without pydantic: `wire.envelope`)."""
+    return wire.envelope("pairing_taken", offer.device_id, user=offer.user)
 
 
 def _key(offer: Offer) -> tuple[str, str]:

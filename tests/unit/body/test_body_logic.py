@@ -42,10 +42,10 @@ from pendant.core.events import (
     Error,
     Intent,
     LinkState,
+    Mic,
     NotRecognized,
     OutsideState,
     PairingStatus,
-    Status,
 )
 
 T = Timings(double_press_s=0.4, long_hold_s=2.0, pairing_hold_s=8.0)
@@ -224,18 +224,18 @@ def test_an_action_waiting_for_a_tap_asks_with_a_lit_pattern() -> None:
     # The mic stays open while it asks: a lit pattern, never dark for longer than a wink.
     assert max(level for level, _ in PATTERNS["confirm"]) == 1.0
     assert all(seconds <= 0.1 for level, seconds in PATTERNS["confirm"] if level == 0)
-    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    ind.apply(Mic(device_id=DEV, state="muted", muted=True), 0)
     assert ind.pattern(0) == "muted"
-    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    ind.apply(Mic(device_id=DEV, state="ready"), 0)
     ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
     assert ind.pattern(0) == "listening"
 
 
 def test_mute_sources() -> None:
     ind = Indicators()
-    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    ind.apply(Mic(device_id=DEV, state="muted", muted=True), 0)
     assert ind.software_muted and ind.pattern(0) == "muted"
-    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    ind.apply(Mic(device_id=DEV, state="ready"), 0)
     assert not ind.muted
     ind.hardware_muted = True
     assert ind.muted and not ind.software_muted and ind.pattern(0) == "muted"
@@ -247,7 +247,7 @@ def test_pairing_window_shows_but_never_hides_a_sensor_at_work() -> None:
     assert ind.pattern(0) == "pairing"
     ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 0)
     assert ind.pattern(0) == "pairing_listening"  # lit: the mic is open
-    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    ind.apply(Mic(device_id=DEV, state="muted", muted=True), 0)
     assert ind.pattern(0) == "pairing"  # muted beats listening, as without the window
     ind.apply(Error(device_id=DEV, reason="bad command"), 0)
     assert ind.pattern(0) == "error"
@@ -306,11 +306,11 @@ def test_the_link_state_never_hides_the_mute_glow_an_error_a_question_or_a_senso
     ind.apply(PairingStatus(device_id=DEV, open=True, user="phone-abc123"), 0)
     assert ind.pattern(0) == "pairing"
     ind.apply(PairingStatus(device_id=DEV, open=False), 0)
-    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 0)
+    ind.apply(Mic(device_id=DEV, state="muted", muted=True), 0)
     assert ind.pattern(0) == "muted"
     ind.apply(Error(device_id=DEV, reason="bad command"), 0)
     assert ind.pattern(0) == "error"
-    ind.apply(Status(device_id=DEV, state="ready"), 0)
+    ind.apply(Mic(device_id=DEV, state="ready"), 0)
     # Once nothing else applies, the state shows again ("ready" only for its while).
     later_s = max(ERROR_S, READY_S)
     assert ind.pattern(later_s) == ("off" if state == "connected" else shown)
@@ -416,7 +416,7 @@ def test_which_answer_each_event_calls_for() -> None:
     assert "confirm" not in get_args(BuzzPattern)
     assert feedback_for(Command(device_id=DEV, name="say", text="dinner is ready")) == "attention"
     assert feedback_for(Command(device_id=DEV, name="identify")) is None
-    assert feedback_for(Status(device_id=DEV, state="ready")) is None
+    assert feedback_for(Mic(device_id=DEV, state="ready")) is None
 
 
 def test_an_answer_shows_once_under_muted_and_inverted_over_a_sensor() -> None:
@@ -434,10 +434,10 @@ def test_an_answer_shows_once_under_muted_and_inverted_over_a_sensor() -> None:
     ind.show_feedback("attention", 30)
     assert ind.pattern(30) == "attention" + SENSING
     # The muted glow is what is enforced: an answer never hides it (the motor still buzzes).
-    ind.apply(Status(device_id=DEV, state="muted", mic_muted=True), 40)
+    ind.apply(Mic(device_id=DEV, state="muted", muted=True), 40)
     ind.show_feedback("understood", 40)
     assert ind.pattern(40) == "muted"
-    ind.apply(Status(device_id=DEV, state="ready"), 50)
+    ind.apply(Mic(device_id=DEV, state="ready"), 50)
     ind.apply(Battery(device_id=DEV, pct=5, low=True), 50)
     ind.show_feedback("understood", 50)
     assert ind.pattern(50) == "understood" + SENSING  # over low battery and thinking

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pendant.core import bus
 from pendant.core.events import PUBLIC_TYPES, Command, Error, Event, Intent, Slot, parse_event
 from pendant.link import commands
 from pendant.link.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
@@ -83,7 +84,7 @@ def test_valid_commands_become_bus_commands(
         result.model_dump(include={"mic", "camera", "text", "pattern", "area"}, exclude_none=True)
         == expected
     )
-    assert commands.bus_topic(name) == f"pendant-bus/cmd/{name}"
+    assert bus.topic_of(result) == f"pendant-bus/cmd/{name}"
 
 
 @pytest.mark.parametrize(
@@ -435,3 +436,49 @@ def test_a_retained_area_the_link_refuses_is_deleted_not_replayed(
     cfg = Config(device_id="pendant-t", home=Home(areas=["Kitchen"]))
     verdict = judge(cfg, "pendant/pendant-t/cmd/area", payload, retain=retain)
     assert verdict.clear is cleared
+
+
+def test_a_command_published_on_the_bus_lands_where_the_components_read() -> None:
+    """One spelling of the command topic (`wire.command_topic`): `bus.publish` of a Command
+    goes where the body, ears and eyes subscribe and the broker lets them read, not to
+    `pendant-bus/command`, which nobody reads."""
+    import asyncio
+    from pathlib import Path
+
+    from paho.mqtt.client import topic_matches_sub
+
+    from pendant.body import service as body_service
+    from pendant.core import wire
+
+    published: list[tuple[str, bool]] = []
+
+    class Recorder:
+        async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+            assert parse_event(payload).type == "command" and qos == wire.QOS
+            published.append((topic, retain))
+
+    body_reads = {"identify", "buzz", "say"}
+    examples: dict[str, dict[str, Any]] = {
+        "mute": {"mic": True},
+        "capture": {},
+        "identify": {},
+        "say": {"text": "hi"},
+        "buzz": {},
+        "sentences": {"sentences": []},
+        "area": {"area": None},
+    }
+    assert set(examples) == set(Command.ARGUMENTS)  # every command there is
+    for name, args in examples.items():
+        command = Command(device_id=DEVICE, name=name, **args)  # type: ignore[arg-type]
+        asyncio.run(bus.publish(Recorder(), command))  # type: ignore[arg-type]
+        topic, retain = published[-1]
+        assert topic == wire.command_topic(name) == f"pendant-bus/cmd/{name}"
+        assert not retain  # only the link keeps the area retained, on purpose
+        # The ears and eyes subscribe to every command; the body to those it acts on.
+        assert topic_matches_sub(wire.command_topic("#"), topic)
+        assert (topic in body_service.SUBSCRIPTIONS) == (name in body_reads)
+    # And the broker lets each of them read there.
+    acl = (Path(__file__).parents[1] / "services" / "mosquitto" / "acl.in").read_text()
+    blocks = {b.split("\n", 1)[0]: b for b in acl.split("\nuser ")[1:]}
+    for user in ("ears", "eyes", "body"):
+        assert f"topic read {wire.command_topic('#')}\n" in blocks[user]

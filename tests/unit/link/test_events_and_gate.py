@@ -13,6 +13,7 @@ from pendant.core.events import (
     Button,
     Intent,
     LinkState,
+    Mic,
     NotRecognized,
     Say,
     Slot,
@@ -76,7 +77,7 @@ def test_a_say_leaves_only_as_the_links_own_never_off_the_bus() -> None:
     blob = Say(device_id="p", text="UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQ")
     assert gate.admit_own(blob.to_json()) is None
     assert gate.dropped["blob"] == 1
-    assert sorted(LINK_OWN) == ["say"] and not BUS_NAMES & LINK_OWN
+    assert sorted(LINK_OWN) == ["say", "status"] and not BUS_NAMES & LINK_OWN
     assert sorted(BUS_NAMES | LINK_OWN) == sorted(PUBLIC_NAMES)
 
 
@@ -157,3 +158,87 @@ def test_the_gate_issues_its_own_ids(tmp_path: Path) -> None:
     assert again.admit(said.to_json()) == out  # a restarted link: the outbox's ids hold
     other = demo_gate().admit(said.to_json())  # another key: nothing in common
     assert other is not None and other.id != out.id
+
+
+def test_the_envelope_and_patterns_are_the_wire_vocabulary() -> None:
+    """The pydantic events are built from `pendant.core.wire` (which the web server uses
+    without pydantic): the same envelope, and the very patterns, in the published schemas."""
+    from pendant.core import events, wire
+
+    assert tuple(events.Event.model_fields) == wire.ENVELOPE
+    made = wire.envelope("pairing_taken", "dev", user="phone-anna")
+    assert wire.is_envelope(made, "pairing_taken")
+    assert events.parse_event(json.dumps(made).encode()).model_dump(mode="json") == made
+    assert wire.is_envelope(json.loads(Status(device_id="dev", state="ready").to_json()), "status")
+    schema = json.loads((events.SCHEMA_DIR / "pairing_offer.json").read_text())["properties"]
+    assert schema["device_id"]["pattern"] == wire.DEVICE_ID_PATTERN
+    assert schema["id"]["pattern"] == wire.HEX_ID_PATTERN
+    assert schema["user"]["pattern"] == wire.PHONE_USER_PATTERN
+    assert schema["fragment"]["pattern"] == wire.FRAGMENT_PATTERN
+    assert schema["timestamp_ms"]["maximum"] == wire.EPOCH_MS_MAX
+    for bad in ({"id": "A" * 32}, {"version": 2}, {"device_id": "-x"}, {"timestamp_ms": -1},
+                {"timestamp_ms": 1.0}, {"type": "pairing_offer"}):  # fmt: skip
+        assert not wire.is_envelope({**made, **bad}, "pairing_taken"), bad
+    assert not wire.is_envelope([made], "pairing_taken")
+
+
+def test_a_bus_failure_is_a_bus_error_that_names_the_fix() -> None:
+    """Every component turns a failed bus into the same one-line BusError (a PendantError,
+    so the CLI prints it without a traceback), saying what to check."""
+    import aiomqtt
+
+    from pendant.core.config import BusConfig
+    from pendant.core.errors import BusError, PendantError
+
+    on_socket = BusConfig(socket="/run/mosquitto/bus.sock")
+    down = bus.error(on_socket, aiomqtt.MqttError("[Errno 2] No such file or directory"))
+    assert isinstance(down, BusError) and isinstance(down, PendantError)
+    assert str(down) == (
+        "bus at /run/mosquitto/bus.sock: [Errno 2] No such file or directory: "
+        "is mosquitto running? systemctl status mosquitto"
+    )
+    refused = bus.error(BusConfig(socket=None), aiomqtt.MqttCodeError(5, "Not authorized"))
+    assert str(refused).startswith("bus at 127.0.0.1:1883: ")
+    assert str(refused).endswith("check bus.username and bus.password_file")
+    assert "\n" not in str(refused)
+
+
+def test_one_builder_makes_every_mqtt_client() -> None:
+    """`mqtt.client`: a unix socket when one is given (never TLS there), else host and port
+    with the TLS asked for; the client id always private to the login."""
+    import asyncio
+    import ssl
+
+    from pendant.core import mqtt
+
+    async def check() -> None:  # aiomqtt takes the running loop
+        over_socket = mqtt.client(
+            socket="/run/bus.sock", host="ignored", client_id="pendant-web-1", password="pw"
+        )
+        where = (over_socket._client._transport, over_socket._hostname, over_socket._port)
+        assert where == ("unix", "/run/bus.sock", 1883)
+        assert over_socket._client._ssl_context is None
+        assert over_socket.identifier == mqtt.private_client_id("pendant-web-1", "pw")
+        assert over_socket.identifier != "pendant-web-1"
+        tls = ssl.create_default_context()
+        over_tcp = mqtt.client(host="broker.lan", port=8883, tls_context=tls, client_id="x")
+        where = (over_tcp._client._transport, over_tcp._hostname, over_tcp._port)
+        assert where == ("tcp", "broker.lan", 8883)
+        assert over_tcp._client._ssl_context is tls
+        assert over_tcp.identifier == "x"  # no password: nothing to tag it with
+
+    asyncio.run(check())
+
+
+def test_the_device_status_is_the_links_own_the_mic_reports_its_part() -> None:
+    """`Status` means the whole device, outside: only the link makes it (from `Mic`, `Camera`,
+    `Battery`); one taken off the bus is refused, whoever wrote it, while the ears' `Mic`
+    passes on its own topic."""
+    gate = demo_gate()
+    forged = Status(device_id="p", state="ready", battery_pct=100, camera_muted=False)
+    assert gate.admit(forged.to_json(), bus.topic("status")) is None
+    assert gate.dropped["source"] == 1
+    mic = Mic(device_id="p", state="ready", muted=True)
+    assert bus.topic_of(mic) == "pendant-bus/mic" and "mic" in bus.RETAINED
+    assert gate.admit(mic.to_json(), bus.topic("mic")) is not None
+    assert "status" in LINK_OWN and "mic" in BUS_NAMES and "status" not in BUS_NAMES

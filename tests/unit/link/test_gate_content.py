@@ -411,7 +411,7 @@ def test_times_are_bounded_and_of_now() -> None:
     day = 24 * 3600 * 1000
     g = gate()
     big = int.from_bytes(os.urandom(1700), "big")
-    status = {"type": "status", "device_id": DEVICE, "state": "ready"}
+    status = {"type": "mic", "device_id": DEVICE, "state": "ready"}
     battery = {"type": "battery", "device_id": DEVICE, "pct": 50}
     for payload in (
         raw_intent(speech_end_ms=big),

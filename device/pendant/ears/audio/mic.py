@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import numpy as np
 import sounddevice
 
+from pendant.core import wire
 from pendant.core.config import AudioConfig
 from pendant.core.errors import BackendUnavailable
 from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
@@ -106,7 +106,7 @@ class MicSource:
                 except TimeoutError:
                     continue  # paused or closed meanwhile: the loop condition says which
                 pending = np.concatenate((pending, converter.push(block)))
-                now_ms = time.time_ns() // 1_000_000
+                now_ms = wire.now_ms()
                 while len(pending) >= n and self._stream is not None:
                     chunk, pending = pending[:n], pending[n:]
                     yield Chunk(chunk, now_ms - len(pending) * 1000 // RATE_HZ)

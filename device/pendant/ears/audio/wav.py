@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from pendant.core import wire
 from pendant.core.config import AudioConfig
 from pendant.core.errors import AudioFormatError
 from pendant.ears.audio import BLOCK_CHUNKS, RATE_HZ, Chunk
@@ -97,7 +98,7 @@ class WavSource:
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         n = self.chunk_samples
-        start_ms = self.started_ms = time.time_ns() // 1_000_000
+        start_ms = self.started_ms = wire.now_ms()
         start_mono = time.monotonic()
         block = n * BLOCK_CHUNKS
         for index, samples in enumerate(self._stream()):
