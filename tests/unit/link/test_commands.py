@@ -14,7 +14,7 @@ from pendant.core import bus
 from pendant.core.events import PUBLIC_TYPES, Command, Error, Event, Intent, Slot, parse_event
 from pendant.link import commands
 from pendant.link.commands import ECHO_CHARS, MAX_COMMAND_BYTES, parse_command
-from tests.conftest import demo_gate
+from tests.conftest import REPO, demo_gate
 from tests.support.fuzz import examples
 
 DEVICE = "pendant-test"
@@ -443,7 +443,6 @@ def test_a_command_published_on_the_bus_lands_where_the_components_read() -> Non
     goes where the body, ears and eyes subscribe and the broker lets them read, not to
     `pendant-bus/command`, which nobody reads."""
     import asyncio
-    from pathlib import Path
 
     from paho.mqtt.client import topic_matches_sub
 
@@ -478,7 +477,7 @@ def test_a_command_published_on_the_bus_lands_where_the_components_read() -> Non
         assert topic_matches_sub(wire.command_topic("#"), topic)
         assert (topic in body_service.SUBSCRIPTIONS) == (name in body_reads)
     # And the broker lets each of them read there.
-    acl = (Path(__file__).parents[1] / "services" / "mosquitto" / "acl.in").read_text()
+    acl = (REPO / "services" / "mosquitto" / "acl.in").read_text()
     blocks = {b.split("\n", 1)[0]: b for b in acl.split("\nuser ")[1:]}
     for user in ("ears", "eyes", "body"):
         assert f"topic read {wire.command_topic('#')}\n" in blocks[user]

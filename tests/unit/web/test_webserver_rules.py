@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 # The server's limits (pendant.web.server): 32 connections, 8 per address. Written out, so that
 # a change to them is a change to this test (as in tests/system/test_webserver.py).
 MAX_CONNECTIONS = 32
@@ -91,6 +93,30 @@ def test_each_asking_address_gets_a_code_of_its_own() -> None:
     assert desk.ask(sources[2], chosen.token).offer is None  # once
 
 
+# --- /pair: local addresses only, and the asking phone's connections kept ------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "status"),
+    [
+        ("127.0.0.1", 200),
+        ("192.168.1.20", 200),
+        ("10.1.2.3", 200),
+        ("169.254.7.7", 200),
+        ("fe80::1", 200),
+        ("fd00::5", 200),
+        ("93.184.216.34", 403),
+        ("8.8.8.8", 403),
+        ("2001:4860:4860::8888", 403),
+        ("", 403),
+        # "Private" to Python's ipaddress, reachable from the internet or not a home's:
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", 403),  # Teredo, a tunnel through NAT
+        ("2001:db8::1", 403),  # documentation
+        ("198.18.0.1", 403),  # benchmarking
+        ("::ffff:8.8.8.8", 403),
+        ("::ffff:192.168.1.20", 200),
+    ],
+)
 def test_pair_answers_the_pendants_own_network_only(source: str, status: int) -> None:
     """Issue 14, item 1: `/pair` answered any address. Only a phone on the pendant's own
     network (private, link-local, loopback) may ask to pair; the app's files stay public.
