@@ -26,6 +26,9 @@ DECIDING = ("pocketsphinx", "onnxruntime", "hassil", "home-assistant-intents", "
 
 @dataclass(frozen=True)
 class BuildInfo:
+    """The facts `collect` gathers: the version, the lock's sha256, the deciding packages' versions
+    (None: not installed) and the model manifest's sha256 (None: missing)."""
+
     version: str
     lock_sha256: str | None
     lock_source: str  # where the digest was read: the package's build-info or the checkout

@@ -107,6 +107,8 @@ def _print_version(verbose: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `pendant` command: runs what `argv` (the process's arguments if None) asks and returns
+    the exit status; a PendantError is printed as one line, not a traceback."""
     # Commands that hand their arguments to another module's own parser (so `--help` and
     # options reach it): argparse's REMAINDER refuses a first argument that starts with '-'.
     parser, commands = _parser()

@@ -29,12 +29,15 @@ START_TIMEOUT_S = 10.0
 
 
 def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago: another process may take it first."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def write_secret(path: Path, value: str) -> None:
+    """Replaces what `path` holds with `value` and a newline; a file it creates is made 0600 (one
+    that exists keeps its mode)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
@@ -70,17 +73,23 @@ class LocalBroker:
 
     @property
     def socket_path(self) -> Path:
+        """The unix socket the broker listens on, in its `directory` (known once started)."""
         assert self.directory is not None
         return self.directory / "bus.sock"
 
     def password_file(self, user: str) -> Path:
+        """The 0600 file that holds `user`'s password, in the broker's `directory`."""
         assert self.directory is not None
         return self.directory / f"{user}.password"
 
     def password(self, user: str) -> str:
+        """`user`'s password as `start()` wrote it; OSError before that."""
         return self.password_file(user).read_text().strip()
 
     def start(self) -> LocalBroker:
+        """Writes the users' passwords and the configuration, starts mosquitto and blocks until it
+        takes connections; returns self. BusError if mosquitto is not installed, exits, or is not
+        ready within START_TIMEOUT_S."""
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         passwd_tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         if not Path(exe).exists() or not Path(passwd_tool).exists():
@@ -156,6 +165,8 @@ class LocalBroker:
         raise BusError(f"mosquitto did not start within {START_TIMEOUT_S} s")
 
     def stop(self) -> None:
+        """Ends mosquitto, blocking until it has gone (SIGTERM, then SIGKILL after 5 s), and removes
+        a temporary directory of its own."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -68,6 +68,8 @@ SENSING = "_listening"
 
 
 def inverted(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    """The same steps with each level turned over (lit for dark): an LED answer's form while a
+    sensor is open."""
     return tuple((1.0 - level, seconds) for level, seconds in steps)
 
 

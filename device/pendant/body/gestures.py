@@ -42,6 +42,8 @@ from enum import Enum
 
 
 class Action(Enum):
+    """What a gesture means, for the body to act on; the module's docstring says when each comes."""
+
     TALK_START = "talk_start"
     TALK_END = "talk_end"
     TALK_CANCEL = "talk_cancel"  # what was held was no talk (a tap, a hold for the mute)
@@ -62,6 +64,9 @@ class _State(Enum):
 
 @dataclass(frozen=True)
 class Timings:
+    """The gestures' thresholds, in seconds; ValueError unless 0 < double_press_s < long_hold_s <
+    pairing_hold_s and double_press_s < count_gap_s."""
+
     double_press_s: float = 0.4
     long_hold_s: float = 2.0
     pairing_hold_s: float = 8.0
@@ -76,6 +81,9 @@ class Timings:
 
 
 class Gestures:
+    """The button's gestures, from the times of its edges: `press`, `release` and `poll` each return
+    the actions that became due, in order."""
+
     def __init__(self, timings: Timings | None = None) -> None:
         self.timings = timings or Timings()
         self._state = _State.IDLE
@@ -92,6 +100,7 @@ class Gestures:
 
     @property
     def held(self) -> bool:
+        """The button is down: a press has come and its release has not."""
         return self._state is not _State.IDLE
 
     @property
@@ -106,6 +115,8 @@ class Gestures:
         self._counting = on
 
     def press(self, at_s: float) -> list[Action]:
+        """The button went down at `at_s` (monotonic seconds): TALK_START, or CAPTURE when it is the
+        second press of a double press; nothing for a repeated edge."""
         if self._state is not _State.IDLE:
             return []  # a repeated edge (contact bounce the debounce let through)
         self._pressed_at_s = at_s
@@ -119,6 +130,9 @@ class Gestures:
         return [Action.TALK_START]
 
     def release(self, at_s: float) -> list[Action]:
+        """The button came up at `at_s`: the hold thresholds it crossed first (as `poll`), then how
+        the press ends: TALK_END; TALK_CANCEL and TAP for a short one (TALK_CANCEL alone while
+        counting); MUTE_TOGGLE after MUTE_ARMED."""
         actions = self.poll(at_s)  # thresholds the hold crossed before it ended
         state, self._state = self._state, _State.IDLE
         if state is _State.TALKING:
@@ -141,6 +155,9 @@ class Gestures:
         return actions
 
     def poll(self, now_s: float) -> list[Action]:
+        """What has become due by `now_s` without an edge: a hold crossing `long_hold_s`
+        (TALK_CANCEL, MUTE_ARMED) or `pairing_hold_s` (PAIRING), a counted burst ending (PRESSES).
+        Call it by `deadline_s()` at the latest."""
         actions: list[Action] = []
         held_s = now_s - self._pressed_at_s
         if self._state is _State.TALKING and held_s >= self.timings.long_hold_s:

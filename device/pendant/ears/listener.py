@@ -52,6 +52,9 @@ GUESS_AFTER_MS = 120
 
 @dataclass(slots=True)
 class Heard:
+    """What the recogniser made of some audio, and the intent the parser read in it (None: nothing
+    heard, or no intent)."""
+
     transcription: Transcription | None
     match: IntentMatch | None
     contested: bool | None = None
@@ -76,6 +79,8 @@ class Guess:
     """Once it is in: a confident command, which may end at `vad.sentence_hangover_ms`."""
 
     def stands_for(self, utterance: Utterance) -> bool:
+        """Whether the guess may stand for `utterance`: nothing after the audio it was made on is
+        more than GUESS_MARGIN_DB louder than the quiet it ended in."""
         rest = utterance.audio[self.samples :]
         return dbfs(rest) <= self.quiet_dbfs + GUESS_MARGIN_DB
 
@@ -92,6 +97,9 @@ class Understanding:
 
 
 class Ears:
+    """Audio in, intents out: utterances (conversation mode) and held talk are recognised, and
+    intents, transcripts, status and activity published."""
+
     def __init__(
         self,
         understanding: Understanding,
@@ -126,6 +134,7 @@ class Ears:
 
     @property
     def config(self) -> Config:
+        """The config of the understanding in use (a reload swaps it)."""
         return self.understanding.config
 
     async def run(self) -> None:
@@ -154,6 +163,8 @@ class Ears:
             await asyncio.sleep(MUTED_BEAT_S)
 
     async def on_command(self, event: Event) -> None:
+        """Acts on a mic mute command, an area command, or the hardware switch; any other event is
+        ignored."""
         if isinstance(event, Command) and event.name == "mute" and event.mic is not None:
             await self.set_muted(event.mic)
         elif isinstance(event, Command) and event.name == "area":
@@ -162,6 +173,7 @@ class Ears:
             await self.set_hardware_muted(event.mic)
 
     def set_area(self, area: str | None) -> None:
+        """The room the wearer is in (None: not known), for "in here"; logged when it changes."""
         if area != self.area:
             log.info("the wearer is in %s", area or "no known area")
         self.area = area
@@ -187,6 +199,8 @@ class Ears:
         await self._enforce(muted or self.hardware_muted)
 
     async def set_hardware_muted(self, muted: bool) -> None:
+        """The privacy switch: on, the mic is muted whatever the wearer wants; off, the wearer's
+        wish holds again. Returns once the mute is enforced and published."""
         self.hardware_muted = muted
         await self._enforce(muted or self.wanted_muted)
 
@@ -328,6 +342,9 @@ class Ears:
         return heard.contested
 
     async def on_button(self, event: Button) -> None:
+        """Held talk from the button: a press starts recording (what the VAD had in progress is
+        dropped), a release recognises what was recorded, a cancel drops it; a tap confirms an
+        action that waits for one."""
         if event.action == "tap":  # after the press's cancel: nothing held is left
             self._tapped.set()
             return
@@ -346,6 +363,10 @@ class Ears:
             await self.handle(Utterance(audio, self._press_end_ms, speech_ms), pressed=True)
 
     async def handle(self, utterance: Utterance, *, pressed: bool) -> Intent | None:
+        """Recognises `utterance` (or takes the early guess that stands for it) and publishes its
+        intent if it is confident enough, returning it. None when nothing was understood, the mic
+        was muted meanwhile, or the intent waits for a tap (sent later, if tapped). Held talk
+        (`pressed`) not understood is published as NotRecognized."""
         self.utterances += 1
         early, self._early = self._early, None
         result = None

@@ -89,6 +89,8 @@ class SentenceStore:
         self.path = Path(directory) / "sentences.json" if directory else None
 
     def load(self) -> list[SentenceSet]:
+        """The phone's sentence sets as last saved: [] without a directory or a file, and (with an
+        error logged) when the file cannot be read."""
         if self.path is None:
             return []
         try:

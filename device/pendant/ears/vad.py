@@ -30,6 +30,8 @@ SILERO_SLEEP_MS = 600
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
+    """A stretch of speech cut from the stream, for the recogniser."""
+
     audio: np.ndarray
     """16 kHz mono int16, pre-roll included; RAM only."""
     speech_end_ms: int
@@ -54,6 +56,8 @@ class SileroVad:
         self.reset()
 
     def reset(self) -> None:
+        """Forgets what it has heard (its recurrent state, context and any part-window);
+        `probability` is 0 again."""
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros(SILERO_CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
@@ -97,6 +101,7 @@ class Segmenter:
 
     @property
     def in_speech(self) -> bool:
+        """An utterance is in progress: speech has started and its hangover has not run out."""
         return self._in_speech
 
     @property
@@ -106,6 +111,7 @@ class Segmenter:
 
     @property
     def speech_ms(self) -> int:
+        """How much of the utterance in progress was speech (0 when none is in progress)."""
         return self._speech_ms if self._in_speech else 0
 
     def audio_so_far(self) -> np.ndarray:
@@ -127,6 +133,9 @@ class Segmenter:
         return self.silero.push(samples) if self._silero_awake else 0.0
 
     def push(self, chunk: Chunk) -> Iterator[Utterance]:
+        """Takes the next chunk and yields the utterance it ends, if any: after `hangover_ms` of
+        silence, or at `max_utterance_s` (one with under `min_speech_ms` of speech is dropped). A
+        generator: the chunk is taken only when it is iterated."""
         gate_open = self._webrtc.is_speech(chunk.samples.tobytes(), RATE_HZ)
         p = self._probability(chunk.samples, gate_open)
         threshold = self.config.silero_threshold

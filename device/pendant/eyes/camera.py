@@ -29,13 +29,17 @@ class CameraError(PendantError, OSError):
 
 
 class CameraBackend(Protocol):
+    """What every camera backend provides (`create_camera` builds the configured one)."""
+
     opens: int
     """How many times the camera was opened: a test's proof that a muted one never was."""
 
     def capture(self) -> np.ndarray:
         """Open the camera, take one RGB frame, close it. Blocking."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Releases what the backend holds between frames (the camera itself is never left open)."""
+        ...
 
 
 def demo_images() -> list[Path]:
@@ -63,6 +67,8 @@ class FileCamera:
         return cls(list(config.files), config.width, config.height)
 
     def capture(self) -> np.ndarray:
+        """The next file in turn (the list starts again at its end), scaled down to fit width x
+        height; CameraError when it cannot be read."""
         self.opens += 1
         path = next(self._next)
         try:
@@ -108,6 +114,8 @@ class PiCamera:
             return False
 
     def capture(self) -> np.ndarray:
+        """Opens the camera, takes one RGB frame of width x height and closes it again before
+        returning; CameraError when it cannot open or gives no frame. Blocking."""
         self.opens += 1
         try:
             cam = self._picamera2.Picamera2()
@@ -133,6 +141,7 @@ class PiCamera:
         return np.ascontiguousarray(frame[:, :, ::-1])
 
     def close(self) -> None:
+        """Nothing to release: the camera is closed after every frame."""
         pass
 
 

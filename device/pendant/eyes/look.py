@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def look(config: Config, files: list[Path], trigger: Trigger = "what_is_this") -> int:
+    """`pendant look`: each image file seen as a camera frame is for `trigger`, printed as one
+    Scene JSON line; returns 2, before any model loads, if a file cannot be read."""
     from pendant.eyes.pipeline import Eyes
 
     # Every file is checked before the models load, so a typo costs no waiting.

@@ -40,6 +40,9 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """One line of text read: the text (cleaned), the recogniser's confidence, and where it starts
+    in the frame (pixels from the top and from the left)."""
+
     text: str
     confidence: float
     top: float
@@ -147,6 +150,8 @@ class TextReader:
         self.min_confidence = min_confidence
 
     def read(self, frame: np.ndarray) -> list[Line]:
+        """The lines of text in an RGB frame, in reading order, cleaned (`clean`); a line under
+        `min_confidence`, or empty once cleaned, is left out. Blocking."""
         image = np.ascontiguousarray(frame[:, :, ::-1])  # the models were trained on BGR
         boxes = self._detect(image)
         if not boxes:

@@ -29,6 +29,9 @@ MAX_SLOTS = 16
 
 @dataclass
 class Seen:
+    """What one look found: the scene, and the intents it makes (the text read, or the objects
+    seen)."""
+
     scene: Scene
     intents: list[Intent] = field(default_factory=list)
 
@@ -108,4 +111,5 @@ class Eyes:
         )
 
     def close(self) -> None:
+        """Releases the detector (its accelerator); the eyes do not look after it."""
         self.detector.close()

@@ -67,9 +67,12 @@ class EyesService:
 
     @property
     def blocked(self) -> bool:
+        """The camera may not be used: muted in software or by the hardware switch."""
         return self.muted or self.hardware_muted
 
     def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
+        """Runs each model once, before READY (`Eyes.warm_up`; `step` is told each step). Blocking:
+        seconds on a Pi."""
         self.eyes.warm_up(step)
 
     async def run(self, ready: Ready = unobserved) -> None:
@@ -118,6 +121,9 @@ class EyesService:
             await self.handle(event)
 
     async def handle(self, event: Event) -> None:
+        """Acts on one bus event: the hardware switch, a camera mute command, a capture command, or
+        a spoken ReadThis or WhatIsThis; any other is ignored. A request returns once its frame is
+        read and the results published."""
         if isinstance(event, HardwareMute):
             await self.set_hardware_muted(event.camera)
         elif isinstance(event, Command) and event.name == "mute" and event.camera is not None:
@@ -128,6 +134,8 @@ class EyesService:
             await self.request(SPOKEN[event.name], event.session_id, event.timestamp_ms)
 
     async def set_muted(self, muted: bool) -> None:
+        """The wearer's camera mute, remembered across restarts and published; the hardware switch,
+        while on, keeps the camera muted regardless."""
         self.muted = muted
         self.mute_memory.save(muted)
         still = " (the hardware switch still mutes it)" if self.hardware_muted else ""
@@ -135,6 +143,7 @@ class EyesService:
         await self._publish_camera()
 
     async def set_hardware_muted(self, muted: bool) -> None:
+        """The hardware switch's camera mute; published when it changes."""
         changed = muted != self.hardware_muted
         self.hardware_muted = muted
         if changed:

@@ -97,6 +97,9 @@ class ErrorReports:
         self._since_report = 0
 
     def report(self, error: Error) -> None:
+        """Sends `error` to `out`, and logs it, while the rate limit allows; past it, counts it in
+        `suppressed` instead (the log says when that starts, and how many went unreported once it
+        ends)."""
         if not self.bucket.take():
             if self._since_report == 0:
                 log.warning(

@@ -75,10 +75,12 @@ MUTED_TEMPLATE = "{{{{ 'ON' if value_json.get('{key}', false) else 'OFF' }}}}"
 
 
 def base_topic(config: Config) -> str:
+    """Where this pendant's topics live on the home broker: `<link.topic_prefix>/<device_id>`."""
     return f"{config.link.topic_prefix}/{config.device_id}"
 
 
 def event_topic(config: Config) -> str:
+    """Where intents go out as events, for Home Assistant's event entity (never retained)."""
     return f"{base_topic(config)}/event"
 
 
@@ -234,10 +236,12 @@ def _origin() -> dict[str, Any]:
 
 
 def device_topic(config: Config) -> str:
+    """The retained topic of the "device" shape: one message with every entity."""
     return f"{PREFIX}/device/{config.device_id}/config"
 
 
 def component_topic(config: Config, platform: str, key: str) -> str:
+    """The retained topic of one entity (`key`, of `platform`) in the "components" shape."""
     return f"{PREFIX}/{platform}/{config.device_id}/{key}/config"
 
 

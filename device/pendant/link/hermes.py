@@ -31,6 +31,7 @@ def _slot(slot: Slot) -> dict[str, Any]:
 
 
 def intent_message(event: Intent) -> tuple[str, bytes]:
+    """The Hermes topic (`hermes/intent/<name>`) and JSON of an intent."""
     body = {
         "input": event.text,
         "intent": {"intentName": event.name, "confidenceScore": event.confidence},
@@ -44,6 +45,8 @@ def intent_message(event: Intent) -> tuple[str, bytes]:
 
 
 def not_recognized_message(event: NotRecognized) -> tuple[str, bytes]:
+    """The Hermes topic (`hermes/nlu/intentNotRecognized`) and JSON of held talk that matched no
+    intent."""
     body = {
         "input": event.text or "",
         "siteId": event.device_id,
@@ -55,6 +58,8 @@ def not_recognized_message(event: NotRecognized) -> tuple[str, bytes]:
 
 
 def text_captured_message(event: Transcript) -> tuple[str, bytes]:
+    """The Hermes topic (`hermes/asr/textCaptured`) and JSON of a transcript; its `seconds` is
+    always 0."""
     body = {
         "text": event.text,
         "likelihood": event.confidence,

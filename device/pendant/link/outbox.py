@@ -92,6 +92,8 @@ def _corrupt(exc: Exception) -> bool:
 
 @dataclass(frozen=True)
 class Entry:
+    """A waiting event and its place in the queue (`seq`: events go out in its order)."""
+
     seq: int
     event: Event
 
@@ -237,6 +239,8 @@ class Outbox:
     # -- the queue -----------------------------------------------------------------------
 
     def expired(self, event: Event) -> bool:
+        """Whether `event` is too old to send: older than `expiry_s` by its own `timestamp_ms` (the
+        wall clock). A superseded type (status, battery, sentences) never is."""
         if event.type in SUPERSEDED:
             return False
         return self.clock() - event.timestamp_ms > self.expiry_ms
@@ -418,6 +422,8 @@ class Outbox:
         return len(self._ram)
 
     def close(self) -> None:
+        """Closes the file; what waits in RAM only (the events a failing disk could not take, errors
+        and says) is lost."""
         self._closed = True
         if self._db is not None:
             self._db.close()

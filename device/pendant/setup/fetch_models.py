@@ -324,6 +324,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pendant.setup.fetch_models` (`pendant models`): list, fetch, verify, or print a
+    model's path; returns 2 after an error or a model that fails to verify, 130 if interrupted,
+    else 0."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":

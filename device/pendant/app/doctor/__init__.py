@@ -56,6 +56,7 @@ def diagnose(
 
 
 def main(config: Config) -> int:
+    """`pendant doctor`: prints each finding as it comes; returns 1 if any FAILed, else 0."""
     failed = False
     for finding in diagnose(config):
         print(finding.line(), flush=True)

@@ -17,6 +17,9 @@ it works, worse or at a risk, or the check could not tell. OK: as it should be."
 
 @dataclass(frozen=True)
 class Finding:
+    """What was checked (`part`), how it stands, what was seen, and what to do about it (shown
+    unless OK)."""
+
     part: str
     verdict: Verdict
     detail: str

@@ -28,6 +28,8 @@ VCGENCMD_TIMEOUT_S = 3.0
 
 @dataclass(frozen=True)
 class Throttling:
+    """The words (`BITS`) of the bits that hold now, and of those that have held since boot."""
+
     now: tuple[str, ...]
     since_boot: tuple[str, ...]
 

@@ -27,11 +27,15 @@ class GaugeUnavailable(PendantError, OSError):
 
 @dataclass(frozen=True)
 class Reading:
+    """One reading of the gauge: the charge in percent (0-100), and whether it is charging."""
+
     pct: int
     charging: bool
 
 
 class Gauge(Protocol):
+    """What every battery backend provides (`name`: its value of `body.battery`)."""
+
     name: str
 
     def read(self) -> Reading:
@@ -43,7 +47,9 @@ class Gauge(Protocol):
         GaugeUnavailable when it does not answer or holds no valid time."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Releases the device (the I2C bus); the gauge is not read after it."""
+        ...
 
 
 def open_gauge(config: BodyConfig) -> Gauge:
@@ -78,10 +84,13 @@ class Reporter:
         self._sent_at_s = 0.0
 
     def due(self, reading: Reading, now_s: float) -> bool:
+        """Whether `reading` is to be sent: it differs from the last one sent, or `every_s` have
+        passed since that one (`now_s`: monotonic seconds). True also records it as sent."""
         if reading != self._last or now_s - self._sent_at_s >= self.every_s:
             self._last, self._sent_at_s = reading, now_s
             return True
         return False
 
     def is_low(self, reading: Reading) -> bool:
+        """Below `low_pct` (a reading at it is not low)."""
         return reading.pct < self.low_pct

@@ -38,6 +38,9 @@ def _from_bcd(value: int) -> int:
 
 
 class PiSugar3:
+    """The PiSugar 3's gauge and RTC; GaugeUnavailable at construction without smbus2 or the I2C bus
+    (a board missing from the bus shows at the first read)."""
+
     name = "pisugar3"
 
     def __init__(self, bus: int = 1, address: int = ADDRESS, smbus: Any = None) -> None:
@@ -61,6 +64,8 @@ class PiSugar3:
         return cls(config.i2c_bus)
 
     def read(self) -> Reading:
+        """The level and charging state now; charging is external power plugged in with charging
+        allowed, as PiSugar's driver has it. GaugeUnavailable when closed or nothing answers."""
         if self._bus is None:
             raise GaugeUnavailable(f"{self.where}: closed")
         try:
@@ -81,6 +86,8 @@ class PiSugar3:
             raise GaugeUnavailable(f"{self.where} does not answer: {exc.strerror}") from None
 
     def rtc_time(self) -> datetime | None:
+        """The board's RTC (never None: the PiSugar 3 has one), read until two readings agree;
+        GaugeUnavailable when closed, when it does not answer, or when it holds no valid time."""
         # One register at a time: a second can tick over between two of them, so read until
         # two readings agree (a tick comes at most once in a few milliseconds).
         raw = self._rtc_registers()
@@ -97,6 +104,7 @@ class PiSugar3:
             raise GaugeUnavailable(f"{self.where}: its RTC holds no valid time ({shown})") from None
 
     def close(self) -> None:
+        """Closes the I2C bus; a read after it raises GaugeUnavailable. Idempotent."""
         bus, self._bus = self._bus, None
         if bus is not None:
             bus.close()

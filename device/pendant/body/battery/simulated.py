@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 
 class SimulatedGauge:
+    """A battery that drains `drain_pct_per_min` from `start_pct`, or charges at that rate when
+    told, as `clock` (monotonic seconds) advances; its RTC follows `wall_clock`."""
+
     name = "simulated"
 
     def __init__(
@@ -48,10 +51,12 @@ class SimulatedGauge:
         self._at_s = now
 
     def set_level(self, pct: float) -> None:
+        """The level is `pct` now (clamped to 0-100); it drains or charges on from there."""
         self._advance()
         self._level = min(100.0, max(0.0, float(pct)))
 
     def set_charging(self, charging: bool) -> None:
+        """From now on it charges (at the drain rate) or drains, and reads say so."""
         self._advance()
         self._charging = charging
 
@@ -61,10 +66,13 @@ class SimulatedGauge:
         self._rtc_offset_s = offset_s
 
     def read(self) -> Reading:
+        """The level now, rounded to a whole percent."""
         self._advance()
         return Reading(round(self._level), self._charging)
 
     def rtc_time(self) -> datetime | None:
+        """The wall clock plus the offset of `set_rtc_offset`, in whole seconds; None when the
+        offset is None."""
         if self._rtc_offset_s is None:
             return None
         # Whole seconds, as a real RTC keeps them.

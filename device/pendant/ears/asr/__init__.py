@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Transcription:
+    """What a recogniser heard: the sentence of the closed set it most likely was, and how sure it
+    is."""
+
     text: str
     """A sentence of the closed set, lowercase words, e.g. 'turn on the kitchen lights'."""
     confidence: float
@@ -42,14 +45,21 @@ class Transcription:
 
 
 class Recognizer(Protocol):
+    """What every speech recogniser provides (`create_recognizer` builds the configured one)."""
+
     guessed: Mapping[str, str]
     """The grammar's words with no dictionary pronunciation, and what made one up
     (`pendant.ears.asr.pronounce.ESPEAK` or `LETTERS`); empty for a recogniser that reads no
     pronunciations."""
 
-    def transcribe(self, audio: np.ndarray) -> Transcription | None: ...
+    def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        """The closed-set sentence `audio` (16 kHz mono int16) most likely was; None when nothing
+        fits. Blocks while it decodes (the ears run it in a child process)."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Drops the model; the recogniser is not used after it."""
+        ...
 
 
 BACKENDS = RECOGNIZERS

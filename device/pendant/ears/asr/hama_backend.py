@@ -345,6 +345,9 @@ class HamaRecognizer:
         return ~sure | np.concatenate([[True], ~sure[:-1]])
 
     def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        """The closed-set sentence `audio` (16 kHz mono int16) most likely was, with its confidence
+        for conversation mode and for held talk, and its rivals; None under a tenth of a second of
+        audio or when the search finds no sentence. Blocking."""
         if audio.size < SAMPLE_RATE // 10:
             return None
         lp = self.log_probs(audio)
@@ -382,4 +385,5 @@ class HamaRecognizer:
         )
 
     def close(self) -> None:
+        """Drops the model; the recogniser is not used after it."""
         self._asr = None  # type: ignore[assignment]

@@ -212,6 +212,9 @@ class PocketsphinxRecognizer:
         return text, 100 * utt_gap, 100 * word_gap
 
     def transcribe(self, audio: np.ndarray) -> Transcription | None:
+        """The closed-set sentence `audio` (16 kHz mono int16) most likely was, with one confidence
+        for either mode and no rivals; None under a tenth of a second of audio or when the grammar
+        matches nothing. Blocking."""
         if audio.size < SAMPLE_RATE // 10:
             return None
         text, utt_gap, word_gap = self.score(audio)
@@ -222,4 +225,5 @@ class PocketsphinxRecognizer:
         return Transcription(text=" ".join(words), confidence=round(score, 4))
 
     def close(self) -> None:
+        """Drops the decoder; the recogniser is not used after it."""
         self._decoder = None  # type: ignore[assignment]

@@ -44,12 +44,15 @@ _LETTERS: dict[str, str] = {
 
 
 def cmu_dict_path() -> Path:
+    """The CMU dictionary shipped in the pocketsphinx wheel (ImportError without pocketsphinx)."""
     import pocketsphinx
 
     return Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
 
 
 def ipa_to_arpabet(ipa: str) -> str:
+    """espeak-ng's IPA as ARPAbet phones, one space between them; stress marks, and symbols with no
+    CMU counterpart, are left out."""
     phones: list[str] = []
     i = 0
     while i < len(ipa):
@@ -68,6 +71,8 @@ def ipa_to_arpabet(ipa: str) -> str:
 
 
 def espeak_phones(word: str) -> str | None:
+    """`word` in ARPAbet as espeak-ng says it in American English; None when espeak-ng (or espeak)
+    is missing, fails, or gives no phone. Runs it as a child process (up to 10 s)."""
     exe = shutil.which("espeak-ng") or shutil.which("espeak")
     if exe is None:
         return None
@@ -85,6 +90,7 @@ def espeak_phones(word: str) -> str | None:
 
 
 def letter_phones(word: str) -> str:
+    """One phone per letter a-z of `word` (the LETTERS guess); "AH" when it has none."""
     return " ".join(_LETTERS[c] for c in word if c in _LETTERS) or "AH"
 
 
@@ -94,6 +100,8 @@ LETTERS = "letters"
 
 @dataclass(frozen=True, slots=True)
 class Pronunciations:
+    """What `pronounce` found: every word's phones, and which of them were made up."""
+
     phones: dict[str, list[str]]
     """Every word to one or more phone strings."""
     guessed: dict[str, str]

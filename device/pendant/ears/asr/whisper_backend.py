@@ -151,5 +151,6 @@ class WhisperRecognizer:
         return self._decode(audio.astype(np.float32) / 32768.0)[0]
 
     def close(self) -> None:
+        """Drops the model; the recogniser is not used after it."""
         # Drops ~80 MB of weights now rather than whenever the garbage collector runs.
         self._model = None

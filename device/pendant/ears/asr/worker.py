@@ -68,6 +68,7 @@ class RecognizerProcess:
 
     @property
     def pid(self) -> int:
+        """The child process's id."""
         return self._child.pid
 
     def wait_ready(self) -> None:
@@ -121,6 +122,8 @@ class RecognizerProcess:
             return await self._read_line()
 
     def close(self) -> None:
+        """Kills the child and waits for it; a transcription in progress, or any after, raises
+        PendantError."""
         self._closed = True
         for exchange in self._exchanges:
             exchange.cancel()
@@ -213,6 +216,8 @@ def _read_exactly(stream: Any, n: int) -> bytes | None:
 
 
 def main() -> int:
+    """The child's side of the wire (see the module's docstring): loads the recogniser, then answers
+    one utterance at a time until stdin ends. 2 when the recogniser does not load."""
     # Ctrl-C reaches the whole process group; the parent decides, and the child ends when
     # its stdin does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

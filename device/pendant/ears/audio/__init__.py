@@ -28,6 +28,8 @@ BLOCK_CHUNKS = 3
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
+    """`chunk_ms` of audio, stamped with the time its last sample was captured."""
+
     samples: np.ndarray
     """int16, mono, RATE_HZ."""
     end_ms: int
@@ -35,18 +37,27 @@ class Chunk:
 
 
 class AudioSource(Protocol):
+    """What every audio backend provides (`create_source` builds the configured one)."""
+
     realtime: bool
     """False: audio comes faster than it was spoken (files played for a test or for `pendant
     listen`), and the listener waits for work a device would do while listening on."""
 
-    def chunks(self) -> AsyncIterator[Chunk]: ...
+    def chunks(self) -> AsyncIterator[Chunk]:
+        """The audio as it comes, one Chunk at a time, nothing while paused; ends when the source is
+        closed (a file source also at its end)."""
+        ...
 
     def pause(self) -> None:
         """Capture nothing until resume(): the microphone is closed before this returns."""
 
-    def resume(self) -> None: ...
+    def resume(self) -> None:
+        """Capture again after `pause()` (a microphone opens again)."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stops capturing for good: `chunks()` ends."""
+        ...
 
 
 SOURCES = AUDIO_SOURCES

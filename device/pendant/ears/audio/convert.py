@@ -25,6 +25,7 @@ def to_float_mono(samples: np.ndarray) -> np.ndarray:
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as int16, clipped (1.0 becomes 32767)."""
     return (np.clip(x, -1.0, 1.0 - 1.0 / 32768.0) * 32768.0).astype(np.int16)
 
 
@@ -47,6 +48,8 @@ class StreamConverter:
         )
 
     def push(self, samples: np.ndarray) -> np.ndarray:
+        """The next block (any layout `to_float_mono` takes) as 16 kHz mono int16; the resampler may
+        hold a few samples back until the next block."""
         x = to_float_mono(samples)
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x)

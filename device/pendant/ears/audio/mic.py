@@ -27,6 +27,9 @@ STALL_S = 0.5
 
 
 class MicSource:
+    """The microphone `audio.device` names, open only while `chunks()` runs and nothing has paused
+    it."""
+
     realtime = True
 
     @staticmethod
@@ -88,6 +91,8 @@ class MicSource:
             ) from None
 
     async def chunks(self) -> AsyncIterator[Chunk]:
+        """The microphone's audio as Chunks, stamped as they are converted; opens the stream, and
+        again after each pause. BackendUnavailable when it cannot open; ends at close()."""
         loop = asyncio.get_running_loop()
         n = self.chunk_samples
         while not self._closed:
@@ -112,10 +117,13 @@ class MicSource:
                     yield Chunk(chunk, now_ms - len(pending) * 1000 // RATE_HZ)
 
     def pause(self) -> None:
+        """Closes the microphone before it returns; `chunks()` then waits, capturing nothing, until
+        resume()."""
         self._running.clear()
         self._release()
 
     def resume(self) -> None:
+        """Lets `chunks()` open the microphone again."""
         self._running.set()
 
     def _release(self) -> None:
@@ -126,6 +134,8 @@ class MicSource:
         self._queue = None
 
     def close(self) -> None:
+        """Closes the microphone for good (`chunks()` ends) and logs how many blocks were dropped
+        while the pipeline was busy."""
         self._closed = True
         self._running.set()
         self._release()

@@ -97,6 +97,9 @@ class WavSource:
                 carry = buf[whole:]
 
     async def chunks(self) -> AsyncIterator[Chunk]:
+        """The files' audio as Chunks, each file followed by `gap_ms` of silence, ending after the
+        last; stamped as if captured live from when it started, time standing still while paused.
+        A file is decoded when its turn comes."""
         n = self.chunk_samples
         start_ms = self.started_ms = wire.now_ms()
         start_mono = time.monotonic()
@@ -129,11 +132,15 @@ class WavSource:
             yield Chunk(samples, start_ms + int(end_s * 1000))
 
     def pause(self) -> None:
+        """Holds the stream where it is, losing nothing (unlike a microphone's pause), until
+        resume()."""
         self._running.clear()
 
     def resume(self) -> None:
+        """Plays on from where `pause()` held it."""
         self._running.set()
 
     def close(self) -> None:
+        """`chunks()` ends before its next chunk, even while paused."""
         self._closed = True
         self._running.set()

@@ -638,6 +638,7 @@ class Grammar:
         return sum(paths[f] for f in self.graph.finals)
 
     def accepts(self, words: list[str]) -> bool:
+        """Is `words` a whole sentence of the closed set (of the core or not)?"""
         return _accepts(self.graph, self._index, words)
 
     def continuations(self, words: list[str], most: int) -> list[list[str]] | None:

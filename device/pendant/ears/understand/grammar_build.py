@@ -84,6 +84,9 @@ async def compile_grammar_async(config: Config, cache: Path | None) -> Grammar:
 
 
 def main() -> int:
+    """The child: reads the home as JSON on stdin and writes its grammar as JSON on stdout (saved
+    in the cache folder argv[1] names, if any); 2, with the reason on stderr, when it cannot be
+    built."""
     cache = Path(sys.argv[1]) if len(sys.argv) > 1 else None
     try:
         config = Config.model_validate_json(sys.stdin.buffer.read())

@@ -50,15 +50,19 @@ SKIP_WORDS = sorted({*POLITE_BEFORE, *POLITE_AFTER}, key=len, reverse=True)
 
 @dataclass(frozen=True, slots=True)
 class IntentMatch:
+    """An intent read in a sentence: its name, its slots, and the sentence."""
+
     name: str
     slots: list[Slot]
     text: str
     """The sentence matched, normalised to lowercase words."""
 
     def slot_values(self) -> dict[str, str | int | float]:
+        """Each slot's value by the slot's name (of two with one name, the later)."""
         return {s.name: s.value for s in self.slots}
 
     def to_json(self) -> dict[str, Any]:
+        """The match as plain JSON types: what `python -m pendant.ears.understand.nlu` prints."""
         return {
             "intent": self.name,
             "text": self.text,
@@ -187,6 +191,8 @@ class IntentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Reads sentences from stdin, one a line, and prints each one's intent as JSON (or "no intent")
+    until stdin ends; 2 if the config is invalid."""
     from pendant.core.config import load_config
     from pendant.core.errors import ConfigError
 

@@ -115,6 +115,8 @@ COCO: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Detection:
+    """One thing seen: its label, the detector's score, and where it is when the backend knows."""
+
     label: str
     score: float
     box: tuple[float, float, float, float] | None = None
@@ -146,10 +148,13 @@ class Detector(ABC):
         """What is in an RGB frame (faces already masked), best first. Blocking."""
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        """Releases the accelerator, where the backend holds one; no `detect` after it."""
         pass
 
 
 def read_labels(path: str | None) -> tuple[str, ...]:
+    """The class names in the file at `path`, one a line (blank lines skipped); COCO's without a
+    path. BackendUnavailable when the file cannot be read."""
     if not path:
         return COCO
     try:

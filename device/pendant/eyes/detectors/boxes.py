@@ -26,6 +26,8 @@ class Geometry:
     pad_y: float = 0.0
 
     def to_frame(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Boxes (x1, y1, x2, y2 rows) in the model input's pixels, mapped back onto a frame of
+        width x height and clipped to it; a new array."""
         out = np.asarray(boxes, dtype=np.float32).copy()
         out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale_x
         out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale_y
@@ -72,6 +74,9 @@ def to_tensor(image: np.ndarray, spec: InputSpec, scale: float = 1 / 255.0) -> n
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
+    """The model's input: its size in pixels, its layout (NCHW, else NHWC) and dtype ("uint8", else
+    float)."""
+
     width: int
     height: int
     nchw: bool = True
@@ -90,10 +95,12 @@ class Raw:
 
     @classmethod
     def empty(cls) -> Raw:
+        """No boxes at all."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
 def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    """Boxes as (centre x, centre y, width, height) rows, as (x1, y1, x2, y2) rows."""
     half = b[:, 2:4] / 2
     return np.hstack([b[:, :2] - half, b[:, :2] + half])
 

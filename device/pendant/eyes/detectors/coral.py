@@ -29,11 +29,16 @@ DELEGATE_GLOBS = (
 
 
 class CoralDetector(Detector):
+    """An SSD on a Coral Edge TPU (`eyes.detector.type = 'coral'`); the constructor raises
+    BackendUnavailable without a model, ai-edge-litert, or the Edge TPU itself."""
+
     type = "coral"
     device_paths: ClassVar[tuple[str, ...]] = ("/dev/apex_0",)
 
     @classmethod
     def present(cls) -> bool:
+        """Whether a Coral may be here: an M.2 one's device node, or the delegate library a USB one
+        needs (installed, it says yes with no Coral plugged in)."""
         # A USB Coral has no device node of its own: its delegate library is the sign.
         return super().present() or any(glob.glob(pattern) for pattern in DELEGATE_GLOBS)
 
@@ -62,6 +67,8 @@ class CoralDetector(Detector):
         self.input = self.interpreter.get_input_details()[0]
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
+        """What the Edge TPU finds in an RGB frame, best first, at or above `min_score`; without
+        boxes (the model's are not read). Blocking."""
         import cv2
 
         _, height, width, _ = self.input["shape"]

@@ -40,10 +40,14 @@ DEFAULT_SIZE = {"yolo": 640, "yolox": 416, "ssd": 300, "picodet": 608}
 
 
 class CpuDetector(Detector):
+    """A YOLO, YOLOX, SSD or PicoDet .onnx on the CPU, through onnxruntime: the fallback every
+    machine has."""
+
     type = "cpu"
 
     @classmethod
     def present(cls) -> bool:
+        """Always: every machine has a CPU."""
         return True
 
     def __init__(self, config: Config) -> None:
@@ -93,6 +97,9 @@ class CpuDetector(Detector):
         return ssd.decode(out, self.model.output_names, self.spec, self.labels), geometry
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
+        """What is in an RGB frame, best first: at or above `min_score`, after NMS within each
+        class, with boxes in the frame's pixels and no background. ModelError when the outputs do
+        not read as `format`. Blocking."""
         try:
             raw, geometry = self.raw(frame)
         except (ValueError, IndexError) as exc:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 
 class HailoDetector(Detector):
+    """A detection HEF on a Hailo-8/8L (`eyes.detector.type = 'hailo'`); the constructor raises
+    BackendUnavailable without a model, hailo_platform, or the device."""
+
     type = "hailo"
     device_paths = ("/dev/hailo0",)
 
@@ -53,6 +56,8 @@ class HailoDetector(Detector):
         self._hp = hp
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
+        """What the Hailo finds in an RGB frame, best first, at or above `min_score`; without boxes.
+        Blocking."""
         import cv2
 
         height, width = self.input_info.shape[:2]
@@ -72,6 +77,7 @@ class HailoDetector(Detector):
         return sorted(found, key=lambda d: -d.score)
 
     def close(self) -> None:
+        """Releases the Hailo device (another process may then use it); idempotent."""
         device = getattr(self, "device", None)
         if device is not None:
             device.release()

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 
 class Imx500Detector(Detector):
+    """The AI Camera's own network (`eyes.detector.type = 'imx500'`, an .rpk model); the constructor
+    raises BackendUnavailable without a model, picamera2, or the sensor."""
+
     type = "imx500"
     # The sensor's I2C driver binds only when an AI Camera is attached.
     device_paths = ("/sys/bus/i2c/drivers/imx500",)
@@ -45,6 +48,9 @@ class Imx500Detector(Detector):
         self.labels = read_labels(config.eyes.detector.labels)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
+        """What the sensor finds in a frame it takes itself (`frame` is not looked at), best first,
+        at or above `min_score`, without boxes; [] when the sensor gives no outputs. Opens and
+        closes the camera; blocking."""
         cam = self._picamera2.Picamera2(self.imx500.camera_num)
         try:
             cam.configure(cam.create_still_configuration())

@@ -17,12 +17,15 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def prepare(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Geometry]:
+    """The model's input (the frame resized to `spec`, channels reversed, ImageNet-normalised, NCHW
+    float) and the geometry back to the frame."""
     image, geometry = stretch(frame[:, :, ::-1], spec.width, spec.height)
     x = ((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None]
     return np.ascontiguousarray(x), geometry
 
 
 def names(meta: dict[str, str]) -> tuple[str, ...] | None:
+    """The labels in a RapidAI export's "character" metadata, one a line; None when it has none."""
     labels = tuple(meta.get("character", "").splitlines())
     return labels or None
 
@@ -38,6 +41,8 @@ def matches(shapes: list[tuple[int, ...]]) -> bool:
 
 
 def decode(outputs: list[np.ndarray], spec: InputSpec) -> Raw:
+    """Every level's class scores and GFL box distributions as Raw boxes in the input's pixels, each
+    with its best class (no NMS)."""
     levels = len(outputs) // 2
     boxes, scores = [], []
     for stride, cls_scores, dist in zip(STRIDES, outputs[:levels], outputs[levels:], strict=False):

@@ -32,6 +32,8 @@ COCO_TF: tuple[str, ...] = _tf_coco()
 
 
 def prepare(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Geometry]:
+    """The model's input (the frame resized to `spec`, no letterbox) and the geometry back to the
+    frame."""
     image, geometry = stretch(frame, spec.width, spec.height)
     return to_tensor(image, spec), geometry
 
@@ -68,6 +70,8 @@ def default_labels(shapes: list[tuple[int, ...]], names: list[str]) -> tuple[str
 def decode(
     outputs: list[np.ndarray], names: list[str], spec: InputSpec, labels: tuple[str, ...]
 ) -> Raw:
+    """The outputs of an SSD `layout` as Raw boxes in the input's pixels, never of the "background"
+    class when `labels` start with it; ValueError for outputs of no layout this reads."""
     shapes = [tuple(o.shape) for o in outputs]
     kind = layout(shapes, names)
     scale = np.array([spec.width, spec.height] * 2, dtype=np.float32)

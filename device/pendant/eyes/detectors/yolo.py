@@ -29,6 +29,8 @@ END2END_MAX = 1000
 
 
 def prepare(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Geometry]:
+    """The model's input (the frame letterboxed onto grey, centred, RGB) and the geometry back to
+    the frame."""
     image, geometry = letterbox(frame, spec.width, spec.height)
     return to_tensor(image, spec), geometry
 

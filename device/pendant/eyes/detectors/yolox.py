@@ -32,6 +32,8 @@ def matches(shapes: list[tuple[int, ...]], spec: InputSpec) -> bool:
 
 
 def prepare(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Geometry]:
+    """The model's input (the frame letterboxed onto grey at the top left, channels reversed, 0-255
+    float, NCHW) and the geometry back to the frame."""
     image, geometry = letterbox(frame, spec.width, spec.height, centre=False)
     x = image[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)[None]
     return np.ascontiguousarray(x), geometry
