@@ -43,6 +43,7 @@ from pendant.core.events import PairingWindow
 from pendant.core.supervise import Readiness
 from pendant.pairing.service import PairingService
 from pendant.setup.provision import PHONE_PREFIX, Provisioned
+from pendant.web import pair_desk
 from pendant.web import server as webserver
 from tests.support.mosquitto_support import (
     DEVICE,
@@ -269,7 +270,7 @@ def until_waiting(web: WebServer, prov: Provisioned, source: str = "127.0.0.1") 
         assert pairing_link(body) is None, "handed out before the wearer accepted"
         token, code = waiting_token(body), page_code(body)
         if token is not None:
-            assert code is not None and 1 <= code <= webserver.PAIR_CODES, body
+            assert code is not None and 1 <= code <= pair_desk.PAIR_CODES, body
             return Asking(token, code)
         time.sleep(0.3)
     pytest.fail(f"/pair did not ask for the wearer's presses within {TIMEOUT_S} s")
@@ -602,12 +603,12 @@ def test_pair_is_refused_past_the_rate_limit(pendant: tuple[Provisioned, Path]) 
             finally:
                 conn.close()
 
-        burst = 5  # webserver.PAIR_BURST
+        burst = 5  # pair_desk.PAIR_BURST
         statuses = [status("127.0.0.4") for _ in range(burst + 3)]
         assert statuses[:burst] == [200] * burst
         assert 429 in statuses[burst:]
         assert status("127.0.0.5") == 200
-        assert burst == webserver.PAIR_BURST
+        assert burst == pair_desk.PAIR_BURST
 
 
 # --- the bus cut between taking the offer and reporting it -----------------------------------
@@ -638,14 +639,14 @@ def taken_while_cut() -> Iterator[Cut]:
         stack.callback(loop.close)
         pairing, _ = start_pairing(loop, prov, window_s=60.0)
 
-        async def make_desk() -> webserver.PairingDesk:
-            return webserver.PairingDesk(str(prov.socket), prov.password("web"))
+        async def make_desk() -> pair_desk.PairingDesk:
+            return pair_desk.PairingDesk(str(prov.socket), prov.password("web"))
 
         desk = loop.call(make_desk())
         real_take = desk.take
-        taken: list[webserver.Offer | None] = []
+        taken: list[pair_desk.Offer | None] = []
 
-        def take_then_cut() -> webserver.Offer | None:
+        def take_then_cut() -> pair_desk.Offer | None:
             offer = real_take()
             taken.append(offer)
             if broker.poll() is None:

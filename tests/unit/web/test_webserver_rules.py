@@ -36,7 +36,7 @@ def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> N
 
 def test_a_pairing_offer_is_checked_before_it_reaches_a_page() -> None:
     from pendant.core.events import PairingOffer
-    from pendant.web.server import parse_offer
+    from pendant.web.pair_desk import parse_offer
 
     offer = PairingOffer(device_id="dev", user="phone-ab12cd",
                          fragment="u=phone-ab12cd&p=x-Y_z&d=dev&w=8884", expires_ms=1)  # fmt: skip
@@ -56,37 +56,37 @@ def test_each_asking_address_gets_a_code_of_its_own() -> None:
     told so), each request carries its code to the pairing service, and once the wearer chose,
     only the chosen phone (with its page's token) gets the login."""
     from pendant.core import events
-    from pendant.web import server as webserver
+    from pendant.web import pair_desk
 
-    assert webserver.PAIR_CODES == events.PAIRING_CODES
+    assert pair_desk.PAIR_CODES == events.PAIRING_CODES
     until_ms = time.time_ns() // 1_000_000 + 60_000
-    offer = webserver.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
-    desk = webserver.PairingDesk("/nonexistent", "pw")
+    offer = pair_desk.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
+    desk = pair_desk.PairingDesk("/nonexistent", "pw")
     desk.offer = offer
-    sources = [f"192.168.1.{n}" for n in range(10, 10 + webserver.PAIR_CODES)]
+    sources = [f"192.168.1.{n}" for n in range(10, 10 + pair_desk.PAIR_CODES)]
     asks = {source: desk.ask(source, None).waiting for source in sources}
     assert all(ask is not None for ask in asks.values())
     codes = sorted(ask.code for ask in asks.values() if ask is not None)
-    assert codes == list(range(1, webserver.PAIR_CODES + 1))
+    assert codes == list(range(1, pair_desk.PAIR_CODES + 1))
     assert desk.ask(sources[0], None).waiting == asks[sources[0]]  # the same phone again
     assert desk.asking() == frozenset(sources)
     full = desk.ask("192.168.1.99", None)
     assert full.full and full.waiting is None and full.offer is None
-    page = webserver.pair_page(None, full=True).decode()
+    page = pair_desk.pair_page(None, full=True).decode()
     assert "too many" in page and "refresh" not in page
     # Reported on the bus with its code, and its page shows it.
-    requests = [webserver.pairing_request(o, a) for o, a in desk._requests]
+    requests = [pair_desk.pairing_request(o, a) for o, a in desk._requests]
     for request in requests:
         events.parse_event(json.dumps(request).encode())
     chosen = asks[sources[2]]
     assert chosen is not None
-    assert f'<strong id="code">{chosen.code}</strong>' in webserver.pair_page(None, chosen).decode()
+    assert f'<strong id="code">{chosen.code}</strong>' in pair_desk.pair_page(None, chosen).decode()
 
     # The wearer pressed the third phone's code: the others (and newcomers) get nothing.
     desk.offer = dataclasses.replace(offer, requester=chosen.requester)
     first = asks[sources[0]]
     assert first is not None and desk.ask(sources[0], first.token).offer is None
-    assert desk.ask("192.168.1.98", None) == webserver.PairAnswer()
+    assert desk.ask("192.168.1.98", None) == pair_desk.PairAnswer()
     assert desk.ask(sources[2], "0" * 32).offer is None  # the right address, not its token
     handed = desk.ask(sources[2], chosen.token).offer
     assert handed is not None and handed.requester == chosen.requester
@@ -130,9 +130,10 @@ def test_pair_answers_the_pendants_own_network_only(source: str, status: int) ->
 def test_pair_rate_counts_an_ipv6_host_by_its_slash_64() -> None:
     """A host picks any address in its /64 at will: counted per address, a flood of /pair
     requests would never be limited."""
+    from pendant.web import pair_desk
     from pendant.web import server as webserver
 
-    limit = webserver.RateLimit()
+    limit = pair_desk.RateLimit()
     pair = webserver.Request("GET", "/pair", "HTTP/1.1", {"host": "pendant.local"})
     statuses = [
         webserver.respond(pair, {}, source=f"fd00:1:2:3::{n:x}", limit=limit).status
@@ -178,16 +179,16 @@ def test_the_hand_built_pairing_events_are_the_pydantic_ones() -> None:
     memory): what it writes parses as the components' events, field for field, and what it
     takes as an offer is one the pydantic model takes too, so the two cannot drift."""
     from pendant.core import events
-    from pendant.web import server as webserver
+    from pendant.web import pair_desk
 
     until_ms = time.time_ns() // 1_000_000 + 60_000
-    offer = webserver.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
-    ask = webserver.Ask("a" * 32, "token", 3)
-    request = events.parse_event(json.dumps(webserver.pairing_request(offer, ask)).encode())
+    offer = pair_desk.Offer("dev", "phone-ab12cd", "u=phone-ab12cd&p=x&d=dev&w=1", until_ms)
+    ask = pair_desk.Ask("a" * 32, "token", 3)
+    request = events.parse_event(json.dumps(pair_desk.pairing_request(offer, ask)).encode())
     assert isinstance(request, events.PairingRequest)
     assert (request.device_id, request.user, request.requester, request.code) == (
         "dev", "phone-ab12cd", "a" * 32, 3)  # fmt: skip
-    taken = events.parse_event(json.dumps(webserver.pairing_taken(offer)).encode())
+    taken = events.parse_event(json.dumps(pair_desk.pairing_taken(offer)).encode())
     assert isinstance(taken, events.PairingTaken)
     assert (taken.device_id, taken.user) == ("dev", "phone-ab12cd")
 
@@ -195,8 +196,8 @@ def test_the_hand_built_pairing_events_are_the_pydantic_ones() -> None:
     for requester in (None, "b" * 32):
         sent = events.PairingOffer(device_id="dev", user="phone-ab12cd", fragment=offer.fragment,
                                    expires_ms=until_ms, requester=requester)  # fmt: skip
-        read = webserver.parse_offer(sent.to_json())
-        assert read == webserver.Offer("dev", "phone-ab12cd", offer.fragment, until_ms, requester)
+        read = pair_desk.parse_offer(sent.to_json())
+        assert read == pair_desk.Offer("dev", "phone-ab12cd", offer.fragment, until_ms, requester)
     # Whatever the web server takes for an offer, the pydantic model takes too.
     good = json.loads(sent.to_json())
     variants = [{"user": "phone-"}, {"user": "phone-a-"}, {"fragment": ""},
@@ -206,9 +207,9 @@ def test_the_hand_built_pairing_events_are_the_pydantic_ones() -> None:
                 {"timestamp_ms": 2**53 + 1}, {"version": True}, {"id": "a" * 31}]  # fmt: skip
     for change in variants:
         payload = json.dumps({**good, **change}).encode()
-        if webserver.parse_offer(payload) is not None:
+        if pair_desk.parse_offer(payload) is not None:
             events.parse_event(payload)  # raises if the web server took what it must not
     missing = [k for k in good if k != "requester"]
     for key in missing:
         payload = json.dumps({k: v for k, v in good.items() if k != key}).encode()
-        assert webserver.parse_offer(payload) is None, key
+        assert pair_desk.parse_offer(payload) is None, key
