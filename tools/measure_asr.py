@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from pendant.core.config import Config, load_config
+from pendant.core.names import normalize
 from pendant.ears.asr import BACKENDS, Transcription, create_recognizer
-from pendant.ears.understand.grammar import build_grammar, normalize
+from pendant.ears.understand.grammar import build_grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from pendant.core.config import Config, Floor, HomeDevice, load_config
-from pendant.core.names import NAME_PATTERN
-from pendant.ears.understand.grammar import build_grammar, normalize
+from pendant.core.names import NAME_PATTERN, normalize
+from pendant.ears.understand.grammar import build_grammar
 from pendant.ears.understand.nlu import IntentParser
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import pytest
 from pendant.app.local_broker import LocalBroker
 from pendant.core.config import Config
 from pendant.ears.endpoint import sentence_is_over
-from pendant.ears.understand.grammar import Grammar, WordGraph
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.understand.wordgraph import WordGraph
 from tests.conftest import hearing_config, speech_files
 from tests.support.pipeline import run_files
 

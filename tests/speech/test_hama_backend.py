@@ -11,8 +11,9 @@ import pytest
 
 from pendant.core.config import AsrConfig, Config
 from pendant.ears.asr import create_recognizer, hama_backend, rivals
-from pendant.ears.understand.grammar import Grammar, WordGraph
+from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentParser
+from pendant.ears.understand.wordgraph import WordGraph
 from tests.conftest import SPEECH, SPEECH_CACHE, demo_config, speech_sets
 
 OTHER_LANGUAGES = SPEECH.parent / "speech-other-languages"

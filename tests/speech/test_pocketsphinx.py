@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from pendant.core.config import Config
+from pendant.core.names import normalize
 from pendant.ears.asr.pocketsphinx_backend import PocketsphinxRecognizer
-from pendant.ears.understand.grammar import Grammar, normalize
+from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentParser
 from tests.conftest import SPEECH
 

@@ -18,9 +18,10 @@ import pytest
 from pendant.core.config import AsrConfig, Config
 from pendant.core.errors import AudioFormatError, ModelError
 from pendant.core.model_cache import model_path
+from pendant.core.names import normalize
 from pendant.ears.asr import Transcription, create_recognizer
 from pendant.ears.asr.whisper_backend import WhisperRecognizer
-from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
+from pendant.ears.understand.grammar import Grammar, build_grammar
 from tests.conftest import SPEECH, demo_config
 
 pytest.importorskip(

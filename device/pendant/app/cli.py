@@ -234,7 +234,7 @@ def _intents(config: Config, sentences: list[str]) -> int:
             print(f"{name}: " + " | ".join(sorted(some)))
         print(f"({grammar.size:,} sentences in this home's closed set)")
         return 0
-    from pendant.ears.understand.grammar import normalize
+    from pendant.core.names import normalize
 
     # "heard": whether the sentence is in the closed set, the only sentences the recogniser
     # can output. One the NLU understands but the ears cannot hear is never acted on.

@@ -33,8 +33,10 @@ from pendant.core.events import (
     SentenceSet,
     SentenceWarning,
 )
+from pendant.core.names import normalize
 from pendant.ears.asr.pronounce import ESPEAK, LETTERS
-from pendant.ears.understand.grammar import Grammar, TemplateCompiler, WordGraph, normalize
+from pendant.ears.understand.grammar import Grammar, TemplateCompiler
+from pendant.ears.understand.wordgraph import WordGraph
 
 if TYPE_CHECKING:
     from pendant.core.config import Config

@@ -129,7 +129,7 @@ BURST = 10
 EVERY_S = 0.5
 # How far an event's time may be from the link's wall clock (the components share it).
 MAX_SKEW_MS = 24 * 3600 * 1000
-# What the recognisers emit: pendant.ears.understand.grammar.normalize's words, one space apart.
+# What the recognisers emit: pendant.core.names.normalize's words, one space apart.
 SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
 MAX_SLOT_CHARS = 100

@@ -52,7 +52,7 @@ _REASONS = frozenset(
         " is in no dictionary: its sound is espeak-ng's guess",
     }
 )
-# The grammar's words (grammar.normalize), one space apart.
+# The grammar's words (`pendant.core.names.normalize`), one space apart.
 _SAID = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 _HEARD_AS = re.compile(r"'(?P<what>.*)' is heard as (?P<intent>[A-Za-z0-9]{1,60})", re.DOTALL)
 

@@ -11,14 +11,9 @@ import pytest
 
 from pendant.core.config import Config, CustomSentences
 from pendant.core.errors import ConfigError
+from pendant.core.names import normalize, number_words
 from pendant.ears.understand import grammar as grammar_module
-from pendant.ears.understand.grammar import (
-    Grammar,
-    build_grammar,
-    check_sentences,
-    normalize,
-    number_words,
-)
+from pendant.ears.understand.grammar import Grammar, build_grammar, check_sentences
 from pendant.ears.understand.nlu import IntentParser
 from tests.conftest import SPEECH
 

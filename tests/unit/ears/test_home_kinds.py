@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pendant.core.config import Config
-from pendant.ears.understand.grammar import Grammar, build_grammar, normalize
+from pendant.core.names import normalize
+from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.ears.understand.nlu import IntentParser
 
 HOME = """

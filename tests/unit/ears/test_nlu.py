@@ -112,7 +112,8 @@ def test_custom_intent_from_config(config: Config) -> None:
 
 def test_wearer_sentences_with_digits_are_understood_as_heard(config: Config) -> None:
     from pendant.core.config import CustomSentences
-    from pendant.ears.understand.grammar import build_grammar, normalize
+    from pendant.core.names import normalize
+    from pendant.ears.understand.grammar import build_grammar
 
     party = CustomSentences(intent="PartyMode", sentences=["disco 5 time", "party at 10"])
     home = config.home.model_copy(update={"sentences": [party]})
@@ -129,7 +130,7 @@ def test_names_with_digits_are_understood_as_heard(config: Config) -> None:
     """The recogniser says "two" for the 2 in "Poo poo sensor 2" (it outputs words); the
     device is still the one meant, and one without the digit stays itself."""
     from pendant.core.config import HomeDevice
-    from pendant.ears.understand.grammar import normalize
+    from pendant.core.names import normalize
 
     devices = [
         HomeDevice(name=n, kind="sensor")

@@ -47,7 +47,8 @@ from pendant.ears.asr.rivals import close_rivals
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
-    from pendant.ears.understand.grammar import Grammar, WordGraph
+    from pendant.ears.understand.grammar import Grammar
+    from pendant.ears.understand.wordgraph import WordGraph
 
 SAMPLE_RATE = 16_000
 NEG = np.float32(-1e30)

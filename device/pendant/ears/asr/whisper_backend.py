@@ -24,8 +24,8 @@ import numpy as np
 
 from pendant.core.errors import AudioFormatError, BackendUnavailable
 from pendant.core.model_cache import model_path
+from pendant.core.names import normalize
 from pendant.ears.asr import Transcription
-from pendant.ears.understand.grammar import normalize
 
 if TYPE_CHECKING:
     from pendant.core.config import Config

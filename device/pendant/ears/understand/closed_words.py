@@ -22,16 +22,15 @@ from typing import Any
 import yaml
 
 from pendant.core.config import DEVICE_CLASSES, Config, DeviceKind, Floor, Home, HomeDevice
+from pendant.core.names import normalize, number_words
 from pendant.core.vocabulary import CLOSED_WORDS, split_words
-from pendant.ears.understand.grammar import (
+from pendant.ears.understand.grammar import build_grammar
+from pendant.ears.understand.templates import (
     HOME_ASSISTANT_INTENTS,
     POLITE_AFTER,
     POLITE_BEFORE,
     TEMPLATES,
-    build_grammar,
     home_assistant_english,
-    normalize,
-    number_words,
 )
 
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")

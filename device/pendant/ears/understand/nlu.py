@@ -3,7 +3,7 @@
 Three layers, tried in order:
 1. our templates (`templates/en.yaml`) plus the wearer's `home.sentences`;
 2. Home Assistant's English sentences for the intents we claim, as this home can use them
-   (`grammar.home_assistant_dict`). With 1, the closed set the grammar-constrained
+   (`templates.home_assistant_dict`). With 1, the closed set the grammar-constrained
    recogniser can produce, so every sentence it outputs has an intent;
 3. all of Home Assistant's English intents, for free text from an open-vocabulary
    recogniser that was not snapped to the closed set.
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 from hassil import Intents, RecognizeResult, recognize_best
 
 from pendant.core.events import Slot
-from pendant.ears.understand.grammar import (
+from pendant.core.names import normalize
+from pendant.ears.understand.templates import (
     POLITE_AFTER,
     POLITE_BEFORE,
     home_assistant_english,
     load_intents,
-    normalize,
 )
 
 if TYPE_CHECKING:
