@@ -51,6 +51,11 @@ def simulated(config: Config, bus: LocalBroker, home: LocalBroker, **audio: obje
 
 
 async def listen(config: Config, files: Sequence[Path], out=sys.stdout) -> int:
+    """Plays `files` through the ears and the link on private brokers (`simulated`), writing
+    each intent the home broker delivers to `out` as a line of JSON; returns 0, the exit status.
+
+    Needs mosquitto (`LocalBroker`). Returns once the files are played and their intents
+    arrived, or DELIVERY_TIMEOUT_S after the pipeline ends if some never do."""
     with (
         LocalBroker(users=("pendant",)) as bus,
         LocalBroker(users=("link", "viewer"), tcp=True) as home,

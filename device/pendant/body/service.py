@@ -140,6 +140,7 @@ class BodyService:
 
     @property
     def led_pattern(self) -> str:
+        """The pattern the LED shows now: a key of `pendant.body.led.PATTERNS`, or "off"."""
         return self.led.pattern
 
     async def run(self, ready: Ready = unobserved) -> None:

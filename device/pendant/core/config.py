@@ -51,6 +51,9 @@ class _Strict(BaseModel):
 
 
 class DeviceKind(StrEnum):
+    """What a device in `home.devices` is: one of Home Assistant's domains (an entity id's
+    part before the dot, which `pendant home import` takes it from)."""
+
     light = "light"
     fan = "fan"
     switch = "switch"
@@ -113,6 +116,8 @@ DEVICE_CLASSES: dict[str, frozenset[str]] = {
 
 
 class HomeDevice(_Strict):
+    """One of `[[home.devices]]`: a thing in the home the wearer can name in a sentence."""
+
     name: Name = Field(
         description="What people call it, e.g. 'Bed Light': letters (accents too), digits, "
         "spaces, hyphens, apostrophes. Intents name the device by it."
@@ -156,6 +161,9 @@ class HomeDevice(_Strict):
 
 
 class CustomSentences(_Strict):
+    """One of `[[home.sentences]]`: an intent of the wearer's own and the sentences that ask
+    for it."""
+
     intent: str = Field(
         description="Intent name published for these sentences, e.g. 'PartyMode'.",
         pattern=r"^[A-Z][A-Za-z0-9]{0,47}$",
@@ -166,6 +174,8 @@ class CustomSentences(_Strict):
 
 
 class Floor(_Strict):
+    """One of `[[home.floors]]`: a floor, the areas on it and other ways to say it."""
+
     name: Name = Field(description="What people call it, e.g. 'Upstairs' or 'First Floor'.")
     areas: list[Name] = Field(
         default_factory=list, description="The areas on this floor; each one of home.areas."
@@ -178,6 +188,9 @@ class Floor(_Strict):
 
 
 class Home(_Strict):
+    """`[home]`: what the wearer's sentences can name (areas, floors, devices, media, list
+    items, timers) and their own intents. An area named anywhere in it must be one of `areas`."""
+
     areas: list[Name] = Field(
         default_factory=list,
         description="Area names, e.g. ['Kitchen']; also the only names cmd/area takes.",
@@ -278,6 +291,8 @@ class Home(_Strict):
 
 
 class AudioConfig(_Strict):
+    """`[audio]`: the microphone on the pendant, or WAV files in simulation."""
+
     source: Literal[AUDIO_SOURCES.choices] = Field(
         "wav", description="'mic' (sounddevice) on the pendant, 'wav' (files) in simulation."
     )
@@ -297,6 +312,8 @@ class AudioConfig(_Strict):
 
 
 class VadConfig(_Strict):
+    """`[vad]`: how sound is cut into utterances (webrtcvad's gate, then Silero's check)."""
+
     webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad gate, 0 (lax)-3.")
     silero_threshold: float = Field(
         0.3,
@@ -321,6 +338,8 @@ class VadConfig(_Strict):
 
 
 class AsrConfig(_Strict):
+    """`[asr]`: the recogniser, and how sure it must be of an utterance for an intent."""
+
     backend: Literal[RECOGNIZERS.choices] = Field(
         "hama",
         description="Recogniser: 'hama' (a phoneme CTC model searching the closed set: few "
@@ -344,6 +363,9 @@ class AsrConfig(_Strict):
 
 
 class ListenConfig(_Strict):
+    """`[listen]`: always listening or press-to-talk, and which actions wait for a confirming
+    tap."""
+
     mode: Literal["conversation", "press_to_talk"] = Field(
         "conversation",
         description="'conversation': always listening (and holding the button talks too); "
@@ -361,6 +383,9 @@ class ListenConfig(_Strict):
 
 
 class BusConfig(_Strict):
+    """`[bus]`: how the components reach the device-local broker (a Unix socket, else host and
+    port), and their login."""
+
     socket: str | None = Field(
         "/run/mosquitto/pendant.sock",
         description="Unix socket of the device-local mosquitto; empty to use host/port.",
@@ -372,6 +397,10 @@ class BusConfig(_Strict):
 
 
 class LinkConfig(_Strict):
+    """`[link]`: the brokers outside the device (the home broker, the phones' socket) and how
+    the link sends to them. Refused at load: a password file without a user name, and TLS
+    settings that cannot apply (link.cafile with link.tls false, either with no home broker)."""
+
     socket: str | None = Field(
         None,
         description="Unix socket of the device-local mosquitto, where paired phones read the "
@@ -494,6 +523,9 @@ class LinkConfig(_Strict):
 
 
 class BodyConfig(_Strict):
+    """`[body]`: the GPIO backend, the battery gauge and the button's timings, which must rise:
+    double_press_s < long_hold_s < pairing_hold_s."""
+
     pin_factory: Literal[PIN_FACTORIES.choices] = Field(
         "lgpio",
         description="GPIO backend: 'lgpio' on the pendant, 'mock' (gpiozero's mock pins, "
@@ -556,6 +588,8 @@ class BodyConfig(_Strict):
 
 
 class PairingConfig(_Strict):
+    """`[pairing]`: the pairing window the button opens."""
+
     window_s: float = Field(
         120.0,
         gt=0,
@@ -568,12 +602,16 @@ class PairingConfig(_Strict):
 
 
 class ModelsConfig(_Strict):
+    """`[models]`: the model cache."""
+
     cache_dir: str = Field(
         "~/.cache/pendant/models", description="Where fetched, verified models are kept."
     )
 
 
 class DetectorConfig(_Strict):
+    """`[eyes.detector]`: the object detector behind 'what is this', and the model it runs."""
+
     type: Literal[DETECTORS.choices] = Field(
         "auto",
         description="Object detector backend: 'auto' picks an accelerator that is present "
@@ -601,6 +639,8 @@ class DetectorConfig(_Strict):
 
 
 class EyesConfig(_Strict):
+    """`[eyes]`: the camera, used on request only, and what reads and masks its frames."""
+
     camera: Literal[CAMERAS.choices] = Field(
         "files",
         description="'picamera2' on the pendant; 'files' (images served in turn) in simulation.",
@@ -627,6 +667,9 @@ class EyesConfig(_Strict):
 
 
 class Config(_Strict):
+    """The config file as a whole, validated and frozen: a model per table, and a key it does
+    not know refused (`parse_config` says which and why)."""
+
     device_id: str = Field(
         "pendant",
         pattern=wire.DEVICE_ID_PATTERN,
@@ -712,6 +755,8 @@ def _describe(err: dict[str, Any]) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    """`data` (TOML as parsed) as a checked Config. Raises ConfigError, not pydantic's
+    ValidationError: `source`, the first problem (`key.path: what to fix`), how many more."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -85,6 +85,7 @@ class Event(BaseModel):
             Event.registry[type_field.default] = cls
 
     def to_json(self) -> bytes:
+        """The event as it goes on the wire: compact JSON in UTF-8, its None fields left out."""
         return self.model_dump_json(exclude_none=True).encode()
 
 
@@ -509,6 +510,9 @@ parts (`Mic`, `Camera`, `Battery`) it folds into the `Status` it publishes."""
 
 
 class EventError(ValueError):
+    """An event `parse_event` refuses: too long, not JSON, of no known type, or with a field that
+    does not validate. The message is one line."""
+
     pass
 
 
@@ -535,6 +539,8 @@ def parse_event(payload: bytes | str) -> Event:
 
 
 def json_schema(cls: type[Event]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the event type `cls`, its `$id` included: what
+    `write_schemas` writes for it."""
     schema = cls.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://pendant.invalid/schemas/{cls.model_fields['type'].default}.json"
@@ -542,6 +548,8 @@ def json_schema(cls: type[Event]) -> dict[str, Any]:
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Writes `<type>.json`, the schema of every event type (public, internal, pairing), into
+    `directory` (made if missing), replacing what is there; returns the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     internal = (Button, Command, Activity, HardwareMute, LinkState)

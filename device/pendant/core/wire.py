@@ -64,9 +64,9 @@ def now_ms() -> int:
 # --- the envelope ---------------------------------------------------------------------------
 
 VERSION = 1
+"""The wire format's version, in every event's `version`."""
 MAX_EVENT_BYTES = 8192
 """The most an event's JSON may take on the wire; anything longer is refused unread."""
-"""The wire format's version, in every event's `version`."""
 ENVELOPE = ("type", "version", "id", "device_id", "timestamp_ms")
 """The fields every event carries, before its type's own (`pendant.core.events.Event`)."""
 

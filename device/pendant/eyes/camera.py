@@ -77,6 +77,7 @@ class FileCamera:
             raise CameraError(f"camera: {exc}") from None
 
     def close(self) -> None:
+        """Nothing to release: each frame's file is read whole, and closed."""
         pass
 
 

@@ -86,6 +86,8 @@ def outside_state_of(exc: BaseException) -> Literal["no_network", "no_broker"]:
 
 
 def payload_of(message: aiomqtt.Message) -> bytes:
+    """A message's payload as bytes, whatever type aiomqtt gave it: b"" for none (an empty
+    retained message), text and numbers encoded in UTF-8."""
     p = message.payload
     if isinstance(p, bytes | bytearray):
         return bytes(p)
@@ -121,6 +123,9 @@ class Backoff:
         self.tick_s = tick_s
 
     async def failed(self, exc: Exception) -> None:
+        """Logs that `exc` made the broker unreachable (an outage's first failure as a warning,
+        the rest at debug), then sleeps the delay out, calling `tick` meanwhile; the next delay
+        is twice as long, up to RECONNECT_MAX_S."""
         level = logging.WARNING if self.delay == RECONNECT_S else logging.DEBUG
         log.log(level, "link: %s unreachable (%s); retrying", self.what, exc)
         deadline = time.monotonic() + self.delay
@@ -134,6 +139,8 @@ class Backoff:
         self.delay = min(self.delay * 2, RECONNECT_MAX_S)
 
     def ok(self) -> None:
+        """Connected: the next failure starts a new outage, logged as a warning and retried after
+        RECONNECT_S."""
         self.delay = RECONNECT_S
 
 

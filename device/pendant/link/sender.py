@@ -78,6 +78,8 @@ class SentWindow:
         return len(self._keys)
 
     def add(self, key: tuple[str, str]) -> None:
+        """Remembers `key`, a (topic, event id) pair, as the newest, forgetting the oldest beyond
+        `size`; a key already there becomes the newest again."""
         self._keys[key] = None
         self._keys.move_to_end(key)
         while len(self._keys) > self.size:

@@ -100,6 +100,8 @@ class Pairing:
 
     @property
     def url(self) -> str:
+        """The pairing link: the app's address, the login in its fragment. It holds the password:
+        for the phone being paired only, and never for a log."""
         return f"{self.origin}/#{self.fragment}"
 
     @property
@@ -135,6 +137,7 @@ class Reloader:
 
     @classmethod
     def here(cls) -> Reloader:
+        """The reloader for this process: as root or not, on a systemd system or not."""
         return cls(is_root=os.geteuid() == 0, systemd=SYSTEMD_RUNTIME.is_dir())
 
     def reload(self, root: Path, done: str) -> str:
@@ -290,6 +293,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, reloader: Reloader | None = None) -> int:
+    """`pair`, `revoke` or `list` as the command line (`argv`, default sys.argv's) says; returns
+    the exit status, 2 with one line on stderr on an error. `reloader`: a test's, else `here()`."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "pair" and not args.list and args.name is None:

@@ -136,6 +136,9 @@ class PairingService:
 
     @property
     def pending_file(self) -> Path:
+        """Where the open window's one-time account name waits (`etc/pendant/pairing.pending`):
+        written durably before the account exists, so one that a crash or power cut leaves
+        behind is revoked at the next start."""
         return self.layout.etc / PENDING_NAME
 
     async def run(self, ready: Ready = unobserved) -> None:

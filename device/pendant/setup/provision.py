@@ -143,14 +143,19 @@ class Layout:
 
     @property
     def etc(self) -> Path:
+        """`etc/pendant`: the device's own files (its id, broker.json, pendant.d/, the secrets)."""
         return self.root / "etc" / "pendant"
 
     @property
     def secrets(self) -> Path:
+        """`etc/pendant/secrets`, private to its owner (0700): every password in plain text, one
+        0600 file each."""
         return self.etc / "secrets"
 
     @property
     def conf_dir(self) -> Path:
+        """`etc/mosquitto/pendant`: the device-local mosquitto's config, ACL, hashed password file,
+        CA certificate and server certificate and key."""
         return self.root / "etc" / "mosquitto" / "pendant"
 
     @property
@@ -166,30 +171,38 @@ class Layout:
 
     @property
     def state_dir(self) -> Path:
+        """`var/lib/mosquitto`: where mosquitto persists what it queues for persistent sessions."""
         return self.root / "var" / "lib" / "mosquitto"
 
     @property
     def device_id_file(self) -> Path:
+        """`etc/pendant/device_id`: the device id, written by the first run and never changed."""
         return self.etc / "device_id"
 
     @property
     def settings_file(self) -> Path:
+        """`etc/pendant/broker.json`: the `Settings` of the last run, remembered for the next."""
         return self.etc / "broker.json"
 
     @property
     def hostname_file(self) -> Path:
+        """`etc/hostname`, where the machine's host name is read from (`read_hostname`)."""
         return self.root / "etc" / "hostname"
 
     @property
     def server_cert(self) -> Path:
+        """The server certificate (PEM) of the phone listeners and the app's web server, which
+        `ca_cert` signs; its key is server.key beside it."""
         return self.conf_dir / "server.crt"
 
     @property
     def conf(self) -> Path:
+        """mosquitto's config, rendered from pendant.conf.in: what it runs with (`mosquitto -c`)."""
         return self.conf_dir / "pendant.conf"
 
     @property
     def ca_cert(self) -> Path:
+        """The device CA's certificate (PEM), which phones trust; its key is deleted after use."""
         return self.conf_dir / "ca.crt"
 
     @property
@@ -198,10 +211,14 @@ class Layout:
         return self.secrets / "ca.key"
 
     def password_file(self, user: str) -> Path:
+        """The file (0600, in `secrets`) holding `user`'s password in plain text; whether there
+        is one is not checked."""
         return self.secrets / f"{user}.password"
 
     @property
     def bridge_password_file(self) -> Path:
+        """The home broker's password (`--bridge-password-file`, copied here), which
+        pendant-link.service hands the link; named for the mosquitto bridge that once used it."""
         return self.secrets / "bridge-remote.password"
 
 
@@ -222,14 +239,19 @@ class Provisioned:
 
     @property
     def conf(self) -> Path:
+        """mosquitto's rendered config (`Layout.conf`)."""
         return self.layout.conf
 
     @property
     def ca_cert(self) -> Path:
+        """The device CA's certificate (`Layout.ca_cert`), for a client that checks the phone
+        listeners' TLS."""
         return self.layout.ca_cert
 
     @property
     def socket(self) -> Path:
+        """The Unix socket of the services' listener: `--socket` as remembered, else
+        `<root>/run/mosquitto/pendant.sock`."""
         return Path(self.settings.socket or self.layout.root / "run/mosquitto/pendant.sock")
 
     @property
@@ -239,9 +261,11 @@ class Provisioned:
         return f"{(self.hostname or self.device_id).split('.')[0]}.local"
 
     def password_file(self, user: str) -> Path:
+        """Where `user`'s password is (`Layout.password_file`)."""
         return self.layout.password_file(user)
 
     def password(self, user: str) -> str:
+        """`user`'s password, read from its file; FileNotFoundError for a user with none."""
         return self.password_file(user).read_text().strip()
 
 
@@ -930,6 +954,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Provisions as the command line (`argv`, default sys.argv's) says and prints what it made,
+    and a warning for a plaintext home broker; returns the exit status, 2 with one line on
+    stderr on an error."""
     args = _parser().parse_args(argv)
     try:
         result = provision(

@@ -64,6 +64,8 @@ class Login:
 
     @property
     def socket(self) -> bool:
+        """Reached over a Unix socket (bus.socket, link.socket), not TCP: a failure to connect
+        then points at mosquitto."""
         return self.where_keys.endswith(".socket")
 
 
@@ -295,6 +297,11 @@ async def _log_in_all(found: list[Login], topic: str) -> list[Finding]:
 
 
 def check_brokers(config: Config, root: Path = ROOT) -> Iterator[Finding]:
+    """The brokers' findings: a warning for a plaintext home broker, then one login to each
+    broker (`logins`, side by side, each within LOGIN_TIMEOUT_S) and how the link stands at home.
+
+    Blocks while it logs in, in an event loop of its own (asyncio.run): not from inside a
+    running one. A single FAIL, and no login tried, when the link's passwords are root's."""
     as_link = as_the_link(config, root)
     if as_link is None:
         secrets = Layout(root).secrets

@@ -80,4 +80,5 @@ class SimulatedGauge:
         return datetime.fromtimestamp(now_s, UTC)
 
     def close(self) -> None:
+        """Nothing to release: there is no device."""
         pass
