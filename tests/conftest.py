@@ -49,9 +49,11 @@ def demo_config(**updates: object) -> Config:
     return config.model_copy(update=updates) if updates else config
 
 
-def demo_gate(**kw: object) -> Gate:
-    """A schema gate that knows the demo home's words, as the link builds it."""
-    return Gate(Vocabulary.of(demo_config()), **kw)  # type: ignore[arg-type]
+def demo_gate(device_id: str | None = None, **kw: object) -> Gate:
+    """A schema gate that knows the demo home's words, as the link builds it, for the demo's
+    device or `device_id`."""
+    config = demo_config()
+    return Gate(Vocabulary.of(config), device_id or config.device_id, **kw)  # type: ignore[arg-type]
 
 
 def hearing_config(**updates: object) -> Config:

@@ -153,7 +153,7 @@ def test_event_types_are_every_intent_the_home_can_produce() -> None:
 
 def test_event_types_are_exactly_the_intents_the_gate_lets_out() -> None:
     config = demo_config()
-    gate = Gate(Vocabulary.of(config))
+    gate = Gate(Vocabulary.of(config), config.device_id)
     gate.phone_sent([SentenceSet(**PARTY)])
     gate.phone_sent([SentenceSet(intent="WakeMeUp", sentences=["wake me up"])])
     types = discovery.event_types(config, gate.phone.sent)

@@ -533,7 +533,7 @@ def test_error_events_refill_at_the_documented_rate(tmp_path: Path) -> None:
     now = [0.0]
     link.error_bucket = TokenBucket(ERROR_BURST, ERROR_EVERY_S, clock=lambda: now[0])
     # The gate's own rate per type (more lenient than the link's for errors) on the same clock.
-    link.gate = Gate(link.gate.vocabulary, clock=lambda: now[0])
+    link.gate = Gate(link.gate.vocabulary, link.gate.device_id, clock=lambda: now[0])
     try:
         for _ in range(3 * ERROR_BURST):
             link.on_command(f"{BASE}/cmd/nope", b"{}")

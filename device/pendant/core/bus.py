@@ -93,9 +93,19 @@ async def publish(client: aiomqtt.Client, event: Event) -> None:
 
 
 async def events(client: aiomqtt.Client) -> AsyncIterator[Event]:
-    """The typed events a subscriber receives; a bad one is logged and skipped, never fatal."""
+    """The typed events a subscriber receives; a bad one is logged and skipped, never fatal.
+
+    An event counts only on its own topic (`topic_of`): the ACL says who may write each
+    topic, so a `mic` state on `pendant-bus/cmd/buzz` (which the link may write) or a
+    `hardware_mute` on `pendant-bus/activity` (the eyes') is some other process speaking for
+    the ears or the body, and is dropped."""
     async for message in client.messages:
         try:
-            yield parse_event(bytes(message.payload))  # type: ignore[arg-type]
+            event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
         except EventError as exc:
             log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
+            continue
+        if topic_of(event) != message.topic.value:
+            log.warning("bus: ignored a %s event on %s, not its topic", event.type, message.topic)
+            continue
+        yield event

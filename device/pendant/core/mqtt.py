@@ -110,7 +110,10 @@ def client(
 
     `client_id` is made private to this login (`private_client_id`); None: a random id, as
     aiomqtt picks. `options` go to aiomqtt as they are (clean_session, will, protocol, ...).
+    A socket with a TLS context is a caller's mistake (it would lose its TLS unseen): ValueError.
     """
+    if socket and tls_context is not None:
+        raise ValueError("a unix socket carries no TLS: pass a host for a TLS connection")
     where: dict[str, Any] = (
         {"hostname": os.fspath(socket), "port": SOCKET_PORT, "transport": "unix"}
         if socket
@@ -128,4 +131,4 @@ def unreachable(exc: aiomqtt.MqttError, where: str, login: str, running: str) ->
     rc = getattr(exc, "rc", None)
     code = rc.value if isinstance(rc, ReasonCode) else rc
     fix = f"check {login}" if code in NOT_AUTHORISED else running
-    return BusError(f"bus at {where}: {exc or type(exc).__name__}: {fix}")
+    return BusError(f"bus at {where}: {str(exc) or type(exc).__name__}: {fix}")

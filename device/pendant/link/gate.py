@@ -17,9 +17,11 @@ forwarded:
   are held to the blob rules only, as scenes are; they are taken only from the eyes' own
   topic (`bus.EYES_INTENT_TOPIC`, which only the eyes may write), and that topic carries
   nothing else. Without this the ears, which hold the microphone, could say anything as
-  "ReadText";
-- `clock`: a time (`timestamp_ms`, an intent's `speech_end_ms`) more than `MAX_SKEW_MS` (a
-  day) ahead of the link's wall clock, or behind it but for the retained states
+  "ReadText". An event naming another device than this one (`device_id`) is dropped too: its
+  32 characters would leave as the sender chose them;
+- `clock`: a time (`timestamp_ms`, an intent's `speech_end_ms`) more than `MAX_AHEAD_MS` (a
+  minute) ahead of the link's wall clock, or `MAX_SKEW_MS` (a day) behind it but for the
+  retained states
   (`bus.RETAINED`: the mic's state replayed to a restarted link is as old as the last change). A
   time that far off is no event of now, and one in the future would never expire;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
@@ -127,8 +129,10 @@ SENTENCES_FORMS = frozenset({"error", "reason"})
 # passes; a flood of one type is held to a few a second.
 BURST = 10
 EVERY_S = 0.5
-# How far an event's time may be from the link's wall clock (the components share it).
+# How far an event's time may be from the link's wall clock (the components share it): a day
+# behind (the bus holds what the link had not read yet), a minute ahead (none is from later).
 MAX_SKEW_MS = 24 * 3600 * 1000
+MAX_AHEAD_MS = 60 * 1000
 # What the recognisers emit: pendant.core.names.normalize's words, one space apart.
 SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
@@ -256,7 +260,7 @@ def _off_clock(event: Event, now_ms: int) -> str | None:
     if isinstance(event, Intent) and event.speech_end_ms is not None:
         times.append(("speech_end_ms", event.speech_end_ms, False))
     for name, value, may_be_old in times:
-        if value > now_ms + MAX_SKEW_MS:
+        if value > now_ms + MAX_AHEAD_MS:
             return f"{name} in the future"
         if value < now_ms - MAX_SKEW_MS and not may_be_old:
             return f"{name} in the past"
@@ -309,6 +313,7 @@ class Gate:
     def __init__(
         self,
         vocabulary: Vocabulary,
+        device_id: str,
         burst: int = BURST,
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
@@ -317,6 +322,8 @@ class Gate:
         id_key: bytes | None = None,
     ) -> None:
         self.vocabulary = vocabulary
+        self.device_id = device_id
+        """This pendant's id: an event naming another is no event of this device's."""
         self.id_key = id_key if id_key is not None else secrets.token_bytes(ID_KEY_BYTES)
         """The key of the ids the link issues (`reissue`)."""
         self.wall_ms = wall_ms
@@ -427,6 +434,9 @@ class Gate:
             self._drop("schema", data["type"])
             return None
         why = _off_source(event, topic if topic is not None else bus.topic(event.type))
+        if why is None and event.device_id != self.device_id:
+            # Not this device's: and 32 characters of the sender's choosing would leave as sent.
+            why = "another device's id"
         if why is None and topic is not None and event.type in LINK_OWN:
             why = "the link's own, never from the bus"
         if why is not None:

@@ -134,6 +134,7 @@ class Link:
         kept = beside.with_name(PHONE_SENTENCES_FILE) if beside else None
         self.gate = Gate(
             Vocabulary.of(config),
+            config.device_id,
             link.gate_burst,
             link.gate_every_s,
             phone=PhoneSentences(kept),

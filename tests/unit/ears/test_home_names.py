@@ -133,7 +133,7 @@ def intent_of(match: IntentMatch, **slot_updates: object) -> bytes:
 def test_the_gate_lets_names_out_as_spelled_with_their_own_entity_only(
     home: Config, nlu: IntentParser, heard: Grammar
 ) -> None:
-    gate = Gate(Vocabulary.of(home))
+    gate = Gate(Vocabulary.of(home), home.device_id)
     match = understood(nlu, heard, "turn on the hi fi in the cafe")
     out = gate.admit(intent_of(match))
     assert isinstance(out, Intent)
@@ -164,7 +164,7 @@ def test_the_gate_lets_names_out_as_spelled_with_their_own_entity_only(
     # A gate whose config has no such alias takes the words for none of the home's.
     unaliased = parse_config({**HOME, "home": {**HOME["home"], "area_aliases": {}}})
     cooking = understood(nlu, heard, "turn off the lights in the cooking area")
-    assert Gate(Vocabulary.of(unaliased)).admit(intent_of(cooking)) is None
+    assert Gate(Vocabulary.of(unaliased), unaliased.device_id).admit(intent_of(cooking)) is None
     lock = gate.admit(intent_of(understood(nlu, heard, "unlock the front door")))
     assert isinstance(lock, Intent) and lock.slots[0].entity_id == LOCK
 
@@ -216,7 +216,7 @@ def test_an_eyes_intent_carries_no_entity(home: Config) -> None:
     from pendant.core import bus
     from pendant.core.events import Slot
 
-    gate = Gate(Vocabulary.of(home))
+    gate = Gate(Vocabulary.of(home), home.device_id)
 
     def read(entity_id: str | None) -> bytes:
         slot = Slot(name="text", value="exit", raw_value="", entity="text", entity_id=entity_id)

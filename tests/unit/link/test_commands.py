@@ -43,7 +43,7 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         return
     assert isinstance(result, Error)
     # An error passes the gate (or the phone would never hear of it) ...
-    assert demo_gate().admit(result.to_json()) is not None
+    assert demo_gate(DEVICE).admit(result.to_json()) is not None
     # ... and never republishes more than a short excerpt of what was sent.
     text = payload.decode("utf-8", "replace")
     for start in range(0, max(0, len(text) - ECHO_CHARS)):
@@ -169,7 +169,7 @@ def test_an_error_never_echoes_much_of_the_input() -> None:
         assert isinstance(result, Error)
         assert secret[: ECHO_CHARS + 1] not in result.reason
         assert len(result.reason) <= 100
-        assert demo_gate().admit(result.to_json()) is not None
+        assert demo_gate(DEVICE).admit(result.to_json()) is not None
     assert parse(secret, b"{}").command is None  # not a plausible name: not repeated
 
 
@@ -235,12 +235,12 @@ def _but_ids(event: object) -> object:
 
 
 def assert_gate_sound(payload: bytes) -> None:
-    event = demo_gate().admit(payload)
+    event = demo_gate(DEVICE).admit(payload)
     if event is not None:
         assert type(event) in PUBLIC_TYPES
         again = event.to_json()  # what the link will publish must serialise ...
         # ... and pass the gate again unchanged, but for the ids the link issues
-        assert _but_ids(demo_gate().admit(again)) == _but_ids(event)
+        assert _but_ids(demo_gate(DEVICE).admit(again)) == _but_ids(event)
 
 
 @FUZZ

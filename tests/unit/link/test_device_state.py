@@ -14,15 +14,16 @@ def test_each_part_comes_from_the_component_that_knows_it() -> None:
     state = DeviceState(DEV)
     ears = Mic(device_id=DEV, state="ready", muted=True, asr_backend="pocketsphinx")
     [first] = state.fold(ears)
-    # Nothing to add yet: the ears' part as the device's status, with the very id and time
-    # (a bus redelivery stays one event), in the public format of old.
+    # Nothing to add yet: the ears' part as the device's status, with the mic report's id (a
+    # bus redelivery stays one event), in the public format of old.
     assert isinstance(first, Status)
-    assert (first.id, first.timestamp_ms) == (ears.id, ears.timestamp_ms)
+    assert first.id == ears.id
     assert json.loads(first.to_json()) == {
         "type": "status", "version": 1, "id": ears.id, "device_id": DEV,
-        "timestamp_ms": ears.timestamp_ms, "state": "ready", "mic_muted": True,
+        "timestamp_ms": first.timestamp_ms, "state": "ready", "mic_muted": True,
         "camera_muted": False, "asr_backend": "pocketsphinx",
     }  # fmt: skip
+    assert state.fold(ears) == []  # delivered again: no second status
 
     battery = Battery(device_id=DEV, pct=14, charging=False, low=True)
     out = state.fold(battery)
@@ -42,11 +43,25 @@ def test_each_part_comes_from_the_component_that_knows_it() -> None:
     assert (merged.mic_muted, merged.camera_muted, merged.battery_pct) == (False, True, 14)
 
 
-def test_a_battery_before_any_status_still_gives_a_status() -> None:
+def test_no_status_before_the_mic_is_known() -> None:
+    """A status that guessed the mic would tell Home Assistant a muted mic listens: the battery
+    goes out on its own, the camera waits, and both join the first status the ears allow."""
     state = DeviceState(DEV)
-    out = state.fold(Battery(device_id=DEV, pct=80))
-    assert isinstance(out[1], Status)
-    assert (out[1].state, out[1].battery_pct) == ("starting", 80)
+    battery = Battery(device_id=DEV, pct=80)
+    assert state.fold(battery) == [battery]
+    assert state.fold(Camera(device_id=DEV, muted=True)) == []
+    [status] = state.fold(Mic(device_id=DEV, state="ready", muted=True))
+    assert isinstance(status, Status)
+    assert (status.mic_muted, status.battery_pct, status.camera_muted) == (True, 80, True)
+
+
+def test_the_status_is_the_links_own_but_for_the_parts_values() -> None:
+    """What a sender chose beyond its part's values (its time, another device's id) never
+    reaches the status the link publishes."""
+    state = DeviceState(DEV)
+    [status] = state.fold(Mic(device_id="other", state="ready", timestamp_ms=123456789))
+    assert isinstance(status, Status)
+    assert status.device_id == DEV and status.timestamp_ms != 123456789
 
 
 def test_other_events_pass_unchanged() -> None:

@@ -40,12 +40,12 @@ def intent(**kw: object) -> Intent:
 def test_gate_passes_public_events_and_drops_the_rest() -> None:
     gate = demo_gate()
     assert gate.admit(intent().to_json()) is not None
-    assert gate.admit(Status(device_id="p", state="ready").to_json()) is not None
-    assert gate.admit(NotRecognized(device_id="p").to_json()) is not None
+    assert gate.admit(Status(device_id="pendant-demo", state="ready").to_json()) is not None
+    assert gate.admit(NotRecognized(device_id="pendant-demo").to_json()) is not None
     # Internal-only and malformed events never leave.
-    assert gate.admit(Button(device_id="p", action="press").to_json()) is None
+    assert gate.admit(Button(device_id="pendant-demo", action="press").to_json()) is None
     # The link's own state for the LED is the bus's alone, even on its own topic.
-    link_state = LinkState(device_id="p", state="no_network").to_json()
+    link_state = LinkState(device_id="pendant-demo", state="no_network").to_json()
     assert gate.admit(link_state, "pendant-bus/link_state") is None
     assert gate.admit(b"\x00\x01 raw audio") is None
     assert gate.admit(b"{" * 10_000) is None
@@ -54,6 +54,17 @@ def test_gate_passes_public_events_and_drops_the_rest() -> None:
     assert gate.admit(json.dumps(payload).encode()) is None
     assert gate.passed == 3
     assert gate.dropped == {"not_public_type": 2, "not_json": 1, "oversized": 1, "schema": 1}
+
+
+def test_an_event_naming_another_device_never_leaves() -> None:
+    """A device id is 32 characters of the sender's choosing: one not this pendant's would
+    carry them out as sent (75 bits an event, from the process that holds the microphone)."""
+    gate = demo_gate()
+    assert gate.admit(NotRecognized(device_id="pendant-demo").to_json()) is not None
+    for other in ("pendant-demo-2", "aaaa-bbbb-cccc-dddd", "p"):
+        assert gate.admit(NotRecognized(device_id=other).to_json()) is None
+        assert gate.admit(Mic(device_id=other, state="ready").to_json(), "pendant-bus/mic") is None
+    assert gate.dropped == {"source": 6}
 
 
 def test_gate_drops_text_that_smuggles_a_blob() -> None:
@@ -68,7 +79,7 @@ def test_a_say_leaves_only_as_the_links_own_never_off_the_bus() -> None:
     came from outside (Home Assistant's answer, any language), so only the 48-character rule
     holds it; and so that no component can say anything through one, the gate takes none off
     the bus, whoever wrote it, and the link does not even read them there."""
-    gate = demo_gate()
+    gate = demo_gate("p")
     answer = Say(device_id="p", text="Il fait 21 °C dans la cuisine, Zoë")
     assert gate.admit_own(answer.to_json()) is not None
     assert gate.admit(answer.to_json(), bus.topic("say")) is None
@@ -151,12 +162,12 @@ def test_the_gate_issues_its_own_ids(tmp_path: Path) -> None:
     path = tmp_path / "id_key"
     key = id_key(path)
     assert path.stat().st_mode & 0o777 == 0o600 and id_key(path) == key
-    gate, again = demo_gate(id_key=key), demo_gate(id_key=id_key(path))
+    gate, again = demo_gate("dev", id_key=key), demo_gate("dev", id_key=id_key(path))
     out = gate.admit(said.to_json())
     assert out is not None and out.id != chosen and re.fullmatch(r"[0-9a-f]{32}", out.id)
     assert out.session_id == out.id == gate.outside_id(chosen)
     assert again.admit(said.to_json()) == out  # a restarted link: the outbox's ids hold
-    other = demo_gate().admit(said.to_json())  # another key: nothing in common
+    other = demo_gate("dev").admit(said.to_json())  # another key: nothing in common
     assert other is not None and other.id != out.id
 
 
@@ -234,7 +245,7 @@ def test_the_device_status_is_the_links_own_the_mic_reports_its_part() -> None:
     """`Status` means the whole device, outside: only the link makes it (from `Mic`, `Camera`,
     `Battery`); one taken off the bus is refused, whoever wrote it, while the ears' `Mic`
     passes on its own topic."""
-    gate = demo_gate()
+    gate = demo_gate("p")
     forged = Status(device_id="p", state="ready", battery_pct=100, camera_muted=False)
     assert gate.admit(forged.to_json(), bus.topic("status")) is None
     assert gate.dropped["source"] == 1

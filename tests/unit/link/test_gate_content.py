@@ -52,7 +52,11 @@ def spaced(blob: str, every: int) -> str:
 
 def gate(config: Config | None = None, clock: list[float] | None = None) -> Gate:
     now = clock if clock is not None else [0.0]
-    return Gate(Vocabulary.of(config or demo_config()), clock=lambda: now[0])
+    return Gate(
+        Vocabulary.of(config or demo_config()),
+        (config or demo_config()).device_id,
+        clock=lambda: now[0],
+    )
 
 
 def intent(text: str = "turn on the kitchen lights", **kw: object) -> bytes:
@@ -198,7 +202,7 @@ def test_the_phones_sentences_are_kept_for_a_restarted_link(tmp_path: Path) -> N
     phone sent; the set the ears say is in force stays kept however many refused ones follow."""
     path = tmp_path / "phone_sentences.json"
     party = [SentenceSet(intent="PartyMode", sentences=["party time"])]
-    first = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    first = Gate(Vocabulary.of(demo_config()), demo_config().device_id, phone=PhoneSentences(path))
     first.phone_sent(party)
     refused = [
         [SentenceSet(intent=f"Refused{n}", sentences=[f"refused {n} ("])]
@@ -209,13 +213,13 @@ def test_the_phones_sentences_are_kept_for_a_restarted_link(tmp_path: Path) -> N
         # The ears' answer to each: refused, the party set still in force.
         assert first.admit(Sentences(device_id=DEVICE, sets=party, accepted=False).to_json())
         assert first.phone.sent[0] == tuple(party)
-    again = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    again = Gate(Vocabulary.of(demo_config()), demo_config().device_id, phone=PhoneSentences(path))
     assert again.admit(intent("party time", name="PartyMode", slots=[])) is not None
     # The phone's last ones, and apart from them the one the ears run.
     assert len(again.phone.sent) == PHONE_SENTENCES_KEPT + 1
     # A file that cannot be read loses the phone's words, nothing else.
     path.write_text("{not json")
-    broken = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    broken = Gate(Vocabulary.of(demo_config()), demo_config().device_id, phone=PhoneSentences(path))
     assert broken.phone.sent == []
     assert broken.admit(intent()) is not None
 
@@ -226,7 +230,7 @@ def test_sets_sent_quickly_do_not_push_out_the_one_the_ears_run(tmp_path: Path) 
     dropped, and a restarted link no longer knew its words."""
     path = tmp_path / "phone_sentences.json"
     party = [SentenceSet(intent="PartyMode", sentences=["party time"])]
-    g = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    g = Gate(Vocabulary.of(demo_config()), demo_config().device_id, phone=PhoneSentences(path))
     g.phone_sent(party)
     assert g.admit(Sentences(device_id=DEVICE, sets=party).to_json())  # the ears run it
     for n in range(PHONE_SENTENCES_KEPT + 1):  # faster than the ears answer
@@ -235,7 +239,7 @@ def test_sets_sent_quickly_do_not_push_out_the_one_the_ears_run(tmp_path: Path) 
     answer = Sentences(device_id=DEVICE, sets=party, accepted=False, error=GENERIC_ERROR)
     assert g.admit(answer.to_json()) is not None
     assert g.dropped == {}
-    again = Gate(Vocabulary.of(demo_config()), phone=PhoneSentences(path))
+    again = Gate(Vocabulary.of(demo_config()), demo_config().device_id, phone=PhoneSentences(path))
     assert again.phone.running == tuple(party)
     assert again.admit(intent("party time", name="PartyMode", slots=[])) is not None
     assert again.admit(answer.to_json()) is not None
@@ -262,7 +266,13 @@ def test_events_over_their_rate_wait_their_turn_and_none_is_lost() -> None:
     """Intents spoken while the link was away arrive together once it is back; each was
     acknowledged to the ears, so the rate paces them and drops none (a drop lost them)."""
     now = [0.0]
-    g = Gate(Vocabulary.of(demo_config()), burst=3, every_s=0.05, clock=lambda: now[0])
+    g = Gate(
+        Vocabulary.of(demo_config()),
+        demo_config().device_id,
+        burst=3,
+        every_s=0.05,
+        clock=lambda: now[0],
+    )
 
     async def run() -> None:
         for _ in range(3):  # the burst goes at once
@@ -387,7 +397,7 @@ def test_every_word_of_the_homes_grammar_is_known(config: Config, grammar: Gramm
 def test_what_the_homes_nlu_makes_of_its_sentences_passes(config: Config, grammar: Grammar) -> None:
     parser = IntentParser(config)
     sentences = grammar.sample(np.random.default_rng(11), 300)
-    g = Gate(Vocabulary.of(config), burst=len(sentences))
+    g = Gate(Vocabulary.of(config), config.device_id, burst=len(sentences))
     matched = 0
     for sentence in sentences:
         match = parser.parse(sentence)

@@ -51,7 +51,7 @@ FREE = "meet me by the old mill at nine"
 
 
 def gate() -> Gate:
-    return Gate(Vocabulary.of(demo_config()))
+    return Gate(Vocabulary.of(demo_config()), demo_config().device_id)
 
 
 def answer(sets: list[SentenceSet], **kw: object) -> bytes:
