@@ -205,7 +205,7 @@ def client(
         socket=link.socket if over_socket else None,
         host=link.home_host,
         port=link.broker_port,
-        tls_context=tls,
+        tls_context=None if over_socket else tls,  # the socket has no network to protect
         # Private to this login: no other client of that broker can take the session over.
         client_id=visitor or f"pendant-{config.device_id}",
         username=username,
