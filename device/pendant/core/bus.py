@@ -37,6 +37,7 @@ __all__ = [
     "command_topic",
     "error",
     "events",
+    "on_own_topic",
     "private_client_id",
     "publish",
     "read_secret",
@@ -105,7 +106,16 @@ async def events(client: aiomqtt.Client) -> AsyncIterator[Event]:
         except EventError as exc:
             log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
             continue
-        if topic_of(event) != message.topic.value:
-            log.warning("bus: ignored a %s event on %s, not its topic", event.type, message.topic)
+        if not on_own_topic(event, message.topic.value):
             continue
         yield event
+
+
+def on_own_topic(event: Event, topic: str) -> bool:
+    """Whether `event` came on its own topic (`topic_of`), the only one whose writers the ACL
+    vouches for; logs the one that did not. Every subscriber that acts on bus events holds
+    them to this (`events` does it for its readers)."""
+    if topic_of(event) == topic:
+        return True
+    log.warning("bus: ignored a %s event on %s, not its topic", event.type, topic)
+    return False

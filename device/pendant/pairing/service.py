@@ -234,6 +234,10 @@ class PairingService:
             except EventError as exc:
                 log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
                 continue
+            # The body alone may open the window or confirm a code, the web server alone
+            # report a request or a taken offer (the ACL): each only on its own topic.
+            if not bus.on_own_topic(event, message.topic.value):
+                continue
             if isinstance(event, PairingWindow):
                 if event.open:
                     await self._open(client)

@@ -18,7 +18,7 @@ import pytest
 
 from pendant.core import bus, mqtt
 from pendant.core.config import BusConfig
-from pendant.core.events import Command, Event, HardwareMute, Mic
+from pendant.core.events import Command, Event, HardwareMute, Mic, PairingConfirm, PairingWindow
 
 DEV = "pendant-test"
 
@@ -76,3 +76,14 @@ def test_a_bus_error_without_a_message_still_reads_as_one_line() -> None:
     error = bus.error(BusConfig(socket="/run/x.sock"), aiomqtt.MqttError())
     text = str(error)
     assert ": :" not in text and "MqttError" in text and "\n" not in text
+
+
+def test_a_pairing_confirm_counts_only_from_the_bodys_topic() -> None:
+    """The pairing service holds its events to their topics too: the web server (which may
+    write `pairing_request`) cannot confirm a code in the wearer's place."""
+    confirm = PairingConfirm(device_id=DEV, presses=2)
+    assert bus.on_own_topic(confirm, "pendant-bus/pairing_confirm")
+    assert not bus.on_own_topic(confirm, "pendant-bus/pairing_request")
+    assert not bus.on_own_topic(
+        PairingWindow(device_id=DEV, open=True), "pendant-bus/pairing_taken"
+    )
