@@ -78,7 +78,7 @@ run: setup models
 
 lint: setup
 	$(PY) -m ruff check device tests tools image packaging
-	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 # The browser test's driver (playwright-core, no browser download: it uses apt's chromium).
 WEB_DEPS := tests/web/node_modules/.package-lock.json

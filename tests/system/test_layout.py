@@ -30,7 +30,7 @@ def lint_imports(device: Path) -> subprocess.CompletedProcess[str]:
     if not LINT_IMPORTS.exists():
         pytest.skip(f"import-linter is not installed next to {sys.executable}: run `make setup`")
     return subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--config", str(REPO / "pyproject.toml")],
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", "--config", str(REPO / "pyproject.toml")],
         cwd=device.parent,
         env={**os.environ, "PYTHONPATH": str(device)},
         capture_output=True,
