@@ -125,7 +125,7 @@ async def main() -> int:
                 )
                 with contextlib.suppress(aiomqtt.MqttError):
                     async with pendant_bus.bus_client(config, "demo-finger") as finger:
-                        await finger.subscribe(pendant_bus.topic("activity"), qos=1)
+                        await finger.subscribe(pendant_bus.topic("activity/+"), qos=1)
                         async for event in pendant_bus.events(finger):
                             if isinstance(event, Activity) and event.state == "confirm":
                                 t = time.monotonic() - started

@@ -79,7 +79,7 @@ async def converse(
         bus.bus_client(cfg.bus, "test-body") as body,
     ):
         await viewer.subscribe("pendant/+/intent/#", qos=1)
-        await body.subscribe(bus.topic("activity"), qos=1)
+        await body.subscribe(bus.topic("activity/+"), qos=1)
 
         async def collect() -> None:
             async for m in viewer.messages:

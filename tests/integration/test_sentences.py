@@ -301,7 +301,7 @@ def test_the_privacy_switch_wins_over_an_unmute(
             bus.bus_client(cfg.bus, "test-body") as body,
         ):
             await phone.subscribe(f"{pendant.link.base_topic}/status", qos=1)
-            await body.subscribe(bus.topic("activity"), qos=1)
+            await body.subscribe(bus.topic("activity/+"), qos=1)
 
             async def collect() -> None:
                 async for m in phone.messages:

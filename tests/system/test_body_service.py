@@ -164,9 +164,9 @@ def test_bad_events_on_the_bus_do_not_stop_it(broker: LocalBroker, tmp_path: Pat
             await asyncio.wait_for(ready.wait(), EVENT_TIMEOUT_S)
             async with bus.bus_client(config.bus, "test-junk") as client:
                 await client.publish(bus.topic("mic"), b"\xff junk", qos=1, timeout=5)
-                await client.publish(bus.topic("activity"), b'{"type": "x"}', qos=1, timeout=5)
+                await client.publish(bus.topic("activity/mic"), b'{"type": "x"}', qos=1, timeout=5)
                 await client.publish(
-                    bus.topic("activity"),
+                    bus.topic("activity/mic"),
                     json.dumps(
                         {"type": "activity", "device_id": "pendant-test", "sensor": "mic",
                          "state": "capturing"}

@@ -67,7 +67,7 @@ BEAT_S = 0.5
 SUBSCRIPTIONS = (
     bus.topic("mic"),
     bus.topic("camera"),
-    bus.topic("activity"),
+    bus.topic("activity/+"),
     bus.topic("error"),
     bus.command_topic("identify"),
     bus.topic("pairing_status"),

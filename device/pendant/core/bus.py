@@ -18,7 +18,15 @@ import aiomqtt
 
 from pendant.core import mqtt
 from pendant.core.errors import BusError
-from pendant.core.events import EYES_INTENTS, Command, Event, EventError, Intent, parse_event
+from pendant.core.events import (
+    EYES_INTENTS,
+    Activity,
+    Command,
+    Event,
+    EventError,
+    Intent,
+    parse_event,
+)
 from pendant.core.mqtt import Client, private_client_id, read_secret
 from pendant.core.wire import EYES_INTENT_TOPIC, PREFIX, QOS, RETAINED, command_topic, topic
 
@@ -53,6 +61,10 @@ def topic_of(event: Event) -> str:
         return EYES_INTENT_TOPIC
     if isinstance(event, Command):
         return command_topic(event.name)
+    if isinstance(event, Activity):
+        # One topic per sensor, so the ACL lets each speak only for its own: the eyes
+        # cannot say the mic is idle while the ears record, nor the ears the camera.
+        return topic(f"activity/{event.sensor}")
     return topic(event.type)
 
 
@@ -98,7 +110,7 @@ async def events(client: aiomqtt.Client) -> AsyncIterator[Event]:
 
     An event counts only on its own topic (`topic_of`): the ACL says who may write each
     topic, so a `mic` state on `pendant-bus/cmd/buzz` (which the link may write) or a
-    `hardware_mute` on `pendant-bus/activity` (the eyes') is some other process speaking for
+    `hardware_mute` on `pendant-bus/activity/camera` (the eyes') is some other process speaking for
     the ears or the body, and is dropped."""
     async for message in client.messages:
         try:

@@ -93,10 +93,12 @@ from pendant.core.events import (
     MAX_EVENT_BYTES,
     PUBLIC_NAMES,
     SCHEMA_DIR,
+    Camera,
     Error,
     Event,
     EventError,
     Intent,
+    Mic,
     NotRecognized,
     Say,
     Scene,
@@ -133,6 +135,9 @@ EVERY_S = 0.5
 # behind (the bus holds what the link had not read yet), a minute ahead (none is from later).
 MAX_SKEW_MS = 24 * 3600 * 1000
 MAX_AHEAD_MS = 60 * 1000
+# States whose time says nothing a consumer needs (nothing expires them: each supersedes the
+# last): they leave with the link's time, not the sender's.
+RESTAMPED = frozenset({"sentences", "battery"})
 # What the recognisers emit: pendant.core.names.normalize's words, one space apart.
 SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
@@ -230,9 +235,16 @@ def _off_source(event: Event, topic: str) -> str | None:
     return None
 
 
-def _rounded(event: Event) -> Event:
-    """`event` with its numbers as the ears round them (see the module's docstring)."""
+def _rounded(event: Event, now_ms: int) -> Event:
+    """`event` with its numbers as the ears round them, and its times as coarse as their use
+    allows (see the module's docstring): the ms of a time are bits of the sender's choosing."""
     update: dict[str, Any] = {}
+    if event.type in RESTAMPED:
+        update["timestamp_ms"] = now_ms
+    else:
+        update["timestamp_ms"] = event.timestamp_ms // 1000 * 1000
+    if isinstance(event, Intent) and event.speech_end_ms is not None:
+        update["speech_end_ms"] = event.speech_end_ms // 10 * 10
     if isinstance(event, Intent | Transcript | NotRecognized):
         update["confidence"] = round(event.confidence, 3)
     if isinstance(event, Intent) and event.loudness_dbfs is not None:
@@ -256,11 +268,14 @@ def _reissued(event: Event, key: bytes) -> Event:
 
 def _off_clock(event: Event, now_ms: int) -> str | None:
     """Why `event`'s times are not of now, or None (see the module's docstring)."""
-    times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED)]
+    if isinstance(event, Mic | Camera):
+        return None  # folded into the link's status: their times never leave
+    times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED, MAX_AHEAD_MS)]
     if isinstance(event, Intent) and event.speech_end_ms is not None:
-        times.append(("speech_end_ms", event.speech_end_ms, False))
-    for name, value, may_be_old in times:
-        if value > now_ms + MAX_AHEAD_MS:
+        # A day either way: a WAV file played faster than real time runs ahead of the clock.
+        times.append(("speech_end_ms", event.speech_end_ms, False, MAX_SKEW_MS))
+    for name, value, may_be_old, ahead in times:
+        if value > now_ms + ahead:
             return f"{name} in the future"
         if value < now_ms - MAX_SKEW_MS and not may_be_old:
             return f"{name} in the past"
@@ -373,7 +388,7 @@ class Gate:
             event = answer
             self.phone.confirm(event.sets)
         self.passed += 1
-        return _reissued(_rounded(event), self.id_key)
+        return _reissued(_rounded(event, self.wall_ms()), self.id_key)
 
     def outside_id(self, value: str) -> str:
         """The id an event's `id` or `session_id` of `value` on the bus has outside."""

@@ -8,6 +8,8 @@ retained message that always carries every part last reported.
 
 from __future__ import annotations
 
+import hashlib
+
 from pendant.core.events import Battery, Camera, Event, Mic, Status
 
 
@@ -31,7 +33,7 @@ class DeviceState:
                 if self.mic is not None and event.id == self.mic.id:
                     return []
                 self.mic = event
-                return [self._merged(event.id)]
+                return [self._merged()]
             case Battery():
                 self.battery = event
                 return [event] if self.mic is None else [event, self._merged()]
@@ -40,20 +42,21 @@ class DeviceState:
                 return [] if self.mic is None else [self._merged()]
         return [event]
 
-    def _merged(self, same_as: str | None = None) -> Status:
-        """The status of the parts known: this device's id and the link's own time (nothing of
-        the senders' choosing but the parts' values), and `same_as`'s id for a mic report, so
-        that the link's keyed reissue of it stays one id for one report."""
+    def _merged(self) -> Status:
+        """The status of the parts known: this device's id, the link's own time, and an id
+        made of the parts' ids (the gate's, none of the senders' choosing): a report delivered
+        again makes the same status, a changed part a new one, so the outbox never keeps an
+        older status under a newer one's id."""
         mic = self.mic
         assert mic is not None
-        fields: dict[str, object] = {
-            "device_id": self.device_id,
-            "state": mic.state,
-            "mic_muted": mic.muted,
-            "asr_backend": mic.asr_backend,
-            "battery_pct": self.battery.pct if self.battery else None,
-            "camera_muted": self.camera.muted if self.camera else False,
-        }
-        if same_as is not None:
-            fields["id"] = same_as
-        return Status.model_validate(fields)
+        parts = (mic, self.camera, self.battery)
+        ids = "|".join(part.id if part is not None else "-" for part in parts)
+        return Status(
+            id=hashlib.sha256(ids.encode()).hexdigest()[:32],
+            device_id=self.device_id,
+            state=mic.state,
+            mic_muted=mic.muted,
+            asr_backend=mic.asr_backend,
+            battery_pct=self.battery.pct if self.battery else None,
+            camera_muted=self.camera.muted if self.camera else False,
+        )

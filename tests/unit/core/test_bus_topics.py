@@ -18,7 +18,15 @@ import pytest
 
 from pendant.core import bus, mqtt
 from pendant.core.config import BusConfig
-from pendant.core.events import Command, Event, HardwareMute, Mic, PairingConfirm, PairingWindow
+from pendant.core.events import (
+    Activity,
+    Command,
+    Event,
+    HardwareMute,
+    Mic,
+    PairingConfirm,
+    PairingWindow,
+)
 
 DEV = "pendant-test"
 
@@ -58,7 +66,7 @@ def test_an_event_counts_only_on_its_own_topic() -> None:
     sent = [
         ("pendant-bus/mic", mic),  # the ears, on their own topic
         ("pendant-bus/cmd/buzz", mic),  # the link, speaking for the ears
-        ("pendant-bus/activity", mic),  # the eyes, the same
+        ("pendant-bus/activity/camera", mic),  # the eyes, the same
         ("pendant-bus/cmd/x", switch),  # the link, lifting the privacy switch
         ("pendant-bus/hardware_mute", switch),  # the body, its own
         ("pendant-bus/cmd/capture", mute),  # a mute on another command's topic
@@ -87,3 +95,12 @@ def test_a_pairing_confirm_counts_only_from_the_bodys_topic() -> None:
     assert not bus.on_own_topic(
         PairingWindow(device_id=DEV, open=True), "pendant-bus/pairing_taken"
     )
+
+
+def test_each_sensor_speaks_for_its_own_activity_only() -> None:
+    """The ears and the eyes each write their own sensor's activity topic (the ACL): the eyes
+    saying the mic is idle, on theirs, is not heard."""
+    idle_mic = Activity(device_id=DEV, sensor="mic", state="idle")
+    assert bus.topic_of(idle_mic) == "pendant-bus/activity/mic"
+    sent = [("pendant-bus/activity/camera", idle_mic), ("pendant-bus/activity/mic", idle_mic)]
+    assert _received(sent) == [idle_mic]

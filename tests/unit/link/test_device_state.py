@@ -14,12 +14,12 @@ def test_each_part_comes_from_the_component_that_knows_it() -> None:
     state = DeviceState(DEV)
     ears = Mic(device_id=DEV, state="ready", muted=True, asr_backend="pocketsphinx")
     [first] = state.fold(ears)
-    # Nothing to add yet: the ears' part as the device's status, with the mic report's id (a
-    # bus redelivery stays one event), in the public format of old.
+    # Nothing to add yet: the ears' part as the device's status, in the public format of old,
+    # with the link's own id (made of the parts' ids) and time.
     assert isinstance(first, Status)
-    assert first.id == ears.id
+    assert first.id != ears.id
     assert json.loads(first.to_json()) == {
-        "type": "status", "version": 1, "id": ears.id, "device_id": DEV,
+        "type": "status", "version": 1, "id": first.id, "device_id": DEV,
         "timestamp_ms": first.timestamp_ms, "state": "ready", "mic_muted": True,
         "camera_muted": False, "asr_backend": "pocketsphinx",
     }  # fmt: skip

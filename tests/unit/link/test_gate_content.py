@@ -438,17 +438,34 @@ def test_times_are_bounded_and_of_now() -> None:
         raw_intent(timestamp_ms=now - day - 60_000),
         raw_intent(speech_end_ms=now + 2 * day),
         raw_intent(speech_end_ms=1),
-        json.dumps(status | {"timestamp_ms": 2**53}).encode(),
+        json.dumps(battery | {"timestamp_ms": now + 120_000}).encode(),  # a minute ahead at most
         json.dumps(battery | {"timestamp_ms": 0}).encode(),
     ):
         assert g.admit(payload) is None
     assert g.dropped == {"clock": 6}
     for payload in (
         raw_intent(timestamp_ms=now - 3600_000, speech_end_ms=now - 3601_000),
-        raw_intent(timestamp_ms=now + 60_000),
+        raw_intent(timestamp_ms=now + 30_000),
         json.dumps(status | {"timestamp_ms": now - 30 * day}).encode(),
+        # The mic's time never leaves (the link's status has its own): not held to the clock.
+        json.dumps(status | {"timestamp_ms": 2**53}).encode(),
     ):
         assert g.admit(payload) is not None
+
+
+def test_times_leave_no_finer_than_their_use() -> None:
+    """Review: the milliseconds of a time are bits of the sender's choosing (the ears hold the
+    microphone). An event's time leaves in whole seconds, the end of speech in 10 ms, and a
+    superseded state's (battery, sentences) as the link's own time."""
+    now = time.time_ns() // 1_000_000
+    g = gate()
+    intent = g.admit(raw_intent(timestamp_ms=now - 1234, speech_end_ms=now - 1777))
+    assert isinstance(intent, Intent) and intent.speech_end_ms is not None
+    assert intent.timestamp_ms % 1000 == 0 and now - 2234 < intent.timestamp_ms <= now - 1234
+    assert intent.speech_end_ms % 10 == 0 and now - 1787 < intent.speech_end_ms <= now - 1777
+    old = {"type": "battery", "device_id": DEVICE, "pct": 50, "timestamp_ms": now - 5_678}
+    battery = g.admit(json.dumps(old).encode())
+    assert battery is not None and battery.timestamp_ms >= now
 
 
 @pytest.mark.parametrize(
