@@ -99,7 +99,7 @@ class Watcher:
         return await asyncio.wait_for(scan(), TIMEOUT_S)
 
     async def send(self, event: Event, topic: str | None = None) -> None:
-        topic = topic or bus.topic(event.type)
+        topic = topic or bus.topic_of(event)
         await self.client.publish(topic, event.to_json(), qos=1, timeout=TIMEOUT_S)
 
     def gestures_since(self, start: int) -> list[str]:
