@@ -84,11 +84,24 @@ def _git_epoch() -> str:
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "315532800"
 
 
+# What the pendant's wheel is built from. Copied, not built in place: setuptools reuses the
+# checkout's `build/lib`, and a module moved or deleted since it was made would ship again.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "device/pendant")
+
+
 def build_own_wheel(dest: Path) -> Path:
-    """The pendant's wheel, from this checkout, with the lock's build backend."""
+    """The pendant's wheel, from this checkout's sources, with the lock's build backend."""
     env = {**os.environ, "SOURCE_DATE_EPOCH": _git_epoch()}
-    run([lock.uv_command(), "build", "--wheel", "--quiet", "--out-dir", str(dest), str(REPO)],
-        "building the pendant wheel", env=env)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="pendant-wheel-") as tmp:
+        source = Path(tmp)
+        for name in WHEEL_SOURCES:
+            if (REPO / name).is_dir():
+                shutil.copytree(REPO / name, source / name,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
+            else:
+                shutil.copy2(REPO / name, source / name)
+        run([lock.uv_command(), "build", "--wheel", "--quiet", "--out-dir", str(dest), str(source)],
+            "building the pendant wheel", env=env)  # fmt: skip
     own = sorted(dest.glob("pendant-*.whl"))
     if not own:
         raise BuildError("uv build left no pendant-*.whl")

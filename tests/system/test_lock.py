@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,21 @@ def test_deb_built_twice_from_one_commit_is_the_same(
         assert listed == {w.filename: w.sha256 for w in lock.wheels(
             target, DESCRIPTION["wheels"]["extras"])}  # fmt: skip
         assert all(first[name] == digest for name, digest in listed.items())
+
+
+def test_the_pendants_wheel_holds_the_package_as_it_is_now(
+    two_debs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Built from a copy of the sources: a `build/lib` left in the checkout from before a
+    module moved (setuptools reuses it) must not ship the old module beside the new."""
+    _contents(two_debs[0], tmp_path)
+    (wheel,) = (tmp_path / "usr/share/pendant/wheels").glob("pendant-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        modules = {n for n in z.namelist() if n.endswith(".py")}
+    shipped = {m.removeprefix("pendant/") for m in modules if m.startswith("pendant/")}
+    here = {str(p.relative_to(build_deb.REPO / "device/pendant"))
+            for p in (build_deb.REPO / "device/pendant").rglob("*.py")}  # fmt: skip
+    assert shipped == here
 
 
 @pytest.mark.parametrize("target", DEVICE_TARGETS, ids=lambda t: t.name)
