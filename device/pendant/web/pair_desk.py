@@ -123,6 +123,7 @@ class RateLimit:
         self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, at)
 
     def allow(self, source: str, now_s: float | None = None) -> bool:
+        """Whether `source` may ask now (taking a token if so); remembers the newest addresses."""
         now_s = time.monotonic() if now_s is None else now_s
         tokens, at_s = self._buckets.pop(source, (float(self.burst), now_s))
         tokens = min(float(self.burst), tokens + (now_s - at_s) / self.every_s)
@@ -296,6 +297,8 @@ class PairingDesk:
         self._wake.set()
 
     async def run(self) -> None:
+        """Follow the pairing offer on the bus and report requests and taken offers, until
+        cancelled; a lost bus is retried (`BUS_RETRY_S`) while the app is still served."""
         failures = 0
         while True:
             client = mqtt.client(

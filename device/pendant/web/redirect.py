@@ -141,6 +141,7 @@ class Redirector:
 
     @property
     def open(self) -> int:
+        """The connections open now."""
         return len(self._open)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

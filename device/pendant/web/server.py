@@ -393,6 +393,7 @@ class Server:
 
     @property
     def open(self) -> int:
+        """The connections counted in now."""
         return len(self.connections)
 
     def admit(self, conn: _Connection) -> list[asyncio.Task[None]] | None:
@@ -433,6 +434,7 @@ class Server:
             self.connections.remove(conn)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one accepted connection (TLS, then requests) within the limits, until it ends."""
         conn = _Connection(
             source_of(writer.get_extra_info("peername")), asyncio.current_task(), time.monotonic()
         )
@@ -509,6 +511,8 @@ class Server:
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server's TLS (1.2 or later, ALPN http/1.1 only) from PEM files; WebServerError,
+    naming the option, when one cannot be read."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # HTTP/1.1 only: a browser that asks for h2 gets http/1.1 (or nothing), never HTTP/2.
@@ -664,6 +668,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m pendant.web`: serve until SIGTERM; exit code 2 with one line on a start error."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="webserver: %(message)s")
     try:

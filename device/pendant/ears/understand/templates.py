@@ -82,6 +82,8 @@ def template_dict(config: Config) -> dict[str, Any]:
 
 @cache
 def home_assistant_english_text() -> str:
+    """The installed home-assistant-intents' English sentences as JSON text; RuntimeError
+    when the package has none."""
     # Kept as text: every caller gets its own copy to change (json.loads), and the
     # fingerprint hashes exactly what the sentences were.
     from home_assistant_intents import get_intents
@@ -98,6 +100,7 @@ def home_assistant_english() -> dict[str, Any]:
 
 
 def kinds_of(value: Any) -> set[str]:
+    """A template's `domain` (one name, a list, or nothing) as a set of device kinds."""
     return {value} if isinstance(value, str) else set(value or [])
 
 

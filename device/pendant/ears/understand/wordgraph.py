@@ -46,16 +46,21 @@ _MAX_GLUED = 5000
 
 @dataclass
 class Nfa:
+    """An epsilon-NFA over words: state 0 the start, arcs of a word or of None (epsilon)."""
+
     arcs: list[list[tuple[str | None, int]]] = field(default_factory=lambda: [[]])
 
     def new(self) -> int:
+        """A new state, with no arcs yet."""
         self.arcs.append([])
         return len(self.arcs) - 1
 
     def add(self, src: int, dst: int, word: str | None = None) -> None:
+        """An arc from `src` to `dst` on `word` (None: epsilon)."""
         self.arcs[src].append((word, dst))
 
     def path(self, src: int, words: list[str]) -> int:
+        """A chain of new states from `src` spelling `words`: its last state."""
         for w in words:
             nxt = self.new()
             self.add(src, nxt, w)
@@ -80,6 +85,7 @@ class NfaCompiler:
         self.nfa = Nfa()
 
     def compile(self) -> Nfa:
+        """Every sentence of the intents into one NFA; its accepting state is `self.final`."""
         self.final = self.nfa.new()
         for intent in self.intents.intents.values():
             for data in intent.data:
@@ -251,6 +257,8 @@ class WordGraph:
 
 
 def determinize(nfa: Nfa, final: int) -> tuple[list[dict[str, int]], set[int]]:
+    """The subset construction: a DFA's transitions per state and its accepting states."""
+
     @cache
     def closure(state: int) -> frozenset[int]:
         seen, stack = {state}, [state]
