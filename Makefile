@@ -79,6 +79,7 @@ run: setup models
 lint: setup
 	$(PY) -m ruff check device tests tools image packaging
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(PY) -m pytest -q -p no:cacheprovider tests/system/test_layout.py
 
 # The browser test's driver (playwright-core, no browser download: it uses apt's chromium).
 WEB_DEPS := tests/web/node_modules/.package-lock.json
