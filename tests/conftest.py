@@ -13,6 +13,7 @@ import pytest
 
 from pendant.app.local_broker import LocalBroker
 from pendant.core.config import Config, load_config
+from pendant.core.events import Intent, Slot
 from pendant.core.vocabulary import Vocabulary
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from pendant.link.gate import Gate
@@ -54,6 +55,18 @@ def demo_gate(device_id: str | None = None, **kw: object) -> Gate:
     device or `device_id`."""
     config = demo_config()
     return Gate(Vocabulary.of(config), device_id or config.device_id, **kw)  # type: ignore[arg-type]
+
+
+def demo_intent(**kw: object) -> Intent:
+    """A closed-set intent of the demo home ("turn on the kitchen lights"), `kw` changed."""
+    base: dict[str, object] = {
+        "device_id": "pendant-demo",
+        "name": "HassTurnOn",
+        "text": "turn on the kitchen lights",
+        "confidence": 0.9,
+        "slots": [Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")],
+    }
+    return Intent(**(base | kw))  # type: ignore[arg-type]
 
 
 def hearing_config(**updates: object) -> Config:

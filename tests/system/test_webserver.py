@@ -29,6 +29,13 @@ import pytest
 
 from pendant.app.local_broker import free_port
 from tests.conftest import REPO
+from tests.support.web_support import (
+    MAX_CONNECTIONS,
+    MAX_HANDSHAKES,
+    MAX_PER_SOURCE,
+    MAX_REQUESTS,
+    policy,
+)
 
 WEB = REPO / "device" / "pendant" / "web" / "static"
 TIMEOUT_S = 10.0
@@ -179,10 +186,6 @@ def test_files_come_with_their_content_type(
     assert body == (site[1].parent / "web" / name).read_bytes()
 
 
-def _policy(header: str) -> dict[str, list[str]]:
-    return {d.split()[0]: d.split()[1:] for d in (part.strip() for part in header.split(";"))}
-
-
 @pytest.mark.parametrize(
     ("host", "connect"),
     [
@@ -203,7 +206,7 @@ def test_the_websocket_may_go_to_the_pages_own_host_only(
     response, _ = get(site, "/", headers={"Host": host})
     assert response.status == 200
     header = response.getheader("Content-Security-Policy", "")
-    assert " ".join(_policy(header)["connect-src"]) == connect
+    assert " ".join(policy(header)["connect-src"]) == connect
     assert header.count("connect-src") == 1
 
 
@@ -651,12 +654,6 @@ def test_port_80_comes_from_systemd(tmp_path: Path) -> None:
 
 # --- connections: counted before TLS, capped per address and in total (issue 14, 6 and 7) -----
 
-# The server's limits (pendant.web.server): 32 connections, 8 per address, 16 handshakes, 100
-# requests per connection. Written out, so that a change to them is a change to this test.
-MAX_CONNECTIONS = 32
-MAX_PER_SOURCE = 8
-MAX_HANDSHAKES = 16
-MAX_REQUESTS = 100
 # The unit's MemoryMax.
 UNIT_MEMORY_MAX = 48 * 1024 * 1024
 

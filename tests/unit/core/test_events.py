@@ -11,28 +11,17 @@ import pytest
 from pendant.core.events import (
     PUBLIC_TYPES,
     EventError,
-    Intent,
-    Slot,
     json_schema,
     parse_event,
     write_schemas,
 )
-
-
-def intent(**kw: object) -> Intent:
-    base: dict[str, object] = {
-        "device_id": "pendant-demo",
-        "name": "HassTurnOn",
-        "text": "turn on the kitchen lights",
-        "confidence": 0.9,
-        "slots": [Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")],
-    }
-    return Intent(**(base | kw))  # type: ignore[arg-type]
+from tests.conftest import REPO
+from tests.conftest import demo_intent as intent
 
 
 def test_committed_schemas_match_the_event_classes(tmp_path: Path) -> None:
     written = {p.name: p.read_text() for p in write_schemas(tmp_path)}
-    repo = Path(__file__).resolve().parents[3] / "device" / "pendant" / "schemas"
+    repo = REPO / "device" / "pendant" / "schemas"
     for name, text in written.items():
         assert (repo / name).read_text() == text, f"run `make schemas`: {name} is stale"
 

@@ -23,18 +23,8 @@ from pendant.core.events import (
 from pendant.link import hermes
 from pendant.link.gate import BUS_NAMES, LINK_OWN, PUBLIC_NAMES, id_key
 from tests.conftest import demo_gate
+from tests.conftest import demo_intent as intent
 from tests.support.fuzz import examples
-
-
-def intent(**kw: object) -> Intent:
-    base: dict[str, object] = {
-        "device_id": "pendant-demo",
-        "name": "HassTurnOn",
-        "text": "turn on the kitchen lights",
-        "confidence": 0.9,
-        "slots": [Slot(name="area", value="Kitchen", raw_value="kitchen", entity="area")],
-    }
-    return Intent(**(base | kw))  # type: ignore[arg-type]
 
 
 def test_gate_passes_public_events_and_drops_the_rest() -> None:

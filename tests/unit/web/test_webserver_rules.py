@@ -12,20 +12,14 @@ from pathlib import Path
 
 import pytest
 
-# The server's limits (pendant.web.server): 32 connections, 8 per address. Written out, so that
-# a change to them is a change to this test (as in tests/system/test_webserver.py).
-MAX_CONNECTIONS = 32
-MAX_PER_SOURCE = 8
-
-
-def _policy(header: str) -> dict[str, list[str]]:
-    return {d.split()[0]: d.split()[1:] for d in (part.strip() for part in header.split(";"))}
+from tests.support.web_support import MAX_CONNECTIONS, MAX_PER_SOURCE
+from tests.support.web_support import policy as csp_policy
 
 
 def test_the_policy_lets_the_page_reach_the_websocket_and_nothing_foreign() -> None:
     from pendant.web.server import csp
 
-    policy = _policy(csp("pendant-ab12cd.local:8443"))
+    policy = csp_policy(csp("pendant-ab12cd.local:8443"))
     # Its own origin, and a WebSocket to the host it came from (the broker's port is its own):
     # `wss:` alone would let a script send what the page shows to any host.
     assert policy["connect-src"] == ["'self'", "wss://pendant-ab12cd.local:*"]
