@@ -67,14 +67,13 @@ from pendant.core.errors import PendantError
 from pendant.core.events import (
     PAIRING_CODES,
     Error,
-    EventError,
+    Event,
     PairingConfirm,
     PairingOffer,
     PairingRequest,
     PairingStatus,
     PairingTaken,
     PairingWindow,
-    parse_event,
 )
 from pendant.core.supervise import Ready, unobserved
 from pendant.pairing.accounts import pair, revoke
@@ -185,7 +184,7 @@ class PairingService:
                 # `_main` closes it at once instead.
                 await bus.publish(client, self.offer)
                 await self._publish_status(client)
-            inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+            inbox: asyncio.Queue[Event] = asyncio.Queue()
             reader = asyncio.create_task(self._read(client, inbox), name="pairing-bus")
             try:
                 if not self.started:
@@ -203,15 +202,17 @@ class PairingService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
 
-    async def _read(self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
-        async for message in client.messages:
-            inbox.put_nowait(message)
+    async def _read(self, client: aiomqtt.Client, inbox: asyncio.Queue[Event]) -> None:
+        # bus.events: well-formed events on their own topics only (the body alone may open
+        # the window or confirm a code, the web server alone report a request: the ACL).
+        async for event in bus.events(client):
+            inbox.put_nowait(event)
         raise aiomqtt.MqttError("the bus closed")
 
     async def _main(
         self,
         client: aiomqtt.Client,
-        inbox: asyncio.Queue[aiomqtt.Message],
+        inbox: asyncio.Queue[Event],
         reader: asyncio.Task[None],
     ) -> None:
         while True:
@@ -226,17 +227,8 @@ class PairingService:
             wake = min(t for t in (now + BEAT_S, self.deadline_s) if t is not None)
             try:
                 async with asyncio.timeout(max(0.0, wake - now)):
-                    message = await inbox.get()
+                    event = await inbox.get()
             except TimeoutError:
-                continue
-            try:
-                event = parse_event(bytes(message.payload))  # type: ignore[arg-type]
-            except EventError as exc:
-                log.warning("bus: ignored a bad event on %s: %s", message.topic, exc)
-                continue
-            # The body alone may open the window or confirm a code, the web server alone
-            # report a request or a taken offer (the ACL): each only on its own topic.
-            if not bus.on_own_topic(event, message.topic.value):
                 continue
             if isinstance(event, PairingWindow):
                 if event.open:
