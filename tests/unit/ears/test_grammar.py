@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,7 @@ import pytest
 from pendant.core.config import Config, CustomSentences
 from pendant.core.errors import ConfigError
 from pendant.core.names import normalize, number_words
-from pendant.ears.understand import grammar as grammar_module
-from pendant.ears.understand.grammar import Grammar, build_grammar, check_sentences
+from pendant.ears.understand.grammar import Grammar, check_sentences
 from pendant.ears.understand.nlu import IntentParser
 from tests.conftest import SPEECH
 
@@ -142,15 +139,6 @@ def test_names_and_custom_sentences(config: Config, grammar: Grammar) -> None:
     assert {"ecobee", "kitchen", "hundred"} <= grammar.words
 
 
-def test_fingerprint_follows_config(config: Config, grammar: Grammar) -> None:
-    assert build_grammar(config).fingerprint == grammar.fingerprint
-    home = config.home.model_copy(update={"areas": [*config.home.areas, "Garage"]})
-    changed = build_grammar(config.model_copy(update={"home": home}))
-    assert changed.fingerprint != grammar.fingerprint
-    assert changed.accepts(normalize("turn on the garage lights"))
-    assert not grammar.accepts(normalize("turn on the garage lights"))
-
-
 def test_names_alone_are_not_commands(config: Config, grammar: Grammar) -> None:
     # Home Assistant turns on "the kitchen lights" said alone; without a wake word that is
     # any sentence naming a thing, so a sentence needs a word that says what to do.
@@ -182,34 +170,6 @@ def test_home_assistant_sentences_join_the_closed_set(config: Config, grammar: G
         match = nlu.parse(" ".join(words))
         assert match is not None and match.name == intent, sentence
     assert grammar.in_core(normalize("turn on the kitchen lights"))
-
-
-def test_compiled_grammar_is_cached_by_content(
-    config: Config,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    first = build_grammar(config, tmp_path)
-    (cached,) = tmp_path.glob("grammar-*.json")
-    assert first.fingerprint in cached.name
-    # Read back, not compiled: the templates are not even loaded.
-    with monkeypatch.context() as m:
-        m.setattr(grammar_module, "load_intents", lambda _: pytest.fail("compiled again"))
-        again = build_grammar(config, tmp_path)
-    assert again.graph == first.graph and again.core == first.core
-    # Another home compiles anew and replaces the old file.
-    other = config.model_copy(
-        update={"home": config.home.model_copy(update={"areas": [*config.home.areas, "Attic"]})}
-    )
-    build_grammar(other, tmp_path)
-    assert [p.name for p in tmp_path.glob("grammar-*.json")] != [cached.name]
-    # A damaged file is rebuilt, with a warning, not a crash.
-    (damaged,) = tmp_path.glob("grammar-*.json")
-    damaged.write_text("{not json")
-    assert build_grammar(other, tmp_path).graph.arcs
-    assert "unreadable" in caplog.text
-    assert json.loads(damaged.read_text())["graph"]["arcs"]
 
 
 def test_substitutions_are_the_words_that_keep_a_sentence_in_the_closed_set(
