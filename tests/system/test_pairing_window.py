@@ -659,18 +659,15 @@ def taken_while_cut() -> Iterator[Cut]:
         started = threading.Event()
 
         async def web() -> None:
-            up = asyncio.Event()
-            waiter = asyncio.create_task(up.wait())
-            waiter.add_done_callback(lambda _: started.set())
-            await webserver.serve(
+            server = webserver.WebServer(
                 WEB,
                 prov.layout.conf_dir / "server.crt",
                 prov.layout.conf_dir / "server.key",
                 port,
                 "127.0.0.1",
-                started=up,
                 pairing=desk,
             )
+            await server.run(lambda _: started.set())
 
         loop.start(web())
         assert started.wait(TIMEOUT_S)

@@ -320,7 +320,7 @@ def test_the_target_groups_the_six_services() -> None:
 
 def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:
     d = directives(unit_file("web"))
-    assert d["Type"] == ["simple"]
+    assert d["Type"] == ["notify"]  # READY=1 once it listens, from pendant.core.supervise
     # Issue 14 item 9: watched, and pinged from the accept loop's progress (pendant.web.watchdog).
     assert d["NotifyAccess"] == ["main"] and len(d["WatchdogSec"]) == 1
     assert d["ExecStart"] == [

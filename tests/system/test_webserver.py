@@ -863,6 +863,35 @@ def watchdog_pings(sock: socket.socket, seconds: float) -> int:
     return pings
 
 
+def notifications(sock: socket.socket, seconds: float) -> list[str]:
+    """The lines of every datagram received within `seconds`."""
+    deadline = time.monotonic() + seconds
+    lines: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            lines += sock.recv(4096).decode().splitlines()
+        except TimeoutError:
+            break
+    return lines
+
+
+def test_the_server_says_ready_once_it_listens_and_stopping_on_sigterm(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """Run by `pendant.core.supervise` like every other service: Type=notify in its unit."""
+    cert, key = make_cert(tmp_path)
+    env = {**os.environ, "NOTIFY_SOCKET": notify_socket.getsockname()}
+    server = WebServer(WEB, cert, key, log_dir=tmp_path, env=env).start()
+    try:
+        started = notifications(notify_socket, 1.0)
+    finally:
+        server.stop()
+    assert "READY=1" in started, started
+    assert f"STATUS=serving https://127.0.0.1:{server.port}" in started, started
+    assert "STOPPING=1" in notifications(notify_socket, 1.0)
+
+
 def test_the_server_pings_the_watchdog_while_it_accepts(
     tmp_path: Path, notify_socket: socket.socket
 ) -> None:
@@ -882,6 +911,7 @@ def test_a_listener_that_no_longer_accepts_stops_the_pings(
     notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pendant.core import systemd as notify
+    from pendant.core.supervise import first_to_end
     from pendant.web import watchdog as web_watchdog
 
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.getsockname())
@@ -896,7 +926,14 @@ def test_a_listener_that_no_longer_accepts_stops_the_pings(
         listener = await asyncio.start_server(
             web_watchdog.beating(handler, heartbeat), "127.0.0.1", 0
         )
-        dog = asyncio.create_task(web_watchdog.watch(listener, heartbeat, interval_s))
+        # What pendant-web runs under WatchdogSec=: its self-probe, and supervise's pings.
+        address = web_watchdog.probe_address(listener)
+        dog = asyncio.create_task(
+            first_to_end(
+                web_watchdog.probe(address, interval_s / 4),
+                notify.watchdog(heartbeat, interval_s),
+            )
+        )
         try:
             healthy = await asyncio.to_thread(watchdog_pings, notify_socket, 5 * interval_s)
             listener.close()  # stops accepting, as a dead accept loop would

@@ -23,7 +23,7 @@ from pendant.app.services import load
 from pendant.core import systemd as notify
 from pendant.core.config import Config
 from pendant.core.errors import PendantError
-from pendant.core.supervise import Component, Ready, start, unobserved
+from pendant.core.supervise import Component, Ready, first_to_end, start, unobserved
 from pendant.ears import service as ears_service
 from pendant.ears.audio import AudioSource
 from pendant.link import service as link_service
@@ -75,19 +75,19 @@ class Pendant:
             for component in self.components:
                 tasks.append(await start(component))
             ready("running " + ", ".join(c.name for c in self.components))
-            ears = tasks[-1]
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if ears not in done:
-                # Nothing but the ears ends by itself: this one failed.
-                for task in done:
-                    task.result()
-                raise PendantError(f"{done.pop().get_name()}: stopped unexpectedly")
-            ears.result()
-            await self._drain()
+            *others, ears = tasks
+            heard = asyncio.create_task(self._heard_and_handed_on(ears))
+            ended = await first_to_end(heard, *reversed(others))
+            if ended is not heard:  # nothing but the ears ends by itself: this one failed
+                raise PendantError(f"{ended.get_name()}: stopped unexpectedly")
         finally:
             for task in reversed(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _heard_and_handed_on(self, ears: asyncio.Task[None]) -> None:
+        await ears
+        await self._drain()
 
     async def _drain(self) -> None:
         """Wait until the link has handled every event the components sent."""

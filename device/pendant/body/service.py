@@ -58,7 +58,7 @@ from pendant.core.events import (
     PairingStatus,
     PairingWindow,
 )
-from pendant.core.supervise import Ready, unobserved
+from pendant.core.supervise import Ready, first_to_end, unobserved
 
 log = logging.getLogger(__name__)
 
@@ -154,25 +154,15 @@ class BodyService:
                 # Read after attaching: a flip in between arrives as an edge, not lost.
                 self.indicators.hardware_muted = self.hardware.hardware_muted
                 await self._publish_hardware_mute(client)
-                tasks = {
-                    asyncio.create_task(self._main(client), name="body-main"),
-                    asyncio.create_task(self._read_bus(client), name="body-bus"),
-                }
+                loops = [self._main(client), self._read_bus(client)]
                 if self.gauge is not None:
-                    tasks.add(asyncio.create_task(self._watch_battery(client), name="body-battery"))
-                try:
-                    gauge = self.gauge.name if self.gauge is not None else "no battery gauge"
-                    ready(f"body ({self.config.body.pin_factory}, {gauge})")
-                    # None of them ends by itself: the first to end takes the service down
-                    # (and systemd restarts it), rather than a body that silently went deaf.
-                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()
-                    raise PendantError(f"body: {done.pop().get_name()} ended unexpectedly")
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    loops.append(self._watch_battery(client))
+                gauge = self.gauge.name if self.gauge is not None else "no battery gauge"
+                ready(f"body ({self.config.body.pin_factory}, {gauge})")
+                # None of them ends by itself: the first to end takes the service down (and
+                # systemd restarts it), rather than a body that silently went deaf.
+                ended = await first_to_end(*loops)
+                raise PendantError(f"body: {ended.get_name()} ended unexpectedly")
         except aiomqtt.MqttError as exc:
             raise bus.error(self.config.bus, exc) from None
         finally:

@@ -15,6 +15,8 @@ error naming it, so systemd restarts it rather than wait for its start timeout.
 `start` is the part of that `pendant run` shares: it starts a component and waits until it is
 ready, so one process can bring its components up one after another (`pendant.app.one_process`).
 
+`first_to_end` runs loops side by side until one ends, for components made of several.
+
 No pydantic here (nor in anything it imports): the web server may use it.
 """
 
@@ -24,8 +26,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from pendant.core import systemd as notify
 from pendant.core.errors import PendantError
@@ -119,6 +121,33 @@ async def start(component: Component, readiness: Readiness | None = None) -> asy
         raise PendantError(f"{component.name}: stopped before it was ready")
     await _cancel(task)
     raise PendantError(f"{component.name}: not ready after {limit_s:g} s")
+
+
+async def first_to_end(*loops: Awaitable[None]) -> asyncio.Task[None]:
+    """Run `loops` (coroutines or tasks) side by side until the first ends; the others are
+    cancelled and waited for, and the one that ended is returned, or its error raised.
+
+    Cancelled from outside, every loop is cancelled too. Whether a loop that returned is an
+    error is the caller's to say (most of ours never end by themselves).
+    """
+    tasks = [_task(loop) for loop in loops]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(t for t in tasks if t in done)  # the caller's order when two end together
+    first.result()
+    return first
+
+
+def _task(loop: Awaitable[None]) -> asyncio.Task[None]:
+    if isinstance(loop, asyncio.Task):
+        return loop
+    assert isinstance(loop, Coroutine), loop
+    coro: Coroutine[Any, Any, None] = loop
+    return asyncio.create_task(coro, name=coro.__qualname__)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -25,8 +25,8 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -92,19 +92,6 @@ def payload_of(message: aiomqtt.Message) -> bytes:
     if isinstance(p, bytes | bytearray):
         return bytes(p)
     return b"" if p is None else str(p).encode()
-
-
-async def race(*coros: Coroutine[Any, Any, None]) -> None:
-    """Run loops side by side until the first one ends (by raising); cancel the others."""
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        task.result()
 
 
 class Backoff:

@@ -73,7 +73,7 @@ from pendant.core.events import (
     Status,
     Transcript,
 )
-from pendant.core.supervise import Ready, unobserved
+from pendant.core.supervise import Ready, first_to_end, unobserved
 from pendant.core.vocabulary import PhoneSentences, Vocabulary
 from pendant.link import command_errors as link_commands
 from pendant.link import commands, discovery, hermes
@@ -86,7 +86,6 @@ from pendant.link.outside import (
     Backoff,
     outside_state_of,
     payload_of,
-    race,
     tls_context,
 )
 from pendant.link.ratelimit import TokenBucket
@@ -273,7 +272,9 @@ class Link:
         """Until cancelled; `ready` once subscribed on the bus (the outside brokers may still
         be out of reach: their events wait in the outbox)."""
         try:
-            await race(self._from_bus(ready), *(self._to_outside(side) for side in self.sides))
+            await first_to_end(
+                self._from_bus(ready), *(self._to_outside(side) for side in self.sides)
+            )
         finally:
             for side in self.sides:
                 side.outbox.close()
@@ -306,7 +307,9 @@ class Link:
                         said_ready = True
                         ready("relaying")
                     backoff.ok()
-                    await race(self._bus_in(client), self._bus_out(client), self._bus_state(client))
+                    await first_to_end(
+                        self._bus_in(client), self._bus_out(client), self._bus_state(client)
+                    )
             except aiomqtt.MqttError as exc:
                 await backoff.failed(exc)
 
@@ -430,7 +433,7 @@ class Link:
                     if side.home:
                         loops.append(self._reannounce(client))
                     try:
-                        await race(*loops)
+                        await first_to_end(*loops)
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers crashes.
                         with contextlib.suppress(aiomqtt.MqttError):

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from pendant.core import mqtt, wire
+from pendant.core.supervise import first_to_end
 
 log = logging.getLogger(__name__)
 
@@ -312,18 +313,7 @@ class PairingDesk:
                     await client.subscribe(OFFER_TOPIC, qos=wire.QOS)
                     self.connected.set()
                     failures = 0
-                    reader = asyncio.create_task(self._read(client))
-                    sender = asyncio.create_task(self._send(client))
-                    try:
-                        done, _ = await asyncio.wait(
-                            {reader, sender}, return_when=asyncio.FIRST_COMPLETED
-                        )
-                        for task in done:
-                            task.result()
-                    finally:
-                        for task in (reader, sender):
-                            task.cancel()
-                        await asyncio.gather(reader, sender, return_exceptions=True)
+                    await first_to_end(self._read(client), self._send(client))
             except aiomqtt.MqttError as exc:
                 if failures == 0:  # once per outage, not every retry
                     where = self.socket_path

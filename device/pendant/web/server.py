@@ -42,8 +42,10 @@ only redirects to this server (`pendant.web.redirect`).
 
 One page is not a file: `GET /pair`, the pairing window's door (`pendant.web.pair_desk`).
 
-Under systemd (WatchdogSec=) it pings the watchdog while its accept loop still accepts: it
-connects to itself now and then, and every accepted connection counts (`pendant.web.watchdog`).
+It runs as a component under `pendant.core.supervise`, as the other services do: READY=1 once
+it listens, STOPPING=1 on SIGTERM, and under WatchdogSec= the watchdog pinged while its accept
+loop still accepts: it connects to itself now and then, and every accepted connection counts
+(`pendant.web.watchdog`).
 
 It holds no secret beyond the TLS key and its bus password, reads no config, and logs no
 requests. Errors at start (certificate, key, port, bus password file) are one line, exit
@@ -62,7 +64,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import ssl
 import stat
@@ -76,6 +77,7 @@ from urllib.parse import parse_qs, unquote
 from pendant.core import mqtt
 from pendant.core import systemd as notify
 from pendant.core.errors import PendantError
+from pendant.core.supervise import Ready, first_to_end, supervise, unobserved
 from pendant.core.wire import WEB_PORT
 from pendant.setup import ca as web_ca
 from pendant.setup.ca import CaFileError, DeviceCa
@@ -541,67 +543,82 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-async def serve(
-    root: Path,
-    cert: Path,
-    key: Path,
-    port: int,
-    bind: str | None = None,
-    started: asyncio.Event | None = None,
-    read_timeout: float = READ_TIMEOUT_S,
-    pairing: PairingDesk | None = None,
-    lifetime_s: float = CONNECTION_LIFETIME_S,
-    ca: DeviceCa | None = None,
-    http_port: int | None = None,
-    http_sockets: list[socket.socket] | None = None,
-) -> None:
-    """Serve until SIGTERM/SIGINT (or cancellation); with `pairing`, its bus task too; with
-    `http_sockets` (from systemd) or `http_port`, plain HTTP redirected to `port`."""
-    server = Server(Path(root), tls_context(cert, key), read_timeout, pairing, lifetime_s, ca)
-    heartbeat = notify.Heartbeat("accept loop")
-    redirector = web_redirect.Redirector(port)
-    try:
-        plain = await web_redirect.start(redirector, http_sockets or [], http_port, bind)
-    except OSError as exc:
-        raise _listen_error(exc, bind, http_port or 0, "--http-port") from None
-    try:
-        # Plain TCP: Server.handle counts a connection in before it starts its TLS.
-        listener = await asyncio.start_server(
-            web_watchdog.beating(server.handle, heartbeat),
-            host=bind or None,
-            port=port,
-            limit=MAX_LINE,
-            reuse_address=True,
+class WebServer:
+    """pendant-web as a component (`pendant.core.supervise`): the HTTPS listener, the plain
+    HTTP redirect, the pairing desk's bus loop and the watchdog's self-probe.
+
+    Built, it has checked its certificate and key; `run` binds its ports (or takes the sockets
+    systemd passed), says it is ready, and serves until cancelled. Its heartbeat is beaten by
+    every accepted connection (`pendant.web.watchdog`).
+    """
+
+    name = "web"
+
+    def __init__(
+        self,
+        root: Path,
+        cert: Path,
+        key: Path,
+        port: int,
+        bind: str | None = None,
+        read_timeout: float = READ_TIMEOUT_S,
+        pairing: PairingDesk | None = None,
+        lifetime_s: float = CONNECTION_LIFETIME_S,
+        ca: DeviceCa | None = None,
+        http_port: int | None = None,
+        http_sockets: list[socket.socket] | None = None,
+    ) -> None:
+        self.server = Server(
+            Path(root), tls_context(cert, key), read_timeout, pairing, lifetime_s, ca
         )
-    except OSError as exc:
-        for s in plain:
-            s.close()
-        raise _listen_error(exc, bind, port, "--port") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listener.sockets)
-    log.warning("serving %s (%d files) on https://%s", root, len(server.files), addresses)
-    if plain:
-        where = ", ".join(web_redirect.addresses(plain))
-        log.warning("redirecting http://%s to port %d", where, port)
-    desk = asyncio.create_task(pairing.run(), name="pairing") if pairing is not None else None
-    watchdog = asyncio.create_task(web_watchdog.watch(listener, heartbeat), name="watchdog")
-    if started is not None:
-        started.set()
-    try:
-        async with listener:
-            await stop.wait()
-    finally:
-        for s in plain:
-            s.close()
-        watchdog.cancel()
-        if desk is not None:
-            desk.cancel()
-        await asyncio.gather(watchdog, *([desk] if desk else []), return_exceptions=True)
-    log.warning("stopped")
+        self.heartbeat = notify.Heartbeat("accept loop")
+        self.port, self.bind = port, bind
+        self.http_port, self.http_sockets = http_port, http_sockets or []
+
+    async def run(self, ready: Ready = unobserved) -> None:
+        """Serve until cancelled; `ready` once every port listens."""
+        redirector = web_redirect.Redirector(self.port)
+        try:
+            plain = await web_redirect.start(
+                redirector, self.http_sockets, self.http_port, self.bind
+            )
+        except OSError as exc:
+            raise _listen_error(exc, self.bind, self.http_port or 0, "--http-port") from None
+        try:
+            try:
+                # Plain TCP: Server.handle counts a connection in before it starts its TLS.
+                listener = await asyncio.start_server(
+                    web_watchdog.beating(self.server.handle, self.heartbeat),
+                    host=self.bind or None,
+                    port=self.port,
+                    limit=MAX_LINE,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                raise _listen_error(exc, self.bind, self.port, "--port") from None
+            async with listener:
+                where = [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in listener.sockets]
+                files = len(self.server.files)
+                log.warning(
+                    "serving %s (%d files) on https://%s", self.server.root, files, ", ".join(where)
+                )
+                if plain:
+                    plain_where = ", ".join(web_redirect.addresses(plain))
+                    log.warning("redirecting http://%s to port %d", plain_where, self.port)
+                loops = [listener.serve_forever()]
+                if self.server.pairing is not None:
+                    loops.append(self.server.pairing.run())
+                interval_s = notify.watchdog_interval_s()
+                if interval_s:
+                    # Nobody may visit for hours: the server connects to itself, so a beat
+                    # still proves the accept loop accepts.
+                    address = web_watchdog.probe_address(listener)
+                    loops.append(web_watchdog.probe(address, interval_s / 4))
+                ready(f"serving https://{where[0]}")
+                await first_to_end(*loops)
+        finally:
+            for s in plain:
+                s.close()
 
 
 def _listen_error(exc: OSError, bind: str | None, port: int, option: str) -> WebServerError:
@@ -688,22 +705,20 @@ def main(argv: list[str] | None = None) -> int:
             raise WebServerError(str(exc)) from None
         http_sockets = web_redirect.listen_fds()
 
-        async def main() -> None:
-            await serve(
-                args.root,
-                args.cert,
-                args.key,
-                args.port,
-                args.bind,
-                read_timeout=args.read_timeout,
-                pairing=pairing,
-                lifetime_s=args.connection_lifetime,
-                ca=ca,
-                http_port=args.http_port,
-                http_sockets=http_sockets,
-            )
-
-        asyncio.run(main())
+        server = WebServer(
+            args.root,
+            args.cert,
+            args.key,
+            args.port,
+            args.bind,
+            read_timeout=args.read_timeout,
+            pairing=pairing,
+            lifetime_s=args.connection_lifetime,
+            ca=ca,
+            http_port=args.http_port,
+            http_sockets=http_sockets,
+        )
+        asyncio.run(supervise(server))
     except WebServerError as exc:
         print(f"webserver: error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,6 @@ Without $WATCHDOG_USEC (not under systemd, or no WatchdogSec=) nothing runs at a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -62,23 +61,3 @@ async def probe(address: tuple[str, int], period_s: float) -> None:
                 log.error("self-check: cannot connect to %s:%d (%s)", *address, exc)
             failing = True
         await asyncio.sleep(period_s)
-
-
-async def watch(
-    listener: asyncio.Server, heartbeat: notify.Heartbeat, interval_s: float | None = None
-) -> None:
-    """Probe `listener` and ping systemd while `heartbeat` (beaten by `beating`) is recent."""
-    interval_s = interval_s or notify.watchdog_interval_s()
-    if not interval_s:
-        return
-    tasks = [
-        asyncio.create_task(probe(probe_address(listener), interval_s / 4)),
-        asyncio.create_task(notify.watchdog(heartbeat, interval_s)),
-    ]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)

@@ -20,7 +20,7 @@ import pytest
 
 from pendant.core import systemd as notify
 from pendant.core.errors import PendantError
-from pendant.core.supervise import Component, Readiness, Ready, start, supervise
+from pendant.core.supervise import Component, Readiness, Ready, first_to_end, start, supervise
 
 TIMEOUT_S = 10.0
 
@@ -190,3 +190,54 @@ def test_start_waits_for_ready_and_hands_over_the_running_task() -> None:
 
     assert asyncio.run(scenario()) == "toying (with a status)"
     assert toy.cleaned_up
+
+
+def test_first_to_end_returns_the_loop_that_ended_and_cancels_the_rest() -> None:
+    cancelled: list[str] = []
+
+    async def forever(name: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.append(name)
+
+    async def soon() -> None:
+        await asyncio.sleep(0.01)
+
+    async def scenario() -> str:
+        ended = await first_to_end(forever("a"), soon(), forever("b"))
+        return ended.get_name()
+
+    assert asyncio.run(scenario()).endswith("soon")
+    assert sorted(cancelled) == ["a", "b"]  # waited for, not left running
+
+
+def test_first_to_end_raises_the_error_of_the_loop_that_failed() -> None:
+    async def fails() -> None:
+        raise PendantError("bus lost")
+
+    async def scenario() -> None:
+        await first_to_end(asyncio.Event().wait(), fails())  # type: ignore[arg-type]
+
+    with pytest.raises(PendantError, match="bus lost"):
+        asyncio.run(scenario())
+
+
+def test_first_to_end_cancelled_from_outside_cancels_every_loop() -> None:
+    cancelled: list[str] = []
+
+    async def forever(name: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.append(name)
+
+    async def scenario() -> None:
+        outer = asyncio.create_task(first_to_end(forever("a"), forever("b")))
+        await asyncio.sleep(0.01)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+
+    asyncio.run(scenario())
+    assert sorted(cancelled) == ["a", "b"]
