@@ -115,3 +115,12 @@ def disk(tmp_path: Path) -> Iterator[VolatileMount]:
     (tmp_path / "mnt").mkdir()
     with VolatileMount(tmp_path / "mnt", tmp_path / "disk") as mount:
         yield mount
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $STATE_DIRECTORY, as systemd gives a service (`StateDirectory=`)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    return state

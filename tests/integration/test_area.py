@@ -14,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import numpy as np
-import pytest
-import soundfile
 import yaml
 
 from pendant.app.local_broker import LocalBroker
@@ -37,6 +34,8 @@ from pendant.ears.service import EarsService
 from pendant.ears.vad import Utterance
 from pendant.link.service import Link
 from tests.conftest import REPO, demo_config
+from tests.support.ears_support import silent_wav
+from tests.support.tasks import until
 
 TIMEOUT_S = 120
 HERE = "turn on the lights in here"
@@ -53,26 +52,6 @@ class Scripted:
 
     def close(self) -> None:
         pass
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(30):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state = tmp_path / "state"
-    state.mkdir()
-    monkeypatch.setenv("STATE_DIRECTORY", str(state))
-    return state
-
-
-def _quiet(tmp_path: Path, seconds: int) -> Path:
-    path = tmp_path / "quiet.wav"
-    soundfile.write(path, np.zeros(RATE_HZ * seconds, np.int16), RATE_HZ, subtype="PCM_16")
-    return path
 
 
 def _config(bus_broker: LocalBroker, home: LocalBroker) -> Config:
@@ -105,7 +84,7 @@ def test_home_assistant_sets_the_area_that_in_here_means(
     bus_broker, home = brokers
     cfg = _config(bus_broker, home)
     pendant = Pendant(
-        cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 120)]), parts=("ears", "link")
+        cfg, source=WavSource(cfg.audio, [silent_wav(tmp_path, 120)]), parts=("ears", "link")
     )
     _scripted(pendant.ears)
     base = pendant.link.base_topic
@@ -140,7 +119,10 @@ def test_home_assistant_sets_the_area_that_in_here_means(
                 assert ears is not None
                 before = len(native), len(mirrored)
                 assert await _hear_here(ears) is not None
-                await _until(lambda: len(native) > before[0] and len(mirrored) > before[1])
+                await until(
+                    lambda: len(native) > before[0] and len(mirrored) > before[1],
+                    "len(native) > before[0] and len(mirrored) > before[1]",
+                )
                 body, hermes = native[-1], mirrored[-1]
                 assert body["name"] == "HassTurnOn" and _slots(body)["area_context"] == "here"
                 hermes_areas = [
@@ -157,20 +139,22 @@ def test_home_assistant_sets_the_area_that_in_here_means(
             spy = asyncio.create_task(collect())
             run = asyncio.create_task(pendant.run())
             try:
-                await _until(lambda: pendant.ears.ears is not None)
+                await until(lambda: pendant.ears.ears is not None, "pendant.ears.ears is not None")
                 ears = pendant.ears.ears
                 assert ears is not None
-                await _until(lambda: ears.area == "Kitchen")  # the config's spelling
+                await until(
+                    lambda: ears.area == "Kitchen", "ears.area == 'Kitchen'"
+                )  # the config's spelling
                 assert await area_heard() == "Kitchen"
 
                 # Cleared: back to home.default_area.
                 await set_area(b'{"area": null}')
-                await _until(lambda: ears.area is None)
+                await until(lambda: ears.area is None, "ears.area is None")
                 assert await area_heard() == "Office"
 
                 # Set while it runs, in any case.
                 await set_area(b'{"area": "KITCHEN"}')
-                await _until(lambda: ears.area == "Kitchen")
+                await until(lambda: ears.area == "Kitchen", "ears.area == 'Kitchen'")
                 assert await area_heard() == "Kitchen"
 
                 # Refused by the link, one line each; the ears never hear of them.
@@ -183,7 +167,7 @@ def test_home_assistant_sets_the_area_that_in_here_means(
                 ]
                 for payload in bad:
                     await set_area(payload)
-                await _until(lambda: len(errors) >= len(bad))
+                await until(lambda: len(errors) >= len(bad), "len(errors) >= len(bad)")
                 assert all(e["command"] == "area" for e in errors)
                 assert all("\n" not in e["reason"] for e in errors)
                 reasons = [e["reason"] for e in errors]
@@ -197,11 +181,11 @@ def test_home_assistant_sets_the_area_that_in_here_means(
 
                 # Deleting the retained message (an empty one) clears the area too.
                 await set_area(b"")
-                await _until(lambda: ears.area is None)
+                await until(lambda: ears.area is None, "ears.area is None")
                 assert await area_heard() == "Office"
 
                 await set_area(b'{"area": "Kitchen"}')
-                await _until(lambda: ears.area == "Kitchen")
+                await until(lambda: ears.area == "Kitchen", "ears.area == 'Kitchen'")
             finally:
                 run.cancel()
                 spy.cancel()
@@ -209,11 +193,14 @@ def test_home_assistant_sets_the_area_that_in_here_means(
 
         # The ears restart on their own (no link, so nothing replays the outside broker's
         # message): the area was kept retained on the bus.
-        again = EarsService(cfg, source=WavSource(cfg.audio, [_quiet(tmp_path, 120)]))
+        again = EarsService(cfg, source=WavSource(cfg.audio, [silent_wav(tmp_path, 120)]))
         _scripted(again)
         run = asyncio.create_task(again.run())
         try:
-            await _until(lambda: again.ears is not None and again.ears.area == "Kitchen")
+            await until(
+                lambda: again.ears is not None and again.ears.area == "Kitchen",
+                "again.ears is not None and again.ears.area == 'Kitchen'",
+            )
             assert again.ears is not None
             intent = await _hear_here(again.ears)
             assert intent is not None

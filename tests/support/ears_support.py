@@ -3,11 +3,16 @@ microphone, a recogniser the test supplies, and what it publishes collected in a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import soundfile
 
 from pendant.core.config import Config
 from pendant.core.events import Event
 from pendant.core.model_cache import model_path
+from pendant.ears.audio import RATE_HZ
 from pendant.ears.listener import Ears, Understanding
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentParser
@@ -36,3 +41,10 @@ def bare_ears(config: Config, grammar: Grammar, recognizer: Any) -> tuple[Ears, 
 
     silero = SileroVad(model_path(config, "silero-vad"))
     return Ears(understanding, Closed(), silero, publish), published  # type: ignore[arg-type]
+
+
+def silent_wav(folder: Path, seconds: int) -> Path:
+    """`seconds` of silence as a 16 kHz WAV in `folder`: a source that plays and hears nothing."""
+    path = folder / "quiet.wav"
+    soundfile.write(path, np.zeros(RATE_HZ * seconds, np.int16), RATE_HZ, subtype="PCM_16")
+    return path

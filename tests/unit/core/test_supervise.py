@@ -192,20 +192,22 @@ def test_start_waits_for_ready_and_hands_over_the_running_task() -> None:
     assert toy.cleaned_up
 
 
+async def forever(name: str, cancelled: list[str]) -> None:
+    """A loop that never ends by itself, noting its name in `cancelled` when it is."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        cancelled.append(name)
+
+
 def test_first_to_end_returns_the_loop_that_ended_and_cancels_the_rest() -> None:
     cancelled: list[str] = []
-
-    async def forever(name: str) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cancelled.append(name)
 
     async def soon() -> None:
         await asyncio.sleep(0.01)
 
     async def scenario() -> str:
-        ended = await first_to_end(forever("a"), soon(), forever("b"))
+        ended = await first_to_end(forever("a", cancelled), soon(), forever("b", cancelled))
         return ended.get_name()
 
     assert asyncio.run(scenario()).endswith("soon")
@@ -226,14 +228,8 @@ def test_first_to_end_raises_the_error_of_the_loop_that_failed() -> None:
 def test_first_to_end_cancelled_from_outside_cancels_every_loop() -> None:
     cancelled: list[str] = []
 
-    async def forever(name: str) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cancelled.append(name)
-
     async def scenario() -> None:
-        outer = asyncio.create_task(first_to_end(forever("a"), forever("b")))
+        outer = asyncio.create_task(first_to_end(forever("a", cancelled), forever("b", cancelled)))
         await asyncio.sleep(0.01)
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
