@@ -3,9 +3,9 @@
     python tools/hw_config.py           # (re)write hw/config/config-pendant.txt
     python tools/hw_config.py --check   # exit 1 if it differs from the fragments
 
-One fragment per concern (microphone, camera, battery I2C, PWM, power); the SD image build appends the
-joined file to the boot partition's config.txt. Every ``dtoverlay=`` name in a fragment, live
-or commented out, must be one of the overlays listed in hw/config/overlays.txt.
+One fragment per concern (microphone, camera, battery I2C, PWM, power); the SD image build
+appends the joined file to the boot partition's config.txt. Every ``dtoverlay=`` name in a
+fragment, live or commented out, must be one of the overlays listed in hw/config/overlays.txt.
 """
 
 from __future__ import annotations

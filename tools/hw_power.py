@@ -437,8 +437,9 @@ def refresh_cpu(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only compare, write nothing")
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", help="only compare, write nothing")
+    what.add_argument(
         "--bench-arm",
         type=Path,
         metavar="JSON",
