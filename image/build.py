@@ -252,6 +252,39 @@ def units_to_enable(desc: dict, test: bool = False) -> list[str]:
     return [*desc.get("enable", []), *(desc["test"]["enable"] if test else [])]
 
 
+POWER_KEYS = {
+    "governor": str, "act_led": bool, "hdmi": bool, "bluetooth": bool, "wifi_power_save": bool,
+}  # fmt: skip
+GOVERNORS = ("ondemand", "schedutil", "conservative", "powersave", "performance")
+# The drivers each switched-off part needs; a blacklist keeps udev from loading them.
+POWER_DRIVERS = {"hdmi": ("vc4",), "bluetooth": ("hci_uart", "btbcm")}
+
+
+def power_files(desc: dict) -> dict[str, str]:
+    """The board's [power] table as files in the root: path in the root -> text."""
+    power = desc.get("power", {})
+    for key, value in power.items():
+        if key not in POWER_KEYS:
+            raise ImageError(f"[power] {key}: unknown, the keys are {', '.join(POWER_KEYS)}")
+        if not isinstance(value, POWER_KEYS[key]):
+            raise ImageError(f"[power] {key} = {value!r}: write a {POWER_KEYS[key].__name__}")
+    governor = power.get("governor", "")
+    if governor and governor not in GOVERNORS:
+        raise ImageError(f"[power] governor = {governor!r}: pick one of {', '.join(GOVERNORS)}")
+    off = [
+        m for part, mods in POWER_DRIVERS.items() if power.get(part, True) is False for m in mods
+    ]
+    modprobe = "# image/boards/*.toml [power]: parts of the board the pendant does not use.\n"
+    modprobe += "".join(f"blacklist {m}\n" for m in off)
+    default = (
+        "# image/boards/*.toml [power], applied by pendant-power.service.\n"
+        f"GOVERNOR={governor}\n"
+        f"ACT_LED={'on' if power.get('act_led', True) else 'off'}\n"
+        f"WIFI_POWER_SAVE={'on' if power.get('wifi_power_save', False) else 'off'}\n"
+    )
+    return {"etc/modprobe.d/pendant-power.conf": modprobe, "etc/default/pendant-power": default}
+
+
 def chroot(root: Path, *cmd: str) -> str:
     return run(["chroot", str(root), *cmd], " ".join(cmd))
 
@@ -275,6 +308,9 @@ def customize(root: Path, desc: dict, test: bool = False) -> None:
             sudoers.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
             sudoers.chmod(0o440)
     chroot(root, "usermod", "--password", "*", "root")
+    for rel, text in power_files(desc).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
     if desc.get("disable"):
         chroot(root, "systemctl", "disable", *desc["disable"])
     chroot(root, "systemctl", "enable", *units_to_enable(desc, test))
@@ -458,6 +494,7 @@ def remove_tree(path: Path) -> None:
 
 def build(board: str, deb: Path, out: Path, test: bool = False) -> Path:
     desc = load_board(board)
+    power_files(desc)  # a wrong [power] table stops the build before mmdebstrap, not after
     stem = image_stem(board, test)
     check_host()
     if not deb.is_file():

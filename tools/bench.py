@@ -16,6 +16,9 @@ commands. Prints the figures and writes them to bench-results.json in the workin
   on the bundled label images and a photo with a face; eyes_peak_rss_mb: `pendant look`.
 - service_rss_mb_*: resident set of each service's process once its code is loaded (the
   units' MemoryMax must leave room above it).
+- wear_hours_*: the power model's hours on the 1200 mAh cell with the image's power settings
+  (hw/power.md): silence, talkative, read_this (50 captures); wear_hours_conversation is the
+  talkative day, the goal's.
 """
 
 from __future__ import annotations
@@ -317,6 +320,21 @@ def grammar_figures() -> dict[str, Any]:
     return out
 
 
+def wear_hours() -> dict[str, Any]:
+    """Hours of wear on the 1200 mAh cell from the power model (tools/hw_power.py), with
+    bench-arm-results.json's CPU figures when `make bench-arm` wrote one, else hw/power-cpu.json.
+    An estimate from published board figures, not measured here."""
+    import hw_power  # tools/ is on sys.path when run as a script
+
+    try:
+        figures = hw_power.bench_figures()
+    except hw_power.PowerError as exc:
+        print(f"    wear: not computed: {exc}", file=sys.stderr)
+        return {}
+    print(f"    wear: {figures['wear_hours_conversation']} h of conversation mode (model)")
+    return figures
+
+
 def pct(source: MeteredSource) -> float:
     return round(100 * source.cpu_s / source.wall_s, 2) if source.wall_s else float("nan")
 
@@ -375,6 +393,7 @@ async def bench(config: Config) -> dict[str, Any]:
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
     results.update(service_rss_mb())
     results.update(grammar_figures())
+    results.update(wear_hours())
     return results
 
 

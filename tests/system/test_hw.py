@@ -175,9 +175,12 @@ def test_config_enables_i2c_and_the_mic_and_leaves_the_pwm_pins_to_gpiozero() ->
 
 
 def test_power_tables_match_the_data() -> None:
-    want = power.table(power.load())
+    data, cpu = power.load(), power.load_cpu()
+    want = power.table(data, cpu)
     for page in power.PAGES:
         assert docs.block(page.read_text(), power.BLOCK) == want, f"{page} is stale"
+    days = docs.block(power.DAYS_PAGE.read_text(), power.DAYS_BLOCK)
+    assert days == power.days_block(data, cpu), f"{power.DAYS_PAGE} is stale"
 
 
 def test_power_model_is_sourced_and_ordered() -> None:
@@ -187,6 +190,9 @@ def test_power_model_is_sourced_and_ordered() -> None:
         assert board["idle_source"] in sources and board["busy_source"] in sources
     for key in ("mic_source", "camera_source", "led_source"):
         assert data["peripherals"][key] in sources
+    for name, setting in data["settings"].items():
+        assert setting["source"] in sources, name
+        assert setting["estimate"] and setting["where"], name
     by_board: dict[str, list[float]] = {}
     for row in power.rows(data):
         by_board.setdefault(row.board, []).append(row.hours[0])

@@ -319,6 +319,121 @@ def test_zero2w_config_txt_points_the_board_at_the_mic_tree() -> None:
     )
 
 
+# --------------------------------------------------------------------------- power (issue 17)
+
+POWER_SCRIPT = IMAGE / "rootfs/usr/lib/pendant-image/power"
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_the_power_settings_are_files_in_the_root_and_a_unit_applies_them(board: str) -> None:
+    desc = image_build.load_board(board)
+    files = image_build.power_files(desc)
+    blacklisted = re.findall(r"(?m)^blacklist (\S+)$", files["etc/modprobe.d/pendant-power.conf"])
+    assert sorted(blacklisted) == ["btbcm", "hci_uart", "vc4"]  # Bluetooth and HDMI off
+    default = files["etc/default/pendant-power"]
+    for line in ("GOVERNOR=ondemand", "ACT_LED=off", "WIFI_POWER_SAVE=on"):
+        assert re.search(rf"(?m)^{line}$", default), line
+    assert "pendant-power.service" in image_build.units_to_enable(desc)
+    # Run again when wlan0 appears, to put it into power save.
+    assert "pendant-power.service" in desc["wants"]["sys-subsystem-net-devices-wlan0.device"]
+    # Raspberry Pi OS (image/rpi-image-gen) and the Debian image's config.txt: the same parts off.
+    config = image_build.setup_files(desc)["etc/default/raspi-firmware-custom"]
+    assert re.search(r"(?m)^dtoverlay=disable-bt$", config)
+    assert re.search(r"(?m)^dtparam=act_led_trigger=none$", config)
+
+
+def test_a_board_overrides_a_power_setting_and_a_wrong_one_is_one_line() -> None:
+    desc = image_build.load_board("zero2w")
+    desc["power"] = {**desc["power"], "hdmi": True, "act_led": True, "governor": ""}
+    files = image_build.power_files(desc)
+    assert "vc4" not in files["etc/modprobe.d/pendant-power.conf"]
+    assert "ACT_LED=on" in files["etc/default/pendant-power"]
+    assert re.search(r"(?m)^GOVERNOR=$", files["etc/default/pendant-power"])
+    for bad, named in [
+        ({"governer": "ondemand"}, "governer"),
+        ({"governor": "turbo"}, "turbo"),
+        ({"hdmi": "off"}, "hdmi"),
+    ]:
+        with pytest.raises(image_build.ImageError) as err:
+            image_build.power_files({**desc, "power": bad})
+        assert "\n" not in str(err.value) and named in str(err.value)
+
+
+def fake_sys(root: Path, wlan0: bool) -> Path:
+    sys_root = root / "sys"
+    for n in (0,):
+        policy = sys_root / f"devices/system/cpu/cpufreq/policy{n}"
+        policy.mkdir(parents=True)
+        (policy / "scaling_governor").write_text("performance\n")
+    led = sys_root / "class/leds/ACT"
+    led.mkdir(parents=True)
+    (led / "trigger").write_text("actpwr\n")
+    (led / "brightness").write_text("1\n")
+    if wlan0:
+        (sys_root / "class/net/wlan0").mkdir(parents=True)
+    return sys_root
+
+
+def run_power(tmp_path: Path, defaults: str, wlan0: bool, iw_fails: bool = False):
+    sys_root = fake_sys(tmp_path, wlan0)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool, code in (("modprobe", 0), ("iw", 1 if iw_fails else 0)):
+        stub = bin_dir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexit {code}\n')
+        stub.chmod(0o755)
+    (tmp_path / "defaults").write_text(defaults)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PENDANT_POWER_SYS": str(sys_root),
+        "PENDANT_POWER_DEFAULTS": str(tmp_path / "defaults"),
+    }
+    proc = subprocess.run([str(POWER_SCRIPT)], env=env, capture_output=True, text=True)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc, sys_root, calls
+
+
+def test_the_power_script_applies_what_the_build_wrote(tmp_path: Path) -> None:
+    defaults = image_build.power_files(image_build.load_board("zero2w"))[
+        "etc/default/pendant-power"
+    ]
+    proc, sys_root, calls = run_power(tmp_path, defaults, wlan0=True)
+    assert proc.returncode == 0, proc.stderr
+    policy = sys_root / "devices/system/cpu/cpufreq/policy0"
+    assert (policy / "scaling_governor").read_text().strip() == "ondemand"
+    assert (sys_root / "class/leds/ACT/trigger").read_text().strip() == "none"
+    assert (sys_root / "class/leds/ACT/brightness").read_text().strip() == "0"
+    assert calls == ["modprobe -q cpufreq_ondemand", "iw dev wlan0 set power_save on"]
+
+
+def test_the_power_script_leaves_alone_what_is_switched_on_or_absent(tmp_path: Path) -> None:
+    proc, sys_root, calls = run_power(
+        tmp_path, "GOVERNOR=\nACT_LED=on\nWIFI_POWER_SAVE=off\n", wlan0=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (sys_root / "devices/system/cpu/cpufreq/policy0/scaling_governor").read_text() == (
+        "performance\n"
+    )
+    assert (sys_root / "class/leds/ACT/trigger").read_text() == "actpwr\n"
+    assert calls == []
+
+
+def test_the_power_script_fails_visibly_when_wlan0_refuses(tmp_path: Path) -> None:
+    proc, _, calls = run_power(tmp_path, "WIFI_POWER_SAVE=on\n", wlan0=True, iw_fails=True)
+    assert proc.returncode == 1 and "wlan0 refused power save" in proc.stderr
+    # No wlan0 yet (the unit runs again when it appears): nothing to do, no failure.
+    proc, _, calls = run_power(tmp_path / "later", "WIFI_POWER_SAVE=on\n", wlan0=False)
+    assert proc.returncode == 0 and not any(c.startswith("iw ") for c in calls)
+
+
+def test_rpi_image_gen_installs_and_enables_the_power_unit() -> None:
+    layer = (IMAGE / "rpi-image-gen/layer/pendant.yaml").read_text()
+    assert "rootfs/usr/lib/pendant-image/power" in layer
+    assert "rootfs/usr/lib/systemd/system/pendant-power.service" in layer
+    assert re.search(r"enable-units .*pendant-power", layer)
+
+
 def test_no_password_login_anywhere() -> None:
     sshd = (IMAGE / "rootfs/etc/ssh/sshd_config.d/pendant.conf").read_text()
     assert re.search(r"(?m)^PasswordAuthentication no$", sshd)
@@ -334,6 +449,7 @@ def test_no_password_login_anywhere() -> None:
 
 def test_shell_scripts_parse() -> None:
     subprocess.run(["sh", "-n", str(IMAGE / "rootfs/usr/lib/pendant-image/grow-data")], check=True)
+    subprocess.run(["sh", "-n", str(POWER_SCRIPT)], check=True)
     for text in (boot_test.HOOK, boot_test.PREPARE):
         subprocess.run(["sh", "-n", "-c", text], check=True)
 

@@ -134,6 +134,20 @@ def test_systemd_analyze_verify_finds_nothing_wrong(unit_dir: Path, unit: str) -
     assert result.stderr.strip() == "", result.stderr
 
 
+def test_the_image_power_unit_verifies(tmp_path: Path) -> None:
+    # image/rootfs's unit: verify wants its ExecStart program to exist, so it points at the
+    # script in the checkout (on the device: /usr/lib/pendant-image/power).
+    image = REPO / "image" / "rootfs" / "usr" / "lib"
+    script = image / "pendant-image" / "power"
+    text = (image / "systemd" / "system" / "pendant-power.service").read_text()
+    assert "ExecStart=/usr/lib/pendant-image/power\n" in text
+    text = text.replace("/usr/lib/pendant-image/power", str(script))
+    (tmp_path / "pendant-power.service").write_text(text)
+    result = analyze("verify", "--man=no", "./pendant-power.service", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
 def test_mosquitto_drop_in_verifies_and_fixes_the_socket_dir_last(tmp_path: Path) -> None:
     # Debian's mosquitto.service with the pendant's drop-in: verify reads them together.
     host = next((d / "mosquitto.service" for d in HOST_UNIT_DIRS

@@ -1,0 +1,178 @@
+"""The power model (tools/hw_power.py, hw/power.toml): hours of wear follow from the inputs, the
+CPU figures come from what `make bench-arm` writes, and `make bench` gets its wear_hours_*."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str) -> ModuleType:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+power = _load("hw_power")
+bench_arm = _load("bench_arm")
+
+DATA = power.load()
+CPU = power.load_cpu()
+DAYS = list(DATA["days"])
+
+
+def hours(data: dict = DATA, cpu=CPU, day: str = "talkative", settings: bool = True) -> float:
+    return power.day_hours(data, day, cpu, settings).hours[0]
+
+
+def changed(path: str, value: object) -> dict:
+    """The model's data with one value (a dotted path) replaced."""
+    data = copy.deepcopy(DATA)
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_the_image_settings_add_hours_and_a_bigger_cell_more(day: str) -> None:
+    off, on = hours(day=day, settings=False), hours(day=day)
+    assert 0 < off < on
+    big = power.day_hours(DATA, day, CPU).hours
+    assert big[1] > big[0]  # 5000 mAh outlasts 1200 mAh
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "longer"),
+    [
+        ("boards.zero2w.idle_w", 0.7, False),
+        ("boards.zero2w.busy_w", 2.5, False),
+        ("battery.boost_efficiency", 0.95, True),
+        ("days.talkative.speech_min_per_h", 30, False),
+        ("days.talkative.commands_per_h", 600, False),
+        ("settings.hdmi.saves_ma", 40, True),
+        ("settings.hdmi.applied", False, False),
+        ("wifi.wake_j", 1.0, False),
+        ("wifi.keepalive_s", 10, False),
+    ],
+)
+def test_each_input_moves_the_talkative_hours_the_right_way(
+    path: str, value: object, longer: bool
+) -> None:
+    before, after = hours(), hours(changed(path, value))
+    assert (after > before) if longer else (after < before), path
+
+
+@pytest.mark.parametrize(
+    ("field", "factor", "day"),
+    [
+        ("silence_insns_per_min", 100, "silence"),
+        ("noise_insns_per_min", 100, "talkative"),
+        ("speech_insns_per_min", 2, "talkative"),
+    ],
+)
+def test_costlier_listening_shortens_its_day_only(field: str, factor: float, day: str) -> None:
+    costly = replace(CPU, **{field: getattr(CPU, field) * factor})
+    assert hours(cpu=costly, day=day) < hours(day=day)
+    others = [d for d in DAYS if DATA["days"][d]["listen"] != field and d != day]
+    if field != "speech_insns_per_min":
+        for other in others:
+            assert hours(cpu=costly, day=other) == hours(day=other)
+
+
+def test_a_faster_core_lasts_longer_and_captures_cost_hours() -> None:
+    assert hours(cpu=replace(CPU, ipc=CPU.ipc * 2)) > hours()
+    assert hours(day="read_this") < hours(day="silence")  # the same day, plus 50 captures
+    more = changed("days.read_this.captures", 500)
+    assert hours(more, day="read_this") < hours(day="read_this")
+    slower_eyes = replace(CPU, zero2w_vs_host=CPU.zero2w_vs_host * 10)
+    assert hours(cpu=slower_eyes, day="read_this") < hours(day="read_this")
+
+
+def test_the_goal_is_judged_from_the_hours() -> None:
+    got = power.goal_hours(DATA, CPU)
+    assert got == hours(day=DATA["goal"]["day"])
+    assert "not met" in power.goal_text(changed("goal.hours", got + 1), CPU)
+    text = power.goal_text(changed("goal.hours", got - 1), CPU)
+    assert "not met" not in text and "met" in text
+
+
+def bench_arm_results(silence_insns: int) -> dict:
+    """What tools/bench_arm.py writes, built by its own `figures` from marked work."""
+    work = [
+        {"what": "decode", "file": "a.wav", "audio_s": 2.0, "insns": 3_000_000_000},
+        {"what": "parse", "intent": "HassTurnOn", "insns": 100_000_000},
+        {"what": "listen", "kind": "silence", "file": "s.wav", "audio_s": 60.0,
+         "insns": silence_insns},
+        {"what": "listen", "kind": "noise", "file": "n.wav", "audio_s": 60.0,
+         "insns": 150_000_000},
+        {"what": "listen", "kind": "speech", "file": "d.wav", "audio_s": 60.0,
+         "insns": 30_000_000_000},
+    ]  # fmt: skip
+    return {
+        "clock_hz": bench_arm.CLOCK_HZ,
+        "ipc_assumed": 0.6,
+        "ipc_range": [0.4, 1.0],
+        "asr_backend": "hama",
+        "host_utterance_cpu_ms_median": 200,
+        "figures": bench_arm.figures(work, 0.6, (0.4, 1.0)),
+    }
+
+
+def test_the_cpu_figures_are_read_from_bench_arm_results(tmp_path: Path) -> None:
+    path = tmp_path / "bench-arm-results.json"
+    path.write_text(json.dumps(bench_arm_results(600_000_000)))
+    cpu = power.load_bench_arm(path)
+    assert cpu.silence_insns_per_min == 600_000_000
+    assert cpu.speech_insns_per_min == 30_000_000_000
+    # 3.1 G instructions at IPC 0.6 and 1 GHz: 5167 ms, against 200 ms here.
+    assert cpu.zero2w_vs_host == pytest.approx(5167 / 200)
+    # Five times the committed silence cost: fewer hours on a quiet day.
+    assert hours(cpu=cpu, day="silence") < hours(day="silence")
+
+
+def test_make_bench_takes_the_bench_arm_file_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    committed = power.bench_figures()
+    if not (REPO / power.BENCH_ARM).is_file():
+        assert committed["wear_cpu_source"].startswith("power-cpu.json")
+    assert committed["wear_hours_conversation"] == committed["wear_hours_talkative"]
+    assert {f"wear_hours_{d}" for d in DAYS} <= set(committed)
+    (tmp_path / power.BENCH_ARM).write_text(json.dumps(bench_arm_results(6_000_000_000)))
+    local = power.bench_figures()
+    assert local["wear_cpu_source"] == power.BENCH_ARM
+    assert local["wear_hours_silence"] < committed["wear_hours_silence"]
+
+
+def test_a_bench_arm_file_without_a_figure_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = bench_arm_results(600_000_000)
+    del results["figures"]["listening"]["speech"]
+    path = tmp_path / "bench-arm-results.json"
+    path.write_text(json.dumps(results))
+    before = power.CPU_DATA.read_text()
+    assert power.main(["--bench-arm", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "speech_insns_per_min" in err and "make bench-arm" in err
+    assert power.CPU_DATA.read_text() == before  # nothing written
+    path.write_text("{not json")
+    assert power.main(["--bench-arm", str(path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
