@@ -110,7 +110,7 @@ async def _run(
     for topic, body in got.messages:
         if not topic.startswith(f"{pendant.link.base_topic}/intent/"):
             continue
-        t = (body["speech_end_ms"] - source.started_ms) / 1000
+        t = source.stream_s(body["speech_end_ms"])
         index = min(range(len(spans)), key=lambda i: abs(t - min(max(t, spans[i][0]), spans[i][1])))
         got.intents.setdefault(index, []).append(body)
     return got

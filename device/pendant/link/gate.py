@@ -19,11 +19,14 @@ forwarded:
   nothing else. Without this the ears, which hold the microphone, could say anything as
   "ReadText". An event naming another device than this one (`device_id`) is dropped too: its
   32 characters would leave as the sender chose them;
-- `clock`: a time (`timestamp_ms`, an intent's `speech_end_ms`) more than `MAX_AHEAD_MS` (a
-  minute) ahead of the link's wall clock, or `MAX_SKEW_MS` (a day) behind it but for the
-  retained states
-  (`bus.RETAINED`: the mic's state replayed to a restarted link is as old as the last change). A
-  time that far off is no event of now, and one in the future would never expire;
+- `clock`: a `timestamp_ms` more than `MAX_AHEAD_MS` (a minute) ahead of the link's wall
+  clock, or `MAX_SKEW_MS` (a day) behind it but for the retained states (`bus.RETAINED`: the
+  mic's state replayed to a restarted link is as old as the last change): a time that far off
+  is no event of now, and one in the future would never expire. An intent's `speech_end_ms`
+  lies before its own `timestamp_ms` (within the second that is rounded to), by no more than
+  `MAX_SPEECH_BEFORE_MS`: recognition and the longest confirming wait (`listen.confirm_s`,
+  at most a minute). Its milliseconds are the sender's to choose, so the narrower the window,
+  the fewer bits a rogue ears could put there (about 14 now, 24 with a day either way);
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
   slot value or intent name the closed set cannot emit (`pendant.core.vocabulary`), or text not in
   the recognisers' form (lowercase words of `[a-z0-9']`, one space apart), or a slot's
@@ -135,6 +138,7 @@ EVERY_S = 0.5
 # behind (the bus holds what the link had not read yet), a minute ahead (none is from later).
 MAX_SKEW_MS = 24 * 3600 * 1000
 MAX_AHEAD_MS = 60 * 1000
+MAX_SPEECH_BEFORE_MS = 120 * 1000
 # States whose time says nothing a consumer needs (nothing expires them: each supersedes the
 # last): they leave with the link's time, not the sender's.
 RESTAMPED = frozenset({"sentences", "battery"})
@@ -270,15 +274,17 @@ def _off_clock(event: Event, now_ms: int) -> str | None:
     """Why `event`'s times are not of now, or None (see the module's docstring)."""
     if isinstance(event, Mic | Camera):
         return None  # folded into the link's status: their times never leave
-    times = [("timestamp_ms", event.timestamp_ms, event.type in bus.RETAINED, MAX_AHEAD_MS)]
+    if event.timestamp_ms > now_ms + MAX_AHEAD_MS:
+        return "timestamp_ms in the future"
+    if event.timestamp_ms < now_ms - MAX_SKEW_MS and event.type not in bus.RETAINED:
+        return "timestamp_ms in the past"
     if isinstance(event, Intent) and event.speech_end_ms is not None:
-        # A day either way: a WAV file played faster than real time runs ahead of the clock.
-        times.append(("speech_end_ms", event.speech_end_ms, False, MAX_SKEW_MS))
-    for name, value, may_be_old, ahead in times:
-        if value > now_ms + ahead:
-            return f"{name} in the future"
-        if value < now_ms - MAX_SKEW_MS and not may_be_old:
-            return f"{name} in the past"
+        # The timestamp leaves rounded down to its second: the speech may end within it.
+        made_ms = event.timestamp_ms // 1000 * 1000 + 999
+        if event.speech_end_ms > made_ms:
+            return "speech_end_ms after the intent"
+        if event.speech_end_ms < made_ms - MAX_SPEECH_BEFORE_MS:
+            return "speech_end_ms long before the intent"
     return None
 
 

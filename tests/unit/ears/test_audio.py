@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,34 @@ def test_wav_source_plays_files_then_gaps_in_order(tmp_path: Path) -> None:
     assert abs(dominant_hz(audio[:9600]) - 300) < 10
     assert np.all(audio[9700:14000] == 0)  # the gap after the first file
     assert abs(dominant_hz(audio[14400:24000]) - 1200) < 10
+
+
+def test_played_fast_chunks_bear_the_time_they_are_heard_and_map_back_to_the_files(
+    tmp_path: Path,
+) -> None:
+    """Played faster than real time, a file's end is not minutes ahead of the clock (the link
+    refuses a speech end after its intent): each chunk bears the wall-clock time it was played,
+    and `stream_s` finds where in the files a stamp was."""
+    p = tmp_path / "long.wav"
+    soundfile.write(p, tone(16_000, 30.0), 16_000, subtype="PCM_16")
+    source = WavSource(AudioConfig(realtime=False, gap_ms=0, chunk_ms=30), [p])
+
+    async def collect() -> list:
+        return [c async for c in source.chunks()]
+
+    before = time.time_ns() // 1_000_000
+    chunks = asyncio.run(asyncio.wait_for(collect(), 30))
+    after = time.time_ns() // 1_000_000
+    assert len(chunks) == 1000
+    stamps = [c.end_ms for c in chunks]
+    assert len(set(stamps)) == len(stamps) == 1000  # a chunk a millisecond at most
+    # 30 s of audio, a second or so of playing: none ahead of the clock (but for the last
+    # few chunks of a block, a millisecond each).
+    assert before <= stamps[0] and stamps[-1] <= after + 3
+    # As the link sends it, rounded down to 10 ms: found within 5 chunks (150 ms).
+    for k in (0, 500, 999):
+        assert source.stream_s(stamps[k] // 10 * 10) == pytest.approx((k + 1) * 0.03, abs=0.16)
+    assert source.stream_s(before - 100) == 0.0
 
 
 def test_wav_source_decodes_one_file_at_a_time(tmp_path: Path, monkeypatch) -> None:

@@ -391,7 +391,8 @@ def test_times_are_bounded_and_of_now() -> None:
     link's outbox, a 4000-digit number carried 1.6 KB out, a far-future intent never expired.
     Now past 2**53 is a schema error, and a time more than a day from the link's wall clock
     is refused (`clock`), but for a retained state's timestamp in the past (a status replayed
-    to a restarted link is as old as the last change)."""
+    to a restarted link is as old as the last change); the end of speech lies just before its
+    intent."""
     now = time.time_ns() // 1_000_000
     day = 24 * 3600 * 1000
     g = gate()
@@ -413,13 +414,18 @@ def test_times_are_bounded_and_of_now() -> None:
         raw_intent(timestamp_ms=now - day - 60_000),
         raw_intent(speech_end_ms=now + 2 * day),
         raw_intent(speech_end_ms=1),
+        # The speech ends before its intent is made, by two minutes at most (a confirming
+        # wait is one at most): ~14 bits of the sender's choosing, not a day's 24.
+        raw_intent(timestamp_ms=now, speech_end_ms=now + 1_000),
+        raw_intent(timestamp_ms=now, speech_end_ms=now - 121_000),
         json.dumps(battery | {"timestamp_ms": now + 120_000}).encode(),  # a minute ahead at most
         json.dumps(battery | {"timestamp_ms": 0}).encode(),
     ):
         assert g.admit(payload) is None
-    assert g.dropped == {"clock": 6}
+    assert g.dropped == {"clock": 8}
     for payload in (
         raw_intent(timestamp_ms=now - 3600_000, speech_end_ms=now - 3601_000),
+        raw_intent(timestamp_ms=now, speech_end_ms=now - 100_000),  # a confirming tap waited for
         raw_intent(timestamp_ms=now + 30_000),
         json.dumps(status | {"timestamp_ms": now - 30 * day}).encode(),
         # The mic's time never leaves (the link's status has its own): not held to the clock.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -52,6 +54,12 @@ class WavSource:
 
     Paced against the monotonic clock when `realtime`, so downstream timing is as on a
     device; otherwise as fast as the consumer takes it (for `pendant listen` and tests).
+
+    A chunk is stamped with the wall-clock time it is played, as a microphone's is with the
+    time it was captured: played fast, an utterance's end is when the ears heard it, never
+    minutes ahead of the clock (the link holds `speech_end_ms` to just before its intent).
+    Fast is at most a chunk a millisecond, so `stream_s` can say where in the files a stamp
+    was.
     """
 
     def __init__(self, config: AudioConfig, files: Iterable[str | Path] | None = None) -> None:
@@ -72,6 +80,7 @@ class WavSource:
         """Wall-clock time the first sample played, once playing."""
         self.played_samples = 0
         """How much has been delivered: a test can see that a muted mic hears nothing."""
+        self._stamps: list[tuple[int, float]] = []  # (stamp, stream s), played fast only
 
     @property
     def spans_s(self) -> list[tuple[float, float]]:
@@ -82,6 +91,17 @@ class WavSource:
             spans.append((t, t + duration))
             t += duration + self.gap_ms / 1000
         return spans
+
+    def stream_s(self, stamp_ms: int) -> float:
+        """Where in the played stream (seconds from its start, as `spans_s`) the chunk stamped
+        `stamp_ms` ended: the last chunk stamped at or before it, played fast."""
+        if self.started_ms is None:
+            raise ValueError("nothing has been played yet")
+        if self.realtime:
+            return (stamp_ms - self.started_ms) / 1000
+        # The link sends it rounded down to 10 ms: the middle of those is the best guess.
+        i = bisect.bisect_right(self._stamps, (stamp_ms // 10 * 10 + 5, math.inf))
+        return self._stamps[i - 1][1] if i else 0.0
 
     def _stream(self) -> Iterator[np.ndarray]:
         """The files, each followed by the gap, in chunks; a last part-chunk is dropped."""
@@ -98,11 +118,12 @@ class WavSource:
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The files' audio as Chunks, each file followed by `gap_ms` of silence, ending after the
-        last; stamped as if captured live from when it started, time standing still while paused.
-        A file is decoded when its turn comes."""
+        last; in real time stamped as if captured live from when it started, time standing still
+        while paused, played fast stamped when played. A file is decoded when its turn comes."""
         n = self.chunk_samples
         start_ms = self.started_ms = wire.now_ms()
         start_mono = time.monotonic()
+        last_ms = 0
         block = n * BLOCK_CHUNKS
         for index, samples in enumerate(self._stream()):
             if self._closed:
@@ -118,7 +139,9 @@ class WavSource:
                     # event must not wait until the whole file has been caught up on.
                     await asyncio.sleep(max(delay, 0.0))
                 else:
-                    await asyncio.sleep(0)
+                    # No faster than a chunk a millisecond (30 times real time): each stamp
+                    # is one chunk's, so `stream_s` finds it after the link's 10 ms rounding.
+                    await asyncio.sleep(max(last_ms + 1 - wire.now_ms(), 0) / 1000)
             if not self._running.is_set():
                 paused_at = time.monotonic()
                 await self._running.wait()
@@ -129,7 +152,12 @@ class WavSource:
                 if self._closed:
                     return
             self.played_samples = i + n
-            yield Chunk(samples, start_ms + int(end_s * 1000))
+            if self.realtime:
+                stamp_ms = start_ms + int(end_s * 1000)
+            else:
+                stamp_ms = last_ms = max(wire.now_ms(), last_ms + 1)
+                self._stamps.append((stamp_ms, end_s))
+            yield Chunk(samples, stamp_ms)
 
     def pause(self) -> None:
         """Holds the stream where it is, losing nothing (unlike a microphone's pause), until
