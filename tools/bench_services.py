@@ -47,7 +47,7 @@ from typing import Any
 import aiomqtt
 
 from pendant.app.local_broker import LocalBroker, free_port
-from pendant.core.procmem import Memory, ProcMemError, tree_memory
+from pendant.core.procmem import Memory, ProcMemError, command_line, memory, tree, tree_memory
 from pendant.setup.provision import Provisioned, provision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,6 +249,16 @@ class Device:
                 raise RuntimeError(f"{name}: {exc}; {service.failed() or ''}") from None
         return out
 
+    def detail(self) -> None:
+        """Each process of each tree now, on stderr (the ears' recogniser is a child)."""
+        for name, service in self.running.items():
+            for pid in tree(service.proc.pid):
+                with contextlib.suppress(ProcMemError):
+                    m = memory(pid)
+                    argv = command_line(pid)
+                    what = " ".join(a for a in argv[1:] if not a.startswith("/"))[:50]
+                    say(f"{name:<8} {pid:>7} PSS {m.pss_mb:6.1f} USS {m.uss_mb:6.1f}  {what}")
+
     def stop(self) -> None:
         for service in self.running.values():
             if service.proc.poll() is None:
@@ -382,6 +392,7 @@ async def measure(root: Path) -> dict[str, Any]:
                 readings.append(device.memory())
                 await asyncio.sleep(1.0)
             say("idle read")
+            device.detail()
             sampler = Sampler(device)
             task = asyncio.create_task(sampler.run())
             try:

@@ -7,7 +7,8 @@ Zero 2 W has four), and the ears can start a guess at the end of speech without 
 when speech goes on. The child is the ears' own: same unit, same sandbox (no network); audio
 reaches it through a pipe, in RAM, and nothing it hears is written anywhere.
 
-The wire, parent to child: one JSON line (the config and the grammar), answered by one JSON
+The wire, parent to child: one JSON line (the config, the grammar with its names and
+fingerprint), answered by one JSON
 line (`{"guessed": {...}}` once the recogniser is loaded, or `{"error": "..."}`); then, per
 utterance, a 4-byte little-endian length and that many bytes of 16 kHz int16 audio, answered
 by one JSON line: the transcription's fields, or null. One utterance is in the child at a
@@ -28,13 +29,13 @@ import sys
 import weakref
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from pendant.core.errors import PendantError
 from pendant.ears.asr import Transcription
-from pendant.ears.understand.grammar import Grammar, grammar_from_json, grammar_json
+from pendant.ears.understand.grammar import Grammar, grammar_from_parts, grammar_json
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
@@ -63,7 +64,12 @@ class RecognizerProcess:
         self._closed = False
         # A recogniser dropped without close() (a test, a failed start) takes its child along.
         weakref.finalize(self, _end, self._child)
-        hello = {"config": config.model_dump(mode="json"), "grammar": grammar_json(grammar)}
+        hello = {
+            "config": config.model_dump(mode="json"),
+            "grammar": grammar_json(grammar),
+            "names": grammar.names,
+            "fingerprint": grammar.fingerprint,
+        }
         self._hello = json.dumps(hello).encode() + b"\n"
 
     @property
@@ -202,12 +208,38 @@ def _end(child: subprocess.Popen[bytes]) -> None:
 # The child.
 
 
+class Settings(dict[str, Any]):
+    """The config the parent validated, read back with attribute access (`config.asr.backend`).
+
+    The child never validates it again: pydantic and the config's models cost about 10 MB of
+    its memory, for a few fields the parent has already checked. A nested section is a
+    `Settings` too; a mapping field (`home.area_aliases`) still works as the dict it is.
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        super().__init__({k: _settings(v) for k, v in data.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _settings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Settings(value)
+    if isinstance(value, list):  # a list of sections (home.devices)
+        return [_settings(v) for v in value]
+    return value
+
+
 def _load(hello: dict[str, Any]) -> Any:
-    from pendant.core.config import Config
     from pendant.ears.asr import create_recognizer
 
-    config = Config.model_validate(hello["config"])
-    return create_recognizer(config, grammar_from_json(hello["grammar"], config))
+    config = cast("Config", Settings(hello["config"]))
+    grammar = grammar_from_parts(hello["grammar"], hello["names"], hello["fingerprint"])
+    return create_recognizer(config, grammar)
 
 
 def _read_exactly(stream: Any, n: int) -> bytes | None:

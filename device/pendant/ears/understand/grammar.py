@@ -361,9 +361,15 @@ def grammar_json(grammar: Grammar) -> str:
 
 def grammar_from_json(text: str, config: Config) -> Grammar:
     """Raises ValueError (or KeyError, TypeError) when `text` is not what `grammar_json` wrote."""
+    return grammar_from_parts(text, _names(config), grammar_fingerprint(config))
+
+
+def grammar_from_parts(text: str, names: list[str], fingerprint: str) -> Grammar:
+    """`grammar_from_json` with the names and fingerprint given, not taken from a config (the
+    recogniser's child has the parent's, and no pydantic config); raises as it does."""
     data = json.loads(text)
     graph, core = _graph_from_json(data["graph"]), _graph_from_json(data["core"])
-    return Grammar(graph, _names(config), grammar_fingerprint(config), core)
+    return Grammar(graph, list(names), str(fingerprint), core)
 
 
 def _names(config: Config) -> list[str]:
