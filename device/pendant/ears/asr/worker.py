@@ -19,28 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import weakref
 from collections.abc import Mapping
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pendant.core.errors import PendantError
-from pendant.ears.asr import Transcription
-from pendant.ears.understand.grammar import Grammar, grammar_from_parts, grammar_json
+from pendant.ears.asr import Transcription, child
+from pendant.ears.asr.child import LENGTH
+from pendant.ears.understand.closed_set import Grammar, grammar_json
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
-
-LENGTH = struct.Struct("<I")
 
 
 class RecognizerProcess:
@@ -51,7 +47,7 @@ class RecognizerProcess:
         self.grammar = grammar
         self.guessed: Mapping[str, str] = {}
         self._child = subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", child.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self._child.stdin is not None and self._child.stdout is not None
         self._in = self._child.stdin.fileno()
@@ -203,79 +199,3 @@ def _end(child: subprocess.Popen[bytes]) -> None:
     for pipe in (child.stdin, child.stdout):
         if pipe is not None:
             pipe.close()
-
-
-# The child.
-
-
-class Settings(dict[str, Any]):
-    """The config the parent validated, read back with attribute access (`config.asr.backend`).
-
-    The child never validates it again: pydantic and the config's models cost about 10 MB of
-    its memory, for a few fields the parent has already checked. A nested section is a
-    `Settings` too; a mapping field (`home.area_aliases`) still works as the dict it is.
-    """
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        super().__init__({k: _settings(v) for k, v in data.items()})
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def _settings(value: Any) -> Any:
-    if isinstance(value, dict):
-        return Settings(value)
-    if isinstance(value, list):  # a list of sections (home.devices)
-        return [_settings(v) for v in value]
-    return value
-
-
-def _load(hello: dict[str, Any]) -> Any:
-    from pendant.ears.asr import create_recognizer
-
-    config = cast("Config", Settings(hello["config"]))
-    grammar = grammar_from_parts(hello["grammar"], hello["names"], hello["fingerprint"])
-    return create_recognizer(config, grammar)
-
-
-def _read_exactly(stream: Any, n: int) -> bytes | None:
-    data = stream.read(n)
-    return data if data is not None and len(data) == n else None
-
-
-def main() -> int:
-    """The child's side of the wire (see the module's docstring): loads the recogniser, then answers
-    one utterance at a time until stdin ends. 2 when the recogniser does not load."""
-    # Ctrl-C reaches the whole process group; the parent decides, and the child ends when
-    # its stdin does.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        recognizer = _load(json.loads(stdin.readline()))
-    except PendantError as exc:
-        stdout.write(json.dumps({"error": str(exc)}).encode() + b"\n")
-        stdout.flush()
-        return 2
-    except (ValueError, KeyError, TypeError) as exc:  # the parent sent what it should not
-        stdout.write(json.dumps({"error": f"bad start-up message: {exc}"}).encode() + b"\n")
-        stdout.flush()
-        return 2
-    stdout.write(json.dumps({"guessed": dict(recognizer.guessed)}).encode() + b"\n")
-    stdout.flush()
-    while (header := _read_exactly(stdin, LENGTH.size)) is not None:
-        pcm = _read_exactly(stdin, LENGTH.unpack(header)[0])
-        if pcm is None:
-            break
-        heard = recognizer.transcribe(np.frombuffer(pcm, dtype=np.int16))
-        stdout.write(json.dumps(None if heard is None else asdict(heard)).encode() + b"\n")
-        stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    sys.exit(main())

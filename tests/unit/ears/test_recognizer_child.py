@@ -1,11 +1,11 @@
-"""The recogniser child's view of the parent's config (pendant.ears.asr.worker.Settings)."""
+"""The recogniser child's view of the parent's config (pendant.ears.asr.child.Settings)."""
 
 from __future__ import annotations
 
 import pytest
 
 from pendant.core.config import load_config
-from pendant.ears.asr.worker import Settings
+from pendant.ears.asr.child import Settings
 from tests.conftest import DEMO_CONFIG
 
 
