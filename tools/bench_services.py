@@ -3,11 +3,12 @@
     python tools/bench_services.py [--out FILE]     (also part of `make bench`)
 
 Starts the services as their units do (`pendant --config FILE service NAME`, and `python -m
-pendant.web` with the ExecStart= arguments), all at once, each with its own bus login passed
-as a systemd credential ($CREDENTIALS_DIRECTORY), its own $NOTIFY_SOCKET and $STATE_DIRECTORY,
-on the device's mosquitto as `pendant.setup.provision` renders it (ACLs, TLS listener for the
-phones) and a home broker for the link. Only the hardware is simulated: the microphone plays
-WAV files in real time, the camera serves the bundled images, the pins are gpiozero's mocks.
+pendant.web` with the ExecStart= arguments; the units' Environment=), all at once, each with its
+own bus login passed as a systemd credential ($CREDENTIALS_DIRECTORY), its own $NOTIFY_SOCKET
+and $STATE_DIRECTORY, on the device's mosquitto as `pendant.setup.provision` renders it (ACLs,
+TLS listener for the phones) and a home broker for the link. Only the hardware is simulated: the
+microphone plays WAV files in real time, the camera serves the bundled images, the pins are
+gpiozero's mocks.
 
 - idle: every service READY, then settled (SETTLE_S); the median of IDLE_SAMPLES readings,
   one a second, while the ears listen to digital silence.
@@ -30,6 +31,7 @@ import http.client
 import json
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import ssl
@@ -52,6 +54,7 @@ from pendant.setup.provision import Provisioned, provision
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "examples" / "pendant.toml"
+SERVICES_DIR = REPO / "services"
 RECORDED = REPO.parent / "shared" / "testdata" / "speech-en" / "main"
 COMMAND = "set a timer for 5 minutes"
 
@@ -75,6 +78,19 @@ T0 = time.monotonic()
 def say(what: str) -> None:
     """Progress, on stderr."""
     print(f"  services [{time.monotonic() - T0:5.1f} s] {what}", file=sys.stderr, flush=True)
+
+
+def unit_environment(name: str) -> dict[str, str]:
+    """The Environment= of service `name`'s unit, less what names the device's own folders
+    (LG_WD=/run/pendant-body: a RuntimeDirectory= that is not here)."""
+    env: dict[str, str] = {}
+    for line in (SERVICES_DIR / f"pendant-{name}.service").read_text().splitlines():
+        if line.startswith("Environment="):
+            for assignment in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = assignment.partition("=")
+                if not value.startswith("/run/"):
+                    env[key] = value
+    return env
 
 
 def write_silence(path: Path, seconds: float) -> Path:
@@ -204,11 +220,10 @@ class Device:
         state.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
+            **unit_environment(name),
             "CREDENTIALS_DIRECTORY": str(credentials),
             "NOTIFY_SOCKET": str(notify_path),
             "STATE_DIRECTORY": str(state),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
         }
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
