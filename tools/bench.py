@@ -354,7 +354,7 @@ async def bench(config: Config) -> dict[str, Any]:
     )
     results.update(eyes_figures(config))
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
-    results.update(service_memory())
+    results.update(await service_memory())
     results.update(grammar_figures())
     return results
 

@@ -466,11 +466,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def service_memory() -> dict[str, Any]:
+async def service_memory() -> dict[str, Any]:
     """Runs the measurement in a scratch root; prints the table; the figures."""
     # A short root: the bus socket's path must fit in 108 bytes.
     with tempfile.TemporaryDirectory(prefix="pb-") as d:
-        results = asyncio.run(measure(Path(d)))
+        results = await measure(Path(d))
     print(table(results), flush=True)
     return results
 
@@ -479,7 +479,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also merge the figures into this JSON file")
     args = parser.parse_args()
-    results = service_memory()
+    results = asyncio.run(service_memory())
     if args.out:
         old = json.loads(args.out.read_text()) if args.out.is_file() else {}
         args.out.write_text(json.dumps({**old, **results}, indent=2) + "\n")
