@@ -140,6 +140,17 @@ done
 nsenter -t "$EARS" -m test -S /run/mosquitto/pendant.sock && say sandbox ears see the bus
 wait_for 600 grep -q "availability online" $LOG && say availability online seen
 wait_for 900 grep -q "/intent/" $LOG && say intent seen $(cut -d' ' -f1 /proc/uptime)
+memory() {  # figures, not checks: each service's PSS/USS/RSS (its process tree), its cgroup's
+  /opt/pendant/venv/bin/python -m pendant.core.procmem 2>&1 | sed "s/^/PENDANT-TEST: memory $1 /"
+  for u in ears link body eyes web pairing; do
+    cg=/sys/fs/cgroup/system.slice/pendant-$u.service
+    [ -r $cg/memory.current ] || continue
+    peak=$(cat $cg/memory.peak 2>/dev/null || echo 0)  # Linux >= 5.19
+    say memory $1 cgroup pendant-$u current $(($(cat $cg/memory.current) >> 20))M \
+      peak $((peak >> 20))M
+  done
+}
+memory after-intent
 before=$(systemctl show -p NRestarts --value pendant-ears.service)
 intents=$(grep -c "/intent/" $LOG)
 say killing pendant-ears NRestarts=$before
@@ -158,6 +169,7 @@ for u in link body eyes web pairing; do
   systemctl is-active -q pendant-$u.service || logs pendant-$u.service
   say unit pendant-$u $(state pendant-$u.service) $(cut -d' ' -f1 /proc/uptime)
 done
+memory settled
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
 kill $PROGRESS
 say failed units: $failed

@@ -14,8 +14,8 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - peak_rss_mb: peak resident set of `pendant listen` on the demo audio, run on its own.
 - eyes_*_ms_p50: one 640x480 frame through the eyes (face guard, OCR, detector), per stage,
   on the bundled label images and a photo with a face; eyes_peak_rss_mb: `pendant look`.
-- service_rss_mb_*: resident set of each service's process once its code is loaded (the
-  units' MemoryMax must leave room above it).
+- pss_mb_*, uss_mb_*: the six services running at once as their units start them, idle and
+  at the peak of a spoken command and three captures (tools/bench_services.py).
 - wear_hours_*: the power model's hours on the 1200 mAh cell with the image's power settings
   (hw/power.md): silence, talkative, read_this (50 captures); wear_hours_conversation is the
   talkative day, the goal's.
@@ -39,6 +39,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
+from bench_services import service_memory
 
 from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
@@ -201,26 +202,6 @@ def eyes_figures(config: Config) -> dict[str, float]:
     out = {f"eyes_{k}_ms_p50": round(float(np.percentile(v, 50)), 1) for k, v in stages.items()}
     out["eyes_peak_rss_mb"] = pendant_peak_mb("look", *map(str, images))
     return out
-
-
-# What each service's process loads before it serves: its own code and nothing else's, as
-# `pendant service NAME` loads it (the registry's factory); the web server is its own module.
-SERVICE_IMPORTS = {
-    **{
-        name: f"from pendant.app.services import load; load({name!r})"
-        for name in ("ears", "eyes", "body", "link", "pairing")
-    },
-    "web": "import pendant.web.server, aiomqtt",
-}
-
-
-def service_rss_mb() -> dict[str, float]:
-    return {
-        f"service_rss_mb_{name}": child_peak_mb(
-            "import pendant.app.cli, pendant.app.services\n" + imports
-        )
-        for name, imports in SERVICE_IMPORTS.items()
-    }
 
 
 HA_HOME = REPO.parent / "shared" / "testdata" / "ha-sentences" / "home.toml"
@@ -391,7 +372,7 @@ async def bench(config: Config) -> dict[str, Any]:
     )
     results.update(eyes_figures(config))
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
-    results.update(service_rss_mb())
+    results.update(await service_memory())
     results.update(grammar_figures())
     results.update(wear_hours())
     return results

@@ -7,7 +7,8 @@ Zero 2 W has four), and the ears can start a guess at the end of speech without 
 when speech goes on. The child is the ears' own: same unit, same sandbox (no network); audio
 reaches it through a pipe, in RAM, and nothing it hears is written anywhere.
 
-The wire, parent to child: one JSON line (the config and the grammar), answered by one JSON
+The wire, parent to child: one JSON line (the config, the grammar with its names and
+fingerprint), answered by one JSON
 line (`{"guessed": {...}}` once the recogniser is loaded, or `{"error": "..."}`); then, per
 utterance, a 4-byte little-endian length and that many bytes of 16 kHz int16 audio, answered
 by one JSON line: the transcription's fields, or null. One utterance is in the child at a
@@ -18,28 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import weakref
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pendant.core.errors import PendantError
-from pendant.ears.asr import Transcription
-from pendant.ears.understand.grammar import Grammar, grammar_from_json, grammar_json
+from pendant.ears.asr import Transcription, child
+from pendant.ears.asr.child import LENGTH
+from pendant.ears.understand.closed_set import Grammar, grammar_json
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
-
-LENGTH = struct.Struct("<I")
 
 
 class RecognizerProcess:
@@ -50,7 +47,7 @@ class RecognizerProcess:
         self.grammar = grammar
         self.guessed: Mapping[str, str] = {}
         self._child = subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", child.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self._child.stdin is not None and self._child.stdout is not None
         self._in = self._child.stdin.fileno()
@@ -63,7 +60,12 @@ class RecognizerProcess:
         self._closed = False
         # A recogniser dropped without close() (a test, a failed start) takes its child along.
         weakref.finalize(self, _end, self._child)
-        hello = {"config": config.model_dump(mode="json"), "grammar": grammar_json(grammar)}
+        hello = {
+            "config": config.model_dump(mode="json"),
+            "grammar": grammar_json(grammar),
+            "names": grammar.names,
+            "fingerprint": grammar.fingerprint,
+        }
         self._hello = json.dumps(hello).encode() + b"\n"
 
     @property
@@ -197,53 +199,3 @@ def _end(child: subprocess.Popen[bytes]) -> None:
     for pipe in (child.stdin, child.stdout):
         if pipe is not None:
             pipe.close()
-
-
-# The child.
-
-
-def _load(hello: dict[str, Any]) -> Any:
-    from pendant.core.config import Config
-    from pendant.ears.asr import create_recognizer
-
-    config = Config.model_validate(hello["config"])
-    return create_recognizer(config, grammar_from_json(hello["grammar"], config))
-
-
-def _read_exactly(stream: Any, n: int) -> bytes | None:
-    data = stream.read(n)
-    return data if data is not None and len(data) == n else None
-
-
-def main() -> int:
-    """The child's side of the wire (see the module's docstring): loads the recogniser, then answers
-    one utterance at a time until stdin ends. 2 when the recogniser does not load."""
-    # Ctrl-C reaches the whole process group; the parent decides, and the child ends when
-    # its stdin does.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        recognizer = _load(json.loads(stdin.readline()))
-    except PendantError as exc:
-        stdout.write(json.dumps({"error": str(exc)}).encode() + b"\n")
-        stdout.flush()
-        return 2
-    except (ValueError, KeyError, TypeError) as exc:  # the parent sent what it should not
-        stdout.write(json.dumps({"error": f"bad start-up message: {exc}"}).encode() + b"\n")
-        stdout.flush()
-        return 2
-    stdout.write(json.dumps({"guessed": dict(recognizer.guessed)}).encode() + b"\n")
-    stdout.flush()
-    while (header := _read_exactly(stdin, LENGTH.size)) is not None:
-        pcm = _read_exactly(stdin, LENGTH.unpack(header)[0])
-        if pcm is None:
-            break
-        heard = recognizer.transcribe(np.frombuffer(pcm, dtype=np.int16))
-        stdout.write(json.dumps(None if heard is None else asdict(heard)).encode() + b"\n")
-        stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    sys.exit(main())

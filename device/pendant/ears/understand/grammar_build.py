@@ -21,13 +21,8 @@ from pathlib import Path
 
 from pendant.core.config import Config
 from pendant.core.errors import PendantError
-from pendant.ears.understand.grammar import (
-    Grammar,
-    build_grammar,
-    cached_grammar,
-    grammar_from_json,
-    grammar_json,
-)
+from pendant.ears.understand.closed_set import Grammar, grammar_json
+from pendant.ears.understand.grammar import build_grammar, cached_grammar, grammar_from_json
 
 log = logging.getLogger(__name__)
 
