@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad device-tree-compiler libfuse3-3
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients espeak-ng sox libportaudio2 libsndfile1 strace systemd openssl chromium nodejs openscad device-tree-compiler libfuse3-3 fonts-dejavu-core fonts-liberation
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -16,7 +16,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: setup apt web-deps models run test test-ha lint bench bench-arm bench-arm-apt screenshots schemas clean lock sets measure-sets
+.PHONY: setup apt web-deps models run test test-ha lint bench measure-ocr bench-arm bench-arm-apt screenshots schemas clean lock sets measure-sets
 
 setup: apt $(STAMP)
 
@@ -97,6 +97,11 @@ screenshots: setup models web-deps
 
 bench: setup models
 	$(PY) tools/bench.py
+
+# The eyes' OCR on text images it renders (tune and held-out fonts and texts, kept apart),
+# photos, and photos without text: accuracy, CPU and memory per model set (tools/measure_ocr.py).
+measure-ocr: setup models apt
+	$(PY) tools/measure_ocr.py
 
 # The pendant against a real Home Assistant (tests/system/test_home_assistant.py, and
 # tests/system/test_home_import.py for `pendant home import`). Home Assistant needs

@@ -316,6 +316,22 @@ def wear_hours() -> dict[str, Any]:
     return figures
 
 
+def ocr_figures(config: Config) -> dict[str, float]:
+    """The eyes' OCR on tools/measure_ocr.py's held-out part (fonts and texts never tuned on;
+    ocr_cer_heldout, ocr_word_acc_heldout) and its photos without text (ocr_false_text_images:
+    those where anything was read), and the mean time a 640 x 480 image takes (ocr_ms_per_image).
+    About 20 s."""
+    import measure_ocr  # tools/ is on sys.path when run as a script
+
+    from pendant.core.model_cache import model_path
+    from pendant.eyes.ocr import OCR_MODEL
+
+    model = model_path(config, OCR_MODEL)
+    figures = measure_ocr.bench_figures(model, config.eyes.ocr_min_confidence)
+    print(f"     ocr: {figures}", flush=True)
+    return figures
+
+
 def pct(source: MeteredSource) -> float:
     return round(100 * source.cpu_s / source.wall_s, 2) if source.wall_s else float("nan")
 
@@ -375,6 +391,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(await service_memory())
     results.update(grammar_figures())
     results.update(wear_hours())
+    results.update(ocr_figures(config))
     return results
 
 

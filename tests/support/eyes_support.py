@@ -20,7 +20,7 @@ from pendant.core.model_cache import model_path
 from pendant.setup.fetch_models import fetch
 from tests.conftest import REPO, demo_config
 
-EYES_MODELS = ("retinaface", "ppocr-v4", "picodet-layout")
+EYES_MODELS = ("retinaface", "ppocr-v6", "picodet-layout")
 
 
 def render_text(lines: list[str], **kwargs: object) -> Image.Image:

@@ -754,7 +754,7 @@ def test_the_app_shows_what_the_real_pendant_heard_read_and_runs(
         pytest.skip("'set a timer for 5 minutes.wav' is not among the shared recordings")
     config = demo_config()
     try:
-        for name in ("silero-vad", "retinaface", "ppocr-v4", "picodet-layout"):
+        for name in ("silero-vad", "retinaface", "ppocr-v6", "picodet-layout"):
             model_path(config, name)
     except ModelError as exc:
         pytest.skip(f"a model is not in the cache (make models): {exc}")

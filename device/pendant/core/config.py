@@ -659,7 +659,7 @@ class EyesConfig(_Strict):
         "non-faces).",
     )
     ocr_min_confidence: float = Field(
-        0.5, ge=0, lt=1, description="OCR lines read with less confidence are left out."
+        0.7, ge=0, lt=1, description="OCR lines read with less confidence are left out."
     )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Object detector for 'what is this'."

@@ -7,7 +7,7 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
     camera.py     where frames come from: picamera2 or image files, chosen by config
     images.py     image files to RGB arrays (the simulated camera, `pendant look`)
     faces.py      the face guard (RetinaFace, onnxruntime)
-    ocr.py        text (PP-OCRv4, onnxruntime)
+    ocr.py        text (PP-OCRv6 small, onnxruntime)
     detectors/    objects: one base class, one file per backend (cpu, hailo, coral, imx500)
     pipeline.py   frame -> Scene (and the intent that carries it to Hermes)
     service.py    the eyes on the bus (`pendant service eyes`)

@@ -1,8 +1,9 @@
-"""Text in a frame: PP-OCRv4 detection, direction and recognition on onnxruntime.
+"""Text in a frame: PP-OCRv6 small detection and recognition, and PaddleOCR's v2.0 direction
+classifier, on onnxruntime.
 
-The same three models RapidOCR ships, run here directly: the pre- and post-processing are
-PaddleOCR's (DB boxes, CTC decoding), in numpy and OpenCV, with nothing downloaded and no
-file written.
+The three models RapidOCR ships in its wheel, run here directly: the pre- and post-processing
+are PaddleOCR's (DB boxes, CTC decoding), in numpy and OpenCV, with nothing downloaded and no
+file written. `tools/measure_ocr.py` measures them (README, "Reading text").
 """
 
 from __future__ import annotations
@@ -15,23 +16,23 @@ import numpy as np
 
 from pendant.core.errors import ModelError
 
+# The manifest's name for the models this reads (pendant/data/models.toml).
+OCR_MODEL = "ppocr-v6"
 DET_THRESHOLD = 0.3
 DET_BOX_THRESHOLD = 0.5
 DET_UNCLIP_RATIO = 1.6
 DET_MAX_BOXES = 200
 # The detector sees the frame scaled so that its short side is this long (multiples of 32).
-# The frame's own 480: upscaling to 736 read no more of the test labels and cost the eyes
-# 160 MB more at peak (450 MB for `pendant look`), which a 512 MB Zero 2 W does not have.
-DET_SHORT_SIDE = 480
+# 384 of the frame's 480 read as well on tools/measure_ocr.py's tune part as 480 did, in a fifth
+# less CPU time (the v6 detector is twice the v4's size); upscaling to 736 read no more of the
+# test labels with PP-OCRv4 and cost 160 MB more at peak.
+DET_SHORT_SIDE = 384
 DET_LONG_SIDE_MAX = 1280
 CLS_SHAPE = (48, 192)
 CLS_FLIP_THRESHOLD = 0.9
+CLS_BATCH = 6
 REC_HEIGHT = 48
 REC_MIN_WIDTH = 320
-REC_BATCH = 6
-# A blank stretch this many ink heights wide, between two characters, is a word gap: a space
-# and the bearings either side come to about half the letters' height, letter gaps to a quarter.
-WORD_GAP_HEIGHTS = 0.38
 # The link's gate drops a run of 48+ base64-ish characters as a blob; OCR of a barcode or a
 # serial-number strip can produce one. Cut such runs out rather than lose the whole event.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
@@ -138,7 +139,7 @@ def clean(text: str) -> str:
 class TextReader:
     """`TextReader(model_dir).read(frame)` -> the lines of text in an RGB frame, in order."""
 
-    def __init__(self, model_dir: Path, min_confidence: float = 0.5) -> None:
+    def __init__(self, model_dir: Path, min_confidence: float = 0.7) -> None:
         self.det = _session(model_dir / "det.onnx")
         self.cls = _session(model_dir / "cls.onnx")
         self.rec = _session(model_dir / "rec.onnx")
@@ -147,6 +148,12 @@ class TextReader:
             raise ModelError(f"{model_dir / 'rec.onnx'}: has no character list")
         # CTC: index 0 is the blank; the model's last class is a space.
         self.characters = ["", *keys.splitlines(), " "]
+        classes = self.rec.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.characters):
+            raise ModelError(
+                f"{model_dir / 'rec.onnx'}: scores {classes} classes but its character list "
+                f"makes {len(self.characters)}: fetch the model again (`pendant models fetch`)"
+            )
         self.min_confidence = min_confidence
 
     def read(self, frame: np.ndarray) -> list[Line]:
@@ -204,8 +211,8 @@ class TextReader:
         """Crops the direction classifier finds upside down, turned the right way up."""
         out = list(crops)
         name = self.cls.get_inputs()[0].name
-        for start in range(0, len(crops), REC_BATCH):
-            batch = crops[start : start + REC_BATCH]
+        for start in range(0, len(crops), CLS_BATCH):
+            batch = crops[start : start + CLS_BATCH]
             x = _normalise(np.stack([_resize_padded(c, *CLS_SHAPE) for c in batch]))
             probs = self.cls.run(None, {name: x})[0]
             for k, p in enumerate(probs):
@@ -214,70 +221,26 @@ class TextReader:
         return out
 
     def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
-        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-        # Batches of similar widths waste less padding.
-        order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
+        # One line at a time: the output holds a score for each of the 18,710 classes at every
+        # step, so a batch of six long lines took 140 MB more at peak, for no speed gained on
+        # the one thread the eyes give onnxruntime.
         name = self.rec.get_inputs()[0].name
-        for start in range(0, len(order), REC_BATCH):
-            idx = order[start : start + REC_BATCH]
-            ratio = max(crops[i].shape[1] / crops[i].shape[0] for i in idx)
-            width = max(REC_MIN_WIDTH, int(np.ceil(REC_HEIGHT * ratio)))
-            images = np.stack([_resize_padded(crops[i], REC_HEIGHT, width) for i in idx])
-            probs = self.rec.run(None, {name: _normalise(images)})[0]
-            for i, p, image in zip(idx, probs, images, strict=True):
-                results[i] = self._decode(p, _word_gaps(image))
+        results = []
+        for crop in crops:
+            width = max(REC_MIN_WIDTH, int(np.ceil(REC_HEIGHT * crop.shape[1] / crop.shape[0])))
+            x = _normalise(_resize_padded(crop, REC_HEIGHT, width)[None])
+            results.append(self._decode(self.rec.run(None, {name: x})[0][0]))
         return results
 
-    def _decode(self, probs: np.ndarray, gaps: np.ndarray) -> tuple[str, float]:
-        """Greedy CTC: best class per step, repeats merged, blanks dropped.
-
-        The Chinese-and-English model often leaves out the space between words set in capitals
-        or far apart ("ORGANICOATMILK"); one goes back in where the crop has a blank stretch
-        of word-gap width between two characters.
-        """
+    def _decode(self, probs: np.ndarray) -> tuple[str, float]:
+        """Greedy CTC: best class per step, repeats merged, blanks dropped."""
         best = probs.argmax(axis=1)
-        score = probs.max(axis=1)
         keep = best != 0
         keep[1:] &= best[1:] != best[:-1]
         if not keep.any():
             return "", 0.0
-        steps = np.flatnonzero(keep)
-        px_per_step = len(gaps) / len(best)
-        space = len(self.characters) - 1
-        text = []
-        for n, t in enumerate(steps):
-            k = int(best[t])
-            if n and k != space and int(best[steps[n - 1]]) != space:
-                start, end = int(steps[n - 1] * px_per_step), int(t * px_per_step)
-                if gaps[start:end].any():
-                    text.append(" ")
-            text.append(self.characters[k] if k < len(self.characters) else "")
-        return "".join(text), float(score[keep].mean())
-
-
-def _word_gaps(image: np.ndarray) -> np.ndarray:
-    """Per column of a text-line crop: true inside a blank stretch wide enough to part words."""
-    gray = image.mean(axis=2)
-    inked = np.flatnonzero(gray.max(axis=0) > 0)
-    gaps = np.zeros(gray.shape[1], dtype=bool)
-    if inked.size == 0:
-        return gaps
-    content = gray[:, : inked[-1] + 1]  # the zero padding on the right is not the line
-    background = np.median(content)
-    ink = np.abs(content - background) > 0.35 * max(float(np.abs(content - background).max()), 1)
-    blank = ~ink.any(axis=0)
-    rows = np.flatnonzero(ink.any(axis=1))
-    # Measured against the ink's height, not the crop's: the crop's margin varies.
-    min_run = max(2, int(WORD_GAP_HEIGHTS * (rows[-1] - rows[0] + 1))) if rows.size else 2
-    run_start = None
-    for x, b in enumerate([*blank.tolist(), False]):
-        if b and run_start is None:
-            run_start = x
-        elif not b and run_start is not None:
-            if x - run_start >= min_run:
-                gaps[run_start:x] = True
-            run_start = None
-    return gaps
+        text = "".join(self.characters[k] for k in best[keep] if k < len(self.characters))
+        return text, float(probs.max(axis=1)[keep].mean())
 
 
 def join_lines(lines: list[Line], max_chars: int = 500) -> str:

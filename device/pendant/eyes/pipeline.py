@@ -16,7 +16,7 @@ from pendant.core.events import READ_TEXT, SEEN_OBJECTS, Intent, Label, Scene, S
 from pendant.core.model_cache import model_path
 from pendant.eyes.detectors import Detector, best_labels, create_detector
 from pendant.eyes.faces import FaceGuard
-from pendant.eyes.ocr import TextReader, join_lines
+from pendant.eyes.ocr import OCR_MODEL, TextReader, join_lines
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
@@ -44,7 +44,7 @@ class Eyes:
         eyes = config.eyes
         # Every model is checked here, so a missing one fails before READY, in one line.
         self.guard = FaceGuard(model_path(config, "retinaface"), eyes.face_threshold)
-        self.reader = TextReader(model_path(config, "ppocr-v4"), eyes.ocr_min_confidence)
+        self.reader = TextReader(model_path(config, OCR_MODEL), eyes.ocr_min_confidence)
         self.detector = detector if detector is not None else create_detector(config)
 
     def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:

@@ -124,10 +124,11 @@ def check_models(config: Config) -> Iterator[Finding]:
     """Every model of the manifest: fetched and verified, or needed by this config and not."""
     from pendant.core.model_cache import load_manifest, verify
     from pendant.eyes.detectors.cpu import DEFAULT_MODEL
+    from pendant.eyes.ocr import OCR_MODEL
 
     detector = config.eyes.detector.model
     manifest = load_manifest()
-    needed = {"silero-vad", "retinaface", "ppocr-v4"}
+    needed = {"silero-vad", "retinaface", OCR_MODEL}
     needed.add(detector if detector in manifest else DEFAULT_MODEL)
     if config.asr.backend == "whisper":
         needed.add("whisper-base")
