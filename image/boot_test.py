@@ -101,6 +101,7 @@ LOG=/run/pendant-test/sub.log
     mosquitto_sub -h localhost -p 8883 --cafile /etc/mosquitto/pendant/ca.crt -i boottest \
       -u phone-boottest -P "$(cat /etc/pendant/secrets/phone-boottest.password)" \
       -t "pendant/$ID/availability" -t "pendant/$ID/intent/#" -t "pendant/$ID/status" \
+      -t "pendant/$ID/scene" \
       -v >> $LOG 2>&1
     sleep 1
   done ) &
@@ -151,6 +152,12 @@ memory() {  # figures, not checks: each service's PSS/USS/RSS (its process tree)
   done
 }
 memory after-intent
+# "Read this" from the paired phone: the eyes start their reader, which answers with a scene.
+mosquitto_pub -h localhost -p 8883 --cafile /etc/mosquitto/pendant/ca.crt -i boottest-cmd \
+  -u phone-boottest -P "$(cat /etc/pendant/secrets/phone-boottest.password)" \
+  -t "pendant/$ID/cmd/capture" -m '{}' -q 1 && say capture asked
+wait_for 600 grep -q "/scene " $LOG && say scene seen $(cut -d' ' -f1 /proc/uptime)
+memory after-capture
 before=$(systemctl show -p NRestarts --value pendant-ears.service)
 intents=$(grep -c "/intent/" $LOG)
 say killing pendant-ears NRestarts=$before
@@ -173,6 +180,8 @@ memory settled
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
 kill $PROGRESS
 say failed units: $failed
+say memory total $(awk '/MemTotal/ {print int($2/1024) "M"}' /proc/meminfo)
+say oom kills $(journalctl -k -b -o cat --no-pager | grep -c -i -e "out of memory" -e "oom-kill")
 [ -n "$failed" ] && logs $failed
 say done $(cut -d' ' -f1 /proc/uptime)
 sync
@@ -295,8 +304,10 @@ def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-
                 "-drive", f"file={disk},format=raw,if=none,id=hd",
                 "-device", "virtio-blk-device,drive=hd"]  # fmt: skip
     dtb = raspi3b_tree(board_boot, disk.parent)
+    # QEMU's Pi 3 has 1 GiB and no other size; the Zero 2 W has 512 MB, so the kernel is
+    # given that much (mem=): the services must fit it as they would on the board.
     return ["qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", *common, "-dtb", str(dtb),
-            "-append", f"{cmdline} console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
+            "-append", f"{cmdline} mem=512M console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
             "-drive", f"file={disk},format=raw,if=sd"]  # fmt: skip
 
 

@@ -126,6 +126,22 @@ def test_an_intent_is_published_after_the_wav_plays(booted) -> None:
     assert "bed light" in intents[0].lower()
 
 
+def test_a_capture_the_phone_asks_for_is_answered_with_a_scene(booted) -> None:
+    # The eyes hold no model between captures: the reader they start does the work and goes.
+    assert "capture asked" in marks(booted)
+    scenes = [s for s in booted.lines("PENDANT-SUB:") if "/scene " in s]
+    assert scenes, "no scene reached the phone after its capture command"
+
+
+def test_nothing_was_killed_for_want_of_memory(booted) -> None:
+    # On -M raspi3b the kernel has the Zero 2 W's 512 MB (mem=512M): the services, a spoken
+    # command and a capture must fit in it.
+    total = next(m for m in marks(booted) if m.startswith("memory total "))
+    if MACHINE == "raspi3b":
+        assert int(total.split()[2].rstrip("M")) <= 512, total
+    assert "oom kills 0" in marks(booted), [m for m in marks(booted) if "memory" in m]
+
+
 def test_a_killed_service_is_restarted_by_systemd(booted) -> None:
     line = next((m for m in marks(booted) if m.startswith("pendant-ears restarted")), "")
     assert "active running" in line, "pendant-ears was not restarted after SIGKILL"
