@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import devicetree  # noqa: E402 (image/ is scripts, not a package)
-from build import image_stem, load_board  # noqa: E402
+from build import fragments, image_stem, load_board  # noqa: E402
 
 OUT = HERE / "out"
 BOOT_OFFSET = 8192 * 512
@@ -93,6 +93,42 @@ lsattr -d /var/lib/mosquitto | cut -d' ' -f1 | grep -q D && say mosquitto state 
 # The I2S mic's ALSA card, when the board's tree describes one (none on -M virt).
 sed -n 's/^ *[0-9]* \[\([^ ]*\) *\]: \(.*\)/\1 \2/p' /proc/asound/cards 2>/dev/null \
   | sed "s/^/PENDANT-TEST: sound card /"
+# The camera (issue 17). Debian's libcamera, seen from the pendant's venv (system site
+# packages): its rpi/vc4 pipeline handler and IPA load, and the cameras it finds; the kernel's
+# drivers for the CSI receiver, the sensor and the ISP; the sensor in the device tree (and, on
+# -M raspi3b, its I2C client); picamera2; and the eyes' picamera2 backend's report.
+CAMLOG=/run/pendant-test/libcamera.log
+LIBCAMERA_LOG_LEVELS='*:DEBUG' /opt/pendant/venv/bin/python -c 'import libcamera
+print("PENDANT-TEST: camera libcamera cameras", len(libcamera.CameraManager.singleton().cameras))
+' 2>$CAMLOG || say camera libcamera failed: $(grep -v "^\[" $CAMLOG | tail -n 1)
+grep -q "Found registered pipeline handler 'rpi/vc4'" $CAMLOG && say camera pipeline rpi/vc4 registered
+grep -q "Loaded IPA module '.*ipa_rpi_vc4.so'" $CAMLOG && say camera ipa rpi/vc4 loaded
+[ -f /usr/share/libcamera/ipa/rpi/vc4/imx219.json ] && say camera tuning imx219 present
+say camera media devices $(ls /dev/media* 2>/dev/null | wc -l)
+for m in bcm2835-unicam imx219 bcm2835-isp; do
+  if modinfo -n $m >/dev/null 2>&1; then say camera module $m present
+  else say camera module $m missing; fi
+done
+CAMNODE=/proc/device-tree/pendant-i2c0-mux/i2c@1/camera@10
+[ -d $CAMNODE ] && say camera sensor in the tree $(tr -d '\0' < $CAMNODE/compatible)
+for d in /sys/bus/i2c/devices/*-0010; do
+  [ -e "$d" ] || continue
+  drv=none; [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+  say camera i2c client $(basename "$d") $(cat "$d/name") driver $drv
+done
+/opt/pendant/venv/bin/python -c 'import picamera2' 2>/run/pendant-test/picamera2.log \
+  && say camera picamera2 importable \
+  || say camera picamera2 not importable: $(tail -n 1 /run/pendant-test/picamera2.log)
+# What the eyes would say with eyes.camera = "picamera2": one line, or a traceback's many.
+/opt/pendant/venv/bin/python -c 'from pendant.core.backends import CAMERAS
+from pendant.core.errors import PendantError
+try:
+    CAMERAS.load("picamera2")(640, 480).capture()
+except PendantError as exc:
+    print(type(exc).__name__ + ": " + str(exc))
+' >/run/pendant-test/eyes-camera.log 2>&1
+say camera eyes report lines $(wc -l < /run/pendant-test/eyes-camera.log): \
+  $(head -c 300 /run/pendant-test/eyes-camera.log)
 for i in $(seq 1 60); do ss -ltnH 'sport = :8883' | grep -q 8883 && break; sleep 1; done
 ss -ltnH 'sport = :8883' | grep -q 8883 && say mosquitto tls listening 8883
 LOG=/run/pendant-test/sub.log
@@ -283,17 +319,21 @@ def read_boot_partition(disk: Path) -> dict[str, str]:
     return out
 
 
-def raspi3b_tree(board_boot: Path, work: Path) -> Path:
-    """QEMU's Pi 3 tree with the pendant's I2S mic compiled in, as the image does for its board.
+def raspi3b_tree(board_boot: Path, work: Path, board: str = "zero2w") -> Path:
+    """QEMU's Pi 3 tree with the pendant's I2S mic and camera compiled in, as the image does
+    for its board.
 
-    The image carries the mic in the Zero 2 W's tree; QEMU models a Pi 3, so the test makes the
-    same tree for that board and the guest's kernel shows whether the card comes up.
+    The image carries them in the Zero 2 W's tree; QEMU models a Pi 3, so the test makes the
+    same tree for that board and the guest's kernel shows whether the card comes up and where
+    the camera's sensor is described.
     """
-    return devicetree.with_fragment(board_boot / "bcm2837-rpi-3-b.dtb", work / "raspi3b.dtb")
+    return devicetree.with_fragment(
+        board_boot / "bcm2837-rpi-3-b.dtb", work / "raspi3b.dtb", fragments(load_board(board))
+    )
 
 
-def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-a53"
-                 ) -> list[str]:  # fmt: skip
+def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-a53",
+                 board: str = "zero2w") -> list[str]:  # fmt: skip
     kernel, initrd = board_boot / "vmlinuz", board_boot / "initrd.img"
     common = ["-nographic", "-nic", "none", "-no-reboot", "-kernel", str(kernel),
               "-initrd", str(initrd)]  # fmt: skip
@@ -303,7 +343,7 @@ def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-
                 "-m", "1024", *common, "-append", f"{cmdline} console=ttyAMA0",
                 "-drive", f"file={disk},format=raw,if=none,id=hd",
                 "-device", "virtio-blk-device,drive=hd"]  # fmt: skip
-    dtb = raspi3b_tree(board_boot, disk.parent)
+    dtb = raspi3b_tree(board_boot, disk.parent, board)
     # QEMU's Pi 3 has 1 GiB and no other size; the Zero 2 W has 512 MB, so the kernel is
     # given that much (mem=): the services must fit it as they would on the board.
     return ["qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", *common, "-dtb", str(dtb),
@@ -324,7 +364,7 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
         work = Path(tmp)
         disk = prepare(image, work)
         cpu = load_board(board).get("qemu_cpu", "cortex-a53")
-        cmd = qemu_command(machine, board_boot, disk, cpu)
+        cmd = qemu_command(machine, board_boot, disk, cpu, board)
         started = time.monotonic()
         times: dict[str, float] = {}
         chunks: list[str] = []

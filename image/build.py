@@ -162,7 +162,7 @@ def setup_files(desc: dict) -> dict[str, str]:
     if trees:
         fragment += (
             "\n# Debian's firmware has no overlays, so dtoverlay= lines do nothing on this image:"
-            "\n# the I2S mic is compiled into the board's tree (image/dts/i2s-mic.dtsi).\n"
+            "\n# the I2S mic and the camera are compiled into the board's tree (image/dts/).\n"
             + "".join(f"[{flt}]\ndevice_tree=pendant-{dtb}\n" for flt, dtb in trees.items())
             + "[all]\n"
         )
@@ -350,9 +350,17 @@ def customize(root: Path, desc: dict, test: bool = False) -> None:
     firmware = root / "boot/firmware"
     for dtb in desc.get("device_trees", {}).values():
         try:
-            devicetree.with_fragment(firmware / dtb, firmware / f"pendant-{dtb}")
+            devicetree.with_fragment(firmware / dtb, firmware / f"pendant-{dtb}", fragments(desc))
         except devicetree.DeviceTreeError as exc:
             raise ImageError(str(exc)) from None
+
+
+def fragments(desc: dict) -> list[Path]:
+    """The device tree fragments (image/dts/) the board's description names, in order."""
+    names = desc.get("device_tree_fragments")
+    if names is None:
+        return list(devicetree.FRAGMENTS)
+    return [devicetree.DTS / name for name in names]
 
 
 def hook_units_in(root: Path, desc: dict) -> list[str]:
