@@ -101,7 +101,8 @@ CAMLOG=/run/pendant-test/libcamera.log
 LIBCAMERA_LOG_LEVELS='*:DEBUG' /opt/pendant/venv/bin/python -c 'import libcamera
 print("PENDANT-TEST: camera libcamera cameras", len(libcamera.CameraManager.singleton().cameras))
 ' 2>$CAMLOG || say camera libcamera failed: $(grep -v "^\[" $CAMLOG | tail -n 1)
-grep -q "Found registered pipeline handler 'rpi/vc4'" $CAMLOG && say camera pipeline rpi/vc4 registered
+grep -q "Found registered pipeline handler 'rpi/vc4'" $CAMLOG \
+  && say camera pipeline rpi/vc4 registered
 grep -q "Loaded IPA module '.*ipa_rpi_vc4.so'" $CAMLOG && say camera ipa rpi/vc4 loaded
 [ -f /usr/share/libcamera/ipa/rpi/vc4/imx219.json ] && say camera tuning imx219 present
 say camera media devices $(ls /dev/media* 2>/dev/null | wc -l)

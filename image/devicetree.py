@@ -37,16 +37,17 @@ def _dtc(*args: str) -> str:
         raise DeviceTreeError("dtc is missing: apt install device-tree-compiler")
     done = subprocess.run(["dtc", *args], capture_output=True, text=True, check=False)
     if done.returncode:
-        # Its warnings come by the dozen (the board trees' own); the first error is the news.
+        # Its warnings come by the dozen (the board trees' own); the first error is the news:
+        # "Error: FILE:LINE syntax error" or "FILE:LINE: ERROR (check): /node: what is wrong".
         lines = done.stderr.strip().splitlines() or ["(no message)"]
-        first = next((ln for ln in lines if ln.startswith("Error")), lines[-1])
+        first = next((ln for ln in lines if ln.startswith("Error") or ": ERROR (" in ln), lines[-1])
+        if ": ERROR (" in first:
+            first = first.split(": ERROR (", 1)[1].split("): ", 1)[-1]
         raise DeviceTreeError(f"dtc: {first.removeprefix('Error: ')}")
     return done.stdout
 
 
-def with_fragment(
-    base: Path, out: Path, fragments: Path | Sequence[Path] = FRAGMENTS
-) -> Path:
+def with_fragment(base: Path, out: Path, fragments: Path | Sequence[Path] = FRAGMENTS) -> Path:
     """Writes `out`: the tree in `base` with `fragments` (one or several) compiled into it."""
     if not base.is_file():
         raise DeviceTreeError(f"{base} does not exist: is the board's .dtb name right?")

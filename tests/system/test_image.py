@@ -106,11 +106,22 @@ def test_pi5_is_trixie_with_backports_kernel_and_login() -> None:
     assert {"passwd", "login"} <= set(desc["packages"])
 
 
-def test_zero2w_wifi_firmware_from_backports() -> None:
+def test_zero2w_is_trixie_with_its_wifi_firmware_and_login() -> None:
+    # trixie's firmware-brcm80211 (20250410) is the version bookworm took from backports: it
+    # has brcmfmac43430-sdio.raspberrypi,model-zero-2-w.txt, which the 6.12 brcmfmac asks for.
     desc = image_build.load_board("zero2w")
-    assert desc["suite"] == "bookworm"
-    assert desc["pin"]["firmware-brcm80211"] == "bookworm-backports"
-    assert "bookworm-backports" in desc["extra_suites"]
+    assert desc["suite"] == "trixie"
+    assert "firmware-brcm80211" in desc["packages"]
+    assert not desc.get("extra_suites") and not desc.get("pin")
+    assert {"passwd", "login"} <= set(desc["packages"])
+
+
+def test_zero2w_carries_libcamera_with_the_pi_pipeline_and_its_python_bindings() -> None:
+    # libcamera-ipa: ipa_rpi_vc4.so and the sensors' tuning files; python3-libcamera: the
+    # bindings for trixie's CPython 3.13, which the venv sees (--system-site-packages).
+    desc = image_build.load_board("zero2w")
+    assert {"libcamera-ipa", "python3-libcamera"} <= set(desc["packages"])
+    assert "venv --system-site-packages" in (REPO / "packaging/build_deb.py").read_text()
 
 
 def test_unknown_board_is_one_line() -> None:
@@ -208,8 +219,7 @@ def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Pat
     assert 'ROOTPART="LABEL=pendant-root"' in (files / "etc/default/raspi-firmware").read_text()
     assert "MODULES=list" in (files / "etc/initramfs-tools/conf.d/pendant.conf").read_text()
     assert "sdhci_iproc" in (files / "usr/share/initramfs-tools/modules.d/pendant").read_text()
-    pins = (files / "etc/apt/preferences.d/pendant").read_text()
-    assert "Pin: release n=bookworm-backports" in pins
+    assert (files / "etc/apt/preferences.d/pendant").read_text() == ""  # trixie: no backports
     assert "dtparam=i2s=on" in (files / "etc/default/raspi-firmware-custom").read_text()
     root = tmp_path / "root"
     root.mkdir()
@@ -217,11 +227,12 @@ def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Pat
     assert (root / "etc/default/raspi-firmware").is_file()
 
 
-# --------------------------------------------------------------------------- the mic's tree
+# --------------------------------------------------------------------------- the board's tree
 
-# The nodes of Debian's bcm2837 trees that the mic fragment touches, at the same paths and with
-# the same properties (decompiled from bcm2837-rpi-zero-2-w.dtb); the image test checks the real
-# tree the build made, and the raspi3b boot shows the kernel bringing the card up.
+# The nodes of Debian's bcm2837 trees (kernel 6.12, trixie) that the mic and camera fragments
+# touch, at the same paths and with the same properties (decompiled from
+# bcm2837-rpi-zero-2-w.dtb); the image test checks the real tree the build made, and the
+# raspi3b boot shows the kernel bringing the card up and where the sensor is.
 BCM2837_STANDIN = """/dts-v1/;
 / {
 	#address-cells = <1>; #size-cells = <1>;
@@ -229,11 +240,24 @@ BCM2837_STANDIN = """/dts-v1/;
 		compatible = "simple-bus"; #address-cells = <1>; #size-cells = <1>; ranges;
 		gpio@7e200000 {
 			compatible = "brcm,bcm2835-gpio"; reg = <0x7e200000 0xb4>;
-			pcm_gpio18 { brcm,pins = <18 19 20 21>; brcm,function = <4>; };
-			pcm_gpio28 { brcm,pins = <28 29 30 31>; brcm,function = <6>; };
+			gpio-controller; #gpio-cells = <2>;
+			i2c0_gpio0: i2c0-gpio0 { brcm,pins = <0 1>; brcm,function = <4>; };
+			i2c0-gpio44 { brcm,pins = <44 45>; brcm,function = <5>; };
+			pcm-gpio18 { brcm,pins = <18 19 20 21>; brcm,function = <4>; };
+			pcm-gpio28 { brcm,pins = <28 29 30 31>; brcm,function = <6>; };
 		};
 		i2s@7e203000 {
 			compatible = "brcm,bcm2835-i2s"; reg = <0x7e203000 0x24>; status = "disabled";
+		};
+		i2c@7e205000 {
+			compatible = "brcm,bcm2835-i2c"; reg = <0x7e205000 0x200>;
+			#address-cells = <1>; #size-cells = <0>; status = "okay";
+			pinctrl-names = "default"; pinctrl-0 = <&i2c0_gpio0>;
+		};
+		csi@7e801000 {
+			compatible = "brcm,bcm2835-unicam"; reg = <0x7e801000 0x800 0x7e802004 0x04>;
+			brcm,num-data-lanes = <4>; status = "disabled";
+			port { };
 		};
 	};
 };
@@ -253,13 +277,18 @@ def _get(dtb: Path, node: str, prop: str, kind: str = "s") -> str:
                           text=True, check=True).stdout.strip()  # fmt: skip
 
 
+def _has(dtb: Path, node: str, prop: str) -> bool:
+    done = subprocess.run(["fdtget", str(dtb), node, prop], capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def mic_tree_facts(dtb: Path) -> dict[str, str]:
     """What a kernel needs to see for the I2S mic card, read back from a compiled tree."""
-    i2s, pcm = "/soc/i2s@7e203000", "/soc/gpio@7e200000/pcm_gpio18"
+    i2s, pcm = "/soc/i2s@7e203000", "/soc/gpio@7e200000/pcm-gpio18"
     card = "/pendant-mic-sound"
     return {
         "i2s status": _get(dtb, i2s, "status"),
-        "i2s pins": "pcm_gpio18"
+        "i2s pins": "pcm-gpio18"
         if _get(dtb, i2s, "pinctrl-0", "u") == _get(dtb, pcm, "phandle", "u")
         else "other",
         "pins": _get(dtb, pcm, "brcm,pins", "u") + " alt " + _get(dtb, pcm, "brcm,function", "u"),
@@ -278,7 +307,7 @@ def mic_tree_facts(dtb: Path) -> dict[str, str]:
 
 MIC_TREE = {
     "i2s status": "okay",
-    "i2s pins": "pcm_gpio18",
+    "i2s pins": "pcm-gpio18",
     "pins": "18 19 20 21 alt 4",
     "card": "simple-audio-card adau7002",
     "cpu dai is i2s": "True",
@@ -287,10 +316,68 @@ MIC_TREE = {
 }
 
 
-def test_mic_is_compiled_into_the_board_tree(tmp_path: Path) -> None:
+def camera_tree_facts(dtb: Path) -> dict[str, str]:
+    """What a kernel needs to see for the IMX219 on the CSI port, read back from a tree."""
+    gpio, csi = "/soc/gpio@7e200000", "/soc/csi@7e801000"
+    mux, sensor = "/pendant-i2c0-mux", "/pendant-i2c0-mux/i2c@1/camera@10"
+    phandle = lambda node: _get(dtb, node, "phandle", "u")  # noqa: E731
+    return {
+        "sensor": _get(dtb, sensor, "compatible") + " @" + _get(dtb, sensor, "reg", "x"),
+        "mux": _get(dtb, mux, "compatible"),
+        "mux parent is i2c0": str(
+            _get(dtb, mux, "i2c-parent", "u") == phandle("/soc/i2c@7e205000")
+        ),
+        "camera bus pins": "i2c0-gpio44"
+        if _get(dtb, mux, "pinctrl-1", "u") == phandle(f"{gpio}/i2c0-gpio44")
+        else "other",
+        "i2c0 pins left to the mux": str(not _has(dtb, "/soc/i2c@7e205000", "pinctrl-0")),
+        "csi status": _get(dtb, csi, "status")
+        + " lanes "
+        + _get(dtb, csi, "brcm,num-data-lanes", "u"),
+        "sensor to csi": str(
+            _get(dtb, f"{sensor}/port/endpoint", "remote-endpoint", "u")
+            == phandle(f"{csi}/port/endpoint")
+            and _get(dtb, f"{csi}/port/endpoint", "remote-endpoint", "u")
+            == phandle(f"{sensor}/port/endpoint")
+        ),
+        "data lanes": _get(dtb, f"{sensor}/port/endpoint", "data-lanes", "u"),
+        "power gpio": _get(dtb, "/pendant-cam1-vana", "gpio", "u").split()[1],
+        "clock hz": _get(dtb, "/pendant-cam1-clk", "clock-frequency", "u"),
+    }
+
+
+CAMERA_TREE = {
+    "sensor": "sony,imx219 @10",
+    "mux": "i2c-mux-pinctrl",
+    "mux parent is i2c0": "True",
+    "camera bus pins": "i2c0-gpio44",
+    "i2c0 pins left to the mux": "True",
+    "csi status": "okay lanes 2",
+    "sensor to csi": "True",
+    "data lanes": "1 2",
+    "power gpio": "40",
+    "clock hz": "24000000",
+}
+
+
+def test_mic_and_camera_are_compiled_into_the_board_tree(tmp_path: Path) -> None:
     base = _dtb(tmp_path, "bcm2837", BCM2837_STANDIN)
     out = devicetree.with_fragment(base, tmp_path / "pendant-bcm2837.dtb")
     assert mic_tree_facts(out) == MIC_TREE
+    assert camera_tree_facts(out) == CAMERA_TREE
+
+
+def test_the_zero2w_board_names_its_fragments_in_order() -> None:
+    desc = image_build.load_board("zero2w")
+    assert [f.name for f in image_build.fragments(desc)] == ["i2s-mic.dtsi", "imx219-camera.dtsi"]
+    assert all(f.is_file() for f in image_build.fragments(desc))
+
+
+def test_the_camera_fragment_alone_compiles_into_the_board_tree(tmp_path: Path) -> None:
+    base = _dtb(tmp_path, "bcm2837", BCM2837_STANDIN)
+    out = devicetree.with_fragment(base, tmp_path / "cam.dtb", devicetree.CAMERA)
+    assert camera_tree_facts(out) == CAMERA_TREE
+    assert _get(out, "/soc/i2s@7e203000", "status") == "disabled"  # no mic asked for
 
 
 def test_mic_tree_errors_are_one_line(tmp_path: Path) -> None:
@@ -299,8 +386,13 @@ def test_mic_tree_errors_are_one_line(tmp_path: Path) -> None:
     # A board whose tree lacks the I2S block: dtc's own message, one line, names the path.
     other = _dtb(tmp_path, "other", "/dts-v1/;\n/ { soc { }; };\n")
     with pytest.raises(devicetree.DeviceTreeError) as err:
-        devicetree.with_fragment(other, tmp_path / "out.dtb")
+        devicetree.with_fragment(other, tmp_path / "out.dtb", devicetree.MIC)
     assert "\n" not in str(err.value) and "i2s@7e203000" in str(err.value)
+    # Bookworm's 6.1 trees named the pin group pcm_gpio18: the message names the path sought.
+    old = _dtb(tmp_path, "old", BCM2837_STANDIN.replace("pcm-gpio18", "pcm_gpio18"))
+    with pytest.raises(devicetree.DeviceTreeError) as err:
+        devicetree.with_fragment(old, tmp_path / "out.dtb")
+    assert "\n" not in str(err.value) and "pcm-gpio18" in str(err.value)
     assert not (tmp_path / "out.dtb").exists()
 
 

@@ -190,8 +190,60 @@ def test_mosquittos_state_directory_writes_its_renames_through(booted) -> None:
     assert "mosquitto state dirsync" in marks(booted)
 
 
-def test_the_image_carries_the_mic_tree(tmp_path) -> None:
-    from tests.system.test_image import MIC_TREE, image_build, mic_tree_facts
+def _camera(booted) -> list[str]:
+    return [m.removeprefix("camera ") for m in marks(booted) if m.startswith("camera ")]
+
+
+def test_libcamera_loads_the_pi_pipeline_in_the_device_venv_and_finds_no_camera(booted) -> None:
+    """Issue 17: Debian's libcamera, imported from the pendant's venv (system site packages),
+    registers the rpi/vc4 pipeline handler and loads its IPA; QEMU has no camera to find."""
+    camera = _camera(booted)
+    assert "libcamera cameras 0" in camera, camera
+    assert "pipeline rpi/vc4 registered" in camera, camera
+    assert "ipa rpi/vc4 loaded" in camera, camera
+    assert "tuning imx219 present" in camera, camera
+    assert "media devices 0" in camera, camera
+
+
+def test_the_kernels_camera_drivers_are_reported(booted) -> None:
+    # Facts about Debian's kernel, not wishes: 6.12 builds none of the three (image/README.md).
+    camera = _camera(booted)
+    for module in ("bcm2835-unicam", "imx219", "bcm2835-isp"):
+        assert f"module {module} present" in camera or f"module {module} missing" in camera
+
+
+def test_picamera2_and_the_eyes_camera_backend_report_in_one_line(booted) -> None:
+    camera = _camera(booted)
+    picamera2 = next((c for c in camera if c.startswith("picamera2 ")), "")
+    assert picamera2, camera
+    report = next((c for c in camera if c.startswith("eyes report lines ")), "")
+    # `eyes.camera = "picamera2"` here: one line naming what is missing, not a traceback.
+    assert report.startswith("eyes report lines 1: "), report
+    assert "Traceback" not in report
+    if picamera2 == "picamera2 importable":
+        assert "CameraError: camera: libcamera finds no camera" in report, report
+    else:
+        assert "BackendUnavailable: eyes.camera 'picamera2' cannot load" in report, report
+
+
+def test_the_camera_sensor_is_in_the_booted_tree(booted) -> None:
+    if MACHINE != "raspi3b":
+        pytest.skip("-M virt boots QEMU's own tree: IMAGE_MACHINE=raspi3b boots the camera's")
+    camera = _camera(booted)
+    assert "sensor in the tree sony,imx219" in camera, camera
+    # The mux made the camera's I2C bus and the kernel the sensor's client from the tree.
+    clients = [c for c in camera if c.startswith("i2c client ") and " imx219 driver " in c]
+    assert clients, camera
+
+
+def test_the_image_carries_the_mic_and_camera_tree(tmp_path) -> None:
+    from tests.system.test_image import (
+        CAMERA_TREE,
+        MIC_TREE,
+        camera_tree_facts,
+        image_build,
+        mic_tree_facts,
+    )
 
     trees = image_build.load_board(BOARD).get("device_trees", {})
     if not trees:
@@ -204,6 +256,10 @@ def test_the_image_carries_the_mic_tree(tmp_path) -> None:
         assert f"[{flt}]\ndevice_tree=pendant-{dtb}\n" in config
         subprocess.run(["mcopy", "-i", fat, f"::pendant-{dtb}", str(tmp_path)], check=True, env=env)
         assert mic_tree_facts(tmp_path / f"pendant-{dtb}") == MIC_TREE
+        if "imx219-camera.dtsi" in [
+            f.name for f in image_build.fragments(image_build.load_board(BOARD))
+        ]:
+            assert camera_tree_facts(tmp_path / f"pendant-{dtb}") == CAMERA_TREE
 
 
 def test_first_boot_took_the_secrets_off_the_card(booted) -> None:

@@ -81,6 +81,12 @@ class FileCamera:
         pass
 
 
+NO_CAMERA = (
+    "camera: libcamera finds no camera: seat the ribbon cable; on the Debian image none can be "
+    "found (its kernel has no driver for the Pi's camera port): use Raspberry Pi OS"
+)
+
+
 class PiCamera:
     """A Raspberry Pi camera through picamera2 (libcamera), opened once per frame."""
 
@@ -116,8 +122,12 @@ class PiCamera:
 
     def capture(self) -> np.ndarray:
         """Opens the camera, takes one RGB frame of width x height and closes it again before
-        returning; CameraError when it cannot open or gives no frame. Blocking."""
+        returning; CameraError when there is none, it cannot open or gives no frame. Blocking."""
         self.opens += 1
+        # Asked first: with no camera, picamera2's own error sends the wearer to rpicam-hello,
+        # a tool the Debian image does not have.
+        if not self.cameras():
+            raise CameraError(NO_CAMERA)
         try:
             cam = self._picamera2.Picamera2()
         except (RuntimeError, IndexError, OSError) as exc:
