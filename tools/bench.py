@@ -14,6 +14,8 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - peak_rss_mb: peak resident set of `pendant listen` on the demo audio, run on its own.
 - eyes_*_ms_p50: one 640x480 frame through the eyes (face guard, OCR, detector), per stage,
   on the bundled label images and a photo with a face; eyes_peak_rss_mb: `pendant look`.
+- pss_mb_eyes_idle / _peak, eyes_capture_ms_cold / _warm: the eyes service and its reader
+  process, idle and during a capture, and a capture's latency (tools/bench_eyes.py).
 - service_rss_mb_*: resident set of each service's process once its code is loaded (the
   units' MemoryMax must leave room above it).
 """
@@ -36,6 +38,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
+from bench_eyes import eyes_capture_figures
 
 from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
@@ -373,6 +376,7 @@ async def bench(config: Config) -> dict[str, Any]:
     )
     results.update(eyes_figures(config))
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
+    results.update(await eyes_capture_figures())
     results.update(service_rss_mb())
     results.update(grammar_figures())
     return results

@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,21 +153,26 @@ async def _session(broker: LocalBroker, config: Path, captures: int) -> dict[str
     return out
 
 
-def eyes_capture_figures(tmp: Path) -> dict[str, float]:
+async def eyes_capture_figures() -> dict[str, float]:
     """pss_mb_eyes_idle, pss_mb_eyes_peak, eyes_capture_ms_cold and _warm (see the module)."""
     has_linger = "linger_s" in EyesConfig.model_fields
-    with LocalBroker(users=("pendant", "intruder")) as broker:
-        cold_config = _config(tmp / "eyes-cold.toml", broker, 0 if has_linger else None)
-        cold = asyncio.run(_session(broker, cold_config, CAPTURES))
-        warm_config = _config(tmp / "eyes-warm.toml", broker, None)
-        # The first capture of this run starts the reader that the others find.
-        warm = asyncio.run(_session(broker, warm_config, CAPTURES + 1))
+    with (
+        tempfile.TemporaryDirectory(prefix="pendant-bench-") as tmp,
+        LocalBroker(users=("pendant", "intruder")) as broker,
+    ):
+        # A reader started for each capture, and let go at once.
+        cold_config = _config(Path(tmp) / "cold.toml", broker, 0 if has_linger else None)
+        cold = await _session(broker, cold_config, CAPTURES)
+        # The default linger: the first capture starts the reader that the others find.
+        warm_config = _config(Path(tmp) / "warm.toml", broker, None)
+        warm = await _session(broker, warm_config, CAPTURES + 1)
     return {
         # After the cold run's captures: the reader has exited, the service holds no model.
         "pss_mb_eyes_idle": round(cold["idle"][-1], 1),
         "pss_mb_eyes_idle_at_ready": round(cold["idle"][0], 1),
         "uss_mb_eyes_idle": round(cold["idle_uss"][-1], 1),
-        "uss_mb_eyes_idle_at_ready": round(cold["idle_uss"][0], 1),
+        # SETTLE_S after the warm run's last capture: the service and its lingering reader.
+        "pss_mb_eyes_lingering": round(warm["idle"][-1], 1),
         "pss_mb_eyes_peak": round(max(cold["peak"] + warm["peak"]), 1),
         "eyes_capture_ms_cold": round(statistics.median(cold["ms"]), 1),
         "eyes_capture_ms_warm": round(statistics.median(warm["ms"][1:]), 1),
@@ -174,7 +180,4 @@ def eyes_capture_figures(tmp: Path) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        print(json.dumps(eyes_capture_figures(Path(d)), indent=1))
+    print(json.dumps(asyncio.run(eyes_capture_figures()), indent=1))
