@@ -84,6 +84,7 @@ class EyesService:
         """Loads and runs each model once in a reader that then exits, before READY
         (`Reader.warm_up`; `step` is told each step). Blocking: seconds on a Pi."""
         self.reader.warm_up(step)
+        heap.trim()
 
     async def run(self, ready: Ready = unobserved) -> None:
         """Until cancelled (or the bus fails); `ready` once subscribed and the camera's state

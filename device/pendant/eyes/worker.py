@@ -86,6 +86,9 @@ def serve(source: BinaryIO, out: BinaryIO) -> int:
         from pendant.eyes.pipeline import Eyes
 
         eyes = Eyes(config)
+        # OCR's helpers are imported on first use: now, while the camera takes the frame.
+        import cv2  # noqa: F401
+        import pyclipper  # noqa: F401
     except Exception as exc:  # told to the eyes, which say it in one line
         _reply(out, _error(exc))
         return 2
