@@ -7,17 +7,21 @@ scene on the one asyncio loop; the reader stays `eyes.linger_s` seconds for a ne
 
 A reader that gives no answer within `eyes.read_timeout_s` is killed; one that dies, hangs or
 fails makes the capture a `ReaderError` (one line), and the next capture starts a new one.
+
+The pipes are driven as the ears drive their recogniser's (`pendant.ears.asr.worker`):
+non-blocking descriptors watched by the loop itself, no thread and no child watcher.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,15 +38,117 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMAND = (sys.executable, "-m", "pendant.eyes.worker")
-# A reply is a scene and an intent, each well under the bus's 8 KiB; this leaves room.
-REPLY_LIMIT = 1 << 20
 # Let go, a reader finishes the frame it has (none: it is idle) and exits at once; this is
 # only for one that does not.
 STOP_S = 5.0
+POLL_S = 0.05
 
 
 class ReaderError(PendantError, RuntimeError):
     """The reader gave no scene for a frame: it failed, hung or stopped. One line."""
+
+
+class Child:
+    """One reader process and its two pipes, read and written without blocking the loop."""
+
+    def __init__(self, command: tuple[str, ...]) -> None:
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in = self.proc.stdin.fileno()
+        self._out = self.proc.stdout.fileno()
+        os.set_blocking(self._in, False)
+        os.set_blocking(self._out, False)
+        self._buffer = bytearray()
+        self.loaded = False
+        """It said it has its models (`{"ready": ...}`)."""
+        # A reader dropped without stop() (a test, a failed start) is not left behind.
+        weakref.finalize(self, _end, self.proc)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def describe_exit(self) -> str:
+        """How it ended, for a message: "killed by SIGKILL", "exit code 2"."""
+        code = self.proc.poll()
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """All of `data` into its stdin; ConnectionError when it is gone."""
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                view = view[os.write(self._in, view) :]
+            except BlockingIOError:
+                await self._when(asyncio.get_running_loop().add_writer, self._in)
+            except OSError as exc:  # a broken pipe: it is gone
+                raise ConnectionError(f"the reader's stdin: {exc}") from None
+
+    async def read_line(self) -> dict[str, Any]:
+        """Its next line of JSON; EOFError when it is gone."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            try:
+                data = os.read(self._out, 1 << 16)
+            except BlockingIOError:
+                await self._when(asyncio.get_running_loop().add_reader, self._out)
+                continue
+            except OSError as exc:
+                raise EOFError(f"the reader's output: {exc}") from None
+            if not data:
+                raise EOFError("the reader's output ended")
+            self._buffer += data
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def _when(self, add: Any, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        add(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            # Removed before the descriptor can be closed and its number given to another.
+            (loop.remove_writer if fd == self._in else loop.remove_reader)(fd)
+
+    async def stop(self, kill: bool = False) -> None:
+        """Its stdin closed (it exits once idle), or killed; reaped and its pipes closed."""
+        if kill and self.alive:
+            self.proc.kill()
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        for _ in range(int(STOP_S / POLL_S)):
+            if not self.alive:
+                break
+            await asyncio.sleep(POLL_S)
+        else:
+            log.warning("eyes: the reader did not exit when let go: killed")
+        _end(self.proc)
+
+    def kill_now(self) -> None:
+        """Killed and reaped at once (a request given up half-way: it cannot be resumed)."""
+        _end(self.proc)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 class Reader:
@@ -58,16 +164,17 @@ class Reader:
         """The detector backend's class, once a reader has said (`warm_up`, a first look)."""
         self.started = 0
         """How many readers were started: a test's proof that one is kept, or not."""
-        self._proc: asyncio.subprocess.Process | None = None
-        self._loaded = False
+        self.reading = False
+        """A frame is with the reader (or about to be), its scene awaited."""
+        self._child: Child | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task[None]] = set()
 
     @property
     def pid(self) -> int | None:
         """The running reader's process id, if one runs."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.returncode is None else None
+        child = self._child
+        return child.pid if child is not None and child.alive else None
 
     def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
         """Runs a reader once to load and warm every model, then lets it go: a model that is
@@ -86,7 +193,7 @@ class Reader:
                 if "step" in reply:
                     step(reply["step"])
         if proc.returncode:
-            raise ReaderError(f"eyes: the reader stopped ({_exit(proc.returncode)}) warming up")
+            raise ReaderError(f"eyes: the reader stopped (exit code {proc.returncode}) warming up")
 
     async def start(self) -> None:
         """A reader running, started now if none is: it loads its models while the caller takes
@@ -94,64 +201,64 @@ class Reader:
         self._hold()
         if self.pid is not None:
             return
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=REPLY_LIMIT,
-        )
+        if self._child is not None:
+            # One that died between requests: reaped, and its pipes closed, before the next.
+            self._child.kill_now()
+        child = self._child = Child(self.command)
         self.started += 1
-        self._loaded = False
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(self.config.model_dump_json().encode() + b"\n")
-        self._let_go_later()
+        await child.write(self.config.model_dump_json().encode() + b"\n")
+        # Let go if no frame comes (the camera failed, or was muted meanwhile): not before
+        # one could have been read.
+        self._let_go_later(self.timeout_s + self.linger_s)
 
     async def look(self, frame: np.ndarray, trigger: Trigger, session_id: str | None) -> Seen:
         """The scene in an RGB frame, read by the reader; ReaderError (one line) when it fails,
         hangs (killed after `eyes.read_timeout_s`) or stops."""
         await self.start()
         self._hold()
-        proc = self._proc
-        assert proc is not None
+        child = self._child
+        assert child is not None
+        self.reading = True
         try:
             async with asyncio.timeout(self.timeout_s):
-                reply = await self._exchange(proc, frame, trigger, session_id)
+                reply = await self._exchange(child, frame, trigger, session_id)
         except TimeoutError:
-            await self._stop(proc, kill=True)
+            await self._stop(child, kill=True)
             raise ReaderError(
                 f"eyes: no scene within {self.timeout_s:g} s (eyes.read_timeout_s): "
                 "the reader was stopped"
             ) from None
-        except (EOFError, ConnectionError, asyncio.IncompleteReadError):
-            await self._stop(proc, kill=True)
+        except (EOFError, ConnectionError):
+            # It closed its end: exiting, or gone; waited for, to say how it ended.
+            await self._stop(child)
             raise ReaderError(
-                f"eyes: the reader stopped ({_exit(proc.returncode)}) before the scene was read"
+                f"eyes: the reader stopped ({child.describe_exit()}) before the scene was read"
             ) from None
+        except asyncio.CancelledError:
+            # Half a request cannot be taken back: this reader is done.
+            self._forget(child)
+            child.kill_now()
+            raise
         finally:
+            self.reading = False
             self._let_go_later()
         if "error" in reply:
             raise _error(reply)
         return _seen(reply["events"])
 
     async def _exchange(
-        self,
-        proc: asyncio.subprocess.Process,
-        frame: np.ndarray,
-        trigger: Trigger,
-        session_id: str | None,
+        self, child: Child, frame: np.ndarray, trigger: Trigger, session_id: str | None
     ) -> dict[str, Any]:
-        assert proc.stdin is not None
-        if not self._loaded:
-            hello = await _line(proc)
+        if not child.loaded:
+            hello = await child.read_line()
             if "error" in hello:
                 return hello
-            self.detector, self._loaded = hello["ready"], True
+            self.detector, child.loaded = hello["ready"], True
         height, width = frame.shape[:2]
-        proc.stdin.write(request_header(trigger, session_id, height, width))
+        await child.write(request_header(trigger, session_id, height, width))
         # The frame itself, straight from its array into the pipe: never a file.
-        proc.stdin.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)).cast("B"))
-        await proc.stdin.drain()
-        return await _line(proc)
+        await child.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)))
+        return await child.read_line()
 
     def _hold(self) -> None:
         """Keeps the reader: a request is on its way."""
@@ -159,63 +266,36 @@ class Reader:
             self._linger.cancel()
             self._linger = None
 
-    def _let_go_later(self) -> None:
+    def _let_go_later(self, delay_s: float | None = None) -> None:
+        """Lets the reader go after `delay_s` (`eyes.linger_s` by default) unless held."""
         self._hold()
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
+        child = self._child
+        if child is None or not child.alive:
             return
 
         def let_go() -> None:
             self._linger = None
-            if self._proc is proc:
-                self._proc = None
-            task = asyncio.create_task(self._stop(proc))
+            task = asyncio.create_task(self._stop(child))
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
 
-        self._linger = asyncio.get_running_loop().call_later(self.linger_s, let_go)
+        delay_s = self.linger_s if delay_s is None else delay_s
+        self._linger = asyncio.get_running_loop().call_later(delay_s, let_go)
 
-    async def _stop(self, proc: asyncio.subprocess.Process, kill: bool = False) -> None:
-        """Ends a reader: its stdin closed (it exits when idle), or killed; reaped either way."""
-        if self._proc is proc:
-            self._proc = None
-        if proc.returncode is None:
-            if kill:
-                proc.kill()
-            elif proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                async with asyncio.timeout(STOP_S):
-                    await proc.wait()
-            except TimeoutError:
-                log.warning("eyes: the reader did not exit when let go: killed")
-                proc.kill()
-                await proc.wait()
-        # Its pipes to their end, so that asyncio lets go of the process too.
-        if proc.stdin is not None:
-            proc.stdin.close()
-            with contextlib.suppress(ConnectionError):
-                await proc.stdin.wait_closed()
-        if proc.stdout is not None:
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                async with asyncio.timeout(STOP_S):
-                    await proc.stdout.read()
+    def _forget(self, child: Child) -> None:
+        if self._child is child:
+            self._child = None
+
+    async def _stop(self, child: Child, kill: bool = False) -> None:
+        self._forget(child)
+        await child.stop(kill)
 
     async def close(self) -> None:
         """Stops the reader now, if one runs. Idempotent."""
         self._hold()
-        if self._proc is not None:
-            await self._stop(self._proc, kill=True)
+        if self._child is not None:
+            await self._stop(self._child, kill=True)
         await asyncio.gather(*self._stopping, return_exceptions=True)
-
-
-async def _line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    assert proc.stdout is not None
-    raw = await proc.stdout.readline()
-    if not raw.endswith(b"\n"):
-        raise EOFError("the reader's output ended")
-    reply: dict[str, Any] = json.loads(raw)
-    return reply
 
 
 def _seen(events: list[dict[str, Any]]) -> Seen:
@@ -228,11 +308,3 @@ def _seen(events: list[dict[str, Any]]) -> Seen:
 def _error(reply: dict[str, Any]) -> PendantError:
     text = f"eyes: {reply['error']}"
     return ModelError(text) if reply.get("kind") == "ModelError" else ReaderError(text)
-
-
-def _exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"

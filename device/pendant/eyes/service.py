@@ -85,6 +85,8 @@ class EyesService:
         (`Reader.warm_up`; `step` is told each step). Blocking: seconds on a Pi."""
         self.reader.warm_up(step)
         heap.trim()
+        # The warm-up took seconds, none of them a stall of the loop, which has not started.
+        self.heartbeat.beat()
 
     async def run(self, ready: Ready = unobserved) -> None:
         """Until cancelled (or the bus fails); `ready` once subscribed and the camera's state
