@@ -214,6 +214,7 @@ def test_muted_camera_is_never_opened_and_hardware_mute_wins(
         (False, False),
     ]
     assert service.camera.opens == 1  # only the last capture
+    assert service.reader.started == 1  # and a muted request did not even start a reader
     scenes = [e for e in b.seen if e["type"] == "scene"]
     assert len(scenes) == 1 and normalise(scenes[0]["text"]) == "exit"  # type: ignore[arg-type]
 

@@ -260,6 +260,12 @@ class Reader:
         await child.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)))
         return await child.read_line()
 
+    def release(self) -> None:
+        """No frame is coming (the camera failed, or was muted meanwhile) or none more: the
+        reader is let go after `eyes.linger_s`."""
+        if not self.reading:
+            self._let_go_later()
+
     def _hold(self) -> None:
         """Keeps the reader: a request is on its way."""
         if self._linger is not None:

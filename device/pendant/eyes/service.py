@@ -217,6 +217,7 @@ class EyesService:
                 trigger, scene.face_count, len(scene.text or ""), len(scene.labels),
             )  # fmt: skip
         finally:
+            self.reader.release()
             # The frame's pages, freed in the camera's thread, go back now rather than stay
             # with the eyes until the next frame.
             heap.trim()
