@@ -15,6 +15,7 @@ non-blocking descriptors watched by the loop itself, no thread and no child watc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -204,9 +205,13 @@ class Reader:
         if self._child is not None:
             # One that died between requests: reaped, and its pipes closed, before the next.
             self._child.kill_now()
-        child = self._child = Child(self.command)
+        try:
+            child = self._child = Child(self.command)
+        except OSError as exc:  # no memory or no process left to fork
+            raise ReaderError(f"eyes: cannot start the reader: {exc}") from None
         self.started += 1
-        await child.write(self.config.model_dump_json().encode() + b"\n")
+        with contextlib.suppress(ConnectionError):  # gone already: the look will say how
+            await child.write(self.config.model_dump_json().encode() + b"\n")
         # Let go if no frame comes (the camera failed, or was muted meanwhile): not before
         # one could have been read.
         self._let_go_later(self.timeout_s + self.linger_s)

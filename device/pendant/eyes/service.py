@@ -10,6 +10,7 @@ the watchdog, a mute) while a frame is read, and the service holds no model betw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -186,8 +187,10 @@ class EyesService:
         device_id = self.config.device_id
         await self._publish(Activity(device_id=device_id, sensor="camera", state="capturing"))
         try:
-            # The reader loads its models while the shutter is open.
-            await self.reader.start()
+            # The reader loads its models while the shutter is open (if it cannot start, the
+            # look tries again, and says why).
+            with contextlib.suppress(PendantError):
+                await self.reader.start()
             try:
                 frame = await asyncio.to_thread(self.camera.capture)
             except CameraError as exc:
