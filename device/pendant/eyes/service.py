@@ -34,6 +34,7 @@ from pendant.core.events import (
 from pendant.core.model_cache import model_path
 from pendant.core.supervise import Ready, unobserved
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
+from pendant.eyes.ocr import OCR_MODEL
 from pendant.eyes.reader import Reader
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class EyesService:
         self.config = config
         # Models first: a missing one fails here, before the camera or the bus is touched
         # (`warm_up` then loads each, in a reader, before READY).
-        for name in ("retinaface", "ppocr-v4"):
+        for name in ("retinaface", OCR_MODEL):
             model_path(config, name)
         self.reader = Reader(config)
         self.camera = camera or create_camera(config.eyes)
