@@ -345,10 +345,12 @@ def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-
                 "-drive", f"file={disk},format=raw,if=none,id=hd",
                 "-device", "virtio-blk-device,drive=hd"]  # fmt: skip
     dtb = raspi3b_tree(board_boot, disk.parent, board)
-    # QEMU's Pi 3 has 1 GiB and no other size; the Zero 2 W has 512 MB, so the kernel is
-    # given that much (mem=): the services must fit it as they would on the board.
+    # QEMU's Pi 3 has 1 GiB and no other size; IMAGE_MEM=512M gives the kernel only the Zero
+    # 2 W's 512 MB (mem=), so the services must fit it as they would on the board (issue 17's
+    # goal, not met yet: CI boots with the whole GiB).
+    mem = f" mem={os.environ['IMAGE_MEM']}" if os.environ.get("IMAGE_MEM") else ""
     return ["qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", *common, "-dtb", str(dtb),
-            "-append", f"{cmdline} mem=512M console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
+            "-append", f"{cmdline}{mem} console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
             "-drive", f"file={disk},format=raw,if=sd"]  # fmt: skip
 
 

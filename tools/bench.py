@@ -19,6 +19,8 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - wear_hours_*: the power model's hours on the 1200 mAh cell with the image's power settings
   (hw/power.md): silence, talkative, read_this (50 captures); wear_hours_conversation is the
   talkative day, the goal's.
+- eyes_capture_*: the eyes service alone and its reader process, idle and during a capture,
+  and a capture's latency with a new reader and a kept one (tools/bench_eyes.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
+from bench_eyes import eyes_capture_figures
 from bench_services import service_memory
 
 from pendant.app.local_broker import LocalBroker
@@ -389,6 +392,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(eyes_figures(config))
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
     results.update(await service_memory())
+    results.update(await eyes_capture_figures())
     results.update(grammar_figures())
     results.update(wear_hours())
     results.update(ocr_figures(config))

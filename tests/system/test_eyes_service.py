@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 from pendant.app.local_broker import LocalBroker
 from pendant.core import bus
@@ -210,6 +214,7 @@ def test_muted_camera_is_never_opened_and_hardware_mute_wins(
         (False, False),
     ]
     assert service.camera.opens == 1  # only the last capture
+    assert service.reader.started == 1  # and a muted request did not even start a reader
     scenes = [e for e in b.seen if e["type"] == "scene"]
     assert len(scenes) == 1 and normalise(scenes[0]["text"]) == "exit"  # type: ignore[arg-type]
 
@@ -256,3 +261,93 @@ def test_eyes_service_process_reports_ready(
     assert "looking" in status
     (scene,) = [e for e in events if e.get("type") == "scene"]
     assert normalise(scene["text"]) == "platform 4"  # type: ignore[arg-type]
+
+
+def test_a_reader_that_hangs_costs_one_capture_not_the_next(
+    brokers: Brokers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = save_png(render_text(["EXIT"], font_px=90), tmp_path / "exit.png")
+    hang = (sys.executable, "-c", "import time; time.sleep(600)")
+
+    async def script(b: Bus, service: EyesService, device_id: str) -> None:
+        await b.until("camera")
+        command, timeout_s = service.reader.command, service.reader.timeout_s
+        service.reader.command, service.reader.timeout_s = hang, 1.0
+        await b.command(device_id, name="capture")
+        await b.until("activity:idle", 2)
+        service.reader.command, service.reader.timeout_s = command, timeout_s
+        await b.command(device_id, name="capture")
+        await b.until("scene")
+        await b.until("activity:idle", 3)
+
+    with caplog.at_level(logging.ERROR, logger="pendant.eyes.service"):
+        b, service = asyncio.run(_scenario(brokers[0], [image], script))
+    states = [e["state"] for e in b.seen if e["type"] == "activity"]
+    assert states == ["idle", "capturing", "thinking", "idle", "capturing", "thinking", "idle"]
+    (scene,) = [e for e in b.seen if e["type"] == "scene"]
+    assert normalise(scene["text"]) == "exit"  # type: ignore[arg-type]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "capture: eyes: no scene within 1 s (eyes.read_timeout_s): the reader was stopped"
+    ]
+    assert service.reader.started == 2
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_eyes_service_process_holds_no_model_between_captures(
+    brokers: Brokers,
+    notify_socket: NotifySocket,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    eyes_config()  # the models are in the cache before the clock starts
+    image = save_png(render_text(["Platform 4"]), tmp_path / "sign.png")
+    config = write_config(tmp_path / "pendant.toml", brokers)
+    config.write_text(
+        config.read_text()
+        + f'\n[eyes]\nfiles = ["{image}"]\nlinger_s = 0\n[eyes.detector]\ntype = "cpu"\n'
+    )
+
+    async def scenario() -> tuple[list[dict[str, object]], list[str]]:
+        events: list[dict[str, object]] = []
+        subscribed = asyncio.Event()
+        watcher = asyncio.create_task(watch_bus(brokers[0], events, subscribed))
+        await asyncio.wait_for(subscribed.wait(), TIMEOUT_S)
+        service = await start_service("eyes", config, notify_socket.path, tmp_path / "eyes.log")
+        pid = service.proc.pid
+        maps: list[str] = []
+        try:
+            await notify_socket.wait_for("READY", "1", READY_TIMEOUT_S)
+            b = Bus(brokers[0])
+            for count in (1, 2):
+                await b.command("pendant-demo", name="capture")
+
+                async def scenes(n: int = count) -> None:
+                    while sum(e.get("type") == "scene" for e in events) < n:
+                        await asyncio.sleep(0.05)
+
+                await asyncio.wait_for(scenes(), TIMEOUT_S)
+
+                async def reader_gone() -> None:
+                    while _children(pid):
+                        await asyncio.sleep(0.05)
+
+                # Let go at once (linger_s = 0): the models' memory goes with their process.
+                await asyncio.wait_for(reader_gone(), TIMEOUT_S)
+                maps.append(Path(f"/proc/{pid}/maps").read_text())
+            service.proc.terminate()
+            assert await service.wait() == 0, service.output()
+        finally:
+            await service.stop()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        return events, maps
+
+    events, maps = asyncio.run(asyncio.wait_for(scenario(), READY_TIMEOUT_S * 2))
+    scenes = [e for e in events if e.get("type") == "scene"]
+    assert [normalise(s["text"]) for s in scenes] == ["platform 4"] * 2  # type: ignore[arg-type]
+    # The service itself never loaded a model runtime: the readers did.
+    for text in maps:
+        assert "onnxruntime" not in text and "libopencv" not in text and "cv2" not in text

@@ -4,30 +4,19 @@ CPU figures come from what `make bench-arm` writes, and `make bench` gets its we
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.conftest import tool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-power = _load("hw_power")
-bench_arm = _load("bench_arm")
+power = tool("hw_power")
+bench_arm = tool("bench_arm")
 
 DATA = power.load()
 CPU = power.load_cpu()

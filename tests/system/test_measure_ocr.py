@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from pendant.core.errors import ModelError
 from pendant.core.model_cache import model_path
 from pendant.eyes.ocr import OCR_MODEL
-from tests.conftest import REPO, demo_config
+from tests.conftest import REPO, demo_config, tool
 
-
-def _load(name: str) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ocr_sets = _load("ocr_sets")  # measure_ocr imports it by this name
-measure_ocr = _load("measure_ocr")
+ocr_sets = tool("ocr_sets")  # measure_ocr imports it by this name
+measure_ocr = tool("measure_ocr")
 
 TOOL = REPO / "tools" / "measure_ocr.py"
 

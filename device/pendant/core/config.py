@@ -664,6 +664,21 @@ class EyesConfig(_Strict):
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Object detector for 'what is this'."
     )
+    linger_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="The models are loaded for a capture, in a process of their own, and "
+        "kept this long after it for the next ('read this' twice); then their memory is given "
+        "back. 0: loaded for every capture.",
+    )
+    read_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="A capture whose models give no scene within this long (loading "
+        "included) is given up, and their process killed.",
+    )
 
 
 class Config(_Strict):

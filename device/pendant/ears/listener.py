@@ -414,6 +414,7 @@ class Ears:
             if self._confirming is not None:
                 self._confirming.cancel()  # the tap asked for is about the latest one
             self._confirming = asyncio.create_task(self._confirm(intent))
+            self._confirming.add_done_callback(_report_failure)
             return None
         await self._send(intent)
         return intent
@@ -448,7 +449,10 @@ class Ears:
             if self._confirming is asyncio.current_task():
                 self._confirming = None
                 # Shielded: a cancelled wait must still take the LED out of "confirm".
-                await asyncio.shield(self._activity("idle" if self.muted else "capturing"))
+                state = "idle" if self.muted else "capturing"
+                settle = asyncio.ensure_future(self._activity(state))
+                settle.add_done_callback(_report_failure)
+                await asyncio.shield(settle)
 
     def _status(self, state: str) -> Mic:
         """The ears' part of the device's status (the link folds it into `Status`)."""
@@ -458,3 +462,10 @@ class Ears:
             muted=self.muted,
             asr_backend=self.config.asr.backend,
         )
+
+
+def _report_failure(task: asyncio.Future[None]) -> None:
+    """Log what a task nobody awaits ended with (a confirmed action the bus did not take):
+    without it asyncio would only say "exception was never retrieved" when it is collected."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("waiting action: %s", exc)

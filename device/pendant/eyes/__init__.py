@@ -10,6 +10,8 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
     ocr.py        text (PP-OCRv6 small, onnxruntime)
     detectors/    objects: one base class, one file per backend (cpu, hailo, coral, imx500)
     pipeline.py   frame -> Scene (and the intent that carries it to Hermes)
+    worker.py     the reader: a child process that holds the models while frames are read
+    reader.py     the service's side of it: start, hand a frame over a pipe, let go
     service.py    the eyes on the bus (`pendant service eyes`)
     look.py       `pendant look IMAGE...`
 """

@@ -2,22 +2,26 @@
 
 One asyncio loop. A frame is taken only on request and only when neither the software mute
 (phone, Home Assistant) nor the hardware switch (body, retained) is on; the switch wins. The
-blocking camera and inference calls are awaited in a worker thread one at a time, so the loop
-keeps turning (bus keep-alives, the watchdog, a mute) while a frame is read.
+blocking camera call is awaited in a thread, and the models run in a reader process of their
+own (`pendant.eyes.reader`), one frame at a time, so the loop keeps turning (bus keep-alives,
+the watchdog, a mute) while a frame is read, and the service holds no model between requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from pendant.core import bus, wire
+from pendant.core import bus, heap, wire
 from pendant.core import systemd as notify
 from pendant.core.config import Config
+from pendant.core.errors import PendantError
 from pendant.core.events import (
     PUBLIC_NAMES,
     Activity,
@@ -27,9 +31,14 @@ from pendant.core.events import (
     HardwareMute,
     Intent,
 )
+from pendant.core.model_cache import model_path
 from pendant.core.supervise import Ready, unobserved
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
-from pendant.eyes.pipeline import Eyes, Trigger
+from pendant.eyes.ocr import OCR_MODEL
+from pendant.eyes.reader import Reader
+
+if TYPE_CHECKING:
+    from pendant.eyes.pipeline import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,7 @@ SPOKEN: dict[str, Trigger] = {"ReadThis": "read_this", "WhatIsThis": "what_is_th
 
 
 class EyesService:
-    """Camera, models and mute state; `run()` serves the bus until cancelled.
+    """Camera, reader and mute state; `run()` serves the bus until cancelled.
 
     A component (`pendant.core.supervise.Component`): ready once its first camera state is
     on the bus.
@@ -53,8 +62,11 @@ class EyesService:
         from pendant.core.state import MuteMemory
 
         self.config = config
-        # Models first: a missing one fails here, before the camera or the bus is touched.
-        self.eyes = Eyes(config)
+        # Models first: a missing one fails here, before the camera or the bus is touched
+        # (`warm_up` then loads each, in a reader, before READY).
+        for name in ("retinaface", OCR_MODEL):
+            model_path(config, name)
+        self.reader = Reader(config)
         self.camera = camera or create_camera(config.eyes)
         self.heartbeat = notify.Heartbeat()
         self.mute_memory = MuteMemory(key="camera")
@@ -71,13 +83,16 @@ class EyesService:
         return self.muted or self.hardware_muted
 
     def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
-        """Runs each model once, before READY (`Eyes.warm_up`; `step` is told each step). Blocking:
-        seconds on a Pi."""
-        self.eyes.warm_up(step)
+        """Loads and runs each model once in a reader that then exits, before READY
+        (`Reader.warm_up`; `step` is told each step). Blocking: seconds on a Pi."""
+        self.reader.warm_up(step)
+        heap.trim()
+        # The warm-up took seconds, none of them a stall of the loop, which has not started.
+        self.heartbeat.beat()
 
     async def run(self, ready: Ready = unobserved) -> None:
         """Until cancelled (or the bus fails); `ready` once subscribed and the camera's state
-        published. The camera and the models are closed when it returns."""
+        published. The camera and the reader are closed when it returns."""
         try:
             async with bus.bus_client(self.config.bus, "pendant-eyes", persistent=True) as client:
                 self._client = client
@@ -89,7 +104,8 @@ class EyesService:
                 await self._publish(idle)
                 beat = asyncio.create_task(notify.beat_while_alive(self.heartbeat, BEAT_S))
                 try:
-                    ready(f"looking on request ({type(self.eyes.detector).__name__})")
+                    detector = f" ({self.reader.detector})" if self.reader.detector else ""
+                    ready(f"looking on request{detector}")
                     await self._inbox(client)
                 finally:
                     beat.cancel()
@@ -99,7 +115,7 @@ class EyesService:
         finally:
             self._client = None
             self.camera.close()
-            self.eyes.close()
+            await self.reader.close()
 
     async def _publish(self, event: Event) -> None:
         if self._client is not None:
@@ -172,6 +188,10 @@ class EyesService:
         device_id = self.config.device_id
         await self._publish(Activity(device_id=device_id, sensor="camera", state="capturing"))
         try:
+            # The reader loads its models while the shutter is open (if it cannot start, the
+            # look tries again, and says why).
+            with contextlib.suppress(PendantError):
+                await self.reader.start()
             try:
                 frame = await asyncio.to_thread(self.camera.capture)
             except CameraError as exc:
@@ -184,8 +204,14 @@ class EyesService:
                 log.info("%s: muted during the capture, frame dropped unread", trigger)
                 return
             await self._publish(Activity(device_id=device_id, sensor="camera", state="thinking"))
-            seen = await asyncio.to_thread(self.eyes.look, frame, trigger, session_id)
-            del frame
+            try:
+                seen = await self.reader.look(frame, trigger, session_id)
+            except PendantError as exc:
+                # As for a camera that gives no frame: said in one line, and no scene.
+                log.error("%s: %s", trigger, exc)
+                return
+            finally:
+                del frame
             await self._publish(seen.scene)
             for intent in seen.intents:
                 await self._publish(intent)
@@ -195,12 +221,16 @@ class EyesService:
                 trigger, scene.face_count, len(scene.text or ""), len(scene.labels),
             )  # fmt: skip
         finally:
+            self.reader.release()
+            # The frame's pages, freed in the camera's thread, go back now rather than stay
+            # with the eyes until the next frame.
+            heap.trim()
             await self._publish(Activity(device_id=device_id, sensor="camera", state="idle"))
 
 
 def component(config: Config, config_path: Path | None) -> EyesService:
-    """The eyes, their models loaded and warm (`pendant.app.services`); a first frame's
-    inference is slow, and should not be the wearer's."""
+    """The eyes, their models checked by loading and running each once in a reader that then
+    exits (`pendant.app.services`): a model that will not load stops the service before READY."""
     notify.starting("loading the eyes' models")
     service = EyesService(config)
     service.warm_up(notify.starting)

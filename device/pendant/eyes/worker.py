@@ -1,0 +1,131 @@
+"""The eyes' reader: a short-lived child process that holds the models while frames are read.
+
+`python -m pendant.eyes.worker`, started by `pendant.eyes.reader.Reader`, never by hand. The
+eyes service holds no model between requests: onnxruntime's sessions and buffers (a few
+hundred MB at a frame's peak) live here, and go back to the system when this process exits.
+
+It talks over its stdin and stdout, both pipes from the eyes service, so a frame goes from
+RAM to RAM and never through a file. Lines of JSON, and a frame's raw bytes after its header:
+
+    in:  the Config, as one JSON line (first, once)
+    out: {"ready": "<detector class>"}   or {"error": "...", "kind": "..."} and exit 2
+    in:  {"look": "<trigger>", "session_id": ..., "height": H, "width": W} + H*W*3 RGB bytes
+    out: {"events": [<Scene>, <Intent>...]}   or {"error": "...", "kind": "..."}
+    in:  {"warm_up": true}
+    out: {"step": "..."}... then {"warm": true}
+
+It exits when its stdin closes (the eyes let it go after `eyes.linger_s`, or themselves
+stopped). Like the eyes it has no network: it inherits their sandbox, and opens nothing
+but the model files, read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from pendant.eyes.pipeline import Eyes
+
+log = logging.getLogger(__name__)
+
+CHANNELS = 3
+MAX_PIXELS = 4056 * 3040
+"""The largest frame the config allows (`eyes.width` x `eyes.height`)."""
+
+
+def request_header(trigger: str, session_id: str | None, height: int, width: int) -> bytes:
+    """The line that announces a frame of height x width RGB bytes to read for `trigger`."""
+    header = {"look": trigger, "session_id": session_id, "height": height, "width": width}
+    return json.dumps(header).encode() + b"\n"
+
+
+def _reply(out: BinaryIO, message: dict[str, Any]) -> None:
+    out.write(json.dumps(message).encode() + b"\n")
+    out.flush()
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    """One line naming what failed: the pendant's own errors say it already."""
+    from pendant.core.errors import PendantError
+
+    text = str(exc) if isinstance(exc, PendantError) else f"{type(exc).__name__}: {exc}"
+    return {"error": " ".join(text.split())[:300], "kind": type(exc).__name__}
+
+
+def _look(eyes: Eyes, request: dict[str, Any], source: BinaryIO) -> dict[str, Any]:
+    import numpy as np
+
+    height, width = int(request["height"]), int(request["width"])
+    if not (0 < height * width <= MAX_PIXELS):
+        raise ValueError(f"a {width}x{height} frame is not one the eyes take")
+    size = height * width * CHANNELS
+    frame = np.empty((height, width, CHANNELS), dtype=np.uint8)
+    view, got = memoryview(frame).cast("B"), 0
+    while got < size:
+        n = source.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise EOFError("the frame ended early")
+        got += n
+    seen = eyes.look(frame, request["look"], request.get("session_id"))
+    del frame
+    events = [seen.scene, *seen.intents]
+    return {"events": [json.loads(event.to_json()) for event in events]}
+
+
+def serve(source: BinaryIO, out: BinaryIO) -> int:
+    """Loads the models for the config read first from `source`, then answers requests until
+    `source` ends; 0, or 2 when the models cannot load."""
+    from pendant.core.config import Config
+
+    try:
+        config = Config.model_validate_json(source.readline())
+        from pendant.eyes.pipeline import Eyes
+
+        eyes = Eyes(config)
+        # OCR's helpers are imported on first use: now, while the camera takes the frame.
+        import cv2  # noqa: F401
+        import pyclipper  # noqa: F401
+    except Exception as exc:  # told to the eyes, which say it in one line
+        _reply(out, _error(exc))
+        return 2
+    try:
+        _reply(out, {"ready": type(eyes.detector).__name__})
+        while line := source.readline():
+            request = json.loads(line)
+            if request.get("warm_up"):
+                eyes.warm_up(lambda step: _reply(out, {"step": step}))
+                _reply(out, {"warm": True})
+                continue
+            try:
+                _reply(out, _look(eyes, request, source))
+            except EOFError:
+                return 0  # the eyes went away mid-frame: nobody is waiting for the answer
+            except Exception as exc:  # one frame failed: say so, and stay for the next
+                log.error("reading a frame: %s", exc)
+                _reply(out, _error(exc))
+    finally:
+        eyes.close()
+    return 0
+
+
+def main() -> int:
+    from pendant.core.logs import setup_logging
+
+    setup_logging()
+    # Replies go to a copy of the stdout pipe; the descriptor 1 itself becomes stderr, so a
+    # library that prints cannot corrupt them.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        return serve(sys.stdin.buffer, out)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

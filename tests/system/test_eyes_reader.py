@@ -1,0 +1,166 @@
+"""The eyes' reader process (`pendant.eyes.reader`, `pendant.eyes.worker`): it reads a frame
+handed over a pipe, exits when let go, and a reader that dies, hangs or fails costs one capture
+a one-line error, not the next capture. The service around it is test_eyes_service.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pendant.core.config import Config, ModelsConfig
+from pendant.core.errors import ModelError
+from pendant.eyes.reader import Reader, ReaderError
+from tests.support.eyes_support import eyes_config, normalise, render_text
+
+TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return eyes_config()
+
+
+def _with(config: Config, **eyes: object) -> Config:
+    return config.model_copy(update={"eyes": config.eyes.model_copy(update=eyes)})
+
+
+def _label() -> np.ndarray:
+    return np.asarray(render_text(["Keep refrigerated"])).copy()
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, TIMEOUT_S))
+
+
+def _open_for_writing(pid: int) -> list[str]:
+    """The regular files process `pid` holds open for writing."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        if fd.name in ("1", "2"):  # stderr, and stdout made a copy of it
+            continue
+        target = os.readlink(fd)
+        flags = int(Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text().split()[3], 8)
+        if target.startswith("/") and Path(target).is_file() and flags & (os.O_WRONLY | os.O_RDWR):
+            found.append(target)
+    return found
+
+
+def test_reader_reads_a_frame_from_a_pipe_and_exits_when_let_go(config: Config) -> None:
+    async def scenario() -> None:
+        reader = Reader(_with(config, linger_s=0))
+        seen = await reader.look(_label(), "read_this", None)
+        assert normalise(seen.scene.text) == "keep refrigerated"
+        assert seen.intents[0].name == "ReadText"
+        child = reader._child
+        assert child is not None and child.alive
+        pid = child.pid
+        # The frame went in through stdin, a pipe; the reader has no file open for writing
+        # (its stderr aside: the service's, the journal under systemd).
+        assert os.readlink(f"/proc/{pid}/fd/0").startswith("pipe:")
+        assert _open_for_writing(pid) == []
+        # With no linger it is let go at once, and exits by itself (stdin closed).
+        while child.alive:
+            await asyncio.sleep(0.05)
+        assert child.proc.returncode == 0 and reader.pid is None
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_reader_lingers_for_the_next_frame_then_goes(config: Config) -> None:
+    async def scenario() -> None:
+        reader = Reader(_with(config, linger_s=3600))
+        await reader.look(_label(), "read_this", None)
+        first = reader.pid
+        seen = await reader.look(_label(), "capture", None)
+        assert reader.pid == first and reader.started == 1
+        assert normalise(seen.scene.text) == "keep refrigerated"
+        await reader.close()
+        assert reader.pid is None
+        assert not Path(f"/proc/{first}").exists() or "Z" in _state(first)
+
+    _run(scenario())
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_reader_killed_mid_capture_is_one_error_and_the_next_capture_works(
+    config: Config,
+) -> None:
+    async def scenario() -> None:
+        reader = Reader(config)
+        await reader.start()  # as the service does while the camera takes the frame
+        pid = reader.pid
+        assert pid is not None
+        # Stopped, it cannot answer before it is killed, however slow this machine is.
+        os.kill(pid, signal.SIGSTOP)
+        look = asyncio.create_task(reader.look(_label(), "read_this", None))
+        while not reader.reading:
+            await asyncio.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ReaderError) as err:
+            await look
+        assert str(err.value) == (
+            "eyes: the reader stopped (killed by SIGKILL) before the scene was read"
+        )
+        seen = await reader.look(_label(), "read_this", None)
+        assert normalise(seen.scene.text) == "keep refrigerated" and reader.started == 2
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_a_reader_that_hangs_is_killed_after_the_timeout(config: Config) -> None:
+    hang = (sys.executable, "-c", "import time; time.sleep(600)")
+
+    async def scenario() -> None:
+        reader = Reader(_with(config, read_timeout_s=0.5), command=hang)
+        await reader.start()
+        child = reader._child
+        assert child is not None
+        with pytest.raises(ReaderError) as err:
+            await reader.look(_label(), "capture", None)
+        assert str(err.value) == (
+            "eyes: no scene within 0.5 s (eyes.read_timeout_s): the reader was stopped"
+        )
+        assert child.proc.returncode == -signal.SIGKILL and reader.pid is None
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_a_model_that_will_not_load_is_one_line(tmp_path: Path) -> None:
+    empty = Config(models=ModelsConfig(cache_dir=str(tmp_path)))
+    with pytest.raises(ModelError) as err:
+        Reader(empty).warm_up()
+    assert "\n" not in str(err.value) and "is not in" in str(err.value)
+
+    async def scenario() -> None:
+        reader = Reader(empty)
+        with pytest.raises(ModelError) as err:
+            await reader.look(_label(), "capture", None)
+        assert "\n" not in str(err.value) and "is not in" in str(err.value)
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_warm_up_names_each_step_and_the_detector(config: Config) -> None:
+    steps: list[str] = []
+    reader = Reader(config)
+    reader.warm_up(steps.append)
+    assert steps == [
+        "warming up the face guard",
+        "warming up the text reader",
+        "warming up the detector",
+    ]
+    assert reader.detector is not None and reader.detector.endswith("Detector")
+    assert reader.pid is None  # the warm-up's reader is gone again
