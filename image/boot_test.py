@@ -193,7 +193,8 @@ memory after-intent
 mosquitto_pub -h localhost -p 8883 --cafile /etc/mosquitto/pendant/ca.crt -i boottest-cmd \
   -u phone-boottest -P "$(cat /etc/pendant/secrets/phone-boottest.password)" \
   -t "pendant/$ID/cmd/capture" -m '{}' -q 1 && say capture asked
-wait_for 600 grep -q "/scene " $LOG && say scene seen $(cut -d' ' -f1 /proc/uptime)
+wait_for 600 grep -q "/scene " $LOG && say scene seen $(cut -d' ' -f1 /proc/uptime) \
+  || logs pendant-eyes.service  # why not: the eyes' own lines (their reader's among them)
 memory after-capture
 before=$(systemctl show -p NRestarts --value pendant-ears.service)
 intents=$(grep -c "/intent/" $LOG)
