@@ -26,7 +26,6 @@ from pendant.app.one_process import Pendant
 from pendant.app.replay import simulated
 from pendant.core.config import Config
 from pendant.core.events import Intent
-from pendant.ears.asr import Transcription
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.listener import Ears
@@ -34,24 +33,11 @@ from pendant.ears.service import EarsService
 from pendant.ears.vad import Utterance
 from pendant.link.service import Link
 from tests.conftest import REPO, demo_config
-from tests.support.ears_support import silent_wav
+from tests.support.ears_support import Heard, silent_wav
 from tests.support.tasks import until
 
 TIMEOUT_S = 120
 HERE = "turn on the lights in here"
-
-
-class Scripted:
-    """A recogniser that always heard the same sentence, with full confidence."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    async def transcribe(self, audio: np.ndarray) -> Transcription:
-        return Transcription(self.text, 1.0)
-
-    def close(self) -> None:
-        pass
 
 
 def _config(bus_broker: LocalBroker, home: LocalBroker) -> Config:
@@ -63,7 +49,7 @@ def _config(bus_broker: LocalBroker, home: LocalBroker) -> Config:
 
 def _scripted(service: EarsService) -> None:
     service.understanding.recognizer.close()
-    service.understanding.recognizer = Scripted(HERE)
+    service.understanding.recognizer = Heard(HERE)
 
 
 async def _hear_here(ears: Ears) -> Intent | None:

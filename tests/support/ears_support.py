@@ -12,6 +12,7 @@ import soundfile
 from pendant.core.config import Config
 from pendant.core.events import Event
 from pendant.core.model_cache import model_path
+from pendant.ears.asr import Transcription
 from pendant.ears.audio import RATE_HZ
 from pendant.ears.listener import Ears, Understanding
 from pendant.ears.understand.grammar import Grammar
@@ -48,3 +49,16 @@ def silent_wav(folder: Path, seconds: int) -> Path:
     path = folder / "quiet.wav"
     soundfile.write(path, np.zeros(RATE_HZ * seconds, np.int16), RATE_HZ, subtype="PCM_16")
     return path
+
+
+class Heard:
+    """A recogniser that always heard one sentence, with full confidence."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def transcribe(self, audio: np.ndarray) -> Transcription:
+        return Transcription(self.text, 1.0)
+
+    def close(self) -> None:
+        pass

@@ -5,6 +5,7 @@ a one-line error, not the next capture. The service around it is test_eyes_servi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -164,3 +165,83 @@ def test_warm_up_names_each_step_and_the_detector(config: Config) -> None:
     ]
     assert reader.detector is not None and reader.detector.endswith("Detector")
     assert reader.pid is None  # the warm-up's reader is gone again
+
+
+def _answering(reply: str) -> tuple[str, ...]:
+    """A reader that loads nothing, takes one frame and answers `reply` (a line, or bytes
+    without end when it is "endless")."""
+    script = f"""
+import json, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+inp.readline()
+out.write(b'{{"ready": "none"}}\\n'); out.flush()
+header = json.loads(inp.readline())
+inp.read(header["height"] * header["width"] * 3)
+reply = {reply!r}
+if reply == "endless":
+    while True:
+        out.write(b"x" * 65536)
+out.write(reply.encode() + b"\\n"); out.flush()
+inp.read()
+"""
+    return (sys.executable, "-c", script)
+
+
+SCENE = {"type": "scene", "device_id": "pendant-demo", "trigger": "capture", "face_count": 0}
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        ("not json", "Expecting value"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"no": "events"}', "'events'"),
+        ('{"events": []}', "not a scene and at most one intent"),
+        (json.dumps({"events": [SCENE | {"device_id": "pendant-other"}]}), "another device"),
+        (json.dumps({"events": [SCENE | {"trigger": "read_this"}]}), "another device or request"),
+        (json.dumps({"events": [SCENE, SCENE, SCENE]}), "at most one intent"),
+        (json.dumps({"events": [SCENE | {"face_count": -1}]}), "for Scene face_count"),
+        ("endless", "longer than 1048576 bytes"),
+    ],
+)
+def test_a_reader_that_answers_no_scene_is_one_error_and_stopped(
+    config: Config, reply: str, why: str
+) -> None:
+    """Review M1/L1: a garbled answer (a bug, a version mix-up, a reader gone wrong) crashed the
+    eyes service, and any number of intents would have been published. Now it is one line,
+    the reader is killed, and the eyes publish no more than one look makes."""
+
+    async def scenario() -> None:
+        reader = Reader(config, command=_answering(reply))
+        with pytest.raises(ReaderError, match="eyes: the reader's answer is not a scene") as err:
+            await reader.look(_label(), "capture", None)
+        assert why in str(err.value) and "\n" not in str(err.value)
+        assert reader.pid is None
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_the_reader_gets_neither_the_bus_login_nor_systemds_socket(
+    config: Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Review L1: the reader runs in the eyes' sandbox but needs none of the service's ways
+    out: the bus password (systemd's credentials folder) and the notify socket."""
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    dump = tmp_path / "env.json"
+    script = f"import json, os; open({str(dump)!r}, 'w').write(json.dumps(dict(os.environ)))"
+
+    async def scenario() -> None:
+        reader = Reader(config, command=(sys.executable, "-c", script))
+        await reader.start()
+        for _ in range(200):
+            if dump.exists() and dump.stat().st_size:
+                break
+            await asyncio.sleep(0.02)
+        await reader.close()
+
+    _run(scenario())
+    seen = json.loads(dump.read_text())
+    assert "CREDENTIALS_DIRECTORY" not in seen and "NOTIFY_SOCKET" not in seen
+    assert seen["PATH"] == os.environ["PATH"]

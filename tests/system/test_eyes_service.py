@@ -293,6 +293,39 @@ def test_a_reader_that_hangs_costs_one_capture_not_the_next(
     assert service.reader.started == 2
 
 
+def test_a_mute_while_the_frame_is_read_stops_the_reader_and_publishes_nothing(
+    brokers: Brokers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review M2: bus events were handled one at a time, so a mute waited behind the capture
+    it was meant to stop (up to a cold model load, or the 60 s timeout), and the text of a
+    frame the wearer muted mid-shot still left. Now the mute is acted on at once."""
+    image = save_png(render_text(["EXIT"], font_px=90), tmp_path / "exit.png")
+    hang = (sys.executable, "-c", "import time; time.sleep(600)")
+
+    async def script(b: Bus, service: EyesService, device_id: str) -> None:
+        await b.until("camera")
+        command = service.reader.command
+        service.reader.command = hang  # reads for ever, as a cold load on a slow board
+        await b.command(device_id, name="capture")
+        await b.until("activity:thinking")
+        await b.command(device_id, name="mute", camera=True)
+        await b.until("activity:idle", 2)
+        assert not service.busy and service.reader.pid is None
+        service.reader.command = command
+        await b.command(device_id, name="mute", camera=False)
+        await b.until("camera", 3)
+        await b.command(device_id, name="capture")
+        await b.until("scene")
+
+    with caplog.at_level(logging.INFO, logger="pendant.eyes.service"):
+        b, _ = asyncio.run(_scenario(brokers[0], [image], script))
+    (scene,) = [e for e in b.seen if e["type"] == "scene"]  # the second capture's alone
+    assert normalise(scene["text"]) == "exit"  # type: ignore[arg-type]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "capture: muted while the frame was read, nothing published" in messages
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 

@@ -196,6 +196,12 @@ def test_exposure_is_low(exposure: dict[str, float], name: str) -> None:
     assert exposure[name] <= MAX_EXPOSURE[name], exposure
 
 
+@pytest.mark.parametrize("name", ["ears", "eyes"])
+def test_audio_and_frames_are_never_swapped_to_the_card(name: str) -> None:
+    # DESIGN's first invariant: audio and frames only in RAM (swap would put them on the SD).
+    assert directives(unit_file(name)).get("MemorySwapMax") == ["0"]
+
+
 @pytest.mark.parametrize("name", NO_NETWORK)
 def test_processes_that_sense_have_no_network(name: str) -> None:
     d = directives(unit_file(name))

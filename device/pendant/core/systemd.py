@@ -35,7 +35,9 @@ def _send(message: str) -> None:
             # datagrams) would otherwise block the pings, and the event loop sending them.
             s.sendto(message.encode(), socket.MSG_DONTWAIT, path)
         except BlockingIOError:
-            log.debug("cannot notify systemd at %s: its queue is full", path)
+            # A lost ping is made up by the next; a lost READY or STOPPING is worth a line.
+            level = logging.DEBUG if message == "WATCHDOG=1" else logging.WARNING
+            log.log(level, "cannot notify systemd at %s: its queue is full", path)
         except OSError as exc:
             log.warning("cannot notify systemd at %s: %s", path, exc.strerror)
 

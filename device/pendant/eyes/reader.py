@@ -43,6 +43,9 @@ COMMAND = (sys.executable, "-m", "pendant.eyes.worker")
 # only for one that does not.
 STOP_S = 5.0
 POLL_S = 0.05
+# No answer of one look comes near this (a scene and an intent are a few KB): a longer line
+# is a reader gone wrong, which the eyes must not buffer without end.
+MAX_REPLY_BYTES = 1 << 20
 
 
 class ReaderError(PendantError, RuntimeError):
@@ -53,7 +56,9 @@ class Child:
     """One reader process and its two pipes, read and written without blocking the loop."""
 
     def __init__(self, command: tuple[str, ...]) -> None:
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=reader_environment()
+        )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
         self._out = self.proc.stdout.fileno()
@@ -97,8 +102,11 @@ class Child:
                 raise ConnectionError(f"the reader's stdin: {exc}") from None
 
     async def read_line(self) -> dict[str, Any]:
-        """Its next line of JSON; EOFError when it is gone."""
+        """Its next line of JSON; EOFError when it is gone, ValueError when what it wrote is no
+        line of JSON (or is longer than any answer: `MAX_REPLY_BYTES`)."""
         while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > MAX_REPLY_BYTES:
+                raise ValueError(f"an answer longer than {MAX_REPLY_BYTES} bytes")
             try:
                 data = os.read(self._out, 1 << 16)
             except BlockingIOError:
@@ -111,7 +119,9 @@ class Child:
             self._buffer += data
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
-        reply: dict[str, Any] = json.loads(line)
+        reply = json.loads(line)
+        if not isinstance(reply, dict):
+            raise ValueError("an answer that is not a JSON object")
         return reply
 
     async def _when(self, add: Any, fd: int) -> None:
@@ -181,18 +191,26 @@ class Reader:
         """Runs a reader once to load and warm every model, then lets it go: a model that is
         missing or will not load fails here, before READY. Blocking (seconds on a Pi)."""
         request = self.config.model_dump_json().encode() + b'\n{"warm_up": true}\n'
-        with subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        with subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=reader_environment()
+        ) as proc:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(request)
             proc.stdin.close()
             for raw in proc.stdout:
-                reply = json.loads(raw)
-                if "error" in reply:
-                    raise _error(reply)
-                if "ready" in reply:
-                    self.detector = reply["ready"]
-                if "step" in reply:
-                    step(reply["step"])
+                try:
+                    reply = json.loads(raw)
+                    if "error" in reply:
+                        raise _error(reply)
+                    if "ready" in reply:
+                        self.detector = str(reply["ready"])
+                    if "step" in reply:
+                        step(str(reply["step"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    proc.kill()
+                    raise ReaderError(
+                        f"eyes: the reader's warm-up answer is garbled ({exc})"
+                    ) from None
         if proc.returncode:
             raise ReaderError(f"eyes: the reader stopped (exit code {proc.returncode}) warming up")
 
@@ -239,6 +257,11 @@ class Reader:
             raise ReaderError(
                 f"eyes: the reader stopped ({child.describe_exit()}) before the scene was read"
             ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            # Garbled (a bug, a version mix-up, a reader gone wrong): no scene, and no more of
+            # this reader; the next capture starts another.
+            await self._stop(child, kill=True)
+            raise ReaderError(f"eyes: the reader's answer is not a scene ({_line(exc)})") from None
         except asyncio.CancelledError:
             # Half a request cannot be taken back: this reader is done.
             self._forget(child)
@@ -249,7 +272,11 @@ class Reader:
             self._let_go_later()
         if "error" in reply:
             raise _error(reply)
-        return _seen(reply["events"])
+        try:
+            return self._seen(reply["events"], trigger, session_id)
+        except (ValueError, KeyError, TypeError) as exc:
+            await self._stop(child, kill=True)
+            raise ReaderError(f"eyes: the reader's answer is not a scene ({_line(exc)})") from None
 
     async def _exchange(
         self, child: Child, frame: np.ndarray, trigger: Trigger, session_id: str | None
@@ -258,12 +285,30 @@ class Reader:
             hello = await child.read_line()
             if "error" in hello:
                 return hello
-            self.detector, child.loaded = hello["ready"], True
+            self.detector, child.loaded = str(hello["ready"]), True
         height, width = frame.shape[:2]
         await child.write(request_header(trigger, session_id, height, width))
         # The frame itself, straight from its array into the pipe: never a file.
         await child.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)))
         return await child.read_line()
+
+    def _seen(self, events: list[dict[str, Any]], trigger: Trigger, session_id: str | None) -> Seen:
+        """The reader's answer, held to what one look makes (`pendant.eyes.pipeline`): one
+        scene of this device, for this request, and at most one intent of the same session.
+        ValueError otherwise: the eyes publish no more than a look could make."""
+        from pendant.eyes.pipeline import Seen
+
+        if not isinstance(events, list) or not 1 <= len(events) <= 2:
+            raise ValueError("not a scene and at most one intent")
+        scene = Scene.model_validate(events[0])
+        intents = [Intent.model_validate(i) for i in events[1:]]
+        if scene.device_id != self.config.device_id or scene.trigger != trigger:
+            raise ValueError("a scene of another device or request")
+        if session_id is not None and scene.session_id != session_id:
+            raise ValueError("a scene of another session")
+        if any(i.device_id != scene.device_id or i.session_id != scene.session_id for i in intents):
+            raise ValueError("an intent of another scene")
+        return Seen(scene, intents)
 
     def release(self) -> None:
         """No frame is coming (the camera failed, or was muted meanwhile) or none more: the
@@ -301,6 +346,13 @@ class Reader:
         self._forget(child)
         await child.stop(kill)
 
+    def abort(self) -> None:
+        """Kills the running reader, if one runs: a look in progress ends at once with a
+        ReaderError, and takes its frame with it (the camera muted meanwhile)."""
+        child = self._child
+        if child is not None and child.alive:
+            child.proc.kill()
+
     async def close(self) -> None:
         """Stops the reader now, if one runs. Idempotent."""
         self._hold()
@@ -309,13 +361,20 @@ class Reader:
         await asyncio.gather(*self._stopping, return_exceptions=True)
 
 
-def _seen(events: list[dict[str, Any]]) -> Seen:
-    from pendant.eyes.pipeline import Seen
-
-    scene, *intents = events
-    return Seen(Scene.model_validate(scene), [Intent.model_validate(i) for i in intents])
-
-
 def _error(reply: dict[str, Any]) -> PendantError:
     text = f"eyes: {reply['error']}"
     return ModelError(text) if reply.get("kind") == "ModelError" else ReaderError(text)
+
+
+def _line(exc: BaseException) -> str:
+    """`exc` said in one short line (pydantic's errors take several)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def reader_environment() -> dict[str, str]:
+    """The service's environment less what only the service needs: the way to its bus login
+    (systemd's credentials) and to systemd (the notify socket, the watchdog). The reader talks
+    to nobody but the service, over its pipes."""
+    unwanted = {"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+    return {k: v for k, v in os.environ.items() if k not in unwanted}

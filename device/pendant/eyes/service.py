@@ -133,13 +133,19 @@ class EyesService:
         )
 
     async def _inbox(self, client: aiomqtt.Client) -> None:
-        async for event in bus.events(client):
-            await self.handle(event)
+        # A request runs beside the loop, so a mute that comes while its frame is read is
+        # acted on at once (the reader stopped, nothing published), not after the scene.
+        async with asyncio.TaskGroup() as requests:
+            async for event in bus.events(client):
+                if _is_request(event):
+                    requests.create_task(self.handle(event))
+                else:
+                    await self.handle(event)
 
     async def handle(self, event: Event) -> None:
         """Acts on one bus event: the hardware switch, a camera mute command, a capture command, or
         a spoken ReadThis or WhatIsThis; any other is ignored. A request returns once its frame is
-        read and the results published."""
+        read and the results published (or dropped: muted meanwhile)."""
         if isinstance(event, HardwareMute):
             await self.set_hardware_muted(event.camera)
         elif isinstance(event, Command) and event.name == "mute" and event.camera is not None:
@@ -156,6 +162,7 @@ class EyesService:
         self.mute_memory.save(muted)
         still = " (the hardware switch still mutes it)" if self.hardware_muted else ""
         log.info("camera %s by software%s", "muted" if muted else "unmuted", still)
+        self._stop_reading_if_muted()
         await self._publish_camera()
 
     async def set_hardware_muted(self, muted: bool) -> None:
@@ -164,7 +171,13 @@ class EyesService:
         self.hardware_muted = muted
         if changed:
             log.info("camera %s by the hardware switch", "muted" if muted else "released")
+            self._stop_reading_if_muted()
             await self._publish_camera()
+
+    def _stop_reading_if_muted(self) -> None:
+        """Muted while a frame is read: the reader is stopped, so the frame goes with it."""
+        if self.blocked and self.busy:
+            self.reader.abort()
 
     async def request(self, trigger: Trigger, session_id: str | None, asked_ms: int) -> None:
         """Take and read one frame, unless muted, busy or asked too long ago."""
@@ -207,11 +220,17 @@ class EyesService:
             try:
                 seen = await self.reader.look(frame, trigger, session_id)
             except PendantError as exc:
+                if self.blocked:  # the mute stopped the reader
+                    log.info("%s: muted while the frame was read, nothing published", trigger)
+                    return
                 # As for a camera that gives no frame: said in one line, and no scene.
                 log.error("%s: %s", trigger, exc)
                 return
             finally:
                 del frame
+            if self.blocked:  # muted as the answer came: what the frame held stays here
+                log.info("%s: muted while the frame was read, nothing published", trigger)
+                return
             await self._publish(seen.scene)
             for intent in seen.intents:
                 await self._publish(intent)
@@ -235,3 +254,10 @@ def component(config: Config, config_path: Path | None) -> EyesService:
     service = EyesService(config)
     service.warm_up(notify.starting)
     return service
+
+
+def _is_request(event: Event) -> bool:
+    """A capture command or a spoken request: what takes and reads a frame."""
+    if isinstance(event, Command):
+        return event.name == "capture"
+    return isinstance(event, Intent) and event.name in SPOKEN

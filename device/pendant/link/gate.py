@@ -26,7 +26,9 @@ forwarded:
   lies before its own `timestamp_ms` (within the second that is rounded to), by no more than
   `MAX_SPEECH_BEFORE_MS`: recognition and the longest confirming wait (`listen.confirm_s`,
   at most a minute). Its milliseconds are the sender's to choose, so the narrower the window,
-  the fewer bits a rogue ears could put there (about 14 now, 24 with a day either way);
+  the fewer bits a rogue ears could put there: about 14 now (24 with a day either way), and
+  with `timestamp_ms`'s second within its day (about 16) some 30 bits of chosen time per
+  intent, at the intent rate below;
 - `vocabulary`: any other intent, a transcript or the text of a `not_recognized`, with a word,
   slot value or intent name the closed set cannot emit (`pendant.core.vocabulary`), or text not in
   the recognisers' form (lowercase words of `[a-z0-9']`, one space apart), or a slot's

@@ -12,23 +12,9 @@ import pytest
 from pendant.core.config import Config
 from pendant.core.errors import BusError
 from pendant.core.events import Activity, Button, Event, Intent
-from pendant.ears.asr import Transcription
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.vad import Utterance
-from tests.support.ears_support import bare_ears
-
-
-class Heard:
-    """A recogniser that heard one sentence, with full confidence."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    async def transcribe(self, audio: np.ndarray) -> Transcription:
-        return Transcription(self.text, 1.0)
-
-    def close(self) -> None:
-        pass
+from tests.support.ears_support import Heard, bare_ears
 
 
 def test_a_tapped_action_the_bus_refuses_is_logged_and_the_led_settles(
