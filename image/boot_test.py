@@ -266,7 +266,11 @@ def test_config(wav: str) -> str:
         extra += '\n[body]\npin_factory = "mock"\n'
     if "eyes" in Config.model_fields and "eyes" not in data:
         images = ", ".join(f'"/run/pendant-test/{p.name}"' for p in EYES_IMAGES)
-        extra += f'\n[eyes]\ncamera = "files"\nfiles = [{images}]\n'
+        # A capture's first reader imports onnxruntime and OpenCV and loads every model before
+        # it reads: under TCG that took 50-53 s of the 60 s default (main, bookworm and trixie
+        # alike), and more on trixie's zero2w with a build beside it, which then published no
+        # scene at all. Emulation is ~10x slower than the board: the test gives it 300 s.
+        extra += f'\n[eyes]\ncamera = "files"\nfiles = [{images}]\nread_timeout_s = 300\n'
     # The device's own settings must come from the device: the test would not see a merge
     # that lost them if the card set them again.
     for table in ("audio", "bus", "link", "models"):
