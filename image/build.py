@@ -255,7 +255,7 @@ def units_to_enable(desc: dict, test: bool = False) -> list[str]:
 
 POWER_KEYS = {
     "governor": str, "act_led": bool, "hdmi": bool, "bluetooth": bool, "wifi_power_save": bool,
-    "audio": bool, "usb": bool, "arm_freq_min_mhz": int, "mask": list,
+    "audio": bool, "usb": bool, "display": bool, "arm_freq_min_mhz": int, "mask": list,
 }  # fmt: skip
 GOVERNORS = ("ondemand", "schedutil", "conservative", "powersave", "performance")
 # The drivers each switched-off part needs; a blacklist keeps udev from loading them.
@@ -319,12 +319,17 @@ def power_config_txt(desc: dict, fragment: str = "") -> str:
         want["arm_freq_min"] = str(power["arm_freq_min_mhz"])
     if power.get("audio", True) is False:
         want["dtparam=audio"] = "off"
+    if power.get("display", True) is False:
+        # The firmware's own display pipeline (HDMI and composite, their clocks, the scaler and
+        # pixel valve) never set up: what `tvservice -o` tears down, from boot.
+        want.update(hdmi_ignore_hotplug="1", hdmi_ignore_composite="1", max_framebuffers="0")
     lines = []
     for key, value in want.items():
         have = re.findall(rf"(?m)^{re.escape(key)}=(\S+)$", fragment)
         if have and have[-1] != value:
             raise ImageError(
-                f"config.txt sets {key}={have[-1]} where [power] wants {key}={value}: make them agree"
+                f"config.txt sets {key}={have[-1]} where [power] wants {key}={value}: "
+                "make them agree"
             )
         if not have:
             lines.append(f"{key}={value}")

@@ -361,12 +361,25 @@ def test_the_zero2w_config_txt_carries_the_lowest_idle_clock_once() -> None:
     assert re.findall(r"(?m)^dtparam=audio=\S+$", config) == ["dtparam=audio=off"]
 
 
+def test_the_zero2w_firmware_sets_up_no_display_pipeline() -> None:
+    config = image_build.setup_files(image_build.load_board("zero2w"))[
+        "etc/default/raspi-firmware-custom"
+    ]
+    for line in ("hdmi_ignore_hotplug=1", "hdmi_ignore_composite=1", "max_framebuffers=0"):
+        assert re.findall(rf"(?m)^{line.split('=')[0]}=\S+$", config) == [line], line
+    # A board with a display keeps it.
+    desc = image_build.load_board("zero2w")
+    desc["power"] = {**desc["power"], "display": True}
+    assert "hdmi_ignore" not in image_build.power_config_txt(desc)
+
+
 def test_a_config_txt_that_disagrees_with_power_is_one_line() -> None:
     desc = image_build.load_board("zero2w")
     with pytest.raises(image_build.ImageError) as err:
         image_build.power_config_txt(desc, "[pi02]\narm_freq_min=600\n[all]\n")
     assert "\n" not in str(err.value) and "arm_freq_min=600" in str(err.value)
-    assert image_build.power_config_txt(desc, "arm_freq_min=400\ndtparam=audio=off\n") == ""
+    have = "arm_freq_min=400\ndtparam=audio=off\nhdmi_ignore_hotplug=1\n"
+    assert image_build.power_config_txt(desc, have).count("=") == 2  # the two it lacks
 
 
 @pytest.mark.parametrize("board", BOARDS)
