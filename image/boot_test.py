@@ -97,39 +97,43 @@ sed -n 's/^ *[0-9]* \[\([^ ]*\) *\]: \(.*\)/\1 \2/p' /proc/asound/cards 2>/dev/n
 # packages): its rpi/vc4 pipeline handler and IPA load, and the cameras it finds; the kernel's
 # drivers for the CSI receiver, the sensor and the ISP; the sensor in the device tree (and, on
 # -M raspi3b, its I2C client); picamera2; and the eyes' picamera2 backend's report.
-CAMLOG=/run/pendant-test/libcamera.log
-LIBCAMERA_LOG_LEVELS='*:DEBUG' /opt/pendant/venv/bin/python -c 'import libcamera
+# Only on an image that carries libcamera's Pi pipeline (the zero2w-camera board).
+camera_report() {
+  CAMLOG=/run/pendant-test/libcamera.log
+  LIBCAMERA_LOG_LEVELS='*:DEBUG' /opt/pendant/venv/bin/python -c 'import libcamera
 print("PENDANT-TEST: camera libcamera cameras", len(libcamera.CameraManager.singleton().cameras))
-' 2>$CAMLOG || say camera libcamera failed: $(grep -v "^\[" $CAMLOG | tail -n 1)
-grep -q "Found registered pipeline handler 'rpi/vc4'" $CAMLOG \
-  && say camera pipeline rpi/vc4 registered
-grep -q "Loaded IPA module '.*ipa_rpi_vc4.so'" $CAMLOG && say camera ipa rpi/vc4 loaded
-[ -f /usr/share/libcamera/ipa/rpi/vc4/imx219.json ] && say camera tuning imx219 present
-say camera media devices $(ls /dev/media* 2>/dev/null | wc -l)
-for m in bcm2835-unicam imx219 bcm2835-isp; do
-  if modinfo -n $m >/dev/null 2>&1; then say camera module $m present
-  else say camera module $m missing; fi
-done
-CAMNODE=/proc/device-tree/pendant-i2c0-mux/i2c@1/camera@10
-[ -d $CAMNODE ] && say camera sensor in the tree $(tr -d '\0' < $CAMNODE/compatible)
-for d in /sys/bus/i2c/devices/*-0010; do
-  [ -e "$d" ] || continue
-  drv=none; [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
-  say camera i2c client $(basename "$d") $(cat "$d/name") driver $drv
-done
-/opt/pendant/venv/bin/python -c 'import picamera2' 2>/run/pendant-test/picamera2.log \
-  && say camera picamera2 importable \
-  || say camera picamera2 not importable: $(tail -n 1 /run/pendant-test/picamera2.log)
-# What the eyes would say with eyes.camera = "picamera2": one line, or a traceback's many.
-/opt/pendant/venv/bin/python -c 'from pendant.core.backends import CAMERAS
+  ' 2>$CAMLOG || say camera libcamera failed: $(grep -v "^\[" $CAMLOG | tail -n 1)
+  grep -q "Found registered pipeline handler 'rpi/vc4'" $CAMLOG \
+    && say camera pipeline rpi/vc4 registered
+  grep -q "Loaded IPA module '.*ipa_rpi_vc4.so'" $CAMLOG && say camera ipa rpi/vc4 loaded
+  [ -f /usr/share/libcamera/ipa/rpi/vc4/imx219.json ] && say camera tuning imx219 present
+  say camera media devices $(ls /dev/media* 2>/dev/null | wc -l)
+  for m in bcm2835-unicam imx219 bcm2835-isp; do
+    if modinfo -n $m >/dev/null 2>&1; then say camera module $m present
+    else say camera module $m missing; fi
+  done
+  CAMNODE=/proc/device-tree/pendant-i2c0-mux/i2c@1/camera@10
+  [ -d $CAMNODE ] && say camera sensor in the tree $(tr -d '\0' < $CAMNODE/compatible)
+  for d in /sys/bus/i2c/devices/*-0010; do
+    [ -e "$d" ] || continue
+    drv=none; [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+    say camera i2c client $(basename "$d") $(cat "$d/name") driver $drv
+  done
+  /opt/pendant/venv/bin/python -c 'import picamera2' 2>/run/pendant-test/picamera2.log \
+    && say camera picamera2 importable \
+    || say camera picamera2 not importable: $(tail -n 1 /run/pendant-test/picamera2.log)
+  # What the eyes would say with eyes.camera = "picamera2": one line, or a traceback's many.
+  /opt/pendant/venv/bin/python -c 'from pendant.core.backends import CAMERAS
 from pendant.core.errors import PendantError
 try:
     CAMERAS.load("picamera2")(640, 480).capture()
 except PendantError as exc:
     print(type(exc).__name__ + ": " + str(exc))
-' >/run/pendant-test/eyes-camera.log 2>&1
-say camera eyes report lines $(wc -l < /run/pendant-test/eyes-camera.log): \
-  $(head -c 300 /run/pendant-test/eyes-camera.log)
+  ' >/run/pendant-test/eyes-camera.log 2>&1
+  say camera eyes report lines $(wc -l < /run/pendant-test/eyes-camera.log): \
+    $(head -c 300 /run/pendant-test/eyes-camera.log)
+}
+[ -d /usr/share/libcamera/ipa/rpi/vc4 ] && camera_report
 for i in $(seq 1 60); do ss -ltnH 'sport = :8883' | grep -q 8883 && break; sleep 1; done
 ss -ltnH 'sport = :8883' | grep -q 8883 && say mosquitto tls listening 8883
 LOG=/run/pendant-test/sub.log

@@ -44,7 +44,7 @@ devicetree = _load("pendant_image_devicetree", IMAGE / "devicetree.py")
 sys.path.insert(0, str(REPO / "packaging"))  # build_deb imports lock.py from beside it
 build_deb = _load("pendant_build_deb", REPO / "packaging" / "build_deb.py")
 
-BOARDS = ["zero2w", "pi5"]
+BOARDS = ["zero2w", "pi5", "zero2w-camera"]
 
 
 # --------------------------------------------------------------------------- boards
@@ -106,22 +106,47 @@ def test_pi5_is_trixie_with_backports_kernel_and_login() -> None:
     assert {"passwd", "login"} <= set(desc["packages"])
 
 
-def test_zero2w_is_trixie_with_its_wifi_firmware_and_login() -> None:
+def test_zero2w_wifi_firmware_from_backports() -> None:
+    desc = image_build.load_board("zero2w")
+    assert desc["suite"] == "bookworm"
+    assert desc["pin"]["firmware-brcm80211"] == "bookworm-backports"
+    assert "bookworm-backports" in desc["extra_suites"]
+    # No camera stack on the image CI tests: that is the zero2w-camera board's.
+    assert "libcamera-ipa" not in desc["packages"]
+    assert [f.name for f in image_build.fragments(desc)] == ["i2s-mic.dtsi"]
+
+
+def test_zero2w_camera_is_trixie_with_its_wifi_firmware_and_login() -> None:
     # trixie's firmware-brcm80211 (20250410) is the version bookworm took from backports: it
     # has brcmfmac43430-sdio.raspberrypi,model-zero-2-w.txt, which the 6.12 brcmfmac asks for.
-    desc = image_build.load_board("zero2w")
+    desc = image_build.load_board("zero2w-camera")
     assert desc["suite"] == "trixie"
     assert "firmware-brcm80211" in desc["packages"]
     assert not desc.get("extra_suites") and not desc.get("pin")
     assert {"passwd", "login"} <= set(desc["packages"])
 
 
-def test_zero2w_carries_libcamera_with_the_pi_pipeline_and_its_python_bindings() -> None:
+def test_zero2w_camera_is_the_zero2w_board_and_the_camera() -> None:
+    """The same board as zero2w (trees, console, CPU, power), on trixie with the camera."""
+    zero2w, camera = image_build.load_board("zero2w"), image_build.load_board("zero2w-camera")
+    for key in ("device_trees", "raspi_firmware", "qemu_cpu", "power", "disk", "wear"):
+        assert camera[key] == zero2w[key], key
+    added = {"passwd", "login", "libcamera-ipa", "python3-libcamera"}
+    assert set(camera["packages"]) - set(zero2w["packages"]) == added
+
+
+def test_zero2w_camera_carries_libcamera_with_the_pi_pipeline_and_its_python_bindings() -> None:
     # libcamera-ipa: ipa_rpi_vc4.so and the sensors' tuning files; python3-libcamera: the
     # bindings for trixie's CPython 3.13, which the venv sees (--system-site-packages).
-    desc = image_build.load_board("zero2w")
+    desc = image_build.load_board("zero2w-camera")
     assert {"libcamera-ipa", "python3-libcamera"} <= set(desc["packages"])
     assert "venv --system-site-packages" in (REPO / "packaging/build_deb.py").read_text()
+
+
+def test_the_camera_check_is_a_make_target_and_not_in_ci() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    assert "image-camera-check:" in makefile and "BOARD=zero2w-camera" in makefile
+    assert "zero2w-camera" not in (REPO / ".ci/run").read_text()
 
 
 def test_unknown_board_is_one_line() -> None:
@@ -219,7 +244,8 @@ def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Pat
     assert 'ROOTPART="LABEL=pendant-root"' in (files / "etc/default/raspi-firmware").read_text()
     assert "MODULES=list" in (files / "etc/initramfs-tools/conf.d/pendant.conf").read_text()
     assert "sdhci_iproc" in (files / "usr/share/initramfs-tools/modules.d/pendant").read_text()
-    assert (files / "etc/apt/preferences.d/pendant").read_text() == ""  # trixie: no backports
+    pins = (files / "etc/apt/preferences.d/pendant").read_text()
+    assert "Pin: release n=bookworm-backports" in pins
     assert "dtparam=i2s=on" in (files / "etc/default/raspi-firmware-custom").read_text()
     root = tmp_path / "root"
     root.mkdir()
@@ -284,11 +310,12 @@ def _has(dtb: Path, node: str, prop: str) -> bool:
 
 def mic_tree_facts(dtb: Path) -> dict[str, str]:
     """What a kernel needs to see for the I2S mic card, read back from a compiled tree."""
-    i2s, pcm = "/soc/i2s@7e203000", "/soc/gpio@7e200000/pcm-gpio18"
+    # The fragment's own pin group: the boards' own is pcm_gpio18 in 6.1 and pcm-gpio18 in 6.12.
+    i2s, pcm = "/soc/i2s@7e203000", "/soc/gpio@7e200000/pendant-mic-pcm-gpio18"
     card = "/pendant-mic-sound"
     return {
         "i2s status": _get(dtb, i2s, "status"),
-        "i2s pins": "pcm-gpio18"
+        "i2s pins": "pendant-mic-pcm-gpio18"
         if _get(dtb, i2s, "pinctrl-0", "u") == _get(dtb, pcm, "phandle", "u")
         else "other",
         "pins": _get(dtb, pcm, "brcm,pins", "u") + " alt " + _get(dtb, pcm, "brcm,function", "u"),
@@ -307,7 +334,7 @@ def mic_tree_facts(dtb: Path) -> dict[str, str]:
 
 MIC_TREE = {
     "i2s status": "okay",
-    "i2s pins": "pcm-gpio18",
+    "i2s pins": "pendant-mic-pcm-gpio18",
     "pins": "18 19 20 21 alt 4",
     "card": "simple-audio-card adau7002",
     "cpu dai is i2s": "True",
@@ -362,13 +389,25 @@ CAMERA_TREE = {
 
 def test_mic_and_camera_are_compiled_into_the_board_tree(tmp_path: Path) -> None:
     base = _dtb(tmp_path, "bcm2837", BCM2837_STANDIN)
-    out = devicetree.with_fragment(base, tmp_path / "pendant-bcm2837.dtb")
+    out = devicetree.with_fragment(
+        base, tmp_path / "pendant-bcm2837.dtb", [devicetree.MIC, devicetree.CAMERA]
+    )
     assert mic_tree_facts(out) == MIC_TREE
     assert camera_tree_facts(out) == CAMERA_TREE
 
 
-def test_the_zero2w_board_names_its_fragments_in_order() -> None:
-    desc = image_build.load_board("zero2w")
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_the_mic_alone_compiles_into_either_kernels_tree(tmp_path: Path, kernel: str) -> None:
+    # bookworm's 6.1 (the zero2w image) spells the board's pin groups pcm_gpio18, i2c0_gpio44;
+    # trixie's 6.12 (zero2w-camera) pcm-gpio18: the mic's own pin group fits both.
+    text = BCM2837_STANDIN.replace("-gpio", "_gpio") if kernel == "6.1" else BCM2837_STANDIN
+    out = devicetree.with_fragment(_dtb(tmp_path, "board", text), tmp_path / "pendant.dtb")
+    assert mic_tree_facts(out) == MIC_TREE
+    assert not _has(out, "/pendant-i2c0-mux", "compatible")  # the default is the mic only
+
+
+def test_the_zero2w_camera_board_names_its_fragments_in_order() -> None:
+    desc = image_build.load_board("zero2w-camera")
     assert [f.name for f in image_build.fragments(desc)] == ["i2s-mic.dtsi", "imx219-camera.dtsi"]
     assert all(f.is_file() for f in image_build.fragments(desc))
 
@@ -383,16 +422,18 @@ def test_the_camera_fragment_alone_compiles_into_the_board_tree(tmp_path: Path) 
 def test_mic_tree_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(devicetree.DeviceTreeError, match="does not exist"):
         devicetree.with_fragment(tmp_path / "nope.dtb", tmp_path / "out.dtb")
-    # A board whose tree lacks the I2S block: dtc's own message, one line, names the path.
+    # A board whose tree lacks the BCM283x GPIO and I2S blocks: dtc's own message, one line,
+    # names the first path it missed.
     other = _dtb(tmp_path, "other", "/dts-v1/;\n/ { soc { }; };\n")
     with pytest.raises(devicetree.DeviceTreeError) as err:
         devicetree.with_fragment(other, tmp_path / "out.dtb", devicetree.MIC)
-    assert "\n" not in str(err.value) and "i2s@7e203000" in str(err.value)
-    # Bookworm's 6.1 trees named the pin group pcm_gpio18: the message names the path sought.
-    old = _dtb(tmp_path, "old", BCM2837_STANDIN.replace("pcm-gpio18", "pcm_gpio18"))
+    assert "\n" not in str(err.value) and "/soc/gpio@7e200000 not found" in str(err.value)
+    # The camera's fragment names 6.12's pin groups; bookworm's 6.1 trees spell them with
+    # underscores (i2c0_gpio0, i2c0_gpio44): the message names the first path it missed.
+    old = _dtb(tmp_path, "old", BCM2837_STANDIN.replace("-gpio", "_gpio"))
     with pytest.raises(devicetree.DeviceTreeError) as err:
-        devicetree.with_fragment(old, tmp_path / "out.dtb")
-    assert "\n" not in str(err.value) and "pcm-gpio18" in str(err.value)
+        devicetree.with_fragment(old, tmp_path / "out.dtb", [devicetree.MIC, devicetree.CAMERA])
+    assert "\n" not in str(err.value) and "i2c0-gpio0" in str(err.value)
     assert not (tmp_path / "out.dtb").exists()
 
 
@@ -423,7 +464,13 @@ def test_the_power_settings_are_files_in_the_root_and_a_unit_applies_them(board:
     blacklisted = re.findall(r"(?m)^blacklist (\S+)$", files["etc/modprobe.d/pendant-power.conf"])
     # Bluetooth, the KMS display driver and the SoC's own audio off; on the Zero 2 W its USB
     # controller too (the Pi 5's USB is another driver, and a Coral may need it).
-    want = ["btbcm", "hci_uart", "snd_bcm2835", "vc4", *(["dwc2"] if board == "zero2w" else [])]
+    want = [
+        "btbcm",
+        "hci_uart",
+        "snd_bcm2835",
+        "vc4",
+        *(["dwc2"] if board.startswith("zero2w") else []),
+    ]
     assert sorted(blacklisted) == sorted(want)
     default = files["etc/default/pendant-power"]
     for line in ("GOVERNOR=ondemand", "ACT_LED=off", "WIFI_POWER_SAVE=on"):
