@@ -271,9 +271,10 @@ def test_config(wav: str) -> str:
     if "eyes" in Config.model_fields and "eyes" not in data:
         images = ", ".join(f'"/run/pendant-test/{p.name}"' for p in EYES_IMAGES)
         # A capture's first reader imports onnxruntime and OpenCV and loads every model before
-        # it reads: under TCG that took 50-53 s of the 60 s default (main, bookworm and trixie
-        # alike), and more on trixie's zero2w with a build beside it, which then published no
-        # scene at all. Emulation is ~10x slower than the board: the test gives it 300 s.
+        # it reads, all inside eyes.read_timeout_s (60 s by default): under TCG that took 47-53
+        # s in CI's boots (zero2w, pi5) and 161 s on zero2w-camera with the host's 2 cores
+        # shared with other builds; given up at 60 s, the capture publishes no scene (the
+        # first zero2w-camera boot). Emulation is not the board: the test gives it 300 s.
         extra += f'\n[eyes]\ncamera = "files"\nfiles = [{images}]\nread_timeout_s = 300\n'
     # The device's own settings must come from the device: the test would not see a merge
     # that lost them if the card set them again.
