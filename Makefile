@@ -162,7 +162,7 @@ image-test: image-apt
 # The Zero 2 W image with Debian trixie's camera stack (libcamera's Pi pipeline, the IMX219 in
 # the tree), built afresh and booted: what QEMU can show of the camera (image/README.md, "The
 # camera on the Debian image"). Not in .ci/run: about 25 minutes on 2 cores alone, most of it the
-# trixie build. IMAGE_MACHINE=raspi3b boots it on the Pi 3 model (the sensor's I2C client).
+# trixie build. (IMAGE_MACHINE=raspi3b does not boot it through yet: image/README.md.)
 image-camera-check: image-apt
 	$(MAKE) image-test-build BOARD=zero2w-camera
 	$(MAKE) image-test BOARD=zero2w-camera
