@@ -32,9 +32,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from pendant.app.home_import import Registries, home_from, to_toml, websocket_url
+from pendant.app.home_import import Registries, home_from, to_toml
 from pendant.core.config import parse_config
 from pendant.core.events import Intent
+from pendant.core.home_assistant import websocket_url
 from pendant.ears.understand.nlu import IntentParser
 from pendant.link.discovery import event_message
 from tests.support.ha_support import HomeAssistant, reason_unavailable

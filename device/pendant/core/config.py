@@ -601,6 +601,66 @@ class PairingConfig(_Strict):
     )
 
 
+class EscalateConfig(_Strict):
+    """`[escalate]`: what the closed set cannot hear goes, as text only, to a bigger model the
+    wearer chose: Home Assistant's conversation agent, or an OpenAI-compatible chat server on
+    the home's network (Ollama, llama.cpp's server, vLLM). Off unless enabled; only the link
+    talks to it. Refused at load: enabled without escalate.url, or an openai target without
+    escalate.model."""
+
+    enabled: bool = Field(
+        False,
+        description="Send requests the closed set rejects (press-to-talk, and the follow-up "
+        "window after an answer) to escalate.target. Off on the Pi Zero 2 W image: its "
+        "recogniser cannot transcribe free speech in time.",
+    )
+    target: Literal["home_assistant", "openai"] = Field(
+        "home_assistant",
+        description="'home_assistant': its conversation API over the WebSocket API (its "
+        "built-in agent, or the LLM agent it is set up with); 'openai': a chat completions "
+        "server (…/v1), offered the home's intents as tools.",
+    )
+    url: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^https?://[!-~]+$",
+        description="Home Assistant's http(s) address (http://homeassistant.local:8123), or "
+        "the chat server's base address up to /v1 (http://192.168.1.20:11434/v1).",
+    )
+    token_file: str | None = Field(
+        None,
+        description="File (0600) with Home Assistant's long-lived access token, or the chat "
+        "server's API key (none for a server that takes none).",
+    )
+    cafile: str | None = Field(
+        None, description="CA certificate (PEM) for an https:// escalate.url (default: system)."
+    )
+    model: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[!-~]+$",
+        description="openai: the model the server should run, e.g. 'llama3.2:3b'.",
+    )
+    agent_id: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[a-z0-9_.]+$",
+        description="home_assistant: the conversation agent (default: Home Assistant's "
+        "preferred one).",
+    )
+    timeout_s: float = Field(
+        8.0, gt=0, le=60, description="How long to wait for an answer before 'no answer'."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> EscalateConfig:
+        if self.enabled and not self.url:
+            raise ValueError("escalate.enabled is true but escalate.url is not set")
+        if self.enabled and self.target == "openai" and not self.model:
+            raise ValueError("escalate.target 'openai' needs escalate.model")
+        return self
+
+
 class ModelsConfig(_Strict):
     """`[models]`: the model cache."""
 
@@ -710,6 +770,10 @@ class Config(_Strict):
         default_factory=PairingConfig, description="The pairing window (pendant service pairing)."
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model cache.")
+    escalate: EscalateConfig = Field(
+        default_factory=EscalateConfig,
+        description="Asking a bigger model, as text, what the closed set cannot hear.",
+    )
 
     @field_validator("device_id")
     @classmethod

@@ -1,0 +1,145 @@
+"""Asking an OpenAI-compatible chat server on the home's network (Ollama, llama.cpp's server,
+vLLM): `POST <escalate.url>/chat/completions` with the question, and the home's devices offered
+as tools.
+
+The model may answer in words, or call a tool: `HassTurnOn` / `HassTurnOff` with one of the
+home's devices or areas by the name the config gives it. Only switchable kinds are offered, and
+never a lock, cover or valve: what opens the home is for the wearer to say to the closed set,
+which can ask for a confirming tap. A call is checked against the config (a known tool, a
+name or area of this home, nothing else) before the link publishes it as an intent; a call
+that fails the check is a refusal, not an action.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+from pendant.core.config import Config, DeviceKind
+from pendant.core.events import Ask
+from pendant.link.ask import TOOLS, Reply, ToolCall
+from pendant.link.ask_http import AskError, post_json
+
+SWITCHABLE = frozenset(
+    {DeviceKind.light, DeviceKind.fan, DeviceKind.switch, DeviceKind.media_player}
+)
+"""The kinds a model may switch on or off: nothing that opens the home (locks, covers, valves)."""
+MAX_TOOL_CALLS = 1
+SYSTEM = (
+    "You answer the wearer of a voice pendant in one or two short spoken sentences, in the "
+    "language of the question. You may switch the home's devices with the tools; only when "
+    "asked to. {where}"
+)
+
+
+def tools(config: Config) -> list[dict[str, Any]]:
+    """The tools offered: each intent of `TOOLS`, taking one device or one area of this home."""
+    names = sorted({d.name for d in config.home.devices if d.kind in SWITCHABLE})
+    areas = sorted(config.home.areas)
+    properties: dict[str, Any] = {}
+    if names:
+        properties["name"] = {"type": "string", "enum": names, "description": "One device."}
+    if areas:
+        properties["area"] = {
+            "type": "string",
+            "enum": areas,
+            "description": "Every device in a room.",
+        }
+    if not properties:
+        return []
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": intent,
+                "description": f"{words.capitalize()} a device, or every device in an area.",
+                "parameters": {"type": "object", "properties": properties},
+            },
+        }
+        for intent, words in TOOLS.items()
+    ]
+
+
+def request(config: Config, ask: Ask) -> dict[str, Any]:
+    """The chat completion request for `ask`: the question, the room, the tools; no history."""
+    where = f"The wearer is in the {ask.area}." if ask.area else ""
+    body: dict[str, Any] = {
+        "model": config.escalate.model,
+        "messages": [
+            {"role": "system", "content": SYSTEM.format(where=where).strip()},
+            {"role": "user", "content": ask.text},
+        ],
+        "stream": False,
+        "max_tokens": 200,
+    }
+    offered = tools(config)
+    if offered:
+        body["tools"] = offered
+    return body
+
+
+def read_reply(config: Config, reply: dict[str, Any], where: str) -> Reply:
+    """The first choice's words and tool call, the call checked against the home."""
+    try:
+        message = reply["choices"][0]["message"]
+        text = message.get("content") or ""
+        calls = message.get("tool_calls") or []
+        if not isinstance(text, str) or not isinstance(calls, list):
+            raise TypeError("content or tool_calls")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise AskError(f"{where} answered with no chat completion in it") from None
+    if not calls:
+        return Reply(text.strip())
+    if len(calls) > MAX_TOOL_CALLS:
+        return Reply(text.strip(), refused=f"{len(calls)} tool calls (one is taken)")
+    call, why = _checked(config, calls[0])
+    return Reply(text.strip(), call, why)
+
+
+def _checked(config: Config, raw: Any) -> tuple[ToolCall | None, str]:
+    try:
+        function = raw["function"]
+        name = function["name"]
+        arguments = function.get("arguments") or "{}"
+        args = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return None, "a tool call not understood"
+    if name not in TOOLS:
+        return None, f"no tool {str(name)[:40]!r}"
+    if not isinstance(args, dict) or len(args) != 1:
+        return None, f"{name} takes one name or one area"
+    slot, value = next(iter(args.items()))
+    names = {d.name for d in config.home.devices if d.kind in SWITCHABLE}
+    known = names if slot == "name" else set(config.home.areas) if slot == "area" else set()
+    if not isinstance(value, str) or value not in known:
+        return None, f"{name}: {str(value)[:40]!r} is no {slot} of this home it may switch"
+    return ToolCall(name, slot, value), ""
+
+
+class OpenAiTarget:
+    """`escalate.target = "openai"`: implements `pendant.link.ask.Target`."""
+
+    name = "openai"
+
+    def __init__(self, config: Config, token: str | None, tls: ssl.SSLContext | None) -> None:
+        self.config = config
+        self._token = token
+        self._tls = tls
+        base = (config.escalate.url or "").rstrip("/")
+        self.url = f"{base}/chat/completions"
+
+    async def ask(self, ask: Ask) -> Reply:
+        """The server's reply to `ask`; AskError when there is none to use."""
+        status, reply = await post_json(
+            self.url, request(self.config, ask), token=self._token, tls=self._tls
+        )
+        if status in (401, 403):
+            raise AskError(f"the chat server refused the key in escalate.token_file ({status})")
+        if not 200 <= status < 300:
+            error = reply.get("error")
+            why = error.get("message") if isinstance(error, dict) else error
+            raise AskError(
+                f"the chat server answered HTTP {status}: {str(why or '')[:120]}".rstrip(": ")
+            )
+        return read_reply(self.config, reply, "the chat server")

@@ -1,0 +1,253 @@
+"""The link's side of asking a bigger model (`pendant.link.ask`): which questions it sends, what
+it makes of the replies, and that what leaves passes the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from pendant.core.config import Config, EscalateConfig
+from pendant.core.errors import ConfigError
+from pendant.core.events import Answer, Ask, parse_event
+from pendant.link.ask import ASK_AFTER_PRESS_S, FOLLOW_UP_S, Asker, Reply, ToolCall, target_of
+from pendant.link.ask_home_assistant import reply_of
+from pendant.link.ask_http import AskError
+from pendant.link.ask_openai import read_reply, request, tools
+from tests.conftest import demo_config, demo_gate
+
+
+def escalating(**kw: object) -> Config:
+    fields = {"enabled": True, "target": "openai", "url": "http://127.0.0.1:9/v1", "model": "m"}
+    return demo_config(escalate=EscalateConfig(**(fields | kw)))
+
+
+def asked(text: str = "what's a good substitute for eggs", **kw: object) -> Ask:
+    return Ask(device_id="pendant-demo", text=text, **kw)  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Scripted:
+    """A target that answers as told, or raises, or never answers."""
+
+    name = "openai"
+
+    def __init__(self, reply: Reply | Exception | None) -> None:
+        self.reply = reply
+        self.asked: list[Ask] = []
+
+    async def ask(self, ask: Ask) -> Reply:
+        self.asked.append(ask)
+        if self.reply is None:
+            await asyncio.sleep(3600)
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        assert self.reply is not None
+        return self.reply
+
+
+def chat(content: str | None = None, calls: list[dict[str, object]] | None = None) -> dict:
+    message: dict[str, object] = {"role": "assistant", "content": content}
+    if calls is not None:
+        message["tool_calls"] = calls
+    return {"choices": [{"index": 0, "message": message}]}
+
+
+def call(tool: str, **args: object) -> dict[str, object]:
+    return {"type": "function", "function": {"name": tool, "arguments": json.dumps(args)}}
+
+
+# -- the config ------------------------------------------------------------------------------
+
+
+def test_escalate_is_off_by_default_and_refuses_an_incomplete_table() -> None:
+    assert Config().escalate.enabled is False
+    with pytest.raises(ValueError, match=r"escalate.url is not set"):
+        EscalateConfig(enabled=True)
+    with pytest.raises(ValueError, match=r"needs escalate.model"):
+        EscalateConfig(enabled=True, target="openai", url="http://llm.lan:11434/v1")
+
+
+def test_home_assistant_needs_a_token_file_that_only_its_owner_reads(tmp_path) -> None:
+    config = escalating(target="home_assistant", url="http://ha.lan:8123", model=None)
+    with pytest.raises(ConfigError, match=r"escalate\.token_file"):
+        target_of(config)
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    token.chmod(0o644)
+    config = escalating(target="home_assistant", url="http://ha.lan:8123", token_file=str(token))
+    with pytest.raises(ConfigError, match=r"readable by others: chmod 600"):
+        target_of(config)
+    token.chmod(0o600)
+    assert target_of(config).name == "home_assistant"
+
+
+# -- what the chat server is offered and what is taken from it ---------------------------------
+
+
+def test_the_model_is_offered_switchable_devices_and_areas_never_locks_or_doors() -> None:
+    offered = tools(escalating())
+    assert [t["function"]["name"] for t in offered] == ["HassTurnOn", "HassTurnOff"]
+    properties = offered[0]["function"]["parameters"]["properties"]
+    assert "Kitchen Lights" in properties["name"]["enum"]
+    assert "Coffee Maker" in properties["name"]["enum"]
+    for opener in ("Front Door", "Garage Door", "Sliding Door"):
+        assert opener not in properties["name"]["enum"]
+    assert properties["area"]["enum"] == ["Kitchen", "Office"]
+    body = request(escalating(), asked(area="Kitchen"))
+    assert body["messages"][-1] == {"role": "user", "content": "what's a good substitute for eggs"}
+    assert "Kitchen" in body["messages"][0]["content"]
+
+
+def test_a_reply_in_words_is_an_answer() -> None:
+    reply = read_reply(escalating(), chat("Try a mashed banana."), "the chat server")
+    assert reply == Reply("Try a mashed banana.")
+
+
+def test_a_tool_call_on_a_device_of_this_home_is_taken() -> None:
+    reply = read_reply(escalating(), chat(None, [call("HassTurnOn", name="Kitchen Lights")]), "s")
+    assert reply.call == ToolCall("HassTurnOn", "name", "Kitchen Lights")
+    assert reply.refused == ""
+
+
+@pytest.mark.parametrize(
+    ("calls", "why"),
+    [
+        ([call("HassTurnOn", name="Front Door")], "is no name of this home"),  # a lock: not offered
+        ([call("HassTurnOn", name="Neighbour's Light")], "is no name of this home"),
+        ([call("HassUnlock", name="Front Door")], "no tool 'HassUnlock'"),
+        ([call("HassTurnOn", name="TV", area="Kitchen")], "one name or one area"),
+        ([call("HassTurnOn", name="TV"), call("HassTurnOff", name="TV")], "2 tool calls"),
+        ([{"type": "function", "function": {"name": "HassTurnOn", "arguments": "{"}}], "not und"),
+        ([call("HassTurnOn", room="Kitchen")], "is no room of this home"),
+    ],
+)
+def test_a_tool_call_outside_what_was_offered_is_refused(calls: list, why: str) -> None:
+    reply = read_reply(escalating(), chat("Done!", calls), "the chat server")
+    assert reply.call is None or reply.refused
+    assert why in reply.refused
+
+
+@pytest.mark.parametrize("garbage", [{}, {"choices": []}, {"choices": [{"message": "hi"}]}])
+def test_a_reply_without_a_completion_is_one_error(garbage: dict) -> None:
+    with pytest.raises(AskError, match="no chat completion"):
+        read_reply(escalating(), garbage, "the chat server")
+
+
+def test_home_assistants_response_types() -> None:
+    done = {"response": {"response_type": "action_done", "speech": {"plain": {"speech": "Done"}}}}
+    assert reply_of(done) == Reply("Done", acted=True)
+    answer = {"response": {"response_type": "query_answer", "speech": {"plain": {"speech": "3"}}}}
+    assert reply_of(answer) == Reply("3")
+    error = {
+        "response": {
+            "response_type": "error",
+            "speech": {"plain": {"speech": "Sorry, I am not aware of any device called x"}},
+            "data": {"code": "no_valid_targets"},
+        }
+    }
+    assert reply_of(error).refused == "no_valid_targets"
+    with pytest.raises(AskError):
+        reply_of({"nothing": 1})
+
+
+# -- which questions leave -------------------------------------------------------------------
+
+
+def test_nothing_is_asked_unless_enabled_and_the_wearer_is_asking() -> None:
+    clock = Clock()
+    off = Asker(demo_config(), Scripted(Reply("x")), clock)
+    off.pressed()
+    assert not off.taken(asked())
+    assert off.refused == {"off": 1}
+
+    asker = Asker(escalating(), Scripted(Reply("x")), clock)
+    assert not asker.taken(asked())  # no press: the ears alone cannot open it
+    assert asker.refused == {"not asking": 1}
+    asker.pressed()
+    assert asker.taken(asked())
+    clock.now += ASK_AFTER_PRESS_S + 1
+    assert not asker.taken(asked())
+
+
+def test_an_answer_opens_a_short_follow_up_window() -> None:
+    clock = Clock()
+    asker = Asker(escalating(), Scripted(Reply("Banana.")), clock)
+    asker.pressed()
+    assert asker.taken(asked())
+    asyncio.run(asker.answer(asked()))
+    clock.now += ASK_AFTER_PRESS_S + 1
+    assert not asker.taken(asked())
+    asyncio.run(asker.answer(asked()))  # answered again now: the window opens from here
+    clock.now += FOLLOW_UP_S - 1
+    assert asker.taken(asked())
+
+
+def test_questions_are_rate_limited_and_encoded_bytes_never_leave() -> None:
+    asker = Asker(escalating(), Scripted(Reply("x")), Clock())
+    asker.pressed()
+    assert not asker.taken(asked("aGVsbG8gd29ybGQgdGhpcyBpcyBhIHNlY3JldCBtZXNzYWdlIGZyb20geW91"))
+    assert asker.refused == {"blob": 1}
+    assert [asker.taken(asked()) for _ in range(4)] == [True, True, True, False]
+    assert asker.refused["rate"] == 1
+
+
+# -- what comes back -------------------------------------------------------------------------
+
+
+def answer_of(reply: Reply | Exception | None, **kw: object) -> tuple[Answer, object]:
+    config = escalating(timeout_s=0.2, **kw)
+    return asyncio.run(Asker(config, Scripted(reply), Clock()).answer(asked()))
+
+
+def test_an_answer_carries_the_question_as_sent_and_passes_the_gate() -> None:
+    answer, intent = answer_of(Reply("Try a mashed banana.\x07"))
+    assert intent is None
+    assert (answer.question, answer.text, answer.outcome) == (
+        "what's a good substitute for eggs",
+        "Try a mashed banana.",
+        "answered",
+    )
+    gate = demo_gate()
+    passed = gate.admit_own(answer.to_json())
+    assert isinstance(passed, Answer) and passed.text == "Try a mashed banana."
+    # Never from the bus: it is the link's own.
+    assert gate.admit(answer.to_json(), "pendant-bus/answer") is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (None, "no_answer"),
+        (AskError("cannot reach http://127.0.0.1:9: Connection refused"), "failed"),
+        (Reply("", refused="no_valid_targets"), "refused"),
+        (Reply(""), "no_answer"),
+        (Reply("Done", acted=True), "acted"),
+    ],
+)
+def test_no_answer_failures_and_refusals_are_answers_too(reply: object, outcome: str) -> None:
+    answer, intent = answer_of(reply)  # type: ignore[arg-type]
+    assert (answer.outcome, intent) == (outcome, None)
+
+
+def test_a_tool_call_becomes_an_intent_the_gate_judges_like_the_ears() -> None:
+    answer, intent = answer_of(Reply("", ToolCall("HassTurnOff", "name", "Kitchen Lights")))
+    assert answer.outcome == "acted"
+    assert intent is not None
+    assert (intent.name, intent.text) == ("HassTurnOff", "turn off kitchen lights")
+    assert intent.session_id == answer.session_id
+    passed = demo_gate().admit_own(intent.to_json())
+    assert passed is not None and passed.slots[0].value == "Kitchen Lights"
+
+
+def test_answer_schema_is_published() -> None:
+    answer, _ = answer_of(Reply("ok"))
+    assert parse_event(answer.to_json()) == answer
