@@ -28,7 +28,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from pendant.core.config import Config
@@ -36,14 +35,13 @@ from pendant.core.events import Answer, AnswerOutcome, Ask, Intent, Slot
 from pendant.core.mqtt import read_secret
 from pendant.core.names import normalize
 from pendant.link.ask_http import AskError
+from pendant.link.ask_reply import Reply, ToolCall
 from pendant.link.blobs import looks_like_blob
 from pendant.link.gate import BLOB
 from pendant.link.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-TOOLS = {"HassTurnOn": "turn on", "HassTurnOff": "turn off"}
-"""The intents a model may ask for, and the words of the sentence such an intent says."""
 ASK_AFTER_PRESS_S = 30.0
 """A press of the button opens asking for this long: the utterance, its transcription, and
 the time the ears take to say it."""
@@ -53,32 +51,6 @@ ASK_BURST = 3
 ASK_EVERY_S = 10.0
 MAX_ANSWER_CHARS = 500
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """An intent the model asked for, checked against the home: `slot` is `name` or `area`."""
-
-    intent: str
-    slot: str
-    value: str
-
-    @property
-    def sentence(self) -> str:
-        """What the intent says it was, in the recognisers' form: 'turn on kitchen light'."""
-        return " ".join([TOOLS[self.intent], *normalize(self.value)])
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What a target answered: words to speak, and what it did or asked to do."""
-
-    text: str
-    call: ToolCall | None = None
-    refused: str = ""
-    """Why the target (or the link, of a tool call) said no; '' when it did not."""
-    acted: bool = False
-    """The target did something itself (Home Assistant's `action_done`)."""
 
 
 class Target(Protocol):

@@ -19,8 +19,8 @@ from typing import Any
 from pendant.core.config import Config
 from pendant.core.events import Ask
 from pendant.core.home_assistant import HomeAssistantError, Session, connected
-from pendant.link.ask import Reply
 from pendant.link.ask_http import AskError
+from pendant.link.ask_reply import Reply
 
 TOKEN_HINT = (
     "make a long-lived access token on your Home Assistant profile page (Security tab) and "

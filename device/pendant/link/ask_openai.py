@@ -18,8 +18,8 @@ from typing import Any
 
 from pendant.core.config import Config, DeviceKind
 from pendant.core.events import Ask
-from pendant.link.ask import TOOLS, Reply, ToolCall
 from pendant.link.ask_http import AskError, post_json
+from pendant.link.ask_reply import TOOLS, Reply, ToolCall
 
 SWITCHABLE = frozenset(
     {DeviceKind.light, DeviceKind.fan, DeviceKind.switch, DeviceKind.media_player}

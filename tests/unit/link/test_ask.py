@@ -11,10 +11,11 @@ import pytest
 from pendant.core.config import Config, EscalateConfig
 from pendant.core.errors import ConfigError
 from pendant.core.events import Answer, Ask, parse_event
-from pendant.link.ask import ASK_AFTER_PRESS_S, FOLLOW_UP_S, Asker, Reply, ToolCall, target_of
+from pendant.link.ask import ASK_AFTER_PRESS_S, FOLLOW_UP_S, Asker, target_of
 from pendant.link.ask_home_assistant import reply_of
 from pendant.link.ask_http import AskError
 from pendant.link.ask_openai import read_reply, request, tools
+from pendant.link.ask_reply import Reply, ToolCall
 from tests.conftest import demo_config, demo_gate
 
 
