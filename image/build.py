@@ -158,6 +158,7 @@ def setup_files(desc: dict) -> dict[str, str]:
     hw = REPO / desc.get("hw_config_txt", "hw/config/config-pendant.txt")
     if hw.is_file():
         fragment += f"\n# from {hw.relative_to(REPO)}\n" + hw.read_text()
+    fragment += power_config_txt(desc, fragment)
     trees = desc.get("device_trees", {})
     if trees:
         fragment += (
@@ -254,23 +255,46 @@ def units_to_enable(desc: dict, test: bool = False) -> list[str]:
 
 POWER_KEYS = {
     "governor": str, "act_led": bool, "hdmi": bool, "bluetooth": bool, "wifi_power_save": bool,
+    "audio": bool, "usb": bool, "display": bool, "arm_freq_min_mhz": int, "mask": list,
 }  # fmt: skip
 GOVERNORS = ("ondemand", "schedutil", "conservative", "powersave", "performance")
 # The drivers each switched-off part needs; a blacklist keeps udev from loading them.
-POWER_DRIVERS = {"hdmi": ("vc4",), "bluetooth": ("hci_uart", "btbcm")}
+POWER_DRIVERS = {
+    "hdmi": ("vc4",),
+    "bluetooth": ("hci_uart", "btbcm"),
+    "audio": ("snd_bcm2835",),
+    "usb": ("dwc2",),
+}
+# The firmware's clocks: below 100 MHz or above the stock 1 GHz is not an idle clock.
+ARM_FREQ_MIN_MHZ = (100, 1000)
 
 
-def power_files(desc: dict) -> dict[str, str]:
-    """The board's [power] table as files in the root: path in the root -> text."""
+def power_table(desc: dict) -> dict:
+    """The board's [power] table, checked: a wrong key or value is one line naming it."""
     power = desc.get("power", {})
     for key, value in power.items():
         if key not in POWER_KEYS:
             raise ImageError(f"[power] {key}: unknown, the keys are {', '.join(POWER_KEYS)}")
-        if not isinstance(value, POWER_KEYS[key]):
+        if not isinstance(value, POWER_KEYS[key]) or (
+            POWER_KEYS[key] is int and isinstance(value, bool)
+        ):
             raise ImageError(f"[power] {key} = {value!r}: write a {POWER_KEYS[key].__name__}")
     governor = power.get("governor", "")
     if governor and governor not in GOVERNORS:
         raise ImageError(f"[power] governor = {governor!r}: pick one of {', '.join(GOVERNORS)}")
+    low, high = ARM_FREQ_MIN_MHZ
+    mhz = power.get("arm_freq_min_mhz")
+    if mhz is not None and not low <= mhz <= high:
+        raise ImageError(f"[power] arm_freq_min_mhz = {mhz}: between {low} and {high}")
+    for unit in power.get("mask", []):
+        if not isinstance(unit, str) or not re.fullmatch(r"[\w@.-]+\.(timer|service)", unit):
+            raise ImageError(f"[power] mask: {unit!r} is not a .timer or .service name")
+    return power
+
+
+def power_files(desc: dict) -> dict[str, str]:
+    """The board's [power] table as files in the root: path in the root -> text."""
+    power = power_table(desc)
     off = [
         m for part, mods in POWER_DRIVERS.items() if power.get(part, True) is False for m in mods
     ]
@@ -278,11 +302,45 @@ def power_files(desc: dict) -> dict[str, str]:
     modprobe += "".join(f"blacklist {m}\n" for m in off)
     default = (
         "# image/boards/*.toml [power], applied by pendant-power.service.\n"
-        f"GOVERNOR={governor}\n"
+        f"GOVERNOR={power.get('governor', '')}\n"
         f"ACT_LED={'on' if power.get('act_led', True) else 'off'}\n"
         f"WIFI_POWER_SAVE={'on' if power.get('wifi_power_save', False) else 'off'}\n"
     )
     return {"etc/modprobe.d/pendant-power.conf": modprobe, "etc/default/pendant-power": default}
+
+
+def power_config_txt(desc: dict, fragment: str = "") -> str:
+    """The [power] settings the firmware reads from config.txt (they act on any OS), as lines
+    to append to `fragment` (the config.txt text so far): none it already has, and a fragment
+    that sets one of them otherwise is an error (hw/config/power.txt and [power] disagree)."""
+    power = power_table(desc)
+    want = {}
+    if "arm_freq_min_mhz" in power:
+        want["arm_freq_min"] = str(power["arm_freq_min_mhz"])
+    if power.get("audio", True) is False:
+        want["dtparam=audio"] = "off"
+    if power.get("display", True) is False:
+        # The firmware's own display pipeline (HDMI and composite, their clocks, the scaler and
+        # pixel valve) never set up: what `tvservice -o` tears down, from boot.
+        want.update(hdmi_ignore_hotplug="1", hdmi_ignore_composite="1", max_framebuffers="0")
+    lines = []
+    for key, value in want.items():
+        have = re.findall(rf"(?m)^{re.escape(key)}=(\S+)$", fragment)
+        if have and have[-1] != value:
+            raise ImageError(
+                f"config.txt sets {key}={have[-1]} where [power] wants {key}={value}: "
+                "make them agree"
+            )
+        if not have:
+            lines.append(f"{key}={value}")
+    if not lines:
+        return ""
+    return "\n# image/boards/*.toml [power] (hw/power.md models each)\n" + "\n".join(lines) + "\n"
+
+
+def power_masked(desc: dict) -> list[str]:
+    """Units the build masks: timers and services a read-only pendant has no use for."""
+    return list(power_table(desc).get("mask", []))
 
 
 def chroot(root: Path, *cmd: str) -> str:
@@ -313,6 +371,8 @@ def customize(root: Path, desc: dict, test: bool = False) -> None:
         (root / rel).write_text(text)
     if desc.get("disable"):
         chroot(root, "systemctl", "disable", *desc["disable"])
+    if masked := power_masked(desc):
+        chroot(root, "systemctl", "mask", *masked)
     chroot(root, "systemctl", "enable", *units_to_enable(desc, test))
     # The test hook runs whatever is on the FAT partition as root: a release image without it
     # is the point of the [test] split, so a hook that came back another way stops the build.

@@ -218,12 +218,21 @@ def core_w(data: dict) -> float:
     return (board["busy_w"] - board["idle_w"]) / data["cpu"]["cores"]
 
 
-def settings_saving_w(data: dict, only: str | None = None) -> float:
-    """What the applied settings (or just `only`) save against the measured idle, in W."""
+# What a setting's saving rests on (hw/power.toml, `basis`).
+BASES = {
+    "zero2w": "measured on a Zero 2 W",
+    "other": "measured on another Pi",
+    "none": "not measured",
+}
+
+
+def settings_saving_w(data: dict, only: str | None = None, applied: bool = True) -> float:
+    """What the applied settings (or just `only`; or, `applied=False`, the ones not applied)
+    save against the measured idle, in W."""
     return sum(
         s["saves_ma"] * 5 / 1000
         for key, s in data["settings"].items()
-        if s["applied"] and (only is None or key == only)
+        if s["applied"] is applied and (only is None or key == only)
     )
 
 
@@ -330,6 +339,7 @@ def settings_table(data: dict, cpu: Cpu) -> str:
         "where",
         "saves (mW)",
         f"+hours ({goal['day']}, {goal['capacity_mah']} mAh)",
+        "basis",
         "figure",
     ]
     body = []
@@ -344,6 +354,7 @@ def settings_table(data: dict, cpu: Cpu) -> str:
                 s["where"],
                 f"{alone * 1000:.0f}",
                 f"{gained:+.2f}",
+                BASES[s["basis"]],
                 f"{s['estimate']} ([{s['source']}]({src['url']}))" if src["url"] else s["estimate"],
             ]
         )
@@ -396,15 +407,35 @@ def goal_text(data: dict, cpu: Cpu) -> str:
         "What would meet it:",
         f"- **a bigger cell**: {need_mah:.0f} mAh or more at this draw (the PiSugar 3 Plus's "
         f"5000 mAh gives {day.hours[-1]:.0f} h);",
-        f"- **not the CPU alone**: with listening free ({cpu_w * 1000:.0f} mW today) the day "
-        f"would last {floor:.1f} h; the board itself ({rest_w:.3f} W with the settings) is "
-        f"over the {budget_w:.3f} W that {goal['hours']:g} h allows;",
+        f"- **the listening's CPU**: it costs {cpu_w * 1000:.0f} mW on this day; with it free "
+        f"the day would last {floor:.1f} h: the rest ({rest_w:.3f} W with the settings) is "
+        + (
+            f"over the {budget_w:.3f} W that {goal['hours']:g} h allows, so the CPU alone "
+            "cannot meet it;"
+            if rest_w > budget_w
+            else f"under the {budget_w:.3f} W that {goal['hours']:g} h allows;"
+        ),
         f"- **a lower idle**: the draw with the settings must come down by "
         f"{(day.average_w - budget_w) * 1000:.0f} mW more (about "
-        f"{(day.average_w - budget_w) * 200:.0f} mA at 5 V), which only a measurement on the "
-        f"board can say is there (CNX brought a Zero 2 W's idle under 75 mA with its own list "
-        "of changes, not all of which a networked pendant can make).",
+        f"{(day.average_w - budget_w) * 200:.0f} mA at 5 V);",
     ]
+    pending = settings_saving_w(data, applied=False)
+    if pending > 0:
+        names = ", ".join(
+            f"{s['label']} ({s['saves_ma']} mA)"
+            for s in data["settings"].values()
+            if not s["applied"] and s["saves_ma"] > 0
+        )
+        more = day_hours(data, goal["day"], cpu, saving_w=settings_saving_w(data) + pending)
+        i = data["battery"]["capacities_mah"].index(goal["capacity_mah"])
+        lines.append(
+            f"- **the measured savings not applied yet**: {names} would make it "
+            f"{more.hours[i]:.1f} h;"
+        )
+    lines.append(
+        "- only a meter on the pendant itself can say more: each setting's saving was measured "
+        "on Raspberry Pi OS (or another Pi), and the Debian image's own idle is not measured."
+    )
     return "\n".join(lines) + "\n"
 
 

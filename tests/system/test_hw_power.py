@@ -27,9 +27,9 @@ def hours(data: dict = DATA, cpu=CPU, day: str = "talkative", settings: bool = T
     return power.day_hours(data, day, cpu, settings).hours[0]
 
 
-def changed(path: str, value: object) -> dict:
-    """The model's data with one value (a dotted path) replaced."""
-    data = copy.deepcopy(DATA)
+def changed(path: str, value: object, base: dict = DATA) -> dict:
+    """The model's data (or `base`) with one value (a dotted path) replaced."""
+    data = copy.deepcopy(base)
     *parents, last = path.split(".")
     node = data
     for key in parents:
@@ -165,3 +165,21 @@ def test_a_bench_arm_file_without_a_figure_is_one_line(
     path.write_text("{not json")
     assert power.main(["--bench-arm", str(path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_every_setting_says_what_its_saving_rests_on() -> None:
+    for name, setting in DATA["settings"].items():
+        assert setting["basis"] in power.BASES, name
+        # A saving with nothing measured behind it is modelled as none.
+        if setting["basis"] == "none":
+            assert setting["saves_ma"] == 0, name
+    table = power.settings_table(DATA, CPU)
+    assert "measured on a Zero 2 W" in table and "not measured" in table
+
+
+def test_a_measured_saving_not_applied_is_offered_with_its_hours() -> None:
+    data = changed("settings.tv_out.applied", False)
+    got = power.goal_hours(data, CPU)
+    text = power.goal_text(changed("goal.hours", got + 1, data), CPU)
+    assert "not applied yet" in text and "tv" in text.lower()
+    assert "not applied yet" not in power.goal_text(changed("goal.hours", got + 1), CPU)

@@ -329,7 +329,10 @@ def test_the_power_settings_are_files_in_the_root_and_a_unit_applies_them(board:
     desc = image_build.load_board(board)
     files = image_build.power_files(desc)
     blacklisted = re.findall(r"(?m)^blacklist (\S+)$", files["etc/modprobe.d/pendant-power.conf"])
-    assert sorted(blacklisted) == ["btbcm", "hci_uart", "vc4"]  # Bluetooth and HDMI off
+    # Bluetooth, the KMS display driver and the SoC's own audio off; on the Zero 2 W its USB
+    # controller too (the Pi 5's USB is another driver, and a Coral may need it).
+    want = ["btbcm", "hci_uart", "snd_bcm2835", "vc4", *(["dwc2"] if board == "zero2w" else [])]
+    assert sorted(blacklisted) == sorted(want)
     default = files["etc/default/pendant-power"]
     for line in ("GOVERNOR=ondemand", "ACT_LED=off", "WIFI_POWER_SAVE=on"):
         assert re.search(rf"(?m)^{line}$", default), line
@@ -340,6 +343,62 @@ def test_the_power_settings_are_files_in_the_root_and_a_unit_applies_them(board:
     config = image_build.setup_files(desc)["etc/default/raspi-firmware-custom"]
     assert re.search(r"(?m)^dtoverlay=disable-bt$", config)
     assert re.search(r"(?m)^dtparam=act_led_trigger=none$", config)
+    assert re.findall(r"(?m)^dtparam=audio=\S+$", config) == ["dtparam=audio=off"]
+
+
+def test_the_zero2w_config_txt_carries_the_lowest_idle_clock_once() -> None:
+    desc = image_build.load_board("zero2w")
+    assert desc["power"]["arm_freq_min_mhz"] == 400
+    config = image_build.setup_files(desc)["etc/default/raspi-firmware-custom"]
+    assert re.findall(r"(?m)^arm_freq_min=\S+$", config) == ["arm_freq_min=400"]
+    # Under the Zero 2 W's filter (Raspberry Pi OS appends the same fragment on a Pi 5 too).
+    section = config[: config.index("arm_freq_min=400")].rsplit("[", 1)[1]
+    assert section.startswith("pi02]")
+    # Without the hardware fragment, [power] alone writes the line.
+    bare = {**desc, "hw_config_txt": "hw/config/none.txt"}
+    config = image_build.setup_files(bare)["etc/default/raspi-firmware-custom"]
+    assert re.findall(r"(?m)^arm_freq_min=\S+$", config) == ["arm_freq_min=400"]
+    assert re.findall(r"(?m)^dtparam=audio=\S+$", config) == ["dtparam=audio=off"]
+
+
+def test_the_zero2w_firmware_sets_up_no_display_pipeline() -> None:
+    config = image_build.setup_files(image_build.load_board("zero2w"))[
+        "etc/default/raspi-firmware-custom"
+    ]
+    for line in ("hdmi_ignore_hotplug=1", "hdmi_ignore_composite=1", "max_framebuffers=0"):
+        assert re.findall(rf"(?m)^{line.split('=')[0]}=\S+$", config) == [line], line
+    # A board with a display keeps it.
+    desc = image_build.load_board("zero2w")
+    desc["power"] = {**desc["power"], "display": True}
+    assert "hdmi_ignore" not in image_build.power_config_txt(desc)
+
+
+def test_a_config_txt_that_disagrees_with_power_is_one_line() -> None:
+    desc = image_build.load_board("zero2w")
+    with pytest.raises(image_build.ImageError) as err:
+        image_build.power_config_txt(desc, "[pi02]\narm_freq_min=600\n[all]\n")
+    assert "\n" not in str(err.value) and "arm_freq_min=600" in str(err.value)
+    have = "arm_freq_min=400\ndtparam=audio=off\nhdmi_ignore_hotplug=1\n"
+    assert image_build.power_config_txt(desc, have).count("=") == 2  # the two it lacks
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_the_build_masks_the_timers_a_read_only_root_has_no_use_for(
+    board: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desc = image_build.load_board(board)
+    masked = image_build.power_masked(desc)
+    assert {"apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer"} <= set(masked)
+    assert "fstrim.timer" not in masked  # it trims the data partition
+    ran: list[tuple[str, ...]] = []
+    monkeypatch.setattr(image_build, "chroot", lambda root, *cmd: ran.append(cmd) or "")
+    root = tmp_path / "root"
+    (root / "etc/sudoers.d").mkdir(parents=True)  # what the packages leave
+    (root / "etc/group").write_text("sudo:x:27:\n")
+    image_build.customize(root, {**desc, "device_trees": {}})  # no tree in this root
+    assert ("systemctl", "mask", *masked) in ran
+    conf = (root / "etc/modprobe.d/pendant-power.conf").read_text()
+    assert "blacklist snd_bcm2835" in conf
 
 
 def test_a_board_overrides_a_power_setting_and_a_wrong_one_is_one_line() -> None:
@@ -353,6 +412,10 @@ def test_a_board_overrides_a_power_setting_and_a_wrong_one_is_one_line() -> None
         ({"governer": "ondemand"}, "governer"),
         ({"governor": "turbo"}, "turbo"),
         ({"hdmi": "off"}, "hdmi"),
+        ({"arm_freq_min_mhz": 20}, "arm_freq_min_mhz"),
+        ({"arm_freq_min_mhz": True}, "arm_freq_min_mhz"),
+        ({"mask": ["apt-daily"]}, "apt-daily"),
+        ({"usb": "no"}, "usb"),
     ]:
         with pytest.raises(image_build.ImageError) as err:
             image_build.power_files({**desc, "power": bad})
