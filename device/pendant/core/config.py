@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pendant.core import wire
+from pendant.core.asking import DEFAULT_ASK_PHRASES
 from pendant.core.backends import (
     AUDIO_SOURCES,
     CAMERAS,
@@ -82,6 +83,8 @@ NAME_RULE = (
     "a name is letters (accented Latin ones too), digits, spaces, hyphens and apostrophes, "
     "starting with a letter or digit"
 )
+# What starts a question in conversation mode ("ask home assistant"): words a recogniser writes.
+AskPhrase = Annotated[str, Field(min_length=2, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' -]*$")]
 # Home Assistant's entity ids ("light.bed_light").
 EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_ID_PATTERN)]
 
@@ -610,9 +613,21 @@ class EscalateConfig(_Strict):
 
     enabled: bool = Field(
         False,
-        description="Send requests the closed set rejects (press-to-talk, and the follow-up "
-        "window after an answer) to escalate.target. Off on the Pi Zero 2 W image: its "
-        "recogniser cannot transcribe free speech in time.",
+        description="Send requests the closed set rejects (press-to-talk, the follow-up "
+        "window after a question, and sentences that start with one of escalate.ask_phrases) "
+        "to escalate.target. The ears' recogniser process then loads Whisper base "
+        "(whisper-base from the model cache) to write them down, about 250 MB more resident "
+        "memory (make bench: escalate_recognizer_peak_rss_mb): off on the Pi Zero 2 W image, "
+        "whose 512 MB cannot hold it and whose cores cannot transcribe free speech in time.",
+    )
+    ask_phrases: list[AskPhrase] = Field(
+        default_factory=lambda: list(DEFAULT_ASK_PHRASES),
+        max_length=5,
+        description="In conversation mode, a sentence the closed set rejects that starts with "
+        "one of these (its first word exactly, the rest perhaps slightly misheard) is a question "
+        "without the button; the phrase is not sent. To find one, every sentence the closed "
+        "set rejects is written down (in RAM, dropped unless it is a question): [] for none, "
+        "which saves that CPU.",
     )
     target: Literal["home_assistant", "openai"] = Field(
         "home_assistant",

@@ -12,7 +12,9 @@ rule of the gate keeps in):
 - off unless `escalate.enabled`;
 - an `Ask` is taken only while the wearer is asking: within `ASK_AFTER_PRESS_S` of a press of
   the button (press-to-talk), or within `FOLLOW_UP_S` of an answer (the follow-up window);
-  the ears cannot open either, since the button is the body's and the answer the link's;
+  the ears cannot open either, since the button is the body's and the answer the link's; or
+  when its text starts with one of `escalate.ask_phrases` ("ask home assistant ..."), which
+  the wearer says on purpose, in conversation mode; the phrase itself is not sent;
 - at most `ASK_BURST` at once, then one per `ASK_EVERY_S`; text that reads as encoded bytes
   is refused (`pendant.link.blobs`);
 - what the target answers is words to speak, bounded, published through the gate like any
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from pendant.core.asking import FOLLOW_UP_S, after_ask_phrase
 from pendant.core.config import Config
 from pendant.core.events import Answer, AnswerOutcome, Ask, Intent, Slot
 from pendant.core.mqtt import read_secret
@@ -45,8 +48,6 @@ log = logging.getLogger(__name__)
 ASK_AFTER_PRESS_S = 30.0
 """A press of the button opens asking for this long: the utterance, its transcription, and
 the time the ears take to say it."""
-FOLLOW_UP_S = 10.0
-"""After an answer, a question more may come without the button (conversation mode)."""
 ASK_BURST = 3
 ASK_EVERY_S = 10.0
 MAX_ANSWER_CHARS = 500
@@ -104,7 +105,7 @@ class Asker:
         self._pressed_at = -float("inf")
         self._answered_at = -float("inf")
         self.refused: dict[str, int] = {}
-        """Asks not sent, by reason: off, not asking, rate, blob."""
+        """Asks not sent, by reason: off, not asking, empty, rate, blob."""
 
     def pressed(self) -> None:
         """The wearer pressed the button (a `button` event's press, from the body)."""
@@ -114,9 +115,14 @@ class Asker:
         """Whether `ask` may be sent (see the module's docstring); counted in `refused` if not."""
         now = self._clock()
         why = None
+        asking = (
+            now - self._pressed_at <= ASK_AFTER_PRESS_S or now - self._answered_at <= FOLLOW_UP_S
+        )
         if not self.config.escalate.enabled:
             why = "off"
-        elif now - self._pressed_at > ASK_AFTER_PRESS_S and now - self._answered_at > FOLLOW_UP_S:
+        elif not self.question(ask):
+            why = "empty"  # the phrase and nothing after it
+        elif not asking and after_ask_phrase(ask.text, self.config.escalate.ask_phrases) is None:
             why = "not asking"
         elif looks_like_blob(ask.text) or BLOB.search(ask.text):
             why = "blob"
@@ -128,11 +134,18 @@ class Asker:
             return False
         return True
 
+    def question(self, ask: Ask) -> str:
+        """What is sent of `ask`: its text without the "ask" phrase it starts with, if any."""
+        rest = after_ask_phrase(ask.text, self.config.escalate.ask_phrases)
+        return ask.text if rest is None else rest
+
     async def answer(self, ask: Ask) -> tuple[Answer, Intent | None]:
         """Asks the target; its answer, and the intent its tool call makes (if it made one).
 
         Never raises for the target's sake: no answer in `escalate.timeout_s` is `no_answer`,
-        an unreachable or garbled one `failed`, each logged in one line."""
+        an unreachable or garbled one `failed`, each logged in one line. What is sent is
+        `question(ask)`, and the answer carries it."""
+        ask = ask.model_copy(update={"text": self.question(ask)})
         try:
             async with asyncio.timeout(self.config.escalate.timeout_s):
                 reply = await self.target.ask(ask)

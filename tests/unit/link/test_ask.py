@@ -8,10 +8,11 @@ import json
 
 import pytest
 
+from pendant.core.asking import FOLLOW_UP_S
 from pendant.core.config import Config, EscalateConfig
 from pendant.core.errors import ConfigError
 from pendant.core.events import Answer, Ask, parse_event
-from pendant.link.ask import ASK_AFTER_PRESS_S, FOLLOW_UP_S, Asker, target_of
+from pendant.link.ask import ASK_AFTER_PRESS_S, Asker, target_of
 from pendant.link.ask_home_assistant import reply_of
 from pendant.link.ask_http import AskError
 from pendant.link.ask_openai import read_reply, request, tools
@@ -199,6 +200,30 @@ def test_questions_are_rate_limited_and_encoded_bytes_never_leave() -> None:
     assert asker.refused == {"blob": 1}
     assert [asker.taken(asked()) for _ in range(4)] == [True, True, True, False]
     assert asker.refused["rate"] == 1
+
+
+def test_an_ask_phrase_opens_asking_without_a_press_and_is_not_sent() -> None:
+    clock = Clock()
+    target = Scripted(Reply("Try a mashed banana."))
+    asker = Asker(escalating(ask_phrases=["ask home assistant", "ask jarvis"]), target, clock)
+    assert not asker.taken(asked("what's a good substitute for eggs"))  # no press, no phrase
+    assert asker.taken(asked("Ask Home Assistant, what's a good substitute for eggs?"))
+    assert asker.taken(asked("ask jarvis what time it is"))
+    # The phrase alone asks nothing; the phrase elsewhere than at the start opens nothing.
+    assert not asker.taken(asked("Ask Home Assistant."))
+    assert not asker.taken(asked("I will ask home assistant later"))
+    assert asker.refused == {"not asking": 2, "empty": 1}
+    # Still rate-limited: the phrase is no way round it.
+    assert [asker.taken(asked("ask jarvis what day it is")) for _ in range(2)] == [True, False]
+    assert asker.refused["rate"] == 1
+
+    answer, _ = asyncio.run(asker.answer(asked("Ask Home Assistant, what's a good substitute?")))
+    assert [a.text for a in target.asked] == ["what's a good substitute?"]
+    assert answer.question == "what's a good substitute?"  # what left, all that left
+    # Without phrases configured, none opens asking.
+    plain = Asker(escalating(ask_phrases=[]), target, clock)
+    assert not plain.taken(asked("ask home assistant what time it is"))
+    assert plain.question(asked("ask home assistant what time")) == "ask home assistant what time"
 
 
 # -- what comes back -------------------------------------------------------------------------
