@@ -45,7 +45,9 @@ def reply_of(result: Any) -> Reply:
     if kind == "error":
         code = str((response.get("data") or {}).get("code", ""))[:40]
         return Reply(text.strip(), refused=code or "error")
-    return Reply(text.strip(), acted=kind == "action_done")
+    # "What time is it" is an `action_done` too: something was done only if a target was.
+    done = (response.get("data") or {}).get("success") if kind == "action_done" else None
+    return Reply(text.strip(), acted=isinstance(done, list) and bool(done))
 
 
 class HomeAssistantTarget:

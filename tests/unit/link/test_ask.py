@@ -144,8 +144,15 @@ def test_a_reply_without_a_completion_is_one_error(garbage: dict) -> None:
 
 
 def test_home_assistants_response_types() -> None:
-    done = {"response": {"response_type": "action_done", "speech": {"plain": {"speech": "Done"}}}}
-    assert reply_of(done) == Reply("Done", acted=True)
+    plain = {"plain": {"speech": "Turned on the light"}}
+    light = [{"name": "Bed Light", "type": "entity", "id": "light.bed_light"}]
+    done = {
+        "response": {"response_type": "action_done", "speech": plain, "data": {"success": light}}
+    }
+    assert reply_of(done) == Reply("Turned on the light", acted=True)
+    time = {"plain": {"speech": "4:02 PM"}}
+    told = {"response": {"response_type": "action_done", "speech": time, "data": {"success": []}}}
+    assert reply_of(told) == Reply("4:02 PM")
     answer = {"response": {"response_type": "query_answer", "speech": {"plain": {"speech": "3"}}}}
     assert reply_of(answer) == Reply("3")
     error = {
