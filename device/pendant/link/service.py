@@ -280,6 +280,8 @@ class Link:
                 out.append((f"{base}/say", event.to_json(), False))
             case Answer():
                 out.append((f"{base}/answer", event.to_json(), False))
+                if self.config.link.discovery != "off":
+                    out.append((*discovery.answer_event_message(self.config, event), False))
                 if mirror and event.text:  # Hermes' text-to-speech has nothing to say
                     out.append((*hermes.say_message(event), False))
         return out

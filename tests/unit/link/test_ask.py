@@ -259,3 +259,22 @@ def test_a_tool_call_becomes_an_intent_the_gate_judges_like_the_ears() -> None:
 def test_answer_schema_is_published() -> None:
     answer, _ = answer_of(Reply("ok"))
     assert parse_event(answer.to_json()) == answer
+
+
+def test_an_answer_goes_to_the_phones_hermes_and_home_assistants_event_entity() -> None:
+    from pendant.link import discovery
+    from pendant.link.service import Link
+
+    config = escalating()
+    assert "answer" in discovery.event_types(config)
+    assert "answer" not in discovery.event_types(demo_config())
+    answer, _ = answer_of(Reply("Try a mashed banana."))
+    out = {topic: json.loads(payload) for topic, payload, _ in Link(config).messages(answer)}
+    assert out["pendant/pendant-demo/answer"]["text"] == "Try a mashed banana."
+    assert out["hermes/tts/say"]["text"] == "Try a mashed banana."
+    event = out["pendant/pendant-demo/event"]
+    assert (event["event_type"], event["question"], event["outcome"]) == (
+        "answer",
+        "what's a good substitute for eggs",
+        "answered",
+    )
