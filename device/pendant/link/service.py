@@ -650,6 +650,15 @@ class Link:
         if passed is not None:
             await self.gate.turn(passed.type)
             self._queue_out(passed)
+        # The wearer feels the outcome: the body buzzes (and its LED stops saying "asking").
+        good = answer.outcome in ("answered", "acted")
+        buzz = Command(
+            device_id=self.config.device_id,
+            name="buzz",
+            pattern="understood" if good else "not_understood",
+        )
+        with contextlib.suppress(asyncio.QueueFull):  # a flood of commands: the answer went
+            self._to_bus.put_nowait(buzz)
 
     def _send_own(self, error: Error) -> None:
         # The link's own events leave through the same gate as everyone else's, but not
