@@ -513,7 +513,12 @@ class Answer(Event):
     """
 
     type: Literal["answer"] = "answer"
-    question: AskText = Field(description="The text that was sent, all that was sent.")
+    question: AskText = Field(description="The question as it was sent.")
+    context: AnswerText | None = Field(
+        None,
+        description="What the camera had just read and seen, sent with the question (a scene "
+        "of the last minute); with `question`, all that was sent.",
+    )
     text: AnswerText = Field(description="The reply to speak; empty when there is none.")
     outcome: AnswerOutcome = Field(
         description="answered; acted (something was done); no_answer (timeout or nothing "

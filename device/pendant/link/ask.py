@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pendant.core.config import Config
-from pendant.core.events import Answer, AnswerOutcome, Ask, Intent, Slot
+from pendant.core.events import Answer, AnswerOutcome, Ask, Intent, Scene, Slot
 from pendant.core.mqtt import read_secret
 from pendant.core.names import normalize
 from pendant.link.ask_http import AskError
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 ASK_AFTER_PRESS_S = 30.0
 """A press of the button opens asking for this long: the utterance, its transcription, and
 the time the ears take to say it."""
+SCENE_CONTEXT_S = 60.0
+"""A question within this long of a scene ("read this", then "what allergens does it list")
+goes with what the camera read and saw: its text and labels, never pixels."""
 FOLLOW_UP_S = 10.0
 """After an answer, a question more may come without the button (conversation mode)."""
 ASK_BURST = 3
@@ -58,8 +61,9 @@ class Target(Protocol):
 
     name: str
 
-    async def ask(self, ask: Ask) -> Reply:
-        """The reply to `ask`; AskError when there is none to use."""
+    async def ask(self, ask: Ask, context: str | None) -> Reply:
+        """The reply to `ask` (with `context`, what the camera just read, if any); AskError
+        when there is none to use."""
         ...
 
 
@@ -83,6 +87,16 @@ def target_of(config: Config) -> Target:
     return OpenAiTarget(config, token, tls)
 
 
+def scene_context(scene: Scene) -> str | None:
+    """What a scene tells a model, in words: the text read, the things seen; None if nothing."""
+    parts = []
+    if scene.text:
+        parts.append(f"The camera read: {' / '.join(scene.text.split(chr(10)))}")
+    if scene.labels:
+        parts.append("It saw: " + ", ".join(label.name for label in scene.labels))
+    return spoken(". ".join(parts)) or None
+
+
 def spoken(text: str) -> str:
     """`text` as an answer may carry it: no control characters, at most `MAX_ANSWER_CHARS`."""
     return _CONTROL.sub(" ", text).strip()[:MAX_ANSWER_CHARS]
@@ -103,8 +117,13 @@ class Asker:
         self._bucket = TokenBucket(ASK_BURST, ASK_EVERY_S, clock)
         self._pressed_at = -float("inf")
         self._answered_at = -float("inf")
+        self._scene: tuple[float, str | None] = (-float("inf"), None)
         self.refused: dict[str, int] = {}
         """Asks not sent, by reason: off, not asking, rate, blob."""
+
+    def saw(self, scene: Scene) -> None:
+        """The eyes published `scene` (the link relayed it): context for the next minute."""
+        self._scene = (self._clock(), scene_context(scene))
 
     def pressed(self) -> None:
         """The wearer pressed the button (a `button` event's press, from the body)."""
@@ -133,17 +152,20 @@ class Asker:
 
         Never raises for the target's sake: no answer in `escalate.timeout_s` is `no_answer`,
         an unreachable or garbled one `failed`, each logged in one line."""
+        seen_at, context = self._scene
+        if self._clock() - seen_at > SCENE_CONTEXT_S:
+            context = None
         try:
             async with asyncio.timeout(self.config.escalate.timeout_s):
-                reply = await self.target.ask(ask)
+                reply = await self.target.ask(ask, context)
         except TimeoutError:
             log.warning(
                 "ask: no answer from %s in %.0f s", self.target.name, self.config.escalate.timeout_s
             )
-            return self._answer(ask, "", "no_answer"), None
+            return self._answer(ask, context, "", "no_answer"), None
         except AskError as exc:
             log.warning("ask: %s", exc)
-            return self._answer(ask, "", "failed"), None
+            return self._answer(ask, context, "", "failed"), None
         intent = self._intent(ask, reply.call) if reply.call and not reply.refused else None
         if reply.refused:
             log.warning("ask: %s said no (%s)", self.target.name, reply.refused)
@@ -155,12 +177,13 @@ class Asker:
         else:
             outcome = "no_answer"
         self._answered_at = self._clock()
-        return self._answer(ask, spoken(reply.text), outcome), intent
+        return self._answer(ask, context, spoken(reply.text), outcome), intent
 
-    def _answer(self, ask: Ask, text: str, outcome: AnswerOutcome) -> Answer:
+    def _answer(self, ask: Ask, context: str | None, text: str, outcome: AnswerOutcome) -> Answer:
         return Answer(
             device_id=self.config.device_id,
             question=ask.text,
+            context=context,
             text=text,
             outcome=outcome,
             target=self.config.escalate.target,

@@ -61,9 +61,12 @@ def tools(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def request(config: Config, ask: Ask) -> dict[str, Any]:
-    """The chat completion request for `ask`: the question, the room, the tools; no history."""
+def request(config: Config, ask: Ask, context: str | None = None) -> dict[str, Any]:
+    """The chat completion request for `ask`: the question, the room, what the camera just
+    read (`context`), the tools; no history."""
     where = f"The wearer is in the {ask.area}." if ask.area else ""
+    if context:
+        where += f" {context}."
     body: dict[str, Any] = {
         "model": config.escalate.model,
         "messages": [
@@ -129,10 +132,10 @@ class OpenAiTarget:
         base = (config.escalate.url or "").rstrip("/")
         self.url = f"{base}/chat/completions"
 
-    async def ask(self, ask: Ask) -> Reply:
+    async def ask(self, ask: Ask, context: str | None = None) -> Reply:
         """The server's reply to `ask`; AskError when there is none to use."""
         status, reply = await post_json(
-            self.url, request(self.config, ask), token=self._token, tls=self._tls
+            self.url, request(self.config, ask, context), token=self._token, tls=self._tls
         )
         if status in (401, 403):
             raise AskError(f"the chat server refused the key in escalate.token_file ({status})")

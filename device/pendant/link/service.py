@@ -393,6 +393,8 @@ class Link:
             self._state_changed.set()
 
     def _queue_out(self, event: Event) -> None:
+        if self.asker is not None and isinstance(event, Scene):
+            self.asker.saw(event)
         sides = self._sides_for(event)
         for out in self.state.fold(event):
             for side in sides:

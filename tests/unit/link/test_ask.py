@@ -44,9 +44,11 @@ class Scripted:
     def __init__(self, reply: Reply | Exception | None) -> None:
         self.reply = reply
         self.asked: list[Ask] = []
+        self.contexts: list[str | None] = []
 
-    async def ask(self, ask: Ask) -> Reply:
+    async def ask(self, ask: Ask, context: str | None = None) -> Reply:
         self.asked.append(ask)
+        self.contexts.append(context)
         if self.reply is None:
             await asyncio.sleep(3600)
         if isinstance(self.reply, Exception):
@@ -278,3 +280,29 @@ def test_an_answer_goes_to_the_phones_hermes_and_home_assistants_event_entity() 
         "what's a good substitute for eggs",
         "answered",
     )
+
+
+def test_a_question_just_after_a_scene_goes_with_what_the_camera_read_never_more() -> None:
+    from pendant.core.events import Label, Scene
+
+    clock, target = Clock(), Scripted(Reply("It lists milk and soy."))
+    asker = Asker(escalating(), target, clock)
+    scene = Scene(
+        device_id="pendant-demo",
+        trigger="read_this",
+        face_count=1,
+        text="INGREDIENTS: oats, milk\nMay contain soy",
+        labels=[Label(name="bottle", score=0.8)],
+    )
+    asker.saw(scene)
+    clock.now += 30
+    answer, _ = asyncio.run(asker.answer(asked("what allergens does it list")))
+    sent = "The camera read: INGREDIENTS: oats, milk / May contain soy. It saw: bottle"
+    assert target.contexts == [sent]
+    assert answer.context == sent  # the phone shows all that was sent
+    assert "face" not in sent  # the face count is the wearer's business, not the model's
+    clock.now += 31
+    answer, _ = asyncio.run(asker.answer(asked("and what time is it")))
+    assert target.contexts[-1] is None and answer.context is None
+    body = request(escalating(), asked("what allergens does it list"), sent)
+    assert sent in body["messages"][0]["content"]

@@ -241,6 +241,7 @@
       li.dataset.outcome = e.outcome;
       const to = TARGET_NAMES[e.target] || "your assistant";
       li.append(el("p", "question", `You asked ${to}: “${e.question}”`));
+      if (typeof e.context === "string") li.append(el("p", "context", `and sent: ${e.context}`));
       if (e.text) li.append(el("p", "text", e.text));
       return li;
     }
