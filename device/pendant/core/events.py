@@ -498,9 +498,6 @@ class Ask(Event):
     type: Literal["ask"] = "ask"
     text: AskText = Field(description="What the wearer asked, as the recogniser wrote it.")
     session_id: HexId = Field(default_factory=wire.new_id)
-    area: AreaName | None = Field(
-        None, description="The room the wearer is in (cmd/area, else home.default_area)."
-    )
 
 
 class Answer(Event):
@@ -517,7 +514,12 @@ class Answer(Event):
     context: AnswerText | None = Field(
         None,
         description="What the camera had just read and seen, sent with the question (a scene "
-        "of the last minute); with `question`, all that was sent.",
+        "of the last minute); with `question` and `area`, all that was sent.",
+    )
+    area: AreaName | None = Field(
+        None,
+        description="The room sent with the question (the link's cmd/area, else "
+        "home.default_area).",
     )
     text: AnswerText = Field(description="The reply to speak; empty when there is none.")
     outcome: AnswerOutcome = Field(

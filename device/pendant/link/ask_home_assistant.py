@@ -63,9 +63,10 @@ class HomeAssistantTarget:
         cafile = config.escalate.cafile
         self._cafile = Path(cafile) if cafile else None
 
-    async def ask(self, ask: Ask, context: str | None = None) -> Reply:
-        """Home Assistant's answer to `ask`; AskError when there is none to use. `context`
-        (what the camera just read) goes before the question: its LLM agent can use it."""
+    async def ask(self, ask: Ask, context: str | None = None, area: str | None = None) -> Reply:
+        """Home Assistant's answer to `ask`; AskError when there is none to use. Neither
+        `context` nor `area` is sent: Home Assistant acts on what it is told, so printed words
+        must not reach it, and it knows the pendant's area from the device it names."""
         escalate = self.config.escalate
         try:
             async with connected(
@@ -81,8 +82,7 @@ class HomeAssistantTarget:
                 if not self._looked_up:
                     self._looked_up = True
                     self._device_id = await self._own_device(session)
-                text = f"{context}. {ask.text}" if context else ask.text
-                data: dict[str, Any] = {"text": text, "language": self.config.language}
+                data: dict[str, Any] = {"text": ask.text, "language": self.config.language}
                 if escalate.agent_id:
                     data["agent_id"] = escalate.agent_id
                 if self._device_id:

@@ -83,6 +83,7 @@ from pendant.link import command_errors as link_commands
 from pendant.link import commands, discovery, hermes
 from pendant.link import outside as link_outside
 from pendant.link.ask import Asker, target_of
+from pendant.link.ask_reply import REFUSED_CALL
 from pendant.link.command_errors import ERROR_BURST, ERROR_EVERY_S, ErrorReports
 from pendant.link.gate import BUS_NAMES, Gate, id_key
 from pendant.link.outbox import Outbox
@@ -343,7 +344,9 @@ class Link:
                 self.received += 1
             try:
                 if str(message.topic) in ASKING_TOPICS:
-                    self._asked(payload_of(message), str(message.topic))
+                    # Retained, it is no press or question of now (nobody asked for it).
+                    if not message.retain:
+                        self._asked(payload_of(message), str(message.topic))
                     client._client.ack(message.mid, message.qos)
                     continue
                 # The topic says who spoke (the broker's ACL): the gate holds it to its type.
@@ -587,6 +590,9 @@ class Link:
                 self._update_discovery()
             if verdict.command.name == "say":
                 self._pass_say_on(verdict.command)
+            if verdict.command.name == "area" and self.asker is not None:
+                # The room sent with a question: the link's own record, not the ears' word.
+                self.asker.area = verdict.command.area or self.config.home.default_area
         if verdict.outcome:
             self.commands[verdict.outcome] += 1
         if verdict.error is not None:
@@ -623,8 +629,8 @@ class Link:
             return
         if not bus.on_own_topic(event, topic):
             return
-        if isinstance(event, Button) and event.action == "press":
-            self.asker.pressed()
+        if isinstance(event, Button):
+            self.asker.button(event)
         elif (
             isinstance(event, Ask)
             and event.device_id == self.config.device_id
@@ -640,7 +646,10 @@ class Link:
         answer, intent = await self.asker.answer(ask)
         if intent is not None:
             passed = self.gate.admit_own(intent.to_json())
-            if passed is not None:
+            if passed is None:
+                # Not done after all: the answer must not say it was.
+                answer = answer.model_copy(update={"outcome": "refused", "text": REFUSED_CALL})
+            else:
                 await self.gate.turn(passed.type)
                 self._queue_out(passed)
         passed = self.gate.admit_own(answer.to_json())
