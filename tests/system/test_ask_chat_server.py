@@ -39,9 +39,7 @@ def ask_through(
             config = demo_config(escalate=escalate)
             asker = Asker(config, target_of(config))
             asker.pressed()
-            ask = Ask(
-                device_id=config.device_id, text="what can I use instead of eggs", area="Kitchen"
-            )
+            ask = Ask(device_id=config.device_id, text="what can I use instead of eggs")
             assert asker.taken(ask)
             answer, intent = await asker.answer(ask)
             return answer, intent, stub
@@ -85,8 +83,8 @@ def test_a_tool_call_comes_back_as_an_intent() -> None:
     }
     answer, intent, _ = ask_through(Scripted(body=completion(None, [call])))
     assert answer.outcome == "acted"
-    assert intent is not None and (intent.name, intent.text) == ("HassTurnOn", "turn on kitchen")
-    assert [(s.name, s.value) for s in intent.slots] == [("area", "Kitchen")]
+    assert (intent.name, intent.text) == ("HassTurnOn", "turn on the lights in the kitchen")
+    assert [(s.name, s.value) for s in intent.slots] == [("area", "Kitchen"), ("domain", "light")]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 from pendant.app.local_broker import LocalBroker
 from pendant.core import bus
 from pendant.core.config import Config, DeviceKind, EscalateConfig, Home, HomeDevice
-from pendant.core.events import Ask, Button
+from pendant.core.events import Ask, Button, Command
 from pendant.core.supervise import Readiness
 from pendant.link.service import Link
 from tests.support.chat_server import ChatServer, Scripted, chat_server
@@ -56,6 +56,7 @@ async def _asking(
 ) -> tuple[ChatServer, list[tuple[str, dict]]]:
     bus_broker, home = brokers
     seen: list[tuple[str, dict]] = []
+    buzzes: list[str] = []
     async with chat_server() as stub:
         cfg = escalating(link_config(bus_broker, home, tmp), stub, enabled)
         assert home.port is not None
@@ -76,9 +77,16 @@ async def _asking(
                     if payload.startswith(b"{"):
                         seen.append((str(message.topic), json.loads(payload)))
 
+        async def body() -> None:
+            async with bus.bus_client(cfg.bus, "test-body") as client:
+                await client.subscribe(bus.command_topic("buzz"), qos=1)
+                async for event in bus.events(client):
+                    assert isinstance(event, Command)
+                    buzzes.append(str(event.pattern))
+
         link = Link(cfg)
         readiness = Readiness()
-        async with running(watch()), running(link.run(readiness)):
+        async with running(watch(), body()), running(link.run(readiness)):
             await until(readiness.is_set, "the link subscribed on the bus")
             async with bus.bus_client(cfg.bus, "test-ears") as ears:
                 # Without a press: the ears alone cannot open the door.
@@ -95,6 +103,8 @@ async def _asking(
                 )
                 if enabled:
                     await until(lambda: any(t.endswith("/answer") for t, _ in seen), "the answer")
+                    # The wearer feels it: the body is asked to buzz "understood".
+                    await until(lambda: buzzes[:1] == ["understood"], "the buzz")
                     call = {
                         "id": "1",
                         "type": "function",

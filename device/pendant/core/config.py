@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -666,6 +667,23 @@ class EscalateConfig(_Strict):
     timeout_s: float = Field(
         8.0, gt=0, le=60, description="How long to wait for an answer before 'no answer'."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        try:
+            _ = parts.port  # ValueError when out of range
+            (parts.hostname or "").encode("idna")
+        except (ValueError, UnicodeError):
+            raise ValueError(f"{v[:80]!r} has no valid host and port") from None
+        if not parts.hostname:
+            raise ValueError(f"{v[:80]!r} names no host")
+        if parts.query or parts.fragment:
+            raise ValueError("must be an address only, without ?query or #fragment")
+        return v
 
     @model_validator(mode="after")
     def _complete(self) -> EscalateConfig:

@@ -498,9 +498,6 @@ class Ask(Event):
     type: Literal["ask"] = "ask"
     text: AskText = Field(description="What the wearer asked, as the recogniser wrote it.")
     session_id: HexId = Field(default_factory=wire.new_id)
-    area: AreaName | None = Field(
-        None, description="The room the wearer is in (cmd/area, else home.default_area)."
-    )
 
 
 class Answer(Event):
@@ -513,7 +510,17 @@ class Answer(Event):
     """
 
     type: Literal["answer"] = "answer"
-    question: AskText = Field(description="The text that was sent, all that was sent.")
+    question: AskText = Field(description="The question as it was sent.")
+    context: AnswerText | None = Field(
+        None,
+        description="What the camera had just read and seen, sent with the question (a scene "
+        "of the last minute); with `question` and `area`, all that was sent.",
+    )
+    area: AreaName | None = Field(
+        None,
+        description="The room sent with the question (the link's cmd/area, else "
+        "home.default_area).",
+    )
     text: AnswerText = Field(description="The reply to speak; empty when there is none.")
     outcome: AnswerOutcome = Field(
         description="answered; acted (something was done); no_answer (timeout or nothing "

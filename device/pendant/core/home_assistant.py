@@ -66,7 +66,7 @@ class Session:
     async def _receive(self) -> dict[str, Any]:
         try:
             message = json.loads(await self._ws.recv())
-        except ValueError:
+        except (ValueError, RecursionError):
             raise HomeAssistantError("Home Assistant answered with something not JSON") from None
         if not isinstance(message, dict):
             raise HomeAssistantError("Home Assistant answered with something not an object")
@@ -147,6 +147,7 @@ async def connected(
                 max_size=max_bytes,
                 logger=quiet,
                 user_agent_header=agent,
+                close_timeout=1,  # a goodbye must not outlast the caller's bound
             )
             try:
                 session = Session(ws, token_hint)

@@ -459,11 +459,8 @@ class Ears:
             return False
         if rest == "":  # the phrase alone: nothing to ask
             return False
-        ask = Ask(
-            device_id=self.config.device_id,
-            text=words,
-            area=self.here or self.config.home.default_area,
-        )
+        # No room: the link sends its own (cmd/area), not the ears' word for it.
+        ask = Ask(device_id=self.config.device_id, text=words)
         why = "held" if pressed else "follow-up" if follow_up else "phrase"
         log.info("question (%s, %d characters) for the link to ask", why, len(words))
         if pressed:

@@ -45,7 +45,9 @@ def reply_of(result: Any) -> Reply:
     if kind == "error":
         code = str((response.get("data") or {}).get("code", ""))[:40]
         return Reply(text.strip(), refused=code or "error")
-    return Reply(text.strip(), acted=kind == "action_done")
+    # "What time is it" is an `action_done` too: something was done only if a target was.
+    done = (response.get("data") or {}).get("success") if kind == "action_done" else None
+    return Reply(text.strip(), acted=isinstance(done, list) and bool(done))
 
 
 class HomeAssistantTarget:
@@ -61,8 +63,10 @@ class HomeAssistantTarget:
         cafile = config.escalate.cafile
         self._cafile = Path(cafile) if cafile else None
 
-    async def ask(self, ask: Ask) -> Reply:
-        """Home Assistant's answer to `ask`; AskError when there is none to use."""
+    async def ask(self, ask: Ask, context: str | None = None, area: str | None = None) -> Reply:
+        """Home Assistant's answer to `ask`; AskError when there is none to use. Neither
+        `context` nor `area` is sent: Home Assistant acts on what it is told, so printed words
+        must not reach it, and it knows the pendant's area from the device it names."""
         escalate = self.config.escalate
         try:
             async with connected(

@@ -83,6 +83,7 @@ from pendant.link import command_errors as link_commands
 from pendant.link import commands, discovery, hermes
 from pendant.link import outside as link_outside
 from pendant.link.ask import Asker, target_of
+from pendant.link.ask_reply import REFUSED_CALL
 from pendant.link.command_errors import ERROR_BURST, ERROR_EVERY_S, ErrorReports
 from pendant.link.gate import BUS_NAMES, Gate, id_key
 from pendant.link.outbox import Outbox
@@ -280,6 +281,8 @@ class Link:
                 out.append((f"{base}/say", event.to_json(), False))
             case Answer():
                 out.append((f"{base}/answer", event.to_json(), False))
+                if self.config.link.discovery != "off":
+                    out.append((*discovery.answer_event_message(self.config, event), False))
                 if mirror and event.text:  # Hermes' text-to-speech has nothing to say
                     out.append((*hermes.say_message(event), False))
         return out
@@ -341,7 +344,9 @@ class Link:
                 self.received += 1
             try:
                 if str(message.topic) in ASKING_TOPICS:
-                    self._asked(payload_of(message), str(message.topic))
+                    # Retained, it is no press or question of now (nobody asked for it).
+                    if not message.retain:
+                        self._asked(payload_of(message), str(message.topic))
                     client._client.ack(message.mid, message.qos)
                     continue
                 # The topic says who spoke (the broker's ACL): the gate holds it to its type.
@@ -391,6 +396,8 @@ class Link:
             self._state_changed.set()
 
     def _queue_out(self, event: Event) -> None:
+        if self.asker is not None and isinstance(event, Scene):
+            self.asker.saw(event)
         sides = self._sides_for(event)
         for out in self.state.fold(event):
             for side in sides:
@@ -583,6 +590,9 @@ class Link:
                 self._update_discovery()
             if verdict.command.name == "say":
                 self._pass_say_on(verdict.command)
+            if verdict.command.name == "area" and self.asker is not None:
+                # The room sent with a question: the link's own record, not the ears' word.
+                self.asker.area = verdict.command.area or self.config.home.default_area
         if verdict.outcome:
             self.commands[verdict.outcome] += 1
         if verdict.error is not None:
@@ -619,8 +629,8 @@ class Link:
             return
         if not bus.on_own_topic(event, topic):
             return
-        if isinstance(event, Button) and event.action == "press":
-            self.asker.pressed()
+        if isinstance(event, Button):
+            self.asker.button(event)
         elif (
             isinstance(event, Ask)
             and event.device_id == self.config.device_id
@@ -636,7 +646,10 @@ class Link:
         answer, intent = await self.asker.answer(ask)
         if intent is not None:
             passed = self.gate.admit_own(intent.to_json())
-            if passed is not None:
+            if passed is None:
+                # Not done after all: the answer must not say it was.
+                answer = answer.model_copy(update={"outcome": "refused", "text": REFUSED_CALL})
+            else:
                 await self.gate.turn(passed.type)
                 self._queue_out(passed)
         passed = self.gate.admit_own(answer.to_json())
@@ -648,6 +661,15 @@ class Link:
         if passed is not None:
             await self.gate.turn(passed.type)
             self._queue_out(passed)
+        # The wearer feels the outcome: the body buzzes (and its LED stops saying "asking").
+        good = answer.outcome in ("answered", "acted")
+        buzz = Command(
+            device_id=self.config.device_id,
+            name="buzz",
+            pattern="understood" if good else "not_understood",
+        )
+        with contextlib.suppress(asyncio.QueueFull):  # a flood of commands: the answer went
+            self._to_bus.put_nowait(buzz)
 
     def _send_own(self, error: Error) -> None:
         # The link's own events leave through the same gate as everyone else's, but not

@@ -12,7 +12,7 @@ when that is Whisper too), only when `escalate.enabled`: elsewhere the model is 
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from typing import TYPE_CHECKING
 
 from pendant.ears.asr.whisper_backend import Whisper, is_speech
@@ -29,7 +29,9 @@ MAX_NEW_TOKENS = 96
 """A question runs longer than a command (about 4 characters a token: `MAX_CHARS` and some);
 the cap also bounds a hallucination loop on noise."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_READABLE = frozenset("LMNPS")
+"""Unicode categories (first letter) kept: what a person reads, as the link requires of a
+question (`pendant.link.ask.readable`)."""
 
 
 class OpenTranscriber:
@@ -54,11 +56,18 @@ class OpenTranscriber:
         text, avg_logprob, no_speech = self.whisper.decode(audio, max_new_tokens=MAX_NEW_TOKENS)
         if not is_speech(avg_logprob, no_speech):
             return None
-        text = _CONTROL.sub(" ", text).strip()[:MAX_CHARS].strip()
-        return text or None
+        return readable(text)[:MAX_CHARS].strip() or None
 
     def close(self) -> None:
         """Drops the model, unless it is the closed-set recogniser's."""
         if self._owned and self.whisper is not None:
             self.whisper.close()
         self.whisper = None
+
+
+def readable(text: str) -> str:
+    """`text` as the phone will show it: NFC, words one space apart, and only characters a
+    reader sees (a control or an odd space becomes a space)."""
+    text = unicodedata.normalize("NFC", text)
+    kept = "".join(c if unicodedata.category(c)[0] in _READABLE else " " for c in text)
+    return " ".join(kept.split())
