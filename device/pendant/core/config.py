@@ -617,8 +617,8 @@ class EscalateConfig(_Strict):
         description="Send requests the closed set rejects (press-to-talk, the follow-up "
         "window after a question, and sentences that start with one of escalate.ask_phrases) "
         "to escalate.target. The ears' recogniser process then loads Whisper base "
-        "(whisper-base from the model cache) to write them down, about 250 MB more resident "
-        "memory (make bench: escalate_recognizer_peak_rss_mb): off on the Pi Zero 2 W image, "
+        "(whisper-base from the model cache) to write them down: about 350 MB more at its peak "
+        "(make bench: escalate_recognizer_peak_rss_mb). Off on the Pi Zero 2 W image, "
         "whose 512 MB cannot hold it and whose cores cannot transcribe free speech in time.",
     )
     ask_phrases: list[AskPhrase] = Field(
