@@ -7,11 +7,12 @@ for the wearer's tap. Holding the button records exactly from its press to its r
 either mode, and says so when it did not understand.
 
 With `escalate.enabled`, what the closed set rejects may be a question for a bigger model
-instead (`_ask`): held talk, in conversation mode an utterance within `FOLLOW_UP_S` of the
-last question, or one that starts with an "ask" phrase (`escalate.ask_phrases`). Its words,
-written down by the open-vocabulary recogniser in the recogniser's process, go out as an
-`Ask` on the bus, for the link alone to send on; the phone then sees a `NotRecognized`
-without text (held talk) and, later, the link's `Answer` with the question as sent.
+instead (`_ask`): held talk; in conversation mode, an utterance within `FOLLOW_UP_S` of the
+last question or of its answer (`outcome`), or one that starts with an "ask" phrase
+(`escalate.ask_phrases`). Its words, written down by the open-vocabulary recogniser in the
+recogniser's process, go out as an `Ask` on the bus, for the link alone to send on; the phone
+then sees a `NotRecognized` without text (held talk) and, later, the link's `Answer` with the
+question as sent.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ class Ears:
         """An action heard that waits for the wearer's tap (see `_confirm`)."""
         self.utterances = 0
         self._asked_at = -float("inf")
-        """When (monotonic) the ears last published an `Ask`: the follow-up window's start."""
+        """When (monotonic) the ears last published an `Ask`, or the link answered it: the
+        follow-up window's start."""
         # What is being heard in the end-of-speech quiet of the utterance in progress.
         self._early: Guess | None = None
 
@@ -175,14 +177,26 @@ class Ears:
             await asyncio.sleep(MUTED_BEAT_S)
 
     async def on_command(self, event: Event) -> None:
-        """Acts on a mic mute command, an area command, or the hardware switch; any other event is
-        ignored."""
+        """Acts on a mic mute command, an area command, a buzz (the link's outcome of a
+        question), or the hardware switch; any other event is ignored."""
         if isinstance(event, Command) and event.name == "mute" and event.mic is not None:
             await self.set_muted(event.mic)
         elif isinstance(event, Command) and event.name == "area":
             self.set_area(event.area)
+        elif isinstance(event, Command) and event.name == "buzz":
+            self.outcome(event.pattern)
         elif isinstance(event, HardwareMute):
             await self.set_hardware_muted(event.mic)
+
+    def outcome(self, pattern: str | None) -> None:
+        """The buzz the link sends when a question is answered (`understood`) or not: an answer
+        restarts the follow-up window from now, as the link's does; no answer closes it (the
+        link takes no follow-up then, so nothing more is written down). A buzz long after the
+        last question is about something else."""
+        now = time.monotonic()
+        if now - self._asked_at > self.config.escalate.timeout_s + FOLLOW_UP_S:
+            return
+        self._asked_at = now if pattern == "understood" else -float("inf")
 
     def set_area(self, area: str | None) -> None:
         """The room the wearer is in (None: not known), for "in here"; logged when it changes."""

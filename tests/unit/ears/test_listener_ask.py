@@ -12,7 +12,7 @@ import pytest
 
 from pendant.core.asking import FOLLOW_UP_S
 from pendant.core.config import Config, EscalateConfig
-from pendant.core.events import Ask, Event, NotRecognized
+from pendant.core.events import Ask, Command, Event, NotRecognized
 from pendant.ears import listener
 from pendant.ears.asr import Transcription
 from pendant.ears.asr.open_vocab import readable
@@ -99,6 +99,36 @@ def test_conversation_mode_asks_only_after_a_phrase_or_in_the_follow_up(
 
     asyncio.run(scenario())
     assert [type(e) for e in published if isinstance(e, Ask)] == [Ask]
+
+
+def test_the_follow_up_window_runs_from_the_answer_and_closes_without_one(
+    config: Config, grammar: Grammar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(listener.time, "monotonic", lambda: now[0])
+    recognizer = Rejecting(QUESTION)
+    # No phrases: what is written down is only what may be a question by the window alone.
+    ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
+    answered = Command(device_id=config.device_id, name="buzz", pattern="understood")
+    unanswered = Command(device_id=config.device_id, name="buzz", pattern="not_understood")
+
+    async def say(pressed: bool = False) -> None:
+        await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
+
+    async def scenario() -> None:
+        await say(pressed=True)  # a question
+        now[0] += 6  # a slow answer
+        await ears.on_command(answered)
+        now[0] += FOLLOW_UP_S - 1  # 15 s after the question, 9 s after its answer
+        await say()  # a follow-up
+        now[0] += 2
+        await ears.on_command(unanswered)  # the follow-up got no answer: the window closes
+        now[0] += 1
+        await say()
+
+    asyncio.run(scenario())
+    assert len([e for e in published if isinstance(e, Ask)]) == 2
+    assert recognizer.opened == 2  # the last utterance was not even written down
 
 
 def test_nothing_is_written_down_with_escalate_off(config: Config, grammar: Grammar) -> None:
