@@ -6,7 +6,9 @@ mosquitto, questions spoken by espeak-ng in room noise, played through the ears'
 - conversation mode, no button, no "ask" phrase: nothing (a bystander's question is not one);
 - conversation mode opened with "ask home assistant": an `Ask`, the phrase kept for the link
   to strip;
-- escalate off: no `Ask`, and the recogniser's process has not even loaded Whisper.
+- escalate off: no `Ask`, and the recogniser's process has not even loaded Whisper;
+- with the link, asking a chat-protocol stand-in: the phrased question leaves without its
+  phrase and the answer reaches the home broker.
 
 Skips, saying why, without espeak-ng, faster-whisper or the whisper-base model (`make models`).
 """
@@ -14,13 +16,17 @@ Skips, saying why, without espeak-ng, faster-whisper or the whisper-base model (
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import aiomqtt
 import pytest
 
 from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
 from pendant.app.replay import simulated
 from pendant.core import bus
 from pendant.core.asking import after_ask_phrase
@@ -32,8 +38,10 @@ from pendant.core.names import normalize
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
 from tests.conftest import hearing_config, speech_sets
+from tests.support.chat_server import Scripted, chat_server
+from tests.support.ears_support import silent_wav
 from tests.support.pipeline import HeldWavSource
-from tests.support.tasks import within
+from tests.support.tasks import running, until, within
 
 pytest.importorskip(
     "faster_whisper", reason="faster-whisper is not installed: pip install '.[whisper]'"
@@ -177,3 +185,54 @@ def test_escalate_off_asks_nothing_and_loads_no_whisper(
     assert "ctranslate2" not in ears.child_maps  # type: ignore[attr-defined]
     [rejected] = [e for e in seen if isinstance(e, NotRecognized)]
     assert rejected.text  # held talk not understood says so, with the closed set's guess
+
+
+def test_a_phrased_question_is_answered_end_to_end(
+    spoken: dict[str, Path], bus_brokers: tuple[LocalBroker, LocalBroker], tmp_path: Path
+) -> None:
+    """The ears and the link on real brokers, the link asking a chat-protocol stand-in: the
+    question leaves without its phrase, as text, and the answer reaches the home broker."""
+    bus_broker, home = bus_brokers
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with chat_server() as stub:
+            message = {"role": "assistant", "content": "A mashed banana works."}
+            stub.answer = Scripted(body={"choices": [{"index": 0, "message": message}]})
+            escalate = EscalateConfig(enabled=True, target="openai", url=stub.url, model="m")
+            cfg = simulated(
+                escalating().model_copy(update={"escalate": escalate}),
+                bus_broker,
+                home,
+                realtime=False,
+            )
+            files = [spoken[PHRASED], silent_wav(tmp_path, 60)]
+            pendant = Pendant(cfg, source=WavSource(cfg.audio, files), parts=("ears", "link"))
+            async with aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="link", password=home.password("link")
+            ) as viewer:
+                await viewer.subscribe(f"pendant/{cfg.device_id}/#", qos=1)
+
+                async def collect() -> None:
+                    async for m in viewer.messages:
+                        payload = bytes(m.payload)  # type: ignore[arg-type]
+                        if payload.startswith(b"{"):
+                            seen.append((str(m.topic), json.loads(payload)))
+
+                async with running(collect(), pendant.run()):
+                    await until(
+                        lambda: any(t.endswith("/answer") for t, _ in seen), "the answer", 120
+                    )
+            return [body for _, _, body in stub.requests]
+
+    requests = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    [request] = requests
+    sent = request["messages"][-1]["content"]
+    assert normalize(sent)[:1] != ["ask"], sent  # the phrase stayed on the device
+    assert words_wrong(sent, QUESTION) <= MAX_WORDS_WRONG, sent
+    [answer] = [body for topic, body in seen if topic.endswith("/answer")]
+    assert (answer["question"], answer["text"], answer["outcome"]) == (
+        sent,
+        "A mashed banana works.",
+        "answered",
+    )
