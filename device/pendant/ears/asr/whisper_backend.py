@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -68,10 +69,16 @@ class Whisper:
     def __init__(self, config: Config, *, cpu_threads: int | None = None) -> None:
         try:
             from faster_whisper import WhisperModel
+            from tqdm import tqdm  # faster-whisper's own dependency
         except ImportError as exc:
             raise BackendUnavailable(
                 f"Whisper needs faster-whisper ({exc.name} missing): pip install 'pendant[whisper]'"
             ) from None
+        # faster-whisper makes a (disabled) tqdm bar for each decode, and tqdm's first bar
+        # makes a multiprocessing lock: a named semaphore, a file in /dev/shm the ears would
+        # open for writing (tests/system/test_privacy_audit.py refuses any). A thread lock
+        # does for one process.
+        tqdm.set_lock(threading.RLock())
         # Raises ModelError (one line naming `make models`) when absent or corrupt.
         model_dir = model_path(config, MODEL_NAME)
         threads = cpu_threads or min(MAX_THREADS, os.cpu_count() or 1)
