@@ -31,12 +31,14 @@ from pendant.app.replay import simulated
 from pendant.core import bus
 from pendant.core.asking import after_ask_phrase
 from pendant.core.config import Config, EscalateConfig
-from pendant.core.errors import ModelError
+from pendant.core.errors import ModelError, PendantError
 from pendant.core.events import Ask, Event, NotRecognized, parse_event
 from pendant.core.model_cache import model_path
 from pendant.core.names import normalize
+from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.service import EarsService
+from pendant.ears.understand.grammar_build import compile_grammar
 from tests.conftest import hearing_config, speech_sets
 from tests.support.chat_server import Scripted, chat_server
 from tests.support.ears_support import silent_wav
@@ -236,3 +238,22 @@ def test_a_phrased_question_is_answered_end_to_end(
         "A mashed banana works.",
         "answered",
     )
+
+
+def test_escalate_without_the_whisper_model_is_one_line_at_start_up(tmp_path: Path) -> None:
+    config = escalating()
+    cache = tmp_path / "models"
+    cache.mkdir()
+    here = model_path(config, "whisper-base").parent
+    for model in here.iterdir():  # every model of the cache but Whisper
+        if model.name != "whisper-base":
+            (cache / model.name).symlink_to(model)
+    models = config.models.model_copy(update={"cache_dir": str(cache)})
+    config = config.model_copy(update={"models": models})
+    recognizer = RecognizerProcess(config, compile_grammar(config, tmp_path / "grammar"))
+    with pytest.raises(PendantError) as failed:
+        recognizer.wait_ready()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("the recogniser did not start: escalate.enabled: ")
+    assert "whisper-base" in message and "fetch_models fetch" in message
