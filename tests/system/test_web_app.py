@@ -506,7 +506,9 @@ def test_the_companion_app_pairs_shows_intents_mutes_and_is_revoked(tmp_path: Pa
                 phone = _pair_by_code(prov, web, page)
                 _companion(page, phone, ears, eyes, body, prov, broker.pid, web, shots)
             # The question went out once, as text, and nothing else of the wearer's did.
-            assert [r["messages"][-1]["content"] for r in asked] == [QUESTION]
+            # With what the camera had read a moment before, marked as data (issue 18).
+            [sent] = [r["messages"][-1]["content"] for r in asked]
+            assert sent.startswith(f"{QUESTION}\n\n(What the camera just read") and "KEEP" in sent
         finally:
             for stand_in in (ears, eyes, body):
                 stand_in.close()
@@ -666,6 +668,8 @@ def _companion(
     page("wait_text", selector="#feed .event.answer", text=ANSWER)
     shown = _feed_text(page, "#feed .event.answer")
     assert shown.startswith("Answer") and f"You asked your assistant: “{QUESTION}”" in shown
+    # All that was sent: the scene read just before went with the question, and it says so.
+    assert "and sent: The camera read: KEEP REFRIGERATED" in shown
     assert page("eval", expr="window.__spoken")[-1] == ANSWER
 
     # The feed is kept on the phone: a reload shows it before any message arrives.
