@@ -14,12 +14,13 @@ rule of the gate keeps in):
   `ASK_AFTER_PRESS_S`; a press that turned out to be no talk, `cancel`, takes none), and
   after an answer to such a question at most `FOLLOW_UPS` more, each within `FOLLOW_UP_S` of
   the last answer. A follow-up's answer never earns more; no answer, a refusal or a failure
-  closes the window. The ears can open none of it: the button is the body's, the answers
-  the link's. A press or a question older than `ASK_AFTER_PRESS_S` by its own time (replayed
+  closes the window. The ears can open neither: the button is the body's, the answers the
+  link's. A press or a question older than `ASK_AFTER_PRESS_S` by its own time (replayed
   by the bus after the link was away) or retained is not taken. A question that starts with
   one of `escalate.ask_phrases` ("ask home assistant, ...": said on purpose, in conversation
   mode) is taken without a press, and earns follow-ups as a press does; the phrase itself
-  is not sent (`Asker.question`);
+  is not sent (`Asker.question`). The ears could claim a phrase: such questions are held to
+  the rate limit alone (`ask_phrases = []` turns them off);
 - the text is what a person reads on the phone: NFC, words one space apart, letters, marks,
   digits, punctuation and symbols only (no invisible or spacing characters to hide a message
   in), and nothing that reads as encoded bytes (`pendant.link.blobs`); at most `ASK_BURST`
