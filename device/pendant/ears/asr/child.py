@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from pendant.core import heap
 from pendant.core.errors import PendantError
 from pendant.ears.asr import Recognizer, create_recognizer
 from pendant.ears.understand.closed_set import grammar_from_parts
@@ -85,6 +86,8 @@ def main() -> int:
         stdout.write(json.dumps({"error": f"bad start-up message: {exc}"}).encode() + b"\n")
         stdout.flush()
         return 2
+    # Building the search network leaves its temporaries' pages in the heap (7 MB here).
+    heap.settle()
     stdout.write(json.dumps({"guessed": dict(recognizer.guessed)}).encode() + b"\n")
     stdout.flush()
     while (header := _read_exactly(stdin, LENGTH.size)) is not None:
