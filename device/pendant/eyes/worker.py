@@ -1,18 +1,22 @@
 """The eyes' reader: a short-lived child process that holds the models while frames are read.
 
 `python -m pendant.eyes.worker`, started by `pendant.eyes.reader.Reader`, never by hand. The
-eyes service holds no model between requests: onnxruntime's sessions and buffers (a few
-hundred MB at a frame's peak) live here, and go back to the system when this process exits.
+eyes service holds no model between requests: onnxruntime's sessions and buffers live here,
+and go back to the system when this process exits. Even here the models are loaded one at a
+time (`Eyes(..., keep_models=False)`): each is released, and the heap trimmed, before the next
+one loads, so a capture's peak is the libraries and the largest model; only the face guard,
+the first a frame meets, is loaded ahead of the frame.
 
 It talks over its stdin and stdout, both pipes from the eyes service, so a frame goes from
 RAM to RAM and never through a file. Lines of JSON, and a frame's raw bytes after its header:
 
     in:  the Config, as one JSON line (first, once)
-    out: {"ready": "<detector class>"}   or {"error": "...", "kind": "..."} and exit 2
+    out: {"ready": "<detector class, "" until one was loaded>"}
+         or {"error": "...", "kind": "..."} and exit 2
     in:  {"look": "<trigger>", "session_id": ..., "height": H, "width": W} + H*W*3 RGB bytes
     out: {"events": [<Scene>, <Intent>...]}   or {"error": "...", "kind": "..."}
     in:  {"warm_up": true}
-    out: {"step": "..."}... then {"warm": true}
+    out: {"step": "..."}... then {"warm": true, "detector": "<detector class>"}
 
 It exits when its stdin closes (the eyes let it go after `eyes.linger_s`, or themselves
 stopped). Like the eyes it has no network: it inherits their sandbox, and opens nothing
@@ -85,20 +89,23 @@ def serve(source: BinaryIO, out: BinaryIO) -> int:
         config = Config.model_validate_json(source.readline())
         from pendant.eyes.pipeline import Eyes
 
-        eyes = Eyes(config)
+        eyes = Eyes(config, keep_models=False)
         # OCR's helpers are imported on first use: now, while the camera takes the frame.
         import cv2  # noqa: F401
         import pyclipper  # noqa: F401
+
+        # The face guard too (a warm-up's first step takes it as a frame would).
+        eyes.prepare()
     except Exception as exc:  # told to the eyes, which say it in one line
         _reply(out, _error(exc))
         return 2
     try:
-        _reply(out, {"ready": type(eyes.detector).__name__})
+        _reply(out, {"ready": eyes.detector_name})
         while line := source.readline():
             request = json.loads(line)
             if request.get("warm_up"):
                 eyes.warm_up(lambda step: _reply(out, {"step": step}))
-                _reply(out, {"warm": True})
+                _reply(out, {"warm": True, "detector": eyes.detector_name})
                 continue
             try:
                 _reply(out, _look(eyes, request, source))
@@ -107,6 +114,8 @@ def serve(source: BinaryIO, out: BinaryIO) -> int:
             except Exception as exc:  # one frame failed: say so, and stay for the next
                 log.error("reading a frame: %s", exc)
                 _reply(out, _error(exc))
+            # The answer is out: the face guard loads for a next frame while none is asked.
+            eyes.prepare()
     finally:
         eyes.close()
     return 0
