@@ -1,7 +1,9 @@
-"""One frame in, one Scene out: faces masked first, then OCR and the detector.
+"""One frame in, one Sight out (and from it a Scene): faces masked first, then OCR and the
+detector.
 
-The frame is masked in place and dropped by the caller as soon as `look` returns; what
-leaves is text, labels and a face count, never pixels or a face's position.
+The frame is masked in place and dropped by the caller as soon as `see` returns; what
+leaves is text, labels and a face count, never pixels or a face's position. This module
+imports no pydantic: the events are made from the Sight by `pendant.eyes.seen`.
 
 The models either stay loaded (`pendant look`, many frames) or, in the eyes' reader
 (`keep_models=False`), each is loaded when a frame needs it and released, its memory handed
@@ -12,34 +14,22 @@ not all five models at once (README, "Memory").
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from pendant.core import heap
-from pendant.core.events import READ_TEXT, SEEN_OBJECTS, Intent, Label, Scene, Slot
 from pendant.core.model_cache import model_path
 from pendant.eyes.detectors import Detection, Detector, best_labels, create_detector
 from pendant.eyes.faces import FaceGuard
 from pendant.eyes.ocr import OCR_MODEL, TextReader, join_lines
+from pendant.eyes.sight import MAX_FACES, MAX_LABEL, MAX_LABELS, MAX_TEXT, Sight
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
+    from pendant.eyes.seen import Seen
 
 Trigger = Literal["capture", "read_this", "what_is_this", "button"]
-READ_TRIGGERS = frozenset({"capture", "read_this", "button"})
-MAX_LABELS = 20
-MAX_SLOTS = 16
-
-
-@dataclass
-class Seen:
-    """What one look found: the scene, and the intents it makes (the text read, or the objects
-    seen)."""
-
-    scene: Scene
-    intents: list[Intent] = field(default_factory=list)
 
 
 class Eyes:
@@ -121,54 +111,24 @@ class Eyes:
         step("warming up the detector")
         self._detect(frame)
 
-    def look(self, frame: np.ndarray, trigger: Trigger, session_id: str | None = None) -> Seen:
+    def see(self, frame: np.ndarray, trigger: Trigger) -> Sight:
         """Read one RGB frame. The frame is masked in place: do not use it afterwards."""
         faces = self._mask(frame)
         lines = self.reader.read(frame)
-        found = best_labels(self._detect(frame), MAX_LABELS) if (trigger == "what_is_this") else []
-        text = join_lines(lines)
-        labels = [Label(name=d.label[:100], score=round(d.score, 3)) for d in found]
-        extra = {"session_id": session_id} if session_id else {}
-        scene = Scene(
-            device_id=self.device_id,
-            trigger=trigger,
-            face_count=min(faces, 100),
-            text=text or None,
-            labels=labels,
-            **extra,
-        )
-        seen = Seen(scene)
-        confidence = float(np.mean([line.confidence for line in lines])) if lines else 0.0
-        if trigger in READ_TRIGGERS:
-            seen.intents.append(self._read_text(text, confidence, scene.session_id))
-        elif labels:
-            seen.intents.append(self._seen_objects(labels, scene.session_id))
-        return seen
-
-    def _read_text(self, text: str, confidence: float, session_id: str) -> Intent:
-        flat = " ".join(text.split())
-        return Intent(
-            device_id=self.device_id,
-            name=READ_TEXT,
-            text=flat,
-            confidence=min(1.0, max(0.0, confidence)),
-            slots=[Slot(name="text", value=flat, raw_value=flat[:100], entity="ocr")],
-            session_id=session_id,
+        found = best_labels(self._detect(frame), MAX_LABELS) if trigger == "what_is_this" else []
+        return Sight(
+            face_count=min(faces, MAX_FACES),
+            text=join_lines(lines, MAX_TEXT),
+            confidence=float(np.mean([line.confidence for line in lines])) if lines else 0.0,
+            labels=[(d.label[:MAX_LABEL], round(d.score, 3)) for d in found],
         )
 
-    def _seen_objects(self, labels: list[Label], session_id: str) -> Intent:
-        names = [label.name for label in labels[:MAX_SLOTS]]
-        return Intent(
-            device_id=self.device_id,
-            name=SEEN_OBJECTS,
-            text=", ".join(names)[:500],
-            confidence=max(label.score for label in labels),
-            slots=[
-                Slot(name=f"object_{i}", value=name, raw_value=name, entity="label")
-                for i, name in enumerate(names, start=1)
-            ],
-            session_id=session_id,
-        )
+    def look(self, frame: np.ndarray, trigger: Trigger, session_id: str | None = None) -> Seen:
+        """Read one RGB frame into events (`see`, then `pendant.eyes.seen`). The frame is masked
+        in place: do not use it afterwards."""
+        from pendant.eyes.seen import seen
+
+        return seen(self.device_id, trigger, self.see(frame, trigger), session_id)
 
     def close(self) -> None:
         """Releases the models and the detector (its accelerator); the eyes do not look after

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pendant.core.errors import ModelError, PendantError
-from pendant.core.events import Intent, Scene
+from pendant.eyes.seen import Seen, seen
+from pendant.eyes.sight import Sight
 from pendant.eyes.worker import request_header
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
-    from pendant.eyes.pipeline import Seen, Trigger
+    from pendant.eyes.pipeline import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class Reader:
         if "error" in reply:
             raise _error(reply)
         try:
-            return self._seen(reply["events"], trigger, session_id)
+            return self._seen(reply["sight"], trigger, session_id)
         except (ValueError, KeyError, TypeError) as exc:
             await self._stop(child, kill=True)
             raise ReaderError(f"eyes: the reader's answer is not a scene ({_line(exc)})") from None
@@ -294,23 +295,11 @@ class Reader:
         await child.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)))
         return await child.read_line()
 
-    def _seen(self, events: list[dict[str, Any]], trigger: Trigger, session_id: str | None) -> Seen:
-        """The reader's answer, held to what one look makes (`pendant.eyes.pipeline`): one
-        scene of this device, for this request, and at most one intent of the same session.
+    def _seen(self, sight: Any, trigger: Trigger, session_id: str | None) -> Seen:
+        """The reader's answer, held to what one look makes (`Sight.from_dict`), made into this
+        device's events for this request here: a reader names no device, request or session.
         ValueError otherwise: the eyes publish no more than a look could make."""
-        from pendant.eyes.pipeline import Seen
-
-        if not isinstance(events, list) or not 1 <= len(events) <= 2:
-            raise ValueError("not a scene and at most one intent")
-        scene = Scene.model_validate(events[0])
-        intents = [Intent.model_validate(i) for i in events[1:]]
-        if scene.device_id != self.config.device_id or scene.trigger != trigger:
-            raise ValueError("a scene of another device or request")
-        if session_id is not None and scene.session_id != session_id:
-            raise ValueError("a scene of another session")
-        if any(i.device_id != scene.device_id or i.session_id != scene.session_id for i in intents):
-            raise ValueError("an intent of another scene")
-        return Seen(scene, intents)
+        return seen(self.config.device_id, trigger, Sight.from_dict(sight), session_id)
 
     def release(self) -> None:
         """No frame is coming (the camera failed, or was muted meanwhile) or none more: the

@@ -14,13 +14,16 @@ RAM to RAM and never through a file. Lines of JSON, and a frame's raw bytes afte
     out: {"ready": "<detector class, "" until one was loaded>"}
          or {"error": "...", "kind": "..."} and exit 2
     in:  {"look": "<trigger>", "session_id": ..., "height": H, "width": W} + H*W*3 RGB bytes
-    out: {"events": [<Scene>, <Intent>...]}   or {"error": "...", "kind": "..."}
+    out: {"sight": {"face_count": N, "text": "...", "confidence": C, "labels": [[name, score]...]}}
+         or {"error": "...", "kind": "..."}
     in:  {"warm_up": true}
     out: {"step": "..."}... then {"warm": true, "detector": "<detector class>"}
 
 It exits when its stdin closes (the eyes let it go after `eyes.linger_s`, or themselves
-stopped). Like the eyes it has no network: it inherits their sandbox, and opens nothing
-but the model files, read-only.
+stopped). It imports no pydantic (14 MB of its peak): the config arrives as the service
+validated it and is read as plain attributes (`settings`), and what a frame shows goes back as
+a Sight, which the service makes into events (`pendant.eyes.seen`). Like the eyes it has no
+network: it inherits their sandbox, and opens nothing but the model files, read-only.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, BinaryIO
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
+    from pendant.core.config import Config
     from pendant.eyes.pipeline import Eyes
 
 log = logging.getLogger(__name__)
@@ -74,19 +79,33 @@ def _look(eyes: Eyes, request: dict[str, Any], source: BinaryIO) -> dict[str, An
         if not n:
             raise EOFError("the frame ended early")
         got += n
-    seen = eyes.look(frame, request["look"], request.get("session_id"))
+    sight = eyes.see(frame, request["look"])
     del frame
-    events = [seen.scene, *seen.intents]
-    return {"events": [json.loads(event.to_json()) for event in events]}
+    return {"sight": sight.to_dict()}
+
+
+def settings(line: bytes) -> Config:
+    """The config line the eyes sent (their Config, validated there, as JSON) as plain
+    attributes: `settings(line).eyes.detector.type`, without pydantic."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return SimpleNamespace(**{k: plain(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    config = plain(json.loads(line))
+    if not isinstance(config, SimpleNamespace) or not hasattr(config, "eyes"):
+        raise ValueError("the first line is not the eyes' config")
+    return cast("Config", config)
 
 
 def serve(source: BinaryIO, out: BinaryIO) -> int:
     """Loads the models for the config read first from `source`, then answers requests until
     `source` ends; 0, or 2 when the models cannot load."""
-    from pendant.core.config import Config
-
     try:
-        config = Config.model_validate_json(source.readline())
+        config = settings(source.readline())
         from pendant.eyes.pipeline import Eyes
 
         eyes = Eyes(config, keep_models=False)
