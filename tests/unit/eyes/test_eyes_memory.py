@@ -138,6 +138,6 @@ def test_the_readers_malloc_gives_freed_memory_back(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # a setting of the machine's own is kept
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     env = reader_module.reader_environment()
-    assert env["MALLOC_MMAP_THRESHOLD_"] == "65536"  # fixed: large blocks are unmapped freed
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "262144"  # fixed: large blocks are unmapped freed
     assert env["MALLOC_ARENA_MAX"] == "4"
     assert "NOTIFY_SOCKET" not in env
