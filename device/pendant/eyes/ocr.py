@@ -19,6 +19,7 @@ import numpy as np
 
 from pendant.core import heap
 from pendant.core.errors import ModelError
+from pendant.eyes import geometry
 
 # The manifest's name for the models this reads (pendant/data/models.toml).
 OCR_MODEL = "ppocr-v6"
@@ -73,28 +74,24 @@ def _normalise(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def _mini_box(contour: np.ndarray) -> tuple[np.ndarray, float]:
-    """The contour's minimum-area rectangle, corners clockwise from top-left, and short side."""
-    import cv2
-
-    rect = cv2.minAreaRect(contour)
-    points = sorted(cv2.boxPoints(rect).tolist(), key=lambda p: p[0])
-    left = sorted(points[:2], key=lambda p: p[1])
-    right = sorted(points[2:], key=lambda p: p[1])
+def _mini_box(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The points' minimum-area rectangle, corners clockwise from top-left, and short side."""
+    corners, short = geometry.min_area_rect(points.reshape(-1, 2))
+    points_sorted = sorted(corners.tolist(), key=lambda p: p[0])
+    left = sorted(points_sorted[:2], key=lambda p: p[1])
+    right = sorted(points_sorted[2:], key=lambda p: p[1])
     box = np.array([left[0], right[0], right[1], left[1]], dtype=np.float32)
-    return box, min(rect[1])
+    return box, short
 
 
 def _box_score(prob: np.ndarray, box: np.ndarray) -> float:
-    import cv2
-
     h, w = prob.shape
     xmin, xmax = int(np.clip(box[:, 0].min(), 0, w - 1)), int(np.clip(box[:, 0].max(), 0, w - 1))
     ymin, ymax = int(np.clip(box[:, 1].min(), 0, h - 1)), int(np.clip(box[:, 1].max(), 0, h - 1))
-    mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
-    shifted = (box - [xmin, ymin]).astype(np.int32)
-    cv2.fillPoly(mask, [shifted], 1)
-    return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
+    shifted = (box - [xmin, ymin]).astype(np.int32).astype(np.float32)
+    mask = geometry.inside(shifted, ymax - ymin + 1, xmax - xmin + 1).astype(bool)
+    region = prob[ymin : ymax + 1, xmin : xmax + 1]
+    return float(region[mask].mean()) if mask.any() else 0.0
 
 
 def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
@@ -115,16 +112,11 @@ def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
 
 def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The quadrilateral `box` of `image`, straightened; tall crops are turned to lie flat."""
-    import cv2
-
     width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
     height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
     width, height = max(width, 1), max(height, 1)
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(box.astype(np.float32), target)
-    crop = cv2.warpPerspective(
-        image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
-    )
+    crop = geometry.warp(image, geometry.perspective(box, target), width, height)
     if height / width >= 1.5:
         crop = np.rot90(crop)
     return crop
@@ -132,12 +124,10 @@ def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def _resize_padded(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     """Scaled to `height`, at most `width` wide, padded on the right with zeros."""
-    import cv2
-
     h, w = crop.shape[:2]
     new_w = min(width, max(1, int(np.ceil(height * w / h))))
     out = np.zeros((height, width, 3), dtype=np.uint8)
-    out[:, :new_w] = cv2.resize(crop, (new_w, height))
+    out[:, :new_w] = geometry.resize(np.ascontiguousarray(crop), new_w, height)
     return out
 
 
@@ -211,19 +201,16 @@ class TextReader:
         return lines
 
     def _detect(self, det: _Model, image: np.ndarray) -> list[np.ndarray]:
-        import cv2
-
         h, w = image.shape[:2]
         scale = min(DET_SHORT_SIDE / min(h, w), DET_LONG_SIDE_MAX / max(h, w))
         rh, rw = (max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32))
-        x = _normalise(cv2.resize(image, (rw, rh))[None])
+        x = _normalise(geometry.resize(image, rw, rh)[None])
         prob = det.run(x)[0, 0]
         del x
-        bitmap = cv2.dilate((prob > DET_THRESHOLD).astype(np.uint8), np.ones((2, 2), np.uint8))
-        contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        bitmap = geometry.dilate2((prob > DET_THRESHOLD).astype(np.uint8))
         boxes = []
-        for contour in contours[:DET_MAX_BOXES]:
-            box, short = _mini_box(contour)
+        for region in geometry.regions(bitmap)[:DET_MAX_BOXES]:
+            box, short = _mini_box(region)
             if short < 3 or _box_score(prob, box) < DET_BOX_THRESHOLD:
                 continue
             grown = _unclip(box, DET_UNCLIP_RATIO)

@@ -109,8 +109,9 @@ def serve(source: BinaryIO, out: BinaryIO) -> int:
         from pendant.eyes.pipeline import Eyes
 
         eyes = Eyes(config, keep_models=False)
-        # OCR's helpers are imported on first use: now, while the camera takes the frame.
-        import cv2  # noqa: F401
+        # OCR's helper is imported on first use: now, while the camera takes the frame. Not
+        # OpenCV (27 MB): OCR's geometry is numpy's (`pendant.eyes.geometry`); only a detector
+        # ("what is this") still imports it.
         import pyclipper  # noqa: F401
 
         # The face guard too (a warm-up's first step takes it as a frame would).
