@@ -761,9 +761,9 @@ class EyesConfig(_Strict):
         30.0,
         ge=0,
         le=3600,
-        description="The models are loaded for a capture, in a process of their own, and "
-        "kept this long after it for the next ('read this' twice); then their memory is given "
-        "back. 0: loaded for every capture.",
+        description="The models run for a capture in a process of their own, one at a time; "
+        "the process is kept this long after it for the next ('read this' twice: no new start), "
+        "then its memory is given back. 0: a new one for every capture.",
     )
     read_timeout_s: float = Field(
         60.0,
