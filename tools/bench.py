@@ -21,6 +21,9 @@ commands. Prints the figures and writes them to bench-results.json in the workin
   talkative day, the goal's.
 - eyes_capture_*: the eyes service alone and its reader process, idle and during a capture,
   and a capture's latency with a new reader and a kept one (tools/bench_eyes.py).
+- escalate_*: the ears' open-vocabulary transcription for asking a bigger model: word error
+  rate on ../shared/testdata/speech-en, CPU ms an utterance, the recogniser process's peak
+  with it and without (tools/bench_escalate.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
+from bench_escalate import escalate_figures
 from bench_eyes import eyes_capture_figures
 from bench_services import service_memory
 
@@ -396,6 +400,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(grammar_figures())
     results.update(wear_hours())
     results.update(ocr_figures(config))
+    results.update(escalate_figures(config))
     return results
 
 

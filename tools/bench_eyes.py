@@ -6,7 +6,8 @@
   gone (what the eyes hold between requests), alone on the machine (make bench's pss_mb_eyes_*
   are with the other services, tools/bench_services.py);
 - eyes_capture_pss_mb_peak: the highest PSS of the service and its reader together during a
-  capture, sampled every SAMPLE_S from /proc/<pid>/smaps_rollup;
+  capture, sampled every SAMPLE_S from /proc/<pid>/smaps_rollup; _reader_peak: the reader's
+  own (its process tree less the service) at its highest sample;
 - eyes_capture_ms_cold / _warm: from the capture command's publish to the scene's arrival
   (median of CAPTURES), with a reader started for each capture (`eyes.linger_s = 0`) and
   with the reader kept from the capture before (the default linger).
@@ -28,7 +29,7 @@ import aiomqtt
 from pendant.app.local_broker import LocalBroker
 from pendant.core.config import EyesConfig
 from pendant.core.events import Command
-from pendant.core.procmem import ProcMemError, tree_memory
+from pendant.core.procmem import ProcMemError, memory, tree_memory
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "examples" / "pendant.toml"
@@ -43,6 +44,14 @@ def family_pss_mb(pid: int) -> float:
     """PSS of `pid` and its reader (0 once the service is gone)."""
     try:
         return tree_memory(pid).pss_kb / 1024
+    except ProcMemError:
+        return 0.0
+
+
+def reader_pss_mb(pid: int) -> float:
+    """PSS of the reader of the service `pid` (0 when none runs, or the service is gone)."""
+    try:
+        return (tree_memory(pid).pss_kb - memory(pid).pss_kb) / 1024
     except ProcMemError:
         return 0.0
 
@@ -76,7 +85,9 @@ def _config(path: Path, broker: LocalBroker, linger_s: float | None) -> Path:
 
 async def _session(broker: LocalBroker, config: Path, captures: int) -> dict[str, list[float]]:
     """One service run: idle PSS, then `captures` captures (latency and peak PSS of each)."""
-    out: dict[str, list[float]] = {"idle": [], "idle_uss": [], "peak": [], "ms": []}
+    out: dict[str, list[float]] = {
+        "idle": [], "idle_uss": [], "peak": [], "reader_peak": [], "ms": [],
+    }  # fmt: skip
     scenes: asyncio.Queue[float] = asyncio.Queue()
     ready = asyncio.Event()
     async with aiomqtt.Client(
@@ -105,12 +116,13 @@ async def _session(broker: LocalBroker, config: Path, captures: int) -> dict[str
             out["idle"].append(family_pss_mb(proc.pid))
             out["idle_uss"].append(family_uss_mb(proc.pid))
             for _ in range(captures):
-                peak = 0.0
+                peak = reader_peak = 0.0
                 command = Command(device_id="pendant-demo", name="capture")
                 t0 = time.perf_counter()
                 await client.publish("pendant-bus/cmd/capture", command.to_json(), qos=1)
                 while scenes.empty():
                     peak = max(peak, family_pss_mb(proc.pid))
+                    reader_peak = max(reader_peak, reader_pss_mb(proc.pid))
                     if proc.returncode is not None:
                         raise RuntimeError("the eyes service stopped during a capture")
                     if time.perf_counter() - t0 > TIMEOUT_S:
@@ -118,6 +130,7 @@ async def _session(broker: LocalBroker, config: Path, captures: int) -> dict[str
                     await asyncio.sleep(SAMPLE_S)
                 out["ms"].append((scenes.get_nowait() - t0) * 1000)
                 out["peak"].append(peak)
+                out["reader_peak"].append(reader_peak)
                 await asyncio.sleep(SETTLE_S)
             out["idle"].append(family_pss_mb(proc.pid))
             out["idle_uss"].append(family_uss_mb(proc.pid))
@@ -150,6 +163,7 @@ async def eyes_capture_figures() -> dict[str, float]:
         # SETTLE_S after the warm run's last capture: the service and its lingering reader.
         "eyes_capture_pss_mb_lingering": round(warm["idle"][-1], 1),
         "eyes_capture_pss_mb_peak": round(max(cold["peak"] + warm["peak"]), 1),
+        "eyes_capture_pss_mb_reader_peak": round(max(cold["reader_peak"] + warm["reader_peak"]), 1),
         "eyes_capture_ms_cold": round(statistics.median(cold["ms"]), 1),
         "eyes_capture_ms_warm": round(statistics.median(warm["ms"][1:]), 1),
     }

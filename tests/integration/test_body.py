@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +24,11 @@ from pendant.body import indicators
 from pendant.body.battery.simulated import SimulatedGauge
 from pendant.body.service import BodyService
 from pendant.core import bus
-from pendant.core.config import BodyConfig, BusConfig, Config
+from pendant.core.config import BodyConfig, BusConfig, Config, EscalateConfig
 from pendant.core.errors import PendantError
 from pendant.core.events import (
     Activity,
+    Ask,
     Camera,
     Command,
     Error,
@@ -598,6 +600,72 @@ def test_buzz_and_say_commands_call_the_wearer_whatever_the_mute(broker: LocalBr
             assert service.led_pattern == "muted"
             assert service.indicators.mic_muted  # and the mute stands
             assert len(service.haptic.history) == 4
+
+    run(scenario())
+
+
+# --- asking a bigger model (issue 18) ----------------------------------------------------------
+
+
+def escalating(config: Config, enabled: bool = True) -> Config:
+    """`config` with escalate on (or off), and a short wait for the answer: "asking" without
+    the link's buzz then lasts 0.5 + ASKING_GRACE_S s."""
+    escalate = EscalateConfig(enabled=enabled, url="http://127.0.0.1:9", timeout_s=0.5)
+    return config.model_copy(update={"escalate": escalate})
+
+
+def test_the_led_says_asking_until_the_links_buzz_or_the_wait_is_over(
+    broker: LocalBroker,
+) -> None:
+    """The ears' `ask`: the LED says "asking" until the link's `cmd/buzz` with the outcome
+    (whose answer then shows once), or, with no buzz, until the link's wait and a little
+    more are over; the mute glow hides it."""
+
+    async def scenario() -> None:
+        service = BodyService(escalating(body_config(broker)), factory=mock_factory())
+        led = Pins(service)["led"]
+        question = "what is a good substitute for eggs"
+        async with running(service, broker) as w:
+            await w.send(Ask(device_id=DEV, text=question))
+            await eventually(lambda: service.led_pattern == "asking", "asking")
+            # A half-bright glow that rises: lit, never full.
+            await eventually(lambda: led.state > 0, "the LED lit while asking")
+            assert max(s.state for s in led.states) <= 0.5
+            buzz = bus.topic("cmd/buzz")
+            await w.send(Command(device_id=DEV, name="buzz", pattern="understood"), buzz)
+            await eventually(buzzed(service, "understood"), "the outcome's buzz")
+            # Taken with its buzz: the wait is over, and its answer shows once.
+            assert service.indicators.asking_until_s == -math.inf
+            assert service.indicators.answer == "understood"
+            await eventually(lambda: service.led_pattern == "off", "the wait is over")
+
+            # No buzz comes (the link took no ask): the body's own timer ends it.
+            await w.send(Ask(device_id=DEV, text=question))
+            await eventually(lambda: service.led_pattern == "asking", "asking again")
+            await w.send(Mic(device_id=DEV, state="muted", muted=True))
+            await eventually(lambda: service.led_pattern == "muted", "the mute glow hides it")
+            await w.send(Mic(device_id=DEV, state="ready"))
+            await eventually(lambda: service.led_pattern != "muted", "unmuted")
+            await eventually(lambda: service.led_pattern == "off", "asking timed out")
+            assert service.haptic.history == ["understood"]  # the timeout buzzes nothing
+
+    run(scenario())
+
+
+def test_nothing_says_asking_while_escalate_is_off(broker: LocalBroker) -> None:
+    """With escalate off the link asks nothing, so the body does not read `ask` either: no
+    buzz would end the wait."""
+
+    async def scenario() -> None:
+        service = BodyService(escalating(body_config(broker), False), factory=mock_factory())
+        async with running(service, broker) as w:
+            await w.send(Ask(device_id=DEV, text="what is a good substitute for eggs"))
+            # The fence: the body takes the bus in order, so the ask came before this.
+            await w.send(Activity(device_id=DEV, sensor="mic", state="capturing"))
+            await eventually(lambda: service.led_pattern == "listening", "the fence")
+            await w.send(Activity(device_id=DEV, sensor="mic", state="idle"))
+            await eventually(lambda: service.led_pattern == "off", "idle, not asking")
+            assert service.indicators.asking_until_s == -math.inf
 
     run(scenario())
 

@@ -187,7 +187,7 @@ inp.read()
     return (sys.executable, "-c", script)
 
 
-SCENE = {"type": "scene", "device_id": "pendant-demo", "trigger": "capture", "face_count": 0}
+SIGHT = {"face_count": 0, "text": "", "confidence": 0.0, "labels": []}
 
 
 @pytest.mark.parametrize(
@@ -195,12 +195,17 @@ SCENE = {"type": "scene", "device_id": "pendant-demo", "trigger": "capture", "fa
     [
         ("not json", "Expecting value"),
         ("[1, 2]", "not a JSON object"),
-        ('{"no": "events"}', "'events'"),
-        ('{"events": []}', "not a scene and at most one intent"),
-        (json.dumps({"events": [SCENE | {"device_id": "pendant-other"}]}), "another device"),
-        (json.dumps({"events": [SCENE | {"trigger": "read_this"}]}), "another device or request"),
-        (json.dumps({"events": [SCENE, SCENE, SCENE]}), "at most one intent"),
-        (json.dumps({"events": [SCENE | {"face_count": -1}]}), "for Scene face_count"),
+        ('{"no": "sight"}', "'sight'"),
+        ('{"sight": []}', "not a sight"),
+        # A reader names no device, request or session: the eyes do.
+        (json.dumps({"sight": SIGHT | {"device_id": "pendant-other"}}), "not a sight"),
+        (json.dumps({"sight": SIGHT | {"face_count": -1}}), "face_count -1 is not 0 to 100"),
+        (json.dumps({"sight": SIGHT | {"face_count": True}}), "face_count True"),
+        (json.dumps({"sight": SIGHT | {"text": "x" * 501}}), "at most 500 characters"),
+        (json.dumps({"sight": SIGHT | {"confidence": 2}}), "confidence 2 is not 0 to 1"),
+        (json.dumps({"sight": SIGHT | {"labels": [["cup", 0.5]] * 21}}), "at most 20"),
+        (json.dumps({"sight": SIGHT | {"labels": [["cup"]]}}), "not [name, score]"),
+        (json.dumps({"sight": SIGHT | {"labels": [["x" * 101, 0.5]]}}), "not [name, score]"),
         ("endless", "longer than 1048576 bytes"),
     ],
 )
@@ -217,6 +222,41 @@ def test_a_reader_that_answers_no_scene_is_one_error_and_stopped(
             await reader.look(_label(), "capture", None)
         assert why in str(err.value) and "\n" not in str(err.value)
         assert reader.pid is None
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_a_readers_sight_becomes_this_devices_events_for_this_request(config: Config) -> None:
+    sight = SIGHT | {"text": "Oat milk", "confidence": 0.9}
+
+    async def scenario() -> None:
+        reader = Reader(config, command=_answering(json.dumps({"sight": sight})))
+        seen = await reader.look(_label(), "read_this", "0123456789abcdef0123456789abcdef")
+        assert seen.scene.device_id == config.device_id and seen.scene.trigger == "read_this"
+        assert (
+            seen.scene.session_id == "0123456789abcdef0123456789abcdef"
+            and seen.scene.text == "Oat milk"
+        )
+        (intent,) = seen.intents
+        assert intent.name == "ReadText" and intent.session_id == "0123456789abcdef0123456789abcdef"
+        await reader.close()
+
+    _run(scenario())
+
+
+def test_the_reader_of_a_capture_loads_neither_pydantic_nor_opencv(config: Config) -> None:
+    """Its config comes as plain attributes, its answer goes as a Sight and OCR's geometry is
+    numpy's: pydantic's 14 MB and OpenCV's 27 stay out of the capture's peak."""
+
+    async def scenario() -> None:
+        reader = Reader(config)
+        seen = await reader.look(_label(), "read_this", None)
+        assert normalise(seen.scene.text) == "keep refrigerated"
+        assert reader.pid is not None
+        maps = Path(f"/proc/{reader.pid}/maps").read_text()
+        assert "onnxruntime" in maps
+        assert "pydantic" not in maps and "cv2" not in maps
         await reader.close()
 
     _run(scenario())

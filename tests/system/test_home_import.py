@@ -32,9 +32,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from pendant.app.home_import import Registries, home_from, to_toml, websocket_url
+from pendant.app.home_import import Registries, home_from, to_toml
 from pendant.core.config import parse_config
 from pendant.core.events import Intent
+from pendant.core.home_assistant import websocket_url
 from pendant.ears.understand.nlu import IntentParser
 from pendant.link.discovery import event_message
 from tests.support.ha_support import HomeAssistant, reason_unavailable
@@ -455,3 +456,48 @@ def test_the_real_home_assistant_refuses_a_wrong_token(
     line = one_line_error(pendant("--url", ha.url, "--token-file",
                                   str(token_file(tmp_path, wrong))), token=wrong)  # fmt: skip
     assert "Home Assistant refused the access token" in line
+
+
+@pytest.mark.timeout(600)
+def test_the_link_asks_home_assistants_agent_what_the_closed_set_cannot_hear(
+    home_assistant: tuple[HomeAssistant, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18's first target, on the real Home Assistant (here for its running instance):
+    its built-in agent answers a question and acts on a command, as text over its WebSocket
+    API (`pendant.link.ask_home_assistant`); a wrong token is one clear line, no traceback."""
+    from pendant.core.config import EscalateConfig
+    from pendant.core.events import Ask
+    from pendant.link.ask import Asker, target_of
+    from tests.conftest import demo_config
+
+    ha, token = home_assistant
+
+    def asker(secret: str) -> Asker:
+        escalate = EscalateConfig(
+            enabled=True,
+            target="home_assistant",
+            url=ha.url,
+            token_file=str(token_file(tmp_path, secret)),
+            timeout_s=30,
+        )
+        config = demo_config(escalate=escalate)
+        return Asker(config, target_of(config))
+
+    def answer(a: Asker, text: str) -> tuple[str, str]:
+        said, intent = asyncio.run(a.answer(Ask(device_id="pendant-demo", text=text)))
+        assert intent is None  # Home Assistant acts itself: nothing for the link to publish
+        return said.outcome, said.text
+
+    a = asker(token)
+    outcome, text = answer(a, "what time is it")
+    assert outcome == "answered" and text, text
+    ha.call("input_boolean", "turn_off", {"entity_id": "input_boolean.bed_light"})
+    assert answer(a, "turn on the bed light")[0] == "acted"
+    assert (ha.state("light.bed_light") or {}).get("state") == "on"
+    outcome, text = answer(a, "turn on the spaceship")
+    assert outcome == "refused" and text  # Home Assistant's own "no device called ..."
+    wrong = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
+    assert answer(asker(wrong), "what time is it") == ("failed", "")
+    said = [r.getMessage() for r in caplog.records if r.name == "pendant.link.ask"]
+    assert any("refused the access token" in s and "escalate.token_file" in s for s in said), said
+    assert not any(token in s or wrong in s for s in said)

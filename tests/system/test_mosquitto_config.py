@@ -198,9 +198,10 @@ def test_links_last_will_reaches_phones(device: Provisioned, connect: Connect) -
 ALLOWED = {"ears": "pendant-bus/intent", "eyes": "pendant-bus/scene", "body": "pendant-bus/button"}
 # What each may also write, by design: the eyes publish intents of their own (what the camera
 # read), on their own topic, the body turns gestures into bus commands (mute, capture), asks
-# for the pairing window and accepts the phone that asks to pair.
+# for the pairing window and accepts the phone that asks to pair; the ears ask a bigger model
+# (issue 18) what the closed set cannot hear.
 ALSO_WRITES = {
-    "ears": set(),
+    "ears": {"pendant-bus/ask"},
     "eyes": {"pendant-bus/eyes/intent"},
     "body": {
         "pendant-bus/cmd/mute",
@@ -240,6 +241,8 @@ def test_services_publish_only_their_internal_events(
             "pendant-bus/eyes/intent",
             # Where the link stands (the LED): the link's alone.
             "pendant-bus/link_state",
+            # What the link asks a bigger model: the ears' alone.
+            "pendant-bus/ask",
             *(t for s, t in ALLOWED.items() if s != service),
         )
         if t not in ALSO_WRITES[service]
@@ -306,6 +309,22 @@ def test_only_the_link_says_where_it_stands_and_the_body_hears_it(
     assert phone.fence(link, f"pendant/{DEVICE}/transcript") == []
     # Cleared: the module's broker is shared.
     link.publish("pendant-bus/link_state", b"", retain=True)
+
+
+def test_only_the_ears_ask_and_the_body_hears_it_and_the_links_buzz(
+    device: Provisioned, connect: Connect
+) -> None:
+    """Proves the body reads the ears' `ask` (the LED's "asking", issue 18) and the link's
+    `cmd/buzz` that ends it, and may not write `ask` itself; nor may the link (which sends it
+    on), the pairing service or the web server, which no other test tries it with."""
+    body = connect(device, "body")
+    ears = connect(device, "ears")
+    link = connect(device, "link")
+    assert not any(rc.is_failure for rc in body.subscribe("pendant-bus/ask", "pendant-bus/cmd/#"))
+    for user in ("body", "link", "pairing", "web"):
+        connect(device, user).publish("pendant-bus/ask", user.encode())
+    ears.publish("pendant-bus/ask", b"ears")
+    assert body.fence(link, "pendant-bus/cmd/buzz") == [("pendant-bus/ask", b"ears", False)]
 
 
 @pytest.mark.parametrize(("via", "user", "topic", "watch"), [

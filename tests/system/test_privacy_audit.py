@@ -4,8 +4,8 @@ The ears service runs under strace on real recordings while subscribers listen o
 brokers: no file is opened for writing that could hold audio, no socket but AF_UNIX is opened,
 no unix socket is reached but the bus's and systemd's notify socket (a unix socket can be a way
 to the network: issue 14 item 12), and no run of the audio's bytes appears on any topic or in
-the service's output. The same audit is pointed at deliberately leaky processes first, to show
-it would catch a leak.
+the service's output; with escalate off, and on (Whisper in the recogniser's process). The
+same audit is pointed at deliberately leaky processes first, to show it would catch a leak.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import numpy as np
 import pytest
 
 from pendant.app.local_broker import LocalBroker
+from pendant.core.errors import ModelError
+from pendant.core.model_cache import model_path
 from pendant.ears.audio.wav import read_audio
-from tests.conftest import DEMO_CONFIG, speech_files
+from tests.conftest import DEMO_CONFIG, demo_config, speech_files
 from tests.support.audit import audio_windows, leaks, read_strace, strace_prefix
 
 TIMEOUT_S = 120
@@ -64,7 +66,9 @@ def files_to_hear() -> list[Path]:
     return [f for f in speech_files("main") if f.stem in wanted]
 
 
-def config_file(tmp_path: Path, bus: LocalBroker, home: LocalBroker, wavs: list[Path]) -> Path:
+def config_file(
+    tmp_path: Path, bus: LocalBroker, home: LocalBroker, wavs: list[Path], extra: str = ""
+) -> Path:
     path = tmp_path / "pendant.toml"
     files = ", ".join(f'"{w}"' for w in wavs)
     path.write_text(
@@ -75,8 +79,27 @@ def config_file(tmp_path: Path, bus: LocalBroker, home: LocalBroker, wavs: list[
         + f'\n[link]\nhost = "127.0.0.1"\nport = {home.port}\nusername = "link"\n'
         + f'password_file = "{home.password_file("link")}"\n'
         + f'outbox_path = "{tmp_path / "outbox.sqlite"}"\n'
+        + extra
     )
     return path
+
+
+# Asking a bigger model: the ears' recogniser process also loads Whisper and writes down what
+# the closed set rejects (oov_2, looking for an "ask" phrase); the target is never reached.
+ESCALATE = (
+    '\n[escalate]\nenabled = true\ntarget = "openai"\nurl = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+)
+
+
+def escalate_extra(on: bool) -> str:
+    if not on:
+        return ""
+    pytest.importorskip("faster_whisper", reason="faster-whisper is not installed")
+    try:
+        model_path(demo_config(), "whisper-base")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    return ESCALATE
 
 
 def test_the_audit_catches_a_leaky_process(tmp_path: Path) -> None:
@@ -151,12 +174,13 @@ def test_the_audit_catches_a_process_that_talks_to_another_unix_socket(tmp_path:
     assert read_strace(log, allowed_unix=[bus, notify, resolver, journal]).other_unix == []
 
 
+@pytest.mark.parametrize("escalate", [False, True], ids=["escalate-off", "escalate-on"])
 def test_ears_write_no_audio_and_open_no_ip_socket(
-    tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker]
+    tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker], escalate: bool
 ) -> None:
     bus, home = brokers
     wavs = files_to_hear()
-    config = config_file(tmp_path, bus, home, wavs)
+    config = config_file(tmp_path, bus, home, wavs, escalate_extra(escalate))
     windows = [w for wav in wavs for w in audio_windows(read_audio(wav))]
     notify_path = tmp_path / "notify.sock"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "NOTIFY_SOCKET": str(notify_path)}

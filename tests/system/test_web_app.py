@@ -51,10 +51,19 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pendant.core import bus
-from pendant.core.config import AudioConfig, BusConfig, Config, DetectorConfig, LinkConfig
+from pendant.core.config import (
+    AudioConfig,
+    BusConfig,
+    Config,
+    DetectorConfig,
+    EscalateConfig,
+    LinkConfig,
+)
 from pendant.core.errors import ModelError
 from pendant.core.events import (
+    Ask,
     Battery,
+    Button,
     Camera,
     Event,
     Intent,
@@ -72,6 +81,7 @@ from pendant.link.service import Link
 from pendant.pairing import accounts as pairing
 from pendant.setup.provision import PHONE_PREFIX, Provisioned
 from tests.conftest import demo_config, speech_files
+from tests.support.chat_server import chat_server_thread
 from tests.support.mosquitto_support import (
     DEVICE,
     Client,
@@ -315,8 +325,12 @@ def _wait(predicate: Any, what: str, timeout_s: float = TIMEOUT_S) -> None:
     pytest.fail(f"{what}: not within {timeout_s} s")
 
 
-def _link_config(prov: Provisioned, tmp_path: Path) -> Config:
-    """The demo home's link (its gate knows the home's words) on the provisioned bus."""
+def _link_config(prov: Provisioned, tmp_path: Path, chat_url: str | None = None) -> Config:
+    """The demo home's link (its gate knows the home's words) on the provisioned bus; asking
+    the chat server at `chat_url` when given (issue 18)."""
+    escalate = EscalateConfig()
+    if chat_url is not None:
+        escalate = EscalateConfig(enabled=True, target="openai", url=chat_url, model="m")
     return demo_config().model_copy(
         update={
             "device_id": DEVICE,
@@ -326,6 +340,7 @@ def _link_config(prov: Provisioned, tmp_path: Path) -> Config:
                 password_file=str(prov.password_file("link")),
             ),
             "link": LinkConfig(socket=str(prov.socket), outbox_path=str(tmp_path / "outbox")),
+            "escalate": escalate,
         }
     )
 
@@ -395,6 +410,8 @@ def _pair_by_code(prov: Provisioned, web: WebServer, page: Browser) -> pairing.P
 
 
 # Replaces the page's speechSynthesis.speak with a recorder (headless chromium has no voices).
+QUESTION = "what can I use instead of eggs"
+ANSWER = "A mashed banana or a spoon of apple sauce."
 RECORD_SPEECH = (
     "window.__spoken = []; window.speechSynthesis.speak = (u) => window.__spoken.push(u.text);"
 )
@@ -473,8 +490,9 @@ def test_the_companion_app_pairs_shows_intents_mutes_and_is_revoked(tmp_path: Pa
     prov = _provision_for_test(tmp_path / "root")
     shots = DOCS or tmp_path
     shots.mkdir(exist_ok=True)
-    with running(prov) as broker:
-        link = link_thread(_link_config(prov, tmp_path))
+    reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}}]}
+    with running(prov) as broker, chat_server_thread(reply) as (chat_url, asked):
+        link = link_thread(_link_config(prov, tmp_path, chat_url))
         ears = StandIn(prov.socket, "ears", prov.password("ears"))
         eyes = StandIn(prov.socket, "eyes", prov.password("eyes"))
         body = StandIn(prov.socket, "body", prov.password("body"))
@@ -487,6 +505,10 @@ def test_the_companion_app_pairs_shows_intents_mutes_and_is_revoked(tmp_path: Pa
             with web_and_browser(prov, tmp_path) as (web, page):
                 phone = _pair_by_code(prov, web, page)
                 _companion(page, phone, ears, eyes, body, prov, broker.pid, web, shots)
+            # The question went out once, as text, and nothing else of the wearer's did.
+            # With what the camera had read a moment before, marked as data (issue 18).
+            [sent] = [r["messages"][-1]["content"] for r in asked]
+            assert sent.startswith(f"{QUESTION}\n\n(What the camera just read") and "KEEP" in sent
         finally:
             for stand_in in (ears, eyes, body):
                 stand_in.close()
@@ -636,6 +658,19 @@ def _companion(
     page("wait_text", selector="#feed .event.say", text=answer)
     assert _feed_text(page, "#feed .event.say").startswith("Message")
     assert page("eval", expr=SPOKEN) == [answer]
+
+    # A question the closed set could not hear (issue 18): after the wearer's press, the ears'
+    # transcript goes, as text, to the wearer's own model (a chat-protocol stand-in here), and
+    # its answer comes back as the link's `answer`: spoken, and shown with what was sent.
+    body.publish(Button(device_id=DEVICE, action="press"))
+    time.sleep(0.5)  # the link reads the press before the question (two publishers)
+    ears.publish(Ask(device_id=DEVICE, text=QUESTION))
+    page("wait_text", selector="#feed .event.answer", text=ANSWER)
+    shown = _feed_text(page, "#feed .event.answer")
+    assert shown.startswith("Answer") and f"You asked your assistant: “{QUESTION}”" in shown
+    # All that was sent: the scene read just before went with the question, and it says so.
+    assert "and sent: The camera read: KEEP REFRIGERATED" in shown
+    assert page("eval", expr="window.__spoken")[-1] == ANSWER
 
     # The feed is kept on the phone: a reload shows it before any message arrives.
     page("reload")

@@ -24,17 +24,23 @@ import asyncio
 import json
 import logging
 import re
-import ssl
 import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pendant.core.config import DEVICE_CLASSES, DeviceKind, Home
-from pendant.core.errors import PendantError
+from pendant.core.home_assistant import (
+    TOKEN_HINT,
+    HomeAssistantError,
+    Session,
+    connected,
+    websocket_url,
+    without_login,
+)
 from pendant.core.names import ENTITY_ID_PATTERN, NAME_MAX_CHARS, NAME_PATTERN
 
 log = logging.getLogger(__name__)
@@ -50,10 +56,6 @@ NO_BRIGHTNESS = frozenset({"onoff", "unknown"})
 KINDS = frozenset(k.value for k in DeviceKind)
 _NAME = re.compile(NAME_PATTERN)
 _ENTITY_ID = re.compile(ENTITY_ID_PATTERN)
-
-
-class HomeAssistantError(PendantError, ConnectionError):
-    """Home Assistant cannot be reached, refused the token, or lacks what is asked."""
 
 
 @dataclass
@@ -80,78 +82,7 @@ class Imported:
     version: str = ""
 
 
-def websocket_url(url: str) -> str:
-    """ws(s)://host:port/path/api/websocket for Home Assistant's http(s) address."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HomeAssistantError(
-            f"--url must be Home Assistant's http:// or https:// address, e.g. "
-            f"http://homeassistant.local:8123, not {url[:80]!r}"
-        )
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/api/websocket", "", ""))
-
-
-class _Session:
-    """Commands over one connection, each answered by the result with its id."""
-
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
-        self._next_id = 1
-        self.version = ""
-        """Home Assistant's, as it said at login."""
-
-    async def _receive(self) -> dict[str, Any]:
-        try:
-            message = json.loads(await self._ws.recv())
-        except ValueError:
-            raise HomeAssistantError("Home Assistant answered with something not JSON") from None
-        if not isinstance(message, dict):
-            raise HomeAssistantError("Home Assistant answered with something not an object")
-        return message
-
-    async def login(self, token: str) -> None:
-        """Home Assistant's handshake: it asks for the token, and takes it or not."""
-        hello = await self._receive()
-        if hello.get("type") != "auth_required":
-            raise HomeAssistantError("the server at --url does not speak Home Assistant's API")
-        await self._ws.send(json.dumps({"type": "auth", "access_token": token}))
-        answer = await self._receive()
-        if answer.get("type") == "auth_invalid":
-            raise HomeAssistantError(
-                "Home Assistant refused the access token: make a long-lived access token on "
-                "your Home Assistant profile page (Security tab) and put it in --token-file"
-            )
-        if answer.get("type") != "auth_ok":
-            kind = str(answer.get("type"))[:40]
-            raise HomeAssistantError(f"Home Assistant answered the login with {kind!r}")
-        self.version = str(answer.get("ha_version") or hello.get("ha_version") or "")[:40]
-
-    async def call(self, command: str, **data: Any) -> Any:
-        msg_id, self._next_id = self._next_id, self._next_id + 1
-        await self._ws.send(json.dumps({"id": msg_id, "type": command, **data}))
-        while True:
-            reply = await self._receive()
-            if reply.get("id") == msg_id and reply.get("type") == "result":
-                break
-        if reply.get("success"):
-            return reply.get("result")
-        error = reply.get("error") or {}
-        code, why = str(error.get("code", ""))[:40], str(error.get("message", ""))[:200]
-        if code == "unknown_command":
-            raise HomeAssistantError(
-                f"Home Assistant {self.version or '(version unknown)'} has no {command} "
-                "command: `pendant home import` needs Home Assistant 2023.5 or later"
-            )
-        if code == "unauthorized":
-            raise HomeAssistantError(
-                f"Home Assistant refused {command} ({why}): the token must be an "
-                "administrator's, since only administrators may list what Assist is exposed to"
-            )
-        raise HomeAssistantError(f"Home Assistant refused {command}: {code} {why}".rstrip())
-
-
-async def _read(session: _Session) -> Registries:
+async def _read(session: Session) -> Registries:
     reg = Registries(version=session.version)
     reg.areas = list(await session.call("config/area_registry/list") or [])
     reg.floors = list(await session.call("config/floor_registry/list") or [])
@@ -171,68 +102,39 @@ async def _read(session: _Session) -> Registries:
 async def read_home_assistant(url: str, token: str, cafile: Path | None = None) -> Registries:
     """Everything `home_from` needs, read over Home Assistant's WebSocket API at `url`
     (its http(s) address). Every failure is a HomeAssistantError of one line."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import (
-        InvalidHandshake,
-        InvalidStatus,
-        InvalidURI,
-        WebSocketException,
-    )
-
-    ws_url = websocket_url(url)
-    tls: ssl.SSLContext | None = None
-    if ws_url.startswith("wss:"):
-        tls = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    # Its own logger, held at INFO: websockets logs every frame at DEBUG, the token's too,
-    # and `pendant -v` turns DEBUG on.
-    quiet = logging.getLogger(f"{__name__}.websocket")
-    quiet.setLevel(logging.INFO)
-    where = f"Home Assistant at {_without_login(url)}"
-    try:
-        async with asyncio.timeout(TIMEOUT_S):
-            async with connect(
-                ws_url,
-                ssl=tls,
-                proxy=None,  # the home's Home Assistant is reached directly, token and all
-                max_size=MAX_MESSAGE_BYTES,
-                logger=quiet,
-                user_agent_header="pendant-home-import",
-            ) as ws:
-                session = _Session(ws)
-                await session.login(token)
+    hint = f"{TOKEN_HINT} (--token-file)"
+    async with connected(
+        url,
+        token,
+        cafile=cafile,
+        timeout_s=TIMEOUT_S,
+        max_bytes=MAX_MESSAGE_BYTES,
+        token_hint=hint,
+        agent="pendant-home-import",
+    ) as session:
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
                 return await _read(session)
-    except HomeAssistantError:
-        raise
-    except TimeoutError:
-        raise HomeAssistantError(f"{where} did not answer within {TIMEOUT_S:.0f} s") from None
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        if status in (401, 403):
-            raise HomeAssistantError(f"{where} refused the connection ({status})") from None
-        raise HomeAssistantError(
-            f"{where} has no WebSocket API at {_without_login(ws_url)} (HTTP {status}): "
-            "is it Home Assistant?"
-        ) from None
-    except (InvalidURI, InvalidHandshake) as exc:
-        raise HomeAssistantError(
-            f"{where}: no WebSocket API ({exc}): is it Home Assistant?"
-        ) from None
-    except WebSocketException as exc:
-        raise HomeAssistantError(f"{where} closed the connection ({exc})") from None
-    except ssl.SSLError as exc:
-        hint = " (--cafile names the CA that signed it)" if "CERTIFICATE" in str(exc) else ""
-        raise HomeAssistantError(f"{where}: TLS failed: {exc.reason or exc}{hint}") from None
-    except OSError as exc:
-        raise HomeAssistantError(f"cannot reach {where}: {exc.strerror or exc}") from None
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise HomeAssistantError(f"{where} answered in a form not understood ({exc!r})") from None
+        except HomeAssistantError as exc:
+            raise _explained(exc, session.version) from None
 
 
-def _without_login(url: str) -> str:
-    """`url` as errors may show it: a user:password@ in it left out."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def _explained(exc: HomeAssistantError, version: str) -> HomeAssistantError:
+    """A refused command, with what `pendant home import` needs for it."""
+    code = getattr(exc, "code", "")
+    command = str(exc).removeprefix("Home Assistant refused ").split(":")[0]
+    if code == "unknown_command":
+        return HomeAssistantError(
+            f"Home Assistant {version or '(version unknown)'} has no {command} "
+            "command: `pendant home import` needs Home Assistant 2023.5 or later"
+        )
+    if code == "unauthorized":
+        why = str(exc).partition(f"{command}: ")[2]
+        return HomeAssistantError(
+            f"Home Assistant refused {command} ({why}): the token must be an "
+            "administrator's, since only administrators may list what Assist is exposed to"
+        )
+    return exc
 
 
 def fits(name: str) -> bool:
@@ -468,7 +370,7 @@ def run(url: str, token_file: Path, out: Path | None, cafile: Path | None = None
         # An administrator's token, readable by anyone on the way: say so, as the doctor says
         # of a plaintext broker.
         print(
-            f"pendant home import: warning: {_without_login(url)} is plain http: the token "
+            f"pendant home import: warning: {without_login(url)} is plain http: the token "
             "crosses the network unencrypted; use https:// where Home Assistant offers it",
             file=sys.stderr,
         )

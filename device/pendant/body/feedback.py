@@ -17,10 +17,10 @@ Any two differ in their number of pulses or by at least twice the length of one 
 
 The LED's answers (`LED_ONCE`) play once, for `LED_ONCE_S`, in the LED's order of priority
 (`indicators`): under identify, error, confirm, the pairing window and the muted glow, which
-they never hide, and over low battery, thinking and listening. While a sensor is open they are
-played inverted (`<name>_listening`: lit, with dark winks), and no step of them is lit (so no
-inverted step is dark) for longer than `FLASH_S`, so an answer never makes a listening pendant
-look dark:
+they never hide, and over low battery, thinking, listening and asking. While a sensor is open
+they are played inverted (`<name>_listening`: lit, with dark winks), and no step of them is
+lit (so no inverted step is dark) for longer than `FLASH_S`, so an answer never makes a
+listening pendant look dark:
 
 | answer | LED, dark (lit while a sensor is open) |
 |---|---|

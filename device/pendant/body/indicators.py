@@ -6,7 +6,7 @@ identify (a phone asked "which one are you?", a few seconds) > error (a few seco
 error event) > pairing (the pairing window is open; `pairing_asked` while a phone asks and
 pressing its code would accept it: the same for any code, which the body never knows) > muted
 (mic or camera muted in software, or the hardware switch) > low battery (low and not
-charging) > thinking > listening (a sensor is capturing) > no_network > no_broker >
+charging) > thinking > listening (a sensor is capturing) > asking > no_network > no_broker >
 setting_up > ready > off. Confirm (an action heard
 waits for the wearer's tap, with the mic open) comes right after error: it asks for
 something, for a few seconds only. An answer to the wearer (understood, not understood,
@@ -29,6 +29,18 @@ connects, before the idle pattern: a working pendant does not blink forever. The
 every other pattern, a sensor at work and the mute glow included: what the pendant senses
 matters more than whether it can tell anyone.
 
+`asking`: the ears put words the closed set cannot hear on the bus (`ask`), the link asks a
+bigger model (`escalate`), and the wearer waits. It shows from the `ask` until the link's
+`cmd/buzz` with the outcome (understood or not understood, whose answer then shows once), or
+for `escalate.timeout_s` + `ASKING_GRACE_S` if no buzz comes (the link took no ask, or died):
+never much longer than the link itself waits. It is like `thinking`, but it waits on the
+network, not on a sensor, so it sits right under `thinking` and `listening`: a new question
+started while one is out shows the mic at work, as it must, and `asking` comes back after it
+if the answer is still out. It sits over the link's states: it is short, says what the wearer
+waits for, and a target the link cannot reach ends it soon with a "not understood" buzz. The
+mute glow hides it (a mute while waiting hides it, and does not end it), as it hides
+everything but what asks for the wearer's attention.
+
 `listening` and `thinking` come from `activity` events that the capture code itself
 publishes, so the LED follows what the sensors do, not what was asked of them. A sensor
 whose service died while capturing keeps the LED on `listening`: wrong towards caution.
@@ -42,6 +54,7 @@ from dataclasses import dataclass, field
 from pendant.body.feedback import LED_ONCE, LED_ONCE_S, SENSING
 from pendant.core.events import (
     Activity,
+    Ask,
     Battery,
     Camera,
     Command,
@@ -66,6 +79,7 @@ PRIORITY = (
     "low_battery",
     "thinking",
     "listening",
+    "asking",
     "no_network",
     "no_broker",
     "setting_up",
@@ -77,6 +91,11 @@ ERROR_S = 2.0
 READY_S = 2.5
 """How long `ready` shows once the link connects: one breath, ended inside the dark step
 that follows it (`led.PATTERNS`), so it is not seen to start again."""
+ASKING_GRACE_S = 2.0
+"""How much longer than the link's wait for an answer (`escalate.timeout_s`) `asking` may show
+without the link's buzz: the link's buzz comes after its wait, its gate and the bus."""
+ASKING_S = 8.0 + ASKING_GRACE_S
+"""`asking`'s longest show with `escalate.timeout_s` at its default (the body sets its own)."""
 
 
 @dataclass
@@ -102,6 +121,9 @@ class Indicators:
     link: OutsideState = "connecting"
     ready_until_s: float = -math.inf
     ready_s: float = READY_S
+    # A question is out to a bigger model (`asking`), until when.
+    asking_until_s: float = -math.inf
+    asking_s: float = ASKING_S
 
     @property
     def software_muted(self) -> bool:
@@ -142,6 +164,12 @@ class Indicators:
             self.link = event.state
         elif isinstance(event, Command) and event.name == "identify":
             self.identify_until_s = now_s + IDENTIFY_S
+        elif isinstance(event, Ask):
+            self.asking_until_s = now_s + self.asking_s
+        elif isinstance(event, Command) and event.name == "buzz":
+            # The link buzzes the outcome once the answer is out: the wait is over. (A phone's
+            # buzz meanwhile ends it too: the bus does not say whose buzz the link relays.)
+            self.asking_until_s = -math.inf
 
     def flash_error(self, now_s: float) -> None:
         """Shows `error` for ERROR_S from `now_s`."""
@@ -172,6 +200,7 @@ class Indicators:
             "low_battery": self.battery_low and not self.charging,
             "thinking": "thinking" in states,
             "listening": "capturing" in states,
+            "asking": now_s < self.asking_until_s,
             "no_network": self.link == "no_network",
             "no_broker": self.link == "no_broker",
             "setting_up": self.link == "connecting",
@@ -181,13 +210,14 @@ class Indicators:
         return next(name for name in PRIORITY if applies[name])
 
     def next_change_s(self, now_s: float) -> float | None:
-        """When a timed pattern (identify, error, an answer, ready) runs out, if one is
+        """When a timed pattern (identify, error, an answer, ready, asking) runs out, if one is
         running."""
         timed = (
             self.identify_until_s,
             self.error_until_s,
             self.answer_until_s,
             self.ready_until_s,
+            self.asking_until_s,
         )
         ends = [t for t in timed if t > now_s]
         return min(ends, default=None)

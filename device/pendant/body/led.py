@@ -13,11 +13,21 @@ def _breathe(period_s: float, steps: int = 10, peak: float = 1.0) -> tuple[Step,
     return (*up, *down)
 
 
+def _rise(rise_s: float, dark_s: float, steps: int = 12, peak: float = 1.0) -> tuple[Step, ...]:
+    # A ramp up, then dark at once: unlike a breath, it never fades back down.
+    up = [(peak * (i + 1) / steps, rise_s / steps) for i in range(steps)]
+    return (*up, (0.0, dark_s))
+
+
 PATTERNS: dict[str, tuple[Step, ...]] = {
     "off": ((0.0, 0.0),),
     # Steady while a sensor is open: the plainest signal for the one that matters most.
     "listening": ((1.0, 0.0),),
     "thinking": _breathe(1.0),
+    # Asking a bigger model, waiting for its answer (`indicators`): a half-bright glow that
+    # rises slowly and goes dark at once, every 2 s. Calm, never steady lit, and no breath:
+    # thinking's and setting up's fade down as they rose.
+    "asking": _rise(1.4, 0.6, peak=0.5),
     # A dim glow: visibly not off, and a cost a battery can carry for hours.
     "muted": ((0.08, 0.0),),
     "error": ((1.0, 0.1), (0.0, 0.1)),

@@ -8,7 +8,8 @@ as enforced), `activity` (the sensors at work), `error`, `cmd/identify`, `pairin
 (retained: the window as the pairing service keeps it), `link_state` (retained: where the
 link stands with the home broker, for setting up, no Wi-Fi, no broker, ready), and for the
 answers to the wearer (`feedback`): `intent` (understood), `not_recognized`, `cmd/buzz` and
-`cmd/say`. Feedback listens to events, so a fault in the LED or the motor cannot stall the
+`cmd/say`; while `escalate.enabled`, `ask` (the LED says "asking" until the link's `cmd/buzz`
+with the outcome). Feedback listens to events, so a fault in the LED or the motor cannot stall the
 ears or the eyes.
 
 One loop, one consumer: GPIO edges (handed over from gpiozero's threads) and bus events go
@@ -33,7 +34,7 @@ from pendant.body.gestures import Action, Gestures, Timings
 from pendant.body.gpio import create_pin_factory
 from pendant.body.haptic import Haptic
 from pendant.body.hardware import BodyHardware, Edge
-from pendant.body.indicators import Indicators
+from pendant.body.indicators import ASKING_GRACE_S, Indicators
 from pendant.body.led import Led
 from pendant.body.pins import load_pins
 from pendant.core import bus
@@ -43,6 +44,7 @@ from pendant.core.errors import PendantError
 from pendant.core.events import (
     MAX_PAIRING_PRESSES,
     Activity,
+    Ask,
     Battery,
     Button,
     Camera,
@@ -79,6 +81,9 @@ SUBSCRIPTIONS = (
     bus.command_topic("buzz"),
     bus.command_topic("say"),
 )
+# Read only while the link asks (`escalate.enabled`), as the link reads it: else no buzz
+# would end "asking".
+ASK_SUBSCRIPTIONS = (bus.topic("ask"),)
 FOLLOWED: tuple[type[Event], ...] = (
     Mic,
     Camera,
@@ -89,6 +94,7 @@ FOLLOWED: tuple[type[Event], ...] = (
     LinkState,
     Intent,
     NotRecognized,
+    Ask,
 )
 
 
@@ -131,7 +137,7 @@ class BodyService:
         self.gestures = Gestures(
             Timings(body.double_press_s, body.long_hold_s, body.pairing_hold_s)
         )
-        self.indicators = Indicators()
+        self.indicators = Indicators(asking_s=config.escalate.timeout_s + ASKING_GRACE_S)
         self.heartbeat = notify.Heartbeat()
         self.on_pairing = on_pairing
         self.pairing_requests = 0
@@ -148,7 +154,8 @@ class BodyService:
         once the pins are attached and the switch's state published."""
         try:
             async with bus.bus_client(self.config.bus, "pendant-body") as client:
-                for topic in SUBSCRIPTIONS:
+                asks = ASK_SUBSCRIPTIONS if self.config.escalate.enabled else ()
+                for topic in (*SUBSCRIPTIONS, *asks):
                     await client.subscribe(topic, qos=bus.QOS)
                 self.hardware.attach(asyncio.get_running_loop(), self._inbox.put_nowait)
                 # Read after attaching: a flip in between arrives as an edge, not lost.

@@ -13,10 +13,12 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pendant.core import wire
+from pendant.core.asking import DEFAULT_ASK_PHRASES
 from pendant.core.backends import (
     AUDIO_SOURCES,
     CAMERAS,
@@ -82,6 +84,8 @@ NAME_RULE = (
     "a name is letters (accented Latin ones too), digits, spaces, hyphens and apostrophes, "
     "starting with a letter or digit"
 )
+# What starts a question in conversation mode ("ask home assistant"): words a recogniser writes.
+AskPhrase = Annotated[str, Field(min_length=2, max_length=60, pattern=r"^[A-Za-z][A-Za-z0-9' -]*$")]
 # Home Assistant's entity ids ("light.bed_light").
 EntityId = Annotated[str, Field(max_length=ENTITY_ID_MAX_CHARS, pattern=ENTITY_ID_PATTERN)]
 
@@ -601,6 +605,95 @@ class PairingConfig(_Strict):
     )
 
 
+class EscalateConfig(_Strict):
+    """`[escalate]`: what the closed set cannot hear goes, as text only, to a bigger model the
+    wearer chose: Home Assistant's conversation agent, or an OpenAI-compatible chat server on
+    the home's network (Ollama, llama.cpp's server, vLLM). Off unless enabled; only the link
+    talks to it. Refused at load: enabled without escalate.url, or an openai target without
+    escalate.model."""
+
+    enabled: bool = Field(
+        False,
+        description="Send requests the closed set rejects (press-to-talk, the follow-up "
+        "window after a question, and sentences that start with one of escalate.ask_phrases) "
+        "to escalate.target. The ears' recogniser process then loads Whisper base "
+        "(whisper-base from the model cache) to write them down: about 350 MB more at its peak "
+        "(make bench: escalate_recognizer_peak_rss_mb). Off on the Pi Zero 2 W image, "
+        "whose 512 MB cannot hold it and whose cores cannot transcribe free speech in time.",
+    )
+    ask_phrases: list[AskPhrase] = Field(
+        default_factory=lambda: list(DEFAULT_ASK_PHRASES),
+        max_length=5,
+        description="In conversation mode, a sentence the closed set rejects that starts with "
+        "one of these (its first word exactly, the rest perhaps slightly misheard) is a question "
+        "without the button; the phrase is not sent. To find one, every sentence the closed "
+        "set rejects is written down (in RAM, dropped unless it is a question): [] for none, "
+        "which saves that CPU.",
+    )
+    target: Literal["home_assistant", "openai"] = Field(
+        "home_assistant",
+        description="'home_assistant': its conversation API over the WebSocket API (its "
+        "built-in agent, or the LLM agent it is set up with); 'openai': a chat completions "
+        "server (…/v1), offered the home's intents as tools.",
+    )
+    url: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^https?://[!-~]+$",
+        description="Home Assistant's http(s) address (http://homeassistant.local:8123), or "
+        "the chat server's base address up to /v1 (http://192.168.1.20:11434/v1).",
+    )
+    token_file: str | None = Field(
+        None,
+        description="File (0600) with Home Assistant's long-lived access token, or the chat "
+        "server's API key (none for a server that takes none).",
+    )
+    cafile: str | None = Field(
+        None, description="CA certificate (PEM) for an https:// escalate.url (default: system)."
+    )
+    model: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[!-~]+$",
+        description="openai: the model the server should run, e.g. 'llama3.2:3b'.",
+    )
+    agent_id: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[a-z0-9_.]+$",
+        description="home_assistant: the conversation agent (default: Home Assistant's "
+        "preferred one).",
+    )
+    timeout_s: float = Field(
+        8.0, gt=0, le=60, description="How long to wait for an answer before 'no answer'."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        try:
+            _ = parts.port  # ValueError when out of range
+            (parts.hostname or "").encode("idna")
+        except (ValueError, UnicodeError):
+            raise ValueError(f"{v[:80]!r} has no valid host and port") from None
+        if not parts.hostname:
+            raise ValueError(f"{v[:80]!r} names no host")
+        if parts.query or parts.fragment:
+            raise ValueError("must be an address only, without ?query or #fragment")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> EscalateConfig:
+        if self.enabled and not self.url:
+            raise ValueError("escalate.enabled is true but escalate.url is not set")
+        if self.enabled and self.target == "openai" and not self.model:
+            raise ValueError("escalate.target 'openai' needs escalate.model")
+        return self
+
+
 class ModelsConfig(_Strict):
     """`[models]`: the model cache."""
 
@@ -668,9 +761,9 @@ class EyesConfig(_Strict):
         30.0,
         ge=0,
         le=3600,
-        description="The models are loaded for a capture, in a process of their own, and "
-        "kept this long after it for the next ('read this' twice); then their memory is given "
-        "back. 0: loaded for every capture.",
+        description="The models run for a capture in a process of their own, one at a time; "
+        "the process is kept this long after it for the next ('read this' twice: no new start), "
+        "then its memory is given back. 0: a new one for every capture.",
     )
     read_timeout_s: float = Field(
         60.0,
@@ -710,6 +803,10 @@ class Config(_Strict):
         default_factory=PairingConfig, description="The pairing window (pendant service pairing)."
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model cache.")
+    escalate: EscalateConfig = Field(
+        default_factory=EscalateConfig,
+        description="Asking a bigger model, as text, what the closed set cannot hear.",
+    )
 
     @field_validator("device_id")
     @classmethod

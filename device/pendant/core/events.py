@@ -481,6 +481,55 @@ class Say(Event):
     text: SayText = Field(description="What to say, as the command carried it.")
 
 
+AskText = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$")]
+AnswerText = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+AskTarget = Literal["home_assistant", "openai"]
+AnswerOutcome = Literal["answered", "acted", "no_answer", "refused", "failed"]
+
+
+class Ask(Event):
+    """Internal: words the closed set has no sentence for, transcribed on the device, for the
+    link to ask a bigger model (`escalate.enabled`). Text only, never audio.
+
+    The ears publish it on `pendant-bus/ask`, which only they may write; the link alone sends
+    it on, to the one target the wearer configured, and publishes the reply as an `Answer`.
+    """
+
+    type: Literal["ask"] = "ask"
+    text: AskText = Field(description="What the wearer asked, as the recogniser wrote it.")
+    session_id: HexId = Field(default_factory=wire.new_id)
+
+
+class Answer(Event):
+    """What a bigger model answered a request the closed set could not hear: the link's own.
+
+    Published on `pendant/<device_id>/answer` for the phones to speak (and mirrored on Hermes'
+    `hermes/tts/say`); it carries the question as it was sent, so the app shows exactly what
+    left the device. An answer that acted (a tool call the link published as an intent, or
+    Home Assistant's own action) says `acted`.
+    """
+
+    type: Literal["answer"] = "answer"
+    question: AskText = Field(description="The question as it was sent.")
+    context: AnswerText | None = Field(
+        None,
+        description="What the camera had just read and seen, sent with the question (a scene "
+        "of the last minute); with `question` and `area`, all that was sent.",
+    )
+    area: AreaName | None = Field(
+        None,
+        description="The room sent with the question (the link's cmd/area, else "
+        "home.default_area).",
+    )
+    text: AnswerText = Field(description="The reply to speak; empty when there is none.")
+    outcome: AnswerOutcome = Field(
+        description="answered; acted (something was done); no_answer (timeout or nothing "
+        "said); refused (the target said no); failed (unreachable or a reply not understood)."
+    )
+    target: AskTarget = Field(description="Who was asked: the one the wearer configured.")
+    session_id: HexId = Field(default_factory=wire.new_id)
+
+
 class Error(Event):
     """Something the pendant could not do, e.g. a malformed command from the phone."""
 
@@ -503,6 +552,7 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Camera,
     Sentences,
     Say,
+    Answer,
 )
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
 """The type names of the events the link's gate admits: those that leave the device, and the
@@ -552,7 +602,7 @@ def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
     `directory` (made if missing), replacing what is there; returns the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    internal = (Button, Command, Activity, HardwareMute, LinkState)
+    internal = (Button, Command, Activity, HardwareMute, LinkState, Ask)
     pairing = (
         PairingWindow,
         PairingStatus,

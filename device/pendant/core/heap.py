@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 from collections.abc import Callable
 
 
@@ -26,3 +27,12 @@ def trim() -> None:
     malloc_trim = _malloc_trim()
     if malloc_trim is not None:
         malloc_trim(0)
+
+
+def settle() -> None:
+    """After start-up: start-up's garbage collected and the heap trimmed, so a service does not
+    keep the high-water mark of building its parts (a parsed config, a compiled grammar's
+    temporaries) for as long as it runs. Not gc.freeze(): what start-up built may become
+    garbage later (a grammar replaced), and frozen objects are never collected."""
+    gc.collect()
+    trim()

@@ -29,6 +29,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+from pendant.core import heap
 from pendant.core import systemd as notify
 from pendant.core.errors import PendantError
 
@@ -200,6 +201,7 @@ async def supervise(component: Component) -> None:
 
 async def _started_and_run(component: Component) -> None:
     task = await start(component, Readiness(notify.ready))
+    heap.settle()
     try:
         await task
     finally:

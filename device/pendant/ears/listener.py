@@ -5,21 +5,32 @@ match the home's closed set above `asr.min_confidence`; anything else is dropped
 trace (no text published). An action on a guarded kind of device (`pendant.ears.confirm`) waits
 for the wearer's tap. Holding the button records exactly from its press to its release, in
 either mode, and says so when it did not understand.
+
+With `escalate.enabled`, what the closed set rejects may be a question for a bigger model
+instead (`_ask`): held talk; in conversation mode, an utterance within `FOLLOW_UP_S` of the
+last question or of its answer (`outcome`), or one that starts with an "ask" phrase
+(`escalate.ask_phrases`). Its words, written down by the open-vocabulary recogniser in the
+recogniser's process, go out as an `Ask` on the bus, for the link alone to send on; the phone
+then sees a `NotRecognized` without text (held talk) and, later, the link's `Answer` with the
+question as sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from pendant.core.asking import FOLLOW_UP_S, after_ask_phrase
 from pendant.core.config import Config
 from pendant.core.errors import PendantError
 from pendant.core.events import (
     Activity,
+    Ask,
     Button,
     Command,
     Event,
@@ -129,6 +140,9 @@ class Ears:
         self._confirming: asyncio.Task[None] | None = None
         """An action heard that waits for the wearer's tap (see `_confirm`)."""
         self.utterances = 0
+        self._asked_at = -float("inf")
+        """When (monotonic) the ears last published an `Ask`, or the link answered it: the
+        follow-up window's start."""
         # What is being heard in the end-of-speech quiet of the utterance in progress.
         self._early: Guess | None = None
 
@@ -163,14 +177,26 @@ class Ears:
             await asyncio.sleep(MUTED_BEAT_S)
 
     async def on_command(self, event: Event) -> None:
-        """Acts on a mic mute command, an area command, or the hardware switch; any other event is
-        ignored."""
+        """Acts on a mic mute command, an area command, a buzz (the link's outcome of a
+        question), or the hardware switch; any other event is ignored."""
         if isinstance(event, Command) and event.name == "mute" and event.mic is not None:
             await self.set_muted(event.mic)
         elif isinstance(event, Command) and event.name == "area":
             self.set_area(event.area)
+        elif isinstance(event, Command) and event.name == "buzz":
+            self.outcome(event.pattern)
         elif isinstance(event, HardwareMute):
             await self.set_hardware_muted(event.mic)
+
+    def outcome(self, pattern: str | None) -> None:
+        """The buzz the link sends when a question is answered (`understood`) or not: an answer
+        restarts the follow-up window from now, as the link's does; no answer closes it (the
+        link takes no follow-up then, so nothing more is written down). A buzz long after the
+        last question is about something else."""
+        now = time.monotonic()
+        if now - self._asked_at > self.config.escalate.timeout_s + FOLLOW_UP_S:
+            return
+        self._asked_at = now if pattern == "understood" else -float("inf")
 
     def set_area(self, area: str | None) -> None:
         """The room the wearer is in (None: not known), for "in here"; logged when it changes."""
@@ -392,6 +418,8 @@ class Ears:
         confident = heard is not None and score >= floor and not self._contested(result)
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
+            if await self._ask(utterance, pressed=pressed, score=score):
+                return None
             if pressed:
                 await self.publish(
                     NotRecognized(
@@ -418,6 +446,60 @@ class Ears:
             return None
         await self._send(intent)
         return intent
+
+    async def _ask(self, utterance: Utterance, *, pressed: bool, score: float) -> bool:
+        """Publishes what the closed set rejected as an `Ask` when it is a question for the
+        bigger model (see the module's docstring); True when it was, or when a mute meanwhile
+        said no to it, so that nothing else is published about it.
+
+        The words stay in this process and the recogniser's: one that is no question (a
+        bystander in conversation mode, no "ask" phrase) is neither published nor logged.
+        """
+        escalate = self.config.escalate
+        if not escalate.enabled:
+            return False
+        follow_up = time.monotonic() - self._asked_at <= FOLLOW_UP_S
+        if not (pressed or follow_up or escalate.ask_phrases):
+            return False
+        await self._activity("thinking")
+        words = await self._transcribe_open(utterance.audio)
+        await self._activity("idle" if self.muted else "capturing")
+        if self.muted:
+            return True
+        if words is None:
+            return False
+        rest = after_ask_phrase(words, escalate.ask_phrases)
+        if not (pressed or follow_up or rest):
+            return False
+        if rest == "":  # the phrase alone: nothing to ask
+            return False
+        # No room: the link sends its own (cmd/area), not the ears' word for it.
+        ask = Ask(device_id=self.config.device_id, text=words)
+        why = "held" if pressed else "follow-up" if follow_up else "phrase"
+        log.info("question (%s, %d characters) for the link to ask", why, len(words))
+        if pressed:
+            # Without the closed set's guess, which would repeat the question wrongly: the
+            # link's Answer carries it, under the same session id.
+            await self.publish(
+                NotRecognized(
+                    device_id=self.config.device_id,
+                    confidence=round(score, 3),
+                    session_id=ask.session_id,
+                )
+            )
+        await self.publish(ask)
+        self._asked_at = time.monotonic()
+        return True
+
+    async def _transcribe_open(self, audio: np.ndarray) -> str | None:
+        recognizer = self.understanding.recognizer
+        try:
+            return await recognizer.transcribe_open(audio)
+        except PendantError:
+            if self.understanding.recognizer is recognizer:
+                raise
+            # Swapped for a new grammar meanwhile, and the old one closed: ask the new one.
+            return await self.understanding.recognizer.transcribe_open(audio)
 
     async def _send(self, intent: Intent) -> None:
         log.info("intent %s (%.2f): %s", intent.name, intent.confidence, intent.text)

@@ -9,8 +9,10 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
     faces.py      the face guard (RetinaFace, onnxruntime)
     ocr.py        text (PP-OCRv6 small, onnxruntime)
     detectors/    objects: one base class, one file per backend (cpu, hailo, coral, imx500)
-    pipeline.py   frame -> Scene (and the intent that carries it to Hermes)
-    worker.py     the reader: a child process that holds the models while frames are read
+    pipeline.py   frame -> Sight (faces, text, labels), the models held or one at a time
+    sight.py      the Sight: plain values, the reader's answer
+    seen.py       Sight -> Scene (and the intent that carries it to Hermes)
+    worker.py     the reader: a child process that runs the models, one at a time
     reader.py     the service's side of it: start, hand a frame over a pipe, let go
     service.py    the eyes on the bus (`pendant service eyes`)
     look.py       `pendant look IMAGE...`

@@ -9,15 +9,22 @@ file written. `tools/measure_ocr.py` measures them (README, "Reading text").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pendant.core import heap
 from pendant.core.errors import ModelError
+from pendant.eyes import geometry
 
 # The manifest's name for the models this reads (pendant/data/models.toml).
 OCR_MODEL = "ppocr-v6"
+# The three models, in the order a frame goes through them.
+MODELS = ("det", "cls", "rec")
 DET_THRESHOLD = 0.3
 DET_BOX_THRESHOLD = 0.5
 DET_UNCLIP_RATIO = 1.6
@@ -50,10 +57,15 @@ class Line:
     left: float
 
 
-def _session(path: Path):  # type: ignore[no-untyped-def]
-    from pendant.core.onnx_session import session
+class _Model:
+    """One loaded model, as `TextReader._model` lends it: `run(x)` feeds its one input."""
 
-    return session(path, str(path))
+    def __init__(self, session: Any) -> None:
+        self.session: Any = session
+        self.input = session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]  # type: ignore[no-any-return]
 
 
 def _normalise(images: np.ndarray) -> np.ndarray:
@@ -62,28 +74,24 @@ def _normalise(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def _mini_box(contour: np.ndarray) -> tuple[np.ndarray, float]:
-    """The contour's minimum-area rectangle, corners clockwise from top-left, and short side."""
-    import cv2
-
-    rect = cv2.minAreaRect(contour)
-    points = sorted(cv2.boxPoints(rect).tolist(), key=lambda p: p[0])
-    left = sorted(points[:2], key=lambda p: p[1])
-    right = sorted(points[2:], key=lambda p: p[1])
+def _mini_box(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The points' minimum-area rectangle, corners clockwise from top-left, and short side."""
+    corners, short = geometry.min_area_rect(points.reshape(-1, 2))
+    points_sorted = sorted(corners.tolist(), key=lambda p: p[0])
+    left = sorted(points_sorted[:2], key=lambda p: p[1])
+    right = sorted(points_sorted[2:], key=lambda p: p[1])
     box = np.array([left[0], right[0], right[1], left[1]], dtype=np.float32)
-    return box, min(rect[1])
+    return box, short
 
 
 def _box_score(prob: np.ndarray, box: np.ndarray) -> float:
-    import cv2
-
     h, w = prob.shape
     xmin, xmax = int(np.clip(box[:, 0].min(), 0, w - 1)), int(np.clip(box[:, 0].max(), 0, w - 1))
     ymin, ymax = int(np.clip(box[:, 1].min(), 0, h - 1)), int(np.clip(box[:, 1].max(), 0, h - 1))
-    mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
-    shifted = (box - [xmin, ymin]).astype(np.int32)
-    cv2.fillPoly(mask, [shifted], 1)
-    return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
+    shifted = (box - [xmin, ymin]).astype(np.int32).astype(np.float32)
+    mask = geometry.inside(shifted, ymax - ymin + 1, xmax - xmin + 1).astype(bool)
+    region = prob[ymin : ymax + 1, xmin : xmax + 1]
+    return float(region[mask].mean()) if mask.any() else 0.0
 
 
 def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
@@ -104,16 +112,11 @@ def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
 
 def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The quadrilateral `box` of `image`, straightened; tall crops are turned to lie flat."""
-    import cv2
-
     width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
     height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
     width, height = max(width, 1), max(height, 1)
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(box.astype(np.float32), target)
-    crop = cv2.warpPerspective(
-        image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
-    )
+    crop = geometry.warp(image, geometry.perspective(box, target), width, height)
     if height / width >= 1.5:
         crop = np.rot90(crop)
     return crop
@@ -121,12 +124,10 @@ def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def _resize_padded(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     """Scaled to `height`, at most `width` wide, padded on the right with zeros."""
-    import cv2
-
     h, w = crop.shape[:2]
     new_w = min(width, max(1, int(np.ceil(height * w / h))))
     out = np.zeros((height, width, 3), dtype=np.uint8)
-    out[:, :new_w] = cv2.resize(crop, (new_w, height))
+    out[:, :new_w] = geometry.resize(np.ascontiguousarray(crop), new_w, height)
     return out
 
 
@@ -139,28 +140,55 @@ def clean(text: str) -> str:
 class TextReader:
     """`TextReader(model_dir).read(frame)` -> the lines of text in an RGB frame, in order."""
 
-    def __init__(self, model_dir: Path, min_confidence: float = 0.7) -> None:
-        self.det = _session(model_dir / "det.onnx")
-        self.cls = _session(model_dir / "cls.onnx")
-        self.rec = _session(model_dir / "rec.onnx")
-        keys = self.rec.get_modelmeta().custom_metadata_map.get("character")
-        if not keys:
-            raise ModelError(f"{model_dir / 'rec.onnx'}: has no character list")
-        # CTC: index 0 is the blank; the model's last class is a space.
-        self.characters = ["", *keys.splitlines(), " "]
-        classes = self.rec.get_outputs()[0].shape[-1]
-        if isinstance(classes, int) and classes != len(self.characters):
-            raise ModelError(
-                f"{model_dir / 'rec.onnx'}: scores {classes} classes but its character list "
-                f"makes {len(self.characters)}: fetch the model again (`pendant models fetch`)"
-            )
+    def __init__(
+        self, model_dir: Path, min_confidence: float = 0.7, keep_models: bool = True
+    ) -> None:
+        """`keep_models`: load the three models now and hold them (quickest for many frames);
+        False: load each when a frame needs it and release it before the next is loaded (the
+        eyes' reader: its peak memory is then the largest model's, not the three's)."""
+        self.model_dir = model_dir
         self.min_confidence = min_confidence
+        self.keep_models = keep_models
+        self.characters: list[str] = []
+        self._held: dict[str, Any] = {}
+        if keep_models:
+            for name in MODELS:
+                self._held[name] = self._load(name)
+
+    def _load(self, name: str) -> Any:
+        from pendant.core.onnx_session import session
+
+        path = self.model_dir / f"{name}.onnx"
+        loaded = session(path, str(path))
+        if name == "rec":
+            self.characters = _characters(loaded, path)
+        return loaded
+
+    @contextmanager
+    def _model(self, name: str) -> Iterator[_Model]:
+        """The model `name`, held or loaded now; one loaded now is released (and its memory
+        given back) when the block ends, so the next one loads into the room it leaves."""
+        model = _Model(self._held[name] if name in self._held else self._load(name))
+        try:
+            yield model
+        finally:
+            if name not in self._held:
+                model.session = None
+                heap.trim()
+
+    def check(self) -> None:
+        """Loads each model in turn (and releases it unless held): ModelError now, not at the
+        first frame, when one will not load."""
+        for name in MODELS:
+            with self._model(name):
+                pass
 
     def read(self, frame: np.ndarray) -> list[Line]:
         """The lines of text in an RGB frame, in reading order, cleaned (`clean`); a line under
         `min_confidence`, or empty once cleaned, is left out. Blocking."""
         image = np.ascontiguousarray(frame[:, :, ::-1])  # the models were trained on BGR
-        boxes = self._detect(image)
+        with self._model("det") as det:
+            boxes = self._detect(det, image)
         if not boxes:
             return []
         crops = [_crop(image, box) for box in boxes]
@@ -172,19 +200,17 @@ class TextReader:
                 lines.append(Line(text, confidence, float(box[:, 1].min()), float(box[0, 0])))
         return lines
 
-    def _detect(self, image: np.ndarray) -> list[np.ndarray]:
-        import cv2
-
+    def _detect(self, det: _Model, image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]
         scale = min(DET_SHORT_SIDE / min(h, w), DET_LONG_SIDE_MAX / max(h, w))
         rh, rw = (max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32))
-        x = _normalise(cv2.resize(image, (rw, rh))[None])
-        prob = self.det.run(None, {self.det.get_inputs()[0].name: x})[0][0, 0]
-        bitmap = cv2.dilate((prob > DET_THRESHOLD).astype(np.uint8), np.ones((2, 2), np.uint8))
-        contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        x = _normalise(geometry.resize(image, rw, rh)[None])
+        prob = det.run(x)[0, 0]
+        del x
+        bitmap = geometry.dilate2((prob > DET_THRESHOLD).astype(np.uint8))
         boxes = []
-        for contour in contours[:DET_MAX_BOXES]:
-            box, short = _mini_box(contour)
+        for region in geometry.regions(bitmap)[:DET_MAX_BOXES]:
+            box, short = _mini_box(region)
             if short < 3 or _box_score(prob, box) < DET_BOX_THRESHOLD:
                 continue
             grown = _unclip(box, DET_UNCLIP_RATIO)
@@ -210,26 +236,27 @@ class TextReader:
     def _upright(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Crops the direction classifier finds upside down, turned the right way up."""
         out = list(crops)
-        name = self.cls.get_inputs()[0].name
-        for start in range(0, len(crops), CLS_BATCH):
-            batch = crops[start : start + CLS_BATCH]
-            x = _normalise(np.stack([_resize_padded(c, *CLS_SHAPE) for c in batch]))
-            probs = self.cls.run(None, {name: x})[0]
-            for k, p in enumerate(probs):
-                if int(np.argmax(p)) == 1 and float(p[1]) > CLS_FLIP_THRESHOLD:
-                    out[start + k] = np.ascontiguousarray(batch[k][::-1, ::-1])
+        with self._model("cls") as cls:
+            for start in range(0, len(crops), CLS_BATCH):
+                batch = crops[start : start + CLS_BATCH]
+                probs = cls.run(
+                    _normalise(np.stack([_resize_padded(c, *CLS_SHAPE) for c in batch]))
+                )
+                for k, p in enumerate(probs):
+                    if int(np.argmax(p)) == 1 and float(p[1]) > CLS_FLIP_THRESHOLD:
+                        out[start + k] = np.ascontiguousarray(batch[k][::-1, ::-1])
         return out
 
     def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
         # One line at a time: the output holds a score for each of the 18,710 classes at every
         # step, so a batch of six long lines took 140 MB more at peak, for no speed gained on
         # the one thread the eyes give onnxruntime.
-        name = self.rec.get_inputs()[0].name
         results = []
-        for crop in crops:
-            width = max(REC_MIN_WIDTH, int(np.ceil(REC_HEIGHT * crop.shape[1] / crop.shape[0])))
-            x = _normalise(_resize_padded(crop, REC_HEIGHT, width)[None])
-            results.append(self._decode(self.rec.run(None, {name: x})[0][0]))
+        with self._model("rec") as rec:
+            for crop in crops:
+                width = max(REC_MIN_WIDTH, int(np.ceil(REC_HEIGHT * crop.shape[1] / crop.shape[0])))
+                x = _normalise(_resize_padded(crop, REC_HEIGHT, width)[None])
+                results.append(self._decode(rec.run(x)[0]))
         return results
 
     def _decode(self, probs: np.ndarray) -> tuple[str, float]:
@@ -241,6 +268,23 @@ class TextReader:
             return "", 0.0
         text = "".join(self.characters[k] for k in best[keep] if k < len(self.characters))
         return text, float(probs.max(axis=1)[keep].mean())
+
+
+def _characters(rec: Any, path: Path) -> list[str]:
+    """The recogniser's classes: its character list from its metadata, checked against its
+    output; ModelError (one line) when they do not match."""
+    keys = rec.get_modelmeta().custom_metadata_map.get("character")
+    if not keys:
+        raise ModelError(f"{path}: has no character list")
+    # CTC: index 0 is the blank; the model's last class is a space.
+    characters = ["", *keys.splitlines(), " "]
+    classes = rec.get_outputs()[0].shape[-1]
+    if isinstance(classes, int) and classes != len(characters):
+        raise ModelError(
+            f"{path}: scores {classes} classes but its character list "
+            f"makes {len(characters)}: fetch the model again (`pendant models fetch`)"
+        )
+    return characters
 
 
 def join_lines(lines: list[Line], max_chars: int = 500) -> str:

@@ -1,22 +1,29 @@
 """The eyes' reader: a short-lived child process that holds the models while frames are read.
 
 `python -m pendant.eyes.worker`, started by `pendant.eyes.reader.Reader`, never by hand. The
-eyes service holds no model between requests: onnxruntime's sessions and buffers (a few
-hundred MB at a frame's peak) live here, and go back to the system when this process exits.
+eyes service holds no model between requests: onnxruntime's sessions and buffers live here,
+and go back to the system when this process exits. Even here the models are loaded one at a
+time (`Eyes(..., keep_models=False)`): each is released, and the heap trimmed, before the next
+one loads, so a capture's peak is the libraries and the largest model; only the face guard,
+the first a frame meets, is loaded ahead of the frame.
 
 It talks over its stdin and stdout, both pipes from the eyes service, so a frame goes from
 RAM to RAM and never through a file. Lines of JSON, and a frame's raw bytes after its header:
 
     in:  the Config, as one JSON line (first, once)
-    out: {"ready": "<detector class>"}   or {"error": "...", "kind": "..."} and exit 2
+    out: {"ready": "<detector class, "" until one was loaded>"}
+         or {"error": "...", "kind": "..."} and exit 2
     in:  {"look": "<trigger>", "session_id": ..., "height": H, "width": W} + H*W*3 RGB bytes
-    out: {"events": [<Scene>, <Intent>...]}   or {"error": "...", "kind": "..."}
+    out: {"sight": {"face_count": N, "text": "...", "confidence": C, "labels": [[name, score]...]}}
+         or {"error": "...", "kind": "..."}
     in:  {"warm_up": true}
-    out: {"step": "..."}... then {"warm": true}
+    out: {"step": "..."}... then {"warm": true, "detector": "<detector class>"}
 
 It exits when its stdin closes (the eyes let it go after `eyes.linger_s`, or themselves
-stopped). Like the eyes it has no network: it inherits their sandbox, and opens nothing
-but the model files, read-only.
+stopped). It imports no pydantic (14 MB of its peak): the config arrives as the service
+validated it and is read as plain attributes (`settings`), and what a frame shows goes back as
+a Sight, which the service makes into events (`pendant.eyes.seen`). Like the eyes it has no
+network: it inherits their sandbox, and opens nothing but the model files, read-only.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, BinaryIO
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
+    from pendant.core.config import Config
     from pendant.eyes.pipeline import Eyes
 
 log = logging.getLogger(__name__)
@@ -70,35 +79,53 @@ def _look(eyes: Eyes, request: dict[str, Any], source: BinaryIO) -> dict[str, An
         if not n:
             raise EOFError("the frame ended early")
         got += n
-    seen = eyes.look(frame, request["look"], request.get("session_id"))
+    sight = eyes.see(frame, request["look"])
     del frame
-    events = [seen.scene, *seen.intents]
-    return {"events": [json.loads(event.to_json()) for event in events]}
+    return {"sight": sight.to_dict()}
+
+
+def settings(line: bytes) -> Config:
+    """The config line the eyes sent (their Config, validated there, as JSON) as plain
+    attributes: `settings(line).eyes.detector.type`, without pydantic."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return SimpleNamespace(**{k: plain(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    config = plain(json.loads(line))
+    if not isinstance(config, SimpleNamespace) or not hasattr(config, "eyes"):
+        raise ValueError("the first line is not the eyes' config")
+    return cast("Config", config)
 
 
 def serve(source: BinaryIO, out: BinaryIO) -> int:
     """Loads the models for the config read first from `source`, then answers requests until
     `source` ends; 0, or 2 when the models cannot load."""
-    from pendant.core.config import Config
-
     try:
-        config = Config.model_validate_json(source.readline())
+        config = settings(source.readline())
         from pendant.eyes.pipeline import Eyes
 
-        eyes = Eyes(config)
-        # OCR's helpers are imported on first use: now, while the camera takes the frame.
-        import cv2  # noqa: F401
+        eyes = Eyes(config, keep_models=False)
+        # OCR's helper is imported on first use: now, while the camera takes the frame. Not
+        # OpenCV (27 MB): OCR's geometry is numpy's (`pendant.eyes.geometry`); only a detector
+        # ("what is this") still imports it.
         import pyclipper  # noqa: F401
+
+        # The face guard too (a warm-up's first step takes it as a frame would).
+        eyes.prepare()
     except Exception as exc:  # told to the eyes, which say it in one line
         _reply(out, _error(exc))
         return 2
     try:
-        _reply(out, {"ready": type(eyes.detector).__name__})
+        _reply(out, {"ready": eyes.detector_name})
         while line := source.readline():
             request = json.loads(line)
             if request.get("warm_up"):
                 eyes.warm_up(lambda step: _reply(out, {"step": step}))
-                _reply(out, {"warm": True})
+                _reply(out, {"warm": True, "detector": eyes.detector_name})
                 continue
             try:
                 _reply(out, _look(eyes, request, source))
@@ -107,6 +134,8 @@ def serve(source: BinaryIO, out: BinaryIO) -> int:
             except Exception as exc:  # one frame failed: say so, and stay for the next
                 log.error("reading a frame: %s", exc)
                 _reply(out, _error(exc))
+            # The answer is out: the face guard loads for a next frame while none is asked.
+            eyes.prepare()
     finally:
         eyes.close()
     return 0

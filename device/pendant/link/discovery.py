@@ -44,7 +44,7 @@ from typing import Any
 
 from pendant import __version__
 from pendant.core.config import Config
-from pendant.core.events import EYES_INTENTS, Intent, SentenceSet
+from pendant.core.events import EYES_INTENTS, Answer, Intent, SentenceSet
 from pendant.core.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ device-local mosquitto's packet limit (`max_packet_size 16384`, services/mosquit
 only broker when `link.host` is unset: it would disconnect the link for a bigger one, at every
 connect. The closed set's names take under 1 KiB; the rest is for the phone's."""
 
+ANSWER_EVENT_TYPE = "answer"
+"""The event entity's type for an `answer` (issue 18), listed while `escalate.enabled`.
+Lowercase, beside Home Assistant's CamelCase intents (a phone's own intent named "answer"
+would share it)."""
 Message = tuple[str, bytes]
 Component = dict[str, Any]
 
@@ -96,6 +100,8 @@ def event_types(config: Config, phone: Iterable[Iterable[SentenceSet]] = ()) -> 
     intents, but the gate drops those: listing them would promise events that never come.
     """
     names = Vocabulary.of(config).intents | EYES_INTENTS
+    if config.escalate.enabled:
+        names.add(ANSWER_EVENT_TYPE)
     size = len(json.dumps(sorted(names)))
     left_out: set[str] = set()
     for sets in phone:
@@ -298,6 +304,21 @@ def event_message(config: Config, event: Intent) -> Message:
         body["named_text"] = named_text(config, event)
     # Where an answer goes (the blueprint's `cmd/say`), so an automation needs no topic typed.
     body["reply_topic"] = f"{base_topic(config)}/cmd/say"
+    return event_topic(config), json.dumps(body).encode()
+
+
+def answer_event_message(config: Config, event: Answer) -> Message:
+    """A bigger model's answer (`pendant.link.ask`) as a Home Assistant event of type
+    `ANSWER_EVENT_TYPE`: the question as sent, the words, the outcome, who answered."""
+    body = {
+        "event_type": ANSWER_EVENT_TYPE,
+        "question": event.question,
+        "text": event.text,
+        "outcome": event.outcome,
+        "target": event.target,
+        "id": event.id,
+        "reply_topic": f"{base_topic(config)}/cmd/say",
+    }
     return event_topic(config), json.dumps(body).encode()
 
 

@@ -98,6 +98,7 @@ from pendant.core.events import (
     MAX_EVENT_BYTES,
     PUBLIC_NAMES,
     SCHEMA_DIR,
+    Answer,
     Camera,
     Error,
     Event,
@@ -122,7 +123,13 @@ log = logging.getLogger(__name__)
 
 # 48+ characters of base64/hex alphabet without a space is not something a person said.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
-LINK_OWN = frozenset({Say.model_fields["type"].default, Status.model_fields["type"].default})
+LINK_OWN = frozenset(
+    {
+        Say.model_fields["type"].default,
+        Status.model_fields["type"].default,
+        Answer.model_fields["type"].default,
+    }
+)
 """Public types only the link makes (see the module's docstring): never taken off the bus. The
 device's `Status` is folded from the parts the components report (`pendant.link.status`)."""
 BUS_NAMES = PUBLIC_NAMES - LINK_OWN

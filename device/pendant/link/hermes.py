@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pendant.core.events import Intent, NotRecognized, Slot, Transcript
+from pendant.core.events import Answer, Intent, NotRecognized, Slot, Transcript
 
 
 def _slot(slot: Slot) -> dict[str, Any]:
@@ -71,3 +71,16 @@ def text_captured_message(event: Transcript) -> tuple[str, bytes]:
         "id": event.id,
     }
     return "hermes/asr/textCaptured", json.dumps(body).encode()
+
+
+def say_message(event: Answer) -> tuple[str, bytes]:
+    """The Hermes topic (`hermes/tts/say`) and JSON of an answer to speak, as Rhasspy's
+    text-to-speech takes it."""
+    body = {
+        "text": event.text,
+        "lang": None,
+        "id": event.id,
+        "siteId": event.device_id,
+        "sessionId": event.session_id,
+    }
+    return "hermes/tts/say", json.dumps(body).encode()

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
 RETRY_S = 5.0
 SUPERSEDED = frozenset({"status", "battery", "sentences"})
-VOLATILE = frozenset({"error", "say"})
+VOLATILE = frozenset({"error", "say", "answer"})
 """Types kept in RAM only, never written to the file: see the module's docstring."""
 MAX_VOLATILE = 64
 

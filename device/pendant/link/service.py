@@ -59,7 +59,10 @@ from pendant.core import bus
 from pendant.core import systemd as notify
 from pendant.core.config import Config
 from pendant.core.events import (
+    Answer,
+    Ask,
     Battery,
+    Button,
     Command,
     Error,
     Event,
@@ -72,12 +75,15 @@ from pendant.core.events import (
     Sentences,
     Status,
     Transcript,
+    parse_event,
 )
 from pendant.core.supervise import Ready, first_to_end, unobserved
 from pendant.core.vocabulary import PhoneSentences, Vocabulary
 from pendant.link import command_errors as link_commands
 from pendant.link import commands, discovery, hermes
 from pendant.link import outside as link_outside
+from pendant.link.ask import Asker, target_of
+from pendant.link.ask_reply import REFUSED_CALL
 from pendant.link.command_errors import ERROR_BURST, ERROR_EVERY_S, ErrorReports
 from pendant.link.gate import BUS_NAMES, Gate, id_key
 from pendant.link.outbox import Outbox
@@ -107,6 +113,9 @@ PHONE_SENTENCES_FILE = "phone_sentences.json"
 ID_KEY_FILE = "id_key"
 BUS_CLIENT_ID = "pendant-link"
 CALLS = frozenset({"say", "buzz"})
+ASKING = ("ask", "button")
+"""Bus types the link reads when `escalate.enabled` (`Link._asked`): never passed on."""
+ASKING_TOPICS = frozenset(bus.topic(name) for name in ASKING)
 CALL_BURST = 3
 CALL_EVERY_S = 5.0
 """Calls on the wearer (`say`, `buzz`): three at once, then one each 5 s; more are refused."""
@@ -205,6 +214,10 @@ class Link:
         self._tls = tls_context(config.link)
         self.heartbeat = notify.Heartbeats(*(side.heartbeat for side in self.sides))
         """Every side's sender, as old as the stalest (`pendant.link.sender`, the watchdog)."""
+        self.asker = Asker(config, target_of(config)) if config.escalate.enabled else None
+        """Asks a bigger model what the closed set cannot hear (`pendant.link.ask`); None
+        unless `escalate.enabled`."""
+        self._asking: set[asyncio.Task[None]] = set()
 
     @property
     def check_s(self) -> float:
@@ -266,6 +279,12 @@ class Link:
                 out.append((f"{base}/sentences", event.to_json(), True))
             case Say():
                 out.append((f"{base}/say", event.to_json(), False))
+            case Answer():
+                out.append((f"{base}/answer", event.to_json(), False))
+                if self.config.link.discovery != "off":
+                    out.append((*discovery.answer_event_message(self.config, event), False))
+                if mirror and event.text:  # Hermes' text-to-speech has nothing to say
+                    out.append((*hermes.say_message(event), False))
         return out
 
     async def run(self, ready: Ready = unobserved) -> None:
@@ -276,6 +295,8 @@ class Link:
                 self._from_bus(ready), *(self._to_outside(side) for side in self.sides)
             )
         finally:
+            for task in self._asking:
+                task.cancel()
             for side in self.sides:
                 side.outbox.close()
 
@@ -303,6 +324,10 @@ class Link:
                     # The eyes' intents: the gate takes them from this topic alone.
                     eyes = bus.EYES_INTENT_TOPIC
                     await client.subscribe(eyes, qos=bus.QOS, timeout=TIMEOUT_S)
+                    if self.asker is not None:
+                        # What the wearer asks, and the presses that say they are asking.
+                        for name in ASKING:
+                            await client.subscribe(bus.topic(name), qos=bus.QOS, timeout=TIMEOUT_S)
                     if not said_ready:  # once: a reconnect is no new start
                         said_ready = True
                         ready("relaying")
@@ -318,6 +343,12 @@ class Link:
             if not message.retain:  # a retained state replayed on subscribing was counted once
                 self.received += 1
             try:
+                if str(message.topic) in ASKING_TOPICS:
+                    # Retained, it is no press or question of now (nobody asked for it).
+                    if not message.retain:
+                        self._asked(payload_of(message), str(message.topic))
+                    client._client.ack(message.mid, message.qos)
+                    continue
                 # The topic says who spoke (the broker's ACL): the gate holds it to its type.
                 event = self.gate.admit(payload_of(message), str(message.topic))
                 self._report_unknown_sets()
@@ -365,6 +396,8 @@ class Link:
             self._state_changed.set()
 
     def _queue_out(self, event: Event) -> None:
+        if self.asker is not None and isinstance(event, Scene):
+            self.asker.saw(event)
         sides = self._sides_for(event)
         for out in self.state.fold(event):
             for side in sides:
@@ -557,6 +590,9 @@ class Link:
                 self._update_discovery()
             if verdict.command.name == "say":
                 self._pass_say_on(verdict.command)
+            if verdict.command.name == "area" and self.asker is not None:
+                # The room sent with a question: the link's own record, not the ears' word.
+                self.asker.area = verdict.command.area or self.config.home.default_area
         if verdict.outcome:
             self.commands[verdict.outcome] += 1
         if verdict.error is not None:
@@ -581,6 +617,59 @@ class Link:
         event = self.gate.admit_own(say.to_json())
         if event is not None:
             self._queue_out(event)
+
+    def _asked(self, payload: bytes, topic: str) -> None:
+        """A press of the button, or a question from the ears (`pendant.link.ask`)."""
+        if self.asker is None:
+            return
+        try:
+            event = parse_event(payload)
+        except ValueError as exc:
+            log.warning("link: ignored a bad event on %s: %s", topic, exc)
+            return
+        if not bus.on_own_topic(event, topic):
+            return
+        if isinstance(event, Button):
+            self.asker.button(event)
+        elif (
+            isinstance(event, Ask)
+            and event.device_id == self.config.device_id
+            and self.asker.taken(event)
+        ):
+            task = asyncio.create_task(self._ask(event))
+            self._asking.add(task)
+            task.add_done_callback(self._asking.discard)
+
+    async def _ask(self, ask: Ask) -> None:
+        """Asks, and sends the answer (and the intent a tool call made) out through the gate."""
+        assert self.asker is not None
+        answer, intent = await self.asker.answer(ask)
+        if intent is not None:
+            passed = self.gate.admit_own(intent.to_json())
+            if passed is None:
+                # Not done after all: the answer must not say it was.
+                answer = answer.model_copy(update={"outcome": "refused", "text": REFUSED_CALL})
+            else:
+                await self.gate.turn(passed.type)
+                self._queue_out(passed)
+        passed = self.gate.admit_own(answer.to_json())
+        if passed is None:
+            # Words the gate would not let out (encoded bytes, say): the phone still hears
+            # that there was no answer it could pass on.
+            empty = answer.model_copy(update={"text": "", "outcome": "failed"})
+            passed = self.gate.admit_own(empty.to_json())
+        if passed is not None:
+            await self.gate.turn(passed.type)
+            self._queue_out(passed)
+        # The wearer feels the outcome: the body buzzes (and its LED stops saying "asking").
+        good = answer.outcome in ("answered", "acted")
+        buzz = Command(
+            device_id=self.config.device_id,
+            name="buzz",
+            pattern="understood" if good else "not_understood",
+        )
+        with contextlib.suppress(asyncio.QueueFull):  # a flood of commands: the answer went
+            self._to_bus.put_nowait(buzz)
 
     def _send_own(self, error: Error) -> None:
         # The link's own events leave through the same gate as everyone else's, but not

@@ -27,7 +27,14 @@ from pendant.body.feedback import (
     inverted,
 )
 from pendant.body.gestures import Action, Gestures, Timings
-from pendant.body.indicators import ERROR_S, IDENTIFY_S, PRIORITY, READY_S, Indicators
+from pendant.body.indicators import (
+    ASKING_GRACE_S,
+    ERROR_S,
+    IDENTIFY_S,
+    PRIORITY,
+    READY_S,
+    Indicators,
+)
 from pendant.body.led import PATTERNS
 from pendant.body.pins import BODY_PINS, load_pins, parse_pins
 from pendant.body.player import Step
@@ -35,6 +42,7 @@ from pendant.core.config import BodyConfig, parse_config
 from pendant.core.errors import BackendUnavailable, ConfigError
 from pendant.core.events import (
     Activity,
+    Ask,
     Battery,
     BuzzPattern,
     Camera,
@@ -334,6 +342,86 @@ def test_the_link_state_patterns_are_told_apart_and_never_steady_lit() -> None:
     for name, flashes in (("no_network", 1), ("no_broker", 2)):
         on = [seconds for level, seconds in PATTERNS[name] if level > 0]
         assert len(on) == flashes and min(on) > 2 * PATTERNS["pairing"][0][1]
+
+
+def ask() -> Ask:
+    return Ask(device_id=DEV, text="what is a good substitute for eggs")
+
+
+def test_asking_shows_from_the_ask_until_the_links_buzz() -> None:
+    ind = Indicators(link="connected", asking_s=10.0)
+    ind.apply(ask(), 5)
+    assert ind.pattern(5) == "asking"
+    assert ind.next_change_s(5) == 15
+    assert ind.pattern(9) == "asking"
+    # The link buzzes the outcome (as the body's loop takes it: the answer, then the event):
+    # the wait is over, and the answer shows once.
+    outcomes: tuple[BuzzPattern, ...] = ("understood", "not_understood")
+    for at_s, pattern in zip((10, 20), outcomes, strict=True):
+        ind.apply(ask(), at_s)
+        ind.show_feedback(pattern, at_s + 1)
+        ind.apply(Command(device_id=DEV, name="buzz", pattern=pattern), at_s + 1)
+        assert ind.pattern(at_s + 1) == pattern
+        assert ind.pattern(at_s + 1 + LED_ONCE_S) == "off"
+        assert ind.next_change_s(at_s + 1 + LED_ONCE_S) is None
+    # Any other command leaves it be.
+    ind.apply(ask(), 30)
+    ind.apply(Command(device_id=DEV, name="say", text="dinner is ready"), 31)
+    ind.apply(Command(device_id=DEV, name="identify"), 31)
+    assert ind.pattern(31 + IDENTIFY_S) == "asking"
+
+
+def test_asking_ends_on_its_own_when_no_buzz_comes() -> None:
+    ind = Indicators(link="connected", asking_s=8.0 + ASKING_GRACE_S)
+    ind.apply(ask(), 100)
+    assert ind.pattern(100 + 8.0) == "asking"  # the link may still be about to buzz
+    assert ind.next_change_s(100 + 8.0) == 100 + 8.0 + ASKING_GRACE_S
+    assert ind.pattern(100 + 8.0 + ASKING_GRACE_S) == "off"
+    assert ind.next_change_s(100 + 8.0 + ASKING_GRACE_S) is None
+    # A second question while one is out: the wait starts again from it.
+    ind.apply(ask(), 200)
+    ind.apply(ask(), 205)
+    assert ind.pattern(212) == "asking"
+    assert ind.pattern(215) == "off"
+
+
+def test_asking_is_under_the_mute_glow_and_the_sensors_over_the_links_state() -> None:
+    ind = Indicators(link="no_network", asking_s=10.0)
+    assert ind.pattern(0) == "no_network"
+    ind.apply(ask(), 0)
+    assert ind.pattern(0) == "asking"  # what the wearer waits for, over where the link is
+    # A new question while one is out: the mic at work shows, then the wait again.
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="capturing"), 1)
+    assert ind.pattern(1) == "listening"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="thinking"), 2)
+    assert ind.pattern(2) == "thinking"
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="idle"), 3)
+    assert ind.pattern(3) == "asking"
+    # Muted while waiting: the glow hides it, and does not end it.
+    ind.apply(Mic(device_id=DEV, state="muted", muted=True), 4)
+    assert ind.pattern(4) == "muted"
+    ind.hardware_muted = True
+    ind.apply(Mic(device_id=DEV, state="ready"), 5)
+    assert ind.pattern(5) == "muted"
+    ind.hardware_muted = False
+    assert ind.pattern(6) == "asking"
+    assert ind.pattern(10) == "no_network"
+    assert PRIORITY.index("listening") < PRIORITY.index("asking") < PRIORITY.index("no_network")
+
+
+def test_asking_is_calm_and_told_apart_from_thinking_listening_and_confirm() -> None:
+    steps = PATTERNS["asking"]
+    others = {name: s for name, s in PATTERNS.items() if name != "asking"}
+    assert steps not in others.values()
+    # Never steady lit (a sensor open), never bright, and repeating slower than thinking.
+    assert any(level == 0 for level, _ in steps)
+    assert max(level for level, _ in steps) <= 0.5
+    period_s = sum(s for _, s in steps)
+    assert period_s > 1.5 * sum(s for _, s in PATTERNS["thinking"])
+    # No breath (thinking, setting up): it rises, then goes dark at once, never fading.
+    levels = [level for level, _ in steps]
+    lit = levels[:-1]
+    assert lit == sorted(lit) and len(set(lit)) == len(lit) and levels[-1] == 0
 
 
 def test_every_pattern_is_defined_and_sane() -> None:

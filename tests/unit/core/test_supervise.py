@@ -9,10 +9,12 @@ heartbeat. The real services under it: tests/test_service_processes.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +114,41 @@ def test_ready_is_reported_once_with_the_status_and_the_end_is_clean(notes: Note
     assert seen[0] == {"STATUS": "starting toy"}
     assert [n for n in seen if "READY" in n] == [{"READY": "1", "STATUS": "toying (with a status)"}]
     assert toy.cleaned_up
+
+
+class _Cycle:
+    """Garbage only the cycle collector frees: it refers to itself."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_start_ups_garbage_is_collected_once_ready(notes: Notes) -> None:
+    """What building a component left behind (a parsed config, a grammar's temporaries) is
+    freed when it is ready, not at the collector's leisure: a service's idle memory is then
+    what it holds, not its start-up's high-water mark."""
+    toy = Toy()
+    garbage = _Cycle()
+    freed = weakref.ref(garbage)
+    del garbage
+    freed_at_ready: list[bool] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(supervise(toy))
+        await asyncio.wait_for(toy.running.wait(), TIMEOUT_S)
+        await asyncio.sleep(0.05)  # supervise's turn after READY
+        freed_at_ready.append(freed() is None)
+        toy.end_after_ready = True
+        await asyncio.wait_for(task, TIMEOUT_S)
+
+    gc.disable()  # only supervise may collect it
+    try:
+        assert freed() is not None
+        asyncio.run(scenario())
+    finally:
+        gc.enable()
+    assert freed_at_ready == [True]
+    assert [n for n in notes.read() if "READY" in n]
 
 
 def test_a_run_that_raises_before_ready_propagates_at_once(notes: Notes) -> None:

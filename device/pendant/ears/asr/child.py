@@ -20,15 +20,26 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from pendant.core import backends, heap
 from pendant.core.errors import PendantError
 from pendant.ears.asr import Recognizer, create_recognizer
 from pendant.ears.understand.closed_set import grammar_from_parts
 
 if TYPE_CHECKING:
     from pendant.core.config import Config
+    from pendant.ears.asr.open_vocab import OpenTranscriber
 
-LENGTH = struct.Struct("<I")
-"""The length before each utterance's audio on the pipe."""
+OPEN_VOCABULARY = "pendant.ears.asr.open_vocab:OpenTranscriber"
+"""Loaded by name, as the backends are: only a child with `escalate.enabled` imports it and
+faster-whisper."""
+HEADER = struct.Struct("<cI")
+"""Before each utterance's audio on the pipe: what is asked of it (`CLOSED` or `OPEN`), and
+the length of the audio."""
+CLOSED = b"c"
+"""The closed-set sentence it was: the transcription's fields, or null."""
+OPEN = b"o"
+"""Its words, open vocabulary (`escalate.enabled`): a string, or null (also when the
+child has no open-vocabulary recogniser)."""
 
 
 class Settings(dict[str, Any]):
@@ -57,10 +68,22 @@ def _settings(value: Any) -> Any:
     return value
 
 
-def _load(hello: dict[str, Any]) -> Recognizer:
+def _load(hello: dict[str, Any]) -> tuple[Recognizer, OpenTranscriber | None]:
+    """The closed-set recogniser, and the open-vocabulary one only when `escalate.enabled`
+    (Whisper: about 100 MB more, never loaded otherwise)."""
     config = cast("Config", Settings(hello["config"]))
     grammar = grammar_from_parts(hello["grammar"], hello["names"], hello["fingerprint"])
-    return create_recognizer(config, grammar)
+    recognizer = create_recognizer(config, grammar)
+    if not config.escalate.enabled:
+        return recognizer, None
+    try:
+        # The closed set's Whisper, when that is the backend (`WhisperRecognizer.whisper`):
+        # one model for both.
+        shared = getattr(recognizer, "whisper", None)
+        return recognizer, backends.load(OPEN_VOCABULARY)(config, shared)
+    except PendantError as exc:
+        recognizer.close()
+        raise PendantError(f"escalate.enabled: {exc}") from None
 
 
 def _read_exactly(stream: Any, n: int) -> bytes | None:
@@ -76,7 +99,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
-        recognizer = _load(json.loads(stdin.readline()))
+        recognizer, words = _load(json.loads(stdin.readline()))
     except PendantError as exc:
         stdout.write(json.dumps({"error": str(exc)}).encode() + b"\n")
         stdout.flush()
@@ -85,15 +108,28 @@ def main() -> int:
         stdout.write(json.dumps({"error": f"bad start-up message: {exc}"}).encode() + b"\n")
         stdout.flush()
         return 2
-    stdout.write(json.dumps({"guessed": dict(recognizer.guessed)}).encode() + b"\n")
+    # Building the search network leaves its temporaries' pages in the heap (7 MB here).
+    heap.settle()
+    hello = {"guessed": dict(recognizer.guessed), "open": words is not None}
+    stdout.write(json.dumps(hello).encode() + b"\n")
     stdout.flush()
-    while (header := _read_exactly(stdin, LENGTH.size)) is not None:
-        pcm = _read_exactly(stdin, LENGTH.unpack(header)[0])
+    while (header := _read_exactly(stdin, HEADER.size)) is not None:
+        kind, length = HEADER.unpack(header)
+        pcm = _read_exactly(stdin, length)
         if pcm is None:
             break
-        heard = recognizer.transcribe(np.frombuffer(pcm, dtype=np.int16))
-        stdout.write(json.dumps(None if heard is None else asdict(heard)).encode() + b"\n")
+        audio = np.frombuffer(pcm, dtype=np.int16)
+        answer: Any = None
+        if kind == CLOSED:
+            heard = recognizer.transcribe(audio)
+            answer = None if heard is None else asdict(heard)
+        elif kind == OPEN and words is not None:
+            answer = words.transcribe(audio)
+        stdout.write(json.dumps(answer).encode() + b"\n")
         stdout.flush()
+        # After the answer, so it costs the ears no time: the search's arrays (5-11 MB for a
+        # few seconds of speech here) go back rather than stay with the child until the next.
+        heap.trim()
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,19 +61,24 @@ NO_SPEECH_LOGPROB = -1.0
 WARMUP_S = 1.0
 
 
-class WhisperRecognizer:
-    """Whisper base (int8 on CPU) plus `Grammar.snap`; implements `pendant.ears.asr.Recognizer`."""
+class Whisper:
+    """Whisper base (int8 on CPU) from the model cache, warmed up: what both the closed-set
+    recogniser (`WhisperRecognizer`) and the open-vocabulary transcriber
+    (`pendant.ears.asr.open_vocab`) decode with, so a child that needs both loads it once."""
 
-    def __init__(self, config: Config, grammar: Grammar, *, cpu_threads: int | None = None) -> None:
+    def __init__(self, config: Config, *, cpu_threads: int | None = None) -> None:
         try:
             from faster_whisper import WhisperModel
+            from tqdm import tqdm  # faster-whisper's own dependency
         except ImportError as exc:
             raise BackendUnavailable(
-                f"asr.backend 'whisper' needs faster-whisper ({exc.name} missing): "
-                "pip install 'pendant[whisper]'"
+                f"Whisper needs faster-whisper ({exc.name} missing): pip install 'pendant[whisper]'"
             ) from None
-        self._grammar = grammar
-        self.guessed: dict[str, str] = {}  # Whisper writes words; it has no pronunciations
+        # faster-whisper makes a (disabled) tqdm bar for each decode, and tqdm's first bar
+        # makes a multiprocessing lock: a named semaphore, a file in /dev/shm the ears would
+        # open for writing (tests/system/test_privacy_audit.py refuses any). A thread lock
+        # does for one process.
+        tqdm.set_lock(threading.RLock())
         # Raises ModelError (one line naming `make models`) when absent or corrupt.
         model_dir = model_path(config, MODEL_NAME)
         threads = cpu_threads or min(MAX_THREADS, os.cpu_count() or 1)
@@ -84,28 +90,34 @@ class WhisperRecognizer:
             num_workers=1,
             local_files_only=True,  # never reach a model hub, even if the directory were wrong
         )
-        # Names bias Whisper towards how this home spells things ('Bed Light', not 'bad
-        # light'; 'Mood Lighting', not 'blue lighting'), measured on the shared recordings.
-        self._prompt = ", ".join(grammar.names) + "." if grammar.names else None
         # The first call allocates CTranslate2's buffers and takes several times longer; pay
         # that at start-up, not on the wearer's first command.
-        self._decode(np.zeros(int(WARMUP_S * SAMPLE_RATE), dtype=np.float32))
+        self.decode(np.zeros(int(WARMUP_S * SAMPLE_RATE), dtype=np.int16))
 
-    def _decode(self, samples: np.ndarray) -> tuple[str, float, float]:
-        """Whisper's text, token-weighted mean log-probability and no-speech probability."""
+    def decode(
+        self, audio: np.ndarray, prompt: str | None = None, max_new_tokens: int = MAX_NEW_TOKENS
+    ) -> tuple[str, float, float]:
+        """Whisper's text for `audio` (int16, 16 kHz, mono), its token-weighted mean
+        log-probability and its no-speech probability."""
+        if self._model is None:
+            raise RuntimeError("Whisper is closed")
+        if audio.dtype != np.int16 or audio.ndim != 1:
+            raise AudioFormatError(
+                f"whisper wants 1-D int16 audio at 16 kHz, got {audio.ndim}-D {audio.dtype}"
+            )
         segments, _info = self._model.transcribe(
-            samples,
+            audio.astype(np.float32) / 32768.0,
             language="en",
             task="transcribe",
             beam_size=BEAM_SIZE,
             # One temperature: fallback re-decodes at higher temperatures cost up to 3 s more
             # and produce random text, which the snap would reject anyway.
             temperature=0.0,
-            initial_prompt=self._prompt,
+            initial_prompt=prompt,
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,  # the VAD gate already cut this utterance
-            max_new_tokens=MAX_NEW_TOKENS,
+            max_new_tokens=max_new_tokens,
         )
         texts: list[str] = []
         logprob_sum = 0.0
@@ -120,18 +132,39 @@ class WhisperRecognizer:
         avg_logprob = logprob_sum / tokens if tokens else -math.inf
         return " ".join(t.strip() for t in texts).strip(), avg_logprob, no_speech
 
+    def close(self) -> None:
+        """Drops the model; it is not used after it."""
+        # Drops ~80 MB of weights now rather than whenever the garbage collector runs.
+        self._model = None
+
+
+def is_speech(avg_logprob: float, no_speech: float) -> bool:
+    """Whisper's own silence rule, on what `Whisper.decode` returned."""
+    return not (no_speech > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB)
+
+
+class WhisperRecognizer:
+    """Whisper base (int8 on CPU) plus `Grammar.snap`; implements `pendant.ears.asr.Recognizer`."""
+
+    def __init__(self, config: Config, grammar: Grammar, *, cpu_threads: int | None = None) -> None:
+        self._grammar = grammar
+        self.guessed: dict[str, str] = {}  # Whisper writes words; it has no pronunciations
+        self.whisper: Whisper | None = Whisper(config, cpu_threads=cpu_threads)
+        # Names bias Whisper towards how this home spells things ('Bed Light', not 'bad
+        # light'; 'Mood Lighting', not 'blue lighting'), measured on the shared recordings.
+        self._prompt = ", ".join(grammar.names) + "." if grammar.names else None
+
+    def _decode(self, audio: np.ndarray) -> tuple[str, float, float]:
+        if self.whisper is None:
+            raise RuntimeError("WhisperRecognizer is closed")
+        return self.whisper.decode(audio, self._prompt)
+
     def transcribe(self, audio: np.ndarray) -> Transcription | None:
         """The closed-set sentence in `audio` (int16, 16 kHz, mono), or None if none fits."""
-        if self._model is None:
-            raise RuntimeError("WhisperRecognizer is closed")
-        if audio.dtype != np.int16 or audio.ndim != 1:
-            raise AudioFormatError(
-                f"whisper wants 1-D int16 audio at 16 kHz, got {audio.ndim}-D {audio.dtype}"
-            )
-        if audio.size == 0:
+        if audio.ndim == 1 and audio.size == 0:
             return None
-        text, avg_logprob, no_speech = self._decode(audio.astype(np.float32) / 32768.0)
-        if no_speech > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB:
+        text, avg_logprob, no_speech = self._decode(audio)
+        if not is_speech(avg_logprob, no_speech):
             return None
         snapped = self._grammar.snap(normalize(text))
         if snapped is None:
@@ -148,9 +181,10 @@ class WhisperRecognizer:
 
     def transcribe_raw(self, audio: np.ndarray) -> str:
         """Whisper's free text before snapping (diagnostics and tests; never published)."""
-        return self._decode(audio.astype(np.float32) / 32768.0)[0]
+        return self._decode(audio)[0]
 
     def close(self) -> None:
         """Drops the model; the recogniser is not used after it."""
-        # Drops ~80 MB of weights now rather than whenever the garbage collector runs.
-        self._model = None
+        if self.whisper is not None:
+            self.whisper.close()
+        self.whisper = None

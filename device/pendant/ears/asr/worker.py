@@ -8,11 +8,13 @@ when speech goes on. The child is the ears' own: same unit, same sandbox (no net
 reaches it through a pipe, in RAM, and nothing it hears is written anywhere.
 
 The wire, parent to child: one JSON line (the config, the grammar with its names and
-fingerprint), answered by one JSON
-line (`{"guessed": {...}}` once the recogniser is loaded, or `{"error": "..."}`); then, per
-utterance, a 4-byte little-endian length and that many bytes of 16 kHz int16 audio, answered
-by one JSON line: the transcription's fields, or null. One utterance is in the child at a
-time, so a write never waits on a busy child.
+fingerprint), answered by one JSON line (`{"guessed": {...}, "open": bool}` once the
+recogniser is loaded, `open` saying whether the open-vocabulary one is too, or
+`{"error": "..."}`); then, per utterance, one byte saying what is asked (`child.CLOSED`: the
+closed-set sentence; `child.OPEN`: the words, open vocabulary), a 4-byte little-endian length
+and that many bytes of 16 kHz int16 audio, answered by one JSON line: the transcription's
+fields, or the words, or null. One utterance is in the child at a time, so a write never
+waits on a busy child.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 
 from pendant.core.errors import PendantError
 from pendant.ears.asr import Transcription, child
-from pendant.ears.asr.child import LENGTH
+from pendant.ears.asr.child import CLOSED, HEADER, OPEN
 from pendant.ears.understand.closed_set import Grammar, grammar_json
 
 if TYPE_CHECKING:
@@ -46,6 +48,9 @@ class RecognizerProcess:
     def __init__(self, config: Config, grammar: Grammar) -> None:
         self.grammar = grammar
         self.guessed: Mapping[str, str] = {}
+        self.open = False
+        """Whether the child holds the open-vocabulary recogniser (`escalate.enabled`), known
+        once it has started."""
         self._child = subprocess.Popen(
             [sys.executable, "-m", child.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
@@ -96,12 +101,28 @@ class RecognizerProcess:
             self.close()
             raise PendantError(f"the recogniser did not start: {answer['error']}")
         self.guessed = answer["guessed"]
+        self.open = bool(answer.get("open"))
 
     async def transcribe(self, audio: np.ndarray) -> Transcription | None:
         """The closed-set sentence heard in `audio`. A caller cancelled meanwhile gives up
         the answer, not the exchange: the child is never left with half a request."""
+        fields = await self._ask(CLOSED, audio)
+        if fields is None:
+            return None
+        return Transcription(**fields | {"rivals": tuple(fields.get("rivals", ()))})
+
+    async def transcribe_open(self, audio: np.ndarray) -> str | None:
+        """The words heard in `audio`, open vocabulary (Whisper, `escalate.enabled`), at most
+        300 characters; None for none, or when the child has no open-vocabulary recogniser."""
+        if not self.open:
+            return None
+        words = await self._ask(OPEN, audio)
+        return words if isinstance(words, str) else None
+
+    async def _ask(self, kind: bytes, audio: np.ndarray) -> Any:
+        """The child's answer about `audio`, decoded from its JSON line."""
         pcm = np.ascontiguousarray(audio, dtype=np.int16).tobytes()
-        exchange = asyncio.ensure_future(self._exchange(LENGTH.pack(len(pcm)) + pcm))
+        exchange = asyncio.ensure_future(self._exchange(HEADER.pack(kind, len(pcm)) + pcm))
         self._exchanges.add(exchange)
         exchange.add_done_callback(self._exchanges.discard)
         try:
@@ -113,10 +134,7 @@ class RecognizerProcess:
             raise
         if line is None:
             raise PendantError(f"the recogniser stopped: {self._exit_reason()}")
-        fields = json.loads(line)
-        if fields is None:
-            return None
-        return Transcription(**fields | {"rivals": tuple(fields.get("rivals", ()))})
+        return json.loads(line)
 
     async def _exchange(self, request: bytes) -> bytes | None:
         async with self._turn:

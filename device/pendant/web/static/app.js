@@ -14,6 +14,9 @@
  * Messages: a `say` command (Home Assistant's answer, say) reaches the phones as the link's
  * `say` event; the page speaks it with the browser's speech synthesis, once, as it arrives
  * (never from the stored feed), and shows it in the feed, so a muted phone still has it.
+ * An `answer` (what Home Assistant's agent or the wearer's own model said to a question the
+ * pendant could not hear itself) is spoken and shown the same way, with the question as it was
+ * sent: all that left the device for it.
  *
  * A phone that does not trust the pendant's certificate yet: browsers never tell a page why
  * its WebSocket failed, so the app infers it. When the MQTT WebSocket has failed
@@ -38,6 +41,14 @@
   const PAIRING_KEY = "pendant.pairing";
   const STATE_KEY = "pendant.state";
   const FEED_MAX = 200;
+  const ANSWER_TITLES = {
+    answered: "Answer",
+    acted: "Done",
+    no_answer: "No answer",
+    refused: "Could not do it",
+    failed: "Could not ask",
+  };
+  const TARGET_NAMES = { home_assistant: "Home Assistant", openai: "your assistant" };
   const DB_NAME = "pendant";
   const STORE = "feed";
   // What the pendant takes (pendant.core.events.SentenceSet, pendant.link.commands).
@@ -209,6 +220,7 @@
     else if (e.type === "error") title = "Refused";
     else if (e.type === "scene") title = intent ? intent.name : SCENE_TITLES[e.trigger] || "Seen";
     else if (e.type === "say") title = "Message";
+    else if (e.type === "answer") title = ANSWER_TITLES[e.outcome] || "Answer";
     else title = "Not understood";
     head.append(el("span", "name", title), time);
     li.append(head);
@@ -223,6 +235,14 @@
       if (e.face_count > 0) {
         li.append(el("p", "faces", `${plural(e.face_count, "face", "faces")} hidden`));
       }
+      return li;
+    }
+    if (e.type === "answer") {
+      li.dataset.outcome = e.outcome;
+      const to = TARGET_NAMES[e.target] || "your assistant";
+      li.append(el("p", "question", `You asked ${to}: “${e.question}”`));
+      if (typeof e.context === "string") li.append(el("p", "context", `and sent: ${e.context}`));
+      if (e.text) li.append(el("p", "text", e.text));
       return li;
     }
     const said = e.type === "error" ? e.reason : e.text;
@@ -570,7 +590,7 @@
   }
 
   async function onSay(event) {
-    if (await addToFeed(event)) speak(event.text);
+    if ((await addToFeed(event)) && event.text) speak(event.text);
   }
 
   // --- MQTT ------------------------------------------------------------------------------
@@ -632,6 +652,13 @@
         ui.captureState.textContent = "";
       }
     } else if (rest === "say" && event.type === "say" && typeof event.text === "string") {
+      onSay(event);
+    } else if (
+      rest === "answer" &&
+      event.type === "answer" &&
+      typeof event.text === "string" &&
+      typeof event.question === "string"
+    ) {
       onSay(event);
     } else if (rest === "sentences" && event.type === "sentences" && Array.isArray(event.sets)) {
       onSentences(event, Boolean(packet && packet.retain));

@@ -1,0 +1,168 @@
+"""Which utterances the ears turn into questions for a bigger model (`Ears._ask`), with a
+scripted recogniser: what the closed set rejected, held or followed up or opened with an "ask"
+phrase, goes out as an `Ask`; nothing else does, and nothing at all with escalate off.
+(tests/speech/test_ask_ears.py does the same with the real models on a real bus.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pendant.core.asking import FOLLOW_UP_S
+from pendant.core.config import Config, EscalateConfig
+from pendant.core.events import Ask, Command, Event, NotRecognized
+from pendant.ears import listener
+from pendant.ears.asr import Transcription
+from pendant.ears.asr.open_vocab import readable
+from pendant.ears.understand.grammar import Grammar
+from pendant.ears.vad import Utterance
+from tests.support.ears_support import bare_ears
+
+QUESTION = "What is a good substitute for eggs?"
+
+
+class Rejecting:
+    """A recogniser whose closed set heard nothing sure, and whose open vocabulary heard
+    `words` (None: nothing)."""
+
+    def __init__(self, words: str | None) -> None:
+        self.words = words
+        self.opened = 0
+
+    async def transcribe(self, audio: np.ndarray) -> Transcription:
+        return Transcription("what is the date", 0.05)
+
+    async def transcribe_open(self, audio: np.ndarray) -> str | None:
+        self.opened += 1
+        return self.words
+
+    def close(self) -> None:
+        pass
+
+
+def escalating(config: Config, **kw: object) -> Config:
+    fields = {"enabled": True, "url": "http://homeassistant.local:8123"}
+    return config.model_copy(update={"escalate": EscalateConfig(**(fields | kw))})
+
+
+def hear(config: Config, grammar: Grammar, words: str | None, *said: bool) -> list[Event]:
+    """The events published for utterances said held (True) or not (False), in turn."""
+    ears, published = bare_ears(config, grammar, Rejecting(words))
+
+    async def scenario() -> None:
+        for pressed in said:
+            audio = np.full(16_000, 500, np.int16)
+            await ears.handle(Utterance(audio, 0, 1000), pressed=pressed)
+
+    asyncio.run(scenario())
+    return [e for e in published if isinstance(e, Ask | NotRecognized)]
+
+
+def test_held_talk_the_closed_set_rejects_is_asked_without_a_text_duplicate(
+    config: Config, grammar: Grammar
+) -> None:
+    events = hear(escalating(config), grammar, QUESTION, True)
+    assert [type(e) for e in events] == [NotRecognized, Ask]
+    rejected, ask = events
+    assert isinstance(ask, Ask) and isinstance(rejected, NotRecognized)
+    assert ask.text == QUESTION
+    assert rejected.text is None  # the question goes once, in the Ask (and the Answer)
+    assert rejected.session_id == ask.session_id
+
+
+def test_conversation_mode_asks_only_after_a_phrase_or_in_the_follow_up(
+    config: Config, grammar: Grammar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = escalating(config)
+    assert hear(config, grammar, QUESTION, False) == []  # a bystander, say
+    asked = hear(config, grammar, f"Ask Home Assistant, {QUESTION}", False)
+    assert [(type(e), e.text) for e in asked] == [(Ask, f"Ask Home Assistant, {QUESTION}")]
+    assert hear(config, grammar, "Ask Home Assistant.", False) == []  # nothing to ask
+    # Held, then unheld within the follow-up window: both asked.
+    assert [type(e) for e in hear(config, grammar, QUESTION, True, False)] == [
+        NotRecognized,
+        Ask,
+        Ask,
+    ]
+    # Unheld after the window: not asked.
+    now = [1000.0]
+    monkeypatch.setattr(listener.time, "monotonic", lambda: now[0])
+    ears, published = bare_ears(config, grammar, Rejecting(QUESTION))
+
+    async def scenario() -> None:
+        audio = np.full(16_000, 500, np.int16)
+        await ears.handle(Utterance(audio, 0, 1000), pressed=True)
+        now[0] += FOLLOW_UP_S + 0.5
+        await ears.handle(Utterance(audio, 0, 1000), pressed=False)
+
+    asyncio.run(scenario())
+    assert [type(e) for e in published if isinstance(e, Ask)] == [Ask]
+
+
+def test_the_follow_up_window_runs_from_the_answer_and_closes_without_one(
+    config: Config, grammar: Grammar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(listener.time, "monotonic", lambda: now[0])
+    recognizer = Rejecting(QUESTION)
+    # No phrases: what is written down is only what may be a question by the window alone.
+    ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
+    answered = Command(device_id=config.device_id, name="buzz", pattern="understood")
+    unanswered = Command(device_id=config.device_id, name="buzz", pattern="not_understood")
+
+    async def say(pressed: bool = False) -> None:
+        await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
+
+    async def scenario() -> None:
+        await say(pressed=True)  # a question
+        now[0] += 6  # a slow answer
+        await ears.on_command(answered)
+        now[0] += FOLLOW_UP_S - 1  # 15 s after the question, 9 s after its answer
+        await say()  # a follow-up
+        now[0] += 2
+        await ears.on_command(unanswered)  # the follow-up got no answer: the window closes
+        now[0] += 1
+        await say()
+
+    asyncio.run(scenario())
+    assert len([e for e in published if isinstance(e, Ask)]) == 2
+    assert recognizer.opened == 2  # the last utterance was not even written down
+
+
+def test_nothing_is_written_down_with_escalate_off(config: Config, grammar: Grammar) -> None:
+    recognizer = Rejecting(f"ask home assistant {QUESTION}")
+    ears, published = bare_ears(config, grammar, recognizer)
+
+    async def scenario() -> None:
+        for pressed in (True, False):
+            await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
+
+    asyncio.run(scenario())
+    assert recognizer.opened == 0
+    assert not any(isinstance(e, Ask) for e in published)
+    rejected = [e for e in published if isinstance(e, NotRecognized)]
+    assert [e.text for e in rejected] == ["what is the date"]  # as before: held talk only
+
+
+def test_without_phrases_conversation_mode_writes_nothing_down(
+    config: Config, grammar: Grammar
+) -> None:
+    recognizer = Rejecting(f"ask home assistant {QUESTION}")
+    ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
+    asyncio.run(ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=False))
+    assert recognizer.opened == 0
+    assert not any(isinstance(e, Ask) for e in published)
+
+
+def test_held_talk_with_no_words_is_not_recognised_as_before(
+    config: Config, grammar: Grammar
+) -> None:
+    events = hear(escalating(config), grammar, None, True)
+    assert [(type(e), e.text) for e in events] == [(NotRecognized, "what is the date")]
+
+
+def test_the_words_are_what_the_phone_will_show() -> None:
+    assert readable("  What  is\u200b this?\n") == "What is this?"
+    assert readable("Cafe\u0301 au lait") == "Caf\u00e9 au lait"  # NFC
