@@ -112,7 +112,9 @@ LOG=/run/pendant-test/sub.log
       -v >> $LOG 2>&1
     sleep 1
   done ) &
-tail -f $LOG | sed -u 's/^\(.\{0,600\}\).*/PENDANT-SUB: \1/' &
+# awk, not sed: GNU sed's regex for `.\{0,600\}` took 77 MB in the guest (seen in its OOM report
+# under mem=512M), memory the services then lacked.
+tail -f $LOG | awk '{ print "PENDANT-SUB: " substr($0, 1, 600); fflush() }' &
 wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
   t=$1; shift
   while [ $t -gt 0 ]; do "$@" && return 0; sleep 2; t=$((t - 2)); done

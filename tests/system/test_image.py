@@ -160,6 +160,9 @@ def test_the_test_drop_ins_only_show_the_test_inputs() -> None:
     release = image_build.overlay_files(desc)
     test = image_build.overlay_files(desc, test=True)
     drop_ins = {k: v for k, v in test.items() if k not in release and k.endswith(".conf")}
+    # And the device timeout, longer for emulation on a loaded machine (systemd's own setting).
+    manager = drop_ins.pop("usr/lib/systemd/system.conf.d/pendant-test.conf")
+    assert "\nDefaultDeviceTimeoutSec=600\n" in manager.read_text()
     assert set(drop_ins) == {
         f"usr/lib/systemd/system/pendant-{u}.service.d/pendant-test.conf" for u in ("ears", "eyes")
     }
