@@ -55,12 +55,31 @@ chmod 0755 /run/pendant-test
 chmod 0644 /run/pendant-test/*
 """
 
-# IMAGE_MEMORY_MAX=off: the services run without any MemoryMax= (a runtime drop-in, which sorts
-# after the board's), to measure what they take; the test then does not hold them to the board's.
-LIFT_MEMORY_MAX = """for u in ears eyes body link web pairing; do
-  systemctl set-property --runtime pendant-$u.service MemoryMax=infinity
-done
-"""
+
+def set_memory_max(limits: dict[str, str]) -> str:
+    """Shell lines that set each service's MemoryMax= before it starts: a runtime drop-in
+    (`systemctl set-property --runtime`), which sorts after the board's 40-memory.conf."""
+    return "".join(
+        f"systemctl set-property --runtime pendant-{name}.service MemoryMax={value}\n"
+        for name, value in limits.items()
+    )
+
+
+def memory_max_override(board: dict) -> dict[str, str]:
+    """IMAGE_MEMORY_MAX=off: every service without a limit, to measure what they take.
+    IMAGE_MEMORY_MAX=board: the board file's [memory] as it is now, to try new values on an
+    image built before them (the test holds the services to the file's values either way).
+    Unset: the image's own drop-ins, nothing overridden."""
+    mode = os.environ.get("IMAGE_MEMORY_MAX", "")
+    services = ("ears", "eyes", "body", "link", "web", "pairing")
+    if mode == "off":
+        return dict.fromkeys(services, "infinity")
+    if mode == "board":
+        return {k: v for k, v in board.get("memory", {}).items() if k != "budget"}
+    if mode:
+        raise ValueError(f"IMAGE_MEMORY_MAX={mode}: write off, board, or leave it unset")
+    return {}
+
 
 HOOK = r"""#!/bin/sh
 say() { echo "PENDANT-TEST: $*"; }
@@ -263,12 +282,7 @@ def mtools(*args: str) -> str:
     return proc.stdout
 
 
-def memory_max_lifted() -> bool:
-    """IMAGE_MEMORY_MAX=off: measure the services without their limits (see LIFT_MEMORY_MAX)."""
-    return os.environ.get("IMAGE_MEMORY_MAX") == "off"
-
-
-def prepare(image: Path, work: Path, lift_memory_max: bool = False) -> Path:
+def prepare(image: Path, work: Path, memory_max: dict[str, str] | None = None) -> Path:
     disk = work / "disk.img"
     subprocess.run(["cp", "--sparse=always", str(image), str(disk)], check=True)
     with disk.open("r+b") as f:
@@ -279,9 +293,7 @@ def prepare(image: Path, work: Path, lift_memory_max: bool = False) -> Path:
                     str(files / "pendant-test" / "command.wav"), COMMAND], check=True)  # fmt: skip
     for image_file in EYES_IMAGES:
         shutil.copyfile(image_file, files / "pendant-test" / image_file.name)
-    (files / "pendant-test" / "prepare").write_text(
-        PREPARE + (LIFT_MEMORY_MAX if lift_memory_max else "")
-    )
+    (files / "pendant-test" / "prepare").write_text(PREPARE + set_memory_max(memory_max or {}))
     (files / "pendant-test" / "hook").write_text(HOOK)
     (files / "pendant.toml").write_text(test_config("/run/pendant-test/command.wav"))
     (files / "setup.toml").write_text(
@@ -358,8 +370,8 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
         )
     with tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp:
         work = Path(tmp)
-        disk = prepare(image, work, lift_memory_max=memory_max_lifted())
         desc = load_board(board)
+        disk = prepare(image, work, memory_max_override(desc))
         cmd = qemu_command(machine, board_boot, disk, desc.get("qemu_cpu", "cortex-a53"),
                            guest_mem(desc, machine))  # fmt: skip
         started = time.monotonic()
