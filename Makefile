@@ -154,7 +154,8 @@ image: image-apt deb
 image-test-build: image-apt deb
 	$(SUDO) $(PY) image/build.py $(BOARD) --test
 
-# Boots the test image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model).
+# Boots the test image in qemu-system-aarch64 (-M virt; IMAGE_MACHINE=raspi3b for the Pi 3 model,
+# with the board's RAM: IMAGE_MEM=off gives it QEMU's 1 GiB, IMAGE_MEMORY_MAX=off lifts MemoryMax=).
 image-test: image-apt
 	@test -f image/out/pendant-$(BOARD)-test.img || $(MAKE) image-test-build BOARD=$(BOARD)
 	PENDANT_IMAGE_TEST=1 PENDANT_IMAGE_BOARD=$(BOARD) $(PY) -m pytest -v -s tests/system/test_image_boot.py

@@ -55,6 +55,32 @@ chmod 0755 /run/pendant-test
 chmod 0644 /run/pendant-test/*
 """
 
+
+def set_memory_max(limits: dict[str, str]) -> str:
+    """Shell lines that set each service's MemoryMax= before it starts: a runtime drop-in
+    (`systemctl set-property --runtime`), which sorts after the board's 40-memory.conf."""
+    return "".join(
+        f"systemctl set-property --runtime pendant-{name}.service MemoryMax={value}\n"
+        for name, value in limits.items()
+    )
+
+
+def memory_max_override(board: dict) -> dict[str, str]:
+    """IMAGE_MEMORY_MAX=off: every service without a limit, to measure what they take.
+    IMAGE_MEMORY_MAX=board: the board file's [memory] as it is now, to try new values on an
+    image built before them (the test holds the services to the file's values either way).
+    Unset: the image's own drop-ins, nothing overridden."""
+    mode = os.environ.get("IMAGE_MEMORY_MAX", "")
+    services = ("ears", "eyes", "body", "link", "web", "pairing")
+    if mode == "off":
+        return dict.fromkeys(services, "infinity")
+    if mode == "board":
+        return {k: v for k, v in board.get("memory", {}).items() if k != "budget"}
+    if mode:
+        raise ValueError(f"IMAGE_MEMORY_MAX={mode}: write off, board, or leave it unset")
+    return {}
+
+
 HOOK = r"""#!/bin/sh
 say() { echo "PENDANT-TEST: $*"; }
 state() { systemctl show -p ActiveState -p SubState -p NRestarts --value "$1" | tr '\n' ' '; }
@@ -146,7 +172,9 @@ LOG=/run/pendant-test/sub.log
       -v >> $LOG 2>&1
     sleep 1
   done ) &
-tail -f $LOG | sed -u 's/^\(.\{0,600\}\).*/PENDANT-SUB: \1/' &
+# awk, not sed: GNU sed's regex for `.\{0,600\}` took 77 MB in the guest (seen in its OOM report
+# under mem=512M), memory the services then lacked.
+tail -f $LOG | awk '{ print "PENDANT-SUB: " substr($0, 1, 600); fflush() }' &
 wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
   t=$1; shift
   while [ $t -gt 0 ]; do "$@" && return 0; sleep 2; t=$((t - 2)); done
@@ -170,6 +198,10 @@ progress &
 PROGRESS=$!
 wait_for 900 systemctl is-active -q pendant-ears.service || logs pendant-ears.service
 say unit pendant-ears $(state pendant-ears.service) $(cut -d' ' -f1 /proc/uptime)
+say memory total $(awk '/MemTotal/ {print int($2/1024) "M"}' /proc/meminfo)
+for u in ears eyes body link web pairing; do  # the limits systemd applies (the board's drop-ins)
+  say memorymax pendant-$u $(systemctl show -p MemoryMax --value pendant-$u.service)
+done
 # What the ears' sandbox leaves of /run (TemporaryFileSystem=/run:ro and its binds), seen
 # from inside their own mount namespace: the host's other sockets are ways to make DNS queries.
 EARS=$(systemctl show -p MainPID --value pendant-ears.service)
@@ -192,7 +224,7 @@ memory() {  # figures, not checks: each service's PSS/USS/RSS (its process tree)
       peak $((peak >> 20))M
   done
 }
-memory after-intent
+memory idle  # every service up, the ears listening again after a command
 # "Read this" from the paired phone: the eyes start their reader, which answers with a scene.
 mosquitto_pub -h localhost -p 8883 --cafile /etc/mosquitto/pendant/ca.crt -i boottest-cmd \
   -u phone-boottest -P "$(cat /etc/pendant/secrets/phone-boottest.password)" \
@@ -222,8 +254,13 @@ memory settled
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
 kill $PROGRESS
 say failed units: $failed
-say memory total $(awk '/MemTotal/ {print int($2/1024) "M"}' /proc/meminfo)
 say oom kills $(journalctl -k -b -o cat --no-pager | grep -c -i -e "out of memory" -e "oom-kill")
+journalctl -k -b -o cat --no-pager | grep -i -e "out of memory" -e "oom-kill" | tail -n 6 \
+  | sed -u "s/^/PENDANT-LOG: kernel: /"
+for u in ears eyes body link web pairing; do  # systemd's word: a process of the unit OOM-killed
+  n=$(journalctl -b -u pendant-$u.service -o cat --no-pager | grep -c "killed by the OOM killer")
+  [ "$n" -gt 0 ] && say oom unit pendant-$u $n
+done
 [ -n "$failed" ] && logs $failed
 say done $(cut -d' ' -f1 /proc/uptime)
 sync
@@ -292,7 +329,7 @@ def mtools(*args: str) -> str:
     return proc.stdout
 
 
-def prepare(image: Path, work: Path) -> Path:
+def prepare(image: Path, work: Path, memory_max: dict[str, str] | None = None) -> Path:
     disk = work / "disk.img"
     subprocess.run(["cp", "--sparse=always", str(image), str(disk)], check=True)
     with disk.open("r+b") as f:
@@ -303,7 +340,7 @@ def prepare(image: Path, work: Path) -> Path:
                     str(files / "pendant-test" / "command.wav"), COMMAND], check=True)  # fmt: skip
     for image_file in EYES_IMAGES:
         shutil.copyfile(image_file, files / "pendant-test" / image_file.name)
-    (files / "pendant-test" / "prepare").write_text(PREPARE)
+    (files / "pendant-test" / "prepare").write_text(PREPARE + set_memory_max(memory_max or {}))
     (files / "pendant-test" / "hook").write_text(HOOK)
     (files / "pendant.toml").write_text(test_config("/run/pendant-test/command.wav"))
     (files / "setup.toml").write_text(
@@ -343,8 +380,17 @@ def raspi3b_tree(board_boot: Path, work: Path, board: str = "zero2w") -> Path:
     )
 
 
+def guest_mem(board: dict, machine: str) -> str | None:
+    """The kernel's `mem=` on QEMU's raspi3b: the board's RAM (a Zero 2 W's 512M), or
+    IMAGE_MEM (`IMAGE_MEM=off`: the machine's whole GiB). None on -M virt (it is given -m)."""
+    if machine != "raspi3b":
+        return None
+    mem = os.environ.get("IMAGE_MEM") or board.get("ram")
+    return None if mem in (None, "off") else mem
+
+
 def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-a53",
-                 board: str = "zero2w") -> list[str]:  # fmt: skip
+                 mem: str | None = None, board: str = "zero2w") -> list[str]:  # fmt: skip
     kernel, initrd = board_boot / "vmlinuz", board_boot / "initrd.img"
     common = ["-nographic", "-nic", "none", "-no-reboot", "-kernel", str(kernel),
               "-initrd", str(initrd)]  # fmt: skip
@@ -355,12 +401,12 @@ def qemu_command(machine: str, board_boot: Path, disk: Path, cpu: str = "cortex-
                 "-drive", f"file={disk},format=raw,if=none,id=hd",
                 "-device", "virtio-blk-device,drive=hd"]  # fmt: skip
     dtb = raspi3b_tree(board_boot, disk.parent, board)
-    # QEMU's Pi 3 has 1 GiB and no other size; IMAGE_MEM=512M gives the kernel only the Zero
-    # 2 W's 512 MB (mem=), so the services must fit it as they would on the board (issue 17's
-    # goal, not met yet: CI boots with the whole GiB).
-    mem = f" mem={os.environ['IMAGE_MEM']}" if os.environ.get("IMAGE_MEM") else ""
+    # QEMU's Pi 3 has 1 GiB and no other size, and writes that into the tree's memory node:
+    # the kernel's mem= gives it only the Zero 2 W's 512 MB (guest_mem), so the services must
+    # fit it as they would on the board. The test checks MemTotal in the guest.
+    limit = f" mem={mem}" if mem else ""
     return ["qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", *common, "-dtb", str(dtb),
-            "-append", f"{cmdline}{mem} console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
+            "-append", f"{cmdline}{limit} console=ttyAMA0,115200 dwc_otg.fiq_fsm_enable=0",
             "-drive", f"file={disk},format=raw,if=sd"]  # fmt: skip
 
 
@@ -375,9 +421,10 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
         )
     with tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp:
         work = Path(tmp)
-        disk = prepare(image, work)
-        cpu = load_board(board).get("qemu_cpu", "cortex-a53")
-        cmd = qemu_command(machine, board_boot, disk, cpu, board)
+        desc = load_board(board)
+        disk = prepare(image, work, memory_max_override(desc))
+        cmd = qemu_command(machine, board_boot, disk, desc.get("qemu_cpu", "cortex-a53"),
+                           guest_mem(desc, machine), board)  # fmt: skip
         started = time.monotonic()
         times: dict[str, float] = {}
         chunks: list[str] = []

@@ -343,6 +343,54 @@ def power_masked(desc: dict) -> list[str]:
     return list(power_table(desc).get("mask", []))
 
 
+# The pendant's services, each a unit of the package (services/pendant-<name>.service).
+PENDANT_SERVICES = tuple(
+    sorted(p.stem.removeprefix("pendant-") for p in (REPO / "services").glob("pendant-*.service"))
+)
+MEMORY_DROP_IN = "etc/systemd/system/pendant-{}.service.d/40-memory.conf"
+
+
+def memory_files(desc: dict) -> dict[str, str]:
+    """The board's [memory] table as systemd drop-ins: path in the root -> text.
+
+    `budget` bounds the sum of the services' MemoryMax= (the board's RAM less what the system
+    needs); every pendant service must have a limit, so the sum is what the board can be asked
+    for. The drop-in's name sorts before `50-MemoryMax.conf` (`systemctl set-property`) and
+    `override.conf` (`systemctl edit`), so either still changes a limit on the device.
+    """
+    memory = dict(desc.get("memory", {}))
+    if not memory:
+        return {}
+    budget_text = memory.pop("budget", None)
+    unknown = sorted(set(memory) - set(PENDANT_SERVICES))
+    if unknown:
+        known = ", ".join(PENDANT_SERVICES)
+        raise ImageError(f"[memory] {unknown[0]}: no such service, the services are {known}")
+    missing = [s for s in PENDANT_SERVICES if s not in memory]
+    if missing:
+        raise ImageError(f"[memory] has no limit for {', '.join(missing)}: give every service one")
+    limits: dict[str, int] = {}
+    for name, text in {**memory, "budget": budget_text or "0"}.items():
+        try:
+            limits[name] = parse_size(text)
+        except ImageError as exc:
+            raise ImageError(f"[memory] {name}: {exc}") from None
+    budget = limits.pop("budget")
+    if budget_text is not None:
+        total = sum(limits.values())
+        if total > budget:
+            raise ImageError(
+                f"[memory] limits sum to {total >> 20}M, over the budget {budget_text}: lower them"
+            )
+    return {
+        MEMORY_DROP_IN.format(name): (
+            "# image/boards/*.toml [memory]: this board's share of its RAM for the service.\n"
+            f"[Service]\nMemoryMax={memory[name]}\n"
+        )
+        for name in sorted(limits)
+    }
+
+
 def chroot(root: Path, *cmd: str) -> str:
     return run(["chroot", str(root), *cmd], " ".join(cmd))
 
@@ -366,7 +414,7 @@ def customize(root: Path, desc: dict, test: bool = False) -> None:
             sudoers.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
             sudoers.chmod(0o440)
     chroot(root, "usermod", "--password", "*", "root")
-    for rel, text in power_files(desc).items():
+    for rel, text in {**power_files(desc), **memory_files(desc)}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     if desc.get("disable"):
@@ -562,7 +610,9 @@ def remove_tree(path: Path) -> None:
 
 def build(board: str, deb: Path, out: Path, test: bool = False) -> Path:
     desc = load_board(board)
-    power_files(desc)  # a wrong [power] table stops the build before mmdebstrap, not after
+    # A wrong [power] or [memory] table stops the build before mmdebstrap, not after.
+    power_files(desc)
+    memory_files(desc)
     stem = image_stem(board, test)
     check_host()
     if not deb.is_file():

@@ -196,6 +196,9 @@ def test_the_test_drop_ins_only_show_the_test_inputs() -> None:
     release = image_build.overlay_files(desc)
     test = image_build.overlay_files(desc, test=True)
     drop_ins = {k: v for k, v in test.items() if k not in release and k.endswith(".conf")}
+    # And the device timeout, longer for emulation on a loaded machine (systemd's own setting).
+    manager = drop_ins.pop("usr/lib/systemd/system.conf.d/pendant-test.conf")
+    assert "\nDefaultDeviceTimeoutSec=600\n" in manager.read_text()
     assert set(drop_ins) == {
         f"usr/lib/systemd/system/pendant-{u}.service.d/pendant-test.conf" for u in ("ears", "eyes")
     }
@@ -559,6 +562,77 @@ def test_a_board_overrides_a_power_setting_and_a_wrong_one_is_one_line() -> None
         with pytest.raises(image_build.ImageError) as err:
             image_build.power_files({**desc, "power": bad})
         assert "\n" not in str(err.value) and named in str(err.value)
+
+
+# --------------------------------------------------------------------------- memory (issue 17)
+
+def test_every_service_of_the_package_is_known_to_the_image_build() -> None:
+    units = sorted(p.stem for p in (REPO / "services").glob("pendant-*.service"))
+    assert [f"pendant-{s}" for s in image_build.PENDANT_SERVICES] == units
+    assert {"ears", "eyes", "body", "link", "web", "pairing"} <= set(image_build.PENDANT_SERVICES)
+
+
+def test_the_zero2w_memory_limits_cover_every_service_within_its_budget() -> None:
+    """Every service limited, the sum within the board's budget, the budget under its RAM.
+    (Issue 17 asks for a 300 MB budget; the board file says why it is not there yet.)"""
+    desc = image_build.load_board("zero2w")
+    files = image_build.memory_files(desc)
+    limits = {}
+    for service in image_build.PENDANT_SERVICES:
+        text = files[f"etc/systemd/system/pendant-{service}.service.d/40-memory.conf"]
+        found = re.findall(r"(?m)^MemoryMax=(\S+)$", text)
+        assert len(found) == 1 and text.startswith("#") and "\n[Service]\n" in text, text
+        limits[service] = image_build.parse_size(found[0])
+    assert len(files) == len(limits)
+    budget = image_build.parse_size(desc["memory"]["budget"])
+    assert sum(limits.values()) <= budget, limits
+    # The board's RAM, which the boot test gives QEMU's raspi3b (mem=): the kernel, systemd,
+    # mosquitto and the page cache need some of it too.
+    assert image_build.parse_size(desc["ram"]) == 512 << 20
+    assert budget < 512 << 20
+
+
+def test_the_memory_drop_in_gives_way_to_set_property_and_systemctl_edit() -> None:
+    # systemd applies drop-ins in the order of their names, whichever directory holds them.
+    name = Path(image_build.MEMORY_DROP_IN).name
+    assert sorted([name, "50-MemoryMax.conf", "override.conf"])[0] == name
+
+
+def test_a_board_without_memory_keeps_the_units_limits() -> None:
+    assert image_build.memory_files(image_build.load_board("pi5")) == {}
+
+
+def test_the_customize_hook_writes_the_memory_drop_ins(tmp_path: Path, monkeypatch) -> None:
+    desc = image_build.load_board("zero2w")
+    calls = []
+    monkeypatch.setattr(image_build, "chroot", lambda root, *cmd: calls.append(cmd) or "")
+    monkeypatch.setattr(image_build, "hook_units_in", lambda root, desc: [])
+    for d in ("etc/ssh", "etc/sudoers.d"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "etc/group").write_text("sudo:x:27:\n")
+    (tmp_path / "boot/firmware").mkdir(parents=True)
+    monkeypatch.setattr(image_build.devicetree, "with_fragment", lambda *a: None)
+    image_build.customize(tmp_path, desc)
+    drop_in = tmp_path / "etc/systemd/system/pendant-eyes.service.d/40-memory.conf"
+    assert f"MemoryMax={desc['memory']['eyes']}" in drop_in.read_text()
+
+
+@pytest.mark.parametrize(
+    ("memory", "named"),
+    [
+        ({"ears": "100M", "eyse": "10M"}, "eyse"),
+        ({"ears": "100M"}, "no limit for body"),
+        ({"ears": "a lot"}, "[memory] ears"),
+        ({"budget": "100M", "ears": "90M", "eyes": "20M"}, "over the budget 100M"),
+    ],
+)
+def test_a_wrong_memory_table_is_one_line(memory: dict, named: str) -> None:
+    desc = image_build.load_board("zero2w")
+    if "no limit" not in named:
+        memory = {**{s: "1M" for s in image_build.PENDANT_SERVICES}, **memory}
+    with pytest.raises(image_build.ImageError) as err:
+        image_build.memory_files({**desc, "memory": memory})
+    assert "\n" not in str(err.value) and named in str(err.value), err.value
 
 
 def fake_sys(root: Path, wlan0: bool) -> Path:
