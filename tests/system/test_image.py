@@ -566,6 +566,7 @@ def test_a_board_overrides_a_power_setting_and_a_wrong_one_is_one_line() -> None
 
 # --------------------------------------------------------------------------- memory (issue 17)
 
+
 def test_every_service_of_the_package_is_known_to_the_image_build() -> None:
     units = sorted(p.stem for p in (REPO / "services").glob("pendant-*.service"))
     assert [f"pendant-{s}" for s in image_build.PENDANT_SERVICES] == units
