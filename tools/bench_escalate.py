@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pendant.core.asking import edit_distance
 from pendant.core.config import Config, load_config
 from pendant.core.errors import PendantError
 from pendant.core.names import normalize
@@ -41,13 +42,8 @@ SPEECH = REPO.parent / "shared" / "testdata" / "speech-en"
 
 def word_errors(heard: str, said: str) -> tuple[int, int]:
     """Word edits from `said` to `heard`, and the number of words said."""
-    a, b = normalize(said), normalize(heard)
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[len(b)], len(a)
+    a = normalize(said)
+    return edit_distance(a, normalize(heard)), len(a)
 
 
 def _cpu_s(pid: int) -> float:

@@ -29,7 +29,7 @@ from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
 from pendant.app.replay import simulated
 from pendant.core import bus
-from pendant.core.asking import after_ask_phrase
+from pendant.core.asking import after_ask_phrase, edit_distance
 from pendant.core.config import Config, EscalateConfig
 from pendant.core.errors import ModelError, PendantError
 from pendant.core.events import Ask, Event, NotRecognized, parse_event
@@ -61,13 +61,7 @@ words off is still the question (the figure is `make bench`'s escalate_wer_speec
 
 def words_wrong(heard: str, said: str) -> int:
     """Word edit distance, in the recogniser's words (case, punctuation and digits aside)."""
-    a, b = normalize(heard), normalize(said)
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[len(b)]
+    return edit_distance(normalize(heard), normalize(said))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ may import from the other: the follow-up window and the "ask" phrases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from pendant.core.names import fold
 
@@ -59,7 +59,7 @@ def after_ask_phrase(text: str, phrases: Sequence[str]) -> str | None:
             said += word
             if len(said) > len(rest_wanted) + budget:
                 break
-            slips = _edits(said, rest_wanted)
+            slips = edit_distance(said, rest_wanted)
             if slips <= budget and (best is None or slips < best[0]):
                 best = (slips, end)
         if best is not None:
@@ -87,8 +87,9 @@ def _rest(text: str, end: int) -> str:
     return text[end:].lstrip(_SEPARATORS).strip()
 
 
-def _edits(a: str, b: str) -> int:
-    """Levenshtein distance between `a` and `b`."""
+def edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Levenshtein distance between `a` and `b`: letters of two strings, or words of two
+    lists (a word error rate's edits)."""
     row = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
         diagonal, row[0] = row[0], i
