@@ -664,8 +664,19 @@ def _companion(
     # its answer comes back as the link's `answer`: spoken, and shown with what was sent.
     body.publish(Button(device_id=DEVICE, action="press"))
     time.sleep(0.5)  # the link reads the press before the question (two publishers)
-    ears.publish(Ask(device_id=DEVICE, text=QUESTION))
+    # As the ears say it: held talk the closed set rejected, not recognised, under the
+    # question's session; the answer then takes its place in the feed.
+    session = "5e55" * 8
+
+    def not_understood() -> int:
+        return page("eval", expr="document.querySelectorAll('#feed .event.not_recognized').length")
+
+    before = not_understood()
+    ears.publish(NotRecognized(device_id=DEVICE, confidence=0.1, session_id=session))
+    _wait(lambda: not_understood() == before + 1, "the held talk not understood")
+    ears.publish(Ask(device_id=DEVICE, text=QUESTION, session_id=session))
     page("wait_text", selector="#feed .event.answer", text=ANSWER)
+    assert not_understood() == before
     shown = _feed_text(page, "#feed .event.answer")
     assert shown.startswith("Answer") and f"You asked your assistant: “{QUESTION}”" in shown
     # All that was sent: the scene read just before went with the question, and it says so.

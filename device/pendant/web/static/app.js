@@ -204,7 +204,14 @@
         answered.set(e.session_id, e);
       }
     }
-    const shown = events.filter((e) => !(e.type === "intent" && answered.get(e.session_id) === e));
+    // Held talk that became a question (issue 18) says "not recognised" first, under the
+    // question's session: once the answer is there, it says all of it.
+    const asked = new Set(events.filter((e) => e.type === "answer").map((e) => e.session_id));
+    const shown = events.filter(
+      (e) =>
+        !(e.type === "intent" && answered.get(e.session_id) === e) &&
+        !(e.type === "not_recognized" && asked.has(e.session_id)),
+    );
     ui.feed.replaceChildren(...shown.map((e) => feedItem(e, answered.get(e.session_id))));
     ui.empty.hidden = shown.length > 0;
   }
