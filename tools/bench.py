@@ -24,6 +24,9 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - escalate_*: the ears' open-vocabulary transcription for asking a bigger model: word error
   rate on ../shared/testdata/speech-en, CPU ms an utterance, the recogniser process's peak
   with it and without (tools/bench_escalate.py).
+- escalate_answer_ms_ha_*: end of speech -> Home Assistant's answer at a subscriber, the question
+  asked with the phrase, the real Home Assistant of `make test-ha` (tools/bench_ask.py; None, and
+  the reason, without its root or as a user other than root).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import speech_sets  # tools/ is on sys.path when run as a script
+from bench_ask import ask_figures
 from bench_escalate import escalate_figures
 from bench_eyes import eyes_capture_figures
 from bench_services import service_memory
@@ -401,6 +405,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(wear_hours())
     results.update(ocr_figures(config))
     results.update(escalate_figures(config))
+    results.update(await ask_figures(config))
     return results
 
 
