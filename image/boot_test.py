@@ -172,9 +172,10 @@ LOG=/run/pendant-test/sub.log
       -v >> $LOG 2>&1
     sleep 1
   done ) &
-# awk, not sed: GNU sed's regex for `.\{0,600\}` took 77 MB in the guest (seen in its OOM report
-# under mem=512M), memory the services then lacked.
-tail -f $LOG | awk '{ print "PENDANT-SUB: " substr($0, 1, 600); fflush() }' &
+# The shell's own read and printf: GNU sed's regex for `.\{0,600\}` took 77 MB in the guest (seen
+# in its OOM report under mem=512M), memory the services then lacked; and mawk reads a pipe in
+# blocks, so with `tail -f` it held the lines back (no subscriber line in a raspi3b boot).
+tail -f $LOG | while IFS= read -r line; do printf 'PENDANT-SUB: %.600s\n' "$line"; done &
 wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
   t=$1; shift
   while [ $t -gt 0 ]; do "$@" && return 0; sleep 2; t=$((t - 2)); done
