@@ -36,6 +36,7 @@ from pendant.core.config import DEVICE_CLASSES, DeviceKind, Home
 from pendant.core.home_assistant import (
     TOKEN_HINT,
     HomeAssistantError,
+    Refused,
     Session,
     connected,
     websocket_url,
@@ -115,23 +116,20 @@ async def read_home_assistant(url: str, token: str, cafile: Path | None = None) 
         try:
             async with asyncio.timeout(TIMEOUT_S):
                 return await _read(session)
-        except HomeAssistantError as exc:
+        except Refused as exc:
             raise _explained(exc, session.version) from None
 
 
-def _explained(exc: HomeAssistantError, version: str) -> HomeAssistantError:
+def _explained(exc: Refused, version: str) -> HomeAssistantError:
     """A refused command, with what `pendant home import` needs for it."""
-    code = getattr(exc, "code", "")
-    command = str(exc).removeprefix("Home Assistant refused ").split(":")[0]
-    if code == "unknown_command":
+    if exc.code == "unknown_command":
         return HomeAssistantError(
-            f"Home Assistant {version or '(version unknown)'} has no {command} "
+            f"Home Assistant {version or '(version unknown)'} has no {exc.command} "
             "command: `pendant home import` needs Home Assistant 2023.5 or later"
         )
-    if code == "unauthorized":
-        why = str(exc).partition(f"{command}: ")[2]
+    if exc.code == "unauthorized":
         return HomeAssistantError(
-            f"Home Assistant refused {command} ({why}): the token must be an "
+            f"Home Assistant refused {exc.command} ({exc.why}): the token must be an "
             "administrator's, since only administrators may list what Assist is exposed to"
         )
     return exc

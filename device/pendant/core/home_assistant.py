@@ -33,6 +33,14 @@ class HomeAssistantError(PendantError, ConnectionError):
     """Home Assistant cannot be reached, refused the token, or lacks what is asked."""
 
 
+class Refused(HomeAssistantError):
+    """Home Assistant answered a command with an error: which command, its code, its words."""
+
+    def __init__(self, command: str, code: str, why: str) -> None:
+        super().__init__(f"Home Assistant refused {command}: {code} {why}".rstrip())
+        self.command, self.code, self.why = command, code, why
+
+
 def websocket_url(url: str, key: str = "--url") -> str:
     """ws(s)://host:port/path/api/websocket for Home Assistant's http(s) address; `key` names
     the setting an error is about."""
@@ -87,10 +95,8 @@ class Session:
         self.version = str(answer.get("ha_version") or hello.get("ha_version") or "")[:40]
 
     async def call(self, command: str, **data: Any) -> Any:
-        """Sends `command` with `data`; its result, or a HomeAssistantError saying why not.
-
-        `unknown_command` and `unauthorized` errors keep their code in `HomeAssistantError.code`
-        for the caller to explain."""
+        """Sends `command` with `data`; its result, or `Refused` (its code for the caller to
+        explain) when Home Assistant said no."""
         msg_id, self._next_id = self._next_id, self._next_id + 1
         await self._ws.send(json.dumps({"id": msg_id, "type": command, **data}))
         while True:
@@ -101,9 +107,7 @@ class Session:
             return reply.get("result")
         error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
         code, why = str(error.get("code", ""))[:40], str(error.get("message", ""))[:200]
-        refused = HomeAssistantError(f"Home Assistant refused {command}: {code} {why}".rstrip())
-        refused.code = code  # type: ignore[attr-defined]
-        raise refused
+        raise Refused(command, code, why)
 
 
 @asynccontextmanager

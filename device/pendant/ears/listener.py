@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -51,6 +52,7 @@ from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Publish = Callable[[Event], Awaitable[None]]
 MUTED_BEAT_S = 1.0
@@ -342,14 +344,7 @@ class Ears:
             self._early = None
 
     async def _recognise(self, audio: np.ndarray) -> Heard:
-        recognizer = self.understanding.recognizer
-        try:
-            heard = await recognizer.transcribe(audio)
-        except PendantError:
-            if self.understanding.recognizer is recognizer:
-                raise
-            # Swapped for a new grammar meanwhile, and the old one closed: ask the new one.
-            heard = await self.understanding.recognizer.transcribe(audio)
+        heard = await self._on_recognizer(lambda r: r.transcribe(audio))
         parser = self.understanding.parser
         match = parser.parse(heard.text, here=self.here) if heard is not None else None
         return Heard(heard, match)
@@ -462,7 +457,7 @@ class Ears:
         if not (pressed or follow_up or escalate.ask_phrases):
             return False
         await self._activity("thinking")
-        words = await self._transcribe_open(utterance.audio)
+        words = await self._on_recognizer(lambda r: r.transcribe_open(utterance.audio))
         await self._activity("idle" if self.muted else "capturing")
         if self.muted:
             return True
@@ -491,15 +486,16 @@ class Ears:
         self._asked_at = time.monotonic()
         return True
 
-    async def _transcribe_open(self, audio: np.ndarray) -> str | None:
+    async def _on_recognizer(self, ask: Callable[[RecognizerProcess], Awaitable[T]]) -> T:
+        """`ask(recognizer)` on the current recogniser; again on the new one when a new grammar
+        swapped it meanwhile and the old one, closed, failed."""
         recognizer = self.understanding.recognizer
         try:
-            return await recognizer.transcribe_open(audio)
+            return await ask(recognizer)
         except PendantError:
             if self.understanding.recognizer is recognizer:
                 raise
-            # Swapped for a new grammar meanwhile, and the old one closed: ask the new one.
-            return await self.understanding.recognizer.transcribe_open(audio)
+            return await ask(self.understanding.recognizer)
 
     async def _send(self, intent: Intent) -> None:
         log.info("intent %s (%.2f): %s", intent.name, intent.confidence, intent.text)
