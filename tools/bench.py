@@ -335,7 +335,7 @@ def ocr_figures(config: Config) -> dict[str, float]:
     import measure_ocr  # tools/ is on sys.path when run as a script
 
     from pendant.core.model_cache import model_path
-    from pendant.eyes.ocr import OCR_MODEL
+    from pendant.eyes import OCR_MODEL
 
     model = model_path(config, OCR_MODEL)
     figures = measure_ocr.bench_figures(model, config.eyes.ocr_min_confidence)
