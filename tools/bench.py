@@ -16,6 +16,8 @@ commands. Prints the figures and writes them to bench-results.json in the workin
   on the bundled label images and a photo with a face; eyes_peak_rss_mb: `pendant look`.
 - pss_mb_*, uss_mb_*: the six services running at once as their units start them, idle and
   at the peak of a spoken command and three captures (tools/bench_services.py).
+- import_uss_mb_*, sharing_saves_uss_mb_*: what each service's imports hold, and what one
+  interpreter for two services would save in imports (tools/bench_imports.py).
 - wear_hours_*: the power model's hours on the 1200 mAh cell with the image's power settings
   (hw/power.md): silence, talkative, read_this (50 captures); wear_hours_conversation is the
   talkative day, the goal's.
@@ -50,6 +52,7 @@ import speech_sets  # tools/ is on sys.path when run as a script
 from bench_ask import ask_figures
 from bench_escalate import escalate_figures
 from bench_eyes import eyes_capture_figures
+from bench_imports import measure as import_memory
 from bench_services import service_memory
 
 from pendant.app.local_broker import LocalBroker
@@ -335,7 +338,7 @@ def ocr_figures(config: Config) -> dict[str, float]:
     import measure_ocr  # tools/ is on sys.path when run as a script
 
     from pendant.core.model_cache import model_path
-    from pendant.eyes.ocr import OCR_MODEL
+    from pendant.eyes import OCR_MODEL
 
     model = model_path(config, OCR_MODEL)
     figures = measure_ocr.bench_figures(model, config.eyes.ocr_min_confidence)
@@ -400,6 +403,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(eyes_figures(config))
     print(f"    eyes: {results['eyes_total_ms_p50']:.0f} ms a frame (p50)", flush=True)
     results.update(await service_memory())
+    results.update(import_memory())
     results.update(await eyes_capture_figures())
     results.update(grammar_figures())
     results.update(wear_hours())

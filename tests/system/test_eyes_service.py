@@ -231,7 +231,7 @@ def test_eyes_service_process_reports_ready(
         config.read_text() + f'\n[eyes]\nfiles = ["{image}"]\n[eyes.detector]\ntype = "cpu"\n'
     )
 
-    async def scenario() -> tuple[str, list[dict[str, object]]]:
+    async def scenario() -> tuple[str, list[dict[str, object]], str]:
         events: list[dict[str, object]] = []
         subscribed = asyncio.Event()
         watcher = asyncio.create_task(watch_bus(brokers[0], events, subscribed))
@@ -240,6 +240,9 @@ def test_eyes_service_process_reports_ready(
         try:
             note = await notify_socket.wait_for("READY", "1", READY_TIMEOUT_S)
             await notify_socket.wait_for("WATCHDOG", "1", TIMEOUT_S)
+            # Ready and idle, it holds no frame, so not numpy either (~9 MB PSS): a capture
+            # imports it.
+            idle_maps = Path(f"/proc/{service.proc.pid}/maps").read_text()
             b = Bus(brokers[0])
             await b.command("pendant-demo", name="capture")
 
@@ -255,10 +258,11 @@ def test_eyes_service_process_reports_ready(
             await service.stop()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        return note.fields.get("STATUS", ""), events
+        return note.fields.get("STATUS", ""), events, idle_maps
 
-    status, events = asyncio.run(asyncio.wait_for(scenario(), READY_TIMEOUT_S * 2))
+    status, events, idle_maps = asyncio.run(asyncio.wait_for(scenario(), READY_TIMEOUT_S * 2))
     assert "looking" in status
+    assert "numpy" not in idle_maps
     (scene,) = [e for e in events if e.get("type") == "scene"]
     assert normalise(scene["text"]) == "platform 4"  # type: ignore[arg-type]
 

@@ -12,7 +12,7 @@ import pytest
 
 from pendant.core.errors import ModelError
 from pendant.core.model_cache import model_path
-from pendant.eyes.ocr import OCR_MODEL
+from pendant.eyes import OCR_MODEL
 from tests.conftest import REPO, demo_config, tool
 
 ocr_sets = tool("ocr_sets")  # measure_ocr imports it by this name

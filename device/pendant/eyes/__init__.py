@@ -17,3 +17,7 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
     service.py    the eyes on the bus (`pendant service eyes`)
     look.py       `pendant look IMAGE...`
 """
+
+# The manifest's name for the OCR models (pendant/data/models.toml). Here, not in ocr.py: the
+# eyes service checks the models are there without importing numpy (it holds no frame at idle).
+OCR_MODEL = "ppocr-v6"

@@ -14,13 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from pendant.core.backends import CAMERAS
 from pendant.core.errors import BackendUnavailable, PendantError
 from pendant.eyes.images import fit, load_image
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pendant.core.config import EyesConfig
 
 
@@ -149,6 +149,8 @@ class PiCamera:
             finally:
                 cam.close()
         # libcamera's "RGB888" is B, G, R in memory order.
+        import numpy as np
+
         return np.ascontiguousarray(frame[:, :, ::-1])
 
     def close(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pendant.core.errors import PendantError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Decompression bombs: a camera frame is a few megapixels; refuse what could not be one.
 MAX_PIXELS = 40_000_000
@@ -18,6 +20,8 @@ class ImageError(PendantError, ValueError):
 
 def load_image(path: str | Path) -> np.ndarray:
     """The file as an H x W x 3 RGB uint8 array; ImageError (one line naming it) otherwise."""
+    # Here, not at the top: the eyes service imports this and holds no frame until asked.
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)

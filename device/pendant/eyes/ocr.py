@@ -21,8 +21,6 @@ from pendant.core import heap
 from pendant.core.errors import ModelError
 from pendant.eyes import geometry
 
-# The manifest's name for the models this reads (pendant/data/models.toml).
-OCR_MODEL = "ppocr-v6"
 # The three models, in the order a frame goes through them.
 MODELS = ("det", "cls", "rec")
 DET_THRESHOLD = 0.3

@@ -20,9 +20,10 @@ import numpy as np
 
 from pendant.core import heap
 from pendant.core.model_cache import model_path
+from pendant.eyes import OCR_MODEL
 from pendant.eyes.detectors import Detection, Detector, best_labels, create_detector
 from pendant.eyes.faces import FaceGuard
-from pendant.eyes.ocr import OCR_MODEL, TextReader, join_lines
+from pendant.eyes.ocr import TextReader, join_lines
 from pendant.eyes.sight import MAX_FACES, MAX_LABEL, MAX_LABELS, MAX_TEXT, Sight
 
 if TYPE_CHECKING:

@@ -26,14 +26,14 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from pendant.core.errors import ModelError, PendantError
 from pendant.eyes.seen import Seen, seen
 from pendant.eyes.sight import Sight
 from pendant.eyes.worker import request_header
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pendant.core.config import Config
     from pendant.eyes.pipeline import Trigger
 
@@ -291,7 +291,10 @@ class Reader:
             self.detector = named or self.detector
         height, width = frame.shape[:2]
         await child.write(request_header(trigger, session_id, height, width))
-        # The frame itself, straight from its array into the pipe: never a file.
+        # The frame itself, straight from its array into the pipe: never a file. numpy is
+        # imported here, where a frame exists: the eyes hold no numpy until the first capture.
+        import numpy as np
+
         await child.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)))
         return await child.read_line()
 

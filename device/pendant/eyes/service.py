@@ -33,8 +33,8 @@ from pendant.core.events import (
 )
 from pendant.core.model_cache import model_path
 from pendant.core.supervise import Ready, unobserved
+from pendant.eyes import OCR_MODEL
 from pendant.eyes.camera import CameraBackend, CameraError, create_camera
-from pendant.eyes.ocr import OCR_MODEL
 from pendant.eyes.reader import Reader
 
 if TYPE_CHECKING:

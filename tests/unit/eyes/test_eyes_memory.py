@@ -17,8 +17,8 @@ from pendant.core import onnx_session
 from pendant.core.config import Config
 from pendant.core.errors import ModelError
 from pendant.core.model_cache import model_path
+from pendant.eyes import OCR_MODEL
 from pendant.eyes import reader as reader_module
-from pendant.eyes.ocr import OCR_MODEL
 from pendant.eyes.pipeline import Eyes
 from tests.support.eyes_support import eyes_config, face_image, normalise, render_text
 

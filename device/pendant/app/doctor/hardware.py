@@ -123,8 +123,8 @@ def check_battery(config: Config) -> Iterator[Finding]:
 def check_models(config: Config) -> Iterator[Finding]:
     """Every model of the manifest: fetched and verified, or needed by this config and not."""
     from pendant.core.model_cache import load_manifest, verify
+    from pendant.eyes import OCR_MODEL
     from pendant.eyes.detectors.cpu import DEFAULT_MODEL
-    from pendant.eyes.ocr import OCR_MODEL
 
     detector = config.eyes.detector.model
     manifest = load_manifest()
