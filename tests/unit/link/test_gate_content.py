@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pendant.core import bus
@@ -318,6 +318,15 @@ ENCODINGS = {
     st.sampled_from([" ", "\n", "  "]),
     st.sampled_from(["", "Oat milk ", "read this label: "]),
     st.sampled_from(["scene", "read_text", "not_recognized"]),
+)
+# Found by this test under `make test`: a long ALL-CAPS "word" of base64 read as plain.
+@example(
+    bytes([0, 0, 0, 35, 224, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, *range(2, 10)]),
+    "base64url",
+    17,
+    " ",
+    "",
+    "scene",
 )
 def test_fuzz_split_blobs_are_dropped_as_blobs(
     data: bytes, encoding: str, every: int, sep: str, before: str, kind: str
