@@ -526,8 +526,9 @@ class Answer(Event):
     )
     area: AreaName | None = Field(
         None,
-        description="The room sent with the question (the link's cmd/area, else "
-        "home.default_area).",
+        description="The room the question was asked in: to a chat server, the room sent "
+        "with it (the link's cmd/area, else home.default_area); to Home Assistant, the "
+        "pendant's area there, which it resolves 'here' and 'the lights' with.",
     )
     text: AnswerText = Field(description="The reply to speak; empty when there is none.")
     outcome: AnswerOutcome = Field(
