@@ -12,7 +12,13 @@ speech ends in it).
 
 - escalate_answer_ms_ha_p50 / _p95: that time, p50 and p95 over the answers that came
   (the issue's goal: at most 1.5 s here);
-- escalate_answers_ha: how many of the questions were answered.
+- escalate_answers_ha: how many of the questions were answered;
+- escalate_stage_ms_*: where the time goes, p50 from the end of speech to each stage's end:
+  `utterance` (the VAD ended it: its hangover, or less), `closed` (the closed set's last
+  decode of it done), `open` (Whisper's words in), `link` (the link took the `Ask` off the
+  bus), `ha` (Home Assistant's reply in at the link), `answer` (at the subscriber). They are
+  read by wrapping those methods in this process (the recogniser's child excepted, whose
+  requests are timed from here), so nothing in the pendant carries timing code.
 
 Home Assistant runs from the root `make test-ha` builds (`tools/ha_root.py`), as root: without
 it the figures are None and the reason is printed (`escalate_answer_ha_skipped`).
@@ -23,6 +29,7 @@ it the figures are None and the reason is printed (`escalate_answer_ha_skipped`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -47,6 +54,7 @@ from pendant.ears.audio.wav import WavSource  # noqa: E402
 
 QUESTION = "Ask Home Assistant, what time is it?"
 TIMES = 5
+STAGES = ("utterance", "closed", "open", "link", "ha", "answer")
 LEAD_S = 0.5
 TAIL_S = 9.0
 """Silence after each question: the answer, and the link's rate (one question each 10 s after
@@ -71,7 +79,54 @@ def _stream(folder: Path) -> tuple[list[Path], list[float]]:
     return files, ends
 
 
-async def _run(config: Config, ha_url: str, token_file: Path, folder: Path) -> list[float]:
+def _probe(marks: list[tuple[str, float]]) -> contextlib.ExitStack:
+    """Wraps the methods each stage ends in (see the module's docstring) to note when they end:
+    (stage, wall-clock ms) in `marks`."""
+    from unittest import mock
+
+    from pendant.ears.asr.worker import RecognizerProcess
+    from pendant.ears.listener import Ears
+    from pendant.link.ask_home_assistant import HomeAssistantTarget
+    from pendant.link.service import Link
+
+    def wrap(owner: type, name: str, stage: str, at_start: bool = False) -> Any:
+        original = getattr(owner, name)
+
+        async def noted(*args: Any, **kwargs: Any) -> Any:
+            if at_start:
+                marks.append((stage, time.time() * 1000))
+            result = await original(*args, **kwargs)
+            if not at_start:
+                marks.append((stage, time.time() * 1000))
+            return result
+
+        return mock.patch.object(owner, name, noted)
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(wrap(Ears, "handle", "utterance", at_start=True))
+    stack.enter_context(wrap(RecognizerProcess, "transcribe", "closed"))
+    stack.enter_context(wrap(RecognizerProcess, "transcribe_open", "open"))
+    stack.enter_context(wrap(Link, "_ask", "link", at_start=True))
+    stack.enter_context(wrap(HomeAssistantTarget, "ask", "ha"))
+    return stack
+
+
+def _stages(marks: list[tuple[str, float]], stream_ends: list[float]) -> dict[str, list[float]]:
+    """Each stage's last end after each question's end of speech (before the next question),
+    less that end of speech; a closed decode that ended before it (a guess) counts as 0."""
+    by_stage: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    for i, end in enumerate(stream_ends):
+        until = stream_ends[i + 1] if i + 1 < len(stream_ends) else float("inf")
+        for stage in STAGES:
+            times = [t - end for s, t in marks if s == stage and end - 3000 <= t < until]
+            if times:
+                by_stage[stage].append(max(0.0, max(times)))
+    return by_stage
+
+
+async def _run(
+    config: Config, ha_url: str, token_file: Path, folder: Path
+) -> tuple[list[float], dict[str, list[float]]]:
     files, ends = _stream(folder)
     escalate = EscalateConfig(
         enabled=True, target="home_assistant", url=ha_url, token_file=str(token_file), timeout_s=30
@@ -84,18 +139,23 @@ async def _run(config: Config, ha_url: str, token_file: Path, folder: Path) -> l
         source = WavSource(cfg.audio, files)
         pendant = Pendant(cfg, source=source, parts=("ears", "link"))
         answers: list[tuple[float, dict[str, Any]]] = []
-        async with aiomqtt.Client(
-            "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
-        ) as viewer:
+        marks: list[tuple[str, float]] = []
+        async with (
+            aiomqtt.Client(
+                "127.0.0.1", home.port or 0, username="viewer", password=home.password("viewer")
+            ) as viewer,
+        ):
             await viewer.subscribe(f"{pendant.link.base_topic}/answer", qos=1)
 
             async def collect() -> None:
                 async for message in viewer.messages:
                     body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
                     answers.append((time.time() * 1000, body))
+                    marks.append(("answer", time.time() * 1000))
 
             task = asyncio.create_task(collect())
-            await pendant.run()
+            with _probe(marks):
+                await pendant.run()
             await asyncio.sleep(2.0)
             task.cancel()
     assert source.started_ms is not None
@@ -109,7 +169,7 @@ async def _run(config: Config, ha_url: str, token_file: Path, folder: Path) -> l
         # Home Assistant's "sorry, I couldn't understand" is an answer too; silence is not.
         if before and body["outcome"] in ("answered", "acted", "refused"):
             waits.append(arrived_ms - max(before))
-    return waits
+    return waits, _stages(marks, stream_ends)
 
 
 async def ask_figures(config: Config) -> dict[str, Any]:
@@ -136,12 +196,16 @@ async def ask_figures(config: Config) -> dict[str, Any]:
             token_file = folder / "token"
             token_file.write_text(ha.token)
             token_file.chmod(0o600)
-            waits = await _run(config, ha.url, token_file, folder)
+            waits, stages = await _run(config, ha.url, token_file, folder)
     figures = {
         "escalate_answer_ms_ha_p50": round(float(np.percentile(waits, 50)), 1) if waits else None,
         "escalate_answer_ms_ha_p95": round(float(np.percentile(waits, 95)), 1) if waits else None,
         "escalate_answers_ha": f"{len(waits)}/{TIMES}",
     }
+    for stage, times in stages.items():
+        p50 = round(float(np.percentile(times, 50)), 1) if times else None
+        figures[f"escalate_stage_ms_{stage}_p50"] = p50
+        print(f"    ask: end of speech -> {stage}: p50 {p50} ms over {len(times)}")
     print(
         f"    ask: end of speech -> Home Assistant's answer p50 "
         f"{figures['escalate_answer_ms_ha_p50']} ms, {figures['escalate_answers_ha']} answered"

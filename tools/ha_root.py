@@ -45,6 +45,7 @@ PACKAGES = ["python3", "python3-venv", "python3-dev", "gcc", "g++", "libc6-dev",
 EXTRA_INTEGRATIONS = {
     "mqtt",
     "conversation",
+    "assist_pipeline",
     "template",
     "blueprint",
     "api",

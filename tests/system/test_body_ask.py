@@ -1,7 +1,7 @@
 """The body under the provisioned ACL (issue 18): the ears' `ask` makes the LED say "asking",
-the link's `cmd/buzz` with the outcome ends it. A real mosquitto runs the config and ACL that
-`pendant.setup.provision` renders; each side logs in as its own service user; the body's pins
-are gpiozero's mock pins. Every wait has a timeout.
+the link's `cmd/buzz` with that question's outcome ends it, not an older question's. A real
+mosquitto runs the config and ACL that `pendant.setup.provision` renders; each side logs in as
+its own service user; the body's pins are gpiozero's mock pins. Every wait has a timeout.
 """
 
 from __future__ import annotations
@@ -53,9 +53,24 @@ def test_the_ears_ask_shows_asking_until_the_links_buzz(tmp_path: Path) -> None:
             await asyncio.wait_for(ready.wait(), WAIT_S)
             await bus.publish(link, LinkState(device_id=DEVICE, state="connected"))
             await until(lambda: body.led_pattern == "off", "the idle LED")
-            await bus.publish(ears, Ask(device_id=DEVICE, text="how long do I boil an egg"))
+            older = Ask(device_id=DEVICE, text="how long do I boil an egg")
+            latest = Ask(device_id=DEVICE, text="how long do I boil a duck egg")
+            await bus.publish(ears, older)
+            await bus.publish(ears, latest)
             await until(lambda: body.led_pattern == "asking", "the LED says asking")
-            buzz = Command(device_id=DEVICE, name="buzz", pattern="not_understood")
+            # The older question's late outcome: buzzed, but the latest is still out.
+            late = Command(
+                device_id=DEVICE, name="buzz", pattern="understood", session_id=older.session_id
+            )
+            await bus.publish(link, late)
+            await until(lambda: body.haptic.history[-1:] == ["understood"], "the late buzz")
+            await until(lambda: body.led_pattern == "asking", "still asking after the answer")
+            buzz = Command(
+                device_id=DEVICE,
+                name="buzz",
+                pattern="not_understood",
+                session_id=latest.session_id,
+            )
             await bus.publish(link, buzz)
             await until(lambda: body.haptic.history[-1:] == ["not_understood"], "the buzz")
             await until(lambda: body.led_pattern == "off", "the wait over, the LED dark")
@@ -63,4 +78,4 @@ def test_the_ears_ask_shows_asking_until_the_links_buzz(tmp_path: Path) -> None:
 
     with running(prov):
         history = asyncio.run(asyncio.wait_for(scenario(), 2 * WAIT_S))
-    assert history == ["not_understood"]
+    assert history == ["understood", "not_understood"]

@@ -345,6 +345,64 @@ def test_an_intent_the_phone_adds_reaches_home_assistant(world: World) -> None:
     world.until(lambda: ha.state("input_boolean.party_mode")["state"] == "on", "party mode on")
 
 
+def test_asking_home_assistant_means_the_pendants_area_there(world: World, tmp_path: Path) -> None:
+    """Issue 18: the link names the pendant's device (found by its MQTT discovery identifier,
+    over the question's own connection) to the Assist pipeline's intent stage, so Home
+    Assistant's agent takes "turn on the lights" to mean the lights of the pendant's area
+    there, whatever the wearer's room (`cmd/area`) says; the answer says which area. A
+    pendant Home Assistant does not know is asked without a device, and Home Assistant does
+    not know which lights."""
+    from pendant.core.config import EscalateConfig
+    from pendant.core.events import Ask
+    from pendant.core.home_assistant import connected
+    from pendant.link.ask import Asker, target_of
+
+    ha = world.ha
+
+    async def admin(command: str, **data: Any) -> Any:
+        async with connected(ha.url, ha.token) as session:
+            return await session.call(command, **data)
+
+    token = tmp_path / "token"
+    token.write_text(ha.token)
+    token.chmod(0o600)
+    escalate = EscalateConfig(
+        enabled=True, target="home_assistant", url=ha.url, token_file=str(token), timeout_s=30
+    )
+
+    def ask(device_id: str) -> tuple[str, str | None]:
+        config = world.config.model_copy(update={"device_id": device_id, "escalate": escalate})
+        asker = Asker(config, target_of(config))
+        asker.area = "Kitchen"  # the wearer's room, from cmd/area: not Home Assistant's word
+        question = Ask(device_id=device_id, text="turn on the lights")
+        answer, intent = asyncio.run(asker.answer(question))
+        assert intent is None  # Home Assistant acts itself
+        return answer.outcome, answer.area
+
+    # (The Bed Light's state says little here: the pendant's spoken command turns it on once a
+    # minute. Home Assistant's own outcome does: "acted" only when it switched something.)
+    assert ask("pendant-unknown") == ("refused", None)  # which lights? no area to go by
+    wanted = ["mqtt", f"pendant_{world.config.device_id}"]
+    devices = asyncio.run(admin("config/device_registry/list"))
+    [device] = [d for d in devices if wanted in d["identifiers"]]
+    study = asyncio.run(admin("config/area_registry/create", name="Study"))["area_id"]
+    asyncio.run(admin("config/device_registry/update", device_id=device["id"], area_id=study))
+    asyncio.run(admin("config/entity_registry/update", entity_id="light.bed_light", area_id=study))
+    # Home Assistant's agent learns of a new area a moment after its registry does.
+    world.until(
+        lambda: asyncio.run(
+            admin(
+                "conversation/agent/homeassistant/debug",
+                sentences=["turn on the lights"],
+                device_id=device["id"],
+            )
+        )["results"][0]["targets"],
+        "Home Assistant's agent to know the Study",
+    )
+    assert ask(world.config.device_id) == ("acted", "Study")
+    assert ha.state("light.bed_light")["state"] == "on"
+
+
 def test_the_entities_go_unavailable_when_the_pendant_loses_power(world: World) -> None:
     # Last: the pendant does not come back. SIGKILL to all its processes: no goodbye, the
     # home broker sends the link's last will.

@@ -82,7 +82,7 @@ async def _asking(
                 await client.subscribe(bus.command_topic("buzz"), qos=1)
                 async for event in bus.events(client):
                     assert isinstance(event, Command)
-                    buzzes.append(str(event.pattern))
+                    buzzes.append(f"{event.pattern} {event.session_id}")
 
         link = Link(cfg)
         readiness = Readiness()
@@ -98,13 +98,14 @@ async def _asking(
                 await bus.publish(ears, Button(device_id=cfg.device_id, action="press"))
                 await asyncio.sleep(0.3)
                 stub.answer = Scripted(body=completion("A mashed banana works."))
-                await bus.publish(
-                    ears, Ask(device_id=cfg.device_id, text="what is a good substitute for eggs")
-                )
+                question = Ask(device_id=cfg.device_id, text="what is a good substitute for eggs")
+                await bus.publish(ears, question)
                 if enabled:
                     await until(lambda: any(t.endswith("/answer") for t, _ in seen), "the answer")
-                    # The wearer feels it: the body is asked to buzz "understood".
-                    await until(lambda: buzzes[:1] == ["understood"], "the buzz")
+                    # The wearer feels it: the body is asked to buzz "understood", for this
+                    # question (its "asking" light ends, not a later question's).
+                    heard = f"understood {question.session_id}"
+                    await until(lambda: buzzes[:1] == [heard], "the buzz")
                     call = {
                         "id": "1",
                         "type": "function",

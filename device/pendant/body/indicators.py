@@ -31,7 +31,8 @@ matters more than whether it can tell anyone.
 
 `asking`: the ears put words the closed set cannot hear on the bus (`ask`), the link asks a
 bigger model (`escalate`), and the wearer waits. It shows from the `ask` until the link's
-`cmd/buzz` with the outcome (understood or not understood, whose answer then shows once), or
+`cmd/buzz` with its outcome (understood or not understood, whose answer then shows once; the
+buzz names the question by its session id, so an older question's late answer ends nothing), or
 for `escalate.timeout_s` + `ASKING_GRACE_S` if no buzz comes (the link took no ask, or died):
 never much longer than the link itself waits. It is like `thinking`, but it waits on the
 network, not on a sensor, so it sits right under `thinking` and `listening`: a new question
@@ -121,8 +122,9 @@ class Indicators:
     link: OutsideState = "connecting"
     ready_until_s: float = -math.inf
     ready_s: float = READY_S
-    # A question is out to a bigger model (`asking`), until when.
+    # A question is out to a bigger model (`asking`), until when, and which (its session id).
     asking_until_s: float = -math.inf
+    asking_session: str | None = None
     asking_s: float = ASKING_S
 
     @property
@@ -166,9 +168,16 @@ class Indicators:
             self.identify_until_s = now_s + IDENTIFY_S
         elif isinstance(event, Ask):
             self.asking_until_s = now_s + self.asking_s
-        elif isinstance(event, Command) and event.name == "buzz":
-            # The link buzzes the outcome once the answer is out: the wait is over. (A phone's
-            # buzz meanwhile ends it too: the bus does not say whose buzz the link relays.)
+            self.asking_session = event.session_id
+        elif (
+            isinstance(event, Command)
+            and event.name == "buzz"
+            and event.session_id in (None, self.asking_session)
+        ):
+            # The link buzzes a question's outcome once its answer is out, with the question's
+            # session id: that wait is over. A late answer to an older question leaves the
+            # latest one asking. (A phone's buzz, which has no session id, ends it too: the
+            # bus does not say whose buzz without one the link relays.)
             self.asking_until_s = -math.inf
 
     def flash_error(self, now_s: float) -> None:

@@ -444,6 +444,12 @@ class Command(Event):
         description="area: the room the wearer is in, one of home.areas as the config spells "
         "it, for sentences about 'here'; absent (null) clears it.",
     )
+    session_id: HexId | None = Field(
+        None,
+        description="buzz: the question (`ask`) whose outcome it is, on the link's own buzz "
+        "after an answer; the body's 'asking' light ends only for that question. Never "
+        "from a phone.",
+    )
 
     ARGUMENTS: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
         # name: (allowed, required)
@@ -466,6 +472,8 @@ class Command(Event):
             raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
         if self.name == "mute" and not given:
             raise ValueError("mute needs mic and/or camera")
+        if self.session_id is not None and self.name != "buzz":
+            raise ValueError(f"{self.name} takes no session_id")
         return self
 
 
@@ -518,8 +526,9 @@ class Answer(Event):
     )
     area: AreaName | None = Field(
         None,
-        description="The room sent with the question (the link's cmd/area, else "
-        "home.default_area).",
+        description="The room the question was asked in: to a chat server, the room sent "
+        "with it (the link's cmd/area, else home.default_area); to Home Assistant, the "
+        "pendant's area there, which it resolves 'here' and 'the lights' with.",
     )
     text: AnswerText = Field(description="The reply to speak; empty when there is none.")
     outcome: AnswerOutcome = Field(

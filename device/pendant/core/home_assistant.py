@@ -109,6 +109,25 @@ class Session:
         code, why = str(error.get("code", ""))[:40], str(error.get("message", ""))[:200]
         raise Refused(command, code, why)
 
+    async def stream(self, command: str, last: str, **data: Any) -> dict[str, Any]:
+        """Sends `command`, which answers with events after its result (`assist_pipeline/run`):
+        the data of its event of type `last`. `Refused` when Home Assistant said no to the
+        command, or an `error` event came first."""
+        msg_id = self._next_id
+        await self.call(command, **data)
+        while True:
+            message = await self._receive()
+            if message.get("id") != msg_id or message.get("type") != "event":
+                continue
+            event = message.get("event") if isinstance(message.get("event"), dict) else {}
+            kind = event.get("type")
+            body = event.get("data") if isinstance(event.get("data"), dict) else {}
+            if kind == "error":
+                code = str(body.get("code", ""))[:40]
+                raise Refused(command, code, str(body.get("message", ""))[:200])
+            if kind == last:
+                return body
+
 
 @asynccontextmanager
 async def connected(

@@ -81,8 +81,10 @@ class Guess:
     stand for the whole utterance."""
 
     heard: asyncio.Task[Heard]
+    audio: np.ndarray
+    """The audio it is made on: the utterance so far, and the quiet it will end in."""
     samples: int
-    """Length of the audio it is made on."""
+    """Length of the utterance's audio in `audio`."""
     quiet_dbfs: float
     """Level of the quiet it ended in; anything louder after it may be words the VAD missed."""
     over: bool | None = None
@@ -90,6 +92,15 @@ class Guess:
     not on every chunk of the quiet that follows)."""
     confident: bool = False
     """Once it is in: a confident command, which may end at `vad.sentence_hangover_ms`."""
+    words: asyncio.Task[str | None] | None = None
+    """Once it is in and no confident command: the open-vocabulary words of the same audio,
+    started at once when the utterance may be a question (`Ears._words_early`)."""
+
+    def cancel(self) -> None:
+        """Gives up the guess's answers (the recogniser's process finishes what it began)."""
+        self.heard.cancel()
+        if self.words is not None:
+            self.words.cancel()
 
     def stands_for(self, utterance: Utterance) -> bool:
         """Whether the guess may stand for `utterance`: nothing after the audio it was made on is
@@ -308,6 +319,8 @@ class Ears:
                 heard.transcription.text,  # type: ignore[union-attr]
                 self.understanding.grammar,
             )
+            if not early.confident and self._may_ask(pressed=False):
+                early.words = self._words_early(early.audio)
         return early.over or (
             early.confident and seg.silence_ms >= self.config.vad.sentence_hangover_ms
         )
@@ -335,13 +348,24 @@ class Ears:
         frames = quiet[: len(quiet) // frame * frame].reshape(-1, frame)
         quietest = frames[np.argmin((frames.astype(np.float64) ** 2).mean(axis=1))]
         pad = np.resize(quietest, missing) if missing > 0 else quiet[:0]
-        heard = asyncio.ensure_future(self._recognise(np.concatenate((audio, pad))))
-        return Guess(heard, len(audio), dbfs(quiet))
+        padded = np.concatenate((audio, pad))
+        heard = asyncio.ensure_future(self._recognise(padded))
+        return Guess(heard, padded, len(audio), dbfs(quiet))
 
     def _drop_guess(self) -> None:
         if self._early is not None:
-            self._early.heard.cancel()
+            self._early.cancel()
             self._early = None
+
+    def _words_early(self, audio: np.ndarray) -> asyncio.Task[str | None]:
+        """The open-vocabulary words of `audio`, started now: the closed set's guess heard no
+        confident command in it, so it may be a question (an "ask" phrase, or a follow-up).
+        Whisper takes most of a question's wait, so it starts in the end-of-speech quiet
+        rather than after the hangover and the closed set's second hearing; an utterance that
+        starts with a phrase is then asked without that second hearing (`handle`). If speech
+        resumes the words are given up, but the recogniser's process still spends the CPU:
+        the price of escalate.ask_phrases in conversation mode."""
+        return asyncio.ensure_future(self._on_recognizer(lambda r: r.transcribe_open(audio)))
 
     async def _recognise(self, audio: np.ndarray) -> Heard:
         heard = await self._on_recognizer(lambda r: r.transcribe(audio))
@@ -391,15 +415,23 @@ class Ears:
         self.utterances += 1
         early, self._early = self._early, None
         result = None
+        words: asyncio.Task[str | None] | None = None
         if early is not None and not pressed and early.stands_for(utterance):
             result = await early.heard  # most often in already: waiting beats starting again
+            words = early.words
+            if words is not None and self._phrased(await words):
+                # Said as a question ("ask Home Assistant, ..."): no second hearing by the
+                # closed set, whose decode would wait for Whisper's in the same process.
+                score = result.transcription.confidence if result.transcription else 0.0
+                await self._ask(utterance, pressed=False, score=score, words=words)
+                return None
             if not self._confident(result):
                 # The guess heard less of the quiet at the end than the utterance has, and the
                 # recogniser's scores depend on it: what the guess did not accept, the whole
                 # utterance gets a second hearing of (a decode the old loop could not afford).
                 result = None
         elif early is not None:
-            early.heard.cancel()
+            early.cancel()
         if result is None:
             await self._activity("thinking")
             result = await self._recognise(utterance.audio)
@@ -413,7 +445,7 @@ class Ears:
         confident = heard is not None and score >= floor and not self._contested(result)
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
-            if await self._ask(utterance, pressed=pressed, score=score):
+            if await self._ask(utterance, pressed=pressed, score=score, words=words):
                 return None
             if pressed:
                 await self.publish(
@@ -442,36 +474,54 @@ class Ears:
         await self._send(intent)
         return intent
 
-    async def _ask(self, utterance: Utterance, *, pressed: bool, score: float) -> bool:
+    def _may_ask(self, *, pressed: bool) -> bool:
+        """Whether what the closed set rejects now may be a question, so worth writing down."""
+        escalate = self.config.escalate
+        follow_up = time.monotonic() - self._asked_at <= FOLLOW_UP_S
+        return escalate.enabled and (pressed or follow_up or bool(escalate.ask_phrases))
+
+    def _phrased(self, words: str | None) -> bool:
+        """Whether `words` start with an "ask" phrase and ask something after it."""
+        return bool(words and after_ask_phrase(words, self.config.escalate.ask_phrases))
+
+    async def _ask(
+        self,
+        utterance: Utterance,
+        *,
+        pressed: bool,
+        score: float,
+        words: Awaitable[str | None] | None = None,
+    ) -> bool:
         """Publishes what the closed set rejected as an `Ask` when it is a question for the
         bigger model (see the module's docstring); True when it was, or when a mute meanwhile
-        said no to it, so that nothing else is published about it.
+        said no to it, so that nothing else is published about it. `words`: the utterance's
+        words already asked for (`_words_early`), else they are written down here.
 
         The words stay in this process and the recogniser's: one that is no question (a
         bystander in conversation mode, no "ask" phrase) is neither published nor logged.
         """
         escalate = self.config.escalate
-        if not escalate.enabled:
+        if not self._may_ask(pressed=pressed):
             return False
         follow_up = time.monotonic() - self._asked_at <= FOLLOW_UP_S
-        if not (pressed or follow_up or escalate.ask_phrases):
-            return False
         await self._activity("thinking")
-        words = await self._on_recognizer(lambda r: r.transcribe_open(utterance.audio))
+        if words is None:
+            words = self._on_recognizer(lambda r: r.transcribe_open(utterance.audio))
+        said = await words
         await self._activity("idle" if self.muted else "capturing")
         if self.muted:
             return True
-        if words is None:
+        if said is None:
             return False
-        rest = after_ask_phrase(words, escalate.ask_phrases)
+        rest = after_ask_phrase(said, escalate.ask_phrases)
         if not (pressed or follow_up or rest):
             return False
         if rest == "":  # the phrase alone: nothing to ask
             return False
         # No room: the link sends its own (cmd/area), not the ears' word for it.
-        ask = Ask(device_id=self.config.device_id, text=words)
+        ask = Ask(device_id=self.config.device_id, text=said)
         why = "held" if pressed else "follow-up" if follow_up else "phrase"
-        log.info("question (%s, %d characters) for the link to ask", why, len(words))
+        log.info("question (%s, %d characters) for the link to ask", why, len(said))
         if pressed:
             # Without the closed set's guess, which would repeat the question wrongly: the
             # link's Answer carries it, under the same session id.

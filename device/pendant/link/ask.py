@@ -25,7 +25,8 @@ rule of the gate keeps in):
   digits, punctuation and symbols only (no invisible or spacing characters to hide a message
   in), and nothing that reads as encoded bytes (`pendant.link.blobs`); at most `ASK_BURST`
   at once, then one per `ASK_EVERY_S`;
-- what goes with it is the link's own: the room (`cmd/area`, else `home.default_area`), and
+- what goes with it is the link's own: to a chat server the room (`cmd/area`, else
+  `home.default_area`), to Home Assistant the pendant's device id (whose area it knows), and
   what the camera read within `SCENE_CONTEXT_S`, to the chat target only and then with its
   tools withheld: printed words must not switch anything;
 - what the target answers is words to speak, bounded, published through the gate like any
@@ -270,14 +271,21 @@ class Asker:
         else:
             self._follow_up_until = -float("inf")
         text = spoken(reply.text) if reply is not None else ""
-        return self._answer(ask, context, text, outcome), intent
+        # Home Assistant hears the pendant's device, and resolves "here" by its own area for
+        # it (`pendant.link.ask_home_assistant`); a chat server hears the link's room.
+        area = self.area
+        if self.target.name == "home_assistant":
+            area = reply.area if reply is not None else None
+        return self._answer(ask, context, text, outcome, area), intent
 
-    def _answer(self, ask: Ask, context: str | None, text: str, outcome: AnswerOutcome) -> Answer:
+    def _answer(
+        self, ask: Ask, context: str | None, text: str, outcome: AnswerOutcome, area: str | None
+    ) -> Answer:
         return Answer(
             device_id=self.config.device_id,
             question=ask.text,
             context=context,
-            area=self.area,
+            area=area,
             text=text,
             outcome=outcome,
             target=self.config.escalate.target,

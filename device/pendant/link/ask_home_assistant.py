@@ -1,11 +1,23 @@
-"""Asking Home Assistant's conversation agent: `conversation/process` over its WebSocket API.
+"""Asking Home Assistant's conversation agent over its WebSocket API: its Assist pipeline's
+intent stage (`assist_pipeline/run`, as its own Assist dialog sends text) for the pendant's
+device, else `conversation/process`.
 
 Home Assistant runs the text through Assist's intents and, when the home set one up, its LLM
 agent ("prefer handling commands locally"); whatever it did, it did itself, so an answer here
 is only words to speak and whether something was done (`action_done`). The pendant is a
 device in Home Assistant (MQTT discovery, identifier `pendant_<device_id>`): when the token
 may read the device registry, the request names that device, so "turn on the lights" means
-the lights of the pendant's area there.
+the lights of the pendant's area there. Only the pipeline takes a device (`device_id`):
+`conversation/process` has no such key (Home Assistant 2026.2 refuses it), so that is used
+only for a pendant Home Assistant does not know, or with `escalate.agent_id` (a pipeline runs
+its own agent: the preferred pipeline's, which is Assist's). Its id and area are looked up over the
+same connection as the question, and kept for `REGISTRY_KEEP_S`: a pendant Home Assistant
+has not discovered yet, or moved to another area, is looked up again after that.
+
+The room the wearer is in (`cmd/area`) is not sent: Home Assistant's conversation API takes
+no area, only the device, and the link neither rewrites the wearer's question nor edits Home
+Assistant's registry. So "here" is the pendant's area in Home Assistant (the answer's `area`
+says which), which an owner with room presence keeps to the pendant's own room.
 
 One connection per question: a question every few minutes at most does not pay for a socket
 held open, and a Home Assistant restart between questions needs no reconnect logic.
@@ -13,12 +25,17 @@ held open, and a Home Assistant restart between questions needs no reconnect log
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pendant.core.config import Config
 from pendant.core.events import Ask
 from pendant.core.home_assistant import HomeAssistantError, Session, connected
+from pendant.core.names import NAME_MAX_CHARS, NAME_PATTERN
 from pendant.link.ask_http import AskError
 from pendant.link.ask_reply import Reply
 
@@ -29,6 +46,9 @@ TOKEN_HINT = (
 MAX_MESSAGE_BYTES = 256 * 1024
 """A conversation reply is a few KiB; the device registry of a big home a few hundred."""
 MAX_REGISTRY_BYTES = 16 * 1024 * 1024
+REGISTRY_KEEP_S = 300.0
+"""How long the pendant's device id and area in Home Assistant are kept before a question
+looks them up again (one registry read over the question's connection)."""
 
 
 def reply_of(result: Any) -> Reply:
@@ -55,11 +75,15 @@ class HomeAssistantTarget:
 
     name = "home_assistant"
 
-    def __init__(self, config: Config, token: str) -> None:
+    def __init__(
+        self, config: Config, token: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self._token = token
-        self._device_id: str | None = None
-        self._looked_up = False
+        self._clock = clock
+        self._device: tuple[str, str | None] | None = None
+        """The pendant's device id and area name in Home Assistant, when looked up."""
+        self._looked_up_at = -float("inf")
         cafile = config.escalate.cafile
         self._cafile = Path(cafile) if cafile else None
 
@@ -74,25 +98,43 @@ class HomeAssistantTarget:
                 self._token,
                 cafile=self._cafile,
                 timeout_s=escalate.timeout_s,
-                max_bytes=MAX_REGISTRY_BYTES if not self._looked_up else MAX_MESSAGE_BYTES,
+                max_bytes=MAX_REGISTRY_BYTES if self._stale() else MAX_MESSAGE_BYTES,
                 key="escalate.url",
                 token_hint=TOKEN_HINT,
                 agent="pendant-link",
             ) as session:
-                if not self._looked_up:
-                    self._looked_up = True
-                    self._device_id = await self._own_device(session)
+                if self._stale():
+                    self._looked_up_at = self._clock()
+                    self._device = await self._own_device(session)
                 data: dict[str, Any] = {"text": ask.text, "language": self.config.language}
                 if escalate.agent_id:
                     data["agent_id"] = escalate.agent_id
-                if self._device_id:
-                    data["device_id"] = self._device_id
-                return reply_of(await session.call("conversation/process", **data))
+                # A pipeline runs its own agent: with one named, no device goes.
+                device = None if escalate.agent_id else self._device
+                if device is not None:
+                    run = await session.stream(
+                        "assist_pipeline/run",
+                        "intent-end",
+                        start_stage="intent",
+                        end_stage="intent",
+                        input={"text": ask.text},
+                        device_id=device[0],
+                        timeout=escalate.timeout_s,
+                    )
+                    result = run.get("intent_output")
+                else:
+                    result = await session.call("conversation/process", **data)
+                reply = reply_of(result)
+                return dataclasses.replace(reply, area=device[1] if device else None)
         except HomeAssistantError as exc:
             raise AskError(str(exc)) from None
 
-    async def _own_device(self, session: Session) -> str | None:
-        """This pendant's device id in Home Assistant, if the token may read the registry."""
+    def _stale(self) -> bool:
+        return self._clock() - self._looked_up_at >= REGISTRY_KEEP_S
+
+    async def _own_device(self, session: Session) -> tuple[str, str | None] | None:
+        """This pendant's device id in Home Assistant and the name of its area there (None:
+        in none), if the token may read the registries and Home Assistant discovered it."""
         try:
             devices = await session.call("config/device_registry/list") or []
         except HomeAssistantError:
@@ -101,5 +143,24 @@ class HomeAssistantTarget:
         for device in devices:
             identifiers = device.get("identifiers") or [] if isinstance(device, dict) else []
             if any(isinstance(i, list) and wanted in i for i in identifiers):
-                return str(device.get("id"))[:64] or None
+                device_id = str(device.get("id") or "")[:64]
+                if not device_id:
+                    return None
+                return device_id, await self._area_name(session, device.get("area_id"))
+        return None
+
+    async def _area_name(self, session: Session, area_id: Any) -> str | None:
+        """The name of the area `area_id` (None for none, or one the registry lacks)."""
+        if not isinstance(area_id, str) or not area_id:
+            return None
+        try:
+            areas = await session.call("config/area_registry/list") or []
+        except HomeAssistantError:
+            return None
+        for area in areas:
+            if isinstance(area, dict) and area.get("area_id") == area_id:
+                name = str(area.get("name") or "")
+                # As an answer's `area` may carry it; one the pendant cannot name goes unsaid.
+                fits = len(name) <= NAME_MAX_CHARS and re.fullmatch(NAME_PATTERN, name)
+                return name if fits else None
         return None

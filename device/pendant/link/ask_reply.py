@@ -58,3 +58,6 @@ class Reply:
     """Why the target (or the link, of a tool call) said no; '' when it did not."""
     acted: bool = False
     """The target did something itself (Home Assistant's `action_done`)."""
+    area: str | None = None
+    """Home Assistant only: the pendant's area there (its device registry), the room it
+    resolves "the lights" and "here" with; None when the pendant has none there."""

@@ -667,6 +667,7 @@ class Link:
             device_id=self.config.device_id,
             name="buzz",
             pattern="understood" if good else "not_understood",
+            session_id=ask.session_id,  # ends this question's "asking", not a later one's
         )
         with contextlib.suppress(asyncio.QueueFull):  # a flood of commands: the answer went
             self._to_bus.put_nowait(buzz)

@@ -371,6 +371,26 @@ def test_asking_shows_from_the_ask_until_the_links_buzz() -> None:
     assert ind.pattern(31 + IDENTIFY_S) == "asking"
 
 
+def test_only_its_own_questions_outcome_ends_asking() -> None:
+    """A late answer to an older question buzzes with that question's session id: the latest
+    question is still out, and still shows."""
+    ind = Indicators(link="connected", asking_s=10.0)
+    older, latest = ask(), ask()
+    ind.apply(older, 1)
+    ind.apply(latest, 2)
+    late = Command(device_id=DEV, name="buzz", pattern="understood", session_id=older.session_id)
+    ind.apply(late, 3)
+    assert ind.pattern(3) == "asking"
+    own = Command(device_id=DEV, name="buzz", pattern="understood", session_id=latest.session_id)
+    ind.apply(own, 4)
+    assert ind.pattern(4) == "off"
+
+
+def test_a_session_id_goes_only_with_a_buzz() -> None:
+    with pytest.raises(ValueError, match="say takes no session_id"):
+        Command(device_id=DEV, name="say", text="hello", session_id=ask().session_id)
+
+
 def test_asking_ends_on_its_own_when_no_buzz_comes() -> None:
     ind = Indicators(link="connected", asking_s=8.0 + ASKING_GRACE_S)
     ind.apply(ask(), 100)

@@ -16,8 +16,10 @@ from pendant.core.events import Ask, Command, Event, NotRecognized
 from pendant.ears import listener
 from pendant.ears.asr import Transcription
 from pendant.ears.asr.open_vocab import readable
+from pendant.ears.audio.wav import WavSource
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.vad import Utterance
+from tests.conftest import SPEECH
 from tests.support.ears_support import bare_ears
 
 QUESTION = "What is a good substitute for eggs?"
@@ -166,3 +168,48 @@ def test_held_talk_with_no_words_is_not_recognised_as_before(
 def test_the_words_are_what_the_phone_will_show() -> None:
     assert readable("  What  is\u200b this?\n") == "What is this?"
     assert readable("Cafe\u0301 au lait") == "Caf\u00e9 au lait"  # NFC
+
+
+class Counting(Rejecting):
+    """`Rejecting`, counting the closed set's hearings too."""
+
+    def __init__(self, words: str | None) -> None:
+        super().__init__(words)
+        self.closed = 0
+
+    async def transcribe(self, audio: np.ndarray) -> Transcription:
+        self.closed += 1
+        return await super().transcribe(audio)
+
+
+def spoken_in_conversation(config: Config, grammar: Grammar, words: str) -> tuple[Counting, list]:
+    """A recorded command played through the ears in conversation mode (faster than real time:
+    the guess in the end-of-speech quiet is waited for), the open vocabulary hearing `words`."""
+    recording = SPEECH / "main" / "cancel all timers.wav"
+    if not recording.exists():
+        pytest.skip(f"no shared recordings at {SPEECH}")
+    recognizer = Counting(words)
+    audio = config.audio.model_copy(update={"realtime": False})
+    config = escalating(config).model_copy(update={"audio": audio})
+    ears, published = bare_ears(config, grammar, recognizer)
+    ears.source = WavSource(config.audio, [recording])
+    asyncio.run(ears.run())
+    return recognizer, [e for e in published if isinstance(e, Ask)]
+
+
+def test_a_phrased_question_is_written_down_in_the_quiet_without_a_second_hearing(
+    config: Config, grammar: Grammar
+) -> None:
+    """The closed set's guess in the end-of-speech quiet was no command: Whisper starts at
+    once, and a question with the phrase is asked without the closed set hearing it again."""
+    recognizer, asked = spoken_in_conversation(config, grammar, f"Ask Home Assistant, {QUESTION}")
+    assert [a.text for a in asked] == [f"Ask Home Assistant, {QUESTION}"]
+    assert (recognizer.closed, recognizer.opened) == (1, 1)
+
+
+def test_words_without_the_phrase_get_the_second_hearing_and_are_not_written_twice(
+    config: Config, grammar: Grammar
+) -> None:
+    recognizer, asked = spoken_in_conversation(config, grammar, QUESTION)
+    assert asked == []  # no phrase, no follow-up: a bystander
+    assert (recognizer.closed, recognizer.opened) == (2, 1)

@@ -446,3 +446,17 @@ def test_the_room_sent_is_the_links_and_the_answer_says_it() -> None:
     asker.area = "Kitchen"  # the link forwarded cmd/area
     answer, _ = asyncio.run(asker.answer(asked()))
     assert target.areas == ["Kitchen"] and answer.area == "Kitchen"
+
+
+def test_home_assistants_answer_says_the_pendants_area_there_not_the_links() -> None:
+    """Home Assistant resolves "here" by the pendant's device (its area in Home Assistant):
+    the answer says that room, whatever `cmd/area` said; none when it failed."""
+    target = Scripted(Reply("Turned on the lights.", acted=True, area="Study"))
+    target.name = "home_assistant"  # type: ignore[misc]
+    asker = Asker(escalating(), target, Clock())
+    asker.area = "Kitchen"  # the link forwarded cmd/area
+    answer, _ = asyncio.run(asker.answer(asked()))
+    assert (answer.area, answer.outcome) == ("Study", "acted")
+    target.reply = AskError("Home Assistant at http://ha.lan:8123 did not answer within 8 s")
+    answer, _ = asyncio.run(asker.answer(asked()))
+    assert (answer.area, answer.outcome) == (None, "failed")
