@@ -47,6 +47,7 @@ from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.ears.confirm import needs_confirming
 from pendant.ears.endpoint import sentence_is_over
+from pendant.ears.speaker.check import SpeakerCheck
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
@@ -121,8 +122,11 @@ class Ears:
         publish: Publish,
         heartbeat: Heartbeat | None = None,
         on_mute: Callable[[bool], None] | None = None,
+        speaker: SpeakerCheck | None = None,
     ) -> None:
         self.understanding = understanding
+        self.speaker = speaker
+        """Who spoke (`speaker.check`): None, no check."""
         self.source = source
         self.publish = publish
         self.heartbeat = heartbeat or Heartbeat()
@@ -389,6 +393,30 @@ class Ears:
         was muted meanwhile, or the intent waits for a tap (sent later, if tapped). Held talk
         (`pressed`) not understood is published as NotRecognized."""
         self.utterances += 1
+        speaker = self.speaker
+        if speaker is not None and speaker.enrolling is not None:
+            self._drop_guess()
+            await self._enrol(utterance)
+            return None
+        # Whose voice, in a thread while the recogniser decodes: nothing is published before.
+        verdict = None
+        if speaker is not None and speaker.must_check(pressed):
+            verdict = asyncio.ensure_future(speaker.accepts(utterance.audio))
+        try:
+            return await self._handle(utterance, pressed=pressed, verdict=verdict)
+        finally:
+            if verdict is not None:
+                verdict.cancel()
+
+    async def _enrol(self, utterance: Utterance) -> None:
+        """An utterance of the voice being enrolled: never recognised, never acted on."""
+        assert self.speaker is not None
+        problem = await self.speaker.take(utterance.audio)
+        await self.publish(self.speaker.event(self.config.device_id, problem))
+
+    async def _handle(
+        self, utterance: Utterance, *, pressed: bool, verdict: asyncio.Future[bool] | None
+    ) -> Intent | None:
         early, self._early = self._early, None
         result = None
         if early is not None and not pressed and early.stands_for(utterance):
@@ -405,6 +433,14 @@ class Ears:
             result = await self._recognise(utterance.audio)
             await self._activity("idle" if self.muted else "capturing")
         if self.muted:  # muted while it was being recognised: the wearer said no to it
+            return None
+        if verdict is not None and not await verdict:
+            # Nothing about it leaves: no intent, no transcript, no question, no score.
+            log.info("utterance of %d ms: not an enrolled voice", utterance.speech_ms)
+            if pressed:
+                await self.publish(
+                    NotRecognized(device_id=self.config.device_id, reason="not_your_voice")
+                )
             return None
         heard, match = result.transcription, result.match
         asr = self.config.asr

@@ -465,6 +465,7 @@ def test_a_command_published_on_the_bus_lands_where_the_components_read() -> Non
         "buzz": {},
         "sentences": {"sentences": []},
         "area": {"area": None},
+        "voice": {"action": "enrol", "voice": "Sam"},
     }
     assert set(examples) == set(Command.ARGUMENTS)  # every command there is
     for name, args in examples.items():
