@@ -222,6 +222,9 @@ def test_the_phone_enrols_through_the_link_and_forgets(
             LocalBroker(users=("link", "viewer"), tcp=True) as home,
         ):
             cfg = simulated(checking(), bus, home, realtime=False)
+            # The phones read and command on the device's own broker (link.socket).
+            link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
+            cfg = cfg.model_copy(update={"link": link})
             source = Gated(WavSource(cfg.audio, files))
             pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
             base = pendant.link.base_topic
