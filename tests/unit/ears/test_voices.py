@@ -1,6 +1,6 @@
 """Only the wearer (issue 19) without the model: the voices file, and the check and the
 enrolment in the ears with an encoder that maps audio to plain vectors (the loudness of a test
-utterance picks its "voice"). tests/system/test_speaker.py runs the real encoder on real
+utterance picks its "voice"). tests/system/test_only_the_wearer.py runs the real encoder on real
 recordings over a real bus."""
 
 from __future__ import annotations
