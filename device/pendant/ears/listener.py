@@ -13,6 +13,11 @@ last question or of its answer (`outcome`), or one that starts with an "ask" phr
 recogniser's process, go out as an `Ask` on the bus, for the link alone to send on; the phone
 then sees a `NotRecognized` without text (held talk) and, later, the link's `Answer` with the
 question as sent.
+
+With `[speaker]` in force (a voice enrolled), an utterance is checked against the enrolled
+voices (`pendant.ears.speaker.check`) while it is recognised; one in no enrolled voice publishes
+nothing at all (held talk is checked only with `speaker.check = "always"`, and then says
+`not_your_voice`). While a voice is being enrolled, utterances are that voice's, not commands.
 """
 
 from __future__ import annotations

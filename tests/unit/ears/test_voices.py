@@ -270,3 +270,15 @@ def test_the_voices_event_carries_names_and_progress_never_a_vector(tmp_path: Pa
         "type", "version", "id", "device_id", "timestamp_ms",
         "names", "check", "in_force", "heard", "needed",
     }  # fmt: skip
+
+
+def test_an_encoder_that_fails_drops_the_utterance_rather_than_act(
+    config: Config, grammar: Grammar, tmp_path: Path
+) -> None:
+    class Broken:
+        def embed(self, samples: np.ndarray, rate: int = 16000) -> np.ndarray | None:
+            raise RuntimeError("onnxruntime said no")
+
+    speaker = SpeakerCheck(SpeakerConfig(), VoiceStore(tmp_path), lambda: (Broken(), 0.7))
+    speaker.store.add("Sam", direction(0), 5)
+    assert kinds(hear(config, grammar, speaker, (WEARER, False))) == []
