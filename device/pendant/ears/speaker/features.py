@@ -81,7 +81,9 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     )
     spec = np.fft.rfft(frames * _window(), axis=1)
     power = (spec.real**2 + spec.imag**2).astype(np.float32)
-    return power @ mel_filters().T
+    # einsum's own loop, not BLAS: for a product this small OpenBLAS's threads cost ten times
+    # the arithmetic (7.7 ms against 0.2 ms for 2 s of speech here).
+    return np.einsum("tk,mk->tm", power, mel_filters())
 
 
 def normalise_volume(wav: np.ndarray) -> np.ndarray:
