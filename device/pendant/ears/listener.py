@@ -237,7 +237,11 @@ class Ears:
 
     async def set_hardware_muted(self, muted: bool) -> None:
         """The privacy switch: on, the mic is muted whatever the wearer wants; off, the wearer's
-        wish holds again. Returns once the mute is enforced and published."""
+        wish holds again. Returns once the mute is enforced and published; a report that
+        changes nothing (the switch's retained state, read at start) publishes nothing, so
+        the link does not fold a second, identical status."""
+        if muted == self.hardware_muted and self.muted == (muted or self.wanted_muted):
+            return
         self.hardware_muted = muted
         await self._enforce(muted or self.wanted_muted)
 
