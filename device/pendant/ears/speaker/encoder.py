@@ -32,9 +32,11 @@ MIN_COVERAGE = 0.75
 MIN_VOICED_S = 0.3
 """Less speech than this (after trimming silences) is too little to judge: embed gives None."""
 
-DEFAULT_THRESHOLD = 0.6
-"""Cosine similarity to an enrolled voice from which an utterance is taken as that voice's.
-Chosen on the calibration voices of tools/measure_speaker.py (see ears/README.md)."""
+DEFAULT_THRESHOLD = 0.72
+"""Cosine similarity to an enrolled voice from which an utterance is taken as that voice's:
+where the calibration voices of tools/measure_speaker.py accept at most 1 % of other voices
+(0.711, rounded up). On the held-out voices it rejects most of a real speaker recorded in room
+noise: see speaker/README.md."""
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
