@@ -29,6 +29,10 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - escalate_answer_ms_ha_*: end of speech -> Home Assistant's answer at a subscriber, the question
   asked with the phrase, the real Home Assistant of `make test-ha` (tools/bench_ask.py; None, and
   the reason, without its root or as a user other than root).
+- speaker_*: the voice encoder of issue 19 (tools/measure_speaker.py, on the speech it has
+  cached: `make measure-speaker` renders the Kokoro part): equal error rate, the share of other
+  voices accepted and of the wearer's rejected at the default threshold, on the calibration
+  and the held-out voices apart; CPU ms an utterance.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from bench_escalate import escalate_figures
 from bench_eyes import eyes_capture_figures
 from bench_imports import measure as import_memory
 from bench_services import service_memory
+from measure_speaker import speaker_figures
 
 from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
@@ -410,6 +415,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(ocr_figures(config))
     results.update(escalate_figures(config))
     results.update(await ask_figures(config))
+    results.update(speaker_figures())
     return results
 
 

@@ -630,6 +630,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
         Sentences,
         Slot,
         Transcript,
+        Voices,
     )
     from pendant.link.gate import BUS_NAMES
     from pendant.link.service import Link
@@ -657,6 +658,7 @@ def test_each_bus_topic_carries_its_own_type_only(tmp_path: Path, connect: Conne
             Scene(device_id=d, trigger="capture", face_count=1),
             Camera(device_id=d, muted=True),
             Sentences(device_id=d),
+            Voices(device_id=d, names=["Sam"], check="conversation", in_force=True),
         ]
 
     # Every public type the link reads off the bus (not `say`: the link's own, never the bus's).

@@ -4,7 +4,9 @@ The ears service runs under strace on real recordings while subscribers listen o
 brokers: no file is opened for writing that could hold audio, no socket but AF_UNIX is opened,
 no unix socket is reached but the bus's and systemd's notify socket (a unix socket can be a way
 to the network: issue 14 item 12), and no run of the audio's bytes appears on any topic or in
-the service's output; with escalate off, and on (Whisper in the recogniser's process). The
+the service's output; with escalate off, and on (Whisper in the recogniser's process), and with
+the wearer's voice enrolled and every utterance checked (no number of the voiceprint leaves,
+and the voices file is only read). The
 same audit is pointed at deliberately leaky processes first, to show it would catch a leak.
 """
 
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -29,6 +33,8 @@ from pendant.app.local_broker import LocalBroker
 from pendant.core.errors import ModelError
 from pendant.core.model_cache import model_path
 from pendant.ears.audio.wav import read_audio
+from pendant.ears.speaker.check import load_encoder
+from pendant.ears.speaker.store import VoiceStore, centroid
 from tests.conftest import DEMO_CONFIG, demo_config, speech_files
 from tests.support.audit import audio_windows, leaks, read_strace, strace_prefix
 
@@ -108,6 +114,8 @@ def test_the_audit_catches_a_leaky_process(tmp_path: Path) -> None:
         f"""
         import socket
         from pendant.ears.audio.wav import read_audio
+from pendant.ears.speaker.check import load_encoder
+from pendant.ears.speaker.store import VoiceStore, centroid
         audio = read_audio({str(wav)!r})
         open({str(tmp_path / "copy.raw")!r}, "wb").write(audio.tobytes())
         print(audio.tobytes()[1000:3000].hex())
@@ -174,16 +182,55 @@ def test_the_audit_catches_a_process_that_talks_to_another_unix_socket(tmp_path:
     assert read_strace(log, allowed_unix=[bus, notify, resolver, journal]).other_unix == []
 
 
-@pytest.mark.parametrize("escalate", [False, True], ids=["escalate-off", "escalate-on"])
+def enrolled_voice(state: Path) -> list[float]:
+    """The wearer (speech-en/main's speaker) enrolled in the ears' state directory `state`, by
+    the real encoder; their voiceprint as the voices file holds it."""
+    pytest.importorskip("pendant.ears.speaker.encoder", reason="no voice encoder module")
+    try:
+        encoder, _ = load_encoder(demo_config())
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    said = {"set a timer for 3 hours and 10 minutes", "is the Front Door locked",
+            "activate Mood Lighting", "what is the Outdoor Humidity"}  # fmt: skip
+    embeddings = [encoder.embed(read_audio(f)) for f in speech_files("main") if f.stem in said]
+    store = VoiceStore(state)
+    store.add("Wearer", centroid([e for e in embeddings if e is not None]), len(embeddings))
+    return json.loads(store.path.read_text())["voices"][0]["embedding"]
+
+
+def voiceprint_marks(voiceprint: list[float]) -> list[bytes]:
+    """What a leak of the voiceprint would carry: its numbers as the file writes them, as
+    float32 and float64 bytes."""
+    marks = [json.dumps(x).encode() for x in voiceprint if len(json.dumps(x)) >= 8]
+    vector = np.asarray(voiceprint)
+    for dtype in ("<f4", "<f8"):
+        raw = vector.astype(dtype).tobytes()
+        marks += [raw[i : i + 16] for i in range(0, len(raw), 256)]
+    return marks
+
+
+@pytest.mark.parametrize("variant", ["escalate-off", "escalate-on", "speaker"], ids=str)
 def test_ears_write_no_audio_and_open_no_ip_socket(
-    tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker], escalate: bool
+    tmp_path: Path, brokers: tuple[LocalBroker, LocalBroker], variant: str
 ) -> None:
+    """With `speaker`, the wearer is enrolled and every utterance checked: nor does any of
+    the voiceprint leave, nor the ears write anything (the voices file is only read)."""
     bus, home = brokers
     wavs = files_to_hear()
-    config = config_file(tmp_path, bus, home, wavs, escalate_extra(escalate))
-    windows = [w for wav in wavs for w in audio_windows(read_audio(wav))]
+    extra = escalate_extra(variant == "escalate-on")
     notify_path = tmp_path / "notify.sock"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "NOTIFY_SOCKET": str(notify_path)}
+    marks: list[bytes] = []
+    if variant == "speaker":
+        state = tmp_path / "ears-state"
+        marks = voiceprint_marks(enrolled_voice(state))
+        env["STATE_DIRECTORY"] = str(state)
+        # The threshold of tests/system/test_only_the_wearer.py (the calibrated one refuses
+        # most of this noisy real speaker's commands, and the audit needs some to go out).
+        extra += '\n[speaker]\ncheck = "always"\nthreshold = 0.65\n'
+        voices_before = (state / "voices.json").read_bytes()
+    config = config_file(tmp_path, bus, home, wavs, extra)
+    windows = [w for wav in wavs for w in audio_windows(read_audio(wav))]
 
     async def run() -> tuple[list[bytes], bytes, bytes, int]:
         payloads: list[bytes] = []
@@ -244,6 +291,13 @@ def test_ears_write_no_audio_and_open_no_ip_socket(
         assert not leaks(payload, windows), f"audio bytes on the bus: {payload[:80]!r}"
     assert not leaks(out + err, windows), "audio bytes in the service's output"
     assert np.all([len(p) < 8192 + 200 for p in payloads])
+    if variant == "speaker":
+        assert any(b"/voices " in p and b'"in_force":true' in p for p in payloads)
+        for payload in payloads:
+            assert not leaks(payload, marks), f"voiceprint on the bus: {payload[:80]!r}"
+        assert not leaks(out + err, marks), "voiceprint in the service's output"
+        assert (state / "voices.json").read_bytes() == voices_before
+        assert stat.S_IMODE((state / "voices.json").stat().st_mode) == 0o600
 
 
 def test_eyes_write_no_frames_and_open_no_ip_socket(

@@ -734,8 +734,8 @@ class QuietThenRecording:
 
     realtime = True
 
-    def __init__(self, config: AudioConfig, wav: Path) -> None:
-        self.wav = WavSource(config, [wav])
+    def __init__(self, config: AudioConfig, wav: Path | list[Path]) -> None:
+        self.wav = WavSource(config, wav if isinstance(wav, list) else [wav])
         self.chunk_samples = RATE_HZ * config.chunk_ms // 1000
         self._play = threading.Event()
         self._running = asyncio.Event()
@@ -1006,3 +1006,93 @@ def _sentence_editor(page: Browser, link: LoopThread, ears: LoopThread, shots: P
     # The mark goes with the line it is about.
     page("fill", selector="#sets textarea.sentences", value="[it's] party time\nlet's party")
     assert page("eval", expr=marks) == []
+
+
+def test_the_app_enrols_a_voice_through_the_real_ears_and_forgets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """My voice (issue 19): a name, Start, five sentences read (speech-en/main's speaker, the
+    simulated mic in real time), the count as the real ears take them, the voice listed (its
+    print 0600 in the ears' state, never in the page), then forgotten from the page."""
+    pytest.importorskip("pendant.ears.speaker.encoder", reason="no voice encoder module")
+    said = [
+        "set a timer for 3 hours and 10 minutes",
+        "set Bed Light brightness to 50 percent",
+        "what is the Outdoor Humidity",
+        "is the Front Door locked",
+        "activate Mood Lighting",
+    ]
+    wavs = [f for s in said for f in speech_files("main") if f.stem == s]
+    config = demo_config()
+    try:
+        for name in ("silero-vad", "ge2e-voice"):
+            model_path(config, name)
+    except ModelError as exc:
+        pytest.skip(f"a model is not in the cache (make models): {exc}")
+    state = tmp_path / "state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    state.mkdir(mode=0o700)
+    prov = _provision_for_test(tmp_path / "root")
+    shots = DOCS or tmp_path
+    shots.mkdir(exist_ok=True)
+    ears_config = _as(config, prov, "ears")
+    ears_config = ears_config.model_copy(
+        update={"audio": ears_config.audio.model_copy(update={"source": "wav", "realtime": True})}
+    )
+    source = QuietThenRecording(ears_config.audio, wavs)
+
+    def build_ears() -> Any:
+        from pendant.ears.service import EarsService
+
+        return EarsService(ears_config, source=source)
+
+    with running(prov):
+        link = link_thread(_link_config(prov, tmp_path))
+        threads = [link]
+        try:
+            _wait(lambda: link_ready(link), "the link connected")
+            ears = LoopThread("ears", build_ears).start()
+            threads.append(ears)
+            with web_and_browser(prov, tmp_path) as (web, page):
+                _pair_by_code(prov, web, page)
+
+                def up() -> bool:
+                    for t in threads:
+                        t.check()
+                    return getattr(ears.component, "ears", None) is not None
+
+                _wait(up, "the ears on the bus", SLOW_S)
+                slow = {"timeout_ms": int(SLOW_S * 1000)}
+                page("click", selector="#voices-details summary")
+                page("wait_text", selector="#voices-state", text="Anyone's commands are heard")
+                page("fill", selector="#voice-name", value="Sam")
+                page("click", selector="#enrol-start")
+                page("wait_text", selector="#enrol-progress", text="Sam: 0 of 5 heard")
+                assert "lazy dog" in page("text", selector="#enrol-sentences")
+                assert (
+                    page(
+                        "eval",
+                        expr="getComputedStyle(document.querySelector('#enrol-form')).display",
+                    )
+                    == "none"
+                )
+                source.play()
+                page("wait_text", selector="#enrol-progress", text="Sam: 2 of 5 heard", **slow)
+                page("eval", expr="document.querySelector('#voices-section').scrollIntoView()")
+                page("screenshot", path=str(shots / "companion-voice-enrol.png"))
+                page("wait_text", selector="#voices", text="Sam", **slow)
+                page("wait_text", selector="#voices-state", text="Only these voices are obeyed")
+                kept = state / "voices.json"
+                assert oct(kept.stat().st_mode & 0o777) == "0o600"
+                stored = json.loads(kept.read_text())["voices"][0]["embedding"]
+                html = page("eval", expr="document.documentElement.outerHTML")
+                saved = page("eval", expr="JSON.stringify(localStorage)")
+                for x in stored[:16]:
+                    assert json.dumps(x) not in html and json.dumps(x) not in saved
+                page("click", selector="#voices .forget-voice")
+                page("wait_text", selector="#voices-count", text="(0)")
+                page("wait_text", selector="#voices-state", text="Anyone's commands are heard")
+                assert json.loads(kept.read_text())["voices"] == []
+        finally:
+            for t in reversed(threads):
+                t.stop()

@@ -93,6 +93,9 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     )
     imports.add_argument("-o", "--output", type=Path, help="write the TOML here, not to stdout")
     imports.add_argument("--cafile", type=Path, help="CA certificate (PEM) for an https --url")
+    from pendant.app import voices
+
+    voices.add_parser(sub)
     return p, set(sub.choices)
 
 
@@ -176,6 +179,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(listen(config, args.files))
     if args.command == "intents":
         return _intents(config, args.sentences)
+    if args.command == "voice":
+        from pendant.app.voices import run as voice_run
+
+        return voice_run(config, args)
     if args.command == "doctor":
         from pendant.app.doctor import main as doctor_main
 

@@ -694,6 +694,29 @@ class EscalateConfig(_Strict):
         return self
 
 
+class SpeakerConfig(_Strict):
+    """`[speaker]`: only the wearer. Utterances are checked against the voices enrolled on the
+    device (`pendant voice enrol`, or the phone app's "read these five sentences"); one whose
+    voice is none of them publishes nothing. The voiceprints stay in the ears' state directory
+    (0600) and never leave the device. Until a voice is enrolled the check is not in force (the
+    phone says so): everyone's commands are heard, as with 'off'."""
+
+    check: Literal["off", "conversation", "always"] = Field(
+        "conversation",
+        description="'conversation': utterances heard without the button are checked (held "
+        "talk is the wearer's hand: not checked); 'always': held talk too (a refused press "
+        "shows 'not your voice' on the phone); 'off': no check. Needs an enrolled voice.",
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Cosine similarity to an enrolled voice from which an utterance is that "
+        "voice's; higher refuses more bystanders and more of the wearer. Default: the voice "
+        "encoder's calibrated threshold (make bench: speaker_*).",
+    )
+
+
 class ModelsConfig(_Strict):
     """`[models]`: the model cache."""
 
@@ -806,6 +829,10 @@ class Config(_Strict):
     escalate: EscalateConfig = Field(
         default_factory=EscalateConfig,
         description="Asking a bigger model, as text, what the closed set cannot hear.",
+    )
+    speaker: SpeakerConfig = Field(
+        default_factory=SpeakerConfig,
+        description="Only the wearer: commands in enrolled voices alone.",
     )
 
     @field_validator("device_id")

@@ -140,6 +140,11 @@ class NotRecognized(Event):
     text: Text | None = Field(None, description="Only in press-to-talk mode, where it was meant.")
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
     session_id: HexId = Field(default_factory=wire.new_id)
+    reason: Literal["not_your_voice"] | None = Field(
+        None,
+        description="Held talk refused before it was heard: 'not_your_voice' when speaker.check "
+        "is 'always' and the voice is none of the enrolled ones (no text, no score then).",
+    )
 
 
 class Transcript(Event):
@@ -422,6 +427,57 @@ class Sentences(Event):
     )
 
 
+VOICE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 _'-]{0,31}$"
+VoiceName = Annotated[str, Field(min_length=1, max_length=32, pattern=VOICE_NAME_PATTERN)]
+# enrol NAME: the next ENROL_UTTERANCES utterances are NAME's; done: keep what was heard so far
+# (at least ENROL_MIN_UTTERANCES); cancel: keep nothing; forget NAME; forget_all.
+VoiceAction = Literal["enrol", "done", "cancel", "forget", "forget_all"]
+SpeakerCheck = Literal["off", "conversation", "always"]
+MAX_VOICES = 8
+ENROL_UTTERANCES = 5
+ENROL_MIN_UTTERANCES = 3
+# Why an enrolment or a forget did not happen: codes, never free text (the ears could say
+# anything in free text), which the phone words itself.
+VoiceProblem = Literal[
+    "too_little_speech",
+    "too_many_voices",
+    "unknown_voice",
+    "not_saved",
+    "unreadable",
+    "timeout",
+    "no_encoder",
+]
+
+
+class Voices(Event):
+    """The voices enrolled on the device for `speaker.check`, by name only; retained outside.
+
+    Sent by the ears at start, after every `voice` command and during an enrolment (one per
+    utterance taken). Never a voiceprint, a score or a count of anything but utterances: the
+    voiceprints stay in the ears' state directory (pendant.ears.speaker.store).
+    """
+
+    type: Literal["voices"] = "voices"
+    names: Annotated[list[VoiceName], Field(max_length=MAX_VOICES)] = Field(
+        default_factory=list, description="The enrolled voices' names, sorted."
+    )
+    check: SpeakerCheck = Field(description="speaker.check, as configured.")
+    in_force: bool = Field(
+        description="Whether utterances are checked now: speaker.check is not 'off' and at "
+        "least one voice is enrolled (until then everyone's commands are heard)."
+    )
+    enrolling: VoiceName | None = Field(
+        None, description="The voice being enrolled: its next utterances are not acted on."
+    )
+    heard: Annotated[int, Field(ge=0, le=ENROL_UTTERANCES)] = Field(
+        0, description="Utterances taken so far for `enrolling`."
+    )
+    needed: Literal[5] = ENROL_UTTERANCES
+    problem: VoiceProblem | None = Field(
+        None, description="Why the last enrolment or forget did not happen."
+    )
+
+
 class Command(Event):
     """A command from the phone, checked by the link (`pendant.link.commands`), for the bus only.
 
@@ -429,7 +485,7 @@ class Command(Event):
     """
 
     type: Literal["command"] = "command"
-    name: Literal["mute", "capture", "identify", "say", "buzz", "sentences", "area"]
+    name: Literal["mute", "capture", "identify", "say", "buzz", "sentences", "area", "voice"]
     mic: bool | None = Field(None, description="mute: mute (true) or unmute (false) the mic.")
     camera: bool | None = Field(None, description="mute: mute or unmute the camera.")
     text: SayText | None = Field(None, description="say: what to say, at most 200 characters.")
@@ -450,6 +506,12 @@ class Command(Event):
         "after an answer; the body's 'asking' light ends only for that question. Never "
         "from a phone.",
     )
+    action: VoiceAction | None = Field(
+        None,
+        description="voice: 'enrol' (with voice: its next five utterances are that voice's), "
+        "'done' (keep what was heard), 'cancel', 'forget' (with voice), 'forget_all'.",
+    )
+    voice: VoiceName | None = Field(None, description="voice: the voice's name.")
 
     ARGUMENTS: ClassVar[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
         # name: (allowed, required)
@@ -461,12 +523,13 @@ class Command(Event):
         "sentences": (frozenset({"sentences"}), frozenset({"sentences"})),
         # Its one key may be null (clear), so "given" cannot be told from "absent" here.
         "area": (frozenset({"area"}), frozenset()),
+        "voice": (frozenset({"action", "voice"}), frozenset({"action"})),
     }
 
     @model_validator(mode="after")
     def _arguments_fit_the_command(self) -> Command:
         allowed, required = self.ARGUMENTS[self.name]
-        keys = ("mic", "camera", "text", "pattern", "sentences", "area")
+        keys = ("mic", "camera", "text", "pattern", "sentences", "area", "action", "voice")
         given = {k for k in keys if getattr(self, k) is not None}
         if given - allowed or required - given:
             raise ValueError(f"{self.name} takes {sorted(allowed) or 'no arguments'}")
@@ -474,6 +537,10 @@ class Command(Event):
             raise ValueError("mute needs mic and/or camera")
         if self.session_id is not None and self.name != "buzz":
             raise ValueError(f"{self.name} takes no session_id")
+        if self.name == "voice" and (self.action in ("enrol", "forget")) != (
+            self.voice is not None
+        ):
+            raise ValueError("voice: enrol and forget take a voice, the other actions none")
         return self
 
 
@@ -562,6 +629,7 @@ PUBLIC_TYPES: tuple[type[Event], ...] = (
     Sentences,
     Say,
     Answer,
+    Voices,
 )
 PUBLIC_NAMES = frozenset(cls.model_fields["type"].default for cls in PUBLIC_TYPES)
 """The type names of the events the link's gate admits: those that leave the device, and the

@@ -122,6 +122,7 @@ RETAINED = frozenset(
         "camera",
         "hardware_mute",
         "sentences",
+        "voices",
         "pairing_status",
         "pairing_offer",
         "link_state",

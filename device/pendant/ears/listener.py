@@ -13,6 +13,11 @@ last question or of its answer (`outcome`), or one that starts with an "ask" phr
 recogniser's process, go out as an `Ask` on the bus, for the link alone to send on; the phone
 then sees a `NotRecognized` without text (held talk) and, later, the link's `Answer` with the
 question as sent.
+
+With `[speaker]` in force (a voice enrolled), an utterance is checked against the enrolled
+voices (`pendant.ears.speaker.check`) while it is recognised; one in no enrolled voice publishes
+nothing at all (held talk is checked only with `speaker.check = "always"`, and then says
+`not_your_voice`). While a voice is being enrolled, utterances are that voice's, not commands.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import RATE_HZ, AudioSource, Chunk, dbfs
 from pendant.ears.confirm import needs_confirming
 from pendant.ears.endpoint import sentence_is_over
+from pendant.ears.speaker.check import SpeakerCheck
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentMatch, IntentParser
 from pendant.ears.vad import Segmenter, SileroVad, Utterance
@@ -132,8 +138,11 @@ class Ears:
         publish: Publish,
         heartbeat: Heartbeat | None = None,
         on_mute: Callable[[bool], None] | None = None,
+        speaker: SpeakerCheck | None = None,
     ) -> None:
         self.understanding = understanding
+        self.speaker = speaker
+        """Who spoke (`speaker.check`): None, no check."""
         self.source = source
         self.publish = publish
         self.heartbeat = heartbeat or Heartbeat()
@@ -239,7 +248,11 @@ class Ears:
 
     async def set_hardware_muted(self, muted: bool) -> None:
         """The privacy switch: on, the mic is muted whatever the wearer wants; off, the wearer's
-        wish holds again. Returns once the mute is enforced and published."""
+        wish holds again. Returns once the mute is enforced and published; a report that
+        changes nothing (the switch's retained state, read at start) publishes nothing, so
+        the link does not fold a second, identical status."""
+        if muted == self.hardware_muted and self.muted == (muted or self.wanted_muted):
+            return
         self.hardware_muted = muted
         await self._enforce(muted or self.wanted_muted)
 
@@ -413,6 +426,30 @@ class Ears:
         was muted meanwhile, or the intent waits for a tap (sent later, if tapped). Held talk
         (`pressed`) not understood is published as NotRecognized."""
         self.utterances += 1
+        speaker = self.speaker
+        if speaker is not None and speaker.enrolling is not None:
+            self._drop_guess()
+            await self._enrol(utterance)
+            return None
+        # Whose voice, in a thread while the recogniser decodes: nothing is published before.
+        verdict = None
+        if speaker is not None and speaker.must_check(pressed):
+            verdict = asyncio.ensure_future(speaker.accepts(utterance.audio))
+        try:
+            return await self._handle(utterance, pressed=pressed, verdict=verdict)
+        finally:
+            if verdict is not None:
+                verdict.cancel()
+
+    async def _enrol(self, utterance: Utterance) -> None:
+        """An utterance of the voice being enrolled: never recognised, never acted on."""
+        assert self.speaker is not None
+        problem = await self.speaker.take(utterance.audio)
+        await self.publish(self.speaker.event(self.config.device_id, problem))
+
+    async def _handle(
+        self, utterance: Utterance, *, pressed: bool, verdict: asyncio.Future[bool] | None
+    ) -> Intent | None:
         early, self._early = self._early, None
         result = None
         words: asyncio.Task[str | None] | None = None
@@ -437,6 +474,14 @@ class Ears:
             result = await self._recognise(utterance.audio)
             await self._activity("idle" if self.muted else "capturing")
         if self.muted:  # muted while it was being recognised: the wearer said no to it
+            return None
+        if verdict is not None and not await verdict:
+            # Nothing about it leaves: no intent, no transcript, no question, no score.
+            log.info("utterance of %d ms: not an enrolled voice", utterance.speech_ms)
+            if pressed:
+                await self.publish(
+                    NotRecognized(device_id=self.config.device_id, reason="not_your_voice")
+                )
             return None
         heard, match = result.transcription, result.match
         asr = self.config.asr

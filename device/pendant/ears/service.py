@@ -38,6 +38,8 @@ from pendant.ears.asr.worker import RecognizerProcess
 from pendant.ears.audio import AudioSource, create_source
 from pendant.ears.listener import Ears, Understanding
 from pendant.ears.sentence_check import fitted, sentence_warnings_async
+from pendant.ears.speaker.check import ENROL_TIMEOUT_S, SpeakerCheck, load_encoder
+from pendant.ears.speaker.store import VoiceStore
 from pendant.ears.understand.grammar import check_sentences
 from pendant.ears.understand.grammar_build import compile_grammar, compile_grammar_async
 from pendant.ears.understand.nlu import IntentParser
@@ -142,6 +144,14 @@ class EarsService:
         self.config_path = config_path
         # Everything that can fail on bad config or a missing model fails here, before READY.
         self.silero = SileroVad(model_path(config, "silero-vad"))
+        self.speaker = SpeakerCheck(config.speaker, VoiceStore(), lambda: load_encoder(self.config))
+        if self.speaker.in_force():
+            self.speaker.encoder()  # a missing model fails here, with the fetch command
+        elif config.speaker.check != "off":
+            log.warning(
+                "speaker.check is %s but no voice is enrolled: everyone is heard",
+                config.speaker.check,
+            )
         self.source = source or create_source(config.audio)
         self.home_config = config
         """The config file as last read, before the phone's sentences are added."""
@@ -187,6 +197,7 @@ class EarsService:
                     publish,
                     self.heartbeat,
                     on_mute=self.mute_memory.save,
+                    speaker=self.speaker,
                 )
                 if self.mute_memory.load():
                     await self.ears.set_muted(True)
@@ -197,6 +208,7 @@ class EarsService:
                 ready(f"listening ({listen.mode}, {self.config.asr.backend})")
                 self.sentence_warnings = await self.warnings_for(self.phone_sentences)
                 await publish(self._sentences_event())
+                await publish(self.speaker.event(self.config.device_id))
                 helpers = [
                     asyncio.create_task(self._inbox(client), name="inbox"),
                     asyncio.create_task(self.watch_config(), name="config"),
@@ -220,6 +232,8 @@ class EarsService:
                 continue
             if isinstance(event, Button):
                 await self.ears.on_button(event)
+            elif isinstance(event, Command) and event.name == "voice":
+                await self.on_voice(event)
             elif isinstance(event, Command) and event.name == "sentences":
                 # Its own task: a mute must not wait behind a compile.
                 task = asyncio.create_task(self._answer_sentences(event.sentences or []))
@@ -227,6 +241,40 @@ class EarsService:
                 task.add_done_callback(self._rebuilds.discard)
             else:
                 await self.ears.on_command(event)
+
+    async def on_voice(self, command: Command) -> None:
+        """A `voice` command from the phone: enrol, done, cancel, forget, forget_all; answered
+        with a `voices` event (names and progress only)."""
+        speaker, problem = self.speaker, None
+        if command.action == "enrol" and command.voice is not None:
+            try:
+                await asyncio.to_thread(speaker.encoder)
+            except PendantError as exc:
+                log.error("cannot enrol: %s", exc)
+                problem = "no_encoder"
+            else:
+                speaker.start(command.voice)
+                task = asyncio.create_task(self._enrol_timeout())
+                self._rebuilds.add(task)
+                task.add_done_callback(self._rebuilds.discard)
+        elif command.action == "done":
+            problem = speaker.finish()
+        elif command.action == "cancel":
+            speaker.cancel()
+        elif command.action in ("forget", "forget_all"):
+            problem = speaker.forget(command.voice)
+        if self._publish is not None:
+            await self._publish(speaker.event(self.config.device_id, problem))
+
+    async def _enrol_timeout(self) -> None:
+        """Drops an enrolment nobody speaks to (see ENROL_TIMEOUT_S)."""
+        while self.speaker.enrolling is not None:
+            await asyncio.sleep(ENROL_TIMEOUT_S / 4)
+            if self.speaker.stale():
+                self.speaker.cancel()
+                log.info("enrolment dropped: nothing heard for %d s", ENROL_TIMEOUT_S)
+                if self._publish is not None:
+                    await self._publish(self.speaker.event(self.config.device_id, "timeout"))
 
     def _sentences_event(self, error: str | None = None) -> Sentences:
         return fitted(
@@ -315,6 +363,7 @@ class EarsService:
                     continue
                 self._swap(understanding)
                 self.home_config = config
+                self.speaker.config = config.speaker
             log.info("config changed: grammar rebuilt")
 
 

@@ -12,6 +12,12 @@ byte is untrusted. A command is forwarded to the bus only when it is exactly one
 | `buzz` | `{"pattern": "attention"}`, or `understood`, `not_understood`; `{}` is attention |
 | `sentences` | `{"sentences": [{"intent": "PartyMode", "sentences": ["party time"]}]}` |
 | `area` | `{"area": "Kitchen"}`, one of `home.areas` (any case), or `{"area": null}` to clear |
+| `voice` | `{"action": "enrol", "voice": "Sam"}`; `done`, `cancel`, `forget_all`; `forget`+voice |
+
+`voice` (issue 19, `[speaker]`): `enrol` makes the ears take the next five utterances as that
+voice's (none of them is acted on), `done` keeps what they heard so far, `forget` deletes one
+voice, `forget_all` every one. The ears answer with a retained `voices` event: the names and
+the enrolment's progress, never a voiceprint. A paired phone only: not the home broker.
 
 `say`: the body buzzes (`attention`) and the phones speak the text, which the link passes on
 to them as its own `say` event (phones cannot read commands). `buzz`: the body plays that
@@ -53,7 +59,14 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from pendant.core.events import BuzzPattern, Command, Error, SentenceSet
+from pendant.core.events import (
+    VOICE_NAME_PATTERN,
+    BuzzPattern,
+    Command,
+    Error,
+    SentenceSet,
+    VoiceAction,
+)
 
 MAX_COMMAND_BYTES = 1024
 # Room for a page of sentences, while their echo in a `sentences` event stays under 8 KiB.
@@ -70,6 +83,8 @@ _NAME = re.compile(r"[a-z][a-z_]{0,31}")
 _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _BOOL_KEYS = frozenset({"mic", "camera"})
 BUZZ_PATTERNS: tuple[str, ...] = get_args(BuzzPattern)
+VOICE_ACTIONS: tuple[str, ...] = get_args(VoiceAction)
+_VOICE_NAME = re.compile(VOICE_NAME_PATTERN)
 
 STATES = frozenset({"area"})
 """Commands that set a state rather than do something: accepted retained from outside (the
@@ -162,10 +177,16 @@ def _check(name: str, data: dict[str, Any], areas: Collection[str]) -> None:
             _check_sentences(value)
         if key == "area" and value is not None:
             data[key] = _known_area(value, areas)
+        if key == "action" and (not isinstance(value, str) or value not in VOICE_ACTIONS):
+            raise _Rejected(f"'action' must be one of: {', '.join(VOICE_ACTIONS)}")
+        if key == "voice" and (not isinstance(value, str) or not _VOICE_NAME.fullmatch(value)):
+            raise _Rejected("'voice' must be a name: a letter, then up to 31 letters, digits, ' _-")
     if name == "mute" and not data:
         raise _Rejected("mute needs 'mic' and/or 'camera'")
     if name == "area" and "area" not in data:
         raise _Rejected("area needs 'area': one of home.areas, or null")
+    if name == "voice" and (data["action"] in ("enrol", "forget")) != ("voice" in data):
+        raise _Rejected("voice: 'enrol' and 'forget' need 'voice', the other actions take none")
 
 
 def _known_area(value: Any, areas: Collection[str]) -> str:

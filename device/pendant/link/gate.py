@@ -6,6 +6,8 @@ its source can say. Anything else is dropped and counted by reason (one log line
 forwarded:
 
 - `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
+- `numbers`: a list of more than 8 numbers, or text with a run of 8 numbers: the shape of a
+  voiceprint or a table of scores (issue 19), which no public event has;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
   split into words (`pendant.link.blobs`), or text outside printable ASCII but for the config's
   own names as it spells them ("Café");
@@ -123,6 +125,10 @@ log = logging.getLogger(__name__)
 
 # 48+ characters of base64/hex alphabet without a space is not something a person said.
 BLOB = re.compile(r"[A-Za-z0-9+/=_-]{48,}")
+# A voiceprint (issue 19) is 256 numbers; no public event carries more than a few in a list
+# (a scene's labels are objects, a slot one value), nor runs of numbers in its text.
+MAX_LIST_NUMBERS = 8
+NUMBER_RUN = re.compile(r"(?:-?\d+(?:\.\d+)?(?:e-?\d+)?[\s,;]+){8}", re.IGNORECASE)
 LINK_OWN = frozenset(
     {
         Say.model_fields["type"].default,
@@ -150,7 +156,7 @@ MAX_AHEAD_MS = 60 * 1000
 MAX_SPEECH_BEFORE_MS = 120 * 1000
 # States whose time says nothing a consumer needs (nothing expires them: each supersedes the
 # last): they leave with the link's time, not the sender's.
-RESTAMPED = frozenset({"sentences", "battery"})
+RESTAMPED = frozenset({"sentences", "battery", "voices"})
 # What the recognisers emit: pendant.core.names.normalize's words, one space apart.
 SPOKEN = re.compile(r"[a-z0-9']+(?: [a-z0-9']+)*")
 # A slot value of the closed set is a name from the config (at most 60 characters).
@@ -228,6 +234,20 @@ def _text_is_blob(data: dict[str, Any], own: frozenset[str] = frozenset()) -> bo
         # tokens, and a cut sentence ends in "…"; these are the ears' real answers.
         texts = [s for k, s in _strings(data) if k not in ID_KEYS | SENTENCES_FORMS]
     return any(not is_plain(s) or looks_like_blob(s) for s in texts)
+
+
+def _numbers(value: Any, text: bool = True) -> bool:
+    """Whether `value` holds a list of more than MAX_LIST_NUMBERS numbers, or (`text`) text with
+    a run of eight numbers: the shape of an embedding or a score table, which no public event
+    has. Text from outside (`FROM_OUTSIDE`: an answer may list temperatures) is not judged."""
+    if isinstance(value, dict):
+        return any(_numbers(v, text) for v in value.values())
+    if isinstance(value, list):
+        counted = sum(1 for v in value if isinstance(v, int | float) and not isinstance(v, bool))
+        return counted > MAX_LIST_NUMBERS or any(_numbers(v, text) for v in value)
+    if isinstance(value, str) and text:
+        return NUMBER_RUN.search(value + " ") is not None
+    return False
 
 
 def _spoken_number(value: float) -> bool:
@@ -453,6 +473,9 @@ class Gate:
             return None
         if _text_is_blob(data, self.vocabulary.own):
             self._drop("blob", data["type"])
+            return None
+        if _numbers(data, text=data["type"] not in FROM_OUTSIDE):
+            self._drop("numbers", data["type"])
             return None
         errors = list(_validator(data["type"]).iter_errors(data))
         if errors:

@@ -75,6 +75,7 @@ from pendant.core.events import (
     Sentences,
     Status,
     Transcript,
+    Voices,
     parse_event,
 )
 from pendant.core.supervise import Ready, first_to_end, unobserved
@@ -277,6 +278,8 @@ class Link:
                 out.append((f"{base}/scene", event.to_json(), False))
             case Sentences():
                 out.append((f"{base}/sentences", event.to_json(), True))
+            case Voices():
+                out.append((f"{base}/voices", event.to_json(), True))
             case Say():
                 out.append((f"{base}/say", event.to_json(), False))
             case Answer():

@@ -310,7 +310,8 @@ def test_check_card_finds_nothing_in_a_good_card(tmp_path: Path) -> None:
         ('[home_broker]\nhost = "ha.lan"\n', ["home_broker: unknown key, remove it or check "
                                               "its spelling (the top level takes: device_id, "
                                               "language, home, audio, vad, asr, eyes, listen, "
-                                              "bus, link, body, pairing, models, escalate)"]),
+                                              "bus, link, body, pairing, models, escalate, "
+                                              "speaker)"]),
         (
             '[[home.devices]]\nname = "Lamp"\nkind = "toaster"\ncolour = true\n'
             "[vad]\nhangover_ms = 50\n",

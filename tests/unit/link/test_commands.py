@@ -72,6 +72,15 @@ def assert_sound(result: Command | Error, name: str, payload: bytes) -> None:
         ("area", b'{"area": null}', {}),
         # An empty payload is how MQTT deletes a retained message: the area is cleared.
         ("area", b"", {}),
+        ("voice", b'{"action": "enrol", "voice": "Sam"}', {"action": "enrol", "voice": "Sam"}),
+        ("voice", b'{"action": "done"}', {"action": "done"}),
+        ("voice", b'{"action": "cancel"}', {"action": "cancel"}),
+        (
+            "voice",
+            b'{"action": "forget", "voice": "Kid 2"}',
+            {"action": "forget", "voice": "Kid 2"},
+        ),
+        ("voice", b'{"action": "forget_all"}', {"action": "forget_all"}),
     ],
 )
 def test_valid_commands_become_bus_commands(
@@ -81,7 +90,10 @@ def test_valid_commands_become_bus_commands(
     assert isinstance(result, Command), result
     assert result.name == name and result.device_id == DEVICE
     assert (
-        result.model_dump(include={"mic", "camera", "text", "pattern", "area"}, exclude_none=True)
+        result.model_dump(
+            include={"mic", "camera", "text", "pattern", "area", "action", "voice"},
+            exclude_none=True,
+        )
         == expected
     )
     assert bus.topic_of(result) == f"pendant-bus/cmd/{name}"
@@ -131,6 +143,14 @@ def test_valid_commands_become_bus_commands(
         ("area", b'{"area": "Kitchen", "area": null}', "duplicate key 'area'"),
         ("area", b"Kitchen", "not JSON"),
         ("area", json.dumps({"area": "x" * MAX_COMMAND_BYTES}).encode(), "over 1024"),
+        ("voice", b"{}", "voice needs 'action'"),
+        ("voice", b'{"action": "enroll", "voice": "Sam"}', "'action' must be one of: enrol"),
+        ("voice", b'{"action": "enrol"}', "'enrol' and 'forget' need 'voice'"),
+        ("voice", b'{"action": "forget_all", "voice": "Sam"}', "the other actions take none"),
+        ("voice", b'{"action": "enrol", "voice": "1 2 3"}', "'voice' must be a name"),
+        ("voice", b'{"action": "enrol", "voice": ["Sam"]}', "'voice' must be a name"),
+        ("voice", json.dumps({"action": "enrol", "voice": "S" * 33}).encode(), "must be a name"),
+        ("voice", b'{"action": "done", "embedding": [0.1, 0.2]}', "voice takes no key"),
     ],
 )
 def test_malformed_commands_become_short_errors(name: str, payload: bytes, reason: str) -> None:
@@ -294,6 +314,9 @@ def test_fuzz_gate_with_escaped_strings(text: str) -> None:
         ("buzz", b'{"pattern": "attention"}', True),
         ("capture", b"{}", False),
         ("sentences", b'{"sentences": []}', False),
+        # A voice is the wearer's to enrol or forget, from a paired phone.
+        ("voice", b'{"action": "forget_all"}', False),
+        ("voice", b'{"action": "enrol", "voice": "Sam"}', False),
     ],
 )
 def test_the_home_broker_may_mute_but_never_unmute_or_capture(
@@ -465,6 +488,7 @@ def test_a_command_published_on_the_bus_lands_where_the_components_read() -> Non
         "buzz": {},
         "sentences": {"sentences": []},
         "area": {"area": None},
+        "voice": {"action": "enrol", "voice": "Sam"},
     }
     assert set(examples) == set(Command.ARGUMENTS)  # every command there is
     for name, args in examples.items():

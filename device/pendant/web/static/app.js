@@ -34,6 +34,12 @@
  * pendant is the judge. Its `warnings` (a sentence it cannot hear, or hears as another intent)
  * stand under the sentence they are about, while that line is in the editor. The draft is
  * kept on the phone, so it survives a reload offline.
+ *
+ * "My voice" (issue 19, `[speaker]`): the names of the voices the pendant obeys (`voices`,
+ * retained), whether the check is in force, and enrolment: a name, then the pendant's ears
+ * take the next five utterances as that voice's (`cmd/voice` `enrol`) while the page shows
+ * five sentences to read and the count the pendant reports; `done` / `cancel`; `forget` per
+ * name. The voiceprint never comes here: only names and counts.
  */
 "use strict";
 
@@ -59,6 +65,25 @@
   const MAX_SENTENCES_BYTES = 4096;
   // A Pi Zero 2 W rebuilds its grammar in seconds; past this the wearer may send again.
   const ANSWER_WAIT_MS = 30_000;
+  // What the pendant takes as a voice's name (pendant.core.events.VoiceName).
+  const VOICE_RE = /^[A-Za-z][A-Za-z0-9 _'-]{0,31}$/;
+  // Plain sentences, no commands: the ears act on none of them while enrolling anyway.
+  const ENROL_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "I would like a cup of tea with a slice of lemon, please.",
+    "Tomorrow morning we are going for a long walk by the river.",
+    "My favourite colours are green, blue and a warm shade of orange.",
+    "Please remind me to call my sister after dinner tonight.",
+  ];
+  const VOICE_PROBLEMS = {
+    too_little_speech: "Too little speech to keep: say the sentence again, a little longer.",
+    too_many_voices: "The pendant knows eight voices already: forget one first.",
+    unknown_voice: "The pendant does not know that voice.",
+    not_saved: "The pendant could not keep the voice.",
+    unreadable: "The pendant's voices file is broken: forget all voices, then enrol again.",
+    timeout: "Nothing heard for two minutes: enrolment stopped.",
+    no_encoder: "The pendant has no voice model (pendant models fetch ge2e-voice).",
+  };
   // Failed WebSocket attempts in a row (none opened) before the app asks why (see the top).
   const FAILS_BEFORE_ASKING = 3;
 
@@ -73,6 +98,11 @@
     sentencesRunning: $("sentences-running"), sentencesAnswer: $("sentences-answer"),
     sentencesCount: $("sentences-count"), sentencesDetails: $("sentences-details"),
     trustProblem: $("trust-problem"),
+    voicesState: $("voices-state"), voices: $("voices"), voicesCount: $("voices-count"),
+    enrolForm: $("enrol-form"), voiceName: $("voice-name"), enrolStart: $("enrol-start"),
+    enrolling: $("enrolling"), enrolSentences: $("enrol-sentences"),
+    enrolProgress: $("enrol-progress"), enrolDone: $("enrol-done"),
+    enrolCancel: $("enrol-cancel"), voicesAnswer: $("voices-answer"),
   };
 
   // --- pairing ---------------------------------------------------------------------------
@@ -228,6 +258,7 @@
     else if (e.type === "scene") title = intent ? intent.name : SCENE_TITLES[e.trigger] || "Seen";
     else if (e.type === "say") title = "Message";
     else if (e.type === "answer") title = ANSWER_TITLES[e.outcome] || "Answer";
+    else if (e.reason === "not_your_voice") title = "Not your voice";
     else title = "Not understood";
     head.append(el("span", "name", title), time);
     li.append(head);
@@ -298,6 +329,7 @@
     for (const b of [ui.mic, ui.camera, ui.identify]) b.disabled = !connected;
     ui.capture.disabled = !connected || cameraMuted();
     ui.capture.title = cameraMuted() ? "the camera is muted" : "";
+    renderVoiceControls();
     if (cameraMuted() && !captureTimer) ui.captureState.textContent = "The camera is muted.";
     else if (!cameraMuted() && ui.captureState.textContent === "The camera is muted.") {
       ui.captureState.textContent = "";
@@ -618,6 +650,71 @@
     showStale(connected);
   }
 
+  // --- my voice --------------------------------------------------------------------------
+
+  /** The pendant's `voices` event: retained on subscribe, and after every `voice` command. */
+  function onVoices(event) {
+    state.voices = {
+      names: event.names,
+      check: event.check,
+      in_force: event.in_force === true,
+      enrolling: typeof event.enrolling === "string" ? event.enrolling : null,
+      heard: Number.isInteger(event.heard) ? event.heard : 0,
+      needed: Number.isInteger(event.needed) ? event.needed : ENROL_SENTENCES.length,
+    };
+    ui.voicesAnswer.textContent = VOICE_PROBLEMS[event.problem] || "";
+    saveState();
+    renderVoices();
+  }
+
+  function renderVoices() {
+    const v = state.voices;
+    ui.voicesCount.textContent = v ? `(${v.names.length})` : "";
+    if (!v) ui.voicesState.textContent = "The pendant has not said which voices it knows yet.";
+    else if (v.check === "off") {
+      ui.voicesState.textContent = "The voice check is off (speaker.check): everyone is heard.";
+    } else if (!v.in_force) {
+      ui.voicesState.textContent = "Anyone's commands are heard: enrol your voice.";
+    } else {
+      const when = v.check === "always" ? "always" : "in conversation (a press is yours)";
+      ui.voicesState.textContent = `Only these voices are obeyed, ${when}:`;
+    }
+    ui.voices.replaceChildren(
+      ...((v && v.names) || []).map((name) => {
+        const li = el("li", "voice");
+        li.append(el("span", "name", name));
+        const forget = el("button", "quiet forget-voice", "Forget");
+        forget.type = "button";
+        forget.dataset.voice = name;
+        forget.addEventListener("click", () => send("voice", { action: "forget", voice: name }));
+        li.append(forget);
+        return li;
+      }),
+    );
+    const enrolling = v && v.enrolling;
+    ui.enrolling.hidden = !enrolling;
+    ui.enrolForm.hidden = Boolean(enrolling);
+    if (enrolling) {
+      ui.enrolSentences.replaceChildren(
+        ...ENROL_SENTENCES.map((text, i) => {
+          const li = el("li", i < v.heard ? "said" : "", text);
+          if (i === v.heard) li.setAttribute("aria-current", "step");
+          return li;
+        }),
+      );
+      ui.enrolProgress.textContent = `${enrolling}: ${v.heard} of ${v.needed} heard`;
+    }
+    renderVoiceControls();
+  }
+
+  function renderVoiceControls() {
+    const name = ui.voiceName.value.trim();
+    ui.enrolStart.disabled = !connected || !VOICE_RE.test(name);
+    ui.enrolDone.disabled = !connected;
+    ui.enrolCancel.disabled = !connected;
+    for (const b of ui.voices.querySelectorAll("button")) b.disabled = !connected;
+  }
+
   function topicBase() {
     return `pendant/${pairing.d}`;
   }
@@ -669,6 +766,8 @@
       onSay(event);
     } else if (rest === "sentences" && event.type === "sentences" && Array.isArray(event.sets)) {
       onSentences(event, Boolean(packet && packet.retain));
+    } else if (rest === "voices" && event.type === "voices" && Array.isArray(event.names)) {
+      onVoices(event);
     }
   }
 
@@ -789,6 +888,16 @@
       ui.captureState.textContent = "No answer from the camera.";
     }, ANSWER_WAIT_MS);
   });
+  ui.enrolForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const name = ui.voiceName.value.trim();
+    if (!VOICE_RE.test(name)) return;
+    ui.voicesAnswer.textContent = "";
+    send("voice", { action: "enrol", voice: name });
+  });
+  ui.voiceName.addEventListener("input", renderVoiceControls);
+  ui.enrolDone.addEventListener("click", () => send("voice", { action: "done" }));
+  ui.enrolCancel.addEventListener("click", () => send("voice", { action: "cancel" }));
   ui.sentencesForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     sendSentences();
@@ -835,6 +944,7 @@
 
   renderState();
   renderSentences();
+  renderVoices();
   renderSets();
   loadFeed();
   if (!pairing) {

@@ -3,7 +3,7 @@
  * only answers when the pendant is out of reach. Nothing but these files is cached: MQTT
  * goes over the WebSocket, which service workers never see. */
 "use strict";
-const CACHE = "pendant-shell-v3";
+const CACHE = "pendant-shell-v4";
 const SHELL = [
   "./", "index.html", "app.js", "style.css", "mqtt.min.js", "manifest.webmanifest",
   "icon.svg", "icon-192.png", "icon-512.png", "trust.html", "trust.js",

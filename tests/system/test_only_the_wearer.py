@@ -1,0 +1,281 @@
+"""Only the wearer (issue 19), end to end: real mosquitto, the real voice encoder (`ge2e-voice`
+from the model cache), real recordings. The wearer is the voice of speech-en/main; a bystander
+is speech-en/generated's (another voice saying English commands the demo home knows) and one
+of speech-other-languages' speakers.
+
+The wearer enrols with `pendant voice enrol` from five recordings; then the bystander's
+command publishes nothing at all while the wearer's goes out; after `pendant voice forget
+--all` the check is no longer in force and the same bystander's command goes out (so it was a
+command the check stopped). And the phone's way: `cmd/voice` through the link to the ears,
+which take the next five utterances as the voice, then forget it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pendant.app.local_broker import LocalBroker
+from pendant.app.one_process import Pendant
+from pendant.app.replay import simulated
+from pendant.core import mqtt
+from pendant.core.config import Config, SpeakerConfig
+from pendant.core.errors import ModelError
+from pendant.core.model_cache import model_path
+from pendant.ears.audio import Chunk
+from pendant.ears.audio.wav import WavSource
+from tests.conftest import DEMO_CONFIG, SPEECH, demo_config, speech_files
+
+TIMEOUT_S = 240
+ENROL = [
+    "set a timer for 3 hours and 10 minutes",
+    "set Bed Light brightness to 50 percent",
+    "what is the Outdoor Humidity",
+    "is the Front Door locked",
+    "activate Mood Lighting",
+]
+WEARER_SAYS = "turn off lights in the Office"  # HassTurnOff
+BYSTANDER_SAYS = "resume TV"  # HassMediaUnpause, in another voice
+OTHERS = SPEECH.parent / "speech-other-languages"
+
+
+@pytest.fixture(autouse=True)
+def encoder() -> None:
+    pytest.importorskip("pendant.ears.speaker.encoder", reason="no voice encoder module")
+    try:
+        model_path(demo_config(), "ge2e-voice")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+
+
+def wearer(stem: str) -> Path:
+    (path,) = [f for f in speech_files("main") if f.stem == stem]
+    return path
+
+
+def bystander() -> Path:
+    (path,) = [f for f in speech_files("generated") if f.stem == BYSTANDER_SAYS]
+    return path
+
+
+def foreigner() -> Path:
+    if not OTHERS.is_dir():
+        pytest.skip(f"{OTHERS} is absent: the shared recordings are not on this machine")
+    return sorted((OTHERS / "de").rglob("*.wav"))[0]
+
+
+def voice_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "device")}
+    return subprocess.run(
+        [sys.executable, "-m", "pendant", "--config", str(DEMO_CONFIG), "voice",
+         "--state-dir", str(state), *args],
+        capture_output=True, text=True, env=env, timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+# Not the encoder's calibrated DEFAULT_THRESHOLD (0.72): that refuses most of this real
+# speaker's commands in room noise (the voice branch measured an FRR of 69 % for them), and
+# these tests are about what a refusal does, not where the threshold lies. The bystander's
+# voice scores under 0.62 against this enrolment, the wearer's commands here over 0.74 offline.
+THRESHOLD = 0.65
+
+
+def checking(mode: str = "conversation") -> Config:
+    speaker = SpeakerConfig(check=mode, threshold=THRESHOLD)
+    return demo_config().model_copy(update={"speaker": speaker})
+
+
+async def heard_outside(config: Config, files: list[Path]) -> list[tuple[str, dict]]:
+    """Plays `files` through the ears and the link on private brokers; everything the home
+    broker then carries under the pendant's topics, as (topic, payload)."""
+    seen: list[tuple[str, dict]] = []
+    with (
+        LocalBroker(users=("pendant",)) as bus,
+        LocalBroker(users=("link", "viewer"), tcp=True) as home,
+    ):
+        cfg = simulated(config, bus, home, realtime=False)
+        pendant = Pendant(cfg, source=WavSource(cfg.audio, files), parts=("ears", "link"))
+        async with mqtt.client(
+            host="127.0.0.1",
+            port=home.port or 0,
+            username="viewer",
+            password=home.password("viewer"),
+        ) as viewer:
+            await viewer.subscribe(f"{pendant.link.base_topic}/#", qos=1)
+
+            async def collect() -> None:
+                async for message in viewer.messages:
+                    if str(message.topic).endswith("/availability"):
+                        continue  # "online", not JSON
+                    if message.payload:
+                        seen.append((str(message.topic), json.loads(message.payload)))  # type: ignore[arg-type]
+
+            collector = asyncio.create_task(collect())
+            await pendant.run()
+            await asyncio.sleep(1.0)  # QoS 1 to the viewer, after the link's drain
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+    return seen
+
+
+def of_type(seen: list[tuple[str, dict]], kind: str) -> list[dict]:
+    return [p for _, p in seen if p.get("type") == kind]
+
+
+def no_numbers_left(seen: list[tuple[str, dict]], voices_file: Path | None) -> None:
+    """No list of numbers anywhere outside, and none of the voiceprint's digits."""
+    for topic, payload in seen:
+        text = json.dumps(payload)
+        assert "embedding" not in text and "score" not in text, topic
+    if voices_file is not None and voices_file.exists():
+        stored = json.loads(voices_file.read_text())["voices"][0]["embedding"]
+        digits = [f"{x:.6f}".rstrip("0") for x in stored[:32] if abs(x) > 1e-3]
+        for topic, payload in seen:
+            text = json.dumps(payload)
+            assert not any(d in text for d in digits if len(d) > 6), topic
+
+
+def test_only_the_wearers_command_leaves_and_forgetting_clears_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "ears-state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    enrolled = voice_cli(state, "enrol", "Wearer", *(str(wearer(s)) for s in ENROL))
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert voice_cli(state, "list").stdout.split("\n")[0] == "Wearer"
+    voices_file = state / "voices.json"
+    assert stat.S_IMODE(voices_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+    files = [bystander(), wearer(WEARER_SAYS), foreigner()]
+    seen = asyncio.run(asyncio.wait_for(heard_outside(checking(), files), TIMEOUT_S))
+    assert [i["name"] for i in of_type(seen, "intent")] == ["HassTurnOff"]
+    assert [t["text"] for t in of_type(seen, "transcript")] == [WEARER_SAYS.lower()]
+    assert of_type(seen, "not_recognized") == []  # the bystanders: nothing at all
+    (voices,) = of_type(seen, "voices")
+    assert voices["names"] == ["Wearer"] and voices["in_force"] is True
+    no_numbers_left(seen, voices_file)
+
+    forgot = voice_cli(state, "forget", "--all")
+    assert forgot.returncode == 0, forgot.stderr
+    assert voice_cli(state, "list").stdout == "" and not voices_file.exists()
+    seen = asyncio.run(asyncio.wait_for(heard_outside(checking(), [bystander()]), TIMEOUT_S))
+    assert [i["name"] for i in of_type(seen, "intent")] == ["HassMediaUnpause"]
+    (voices,) = of_type(seen, "voices")
+    assert voices["names"] == [] and voices["in_force"] is False
+
+
+def test_a_bad_voice_command_line_is_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "ears-state"
+    few = voice_cli(state, "enrol", "Wearer", str(wearer(ENROL[0])))
+    assert few.returncode != 0
+    assert few.stderr.count("\n") == 1 and "3 are needed" in few.stderr
+    unknown = voice_cli(state, "forget", "Nobody")
+    assert unknown.returncode != 0 and "no voice named 'Nobody'" in unknown.stderr
+    state.mkdir(mode=0o700, exist_ok=True)
+    (state / "voices.json").write_text("{broken")
+    broken = voice_cli(state, "list")
+    assert broken.returncode != 0 and broken.stderr.count("\n") == 1
+    assert "pendant voice forget --all" in broken.stderr
+
+
+class Gated:
+    """A WAV source that plays only once the test opens it, and then stays open (silent)
+    until closed: the phone's enrol command must reach the ears before the speech does."""
+
+    def __init__(self, inner: WavSource) -> None:
+        self.inner = inner
+        self.realtime = inner.realtime
+        self.opened = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        await self.opened.wait()
+        async for chunk in self.inner.chunks():
+            yield chunk
+        await self.closed.wait()
+
+    def pause(self) -> None:
+        self.inner.pause()
+
+    def resume(self) -> None:
+        self.inner.resume()
+
+    def close(self) -> None:
+        self.inner.close()
+        self.closed.set()
+
+
+def test_the_phone_enrols_through_the_link_and_forgets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "ears-state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    files = [wearer(s) for s in ENROL]
+
+    async def scenario() -> list[dict]:
+        answers: list[dict] = []
+        with (
+            LocalBroker(users=("pendant", "phone")) as bus,
+            LocalBroker(users=("link", "viewer"), tcp=True) as home,
+        ):
+            cfg = simulated(checking(), bus, home, realtime=False)
+            # The phones read and command on the device's own broker (link.socket).
+            link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
+            cfg = cfg.model_copy(update={"link": link})
+            source = Gated(WavSource(cfg.audio, files))
+            pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
+            base = pendant.link.base_topic
+            running = asyncio.create_task(pendant.run())
+            async with mqtt.client(
+                socket=bus.socket_path, username="phone", password=bus.password("phone")
+            ) as phone:
+                await phone.subscribe(f"{base}/voices", qos=1)
+
+                async def answer() -> dict:
+                    async for message in phone.messages:
+                        if message.payload:
+                            data = json.loads(message.payload)  # type: ignore[arg-type]
+                            answers.append(data)
+                            return data
+                    raise AssertionError("the bus closed")
+
+                first = await answer()  # retained: what the ears said at start
+                assert first["names"] == [] and first["in_force"] is False
+                command = {"action": "enrol", "voice": "Wearer"}
+                await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                while (await answer()).get("enrolling") != "Wearer":
+                    pass
+                source.opened.set()
+                while (last := await answer())["names"] != ["Wearer"]:
+                    assert last["enrolling"] == "Wearer"
+                assert stat.S_IMODE((state / "voices.json").stat().st_mode) == 0o600
+                command = {"action": "forget", "voice": "wearer"}
+                await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                while (await answer())["names"] != []:
+                    pass
+            source.close()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        return answers
+
+    answers = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    progress = [a["heard"] for a in answers if a.get("enrolling") == "Wearer"]
+    assert progress[0] == 0 and max(progress) >= 4  # one answer per utterance taken
+    for a in answers:
+        assert set(a) <= {
+            "type", "version", "id", "device_id", "timestamp_ms",
+            "names", "check", "in_force", "enrolling", "heard", "needed", "problem",
+        }  # fmt: skip
+    assert json.loads((state / "voices.json").read_text())["voices"] == []
