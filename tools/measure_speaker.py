@@ -29,11 +29,17 @@ Kokoro voices by kokoro_sets' own tune / held-out split); the real wearer is hel
 `DEFAULT_THRESHOLD` was chosen on the calibration half only; the held-out half's figures are
 the ones that count.
 
-Figures, for each half: equal error rate; the share of other voices' utterances accepted (FAR)
-and of the wearer's rejected (FRR) at `DEFAULT_THRESHOLD`; the same by source; what fewer
-enrolment utterances cost; and what score normalisation would buy (S-norm against the
-calibration half's utterances as the cohort, at the threshold where the calibration half
-accepts 1 % of other voices). Cost: CPU ms per utterance on this
+Each clip also has a noisy copy (:func:`noisy_copy`: reverberant half of the time, pink noise
+or the babble of three other voices of its half at 5 to 20 dB SNR, seeded by the speaker's
+name); the ``*_noisy`` figures enrol on noisy copies and try noisy copies, as a wearer enrols
+and speaks where they are. `DEFAULT_THRESHOLD` is the calibration half's equal-error point in
+those conditions.
+
+Figures, for each half and both conditions: equal error rate; the share of other voices'
+utterances accepted (FAR) and of the wearer's rejected (FRR) at `DEFAULT_THRESHOLD`; the same
+by source; what fewer enrolment utterances cost; and what score normalisation would buy (S-norm
+against the calibration half's utterances as the cohort, at the threshold where the calibration
+half accepts 1 % of other voices). Cost: CPU ms per utterance on this
 machine (process time, p50 and p90), of it the features', and the model's load.
 """
 
@@ -105,6 +111,8 @@ class Speaker:
     enrollable: bool
     clips: list[np.ndarray] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
+    noisy: list[np.ndarray] = field(default_factory=list)
+    """The embeddings of the clips' noisy copies (:func:`noisy_copy`)."""
 
 
 def _hash_split(name: str) -> str:
@@ -284,6 +292,71 @@ def speakers_of(render: bool, jobs: int) -> tuple[list[Speaker], list[str]]:
     return speakers + shared + moonshine, notes
 
 
+# --------------------------------------------------------------------------- noisy rooms
+
+SNR_DB = (5.0, 20.0)
+REVERB_SHARE = 0.5
+RT60_S = (0.2, 0.6)
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise whose power falls 3 dB an octave (1/f), the hum and rumble of a room."""
+    spectrum = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    spectrum /= np.sqrt(np.maximum(np.arange(n // 2 + 1), 1.0))
+    return np.fft.irfft(spectrum, n)
+
+
+def reverb(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A simple room: the direct sound and an exponentially decaying noise tail of a random
+    reverberation time (RT60 in :data:`RT60_S`)."""
+    rt60 = rng.uniform(*RT60_S)
+    t = np.arange(int(rt60 * RATE_HZ)) / RATE_HZ
+    ir = rng.standard_normal(len(t)) * 10 ** (-3 * t / rt60)  # -60 dB at rt60
+    ir[: int(0.003 * RATE_HZ)] = 0.0  # the first reflections come after the direct sound
+    ir *= 0.5 / np.sqrt(np.sum(ir**2))
+    ir[0] = 1.0
+    n = len(clip) + len(ir) - 1
+    wet = np.fft.irfft(np.fft.rfft(clip, n) * np.fft.rfft(ir, n), n)
+    return wet[: len(clip)]
+
+
+def noisy_copy(clip: np.ndarray, babble: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """`clip` (int16) as the pendant would hear it in a room: reverberant half of the time,
+    with pink noise or the babble of three other voices (`babble`) at 5 to 20 dB SNR."""
+    speech = clip.astype(np.float64) / 32768
+    if rng.random() < REVERB_SHARE:
+        speech = reverb(speech, rng)
+    if babble and rng.random() < 0.5:
+        noise = np.zeros(len(speech))
+        for k in rng.choice(len(babble), size=min(3, len(babble)), replace=False):
+            other = babble[k].astype(np.float64) / 32768
+            other = np.tile(other, len(speech) // max(len(other), 1) + 1)[: len(speech)]
+            noise += other / (np.sqrt(np.mean(other**2)) or 1.0)
+    else:
+        noise = pink_noise(len(speech), rng)
+    snr_db = rng.uniform(*SNR_DB)
+    gain = np.sqrt(np.mean(speech**2) / (np.mean(noise**2) or 1.0)) * 10 ** (-snr_db / 20)
+    mixed = speech + gain * noise
+    return _to_int16(mixed.astype(np.float32), RATE_HZ)
+
+
+def noisy_clips(speakers: list[Speaker]) -> dict[str, list[np.ndarray]]:
+    """A noisy copy of every clip, the babble taken from other speakers of the same half
+    (never the speaker's own voice), seeded by the speaker's name so that runs agree."""
+    out = {}
+    for speaker in speakers:
+        seed = int.from_bytes(hashlib.sha256(f"noisy:{speaker.name}".encode()).digest()[:8])
+        rng = np.random.default_rng(seed)
+        babble = [
+            c
+            for o in speakers
+            if o.split == speaker.split and not _same_person(o, speaker)
+            for c in o.clips[:2]
+        ]
+        out[speaker.name] = [noisy_copy(c, babble, rng) for c in speaker.clips]
+    return out
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -305,6 +378,11 @@ def embed_all(encoder: VoiceEncoder, speakers: list[Speaker]) -> dict[str, Any]:
                 none += 1
             else:
                 speaker.embeddings.append(embedding)
+    for speaker in speakers:
+        speaker.noisy = []
+    for name, clips in noisy_clips(speakers).items():
+        speaker = next(s for s in speakers if s.name == name)
+        speaker.noisy = [e for e in map(encoder.embed, clips) if e is not None]
     return {
         "cpu_ms_per_utterance_p50": round(float(np.percentile(total_ms, 50)), 1),
         "cpu_ms_per_utterance_p90": round(float(np.percentile(total_ms, 90)), 1),
@@ -350,35 +428,44 @@ def _scorer(enrolled: np.ndarray, cohort: np.ndarray | None) -> Callable[[np.nda
 
 
 def trials(
-    speakers: list[Speaker], split: str, n_enrol: int, cohort: list[Speaker] | None = None
+    speakers: list[Speaker],
+    split: str,
+    n_enrol: int,
+    cohort: list[Speaker] | None = None,
+    noisy: bool = False,
 ) -> Trials:
     """Each enrollable speaker of `split` enrolled twice (the mean of its first and of its last
     `n_enrol` embeddings), tried on its other utterances and on every other speaker's of `split`.
 
     Scores are cosines; with a `cohort`, S-normalised: the cosine less its mean against the
     cohort's embeddings (the enrolled speaker's own left out), over their deviation, taken from
-    the enrolment's side and the utterance's and averaged."""
+    the enrolment's side and the utterance's and averaged. `noisy`: the noisy copies' embeddings
+    throughout (enrolment, utterances, cohort): the wearer enrols where they are."""
+
+    def of(s: Speaker) -> list[np.ndarray]:
+        return s.noisy if noisy else s.embeddings
+
     half = [s for s in speakers if s.split == split]
     genuine, impostor, g_src, i_src, enrol_s = [], [], [], [], []
     for speaker in half:
-        n = len(speaker.embeddings)
+        n = len(of(speaker))
         if not speaker.enrollable or n < n_enrol + 1:
             continue
-        pool = [e for c in cohort or [] if c is not speaker for e in c.embeddings]
+        pool = [e for c in cohort or [] if c is not speaker for e in of(c)]
         others = np.array(pool) if pool else None
         for chosen in (range(n_enrol), range(n - n_enrol, n)):
-            enrolled = np.mean([speaker.embeddings[k] for k in chosen], axis=0)
+            enrolled = np.mean([of(speaker)[k] for k in chosen], axis=0)
             enrolled /= np.linalg.norm(enrolled)
             enrol_s.append(sum(len(speaker.clips[k]) for k in chosen) / RATE_HZ)
             score = _scorer(enrolled, others)
             for k in range(n):
                 if k not in chosen:
-                    genuine.append(score(speaker.embeddings[k]))
+                    genuine.append(score(of(speaker)[k]))
                     g_src.append(speaker.source)
             for other in half:
                 if not _same_person(speaker, other):
-                    impostor += [score(e) for e in other.embeddings]
-                    i_src += [other.source] * len(other.embeddings)
+                    impostor += [score(e) for e in of(other)]
+                    i_src += [other.source] * len(of(other))
     return Trials(np.array(genuine), np.array(impostor), g_src, i_src, float(np.mean(enrol_s)))
 
 
@@ -419,14 +506,20 @@ def measure(speakers: list[Speaker]) -> dict[str, Any]:
     utterances."""
     out: dict[str, Any] = {"threshold": DEFAULT_THRESHOLD}
     calibration = [s for s in speakers if s.split == "calibration"]
-    for name, cohort in (("cosine", None), ("snorm", calibration)):
-        calib = trials(speakers, "calibration", ENROL, cohort)
+    conditions = (
+        ("cosine", None, False),
+        ("snorm", calibration, False),
+        ("cosine_noisy", None, True),
+        ("snorm_noisy", calibration, True),
+    )
+    for name, cohort, noisy in conditions:
+        calib = trials(speakers, "calibration", ENROL, cohort, noisy)
         at_far = threshold_at_far(calib, 0.01)
         out[f"{name}_calibration_threshold_far_1pct"] = round(at_far, 4)
         out[f"{name}_calibration_threshold_eer"] = round(eer(calib)[1], 4)
-        at = DEFAULT_THRESHOLD if name == "cosine" else at_far
+        at = DEFAULT_THRESHOLD if cohort is None else at_far
         for split in SPLITS:
-            t = calib if split == "calibration" else trials(speakers, split, ENROL, cohort)
+            t = calib if split == "calibration" else trials(speakers, split, ENROL, cohort, noisy)
             key = f"{name}_{split}"
             out[f"{key}_eer"] = round(eer(t)[0], 4)
             out[f"{key}_genuine_trials"] = len(t.genuine)
