@@ -836,6 +836,7 @@ def bench(
     parts: tuple[str, ...] = PARTS,
     images: int = len(READ_IMAGES),
     recordings: int = len(ASK_RECORDINGS),
+    boards: list[str] | None = None,
 ) -> dict[str, Any]:
     root, lib = sysroot(), plugin()
     results: dict[str, Any] = {
@@ -861,7 +862,7 @@ def bench(
         )
     if "read" in parts:
         site = site_packages([])
-        results["read_runs"] = bench_read(root, site, lib, images, ["zero2w", "pi5"])
+        results["read_runs"] = bench_read(root, site, lib, images, boards or list(CORES))
         results["read"] = read_figures(results["read_runs"], ipc)
         results.update({k: v for k, v in results["read"].items() if not isinstance(v, dict)})
     if "ask" in parts:
@@ -962,6 +963,11 @@ def main() -> int:
         "eyes' \"read this\", on a Zero 2 W and a Pi 5) and ask (Whisper's open-vocabulary "
         "transcription, on a Pi 5); default: all",
     )
+    parser.add_argument(
+        "--boards",
+        default="zero2w,pi5",
+        help="read: the boards' cores to count it as (zero2w, pi5; default both)",
+    )
     parser.add_argument("--images", type=int, default=len(READ_IMAGES), help="read: how many")
     parser.add_argument("--recordings", type=int, default=len(ASK_RECORDINGS), help="ask: how many")
     args = parser.parse_args()
@@ -969,6 +975,9 @@ def main() -> int:
     unknown = [x for x in parts if x not in PARTS]
     if unknown or not parts:
         parser.error(f"--parts: {', '.join(unknown) or 'none'}: choose from {', '.join(PARTS)}")
+    boards = [b.strip() for b in args.boards.split(",") if b.strip()]
+    if not boards or any(b not in CORES for b in boards):
+        parser.error(f"--boards: choose from {', '.join(CORES)}")
     if not 1 <= args.images <= len(READ_IMAGES) or not 1 <= args.recordings <= len(ASK_RECORDINGS):
         parser.error(f"--images 1-{len(READ_IMAGES)}, --recordings 1-{len(ASK_RECORDINGS)}")
     from pendant.core.config import load_config
@@ -999,7 +1008,7 @@ def main() -> int:
     from lock import LockError
 
     try:
-        results = bench(args.ipc, backend, parts, args.images, args.recordings)
+        results = bench(args.ipc, backend, parts, args.images, args.recordings, boards)
     except (BenchError, LockError) as exc:
         print(f"bench-arm: error: {exc}", file=sys.stderr)
         return 1
