@@ -123,8 +123,8 @@ PI5_IPC_RANGE = (1.0, 2.5)
 PI5_IPC_NOTE = (
     "assumed, not measured: the Cortex-A76 decodes 4 instructions a cycle and dispatches up to "
     "8 micro-ops out of order into 8 execution ports, with a 128-entry window (AnandTech, "
-    "'Arm's Cortex-A76 CPU Unveiled', 2018; Arm, Cortex-A76 Core Technical Reference Manual, "
-    "100798), so at most 4 a cycle; Arm gives no IPC, only +25 % integer and +35 % "
+    "'Arm's Cortex-A76 CPU Unveiled', 2018; Arm, Cortex-A76 Core Technical Reference "
+    "Manual), so at most 4 a cycle; Arm gives no IPC, only +25 % integer and +35 % "
     "floating-point performance per clock over the A75 (itself 3-wide). Arm's own top-down "
     "example on an A76-class core (Neoverse N1 learning path) shows 0.22 on a memory-bound "
     "stride loop, so the range is wide. 1.5 is a judgement: 2.5x the A53's 0.6 for an "
@@ -132,7 +132,7 @@ PI5_IPC_NOTE = (
     "2.5 are the bounds shown. `perf stat -e instructions,cycles` on a Pi 5 replaces it."
 )
 # CPU models for qemu and /proc/cpuinfo: the core the libraries see picks their kernels
-# (an A76 has the dot-product instructions CTranslate2's and onnxruntime's int8 kernels use).
+# (an A76 has the dot-product instructions that int8 kernels, Ruy's and onnxruntime's, can use).
 CORES = {
     "zero2w": {"qemu": "cortex-a53", "part": "0xd03", "variant": "0x0", "revision": "4",
                "features": "fp asimd evtstrm crc32 cpuid"},
@@ -317,10 +317,16 @@ def read_figures(runs: dict[str, dict[str, Any]], ipc: float = IPC_ASSUMED) -> d
         # median share of each, over the images.
         parts: dict[str, list[float]] = {}
         for r in reads:
+            inside = [w for w in run["work"] if r["at"] < w["at"] and w["until"] < r["until"]]
             summed: dict[str, float] = {}
-            for w in run["work"]:
-                if r["at"] < w["at"] and w["until"] < r["until"]:
-                    summed[w["what"]] = summed.get(w["what"], 0) + w["insns"]
+            for w in inside:
+                # Each step's own instructions: a model's load inside `rec` is the load's.
+                nested = sum(
+                    x["insns"] for x in inside if w["at"] < x["at"] and x["until"] < w["until"]
+                )
+                summed[w["what"]] = summed.get(w["what"], 0) + w["insns"] - nested
+            if summed:
+                summed["other"] = r["insns"] - sum(summed.values())
             for k, v in summed.items():
                 parts.setdefault(k, []).append(v)
         breakdown = {k: round(statistics.median(v)) for k, v in parts.items()}

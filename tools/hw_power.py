@@ -420,7 +420,12 @@ def goal_text(data: dict, cpu: Cpu) -> str:
     floor = day_hours(data, goal["day"], no_cpu).hours[
         data["battery"]["capacities_mah"].index(goal["capacity_mah"])
     ]
-    cpu_w = listening_cores(data, data["days"][goal["day"]], cpu) * core_w(data)
+    goal_day = data["days"][goal["day"]]
+    cpu_w = listening_cores(data, goal_day, cpu) * core_w(data)
+    quiet = (1 - goal_day["speech_min_per_h"] / 60) * cpu.cores_busy(
+        getattr(cpu, goal_day["listen"])
+    )
+    quiet_w = quiet * core_w(data)
     rest_w = day.average_w - cpu_w
     lines = [
         text,
@@ -436,6 +441,10 @@ def goal_text(data: dict, cpu: Cpu) -> str:
             if rest_w > budget_w
             else f"under the {budget_w:.3f} W that {goal['hours']:g} h allows;"
         ),
+        f"  of it, {quiet_w * 1000:.1f} mW is the VAD listening between utterances and "
+        f"{(cpu_w - quiet_w) * 1000:.0f} mW the recogniser on the day's speech: the VAD's duty "
+        f"cycle or block size (audio.chunk_ms is already webrtcvad's longest, 30 ms) can save "
+        f"at most the former;",
         f"- **a faster A53 than assumed**: the listening's CPU scales with 1/IPC; "
         f"{ipc_needed_text(data, cpu)};",
         f"- **a lower idle**: the draw with the settings must come down by "
