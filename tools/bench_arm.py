@@ -498,7 +498,8 @@ def table(results: dict[str, Any]) -> str:
         f"mark: {results['setup_insns'] / 1e6:.0f} Minsn"
         + (" (the spelling above excluded)" if "spell" in f else "")
     )
-    return "\n".join(lines) + more_table(results)
+    more = more_table(results)
+    return "\n".join(lines) + ("\n" + more if more else "")
 
 
 # --------------------------------------------------------------------------- the steps
