@@ -127,9 +127,11 @@ bench-arm-apt:
 	$(call apt_install,$(BENCH_ARM_APT_PACKAGES))
 
 # BACKEND=hama: another recogniser than the config's (bench-arm-results-hama.json).
+# PARTS=read,ask: only some of ears, read ("read this") and ask (Whisper on a Pi 5).
 BACKEND ?=
+PARTS ?=
 bench-arm: setup models bench-arm-apt
-	$(PY) tools/bench_arm.py $(if $(BACKEND),--backend $(BACKEND))
+	$(PY) tools/bench_arm.py $(if $(BACKEND),--backend $(BACKEND)) $(if $(PARTS),--parts $(PARTS))
 
 schemas: setup
 	$(PY) -m pendant.core.events

@@ -1,4 +1,5 @@
-"""`make bench-arm`: an estimate of the ears' cost on a Pi Zero 2 W, from aarch64 emulation.
+"""`make bench-arm`: an estimate of the ears' and eyes' cost on a Pi Zero 2 W and a Pi 5, from
+aarch64 emulation.
 
 Not a measurement on a Pi. The ears run on aarch64 under QEMU's user-mode emulation
 (`qemu-aarch64`, Debian's qemu-user): Debian bookworm's arm64 CPython 3.11 (the Zero 2 W
@@ -21,19 +22,42 @@ figure. Counted:
 A backend with an extra in pyproject.toml (whisper) has that extra's locked aarch64 wheels added
 to the guest's.
 
+Two more parts (`--parts`; all three by default), each its own guest process, so the start of
+a short-lived process is counted apart:
+
+- read: "read this" as the eyes' reader does it (tools/arm/guest_read.py): the face guard, the
+  OCR models loaded one at a time (text detection, direction, recognition) on each of the
+  eyes' bundled demo images (tools/eyes_demo_images.py), as a Zero 2 W's Cortex-A53 and again
+  as a Pi 5's Cortex-A76 (qemu's CPU model and /proc/cpuinfo both: the libraries pick their
+  kernels by them). The reader's start (interpreter, imports, the face guard) is counted
+  from exec and reported on its own: a cold capture pays it, one within eyes.linger_s not;
+- ask: the ears' open-vocabulary transcription of a question (Whisper base int8 through
+  faster-whisper and CTranslate2, the `whisper` extra's aarch64 wheels;
+  tools/arm/guest_ask.py) on a few ../shared/testdata/speech-en recordings, as a Cortex-A76,
+  one CTranslate2 thread; with the x86-measured rest of the path to Home Assistant's answer
+  (ASK_X86_*) it gives the end of speech -> answer estimate on a Pi 5.
+
+The Pi 5's guest is the same Debian bookworm python3.11 sysroot and the Zero 2 W's cp311
+wheels: the Pi 5 image's trixie and CPython 3.13 are not emulated (another sysroot and wheel
+set for a figure that the IPC assumption swamps).
+
 Instructions become Zero 2 W time with an assumed IPC (instructions per cycle) for its
 Cortex-A53 at 1 GHz: time = instructions / (IPC x 1 GHz). The A53 is a dual-issue in-order
 core (at most 2 instructions a cycle); branchy interpreter code and cache misses keep it well
 below that. IPC_ASSUMED is the central figure, IPC_RANGE the bounds the table also shows. An
 emulator counts instructions exactly but knows nothing of caches or the pipeline: the time is
-only as good as the IPC.
+only as good as the IPC. The Pi 5's Cortex-A76 at 2.4 GHz has its own assumption
+(PI5_IPC_ASSUMED, PI5_IPC_RANGE, PI5_IPC_NOTE), a judgement too.
 
 Steps (each cached under .cache/bench-arm, shown with its time): the arm64 sysroot
 (mmdebstrap --variant=extract, Debian's archive), the locked wheels (fetched once into
 ~/.cache/pendant/wheels, checked by the lock's sha256), the plugin (cc), the grammar (compiled
 here; the guest reads it from the same cache), the audio (tools/speech_sets.py), an empty
-interpreter run for reference, then the counted run. Writes bench-arm-results.json (for a
-backend other than the config's, bench-arm-results-BACKEND.json).
+interpreter run for reference, then the counted runs. Writes bench-arm-results.json (for a
+backend other than the config's, bench-arm-results-BACKEND.json): the ears' `figures`, and
+read_this_s_zero2w, read_this_s_pi5 (the median image, warm reader), read_this_cold_s_* (with
+the reader's start), ask_transcribe_s_pi5 and ask_answer_s_pi5_est, each with a `_range` at the
+IPC bounds. One bench-arm at a time per checkout: the guests share .cache/bench-arm.
 """
 
 from __future__ import annotations
@@ -92,6 +116,45 @@ IPC_NOTE = (
     "with 1/IPC. One `perf stat -e instructions,cycles` on a real Zero 2 W replaces it."
 )
 
+# The Pi 5's cores, for "read this" and the open-vocabulary transcription of an `Ask`.
+PI5_CLOCK_HZ = 2.4e9  # the Pi 5's Cortex-A76 cores (BCM2712), at their stock 2.4 GHz
+PI5_IPC_ASSUMED = 1.5
+PI5_IPC_RANGE = (1.0, 2.5)
+PI5_IPC_NOTE = (
+    "assumed, not measured: the Cortex-A76 decodes 4 instructions a cycle and dispatches up to "
+    "8 micro-ops out of order into 8 execution ports, with a 128-entry window (AnandTech, "
+    "'Arm's Cortex-A76 CPU Unveiled', 2018; Arm, Cortex-A76 Core Technical Reference "
+    "Manual), so at most 4 a cycle; Arm gives no IPC, only +25 % integer and +35 % "
+    "floating-point performance per clock over the A75 (itself 3-wide). Arm's own top-down "
+    "example on an A76-class core (Neoverse N1 learning path) shows 0.22 on a memory-bound "
+    "stride loop, so the range is wide. 1.5 is a judgement: 2.5x the A53's 0.6 for an "
+    "out-of-order core twice as wide with 4x the L2 per core (512 KB) and a 2 MB L3; 1.0 and "
+    "2.5 are the bounds shown. `perf stat -e instructions,cycles` on a Pi 5 replaces it."
+)
+# CPU models for qemu and /proc/cpuinfo: the core the libraries see picks their kernels
+# (an A76 has the dot-product instructions that int8 kernels, Ruy's and onnxruntime's, can use).
+CORES = {
+    "zero2w": {"qemu": "cortex-a53", "part": "0xd03", "variant": "0x0", "revision": "4",
+               "features": "fp asimd evtstrm crc32 cpuid"},
+    "pi5": {"qemu": "cortex-a76", "part": "0xd0b", "variant": "0x4", "revision": "1",
+            "features": "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+            "asimdrdm lrcpc dcpop asimddp"},
+}  # fmt: skip
+
+# "read this": the eyes' bundled demo images (tools/eyes_demo_images.py), 640x480 labels.
+READ_IMAGES = ["oat-milk.png", "platform.png", "note.png"]
+EYES_IMAGES = REPO / "device" / "pendant" / "data" / "eyes"
+# An `Ask`: questions and commands from ../shared/testdata/speech-en/main, written down with
+# Whisper base as the ears do for a question (open_vocab.OpenTranscriber).
+ASK_RECORDINGS = ["oov_2.wav", "oov_4.wav", "set a timer for 3 hours and 10 minutes.wav"]
+# The rest of the path from the end of speech to Home Assistant's answer, measured on x86
+# (README, "Asking": tools/bench_ask.py, p50 1.66-1.68 s on 2026-12-06, "of it, 0.5 s is the
+# VAD's hangover and about 0.9 s Whisper's CPU"): 1.67 s less Whisper's 0.9 s. The hangover,
+# the VAD, the link and Home Assistant's agent, none of which the Pi 5 would run much slower
+# than this loaded x86 (Home Assistant runs elsewhere).
+ASK_X86_ANSWER_P50_S = 1.67
+ASK_X86_WHISPER_S = 0.9
+
 # The guest's ears' cache folder, emptied before each counted run: a first start.
 EARS_CACHE = WORK / "ears-cache"
 
@@ -114,18 +177,28 @@ def parse_plugin_log(text: str) -> tuple[dict[int, int], int | None]:
 
 
 def spans(marks: list[dict[str, Any]], counts: dict[int, int]) -> list[dict[str, Any]]:
-    """Each piece of work the guest marked (a mark and its `..._end`) with its instructions."""
+    """Each piece of work the guest marked (a mark and its `..._end`, possibly with others
+    inside it: "read" holds "mask", "det", ...) with its instructions, in the order the work
+    started; `at` and `until` are its two marks' ids."""
     out = []
-    for start, end in itertools.pairwise(marks):
-        if end["label"] == start["label"] + "_end":
-            if start["id"] not in counts or end["id"] not in counts:
-                raise BenchError(f"the plugin printed no count for mark {start['id']}/{end['id']}")
+    open_: list[dict[str, Any]] = []
+    for m in marks:
+        label = m["label"]
+        if label.endswith("_end") and open_ and open_[-1]["label"] + "_end" == label:
+            start = open_.pop()
+            if start["id"] not in counts or m["id"] not in counts:
+                raise BenchError(f"the plugin printed no count for mark {start['id']}/{m['id']}")
             info = {k: v for k, v in start.items() if k not in ("id", "label")}
-            info.update({k: v for k, v in end.items() if k not in ("id", "label")})
+            info.update({k: v for k, v in m.items() if k not in ("id", "label")})
             out.append(
-                {"what": start["label"], **info, "insns": counts[end["id"]] - counts[start["id"]]}
-            )
-    return out
+                {"what": label.removesuffix("_end"), **info,
+                 "insns": counts[m["id"]] - counts[start["id"]], "at": start["id"],
+                 "until": m["id"]}
+            )  # fmt: skip
+        elif not label.endswith("_end"):
+            open_.append(m)
+    # Marks never closed ("start", "ready") are points, not work.
+    return sorted(out, key=lambda w: w["at"])
 
 
 def insns_to_ms(insns: float, ipc: float, clock_hz: float = CLOCK_HZ) -> float:
@@ -205,7 +278,179 @@ def figures(work: list[dict[str, Any]], ipc: float, ipc_range: tuple[float, floa
     return out
 
 
+def _seconds_at(insns: float, ipc: float, clock_hz: float) -> float:
+    return round(insns_to_ms(insns, ipc, clock_hz) / 1000, 2)
+
+
+def _timed(insns: float, ipc: float, ipc_range: tuple[float, float], clock_hz: float) -> dict:
+    """`insns` as seconds on one core at the assumed IPC, and at the range's bounds (fast
+    first)."""
+    lo, hi = ipc_range
+    return {
+        "s": _seconds_at(insns, ipc, clock_hz),
+        "s_range": [_seconds_at(insns, hi, clock_hz), _seconds_at(insns, lo, clock_hz)],
+    }
+
+
+PLATFORMS = {
+    "zero2w": (CLOCK_HZ, IPC_ASSUMED, IPC_RANGE),
+    "pi5": (PI5_CLOCK_HZ, PI5_IPC_ASSUMED, PI5_IPC_RANGE),
+}
+
+
+def read_figures(runs: dict[str, dict[str, Any]], ipc: float = IPC_ASSUMED) -> dict[str, Any]:
+    """ "read this" on each board whose run is in `runs` ({"zero2w": {"work": [...],
+    "ready_insns": N}, "pi5": ...}): per image, the eyes' look (`read_this_s_<board>`: the
+    median), the reader's start (interpreter, imports, models, the face guard: what a cold
+    capture adds) and the face guard loaded again after the answer (energy, not latency).
+    The Zero 2 W's time at `ipc` (the A53's assumption, --ipc), the Pi 5's at its own."""
+    out: dict[str, Any] = {}
+    for board, run in runs.items():
+        clock, board_ipc, ipc_range = PLATFORMS[board]
+        board_ipc = ipc if board == "zero2w" else board_ipc
+        reads = [w for w in run["work"] if w["what"] == "read"]
+        prepares = [w for w in run["work"] if w["what"] == "prepare"]
+        if not reads:
+            continue
+        median = statistics.median(w["insns"] for w in reads)
+        # What a read's instructions went to (the guest marks the steps inside it): the
+        # median share of each, over the images.
+        parts: dict[str, list[float]] = {}
+        for r in reads:
+            inside = [w for w in run["work"] if r["at"] < w["at"] and w["until"] < r["until"]]
+            summed: dict[str, float] = {}
+            for w in inside:
+                # Each step's own instructions: a model's load inside `rec` is the load's.
+                nested = sum(
+                    x["insns"] for x in inside if w["at"] < x["at"] and x["until"] < w["until"]
+                )
+                summed[w["what"]] = summed.get(w["what"], 0) + w["insns"] - nested
+            if summed:
+                summed["other"] = r["insns"] - sum(summed.values())
+            for k, v in summed.items():
+                parts.setdefault(k, []).append(v)
+        breakdown = {k: round(statistics.median(v)) for k, v in parts.items()}
+        start = run["ready_insns"]
+        again = statistics.median(w["insns"] for w in prepares) if prepares else 0
+        read = _timed(median, board_ipc, ipc_range, clock)
+        cold = _timed(start + median, board_ipc, ipc_range, clock)
+        out[board] = {
+            "images": [
+                {
+                    "file": w["file"],
+                    "insns": w["insns"],
+                    "text": w.get("text"),
+                    "s": _seconds_at(w["insns"], board_ipc, clock),
+                }
+                for w in reads
+            ],
+            "read_insns_median": round(median),
+            "read_breakdown_insns_median": breakdown,
+            "reader_start_insns": start,
+            "prepare_again_insns": round(again),
+            "ipc": board_ipc,
+            "clock_hz": clock,
+        }
+        out[f"read_this_s_{board}"] = read["s"]
+        out[f"read_this_s_{board}_range"] = read["s_range"]
+        out[f"read_this_cold_s_{board}"] = cold["s"]
+        out[f"read_this_cold_s_{board}_range"] = cold["s_range"]
+        out[f"reader_start_s_{board}"] = _seconds_at(start, board_ipc, clock)
+        # The CPU one capture costs in all, the reader started for it (the power model's).
+        out[f"read_this_capture_insns_{board}"] = round(start + median + again)
+    return out
+
+
+def ask_figures(work: list[dict[str, Any]], ready_insns: int) -> dict[str, Any]:
+    """The open-vocabulary transcription of each recording on a Pi 5 (one core, its IPC),
+    the median as `ask_transcribe_s_pi5`, and the end of speech -> answer estimate: the x86
+    path's rest (ASK_X86_ANSWER_P50_S less ASK_X86_WHISPER_S) plus that median."""
+    asks = [w for w in work if w["what"] == "ask"]
+    if not asks:
+        return {}
+    clock, ipc, ipc_range = PLATFORMS["pi5"]
+    median = statistics.median(w["insns"] for w in asks)
+    t = _timed(median, ipc, ipc_range, clock)
+    rest = ASK_X86_ANSWER_P50_S - ASK_X86_WHISPER_S
+    return {
+        "ask": {
+            "recordings": [
+                {
+                    "file": w["file"],
+                    "audio_s": round(w["audio_s"], 2),
+                    "text": w.get("text"),
+                    "insns": w["insns"],
+                    "s": _seconds_at(w["insns"], ipc, clock),
+                }
+                for w in asks
+            ],
+            "transcribe_insns_median": round(median),
+            "model_load_insns": ready_insns,
+            "x86_rest_s": round(rest, 2),
+        },
+        "ask_transcribe_s_pi5": t["s"],
+        "ask_transcribe_s_pi5_range": t["s_range"],
+        "ask_model_load_s_pi5": _seconds_at(ready_insns, ipc, clock),
+        "ask_answer_s_pi5_est": round(rest + t["s"], 2),
+        "ask_answer_s_pi5_est_range": [round(rest + x, 2) for x in t["s_range"]],
+    }
+
+
+def more_table(results: dict[str, Any]) -> str:
+    """The "read this" and `Ask` rows of the printed table (nothing when neither ran)."""
+    r = results.get("read", {})
+    a = results.get("ask", {})
+    lines: list[str] = []
+    if r:
+        lines += ["", f"Pi 5 estimate: Cortex-A76 at {PI5_CLOCK_HZ / 1e9:g} GHz, IPC "
+                  f"{PI5_IPC_ASSUMED} assumed ({PI5_IPC_RANGE[0]}-{PI5_IPC_RANGE[1]} in brackets)",
+                  "", f"{'read this (one core)':<40} {'Minsn':>8} {'s':>7}  (range)"]  # fmt: skip
+        for board in ("zero2w", "pi5"):
+            if board not in r:
+                continue
+            b = r[board]
+            for img in b["images"]:
+                lines.append(
+                    f"  {board:<7} {img['file']:<30} {img['insns'] / 1e6:>8.0f} {img['s']:>7.2f}"
+                )
+            a_, b_ = r[f"read_this_s_{board}_range"]
+            lines.append(
+                f"  {board:<7} {'median':<30} {b['read_insns_median'] / 1e6:>8.0f} "
+                f"{r[f'read_this_s_{board}']:>7.2f}  ({a_}-{b_})"
+            )
+            if b["read_breakdown_insns_median"]:
+                lines.append(
+                    "          of which (median Minsn): "
+                    + ", ".join(
+                        f"{k} {v / 1e6:.0f}" for k, v in b["read_breakdown_insns_median"].items()
+                    )
+                )
+            a_, b_ = r[f"read_this_cold_s_{board}_range"]
+            lines.append(
+                f"  {board:<7} {'cold: + the reader start':<30} "
+                f"{(b['reader_start_insns'] + b['read_insns_median']) / 1e6:>8.0f} "
+                f"{r[f'read_this_cold_s_{board}']:>7.2f}  ({a_}-{b_})"
+            )
+    if a:
+        lines += ["", f"{'Ask on a Pi 5: Whisper base int8, one core':<46} {'Minsn':>8} {'s':>6}"]
+        for rec in a["ask"]["recordings"]:
+            name = f"{rec['file'][:32]} ({rec['audio_s']:.1f} s)"
+            lines.append(f"  {name:<44} {rec['insns'] / 1e6:>8.0f} {rec['s']:>6.2f}")
+        x, y = a["ask_transcribe_s_pi5_range"]
+        lines.append(f"  {'median':<44} {a['ask']['transcribe_insns_median'] / 1e6:>8.0f} "
+                     f"{a['ask_transcribe_s_pi5']:>6.2f}  ({x}-{y})")  # fmt: skip
+        x, y = a["ask_answer_s_pi5_est_range"]
+        lines.append(
+            f"  end of speech -> answer: {a['ask']['x86_rest_s']} s of the x86 path (hangover, "
+            f"link, Home Assistant) + the median = {a['ask_answer_s_pi5_est']} s ({x}-{y})"
+        )
+        lines.append(f"  model load, once at the ears' start: {a['ask_model_load_s_pi5']} s")
+    return "\n".join(lines)
+
+
 def table(results: dict[str, Any]) -> str:
+    if "figures" not in results:  # only "read this" or the Ask ran
+        return more_table(results).lstrip("\n")
     ipc = results["ipc_assumed"]
     lo, hi = results["ipc_range"]
     f = results["figures"]
@@ -253,7 +498,8 @@ def table(results: dict[str, Any]) -> str:
         f"mark: {results['setup_insns'] / 1e6:.0f} Minsn"
         + (" (the spelling above excluded)" if "spell" in f else "")
     )
-    return "\n".join(lines)
+    more = more_table(results)
+    return "\n".join(lines) + ("\n" + more if more else "")
 
 
 # --------------------------------------------------------------------------- the steps
@@ -310,24 +556,41 @@ def cpu_list(text: str) -> list[int]:
     return cpus
 
 
-def cpuinfo(cpus: list[int]) -> str:
-    """/proc/cpuinfo as a Zero 2 W's Cortex-A53 cores (Arm, part 0xd03) would show it."""
+def cpuinfo(cpus: list[int], core: str = "zero2w") -> str:
+    """/proc/cpuinfo as a Zero 2 W's Cortex-A53 cores (Arm, part 0xd03) or a Pi 5's
+    Cortex-A76 ones (part 0xd0b) would show it."""
+    c = CORES[core]
     return "\n".join(
-        f"processor\t: {i}\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
-        "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n"
-        "CPU part\t: 0xd03\nCPU revision\t: 4\n"
+        f"processor\t: {i}\nBogoMIPS\t: {'38.40' if core == 'zero2w' else '108.00'}\n"
+        f"Features\t: {c['features']}\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+        f"CPU variant\t: {c['variant']}\nCPU part\t: {c['part']}\nCPU revision\t: {c['revision']}\n"
         for i in cpus
     )
 
 
-def guest_proc(root: Path) -> None:
+def core_root(root: Path, core: str) -> Path:
+    """The sysroot as `core`'s guest sees it: the Zero 2 W's is the sysroot itself; another
+    core's is a folder of links to it with a /proc of its own, so guests of two cores can run
+    at once, each reading its own cpuinfo."""
+    if core == "zero2w":
+        return root
+    view = WORK / f"root-{core}"
+    view.mkdir(exist_ok=True)
+    for entry in root.iterdir():
+        link = view / entry.name
+        if entry.name != "proc" and not link.is_symlink():
+            link.symlink_to(entry)
+    return view
+
+
+def guest_proc(root: Path, core: str = "zero2w") -> None:
     """onnxruntime's cpuinfo reads /proc/cpuinfo, finds the host's x86 cores there (qemu 7.2
     passes it through for aarch64) and crashes at import. qemu-user looks a path up in the
     sysroot (-L) first, so an aarch64 cpuinfo there is what the guest reads; as many cores as
     /sys (which is the host's, and which it also reads) says are possible."""
     possible = Path("/sys/devices/system/cpu/possible").read_text()
     (root / "proc").mkdir(exist_ok=True)
-    (root / "proc" / "cpuinfo").write_text(cpuinfo(cpu_list(possible)))
+    (root / "proc" / "cpuinfo").write_text(cpuinfo(cpu_list(possible), core))
 
 
 def byte_compile(directory: Path) -> None:
@@ -472,8 +735,13 @@ def host_reference(commands: list[Path], cache: Path, backend: str) -> dict[str,
     }
 
 
-def run_guest(root: Path, site: Path, lib: Path, argv: list[str], log: Path) -> str:
-    """`argv` on the guest's python under qemu-aarch64 with the plugin; its stdout."""
+def run_guest(
+    root: Path, site: Path, lib: Path, argv: list[str], log: Path, core: str = "zero2w"
+) -> str:
+    """`argv` on the guest's python under qemu-aarch64 (as `core`'s CPU) with the plugin; its
+    stdout."""
+    root = core_root(root, core)
+    guest_proc(root, core)
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(Path.home()),
@@ -488,7 +756,7 @@ def run_guest(root: Path, site: Path, lib: Path, argv: list[str], log: Path) -> 
     }
     qemu = need("qemu-aarch64", "qemu-user")
     cmd = [
-        "nice", "-n", "10", qemu, "-cpu", "cortex-a53", "-L", str(root),
+        "nice", "-n", "10", qemu, "-cpu", CORES[core]["qemu"], "-L", str(root),
         "-plugin", str(lib), "-d", "plugin",
         "-D", str(log), str(root / GUEST_PYTHON), *argv,
     ]  # fmt: skip
@@ -513,8 +781,108 @@ def run_guest(root: Path, site: Path, lib: Path, argv: list[str], log: Path) -> 
     return out
 
 
-def bench(ipc: float, backend: str) -> dict[str, Any]:
-    root, site, lib = sysroot(), site_packages(backend_extras(backend)), plugin()
+def counted(
+    root: Path, site: Path, lib: Path, guest: str, plan: dict[str, Any], name: str, core: str
+) -> tuple[list[dict[str, Any]], int]:
+    """tools/arm/`guest` on `plan` as `core`'s CPU: the work it marked, and the instructions
+    from the interpreter's start to its `ready` mark."""
+    plan_path = WORK / f"plan-{name}.json"
+    plan_path.write_text(json.dumps(plan, indent=2))
+    log = WORK / f"guest-{name}.log"
+    out = run_guest(root, site, lib, [str(REPO / "tools" / "arm" / guest), str(plan_path)],
+                    log, core)  # fmt: skip
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH-ARM-MARKS ")), None)
+    if line is None:
+        raise BenchError(f"{guest} printed no marks: {out.strip()[-300:]}")
+    marks = json.loads(line.split(" ", 1)[1])
+    counts, _ = parse_plugin_log(log.read_text())
+    ready = next(m["id"] for m in marks if m["label"] == "ready")
+    return spans(marks, counts), counts[ready]
+
+
+def bench_read(root: Path, site: Path, lib: Path, images: int, boards: list[str]) -> dict:
+    """ "read this" on the first `images` demo images, counted as each board's core."""
+    from pendant.core.config import load_config
+
+    config_json = WORK / "eyes-config.json"
+    # What the eyes hand their reader: the validated config as one JSON line.
+    config_json.write_text(load_config(CONFIG).model_dump_json())
+    plan = {"config_json": str(config_json),
+            "images": [str(EYES_IMAGES / n) for n in READ_IMAGES[:images]]}  # fmt: skip
+    runs = {}
+    for board in boards:
+        t = step(f'"read this" under qemu-aarch64 as a {CORES[board]["qemu"]} ({images} images, '
+                 "the eyes' reader; minutes)")  # fmt: skip
+        work, ready = counted(root, site, lib, "guest_read.py", plan, f"read-{board}", board)
+        runs[board] = {"work": work, "ready_insns": ready}
+        done(t, f"{sum(w['insns'] for w in work if w['what'] == 'read') / 1e9:.1f} G in the reads")
+    return runs
+
+
+def bench_ask(root: Path, lib: Path, recordings: int) -> dict:
+    """The open-vocabulary transcription of `recordings` speech-en files, as a Pi 5's core,
+    with the whisper extra's wheels."""
+    site = site_packages(["whisper"])
+    wavs = [SHARED_SPEECH / n for n in ASK_RECORDINGS[:recordings]]
+    if not all(w.is_file() for w in wavs):
+        raise BenchError(f"the Ask needs {SHARED_SPEECH} (../shared/testdata/speech-en)")
+    t = step(f"an Ask under qemu-aarch64 as a cortex-a76 ({len(wavs)} recordings, Whisper "
+             "base int8; minutes)")  # fmt: skip
+    plan = {"config": str(CONFIG), "recordings": [str(w) for w in wavs]}
+    work, ready = counted(root, site, lib, "guest_ask.py", plan, "ask-pi5", "pi5")
+    done(t, f"{sum(w['insns'] for w in work if w['what'] == 'ask') / 1e9:.1f} G in the decodes")
+    return {"work": work, "ready_insns": ready}
+
+
+PARTS = ("ears", "read", "ask")
+
+
+def bench(
+    ipc: float,
+    backend: str,
+    parts: tuple[str, ...] = PARTS,
+    images: int = len(READ_IMAGES),
+    recordings: int = len(ASK_RECORDINGS),
+    boards: list[str] | None = None,
+) -> dict[str, Any]:
+    root, lib = sysroot(), plugin()
+    results: dict[str, Any] = {
+        "what": "an estimate from aarch64 emulation (qemu-user + an instruction-count plugin), "
+        "not a measurement on a Pi",
+        "guest": f"Debian {SUITE} arm64 python3.11 under {_qemu_version()}",
+        "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "clock_hz": CLOCK_HZ,
+        "ipc_assumed": ipc,
+        "ipc_range": list(IPC_RANGE),
+        "ipc_note": IPC_NOTE,
+    }
+    if "ears" in parts:
+        results.update(bench_ears(ipc, backend, root, lib))
+    if "read" in parts or "ask" in parts:
+        results.update(
+            pi5_clock_hz=PI5_CLOCK_HZ,
+            pi5_ipc_assumed=PI5_IPC_ASSUMED,
+            pi5_ipc_range=list(PI5_IPC_RANGE),
+            pi5_ipc_note=PI5_IPC_NOTE,
+            pi5_guest=f"Debian {SUITE} arm64 python3.11 (the Pi 5 image's trixie and CPython 3.13 "
+            "not emulated) and the Zero 2 W's cp311 wheels, as a cortex-a76",
+        )
+    if "read" in parts:
+        site = site_packages([])
+        results["read_runs"] = bench_read(root, site, lib, images, boards or list(CORES))
+        results["read"] = read_figures(results["read_runs"], ipc)
+        results.update({k: v for k, v in results["read"].items() if not isinstance(v, dict)})
+    if "ask" in parts:
+        results["ask_run"] = bench_ask(root, lib, recordings)
+        asked = ask_figures(results["ask_run"]["work"], results["ask_run"]["ready_insns"])
+        results["ask"] = asked
+        results.update({k: v for k, v in asked.items() if k != "ask"})
+    return results
+
+
+def bench_ears(ipc: float, backend: str, root: Path, lib: Path) -> dict[str, Any]:
+    """The ears' figures (the module's first two lists)."""
+    site = site_packages(backend_extras(backend))
     guest_proc(root)
     cache = grammar_cache()
     commands, listen = audio()
@@ -554,15 +922,7 @@ def bench(ipc: float, backend: str) -> dict[str, Any]:
     ready = next(m["id"] for m in marks if m["label"] == "ready")
     spelling = sum(w["insns"] for w in work if w["what"] == "spell")
     return {
-        "what": "an estimate from aarch64 emulation (qemu-user + an instruction-count plugin), "
-        "not a measurement on a Pi",
-        "guest": f"Debian {SUITE} arm64 python3.11 under {_qemu_version()}",
-        "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "asr_backend": backend,
-        "clock_hz": CLOCK_HZ,
-        "ipc_assumed": ipc,
-        "ipc_range": list(IPC_RANGE),
-        "ipc_note": IPC_NOTE,
         "empty_run_insns": empty,
         "setup_insns": counts[ready] - counts[0] - spelling,
         "figures": figures(work, ipc, IPC_RANGE),
@@ -603,7 +963,30 @@ def main() -> int:
         metavar="JSON",
         help="no emulation: convert the counts of an earlier run's results at --ipc",
     )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="what to count, of ears (the recogniser and listening, on a Zero 2 W), read (the "
+        "eyes' \"read this\", on a Zero 2 W and a Pi 5) and ask (Whisper's open-vocabulary "
+        "transcription, on a Pi 5); default: all",
+    )
+    parser.add_argument(
+        "--boards",
+        default="zero2w,pi5",
+        help="read: the boards' cores to count it as (zero2w, pi5; default both)",
+    )
+    parser.add_argument("--images", type=int, default=len(READ_IMAGES), help="read: how many")
+    parser.add_argument("--recordings", type=int, default=len(ASK_RECORDINGS), help="ask: how many")
     args = parser.parse_args()
+    parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown or not parts:
+        parser.error(f"--parts: {', '.join(unknown) or 'none'}: choose from {', '.join(PARTS)}")
+    boards = [b.strip() for b in args.boards.split(",") if b.strip()]
+    if not boards or any(b not in CORES for b in boards):
+        parser.error(f"--boards: choose from {', '.join(CORES)}")
+    if not 1 <= args.images <= len(READ_IMAGES) or not 1 <= args.recordings <= len(ASK_RECORDINGS):
+        parser.error(f"--images 1-{len(READ_IMAGES)}, --recordings 1-{len(ASK_RECORDINGS)}")
     from pendant.core.config import load_config
 
     default = load_config(CONFIG).asr.backend
@@ -617,8 +1000,12 @@ def main() -> int:
             ipc_assumed=args.ipc,
             ipc_range=list(IPC_RANGE),
             ipc_note=IPC_NOTE,
-            figures=figures(results["work"], args.ipc, IPC_RANGE),
         )
+        if "work" in results:
+            results["figures"] = figures(results["work"], args.ipc, IPC_RANGE)
+        if "read_runs" in results:
+            results["read"] = read_figures(results["read_runs"], args.ipc)
+            results.update({k: v for k, v in results["read"].items() if not isinstance(v, dict)})
         print(table(results))
         out.write_text(json.dumps(results, indent=2) + "\n")
         return 0
@@ -628,7 +1015,7 @@ def main() -> int:
     from lock import LockError
 
     try:
-        results = bench(args.ipc, backend)
+        results = bench(args.ipc, backend, parts, args.images, args.recordings, boards)
     except (BenchError, LockError) as exc:
         print(f"bench-arm: error: {exc}", file=sys.stderr)
         return 1

@@ -53,6 +53,14 @@ class Cpu:
     # Zero 2 W time over this machine's CPU time for the same utterances: how bench-arm's
     # estimate scales an x86 figure (the eyes') that bench-arm does not count itself.
     zero2w_vs_host: float
+    # One "read this" as the eyes do it, the reader started for it (a capture more than
+    # eyes.linger_s after the last): bench-arm's count, or None (older figures) for the
+    # x86 time scaled by zero2w_vs_host.
+    read_this_insns: float | None = None
+
+    def core_seconds(self, insns: float) -> float:
+        """One core's time for `insns`: insns / (IPC x clock)."""
+        return insns / (self.ipc * self.clock_hz)
 
     def cores_busy(self, insns_per_min: float) -> float:
         """How many cores' worth of time `insns_per_min` keeps busy: insns / (IPC x clock)."""
@@ -82,6 +90,7 @@ def cpu_from(figures: dict[str, Any], source: str) -> Cpu:
         noise_insns_per_min=figures["noise_insns_per_min"],
         speech_insns_per_min=figures["speech_insns_per_min"],
         zero2w_vs_host=figures["utterance_zero2w_ms_median"] / host,
+        read_this_insns=figures.get("read_this_capture_insns"),
     )
 
 
@@ -99,6 +108,9 @@ def figures_from_bench_arm(results: dict[str, Any]) -> dict[str, Any]:
     }
     for kind in ("silence", "noise", "speech"):
         out[f"{kind}_insns_per_min"] = listening.get(kind, {}).get("insns_per_min")
+    # "read this" (`make bench-arm`'s read part): the reader's start, the read and the face
+    # guard loaded again after it, on the Zero 2 W's core.
+    out["read_this_capture_insns"] = results.get("read_this_capture_insns_zero2w")
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -241,11 +253,18 @@ def wifi_wakes_per_h(data: dict, day: dict) -> float:
     return 3600 / w["keepalive_s"] + 3600 / w["battery_report_s"] + day["commands_per_h"]
 
 
+def capture_cpu_s(data: dict, cpu: Cpu) -> float:
+    """One "read this"'s core-seconds on the Zero 2 W: bench-arm's count of the eyes' reader
+    (started, reading, loading the face guard again), else the x86 time scaled."""
+    if cpu.read_this_insns:
+        return cpu.core_seconds(cpu.read_this_insns)
+    return data["capture"]["host_ms"] / 1000 * cpu.zero2w_vs_host
+
+
 def capture_j(data: dict, cpu: Cpu) -> float:
     """One "read this": the camera's energy, then the eyes' work at the Zero 2 W's pace."""
     c = data["capture"]
-    cpu_s = c["host_ms"] / 1000 * cpu.zero2w_vs_host
-    return data["peripherals"]["camera_w"] * c["camera_s"] + cpu_s * core_w(data)
+    return data["peripherals"]["camera_w"] * c["camera_s"] + capture_cpu_s(data, cpu) * core_w(data)
 
 
 def listening_cores(data: dict, day: dict, cpu: Cpu) -> float:
@@ -373,7 +392,9 @@ def vad_line(data: dict, cpu: Cpu) -> str:
         f"{1000 * cpu.cores_busy(cpu.speech_insns_per_min) * core_w(data):.0f} mW. "
         f'One "read this": {capture_j(data, cpu):.1f} J '
         f"({data['peripherals']['camera_w'] * data['capture']['camera_s']:.1f} J of camera, "
-        f"{data['capture']['host_ms'] / 1000 * cpu.zero2w_vs_host:.1f} core-seconds of eyes). "
+        f"{capture_cpu_s(data, cpu):.1f} core-seconds of eyes, "
+        + ("counted by bench-arm" if cpu.read_this_insns else "x86 time scaled")
+        + "). "
         f"Wi-Fi wakes on a quiet hour: {wakes:.0f}, "
         f"{1000 * wakes * data['wifi']['wake_j'] / 3600:.2f} mW.\n"
     )
@@ -399,7 +420,12 @@ def goal_text(data: dict, cpu: Cpu) -> str:
     floor = day_hours(data, goal["day"], no_cpu).hours[
         data["battery"]["capacities_mah"].index(goal["capacity_mah"])
     ]
-    cpu_w = listening_cores(data, data["days"][goal["day"]], cpu) * core_w(data)
+    goal_day = data["days"][goal["day"]]
+    cpu_w = listening_cores(data, goal_day, cpu) * core_w(data)
+    quiet = (1 - goal_day["speech_min_per_h"] / 60) * cpu.cores_busy(
+        getattr(cpu, goal_day["listen"])
+    )
+    quiet_w = quiet * core_w(data)
     rest_w = day.average_w - cpu_w
     lines = [
         text,
@@ -415,6 +441,12 @@ def goal_text(data: dict, cpu: Cpu) -> str:
             if rest_w > budget_w
             else f"under the {budget_w:.3f} W that {goal['hours']:g} h allows;"
         ),
+        f"  of it, {quiet_w * 1000:.1f} mW is the VAD listening between utterances and "
+        f"{(cpu_w - quiet_w) * 1000:.0f} mW the recogniser on the day's speech: the VAD's duty "
+        f"cycle or block size (audio.chunk_ms is already webrtcvad's longest, 30 ms) can save "
+        f"at most the former;",
+        f"- **a faster A53 than assumed**: the listening's CPU scales with 1/IPC; "
+        f"{ipc_needed_text(data, cpu)};",
         f"- **a lower idle**: the draw with the settings must come down by "
         f"{(day.average_w - budget_w) * 1000:.0f} mW more (about "
         f"{(day.average_w - budget_w) * 200:.0f} mA at 5 V);",
@@ -437,6 +469,27 @@ def goal_text(data: dict, cpu: Cpu) -> str:
         "on Raspberry Pi OS (or another Pi), and the Debian image's own idle is not measured."
     )
     return "\n".join(lines) + "\n"
+
+
+def ipc_needed(data: dict, cpu: Cpu) -> float | None:
+    """The A53 IPC at which the goal's day reaches the goal (None: no IPC reaches it)."""
+    goal = data["goal"]
+    budget_w = energy_wh(data, goal["capacity_mah"]) / goal["hours"]
+    day = data["days"][goal["day"]]
+    once_w = day["captures"] * capture_j(data, cpu) / 3600 / goal["hours"]
+    cpu_w = listening_cores(data, day, cpu) * core_w(data)
+    rest_w = day_hours(data, goal["day"], cpu).average_w - cpu_w + once_w
+    if rest_w >= budget_w:
+        return None
+    # cpu_w scales with 1/IPC: cpu_w * ipc / x = budget_w - rest_w.
+    return cpu.ipc * cpu_w / (budget_w - rest_w)
+
+
+def ipc_needed_text(data: dict, cpu: Cpu) -> str:
+    need = ipc_needed(data, cpu)
+    if need is None:
+        return "no IPC would do: the rest of the draw is over the budget already"
+    return f"the goal is met at an IPC of {need:.2f} or more (assumed: {cpu.ipc})"
 
 
 def days_block(data: dict, cpu: Cpu) -> str:

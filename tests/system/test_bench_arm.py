@@ -134,3 +134,107 @@ def test_the_plugin_compiles_cleanly(tmp_path: Path) -> None:
     cmd = ["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(lib), str(src)]
     subprocess.run(cmd, check=True)
     assert lib.is_file()
+
+
+# "read this" and the Ask (the read and ask parts): marks as tools/arm/guest_read.py and
+# guest_ask.py set them, steps nested inside a read.
+READ_LOG = """\
+insn-mark 0 80000000
+insn-mark 1 900000000
+insn-mark 2 1000000000
+insn-mark 3 1000000000
+insn-mark 4 1500000000
+insn-mark 5 1600000000
+insn-mark 6 4000000000
+insn-mark 7 5000000000
+insn-mark 8 5000000000
+insn-mark 9 5300000000
+"""
+
+READ_MARKS = [
+    {"id": 0, "label": "start"},
+    {"id": 1, "label": "ready"},
+    {"id": 2, "label": "read", "file": "oat-milk.png"},
+    {"id": 3, "label": "mask"},
+    {"id": 4, "label": "mask_end"},
+    {"id": 5, "label": "det"},
+    {"id": 6, "label": "det_end"},
+    {"id": 7, "label": "read_end", "text": "ORGANIC OAT MILK", "faces": 0},
+    {"id": 8, "label": "prepare"},
+    {"id": 9, "label": "prepare_end"},
+]
+
+
+def read_runs() -> dict:
+    counts, _ = bench_arm.parse_plugin_log(READ_LOG)
+    work = bench_arm.spans(READ_MARKS, counts)
+    return {board: {"work": work, "ready_insns": counts[1]} for board in ("zero2w", "pi5")}
+
+
+def test_steps_inside_a_read_are_their_own_spans_and_the_read_holds_them() -> None:
+    work = read_runs()["zero2w"]["work"]
+    assert [(w["what"], w["insns"]) for w in work] == [
+        ("read", 4_000_000_000),
+        ("mask", 500_000_000),
+        ("det", 2_400_000_000),
+        ("prepare", 300_000_000),
+    ]
+    assert work[0]["text"] == "ORGANIC OAT MILK"
+
+
+def test_read_this_gives_zero2w_and_pi5_seconds_warm_and_cold() -> None:
+    f = bench_arm.read_figures(read_runs())
+    for board in ("zero2w", "pi5"):
+        for key in (f"read_this_s_{board}", f"read_this_cold_s_{board}", f"reader_start_s_{board}"):
+            assert f[key] > 0, key
+        fast, slow = f[f"read_this_s_{board}_range"]
+        assert fast <= f[f"read_this_s_{board}"] <= slow
+        # The cold capture is the read plus the reader's start (900 M from exec).
+        assert f[f"read_this_cold_s_{board}"] > f[f"read_this_s_{board}"]
+        assert f[f"read_this_capture_insns_{board}"] == 900_000_000 + 4_000_000_000 + 300_000_000
+    # 4 G instructions at the A53's IPC 0.6 and 1 GHz; the A76's 1.5 at 2.4 GHz.
+    assert f["read_this_s_zero2w"] == pytest.approx(4e9 / 0.6e9, abs=0.01)
+    assert f["read_this_s_pi5"] == pytest.approx(4e9 / 3.6e9, abs=0.01)
+    assert f["zero2w"]["read_breakdown_insns_median"] == {
+        "mask": 500_000_000,
+        "det": 2_400_000_000,
+        "other": 1_100_000_000,
+    }
+    # --ipc moves the Zero 2 W's time, not the Pi 5's.
+    g = bench_arm.read_figures(read_runs(), ipc=1.2)
+    assert g["read_this_s_zero2w"] == pytest.approx(f["read_this_s_zero2w"] / 2, abs=0.01)
+    assert g["read_this_s_pi5"] == f["read_this_s_pi5"]
+
+
+def test_an_ask_gives_the_pi5_transcription_and_the_answer_estimate() -> None:
+    work = [
+        {"what": "ask", "file": "a.wav", "audio_s": 2.0, "text": "Hi.", "insns": 3_600_000_000,
+         "at": 2, "until": 3},
+        {"what": "ask", "file": "b.wav", "audio_s": 3.0, "text": None, "insns": 7_200_000_000,
+         "at": 4, "until": 5},
+    ]  # fmt: skip
+    f = bench_arm.ask_figures(work, ready_insns=10_000_000_000)
+    assert f["ask_transcribe_s_pi5"] > 0 and f["ask_model_load_s_pi5"] > 0
+    # The median, 5.4 G, at IPC 1.5 and 2.4 GHz.
+    assert f["ask_transcribe_s_pi5"] == pytest.approx(1.5)
+    rest = bench_arm.ASK_X86_ANSWER_P50_S - bench_arm.ASK_X86_WHISPER_S
+    assert f["ask_answer_s_pi5_est"] == pytest.approx(rest + 1.5)
+    assert bench_arm.ask_figures([], 1) == {}
+
+
+def test_the_table_prints_read_this_and_the_ask_alone() -> None:
+    results = {"read": bench_arm.read_figures(read_runs())}
+    results.update({k: v for k, v in results["read"].items() if not isinstance(v, dict)})
+    ask = bench_arm.ask_figures(
+        [{"what": "ask", "file": "a.wav", "audio_s": 2.0, "insns": 3_600_000_000}], 1
+    )
+    results["ask"] = ask
+    printed = bench_arm.table(results)
+    assert "read this" in printed and "pi5" in printed and "zero2w" in printed
+    assert "end of speech -> answer" in printed and "of which" in printed
+
+
+def test_the_pi5_guest_sees_a76_cores() -> None:
+    text = bench_arm.cpuinfo([0], "pi5")
+    assert "CPU part\t: 0xd0b" in text and "asimddp" in text
+    assert "0xd03" in bench_arm.cpuinfo([0])

@@ -89,8 +89,14 @@ def test_a_faster_core_lasts_longer_and_captures_cost_hours() -> None:
     assert hours(day="read_this") < hours(day="silence")  # the same day, plus 50 captures
     more = changed("days.read_this.captures", 500)
     assert hours(more, day="read_this") < hours(day="read_this")
-    slower_eyes = replace(CPU, zero2w_vs_host=CPU.zero2w_vs_host * 10)
-    assert hours(cpu=slower_eyes, day="read_this") < hours(day="read_this")
+    # The eyes' cost: bench-arm's count of a capture, or (older figures) x86's time scaled.
+    counted = replace(CPU, read_this_insns=5e9)
+    assert hours(cpu=replace(counted, read_this_insns=5e10), day="read_this") < hours(
+        cpu=counted, day="read_this"
+    )
+    scaled = replace(CPU, read_this_insns=None)
+    slower_eyes = replace(scaled, zero2w_vs_host=CPU.zero2w_vs_host * 10)
+    assert hours(cpu=slower_eyes, day="read_this") < hours(cpu=scaled, day="read_this")
 
 
 def test_the_goal_is_judged_from_the_hours() -> None:
@@ -125,8 +131,14 @@ def bench_arm_results(silence_insns: int) -> dict:
 
 def test_the_cpu_figures_are_read_from_bench_arm_results(tmp_path: Path) -> None:
     path = tmp_path / "bench-arm-results.json"
-    path.write_text(json.dumps(bench_arm_results(600_000_000)))
+    results = bench_arm_results(600_000_000)
+    path.write_text(json.dumps(results))
+    assert power.load_bench_arm(path).read_this_insns is None  # no read part in that run
+    results["read_this_capture_insns_zero2w"] = 6_000_000_000
+    path.write_text(json.dumps(results))
     cpu = power.load_bench_arm(path)
+    # "read this" counted: 6 G at IPC 0.6 and 1 GHz, 10 core-seconds a capture.
+    assert power.capture_cpu_s(DATA, cpu) == pytest.approx(10.0)
     assert cpu.silence_insns_per_min == 600_000_000
     assert cpu.speech_insns_per_min == 30_000_000_000
     # 3.1 G instructions at IPC 0.6 and 1 GHz: 5167 ms, against 200 ms here.
