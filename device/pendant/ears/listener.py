@@ -163,6 +163,7 @@ class Ears:
         """An action heard that waits for the wearer's tap (see `_confirm`)."""
         self.utterances = 0
         self._asked_at = -float("inf")
+        self._asked_session: str | None = None
         """When (monotonic) the ears last published an `Ask`, or the link answered it: the
         follow-up window's start."""
         # What is being heard in the end-of-speech quiet of the utterance in progress.
@@ -206,15 +207,18 @@ class Ears:
         elif isinstance(event, Command) and event.name == "area":
             self.set_area(event.area)
         elif isinstance(event, Command) and event.name == "buzz":
-            self.outcome(event.pattern)
+            self.outcome(event.pattern, event.session_id)
         elif isinstance(event, HardwareMute):
             await self.set_hardware_muted(event.mic)
 
-    def outcome(self, pattern: str | None) -> None:
+    def outcome(self, pattern: str | None, session_id: str | None) -> None:
         """The buzz the link sends when a question is answered (`understood`) or not: an answer
         restarts the follow-up window from now, as the link's does; no answer closes it (the
-        link takes no follow-up then, so nothing more is written down). A buzz long after the
-        last question is about something else."""
+        link takes no follow-up then, so nothing more is written down). Only the outcome of
+        the last question counts: a phone's buzz, or a late one for an earlier question, is
+        about something else."""
+        if session_id is None or session_id != self._asked_session:
+            return
         now = time.monotonic()
         if now - self._asked_at > self.config.escalate.timeout_s + FOLLOW_UP_S:
             return
@@ -579,6 +583,7 @@ class Ears:
             )
         await self.publish(ask)
         self._asked_at = time.monotonic()
+        self._asked_session = ask.session_id
         return True
 
     async def _on_recognizer(self, ask: Callable[[RecognizerProcess], Awaitable[T]]) -> T:

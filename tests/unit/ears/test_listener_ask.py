@@ -111,8 +111,13 @@ def test_the_follow_up_window_runs_from_the_answer_and_closes_without_one(
     recognizer = Rejecting(QUESTION)
     # No phrases: what is written down is only what may be a question by the window alone.
     ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
-    answered = Command(device_id=config.device_id, name="buzz", pattern="understood")
-    unanswered = Command(device_id=config.device_id, name="buzz", pattern="not_understood")
+
+    def outcome(pattern: str) -> Command:
+        """The link's buzz for the last question asked."""
+        last = [e for e in published if isinstance(e, Ask)][-1]
+        return Command(
+            device_id=config.device_id, name="buzz", pattern=pattern, session_id=last.session_id
+        )
 
     async def say(pressed: bool = False) -> None:
         await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
@@ -120,17 +125,48 @@ def test_the_follow_up_window_runs_from_the_answer_and_closes_without_one(
     async def scenario() -> None:
         await say(pressed=True)  # a question
         now[0] += 6  # a slow answer
-        await ears.on_command(answered)
+        await ears.on_command(outcome("understood"))
         now[0] += FOLLOW_UP_S - 1  # 15 s after the question, 9 s after its answer
         await say()  # a follow-up
         now[0] += 2
-        await ears.on_command(unanswered)  # the follow-up got no answer: the window closes
+        # The follow-up got no answer: the window closes.
+        await ears.on_command(outcome("not_understood"))
         now[0] += 1
         await say()
 
     asyncio.run(scenario())
     assert len([e for e in published if isinstance(e, Ask)]) == 2
     assert recognizer.opened == 2  # the last utterance was not even written down
+
+
+def test_only_the_last_questions_own_outcome_moves_the_follow_up_window(
+    config: Config, grammar: Grammar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(listener.time, "monotonic", lambda: now[0])
+    recognizer = Rejecting(QUESTION)
+    ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
+
+    async def say(pressed: bool = False) -> None:
+        await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
+
+    def buzz(session_id: str | None) -> Command:
+        return Command(
+            device_id=config.device_id, name="buzz", pattern="understood", session_id=session_id
+        )
+
+    async def scenario() -> None:
+        await say(pressed=True)
+        first = [e for e in published if isinstance(e, Ask)][-1].session_id
+        await say(pressed=True)
+        now[0] += FOLLOW_UP_S + 1  # both questions' windows are over
+        await ears.on_command(buzz(None))  # a phone's buzz
+        await ears.on_command(buzz(first))  # a late answer to the first question
+        await say()  # not a follow-up of anything: not written down
+
+    asyncio.run(scenario())
+    assert len([e for e in published if isinstance(e, Ask)]) == 2
+    assert recognizer.opened == 2
 
 
 def test_nothing_is_written_down_with_escalate_off(config: Config, grammar: Grammar) -> None:
