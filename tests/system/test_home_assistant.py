@@ -399,6 +399,21 @@ def test_asking_home_assistant_means_the_pendants_area_there(world: World, tmp_p
         )["results"][0]["targets"],
         "Home Assistant's agent to know the Study",
     )
+    # The home's preferred pipeline runs another agent (an LLM in somebody's cloud, say): the
+    # question still goes to Home Assistant's own agent, through a pipeline of its own.
+    unused = ("stt_engine", "stt_language", "tts_engine", "tts_language", "tts_voice")
+    none = dict.fromkeys((*unused, "wake_word_entity", "wake_word_id"))
+    cloud = asyncio.run(
+        admin(
+            "assist_pipeline/pipeline/create",
+            name="Somebody's cloud",
+            conversation_engine="conversation.somebodys_cloud",
+            conversation_language="en",
+            language="en",
+            **none,
+        )
+    )
+    asyncio.run(admin("assist_pipeline/pipeline/set_preferred", pipeline_id=cloud["id"]))
     assert ask(world.config.device_id) == ("acted", "Study")
     assert ha.state("light.bed_light")["state"] == "on"
 

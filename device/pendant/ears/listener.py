@@ -270,6 +270,10 @@ class Ears:
             self._drop_guess()
             if self._confirming is not None:
                 self._confirming.cancel()  # muting says no to a waiting action too
+            if self.speaker is not None and self.speaker.enrolling is not None:
+                # Nor is what was heard before it kept: the wearer starts again once unmuted.
+                self.speaker.cancel()
+                await self.publish(self.speaker.event(self.config.device_id))
         else:
             self.source.resume()
         self.muted = muted
@@ -445,6 +449,24 @@ class Ears:
             if verdict is not None:
                 verdict.cancel()
 
+    async def _may_publish(
+        self, utterance: Utterance, *, pressed: bool, verdict: asyncio.Future[bool] | None
+    ) -> bool:
+        """Whether anything of `utterance` may leave the ears: not if the mic was muted while it
+        was being recognised (the wearer said no to it), nor if it is not an enrolled voice.
+        Every path that publishes from an utterance asks this first."""
+        if self.muted:
+            return False
+        if verdict is not None and not await verdict:
+            # Nothing about it leaves: no intent, no transcript, no question, no score.
+            log.info("utterance of %d ms: not an enrolled voice", utterance.speech_ms)
+            if pressed:
+                await self.publish(
+                    NotRecognized(device_id=self.config.device_id, reason="not_your_voice")
+                )
+            return False
+        return True
+
     async def _enrol(self, utterance: Utterance) -> None:
         """An utterance of the voice being enrolled: never recognised, never acted on."""
         assert self.speaker is not None
@@ -463,8 +485,9 @@ class Ears:
             if words is not None and self._phrased(await words):
                 # Said as a question ("ask Home Assistant, ..."): no second hearing by the
                 # closed set, whose decode would wait for Whisper's in the same process.
-                score = result.transcription.confidence if result.transcription else 0.0
-                await self._ask(utterance, pressed=False, score=score, words=words)
+                if await self._may_publish(utterance, pressed=False, verdict=verdict):
+                    score = result.transcription.confidence if result.transcription else 0.0
+                    await self._ask(utterance, pressed=False, score=score, words=words)
                 return None
             if not self._confident(result):
                 # The guess heard less of the quiet at the end than the utterance has, and the
@@ -477,15 +500,7 @@ class Ears:
             await self._activity("thinking")
             result = await self._recognise(utterance.audio)
             await self._activity("idle" if self.muted else "capturing")
-        if self.muted:  # muted while it was being recognised: the wearer said no to it
-            return None
-        if verdict is not None and not await verdict:
-            # Nothing about it leaves: no intent, no transcript, no question, no score.
-            log.info("utterance of %d ms: not an enrolled voice", utterance.speech_ms)
-            if pressed:
-                await self.publish(
-                    NotRecognized(device_id=self.config.device_id, reason="not_your_voice")
-                )
+        if not await self._may_publish(utterance, pressed=pressed, verdict=verdict):
             return None
         heard, match = result.transcription, result.match
         asr = self.config.asr

@@ -10,9 +10,13 @@ may read the device registry, the request names that device, so "turn on the lig
 the lights of the pendant's area there. Only the pipeline takes a device (`device_id`):
 `conversation/process` has no such key (Home Assistant 2026.2 refuses it), so that is used
 only for a pendant Home Assistant does not know, or with `escalate.agent_id` (a pipeline runs
-its own agent: the preferred pipeline's, which is Assist's). Its id and area are looked up over the
-same connection as the question, and kept for `REGISTRY_KEEP_S`: a pendant Home Assistant
-has not discovered yet, or moved to another area, is looked up again after that.
+its own agent). A pipeline's agent may be an LLM in somebody's cloud, where
+`conversation/process` without `agent_id` is always Home Assistant's own, in the house: so the
+device goes only through a pipeline whose agent is Home Assistant's own (the preferred one if
+it is), named in the request; a home with none gets `conversation/process` without the device.
+The device's id, its area and that pipeline are looked up over the same connection as the
+question, and kept for `REGISTRY_KEEP_S`: a pendant Home Assistant has not discovered yet, or
+moved to another area, is looked up again after that.
 
 The room the wearer is in (`cmd/area`) is not sent: Home Assistant's conversation API takes
 no area, only the device, and the link neither rewrites the wearer's question nor edits Home
@@ -46,6 +50,8 @@ TOKEN_HINT = (
 MAX_MESSAGE_BYTES = 256 * 1024
 """A conversation reply is a few KiB; the device registry of a big home a few hundred."""
 MAX_REGISTRY_BYTES = 16 * 1024 * 1024
+BUILT_IN_AGENT = "conversation.home_assistant"
+"""Home Assistant's own agent (Assist's intents), which runs in the house."""
 REGISTRY_KEEP_S = 300.0
 """How long the pendant's device id and area in Home Assistant are kept before a question
 looks them up again (one registry read over the question's connection)."""
@@ -81,8 +87,9 @@ class HomeAssistantTarget:
         self.config = config
         self._token = token
         self._clock = clock
-        self._device: tuple[str, str | None] | None = None
-        """The pendant's device id and area name in Home Assistant, when looked up."""
+        self._device: tuple[str, str | None, str] | None = None
+        """The pendant's device id and area name in Home Assistant, and the local pipeline to
+        ask it through, when looked up."""
         self._looked_up_at = -float("inf")
         cafile = config.escalate.cafile
         self._cafile = Path(cafile) if cafile else None
@@ -119,6 +126,7 @@ class HomeAssistantTarget:
                         end_stage="intent",
                         input={"text": ask.text},
                         device_id=device[0],
+                        pipeline=device[2],
                         timeout=escalate.timeout_s,
                     )
                     result = run.get("intent_output")
@@ -132,9 +140,13 @@ class HomeAssistantTarget:
     def _stale(self) -> bool:
         return self._clock() - self._looked_up_at >= REGISTRY_KEEP_S
 
-    async def _own_device(self, session: Session) -> tuple[str, str | None] | None:
-        """This pendant's device id in Home Assistant and the name of its area there (None:
-        in none), if the token may read the registries and Home Assistant discovered it."""
+    async def _own_device(self, session: Session) -> tuple[str, str | None, str] | None:
+        """This pendant's device id in Home Assistant, the name of its area there (None: in
+        none) and a pipeline of Home Assistant's own agent to ask it through, if the token may
+        read the registries, Home Assistant discovered it and has such a pipeline."""
+        pipeline = await self._local_pipeline(session)
+        if pipeline is None:
+            return None
         try:
             devices = await session.call("config/device_registry/list") or []
         except HomeAssistantError:
@@ -146,8 +158,29 @@ class HomeAssistantTarget:
                 device_id = str(device.get("id") or "")[:64]
                 if not device_id:
                     return None
-                return device_id, await self._area_name(session, device.get("area_id"))
+                return device_id, await self._area_name(session, device.get("area_id")), pipeline
         return None
+
+    async def _local_pipeline(self, session: Session) -> str | None:
+        """The id of an Assist pipeline whose agent is Home Assistant's own: the preferred
+        pipeline if it is one, else the first such (None: none, or the list is not readable)."""
+        try:
+            listing = await session.call("assist_pipeline/pipeline/list")
+        except HomeAssistantError:
+            return None
+        pipelines = listing.get("pipelines") if isinstance(listing, dict) else None
+        if not isinstance(pipelines, list):
+            return None
+        local = [
+            str(p["id"])[:64]
+            for p in pipelines
+            if isinstance(p, dict)
+            and p.get("conversation_engine") == BUILT_IN_AGENT
+            and isinstance(p.get("id"), str)
+            and p["id"]
+        ]
+        preferred = listing.get("preferred_pipeline")
+        return preferred if preferred in local else (local[0] if local else None)
 
     async def _area_name(self, session: Session, area_id: Any) -> str | None:
         """The name of the area `area_id` (None for none, or one the registry lacks)."""

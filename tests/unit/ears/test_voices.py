@@ -242,6 +242,27 @@ def test_enrolment_takes_five_utterances_acts_on_none_and_keeps_their_voice(
     assert kinds(hear(config, grammar, speaker, (WEARER, False))) == ["transcript", "intent"]
 
 
+def test_muting_ends_an_enrolment_and_keeps_nothing_of_it(
+    config: Config, grammar: Grammar, tmp_path: Path
+) -> None:
+    speaker = check(tmp_path)
+    speaker.start("Sam")
+    ears, published = bare_ears(config, grammar, Heard("turn on the kitchen lights"))
+    ears.speaker = speaker
+
+    async def scenario() -> None:
+        await ears.handle(utterance(WEARER), pressed=False)
+        await ears.set_muted(True)
+        await ears.set_muted(False)
+        await ears.handle(utterance(BYSTANDER), pressed=False)  # after: heard, not enrolled
+
+    asyncio.run(scenario())
+    voices = [(e.enrolling, e.heard) for e in published if isinstance(e, Voices)]
+    assert voices == [("Sam", 1), (None, 0)]
+    assert speaker.enrolling is None and speaker.voices() == {}
+    assert kinds(published) == ["transcript", "intent"]
+
+
 def test_done_keeps_three_or_more_cancel_keeps_nothing(tmp_path: Path) -> None:
     speaker = check(tmp_path)
 

@@ -180,7 +180,8 @@ class VoiceStore:
         if os.geteuid() != 0:
             return
         st = self.directory.stat()
-        os.chown(self.path, st.st_uid, st.st_gid)
+        # Never through a link: that user owns the directory and could swap one in meanwhile.
+        os.chown(self.path, st.st_uid, st.st_gid, follow_symlinks=False)
 
 
 def _parse(raw: bytes) -> dict[str, Voice]:
