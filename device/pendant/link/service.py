@@ -409,9 +409,11 @@ class Link:
             side.wake.set()
 
     def _sides_for(self, event: Event) -> list[Side]:
-        """Where `event` goes: everywhere, but a `say` only where the phones are (it is for
-        them to speak; whoever sent the command needs no echo of it)."""
-        if isinstance(event, Say) and len(self.sides) > 1:
+        """Where `event` goes: everywhere, but a `say` and the enrolled voices only where the
+        phones are (a `say` is for them to speak, and whoever sent the command needs no echo of
+        it; the names of a household's voices are for the phones that enrol them, not for every
+        client of the home broker)."""
+        if isinstance(event, Say | Voices) and len(self.sides) > 1:
             return [side for side in self.sides if not side.home]
         return self.sides
 

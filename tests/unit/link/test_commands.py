@@ -505,3 +505,22 @@ def test_a_command_published_on_the_bus_lands_where_the_components_read() -> Non
     blocks = {b.split("\n", 1)[0]: b for b in acl.split("\nuser ")[1:]}
     for user in ("ears", "eyes", "body"):
         assert f"topic read {wire.command_topic('#')}\n" in blocks[user]
+
+
+def test_the_enrolled_voices_go_to_the_phones_only() -> None:
+    """The names of a household's voices are for the phones that enrol them: with phones on
+    a broker of their own, the `voices` event never reaches the home broker's clients."""
+    from pendant.core.config import Config, LinkConfig
+    from pendant.core.events import Voices
+    from pendant.link.service import Link
+
+    link_config = LinkConfig(socket="/run/p.sock", host="ha.lan", outbox_path="")
+    link = Link(Config(device_id="p", link=link_config))
+    home, phones = link.sides
+    try:
+        link._queue_out(Voices(device_id="p", names=["Sam"], check="conversation", in_force=True))
+        assert [e.type for e in _waiting(phones.outbox)] == ["voices"]
+        assert _waiting(home.outbox) == []
+    finally:
+        for side in link.sides:
+            side.outbox.close()
