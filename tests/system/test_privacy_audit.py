@@ -114,8 +114,6 @@ def test_the_audit_catches_a_leaky_process(tmp_path: Path) -> None:
         f"""
         import socket
         from pendant.ears.audio.wav import read_audio
-from pendant.ears.speaker.check import load_encoder
-from pendant.ears.speaker.store import VoiceStore, centroid
         audio = read_audio({str(wav)!r})
         open({str(tmp_path / "copy.raw")!r}, "wb").write(audio.tobytes())
         print(audio.tobytes()[1000:3000].hex())
