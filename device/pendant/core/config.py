@@ -633,7 +633,7 @@ class EscalateConfig(_Strict):
     target: Literal["home_assistant", "openai"] = Field(
         "home_assistant",
         description="'home_assistant': its conversation API over the WebSocket API (its "
-        "built-in agent, or the LLM agent it is set up with); 'openai': a chat completions "
+        "built-in agent, or the one escalate.agent_id names); 'openai': a chat completions "
         "server (…/v1), offered the home's intents as tools.",
     )
     url: str | None = Field(
@@ -662,7 +662,7 @@ class EscalateConfig(_Strict):
         max_length=100,
         pattern=r"^[a-z0-9_.]+$",
         description="home_assistant: the conversation agent (default: Home Assistant's "
-        "preferred one).",
+        "built-in one, never the preferred pipeline's agent; with one named, no device goes).",
     )
     timeout_s: float = Field(
         8.0, gt=0, le=60, description="How long to wait for an answer before 'no answer'."
