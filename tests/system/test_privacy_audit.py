@@ -221,7 +221,11 @@ def test_ears_write_no_audio_and_open_no_ip_socket(
     marks: list[bytes] = []
     if variant == "speaker":
         state = tmp_path / "ears-state"
-        marks = voiceprint_marks(enrolled_voice(state))
+        voiceprint = enrolled_voice(state)
+        marks = voiceprint_marks(voiceprint)
+        # The marks do catch the voiceprint, as the file writes it and as raw floats.
+        assert leaks(json.dumps(voiceprint).encode(), marks)
+        assert leaks(b"x" + np.asarray(voiceprint, "<f4").tobytes(), marks)
         env["STATE_DIRECTORY"] = str(state)
         # The threshold of tests/system/test_only_the_wearer.py (the calibrated one refuses
         # most of this noisy real speaker's commands, and the audit needs some to go out).

@@ -34,8 +34,16 @@ class Bystander:
         return direction(1)
 
 
-def test_a_bystanders_phrased_question_is_not_asked(
-    config: Config, grammar: Grammar, tmp_path: Path
+class Wearer:
+    """Every utterance is the enrolled wearer's."""
+
+    def embed(self, samples: np.ndarray, rate: int = 16000) -> np.ndarray | None:
+        return direction(0)
+
+
+@pytest.mark.parametrize(("voice", "asked"), [(Bystander, False), (Wearer, True)])
+def test_a_phrased_question_is_asked_for_the_wearer_alone(
+    config: Config, grammar: Grammar, tmp_path: Path, voice: type, asked: bool
 ) -> None:
     recording = SPEECH / "main" / "cancel all timers.wav"
     if not recording.exists():
@@ -48,9 +56,8 @@ def test_a_bystanders_phrased_question_is_not_asked(
     ears, published = bare_ears(
         config, grammar, Counting("Ask Home Assistant, unlock the front door")
     )
-    ears.speaker = SpeakerCheck(
-        SpeakerConfig(check="conversation"), store, lambda: (Bystander(), 0.7)
-    )
+    ears.speaker = SpeakerCheck(SpeakerConfig(check="conversation"), store, lambda: (voice(), 0.7))
     ears.source = WavSource(config.audio, [recording])
     asyncio.run(ears.run())
-    assert [e.text for e in published if isinstance(e, Ask)] == []
+    said = "Ask Home Assistant, unlock the front door"
+    assert [e.text for e in published if isinstance(e, Ask)] == ([said] if asked else [])
