@@ -6,6 +6,8 @@ phrase, goes out as an `Ask`; nothing else does, and nothing at all with escalat
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +105,20 @@ def test_conversation_mode_asks_only_after_a_phrase_or_in_the_follow_up(
     assert [type(e) for e in published if isinstance(e, Ask)] == [Ask]
 
 
+def buzz(config: Config, pattern: str, session_id: str | None) -> Command:
+    """The link's outcome buzz for the question `session_id` (None: a phone's buzz)."""
+    return Command(device_id=config.device_id, name="buzz", pattern=pattern, session_id=session_id)
+
+
+def talk(ears: Any) -> Callable[..., Awaitable[None]]:
+    """An utterance to `ears`, held or not."""
+
+    async def say(pressed: bool = False) -> None:
+        await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
+
+    return say
+
+
 def test_the_follow_up_window_runs_from_the_answer_and_closes_without_one(
     config: Config, grammar: Grammar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,15 +128,11 @@ def test_the_follow_up_window_runs_from_the_answer_and_closes_without_one(
     # No phrases: what is written down is only what may be a question by the window alone.
     ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
 
+    say = talk(ears)
+
     def outcome(pattern: str) -> Command:
         """The link's buzz for the last question asked."""
-        last = [e for e in published if isinstance(e, Ask)][-1]
-        return Command(
-            device_id=config.device_id, name="buzz", pattern=pattern, session_id=last.session_id
-        )
-
-    async def say(pressed: bool = False) -> None:
-        await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
+        return buzz(config, pattern, [e for e in published if isinstance(e, Ask)][-1].session_id)
 
     async def scenario() -> None:
         await say(pressed=True)  # a question
@@ -147,21 +159,16 @@ def test_only_the_last_questions_own_outcome_moves_the_follow_up_window(
     recognizer = Rejecting(QUESTION)
     ears, published = bare_ears(escalating(config, ask_phrases=[]), grammar, recognizer)
 
-    async def say(pressed: bool = False) -> None:
-        await ears.handle(Utterance(np.full(16_000, 500, np.int16), 0, 1000), pressed=pressed)
-
-    def buzz(session_id: str | None) -> Command:
-        return Command(
-            device_id=config.device_id, name="buzz", pattern="understood", session_id=session_id
-        )
+    say = talk(ears)
 
     async def scenario() -> None:
         await say(pressed=True)
         first = [e for e in published if isinstance(e, Ask)][-1].session_id
         await say(pressed=True)
         now[0] += FOLLOW_UP_S + 1  # both questions' windows are over
-        await ears.on_command(buzz(None))  # a phone's buzz
-        await ears.on_command(buzz(first))  # a late answer to the first question
+        await ears.on_command(buzz(config, "understood", None))  # a phone's buzz
+        # A late answer to the first question:
+        await ears.on_command(buzz(config, "understood", first))
         await say()  # not a follow-up of anything: not written down
 
     asyncio.run(scenario())
