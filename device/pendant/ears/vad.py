@@ -28,6 +28,18 @@ SILERO_CONTEXT = 64
 SILERO_SLEEP_MS = 600
 
 
+def voiced_frames(pcm: np.ndarray, frame: int, aggressiveness: int) -> np.ndarray:
+    """webrtcvad's verdict on each whole `frame`-sample frame (10, 20 or 30 ms) of 16 kHz
+    int16 `pcm`, as a bool array."""
+    vad = webrtcvad.Vad(aggressiveness)
+    raw = pcm.astype("<i2", copy=False).tobytes()
+    step = 2 * frame
+    n = len(pcm) // frame
+    return np.array(
+        [vad.is_speech(raw[k * step : (k + 1) * step], RATE_HZ) for k in range(n)], dtype=bool
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Utterance:
     """A stretch of speech cut from the stream, for the recogniser."""

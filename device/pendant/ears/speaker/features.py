@@ -4,7 +4,7 @@ This is the front end Resemblyzer's GE2E encoder was trained on (librosa's `mels
 with its defaults: a periodic Hann window, centred frames padded with zeros, power 2, Slaney
 mel filters with Slaney area normalisation; not a log), in numpy. Before it, like Resemblyzer's
 `preprocess_wav`, a quiet utterance is raised to -30 dBFS and long silences are cut out by
-webrtcvad.
+webrtcvad (through `pendant.ears.vad`, the ears' one door to it).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import webrtcvad
+
+from pendant.ears.vad import voiced_frames
 
 RATE_HZ = 16_000
 N_FFT = 400  # 25 ms
@@ -26,28 +27,26 @@ SMOOTH = 8
 DILATE = 6
 
 
+# Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
     hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / f_sp
-    high = hz >= min_log_hz
-    mel[high] = min_log_mel + np.log(hz[high] / min_log_hz) / logstep
+    mel = hz / _F_SP
+    high = hz >= _MIN_LOG_HZ
+    mel[high] = _MIN_LOG_MEL + np.log(hz[high] / _MIN_LOG_HZ) / _LOGSTEP
     return mel
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
     mel = np.asarray(mel, dtype=np.float64)
-    hz = f_sp * mel
-    high = mel >= min_log_mel
-    hz[high] = min_log_hz * np.exp(logstep * (mel[high] - min_log_mel))
+    hz = _F_SP * mel
+    high = mel >= _MIN_LOG_MEL
+    hz[high] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel[high] - _MIN_LOG_MEL))
     return hz
 
 
@@ -98,12 +97,8 @@ def normalise_volume(wav: np.ndarray) -> np.ndarray:
 def voiced_flags(wav: np.ndarray) -> np.ndarray:
     """webrtcvad's verdict (its most aggressive mode) on each 30 ms window of float32 `wav`."""
     n = len(wav) // WINDOW
-    pcm = np.round(wav[: n * WINDOW] * 32767).astype("<i2").tobytes()
-    vad = webrtcvad.Vad(3)
-    step = 2 * WINDOW
-    return np.array(
-        [vad.is_speech(pcm[k * step : (k + 1) * step], RATE_HZ) for k in range(n)], dtype=bool
-    )
+    pcm = np.round(wav[: n * WINDOW] * 32767).astype(np.int16)
+    return voiced_frames(pcm, WINDOW, aggressiveness=3)
 
 
 def trim_silences(wav: np.ndarray) -> tuple[np.ndarray, float]:
