@@ -6,7 +6,7 @@ the text is judged token by token, without a dictionary (labels carry brand name
 lot numbers that no word list has):
 
 - a token is *plain* if it is a word (lower, Capitalised, ALL CAPS or CamelCase letters, with
-  apostrophes and hyphens; no letter four times running; four or more letters need a vowel;
+  apostrophes and hyphens; no letter three times running; four or more letters need a vowel;
   up to six letters, no four consonants running) or a number (digit groups with separators and
   a short unit: "12/05/2026", "3.99", "800ppm", "CO2"); a character five times running, or
   anything else, is odd;
@@ -45,7 +45,7 @@ _NUMBER = re.compile(
 _WORD = re.compile(r"(?:[a-z]*(?:[A-Z][a-z]+)+|[a-z]+|[A-Z]+)(?:['-][A-Za-z]+)*")
 _CODE = re.compile(r"[A-Za-z0-9+/=_-]{1,3}")
 _REPEAT = re.compile(r"(.)\1{4}")
-_LETTER_REPEAT = re.compile(r"([A-Za-z])\1{3}")
+_LETTER_REPEAT = re.compile(r"([A-Za-z])\1{2}")
 _CASE_SWITCH = re.compile(r"[a-z][A-Z]")
 _SWITCH = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])|(?<=[a-z])(?=[A-Z])")
 _VOWELS = frozenset("aeiouyAEIOUY")
@@ -76,8 +76,9 @@ def _odd(token: str) -> bool:
     if _NUMBER.fullmatch(token):
         return False
     if _WORD.fullmatch(token):
-        # No word has a letter four times running; base64 of bytes with zeros in them does
-        # ("AAAAI-AAAAEAAAABA").
+        # Hardly a word has a letter three times running ("AAA" batteries, "Zzz" are a few
+        # odd characters, not a blob); base64 of bytes with zeros in them does, over and over
+        # ("AAABA-AAABAAABAAA").
         if _LETTER_REPEAT.search(token):
             return True
         letters = [c for c in token if c.isalpha()]

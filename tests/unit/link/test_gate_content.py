@@ -319,7 +319,15 @@ ENCODINGS = {
     st.sampled_from(["", "Oat milk ", "read this label: "]),
     st.sampled_from(["scene", "read_text", "not_recognized"]),
 )
-# Found by this test under `make test`: a long ALL-CAPS "word" of base64 read as plain.
+# Found by this test under `make test`: long ALL-CAPS "words" of base64 read as plain.
+@example(
+    bytes([0, 0, 1, 3, 224, 0, 0, 16, 0, 0, 16, 0, 0, 0, 0, 0, 0, 2, *range(4, 10)]),
+    "base64url",
+    17,
+    " ",
+    "",
+    "scene",
+)
 @example(
     bytes([0, 0, 0, 35, 224, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, *range(2, 10)]),
     "base64url",
