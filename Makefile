@@ -95,8 +95,11 @@ $(WEB_DEPS): tests/web/package.json tests/web/package-lock.json
 	@if command -v npm >/dev/null; then npm ci --prefix tests/web --no-audit --no-fund; \
 	else echo "npm missing: the browser test will be skipped"; fi
 
+# One worker per core, a test file per worker at a time (pytest-xdist): most tests wait on real
+# time, brokers and child processes, so one process left a core idle (17:48 -> 9:02 on 2 cores,
+# 2026-12-07). The slowest tests are printed, so a CI log shows where the time goes.
 test: setup models lint web-deps
-	PENDANT_FUZZ=full $(PY) -m pytest $(PYTEST_ARGS)
+	PENDANT_FUZZ=full $(PY) -m pytest -n auto --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # Refreshes docs/companion-*.png, the screenshots the README shows, from the browser test.
 screenshots: setup models web-deps

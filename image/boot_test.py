@@ -227,6 +227,10 @@ memory() {  # figures, not checks: each service's PSS/USS/RSS (its process tree)
 }
 memory idle  # every service up, the ears listening again after a command
 # "Read this" from the paired phone: the eyes start their reader, which answers with a scene.
+# Asked only once the eyes are READY: a capture sent before they subscribe is never answered,
+# and under 512 MB on an emulated core they come up minutes after the ears.
+wait_for 900 systemctl is-active -q pendant-eyes.service || logs pendant-eyes.service
+say before capture pendant-eyes $(state pendant-eyes.service) $(cut -d' ' -f1 /proc/uptime)
 mosquitto_pub -h localhost -p 8883 --cafile /etc/mosquitto/pendant/ca.crt -i boottest-cmd \
   -u phone-boottest -P "$(cat /etc/pendant/secrets/phone-boottest.password)" \
   -t "pendant/$ID/cmd/capture" -m '{}' -q 1 && say capture asked

@@ -597,7 +597,7 @@ def model_path(assets: Path) -> Path:
     path = assets / MODEL_FILE
     if path.is_file() and _sha256(path) == MODEL_SHA256:
         return path
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as out:
         for name in MODEL_PARTS:
             spec = importlib.util.find_spec(name)
@@ -798,7 +798,7 @@ def _is_current(manifest: Path, digest: str) -> bool:
 
 
 def _write_manifest(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
 

@@ -155,7 +155,7 @@ def dither(n_samples: int, rng: np.random.Generator) -> np.ndarray:
 def write_wav(path: Path, audio: np.ndarray) -> None:
     """Write float audio in [-1, 1] as 16-bit mono at :data:`RATE_HZ` (via a temp file)."""
     pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -289,7 +289,7 @@ def _is_current(json_path: Path, digest: str, files: Sequence[str] = ()) -> bool
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
 

@@ -207,7 +207,7 @@ def _write_cached(path: Path, graph: WordGraph, core: WordGraph) -> None:
     (full disk, read-only) costs only the next start's compile time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"graph": graph_json(graph), "core": graph_json(core)}))
         os.replace(tmp, path)
         for old in path.parent.glob("grammar-*.json"):
