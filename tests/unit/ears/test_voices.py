@@ -209,14 +209,22 @@ def test_off_checks_nothing_and_forgetting_every_voice_ends_the_check(
     assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == ["transcript", "intent"]
 
 
-def test_an_unreadable_voices_file_is_said_not_taken_for_a_voice(
-    config: Config, grammar: Grammar, tmp_path: Path
+def test_an_unreadable_voices_file_refuses_everyone_until_the_voices_are_forgotten(
+    config: Config, grammar: Grammar, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A damaged file must not turn "only the wearer" into "anyone" (it once did: the check
+    # was not in force, and a bystander's command went out).
     speaker = check(tmp_path)
-    speaker.store.directory.mkdir()
+    speaker.store.add("Sam", direction(0), 5)
     speaker.store.path.write_text("{broken")
     told = speaker.event(config.device_id)
-    assert told.problem == "unreadable" and not told.in_force
+    assert told.problem == "unreadable" and told.in_force and told.names == []
+    assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == []
+    assert kinds(hear(config, grammar, speaker, (WEARER, False))) == []
+    assert "pendant voice forget --all" in caplog.text  # the one line names the fix
+    assert speaker.forget(None) is None
+    assert not speaker.event(config.device_id).in_force
+    assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == ["transcript", "intent"]
 
 
 def test_enrolment_takes_five_utterances_acts_on_none_and_keeps_their_voice(

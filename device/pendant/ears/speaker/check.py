@@ -86,27 +86,32 @@ class SpeakerCheck:
         self.encoder()
         return self.config.threshold or self._default_threshold
 
-    def voices(self) -> dict[str, np.ndarray]:
-        """The enrolled voices; none (logged) when their file cannot be read: the phone hears
-        so (`problem`: 'unreadable'), and the check is not in force rather than refusing all."""
+    def voices(self) -> dict[str, np.ndarray] | None:
+        """The enrolled voices; None (logged, one line naming the fix) when their file exists
+        but cannot be read. Then the check stays in force and refuses everyone: a damaged
+        file must not turn "only the wearer" into "anyone" (a bystander's "unlock the front
+        door"). The phone hears so (`problem`: 'unreadable'); forgetting every voice ends it."""
         try:
             return {n: v.embedding for n, v in self.store.load().items()}
         except VoiceStoreError as exc:
             log.error("%s", exc)
-            return {}
+            return None
 
     def in_force(self) -> bool:
-        return self.config.check != "off" and bool(self.voices())
+        return self.config.check != "off" and self.voices() != {}
 
     def must_check(self, pressed: bool) -> bool:
         """Whether this utterance is checked: held talk only with check 'always'."""
         if self.config.check == "off" or (pressed and self.config.check != "always"):
             return False
-        return bool(self.voices())
+        return self.voices() != {}
 
     async def accepts(self, audio: np.ndarray) -> bool:
-        """Whether `audio` is one of the enrolled voices' (too little speech to tell: no)."""
+        """Whether `audio` is one of the enrolled voices' (too little speech to tell, or the
+        voices unreadable: no)."""
         voices = self.voices()
+        if voices is None:
+            return False
         if not voices:
             return True
         try:
@@ -187,16 +192,17 @@ class SpeakerCheck:
     def event(self, device_id: str, problem: VoiceProblem | None = None) -> Voices:
         """What the phone sees: names, the mode, whether it is in force, the enrolment's
         progress. Never a voiceprint or a score."""
+        unreadable = False
         try:
             names = self.store.names()
         except VoiceStoreError as exc:
             log.error("%s", exc)
-            names, problem = [], problem or "unreadable"
+            names, problem, unreadable = [], problem or "unreadable", True
         return Voices(
             device_id=device_id,
             names=names,
             check=self.config.check,
-            in_force=self.config.check != "off" and bool(names),
+            in_force=self.config.check != "off" and (bool(names) or unreadable),
             enrolling=self.enrolling,
             heard=self.heard,
             problem=problem,
