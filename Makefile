@@ -130,7 +130,8 @@ bench-arm-apt:
 	$(call apt_install,$(BENCH_ARM_APT_PACKAGES))
 
 # BACKEND=hama: another recogniser than the config's (bench-arm-results-hama.json).
-# PARTS=read,ask: only some of ears, read ("read this") and ask (Whisper on a Pi 5).
+# PARTS=read,ask: only some of ears, read ("read this"), ask (Whisper on a Pi 5) and speaker
+# (the speaker check's voice embedding of an utterance, on a Zero 2 W and a Pi 5).
 BACKEND ?=
 PARTS ?=
 bench-arm: setup models bench-arm-apt

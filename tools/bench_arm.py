@@ -22,7 +22,7 @@ figure. Counted:
 A backend with an extra in pyproject.toml (whisper) has that extra's locked aarch64 wheels added
 to the guest's.
 
-Two more parts (`--parts`; all three by default), each its own guest process, so the start of
+Three more parts (`--parts`; all four by default), each its own guest process, so the start of
 a short-lived process is counted apart:
 
 - read: "read this" as the eyes' reader does it (tools/arm/guest_read.py): the face guard, the
@@ -35,7 +35,11 @@ a short-lived process is counted apart:
   faster-whisper and CTranslate2, the `whisper` extra's aarch64 wheels;
   tools/arm/guest_ask.py) on a few ../shared/testdata/speech-en recordings, as a Cortex-A76,
   one CTranslate2 thread; with the x86-measured rest of the path to Home Assistant's answer
-  (ASK_X86_*) it gives the end of speech -> answer estimate on a Pi 5.
+  (ASK_X86_*) it gives the end of speech -> answer estimate on a Pi 5;
+- speaker: the speaker check (tools/arm/guest_speaker.py): the GE2E voice encoder loaded as
+  the ears load it on first need, then `embed` on each of the ears part's five speech-en
+  commands, as `SpeakerCheck.accepts` does on an utterance; as a Cortex-A53 and a Cortex-A76
+  (`--boards`), with the device's wheels (onnxruntime among them), one onnxruntime thread.
 
 The Pi 5's guest is the same Debian bookworm python3.11 sysroot and the Zero 2 W's cp311
 wheels: the Pi 5 image's trixie and CPython 3.13 are not emulated (another sysroot and wheel
@@ -57,7 +61,9 @@ interpreter run for reference, then the counted runs. Writes bench-arm-results.j
 backend other than the config's, bench-arm-results-BACKEND.json): the ears' `figures`, and
 read_this_s_zero2w, read_this_s_pi5 (the median image, warm reader), read_this_cold_s_* (with
 the reader's start), ask_transcribe_s_pi5 and ask_answer_s_pi5_est, each with a `_range` at the
-IPC bounds. One bench-arm at a time per checkout: the guests share .cache/bench-arm.
+IPC bounds, and speaker_embed_ms_zero2w, speaker_embed_ms_pi5 (the median recording),
+speaker_load_s_* (the encoder's load on first need), each with a `_range` too. One bench-arm at
+a time per checkout: the guests share .cache/bench-arm.
 """
 
 from __future__ import annotations
@@ -154,6 +160,10 @@ ASK_RECORDINGS = ["oov_2.wav", "oov_4.wav", "set a timer for 3 hours and 10 minu
 # than this loaded x86 (Home Assistant runs elsewhere).
 ASK_X86_ANSWER_P50_S = 1.67
 ASK_X86_WHISPER_S = 0.9
+
+# The speaker check: the ears part's commands (recordings of one real person), each embedded
+# as `SpeakerCheck.accepts` does before the recogniser's answer counts.
+SPEAKER_RECORDINGS = SHARED_COMMANDS
 
 # The guest's ears' cache folder, emptied before each counted run: a first start.
 EARS_CACHE = WORK / "ears-cache"
@@ -396,10 +406,57 @@ def ask_figures(work: list[dict[str, Any]], ready_insns: int) -> dict[str, Any]:
     }
 
 
+def speaker_figures(runs: dict[str, dict[str, Any]], ipc: float = IPC_ASSUMED) -> dict[str, Any]:
+    """The speaker check on each board whose run is in `runs` ({"zero2w": {"work": [...],
+    "ready_insns": N}, "pi5": ...}): an utterance's embedding (`speaker_embed_ms_<board>`: the
+    median over the recordings) and the encoder's load on first need (`speaker_load_s_<board>`:
+    the `load` span; `speaker_start_s_<board>` is from exec to `ready`, the load included with
+    the interpreter and the imports, which the ears have already paid). The Zero 2 W's time at
+    `ipc`, the Pi 5's at its own."""
+    out: dict[str, Any] = {}
+    for board, run in runs.items():
+        clock, board_ipc, (lo, hi) = PLATFORMS[board]
+        board_ipc = ipc if board == "zero2w" else board_ipc
+        embeds = [w for w in run["work"] if w["what"] == "embed"]
+        loads = [w for w in run["work"] if w["what"] == "load"]
+        if not embeds:
+            continue
+        median = statistics.median(w["insns"] for w in embeds)
+        load = loads[0]["insns"] if loads else 0
+        out[board] = {
+            "recordings": [
+                {
+                    "file": w["file"],
+                    "audio_s": round(w["audio_s"], 2),
+                    "embedded": w.get("embedded"),
+                    "insns": w["insns"],
+                    "ms": round(insns_to_ms(w["insns"], board_ipc, clock), 1),
+                }
+                for w in embeds
+            ],
+            "embed_insns_median": round(median),
+            "load_insns": load,
+            "start_insns": run["ready_insns"],
+            "ipc": board_ipc,
+            "clock_hz": clock,
+        }
+        out[f"speaker_embed_ms_{board}"] = round(insns_to_ms(median, board_ipc, clock), 1)
+        out[f"speaker_embed_ms_{board}_range"] = [
+            round(insns_to_ms(median, hi, clock), 1),
+            round(insns_to_ms(median, lo, clock), 1),
+        ]
+        out[f"speaker_load_s_{board}"] = _seconds_at(load, board_ipc, clock)
+        out[f"speaker_load_s_{board}_range"] = _timed(load, board_ipc, (lo, hi), clock)["s_range"]
+        out[f"speaker_start_s_{board}"] = _seconds_at(run["ready_insns"], board_ipc, clock)
+    return out
+
+
 def more_table(results: dict[str, Any]) -> str:
-    """The "read this" and `Ask` rows of the printed table (nothing when neither ran)."""
+    """The "read this", `Ask` and speaker check rows of the printed table (nothing when none
+    ran)."""
     r = results.get("read", {})
     a = results.get("ask", {})
+    v = results.get("speaker", {})
     lines: list[str] = []
     if r:
         lines += ["", f"Pi 5 estimate: Cortex-A76 at {PI5_CLOCK_HZ / 1e9:g} GHz, IPC "
@@ -445,11 +502,40 @@ def more_table(results: dict[str, Any]) -> str:
             f"link, Home Assistant) + the median = {a['ask_answer_s_pi5_est']} s ({x}-{y})"
         )
         lines.append(f"  model load, once at the ears' start: {a['ask_model_load_s_pi5']} s")
+    if v:
+        assumed = "; ".join(
+            f"{board} IPC {v[board]['ipc']} at {v[board]['clock_hz'] / 1e9:g} GHz assumed "
+            f"({PLATFORMS[board][2][0]}-{PLATFORMS[board][2][1]} in brackets)"
+            for board in ("zero2w", "pi5")
+            if board in v
+        )
+        lines += ["", f"speaker check, {assumed}",
+                  f"{'an embedding (one core)':<46} {'Minsn':>8} {'ms':>7}"]  # fmt: skip
+        for board in ("zero2w", "pi5"):
+            if board not in v:
+                continue
+            b = v[board]
+            for rec in b["recordings"]:
+                name = f"{rec['file'][:28]} ({rec['audio_s']:.1f} s)"
+                lines.append(
+                    f"  {board:<7} {name:<36} {rec['insns'] / 1e6:>8.0f} {rec['ms']:>7.1f}"
+                )
+            x, y = v[f"speaker_embed_ms_{board}_range"]
+            lines.append(
+                f"  {board:<7} {'median':<36} {b['embed_insns_median'] / 1e6:>8.0f} "
+                f"{v[f'speaker_embed_ms_{board}']:>7.1f}  ({x}-{y} ms)"
+            )
+            x, y = v[f"speaker_load_s_{board}_range"]
+            lines.append(
+                f"  {board:<7} encoder load on first need: {b['load_insns'] / 1e6:.0f} Minsn, "
+                f"{v[f'speaker_load_s_{board}']} s ({x}-{y} s); from exec with the imports: "
+                f"{v[f'speaker_start_s_{board}']} s"
+            )
     return "\n".join(lines)
 
 
 def table(results: dict[str, Any]) -> str:
-    if "figures" not in results:  # only "read this" or the Ask ran
+    if "figures" not in results:  # only "read this", the Ask or the speaker check ran
         return more_table(results).lstrip("\n")
     ipc = results["ipc_assumed"]
     lo, hi = results["ipc_range"]
@@ -834,7 +920,26 @@ def bench_ask(root: Path, lib: Path, recordings: int) -> dict:
     return {"work": work, "ready_insns": ready}
 
 
-PARTS = ("ears", "read", "ask")
+def bench_speaker(root: Path, lib: Path, boards: list[str]) -> dict:
+    """The speaker check's embedding of SPEAKER_RECORDINGS, counted as each board's core,
+    with the device's wheels (onnxruntime, numpy, webrtcvad are among them)."""
+    site = site_packages([])
+    wavs = [SHARED_SPEECH / n for n in SPEAKER_RECORDINGS]
+    if not all(w.is_file() for w in wavs):
+        raise BenchError(f"the speaker check needs {SHARED_SPEECH} (../shared/testdata/speech-en)")
+    plan = {"config": str(CONFIG), "recordings": [str(w) for w in wavs]}
+    runs = {}
+    for board in boards:
+        t = step(f"the speaker check under qemu-aarch64 as a {CORES[board]['qemu']} ({len(wavs)} "
+                 "recordings, the GE2E encoder)")  # fmt: skip
+        work, ready = counted(root, site, lib, "guest_speaker.py", plan, f"speaker-{board}", board)
+        runs[board] = {"work": work, "ready_insns": ready}
+        embeds = [w["insns"] for w in work if w["what"] == "embed"]
+        done(t, f"median {statistics.median(embeds) / 1e6:.0f} M an embedding")
+    return runs
+
+
+PARTS = ("ears", "read", "ask", "speaker")
 
 
 def bench(
@@ -858,7 +963,7 @@ def bench(
     }
     if "ears" in parts:
         results.update(bench_ears(ipc, backend, root, lib))
-    if "read" in parts or "ask" in parts:
+    if "read" in parts or "ask" in parts or ("speaker" in parts and "pi5" in (boards or CORES)):
         results.update(
             pi5_clock_hz=PI5_CLOCK_HZ,
             pi5_ipc_assumed=PI5_IPC_ASSUMED,
@@ -877,6 +982,10 @@ def bench(
         asked = ask_figures(results["ask_run"]["work"], results["ask_run"]["ready_insns"])
         results["ask"] = asked
         results.update({k: v for k, v in asked.items() if k != "ask"})
+    if "speaker" in parts:
+        results["speaker_runs"] = bench_speaker(root, lib, boards or list(CORES))
+        results["speaker"] = speaker_figures(results["speaker_runs"], ipc)
+        results.update({k: v for k, v in results["speaker"].items() if not isinstance(v, dict)})
     return results
 
 
@@ -967,13 +1076,14 @@ def main() -> int:
         "--parts",
         default=",".join(PARTS),
         help="what to count, of ears (the recogniser and listening, on a Zero 2 W), read (the "
-        "eyes' \"read this\", on a Zero 2 W and a Pi 5) and ask (Whisper's open-vocabulary "
-        "transcription, on a Pi 5); default: all",
+        "eyes' \"read this\", on a Zero 2 W and a Pi 5), ask (Whisper's open-vocabulary "
+        "transcription, on a Pi 5) and speaker (the speaker check's embedding of an utterance, "
+        "on a Zero 2 W and a Pi 5); default: all",
     )
     parser.add_argument(
         "--boards",
         default="zero2w,pi5",
-        help="read: the boards' cores to count it as (zero2w, pi5; default both)",
+        help="read, speaker: the boards' cores to count them as (zero2w, pi5; default both)",
     )
     parser.add_argument("--images", type=int, default=len(READ_IMAGES), help="read: how many")
     parser.add_argument("--recordings", type=int, default=len(ASK_RECORDINGS), help="ask: how many")
@@ -1006,6 +1116,9 @@ def main() -> int:
         if "read_runs" in results:
             results["read"] = read_figures(results["read_runs"], args.ipc)
             results.update({k: v for k, v in results["read"].items() if not isinstance(v, dict)})
+        if "speaker_runs" in results:
+            results["speaker"] = speaker_figures(results["speaker_runs"], args.ipc)
+            results.update({k: v for k, v in results["speaker"].items() if not isinstance(v, dict)})
         print(table(results))
         out.write_text(json.dumps(results, indent=2) + "\n")
         return 0

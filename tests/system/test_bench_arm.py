@@ -238,3 +238,44 @@ def test_the_pi5_guest_sees_a76_cores() -> None:
     text = bench_arm.cpuinfo([0], "pi5")
     assert "CPU part\t: 0xd0b" in text and "asimddp" in text
     assert "0xd03" in bench_arm.cpuinfo([0])
+
+
+def test_the_speaker_check_gives_the_median_embedding_and_the_load_per_board() -> None:
+    # Marks as tools/arm/guest_speaker.py sets them: the encoder's load, then three embeddings.
+    log = "\n".join(
+        f"insn-mark {i} {n}"
+        for i, n in enumerate([10**6, 10**8, 2 * 10**8, 2 * 10**8, 3 * 10**8, 4 * 10**8,
+                               5 * 10**8, 7 * 10**8, 8 * 10**8])
+    )  # fmt: skip
+    marks = [
+        {"id": 0, "label": "start"},
+        {"id": 1, "label": "load"},
+        {"id": 2, "label": "load_end"},
+        {"id": 3, "label": "ready"},
+        {"id": 4, "label": "embed", "file": "a.wav", "audio_s": 2.0},
+        {"id": 5, "label": "embed_end", "embedded": True},
+        {"id": 6, "label": "embed", "file": "b.wav", "audio_s": 3.0},
+        {"id": 7, "label": "embed_end", "embedded": True},
+        {"id": 8, "label": "embed", "file": "c.wav", "audio_s": 2.5},
+    ]
+    counts, _ = bench_arm.parse_plugin_log(log)
+    # The last embedding never closed: not a span, not in the median.
+    work = bench_arm.spans(marks, counts)
+    runs = {board: {"work": work, "ready_insns": counts[3]} for board in ("zero2w", "pi5")}
+    f = bench_arm.speaker_figures(runs)
+    assert f["zero2w"]["embed_insns_median"] == 150_000_000  # of 100 M and 200 M
+    assert f["zero2w"]["load_insns"] == 100_000_000
+    # 150 M at the A53's IPC 0.6 and 1 GHz, its bounds 1.0 and 0.4; the A76's 1.5 at 2.4 GHz.
+    assert f["speaker_embed_ms_zero2w"] == 250.0
+    assert f["speaker_embed_ms_zero2w_range"] == [150.0, 375.0]
+    assert f["speaker_embed_ms_pi5"] == pytest.approx(150e6 / 3.6e9 * 1000, abs=0.05)
+    assert f["speaker_load_s_zero2w"] == pytest.approx(0.17) and f["speaker_load_s_pi5"] == 0.03
+    assert f["speaker_start_s_zero2w"] == pytest.approx(0.33)
+    # --ipc moves the Zero 2 W's time, not the Pi 5's.
+    g = bench_arm.speaker_figures(runs, ipc=1.2)
+    assert g["speaker_embed_ms_zero2w"] == 125.0
+    assert g["speaker_embed_ms_pi5"] == f["speaker_embed_ms_pi5"]
+    results = {"speaker": f, **{k: v for k, v in f.items() if not isinstance(v, dict)}}
+    printed = bench_arm.table(results)
+    assert "speaker check" in printed and "encoder load" in printed and "pi5" in printed
+    assert bench_arm.speaker_figures({"zero2w": {"work": [], "ready_insns": 1}}) == {}

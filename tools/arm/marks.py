@@ -1,7 +1,7 @@
 """The marks a bench-arm guest sets: a syscall the insn_count plugin watches (insn_count.c).
 
-Imported first by tools/arm/guest_read.py and guest_ask.py (guest.py has its own copy): only
-ctypes, so the interpreter's start is all that runs before the first mark.
+Imported first by tools/arm/guest_read.py, guest_ask.py and guest_speaker.py (guest.py has its
+own copy): only ctypes, so the interpreter's start is all that runs before the first mark.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def mark(label: str, **info: Any) -> None:
     `label` (tools/bench_arm.py pairs them)."""
     _libc.syscall(MARK_SYSCALL, len(_marks))
     _marks.append({"id": len(_marks), "label": label, **info})
-    if label in ("ready", "read_end", "prepare_end", "ask_end"):
+    if label in ("ready", "read_end", "prepare_end", "ask_end", "load_end", "embed_end"):
         # Progress for the host to show: emulation is slow.
         print(f"    {label.removesuffix('_end')}: {info or 'loaded'}", file=sys.stderr, flush=True)
 
