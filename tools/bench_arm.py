@@ -1134,9 +1134,24 @@ def main() -> int:
         return 1
     print()
     print(table(results))
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(kept_with(out, results, parts), indent=2) + "\n")
     print(f"\nwritten to {out}", file=sys.stderr)
     return 0
+
+
+def kept_with(out: Path, results: dict[str, Any], parts: tuple[str, ...]) -> dict[str, Any]:
+    """`results` over the earlier run's file when only some parts ran: a `--parts speaker`
+    run must not drop the ears' figures that `make bench` (tools/hw_power.py) reads."""
+    if set(parts) >= set(PARTS):
+        return results
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return results
+    if not isinstance(earlier, dict):
+        return results
+    print(f"bench-arm: the other parts' figures kept from {out}", file=sys.stderr)
+    return earlier | results
 
 
 if __name__ == "__main__":

@@ -279,3 +279,15 @@ def test_the_speaker_check_gives_the_median_embedding_and_the_load_per_board() -
     printed = bench_arm.table(results)
     assert "speaker check" in printed and "encoder load" in printed and "pi5" in printed
     assert bench_arm.speaker_figures({"zero2w": {"work": [], "ready_insns": 1}}) == {}
+
+
+def test_a_run_of_some_parts_keeps_the_other_parts_figures(tmp_path: Path) -> None:
+    # A `--parts speaker` run once replaced the file, and `make bench` lost the ears' figures.
+    out = tmp_path / "bench-arm-results.json"
+    out.write_text('{"figures": {"utterance_s": 5.5}, "speaker_embed_ms_zero2w": 1}')
+    merged = bench_arm.kept_with(out, {"speaker_embed_ms_zero2w": 166.8}, ("speaker",))
+    assert merged == {"figures": {"utterance_s": 5.5}, "speaker_embed_ms_zero2w": 166.8}
+    # A whole run is the whole file; an unreadable earlier file is not an error.
+    assert bench_arm.kept_with(out, {"a": 1}, bench_arm.PARTS) == {"a": 1}
+    out.write_text("{not json")
+    assert bench_arm.kept_with(out, {"a": 1}, ("speaker",)) == {"a": 1}
