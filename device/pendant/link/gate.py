@@ -243,11 +243,21 @@ def _numbers(value: Any, text: bool = True) -> bool:
     if isinstance(value, dict):
         return any(_numbers(v, text) for v in value.values())
     if isinstance(value, list):
-        counted = sum(1 for v in value if isinstance(v, int | float) and not isinstance(v, bool))
-        return counted > MAX_LIST_NUMBERS or any(_numbers(v, text) for v in value)
+        return _list_numbers(value) > MAX_LIST_NUMBERS or any(_numbers(v, text) for v in value)
     if isinstance(value, str) and text:
         return NUMBER_RUN.search(value + " ") is not None
     return False
+
+
+def _list_numbers(value: list[Any]) -> int:
+    """The numbers in `value` and in the lists inside it: a voiceprint cut into 32 lists of
+    eight is still 256 numbers. Objects are not counted into it (a scene's labels each have a
+    confidence; each object is judged on its own)."""
+    return sum(
+        _list_numbers(v) if isinstance(v, list) else 1
+        for v in value
+        if isinstance(v, list) or (isinstance(v, int | float) and not isinstance(v, bool))
+    )
 
 
 def _spoken_number(value: float) -> bool:

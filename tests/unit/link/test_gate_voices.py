@@ -76,3 +76,12 @@ def test_an_error_from_the_pairing_service_is_held_to_the_list_rule_too() -> Non
     data["reason"] = VOICEPRINT[:20]
     assert g.admit(json.dumps(data).encode()) is None
     assert dict(g.dropped) == {"numbers": 1}
+
+
+def test_a_voiceprint_cut_into_short_lists_is_still_a_list_of_numbers() -> None:
+    # Found by review: 32 lists of eight numbers each passed, each list under the limit.
+    g = gate()
+    data = json.loads(Error(device_id=DEVICE, reason="x").to_json())
+    data["reason"] = [VOICEPRINT[i : i + 8] for i in range(0, 256, 8)]
+    assert g.admit(json.dumps(data).encode()) is None
+    assert dict(g.dropped) == {"numbers": 1}
