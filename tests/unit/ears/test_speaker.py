@@ -155,6 +155,25 @@ def test_a_pickle_that_asks_for_any_other_global_is_refused_before_it_runs(
     assert not marker.exists()
 
 
+class _Restrided(_Tensor):
+    """A tensor whose checked stride a BUILD replaces after it is built."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (*super().__reduce__(), {"stride": (-1000,)})
+
+
+def test_a_pickle_that_sets_state_on_a_built_tensor_is_refused(
+    tmp_path: Path, fake_torch: None
+) -> None:
+    # Found by review: BUILD replaced a tensor's checked stride; a negative one read outside
+    # its storage.
+    storage = _Storage("1", np.arange(4, dtype=np.float32))
+    path = tmp_path / "restrided.pt"
+    write_pt(path, {"model_state": OrderedDict(w=_Restrided(storage, 3, (4,), (1,)))}, [storage])
+    with pytest.raises(ModelError, match="refused: it sets state on a tensor"):
+        load_state_dict(path)
+
+
 def test_even_a_torch_global_it_does_not_need_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "param.pt"
     with path.open("wb") as f:

@@ -4,7 +4,10 @@ torch and without trusting the file.
 A `.pt` file is a pickle, and a pickle can call any Python function while it loads. This reader
 lets it name only the three globals a plain state dict needs (an OrderedDict, the float32
 storage type and torch's tensor rebuilder), each replaced by a harmless stand-in; a file that
-asks for anything else is refused with a ModelError before anything runs.
+asks for anything else is refused with a ModelError before anything runs. Nor may it set state
+on a stand-in after it is built (pickle's BUILD): a tensor's checked shape and stride would be
+replaced (a negative stride reads outside its storage), or attributes set on this module's
+objects. Only an OrderedDict takes state (torch sets its `_metadata` so).
 
 The legacy layout is five pickles in a row (magic number, protocol version, system info, the
 object itself, the list of storage keys), then each storage's raw bytes in the order of that
@@ -29,8 +32,16 @@ MAGIC = 0x1950A86A20F9469CFC6C
 PROTOCOL = 1001
 
 
+class _NoState:
+    """A stand-in pickle may not set state on (its BUILD opcode calls `__setstate__`), whether
+    on an instance or on the class itself."""
+
+    def __setstate__(*_: Any) -> None:
+        raise pickle.UnpicklingError("it sets state on a tensor, a storage or a torch global")
+
+
 @dataclass
-class _Storage:
+class _Storage(_NoState):
     """A storage named in the pickle; its bytes follow the pickles."""
 
     key: str
@@ -39,7 +50,7 @@ class _Storage:
 
 
 @dataclass
-class _Tensor:
+class _Tensor(_NoState):
     """A tensor as the pickle describes it: a strided view of a storage."""
 
     storage: _Storage
@@ -74,30 +85,33 @@ def _span(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
     return 1 + sum((d - 1) * s for d, s in zip(shape, stride, strict=True))
 
 
-class _FloatStorage:
+class _FloatStorage(_NoState):
     """Stands in for `torch.FloatStorage`: only ever compared by identity."""
 
 
-def _rebuild_tensor_v2(storage: Any, offset: Any, shape: Any, stride: Any, *extra: Any) -> _Tensor:
-    if not isinstance(storage, _Storage):
-        raise pickle.UnpicklingError("a tensor without a float32 storage")
-    if not (
-        isinstance(offset, int)
-        and isinstance(shape, tuple)
-        and isinstance(stride, tuple)
-        and len(shape) == len(stride)
-        and all(isinstance(d, int) and d >= 0 for d in shape)
-        and all(isinstance(s, int) and s >= 0 for s in stride)
-    ):
-        raise pickle.UnpicklingError("a tensor with a malformed shape or stride")
-    return _Tensor(storage, offset, shape, stride, extra)
+class _RebuildTensor(_NoState):
+    """Stands in for `torch._utils._rebuild_tensor_v2`: a checked `_Tensor`."""
+
+    def __call__(self, storage: Any, offset: Any, shape: Any, stride: Any, *extra: Any) -> _Tensor:
+        if not isinstance(storage, _Storage):
+            raise pickle.UnpicklingError("a tensor without a float32 storage")
+        if not (
+            isinstance(offset, int)
+            and isinstance(shape, tuple)
+            and isinstance(stride, tuple)
+            and len(shape) == len(stride)
+            and all(isinstance(d, int) and d >= 0 for d in shape)
+            and all(isinstance(s, int) and s >= 0 for s in stride)
+        ):
+            raise pickle.UnpicklingError("a tensor with a malformed shape or stride")
+        return _Tensor(storage, offset, shape, stride, extra)
 
 
 # (module, name) -> the stand-in: everything a float32 state dict needs, and nothing else.
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch", "FloatStorage"): _FloatStorage,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _RebuildTensor(),
 }
 
 
