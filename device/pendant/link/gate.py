@@ -5,9 +5,10 @@ published JSON Schema, carries no blob that could smuggle audio or image bytes, 
 its source can say. Anything else is dropped and counted by reason (one log line each), never
 forwarded:
 
-- `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
-- `numbers`: a list of more than 8 numbers, or text with a run of 8 numbers: the shape of a
-  voiceprint or a table of scores (issue 19), which no public event has;
+- `oversized`, `not_json` (or nested deeper than the checks go), `not_public_type`, `schema`:
+  not an event we publish;
+- `numbers`: a list of more than 8 numbers (with the lists inside it), or text with a run of 8
+  numbers: the shape of a voiceprint or a table of scores (issue 19), which no public event has;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
   split into words (`pendant.link.blobs`), or text outside printable ASCII but for the config's
   own names as it spells them ("Café");
