@@ -5,9 +5,10 @@ published JSON Schema, carries no blob that could smuggle audio or image bytes, 
 its source can say. Anything else is dropped and counted by reason (one log line each), never
 forwarded:
 
-- `oversized`, `not_json`, `not_public_type`, `schema`: not an event we publish;
-- `numbers`: a list of more than 8 numbers, or text with a run of 8 numbers: the shape of a
-  voiceprint or a table of scores (issue 19), which no public event has;
+- `oversized`, `not_json` (or nested deeper than the checks go), `not_public_type`, `schema`:
+  not an event we publish;
+- `numbers`: a list of more than 8 numbers (with the lists inside it), or text with a run of 8
+  numbers: the shape of a voiceprint or a table of scores (issue 19), which no public event has;
 - `blob`: a run of 48 base64/hex characters anywhere, or text that reads as encoded bytes
   split into words (`pendant.link.blobs`), or text outside printable ASCII but for the config's
   own names as it spells them ("Café");
@@ -481,10 +482,18 @@ class Gate:
         if data["type"] not in PUBLIC_NAMES:
             self._drop("not_public_type")
             return None
-        if _text_is_blob(data, self.vocabulary.own):
+        try:
+            blob = _text_is_blob(data, self.vocabulary.own)
+            numbers = not blob and _numbers(data, text=data["type"] not in FROM_OUTSIDE)
+        except RecursionError:
+            # Lists a few hundred deep parse, but the checks' recursion runs out first; no
+            # event nests so (it raised out of the gate, a traceback for each such message).
+            self._drop("not_json", "nested too deep")
+            return None
+        if blob:
             self._drop("blob", data["type"])
             return None
-        if _numbers(data, text=data["type"] not in FROM_OUTSIDE):
+        if numbers:
             self._drop("numbers", data["type"])
             return None
         errors = list(_validator(data["type"]).iter_errors(data))

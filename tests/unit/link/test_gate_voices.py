@@ -85,3 +85,15 @@ def test_a_voiceprint_cut_into_short_lists_is_still_a_list_of_numbers() -> None:
     data["reason"] = [VOICEPRINT[i : i + 8] for i in range(0, 256, 8)]
     assert g.admit(json.dumps(data).encode()) is None
     assert dict(g.dropped) == {"numbers": 1}
+
+
+@pytest.mark.parametrize("depth", [400, 900])
+def test_lists_nested_deeper_than_the_checks_recurse_are_dropped_not_raised(depth: int) -> None:
+    # Found by review: a closed list some hundreds deep parsed, then the blob and numbers
+    # checks raised RecursionError out of the gate.
+    g = gate()
+    data = json.loads(Error(device_id=DEVICE, reason="x").to_json())
+    payload = json.dumps(data).replace('"reason": "x"', '"reason": ' + "[" * depth + "]" * depth)
+    assert '"reason": [[' in payload
+    assert g.admit(payload.encode()) is None
+    assert dict(g.dropped) == {"not_json": 1}
