@@ -222,6 +222,7 @@ def test_an_unreadable_voices_file_refuses_everyone_until_the_voices_are_forgott
     assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == []
     assert kinds(hear(config, grammar, speaker, (WEARER, False))) == []
     assert "pendant voice forget --all" in caplog.text  # the one line names the fix
+    assert caplog.text.count("is not a voices file") == 1  # once, not at every utterance
     assert speaker.forget(None) is None
     assert not speaker.event(config.device_id).in_force
     assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == ["transcript", "intent"]
@@ -311,3 +312,11 @@ def test_an_encoder_that_fails_drops_the_utterance_rather_than_act(
     speaker = SpeakerCheck(SpeakerConfig(), VoiceStore(tmp_path), lambda: (Broken(), 0.7))
     speaker.store.add("Sam", direction(0), 5)
     assert kinds(hear(config, grammar, speaker, (WEARER, False))) == []
+
+
+def test_a_voices_file_that_cannot_be_read_names_the_fix_too(tmp_path: Path) -> None:
+    speaker = check(tmp_path)
+    speaker.store.path.mkdir(parents=True)  # read_bytes fails: not a parse error
+    with pytest.raises(VoiceStoreError, match=r"cannot read .*pendant voice forget --all"):
+        speaker.store.load()
+    assert speaker.must_check(pressed=False)  # and the check stays in force

@@ -70,6 +70,7 @@ class SpeakerCheck:
         self.enrolling: str | None = None
         self._taken: list[np.ndarray] = []
         self._last_s = 0.0
+        self._unreadable: str | None = None
 
     def encoder(self) -> Encoder:
         if self._encoder is None:
@@ -92,10 +93,18 @@ class SpeakerCheck:
         file must not turn "only the wearer" into "anyone" (a bystander's "unlock the front
         door"). The phone hears so (`problem`: 'unreadable'); forgetting every voice ends it."""
         try:
-            return {n: v.embedding for n, v in self.store.load().items()}
+            voices = {n: v.embedding for n, v in self.store.load().items()}
         except VoiceStoreError as exc:
-            log.error("%s", exc)
+            self._report(exc)
             return None
+        self._unreadable = None
+        return voices
+
+    def _report(self, exc: VoiceStoreError) -> None:
+        """Log why the voices cannot be read once, not at every utterance and answer."""
+        if str(exc) != self._unreadable:
+            log.error("%s", exc)
+        self._unreadable = str(exc)
 
     def in_force(self) -> bool:
         return self.config.check != "off" and self.voices() != {}
@@ -196,7 +205,7 @@ class SpeakerCheck:
         try:
             names = self.store.names()
         except VoiceStoreError as exc:
-            log.error("%s", exc)
+            self._report(exc)
             names, problem, unreadable = [], problem or "unreadable", True
         return Voices(
             device_id=device_id,

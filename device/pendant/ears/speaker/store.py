@@ -29,6 +29,8 @@ from pendant.core.wire import now_ms
 log = logging.getLogger(__name__)
 
 FILE_NAME = "voices.json"
+# What an unreadable file tells the wearer to do: the check refuses everyone until then.
+_FIX = ": run 'pendant voice forget --all' and enrol again"
 NAME = re.compile(VOICE_NAME_PATTERN)
 EMBEDDING_SIZE = 256
 FORMAT = 1
@@ -97,18 +99,15 @@ class VoiceStore:
             self._seen, self._voices = None, {}
             return {}
         except OSError as exc:
-            raise VoiceStoreError(f"cannot read {self.path}: {exc.strerror}") from None
+            raise VoiceStoreError(f"cannot read {self.path}: {exc.strerror}{_FIX}") from None
         if self._seen == (st.st_mtime_ns, st.st_size):
             return dict(self._voices)
         try:
             voices = _parse(self.path.read_bytes())
         except OSError as exc:
-            raise VoiceStoreError(f"cannot read {self.path}: {exc.strerror}") from None
+            raise VoiceStoreError(f"cannot read {self.path}: {exc.strerror}{_FIX}") from None
         except ValueError as exc:
-            raise VoiceStoreError(
-                f"{self.path} is not a voices file ({exc}): "
-                "run 'pendant voice forget --all' and enrol again"
-            ) from None
+            raise VoiceStoreError(f"{self.path} is not a voices file ({exc}){_FIX}") from None
         self._seen, self._voices = (st.st_mtime_ns, st.st_size), voices
         return dict(voices)
 
