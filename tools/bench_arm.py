@@ -1105,20 +1105,7 @@ def main() -> int:
         "bench-arm-results.json" if backend == default else f"bench-arm-results-{backend}.json"
     )
     if args.reuse:
-        results = json.loads(args.reuse.read_text())
-        results.update(
-            ipc_assumed=args.ipc,
-            ipc_range=list(IPC_RANGE),
-            ipc_note=IPC_NOTE,
-        )
-        if "work" in results:
-            results["figures"] = figures(results["work"], args.ipc, IPC_RANGE)
-        if "read_runs" in results:
-            results["read"] = read_figures(results["read_runs"], args.ipc)
-            results.update({k: v for k, v in results["read"].items() if not isinstance(v, dict)})
-        if "speaker_runs" in results:
-            results["speaker"] = speaker_figures(results["speaker_runs"], args.ipc)
-            results.update({k: v for k, v in results["speaker"].items() if not isinstance(v, dict)})
+        results = refigured(json.loads(args.reuse.read_text()), args.ipc)
         print(table(results))
         out.write_text(json.dumps(results, indent=2) + "\n")
         return 0
@@ -1139,9 +1126,26 @@ def main() -> int:
     return 0
 
 
+def refigured(results: dict[str, Any], ipc: float) -> dict[str, Any]:
+    """`results` with every part's figures worked out again from its counted instructions at
+    `ipc` (the Zero 2 W's; the Pi 5's is fixed)."""
+    results = dict(results, ipc_assumed=ipc, ipc_range=list(IPC_RANGE), ipc_note=IPC_NOTE)
+    if "work" in results:
+        results["figures"] = figures(results["work"], ipc, IPC_RANGE)
+    for part, runs, figured in (
+        ("read", "read_runs", read_figures),
+        ("speaker", "speaker_runs", speaker_figures),
+    ):
+        if runs in results:
+            results[part] = figured(results[runs], ipc)
+            results.update({k: v for k, v in results[part].items() if not isinstance(v, dict)})
+    return results
+
+
 def kept_with(out: Path, results: dict[str, Any], parts: tuple[str, ...]) -> dict[str, Any]:
     """`results` over the earlier run's file when only some parts ran: a `--parts speaker`
-    run must not drop the ears' figures that `make bench` (tools/hw_power.py) reads."""
+    run must not drop the ears' figures that `make bench` (tools/hw_power.py) reads. The kept
+    parts' figures are worked out again at this run's IPC, so the file has one."""
     if set(parts) >= set(PARTS):
         return results
     try:
@@ -1151,7 +1155,7 @@ def kept_with(out: Path, results: dict[str, Any], parts: tuple[str, ...]) -> dic
     if not isinstance(earlier, dict):
         return results
     print(f"bench-arm: the other parts' figures kept from {out}", file=sys.stderr)
-    return earlier | results
+    return refigured(earlier | results, results["ipc_assumed"])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ guest's marks, and turning instructions into Zero 2 W time. No emulation, no tim
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -285,9 +286,21 @@ def test_a_run_of_some_parts_keeps_the_other_parts_figures(tmp_path: Path) -> No
     # A `--parts speaker` run once replaced the file, and `make bench` lost the ears' figures.
     out = tmp_path / "bench-arm-results.json"
     out.write_text('{"figures": {"utterance_s": 5.5}, "speaker_embed_ms_zero2w": 1}')
-    merged = bench_arm.kept_with(out, {"speaker_embed_ms_zero2w": 166.8}, ("speaker",))
-    assert merged == {"figures": {"utterance_s": 5.5}, "speaker_embed_ms_zero2w": 166.8}
+    run = {"ipc_assumed": 0.5, "speaker_embed_ms_zero2w": 166.8}
+    merged = bench_arm.kept_with(out, run, ("speaker",))
+    assert merged["figures"] == {"utterance_s": 5.5}
+    assert merged["speaker_embed_ms_zero2w"] == 166.8 and merged["ipc_assumed"] == 0.5
     # A whole run is the whole file; an unreadable earlier file is not an error.
     assert bench_arm.kept_with(out, {"a": 1}, bench_arm.PARTS) == {"a": 1}
     out.write_text("{not json")
     assert bench_arm.kept_with(out, {"a": 1}, ("speaker",)) == {"a": 1}
+
+
+def test_kept_figures_are_worked_out_again_at_the_new_runs_ipc(tmp_path: Path) -> None:
+    # Kept as they were, a `--parts speaker --ipc 1.2` run would have left read-this seconds
+    # at the old IPC under the new `ipc_assumed`.
+    out = tmp_path / "bench-arm-results.json"
+    out.write_text(json.dumps(bench_arm.refigured({"read_runs": read_runs()}, 0.6)))
+    merged = bench_arm.kept_with(out, {"ipc_assumed": 1.2}, ("speaker",))
+    assert merged["read"] == bench_arm.read_figures(read_runs(), ipc=1.2)
+    assert merged["read"] != json.loads(out.read_text())["read"]
