@@ -28,8 +28,10 @@ from pendant.app.local_broker import LocalBroker
 from pendant.app.one_process import Pendant
 from pendant.app.replay import simulated
 from pendant.core import mqtt
+from pendant.core.bus import topic_of as bus_topic
 from pendant.core.config import Config, SpeakerConfig
 from pendant.core.errors import ModelError
+from pendant.core.events import Button
 from pendant.core.model_cache import model_path
 from pendant.ears.audio import Chunk
 from pendant.ears.audio.wav import WavSource
@@ -232,7 +234,8 @@ def test_the_phone_enrols_through_the_link_and_forgets(
             cfg = simulated(checking(), bus, home, realtime=False)
             # The phones read and command on the device's own broker (link.socket).
             link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
-            cfg = cfg.model_copy(update={"link": link})
+            listen = cfg.listen.model_copy(update={"confirm_s": 1.0})  # the tap's window
+            cfg = cfg.model_copy(update={"link": link, "listen": listen})
             source = Gated(WavSource(cfg.audio, files))
             pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
             base = pendant.link.base_topic
@@ -260,8 +263,21 @@ def test_the_phone_enrols_through_the_link_and_forgets(
                 while (last := await answer())["names"] != ["Wearer"]:
                     assert last["enrolling"] == "Wearer"
                 assert stat.S_IMODE((state / "voices.json").stat().st_mode) == 0o600
+                # Forgetting lets everyone in: it waits for a tap on the pendant, and
+                # without one nothing changes.
                 command = {"action": "forget", "voice": "wearer"}
                 await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                asked = await answer()
+                assert asked["problem"] == "tap_to_confirm" and asked["names"] == ["Wearer"]
+                untapped = await answer()
+                assert untapped["problem"] == "not_confirmed" and untapped["names"] == ["Wearer"]
+                await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                assert (await answer())["problem"] == "tap_to_confirm"
+                tap = Button(device_id=cfg.device_id, action="tap")
+                async with mqtt.client(
+                    socket=bus.socket_path, username="pendant", password=bus.password("pendant")
+                ) as body:  # what the body sends on a tap
+                    await body.publish(bus_topic(tap), tap.to_json(), qos=1)
                 while (await answer())["names"] != []:
                     pass
             source.close()

@@ -1089,7 +1089,14 @@ def test_the_app_enrols_a_voice_through_the_real_ears_and_forgets_it(
                 saved = page("eval", expr="JSON.stringify(localStorage)")
                 for x in stored[:16]:
                     assert json.dumps(x) not in html and json.dumps(x) not in saved
+                # Forgetting the only voice lets everyone in: the pendant wants a tap.
                 page("click", selector="#voices .forget-voice")
+                page("wait_text", selector="#voices-answer", text="Tap the pendant to confirm")
+                body = StandIn(prov.socket, "body", prov.password("body"))
+                try:
+                    body.publish(Button(device_id=DEVICE, action="tap"))
+                finally:
+                    body.close()
                 page("wait_text", selector="#voices-count", text="(0)")
                 page("wait_text", selector="#voices-state", text="Anyone's commands are heard")
                 assert json.loads(kept.read_text())["voices"] == []

@@ -436,8 +436,9 @@ SpeakerCheck = Literal["off", "conversation", "always"]
 MAX_VOICES = 8
 ENROL_UTTERANCES = 5
 ENROL_MIN_UTTERANCES = 3
-# Why an enrolment or a forget did not happen: codes, never free text (the ears could say
-# anything in free text), which the phone words itself.
+# Why an enrolment or a forget did not happen (or not yet: `tap_to_confirm` while it waits for
+# the wearer's tap on the pendant): codes, never free text (the ears could say anything in free
+# text), which the phone words itself.
 VoiceProblem = Literal[
     "too_little_speech",
     "too_many_voices",
@@ -446,6 +447,8 @@ VoiceProblem = Literal[
     "unreadable",
     "timeout",
     "no_encoder",
+    "tap_to_confirm",
+    "not_confirmed",
 ]
 
 

@@ -530,10 +530,8 @@ class Ears:
             speech_end_ms=utterance.speech_end_ms,
         )
         if not pressed and needs_confirming(match, self.config):
-            if self._confirming is not None:
-                self._confirming.cancel()  # the tap asked for is about the latest one
-            self._confirming = asyncio.create_task(self._confirm(intent))
-            self._confirming.add_done_callback(_report_failure)
+            log.info("intent %s waits for a tap: %s", intent.name, intent.text)
+            self.after_tap(lambda: self._send(intent), f"intent {intent.name}")
             return None
         await self._send(intent)
         return intent
@@ -624,21 +622,44 @@ class Ears:
         )
         await self.publish(intent)
 
-    async def _confirm(self, intent: Intent) -> None:
-        """Send `intent` if the wearer taps within `listen.confirm_s`; the LED and the motor
-        ask for the tap. The audio loop goes on meanwhile; a later action to confirm, or a
-        mute, cancels this one."""
-        log.info("intent %s waits for a tap: %s", intent.name, intent.text)
+    def after_tap(
+        self,
+        then: Callable[[], Awaitable[object]],
+        what: str,
+        otherwise: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Run `then` if the wearer taps within `listen.confirm_s`, else `otherwise`; the LED
+        and the motor ask for the tap. One thing waits at a time: the tap asked for is about
+        the latest (an earlier one is dropped, as by a mute, and its `otherwise` runs). The
+        audio loop goes on meanwhile."""
+        if self._confirming is not None:
+            self._confirming.cancel()
+        self._confirming = asyncio.create_task(self._confirm(then, what, otherwise))
+        self._confirming.add_done_callback(_report_failure)
+
+    async def _confirm(
+        self,
+        then: Callable[[], Awaitable[object]],
+        what: str,
+        otherwise: Callable[[], Awaitable[object]] | None,
+    ) -> None:
         self._tapped.clear()
-        await self._activity("confirm")
+        tapped = False
         try:
+            await self._activity("confirm")
             async with asyncio.timeout(self.config.listen.confirm_s):
                 await self._tapped.wait()
+            tapped = True
         except TimeoutError:
-            log.info("intent %s dropped: no tap", intent.name)
+            log.info("%s dropped: no tap", what)
         else:
-            await self._send(intent)
+            await then()
         finally:
+            if not tapped and otherwise is not None:
+                # Shielded: a dropped wait (a mute, a later one) still says so.
+                said = asyncio.ensure_future(otherwise())
+                said.add_done_callback(_report_failure)
+                await asyncio.shield(said)
             if self._confirming is asyncio.current_task():
                 self._confirming = None
                 # Shielded: a cancelled wait must still take the LED out of "confirm".

@@ -30,6 +30,7 @@ from pendant.core.events import (
     Sentences,
     SentenceSet,
     SentenceWarning,
+    VoiceProblem,
 )
 from pendant.core.model_cache import model_path
 from pendant.core.state import MuteMemory
@@ -46,6 +47,8 @@ from pendant.ears.understand.nlu import IntentParser
 from pendant.ears.vad import SileroVad
 
 log = logging.getLogger(__name__)
+# Phone voice commands that would let other voices in while the check is in force.
+TAPPED_VOICE_ACTIONS = frozenset({"enrol", "forget", "forget_all"})
 
 CONFIG_POLL_S = 2.0
 
@@ -244,7 +247,28 @@ class EarsService:
 
     async def on_voice(self, command: Command) -> None:
         """A `voice` command from the phone: enrol, done, cancel, forget, forget_all; answered
-        with a `voices` event (names and progress only)."""
+        with a `voices` event (names and progress only).
+
+        While the check is in force, what would let other voices in (forgetting one, or
+        enrolling another) waits for the wearer's tap on the pendant, as a lock heard in
+        conversation does: a phone in someone else's hand must not turn "only the wearer"
+        off. The first voice, and finishing or cancelling an enrolment, need none."""
+        if command.action in TAPPED_VOICE_ACTIONS and self.ears and self.speaker.in_force():
+            log.info("voice %s waits for a tap on the pendant", command.action)
+            await self._answer_voice("tap_to_confirm")
+            self.ears.after_tap(
+                lambda: self._on_voice(command),
+                f"voice {command.action}",
+                lambda: self._answer_voice("not_confirmed"),
+            )
+            return
+        await self._on_voice(command)
+
+    async def _answer_voice(self, problem: VoiceProblem | None) -> None:
+        if self._publish is not None:
+            await self._publish(self.speaker.event(self.config.device_id, problem))
+
+    async def _on_voice(self, command: Command) -> None:
         speaker, problem = self.speaker, None
         if command.action == "enrol" and command.voice is not None:
             try:
@@ -263,8 +287,7 @@ class EarsService:
             speaker.cancel()
         elif command.action in ("forget", "forget_all"):
             problem = speaker.forget(command.voice)
-        if self._publish is not None:
-            await self._publish(speaker.event(self.config.device_id, problem))
+        await self._answer_voice(problem)
 
     async def _enrol_timeout(self) -> None:
         """Drops an enrolment nobody speaks to (see ENROL_TIMEOUT_S)."""

@@ -83,6 +83,8 @@
     unreadable: "The pendant's voices file is broken: forget all voices, then enrol again.",
     timeout: "Nothing heard for two minutes: enrolment stopped.",
     no_encoder: "The pendant has no voice model (pendant models fetch ge2e-voice).",
+    tap_to_confirm: "Tap the pendant to confirm: another voice would be obeyed.",
+    not_confirmed: "Not done: the pendant was not tapped.",
   };
   // Failed WebSocket attempts in a row (none opened) before the app asks why (see the top).
   const FAILS_BEFORE_ASKING = 3;
