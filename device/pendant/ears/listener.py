@@ -622,6 +622,11 @@ class Ears:
         )
         await self.publish(intent)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether something waits for the wearer's tap (`after_tap`)."""
+        return self._confirming is not None
+
     def after_tap(
         self,
         then: Callable[[], Awaitable[object]],
@@ -652,14 +657,10 @@ class Ears:
             tapped = True
         except TimeoutError:
             log.info("%s dropped: no tap", what)
-        else:
-            await then()
         finally:
-            if not tapped and otherwise is not None:
-                # Shielded: a dropped wait (a mute, a later one) still says so.
-                said = asyncio.ensure_future(otherwise())
-                said.add_done_callback(_report_failure)
-                await asyncio.shield(said)
+            # No longer waiting before anything is said or done about it: a request the
+            # answer prompts is not refused as if this wait went on, and a tapped action is
+            # not dropped by a later wait or a mute (the tap came first).
             if self._confirming is asyncio.current_task():
                 self._confirming = None
                 # Shielded: a cancelled wait must still take the LED out of "confirm".
@@ -667,6 +668,13 @@ class Ears:
                 settle = asyncio.ensure_future(self._activity(state))
                 settle.add_done_callback(_report_failure)
                 await asyncio.shield(settle)
+            if not tapped and otherwise is not None:
+                # Shielded: a dropped wait (a mute, a later one) still says so.
+                said = asyncio.ensure_future(otherwise())
+                said.add_done_callback(_report_failure)
+                await asyncio.shield(said)
+        if tapped:
+            await then()
 
     def _status(self, state: str) -> Mic:
         """The ears' part of the device's status (the link folds it into `Status`)."""

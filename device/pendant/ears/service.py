@@ -252,8 +252,17 @@ class EarsService:
         While the check is in force, what would let other voices in (forgetting one, or
         enrolling another) waits for the wearer's tap on the pendant, as a lock heard in
         conversation does: a phone in someone else's hand must not turn "only the wearer"
-        off. The first voice, and finishing or cancelling an enrolment, need none."""
+        off. The first voice, and finishing or cancelling an enrolment, need none.
+
+        While something else waits for a tap (a lock the wearer said, another phone's
+        request), the request is refused at once (`not_confirmed`): taking the wait over
+        would drop the wearer's lock, and the tap the wearer gives for it would confirm the
+        phone's request instead (the LED asks alike for both)."""
         if command.action in TAPPED_VOICE_ACTIONS and self.ears and self.speaker.in_force():
+            if self.ears.waiting:
+                log.info("voice %s refused: something else waits for a tap", command.action)
+                await self._answer_voice("not_confirmed")
+                return
             log.info("voice %s waits for a tap on the pendant", command.action)
             await self._answer_voice("tap_to_confirm")
             self.ears.after_tap(
