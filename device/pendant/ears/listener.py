@@ -639,8 +639,27 @@ class Ears:
         audio loop goes on meanwhile."""
         if self._confirming is not None:
             self._confirming.cancel()
-        self._confirming = asyncio.create_task(self._confirm(then, what, otherwise))
+        begun = False
+
+        async def wait() -> None:
+            nonlocal begun
+            begun = True
+            await self._confirm(then, what, otherwise)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # Cancelled before it began (a mute or a later wait next in the inbox): none of
+            # `_confirm`'s ending ran, so nothing would say no, and it would look waiting.
+            if begun:
+                return
+            if self._confirming is task:
+                self._confirming = None
+            if otherwise is not None:
+                said = asyncio.ensure_future(otherwise())
+                said.add_done_callback(_report_failure)
+
+        self._confirming = asyncio.create_task(wait())
         self._confirming.add_done_callback(_report_failure)
+        self._confirming.add_done_callback(ended)
 
     async def _confirm(
         self,

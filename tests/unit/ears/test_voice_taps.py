@@ -131,3 +131,26 @@ def test_once_a_phone_hears_not_confirmed_it_may_ask_again(
     assert waiting_when_told == [False]
     assert problems(published) == ["tap_to_confirm", "not_confirmed", "tap_to_confirm", None]
     assert svc.speaker.store.names() == ["Sam"]
+
+
+def test_a_mute_right_after_a_phones_request_says_not_confirmed_and_leaves_nothing_waiting(
+    config: Config, grammar: Grammar, tmp_path: Path
+) -> None:
+    svc, published = service(config, grammar, tmp_path)
+
+    async def scenario() -> None:
+        assert svc.ears is not None
+        # The mute comes next in the inbox: the wait is dropped before it has begun.
+        await svc.on_voice(voice(config, "forget", "Kim"))
+        await svc.ears.set_muted(True)
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert not svc.ears.waiting
+        await svc.ears.set_muted(False)
+        await svc.on_voice(voice(config, "forget", "Kim"))  # asked again: waits for its tap
+        await asked(published)
+
+    asyncio.run(scenario())
+    # (The last wait is dropped, and says so, as the test's loop ends.)
+    assert problems(published)[:3] == ["tap_to_confirm", "not_confirmed", "tap_to_confirm"]
+    assert svc.speaker.store.names() == ["Kim", "Sam"]
