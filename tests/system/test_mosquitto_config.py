@@ -144,6 +144,20 @@ def test_phone_cannot_publish_an_intent(device: Provisioned, connect: Connect, v
 
 
 @pytest.mark.parametrize("via", ["tls", "ws"])
+def test_a_phone_cannot_tap_the_pendant(device: Provisioned, connect: Connect, via: str) -> None:
+    """Proves the tap that confirms a phone's voice request (issue 19: forgetting a voice,
+    enrolling another) comes from the body alone: a phone's publish to the bus's button topic
+    never reaches the ears, who do receive the body's."""
+    ears = connect(device, "ears")
+    body = connect(device, "body")
+    phone = connect(device, "phone-alice", via)
+    ears.subscribe("pendant-bus/button")
+    # Acknowledged, so routed: had it reached the ears, it would be ahead of the body's fence.
+    phone.publish("pendant-bus/button", b'{"type": "button", "action": "tap"}')
+    assert ears.fence(body, "pendant-bus/button") == []
+
+
+@pytest.mark.parametrize("via", ["tls", "ws"])
 def test_phone_command_reaches_the_link(device: Provisioned, connect: Connect, via: str) -> None:
     """Proves the one thing a phone may write, a command, arrives at the link."""
     link = connect(device, "link")
