@@ -18,9 +18,11 @@ The gestures, as a wearer does them:
   within `long_hold_s` of pressing.
 - **Very long hold = open the pairing window** (`PAIRING`), at `pairing_hold_s`, while still
   held; the release after it does nothing.
-- **A tap** (a press up within `double_press_s`) also says `TAP` when it ends, after its
-  `TALK_CANCEL`: the wearer's "yes" to what the LED asks, an action the ears heard (the
-  body passes it on as a `tap` button event).
+- **A tap** (a press up within `double_press_s`) says `TALK_CANCEL` when it ends and `TAP`
+  `double_press_s` later, unless a second press made it half of a double press: the wearer's
+  "yes" to what the LED asks (the body passes it on as a `tap` button event). Held back so
+  that the first press of "read this" never says yes: a paired phone can make the LED ask at
+  any moment (a voice to forget), and a capture must not answer it.
 - **Counting, while the pairing window is open** (`counting`, set by the owner; not while
   the ears wait for a tap, which comes first): short presses (each up within
   `double_press_s`), each within `count_gap_s` of the one before, are a burst; `count_gap_s`
@@ -40,6 +42,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+# How long past the double press's window a tap says TAP.
+TAP_AFTER_S = 0.001
+
 
 class Action(Enum):
     """What a gesture means, for the body to act on; the module's docstring says when each comes."""
@@ -51,7 +56,7 @@ class Action(Enum):
     MUTE_ARMED = "mute_armed"
     MUTE_TOGGLE = "mute_toggle"
     PAIRING = "pairing"
-    TAP = "tap"  # a short press ended: "yes" to what the LED asks
+    TAP = "tap"  # a short press ended, and no second one came: "yes" to what the LED asks
     PRESSES = "presses"  # a burst of short presses ended, while counting: see `presses`
 
 
@@ -89,6 +94,8 @@ class Gestures:
         self._state = _State.IDLE
         self._pressed_at_s = 0.0
         self._tap_released_at_s: float | None = None
+        # When the last tap says TAP, unless a second press comes first (None: no tap pending).
+        self._tap_due_s: float | None = None
         self._counting = False
         # The burst being counted: presses so far (None: no burst), whether a long press
         # spoiled it, and when it ends unless another press comes.
@@ -124,10 +131,19 @@ class Gestures:
         if self._counting:
             tap_end = None  # every short press counts: none is half of a double press
         if tap_end is not None and at_s - tap_end <= self.timings.double_press_s:
-            self._state = _State.SPENT
+            self._state, self._tap_due_s = _State.SPENT, None  # half a double press: no tap
             return [Action.CAPTURE]
+        tap = self._due_tap(at_s)
         self._state = _State.TALKING
-        return [Action.TALK_START]
+        return [*tap, Action.TALK_START]
+
+    def _due_tap(self, now_s: float) -> list[Action]:
+        """TAP if the last tap's wait for a second press is over by `now_s` (or a press came
+        after it without the poll that was due)."""
+        if self._tap_due_s is None or now_s < self._tap_due_s:
+            return []
+        self._tap_due_s = None
+        return [Action.TAP]
 
     def release(self, at_s: float) -> list[Action]:
         """The button came up at `at_s`: the hold thresholds it crossed first (as `poll`), then how
@@ -145,8 +161,12 @@ class Gestures:
                 # Too short for a command: the ears drop it.
                 return [*actions, Action.TALK_CANCEL]
             # A tap is too short for a command, and may be half a double press: the ears drop
-            # it instead of answering it with "not recognized".
-            actions += [Action.TALK_CANCEL, Action.TAP] if short else [Action.TALK_END]
+            # it instead of answering it with "not recognized"; its TAP waits for `poll`.
+            actions.append(Action.TALK_CANCEL if short else Action.TALK_END)
+            if short:
+                # Just past the double press's window, so a second press at its very end is
+                # still a capture.
+                self._tap_due_s = at_s + self.timings.double_press_s + TAP_AFTER_S
         elif state is _State.ARMED:
             actions.append(Action.MUTE_TOGGLE)
         if self._burst is not None:
@@ -158,7 +178,7 @@ class Gestures:
         """What has become due by `now_s` without an edge: a hold crossing `long_hold_s`
         (TALK_CANCEL, MUTE_ARMED) or `pairing_hold_s` (PAIRING), a counted burst ending (PRESSES).
         Call it by `deadline_s()` at the latest."""
-        actions: list[Action] = []
+        actions: list[Action] = self._due_tap(now_s)
         held_s = now_s - self._pressed_at_s
         if self._state is _State.TALKING and held_s >= self.timings.long_hold_s:
             self._state = _State.ARMED
@@ -174,10 +194,11 @@ class Gestures:
 
     def deadline_s(self) -> float | None:
         """When `poll` next has something to say, if the button stays as it is."""
+        due: list[float] = [] if self._tap_due_s is None else [self._tap_due_s]
         if self._state is _State.TALKING:
-            return self._pressed_at_s + self.timings.long_hold_s
-        if self._state is _State.ARMED:
-            return self._pressed_at_s + self.timings.pairing_hold_s
-        if self._burst is not None and self._state is _State.IDLE:
-            return self._burst_end_s
-        return None
+            due.append(self._pressed_at_s + self.timings.long_hold_s)
+        elif self._state is _State.ARMED:
+            due.append(self._pressed_at_s + self.timings.pairing_hold_s)
+        elif self._burst is not None and self._state is _State.IDLE:
+            due.append(self._burst_end_s)
+        return min(due, default=None)

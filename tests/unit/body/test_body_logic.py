@@ -75,8 +75,10 @@ def test_hold_to_talk_starts_at_once_and_ends_on_release() -> None:
 def test_double_press_is_capture_and_its_second_press_starts_no_talk() -> None:
     g = Gestures(T)
     assert g.press(0.0) == [Action.TALK_START]
-    assert g.release(0.1) == [Action.TALK_CANCEL, Action.TAP]  # a tap: no talk
-    assert g.press(0.3) == [Action.CAPTURE]
+    assert g.release(0.1) == [Action.TALK_CANCEL]  # no talk; a tap, unless a press follows
+    assert g.poll(0.3) == []
+    assert g.press(0.3) == [Action.CAPTURE]  # half a double press: never a "yes"
+    assert g.poll(1.0) == []
     assert g.poll(5.0) == []  # a spent press: no long hold from it
     assert g.release(5.0) == []
     # A third press is talk again, not another capture.
@@ -93,7 +95,9 @@ def test_presses_too_long_or_too_far_apart_are_two_talks(
     g = Gestures(T)
     g.press(0.0)
     g.release(first_up_s)
-    assert g.press(second_down_s) == [Action.TALK_START]
+    # A short first press was a tap, said by the second press if no poll came between.
+    tap = [Action.TAP] if first_up_s <= T.double_press_s else []
+    assert g.press(second_down_s) == [*tap, Action.TALK_START]
 
 
 def test_long_hold_ends_the_talk_at_the_buzz_and_toggles_on_release() -> None:
@@ -188,7 +192,10 @@ def test_counting_off_drops_a_burst_and_double_press_is_back() -> None:
     g.counting = False
     assert g.poll(5.0) == [] and g.deadline_s() is None
     assert g.press(10.0) == [Action.TALK_START]
-    assert g.release(10.1) == [Action.TALK_CANCEL, Action.TAP]
+    assert g.release(10.1) == [Action.TALK_CANCEL]
+    assert g.poll(10.3) == [] and g.deadline_s() == pytest.approx(10.501)
+    assert g.poll(10.6) == [Action.TAP]  # no second press came: a tap
+    assert g.deadline_s() is None
     assert g.press(10.3) == [Action.CAPTURE]
 
 
