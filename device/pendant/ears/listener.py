@@ -639,61 +639,41 @@ class Ears:
         audio loop goes on meanwhile."""
         if self._confirming is not None:
             self._confirming.cancel()
-        begun = False
+        waiting = asyncio.create_task(self._wait_for_tap(what))
 
-        async def wait() -> None:
-            nonlocal begun
-            begun = True
-            await self._confirm(then, what, otherwise)
-
-        def ended(task: asyncio.Task[None]) -> None:
-            # Cancelled before it began (a mute or a later wait next in the inbox): none of
-            # `_confirm`'s ending ran, so nothing would say no, and it would look waiting.
-            if begun:
-                return
+        def ended(task: asyncio.Task[bool]) -> None:
+            # Here, not in the wait: a wait cancelled before it began (a mute next in the
+            # inbox) runs none of its body, and must still say no and stop looking waiting.
+            # Once it has ended, a later wait or a mute cannot drop what the tap confirmed.
             if self._confirming is task:
                 self._confirming = None
-            if otherwise is not None:
-                said = asyncio.ensure_future(otherwise())
-                said.add_done_callback(_report_failure)
+            tapped = not task.cancelled() and task.exception() is None and task.result()
+            run = then if tapped else otherwise
+            if run is not None:
+                asyncio.ensure_future(run()).add_done_callback(_report_failure)
 
-        self._confirming = asyncio.create_task(wait())
-        self._confirming.add_done_callback(_report_failure)
-        self._confirming.add_done_callback(ended)
+        waiting.add_done_callback(_report_failure)
+        waiting.add_done_callback(ended)
+        self._confirming = waiting
 
-    async def _confirm(
-        self,
-        then: Callable[[], Awaitable[object]],
-        what: str,
-        otherwise: Callable[[], Awaitable[object]] | None,
-    ) -> None:
+    async def _wait_for_tap(self, what: str) -> bool:
+        """Whether the wearer tapped within `listen.confirm_s`, the LED asking meanwhile."""
         self._tapped.clear()
-        tapped = False
         try:
             await self._activity("confirm")
             async with asyncio.timeout(self.config.listen.confirm_s):
                 await self._tapped.wait()
-            tapped = True
+            return True
         except TimeoutError:
             log.info("%s dropped: no tap", what)
+            return False
         finally:
-            # No longer waiting before anything is said or done about it: a request the
-            # answer prompts is not refused as if this wait went on, and a tapped action is
-            # not dropped by a later wait or a mute (the tap came first).
             if self._confirming is asyncio.current_task():
-                self._confirming = None
                 # Shielded: a cancelled wait must still take the LED out of "confirm".
                 state = "idle" if self.muted else "capturing"
                 settle = asyncio.ensure_future(self._activity(state))
                 settle.add_done_callback(_report_failure)
                 await asyncio.shield(settle)
-            if not tapped and otherwise is not None:
-                # Shielded: a dropped wait (a mute, a later one) still says so.
-                said = asyncio.ensure_future(otherwise())
-                said.add_done_callback(_report_failure)
-                await asyncio.shield(said)
-        if tapped:
-            await then()
 
     def _status(self, state: str) -> Mic:
         """The ears' part of the device's status (the link folds it into `Status`)."""
