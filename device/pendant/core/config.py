@@ -382,7 +382,11 @@ class ListenConfig(_Strict):
         "listen.confirm_s, and is dropped without one. [] acts on everything heard.",
     )
     confirm_s: float = Field(
-        8.0, ge=1, le=60, description="How long an action waits for its confirming tap."
+        8.0,
+        ge=1,
+        le=60,
+        description="How long an action, or a phone's change to the enrolled voices, waits for "
+        "its confirming tap.",
     )
 
 

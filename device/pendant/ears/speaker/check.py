@@ -201,17 +201,16 @@ class SpeakerCheck:
     def event(self, device_id: str, problem: VoiceProblem | None = None) -> Voices:
         """What the phone sees: names, the mode, whether it is in force, the enrolment's
         progress. Never a voiceprint or a score."""
-        unreadable = False
         try:
             names = self.store.names()
         except VoiceStoreError as exc:
             self._report(exc)
-            names, problem, unreadable = [], problem or "unreadable", True
+            names, problem = [], problem or "unreadable"
         return Voices(
             device_id=device_id,
             names=names,
             check=self.config.check,
-            in_force=self.config.check != "off" and (bool(names) or unreadable),
+            in_force=self.in_force(),
             enrolling=self.enrolling,
             heard=self.heard,
             problem=problem,
