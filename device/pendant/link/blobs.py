@@ -6,7 +6,8 @@ the text is judged token by token, without a dictionary (labels carry brand name
 lot numbers that no word list has):
 
 - a token is *plain* if it is a word (lower, Capitalised, ALL CAPS or CamelCase letters, with
-  apostrophes and hyphens; no letter three times running; four or more letters need a vowel;
+  apostrophes and hyphens; no letter three times running; four or more letters need a vowel,
+  twelve or more at least a third as many different letters;
   up to six letters, no four consonants running) or a number (digit groups with separators and
   a short unit: "12/05/2026", "3.99", "800ppm", "CO2"); a character five times running, or
   anything else, is odd;
@@ -46,6 +47,7 @@ _WORD = re.compile(r"(?:[a-z]*(?:[A-Z][a-z]+)+|[a-z]+|[A-Z]+)(?:['-][A-Za-z]+)*"
 _CODE = re.compile(r"[A-Za-z0-9+/=_-]{1,3}")
 _REPEAT = re.compile(r"(.)\1{4}")
 _LETTER_REPEAT = re.compile(r"([A-Za-z])\1{2}")
+LONG_WORD = 12
 _CASE_SWITCH = re.compile(r"[a-z][A-Z]")
 _SWITCH = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])|(?<=[a-z])(?=[A-Z])")
 _VOWELS = frozenset("aeiouyAEIOUY")
@@ -83,6 +85,11 @@ def _odd(token: str) -> bool:
             return True
         letters = [c for c in token if c.isalpha()]
         if len(letters) >= 4 and not _VOWELS.intersection(letters):
+            return True
+        # A long word uses many letters ("Mississippi", 11 letters, 4 of them, is short of
+        # this); base64 of bytes with zeros in them is a few letters over and over
+        # ("AABAABABAAMEAABAA": 17 letters, 4 of them).
+        if len(letters) >= LONG_WORD and len({c.lower() for c in letters}) * 3 < len(letters):
             return True
         # Short words with four consonants running are rare ("angst"); random letters in
         # chunks of four to six often have them. Longer words do ("instruct", "strength").
