@@ -7,7 +7,7 @@ lot numbers that no word list has):
 
 - a token is *plain* if it is a word (lower, Capitalised, ALL CAPS or CamelCase letters, with
   apostrophes and hyphens; no letter three times running; four or more letters need a vowel,
-  twelve or more at least a third as many different letters;
+  twelve or more at least a third as many different letters, none in two fifths of them;
   up to six letters, no four consonants running) or a number (digit groups with separators and
   a short unit: "12/05/2026", "3.99", "800ppm", "CO2"); a character five times running, or
   anything else, is odd;
@@ -86,11 +86,13 @@ def _odd(token: str) -> bool:
         letters = [c for c in token if c.isalpha()]
         if len(letters) >= 4 and not _VOWELS.intersection(letters):
             return True
-        # A long word uses many letters ("Mississippi", 11 letters, 4 of them, is short of
-        # this); base64 of bytes with zeros in them is a few letters over and over
-        # ("AABAABABAAMEAABAA": 17 letters, 4 of them).
-        if len(letters) >= LONG_WORD and len({c.lower() for c in letters}) * 3 < len(letters):
-            return True
+        # A long word uses many letters, none in much more than a third of its places
+        # ("Mississippi" is short of this); base64 of bytes with zeros in them is a few
+        # letters over and over, "A" most ("AABAABABAAMEAABAA", "AABAADABAAEAACIAA").
+        if len(letters) >= LONG_WORD:
+            counts = Counter(c.lower() for c in letters)
+            if len(counts) * 3 < len(letters) or max(counts.values()) * 5 > len(letters) * 2:
+                return True
         # Short words with four consonants running are rare ("angst"); random letters in
         # chunks of four to six often have them. Longer words do ("instruct", "strength").
         return len(letters) <= 6 and _CONSONANTS.search(token) is not None

@@ -321,6 +321,14 @@ ENCODINGS = {
 )
 # Found by this test under `make test`: long ALL-CAPS "words" of base64 read as plain.
 @example(
+    bytes([0, 0, 64, 0, 48, 1, 0, 1, 0, 0, 34, 0, 0, 0, 0, 0, 0, 2, *range(3, 9)]),
+    "base64",
+    17,
+    " ",
+    "",
+    "scene",
+)
+@example(
     bytes([0, 0, 64, 0, 16, 1, 0, 3, 4, 0, 0, 64, 0, 0, 0, 0, 0, 0, 2, *range(5, 10)]),
     "base64",
     17,
