@@ -17,17 +17,19 @@ lot numbers that no word list has):
   few in a label ("4B27X"), one in every few characters of base64 or hex;
 - silence, encoded, is a few tokens over and over ("AAAA AAAA ...", "0 0 0 ...").
 
-Text is a blob when 48 characters or more are odd, or 16 or more and at least a third; when
-there are 8 or more switches and at least one per 12 characters; when 32 or more characters
-and half of them are digits; when 32 or more characters, three in four, are in tokens of hex
-digits only, a quarter of them digits (hex of bytes with many zeros: "0000 000A 0ADA DBEA");
-or when 8 or more tokens (of 2 characters or more) are at most a
-third distinct, or half of them one token. Measured on random bytes in base64 and hex cut
-every 1 to 64 characters: about one in ten thousand texts passes, at chunks of 4; base32 at
-chunks of 4 passes one in a hundred (capital letters read as words). Legible labels pass
-(tests/unit/link/test_gate_content.py); a URL or a list of serial numbers may not, which is the
-side a privacy gate errs on. A code made of real words cannot be told from text at all; the gate's
-rate limit bounds it.
+Text is a blob when one letter fills two fifths of 24 letters or more (as in a long word);
+when 48 characters or more are odd, or 16 or more and at least a third; when there are 8 or
+more switches and at least one per 12 characters; when 32 or more characters and half of them
+are digits; when 32 or more characters, three in four, are in tokens of hex digits only, a
+quarter of them digits (hex of bytes with many zeros: "0000 000A 0ADA DBEA"); or when 8 or more
+tokens (of 2 characters or more) are at most a third distinct, or half of them one token.
+
+Measured on random bytes, and on bytes with many zeros as sound is, in base64 and hex cut
+every 1 to 64 characters (35,200 texts in tests/unit/link/test_gate_content.py): 7 pass, all
+base64 in chunks of 4 or 5, at most one in 200 of those. Base32 in chunks of 4 passes one in a
+hundred (capital letters read as words). Legible labels pass; a URL or a list of serial numbers
+may not, which is the side a privacy gate errs on. A code made of real words cannot be told
+from text at all: the gate's rate limit bounds it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ _CODE = re.compile(r"[A-Za-z0-9+/=_-]{1,3}")
 _REPEAT = re.compile(r"(.)\1{4}")
 _LETTER_REPEAT = re.compile(r"([A-Za-z])\1{2}")
 LONG_WORD = 12
+LETTERS_MIN = 24
 _CASE_SWITCH = re.compile(r"[a-z][A-Z]")
 _SWITCH = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])|(?<=[a-z])(?=[A-Z])")
 _VOWELS = frozenset("aeiouyAEIOUY")
@@ -86,17 +89,22 @@ def _odd(token: str) -> bool:
         letters = [c for c in token if c.isalpha()]
         if len(letters) >= 4 and not _VOWELS.intersection(letters):
             return True
-        # A long word uses many letters, none in much more than a third of its places
-        # ("Mississippi" is short of this); base64 of bytes with zeros in them is a few
-        # letters over and over, "A" most ("AABAABABAAMEAABAA", "AABAADABAAEAACIAA").
-        if len(letters) >= LONG_WORD:
-            counts = Counter(c.lower() for c in letters)
-            if len(counts) * 3 < len(letters) or max(counts.values()) * 5 > len(letters) * 2:
-                return True
+        # A long word uses many letters ("Mississippi" is short of this); base64 of bytes
+        # with zeros in them is a few letters over and over ("AABAABABAAMEAABAA").
+        if len(letters) >= LONG_WORD and (
+            len({c.lower() for c in letters}) * 3 < len(letters) or _one_letter_fills(letters)
+        ):
+            return True
         # Short words with four consonants running are rare ("angst"); random letters in
         # chunks of four to six often have them. Longer words do ("instruct", "strength").
         return len(letters) <= 6 and _CONSONANTS.search(token) is not None
     return True
+
+
+def _one_letter_fills(letters: list[str]) -> bool:
+    """One letter in two fifths of the places: English's commonest, "e", fills an eighth; base64
+    of bytes with zeros in them is "A" over and over ("AABAADABAAEAACIAA")."""
+    return max(Counter(c.lower() for c in letters).values()) * 5 > len(letters) * 2
 
 
 def _mark_short_runs(tokens: list[str], odd: list[bool]) -> None:
@@ -118,6 +126,11 @@ def looks_like_blob(text: str) -> bool:
     chars = sum(len(t) for t in tokens)
     if not chars:
         return False
+    # Judged over the whole text as over a long word: split small, base64 of bytes with zeros
+    # in them is words of four that each pass ("AABA AAAA ABEA AQID").
+    letters = [c for t in tokens for c in t if c.isalpha()]
+    if len(letters) >= LETTERS_MIN and _one_letter_fills(letters):
+        return True
     odd = [_odd(t) for t in tokens]
     _mark_short_runs(tokens, odd)
     odd_chars = sum(len(t) for t, o in zip(tokens, odd, strict=True) if o)
