@@ -5,10 +5,10 @@ server runs here. Replies, tool calls, timeouts, refusals and garbage."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
+from pendant.app.local_broker import free_port
 from pendant.core.config import EscalateConfig
 from pendant.core.events import Answer, Ask, Intent
 from pendant.link.ask import Asker, target_of
@@ -109,9 +109,7 @@ def test_a_server_that_hangs_refuses_or_answers_garbage_gives_one_clear_outcome(
 
 
 def test_a_server_that_is_not_there_is_a_failed_answer(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     escalate = EscalateConfig(
         enabled=True, target="openai", url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=2
     )

@@ -17,7 +17,6 @@ import functools
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from pendant.app.home_import import Registries, home_from, to_toml
+from pendant.app.local_broker import free_port
 from pendant.core.config import parse_config
 from pendant.core.events import Intent
 from pendant.core.home_assistant import websocket_url
@@ -233,9 +233,7 @@ def test_a_url_that_is_not_http_is_refused(tmp_path: Path, url: str) -> None:
 
 
 def test_an_unreachable_home_assistant_is_one_line(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     url = f"http://127.0.0.1:{port}"
     line = one_line_error(pendant("--url", url, "--token-file", str(token_file(tmp_path))))
     assert f"cannot reach Home Assistant at {url}" in line

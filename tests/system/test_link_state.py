@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 from aiomqtt.exceptions import MqttConnectError
 
-from pendant.app.local_broker import LocalBroker
+from pendant.app.local_broker import LocalBroker, free_port
 from pendant.core import bus
 from pendant.core.config import Config
 from pendant.core.events import LinkState, parse_event
@@ -78,9 +78,7 @@ async def connect_error(hostname: str, port: int, **login: str) -> aiomqtt.MqttE
 
 
 def test_real_failed_connections_are_told_apart() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()
     # Nothing listens there: refused, with the network up.
     refused = asyncio.run(asyncio.wait_for(connect_error("127.0.0.1", closed_port), TEST_S))
     assert outside_state_of(refused) == "no_broker"

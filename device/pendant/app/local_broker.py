@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import pwd
+import random
 import secrets
 import shutil
 import socket
@@ -28,8 +29,31 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+
+
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 that was free a moment ago: another process may take it first."""
+    """A TCP port of 127.0.0.1 that was free a moment ago: another process may take it first.
+
+    Chosen below the kernel's range for the local ends of outgoing connections: a port from
+    that range (what binding port 0 gives) can be taken by any client's connect, on this
+    machine, between this check and the server's bind. Two callers choosing at once may still
+    pick one port, about once in twenty thousand.
+    """
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(100 if low - LOWEST_PORT >= 1000 else 0):
+        port = rng.randrange(LOWEST_PORT, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
