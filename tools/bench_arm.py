@@ -154,12 +154,12 @@ EYES_IMAGES = REPO / "device" / "pendant" / "data" / "eyes"
 # Whisper base as the ears do for a question (open_vocab.OpenTranscriber).
 ASK_RECORDINGS = ["oov_2.wav", "oov_4.wav", "set a timer for 3 hours and 10 minutes.wav"]
 # The rest of the path from the end of speech to Home Assistant's answer, measured on x86
-# (README, "Asking": tools/bench_ask.py, p50 1.66-1.68 s on 2026-12-06, "of it, 0.5 s is the
-# VAD's hangover and about 0.9 s Whisper's CPU"): 1.67 s less Whisper's 0.9 s. The hangover,
-# the VAD, the link and Home Assistant's agent, none of which the Pi 5 would run much slower
-# than this loaded x86 (Home Assistant runs elsewhere).
-ASK_X86_ANSWER_P50_S = 1.67
-ASK_X86_WHISPER_S = 0.9
+# (README, "Asking": tools/bench_ask.py on 2026-12-07, quiet, n = 10: answer p50 0.99 s, the
+# closed set's guess done at 0.49 s and Whisper's words at 0.96 s): 0.99 s less Whisper's
+# 0.48 s. The hangover, the VAD, the closed set's guess, the link and Home Assistant's agent,
+# none of which the Pi 5 would run much slower than this x86 (Home Assistant runs elsewhere).
+ASK_X86_ANSWER_P50_S = 0.99
+ASK_X86_WHISPER_S = 0.48
 
 # The speaker check: the ears part's commands (recordings of one real person), each embedded
 # as `SpeakerCheck.accepts` does before the recogniser's answer counts.

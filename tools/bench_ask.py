@@ -3,7 +3,7 @@ the wearer's speech to the `answer` event at a subscriber of the home broker.
 
 The ears and the link run as `pendant run` runs them (one process, the recogniser's child
 beside it), in real time, on private brokers; the question is espeak-ng's British voice saying
-"Ask Home Assistant, what time is it?" (the phrase, in conversation mode: no button), five
+"Ask Home Assistant, what time is it?" (the phrase, in conversation mode: no button), ten
 times, each followed by silence. The ears write it down with Whisper base, the link sends
 "what time is it?" to the real Home Assistant the tests run (its built-in agent), and its
 answer comes back on `pendant/<id>/answer`. The time is the answer's arrival less the end of
@@ -53,7 +53,7 @@ from pendant.core.model_cache import model_path  # noqa: E402
 from pendant.ears.audio.wav import WavSource  # noqa: E402
 
 QUESTION = "Ask Home Assistant, what time is it?"
-TIMES = 5
+TIMES = 10
 STAGES = ("utterance", "closed", "open", "link", "ha", "answer")
 LEAD_S = 0.5
 TAIL_S = 9.0
@@ -169,6 +169,7 @@ async def _run(
         # Home Assistant's "sorry, I couldn't understand" is an answer too; silence is not.
         if before and body["outcome"] in ("answered", "acted", "refused"):
             waits.append(arrived_ms - max(before))
+    print(f"    ask: waits (ms) {[round(w) for w in waits]}")
     return waits, _stages(marks, stream_ends)
 
 

@@ -20,7 +20,8 @@ from pendant.core.errors import AudioFormatError, ModelError
 from pendant.core.model_cache import model_path
 from pendant.core.names import normalize
 from pendant.ears.asr import Transcription, create_recognizer
-from pendant.ears.asr.whisper_backend import WhisperRecognizer
+from pendant.ears.asr.open_vocab import OpenTranscriber
+from pendant.ears.asr.whisper_backend import BEAM_SIZE, MAX_NEW_TOKENS, WhisperRecognizer
 from pendant.ears.understand.grammar import Grammar, build_grammar
 from tests.conftest import SPEECH, demo_config
 
@@ -133,3 +134,45 @@ def test_closed_recognizer_refuses_work(config: Config, grammar: Grammar) -> Non
     rec.close()
     with pytest.raises(RuntimeError, match="closed"):
         rec.transcribe(np.zeros(16000, dtype=np.int16))
+
+
+@pytest.mark.parametrize("prompt", [None, "Bed Light, Kitchen, Office."])
+def test_the_whole_window_decodes_as_faster_whisper_does(
+    recognizer: WhisperRecognizer, prompt: str | None
+) -> None:
+    """`Whisper.decode` calls CTranslate2 itself (to allow a shorter window); at 30 s it must
+    give what faster-whisper's own `transcribe` gives, to the score, on a faster-whisper that
+    the lock may later move."""
+    whisper = recognizer.whisper
+    assert whisper is not None
+    for name in ("main/activate Mood Lighting", "generated/set a timer for 1 hour"):
+        audio = _recording(name)
+        segments, _ = whisper._model.transcribe(
+            audio.astype(np.float32) / 32768.0,
+            language="en",
+            beam_size=BEAM_SIZE,
+            temperature=0.0,
+            initial_prompt=prompt,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            max_new_tokens=MAX_NEW_TOKENS,
+        )
+        (segment,) = list(segments)
+        text, avg_logprob, no_speech = whisper.decode(audio, prompt)
+        assert text == segment.text.strip()
+        assert avg_logprob == pytest.approx(segment.avg_logprob, abs=1e-4)
+        assert no_speech == pytest.approx(segment.no_speech_prob, abs=1e-4)
+
+
+def test_a_question_is_heard_through_the_shorter_window(config: Config) -> None:
+    """The open transcriber's 15 s window: the words of the shared recordings still come out
+    (a window too short makes Whisper loop or invent words)."""
+    words = OpenTranscriber(config)
+    try:
+        for name in ("generated/what's the weather in New York", "main/lock the Front Door"):
+            heard = words.transcribe(_recording(name))
+            assert heard is not None and normalize(heard) == normalize(name.split("/", 1)[1])
+        assert words.transcribe(np.zeros(16000, dtype=np.int16)) is None
+    finally:
+        words.close()

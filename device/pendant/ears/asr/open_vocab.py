@@ -1,7 +1,8 @@
 """Open-vocabulary transcription: the words of a question the closed set has no sentence for,
 written down on the device for an `Ask` (`[escalate]`).
 
-Whisper base (`pendant.ears.asr.whisper_backend.Whisper`) without the snap to the closed set.
+Whisper base (`pendant.ears.asr.whisper_backend.Whisper`) without the snap to the closed set,
+its encoder reading 15 s rather than 30 (`QUESTION_WINDOW_S`: half the time).
 It runs in the recogniser's child process, beside the closed-set recogniser (sharing its model
 when that is Whisper too), only when `escalate.enabled`: elsewhere the model is never loaded.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
-from pendant.ears.asr.whisper_backend import Whisper, is_speech
+from pendant.ears.asr.whisper_backend import QUESTION_WINDOW_S, Whisper, is_speech
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,7 +54,9 @@ class OpenTranscriber:
             raise RuntimeError("OpenTranscriber is closed")
         if audio.ndim == 1 and audio.size == 0:
             return None
-        text, avg_logprob, no_speech = self.whisper.decode(audio, max_new_tokens=MAX_NEW_TOKENS)
+        text, avg_logprob, no_speech = self.whisper.decode(
+            audio, max_new_tokens=MAX_NEW_TOKENS, window_s=QUESTION_WINDOW_S
+        )
         if not is_speech(avg_logprob, no_speech):
             return None
         return readable(text)[:MAX_CHARS].strip() or None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,25 +59,42 @@ NO_SPEECH_LOGPROB = -1.0
 
 WARMUP_S = 1.0
 
+QUESTION_WINDOW_S = 15.0
+"""Seconds of audio the encoder reads for a question (`pendant.ears.asr.open_vocab`), at
+least. Whisper pads every input to 30 s, and the encoder's cost is the window's, not the
+speech's. Measured here (Whisper base, beam 2, no prompt) at 30 s → 15 s: 0.82 → 0.41 s an
+utterance and word errors 157 → 128 of 764 on 100 everyday questions spoken by four espeak-ng
+voices nobody tuned on; on `../shared/testdata/speech-en` 10 → 14 of 273 (its 16 real
+recordings: 6 → 9 of 62, one-word commands heard as more words: "pause" → "I can't pause").
+Shorter windows break the decoder: 10 s made 55 errors of 273, 5 s looped (as
+faster-whisper's issue 1006 reports). The closed-set recogniser keeps the whole 30 s: its
+accuracy on short commands is what the bake-off measured."""
+
+MARGIN_S = 1.0
+"""Past the window, the window is the audio and this much silence."""
+
+FULL_WINDOW_S = 30.0
+_FRAMES_PER_S = 100  # Whisper's mel hop: 10 ms
+
 
 class Whisper:
     """Whisper base (int8 on CPU) from the model cache, warmed up: what both the closed-set
     recogniser (`WhisperRecognizer`) and the open-vocabulary transcriber
-    (`pendant.ears.asr.open_vocab`) decode with, so a child that needs both loads it once."""
+    (`pendant.ears.asr.open_vocab`) decode with, so a child that needs both loads it once.
+
+    It calls CTranslate2's `generate` itself, not faster-whisper's `transcribe`, to give the
+    encoder a window shorter than 30 s (`QUESTION_WINDOW_S`); faster-whisper keeps the model,
+    the mel features and the tokenizer."""
 
     def __init__(self, config: Config, *, cpu_threads: int | None = None) -> None:
         try:
             from faster_whisper import WhisperModel
-            from tqdm import tqdm  # faster-whisper's own dependency
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
         except ImportError as exc:
             raise BackendUnavailable(
                 f"Whisper needs faster-whisper ({exc.name} missing): pip install 'pendant[whisper]'"
             ) from None
-        # faster-whisper makes a (disabled) tqdm bar for each decode, and tqdm's first bar
-        # makes a multiprocessing lock: a named semaphore, a file in /dev/shm the ears would
-        # open for writing (tests/system/test_privacy_audit.py refuses any). A thread lock
-        # does for one process.
-        tqdm.set_lock(threading.RLock())
         # Raises ModelError (one line naming `make models`) when absent or corrupt.
         model_dir = model_path(config, MODEL_NAME)
         threads = cpu_threads or min(MAX_THREADS, os.cpu_count() or 1)
@@ -90,47 +106,74 @@ class Whisper:
             num_workers=1,
             local_files_only=True,  # never reach a model hub, even if the directory were wrong
         )
+        self._tokenizer: Any = Tokenizer(
+            self._model.hf_tokenizer,
+            self._model.model.is_multilingual,
+            task="transcribe",
+            language="en",
+        )
+        # Whisper's default: no blank at the start, none of its non-speech symbols.
+        self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
         # The first call allocates CTranslate2's buffers and takes several times longer; pay
         # that at start-up, not on the wearer's first command.
         self.decode(np.zeros(int(WARMUP_S * SAMPLE_RATE), dtype=np.int16))
 
+    def _features(self, audio: np.ndarray, window_s: float) -> Any:
+        import ctranslate2
+
+        # Its last frame is the padding's (faster-whisper drops it too).
+        mel = self._model.feature_extractor(audio.astype(np.float32) / 32768.0)[:, :-1]
+        frames = max(int(window_s * _FRAMES_PER_S), mel.shape[-1] + int(MARGIN_S * _FRAMES_PER_S))
+        # Even: the encoder halves it.
+        frames = min(int(FULL_WINDOW_S * _FRAMES_PER_S), frames + frames % 2)
+        mel = mel[:, :frames]
+        mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])))
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+
+    def _prompt(self, prompt: str | None) -> list[int]:
+        tok = self._tokenizer
+        tokens: list[int] = []
+        if prompt:
+            # As faster-whisper's `initial_prompt`: the "previous text", at most half the context.
+            words = tok.encode(" " + prompt.strip())[-(self._model.max_length // 2 - 1) :]
+            tokens = [tok.sot_prev, *words]
+        return [*tokens, *tok.sot_sequence, tok.no_timestamps]
+
     def decode(
-        self, audio: np.ndarray, prompt: str | None = None, max_new_tokens: int = MAX_NEW_TOKENS
+        self,
+        audio: np.ndarray,
+        prompt: str | None = None,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        window_s: float = FULL_WINDOW_S,
     ) -> tuple[str, float, float]:
-        """Whisper's text for `audio` (int16, 16 kHz, mono), its token-weighted mean
-        log-probability and its no-speech probability."""
+        """Whisper's text for `audio` (int16, 16 kHz, mono), its mean log-probability per token
+        and its no-speech probability; the encoder reads `window_s` seconds (the audio padded),
+        or the audio and `MARGIN_S` if that is longer, up to 30."""
         if self._model is None:
             raise RuntimeError("Whisper is closed")
         if audio.dtype != np.int16 or audio.ndim != 1:
             raise AudioFormatError(
                 f"whisper wants 1-D int16 audio at 16 kHz, got {audio.ndim}-D {audio.dtype}"
             )
-        segments, _info = self._model.transcribe(
-            audio.astype(np.float32) / 32768.0,
-            language="en",
-            task="transcribe",
+        tokens = self._prompt(prompt)
+        # One temperature, greedy-ish beam: fallback re-decodes at higher temperatures cost up
+        # to 3 s more and produce random text, which the snap would reject anyway.
+        result = self._model.model.generate(
+            self._features(audio, window_s),
+            [tokens],
             beam_size=BEAM_SIZE,
-            # One temperature: fallback re-decodes at higher temperatures cost up to 3 s more
-            # and produce random text, which the snap would reject anyway.
-            temperature=0.0,
-            initial_prompt=prompt,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,  # the VAD gate already cut this utterance
-            max_new_tokens=max_new_tokens,
-        )
-        texts: list[str] = []
-        logprob_sum = 0.0
-        tokens = 0
-        no_speech = 0.0
-        for seg in segments:  # a generator: decoding happens while iterating
-            texts.append(seg.text)
-            n = max(1, len(seg.tokens))
-            logprob_sum += seg.avg_logprob * n
-            tokens += n
-            no_speech = max(no_speech, seg.no_speech_prob)
-        avg_logprob = logprob_sum / tokens if tokens else -math.inf
-        return " ".join(t.strip() for t in texts).strip(), avg_logprob, no_speech
+            max_length=len(tokens) + max_new_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        ids = result.sequences_ids[0]
+        # The score is the log-probability summed over the tokens and divided by their number
+        # (length penalty 1); faster-whisper counts the end token too.
+        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1) if ids else -math.inf
+        text = self._tokenizer.decode(ids).strip()
+        return text, avg_logprob, float(result.no_speech_prob)
 
     def close(self) -> None:
         """Drops the model; it is not used after it."""
