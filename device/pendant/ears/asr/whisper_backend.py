@@ -59,22 +59,24 @@ NO_SPEECH_LOGPROB = -1.0
 
 WARMUP_S = 1.0
 
-QUESTION_WINDOW_S = 15.0
+QUESTION_WINDOW_S = 15
 """Seconds of audio the encoder reads for a question (`pendant.ears.asr.open_vocab`), at
-least. Whisper pads every input to 30 s, and the encoder's cost is the window's, not the
-speech's. Measured here (Whisper base, beam 2, no prompt) at 30 s → 15 s: 0.82 → 0.41 s an
-utterance and word errors 157 → 128 of 764 on 100 everyday questions spoken by four espeak-ng
-voices nobody tuned on; on `../shared/testdata/speech-en` 10 → 14 of 273 (its 16 real
-recordings: 6 → 9 of 62, one-word commands heard as more words: "pause" → "I can't pause").
-Shorter windows break the decoder: 10 s made 55 errors of 273, 5 s looped (as
-faster-whisper's issue 1006 reports). The closed-set recogniser keeps the whole 30 s: its
+least: the utterance padded with silence. Whisper pads every input to 30 s, and the encoder's
+cost is the window's, not the speech's. Measured here (Whisper base, beam 2, no prompt), 30 s
+→ 15 s: 0.9 → 0.36 s an utterance; word errors on `../shared/testdata/speech-en` 10 → 11 of
+273 (its 16 real recordings 6 → 6 of 62), on 100 everyday questions spoken by four espeak-ng
+voices nobody tuned on 157 → 147 of 764 (`tools/bench_escalate.py`). Padded with zeros in the
+features instead (as faster-whisper pads), 15 s made 14 of 273 errors, 9 of 62 on the real
+recordings ("pause" → "I can't pause"), and 10 s made 55; with silence 10 s made 15 of 273.
+The closed-set recogniser keeps the whole 30 s, decoded as faster-whisper decodes it: its
 accuracy on short commands is what the bake-off measured."""
 
 MARGIN_S = 1.0
 """Past the window, the window is the audio and this much silence."""
 
-FULL_WINDOW_S = 30.0
-_FRAMES_PER_S = 100  # Whisper's mel hop: 10 ms
+FULL_WINDOW_S = 30
+_HOP = 160  # samples a mel frame: 10 ms
+_FRAMES_PER_S = SAMPLE_RATE // _HOP
 
 
 class Whisper:
@@ -119,14 +121,21 @@ class Whisper:
         self.decode(np.zeros(int(WARMUP_S * SAMPLE_RATE), dtype=np.int16))
 
     def _features(self, audio: np.ndarray, window_s: float) -> Any:
+        """The encoder's input for at most 30 s of `audio`: its mel features, in a window of
+        `window_s` (or the audio and `MARGIN_S`, if longer)."""
         import ctranslate2
 
+        samples = max(int(window_s * SAMPLE_RATE), len(audio) + int(MARGIN_S * SAMPLE_RATE))
+        frames = min(FULL_WINDOW_S * _FRAMES_PER_S, samples // _HOP)
+        frames += frames % 2  # the encoder halves it
+        wave = audio.astype(np.float32) / 32768.0
+        if frames < FULL_WINDOW_S * _FRAMES_PER_S:
+            # A shorter window is padded with silence, as OpenAI's Whisper pads its 30 s: the
+            # quietest the features can be. faster-whisper pads the features with zeros, a
+            # murmur, which a short window takes for words ("pause" → "I can't pause").
+            wave = np.pad(wave, (0, frames * _HOP - len(wave)))
         # Its last frame is the padding's (faster-whisper drops it too).
-        mel = self._model.feature_extractor(audio.astype(np.float32) / 32768.0)[:, :-1]
-        frames = max(int(window_s * _FRAMES_PER_S), mel.shape[-1] + int(MARGIN_S * _FRAMES_PER_S))
-        # Even: the encoder halves it.
-        frames = min(int(FULL_WINDOW_S * _FRAMES_PER_S), frames + frames % 2)
-        mel = mel[:, :frames]
+        mel = self._model.feature_extractor(wave)[:, :-1][:, :frames]
         mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])))
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
 
@@ -156,24 +165,35 @@ class Whisper:
                 f"whisper wants 1-D int16 audio at 16 kHz, got {audio.ndim}-D {audio.dtype}"
             )
         tokens = self._prompt(prompt)
-        # One temperature, greedy-ish beam: fallback re-decodes at higher temperatures cost up
-        # to 3 s more and produce random text, which the snap would reject anyway.
-        result = self._model.model.generate(
-            self._features(audio, window_s),
-            [tokens],
-            beam_size=BEAM_SIZE,
-            max_length=len(tokens) + max_new_tokens,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=self._suppress,
-        )[0]
-        ids = result.sequences_ids[0]
-        # The score is the log-probability summed over the tokens and divided by their number
-        # (length penalty 1); faster-whisper counts the end token too.
-        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1) if ids else -math.inf
-        text = self._tokenizer.decode(ids).strip()
-        return text, avg_logprob, float(result.no_speech_prob)
+        step = FULL_WINDOW_S * SAMPLE_RATE
+        texts: list[str] = []
+        logprob_sum = 0.0
+        decoded = 0
+        no_speech = 0.0
+        # Whisper hears 30 s at a time; a longer utterance is decoded in pieces, as
+        # faster-whisper's segments were.
+        for start in range(0, max(1, len(audio)), step):
+            # One temperature: fallback re-decodes at higher temperatures cost up to 3 s more
+            # and produce random text, which the snap would reject anyway.
+            result = self._model.model.generate(
+                self._features(audio[start : start + step], window_s),
+                [tokens],
+                beam_size=BEAM_SIZE,
+                max_length=len(tokens) + max_new_tokens,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=self._suppress,
+            )[0]
+            ids = result.sequences_ids[0]
+            texts.append(self._tokenizer.decode(ids).strip())
+            # The score is the log-probability summed over the tokens and divided by their
+            # number (length penalty 1); faster-whisper's mean counts the end token too.
+            logprob_sum += result.scores[0] * len(ids) / (len(ids) + 1) * max(1, len(ids))
+            decoded += max(1, len(ids))
+            no_speech = max(no_speech, float(result.no_speech_prob))
+        avg_logprob = logprob_sum / decoded if decoded else -math.inf
+        return " ".join(t for t in texts if t), avg_logprob, no_speech
 
     def close(self) -> None:
         """Drops the model; it is not used after it."""
