@@ -176,3 +176,21 @@ def test_a_question_is_heard_through_the_shorter_window(config: Config) -> None:
         assert words.transcribe(np.zeros(16000, dtype=np.int16)) is None
     finally:
         words.close()
+
+
+def test_a_long_utterance_is_heard_in_pieces_and_its_silence_adds_nothing(config: Config) -> None:
+    """Past 30 s Whisper hears pieces: a question and then silence (held talk can run to
+    `vad.max_utterance_s`, 60 s at most) is the question, without the "you" Whisper writes
+    for a piece of silence, and is not dropped as no speech."""
+    name = "generated/what's the weather in New York"
+    question = _recording(name)
+    words = OpenTranscriber(config)
+    try:
+        for seconds in (30.0001, 45):
+            audio = np.concatenate(
+                [question, np.zeros(int(seconds * 16000) - len(question), np.int16)]
+            )
+            heard = words.transcribe(audio)
+            assert heard is not None and normalize(heard) == normalize(name.split("/", 1)[1])
+    finally:
+        words.close()

@@ -157,7 +157,8 @@ class Whisper:
     ) -> tuple[str, float, float]:
         """Whisper's text for `audio` (int16, 16 kHz, mono), its mean log-probability per token
         and its no-speech probability; the encoder reads `window_s` seconds (the audio padded),
-        or the audio and `MARGIN_S` if that is longer, up to 30."""
+        or the audio and `MARGIN_S` if that is longer, up to 30: longer audio is decoded in
+        pieces, and a piece without speech left out."""
         if self._model is None:
             raise RuntimeError("Whisper is closed")
         if audio.dtype != np.int16 or audio.ndim != 1:
@@ -165,35 +166,45 @@ class Whisper:
                 f"whisper wants 1-D int16 audio at 16 kHz, got {audio.ndim}-D {audio.dtype}"
             )
         tokens = self._prompt(prompt)
-        step = FULL_WINDOW_S * SAMPLE_RATE
-        texts: list[str] = []
-        logprob_sum = 0.0
-        decoded = 0
-        no_speech = 0.0
-        # Whisper hears 30 s at a time; a longer utterance is decoded in pieces, as
-        # faster-whisper's segments were.
-        for start in range(0, max(1, len(audio)), step):
-            # One temperature: fallback re-decodes at higher temperatures cost up to 3 s more
-            # and produce random text, which the snap would reject anyway.
-            result = self._model.model.generate(
-                self._features(audio[start : start + step], window_s),
-                [tokens],
-                beam_size=BEAM_SIZE,
-                max_length=len(tokens) + max_new_tokens,
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=self._suppress,
-            )[0]
-            ids = result.sequences_ids[0]
-            texts.append(self._tokenizer.decode(ids).strip())
-            # The score is the log-probability summed over the tokens and divided by their
-            # number (length penalty 1); faster-whisper's mean counts the end token too.
-            logprob_sum += result.scores[0] * len(ids) / (len(ids) + 1) * max(1, len(ids))
-            decoded += max(1, len(ids))
-            no_speech = max(no_speech, float(result.no_speech_prob))
-        avg_logprob = logprob_sum / decoded if decoded else -math.inf
-        return " ".join(t for t in texts if t), avg_logprob, no_speech
+        # Whisper hears 30 s at a time: a longer utterance is cut in equal pieces (not 30 s
+        # and a tail of a few samples), each decoded alone.
+        count = max(1, math.ceil(len(audio) / (FULL_WINDOW_S * SAMPLE_RATE)))
+        pieces = [
+            self._decode_piece(p, tokens, max_new_tokens, window_s)
+            for p in np.array_split(audio, count)
+        ]
+        # A piece of silence among speech says nothing (Whisper writes "you" for it), as
+        # faster-whisper skipped such segments; the utterance's no-speech figure is its speech's.
+        heard = [p for p in pieces if p[2] <= NO_SPEECH_PROB] if count > 1 else pieces
+        if not heard:
+            return "", -math.inf, max(p[2] for p in pieces)
+        decoded = sum(p[3] for p in heard)
+        avg_logprob = sum(p[1] * p[3] for p in heard) / decoded
+        return " ".join(p[0] for p in heard if p[0]), avg_logprob, max(p[2] for p in heard)
+
+    def _decode_piece(
+        self, audio: np.ndarray, tokens: list[int], max_new_tokens: int, window_s: float
+    ) -> tuple[str, float, float, int]:
+        """Text, mean log-probability, no-speech probability and weight (tokens, at least 1)
+        of at most 30 s of `audio`."""
+        # One temperature: fallback re-decodes at higher temperatures cost up to 3 s more and
+        # produce random text, which the snap would reject anyway.
+        result = self._model.model.generate(
+            self._features(audio, window_s),
+            [tokens],
+            beam_size=BEAM_SIZE,
+            max_length=len(tokens) + max_new_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        ids = result.sequences_ids[0]
+        # The score is the log-probability summed over the tokens and divided by their number
+        # (length penalty 1); faster-whisper's mean counts the end token too.
+        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
+        text = self._tokenizer.decode(ids).strip()
+        return text, avg_logprob, float(result.no_speech_prob), max(1, len(ids))
 
     def close(self) -> None:
         """Drops the model; it is not used after it."""
