@@ -24,8 +24,9 @@ commands. Prints the figures and writes them to bench-results.json in the workin
 - eyes_capture_*: the eyes service alone and its reader process, idle and during a capture,
   and a capture's latency with a new reader and a kept one (tools/bench_eyes.py).
 - escalate_*: the ears' open-vocabulary transcription for asking a bigger model: word error
-  rate on ../shared/testdata/speech-en, CPU ms an utterance, the recogniser process's peak
-  with it and without (tools/bench_escalate.py).
+  rate on ../shared/testdata/speech-en and on espeak-ng questions (one set seen while choosing
+  Whisper's window, one held out), CPU ms an utterance, the recogniser process's peak with it
+  and without (tools/bench_escalate.py).
 - escalate_answer_ms_ha_*: end of speech -> Home Assistant's answer at a subscriber, the question
   asked with the phrase, the real Home Assistant of `make test-ha` (tools/bench_ask.py; None, and
   the reason, without its root or as a user other than root).
