@@ -23,8 +23,8 @@ The gestures, as a wearer does them:
   "yes" to what the LED asks (the body passes it on as a `tap` button event). Held back so
   that the first press of "read this" never says yes: a paired phone can make the LED ask at
   any moment (a voice to forget), and a capture must not answer it.
-- **Counting, while the pairing window is open** (`counting`, set by the owner; not while
-  the ears wait for a tap, which comes first): short presses (each up within
+- **Counting, while the pairing window is open** (`counting`, set by the owner; then a press
+  is never a tap, whatever waits for one): short presses (each up within
   `double_press_s`), each within `count_gap_s` of the one before, are a burst; `count_gap_s`
   after the last one's release, `PRESSES` reports how many (`presses`): the code of the phone
   to accept. Each press still starts talk at once and cancels it when it comes up, and there

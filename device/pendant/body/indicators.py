@@ -7,12 +7,12 @@ error event) > pairing (the pairing window is open; `pairing_asked` while a phon
 pressing its code would accept it: the same for any code, which the body never knows) > muted
 (mic or camera muted in software, or the hardware switch) > low battery (low and not
 charging) > thinking > listening (a sensor is capturing) > asking > no_network > no_broker >
-setting_up > ready > off. Confirm (an action heard
-waits for the wearer's tap, with the mic open) comes right after error: it asks for
-something, for a few seconds only. An answer to the wearer (understood, not understood,
-attention: `feedback`, shown once by `show_feedback`) comes right after muted: the muted glow
-says what is enforced and is never hidden, while thinking and listening go on under the
-answer's inverted form (`<name>_listening`, lit with dark winks).
+setting_up > ready > off. Confirm (an action heard waits for the wearer's tap, with the mic
+open, and the pairing window is closed) comes right after error: it asks for something, for a
+few seconds only. An answer to the wearer (understood, not understood, attention:
+`feedback`, shown once by `show_feedback`) comes right after muted: the muted glow says what
+is enforced and is never hidden, while thinking and listening go on under the answer's
+inverted form (`<name>_listening`, lit with dark winks).
 
 The pairing window comes in two patterns, so it never hides a sensor at work:
 `pairing_listening` (lit, with two quick dark winks) while a sensor captures or thinks and
@@ -134,8 +134,13 @@ class Indicators:
 
     @property
     def action_waiting(self) -> bool:
-        """An action the ears heard waits for the wearer's tap (the LED shows `confirm`)."""
-        return self.activity.get("mic") == "confirm" and not self.muted
+        """An action waits for the wearer's tap (the LED shows `confirm`, a tap answers it).
+
+        Not while the pairing window is open: then a press is a digit of a phone's code, never
+        a yes. A paired phone can make the ears wait for a tap at any moment (a voice to
+        forget); were the tap to come first, the wearer's code would confirm it. What waits
+        meanwhile runs out unconfirmed, and nothing is done."""
+        return self.activity.get("mic") == "confirm" and not self.muted and not self.pairing
 
     @property
     def muted(self) -> bool:

@@ -224,9 +224,9 @@ class BodyService:
                     if asks and not self.indicators.pairing_asked:
                         self.haptic.buzz("double")  # a phone asks: "press its code"
                 self.indicators.apply(item, time.monotonic())
-            # Presses count towards a phone's code while the window is open, unless the ears
-            # wait for a tap (their question came first, and a tap answers it).
-            self.gestures.counting = self.indicators.pairing and not self.indicators.action_waiting
+            # Presses count towards a phone's code while the window is open, and are no tap then
+            # (`Indicators.action_waiting`).
+            self.gestures.counting = self.indicators.pairing
             await self._act(client, self.gestures.poll(time.monotonic()))
             self.led.show(self.indicators.pattern(time.monotonic()))
 

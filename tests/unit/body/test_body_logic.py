@@ -246,6 +246,17 @@ def test_an_action_waiting_for_a_tap_asks_with_a_lit_pattern() -> None:
     assert ind.pattern(0) == "listening"
 
 
+def test_nothing_waits_for_a_tap_while_the_pairing_window_is_open() -> None:
+    """Presses are a phone's code then, never a yes (a paired phone can make the ears wait)."""
+    ind = Indicators()
+    ind.apply(Activity(device_id=DEV, sensor="mic", state="confirm"), 0)
+    ind.apply(PairingStatus(device_id=DEV, open=True, user="phone-abc123", asked=True), 0)
+    assert not ind.action_waiting
+    assert ind.pattern(0) == "pairing_listening"  # the window, and the mic open
+    ind.apply(PairingStatus(device_id=DEV, open=False), 0)
+    assert ind.action_waiting and ind.pattern(0) == "confirm"
+
+
 def test_mute_sources() -> None:
     ind = Indicators()
     ind.apply(Mic(device_id=DEV, state="muted", muted=True), 0)
