@@ -181,11 +181,13 @@ wait_for() {  # wait_for SECONDS COMMAND...: until the command succeeds
   while [ $t -gt 0 ]; do "$@" && return 0; sleep 2; t=$((t - 2)); done
   return 1
 }
-progress() {  # a line a minute while waiting, so a slow or stuck boot shows which
+progress() {  # a line a minute while waiting, so a slow or stuck boot shows which (major
+  # faults climbing fast are memory thrash: pages read back from the card as soon as dropped)
   while true; do
     sleep 60
     say waiting $(cut -d' ' -f1 /proc/uptime) load $(cut -d' ' -f1-3 /proc/loadavg) \
       memavail $(awk '/MemAvailable/ {print int($2/1024) "M"}' /proc/meminfo) \
+      majfaults $(awk '/^pgmajfault / {print $2}' /proc/vmstat) \
       $(for u in ears link body eyes web pairing; do printf "%s=%s " $u "$(state pendant-$u)"; done)
     for u in ears link body eyes web pairing; do  # why one that is not up yet is not
       systemctl is-active -q pendant-$u && continue
