@@ -46,14 +46,15 @@ def free_port() -> int:
     except (OSError, ValueError, IndexError):
         low = 32768
     rng = random.SystemRandom()
-    for _ in range(100 if low - LOWEST_PORT >= 1000 else 0):
-        port = rng.randrange(LOWEST_PORT, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    if low - LOWEST_PORT >= 1000:  # else no room below the range: any port, as the kernel picks
+        for _ in range(100):
+            port = rng.randrange(LOWEST_PORT, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -28,10 +28,10 @@ tokens (of 2 characters or more) are at most a third distinct, or half of them o
 Measured on random bytes, and on bytes with many zeros as sound is, in base64 and hex cut
 every 1 to 64 characters (35,200 texts in tests/unit/link/test_gate_content.py): 7 pass, all
 base64 in chunks of 4 or 5, one in 200 of those at most. Base32 in chunks of 4 passes 3 to 5
-in a hundred (12 and 18 of 400: capital letters read as words), at other splits 5 in 400 at
-most. Legible labels pass; a URL or a list of serial numbers
-may not, which is the side a privacy gate errs on. A code made of real words cannot be told
-from text at all: the gate's rate limit bounds it.
+in a hundred (12 and 18 of 400: capital letters read as words), at other splits 5 in 400 at most.
+Legible labels pass; a URL or a list of serial numbers may not, which is the side a privacy
+gate errs on. A code made of real words cannot be told from text at all: the gate's rate limit
+bounds it.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ _REPEAT = re.compile(r"(.)\1{4}")
 _LETTER_REPEAT = re.compile(r"([A-Za-z])\1{2}")
 LONG_WORD = 12
 LETTERS_MIN = 24
-TEXT_LETTER_SHARE = 1 / 3
-WORD_LETTER_SHARE = 2 / 5
+LETTER_SHARE = 2 / 5
+LONG_TEXT_LETTERS = 48
+LONG_TEXT_LETTER_SHARE = 1 / 3
 _CASE_SWITCH = re.compile(r"[a-z][A-Z]")
 _SWITCH = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])|(?<=[a-z])(?=[A-Z])")
 _VOWELS = frozenset("aeiouyAEIOUY")
@@ -97,7 +98,7 @@ def _odd(token: str) -> bool:
         # with zeros in them is a few letters over and over ("AABAABABAAMEAABAA").
         if len(letters) >= LONG_WORD and (
             len({c.lower() for c in letters}) * 3 < len(letters)
-            or _one_letter_fills(letters, WORD_LETTER_SHARE)
+            or _one_letter_fills(letters, LETTER_SHARE)
         ):
             return True
         # Short words with four consonants running are rare ("angst"); random letters in
@@ -108,9 +109,9 @@ def _odd(token: str) -> bool:
 
 def _one_letter_fills(letters: list[str], share: float) -> bool:
     """One letter in more than `share` of the places: English's commonest, "e", fills an eighth
-    (at most 0.35 in a sentence of 24 letters or more the demo home's grammar makes, 0.26 in
-    lines of 48 or more of Home Assistant's sentences and licence texts); base64 and base32 of
-    bytes with zeros in them are "A" over and over ("AABAADABAAEAACIAA")."""
+    on average ("set ecobee to thirteen degrees", a demo home's sentence, 0.35; at most 0.26 in
+    the lines of 48 letters or more of Home Assistant's sentences and licence texts); base64 and
+    base32 of bytes with zeros in them are "A" over and over ("AABAADABAAEAACIAA")."""
     return max(Counter(c.lower() for c in letters).values()) > share * len(letters)
 
 
@@ -136,8 +137,8 @@ def looks_like_blob(text: str) -> bool:
     # Judged over the whole text as over a long word: split small, base64 of bytes with zeros
     # in them is words of four that each pass ("AABA AAAA ABEA AQID").
     letters = [c for t in tokens for c in t if c.isalpha()]
-    if (len(letters) >= LETTERS_MIN and _one_letter_fills(letters, WORD_LETTER_SHARE)) or (
-        len(letters) >= 2 * LETTERS_MIN and _one_letter_fills(letters, TEXT_LETTER_SHARE)
+    if (len(letters) >= LETTERS_MIN and _one_letter_fills(letters, LETTER_SHARE)) or (
+        len(letters) >= LONG_TEXT_LETTERS and _one_letter_fills(letters, LONG_TEXT_LETTER_SHARE)
     ):
         return True
     odd = [_odd(t) for t in tokens]

@@ -64,8 +64,9 @@ QUESTION_WINDOW_S = 15
 least: the utterance padded with silence. Whisper pads every input to 30 s, and the encoder's
 cost is the window's, not the speech's. Measured here (Whisper base, beam 2, no prompt), 30 s
 → 15 s: 0.9 → 0.36 s an utterance; word errors on `../shared/testdata/speech-en` 10 → 11 of
-273 (its 16 real recordings 6 → 6 of 62), on 100 everyday questions spoken by four espeak-ng
-voices nobody tuned on 157 → 147 of 764 (`tools/bench_escalate.py`). Padded with zeros in the
+273 (its 16 real recordings 6 → 6 of 62), on 100 everyday questions in four espeak-ng voices
+157 → 147 of 764 (these three sets were looked at while choosing), and on 100 held-out ones in
+four other voices 155 → 132 (`tools/bench_escalate.py`). Padded with zeros in the
 features instead (as faster-whisper pads), 15 s made 14 of 273 errors, 9 of 62 on the real
 recordings ("pause" → "I can't pause"), and 10 s made 55; with silence 10 s made 15 of 273.
 The closed-set recogniser keeps the whole 30 s, decoded as faster-whisper decodes it: its
