@@ -147,6 +147,12 @@ CORES = {
             "asimdrdm lrcpc dcpop asimddp"},
 }  # fmt: skip
 
+# Both boards have four cores. The "read this" guest is told so (qemu-user would show it this
+# machine's), so its models take the threads they take on a Pi (`pendant.eyes.model_threads`),
+# and the plugin counts each thread apart: the time is the critical path's.
+BOARD_CORES = 4
+READ_THREADS = 3  # model_threads() on four cores; the guest checks it
+
 # "read this": the eyes' bundled demo images (tools/eyes_demo_images.py), 640x480 labels.
 READ_IMAGES = ["oat-milk.png", "platform.png", "note.png"]
 EYES_IMAGES = REPO / "device" / "pendant" / "data" / "eyes"
@@ -169,6 +175,7 @@ SPEAKER_RECORDINGS = SHARED_COMMANDS
 EARS_CACHE = WORK / "ears-cache"
 
 MARK_RE = re.compile(r"^insn-mark (\d+) (\d+)$", re.M)
+THREADS_RE = re.compile(r"^insn-threads (\d+)((?: \d+)+)$", re.M)
 TOTAL_RE = re.compile(r"^insn-total (\d+)$", re.M)
 
 
@@ -186,10 +193,29 @@ def parse_plugin_log(text: str) -> tuple[dict[int, int], int | None]:
     return marks, int(totals[-1]) if totals else None
 
 
-def spans(marks: list[dict[str, Any]], counts: dict[int, int]) -> list[dict[str, Any]]:
+def parse_thread_counts(text: str) -> dict[int, list[int]]:
+    """The plugin's counts per guest thread at each mark (its `threads` argument), or {}."""
+    return {int(i): [int(n) for n in ns.split()] for i, ns in THREADS_RE.findall(text)}
+
+
+def busiest(threads: dict[int, list[int]], at: int, until: int) -> int:
+    """The instructions of the thread that ran most between two marks: the work on the
+    critical path when the others ran beside it (they sleep while they wait: no spinning)."""
+    a, b = threads[at], threads[until]
+    a = a + [0] * (len(b) - len(a))
+    return max(y - x for x, y in zip(a, b, strict=False))
+
+
+def spans(
+    marks: list[dict[str, Any]],
+    counts: dict[int, int],
+    threads: dict[int, list[int]] | None = None,
+) -> list[dict[str, Any]]:
     """Each piece of work the guest marked (a mark and its `..._end`, possibly with others
-    inside it: "read" holds "mask", "det", ...) with its instructions, in the order the work
-    started; `at` and `until` are its two marks' ids."""
+    inside it: "read" holds "mask", "det", ...) with its instructions (all threads'), in the
+    order the work started; `at` and `until` are its two marks' ids. With `threads` (the
+    plugin's per-thread counts), also `main`, the guest's main thread's instructions (which
+    marks, and runs what is not handed to a pool), and `busiest`, the busiest thread's."""
     out = []
     open_: list[dict[str, Any]] = []
     for m in marks:
@@ -205,10 +231,27 @@ def spans(marks: list[dict[str, Any]], counts: dict[int, int]) -> list[dict[str,
                  "insns": counts[m["id"]] - counts[start["id"]], "at": start["id"],
                  "until": m["id"]}
             )  # fmt: skip
+            if threads and start["id"] in threads and m["id"] in threads:
+                out[-1]["main"] = threads[m["id"]][0] - threads[start["id"]][0]
+                out[-1]["busiest"] = busiest(threads, start["id"], m["id"])
         elif not label.endswith("_end"):
             open_.append(m)
     # Marks never closed ("start", "ready") are points, not work.
     return sorted(out, key=lambda w: w["at"])
+
+
+def critical_path(span: dict[str, Any], work: list[dict[str, Any]]) -> int:
+    """The instructions one after another in `span` when its steps ran on several threads:
+    each outermost step inside it at its busiest thread's count, and the rest of the span at
+    the main thread's (what it ran between the steps: Python, one thread). All of `span`'s
+    instructions when the plugin did not count per thread."""
+    if "busiest" not in span:
+        return int(span["insns"])
+    inside = [w for w in work if span["at"] < w["at"] and w["until"] < span["until"]]
+    top = [
+        w for w in inside if not any(o["at"] < w["at"] and w["until"] < o["until"] for o in inside)
+    ]
+    return int(sum(w["busiest"] for w in top) + span["main"] - sum(w["main"] for w in top))
 
 
 def insns_to_ms(insns: float, ipc: float, clock_hz: float = CLOCK_HZ) -> float:
@@ -313,7 +356,9 @@ def read_figures(runs: dict[str, dict[str, Any]], ipc: float = IPC_ASSUMED) -> d
     "ready_insns": N}, "pi5": ...}): per image, the eyes' look (`read_this_s_<board>`: the
     median), the reader's start (interpreter, imports, models, the face guard: what a cold
     capture adds) and the face guard loaded again after the answer (energy, not latency).
-    The Zero 2 W's time at `ipc` (the A53's assumption, --ipc), the Pi 5's at its own."""
+    The Zero 2 W's time at `ipc` (the A53's assumption, --ipc), the Pi 5's at its own; when
+    the models ran on several threads (counted per thread), the time is the critical path's
+    (`critical_path`) and the instructions, for the energy, all threads'."""
     out: dict[str, Any] = {}
     for board, run in runs.items():
         clock, board_ipc, ipc_range = PLATFORMS[board]
@@ -342,19 +387,23 @@ def read_figures(runs: dict[str, dict[str, Any]], ipc: float = IPC_ASSUMED) -> d
         breakdown = {k: round(statistics.median(v)) for k, v in parts.items()}
         start = run["ready_insns"]
         again = statistics.median(w["insns"] for w in prepares) if prepares else 0
-        read = _timed(median, board_ipc, ipc_range, clock)
-        cold = _timed(start + median, board_ipc, ipc_range, clock)
+        latency = statistics.median(critical_path(w, run["work"]) for w in reads)
+        read = _timed(latency, board_ipc, ipc_range, clock)
+        cold = _timed(start + latency, board_ipc, ipc_range, clock)
         out[board] = {
             "images": [
                 {
                     "file": w["file"],
                     "insns": w["insns"],
+                    "critical_path_insns": critical_path(w, run["work"]),
                     "text": w.get("text"),
-                    "s": _seconds_at(w["insns"], board_ipc, clock),
+                    "s": _seconds_at(critical_path(w, run["work"]), board_ipc, clock),
                 }
                 for w in reads
             ],
+            "model_threads": run.get("model_threads", 1),
             "read_insns_median": round(median),
+            "read_critical_path_insns_median": round(latency),
             "read_breakdown_insns_median": breakdown,
             "reader_start_insns": start,
             "prepare_again_insns": round(again),
@@ -822,10 +871,16 @@ def host_reference(commands: list[Path], cache: Path, backend: str) -> dict[str,
 
 
 def run_guest(
-    root: Path, site: Path, lib: Path, argv: list[str], log: Path, core: str = "zero2w"
+    root: Path,
+    site: Path,
+    lib: Path,
+    argv: list[str],
+    log: Path,
+    core: str = "zero2w",
+    per_thread: bool = False,
 ) -> str:
-    """`argv` on the guest's python under qemu-aarch64 (as `core`'s CPU) with the plugin; its
-    stdout."""
+    """`argv` on the guest's python under qemu-aarch64 (as `core`'s CPU) with the plugin
+    (counting each thread apart when `per_thread`); its stdout."""
     root = core_root(root, core)
     guest_proc(root, core)
     env = {
@@ -835,15 +890,15 @@ def run_guest(
         "CACHE_DIRECTORY": str(EARS_CACHE),
         "LANG": "C.UTF-8",
         "PYTHONPATH": f"{REPO / 'device'}:{site}",
-        # One thread everywhere: the plugin's counter is shared and not atomic, and the ears
-        # run their audio path on one core.
+        # One thread for numpy's BLAS: the ears run their audio path on one core. (The
+        # plugin's shared counter is not atomic: a guest with threads is counted per thread.)
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
     }
     qemu = need("qemu-aarch64", "qemu-user")
     cmd = [
         "nice", "-n", "10", qemu, "-cpu", CORES[core]["qemu"], "-L", str(root),
-        "-plugin", str(lib), "-d", "plugin",
+        "-plugin", f"{lib},arg=threads" if per_thread else str(lib), "-d", "plugin",
         "-D", str(log), str(root / GUEST_PYTHON), *argv,
     ]  # fmt: skip
     # `env -i`: only the variables above reach the guest. Its progress lines are shown as
@@ -868,7 +923,14 @@ def run_guest(
 
 
 def counted(
-    root: Path, site: Path, lib: Path, guest: str, plan: dict[str, Any], name: str, core: str
+    root: Path,
+    site: Path,
+    lib: Path,
+    guest: str,
+    plan: dict[str, Any],
+    name: str,
+    core: str,
+    per_thread: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """tools/arm/`guest` on `plan` as `core`'s CPU: the work it marked, and the instructions
     from the interpreter's start to its `ready` mark."""
@@ -876,14 +938,15 @@ def counted(
     plan_path.write_text(json.dumps(plan, indent=2))
     log = WORK / f"guest-{name}.log"
     out = run_guest(root, site, lib, [str(REPO / "tools" / "arm" / guest), str(plan_path)],
-                    log, core)  # fmt: skip
+                    log, core, per_thread)  # fmt: skip
     line = next((ln for ln in out.splitlines() if ln.startswith("BENCH-ARM-MARKS ")), None)
     if line is None:
         raise BenchError(f"{guest} printed no marks: {out.strip()[-300:]}")
     marks = json.loads(line.split(" ", 1)[1])
-    counts, _ = parse_plugin_log(log.read_text())
+    text = log.read_text()
+    counts, _ = parse_plugin_log(text)
     ready = next(m["id"] for m in marks if m["label"] == "ready")
-    return spans(marks, counts), counts[ready]
+    return spans(marks, counts, parse_thread_counts(text)), counts[ready]
 
 
 def bench_read(root: Path, site: Path, lib: Path, images: int, boards: list[str]) -> dict:
@@ -893,14 +956,16 @@ def bench_read(root: Path, site: Path, lib: Path, images: int, boards: list[str]
     config_json = WORK / "eyes-config.json"
     # What the eyes hand their reader: the validated config as one JSON line.
     config_json.write_text(load_config(CONFIG).model_dump_json())
-    plan = {"config_json": str(config_json),
+    plan = {"config_json": str(config_json), "cores": BOARD_CORES, "threads": READ_THREADS,
             "images": [str(EYES_IMAGES / n) for n in READ_IMAGES[:images]]}  # fmt: skip
     runs = {}
     for board in boards:
         t = step(f'"read this" under qemu-aarch64 as a {CORES[board]["qemu"]} ({images} images, '
                  "the eyes' reader; minutes)")  # fmt: skip
-        work, ready = counted(root, site, lib, "guest_read.py", plan, f"read-{board}", board)
-        runs[board] = {"work": work, "ready_insns": ready}
+        work, ready = counted(
+            root, site, lib, "guest_read.py", plan, f"read-{board}", board, per_thread=True
+        )
+        runs[board] = {"work": work, "ready_insns": ready, "model_threads": READ_THREADS}
         done(t, f"{sum(w['insns'] for w in work if w['what'] == 'read') / 1e9:.1f} G in the reads")
     return runs
 

@@ -15,9 +15,12 @@ Not run directly: tools/bench_arm.py starts it as `python3.11 guest_read.py PLAN
   (energy, not latency).
 
 Not counted: the eyes service's side (the camera, the pipe, making the scene's events), the
-PNG decoding (the camera hands over raw RGB). One thread, as the eyes give onnxruntime.
+PNG decoding (the camera hands over raw RGB). The models take the threads the eyes give
+onnxruntime on the board (`pendant.eyes.model_threads`): the guest is told it has the board's
+cores (qemu-user would show it this machine's), and the plugin counts each thread apart.
 
-The plan (JSON): {"config_json": the eyes' config as JSON, "images": [png, ...]}.
+The plan (JSON): {"config_json": the eyes' config as JSON, "cores": the board's cores,
+"threads": the threads the eyes should choose on them, "images": [png, ...]}.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from marks import dump, mark
 mark("start")
 
 import json  # noqa: E402
+import os  # noqa: E402
+
+_PLAN = json.loads(Path(sys.argv[1]).read_text())
+# The board's cores, not this machine's: read where the eyes choose their threads.
+os.sched_getaffinity = lambda pid: set(range(_PLAN["cores"]))  # type: ignore[assignment]
 
 # What `python -m pendant.eyes.worker` imports before its first frame.
 from pendant.core.logs import setup_logging  # noqa: E402
@@ -65,7 +73,7 @@ def steps() -> None:
 
 
 def main() -> int:
-    plan = json.loads(Path(sys.argv[1]).read_text())
+    plan = _PLAN
     setup_logging()
     # The config as the eyes hand it over: one JSON line, read without pydantic.
     config = settings(Path(plan["config_json"]).read_bytes())
@@ -75,6 +83,11 @@ def main() -> int:
     import pyclipper  # noqa: F401
 
     eyes.prepare()
+    from pendant.eyes import model_threads
+
+    if model_threads() != plan["threads"]:
+        chose, meant = model_threads(), plan["threads"]
+        raise SystemExit(f"the eyes chose {chose} threads, not {meant}: see tools/bench_arm.py")
     mark("ready")
     steps()
 

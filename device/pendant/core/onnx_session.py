@@ -17,9 +17,9 @@ from pendant.core.errors import ModelError
 def session(model: Path | bytes, name: str, threads: int = 1) -> Any:
     """An InferenceSession on the CPU; ModelError (one line) if onnxruntime refuses it.
 
-    One thread by default: the ears keep listening on the other cores while the eyes read a
-    frame, and on this 2-core machine one thread was faster than a pool fighting the ears for
-    the CPU (`make bench`: eyes_total_ms_p50); 0 lets onnxruntime take every core.
+    One thread by default (the eyes choose theirs: `pendant.eyes.model_threads`). A pool's
+    threads sleep between pieces of work instead of spinning: on a battery, a spinning thread
+    burns a core for nothing (x86, "read this" on two threads: 15 % more CPU spinning).
     """
     import onnxruntime as ort
 
@@ -28,6 +28,7 @@ def session(model: Path | bytes, name: str, threads: int = 1) -> Any:
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         source = model if isinstance(model, bytes) else str(model)
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -18,6 +18,17 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
     look.py       `pendant look IMAGE...`
 """
 
+import os
+
 # The manifest's name for the OCR models (pendant/data/models.toml). Here, not in ocr.py: the
 # eyes service checks the models are there without importing numpy (it holds no frame at idle).
 OCR_MODEL = "ppocr-v6"
+
+
+def model_threads() -> int:
+    """onnxruntime threads for each of the eyes' models: every core but one, which stays the
+    ears' (they keep listening while a frame is read), and at most three: a Pi's four cores.
+
+    One on a 2-core machine: there, one thread was faster than a pool fighting the ears for
+    the CPU (`make bench`: eyes_total_ms_p50)."""
+    return max(1, min(3, len(os.sched_getaffinity(0)) - 1))

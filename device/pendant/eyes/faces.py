@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pendant.core.errors import ModelError
+from pendant.eyes import model_threads
 
 # The priors RetinaFace was trained with (biubug6/Pytorch_Retinaface, cfg_mnet).
 STRIDES = (8, 16, 32)
@@ -82,7 +83,7 @@ class FaceGuard:
     def __init__(self, path: Path, threshold: float = 0.6) -> None:
         from pendant.core.onnx_session import session
 
-        self.session = session(load_onnx_bytes(path), str(path))
+        self.session = session(load_onnx_bytes(path), str(path), model_threads())
         self.input = self.session.get_inputs()[0].name
         self.threshold = threshold
 
