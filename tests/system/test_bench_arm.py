@@ -207,6 +207,46 @@ def test_read_this_gives_zero2w_and_pi5_seconds_warm_and_cold() -> None:
     assert g["read_this_s_pi5"] == f["read_this_s_pi5"]
 
 
+# The same read counted per thread (the plugin's threads=on), the same totals: three threads;
+# the mask ran on the main thread alone, the detection on all three (the main's share largest).
+THREADS_LOG = """\
+insn-threads 0 80000000
+insn-threads 1 900000000 0 0
+insn-threads 2 1000000000 0 0
+insn-threads 3 1000000000 0 0
+insn-threads 4 1500000000 0 0
+insn-threads 5 1600000000 0 0
+insn-threads 6 2500000000 700000000 800000000
+insn-threads 7 3500000000 700000000 800000000
+insn-threads 8 3500000000 700000000 800000000
+insn-threads 9 3800000000 700000000 800000000
+"""
+
+
+def test_per_thread_counts_are_read_from_the_plugin_log() -> None:
+    threads = bench_arm.parse_thread_counts("a qemu line\n" + READ_LOG + THREADS_LOG)
+    assert threads[0] == [80_000_000] and threads[9] == [3_800_000_000, 700_000_000, 800_000_000]
+    assert bench_arm.parse_thread_counts(READ_LOG) == {}
+
+
+def test_a_read_on_threads_is_timed_on_its_critical_path_and_costs_all_its_work() -> None:
+    counts, _ = bench_arm.parse_plugin_log(READ_LOG)
+    work = bench_arm.spans(READ_MARKS, counts, bench_arm.parse_thread_counts(THREADS_LOG))
+    det = next(w for w in work if w["what"] == "det")
+    assert (det["main"], det["busiest"]) == (900_000_000, 900_000_000)
+    read = work[0]
+    # The mask (0.5 G) and the detection's busiest thread (0.9 G) one after the other, and
+    # what the main thread ran between the steps (3.5 - 1.0 - 0.5 - 0.9 = 1.1 G).
+    assert bench_arm.critical_path(read, work) == 500_000_000 + 900_000_000 + 1_100_000_000
+    f = bench_arm.read_figures({"zero2w": {"work": work, "ready_insns": counts[1]}})
+    assert f["read_this_s_zero2w"] == pytest.approx(2.5e9 / 0.6e9, abs=0.01)
+    # The energy is every thread's work: the instructions counted over all of them.
+    assert f["read_this_capture_insns_zero2w"] == 900_000_000 + 4_000_000_000 + 300_000_000
+    # Without per-thread counts the read is one thread's: all of it on the critical path.
+    plain = bench_arm.spans(READ_MARKS, counts)
+    assert bench_arm.critical_path(plain[0], plain) == 4_000_000_000
+
+
 def test_an_ask_gives_the_pi5_transcription_and_the_answer_estimate() -> None:
     work = [
         {"what": "ask", "file": "a.wav", "audio_s": 2.0, "text": "Hi.", "insns": 3_600_000_000,

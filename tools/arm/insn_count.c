@@ -13,13 +13,17 @@
  * Printed with qemu_plugin_outs, so run qemu with `-d plugin -D FILE`. One counter for all
  * threads, not atomic: right for a guest that runs one thread.
  *
- * With the argument `threads` (`-plugin libinsn_count.so,arg=threads`) each guest thread (a
+ * With the argument `threads=on` (`-plugin libinsn_count.so,threads=on`) each guest thread (a
  * vCPU in qemu-user) counts on its own, through a call per block instead of the inline add
  * (slower, but no thread adds to another's counter), and every mark also prints them:
  *
  *     insn-threads <id> <thread 0> <thread 1> ...
  *
  * so the bench can tell the work on the critical path (the busiest thread) from the sum.
+ * In that mode a block that holds a spin-wait hint (aarch64 `yield`, x86 `pause`) is not
+ * counted: a thread waiting for the others spins for as long as the emulated others take,
+ * which says how slow the emulation is, not how much work there is. The totals then leave it
+ * out too.
  *
  * Written against QEMU's plugin API version 1 (QEMU 7.2, Debian bookworm); Debian ships no
  * qemu-plugin.h, so the few declarations used are below. Build:
@@ -37,6 +41,7 @@
 typedef uint64_t qemu_plugin_id_t;
 typedef struct qemu_info_t qemu_info_t;
 struct qemu_plugin_tb;
+struct qemu_plugin_insn;
 enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
 
 typedef void (*tb_trans_cb)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
@@ -49,6 +54,9 @@ enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS };
 
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_trans_cb cb);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
+size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
                                               void *ptr, uint64_t imm);
 void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, vcpu_udata_cb cb,
@@ -88,10 +96,27 @@ static uint64_t total(void)
     return sum;
 }
 
+/* A spin-wait hint: aarch64 YIELD (0xd503203f) or x86 PAUSE (f3 90). */
+static int spins(const struct qemu_plugin_tb *tb, size_t n)
+{
+    static const unsigned char yield[] = {0x3f, 0x20, 0x03, 0xd5}, pause[] = {0xf3, 0x90};
+    for (size_t i = 0; i < n; i++) {
+        const struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        size_t size = qemu_plugin_insn_size(insn);
+        const void *data = qemu_plugin_insn_data(insn);
+        if ((size == sizeof yield && memcmp(data, yield, size) == 0) ||
+            (size == sizeof pause && memcmp(data, pause, size) == 0))
+            return 1;
+    }
+    return 0;
+}
+
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
     (void)id;
+    if (per_thread && spins(tb, n))
+        return;
     if (per_thread)
         qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS,
                                              (void *)(uintptr_t)n);
@@ -139,7 +164,7 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
 {
     (void)info;
     for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "threads") == 0)
+        if (strcmp(argv[i], "threads=on") == 0)
             per_thread = 1;
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);

@@ -248,7 +248,7 @@ class TextReader:
     def _recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
         # One line at a time: the output holds a score for each of the 18,710 classes at every
         # step, so a batch of six long lines took 140 MB more at peak, for no speed gained on
-        # the one thread the eyes give onnxruntime.
+        # one thread (what the eyes give onnxruntime on a 2-core machine, where it was measured).
         results = []
         with self._model("rec") as rec:
             for crop in crops:
