@@ -80,6 +80,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import wave
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -827,10 +828,12 @@ def audio() -> tuple[list[Path], dict[str, Path]]:
     manifest = json.loads(Path(speech_sets.generate(SPEECH_CACHE, demo=True)).read_text())
     by_kind = {e["kind"]: SPEECH_CACHE / e["file"] for e in manifest["files"]}
     demo = json.loads((SPEECH_CACHE / "demo.json").read_text())
+    talk = sorted(e["file"] for e in manifest["files"] if e["kind"] == "non_command")
     listen = {
         "silence": by_kind["silence"],
         "noise": by_kind["noise"],
         "speech": SPEECH_CACHE / demo["file"],
+        "talk": talk_stream(talk),
     }
     if all((SHARED_SPEECH / name).is_file() for name in SHARED_COMMANDS):
         commands = [SHARED_SPEECH / name for name in SHARED_COMMANDS]
@@ -842,6 +845,24 @@ def audio() -> tuple[list[Path], dict[str, Path]]:
         source = f"{SPEECH_CACHE} (espeak-ng)"
     done(t, f"{len(commands)} commands from {source}")
     return commands, listen
+
+
+def talk_stream(files: list[str]) -> Path:
+    """The espeak-ng set's non-commands back to back (each with its own quiet and noise around
+    it): talk near the wearer, which conversation mode hears as much as commands (cached)."""
+    out = SPEECH_CACHE / "talk-stream.wav"
+    if out.is_file() and out.stat().st_mtime >= (SPEECH_CACHE / "manifest.json").stat().st_mtime:
+        return out
+    frames = []
+    for name in files:
+        with wave.open(str(SPEECH_CACHE / name), "rb") as w:
+            frames.append(w.readframes(w.getnframes()))
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes(b"".join(frames))
+    return out
 
 
 def with_backend(config: Any, backend: str) -> Any:

@@ -57,6 +57,9 @@ class Cpu:
     # eyes.linger_s after the last): bench-arm's count, or None (older figures) for the
     # x86 time scaled by zero2w_vs_host.
     read_this_insns: float | None = None
+    # A minute of talk near the wearer (speech that is not a command): bench-arm's count, or
+    # None (older figures), when a day's speech is all priced as the commands' demo stream.
+    talk_insns_per_min: float | None = None
 
     def core_seconds(self, insns: float) -> float:
         """One core's time for `insns`: insns / (IPC x clock)."""
@@ -91,6 +94,7 @@ def cpu_from(figures: dict[str, Any], source: str) -> Cpu:
         speech_insns_per_min=figures["speech_insns_per_min"],
         zero2w_vs_host=figures["utterance_zero2w_ms_median"] / host,
         read_this_insns=figures.get("read_this_capture_insns"),
+        talk_insns_per_min=figures.get("talk_insns_per_min"),
     )
 
 
@@ -106,7 +110,7 @@ def figures_from_bench_arm(results: dict[str, Any]) -> dict[str, Any]:
         "utterance_zero2w_ms_median": f.get("utterance_zero2w_ms_median"),
         "host_utterance_cpu_ms_median": results.get("host_utterance_cpu_ms_median"),
     }
-    for kind in ("silence", "noise", "speech"):
+    for kind in ("silence", "noise", "speech", "talk"):
         out[f"{kind}_insns_per_min"] = listening.get(kind, {}).get("insns_per_min")
     # "read this" (`make bench-arm`'s read part): the reader's start, the read and the face
     # guard loaded again after it, on the Zero 2 W's core.
@@ -268,10 +272,20 @@ def capture_j(data: dict, cpu: Cpu) -> float:
 
 
 def listening_cores(data: dict, day: dict, cpu: Cpu) -> float:
-    """The cores' worth of time an hour of the day's listening keeps busy, on average."""
+    """The cores' worth of time an hour of the day's listening keeps busy, on average: the
+    commands' minutes at the demo stream's cost, the rest of the speech at talk's (all of it
+    at the demo stream's when the figures have no talk)."""
     speech = day["speech_min_per_h"] / 60
+    commands = min(speech, day.get("command_min_per_h", 0) / 60)
+    talk = cpu.talk_insns_per_min
+    if talk is None:
+        commands, talk = speech, cpu.speech_insns_per_min
     quiet = cpu.cores_busy(getattr(cpu, day["listen"]))
-    return (1 - speech) * quiet + speech * cpu.cores_busy(cpu.speech_insns_per_min)
+    return (
+        (1 - speech) * quiet
+        + commands * cpu.cores_busy(cpu.speech_insns_per_min)
+        + (speech - commands) * cpu.cores_busy(talk)
+    )
 
 
 def day_hours(
@@ -387,10 +401,16 @@ def vad_line(data: dict, cpu: Cpu) -> str:
         f"The always-on listening (webrtcvad, Silero, the segmenter) in a quiet room: "
         f"{cpu.silence_insns_per_min / 60 / 1e6:.1f} M instructions a second, "
         f"{100 * quiet:.2f} % of one core at IPC {cpu.ipc}, "
-        f"{1000 * quiet * core_w(data):.1f} mW; in speech "
+        f"{1000 * quiet * core_w(data):.1f} mW; in commands (the demo stream) "
         f"{100 * cpu.cores_busy(cpu.speech_insns_per_min):.0f} % of a core, "
-        f"{1000 * cpu.cores_busy(cpu.speech_insns_per_min) * core_w(data):.0f} mW. "
-        f'One "read this": {capture_j(data, cpu):.1f} J '
+        f"{1000 * cpu.cores_busy(cpu.speech_insns_per_min) * core_w(data):.0f} mW"
+        + (
+            f"; in talk {100 * cpu.cores_busy(cpu.talk_insns_per_min):.0f} % of a core, "
+            f"{1000 * cpu.cores_busy(cpu.talk_insns_per_min) * core_w(data):.0f} mW. "
+            if cpu.talk_insns_per_min is not None
+            else ". "
+        )
+        + f'One "read this": {capture_j(data, cpu):.1f} J '
         f"({data['peripherals']['camera_w'] * data['capture']['camera_s']:.1f} J of camera, "
         f"{capture_cpu_s(data, cpu):.1f} core-seconds of eyes, "
         + ("counted by bench-arm" if cpu.read_this_insns else "x86 time scaled")

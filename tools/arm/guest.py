@@ -7,7 +7,7 @@ between two marks are that work alone: no interpreter start-up, imports, model l
 file reading inside them. It prints one JSON line: the marks, in order, with what each covers.
 
 The plan (JSON): {"config": path, "backend": name, "grammar_cache": dir, "commands": [wav, ...],
-"listen": {"silence": wav, "noise": wav, "speech": wav}, "at_least_s": seconds}.
+"listen": {"silence": wav, "noise": wav, "speech": wav, "talk": wav}, "at_least_s": seconds}.
 """
 
 from __future__ import annotations
