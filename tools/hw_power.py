@@ -435,7 +435,11 @@ def goal_text(data: dict, cpu: Cpu) -> str:
     need_mah = goal["capacity_mah"] * goal["hours"] / got
     budget_w = energy_wh(data, goal["capacity_mah"]) / goal["hours"]
     no_cpu = replace(
-        cpu, silence_insns_per_min=0.0, noise_insns_per_min=0.0, speech_insns_per_min=0.0
+        cpu,
+        silence_insns_per_min=0.0,
+        noise_insns_per_min=0.0,
+        speech_insns_per_min=0.0,
+        talk_insns_per_min=0.0,
     )
     floor = day_hours(data, goal["day"], no_cpu).hours[
         data["battery"]["capacities_mah"].index(goal["capacity_mah"])

@@ -84,6 +84,27 @@ def test_costlier_listening_shortens_its_day_only(field: str, factor: float, day
             assert hours(cpu=costly, day=other) == hours(day=other)
 
 
+def test_a_days_talk_is_priced_as_talk_and_its_commands_as_the_demo_stream() -> None:
+    assert CPU.talk_insns_per_min is not None  # hw/power-cpu.json has bench-arm's talk minute
+    day = DATA["days"]["talkative"]
+    costlier_talk = replace(CPU, talk_insns_per_min=CPU.talk_insns_per_min * 2)
+    costlier_commands = replace(CPU, speech_insns_per_min=CPU.speech_insns_per_min * 2)
+    assert hours(cpu=costlier_talk) < hours(cpu=costlier_commands) < hours()
+    # The talkative day's speech: command_min_per_h at the demo stream's cost, the rest talk's.
+    speech, commands = day["speech_min_per_h"] / 60, day["command_min_per_h"] / 60
+    quiet = CPU.cores_busy(CPU.noise_insns_per_min)
+    assert power.listening_cores(DATA, day, CPU) == pytest.approx(
+        (1 - speech) * quiet
+        + commands * CPU.cores_busy(CPU.speech_insns_per_min)
+        + (speech - commands) * CPU.cores_busy(CPU.talk_insns_per_min)
+    )
+    # Older figures, with no talk minute: all the speech at the demo stream's cost.
+    untalked = replace(CPU, talk_insns_per_min=None)
+    assert power.listening_cores(DATA, day, untalked) == pytest.approx(
+        (1 - speech) * quiet + speech * CPU.cores_busy(CPU.speech_insns_per_min)
+    )
+
+
 def test_a_faster_core_lasts_longer_and_captures_cost_hours() -> None:
     assert hours(cpu=replace(CPU, ipc=CPU.ipc * 2)) > hours()
     assert hours(day="read_this") < hours(day="silence")  # the same day, plus 50 captures
