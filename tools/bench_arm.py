@@ -15,7 +15,8 @@ figure. Counted:
 - for hama, once: its G2P spelling every word of the home's closed set, as on the first start
   on a new home (later starts read the spellings from the ears' cache folder; the guest's is
   emptied before each run). Not in the per-utterance figures;
-- per minute of listening to silence, to room noise and to speech (the demo stream): the
+- per minute of listening to silence, to room noise, to commands (the demo stream) and to
+  talk (the espeak-ng set's non-commands back to back: what conversation mode hears most): the
   listener loop (webrtcvad, Silero, the segmenter, early and final recognition), as
   `make bench` measures "listening to silence", but fed from memory as fast as it takes it.
 
