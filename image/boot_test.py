@@ -199,6 +199,13 @@ progress() {  # a line a minute while waiting, so a slow or stuck boot shows whi
 }
 progress &
 PROGRESS=$!
+# The kernel's own line every 30 s, through neither journald nor systemd (the hook's lines go
+# through both): if the hook falls silent while these go on, the guest runs and the path to the
+# console stalled; if they stop too, the whole guest did. Shell builtins but sleep: no page of
+# awk or systemctl to read back under memory pressure.
+( while sleep 30; do read -r up _ < /proc/uptime; echo "pendant-test: alive $up" > /dev/kmsg
+  done ) &
+HEARTBEAT=$!
 wait_for 900 systemctl is-active -q pendant-ears.service || logs pendant-ears.service
 say unit pendant-ears $(state pendant-ears.service) $(cut -d' ' -f1 /proc/uptime)
 say memory total $(awk '/MemTotal/ {print int($2/1024) "M"}' /proc/meminfo)
@@ -259,7 +266,7 @@ for u in link body eyes web pairing; do
 done
 memory settled
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
-kill $PROGRESS
+kill $PROGRESS $HEARTBEAT
 say failed units: $failed
 say oom kills $(journalctl -k -b -o cat --no-pager | grep -c -i -e "out of memory" -e "oom-kill")
 journalctl -k -b -o cat --no-pager | grep -i -e "out of memory" -e "oom-kill" | tail -n 6 \
@@ -276,7 +283,51 @@ systemctl poweroff
 
 
 SILENCE_S = 600.0
-"""No console line for this long ends the boot: the guest is stuck (see `boot`)."""
+"""No console line but the kernel's heartbeat for this long ends the boot: the guest is stuck
+(see `follow`)."""
+HEARTBEAT = "pendant-test: alive"
+"""The hook's kernel line every 30 s (/dev/kmsg), which says the guest still runs."""
+
+
+@dataclass
+class Usage:
+    """What a process has used so far: CPU seconds and MiB read (its read calls: QEMU's disk)."""
+
+    cpu_s: float
+    read_mb: float
+
+
+def usage(pid: int) -> Usage | None:
+    """The process's use so far, from /proc; None once it is gone (or where there is no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        io = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command's name: field 3 on
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    rchar = next(int(ln.split()[1]) for ln in io.splitlines() if ln.startswith("rchar:"))
+    return Usage(cpu, rchar / 2**20)
+
+
+def silence_note(silence_s: float, beats: int, before: Usage | None, now: Usage | None) -> str:
+    """What the test can say of a guest that stopped printing: whether its kernel still beat
+    and what QEMU did meanwhile. Busy and reading: memory thrash (pages read back from the
+    card); busy, not reading: a guest spinning; idle: a guest asleep that nothing wakes."""
+    kernel = (
+        f" but the kernel's heartbeat ({beats} lines): the guest ran, its hook's path to the "
+        "console (journald) stopped"
+        if beats
+        else ", not even the kernel's heartbeat: the whole guest (or its hook) stopped"
+    )
+    qemu = ""
+    if before is not None and now is not None:
+        cpu = now.cpu_s - before.cpu_s
+        qemu = (
+            f"; QEMU meanwhile used {cpu:.0f} CPU-s ({cpu / silence_s:.0%} of a core) and read "
+            f"{now.read_mb - before.read_mb:.0f} MiB"
+        )
+    return f"{MARK} the guest printed nothing for {silence_s:.0f} s{kernel}{qemu}"
 
 
 @dataclass
@@ -432,67 +483,84 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
         disk = prepare(image, work, memory_max_override(desc))
         cmd = qemu_command(machine, board_boot, disk, desc.get("qemu_cpu", "cortex-a53"),
                            guest_mem(desc, machine), board)  # fmt: skip
-        started = time.monotonic()
-        times: dict[str, float] = {}
-        chunks: list[str] = []
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)  # fmt: skip
-        assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        pending = b""
-        logf = log.open("w") if log else None
-        heard = started
-        try:
-            while time.monotonic() - started < timeout:
-                if not sel.select(timeout=5):
-                    if proc.poll() is not None:
-                        break
-                    # The hook prints a line a minute while it waits: silence this long is
-                    # a guest that stopped (seen once on -M raspi3b, after the ears' SIGKILL),
-                    # and waiting out the whole timeout would only cost CI its time.
-                    if time.monotonic() - heard > SILENCE_S:
-                        times["silent"] = time.monotonic() - started
-                        chunks.append(f"{MARK} the guest printed nothing for {SILENCE_S:.0f} s")
-                        break
-                    continue
-                heard = time.monotonic()
-                data = os.read(proc.stdout.fileno(), 65536)
-                if not data:
-                    break
-                pending += data
-                *full, pending = pending.split(b"\n")
-                for raw in full:
-                    line = raw.decode(errors="replace").rstrip("\r")
-                    t = time.monotonic() - started
-                    chunks.append(line)
-                    if logf:
-                        logf.write(f"[{t:7.1f}] {line}\n")
-                        logf.flush()
-                    if echo and (MARK in line or "Started" in line or "Failed" in line):
-                        print(f"[{t:7.1f}] {line}", flush=True)
-                    for key, pattern in (
-                        ("kernel", "Booting Linux"),
-                        ("systemd", "systemd["),
-                        ("mosquitto", "Started mosquitto"),
-                        ("hook", "hook started"),
-                        ("intent", "intent seen"),
-                        ("restart", "pendant-ears restarted"),
-                        ("done", f"{MARK} done"),
-                    ):
-                        if pattern in line and key not in times:
-                            times[key] = t
-        finally:
-            if proc.poll() is None:
-                try:
-                    proc.wait(timeout=60 if "done" in times else 1)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if logf:
-                logf.close()
-        times["total"] = time.monotonic() - started
+        chunks, times = follow(proc, timeout, log=log, echo=echo)
         return Boot("\n".join(chunks), proc.returncode, times, read_boot_partition(disk))
+
+
+def follow(
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    silence_s: float = SILENCE_S,
+    log: Path | None = None,
+    echo: bool = False,
+) -> tuple[list[str], dict[str, float]]:
+    """Reads the guest's console until it ends, `timeout` runs out, or nothing but the kernel's
+    heartbeat came for `silence_s`: then its last line says what the guest and QEMU did
+    meanwhile (`silence_note`). The console's lines, and when each boot stage was reached."""
+    assert proc.stdout is not None
+    started = time.monotonic()
+    times: dict[str, float] = {}
+    chunks: list[str] = []
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    pending = b""
+    logf = log.open("w") if log else None
+    heard, beats, used = started, 0, usage(proc.pid)
+    try:
+        while time.monotonic() - started < timeout:
+            # The hook prints a line a minute while it waits: silence this long is a guest that
+            # stopped (seen once on -M raspi3b, after the ears' SIGKILL), and waiting out the
+            # whole timeout would only cost CI its time.
+            if time.monotonic() - heard > silence_s:
+                times["silent"] = time.monotonic() - started
+                chunks.append(silence_note(silence_s, beats, used, usage(proc.pid)))
+                break
+            if not sel.select(timeout=min(5.0, silence_s)):
+                if proc.poll() is not None:
+                    break
+                continue
+            data = os.read(proc.stdout.fileno(), 65536)
+            if not data:
+                break
+            pending += data
+            *full, pending = pending.split(b"\n")
+            for raw in full:
+                line = raw.decode(errors="replace").rstrip("\r")
+                t = time.monotonic() - started
+                chunks.append(line)
+                if HEARTBEAT in line:
+                    beats += 1
+                else:
+                    heard, beats, used = time.monotonic(), 0, usage(proc.pid)
+                if logf:
+                    logf.write(f"[{t:7.1f}] {line}\n")
+                    logf.flush()
+                if echo and (MARK in line or "Started" in line or "Failed" in line):
+                    print(f"[{t:7.1f}] {line}", flush=True)
+                for key, pattern in (
+                    ("kernel", "Booting Linux"),
+                    ("systemd", "systemd["),
+                    ("mosquitto", "Started mosquitto"),
+                    ("hook", "hook started"),
+                    ("intent", "intent seen"),
+                    ("restart", "pendant-ears restarted"),
+                    ("done", f"{MARK} done"),
+                ):
+                    if pattern in line and key not in times:
+                        times[key] = t
+    finally:
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=60 if "done" in times else 1)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if logf:
+            logf.close()
+    times["total"] = time.monotonic() - started
+    return chunks, times
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -239,6 +240,51 @@ def test_the_boot_test_boots_the_test_image(
     monkeypatch.setattr(boot_test, "OUT", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"pendant-zero2w-test\.img"):
         boot_test.boot("zero2w")
+
+
+def _follow(script: str, silence_s: float = 1.0) -> tuple[list[str], dict[str, float]]:
+    """A stand-in guest (a shell printing as the console would) read as a boot is."""
+    proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return boot_test.follow(proc, timeout=60, silence_s=silence_s)
+
+
+def test_a_guest_whose_hook_falls_silent_while_its_kernel_beats_is_told_apart() -> None:
+    # journald (the hook's path to the console) stuck, the guest itself running.
+    beat = f'echo "[ 480.1] {boot_test.HEARTBEAT} 480.1"'
+    chunks, times = _follow(f'echo "{boot_test.MARK} hook started"; while :; do {beat}; '
+                            "sleep 0.1; done")  # fmt: skip
+    assert "silent" in times and "hook" in times
+    assert "but the kernel's heartbeat" in chunks[-1], chunks[-1]
+    assert "QEMU meanwhile used" in chunks[-1]
+
+
+def test_a_guest_that_stops_whole_is_given_up_and_says_so() -> None:
+    chunks, times = _follow(f'echo "{boot_test.MARK} hook started"; exec sleep 30')
+    assert "silent" in times
+    assert chunks[-1].startswith(f"{boot_test.MARK} the guest printed nothing for 1 s")
+    assert "not even the kernel's heartbeat" in chunks[-1], chunks[-1]
+
+
+def test_a_guest_that_keeps_printing_is_not_silent() -> None:
+    line = f'echo "{boot_test.MARK} waiting"'
+    chunks, times = _follow(f"for i in $(seq 20); do {line}; sleep 0.2; done; "
+                            f'echo "{boot_test.MARK} done 9.9"', silence_s=2.0)  # fmt: skip
+    assert "silent" not in times and "done" in times
+    assert chunks[-1] == f"{boot_test.MARK} done 9.9"
+
+
+def test_a_processs_use_is_read_and_a_gone_one_has_none() -> None:
+    before = boot_test.usage(os.getpid())
+    with open("/dev/zero", "rb") as zero:
+        zero.read(3 << 20)
+    after = boot_test.usage(os.getpid())
+    assert before is not None and after is not None
+    assert after.read_mb - before.read_mb >= 3
+    assert after.cpu_s >= before.cpu_s
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert boot_test.usage(proc.pid) is None
 
 
 def test_setup_hook_writes_raspi_firmware_defaults_before_packages(tmp_path: Path) -> None:
