@@ -245,8 +245,9 @@ def spans(
 def critical_path(span: dict[str, Any], work: list[dict[str, Any]]) -> int:
     """The instructions one after another in `span` when its steps ran on several threads:
     each outermost step inside it at its busiest thread's count, and the rest of the span at
-    the main thread's (what it ran between the steps: Python, one thread). All of `span`'s
-    instructions when the plugin did not count per thread."""
+    the main thread's (what it ran between the steps: Python, one thread). A lower bound: the
+    busiest thread over a whole step, where the threads' shares may differ operator by
+    operator. All of `span`'s instructions when the plugin did not count per thread."""
     if "busiest" not in span:
         return int(span["insns"])
     inside = [w for w in work if span["at"] < w["at"] and w["until"] < span["until"]]

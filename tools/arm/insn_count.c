@@ -71,8 +71,8 @@ EXPORT int qemu_plugin_version = 1;
 
 static uint64_t insns;
 static int per_thread;
-/* Each slot written only by its own vCPU's thread; qemu-user gives a new thread the lowest
- * free index, so a slot can serve several threads one after another (summed). */
+/* Each slot written only by its own vCPU's thread; qemu-user may give a new thread the index
+ * of one that ended, so a slot can serve several threads one after another (summed). */
 static uint64_t thread_insns[MAX_THREADS];
 static uint64_t other_threads; /* vCPUs past MAX_THREADS, shared: not exact */
 
@@ -126,7 +126,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 
 static void print_threads(uint64_t id)
 {
-    char line[32 + 21 * MAX_THREADS];
+    char line[36 + 21 * MAX_THREADS]; /* "insn-threads", a 20-digit id, 64 counts, "\n" */
     int used = MAX_THREADS, at;
     while (used > 1 && thread_insns[used - 1] == 0)
         used--;

@@ -366,7 +366,8 @@ class Ears:
 
     def _worth_hearing_again(self, guess: Heard) -> bool:
         """Whether the whole utterance may be heard again after a guess that stood for it but
-        was not accepted: not when the guess scored under HEAR_AGAIN_FROM of the floor. The
+        was not accepted: not when the guess scored under HEAR_AGAIN_FROM of the floor, or
+        heard no sentence at all (a score of 0). The
         second hearing differs from the guess only in the quiet at its end, and talk and other
         languages, which are most of what conversation mode hears, score far below the floor:
         hearing them again doubled the recogniser's work on a talkative day for nothing."""
