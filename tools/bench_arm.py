@@ -150,10 +150,10 @@ CORES = {
 }  # fmt: skip
 
 # Both boards have four cores. The "read this" guest is told so (qemu-user would show it this
-# machine's), so its models take the threads they take on a Pi (`pendant.eyes.model_threads`),
-# and the plugin counts each thread apart: the time is the critical path's.
+# machine's), so its models take the threads they take on a Pi (`pendant.eyes.model_threads`;
+# each read mark says how many), and the plugin counts each thread apart: the time is the
+# critical path's.
 BOARD_CORES = 4
-READ_THREADS = 3  # model_threads() on four cores; the guest checks it
 
 # "read this": the eyes' bundled demo images (tools/eyes_demo_images.py), 640x480 labels.
 READ_IMAGES = ["oat-milk.png", "platform.png", "note.png"]
@@ -404,7 +404,7 @@ def read_figures(runs: dict[str, dict[str, Any]], ipc: float = IPC_ASSUMED) -> d
                 }
                 for w in reads
             ],
-            "model_threads": run.get("model_threads", 1),
+            "model_threads": reads[0].get("threads", 1),
             "read_insns_median": round(median),
             "read_critical_path_insns_median": round(latency),
             "read_breakdown_insns_median": breakdown,
@@ -986,7 +986,7 @@ def bench_read(root: Path, site: Path, lib: Path, images: int, boards: list[str]
     config_json = WORK / "eyes-config.json"
     # What the eyes hand their reader: the validated config as one JSON line.
     config_json.write_text(load_config(CONFIG).model_dump_json())
-    plan = {"config_json": str(config_json), "cores": BOARD_CORES, "threads": READ_THREADS,
+    plan = {"config_json": str(config_json), "cores": BOARD_CORES,
             "images": [str(EYES_IMAGES / n) for n in READ_IMAGES[:images]]}  # fmt: skip
     runs = {}
     for board in boards:
@@ -995,7 +995,7 @@ def bench_read(root: Path, site: Path, lib: Path, images: int, boards: list[str]
         work, ready = counted(
             root, site, lib, "guest_read.py", plan, f"read-{board}", board, per_thread=True
         )
-        runs[board] = {"work": work, "ready_insns": ready, "model_threads": READ_THREADS}
+        runs[board] = {"work": work, "ready_insns": ready}
         done(t, f"{sum(w['insns'] for w in work if w['what'] == 'read') / 1e9:.1f} G in the reads")
     return runs
 

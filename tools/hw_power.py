@@ -50,6 +50,9 @@ class Cpu:
     silence_insns_per_min: float
     noise_insns_per_min: float
     speech_insns_per_min: float
+    # A minute of talk near the wearer (speech that is not a command): what most of a day's
+    # speech costs; speech_insns_per_min is the demo stream's, commands.
+    talk_insns_per_min: float
     # Zero 2 W time over this machine's CPU time for the same utterances: how bench-arm's
     # estimate scales an x86 figure (the eyes') that bench-arm does not count itself.
     zero2w_vs_host: float
@@ -57,9 +60,6 @@ class Cpu:
     # eyes.linger_s after the last): bench-arm's count, or None (older figures) for the
     # x86 time scaled by zero2w_vs_host.
     read_this_insns: float | None = None
-    # A minute of talk near the wearer (speech that is not a command): bench-arm's count, or
-    # None (older figures), when a day's speech is all priced as the commands' demo stream.
-    talk_insns_per_min: float | None = None
 
     def core_seconds(self, insns: float) -> float:
         """One core's time for `insns`: insns / (IPC x clock)."""
@@ -70,7 +70,12 @@ class Cpu:
         return insns_per_min / 60 / (self.ipc * self.clock_hz)
 
 
-_CPU_KEYS = ("silence_insns_per_min", "noise_insns_per_min", "speech_insns_per_min")
+_CPU_KEYS = (
+    "silence_insns_per_min",
+    "noise_insns_per_min",
+    "speech_insns_per_min",
+    "talk_insns_per_min",
+)
 
 
 def cpu_from(figures: dict[str, Any], source: str) -> Cpu:
@@ -94,7 +99,7 @@ def cpu_from(figures: dict[str, Any], source: str) -> Cpu:
         speech_insns_per_min=figures["speech_insns_per_min"],
         zero2w_vs_host=figures["utterance_zero2w_ms_median"] / host,
         read_this_insns=figures.get("read_this_capture_insns"),
-        talk_insns_per_min=figures.get("talk_insns_per_min"),
+        talk_insns_per_min=figures["talk_insns_per_min"],
     )
 
 
@@ -273,18 +278,15 @@ def capture_j(data: dict, cpu: Cpu) -> float:
 
 def listening_cores(data: dict, day: dict, cpu: Cpu) -> float:
     """The cores' worth of time an hour of the day's listening keeps busy, on average: the
-    commands' minutes at the demo stream's cost, the rest of the speech at talk's (all of it
-    at the demo stream's when the figures have no talk)."""
+    commands' minutes (command_min_per_h, none if not given) at the demo stream's cost, the
+    rest of the speech at talk's."""
     speech = day["speech_min_per_h"] / 60
     commands = min(speech, day.get("command_min_per_h", 0) / 60)
-    talk = cpu.talk_insns_per_min
-    if talk is None:
-        commands, talk = speech, cpu.speech_insns_per_min
     quiet = cpu.cores_busy(getattr(cpu, day["listen"]))
     return (
         (1 - speech) * quiet
         + commands * cpu.cores_busy(cpu.speech_insns_per_min)
-        + (speech - commands) * cpu.cores_busy(talk)
+        + (speech - commands) * cpu.cores_busy(cpu.talk_insns_per_min)
     )
 
 
@@ -403,14 +405,10 @@ def vad_line(data: dict, cpu: Cpu) -> str:
         f"{100 * quiet:.2f} % of one core at IPC {cpu.ipc}, "
         f"{1000 * quiet * core_w(data):.1f} mW; in commands (the demo stream) "
         f"{100 * cpu.cores_busy(cpu.speech_insns_per_min):.0f} % of a core, "
-        f"{1000 * cpu.cores_busy(cpu.speech_insns_per_min) * core_w(data):.0f} mW"
-        + (
-            f"; in talk {100 * cpu.cores_busy(cpu.talk_insns_per_min):.0f} % of a core, "
-            f"{1000 * cpu.cores_busy(cpu.talk_insns_per_min) * core_w(data):.0f} mW. "
-            if cpu.talk_insns_per_min is not None
-            else ". "
-        )
-        + f'One "read this": {capture_j(data, cpu):.1f} J '
+        f"{1000 * cpu.cores_busy(cpu.speech_insns_per_min) * core_w(data):.0f} mW; in talk "
+        f"{100 * cpu.cores_busy(cpu.talk_insns_per_min):.0f} % of a core, "
+        f"{1000 * cpu.cores_busy(cpu.talk_insns_per_min) * core_w(data):.0f} mW. "
+        f'One "read this": {capture_j(data, cpu):.1f} J '
         f"({data['peripherals']['camera_w'] * data['capture']['camera_s']:.1f} J of camera, "
         f"{capture_cpu_s(data, cpu):.1f} core-seconds of eyes, "
         + ("counted by bench-arm" if cpu.read_this_insns else "x86 time scaled")

@@ -231,7 +231,8 @@ def test_per_thread_counts_are_read_from_the_plugin_log() -> None:
 
 def test_a_read_on_threads_is_timed_on_its_critical_path_and_costs_all_its_work() -> None:
     counts, _ = bench_arm.parse_plugin_log(READ_LOG)
-    work = bench_arm.spans(READ_MARKS, counts, bench_arm.parse_thread_counts(THREADS_LOG))
+    marks = [m | {"threads": 3} if m["label"] == "read" else m for m in READ_MARKS]
+    work = bench_arm.spans(marks, counts, bench_arm.parse_thread_counts(THREADS_LOG))
     det = next(w for w in work if w["what"] == "det")
     assert (det["main"], det["busiest"]) == (900_000_000, 900_000_000)
     read = work[0]
@@ -239,6 +240,7 @@ def test_a_read_on_threads_is_timed_on_its_critical_path_and_costs_all_its_work(
     # what the main thread ran between the steps (3.5 - 1.0 - 0.5 - 0.9 = 1.1 G).
     assert bench_arm.critical_path(read, work) == 500_000_000 + 900_000_000 + 1_100_000_000
     f = bench_arm.read_figures({"zero2w": {"work": work, "ready_insns": counts[1]}})
+    assert f["zero2w"]["model_threads"] == 3  # as the guest's read marks said
     assert f["read_this_s_zero2w"] == pytest.approx(2.5e9 / 0.6e9, abs=0.01)
     # The energy is every thread's work: the instructions counted over all of them.
     assert f["read_this_capture_insns_zero2w"] == 900_000_000 + 4_000_000_000 + 300_000_000

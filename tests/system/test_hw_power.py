@@ -85,7 +85,6 @@ def test_costlier_listening_shortens_its_day_only(field: str, factor: float, day
 
 
 def test_a_days_talk_is_priced_as_talk_and_its_commands_as_the_demo_stream() -> None:
-    assert CPU.talk_insns_per_min is not None  # hw/power-cpu.json has bench-arm's talk minute
     day = DATA["days"]["talkative"]
     costlier_talk = replace(CPU, talk_insns_per_min=CPU.talk_insns_per_min * 2)
     costlier_commands = replace(CPU, speech_insns_per_min=CPU.speech_insns_per_min * 2)
@@ -97,11 +96,6 @@ def test_a_days_talk_is_priced_as_talk_and_its_commands_as_the_demo_stream() -> 
         (1 - speech) * quiet
         + commands * CPU.cores_busy(CPU.speech_insns_per_min)
         + (speech - commands) * CPU.cores_busy(CPU.talk_insns_per_min)
-    )
-    # Older figures, with no talk minute: all the speech at the demo stream's cost.
-    untalked = replace(CPU, talk_insns_per_min=None)
-    assert power.listening_cores(DATA, day, untalked) == pytest.approx(
-        (1 - speech) * quiet + speech * CPU.cores_busy(CPU.speech_insns_per_min)
     )
 
 
@@ -139,6 +133,8 @@ def bench_arm_results(silence_insns: int) -> dict:
          "insns": 150_000_000},
         {"what": "listen", "kind": "speech", "file": "d.wav", "audio_s": 60.0,
          "insns": 30_000_000_000},
+        {"what": "listen", "kind": "talk", "file": "t.wav", "audio_s": 120.0,
+         "insns": 160_000_000_000},
     ]  # fmt: skip
     return {
         "clock_hz": bench_arm.CLOCK_HZ,
@@ -162,6 +158,7 @@ def test_the_cpu_figures_are_read_from_bench_arm_results(tmp_path: Path) -> None
     assert power.capture_cpu_s(DATA, cpu) == pytest.approx(10.0)
     assert cpu.silence_insns_per_min == 600_000_000
     assert cpu.speech_insns_per_min == 30_000_000_000
+    assert cpu.talk_insns_per_min == 80_000_000_000  # per minute: 160 G over 120 s
     # 3.1 G instructions at IPC 0.6 and 1 GHz: 5167 ms, against 200 ms here.
     assert cpu.zero2w_vs_host == pytest.approx(5167 / 200)
     # Five times the committed silence cost: fewer hours on a quiet day.
@@ -187,13 +184,14 @@ def test_a_bench_arm_file_without_a_figure_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = bench_arm_results(600_000_000)
-    del results["figures"]["listening"]["speech"]
+    del results["figures"]["listening"]["speech"], results["figures"]["listening"]["talk"]
     path = tmp_path / "bench-arm-results.json"
     path.write_text(json.dumps(results))
     before = power.CPU_DATA.read_text()
     assert power.main(["--bench-arm", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "speech_insns_per_min" in err and "make bench-arm" in err
+    assert err.count("\n") == 1 and "make bench-arm" in err
+    assert "speech_insns_per_min" in err and "talk_insns_per_min" in err
     assert power.CPU_DATA.read_text() == before  # nothing written
     path.write_text("{not json")
     assert power.main(["--bench-arm", str(path)]) == 2

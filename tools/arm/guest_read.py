@@ -20,7 +20,7 @@ onnxruntime on the board (`pendant.eyes.model_threads`): the guest is told it ha
 cores (qemu-user would show it this machine's), and the plugin counts each thread apart.
 
 The plan (JSON): {"config_json": the eyes' config as JSON, "cores": the board's cores,
-"threads": the threads the eyes should choose on them, "images": [png, ...]}.
+"images": [png, ...]}. Each `read` mark says how many threads the models took.
 """
 
 from __future__ import annotations
@@ -85,9 +85,6 @@ def main() -> int:
     eyes.prepare()
     from pendant.eyes import model_threads
 
-    if model_threads() != plan["threads"]:
-        chose, meant = model_threads(), plan["threads"]
-        raise SystemExit(f"the eyes chose {chose} threads, not {meant}: see tools/bench_arm.py")
     mark("ready")
     steps()
 
@@ -97,7 +94,8 @@ def main() -> int:
     for png in plan["images"]:
         with Image.open(png) as image:
             frame = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-        mark("read", file=Path(png).name, width=frame.shape[1], height=frame.shape[0])
+        mark("read", file=Path(png).name, width=frame.shape[1], height=frame.shape[0],
+             threads=model_threads())  # fmt: skip
         sight = eyes.see(frame, "read_this")
         del frame
         mark("read_end", text=sight.text, faces=sight.face_count)
