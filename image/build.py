@@ -343,9 +343,15 @@ def power_masked(desc: dict) -> list[str]:
     return list(power_table(desc).get("mask", []))
 
 
-# The pendant's services, each a unit of the package (services/pendant-<name>.service).
+# The pendant's services, each a unit of the package (services/pendant-<name>.service) that
+# runs for as long as the pendant does. A oneshot step (pendant-eyes-prepare, which ends before
+# the eyes start) is not one: it has its own MemoryMax= and never runs beside its service.
 PENDANT_SERVICES = tuple(
-    sorted(p.stem.removeprefix("pendant-") for p in (REPO / "services").glob("pendant-*.service"))
+    sorted(
+        p.stem.removeprefix("pendant-")
+        for p in (REPO / "services").glob("pendant-*.service")
+        if not re.search(r"(?m)^Type=oneshot$", p.read_text())
+    )
 )
 MEMORY_DROP_IN = "etc/systemd/system/pendant-{}.service.d/40-memory.conf"
 

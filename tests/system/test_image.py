@@ -615,8 +615,12 @@ def test_a_board_overrides_a_power_setting_and_a_wrong_one_is_one_line() -> None
 
 def test_every_service_of_the_package_is_known_to_the_image_build() -> None:
     units = sorted(p.stem for p in (REPO / "services").glob("pendant-*.service"))
-    assert [f"pendant-{s}" for s in image_build.PENDANT_SERVICES] == units
-    assert {"ears", "eyes", "body", "link", "web", "pairing"} <= set(image_build.PENDANT_SERVICES)
+    steps = ["pendant-eyes-prepare"]  # a oneshot that ends before its service starts
+    assert sorted([f"pendant-{s}" for s in image_build.PENDANT_SERVICES] + steps) == units
+    assert {"ears", "eyes", "body", "link", "web", "pairing"} == set(image_build.PENDANT_SERVICES)
+    # Its memory is never beside the eyes': the eyes start after it has ended.
+    eyes = (REPO / "services" / "pendant-eyes.service").read_text()
+    assert re.search(r"(?m)^After=.*\bpendant-eyes-prepare\.service\b", eyes)
 
 
 def test_the_zero2w_memory_limits_cover_every_service_within_its_budget() -> None:

@@ -26,7 +26,7 @@ SERVICES = REPO / "services"
 # The components on the bus, each its own user; "pairing" (root, the pairing window) and "web"
 # (the companion app's web server, a dynamic user) are units of another kind.
 UNITS = ["ears", "eyes", "body", "link"]
-ALL_UNITS = [*UNITS, "pairing", "web"]
+ALL_UNITS = [*UNITS, "pairing", "web", "eyes-prepare"]
 NO_NETWORK = ["ears", "eyes", "body"]
 DEVICE_PATH = "/opt/pendant/venv/bin/pendant"
 DEVICE_PYTHON = "/opt/pendant/venv/bin/python"
@@ -34,7 +34,15 @@ DEVICE_PYTHON = "/opt/pendant/venv/bin/python"
 # Measured with systemd 252: ears 0.6, eyes 0.6, body 0.6, link 1.3, pairing 1.1 (root, but two
 # capabilities and no network), web 1.3 (1.1 before it joined the bus). The bounds leave
 # a little room, and no more: a unit that loses a setting of weight should fail here.
-MAX_EXPOSURE = {"ears": 1.0, "eyes": 1.0, "body": 1.0, "link": 1.5, "pairing": 1.5, "web": 1.5}
+MAX_EXPOSURE = {
+    "ears": 1.0,
+    "eyes": 1.0,
+    "body": 1.0,
+    "link": 1.5,
+    "pairing": 1.5,
+    "web": 1.5,
+    "eyes-prepare": 1.0,
+}
 ANALYZE_TIMEOUT_S = 60
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -310,6 +318,29 @@ def test_only_the_link_may_write_and_only_its_outbox() -> None:
     assert directives(unit_file("ears"))["StateDirectory"] == ["pendant-ears"]
     for name in ("eyes", "body", "link"):
         assert "StateDirectory" not in directives(unit_file(name)), name
+        assert "CacheDirectory" not in directives(unit_file(name)), name
+
+
+def test_the_eyes_models_are_prepared_by_a_step_that_holds_no_frame() -> None:
+    """The eyes hold frames and may write nowhere, so the copies of their models prepared for
+    the board are made by a oneshot of the same user with no camera, bus or network, and only
+    read by the eyes."""
+    d = directives(unit_file("eyes-prepare"))
+    assert d["Type"] == ["oneshot"] and d["User"] == ["pendant-eyes"]
+    assert d["ExecStart"] == [f"{DEVICE_PATH} --config /etc/pendant/pendant.toml prepare"]
+    assert d["CacheDirectory"] == ["pendant-eyes"]
+    assert d["PrivateDevices"] == ["yes"] and d["PrivateNetwork"] == ["yes"]
+    assert d["RestrictAddressFamilies"] == ["AF_UNIX"] and d["IPAddressDeny"] == ["any"]
+    assert not {"DeviceAllow", "LoadCredential", "SupplementaryGroups", "ReadWritePaths"} & set(d)
+    assert d.get("TemporaryFileSystem") == ["/run:ro"]
+    assert run_binds(d) == {"/run/systemd/journal/socket": "BindReadOnlyPaths"}
+    assert "MemoryMax" in d and d["MemorySwapMax"] == ["0"]
+    eyes = directives(unit_file("eyes"))
+    assert "CACHE_DIRECTORY=/var/cache/pendant-eyes" in words(eyes, "Environment")
+    assert "pendant-eyes-prepare.service" in words(eyes, "Wants")
+    assert "pendant-eyes-prepare.service" in words(eyes, "After")
+    # Wanted, not required: if it fails, the eyes start and load their models the slow way.
+    assert "pendant-eyes-prepare.service" not in words(eyes, "Requires")
 
 
 DEVICE_CLASSES = {
@@ -335,7 +366,8 @@ def test_each_sensing_unit_reaches_only_its_own_devices(name: str) -> None:
 
 def test_the_target_groups_the_six_services() -> None:
     d = directives(SERVICES / "pendant.target")
-    assert set(words(d, "Wants")) == {f"pendant-{n}.service" for n in ALL_UNITS}
+    services = [n for n in ALL_UNITS if n != "eyes-prepare"]  # the eyes want that one
+    assert set(words(d, "Wants")) == {f"pendant-{n}.service" for n in services}
 
 
 def test_the_web_server_reaches_the_bus_only_as_web_and_nothing_else() -> None:

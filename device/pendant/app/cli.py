@@ -41,6 +41,11 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     listen.add_argument("files", nargs="+", type=Path)
     look = sub.add_parser("look", help="image files in, one JSON line per scene the eyes see")
     look.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    sub.add_parser(
+        "prepare",
+        help="the eyes' models optimised for this board and kept, so each capture loads them "
+        "faster (pendant-eyes-prepare.service runs it at boot)",
+    )
     intents = sub.add_parser("intents", help="what the pendant understands in this home")
     intents.add_argument(
         "sentences", nargs="*", help="sentences to try ('-' reads them from stdin, one a line)"
@@ -191,6 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pendant.eyes.look import look
 
         return look(config, args.images)
+    if args.command == "prepare":
+        from pendant.eyes.look import prepare
+
+        return prepare(config)
     if args.command == "discovery":
         from pendant.link.discovery import messages
 

@@ -19,6 +19,7 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
 """
 
 import os
+from pathlib import Path
 
 # The manifest's name for the OCR models (pendant/data/models.toml). Here, not in ocr.py: the
 # eyes service checks the models are there without importing numpy (it holds no frame at idle).
@@ -32,3 +33,11 @@ def model_threads() -> int:
     One on a 2-core machine: there, one thread was faster than a pool fighting the ears for
     the CPU (`make bench`: eyes_total_ms_p50)."""
     return max(1, min(3, len(os.sched_getaffinity(0)) - 1))
+
+
+def prepared_models() -> Path:
+    """Where the eyes keep their models prepared for this machine (`pendant.core.onnx_session`:
+    a reader loads them for every frame): systemd's CacheDirectory= for the unit, else the
+    user's cache."""
+    directory = os.environ.get("CACHE_DIRECTORY")
+    return Path(directory) if directory else Path.home() / ".cache" / "pendant" / "eyes"

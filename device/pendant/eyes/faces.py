@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pendant.core.errors import ModelError
-from pendant.eyes import model_threads
+from pendant.eyes import model_threads, prepared_models
 
 # The priors RetinaFace was trained with (biubug6/Pytorch_Retinaface, cfg_mnet).
 STRIDES = (8, 16, 32)
@@ -83,7 +83,9 @@ class FaceGuard:
     def __init__(self, path: Path, threshold: float = 0.6) -> None:
         from pendant.core.onnx_session import session
 
-        self.session = session(load_onnx_bytes(path), str(path), model_threads())
+        self.session = session(
+            path, str(path), model_threads(), prepared=prepared_models(), build=load_onnx_bytes
+        )
         self.input = self.session.get_inputs()[0].name
         self.threshold = threshold
 

@@ -1,4 +1,5 @@
-"""`pendant look IMAGE...`: the eyes on image files, one Scene JSON line per file.
+"""`pendant look IMAGE...`: the eyes on image files, one Scene JSON line per file; and
+`pendant prepare`, their models made ready for this board.
 
 The same pipeline as for camera frames: faces masked, then OCR and the detector.
 """
@@ -35,4 +36,15 @@ def look(config: Config, files: list[Path], trigger: Trigger = "what_is_this") -
             print(eyes.look(frame, trigger).scene.to_json().decode(), flush=True)
     finally:
         eyes.close()
+    return 0
+
+
+def prepare(config: Config) -> int:
+    """`pendant prepare`: the eyes' models loaded once each, so that the copies prepared for
+    this board are there before the eyes start (`pendant-eyes-prepare.service`; the eyes
+    themselves may not write: see `pendant.core.onnx_session`). A model that will not load is
+    a ModelError, one line."""
+    from pendant.eyes.pipeline import Eyes
+
+    Eyes(config, keep_models=False).load_each()
     return 0

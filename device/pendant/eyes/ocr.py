@@ -19,7 +19,7 @@ import numpy as np
 
 from pendant.core import heap
 from pendant.core.errors import ModelError
-from pendant.eyes import geometry, model_threads
+from pendant.eyes import geometry, model_threads, prepared_models
 
 # The three models, in the order a frame goes through them.
 MODELS = ("det", "cls", "rec")
@@ -157,7 +157,7 @@ class TextReader:
         from pendant.core.onnx_session import session
 
         path = self.model_dir / f"{name}.onnx"
-        loaded = session(path, str(path), model_threads())
+        loaded = session(path, str(path), model_threads(), prepared=prepared_models())
         if name == "rec":
             self.characters = _characters(loaded, path)
         return loaded

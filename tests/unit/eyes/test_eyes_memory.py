@@ -37,8 +37,8 @@ class Sessions:
         self.alive = 0
         self.most_alive = 0
 
-    def make(self, model: Path | bytes, name: str, threads: int = 1) -> Any:
-        made = REAL_SESSION(model, name, threads)
+    def make(self, model: Path | bytes, name: str, threads: int = 1, **how: Any) -> Any:
+        made = REAL_SESSION(model, name, threads, **how)
         self.loaded.append(Path(name).name)
         self.alive += 1
         self.most_alive = max(self.most_alive, self.alive)
@@ -112,10 +112,10 @@ def test_loaded_one_at_a_time_reads_what_kept_models_read(config: Config) -> Non
 def test_a_model_that_will_not_load_fails_the_warm_up(
     config: Config, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse_rec(model: Path | bytes, name: str, threads: int = 1) -> Any:
+    def refuse_rec(model: Path | bytes, name: str, threads: int = 1, **how: Any) -> Any:
         if name.endswith("rec.onnx"):
             raise ModelError(f"{name}: onnxruntime cannot load it: broken")
-        return sessions.make(model, name, threads)
+        return sessions.make(model, name, threads, **how)
 
     monkeypatch.setattr(onnx_session, "session", refuse_rec)
     eyes = Eyes(config, keep_models=False)  # only checked: nothing fails yet

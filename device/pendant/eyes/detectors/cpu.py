@@ -16,7 +16,7 @@ import numpy as np
 
 from pendant.core.errors import ModelError
 from pendant.core.model_cache import load_manifest, model_path
-from pendant.eyes import model_threads
+from pendant.eyes import model_threads, prepared_models
 from pendant.eyes.detectors import (
     COCO,
     Detection,
@@ -171,7 +171,7 @@ class _Onnx:
     def __init__(self, path: Path) -> None:
         from pendant.core.onnx_session import session
 
-        self.session = session(path, str(path), model_threads())
+        self.session = session(path, str(path), model_threads(), prepared=prepared_models())
         self.meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input = self.session.get_inputs()[0]
         outputs = self.session.get_outputs()
