@@ -14,6 +14,10 @@ Not run directly: tools/bench_arm.py starts it as `python3.11 guest_read.py PLAN
 - `prepare` ... `prepare_end`: the face guard loaded again for a next frame, after the answer
   (energy, not latency).
 
+With `"prepare": true` in the plan it only does what pendant-eyes-prepare.service does at boot
+(`pendant prepare`: each model optimised for the board and kept) and marks `prepared`; the
+counted reads then load the kept copies, as the eyes do.
+
 Not counted: the eyes service's side (the camera, the pipe, making the scene's events), the
 PNG decoding (the camera hands over raw RGB). The models take the threads the eyes give
 onnxruntime on the board (`pendant.eyes.model_threads`): the guest is told it has the board's
@@ -79,6 +83,14 @@ def main() -> int:
     config = settings(Path(plan["config_json"]).read_bytes())
     from pendant.eyes.pipeline import Eyes
 
+    if plan.get("prepare"):
+        # What pendant-eyes-prepare.service does once at boot, before the eyes start: every
+        # model optimised for this board and kept (the run whose reads are counted loads them
+        # from there, as the eyes do).
+        Eyes(config, keep_models=False).load_each()
+        mark("prepared")
+        dump()
+        return 0
     eyes = Eyes(config, keep_models=False)
     import pyclipper  # noqa: F401
 

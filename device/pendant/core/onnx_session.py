@@ -116,20 +116,16 @@ def _cpu() -> str:
     "Features"), and from /sys the ARM core's id and the board's model, which a unit with
     ProcSubset=pid (the eyes') still sees when /proc/cpuinfo is hidden from it."""
     parts = []
-    try:
+    with contextlib.suppress(OSError):
         first = Path("/proc/cpuinfo").read_text(errors="replace").split("\n\n", 1)[0]
         keys = ("model name", "flags", "cpu part", "features")
         parts += [s for s in first.splitlines() if s.split(":", 1)[0].strip().lower() in keys]
-    except OSError:
-        pass
     for path in (
         "/sys/devices/system/cpu/cpu0/regs/identification/midr_el1",
         "/sys/firmware/devicetree/base/model",
     ):
-        try:
+        with contextlib.suppress(OSError):
             parts.append(Path(path).read_text(errors="replace").strip("\x00\n"))
-        except OSError:
-            pass
     return "\n".join(parts)
 
 
