@@ -265,6 +265,10 @@ for u in link body eyes web pairing; do
   say unit pendant-$u $(state pendant-$u.service) $(cut -d' ' -f1 /proc/uptime)
 done
 memory settled
+# The eyes' models prepared for this board before the eyes started (a oneshot: active exited).
+say unit pendant-eyes-prepare $(state pendant-eyes-prepare.service) \
+  $(systemctl show -p Result --value pendant-eyes-prepare.service)
+say prepared models $(find /var/cache/pendant-eyes -name '*.onnx' | wc -l)
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
 kill $PROGRESS $HEARTBEAT
 say failed units: $failed

@@ -121,6 +121,14 @@ def test_eyes_reached_ready(booted) -> None:
     assert " active running " in line, f"pendant-eyes: {line or 'never reported'}"
 
 
+def test_the_eyes_models_were_prepared_for_the_board(booted) -> None:
+    # pendant-eyes-prepare.service ran once before the eyes and kept a copy of each of their
+    # five models (the face guard, the OCR's three, the detector) in /var/cache/pendant-eyes.
+    line = next((m for m in marks(booted) if m.startswith("unit pendant-eyes-prepare ")), "")
+    assert " active exited " in line and line.endswith(" success"), line or "never reported"
+    assert "prepared models 5" in marks(booted)
+
+
 def test_the_certificate_names_the_host_name_the_card_set(booted) -> None:
     # setup.toml's hostname, applied on the first boot before pendant-setup issued it.
     assert "certificate names pendant-test.local" in marks(booted)
