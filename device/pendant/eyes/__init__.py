@@ -15,7 +15,7 @@ or a detector sees it; only their count leaves. Nothing here writes an image any
     worker.py     the reader: a child process that runs the models, one at a time
     reader.py     the service's side of it: start, hand a frame over a pipe, let go
     service.py    the eyes on the bus (`pendant service eyes`)
-    look.py       `pendant look IMAGE...`
+    look.py       `pendant look IMAGE...`, and `pendant prepare` (the models kept prepared)
 """
 
 import os
