@@ -169,11 +169,30 @@ def _prepared_session(
         loaded = _load(source, name, _options(threads))
         log.warning("%s: not kept prepared (%s): %s", name, directory, _first_line(exc))
         return loaded
-    copy = re.compile(rf"{re.escape(_stem(model))}-[0-9a-f]{{16}}\.onnx")
-    for stale in directory.iterdir():
-        if stale != path and copy.fullmatch(stale.name):
-            stale.unlink(missing_ok=True)
+    _forget_others(directory, _stem(model), path)
     return loaded
+
+
+def _forget_others(directory: Path, stem: str, kept: Path) -> None:
+    """Older copies of the model (another onnxruntime, another CPU), and halves of copies
+    whose writer died (a power cut): each would hold tens of MB of the card for nothing."""
+    copy = re.compile(rf"{re.escape(stem)}-[0-9a-f]{{16}}\.onnx")
+    partial = re.compile(rf"\.{re.escape(stem)}-[0-9a-f]{{16}}\.onnx\.(\d+)")
+    for other in directory.iterdir():
+        half = partial.fullmatch(other.name)
+        if (other != kept and copy.fullmatch(other.name)) or (half and _gone(int(half[1]))):
+            with contextlib.suppress(OSError):
+                other.unlink()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

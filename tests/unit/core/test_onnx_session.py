@@ -153,3 +153,17 @@ def test_a_directory_only_read_is_used_and_never_written(
         made = session(model, "cls", prepared=kept)
     assert _run(made).shape[0] == 2 and _level(made) != NOT_OPTIMISED
     assert list(kept.iterdir()) == [] and caplog.records == []  # loaded the slow way, quietly
+
+
+def test_half_written_copies_of_dead_writers_are_cleared(model: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "prepared"
+    kept.mkdir()
+    copy = prepared_path(model, kept, None)
+    # A copy half written when the power went (its writer is long gone: no such process).
+    dead = kept / f".{copy.name}.{2**22 + 12345}"
+    dead.write_bytes(b"\0" * 1000)
+    # One being written now by a process that is alive (this one, here).
+    alive = kept / f".{copy.name}.{os.getppid()}"
+    alive.write_bytes(b"\0" * 1000)
+    session(model, "cls", prepared=kept)
+    assert sorted(p.name for p in kept.iterdir()) == sorted([copy.name, alive.name])
