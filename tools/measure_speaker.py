@@ -48,7 +48,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -71,6 +73,7 @@ from pendant.ears.speaker.encoder import (
     VoiceEncoder,
     similarity,
 )
+from pendant.ears.speaker.store import ONE_VOICE_FLOORS, odd_one_out, one_voice
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "testdata"
@@ -545,6 +548,128 @@ def measure(speakers: list[Speaker]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- one voice an enrolment
+
+ENROLMENTS_PER_WEARER = 56
+"""Enrolments of each kind drawn for every wearer (a Kokoro voice's 8 utterances make 56 of 5)."""
+ENROL_SIZES = (3, 4, 5)
+
+
+def enrolments(
+    speakers: list[Speaker], split: str, noisy: bool, n: int, foreign: int
+) -> list[tuple[list[np.ndarray], str]]:
+    """Enrolments of `n` utterances, with the wearer's source: every enrollable speaker of
+    `split` as the wearer, in ENROLMENTS_PER_WEARER different choices of `n - foreign` of its
+    utterances, each followed by `foreign` of one other speaker of the same half, drawn at
+    random (a bystander who spoke during the enrolment, or another person's file; never the
+    same person). Noisy: the noisy copies' embeddings throughout. Seeded by the speaker's name,
+    so that runs agree."""
+    half = [s for s in speakers if s.split == split]
+    out = []
+    for wearer in half:
+        own = wearer.noisy if noisy else wearer.embeddings
+        if not wearer.enrollable or len(own) < n:
+            continue
+        others = [
+            o.noisy if noisy else o.embeddings
+            for o in half
+            if not _same_person(wearer, o) and len(o.noisy if noisy else o.embeddings) >= foreign
+        ]
+        key = f"enrol:{split}:{noisy}:{n}:{foreign}:{wearer.name}"
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8]))
+        for subset in _subsets(len(own), n - foreign, rng):
+            chosen = [own[k] for k in subset]
+            if foreign:
+                other = others[int(rng.integers(len(others)))]
+                chosen += [other[k] for k in rng.choice(len(other), foreign, replace=False)]
+            out.append((chosen, wearer.source))
+    return out
+
+
+def _subsets(size: int, k: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """ENROLMENTS_PER_WEARER different choices of `k` of `size` utterances (all of them when
+    there are no more): no enrolment counted twice."""
+    if math.comb(size, k) <= ENROLMENTS_PER_WEARER:
+        return list(itertools.combinations(range(size), k))
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < ENROLMENTS_PER_WEARER:
+        chosen.add(tuple(sorted(int(i) for i in rng.choice(size, k, replace=False))))
+    return sorted(chosen)
+
+
+def one_voice_floor(speakers: list[Speaker], n: int) -> float:
+    """Where 1 % of the calibration half's honest enrolments of `n` in noisy rooms fall below:
+    how the floors of ONE_VOICE_FLOORS were chosen."""
+    scores = [odd_one_out(e)[1] for e, _ in enrolments(speakers, "calibration", True, n, 0)]
+    return float(np.quantile(scores, 0.01))
+
+
+def _outcome(embeddings: list[np.ndarray], foreign: int, leave_one_out: bool) -> str:
+    """What the enrolment keeps: 'refused', 'clean' (the wearer's utterances only) or 'mixed'
+    (another voice's among them). Without leaving one out: all or nothing."""
+    if leave_one_out:
+        kept = one_voice(embeddings)
+    else:
+        alike = odd_one_out(embeddings)[1] >= ONE_VOICE_FLOORS[min(max(len(embeddings), 3), 5)]
+        kept = list(range(len(embeddings))) if alike else None
+    if kept is None:
+        return "refused"
+    return "mixed" if any(k >= len(embeddings) - foreign for k in kept) else "clean"
+
+
+def enrol_figures(speakers: list[Speaker]) -> dict[str, Any]:
+    """The one-voice check of an enrolment (`pendant.ears.speaker.store.one_voice`): the floors
+    the calibration half gives, and for both halves and conditions the share of honest
+    enrolments refused (by their number of utterances and, for five, by the wearer's source)
+    and of enrolments with one or two other voices among five caught (refused), kept clean
+    (the other voice left out) or kept mixed; the same without leaving one out."""
+    out: dict[str, Any] = {
+        f"enrol_calibration_floor_{n}": round(one_voice_floor(speakers, n), 3) for n in ENROL_SIZES
+    }
+    out["enrol_floors"] = {str(n): f for n, f in ONE_VOICE_FLOORS.items()}
+    for split in SPLITS:
+        for noisy in (False, True):
+            key = f"enrol_{split}" + ("_noisy" if noisy else "")
+            for n in ENROL_SIZES:
+                honest = enrolments(speakers, split, noisy, n, 0)
+                refused = [_outcome(e, 0, True) == "refused" for e, _ in honest]
+                out[f"{key}_honest{n}_refused"] = round(float(np.mean(refused)), 4)
+                out[f"{key}_honest{n}_enrolments"] = len(honest)
+                if n == 5:
+                    whole = [_outcome(e, 0, False) == "refused" for e, _ in honest]
+                    for tail, outcomes in (("", refused), ("_without_leaving_out", whole)):
+                        out[f"{key}_honest5_refused{tail}"] = round(float(np.mean(outcomes)), 4)
+                        for source in sorted({src for _, src in honest}):
+                            mine = [
+                                o for o, (_, s) in zip(outcomes, honest, strict=True) if s == source
+                            ]
+                            share = round(float(np.mean(mine)), 4)
+                            out[f"{key}_honest5_refused{tail}_{source}"] = share
+            for foreign in (1, 2):
+                mixed = enrolments(speakers, split, noisy, 5, foreign)
+                for leave in (True, False):
+                    outcomes = [_outcome(e, foreign, leave) for e, _ in mixed]
+                    tail = "" if leave else "_without_leaving_out"
+                    for what, word in (
+                        ("refused", "caught"),
+                        ("clean", "cleaned"),
+                        ("mixed", "kept_mixed"),
+                    ):
+                        if what == "clean" and not leave:
+                            continue
+                        share = float(np.mean([o == what for o in outcomes]))
+                        out[f"{key}_{foreign}of5_{word}{tail}"] = round(share, 4)
+                    # The one real wearer's enrolments alone (a real voice varies more).
+                    real = [
+                        o for o, (_, s) in zip(outcomes, mixed, strict=True) if s == "speech-en"
+                    ]
+                    if real:
+                        share = float(np.mean([o == "mixed" for o in real]))
+                        out[f"{key}_{foreign}of5_kept_mixed{tail}_speech-en"] = round(share, 4)
+                out[f"{key}_{foreign}of5_enrolments"] = len(mixed)
+    return out
+
+
 def speaker_figures(render: bool = False, jobs: int = 2) -> dict[str, Any]:
     """The figures, keyed `speaker_*` for the bench JSON; {} (the reason printed) without the
     model."""
@@ -560,7 +685,12 @@ def speaker_figures(render: bool = False, jobs: int = 2) -> dict[str, Any]:
     for note in notes:
         print(f"speaker: {note}", flush=True)
     cost = embed_all(encoder, speakers)
-    figures = {**cost, "model_load_ms": round(load_ms), **measure(speakers)}
+    figures = {
+        **cost,
+        "model_load_ms": round(load_ms),
+        **measure(speakers),
+        **enrol_figures(speakers),
+    }
     for split in SPLITS:
         figures[f"speakers_{split}"] = sorted(s.name for s in speakers if s.split == split)
     return {f"speaker_{k}": v for k, v in figures.items()}
@@ -574,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     figures = speaker_figures(args.render, args.jobs)
     for key, value in figures.items():
-        if not isinstance(value, list):
+        if not isinstance(value, list | dict):
             print(f"{key:55s} {value}")
     for split in SPLITS:
         print(f"{split} speakers: {', '.join(figures.get(f'speaker_speakers_{split}', []))}")
