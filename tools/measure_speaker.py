@@ -42,6 +42,11 @@ by source; what fewer enrolment utterances cost; and what score normalisation wo
 against the calibration half's utterances as the cohort, at the threshold where the calibration
 half accepts 1 % of other voices). Cost: CPU ms per utterance on this
 machine (process time, p50 and p90), of it the features', and the model's load.
+
+One voice an enrolment (`enrol_*`, :func:`enrol_figures`): honest enrolments of 3 to 5 of a
+speaker's utterances and enrolments with one or two of another speaker's among five, judged by
+`pendant.ears.speaker.store.one_voice`; its floors (`ONE_VOICE_FLOORS`) are the calibration
+half's `enrol_calibration_floor_*`, where 1 % of its honest enrolments in noisy rooms fall.
 """
 
 from __future__ import annotations

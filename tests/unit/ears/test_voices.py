@@ -8,14 +8,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from pendant.core.config import Config, SpeakerConfig
-from pendant.core.events import ENROL_UTTERANCES, Event, Intent, NotRecognized, Transcript, Voices
+from pendant.core.events import (
+    ENROL_UTTERANCES,
+    Event,
+    Intent,
+    NotRecognized,
+    Transcript,
+    VoiceProblem,
+    Voices,
+)
 from pendant.ears.speaker.check import SpeakerCheck
 from pendant.ears.speaker.store import (
     EMBEDDING_SIZE,
@@ -368,6 +378,15 @@ def test_a_lone_other_voice_is_left_out_of_the_enrolment(
     assert speaker.store.load()["Sam"].utterances == 4
     assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == []
     assert kinds(hear(config, grammar, speaker, (WEARER, False))) == ["transcript", "intent"]
+
+
+def test_the_app_words_every_voice_problem() -> None:
+    """The event carries codes only; a code without the app's words shows the wearer nothing
+    (a refused enrolment would look like one still running)."""
+    app = Path(__file__).parents[3] / "device" / "pendant" / "web" / "static" / "app.js"
+    block = app.read_text().split("const VOICE_PROBLEMS = {", 1)[1].split("};", 1)[0]
+    worded = set(re.findall(r"^\s*([a-z_]+):", block, flags=re.MULTILINE))
+    assert worded == set(get_args(VoiceProblem))
 
 
 def test_the_voices_event_carries_names_and_progress_never_a_vector(tmp_path: Path) -> None:

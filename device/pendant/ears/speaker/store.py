@@ -104,10 +104,10 @@ def one_voice(embeddings: list[np.ndarray]) -> list[int] | None:
     enrolment, another person's file), and a voiceprint of two people would let the other in.
 
     Leaving one out rather than refusing (tools/measure_speaker.py, noisy rooms, held-out
-    half): honest enrolments of five refused 1 % instead of 11 % (the one real speaker's 9 %
-    instead of 73 %), and three in four enrolments with one other voice among five come out
-    clean without enrolling again; the price is two other voices among five, caught less
-    often. See speaker/README.md ("One voice an enrolment")."""
+    half): honest enrolments of five refused 0.2 % instead of 3.3 % (the one real speaker's
+    5 % instead of 64 %), and two in three enrolments with one other voice among five come out
+    without it and without enrolling again; the price is two other voices among five, caught
+    less often (26 % instead of 41 %). See speaker/README.md ("One voice an enrolment")."""
     kept = list(range(len(embeddings)))
     while True:
         odd, alike = odd_one_out([embeddings[k] for k in kept])
