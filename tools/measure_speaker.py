@@ -580,6 +580,8 @@ def enrolments(
             for o in half
             if not _same_person(wearer, o) and len(o.noisy if noisy else o.embeddings) >= foreign
         ]
+        if foreign and not others:
+            continue
         key = f"enrol:{split}:{noisy}:{n}:{foreign}:{wearer.name}"
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8]))
         for subset in _subsets(len(own), n - foreign, rng):
@@ -622,12 +624,19 @@ def _outcome(embeddings: list[np.ndarray], foreign: int, leave_one_out: bool) ->
     return "mixed" if any(k >= len(embeddings) - foreign for k in kept) else "clean"
 
 
+def _share(flags: list[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if flags else None
+
+
 def enrol_figures(speakers: list[Speaker]) -> dict[str, Any]:
     """The one-voice check of an enrolment (`pendant.ears.speaker.store.one_voice`): the floors
     the calibration half gives, and for both halves and conditions the share of honest
     enrolments refused (by their number of utterances and, for five, by the wearer's source)
-    and of enrolments with one or two other voices among five caught (refused), kept clean
-    (the other voice left out) or kept mixed; the same without leaving one out."""
+    and of enrolments with one or two other voices among five caught (refused), cleaned (the
+    other voice left out) or kept mixed; for five, the same without leaving one out."""
+    if not enrolments(speakers, "calibration", True, 5, 0):
+        print("speaker: no calibration speaker to enrol: no enrolment figures", flush=True)
+        return {}
     out: dict[str, Any] = {
         f"enrol_calibration_floor_{n}": round(one_voice_floor(speakers, n), 3) for n in ENROL_SIZES
     }
@@ -637,41 +646,33 @@ def enrol_figures(speakers: list[Speaker]) -> dict[str, Any]:
             key = f"enrol_{split}" + ("_noisy" if noisy else "")
             for n in ENROL_SIZES:
                 honest = enrolments(speakers, split, noisy, n, 0)
-                refused = [_outcome(e, 0, True) == "refused" for e, _ in honest]
-                out[f"{key}_honest{n}_refused"] = round(float(np.mean(refused)), 4)
                 out[f"{key}_honest{n}_enrolments"] = len(honest)
-                if n == 5:
-                    whole = [_outcome(e, 0, False) == "refused" for e, _ in honest]
-                    for tail, outcomes in (("", refused), ("_without_leaving_out", whole)):
-                        out[f"{key}_honest5_refused{tail}"] = round(float(np.mean(outcomes)), 4)
-                        for source in sorted({src for _, src in honest}):
-                            mine = [
-                                o for o, (_, s) in zip(outcomes, honest, strict=True) if s == source
-                            ]
-                            share = round(float(np.mean(mine)), 4)
-                            out[f"{key}_honest5_refused{tail}_{source}"] = share
+                for leave in (True, False) if n == 5 else (True,):
+                    tail = "" if leave else "_without_leaving_out"
+                    refused = [_outcome(e, 0, leave) == "refused" for e, _ in honest]
+                    out[f"{key}_honest{n}_refused{tail}"] = _share(refused)
+                    for source in sorted({src for _, src in honest}) if n == 5 else ():
+                        mine = [r for r, (_, s) in zip(refused, honest, strict=True) if s == source]
+                        out[f"{key}_honest5_refused{tail}_{source}"] = _share(mine)
             for foreign in (1, 2):
                 mixed = enrolments(speakers, split, noisy, 5, foreign)
-                for leave in (True, False):
-                    outcomes = [_outcome(e, foreign, leave) for e, _ in mixed]
-                    tail = "" if leave else "_without_leaving_out"
-                    for what, word in (
-                        ("refused", "caught"),
-                        ("clean", "cleaned"),
-                        ("mixed", "kept_mixed"),
-                    ):
-                        if what == "clean" and not leave:
-                            continue
-                        share = float(np.mean([o == what for o in outcomes]))
-                        out[f"{key}_{foreign}of5_{word}{tail}"] = round(share, 4)
-                    # The one real wearer's enrolments alone (a real voice varies more).
-                    real = [
-                        o for o, (_, s) in zip(outcomes, mixed, strict=True) if s == "speech-en"
-                    ]
-                    if real:
-                        share = float(np.mean([o == "mixed" for o in real]))
-                        out[f"{key}_{foreign}of5_kept_mixed{tail}_speech-en"] = round(share, 4)
                 out[f"{key}_{foreign}of5_enrolments"] = len(mixed)
+                for leave in (True, False):
+                    tail = "" if leave else "_without_leaving_out"
+                    outcomes = [_outcome(e, foreign, leave) for e, _ in mixed]
+                    out[f"{key}_{foreign}of5_caught{tail}"] = _share(
+                        [o == "refused" for o in outcomes]
+                    )
+                    if leave:
+                        out[f"{key}_{foreign}of5_cleaned"] = _share(
+                            [o == "clean" for o in outcomes]
+                        )
+                    kept = [o == "mixed" for o in outcomes]
+                    out[f"{key}_{foreign}of5_kept_mixed{tail}"] = _share(kept)
+                    # The one real wearer's alone: a real voice varies more than a synthetic one.
+                    real = [k for k, (_, s) in zip(kept, mixed, strict=True) if s == "speech-en"]
+                    if real:
+                        out[f"{key}_{foreign}of5_kept_mixed{tail}_speech-en"] = _share(real)
     return out
 
 

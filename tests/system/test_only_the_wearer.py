@@ -8,7 +8,8 @@ are refused, a lone other one is left out); then the bystander's command publish
 all while the wearer's goes out; after `pendant voice forget --all` the check is no longer in
 force and the same bystander's command goes out (so it was a command the check stopped). And
 the phone's way: `cmd/voice` through the link to the ears, which take the next five utterances
-as the voice, then forget it.
+as the voice, then forget it; five utterances of two voices are not kept, and the phone hears
+why (`not_one_voice`).
 """
 
 from __future__ import annotations
@@ -327,3 +328,54 @@ def test_the_phone_enrols_through_the_link_and_forgets(
             "names", "check", "in_force", "enrolling", "heard", "needed", "problem",
         }  # fmt: skip
     assert json.loads((state / "voices.json").read_text())["voices"] == []
+
+
+def test_the_phone_hears_that_an_enrolment_of_two_voices_was_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "ears-state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    files = [wearer(s) for s in ENROL[:3]] + other_voice()
+
+    async def scenario() -> list[dict]:
+        answers: list[dict] = []
+        with (
+            LocalBroker(users=("pendant", "phone")) as bus,
+            LocalBroker(users=("link", "viewer"), tcp=True) as home,
+        ):
+            cfg = simulated(checking(), bus, home, realtime=False)
+            link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
+            cfg = cfg.model_copy(update={"link": link})
+            source = Gated(WavSource(cfg.audio, files))
+            pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
+            base = pendant.link.base_topic
+            running = asyncio.create_task(pendant.run())
+            async with mqtt.client(
+                socket=bus.socket_path, username="phone", password=bus.password("phone")
+            ) as phone:
+                await phone.subscribe(f"{base}/voices", qos=1)
+                sent = False
+                async for message in phone.messages:
+                    if not message.payload:
+                        continue
+                    answer = json.loads(message.payload)  # type: ignore[arg-type]
+                    answers.append(answer)
+                    if not sent:  # the retained one, from the ears' start
+                        command = {"action": "enrol", "voice": "Wearer"}
+                        await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                        sent = True
+                    elif answer.get("enrolling") == "Wearer":
+                        source.opened.set()
+                    elif answer.get("problem") or answer["names"]:
+                        break  # the enrolment's end
+            source.close()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        return answers
+
+    answers = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    assert max(a["heard"] for a in answers) == 4  # the fifth utterance ended it
+    last = answers[-1]
+    assert last["problem"] == "not_one_voice" and last["names"] == [] and not last["in_force"]
+    assert not (state / "voices.json").exists()
