@@ -78,7 +78,7 @@ from pendant.ears.speaker.encoder import (
     VoiceEncoder,
     similarity,
 )
-from pendant.ears.speaker.store import ONE_VOICE_FLOORS, odd_one_out, one_voice
+from pendant.ears.speaker.store import ONE_VOICE_FLOORS, centroid, odd_one_out, one_voice
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "testdata"
@@ -562,8 +562,9 @@ ENROL_SIZES = (3, 4, 5)
 
 def enrolments(
     speakers: list[Speaker], split: str, noisy: bool, n: int, foreign: int
-) -> list[tuple[list[np.ndarray], str]]:
-    """Enrolments of `n` utterances, with the wearer's source: every enrollable speaker of
+) -> list[tuple[list[np.ndarray], str, list[np.ndarray]]]:
+    """Enrolments of `n` utterances, with the wearer's source and the other speaker's other
+    utterances (to try on what is kept; none without `foreign`): every enrollable speaker of
     `split` as the wearer, in ENROLMENTS_PER_WEARER different choices of `n - foreign` of its
     utterances, each followed by `foreign` of one other speaker of the same half, drawn at
     random (a bystander who spoke during the enrolment, or another person's file; never the
@@ -585,11 +586,13 @@ def enrolments(
         key = f"enrol:{split}:{noisy}:{n}:{foreign}:{wearer.name}"
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8]))
         for subset in _subsets(len(own), n - foreign, rng):
-            chosen = [own[k] for k in subset]
+            chosen, rest = [own[k] for k in subset], []
             if foreign:
                 other = others[int(rng.integers(len(others)))]
-                chosen += [other[k] for k in rng.choice(len(other), foreign, replace=False)]
-            out.append((chosen, wearer.source))
+                picked = {int(k) for k in rng.choice(len(other), foreign, replace=False)}
+                chosen += [other[k] for k in sorted(picked)]
+                rest = [e for k, e in enumerate(other) if k not in picked]
+            out.append((chosen, wearer.source, rest))
     return out
 
 
@@ -607,21 +610,43 @@ def _subsets(size: int, k: int, rng: np.random.Generator) -> list[tuple[int, ...
 def one_voice_floor(speakers: list[Speaker], n: int) -> float:
     """Where 1 % of the calibration half's honest enrolments of `n` in noisy rooms fall below:
     how the floors of ONE_VOICE_FLOORS were chosen."""
-    scores = [odd_one_out(e)[1] for e, _ in enrolments(speakers, "calibration", True, n, 0)]
+    scores = [odd_one_out(e)[1] for e, _, _ in enrolments(speakers, "calibration", True, n, 0)]
     return float(np.quantile(scores, 0.01))
+
+
+def _kept(embeddings: list[np.ndarray], leave_one_out: bool) -> list[int] | None:
+    """What `one_voice` keeps; without leaving one out, all or nothing."""
+    if leave_one_out:
+        return one_voice(embeddings)
+    alike = odd_one_out(embeddings)[1] >= ONE_VOICE_FLOORS[min(max(len(embeddings), 3), 5)]
+    return list(range(len(embeddings))) if alike else None
 
 
 def _outcome(embeddings: list[np.ndarray], foreign: int, leave_one_out: bool) -> str:
     """What the enrolment keeps: 'refused', 'clean' (the wearer's utterances only) or 'mixed'
-    (another voice's among them). Without leaving one out: all or nothing."""
-    if leave_one_out:
-        kept = one_voice(embeddings)
-    else:
-        alike = odd_one_out(embeddings)[1] >= ONE_VOICE_FLOORS[min(max(len(embeddings), 3), 5)]
-        kept = list(range(len(embeddings))) if alike else None
+    (another voice's among them; they come last)."""
+    kept = _kept(embeddings, leave_one_out)
     if kept is None:
         return "refused"
     return "mixed" if any(k >= len(embeddings) - foreign for k in kept) else "clean"
+
+
+def _bystander_accepted(
+    mixed: list[tuple[list[np.ndarray], str, list[np.ndarray]]], foreign: int
+) -> tuple[float | None, float | None]:
+    """What a kept mix costs: the share of that other speaker's other utterances the check
+    then accepts (at DEFAULT_THRESHOLD), and the share it would accept with the wearer's own
+    utterances of the same enrolments alone."""
+    with_mix, alone = [], []
+    for embeddings, _, rest in mixed:
+        kept = one_voice(embeddings)
+        if kept is None or all(k < len(embeddings) - foreign for k in kept):
+            continue
+        voice = centroid([embeddings[k] for k in kept])
+        wearer = centroid(embeddings[: len(embeddings) - foreign])
+        with_mix += [similarity(voice, r) >= DEFAULT_THRESHOLD for r in rest]
+        alone += [similarity(wearer, r) >= DEFAULT_THRESHOLD for r in rest]
+    return _share(with_mix), _share(alone)
 
 
 def _share(flags: list[bool]) -> float | None:
@@ -649,17 +674,20 @@ def enrol_figures(speakers: list[Speaker]) -> dict[str, Any]:
                 out[f"{key}_honest{n}_enrolments"] = len(honest)
                 for leave in (True, False) if n == 5 else (True,):
                     tail = "" if leave else "_without_leaving_out"
-                    refused = [_outcome(e, 0, leave) == "refused" for e, _ in honest]
+                    refused = [_outcome(e, 0, leave) == "refused" for e, _, _ in honest]
                     out[f"{key}_honest{n}_refused{tail}"] = _share(refused)
-                    for source in sorted({src for _, src in honest}) if n == 5 else ():
-                        mine = [r for r, (_, s) in zip(refused, honest, strict=True) if s == source]
+                    for source in sorted({src for _, src, _ in honest}) if n == 5 else ():
+                        mine = [r for r, h in zip(refused, honest, strict=True) if h[1] == source]
                         out[f"{key}_honest5_refused{tail}_{source}"] = _share(mine)
             for foreign in (1, 2):
                 mixed = enrolments(speakers, split, noisy, 5, foreign)
                 out[f"{key}_{foreign}of5_enrolments"] = len(mixed)
+                accepted, alone = _bystander_accepted(mixed, foreign)
+                out[f"{key}_{foreign}of5_kept_mixed_other_accepted"] = accepted
+                out[f"{key}_{foreign}of5_kept_mixed_other_accepted_by_wearer_alone"] = alone
                 for leave in (True, False):
                     tail = "" if leave else "_without_leaving_out"
-                    outcomes = [_outcome(e, foreign, leave) for e, _ in mixed]
+                    outcomes = [_outcome(e, foreign, leave) for e, _, _ in mixed]
                     out[f"{key}_{foreign}of5_caught{tail}"] = _share(
                         [o == "refused" for o in outcomes]
                     )
@@ -670,7 +698,7 @@ def enrol_figures(speakers: list[Speaker]) -> dict[str, Any]:
                     kept = [o == "mixed" for o in outcomes]
                     out[f"{key}_{foreign}of5_kept_mixed{tail}"] = _share(kept)
                     # The one real wearer's alone: a real voice varies more than a synthetic one.
-                    real = [k for k, (_, s) in zip(kept, mixed, strict=True) if s == "speech-en"]
+                    real = [k for k, m in zip(kept, mixed, strict=True) if m[1] == "speech-en"]
                     if real:
                         out[f"{key}_{foreign}of5_kept_mixed{tail}_speech-en"] = _share(real)
     return out
