@@ -42,13 +42,20 @@ by source; what fewer enrolment utterances cost; and what score normalisation wo
 against the calibration half's utterances as the cohort, at the threshold where the calibration
 half accepts 1 % of other voices). Cost: CPU ms per utterance on this
 machine (process time, p50 and p90), of it the features', and the model's load.
+
+One voice an enrolment (`enrol_*`, :func:`enrol_figures`): honest enrolments of 3 to 5 of a
+speaker's utterances and enrolments with one or two of another speaker's among five, judged by
+`pendant.ears.speaker.store.one_voice`; its floors (`ONE_VOICE_FLOORS`) are the calibration
+half's `enrol_calibration_floor_*`, where 1 % of its honest enrolments in noisy rooms fall.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -71,6 +78,7 @@ from pendant.ears.speaker.encoder import (
     VoiceEncoder,
     similarity,
 )
+from pendant.ears.speaker.store import ONE_VOICE_FLOORS, centroid, odd_one_out, one_voice
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "testdata"
@@ -545,6 +553,157 @@ def measure(speakers: list[Speaker]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- one voice an enrolment
+
+ENROLMENTS_PER_WEARER = 56
+"""Enrolments of each kind drawn for every wearer (a Kokoro voice's 8 utterances make 56 of 5)."""
+ENROL_SIZES = (3, 4, 5)
+
+
+def enrolments(
+    speakers: list[Speaker], split: str, noisy: bool, n: int, foreign: int
+) -> list[tuple[list[np.ndarray], str, list[np.ndarray]]]:
+    """Enrolments of `n` utterances, with the wearer's source and the other speaker's other
+    utterances (to try on what is kept; none without `foreign`): every enrollable speaker of
+    `split` as the wearer, in ENROLMENTS_PER_WEARER different choices of `n - foreign` of its
+    utterances, each followed by `foreign` of one other speaker of the same half, drawn at
+    random (a bystander who spoke during the enrolment, or another person's file; never the
+    same person). Noisy: the noisy copies' embeddings throughout. Seeded by the speaker's name,
+    so that runs agree."""
+    half = [s for s in speakers if s.split == split]
+    out = []
+    for wearer in half:
+        own = wearer.noisy if noisy else wearer.embeddings
+        if not wearer.enrollable or len(own) < n:
+            continue
+        others = [
+            o.noisy if noisy else o.embeddings
+            for o in half
+            if not _same_person(wearer, o) and len(o.noisy if noisy else o.embeddings) >= foreign
+        ]
+        if foreign and not others:
+            continue
+        key = f"enrol:{split}:{noisy}:{n}:{foreign}:{wearer.name}"
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8]))
+        for subset in _subsets(len(own), n - foreign, rng):
+            chosen, rest = [own[k] for k in subset], []
+            if foreign:
+                other = others[int(rng.integers(len(others)))]
+                picked = {int(k) for k in rng.choice(len(other), foreign, replace=False)}
+                chosen += [other[k] for k in sorted(picked)]
+                rest = [e for k, e in enumerate(other) if k not in picked]
+            out.append((chosen, wearer.source, rest))
+    return out
+
+
+def _subsets(size: int, k: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """ENROLMENTS_PER_WEARER different choices of `k` of `size` utterances (all of them when
+    there are no more): no enrolment counted twice."""
+    if math.comb(size, k) <= ENROLMENTS_PER_WEARER:
+        return list(itertools.combinations(range(size), k))
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < ENROLMENTS_PER_WEARER:
+        chosen.add(tuple(sorted(int(i) for i in rng.choice(size, k, replace=False))))
+    return sorted(chosen)
+
+
+def one_voice_floor(speakers: list[Speaker], n: int) -> float:
+    """Where 1 % of the calibration half's honest enrolments of `n` in noisy rooms fall below:
+    how the floors of ONE_VOICE_FLOORS were chosen."""
+    scores = [odd_one_out(e)[1] for e, _, _ in enrolments(speakers, "calibration", True, n, 0)]
+    return float(np.quantile(scores, 0.01))
+
+
+def _kept(embeddings: list[np.ndarray], leave_one_out: bool) -> list[int] | None:
+    """What `one_voice` keeps; without leaving one out, all or nothing."""
+    if leave_one_out:
+        return one_voice(embeddings)
+    alike = odd_one_out(embeddings)[1] >= ONE_VOICE_FLOORS[min(max(len(embeddings), 3), 5)]
+    return list(range(len(embeddings))) if alike else None
+
+
+def _outcome(embeddings: list[np.ndarray], foreign: int, leave_one_out: bool) -> str:
+    """What the enrolment keeps: 'refused', 'clean' (the wearer's utterances only) or 'mixed'
+    (another voice's among them; they come last)."""
+    kept = _kept(embeddings, leave_one_out)
+    if kept is None:
+        return "refused"
+    return "mixed" if any(k >= len(embeddings) - foreign for k in kept) else "clean"
+
+
+def _bystander_accepted(
+    mixed: list[tuple[list[np.ndarray], str, list[np.ndarray]]], foreign: int
+) -> tuple[float | None, float | None]:
+    """What a kept mix costs: the share of that other speaker's other utterances the check
+    then accepts (at DEFAULT_THRESHOLD), and the share it would accept with the wearer's own
+    utterances of the same enrolments alone."""
+    with_mix, alone = [], []
+    for embeddings, _, rest in mixed:
+        kept = one_voice(embeddings)
+        if kept is None or all(k < len(embeddings) - foreign for k in kept):
+            continue
+        voice = centroid([embeddings[k] for k in kept])
+        wearer = centroid(embeddings[: len(embeddings) - foreign])
+        with_mix += [similarity(voice, r) >= DEFAULT_THRESHOLD for r in rest]
+        alone += [similarity(wearer, r) >= DEFAULT_THRESHOLD for r in rest]
+    return _share(with_mix), _share(alone)
+
+
+def _share(flags: list[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if flags else None
+
+
+def enrol_figures(speakers: list[Speaker]) -> dict[str, Any]:
+    """The one-voice check of an enrolment (`pendant.ears.speaker.store.one_voice`): the floors
+    the calibration half gives, and for both halves and conditions the share of honest
+    enrolments refused (by their number of utterances and, for five, by the wearer's source)
+    and of enrolments with one or two other voices among five caught (refused), cleaned (the
+    other voice left out) or kept mixed; for five, the same without leaving one out."""
+    if not enrolments(speakers, "calibration", True, 5, 0):
+        print("speaker: no calibration speaker to enrol: no enrolment figures", flush=True)
+        return {}
+    out: dict[str, Any] = {
+        f"enrol_calibration_floor_{n}": round(one_voice_floor(speakers, n), 3) for n in ENROL_SIZES
+    }
+    out["enrol_floors"] = {str(n): f for n, f in ONE_VOICE_FLOORS.items()}
+    for split in SPLITS:
+        for noisy in (False, True):
+            key = f"enrol_{split}" + ("_noisy" if noisy else "")
+            for n in ENROL_SIZES:
+                honest = enrolments(speakers, split, noisy, n, 0)
+                out[f"{key}_honest{n}_enrolments"] = len(honest)
+                for leave in (True, False) if n == 5 else (True,):
+                    tail = "" if leave else "_without_leaving_out"
+                    refused = [_outcome(e, 0, leave) == "refused" for e, _, _ in honest]
+                    out[f"{key}_honest{n}_refused{tail}"] = _share(refused)
+                    for source in sorted({src for _, src, _ in honest}) if n == 5 else ():
+                        mine = [r for r, h in zip(refused, honest, strict=True) if h[1] == source]
+                        out[f"{key}_honest5_refused{tail}_{source}"] = _share(mine)
+            for foreign in (1, 2):
+                mixed = enrolments(speakers, split, noisy, 5, foreign)
+                out[f"{key}_{foreign}of5_enrolments"] = len(mixed)
+                accepted, alone = _bystander_accepted(mixed, foreign)
+                out[f"{key}_{foreign}of5_kept_mixed_other_accepted"] = accepted
+                out[f"{key}_{foreign}of5_kept_mixed_other_accepted_by_wearer_alone"] = alone
+                for leave in (True, False):
+                    tail = "" if leave else "_without_leaving_out"
+                    outcomes = [_outcome(e, foreign, leave) for e, _, _ in mixed]
+                    out[f"{key}_{foreign}of5_caught{tail}"] = _share(
+                        [o == "refused" for o in outcomes]
+                    )
+                    if leave:
+                        out[f"{key}_{foreign}of5_cleaned"] = _share(
+                            [o == "clean" for o in outcomes]
+                        )
+                    kept = [o == "mixed" for o in outcomes]
+                    out[f"{key}_{foreign}of5_kept_mixed{tail}"] = _share(kept)
+                    # The one real wearer's alone: a real voice varies more than a synthetic one.
+                    real = [k for k, m in zip(kept, mixed, strict=True) if m[1] == "speech-en"]
+                    if real:
+                        out[f"{key}_{foreign}of5_kept_mixed{tail}_speech-en"] = _share(real)
+    return out
+
+
 def speaker_figures(render: bool = False, jobs: int = 2) -> dict[str, Any]:
     """The figures, keyed `speaker_*` for the bench JSON; {} (the reason printed) without the
     model."""
@@ -560,7 +719,12 @@ def speaker_figures(render: bool = False, jobs: int = 2) -> dict[str, Any]:
     for note in notes:
         print(f"speaker: {note}", flush=True)
     cost = embed_all(encoder, speakers)
-    figures = {**cost, "model_load_ms": round(load_ms), **measure(speakers)}
+    figures = {
+        **cost,
+        "model_load_ms": round(load_ms),
+        **measure(speakers),
+        **enrol_figures(speakers),
+    }
     for split in SPLITS:
         figures[f"speakers_{split}"] = sorted(s.name for s in speakers if s.split == split)
     return {f"speaker_{k}": v for k, v in figures.items()}
@@ -574,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     figures = speaker_figures(args.render, args.jobs)
     for key, value in figures.items():
-        if not isinstance(value, list):
+        if not isinstance(value, list | dict):
             print(f"{key:55s} {value}")
     for split in SPLITS:
         print(f"{split} speakers: {', '.join(figures.get(f'speaker_speakers_{split}', []))}")

@@ -3,11 +3,13 @@ from the model cache), real recordings. The wearer is the voice of speech-en/mai
 is speech-en/generated's (another voice saying English commands the demo home knows) and one
 of speech-other-languages' speakers.
 
-The wearer enrols with `pendant voice enrol` from five recordings; then the bystander's
-command publishes nothing at all while the wearer's goes out; after `pendant voice forget
---all` the check is no longer in force and the same bystander's command goes out (so it was a
-command the check stopped). And the phone's way: `cmd/voice` through the link to the ears,
-which take the next five utterances as the voice, then forget it.
+The wearer enrols with `pendant voice enrol` from five recordings (recordings of two voices
+are refused, a lone other one is left out); then the bystander's command publishes nothing at
+all while the wearer's goes out; after `pendant voice forget --all` the check is no longer in
+force and the same bystander's command goes out (so it was a command the check stopped). And
+the phone's way: `cmd/voice` through the link to the ears, which take the next five utterances
+as the voice, then forget it; five utterances of two voices are not kept, and the phone hears
+why (`not_one_voice`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ def foreigner() -> Path:
     if not OTHERS.is_dir():
         pytest.skip(f"{OTHERS} is absent: the shared recordings are not on this machine")
     return sorted((OTHERS / "de").rglob("*.wav"))[0]
+
+
+def other_voice() -> list[Path]:
+    """Two utterances of another voice: speech-other-languages' synthesized Italian. (Its real
+    recorded people, fr and es, sound too much like this real wearer to the encoder: mixed with
+    his recordings they are mostly not caught; speaker/README.md, "One voice an enrolment".)"""
+    if not OTHERS.is_dir():
+        pytest.skip(f"{OTHERS} is absent: the shared recordings are not on this machine")
+    return sorted((OTHERS / "it" / "generated").glob("*.wav"))[:2]
 
 
 def voice_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -191,6 +202,28 @@ def test_a_bad_voice_command_line_is_one_line(tmp_path: Path) -> None:
     assert "pendant voice forget --all" in broken.stderr
 
 
+def test_an_enrolment_of_two_voices_is_refused_in_one_line_and_a_lone_other_left_out(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "ears-state"
+    mine = [str(wearer(s)) for s in ENROL]
+    theirs = [str(p) for p in other_voice()]
+    mixed = voice_cli(state, "enrol", "Wearer", *mine[:3], *theirs)
+    assert mixed.returncode != 0
+    assert mixed.stderr.count("\n") == 1, mixed.stderr
+    assert "do not sound like one voice" in mixed.stderr and "alone" in mixed.stderr
+    assert not (state / "voices.json").exists()  # nothing of either voice kept
+
+    one_other = voice_cli(state, "enrol", "Wearer", *mine[:2], theirs[0], *mine[2:4])
+    assert one_other.returncode == 0, one_other.stderr
+    assert f"{theirs[0]}: not like the others" in one_other.stdout
+    assert "from 4 utterances" in one_other.stdout
+
+    alone = voice_cli(state, "enrol", "Wearer", *mine)
+    assert alone.returncode == 0, alone.stderr
+    assert "left out" not in alone.stdout and "from 5 utterances" in alone.stdout
+
+
 class Gated:
     """A WAV source that plays only once the test opens it, and then stays open (silent)
     until closed: the phone's enrol command must reach the ears before the speech does."""
@@ -295,3 +328,54 @@ def test_the_phone_enrols_through_the_link_and_forgets(
             "names", "check", "in_force", "enrolling", "heard", "needed", "problem",
         }  # fmt: skip
     assert json.loads((state / "voices.json").read_text())["voices"] == []
+
+
+def test_the_phone_hears_that_an_enrolment_of_two_voices_was_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "ears-state"
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    files = [wearer(s) for s in ENROL[:3]] + other_voice()
+
+    async def scenario() -> list[dict]:
+        answers: list[dict] = []
+        with (
+            LocalBroker(users=("pendant", "phone")) as bus,
+            LocalBroker(users=("link", "viewer"), tcp=True) as home,
+        ):
+            cfg = simulated(checking(), bus, home, realtime=False)
+            link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
+            cfg = cfg.model_copy(update={"link": link})
+            source = Gated(WavSource(cfg.audio, files))
+            pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
+            base = pendant.link.base_topic
+            running = asyncio.create_task(pendant.run())
+            async with mqtt.client(
+                socket=bus.socket_path, username="phone", password=bus.password("phone")
+            ) as phone:
+                await phone.subscribe(f"{base}/voices", qos=1)
+                sent = False
+                async for message in phone.messages:
+                    if not message.payload:
+                        continue
+                    answer = json.loads(message.payload)  # type: ignore[arg-type]
+                    answers.append(answer)
+                    if not sent:  # the retained one, from the ears' start
+                        command = {"action": "enrol", "voice": "Wearer"}
+                        await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                        sent = True
+                    elif answer.get("enrolling") == "Wearer":
+                        source.opened.set()
+                    elif answer.get("problem") or answer["names"]:
+                        break  # the enrolment's end
+            source.close()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        return answers
+
+    answers = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
+    assert max(a["heard"] for a in answers) == 4  # the fifth utterance ended it
+    last = answers[-1]
+    assert last["problem"] == "not_one_voice" and last["names"] == [] and not last["in_force"]
+    assert not (state / "voices.json").exists()

@@ -1,7 +1,9 @@
 """`pendant voice`: the voices enrolled for `[speaker]`, on the device (issue 19).
 
 `enrol NAME FILE...` embeds each sound file (one utterance each, the wearer speaking) and keeps
-their mean as NAME's voice; `list` prints the names; `forget NAME` / `forget --all` deletes.
+their mean as NAME's voice if they sound like one voice (`one_voice`: a file unlike the others
+may be left out, and said so; recordings of two people are refused); `list` prints the names;
+`forget NAME` / `forget --all` deletes.
 The file is the ears' (`pendant.ears.speaker.store`): run as root or as the ears' user on the
 pendant, where the running ears take a change at their next utterance. Spoken enrolment, from
 the microphone, is the phone app's "read these five sentences" (the `voice` command), which
@@ -72,21 +74,31 @@ def run(config: Config, args: argparse.Namespace) -> int:
 def _enrol(config: Config, store: VoiceStore, name: str, files: list[Path]) -> int:
     from pendant.ears.audio.wav import read_audio
     from pendant.ears.speaker.check import load_encoder
-    from pendant.ears.speaker.store import centroid
+    from pendant.ears.speaker.store import centroid, one_voice
 
     encoder, _ = load_encoder(config)
-    embeddings = []
+    embeddings, heard = [], []
     for path in files:
         embedding = encoder.embed(read_audio(path))
         if embedding is None:
             print(f"{path}: too little speech, left out")
             continue
         embeddings.append(embedding)
+        heard.append(path)
     if len(embeddings) < ENROL_MIN_UTTERANCES:
         raise PendantError(
             f"voice enrol: {len(embeddings)} of the files hold enough speech, "
             f"{ENROL_MIN_UTTERANCES} are needed (five sentences of a few seconds each)"
         )
-    store.add(name, centroid(embeddings), len(embeddings))
-    print(f"enrolled {name} from {len(embeddings)} utterances ({store.path}, 0600)")
+    kept = one_voice(embeddings)
+    if kept is None:
+        raise PendantError(
+            f"voice enrol: the recordings do not sound like one voice: record {name} again, "
+            "alone and somewhere quieter"
+        )
+    for k, path in enumerate(heard):
+        if k not in kept:
+            print(f"{path}: not like the others (another voice?), left out")
+    store.add(name, centroid([embeddings[k] for k in kept]), len(kept))
+    print(f"enrolled {name} from {len(kept)} utterances ({store.path}, 0600)")
     return 0

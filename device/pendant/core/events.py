@@ -441,6 +441,7 @@ ENROL_MIN_UTTERANCES = 3
 # text), which the phone words itself.
 VoiceProblem = Literal[
     "too_little_speech",
+    "not_one_voice",
     "too_many_voices",
     "unknown_voice",
     "not_saved",

@@ -8,16 +8,33 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 
 from pendant.core.config import Config, SpeakerConfig
-from pendant.core.events import ENROL_UTTERANCES, Event, Intent, NotRecognized, Transcript, Voices
+from pendant.core.events import (
+    ENROL_UTTERANCES,
+    Event,
+    Intent,
+    NotRecognized,
+    Transcript,
+    VoiceProblem,
+    Voices,
+)
 from pendant.ears.speaker.check import SpeakerCheck
-from pendant.ears.speaker.store import EMBEDDING_SIZE, VoiceStore, VoiceStoreError
+from pendant.ears.speaker.store import (
+    EMBEDDING_SIZE,
+    ONE_VOICE_FLOORS,
+    VoiceStore,
+    VoiceStoreError,
+    odd_one_out,
+    one_voice,
+)
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.vad import Utterance
 from tests.support.ears_support import Heard, bare_ears
@@ -290,6 +307,86 @@ def test_done_keeps_three_or_more_cancel_keeps_nothing(tmp_path: Path) -> None:
     speaker.cancel()
     assert speaker.store.names() == ["Sam"] and speaker.enrolling is None
     assert speaker.forget("Alex") == "unknown_voice"
+
+
+# --- one voice an enrolment -----------------------------------------------------------------
+
+
+def said_by(voice: int, k: int) -> np.ndarray:
+    """Utterance `k` of `voice`: the voice's own direction and a little of the utterance's
+    (two utterances of one voice at cosine 0.96; of two voices, 0)."""
+    return direction(voice) + 0.2 * direction(10 + 10 * voice + k)
+
+
+def test_one_voice_keeps_an_enrolment_of_one_voice_whole() -> None:
+    assert one_voice([said_by(0, k) for k in range(5)]) == [0, 1, 2, 3, 4]
+    assert one_voice([said_by(0, k) for k in range(3)]) == [0, 1, 2]
+    assert one_voice([said_by(0, k) for k in range(8)]) == list(range(8))  # the CLI takes more
+
+
+def test_one_voice_leaves_out_a_lone_other_voice_if_three_remain() -> None:
+    mixed = [said_by(0, 0), said_by(1, 0), said_by(0, 1), said_by(0, 2), said_by(0, 3)]
+    assert odd_one_out(mixed)[0] == 1
+    assert one_voice(mixed) == [0, 2, 3, 4]
+    assert one_voice(mixed[:4]) == [0, 2, 3]
+
+
+def test_one_voice_refuses_two_voices_and_a_mix_it_cannot_cut_down() -> None:
+    two_each = [said_by(0, 0), said_by(1, 0), said_by(0, 1), said_by(1, 1), said_by(0, 2)]
+    assert one_voice(two_each) is None  # leaving one out still leaves the other voice
+    assert one_voice([said_by(0, 0), said_by(0, 1), said_by(1, 0)]) is None  # 2 would be left
+    assert one_voice([said_by(1, k) for k in range(3)] + [said_by(0, 0), said_by(0, 1)]) is None
+
+
+def test_the_floors_are_calibrated_cosines_lower_for_fewer_utterances() -> None:
+    # Set from tools/measure_speaker.py's `speaker_enrol_calibration_floor_*`: a floor left at 0
+    # (or at 1) would keep every mix (or refuse every enrolment).
+    assert sorted(ONE_VOICE_FLOORS) == [3, 4, 5]
+    assert 0.3 < ONE_VOICE_FLOORS[3] <= ONE_VOICE_FLOORS[4] <= ONE_VOICE_FLOORS[5] < 0.9
+
+
+def test_an_enrolment_of_two_voices_keeps_nothing_and_the_phone_hears_why(
+    config: Config, grammar: Grammar, tmp_path: Path
+) -> None:
+    speaker = check(tmp_path)
+    speaker.start("Sam")
+    said = [(WEARER, False), (BYSTANDER, False), (WEARER, False), (BYSTANDER, True)]
+    events = hear(config, grammar, speaker, *said, (WEARER, False))
+    assert kinds(events) == []
+    last = [e for e in events if isinstance(e, Voices)][-1]
+    assert (last.enrolling, last.heard, last.problem, last.names) == (None, 0, "not_one_voice", [])
+    assert speaker.store.names() == [] and not speaker.store.path.exists()
+    payload = json.loads(last.to_json())
+    assert payload["problem"] == "not_one_voice"  # a code the phone words; never a score
+    assert set(payload) <= {
+        "type", "version", "id", "device_id", "timestamp_ms",
+        "names", "check", "in_force", "enrolling", "heard", "needed", "problem",
+    }  # fmt: skip
+    # Nothing was kept, so everyone is heard as before.
+    assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == ["transcript", "intent"]
+
+
+def test_a_lone_other_voice_is_left_out_of_the_enrolment(
+    config: Config, grammar: Grammar, tmp_path: Path
+) -> None:
+    speaker = check(tmp_path)
+    speaker.start("Sam")
+    said = [(WEARER, False), (WEARER, False), (BYSTANDER, False), (WEARER, False), (WEARER, False)]
+    events = hear(config, grammar, speaker, *said)
+    last = [e for e in events if isinstance(e, Voices)][-1]
+    assert (last.problem, last.names) == (None, ["Sam"])
+    assert speaker.store.load()["Sam"].utterances == 4
+    assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == []
+    assert kinds(hear(config, grammar, speaker, (WEARER, False))) == ["transcript", "intent"]
+
+
+def test_the_app_words_every_voice_problem() -> None:
+    """The event carries codes only; a code without the app's words shows the wearer nothing
+    (a refused enrolment would look like one still running)."""
+    app = Path(__file__).parents[3] / "device" / "pendant" / "web" / "static" / "app.js"
+    block = app.read_text().split("const VOICE_PROBLEMS = {", 1)[1].split("};", 1)[0]
+    worded = set(re.findall(r"^\s*([a-z_]+):", block, flags=re.MULTILINE))
+    assert worded == set(get_args(VoiceProblem))
 
 
 def test_the_voices_event_carries_names_and_progress_never_a_vector(tmp_path: Path) -> None:

@@ -30,7 +30,13 @@ from pendant.core.events import (
     Voices,
 )
 from pendant.ears.audio import RATE_HZ
-from pendant.ears.speaker.store import VoiceStore, VoiceStoreError, centroid, normalised
+from pendant.ears.speaker.store import (
+    VoiceStore,
+    VoiceStoreError,
+    centroid,
+    normalised,
+    one_voice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +184,19 @@ class SpeakerCheck:
         return self.keep(name, taken)
 
     def keep(self, name: str, embeddings: list[np.ndarray]) -> VoiceProblem | None:
+        """Keep the voice of `embeddings` if they sound like one voice (`one_voice`: an odd one
+        out may be left out); never a voiceprint of two people."""
+        kept = one_voice(embeddings)
+        if kept is None:
+            log.info("voice not kept: its %d utterances are not one voice", len(embeddings))
+            return "not_one_voice"
+        voice = [embeddings[k] for k in kept]
         try:
-            self.store.add(name, centroid(embeddings), len(embeddings))
+            self.store.add(name, centroid(voice), len(voice))
         except VoiceStoreError as exc:
             log.error("voice not kept: %s", exc)
             return "too_many_voices" if "enrolled already" in str(exc) else "not_saved"
-        log.info("voice enrolled from %d utterances", len(embeddings))
+        log.info("voice enrolled from %d utterances of %d", len(voice), len(embeddings))
         return None
 
     def forget(self, name: str | None) -> VoiceProblem | None:

@@ -77,6 +77,8 @@
   ];
   const VOICE_PROBLEMS = {
     too_little_speech: "Too little speech to keep: say the sentence again, a little longer.",
+    not_one_voice:
+      "The sentences did not sound like one voice: enrol again, alone and somewhere quieter.",
     too_many_voices: "The pendant knows eight voices already: forget one first.",
     unknown_voice: "The pendant does not know that voice.",
     not_saved: "The pendant could not keep the voice.",
