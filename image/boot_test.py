@@ -269,6 +269,8 @@ memory settled
 say unit pendant-eyes-prepare $(state pendant-eyes-prepare.service) \
   $(systemctl show -p Result --value pendant-eyes-prepare.service)
 say prepared models $(find /var/cache/pendant-eyes -name '*.onnx' | wc -l)
+# ... and the eyes' reader loaded them: it says so when a model has no copy for this board.
+say unprepared loads $(journalctl -b -u pendant-eyes -o cat --no-pager | grep -c "no copy prepared")
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
 kill $PROGRESS $HEARTBEAT
 say failed units: $failed

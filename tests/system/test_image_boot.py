@@ -127,6 +127,8 @@ def test_the_eyes_models_were_prepared_for_the_board(booted) -> None:
     line = next((m for m in marks(booted) if m.startswith("unit pendant-eyes-prepare ")), "")
     assert " active exited " in line and line.endswith(" success"), line or "never reported"
     assert "prepared models 5" in marks(booted)
+    # The capture's reader loaded each of its models from those copies.
+    assert "unprepared loads 0" in marks(booted)
 
 
 def test_the_certificate_names_the_host_name_the_card_set(booted) -> None:

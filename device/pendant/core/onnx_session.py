@@ -155,8 +155,8 @@ def _prepared_session(
         return _load(source, name, options)
     if not os.access(directory, os.W_OK):
         # Where another unit prepares the copies and this one only reads them (the eyes: see
-        # pendant-eyes-prepare.service): a missing copy is loaded the slow way, quietly.
-        log.debug("%s: no prepared copy in %s", name, directory)
+        # pendant-eyes-prepare.service): a missing copy is loaded the slow way.
+        log.info("%s: no copy prepared for this board in %s: loaded the slow way", name, directory)
         return _load(source, name, options)
     options.optimized_model_filepath = str(partial)
     try:
