@@ -339,8 +339,6 @@ def test_the_eyes_models_are_prepared_by_a_step_that_holds_no_frame() -> None:
     assert "CACHE_DIRECTORY=/var/cache/pendant-eyes" in words(eyes, "Environment")
     assert "pendant-eyes-prepare.service" in words(eyes, "Wants")
     assert "pendant-eyes-prepare.service" in words(eyes, "After")
-    # After the ears' start, not beside it: the two would load their models at once.
-    assert "pendant-ears.service" in words(d, "After")
     # Wanted, not required: if it fails, the eyes start and load their models the slow way.
     assert "pendant-eyes-prepare.service" not in words(eyes, "Requires")
 
