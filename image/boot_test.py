@@ -269,8 +269,12 @@ memory settled
 say unit pendant-eyes-prepare $(state pendant-eyes-prepare.service) \
   $(systemctl show -p Result --value pendant-eyes-prepare.service)
 say prepared models $(find /var/cache/pendant-eyes -name '*.onnx' | wc -l)
-# ... and the eyes' reader loaded them: it says so when a model has no copy for this board.
-say unprepared loads $(journalctl -b -u pendant-eyes -o cat --no-pager | grep -c "no copy prepared")
+say prepared before eyes \
+  $(systemctl show -p ExecMainExitTimestampMonotonic --value pendant-eyes-prepare.service) \
+  $(systemctl show -p ActiveEnterTimestampMonotonic --value pendant-eyes.service)
+# ... and the eyes' reader loaded them: it says so when a model has no good copy for the board.
+say unprepared loads $(journalctl -b -u pendant-eyes -o cat --no-pager \
+  | grep -c -e "no copy prepared" -e "prepared copy .* would not load")
 failed=$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')
 kill $PROGRESS $HEARTBEAT
 say failed units: $failed

@@ -920,7 +920,8 @@ def run_guest(
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(Path.home()),
-        # The ears' cache folder (hama keeps its G2P's spellings there): the guest's own.
+        # The guest's own cache folder: the ears' (hama keeps its G2P's spellings there) and the
+        # eyes' models prepared for the board (`pendant prepare`, the read part).
         "CACHE_DIRECTORY": str(EARS_CACHE),
         "LANG": "C.UTF-8",
         "PYTHONPATH": f"{REPO / 'device'}:{site}",
@@ -987,6 +988,11 @@ def prepare_models(root: Path, site: Path, lib: Path, plan: dict[str, Any], boar
     """What pendant-eyes-prepare.service does at boot, as `board`'s CPU, into the guest's
     cache folder (where the counted reads then find the copies): its instructions, the whole
     process's (a first boot's cost; later boots find the copies)."""
+    # Made afresh: copies left by an earlier run would only be loaded, not made.
+    copy = re.compile(r".*-[0-9a-f]{16}\.onnx")
+    for old in EARS_CACHE.glob("*.onnx") if EARS_CACHE.is_dir() else ():
+        if copy.fullmatch(old.name):
+            old.unlink()
     plan_path = WORK / f"plan-prepare-{board}.json"
     plan_path.write_text(json.dumps(plan, indent=2))
     log = WORK / f"guest-prepare-{board}.log"

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,8 +84,11 @@ def _config(path: Path, broker: LocalBroker, linger_s: float | None) -> Path:
     return path
 
 
-async def _session(broker: LocalBroker, config: Path, captures: int) -> dict[str, list[float]]:
-    """One service run: idle PSS, then `captures` captures (latency and peak PSS of each)."""
+async def _session(
+    broker: LocalBroker, config: Path, captures: int, prepared: Path
+) -> dict[str, list[float]]:
+    """One service run: idle PSS, then `captures` captures (latency and peak PSS of each), the
+    models read from `prepared` as the device's eyes read them."""
     out: dict[str, list[float]] = {
         "idle": [], "idle_uss": [], "peak": [], "reader_peak": [], "ms": [],
     }  # fmt: skip
@@ -108,6 +112,7 @@ async def _session(broker: LocalBroker, config: Path, captures: int) -> dict[str
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pendant", "--config", str(config), "service", "eyes",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "CACHE_DIRECTORY": str(prepared)},
         )  # fmt: skip
         try:
             async with asyncio.timeout(TIMEOUT_S):
@@ -151,10 +156,17 @@ async def eyes_capture_figures() -> dict[str, float]:
     ):
         # A reader started for each capture, and let go at once.
         cold_config = _config(Path(tmp) / "cold.toml", broker, 0 if has_linger else None)
-        cold = await _session(broker, cold_config, CAPTURES)
+        # As on the device, where pendant-eyes-prepare.service runs before the eyes start.
+        prepared = Path(tmp) / "prepared"
+        subprocess.run(
+            [sys.executable, "-m", "pendant", "--config", str(cold_config), "prepare"],
+            env={**os.environ, "CACHE_DIRECTORY": str(prepared)}, capture_output=True,
+            check=False,
+        )  # fmt: skip
+        cold = await _session(broker, cold_config, CAPTURES, prepared)
         # The default linger: the first capture starts the reader that the others find.
         warm_config = _config(Path(tmp) / "warm.toml", broker, None)
-        warm = await _session(broker, warm_config, CAPTURES + 1)
+        warm = await _session(broker, warm_config, CAPTURES + 1, prepared)
     return {
         # After the cold run's captures: the reader has exited, the service holds no model.
         "eyes_capture_pss_mb_idle": round(cold["idle"][-1], 1),

@@ -127,6 +127,10 @@ def test_the_eyes_models_were_prepared_for_the_board(booted) -> None:
     line = next((m for m in marks(booted) if m.startswith("unit pendant-eyes-prepare ")), "")
     assert " active exited " in line and line.endswith(" success"), line or "never reported"
     assert "prepared models 5" in marks(booted)
+    line = next((m for m in marks(booted) if m.startswith("prepared before eyes ")), "")
+    assert len(line.split()) == 5, line or "never reported"
+    prepared, eyes = (int(t) for t in line.split()[3:5])  # monotonic µs: ended, then READY
+    assert 0 < prepared <= eyes, line
     # The capture's reader loaded each of its models from those copies.
     assert "unprepared loads 0" in marks(booted)
 

@@ -87,7 +87,9 @@ def main() -> int:
         # What pendant-eyes-prepare.service does once at boot, before the eyes start: every
         # model optimised for this board and kept (the run whose reads are counted loads them
         # from there, as the eyes do).
-        Eyes(config, keep_models=False).load_each()
+        from pendant.eyes.look import prepare
+
+        prepare(config)
         mark("prepared")
         dump()
         return 0

@@ -36,8 +36,9 @@ def model_threads() -> int:
 
 
 def prepared_models() -> Path:
-    """Where the eyes keep their models prepared for this machine (`pendant.core.onnx_session`:
-    a reader loads them for every frame): systemd's CacheDirectory= for the unit, else the
+    """Where the eyes' models prepared for this machine are (`pendant prepare` makes them, the
+    eyes only read them: `pendant.core.onnx_session`): $CACHE_DIRECTORY (on the device
+    pendant-eyes-prepare.service's CacheDirectory=, which the eyes' unit names), else the
     user's cache."""
     directory = os.environ.get("CACHE_DIRECTORY")
     return Path(directory) if directory else Path.home() / ".cache" / "pendant" / "eyes"

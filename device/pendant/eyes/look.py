@@ -40,11 +40,26 @@ def look(config: Config, files: list[Path], trigger: Trigger = "what_is_this") -
 
 
 def prepare(config: Config) -> int:
-    """`pendant prepare`: the eyes' models loaded once each, so that the copies prepared for
-    this board are there before the eyes start (`pendant-eyes-prepare.service`; the eyes
-    themselves may not write: see `pendant.core.onnx_session`). A model that will not load is
-    a ModelError, one line."""
-    from pendant.eyes.pipeline import Eyes
+    """`pendant prepare`: every model the eyes may run on the CPU (the face guard, the OCR's
+    three, the CPU detector's) optimised for this board and kept where the eyes read them
+    (`pendant.eyes.prepared_models`; on the device pendant-eyes-prepare.service runs it at
+    boot: the eyes themselves write nothing). Opens no camera or accelerator. A model that
+    will not load is a ModelError, one line; one that cannot be kept is a warning."""
+    from pendant.core.model_cache import model_path
+    from pendant.core.onnx_session import prepare as keep
+    from pendant.eyes import OCR_MODEL, prepared_models
+    from pendant.eyes.detectors.cpu import model_file
+    from pendant.eyes.faces import load_onnx_bytes
+    from pendant.eyes.ocr import MODELS
 
-    Eyes(config, keep_models=False).load_each()
+    ocr = model_path(config, OCR_MODEL)
+    models = [
+        (model_path(config, "retinaface"), load_onnx_bytes),
+        *((ocr / f"{name}.onnx", None) for name in MODELS),
+        (model_file(config), None),
+    ]
+    directory = prepared_models()
+    kept = [keep(path, str(path), directory, build) for path, build in models]
+    done = sum(path is not None for path in kept)
+    print(f"{done} of {len(models)} models prepared for this board in {directory}")
     return 0

@@ -99,18 +99,6 @@ class Eyes:
         if not self.keep_models:
             heap.trim()
 
-    def load_each(self) -> None:
-        """Loads each model in turn and lets it go, as a reader would for a frame but with no
-        frame: one that will not load fails here (ModelError), and each is kept prepared for
-        this board (`pendant prepare`)."""
-        self._take_guard()
-        self.guard = None
-        self._released()
-        self.reader.check()
-        if self.detector is None:
-            create_detector(self.config).close()
-            self._released()
-
     def warm_up(self, step: Callable[[str], None] = lambda _: None) -> None:
         """Each model once over a blank frame: the first inference allocates, later ones reuse.
         Not keeping models, each is loaded, run and released in turn: one that will not load
