@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pendant.core.errors import ModelError
-from pendant.core.state import sync_directory
+from pendant.core.state import sync_directory, sync_file
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,8 @@ def prepare(
         directory.mkdir(parents=True, exist_ok=True)
         options.optimized_model_filepath = str(partial)
         _load(source, name, options)
-        _sync(partial)
+        # On the card before its name is: a power cut then leaves no half copy under it.
+        sync_file(partial)
         os.replace(partial, path)
         sync_directory(directory)
     except (ModelError, OSError) as exc:
@@ -111,15 +112,6 @@ def prepare(
     with contextlib.suppress(OSError, ValueError, OverflowError):
         _forget_others(directory, _stem(model), path)
     return path
-
-
-def _sync(path: Path) -> None:
-    """The copy on the card before its name is: a power cut then leaves no half copy under it."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _options(threads: int, optimise: bool = True) -> Any:
