@@ -97,7 +97,15 @@ def test_no_module_takes_another_modules_private_name() -> None:
 def test_each_unit_runs_one_component_folder() -> None:
     ran: dict[str, str] = {}
     for unit in sorted((REPO / "services").glob("pendant-*.service")):
-        line = next(x for x in unit.read_text().splitlines() if x.startswith("ExecStart="))
+        text = unit.read_text()
+        line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+        if re.search(r"(?m)^Type=oneshot$", text):
+            # A component's step before it starts (pendant-<component>-<step>.service), run by
+            # that component's own code: `pendant prepare` is the eyes' (pendant/eyes/look.py).
+            component, step = unit.stem.removeprefix("pendant-").split("-", 1)
+            assert component in COMPONENTS and line.endswith(f" {step}"), unit.name
+            assert f"def {step}(" in (PACKAGE / component / "look.py").read_text(), unit.name
+            continue
         m = re.search(r" service (\w+)$", line) or re.search(r" -m pendant\.(\w+) ", line)
         assert m, f"{unit.name}: ExecStart runs no component: {line}"
         ran[unit.name] = m.group(1)
