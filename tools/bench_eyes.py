@@ -158,11 +158,15 @@ async def eyes_capture_figures() -> dict[str, float]:
         cold_config = _config(Path(tmp) / "cold.toml", broker, 0 if has_linger else None)
         # As on the device, where pendant-eyes-prepare.service runs before the eyes start.
         prepared = Path(tmp) / "prepared"
-        subprocess.run(
+        # A preparation that failed would measure the slow loads: said, not hidden.
+        done = subprocess.run(
             [sys.executable, "-m", "pendant", "--config", str(cold_config), "prepare"],
             env={**os.environ, "CACHE_DIRECTORY": str(prepared)}, capture_output=True,
-            check=False,
+            text=True, check=False,
         )  # fmt: skip
+        if done.returncode:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"bench_eyes: `pendant prepare` failed: {why}")
         cold = await _session(broker, cold_config, CAPTURES, prepared)
         # The default linger: the first capture starts the reader that the others find.
         warm_config = _config(Path(tmp) / "warm.toml", broker, None)

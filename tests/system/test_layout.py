@@ -101,10 +101,11 @@ def test_each_unit_runs_one_component_folder() -> None:
         line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
         if re.search(r"(?m)^Type=oneshot$", text):
             # A component's step before it starts (pendant-<component>-<step>.service), run by
-            # that component's own code: `pendant prepare` is the eyes' (pendant/eyes/look.py).
+            # that component's own code: `pendant prepare` is the eyes' (`def prepare`).
             component, step = unit.stem.removeprefix("pendant-").split("-", 1)
             assert component in COMPONENTS and line.endswith(f" {step}"), unit.name
-            assert f"def {step}(" in (PACKAGE / component / "look.py").read_text(), unit.name
+            code = (f.read_text() for f in (PACKAGE / component).rglob("*.py"))
+            assert any(f"\ndef {step}(" in text for text in code), unit.name
             continue
         m = re.search(r" service (\w+)$", line) or re.search(r" -m pendant\.(\w+) ", line)
         assert m, f"{unit.name}: ExecStart runs no component: {line}"

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,6 +252,39 @@ class Gated:
         self.closed.set()
 
 
+@contextlib.asynccontextmanager
+async def phone_beside_pendant(
+    files: list[Path], confirm_s: float | None = None
+) -> AsyncIterator[tuple[Any, str, Gated, LocalBroker, Config]]:
+    """The ears and the link on a real bus, hearing `files` once the test opens the gate, and a
+    paired phone on the device's own broker (link.socket), subscribed to the voices topic:
+    (the phone's client, the base topic, the gate, the bus, the config)."""
+    with (
+        LocalBroker(users=("pendant", "phone")) as bus,
+        LocalBroker(users=("link", "viewer"), tcp=True) as home,
+    ):
+        cfg = simulated(checking(), bus, home, realtime=False)
+        link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
+        update: dict[str, Any] = {"link": link}
+        if confirm_s is not None:  # the tap's window
+            update["listen"] = cfg.listen.model_copy(update={"confirm_s": confirm_s})
+        cfg = cfg.model_copy(update=update)
+        source = Gated(WavSource(cfg.audio, files))
+        pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
+        running = asyncio.create_task(pendant.run())
+        try:
+            async with mqtt.client(
+                socket=bus.socket_path, username="phone", password=bus.password("phone")
+            ) as phone:
+                await phone.subscribe(f"{pendant.link.base_topic}/voices", qos=1)
+                yield phone, pendant.link.base_topic, source, bus, cfg
+        finally:
+            source.close()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+
 def test_the_phone_enrols_through_the_link_and_forgets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,63 +294,43 @@ def test_the_phone_enrols_through_the_link_and_forgets(
 
     async def scenario() -> list[dict]:
         answers: list[dict] = []
-        with (
-            LocalBroker(users=("pendant", "phone")) as bus,
-            LocalBroker(users=("link", "viewer"), tcp=True) as home,
-        ):
-            cfg = simulated(checking(), bus, home, realtime=False)
-            # The phones read and command on the device's own broker (link.socket).
-            link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
-            listen = cfg.listen.model_copy(update={"confirm_s": 1.0})  # the tap's window
-            cfg = cfg.model_copy(update={"link": link, "listen": listen})
-            source = Gated(WavSource(cfg.audio, files))
-            pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
-            base = pendant.link.base_topic
-            running = asyncio.create_task(pendant.run())
+        async with phone_beside_pendant(files, confirm_s=1.0) as (phone, base, source, bus, cfg):
+
+            async def answer() -> dict:
+                async for message in phone.messages:
+                    if message.payload:
+                        data = json.loads(message.payload)  # type: ignore[arg-type]
+                        answers.append(data)
+                        return data
+                raise AssertionError("the bus closed")
+
+            first = await answer()  # retained: what the ears said at start
+            assert first["names"] == [] and first["in_force"] is False
+            command = {"action": "enrol", "voice": "Wearer"}
+            await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+            while (await answer()).get("enrolling") != "Wearer":
+                pass
+            source.opened.set()
+            while (last := await answer())["names"] != ["Wearer"]:
+                assert last["enrolling"] == "Wearer"
+            assert stat.S_IMODE((state / "voices.json").stat().st_mode) == 0o600
+            # Forgetting lets everyone in: it waits for a tap on the pendant, and without one
+            # nothing changes.
+            command = {"action": "forget", "voice": "wearer"}
+            await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+            asked = await answer()
+            assert asked["problem"] == "tap_to_confirm" and asked["names"] == ["Wearer"]
+            untapped = await answer()
+            assert untapped["problem"] == "not_confirmed" and untapped["names"] == ["Wearer"]
+            await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+            assert (await answer())["problem"] == "tap_to_confirm"
+            tap = Button(device_id=cfg.device_id, action="tap")
             async with mqtt.client(
-                socket=bus.socket_path, username="phone", password=bus.password("phone")
-            ) as phone:
-                await phone.subscribe(f"{base}/voices", qos=1)
-
-                async def answer() -> dict:
-                    async for message in phone.messages:
-                        if message.payload:
-                            data = json.loads(message.payload)  # type: ignore[arg-type]
-                            answers.append(data)
-                            return data
-                    raise AssertionError("the bus closed")
-
-                first = await answer()  # retained: what the ears said at start
-                assert first["names"] == [] and first["in_force"] is False
-                command = {"action": "enrol", "voice": "Wearer"}
-                await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
-                while (await answer()).get("enrolling") != "Wearer":
-                    pass
-                source.opened.set()
-                while (last := await answer())["names"] != ["Wearer"]:
-                    assert last["enrolling"] == "Wearer"
-                assert stat.S_IMODE((state / "voices.json").stat().st_mode) == 0o600
-                # Forgetting lets everyone in: it waits for a tap on the pendant, and
-                # without one nothing changes.
-                command = {"action": "forget", "voice": "wearer"}
-                await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
-                asked = await answer()
-                assert asked["problem"] == "tap_to_confirm" and asked["names"] == ["Wearer"]
-                untapped = await answer()
-                assert untapped["problem"] == "not_confirmed" and untapped["names"] == ["Wearer"]
-                await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
-                assert (await answer())["problem"] == "tap_to_confirm"
-                tap = Button(device_id=cfg.device_id, action="tap")
-                async with mqtt.client(
-                    socket=bus.socket_path, username="pendant", password=bus.password("pendant")
-                ) as body:  # what the body sends on a tap
-                    await body.publish(bus_topic(tap), tap.to_json(), qos=1)
-                while (await answer())["names"] != []:
-                    pass
-            source.close()
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+                socket=bus.socket_path, username="pendant", password=bus.password("pendant")
+            ) as body:  # what the body sends on a tap
+                await body.publish(bus_topic(tap), tap.to_json(), qos=1)
+            while (await answer())["names"] != []:
+                pass
         return answers
 
     answers = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
@@ -339,39 +353,21 @@ def test_the_phone_hears_that_an_enrolment_of_two_voices_was_not_kept(
 
     async def scenario() -> list[dict]:
         answers: list[dict] = []
-        with (
-            LocalBroker(users=("pendant", "phone")) as bus,
-            LocalBroker(users=("link", "viewer"), tcp=True) as home,
-        ):
-            cfg = simulated(checking(), bus, home, realtime=False)
-            link = cfg.link.model_copy(update={"socket": str(bus.socket_path)})
-            cfg = cfg.model_copy(update={"link": link})
-            source = Gated(WavSource(cfg.audio, files))
-            pendant = Pendant(cfg, source=source, parts=("ears", "link"))  # type: ignore[arg-type]
-            base = pendant.link.base_topic
-            running = asyncio.create_task(pendant.run())
-            async with mqtt.client(
-                socket=bus.socket_path, username="phone", password=bus.password("phone")
-            ) as phone:
-                await phone.subscribe(f"{base}/voices", qos=1)
-                sent = False
-                async for message in phone.messages:
-                    if not message.payload:
-                        continue
-                    answer = json.loads(message.payload)  # type: ignore[arg-type]
-                    answers.append(answer)
-                    if not sent:  # the retained one, from the ears' start
-                        command = {"action": "enrol", "voice": "Wearer"}
-                        await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
-                        sent = True
-                    elif answer.get("enrolling") == "Wearer":
-                        source.opened.set()
-                    elif answer.get("problem") or answer["names"]:
-                        break  # the enrolment's end
-            source.close()
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+        async with phone_beside_pendant(files) as (phone, base, source, _bus, _cfg):
+            sent = False
+            async for message in phone.messages:
+                if not message.payload:
+                    continue
+                answer = json.loads(message.payload)  # type: ignore[arg-type]
+                answers.append(answer)
+                if not sent:  # the retained one, from the ears' start
+                    command = {"action": "enrol", "voice": "Wearer"}
+                    await phone.publish(f"{base}/cmd/voice", json.dumps(command), qos=1)
+                    sent = True
+                elif answer.get("enrolling") == "Wearer":
+                    source.opened.set()
+                elif answer.get("problem") or answer["names"]:
+                    break  # the enrolment's end
         return answers
 
     answers = asyncio.run(asyncio.wait_for(scenario(), TIMEOUT_S))
