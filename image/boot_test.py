@@ -20,10 +20,12 @@ Pi 3 / Zero 2 W device tree, the disk as its SD card (a power-of-two size).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import selectors
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -295,6 +297,9 @@ systemctl poweroff
 SILENCE_S = 600.0
 """No console line but the kernel's heartbeat for this long ends the boot: the guest is stuck
 (see `follow`)."""
+STOPPED_S = 240.0
+"""No line at all, not even the heartbeat (every 30 s), for this long once it has beaten: the
+whole guest stopped, and waiting out `SILENCE_S` would only cost CI its time."""
 HEARTBEAT = "pendant-test: alive"
 """The hook's kernel line every 30 s (/dev/kmsg), which says the guest still runs."""
 
@@ -320,10 +325,33 @@ def usage(pid: int) -> Usage | None:
     return Usage(cpu, rchar / 2**20)
 
 
+def vcpu_state(monitor: Path | None) -> str:
+    """Where QEMU's virtual CPUs are, from its monitor (`info registers -a`): each one's PC and
+    exception level (EL1 with a PC of 0xffff...: in the kernel; EL0: in a process). "" where
+    there is no monitor or it does not answer."""
+    if monitor is None or not monitor.exists():
+        return ""
+    out = b""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(3)
+            sock.connect(str(monitor))
+            sock.sendall(b"info registers -a\n")
+            with contextlib.suppress(TimeoutError):
+                while chunk := sock.recv(65536):  # until QEMU has said all and the read times out
+                    out += chunk
+    except OSError:
+        return ""
+    text = out.decode(errors="replace")
+    cpus = re.findall(r"CPU#(\d+)\s+PC=([0-9a-f]+).*?PSTATE=\S+ \S+ (EL\d)", text, re.S)
+    return "; vCPUs " + ", ".join(f"#{n} pc={pc} {el}" for n, pc, el in cpus) if cpus else ""
+
+
 def silence_note(silence_s: float, beats: int, before: Usage | None, now: Usage | None) -> str:
     """What the test can say of a guest that stopped printing: whether its kernel still beat
-    and what QEMU did meanwhile. Busy and reading: memory thrash (pages read back from the
-    card); busy, not reading: a guest spinning; idle: a guest asleep that nothing wakes."""
+    (`beats` heartbeats since its last other line; 0: the whole guest stopped) and what QEMU did
+    meanwhile. Busy and reading: memory thrash (pages read back from the card); busy, not
+    reading: a guest spinning; idle: a guest asleep that nothing wakes."""
     kernel = (
         f" but the kernel's heartbeat ({beats} lines): the guest ran, its hook's path to the "
         "console (journald) stopped"
@@ -493,9 +521,11 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
         disk = prepare(image, work, memory_max_override(desc))
         cmd = qemu_command(machine, board_boot, disk, desc.get("qemu_cpu", "cortex-a53"),
                            guest_mem(desc, machine), board)  # fmt: skip
+        monitor = work / "monitor.sock"
+        cmd += ["-monitor", f"unix:{monitor},server=on,wait=off"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)  # fmt: skip
-        chunks, times = follow(proc, timeout, log=log, echo=echo)
+        chunks, times = follow(proc, timeout, log=log, echo=echo, monitor=monitor)
         return Boot("\n".join(chunks), proc.returncode, times, read_boot_partition(disk))
 
 
@@ -505,10 +535,14 @@ def follow(
     silence_s: float = SILENCE_S,
     log: Path | None = None,
     echo: bool = False,
+    stopped_s: float = STOPPED_S,
+    monitor: Path | None = None,
 ) -> tuple[list[str], dict[str, float]]:
-    """Reads the guest's console until it ends, `timeout` runs out, or nothing but the kernel's
-    heartbeat came for `silence_s`: then its last line says what the guest and QEMU did
-    meanwhile (`silence_note`). The console's lines, and when each boot stage was reached."""
+    """Reads the guest's console until it ends, `timeout` runs out, nothing but the kernel's
+    heartbeat came for `silence_s`, or nothing at all for `stopped_s` after a heartbeat (the
+    whole guest stopped: `times["stopped"]` too): then its last line says what the guest, its
+    virtual CPUs and QEMU did meanwhile (`silence_note`, `vcpu_state`). The console's lines,
+    and when each boot stage was reached."""
     assert proc.stdout is not None
     started = time.monotonic()
     times: dict[str, float] = {}
@@ -518,14 +552,23 @@ def follow(
     pending = b""
     logf = log.open("w") if log else None
     heard, beats, used = started, 0, usage(proc.pid)
+    beat_at: float | None = None  # the last heartbeat, once there was one
     try:
         while time.monotonic() - started < timeout:
             # The hook prints a line a minute while it waits: silence this long is a guest that
-            # stopped (seen once on -M raspi3b, after the ears' SIGKILL), and waiting out the
-            # whole timeout would only cost CI its time.
-            if time.monotonic() - heard > silence_s:
-                times["silent"] = time.monotonic() - started
-                chunks.append(silence_note(silence_s, beats, used, usage(proc.pid)))
+            # stopped (seen twice in CI on -M raspi3b: once after the ears' SIGKILL, once while
+            # the eyes' models were prepared, systemctl segfaulting just before), and waiting
+            # out the whole timeout would only cost CI its time.
+            now = time.monotonic()
+            whole = beat_at is not None and now - max(beat_at, heard) > stopped_s
+            if now - heard > silence_s or whole:
+                times["silent"] = now - started
+                if whole:
+                    times["stopped"] = times["silent"]
+                # A whole stop counts from the last line of any kind, and no beat since it.
+                quiet = now - max(beat_at or 0.0, heard) if whole else now - heard
+                note = silence_note(quiet, 0 if whole else beats, used, usage(proc.pid))
+                chunks.append(note + vcpu_state(monitor))
                 break
             if not sel.select(timeout=min(5.0, silence_s)):
                 if proc.poll() is not None:
@@ -542,6 +585,7 @@ def follow(
                 chunks.append(line)
                 if HEARTBEAT in line:
                     beats += 1
+                    beat_at = time.monotonic()
                 else:
                     heard, beats, used = time.monotonic(), 0, usage(proc.pid)
                 if logf:

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -266,6 +267,39 @@ def test_a_guest_that_stops_whole_is_given_up_and_says_so() -> None:
     assert "silent" in times
     assert chunks[-1].startswith(f"{boot_test.MARK} the guest printed nothing for 1 s")
     assert "not even the kernel's heartbeat" in chunks[-1], chunks[-1]
+
+
+def test_a_guest_whose_heartbeat_stops_too_is_given_up_before_the_long_silence() -> None:
+    # The kernel beat, then nothing at all: the whole guest stopped, told apart in `stopped_s`
+    # rather than the hook's longer `silence_s`.
+    beat = f'echo "[ 480.1] {boot_test.HEARTBEAT} 480.1"'
+    proc = subprocess.Popen(["sh", "-c", f'echo "{boot_test.MARK} hook started"; {beat}; '
+                             "exec sleep 30"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    chunks, times = boot_test.follow(proc, timeout=60, silence_s=20.0, stopped_s=1.0)
+    assert "stopped" in times and times["stopped"] < 20
+    assert "not even the kernel's heartbeat" in chunks[-1], chunks[-1]
+
+
+def test_the_vcpus_are_read_from_qemus_monitor(tmp_path: Path) -> None:
+    if shutil.which("qemu-system-aarch64") is None:
+        pytest.skip("qemu-system-aarch64 is missing: apt install qemu-system-arm")
+    sock = tmp_path / "monitor.sock"
+    proc = subprocess.Popen(["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", "-smp",
+                             "2", "-nographic", "-nic", "none", "-monitor",
+                             f"unix:{sock},server=on,wait=off"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        state = boot_test.vcpu_state(sock)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert state.startswith("; vCPUs #0 pc=") and ", #1 pc=" in state, state
+    assert boot_test.vcpu_state(tmp_path / "gone.sock") == ""
 
 
 def test_a_guest_that_keeps_printing_is_not_silent() -> None:
