@@ -1,8 +1,9 @@
 """Grammar-constrained recognition with hama's phoneme CTC model: small and fast.
 
 The `hama` wheel (Apache-2.0) ships a multilingual phoneme recogniser (a CTC model giving,
-every 20 ms, log-probabilities over ~190 IPA tokens and a blank), run by its own small engine
-(no onnxruntime). This backend:
+every 20 ms, log-probabilities over ~190 IPA tokens and a blank) for its own small engine; the
+weights are run by onnxruntime here (`hama_model`: the engine is twenty times slower on an ARM
+core). This backend:
 
 1. spells every word of the closed set from the CMU dictionary in the pocketsphinx wheel
    (`pronounce`: every pronunciation it has, a few extra variants, espeak-ng for words it
@@ -40,8 +41,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pendant.core.errors import BackendUnavailable
 from pendant.ears.asr import Transcription
+from pendant.ears.asr.hama_model import PhonemeModel
 from pendant.ears.asr.pronounce import pronounce
 from pendant.ears.asr.rivals import close_rivals
 
@@ -288,14 +289,10 @@ class HamaRecognizer:
     """`transcribe(audio)` -> the closed-set sentence heard, with a confidence, or None."""
 
     def __init__(self, config: Config, grammar: Grammar) -> None:
-        try:
-            import hama
-        except ImportError as exc:  # reported by create_recognizer as a missing extra
-            raise BackendUnavailable("hama is not installed") from exc
         self.grammar = grammar
-        self._asr = hama.ASRModel()
-        tokens = self._asr.decoder_tokens
-        self.blank = self._asr.blank_id
+        self._model = PhonemeModel()
+        tokens = self._model.tokens
+        self.blank = self._model.blank
         self.word_break: int | None = tokens.index(WORD_BREAK) if WORD_BREAK in tokens else None
         self.tokens = tokens
         vocab = {t: i for i, t in enumerate(tokens)}
@@ -322,17 +319,7 @@ class HamaRecognizer:
 
     def log_probs(self, audio: np.ndarray) -> np.ndarray:
         """Frames x columns log-probabilities of the ASR model (see `_columns`)."""
-        wav = (np.asarray(audio, dtype=np.float32) / 32768.0).reshape(1, -1)
-        a = self._asr
-        lp, lengths = a.session.run(
-            [a._log_probs_output_name, a._out_lengths_output_name],
-            {
-                a._waveform_input_name: wav,
-                a._waveform_lengths_input_name: np.array([wav.shape[1]], dtype=np.int64),
-            },
-        )
-        lp = np.asarray(lp, dtype=np.float32)[0]
-        lp = lp[: int(np.asarray(lengths).reshape(-1)[0])]
+        lp = self._model.log_probs(audio)
         extra = [lp[:, list(ids)].max(axis=1) for ids in self._columns[len(self.tokens) :]]
         return np.concatenate([lp, np.stack(extra, axis=1)], axis=1) if extra else lp
 
@@ -387,4 +374,4 @@ class HamaRecognizer:
 
     def close(self) -> None:
         """Drops the model; the recogniser is not used after it."""
-        self._asr = None  # type: ignore[assignment]
+        self._model = None  # type: ignore[assignment]

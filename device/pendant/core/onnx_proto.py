@@ -1,0 +1,137 @@
+"""ONNX models written without the `onnx` package, which is not on the pendant.
+
+Some models ship as plain weights (a torch state dict, hama's weight pack) and onnxruntime runs
+them several times faster than numpy would, but it only takes ONNX. `Graph` collects nodes and
+weights and `Graph.model` serialises them with a minimal protobuf writer: only the fields such
+graphs use, by their numbers in onnx.proto. The tests check the bytes with onnx's own checker.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+IR_VERSION = 8
+OPSET = 17
+
+_TENSOR_TYPES = {np.dtype(np.float32): (1, "<f4"), np.dtype(np.int64): (7, "<i8")}
+# AttributeProto.AttributeType, and the field each kind of value goes in.
+_FLOAT, _INT, _STRING, _INTS = 1, 2, 3, 7
+
+Attr = int | float | str | list[int]
+"""A node attribute's value: INT, FLOAT, STRING or INTS."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1  # negative int64s are ten bytes of two's complement
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _bytes(field: int, value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def tensor(name: str, array: np.ndarray) -> bytes:
+    """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little-endian); float32 or
+    int64."""
+    kind, little = _TENSOR_TYPES[array.dtype]
+    dims = b"".join(_int(1, d) for d in array.shape)
+    raw = np.ascontiguousarray(array, dtype=little).tobytes()
+    return dims + _int(2, kind) + _bytes(8, name) + _bytes(9, raw)
+
+
+def _attribute(name: str, value: Attr) -> bytes:
+    """AttributeProto: name (1), f (2), i (3), s (4), ints (8), type (20)."""
+    out = _bytes(1, name)
+    if isinstance(value, int):
+        return out + _int(3, int(value)) + _int(20, _INT)
+    if isinstance(value, float):
+        return out + _varint(2 << 3 | 5) + struct.pack("<f", value) + _int(20, _FLOAT)
+    if isinstance(value, str):
+        return out + _bytes(4, value) + _int(20, _STRING)
+    return out + b"".join(_int(8, v) for v in value) + _int(20, _INTS)
+
+
+def node(op: str, inputs: list[str], outputs: list[str], **attrs: Attr) -> bytes:
+    """NodeProto: input (1), output (2), op_type (4), attribute (5)."""
+    out = b"".join(_bytes(1, i) for i in inputs) + b"".join(_bytes(2, o) for o in outputs)
+    out += _bytes(4, op)
+    return out + b"".join(_bytes(5, _attribute(k, v)) for k, v in attrs.items())
+
+
+def value_info(name: str, dims: list[int | str]) -> bytes:
+    """ValueInfoProto of a float tensor: name (1), type (2: tensor_type 1: elem_type 1, shape 2:
+    dim 1: dim_value 1 or dim_param 2)."""
+    shape = b"".join(_bytes(1, _bytes(2, d) if isinstance(d, str) else _int(1, d)) for d in dims)
+    return _bytes(1, name) + _bytes(2, _bytes(1, _int(1, 1) + _bytes(2, shape)))
+
+
+class Graph:
+    """A graph built a node at a time: `op` adds one and names its output, `weight` and `ints`
+    add initialisers; `model` is the serialised ModelProto."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._nodes: list[bytes] = []
+        self._inits: list[bytes] = []
+        self._named: set[str] = set()
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        """An initialiser (float32 unless int64), once per name."""
+        if name not in self._named:
+            self._named.add(name)
+            kept = array if array.dtype == np.int64 else array.astype(np.float32, copy=False)
+            self._inits.append(tensor(name, kept))
+        return name
+
+    def ints(self, *values: int) -> str:
+        """An int64 vector initialiser (shapes, axes, split sizes), named by its values."""
+        return self.weight("i64_" + "_".join(str(v).replace("-", "m") for v in values),
+                           np.array(values, np.int64))  # fmt: skip
+
+    def scalar(self, value: float) -> str:
+        """A float32 scalar initialiser, named by its value."""
+        return self.weight(f"f32_{value!r}", np.array(value, np.float32))
+
+    def op(self, op: str, *inputs: str, outputs: int = 1, **attrs: Attr) -> str:
+        """Adds a node; its (first) output's name. With `outputs` > 1 they are named
+        `<first>`, `<first>.1`, ... (`outputs_of`)."""
+        first = f"n{len(self._nodes)}"
+        names = [first] + [f"{first}.{i}" for i in range(1, outputs)]
+        self._nodes.append(node(op, list(inputs), names, **attrs))
+        return first
+
+    def output(self, op: str, name: str, *inputs: str, **attrs: Attr) -> str:
+        """Adds the node whose output is the graph's output `name`."""
+        self._nodes.append(node(op, list(inputs), [name], **attrs))
+        return name
+
+    def model(
+        self, inputs: dict[str, list[int | str]], outputs: dict[str, list[int | str]]
+    ) -> bytes:
+        """The ModelProto: ir_version (1), producer_name (2), graph (7), opset_import (8)."""
+        graph = b"".join(_bytes(1, n) for n in self._nodes) + _bytes(2, self.name)
+        graph += b"".join(_bytes(5, t) for t in self._inits)
+        graph += b"".join(_bytes(11, value_info(k, v)) for k, v in inputs.items())
+        graph += b"".join(_bytes(12, value_info(k, v)) for k, v in outputs.items())
+        opset = _bytes(1, "") + _int(2, OPSET)
+        return _int(1, IR_VERSION) + _bytes(2, "pendant") + _bytes(7, graph) + _bytes(8, opset)
+
+
+def outputs_of(first: str, count: int) -> list[str]:
+    """The names of a node's `count` outputs, given its first (`Graph.op`)."""
+    return [first] + [f"{first}.{i}" for i in range(1, count)]
