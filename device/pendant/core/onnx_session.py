@@ -24,7 +24,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +131,27 @@ def _options(threads: int, optimise: bool = True) -> Any:
 def _load(model: Path | bytes, name: str, options: Any) -> Any:
     import onnxruntime as ort
 
+    if isinstance(model, bytes):
+        # onnxruntime's Python session keeps bytes it was given for as long as it lives (9 MB for
+        # hama's model, 17 for the voice encoder's): it is given a file in memory instead.
+        with _in_memory(model, name) as path:
+            return _load(path, name, options)
     try:
-        source = model if isinstance(model, bytes) else str(model)
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{name}: onnxruntime cannot load it: {exc}") from None
+
+
+@contextlib.contextmanager
+def _in_memory(data: bytes, name: str) -> Iterator[Path]:
+    """`data` as a file that lives in memory only (memfd), by a path this process can open."""
+    fd = os.memfd_create(re.sub(r"[^\w.-]", "_", name)[:200], os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as f:
+            f.write(data)
+        yield Path(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def prepared_path(model: Path, directory: Path, build: Callable[[Path], bytes] | None) -> Path:

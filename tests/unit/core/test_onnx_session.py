@@ -165,3 +165,15 @@ def test_a_missing_model_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(ModelError) as err:
             call()
         assert "gone.onnx" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_model_given_as_bytes_is_not_kept_by_its_session(model: Path) -> None:
+    # onnxruntime's Python session would hold bytes it is given for its whole life (a model's
+    # size more in every process that builds one): it gets a file in memory, closed once loaded.
+    data = model.read_bytes()
+    before = set(os.listdir("/proc/self/fd"))
+    sess = session(data, "from bytes")
+    assert getattr(sess, "_model_bytes", None) is None
+    assert set(os.listdir("/proc/self/fd")) <= before
+    with pytest.raises(ModelError, match=r"^broken: onnxruntime cannot load it"):
+        session(b"not a model", "broken")
