@@ -414,7 +414,7 @@ async def bench(config: Config) -> dict[str, Any]:
     results.update(grammar_figures())
     results.update(wear_hours())
     results.update(ocr_figures(config))
-    results.update(escalate_figures(config))
+    results.update(await escalate_figures(config))
     results.update(await ask_figures(config))
     results.update(speaker_figures())
     return results

@@ -161,7 +161,7 @@ def _started(config: Config, enabled: bool, cache: Path) -> RecognizerProcess:
     return recognizer
 
 
-def escalate_figures(config: Config, speech: Path = SPEECH) -> dict[str, Any]:
+async def escalate_figures(config: Config, speech: Path = SPEECH) -> dict[str, Any]:
     """The figures above; {} (with the reason printed) when the recordings, faster-whisper or
     the whisper-base model are not here."""
     files = sorted(f for f in speech.rglob("*.wav") if not f.stem.startswith("oov_"))
@@ -188,7 +188,7 @@ def escalate_figures(config: Config, speech: Path = SPEECH) -> dict[str, Any]:
             cpu_s = 0.0
             for part, audio, said in [(p, *x) for p, xs in parts.items() for x in xs]:
                 before = _cpu_s(recognizer.pid)
-                heard = asyncio.run(recognizer.transcribe_open(audio)) or ""
+                heard = await recognizer.transcribe_open(audio) or ""
                 if part == "speech_en":
                     cpu_s += _cpu_s(recognizer.pid) - before
                 wrong, n = word_errors(heard, said)
@@ -229,7 +229,8 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "pendant.toml")
     parser.add_argument("--speech", type=Path, default=SPEECH)
     args = parser.parse_args()
-    print(json.dumps(escalate_figures(load_config(args.config), args.speech), indent=2))
+    figures = asyncio.run(escalate_figures(load_config(args.config), args.speech))
+    print(json.dumps(figures, indent=2))
     return 0
 
 
