@@ -99,11 +99,12 @@ def test_a_pack_of_another_model_is_one_line_naming_the_fix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     other = pack({"mel_fb": np.zeros((201, 80), np.float32)})
-    monkeypatch.setattr(hama_model, "pack_bytes", lambda: other)
-    with pytest.raises(BackendUnavailable) as caught:
-        hama_model.PhonemeModel()
-    message = str(caught.value)
-    assert "\n" not in message and "install the hama version in the lock" in message
+    for data in (other, other[:40], other[:8]):  # another model's, and packs cut short
+        monkeypatch.setattr(hama_model, "pack_bytes", lambda data=data: data)
+        with pytest.raises(BackendUnavailable) as caught:
+            hama_model.PhonemeModel()
+        message = str(caught.value)
+        assert "\n" not in message and "install the hama version in the lock" in message
 
 
 def test_past_30_s_the_last_frame_hears_what_hamas_engine_hears(

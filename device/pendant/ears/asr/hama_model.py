@@ -47,7 +47,8 @@ _DTYPES = {0: np.float32, 1: np.float16}
 
 
 def read_pack(data: bytes) -> dict[str, np.ndarray]:
-    """The named tensors of a hama weight pack, as float32."""
+    """The named tensors of a hama weight pack, as float32; ValueError or struct.error when
+    it is not one (or is cut short)."""
     if data[:6] != b"HAMAPK":
         raise ValueError("not a hama weight pack")
     (count,) = struct.unpack_from("<I", data, 8)
@@ -213,7 +214,7 @@ class PhonemeModel:
         self.blank = self.tokens.index("<blank>")
         try:
             model = conformer(read_pack(pack_bytes()))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, struct.error) as exc:  # struct.error: a pack cut short
             raise BackendUnavailable(
                 f"hama's {PACK} is not the model this recogniser reads ({exc}): "
                 "install the hama version in the lock"
