@@ -325,6 +325,18 @@ def usage(pid: int) -> Usage | None:
     return Usage(cpu, rchar / 2**20)
 
 
+SOCKET_PATH_MAX = 108
+"""The longest path a unix socket binds to (Linux's sun_path); QEMU will not start with a longer
+one."""
+
+
+def monitor_socket(directory: Path) -> Path | None:
+    """Where QEMU's monitor listens (`vcpu_state`), in `directory`; None when that path would be
+    too long for a unix socket: the boot then goes on without a monitor."""
+    path = directory / "monitor.sock"
+    return path if len(os.fsencode(path)) <= SOCKET_PATH_MAX else None
+
+
 def vcpu_state(monitor: Path | None) -> str:
     """Where QEMU's virtual CPUs are, from its monitor (`info registers -a`): each one's PC and
     exception level (EL1 with a PC of 0xffff...: in the kernel; EL0: in a process). "" where
@@ -515,14 +527,20 @@ def boot(board: str = "zero2w", machine: str = "virt", timeout: float = 1500,
         raise FileNotFoundError(
             f"{image} (and its kernel) missing: run `make image-test-build BOARD={board}`"
         )
-    with tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="pendant-boot-", dir=OUT) as tmp,
+        # The monitor's socket out of the checkout: under a deep one, image/out's path would
+        # be too long for a socket, and QEMU would refuse to start at all.
+        tempfile.TemporaryDirectory(prefix="pendant-qemu-") as sockets,
+    ):
         work = Path(tmp)
         desc = load_board(board)
         disk = prepare(image, work, memory_max_override(desc))
         cmd = qemu_command(machine, board_boot, disk, desc.get("qemu_cpu", "cortex-a53"),
                            guest_mem(desc, machine), board)  # fmt: skip
-        monitor = work / "monitor.sock"
-        cmd += ["-monitor", f"unix:{monitor},server=on,wait=off"]
+        monitor = monitor_socket(Path(sockets))
+        if monitor is not None:
+            cmd += ["-monitor", f"unix:{monitor},server=on,wait=off"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)  # fmt: skip
         chunks, times = follow(proc, timeout, log=log, echo=echo, monitor=monitor)

@@ -70,6 +70,16 @@ def read(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
+def engine_log_probs(asr: object, audio: np.ndarray) -> np.ndarray:
+    """hama's own engine's log-probabilities for `audio` (int16)."""
+    wav = (audio.astype(np.float32) / 32768.0).reshape(1, -1)
+    ref, lengths = asr.session.run(  # type: ignore[attr-defined]
+        ["log_probs", "out_lengths"],
+        {"waveform": wav, "waveform_lengths": np.array([wav.shape[1]], np.int64)},
+    )
+    return np.asarray(ref)[0, : int(np.asarray(lengths).reshape(-1)[0])]
+
+
 def test_every_frame_is_heard_as_hamas_engine_hears_it(model: hama_model.PhonemeModel) -> None:
     files = sorted((SPEECH / "main").glob("*.wav"))[:10]
     if not files:
@@ -77,13 +87,7 @@ def test_every_frame_is_heard_as_hamas_engine_hears_it(model: hama_model.Phoneme
     asr = hama.ASRModel()
     for f in files:
         audio = read(f)
-        wav = (audio.astype(np.float32) / 32768.0).reshape(1, -1)
-        ref, lengths = asr.session.run(
-            [asr._log_probs_output_name, asr._out_lengths_output_name],
-            {asr._waveform_input_name: wav,
-             asr._waveform_lengths_input_name: np.array([wav.shape[1]], np.int64)},
-        )  # fmt: skip
-        ref = np.asarray(ref)[0, : int(np.asarray(lengths).reshape(-1)[0])]
+        ref = engine_log_probs(asr, audio)
         got = model.log_probs(audio)
         assert got.shape == ref.shape, f.name
         assert (got.argmax(axis=1) == ref.argmax(axis=1)).all(), f.name
@@ -95,8 +99,35 @@ def test_a_pack_of_another_model_is_one_line_naming_the_fix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     other = pack({"mel_fb": np.zeros((201, 80), np.float32)})
-    monkeypatch.setattr(hama_model, "pack_bytes", lambda: other)
-    with pytest.raises(BackendUnavailable) as caught:
-        hama_model.PhonemeModel()
-    message = str(caught.value)
-    assert "\n" not in message and "install the hama version in the lock" in message
+    for data in (other, other[:40], other[:8]):  # another model's, and packs cut short
+        monkeypatch.setattr(hama_model, "pack_bytes", lambda data=data: data)
+        with pytest.raises(BackendUnavailable) as caught:
+            hama_model.PhonemeModel()
+        message = str(caught.value)
+        assert "\n" not in message and "install the hama version in the lock" in message
+
+
+def test_past_30_s_the_last_frame_hears_what_hamas_engine_hears(
+    model: hama_model.PhonemeModel,
+) -> None:
+    # The engine's last STFT frame is centred on sample 479 840 and reaches 200 past it: speech
+    # there (after silence) is heard, not the reflection of the audio cut at the centre.
+    files = sorted((SPEECH / "main").glob("*.wav"))[:1]
+    if not files:
+        pytest.skip(f"{SPEECH} is absent: the shared speech recordings are not on this machine")
+    speech = read(files[0])
+    loudest = int(np.abs(speech.astype(np.int32)).argmax())
+    audio = np.zeros(hama_model.MAX_SAMPLES + 1600, np.int16)
+    centre = (hama_model.MAX_STFT_FRAMES - 1) * hama_model.HOP
+    audio[centre:] = speech[loudest - 100 :][: len(audio) - centre]
+    ref = engine_log_probs(hama.ASRModel(), audio)
+    got = model.log_probs(audio)
+    assert got.shape == ref.shape == (hama_model.frames(len(audio)), len(model.tokens))
+    np.testing.assert_allclose(np.exp(got[-1]), np.exp(ref[-1]), atol=5e-4)
+
+
+def test_audio_too_short_to_pad_is_one_line(model: hama_model.PhonemeModel) -> None:
+    assert model.log_probs(np.zeros(201, np.int16)).shape == (1, len(model.tokens))
+    for n in (0, 200):
+        with pytest.raises(ValueError, match=r"^\d+ samples of audio: the model needs over 200$"):
+            model.log_probs(np.zeros(n, np.int16))

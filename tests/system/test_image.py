@@ -302,6 +302,22 @@ def test_the_vcpus_are_read_from_qemus_monitor(tmp_path: Path) -> None:
     assert boot_test.vcpu_state(tmp_path / "gone.sock") == ""
 
 
+def test_a_monitor_path_too_long_for_a_socket_is_left_out(tmp_path: Path) -> None:
+    # QEMU will not start at all with a longer one (a checkout deeper than about 60 characters
+    # put it in image/out): the boot goes on without its monitor instead.
+    assert boot_test.monitor_socket(tmp_path) == tmp_path / "monitor.sock"
+    deep = tmp_path / ("d" * (boot_test.SOCKET_PATH_MAX - len(str(tmp_path)) - 13))
+    assert len(str(deep / "monitor.sock")) == boot_test.SOCKET_PATH_MAX + 1
+    assert boot_test.monitor_socket(deep) is None
+    if shutil.which("qemu-system-aarch64") is not None:  # what QEMU makes of that path
+        deep.mkdir()
+        run = subprocess.run(["qemu-system-aarch64", "-M", "virt", "-display", "none", "-nic",
+                              "none", "-S", "-monitor",
+                              f"unix:{deep / 'monitor.sock'},server=on,wait=off"],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert run.returncode != 0 and "too long" in run.stderr, run.stderr
+
+
 def test_a_guest_that_keeps_printing_is_not_silent() -> None:
     line = f'echo "{boot_test.MARK} waiting"'
     chunks, times = _follow(f"for i in $(seq 20); do {line}; sleep 0.2; done; "

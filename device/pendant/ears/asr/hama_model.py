@@ -30,9 +30,13 @@ from pendant.core.onnx_proto import Graph, outputs_of
 PACK = "asr_waveform.hama"
 SAMPLE_RATE = 16000
 HOP = 160
-"""Samples per STFT frame; the model's frames are every other one (20 ms)."""
+"""Samples between STFT frames; the model's frames are every other one (20 ms)."""
+WINDOW = 400
+"""Samples per STFT frame, centred on its hop (the waveform reflect-padded by half of it)."""
 MAX_STFT_FRAMES = 3000
-"""hama's engine reads at most this many STFT frames (30 s); the graph is fed no more."""
+"""hama's engine reads at most this many STFT frames (30 s); so does the graph."""
+MAX_SAMPLES = (MAX_STFT_FRAMES - 1) * HOP + WINDOW // 2
+"""The samples the last of those frames reaches: the engine reads no more."""
 BLOCKS = 4
 DIM = 144
 HEADS = 4
@@ -43,7 +47,8 @@ _DTYPES = {0: np.float32, 1: np.float16}
 
 
 def read_pack(data: bytes) -> dict[str, np.ndarray]:
-    """The named tensors of a hama weight pack, as float32."""
+    """The named tensors of a hama weight pack, as float32; ValueError or struct.error when
+    it is not one (or is cut short)."""
     if data[:6] != b"HAMAPK":
         raise ValueError("not a hama weight pack")
     (count,) = struct.unpack_from("<I", data, 8)
@@ -103,9 +108,14 @@ class _Builder:
         bands (a 1x1 convolution), log: (1, 80, STFT frames)."""
         g, w = self.g, self.w
         pad = g.op("Unsqueeze", INPUT, g.ints(1))
-        pad = g.op("Pad", pad, g.ints(0, 0, 200, 0, 0, 200), mode="reflect")
+        half = WINDOW // 2
+        pad = g.op("Pad", pad, g.ints(0, 0, half, 0, 0, half), mode="reflect")
+        # At most MAX_STFT_FRAMES frames, as the engine: the last reaches real samples (or the
+        # reflection of the waveform's own end), never the reflection of a cut.
+        last = (MAX_STFT_FRAMES - 1) * HOP + WINDOW
+        pad = g.op("Slice", pad, g.ints(0), g.ints(last), g.ints(2))
         kernels = np.concatenate([w["stft_real_kernel"], w["stft_imag_kernel"]])
-        if kernels.shape[1:] != (1, 400):
+        if kernels.shape[1:] != (1, WINDOW):
             raise ValueError(f"STFT kernels of {kernels.shape}")
         spectrum = g.op("Conv", pad, g.weight("stft", kernels), strides=[HOP])
         squares = g.op("Mul", spectrum, spectrum)
@@ -204,7 +214,7 @@ class PhonemeModel:
         self.blank = self.tokens.index("<blank>")
         try:
             model = conformer(read_pack(pack_bytes()))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, struct.error) as exc:  # struct.error: a pack cut short
             raise BackendUnavailable(
                 f"hama's {PACK} is not the model this recogniser reads ({exc}): "
                 "install the hama version in the lock"
@@ -212,9 +222,12 @@ class PhonemeModel:
         self._session = session(model, f"hama {PACK}")
 
     def log_probs(self, audio: np.ndarray) -> np.ndarray:
-        """(frames, tokens) float32 for `audio`, 16 kHz mono int16."""
-        # hama's engine hears at most 30 s: so does this (`frames` of the first 30 s).
-        kept = audio[: (MAX_STFT_FRAMES - 1) * HOP]
+        """(frames, tokens) float32 for `audio`, 16 kHz mono int16 of more than half an STFT
+        window (the padding reflects it); ValueError when shorter."""
+        if len(audio) <= WINDOW // 2:
+            raise ValueError(f"{len(audio)} samples of audio: the model needs over {WINDOW // 2}")
+        # hama's engine hears at most 30 s (and the half window its last frame reaches past).
+        kept = audio[:MAX_SAMPLES]
         wav = (np.asarray(kept, dtype=np.float32) / 32768.0).reshape(1, -1)
         (out,) = self._session.run([OUTPUT], {INPUT: wav})
         return out[0]
