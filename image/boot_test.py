@@ -578,7 +578,12 @@ def follow(
             # the eyes' models were prepared, systemctl segfaulting just before), and waiting
             # out the whole timeout would only cost CI its time.
             now = time.monotonic()
-            whole = beat_at is not None and now - max(beat_at, heard) > stopped_s
+            # The hook stops its heartbeat before "done": a quiet shutdown is not a stop.
+            whole = (
+                beat_at is not None
+                and "done" not in times
+                and now - max(beat_at, heard) > stopped_s
+            )
             if now - heard > silence_s or whole:
                 times["silent"] = now - started
                 if whole:

@@ -1495,3 +1495,15 @@ def test_the_certificate_names_the_host_name_the_card_sets(tmp_path: Path) -> No
     done = run_setup(tmp_path)
     assert done.returncode == 0, done.stderr
     assert (conf / "ca.crt").read_bytes() == ca
+
+
+def test_a_guest_that_said_done_and_shuts_down_quietly_is_not_stopped() -> None:
+    # The hook stops its heartbeat before "done"; the power-off after it may be quiet a while.
+    beat = f'echo "[ 480.1] {boot_test.HEARTBEAT} 480.1"'
+    proc = subprocess.Popen(["sh", "-c", f'echo "{boot_test.MARK} hook started"; {beat}; '
+                             f'echo "{boot_test.MARK} done 481.0"; sleep 7'],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    chunks, times = boot_test.follow(proc, timeout=60, silence_s=20.0, stopped_s=1.0)
+    assert "done" in times and "stopped" not in times and "silent" not in times
+    assert chunks[-1] == f"{boot_test.MARK} done 481.0"
