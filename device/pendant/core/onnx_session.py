@@ -135,7 +135,10 @@ def _load(model: Path | bytes, name: str, options: Any) -> Any:
         # onnxruntime's Python session keeps bytes it was given for as long as it lives (9 MB for
         # hama's model, 17 for the voice encoder's): it is given a file in memory instead.
         with _in_memory(model, name) as path:
-            return _load(path, name, options)
+            loaded = _load(path, name, options)
+        # A fallback would load the model again from that path, closed by now.
+        loaded.disable_fallback()
+        return loaded
     try:
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
