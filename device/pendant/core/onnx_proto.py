@@ -123,13 +123,19 @@ class Graph:
     def model(
         self, inputs: dict[str, list[int | str]], outputs: dict[str, list[int | str]]
     ) -> bytes:
-        """The ModelProto: ir_version (1), producer_name (2), graph (7), opset_import (8)."""
-        graph = b"".join(_bytes(1, n) for n in self._nodes) + _bytes(2, self.name)
-        graph += b"".join(_bytes(5, t) for t in self._inits)
-        graph += b"".join(_bytes(11, value_info(k, v)) for k, v in inputs.items())
-        graph += b"".join(_bytes(12, value_info(k, v)) for k, v in outputs.items())
-        opset = _bytes(1, "") + _int(2, OPSET)
-        return _int(1, IR_VERSION) + _bytes(2, "pendant") + _bytes(7, graph) + _bytes(8, opset)
+        """The ModelProto: ir_version (1), producer_name (2), graph (7), opset_import (8).
+
+        Joined once: the weights are copied into the result and nowhere else on the way (a
+        model's weights are megabytes, and the ears build one as they start)."""
+        parts = [_bytes(1, n) for n in self._nodes] + [_bytes(2, self.name)]
+        for t in self._inits:  # _bytes(5, t), without copying t
+            parts += [_varint(5 << 3 | 2), _varint(len(t)), t]
+        parts += [_bytes(11, value_info(k, v)) for k, v in inputs.items()]
+        parts += [_bytes(12, value_info(k, v)) for k, v in outputs.items()]
+        head = _int(1, IR_VERSION) + _bytes(2, "pendant")
+        head += _varint(7 << 3 | 2) + _varint(sum(len(part) for part in parts))
+        opset = _bytes(8, _bytes(1, "") + _int(2, OPSET))
+        return b"".join([head, *parts, opset])
 
 
 def outputs_of(first: str, count: int) -> list[str]:
