@@ -207,7 +207,7 @@ def test_the_test_drop_ins_only_show_the_test_inputs() -> None:
     for name, src in drop_ins.items():
         lines = [ln for ln in src.read_text().splitlines() if ln and not ln.startswith("#")]
         # The ears' start, beside the eyes' preparation on QEMU's four cores run on two.
-        longer = ["TimeoutStartSec=300s"] if "pendant-ears" in name else []
+        longer = ["TimeoutStartSec=600s"] if "pendant-ears" in name else []
         assert lines == ["[Service]", "BindReadOnlyPaths=-/run/pendant-test", *longer], src
 
 
