@@ -12,9 +12,6 @@ figure. Counted:
 - per utterance: the recogniser (`--backend`, by default the config's: pocketsphinx on the
   home's closed set) decoding a few fixed spoken commands, and the intent parser on what it
   heard, as the ears do once the VAD has cut an utterance out;
-- for hama, once: its G2P spelling every word of the home's closed set, as on the first start
-  on a new home (later starts read the spellings from the ears' cache folder; the guest's is
-  emptied before each run). Not in the per-utterance figures;
 - per minute of listening to silence, to room noise, to commands (the demo stream) and to
   talk (the espeak-ng set's non-commands back to back: what conversation mode hears most): the
   listener loop (webrtcvad, Silero, the segmenter, early and final recognition), as
@@ -269,22 +266,9 @@ def core_pct(insns: float, audio_s: float, ipc: float, clock_hz: float = CLOCK_H
 
 def figures(work: list[dict[str, Any]], ipc: float, ipc_range: tuple[float, float]) -> dict:
     """The results: instructions per utterance and per minute of listening, and Zero 2 W
-    time (ms per utterance, % of one core listening) at the assumed IPC and its bounds; for
-    a recogniser that spells the closed set at start-up (hama), that spelling, once."""
+    time (ms per utterance, % of one core listening) at the assumed IPC and its bounds."""
     lo, hi = ipc_range
     out: dict[str, Any] = {"utterances": [], "listening": {}}
-    for w in work:
-        if w["what"] == "spell":
-            out["spell"] = {
-                "words": w["words"],
-                "insns": w["insns"],
-                "insns_per_word": round(w["insns"] / max(w["words"], 1)),
-                "zero2w_s": round(insns_to_ms(w["insns"], ipc) / 1000, 1),
-                "zero2w_s_range": [
-                    round(insns_to_ms(w["insns"], hi) / 1000, 1),
-                    round(insns_to_ms(w["insns"], lo) / 1000, 1),
-                ],
-            }
     # An utterance: the recogniser's decode, then the parser on what it heard.
     for decode, parse in itertools.pairwise(work):
         if decode["what"] != "decode" or parse["what"] != "parse":
@@ -620,14 +604,6 @@ def table(results: dict[str, Any]) -> str:
         )
     if "parse_share_pct" in f:
         lines.append(f"  (the parser's share: {f['parse_share_pct']} %, the rest is the decode)")
-    if "spell" in f:
-        s = f["spell"]
-        a, b = s["zero2w_s_range"]
-        lines.append(
-            f"\nfirst start on a new home, once (not per utterance): the G2P spelling "
-            f"{s['words']} words, {s['insns'] / 1e6:.0f} Minsn "
-            f"({s['insns_per_word'] / 1e6:.1f} a word), {s['zero2w_s']} s ({a}-{b} s)"
-        )
     lines += ["", f"{'listening':<20} {'Minsn/min':>10} {'% of a core':>12}"]
     for kind, x in f["listening"].items():
         a, b = x["zero2w_core_pct_range"]
@@ -645,7 +621,6 @@ def table(results: dict[str, Any]) -> str:
         f"\ninterpreter start-up (empty run, not in any figure): "
         f"{results['empty_run_insns'] / 1e6:.0f} Minsn; imports and models before the first "
         f"mark: {results['setup_insns'] / 1e6:.0f} Minsn"
-        + (" (the spelling above excluded)" if "spell" in f else "")
     )
     more = more_table(results)
     return "\n".join(lines) + ("\n" + more if more else "")
@@ -920,8 +895,8 @@ def run_guest(
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(Path.home()),
-        # The guest's own cache folder: the ears' (hama keeps its G2P's spellings there) and the
-        # eyes' models prepared for the board (`pendant prepare`, the read part).
+        # The guest's own cache folder: the ears' and the eyes' models prepared for the board
+        # (`pendant prepare`, the read part).
         "CACHE_DIRECTORY": str(EARS_CACHE),
         "LANG": "C.UTF-8",
         "PYTHONPATH": f"{REPO / 'device'}:{site}",

@@ -101,21 +101,6 @@ def test_figures_bracket_the_estimate_with_the_ipc_range() -> None:
     assert "IPC 0.5 assumed" in printed and "noise" in printed
 
 
-def test_the_g2p_spelling_is_its_own_row_and_in_no_utterance() -> None:
-    work = [
-        {"what": "spell", "words": 400, "insns": 60_000_000_000},
-        {"what": "decode", "file": "a.wav", "audio_s": 2, "insns": 900_000_000},
-        {"what": "parse", "intent": "HassTurnOn", "insns": 100_000_000},
-    ]
-    f = bench_arm.figures(work, 0.5, (0.5, 1.0))
-    assert f["spell"]["zero2w_s"] == 120.0 and f["spell"]["zero2w_s_range"] == [60.0, 120.0]
-    assert f["spell"]["insns_per_word"] == 150_000_000
-    assert f["utterance_insns_median"] == 1_000_000_000
-    results = {"ipc_assumed": 0.5, "ipc_range": [0.5, 1.0], "clock_hz": 1e9, "figures": f,
-               "empty_run_insns": 1, "setup_insns": 2, "host": "x"}  # fmt: skip
-    assert "spelling 400 words" in bench_arm.table(results)
-
-
 def test_a_backend_with_an_extra_gets_its_wheels() -> None:
     assert bench_arm.backend_extras("whisper") == ["whisper"]
     assert bench_arm.backend_extras("hama") == []

@@ -31,7 +31,7 @@ def mark(label: str, **info: Any) -> None:
     """Tell the plugin to print its count here, under the mark's index."""
     _libc.syscall(MARK_SYSCALL, len(_marks))
     _marks.append({"id": len(_marks), "label": label, **info})
-    if label in ("ready", "spell_end", "parse_end", "listen_end"):
+    if label in ("ready", "parse_end", "listen_end"):
         # Progress for the host to show: emulation is slow.
         done = "loaded (imports, grammar, models)" if label == "ready" else info
         print(f"    {label.removesuffix('_end')}: {done}", file=sys.stderr, flush=True)
