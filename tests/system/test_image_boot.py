@@ -73,10 +73,10 @@ def booted():
     timeout = float(os.environ.get("IMAGE_TIMEOUT", "2400"))
     result = bt.boot(BOARD, MACHINE, timeout=timeout, log=log, echo=True)
     if "stopped" in result.times:
-        # The whole emulated guest stopped, kernel and all (twice in CI on -M raspi3b, never in
-        # a local boot): QEMU's, not the pendant's, as nothing a service does stops the kernel's
-        # heartbeat without a kernel line. Once more from a fresh copy of the image; a second
-        # stop fails as any silence does. The first one's log is kept beside the second's.
+        # The whole emulated guest stopped, heartbeat and all (twice in CI on -M raspi3b, never
+        # in a local boot; no OOM, hung-task or RCU line, QEMU reading next to nothing: not
+        # memory thrash), taken for QEMU's, not the pendant's. Once more from a fresh copy of
+        # the image; a second stop fails as any silence does. The first log is kept beside.
         print(f"\nthe guest stopped whole, booting once more: {result.console.splitlines()[-1]}")
         log.rename(log.with_suffix(".stopped.log"))
         result = bt.boot(BOARD, MACHINE, timeout=timeout, log=log, echo=True)

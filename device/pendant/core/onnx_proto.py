@@ -111,8 +111,7 @@ class Graph:
         """Adds a node; its (first) output's name. With `outputs` > 1 they are named
         `<first>`, `<first>.1`, ... (`outputs_of`)."""
         first = f"n{len(self._nodes)}"
-        names = [first] + [f"{first}.{i}" for i in range(1, outputs)]
-        self._nodes.append(node(op, list(inputs), names, **attrs))
+        self._nodes.append(node(op, list(inputs), outputs_of(first, outputs), **attrs))
         return first
 
     def output(self, op: str, name: str, *inputs: str, **attrs: Attr) -> str:

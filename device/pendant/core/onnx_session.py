@@ -134,8 +134,13 @@ def _load(model: Path | bytes, name: str, options: Any) -> Any:
     if isinstance(model, bytes):
         # onnxruntime's Python session keeps bytes it was given for as long as it lives (9 MB for
         # hama's model, 17 for the voice encoder's): it is given a file in memory instead.
-        with _in_memory(model, name) as path:
-            loaded = _load(path, name, options)
+        try:
+            with _in_memory(model, name) as path:
+                loaded = _load(path, name, options)
+        except ModelError:
+            raise
+        except OSError as exc:  # no memory for it (ENOMEM, EMFILE)
+            raise ModelError(f"{name}: cannot hold it in memory to load it: {exc}") from None
         # A fallback would load the model again from that path, closed by now.
         loaded.disable_fallback()
         return loaded

@@ -177,3 +177,18 @@ def test_a_model_given_as_bytes_is_not_kept_by_its_session(model: Path) -> None:
     assert set(os.listdir("/proc/self/fd")) <= before
     with pytest.raises(ModelError, match=r"^broken: onnxruntime cannot load it"):
         session(b"not a model", "broken")
+
+
+def test_no_memory_for_a_model_given_as_bytes_is_one_line(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object) -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    with pytest.raises(ModelError) as err:
+        session(model.read_bytes(), "big")
+    assert (
+        str(err.value)
+        == "big: cannot hold it in memory to load it: [Errno 12] Cannot allocate memory"
+    )

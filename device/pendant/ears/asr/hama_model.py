@@ -3,7 +3,8 @@
 The `hama` wheel ships its waveform-to-phoneme CTC model as a weight pack
 (`hama/assets/asr_waveform.hama`) for its own small Zig engine. That engine is slow on an ARM
 core: counted under emulation as a Cortex-A53 (`make bench-arm`), 2.27 G instructions for a
-2.1 s command, 87 % of the whole decode, about 3.8 s on a Pi Zero 2 W. The same weights written
+2.1 s command, 87 % of the whole decode, about 3.8 s on a Pi Zero 2 W (at an assumed IPC of 0.6).
+The same weights written
 into an ONNX graph (`conformer`, with `pendant.core.onnx_proto`) and run by onnxruntime take
 0.11 G there, and a thirteenth of the time on x86; per frame, the most likely token is the same
 as the engine's.
@@ -28,7 +29,6 @@ from pendant.core.errors import BackendUnavailable
 from pendant.core.onnx_proto import Graph, outputs_of
 
 PACK = "asr_waveform.hama"
-SAMPLE_RATE = 16000
 HOP = 160
 """Samples between STFT frames; the model's frames are every other one (20 ms)."""
 WINDOW = 400
@@ -189,12 +189,6 @@ def conformer(w: dict[str, np.ndarray]) -> bytes:
     return g.model({INPUT: [1, "samples"]}, {OUTPUT: [1, "frames", proj.shape[1]]})
 
 
-def frames(samples: int) -> int:
-    """The model's frames for `samples` of audio, as hama's engine counts them."""
-    stft = min(samples // HOP + 1, MAX_STFT_FRAMES)
-    return (stft - 1) // 2 + 1
-
-
 def pack_bytes() -> bytes:
     """The weight pack in the installed hama wheel (pinned by the lock's sha256)."""
     return resources.files("hama.assets").joinpath(PACK).read_bytes()
@@ -206,7 +200,7 @@ class PhonemeModel:
     def __init__(self) -> None:
         try:
             from hama.vocab import Vocabulary
-        except ImportError as exc:  # reported by create_recognizer as a missing extra
+        except ImportError as exc:  # a broken install: hama is one of the package's dependencies
             raise BackendUnavailable("hama is not installed") from exc
         from pendant.core.onnx_session import session
 
