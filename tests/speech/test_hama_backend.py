@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import wave
 from pathlib import Path
@@ -182,6 +183,88 @@ def test_a_word_may_begin_with_the_token_the_word_before_ended_with() -> None:
     lp[1, 1], lp[1, 2] = np.log(0.55), np.log(0.43)
     path = [("a", [0], 0, 0), ("b", [0, 1], 1, 2)]
     assert rivals.close_rivals(lp, BLANK, path, [[], ["c"]], spell, lambda _: 0.0) == ["a c"]
+
+
+def _sentences(graph: WordGraph, state: int = 0) -> list[list[str]]:
+    if state in graph.finals and not any(src == state for src, _, _ in graph.arcs):
+        return [[]]
+    found = [[]] if state in graph.finals else []
+    for src, dst, word in graph.arcs:
+        if src == state:
+            found += [[word, *rest] for rest in _sentences(graph, dst)]
+    return found
+
+
+def test_without_a_beam_the_search_finds_the_best_alignment_of_any_sentence() -> None:
+    # Small random graphs and frames, against every sentence aligned on its own
+    # (rivals.best_alignments). No word begins with a token a word ends with: the search lets
+    # such a pair share one spike only over two frames, the alignment in one.
+    rng = np.random.default_rng(7)
+    blank = 5
+    checked = 0
+    for trial in range(40):
+        n_states = int(rng.integers(3, 6))
+        arcs = [(0, 1, "w0")] + [
+            (int(a), int(rng.integers(a + 1, n_states)), f"w{k + 1}")
+            for k, a in enumerate(rng.integers(0, n_states - 1, size=int(rng.integers(2, 7))))
+        ]
+        finals = frozenset({n_states - 1, int(rng.integers(1, n_states))})
+        graph = WordGraph(n_states, 0, finals, arcs)
+
+        def spelling() -> list[int]:
+            middle = rng.integers(0, 5, size=int(rng.integers(0, 3))).tolist()
+            return [int(rng.integers(0, 2)), *middle, int(rng.integers(2, 5))]
+
+        spell = {w: [spelling() for _ in range(int(rng.integers(1, 3)))] for _, _, w in arcs}
+        logits = rng.normal(0, 3, size=(int(rng.integers(8, 20)), 6)).astype(np.float32)
+        lp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        n = hama_backend._Net([(graph, 0.0)], spell)
+        expected = max(
+            (
+                float(rivals.best_alignments(lp, blank, [list(itertools.chain(*variant))])[0])
+                for sentence in _sentences(graph)
+                if sentence
+                for variant in itertools.product(*(spell[w] for w in sentence))
+            ),
+            default=float(rivals.NEG),
+        )
+        score, path = n.search(lp, blank, beam=float("inf"))
+        if expected < rivals.NEG / 2:  # no sentence fits in so few frames
+            assert path == [], trial
+            continue
+        assert score == pytest.approx(expected, abs=1e-3), trial
+        checked += 1
+        taken = list(itertools.chain(*(tokens for _, tokens, _, _ in path)))
+        assert float(rivals.best_alignments(lp, blank, [taken])[0]) == pytest.approx(
+            expected, abs=1e-3
+        )
+    assert checked >= 30  # most trials had a sentence to find
+
+
+def test_a_sentence_that_falls_beyond_the_beam_is_dropped() -> None:
+    # "a" is a whole sentence, "b c" one whose "c" the frames all but rule out: frame after
+    # frame of "b" leaves "a" further behind, and "c" never comes within the beam.
+    n = net([(0, 1, "a"), (0, 2, "b"), (2, 1, "c")], {1}, {"a": [0], "b": [1], "c": [2]})
+    lp = frames(BLANK, 0, *[1] * 8)
+    lp[:, 2] = np.log(1e-12)
+    assert n.search(lp, BLANK) == (float(hama_backend.NEG), [])
+    assert said(n, lp)[0] == []
+    assert n.search(lp, BLANK, beam=float("inf"))[1]  # without the beam, the best of a bad lot
+    assert said(n, frames(BLANK, 0, 1, BLANK))[0] == ["a"]  # a short while behind: kept
+
+
+def test_the_beam_changes_no_sentence_of_the_recordings(recognizer) -> None:  # type: ignore[no-untyped-def]
+    # The pruned search against the full one, on every recording of speech-en's main set.
+    files = sorted((SPEECH / "main").glob("*.wav"))
+    if not files:
+        pytest.skip(f"{SPEECH / 'main'} is absent: the shared speech recordings are not here")
+    for path in files:
+        lp = recognizer.log_probs(read(path))
+        lp = lp[recognizer.kept_frames(lp[:, recognizer.blank])]
+        pruned = recognizer._net.search(lp, recognizer.blank)
+        full = recognizer._net.search(lp, recognizer.blank, beam=float("inf"))
+        assert [w for w, *_ in pruned[1]] == [w for w, *_ in full[1]], path.name
+        assert pruned[0] == pytest.approx(full[0], abs=1e-3), path.name
 
 
 # --- real recordings ---------------------------------------------------------------------

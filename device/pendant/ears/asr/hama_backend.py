@@ -16,7 +16,8 @@ core). This backend:
    at every graph state (silence, pauses between words, before and after the sentence) and
    an optional blank after every phoneme;
 3. runs a Viterbi search over those states (the model's own word-break token counting as a
-   blank), one vectorised numpy step per frame, carrying
+   blank), one vectorised numpy step per frame over the states within `BEAM` of the frame's
+   best and those they lead to (a few per cent of them in a command), carrying
    a word history (a record per graph state and frame) instead of back-pointers per state;
 4. scores the best sentence against the best unconstrained path (the per-frame best token,
    i.e. what a free phoneme loop hears): commands fit the grammar almost as well as the free
@@ -70,6 +71,10 @@ ARPABET: dict[str, tuple[str, ...]] = {
 WORD_BREAK = "<wb>"
 # Frames whose blank log-prob is above this are searched one per run (`kept_frames`).
 SURE_BLANK = math.log(0.99)
+# Paths further than this below the frame's best (nats) are dropped from the search.
+BEAM = 20.0
+LIVE = NEG / 2
+"""Scores at or under this are no path (NEG plus a few frames' log-probs)."""
 # Log-prior of the full closed set against the core (see the module docstring); a guess, not
 # tuned.
 EXTENDED_PRIOR = -8.0
@@ -154,7 +159,12 @@ class _Net:
 
     A path remembers only the frame its current word began at (the frame of the graph
     state's X it came from); the word ending at each graph state at each frame is recorded,
-    which is enough to trace the best sentence back."""
+    which is enough to trace the best sentence back.
+
+    Each frame computes only the live nodes (E or L within the beam of the frame's best) and
+    the nodes their Q entries lead to; the rest hold NEG. Without a beam this is the full
+    Viterbi search, which computed all of them (54,000 nodes for the demo home, where a
+    command keeps a few thousand live)."""
 
     def __init__(
         self,
@@ -203,86 +213,158 @@ class _Net:
         par = np.array(parent, dtype=np.intp)
         # Q holds max(B, X) per graph state, then M per node.
         self.pred = np.where(par < 0, -1 - par, g + par)
+        # Each entry of Q's children (the nodes it leads to), for waking them; most nodes
+        # have one child or none (`only_child`, else -1), looked up without the ranges.
+        order = np.argsort(self.pred, kind="stable")
+        self.children = order
+        self.child_start = np.searchsorted(self.pred[order], np.arange(g + n + 1))
+        count = np.diff(self.child_start)[g:]
+        self.only_child = np.where(count == 1, order[np.minimum(self.child_start[g:-1], n - 1)], -1)
+        self.many_children = count > 1
         # CTC needs a blank between two equal tokens: from such a parent only L will do.
-        same = np.flatnonzero((par >= 0) & (self.tok[np.maximum(par, 0)] == self.tok))
-        self.same, self.same_parent = same, par[same]
+        same = (par >= 0) & (self.tok[np.maximum(par, 0)] == self.tok)
+        self.same_parent = np.where(same, par, -1)
         del node_of, entry_of
         ends.sort()
         e = np.array(ends, dtype=np.intp).reshape(-1, 4)
-        self.end_node, self.end_word, self.end_src = e[:, 1], e[:, 2].astype(np.int32), e[:, 3]
-        self.end_dst, self.end_starts = np.unique(e[:, 0], return_index=True)
-        self.end_counts = np.diff(np.append(self.end_starts, len(e)))
+        self.end_dst, self.end_node = e[:, 0], e[:, 1]
+        self.end_word, self.end_src = e[:, 2].astype(np.int32), e[:, 3]
+        # The words ending at each node, for the nodes searched: most end none or one
+        # (`only_end`, else -1).
+        order = np.argsort(self.end_node, kind="stable")
+        self.ends_at = order
+        self.ends_start = np.searchsorted(self.end_node[order], np.arange(n + 1))
+        count = np.diff(self.ends_start)
+        at = np.minimum(self.ends_start[:-1], len(order) - 1)
+        self.only_end = np.where(count == 1, order[at], -1)
+        self.many_ends = count > 1
+        self.some_many_ends = bool(self.many_ends.any())
+        # A column of the word records per graph state that words end at.
+        self.dsts = np.unique(self.end_dst)
+        self.dst_slot = np.full(g, -1, dtype=np.intp)
+        self.dst_slot[self.dsts] = np.arange(len(self.dsts))
 
     def search(
-        self, lp: np.ndarray, blank: int
+        self, lp: np.ndarray, blank: int, beam: float = BEAM
     ) -> tuple[float, list[tuple[str, list[int], int, int]]]:
         """Viterbi over the frames' log-probs `lp` (frames x columns): the best sentence's
         acoustic score and its path: per word, the word, the tokens it was spelt with (the
-        pronunciation taken) and its first and last frame."""
+        pronunciation taken) and its first and last frame. Only states within `beam` of the
+        frame's best are carried on; (NEG, []) when none of them reaches the end of a sentence.
+        """
         n_frames = lp.shape[0]
-        g = self.n_graph
+        g, n = self.n_graph, self.n_nodes
         neg = NEG
         b = self.start.copy()
         bh = np.full(g, -1, dtype=np.int32)  # frame of the record it came from, or -1
         x = np.full(g, neg, dtype=np.float32)
-        e = np.full(self.n_nodes, neg, dtype=np.float32)
-        eh = np.full(self.n_nodes, -1, dtype=np.int32)
-        ll = np.full(self.n_nodes, neg, dtype=np.float32)
-        lh = np.full(self.n_nodes, -1, dtype=np.int32)
-        q = np.empty(g + self.n_nodes, dtype=np.float32)
-        qh = np.empty(g + self.n_nodes, dtype=np.int32)
-        rec_word = np.full((n_frames, len(self.end_dst)), -1, dtype=np.int32)
-        rec_at = np.full((n_frames, len(self.end_dst)), 0, dtype=np.int32)
-        dst_slot = np.full(g, -1, dtype=np.intp)
-        dst_slot[self.end_dst] = np.arange(len(self.end_dst))
+        # Per node; a node outside `live` holds NEG in E and L, and its Q entry is NEG.
+        e = np.full(n, neg, dtype=np.float32)
+        eh = np.full(n, -1, dtype=np.int32)
+        ll = np.full(n, neg, dtype=np.float32)
+        lh = np.full(n, -1, dtype=np.int32)
+        q = np.full(g + n, neg, dtype=np.float32)
+        qh = np.full(g + n, -1, dtype=np.int32)
+        live = np.empty(0, dtype=np.intp)
+        woken = np.zeros(n, dtype=bool)
+        no_word = np.iinfo(np.intp).max
+        first = np.full(len(self.dsts), no_word, dtype=np.intp)
+        rec_word = np.full((n_frames, len(self.dsts)), -1, dtype=np.int32)
+        rec_at = np.full((n_frames, len(self.dsts)), 0, dtype=np.int32)
         for t in range(n_frames):
             row = lp[t]
             # Graph states: B or X (X carries the record of the previous frame).
             take = x > b
             q[:g] = np.where(take, x, b)
             qh[:g] = np.where(take, t - 1, bh)
-            # Nodes: E or L.
-            take = e > ll
-            q[g:] = np.where(take, e, ll)
-            qh[g:] = np.where(take, eh, lh)
-            cand = q[self.pred]
-            cand_h = qh[self.pred]
-            if len(self.same):
-                cand[self.same] = ll[self.same_parent]
-                cand_h[self.same] = lh[self.same_parent]
-            take = cand > e
-            e = np.where(take, cand, e)
-            eh = np.where(take, cand_h, eh)
-            e += row[self.tok]
-            ll = q[g:] + row[blank]
-            lh = qh[g:].copy()
+            # Live nodes: E or L.
+            take = e[live] > ll[live]
+            q[g + live] = np.where(take, e[live], ll[live])
+            qh[g + live] = np.where(take, eh[live], lh[live])
+            # Searched this frame: the live nodes and the nodes their Q entries lead to.
+            woken[live] = True
+            kids = self.only_child[live]
+            woken[kids[kids >= 0]] = True
+            fans = np.concatenate(
+                [np.flatnonzero(q[:g] > LIVE), g + live[self.many_children[live]]]
+            )
+            woken[_ranges(self.children, self.child_start, fans)] = True
+            nodes = np.flatnonzero(woken)
+            woken[nodes] = False
+            pred = self.pred[nodes]
+            cand, cand_h = q[pred], qh[pred]
+            parent = self.same_parent[nodes]
+            same = np.flatnonzero(parent >= 0)
+            cand[same] = ll[parent[same]]
+            cand_h[same] = lh[parent[same]]
+            en, ehn = e[nodes], eh[nodes]
+            take = cand > en
+            en = np.where(take, cand, en) + row[self.tok[nodes]]
+            ehn = np.where(take, cand_h, ehn)
+            ln = q[g + nodes] + row[blank]
+            lhn = qh[g + nodes]
             b = q[:g] + row[blank]
             bh = qh[:g].copy()
+            q[g + live] = neg
+            # Pruning: what falls beyond the beam is dropped.
+            top = max(float(en.max(initial=neg)), float(ln.max(initial=neg)), float(b.max()))
             # Words ending now: the best into each graph state.
-            vals = e[self.end_node]
-            best = np.maximum.reduceat(vals, self.end_starts)
-            hits = np.flatnonzero(vals == np.repeat(best, self.end_counts))
-            first = hits[np.searchsorted(hits, self.end_starts)]
+            ending = self.only_end[nodes]
+            at = np.flatnonzero(ending >= 0)
+            ending = ending[at]
+            if self.some_many_ends:
+                many = np.flatnonzero(self.many_ends[nodes])
+                if len(many):
+                    more = _ranges(self.ends_at, self.ends_start, nodes[many])
+                    at = np.concatenate([at, np.searchsorted(nodes, self.end_node[more])])
+                    ending = np.concatenate([ending, more])
+            vals = en[at]
+            floor = top - beam
             x = np.full(g, neg, dtype=np.float32)
-            x[self.end_dst] = best
-            rec_word[t] = first
-            rec_at[t] = eh[self.end_node[first]]
+            kept = vals > floor
+            ending, vals = ending[kept], vals[kept]
+            dst = self.end_dst[ending]
+            np.maximum.at(x, dst, vals)
+            hits = vals == x[dst]
+            np.minimum.at(first, self.dst_slot[dst[hits]], ending[hits])
+            slots = np.flatnonzero(first != no_word)
+            words = first[slots]
+            first[slots] = no_word
+            rec_word[t, slots] = words
+            rec_at[t, slots] = ehn[np.searchsorted(nodes, self.end_node[words])]
+            b[b <= floor] = neg
+            keep = np.maximum(en, ln) > floor
+            live = nodes[keep]
+            e[nodes], eh[nodes] = np.where(keep, en, neg), ehn
+            ll[nodes], lh[nodes] = np.where(keep, ln, neg), lhn
         # The best final: in its blank, or with a word just ended there.
         fin_b, fin_x = b[self.finals], x[self.finals]
         i = int(np.argmax(np.maximum(fin_b, fin_x)))
+        if max(fin_b[i], fin_x[i]) <= LIVE:
+            return float(neg), []
         state = int(self.finals[i])
         # The acoustic score alone: the prior only chose between the graphs.
         score = float(max(fin_b[i], fin_x[i])) - float(self.prior[state])
         frame = n_frames - 1 if fin_x[i] >= fin_b[i] else int(bh[state])
         path: list[tuple[str, list[int], int, int]] = []
         while frame >= 0:
-            k = int(rec_word[frame, dst_slot[state]])
+            k = int(rec_word[frame, self.dst_slot[state]])
             word, tokens = self.entries[int(self.end_word[k])]
-            began = int(rec_at[frame, dst_slot[state]])
+            began = int(rec_at[frame, self.dst_slot[state]])
             path.append((word, tokens, began + 1, frame))
             frame, state = began, int(self.end_src[k])
         path.reverse()
         return score, path
+
+
+def _ranges(items: np.ndarray, starts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """items[starts[k]:starts[k + 1]] for each of `keys`, joined (a CSR lookup)."""
+    begin, count = starts[keys], starts[keys + 1] - starts[keys]
+    total = int(count.sum())
+    if total == 0:
+        return items[:0]
+    offsets = np.repeat(begin - np.cumsum(count) + count, count)
+    return items[offsets + np.arange(total)]
 
 
 class HamaRecognizer:
