@@ -144,6 +144,12 @@ def spell_words(words: Iterable[str]) -> tuple[dict[str, list[list[str]]], dict[
     return spellings, prons.guessed
 
 
+INDEX_ARRAYS = (
+    "tok", "pred", "children", "child_start", "only_child", "same_parent", "end_dst", "end_node",
+    "end_src", "ends_at", "ends_start", "only_end", "finals", "dsts", "dst_slot",
+)  # fmt: skip
+
+
 class _Net:
     """The CTC search network of one or more word graphs, as flat numpy arrays.
 
@@ -243,6 +249,9 @@ class _Net:
         self.dsts = np.unique(self.end_dst)
         self.dst_slot = np.full(g, -1, dtype=np.intp)
         self.dst_slot[self.dsts] = np.arange(len(self.dsts))
+        # The indices as int32: half the memory (2 MB less for the demo home's closed set).
+        for name in INDEX_ARRAYS:
+            setattr(self, name, getattr(self, name).astype(np.int32))
 
     def search(
         self, lp: np.ndarray, blank: int, beam: float = BEAM
