@@ -253,6 +253,17 @@ def test_a_sentence_that_falls_beyond_the_beam_is_dropped() -> None:
     assert said(n, frames(BLANK, 0, 1, BLANK))[0] == ["a"]  # a short while behind: kept
 
 
+def test_the_search_takes_float64_frames() -> None:
+    # Frames in float64 are searched as float32 ones: the word records compare a word's score
+    # with the best into its graph state (float32), and a float64 score never equalled it, so
+    # no word was recorded and the trace back never ended.
+    n = net([(0, 1, "ab"), (1, 2, "c")], {2}, {"ab": [0, 1], "c": [2]})
+    lp = frames(BLANK, 0, 1, BLANK, 2, BLANK)
+    score, path = n.search(lp.astype(np.float64), BLANK)
+    assert (score, path) == n.search(lp, BLANK)
+    assert [w for w, *_ in path] == ["ab", "c"]
+
+
 def test_the_beam_changes_no_sentence_of_the_recordings(recognizer) -> None:  # type: ignore[no-untyped-def]
     # The pruned search against the full one, on every recording of speech-en's main set.
     files = sorted((SPEECH / "main").glob("*.wav"))

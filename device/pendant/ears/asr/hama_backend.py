@@ -270,6 +270,8 @@ class _Net:
         pronunciation taken) and its first and last frame. Only states within `beam` of the
         frame's best are carried on; (NEG, []) when none of them reaches the end of a sentence.
         """
+        # float32 throughout: a word's score is matched against the best into its graph state.
+        lp = np.asarray(lp, dtype=np.float32)
         n_frames = lp.shape[0]
         g, n = self.n_graph, self.n_nodes
         neg = NEG
