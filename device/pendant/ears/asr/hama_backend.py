@@ -369,6 +369,8 @@ class _Net:
         path: list[tuple[str, list[int], int, int]] = []
         while frame >= 0:
             k = int(rec_word[frame, self.dst_slot[state]])
+            if k < 0:  # a path with no word record: never seen, but no endless trace back
+                return float(neg), []
             word, tokens = self.entries[int(self.end_word[k])]
             began = int(rec_at[frame, self.dst_slot[state]])
             path.append((word, tokens, began + 1, frame))
