@@ -258,6 +258,13 @@ if [ "$1" = configure ]; then
     fi
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
+        # An upgrade ($2, the version before): the running services hold the old code, with
+        # their venv rebuilt under them, and the eyes' models were prepared for the old
+        # onnxruntime. Whatever was running runs again, the models prepared first (the eyes
+        # start after it); nothing is started that was not.
+        if [ -n "$2" ]; then
+            systemctl try-restart pendant-eyes-prepare.service pendant.target || true
+        fi
     fi
 fi
 exit 0
