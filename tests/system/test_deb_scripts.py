@@ -94,6 +94,7 @@ def test_without_systemd_running_an_upgrade_asks_nothing_of_it(tmp_path: Path) -
     assert not [c for c in calls if c.startswith("systemctl") and "enable" not in c]
 
 
-def test_the_unit_it_restarts_exists() -> None:
-    assert (REPO / "services" / "pendant-eyes-prepare.service").is_file()
-    assert (REPO / "services" / "pendant.target").is_file()
+def test_the_units_it_restarts_are_the_packages() -> None:
+    line = next(x for x in build_deb.POSTINST.splitlines() if "try-restart" in x)
+    units = [w for w in line.split() if w.endswith((".service", ".target"))]
+    assert units and all((REPO / "services" / unit).is_file() for unit in units), units

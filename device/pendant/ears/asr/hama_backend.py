@@ -252,7 +252,6 @@ class _Net:
         at = np.minimum(self.ends_start[:-1], len(order) - 1)
         self.only_end = np.where(count == 1, order[at], -1)
         self.many_ends = count > 1
-        self.some_many_ends = bool(self.many_ends.any())
         # A column of the word records per graph state that words end at.
         # (Not np.unique: its hash table took 8 MB here, the recogniser's peak.)
         self.dsts = np.flatnonzero(np.bincount(self.end_dst, minlength=g))
@@ -332,12 +331,11 @@ class _Net:
             ending = self.only_end[nodes]
             at = np.flatnonzero(ending >= 0)
             ending = ending[at]
-            if self.some_many_ends:
-                many = np.flatnonzero(self.many_ends[nodes])
-                if len(many):
-                    more = _ranges(self.ends_at, self.ends_start, nodes[many])
-                    at = np.concatenate([at, np.searchsorted(nodes, self.end_node[more])])
-                    ending = np.concatenate([ending, more])
+            many = np.flatnonzero(self.many_ends[nodes])
+            if len(many):
+                more = _ranges(self.ends_at, self.ends_start, nodes[many])
+                at = np.concatenate([at, np.searchsorted(nodes, self.end_node[more])])
+                ending = np.concatenate([ending, more])
             vals = en[at]
             floor = top - beam
             x = np.full(g, neg, dtype=np.float32)
