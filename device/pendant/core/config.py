@@ -329,14 +329,6 @@ class VadConfig(_Strict):
     hangover_ms: int = Field(
         500, ge=100, le=5000, description="Silence that ends an utterance (end-of-speech)."
     )
-    sentence_hangover_ms: int = Field(
-        300,
-        ge=100,
-        le=5000,
-        description="Silence that ends an utterance heard as a confident command the closed "
-        "set could still extend ('turn off the tv' ... 'in the kitchen'); one it lets "
-        "nothing change ends at once, anything else waits vad.hangover_ms.",
-    )
     min_speech_ms: int = Field(100, ge=30, le=5000, description="Shorter bursts are ignored.")
     max_utterance_s: float = Field(10.0, gt=0.5, le=60, description="Longer utterances are cut.")
 
