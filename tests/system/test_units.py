@@ -327,7 +327,8 @@ def test_the_eyes_models_are_prepared_by_a_step_that_holds_no_frame() -> None:
     read by the eyes."""
     d = directives(unit_file("eyes-prepare"))
     assert d["Type"] == ["oneshot"] and d["User"] == ["pendant-eyes"]
-    assert d["ExecStart"] == [f"{DEVICE_PATH} --config /etc/pendant/pendant.toml prepare"]
+    # "-": once a boot even when it fails, not again at every start of the eyes (Wants=).
+    assert d["ExecStart"] == [f"-{DEVICE_PATH} --config /etc/pendant/pendant.toml prepare"]
     assert d["CacheDirectory"] == ["pendant-eyes"]
     assert d["PrivateDevices"] == ["yes"] and d["PrivateNetwork"] == ["yes"]
     assert d["RestrictAddressFamilies"] == ["AF_UNIX"] and d["IPAddressDeny"] == ["any"]
