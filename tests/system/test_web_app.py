@@ -71,6 +71,7 @@ from pendant.core.events import (
     NotRecognized,
     Scene,
     Slot,
+    Voices,
     parse_event,
 )
 from pendant.core.model_cache import model_path
@@ -716,6 +717,14 @@ def _companion(
     page("reload")
     page("wait_text", selector="#link", text="connected")
     assert page("eval", expr="document.querySelectorAll('#feed li').length") == 0
+
+    # An enrolment kept without a sentence that was unlike the others: the wearer is told.
+    ears.publish(
+        Voices(device_id=DEVICE, names=["Sam"], check="conversation", in_force=True, left_out=1)
+    )
+    page("click", selector="#voices-details summary")
+    page("wait_text", selector="#voices", text="Sam")
+    page("wait_text", selector="#voices-answer", text="One sentence did not sound like the others")
 
     # Revoked: the account is gone and the reloaded broker refuses the phone.
     assert pairing.revoke(prov.layout.root, phone.user.removeprefix("phone-"), broker_pid=pid)

@@ -480,6 +480,12 @@ class Voices(Event):
     problem: VoiceProblem | None = Field(
         None, description="Why the last enrolment or forget did not happen."
     )
+    left_out: Annotated[int, Field(ge=0, le=ENROL_UTTERANCES)] = Field(
+        0,
+        description="Utterances of the enrolment just kept that were left out, as unlike the "
+        "others (another voice, or too noisy): the voice was kept from the rest. Said once, "
+        "in the event that ends the enrolment.",
+    )
 
 
 class Command(Event):

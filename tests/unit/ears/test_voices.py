@@ -360,7 +360,7 @@ def test_an_enrolment_of_two_voices_keeps_nothing_and_the_phone_hears_why(
     assert payload["problem"] == "not_one_voice"  # a code the phone words; never a score
     assert set(payload) <= {
         "type", "version", "id", "device_id", "timestamp_ms",
-        "names", "check", "in_force", "enrolling", "heard", "needed", "problem",
+        "names", "check", "in_force", "enrolling", "heard", "needed", "problem", "left_out",
     }  # fmt: skip
     # Nothing was kept, so everyone is heard as before.
     assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == ["transcript", "intent"]
@@ -374,8 +374,10 @@ def test_a_lone_other_voice_is_left_out_of_the_enrolment(
     said = [(WEARER, False), (WEARER, False), (BYSTANDER, False), (WEARER, False), (WEARER, False)]
     events = hear(config, grammar, speaker, *said)
     last = [e for e in events if isinstance(e, Voices)][-1]
-    assert (last.problem, last.names) == (None, ["Sam"])
+    assert (last.problem, last.names, last.left_out) == (None, ["Sam"], 1)
     assert speaker.store.load()["Sam"].utterances == 4
+    # Said once: the next event (a restart, a forget) does not say it again.
+    assert speaker.event("pendant").left_out == 0
     assert kinds(hear(config, grammar, speaker, (BYSTANDER, False))) == []
     assert kinds(hear(config, grammar, speaker, (WEARER, False))) == ["transcript", "intent"]
 
@@ -395,7 +397,7 @@ def test_the_voices_event_carries_names_and_progress_never_a_vector(tmp_path: Pa
     payload = speaker.event("pendant").to_json().decode()
     assert set(json.loads(payload)) == {
         "type", "version", "id", "device_id", "timestamp_ms",
-        "names", "check", "in_force", "heard", "needed",
+        "names", "check", "in_force", "heard", "needed", "left_out",
     }  # fmt: skip
 
 

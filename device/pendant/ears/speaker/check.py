@@ -77,6 +77,8 @@ class SpeakerCheck:
         self._taken: list[np.ndarray] = []
         self._last_s = 0.0
         self._unreadable: str | None = None
+        self._left_out = 0
+        """Utterances the enrolment just kept left out, for the next event only."""
 
     def encoder(self) -> Encoder:
         if self._encoder is None:
@@ -197,6 +199,7 @@ class SpeakerCheck:
             log.error("voice not kept: %s", exc)
             return "too_many_voices" if "enrolled already" in str(exc) else "not_saved"
         log.info("voice enrolled from %d utterances of %d", len(voice), len(embeddings))
+        self._left_out = len(embeddings) - len(voice)
         return None
 
     def forget(self, name: str | None) -> VoiceProblem | None:
@@ -213,7 +216,9 @@ class SpeakerCheck:
 
     def event(self, device_id: str, problem: VoiceProblem | None = None) -> Voices:
         """What the phone sees: names, the mode, whether it is in force, the enrolment's
-        progress. Never a voiceprint or a score."""
+        progress, and how many utterances the enrolment just kept left out (said once).
+        Never a voiceprint or a score."""
+        left_out, self._left_out = self._left_out, 0
         try:
             names = self.store.names()
         except VoiceStoreError as exc:
@@ -227,4 +232,5 @@ class SpeakerCheck:
             enrolling=self.enrolling,
             heard=self.heard,
             problem=problem,
+            left_out=left_out,
         )

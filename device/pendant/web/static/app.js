@@ -656,6 +656,12 @@
 
   // --- my voice --------------------------------------------------------------------------
 
+  /** What the wearer is told when the pendant kept their voice without some sentences. */
+  function leftOut(n) {
+    const which = n === 1 ? "One sentence" : `${n} sentences`;
+    return `Kept. ${which} did not sound like the others and ${n === 1 ? "was" : "were"} left out: enrol again, alone, if you were not.`;
+  }
+
   /** The pendant's `voices` event: retained on subscribe, and after every `voice` command. */
   function onVoices(event) {
     state.voices = {
@@ -666,7 +672,9 @@
       heard: Number.isInteger(event.heard) ? event.heard : 0,
       needed: Number.isInteger(event.needed) ? event.needed : ENROL_SENTENCES.length,
     };
-    ui.voicesAnswer.textContent = VOICE_PROBLEMS[event.problem] || "";
+    ui.voicesAnswer.textContent =
+      VOICE_PROBLEMS[event.problem] ||
+      (Number.isInteger(event.left_out) && event.left_out > 0 ? leftOut(event.left_out) : "");
     saveState();
     renderVoices();
   }
