@@ -337,10 +337,12 @@ def test_the_phone_enrols_through_the_link_and_forgets(
     progress = [a["heard"] for a in answers if a.get("enrolling") == "Wearer"]
     assert progress[0] == 0 and max(progress) >= 4  # one answer per utterance taken
     for a in answers:
+        # left_out: a count of utterances (0-5), like heard; never a score.
         assert set(a) <= {
             "type", "version", "id", "device_id", "timestamp_ms",
-            "names", "check", "in_force", "enrolling", "heard", "needed", "problem",
+            "names", "check", "in_force", "enrolling", "heard", "needed", "problem", "left_out",
         }  # fmt: skip
+        assert a.get("left_out", 0) in range(6)
     assert json.loads((state / "voices.json").read_text())["voices"] == []
 
 
