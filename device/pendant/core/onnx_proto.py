@@ -1,9 +1,12 @@
-"""ONNX models written without the `onnx` package, which is not on the pendant.
+"""ONNX models written, and their weights read, without the `onnx` package, which is not on
+the pendant.
 
 Some models ship as plain weights (a torch state dict, hama's weight pack) and onnxruntime runs
 them several times faster than numpy would, but it only takes ONNX. `Graph` collects nodes and
 weights and `Graph.model` serialises them with a minimal protobuf writer: only the fields such
 graphs use, by their numbers in onnx.proto. The tests check the bytes with onnx's own checker.
+`initializers` reads the other way: a model's top-level float32 weights, for one small enough
+that numpy runs it cheaper than onnxruntime's per-call overhead (Silero's VAD).
 """
 
 from __future__ import annotations
@@ -140,3 +143,69 @@ class Graph:
 def outputs_of(first: str, count: int) -> list[str]:
     """The names of a node's `count` outputs, given its first (`Graph.op`)."""
     return [first] + [f"{first}.{i}" for i in range(1, count)]
+
+
+def _read_varint(data: memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def _fields(data: memoryview) -> list[tuple[int, int | memoryview]]:
+    """A message's fields in order: (number, varint value or the bytes of a length-delimited
+    field); fixed-width fields are skipped."""
+    out: list[tuple[int, int | memoryview]] = []
+    at = 0
+    while at < len(data):
+        key, at = _read_varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _read_varint(data, at)
+            out.append((number, value))
+        elif wire == 2:
+            size, at = _read_varint(data, at)
+            out.append((number, data[at : at + size]))
+            at += size
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"not an ONNX model: protobuf wire type {wire}")
+    return out
+
+
+def initializers(model: bytes) -> dict[str, np.ndarray]:
+    """The float32 initialisers of a ModelProto's graph (not of its subgraphs) by name, as
+    arrays of their shapes; weights kept in raw_data, as exporters write them."""
+    graph = next(
+        (v for n, v in _fields(memoryview(model)) if n == 7 and isinstance(v, memoryview)), None
+    )
+    if graph is None:
+        raise ValueError("not an ONNX model: no graph")
+    found = {}
+    for number, value in _fields(graph):
+        if number != 5 or not isinstance(value, memoryview):
+            continue
+        dims: list[int] = []
+        name, kind, raw = "", 0, None
+        for field, item in _fields(value):
+            if field == 1 and isinstance(item, int):
+                dims.append(item)
+            elif field == 1 and isinstance(item, memoryview):  # packed dims
+                at = 0
+                while at < len(item):
+                    dim, at = _read_varint(item, at)
+                    dims.append(dim)
+            elif field == 2 and isinstance(item, int):
+                kind = item
+            elif field == 8 and isinstance(item, memoryview):
+                name = bytes(item).decode()
+            elif field == 9 and isinstance(item, memoryview):
+                raw = item
+        if kind == 1 and raw is not None:
+            found[name] = np.frombuffer(raw, dtype="<f4").reshape(dims).astype(np.float32)
+    return found

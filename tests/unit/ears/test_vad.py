@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from pendant.core.config import VadConfig
+from pendant.core.errors import ModelError
 from pendant.core.model_cache import model_path
 from pendant.ears.audio import RATE_HZ, Chunk
 from pendant.ears.audio.wav import read_audio
-from pendant.ears.vad import Segmenter, SileroVad, Utterance
+from pendant.ears.vad import Segmenter, SileroNet, SileroVad, Utterance
 from tests.conftest import demo_config, speech_files
 
 CHUNK_MS = 30
@@ -79,3 +80,39 @@ def test_long_speech_is_cut_at_max_utterance(silero: SileroVad) -> None:
     long = padded(np.concatenate([audio] * 4))
     for u in segment(long, silero, max_utterance_s=2.0, hangover_ms=3000):
         assert len(u.audio) <= RATE_HZ * 2.0 + N
+
+
+def test_the_numpy_network_gives_onnxruntimes_numbers(silero: SileroVad) -> None:
+    """SileroNet runs the ONNX file's weights in numpy; onnxruntime (in the venv for the
+    recogniser's process) runs the file itself: the same probabilities and state, window by
+    window, over speech, silence and noise."""
+    ort = pytest.importorskip("onnxruntime")
+    path = model_path(demo_config(), "silero-vad")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    net = SileroNet(path)
+    rng = np.random.default_rng(7)
+    speech = [read_audio(f) for f in speech_files("main")[:3]]
+    audio = np.concatenate([*speech, (rng.standard_normal(RATE_HZ) * 300).astype(np.int16)])
+    x = audio.astype(np.float32) / 32768
+    state, mine = np.zeros((2, 1, 128), np.float32), np.zeros((2, 128), np.float32)
+    context, most, probabilities = np.zeros(64, np.float32), 0.0, []
+    for k in range(len(x) // 512):
+        window = np.concatenate((context, x[k * 512 : (k + 1) * 512]))
+        (p,), state = session.run(
+            None, {"input": window[None], "state": state, "sr": np.array(16000)}
+        )
+        q, mine = net.run(window, mine)
+        most = max(most, abs(float(p[0]) - q), float(np.abs(state[:, 0] - mine).max()))
+        probabilities.append(q)
+        context = window[-64:]
+    assert most < 1e-4
+    assert min(probabilities) < 0.1 and max(probabilities) > 0.9  # it heard both
+
+
+def test_a_file_that_is_not_silero_is_one_line_naming_the_fix(tmp_path) -> None:
+    broken = tmp_path / "silero_vad_16k_op15.onnx"
+    broken.write_bytes(b"\x00not a model")
+    with pytest.raises(ModelError, match="pendant models fetch silero-vad"):
+        SileroNet(broken)
