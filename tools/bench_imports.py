@@ -40,7 +40,6 @@ STAGES: dict[str, list[tuple[str, list[str]]]] = {
     "ears": [
         *START,
         ("numpy", ["numpy"]),
-        ("onnxruntime", ["onnxruntime"]),
         ("hassil, yaml", ["hassil", "yaml"]),
         ("the ears' code", ["pendant.ears.service"]),
     ],

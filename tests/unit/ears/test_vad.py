@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -116,3 +119,12 @@ def test_a_file_that_is_not_silero_is_one_line_naming_the_fix(tmp_path) -> None:
     broken.write_bytes(b"\x00not a model")
     with pytest.raises(ModelError, match="pendant models fetch silero-vad"):
         SileroNet(broken)
+
+
+def test_the_ears_service_loads_no_onnxruntime() -> None:
+    """The VAD was the ears' service's only use of onnxruntime (the recogniser runs it in its
+    own process, the speaker check loads it when a voice is enrolled): 7.5 MB of imports and
+    a session's 5 MB no longer held while the room is quiet."""
+    probe = "import sys, pendant.ears.service; print(sorted(m for m in sys.modules if 'onnx' in m))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['pendant.core.onnx_proto']"
