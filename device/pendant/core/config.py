@@ -7,6 +7,7 @@ models, so the README and the code cannot disagree.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -317,6 +318,19 @@ class AudioConfig(_Strict):
 
 class VadConfig(_Strict):
     """`[vad]`: how sound is cut into utterances (webrtcvad's gate, then Silero's check)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        # Retired 2026-12-07: a config that still sets it loads (a device must start), and
+        # says once per load what to do.
+        if isinstance(data, dict) and "sentence_hangover_ms" in data:
+            data = {k: v for k, v in data.items() if k != "sentence_hangover_ms"}
+            logging.getLogger(__name__).warning(
+                "vad.sentence_hangover_ms is no longer used (a confident command that could "
+                "go on waits vad.hangover_ms): remove it from the config"
+            )
+        return data
 
     webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad gate, 0 (lax)-3.")
     silero_threshold: float = Field(

@@ -22,9 +22,11 @@ MOST = 256
 # Continuations parsed, at most, once those of filler alone are set aside: each parse costs
 # about half a millisecond here and more on a Zero 2 W, on the path to the intent.
 MOST_PARSED = 8
-# Words that only ever make a command politer or say "now": a continuation of these alone
-# never changes the intent or its slots, so it is not parsed. "for" and "at" start "for five
-# minutes" and "at seven" too, but those continuations hold other words.
+# Words that only make a command politer or say "now": a continuation of these alone is taken
+# to change nothing and is not parsed. Not quite so for hassil, which may read a slot the words
+# imply ("is the front door locked currently" adds domain: lock): the same device, the same
+# answer. "for" and "at" start "for five minutes" and "at seven" too, but those continuations
+# hold other words.
 FILLER = frozenset(
     {"please", "for", "me", "now", "right", "currently", "presently", "at", "the", "moment",
      "thanks", "thank", "you"}

@@ -174,6 +174,8 @@ class Ears:
         follow-up window's start."""
         # What is being heard in the end-of-speech quiet of the utterance in progress.
         self._early: Guess | None = None
+        self._mutes = 0
+        """How many times the mic was muted: a chunk fetched before a mute is not heard."""
 
     @property
     def config(self) -> Config:
@@ -208,17 +210,25 @@ class Ears:
         if early is None or early.heard.done():
             return await anext(chunks, None)
         following = asyncio.ensure_future(anext(chunks, None))
+        mutes = self._mutes
         try:
             await asyncio.wait((following, early.heard), return_when=asyncio.FIRST_COMPLETED)
             if not following.done() and self._early is early and not self.muted:
                 await self._end_early()
-            return await following
+            chunk = await following
         finally:
             following.cancel()
+        if chunk is not None and self._mutes != mutes:
+            # Captured before a mute that came while the utterance went out: a microphone
+            # drops what it holds when it closes, and so does this.
+            return await anext(chunks, None)
+        return chunk
 
     async def _end_early(self) -> None:
         """Ends the utterance in progress if the guess just in says it may end now."""
-        if self._pressed is None and await self._recognise_early():
+        if self.config.listen.mode == "press_to_talk" or self._pressed is not None:
+            return
+        if await self._recognise_early():
             for utterance in self.segmenter.flush():
                 await self.handle(utterance, pressed=False)
 
@@ -295,6 +305,7 @@ class Ears:
         is captured."""
         if muted:
             self.source.pause()
+            self._mutes += 1
             self.segmenter.reset()
             self._pressed = None
             self._drop_guess()
@@ -498,7 +509,10 @@ class Ears:
         Every path that publishes from an utterance asks this first."""
         if self.muted:
             return False
-        if verdict is not None and not await verdict:
+        accepted = verdict is None or await verdict
+        if self.muted:  # muted while the voice was being checked
+            return False
+        if not accepted:
             # Nothing about it leaves: no intent, no transcript, no question, no score.
             log.info("utterance of %d ms: not an enrolled voice", utterance.speech_ms)
             if pressed:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -375,3 +376,15 @@ def test_the_readmes_config_check_example_is_what_it_prints(tmp_path: Path) -> N
     shown = readme.split("$ pendant config check pendant.toml\n", 1)[1].split("```", 1)[0]
     card = write(tmp_path, '[home]\naras = ["Kitchen"]\n[vad]\nhangover_ms = "long"\n')
     assert check_card(card, DEVICE_DEFAULTS_PATH) == shown.splitlines()
+
+
+def test_a_retired_key_still_loads_and_says_to_remove_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pendant.toml"
+    path.write_text('device_id = "x"\n[vad]\nsentence_hangover_ms = 300\nhangover_ms = 600\n')
+    with caplog.at_level(logging.WARNING):
+        config = load_config(path)
+    assert config.vad.hangover_ms == 600
+    assert "vad.sentence_hangover_ms is no longer used" in caplog.text
+    assert "remove it" in caplog.text
