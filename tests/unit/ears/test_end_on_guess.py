@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from pendant.ears.asr import Transcription
 from pendant.ears.audio import Chunk
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.endpoint import sentence_is_over
-from pendant.ears.listener import GUESS_AFTER_MS
+from pendant.ears.listener import GUESS_AFTER_MS, Ears
 from pendant.ears.understand.grammar import Grammar
 from pendant.ears.understand.nlu import IntentParser
 from pendant.ears.vad import Utterance
@@ -27,6 +28,7 @@ from tests.support.ears_support import bare_ears
 RECORDING = SPEECH / "main" / "timer status.wav"
 # Long enough for any machine to answer a guess; the test fails by reaching it.
 PATIENCE_S = 60
+S = TypeVar("S", "Stalling", "Fetching")
 # "timer status" is longer than this.
 WORDS_MS = 400
 
@@ -74,26 +76,34 @@ class Stalling:
         self.inner.close()
 
 
-def test_an_over_sentence_goes_out_before_more_audio_comes(
-    config: Config, grammar: Grammar
-) -> None:
+def listening(
+    config: Config, grammar: Grammar, recognizer: object, kind: type[S]
+) -> tuple[Ears, list[Event], S]:
+    """Ears hearing the recording live through `recognizer`, from a source of `kind` that
+    stops short once the quiet after the words (not a pause before them: a breath, a click)
+    reaches the guess."""
     if not RECORDING.exists():
         pytest.skip(f"no shared recordings at {SPEECH}")
-    said = IntentParser(config).parse("timer status")
-    assert said is not None
-    assert sentence_is_over("timer status", said, grammar, IntentParser(config))
     unpaced = config.model_copy(
         update={"audio": config.audio.model_copy(update={"realtime": False})}
     )
-    recognizer = Heard()
     ears, published = bare_ears(config, grammar, recognizer)
     seg = ears.segmenter
-    # The quiet after the words, not a pause before them (a breath, a click).
-    source = Stalling(
+    source = kind(
         WavSource(unpaced.audio, [RECORDING]),
         lambda: seg.silence_ms if seg.speech_ms >= WORDS_MS else 0,
     )
     ears.source = source  # type: ignore[assignment]
+    return ears, published, source
+
+
+def test_an_over_sentence_goes_out_before_more_audio_comes(
+    config: Config, grammar: Grammar
+) -> None:
+    said = IntentParser(config).parse("timer status")
+    assert said is not None
+    assert sentence_is_over("timer status", said, grammar, IntentParser(config))
+    ears, published, source = listening(config, grammar, Heard(), Stalling)
     out_while_stalled: list[Event] = []
 
     async def publish(event: Event) -> None:
@@ -157,18 +167,8 @@ def test_audio_captured_before_a_mute_is_not_heard_after_it(
     """The guess comes in while the next chunk is being fetched; the intent goes out, and the
     wearer mutes and unmutes meanwhile: that chunk, captured before the mute, is dropped as
     the microphone drops what it holds when it closes. Mute means nothing is captured."""
-    if not RECORDING.exists():
-        pytest.skip(f"no shared recordings at {SPEECH}")
-    unpaced = config.model_copy(
-        update={"audio": config.audio.model_copy(update={"realtime": False})}
-    )
-    ears, published = bare_ears(config, grammar, Heard())
+    ears, published, source = listening(config, grammar, Heard(), Fetching)
     seg = ears.segmenter
-    source = Fetching(
-        WavSource(unpaced.audio, [RECORDING]),
-        lambda: seg.silence_ms if seg.speech_ms >= WORDS_MS else 0,
-    )
-    ears.source = source  # type: ignore[assignment]
     heard_after_unmute: list[int] = []
     unmuted = False
     push = seg.push
@@ -213,19 +213,8 @@ class Held:
 
 def test_press_to_talk_ends_nothing_on_a_guess(config: Config, grammar: Grammar) -> None:
     """A guess still out when the config turns to press-to-talk publishes nothing."""
-    if not RECORDING.exists():
-        pytest.skip(f"no shared recordings at {SPEECH}")
-    unpaced = config.model_copy(
-        update={"audio": config.audio.model_copy(update={"realtime": False})}
-    )
     recognizer = Held()
-    ears, published = bare_ears(config, grammar, recognizer)
-    seg = ears.segmenter
-    source = Stalling(
-        WavSource(unpaced.audio, [RECORDING]),
-        lambda: seg.silence_ms if seg.speech_ms >= WORDS_MS else 0,
-    )
-    ears.source = source  # type: ignore[assignment]
+    ears, published, source = listening(config, grammar, recognizer, Stalling)
     listen = config.listen.model_copy(update={"mode": "press_to_talk"})
     held = config.model_copy(update={"listen": listen})
 
