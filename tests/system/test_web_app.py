@@ -725,6 +725,12 @@ def _companion(
     page("click", selector="#voices-details summary")
     page("wait_text", selector="#voices", text="Sam")
     page("wait_text", selector="#voices-answer", text="One sentence did not sound like the others")
+    # Said once: the retained event, read again on a later visit, does not say it again.
+    page("reload")
+    page("wait_text", selector="#link", text="connected")
+    page("click", selector="#voices-details summary")
+    page("wait_text", selector="#voices", text="Sam")
+    assert page("text", selector="#voices-answer") == ""
 
     # Revoked: the account is gone and the reloaded broker refuses the phone.
     assert pairing.revoke(prov.layout.root, phone.user.removeprefix("phone-"), broker_pid=pid)

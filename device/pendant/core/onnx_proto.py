@@ -147,13 +147,16 @@ def outputs_of(first: str, count: int) -> list[str]:
 
 def _read_varint(data: memoryview, at: int) -> tuple[int, int]:
     value = shift = 0
-    while True:
+    while shift < 64:
+        if at >= len(data):
+            raise ValueError("not an ONNX model: truncated")
         byte = data[at]
         at += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value, at
         shift += 7
+    raise ValueError("not an ONNX model: a number longer than ten bytes")
 
 
 def _fields(data: memoryview) -> list[tuple[int, int | memoryview]]:
@@ -169,10 +172,14 @@ def _fields(data: memoryview) -> list[tuple[int, int | memoryview]]:
             out.append((number, value))
         elif wire == 2:
             size, at = _read_varint(data, at)
+            if at + size > len(data):
+                raise ValueError("not an ONNX model: truncated")
             out.append((number, data[at : at + size]))
             at += size
         elif wire in (1, 5):
             at += 8 if wire == 1 else 4
+            if at > len(data):
+                raise ValueError("not an ONNX model: truncated")
         else:
             raise ValueError(f"not an ONNX model: protobuf wire type {wire}")
     return out

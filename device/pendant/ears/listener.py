@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from pendant.core import wire
 from pendant.core.asking import FOLLOW_UP_S, after_ask_phrase
 from pendant.core.config import Config
 from pendant.core.errors import PendantError
@@ -146,7 +147,7 @@ class Ears:
         on_mute: Callable[[bool], None] | None = None,
         speaker: SpeakerCheck | None = None,
     ) -> None:
-        self.understanding = understanding
+        self._understanding = understanding
         self.speaker = speaker
         """Who spoke (`speaker.check`): None, no check."""
         self.source = source
@@ -175,7 +176,23 @@ class Ears:
         # What is being heard in the end-of-speech quiet of the utterance in progress.
         self._early: Guess | None = None
         self._mutes = 0
-        """How many times the mic was muted: a chunk fetched before a mute is not heard."""
+        """How many times the mic was muted: what was heard before a mute is not published."""
+        self._muted_at_ms = 0
+        """When (Unix epoch ms) the mic was last muted."""
+
+    @property
+    def understanding(self) -> Understanding:
+        """What turns words into intents (a config or grammar change swaps it)."""
+        return self._understanding
+
+    @understanding.setter
+    def understanding(self, understanding: Understanding) -> None:
+        self._understanding = understanding
+        if understanding.config.listen.mode == "press_to_talk":
+            # Nothing is heard without the button now: not the utterance in progress either,
+            # whether a guess would end it or the audio after a change back.
+            self.segmenter.reset()
+            self._drop_guess()
 
     @property
     def config(self) -> Config:
@@ -218,7 +235,7 @@ class Ears:
             chunk = await following
         finally:
             following.cancel()
-        if chunk is not None and self._mutes != mutes:
+        if chunk is not None and self._mutes != mutes and chunk.end_ms <= self._muted_at_ms:
             # Captured before a mute that came while the utterance went out: a microphone
             # drops what it holds when it closes, and so does this.
             return await anext(chunks, None)
@@ -306,6 +323,7 @@ class Ears:
         if muted:
             self.source.pause()
             self._mutes += 1
+            self._muted_at_ms = wire.now_ms()
             self.segmenter.reset()
             self._pressed = None
             self._drop_guess()
@@ -486,6 +504,7 @@ class Ears:
         was muted meanwhile, or the intent waits for a tap (sent later, if tapped). Held talk
         (`pressed`) not understood is published as NotRecognized."""
         self.utterances += 1
+        mutes = self._mutes
         speaker = self.speaker
         if speaker is not None and speaker.enrolling is not None:
             self._drop_guess()
@@ -496,21 +515,31 @@ class Ears:
         if speaker is not None and speaker.must_check(pressed):
             verdict = asyncio.ensure_future(speaker.accepts(utterance.audio))
         try:
-            return await self._handle(utterance, pressed=pressed, verdict=verdict)
+            return await self._handle(utterance, pressed=pressed, verdict=verdict, mutes=mutes)
         finally:
             if verdict is not None:
                 verdict.cancel()
 
+    def _muted_since(self, mutes: int) -> bool:
+        """Whether the mic is muted, or was muted (and maybe unmuted) since `_mutes` was
+        `mutes`: the wearer said no to what was heard before."""
+        return self.muted or self._mutes != mutes
+
     async def _may_publish(
-        self, utterance: Utterance, *, pressed: bool, verdict: asyncio.Future[bool] | None
+        self,
+        utterance: Utterance,
+        *,
+        pressed: bool,
+        verdict: asyncio.Future[bool] | None,
+        mutes: int,
     ) -> bool:
-        """Whether anything of `utterance` may leave the ears: not if the mic was muted while it
-        was being recognised (the wearer said no to it), nor if it is not an enrolled voice.
+        """Whether anything of `utterance` may leave the ears: not if the mic was muted since it
+        was heard (`mutes`; the wearer said no to it), nor if it is not an enrolled voice.
         Every path that publishes from an utterance asks this first."""
-        if self.muted:
+        if self._muted_since(mutes):
             return False
         accepted = verdict is None or await verdict
-        if self.muted:  # muted while the voice was being checked
+        if self._muted_since(mutes):  # muted while the voice was being checked
             return False
         if not accepted:
             # Nothing about it leaves: no intent, no transcript, no question, no score.
@@ -529,7 +558,12 @@ class Ears:
         await self.publish(self.speaker.event(self.config.device_id, problem))
 
     async def _handle(
-        self, utterance: Utterance, *, pressed: bool, verdict: asyncio.Future[bool] | None
+        self,
+        utterance: Utterance,
+        *,
+        pressed: bool,
+        verdict: asyncio.Future[bool] | None,
+        mutes: int,
     ) -> Intent | None:
         early, self._early = self._early, None
         result = None
@@ -540,9 +574,9 @@ class Ears:
             if words is not None and self._phrased(await words):
                 # Said as a question ("ask Home Assistant, ..."): no second hearing by the
                 # closed set, whose decode would wait for Whisper's in the same process.
-                if await self._may_publish(utterance, pressed=False, verdict=verdict):
+                if await self._may_publish(utterance, pressed=False, verdict=verdict, mutes=mutes):
                     score = result.transcription.confidence if result.transcription else 0.0
-                    await self._ask(utterance, pressed=False, score=score, words=words)
+                    await self._ask(utterance, pressed=False, score=score, words=words, mutes=mutes)
                 return None
             if not self._confident(result) and self._worth_hearing_again(result):
                 # The guess heard less of the quiet at the end than the utterance has, and the
@@ -555,7 +589,7 @@ class Ears:
             await self._activity("thinking")
             result = await self._recognise(utterance.audio)
             await self._activity("idle" if self.muted else "capturing")
-        if not await self._may_publish(utterance, pressed=pressed, verdict=verdict):
+        if not await self._may_publish(utterance, pressed=pressed, verdict=verdict, mutes=mutes):
             return None
         heard, match = result.transcription, result.match
         asr = self.config.asr
@@ -564,7 +598,7 @@ class Ears:
         confident = heard is not None and score >= floor and not self._contested(result)
         if heard is None or match is None or not confident:
             log.info("utterance of %d ms: no intent", utterance.speech_ms)
-            if await self._ask(utterance, pressed=pressed, score=score, words=words):
+            if await self._ask(utterance, pressed=pressed, score=score, words=words, mutes=mutes):
                 return None
             if pressed:
                 await self.publish(
@@ -608,6 +642,7 @@ class Ears:
         pressed: bool,
         score: float,
         words: Awaitable[str | None] | None = None,
+        mutes: int,
     ) -> bool:
         """Publishes what the closed set rejected as an `Ask` when it is a question for the
         bigger model (see the module's docstring); True when it was, or when a mute meanwhile
@@ -626,7 +661,7 @@ class Ears:
             words = self._on_recognizer(lambda r: r.transcribe_open(utterance.audio))
         said = await words
         await self._activity("idle" if self.muted else "capturing")
-        if self.muted:
+        if self._muted_since(mutes):
             return True
         if said is None:
             return False

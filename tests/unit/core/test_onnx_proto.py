@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pendant.core.onnx_proto import Graph, outputs_of
+from pendant.core.onnx_proto import Graph, initializers, outputs_of
 from pendant.core.onnx_session import session
 
 
@@ -52,3 +52,15 @@ def test_a_weight_or_constant_is_stored_once_by_name() -> None:
     assert sorted(names) == sorted(set(names)) and len(names) == 4
     (w,) = (t for t in proto.graph.initializer if t.name == "w")
     assert onnx.numpy_helper.to_array(w).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"\xff" * 65536, b"\x3a\xff\xff\xff\x0f" + b"\x00" * 16, b"\x3a\x05\x2a\x03\x08"],
+    ids=["erased", "too long", "cut short"],
+)
+def test_a_damaged_file_is_not_a_model(damage: bytes) -> None:
+    """Erased blocks of an SD card read as 0xff; a length past the end is a cut file: each is
+    one clear error, not an index error from deep inside, nor minutes of work."""
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        initializers(damage)

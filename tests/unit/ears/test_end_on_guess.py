@@ -212,7 +212,8 @@ class Held:
 
 
 def test_press_to_talk_ends_nothing_on_a_guess(config: Config, grammar: Grammar) -> None:
-    """A guess still out when the config turns to press-to-talk publishes nothing."""
+    """A guess still out when the config turns to press-to-talk publishes nothing, nor does
+    the utterance it was made on once conversation mode is back."""
     recognizer = Held()
     ears, published, source = listening(config, grammar, recognizer, Stalling)
     listen = config.listen.model_copy(update={"mode": "press_to_talk"})
@@ -223,11 +224,15 @@ def test_press_to_talk_ends_nothing_on_a_guess(config: Config, grammar: Grammar)
         async with asyncio.timeout(PATIENCE_S):
             while not source.stalled:
                 await asyncio.sleep(0.01)
-        ears.understanding = replace(ears.understanding, config=held)
+        conversation = ears.understanding
+        ears.understanding = replace(conversation, config=held)
         recognizer.answer.set()
         await asyncio.sleep(0.3)
-        listening.cancel()
-        await asyncio.gather(listening, return_exceptions=True)
+        # Back to conversation mode, the stream ends: nothing said before the change is left
+        # to be heard (the end of a stream hears out what is in progress).
+        ears.understanding = conversation
+        source.go_on.set()
+        await asyncio.wait_for(listening, PATIENCE_S)
 
     asyncio.run(play())
     assert [e for e in published if isinstance(e, Intent)] == []

@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 
 from pendant.core.config import Config, EscalateConfig, SpeakerConfig
-from pendant.core.events import Ask, Intent, Transcript
-from pendant.ears.audio import RATE_HZ
+from pendant.core.events import Ask
 from pendant.ears.audio.wav import WavSource
 from pendant.ears.speaker.check import SpeakerCheck
 from pendant.ears.speaker.store import EMBEDDING_SIZE, VoiceStore
 from pendant.ears.understand.grammar import Grammar
-from pendant.ears.vad import Utterance
 from tests.conftest import SPEECH
-from tests.support.ears_support import Heard, bare_ears
+from tests.support.ears_support import bare_ears
 from tests.unit.ears.test_listener_ask import Counting
 
 
@@ -72,25 +70,3 @@ class SlowWearer:
     def embed(self, samples: np.ndarray, rate: int = 16000) -> np.ndarray | None:
         time.sleep(0.2)  # in the verdict's thread
         return direction(0)
-
-
-def test_a_mute_while_the_voice_is_checked_publishes_nothing(
-    config: Config, grammar: Grammar, tmp_path: Path
-) -> None:
-    hearing = config.model_copy(
-        update={"listen": config.listen.model_copy(update={"confirm_kinds": []})}
-    )
-    ears, published = bare_ears(hearing, grammar, Heard("timer status"))
-    store = VoiceStore(tmp_path / "voices.json")
-    store.add("Sam", direction(0), 5)
-    ears.speaker = SpeakerCheck(SpeakerConfig(), store, lambda: (SlowWearer(), 0.5))
-
-    async def scenario() -> None:
-        said = Utterance(np.zeros(RATE_HZ, np.int16), 0, 1000)
-        handling = asyncio.create_task(ears.handle(said, pressed=False))
-        await asyncio.sleep(0.05)
-        await ears.set_muted(True)
-        await handling
-
-    asyncio.run(scenario())
-    assert not [e for e in published if isinstance(e, Intent | Transcript)]

@@ -97,7 +97,9 @@ def test_the_numpy_network_gives_onnxruntimes_numbers(silero: SileroVad) -> None
     net = SileroNet(path)
     rng = np.random.default_rng(7)
     speech = [read_audio(f) for f in speech_files("main")[:3]]
-    audio = np.concatenate([*speech, (rng.standard_normal(RATE_HZ) * 300).astype(np.int16)])
+    noise = (rng.standard_normal(RATE_HZ) * 300).astype(np.int16)
+    loud = np.tile(np.array([32767, -32768], np.int16), RATE_HZ // 2)  # overflowed the gates
+    audio = np.concatenate([*speech, noise, np.zeros(5 * RATE_HZ, np.int16), loud])
     x = audio.astype(np.float32) / 32768
     state, mine = np.zeros((2, 1, 128), np.float32), np.zeros((2, 128), np.float32)
     context, most, probabilities = np.zeros(64, np.float32), 0.0, []
@@ -107,7 +109,9 @@ def test_the_numpy_network_gives_onnxruntimes_numbers(silero: SileroVad) -> None
             None, {"input": window[None], "state": state, "sr": np.array(16000)}
         )
         q, mine = net.run(window, mine)
-        most = max(most, abs(float(p[0]) - q), float(np.abs(state[:, 0] - mine).max()))
+        # The cell's values reach ~100 on silence: float32 rounding there is relative.
+        drift = np.abs(state[:, 0] - mine).max() / max(1.0, float(np.abs(mine).max()))
+        most = max(most, abs(float(p[0]) - q), 10 * float(drift))
         probabilities.append(q)
         context = window[-64:]
     assert most < 1e-4

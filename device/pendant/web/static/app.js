@@ -663,7 +663,7 @@
   }
 
   /** The pendant's `voices` event: retained on subscribe, and after every `voice` command. */
-  function onVoices(event) {
+  function onVoices(event, retained) {
     state.voices = {
       names: event.names,
       check: event.check,
@@ -672,9 +672,10 @@
       heard: Number.isInteger(event.heard) ? event.heard : 0,
       needed: Number.isInteger(event.needed) ? event.needed : ENROL_SENTENCES.length,
     };
+    // The event stays retained: what was left out is said when it happens, not at every visit.
+    const leftOutNow = !retained && Number.isInteger(event.left_out) && event.left_out > 0;
     ui.voicesAnswer.textContent =
-      VOICE_PROBLEMS[event.problem] ||
-      (Number.isInteger(event.left_out) && event.left_out > 0 ? leftOut(event.left_out) : "");
+      VOICE_PROBLEMS[event.problem] || (leftOutNow ? leftOut(event.left_out) : "");
     saveState();
     renderVoices();
   }
@@ -779,7 +780,7 @@
     } else if (rest === "sentences" && event.type === "sentences" && Array.isArray(event.sets)) {
       onSentences(event, Boolean(packet && packet.retain));
     } else if (rest === "voices" && event.type === "voices" && Array.isArray(event.names)) {
-      onVoices(event);
+      onVoices(event, Boolean(packet && packet.retain));
     }
   }
 
